@@ -1,0 +1,780 @@
+//! The workflow definition in its canonical form (DESIGN.md §2).
+//!
+//! Values of these types only come out of [`crate::parse`], which accepts the canonical
+//! document and the compatibility forms and reports every problem with its path. They
+//! serialise to the canonical form, so `parse(serialise(d)) == d`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::condition::Condition;
+use crate::duration::Duration;
+
+/// The step budget of an execution when the definition sets none (DESIGN.md §2 "Flow").
+pub const DEFAULT_MAX_STEPS: u32 = 1000;
+
+/// A whole workflow: what starts it and the graph of steps it runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowDefinition {
+    /// Stable string id shared by every version (`high_value_order`).
+    pub workflow_id: String,
+    /// Version label; (`workflow_id`, `version`) is unique.
+    pub version: String,
+    /// Human name.
+    pub name: String,
+    /// Free text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Disabled workflows are not started by events.
+    pub enabled: bool,
+    /// Labels for filtering.
+    pub tags: Vec<String>,
+    /// What starts an execution.
+    pub trigger: Trigger,
+    /// Resources loaded into the context before the first step.
+    pub context: ContextSpec,
+    /// Whole-execution deadline, counted from the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Step budget per execution (revision loops are bounded by it); default 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    /// Opaque data kept for the author's tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// The steps; execution starts at the first.
+    pub steps: Vec<Step>,
+}
+
+impl WorkflowDefinition {
+    /// The effective step budget.
+    pub fn max_steps(&self) -> u32 {
+        self.max_steps.unwrap_or(DEFAULT_MAX_STEPS)
+    }
+
+    /// The top-level step with this id (children of parallel/foreach are not searched).
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The canonical JSON document.
+    pub fn to_json(&self) -> Value {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// A content hash of the canonical form: identical definitions share one snapshot.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        digest.iter().fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
+
+/// Definitions are read back from storage through the same parser that checks user input,
+/// so there is exactly one way to turn JSON into a definition.
+impl<'de> Deserialize<'de> for WorkflowDefinition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        crate::parse::load(&value)
+            .map(|loaded| loaded.definition)
+            .map_err(|report| {
+                let all: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+                serde::de::Error::custom(all.join("; "))
+            })
+    }
+}
+
+/// What starts executions of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    /// An incoming event whose type matches `event` (exact, or a trailing `*` / `.*` glob).
+    Event {
+        /// The pattern, e.g. `order.checkout.*`.
+        event: String,
+    },
+    /// Only `POST /workflows/{id}/execute`.
+    Manual,
+    /// A cron schedule.
+    Schedule {
+        /// 5- or 6-field cron expression, or a descriptor such as `@hourly`.
+        cron: String,
+        /// IANA time zone the expression is read in; UTC when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+}
+
+impl Trigger {
+    /// Whether an event of type `event_type` starts this workflow.
+    pub fn matches_event(&self, event_type: &str) -> bool {
+        match self {
+            Self::Event { event } => event_pattern_matches(event, event_type),
+            Self::Manual | Self::Schedule { .. } => false,
+        }
+    }
+}
+
+/// Matches an event type against a trigger pattern: exact, `*` (everything), or a prefix
+/// ending in `*` (`order.checkout.*` matches `order.checkout.initiated` and deeper types).
+pub fn event_pattern_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => {
+            prefix.is_empty() || (event_type.len() > prefix.len() && event_type.starts_with(prefix))
+        }
+        None => pattern == event_type,
+    }
+}
+
+/// Resources to load into the context (DESIGN.md §5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContextSpec {
+    /// Dotted resource names (`customer.profile`), each placed at that path.
+    pub load: Vec<String>,
+}
+
+/// One node of the workflow graph.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// Unique id (`[A-Za-z0-9_.-]+`).
+    pub id: String,
+    /// Human name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Free text for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The step type with its type-specific fields and successors.
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// How failed attempts are retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Per-attempt time limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Step to continue at when this step has failed for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<String>,
+    /// Opaque data kept for the author's tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// The step types and their successors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Branch on a condition.
+    Condition {
+        /// The test.
+        condition: Condition,
+        /// Successor when true.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_true: Option<String>,
+        /// Successor when false.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_false: Option<String>,
+    },
+    /// Decide (`allow`/`block`), run sub-actions, or (compatibility) gate on an approval.
+    Action {
+        /// The verb and its reason.
+        action: ActionSpec,
+        /// Sub-actions, run whatever the verb.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        execute: Vec<SubAction>,
+        /// Successor.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        /// Successor after approval (compatibility approval form only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_approve: Option<String>,
+        /// Successor after rejection or expiry (compatibility approval form only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_reject: Option<String>,
+    },
+    /// Run sub-actions (an action with verb `execute`).
+    Execute {
+        /// Sub-actions.
+        execute: Vec<SubAction>,
+        /// Successor.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// Pause until people decide.
+    Approval {
+        /// Who decides, how many, until when.
+        approval: ApprovalSpec,
+        /// Successor after approval; absent: the execution ends `allowed`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_approve: Option<String>,
+        /// Successor after rejection; absent: the execution ends `blocked`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_reject: Option<String>,
+    },
+    /// Pause until an event arrives.
+    Wait {
+        /// Which event, and until when.
+        wait: WaitSpec,
+        /// Successor.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// Run children concurrently.
+    Parallel {
+        /// Strategy and children.
+        parallel: ParallelSpec,
+        /// Successor when the strategy passed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        /// Successor when the strategy failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_false: Option<String>,
+    },
+    /// Run children once per item of a collection, in order.
+    Foreach {
+        /// The collection and children.
+        foreach: ForeachSpec,
+        /// Successor.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+}
+
+impl StepKind {
+    /// The type name as written in definitions.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Condition { .. } => "condition",
+            Self::Action { .. } => "action",
+            Self::Execute { .. } => "execute",
+            Self::Approval { .. } => "approval",
+            Self::Wait { .. } => "wait",
+            Self::Parallel { .. } => "parallel",
+            Self::Foreach { .. } => "foreach",
+        }
+    }
+}
+
+/// Which kind of gate a step is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateKind {
+    /// Approval step, or an action in the compatibility approval form.
+    Approval,
+    /// Wait step.
+    Wait,
+}
+
+/// One successor edge of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge<'a> {
+    /// Field name (`next`, `on_true`, …).
+    pub label: &'static str,
+    /// Target step id.
+    pub target: &'a str,
+}
+
+impl Step {
+    /// The gate this step is, if any.
+    pub fn gate_kind(&self) -> Option<GateKind> {
+        match &self.kind {
+            StepKind::Approval { .. } => Some(GateKind::Approval),
+            StepKind::Wait { .. } => Some(GateKind::Wait),
+            StepKind::Action { .. } if self.compat_approval().is_some() => Some(GateKind::Approval),
+            _ => None,
+        }
+    }
+
+    /// For an action in the compatibility approval form (DESIGN.md §3), the approval it
+    /// requests: from its `create_approval_request` sub-action.
+    pub fn compat_approval(&self) -> Option<&ApprovalSpec> {
+        let StepKind::Action { execute, .. } = &self.kind else {
+            return None;
+        };
+        execute.iter().find_map(|sub| match &sub.kind {
+            SubActionKind::CreateApprovalRequest(req) => Some(&req.approval),
+            _ => None,
+        })
+    }
+
+    /// Every successor edge, including `on_error` and an approval's or wait's
+    /// `on_timeout` step.
+    pub fn edges(&self) -> Vec<Edge<'_>> {
+        let mut edges: Vec<(&'static str, Option<&str>)> = Vec::with_capacity(4);
+        match &self.kind {
+            StepKind::Condition {
+                on_true, on_false, ..
+            } => {
+                edges.push(("on_true", on_true.as_deref()));
+                edges.push(("on_false", on_false.as_deref()));
+            }
+            StepKind::Action {
+                next,
+                on_approve,
+                on_reject,
+                ..
+            } => {
+                edges.push(("next", next.as_deref()));
+                edges.push(("on_approve", on_approve.as_deref()));
+                edges.push(("on_reject", on_reject.as_deref()));
+            }
+            StepKind::Execute { next, .. } | StepKind::Foreach { next, .. } => {
+                edges.push(("next", next.as_deref()));
+            }
+            StepKind::Approval {
+                approval,
+                on_approve,
+                on_reject,
+            } => {
+                edges.push(("on_approve", on_approve.as_deref()));
+                edges.push(("on_reject", on_reject.as_deref()));
+                if let OnTimeout::Step(step) = &approval.on_timeout {
+                    edges.push(("on_timeout", Some(step)));
+                }
+            }
+            StepKind::Wait { wait, next } => {
+                edges.push(("next", next.as_deref()));
+                edges.push(("on_timeout", wait.on_timeout.as_deref()));
+            }
+            StepKind::Parallel { next, on_false, .. } => {
+                edges.push(("next", next.as_deref()));
+                edges.push(("on_false", on_false.as_deref()));
+            }
+        }
+        edges.push(("on_error", self.on_error.as_deref()));
+        edges
+            .into_iter()
+            .filter_map(|(label, target)| target.map(|target| Edge { label, target }))
+            .collect()
+    }
+
+    /// Children of a parallel or foreach step (empty otherwise).
+    pub fn children(&self) -> &[Step] {
+        match &self.kind {
+            StepKind::Parallel { parallel, .. } => &parallel.steps,
+            StepKind::Foreach { foreach, .. } => &foreach.steps,
+            _ => &[],
+        }
+    }
+
+    /// Whether running this step can have effects outside the execution's own state
+    /// (so it must be recorded `running` before it acts, DESIGN.md §7).
+    pub fn has_side_effects(&self) -> bool {
+        match &self.kind {
+            StepKind::Condition { .. } | StepKind::Wait { .. } => false,
+            StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => {
+                !execute.is_empty()
+            }
+            StepKind::Approval { .. } => true,
+            StepKind::Parallel { .. } | StepKind::Foreach { .. } => {
+                self.children().iter().any(Step::has_side_effects)
+            }
+        }
+    }
+}
+
+/// The verb of an action step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionSpec {
+    /// What the action decides.
+    #[serde(rename = "type")]
+    pub verb: Verb,
+    /// Why (a template), shown in the step output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Action verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verb {
+    /// Sets the result to `allowed`.
+    Allow,
+    /// Sets the result to `blocked`.
+    Block,
+    /// Only runs the sub-actions.
+    Execute,
+    /// Compatibility: an approval gate (needs a `create_approval_request` sub-action).
+    RequireApproval,
+}
+
+impl Verb {
+    /// Parses a verb name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "allow" => Self::Allow,
+            "block" => Self::Block,
+            "execute" => Self::Execute,
+            "require_approval" => Self::RequireApproval,
+            _ => return None,
+        })
+    }
+}
+
+/// One sub-action of an `execute` list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubAction {
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: SubActionKind,
+    /// When true, a failure is recorded but does not fail the step.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+}
+
+/// The sub-action types (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SubActionKind {
+    /// An HTTP call (`webhook` and `http_request` are the same thing).
+    Webhook(HttpRequest),
+    /// A message to people or channels through the configured notifier.
+    Notify {
+        /// Recipients (templates): addresses, `role:NAME`, `slack:#channel`, …
+        recipients: Vec<String>,
+        /// The message (a template).
+        message: String,
+        /// Channel hint for the notifier.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+    },
+    /// A line in the server log and the step output.
+    Log {
+        /// The message (a template).
+        message: String,
+        /// `debug`, `info`, `warn` or `error`.
+        level: LogLevel,
+    },
+    /// Writes values (templates) at dotted context paths.
+    Set {
+        /// Path → value.
+        values: Map<String, Value>,
+    },
+    /// Inserts or replaces a record in the engine's records table.
+    CreateRecord {
+        /// Entity type (`purchase_order`).
+        entity: String,
+        /// Entity id (a template); when absent a stable id is derived from the step visit.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        entity_id: Option<String>,
+        /// The record's data (templates).
+        data: Value,
+    },
+    /// Merges keys into an existing or new record.
+    UpdateRecord {
+        /// Entity type.
+        entity: String,
+        /// Entity id (a template).
+        entity_id: String,
+        /// Keys to merge (templates).
+        data: Value,
+    },
+    /// Compatibility approval gate (DESIGN.md §3).
+    CreateApprovalRequest(CompatApproval),
+}
+
+impl SubActionKind {
+    /// The type name as written in definitions.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Webhook(_) => "webhook",
+            Self::Notify { .. } => "notify",
+            Self::Log { .. } => "log",
+            Self::Set { .. } => "set",
+            Self::CreateRecord { .. } => "create_record",
+            Self::UpdateRecord { .. } => "update_record",
+            Self::CreateApprovalRequest(_) => "create_approval_request",
+        }
+    }
+}
+
+/// Log levels of the `log` sub-action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info (default).
+    #[default]
+    Info,
+    /// Warn.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// An HTTP request made by `webhook`/`http_request`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpRequest {
+    /// Method (a template), default `POST`.
+    pub method: String,
+    /// URL (a template).
+    pub url: String,
+    /// Headers (templates).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+    /// JSON body (templates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Request time limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// `create_approval_request` as written for the replaced system, with the approval it
+/// means.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompatApproval {
+    /// Entity type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Entity id (a template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    /// `approver_role`, `expires_in`, `reason`, plus anything else for the approvers.
+    pub data: Map<String, Value>,
+    /// The approval this maps onto.
+    #[serde(skip)]
+    pub approval: ApprovalSpec,
+}
+
+/// What an approval gate asks for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalSpec {
+    /// Who may decide.
+    pub approvers: Approvers,
+    /// How many distinct approvals are needed.
+    pub required: Required,
+    /// Why (a template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is being approved (templates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<EntityRef>,
+    /// Decision deadline, counted from the pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// What the deadline does.
+    pub on_timeout: OnTimeout,
+    /// Whether the requester may decide.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_self_approval: bool,
+    /// Extra information for the approvers (templates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// Approver roles and/or users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Approvers {
+    /// Holders of any of these roles may decide.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// These subjects may decide.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+/// The approval quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// N distinct deciders.
+    Count(u32),
+    /// Every listed user.
+    All,
+}
+
+impl Serialize for Required {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Count(n) => serializer.serialize_u32(*n),
+            Self::All => serializer.serialize_str("all"),
+        }
+    }
+}
+
+/// What an expired approval does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Treated as a rejection (default).
+    Reject,
+    /// Treated as an approval.
+    Approve,
+    /// The execution fails with `timed_out`.
+    Fail,
+    /// Continue at this step.
+    Step(String),
+}
+
+impl Serialize for OnTimeout {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Self::Reject => "reject",
+            Self::Approve => "approve",
+            Self::Fail => "fail",
+            Self::Step(step) => step,
+        })
+    }
+}
+
+/// The entity an approval is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntityRef {
+    /// Entity type (`order`).
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    /// Entity id (a template).
+    pub id: String,
+}
+
+/// What a wait step waits for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitSpec {
+    /// Event type awaited.
+    pub event: String,
+    /// Filter on the event (`event.*` = its payload), templates resolved at entry.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<Condition>,
+    /// Deadline, counted from the pause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Step to continue at on deadline; absent: the execution fails `timed_out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<String>,
+}
+
+/// A parallel step's body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParallelSpec {
+    /// How child outcomes combine.
+    pub strategy: Strategy,
+    /// Children, run concurrently.
+    pub steps: Vec<Step>,
+}
+
+/// How the outcomes of parallel children combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Passes only if every child passes (default).
+    #[default]
+    AllMustPass,
+    /// Passes if at least one child passes.
+    AnyCanPass,
+    /// Always passes; failures are recorded.
+    BestEffort,
+}
+
+/// A foreach step's body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForeachSpec {
+    /// The collection: a dotted context path (`order.lines`) or a template.
+    pub items: String,
+    /// Name under which the current item is visible to the children.
+    pub item_var: String,
+    /// Children, run in order for each item.
+    pub steps: Vec<Step>,
+}
+
+/// Retry policy of a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first (≥ 1).
+    pub max_attempts: u32,
+    /// Growth of the wait between attempts.
+    pub backoff: Backoff,
+    /// Wait before the second attempt.
+    pub initial_interval: Duration,
+    /// Upper bound of any wait.
+    pub max_interval: Duration,
+    /// Error classes that are retried.
+    pub retry_on: Vec<ErrorClass>,
+    /// Randomise waits by up to ±20% so retries of many executions do not synchronise.
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    /// Default first wait.
+    pub const DEFAULT_INITIAL: Duration = Duration::from_secs(1);
+    /// Default upper bound.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(300);
+
+    /// Whether an error of `class` should be retried by this policy.
+    pub fn retries(&self, class: ErrorClass) -> bool {
+        self.retry_on
+            .iter()
+            .any(|c| *c == ErrorClass::Any || *c == class)
+    }
+
+    /// The wait before attempt `attempt + 1`, given that `attempt` (1-based) failed,
+    /// without jitter.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let initial = self.initial_interval.as_millis();
+        let n = u64::from(attempt.max(1) - 1);
+        let ms = match self.backoff {
+            Backoff::Fixed => initial,
+            Backoff::Linear => initial.saturating_mul(n + 1),
+            Backoff::Exponential => {
+                initial.saturating_mul(1u64.checked_shl(n.min(62) as u32).unwrap_or(u64::MAX))
+            }
+        };
+        Duration::from_millis(ms.min(self.max_interval.as_millis()))
+    }
+}
+
+/// Backoff shapes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// Same wait every time.
+    Fixed,
+    /// initial × attempt.
+    Linear,
+    /// initial × 2^(attempt-1) (default).
+    #[default]
+    Exponential,
+}
+
+/// Classes of step failure, for `retry_on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorClass {
+    /// The attempt or request ran out of time.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// HTTP 5xx.
+    #[serde(rename = "5xx")]
+    Server,
+    /// HTTP 4xx.
+    #[serde(rename = "4xx")]
+    Client,
+    /// Connection-level failure.
+    #[serde(rename = "network")]
+    Network,
+    /// Anything else (templates, records, internal): only retried by `*`.
+    #[serde(rename = "error")]
+    Other,
+    /// Every class (only meaningful in `retry_on`).
+    #[serde(rename = "*")]
+    Any,
+}
+
+impl ErrorClass {
+    /// Parses a `retry_on` entry.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "timeout" => Self::Timeout,
+            "5xx" => Self::Server,
+            "4xx" => Self::Client,
+            "network" => Self::Network,
+            "error" => Self::Other,
+            "*" => Self::Any,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,759 @@
+//! The records Tollgate persists: workflows, executions, step records, approvals, events,
+//! resume requests, notifications, records and API keys.
+//!
+//! Rules that every backend must apply identically (the approval quorum, who may decide)
+//! live here as pure functions, so no backend can drift from another.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::definition::{ErrorClass, WorkflowDefinition};
+use crate::status::{ErrorKind, ExecutionResult, ExecutionStatus, PauseReason};
+
+/// All timestamps are UTC.
+pub type Timestamp = DateTime<Utc>;
+
+/// A stored workflow: one (`workflow_id`, `version`) with its current definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workflow {
+    /// Row id (UUID v7).
+    pub id: Uuid,
+    /// The definition as last written. `definition.enabled` mirrors [`Self::enabled`].
+    pub definition: Arc<WorkflowDefinition>,
+    /// Content hash of the definition's snapshot, which new executions pin.
+    pub snapshot_id: String,
+    /// Whether events start it.
+    pub enabled: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl Workflow {
+    /// The string id shared by all versions.
+    pub fn workflow_id(&self) -> &str {
+        &self.definition.workflow_id
+    }
+
+    /// The version label.
+    pub fn version(&self) -> &str {
+        &self.definition.version
+    }
+}
+
+/// Hash of a definition as pinned by executions. `enabled` is left out: switching a
+/// workflow on or off does not change what its executions run.
+pub fn snapshot_id(definition: &WorkflowDefinition) -> String {
+    if definition.enabled {
+        definition.content_hash()
+    } else {
+        let mut copy = definition.clone();
+        copy.enabled = true;
+        copy.content_hash()
+    }
+}
+
+/// Where an execution will continue: the step to run next and which visit of it that is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Top-level step id.
+    pub step_id: String,
+    /// 1-based visit number of that step in this execution (loops revisit steps).
+    pub visit: u32,
+}
+
+/// A worker's claim on a running execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Worker id; `None` when released (the execution is free once `expires_at` passes).
+    pub owner: Option<String>,
+    /// When the claim lapses and any worker may take the execution.
+    pub expires_at: Timestamp,
+}
+
+/// The gate an execution is stopped at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    /// Approval, event (wait) or manual.
+    pub reason: PauseReason,
+    /// The step the execution stopped at.
+    pub step_id: String,
+    /// Visit of that step.
+    pub visit: u32,
+    /// When it stopped.
+    pub paused_at: Timestamp,
+    /// When the gate times out, if it does.
+    pub deadline: Option<Timestamp>,
+    /// For waits: the awaited event type.
+    pub event: Option<String>,
+    /// For waits: the match condition with templates already resolved (JSON form).
+    pub event_match: Option<Value>,
+    /// For approvals: the request.
+    pub approval_id: Option<Uuid>,
+    /// For manual pauses: the operator's reason.
+    pub note: Option<String>,
+}
+
+/// The signal that woke a gated execution, stored with the claim so a worker that picks
+/// the execution up after a crash knows how to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Wake {
+    /// An approval was decided or expired.
+    Approval {
+        /// The request.
+        approval_id: Uuid,
+        /// `approved`, `rejected` or `expired`.
+        outcome: ApprovalStatus,
+        /// Who decided last (absent on expiry).
+        decided_by: Option<String>,
+        /// The deciding reason.
+        reason: Option<String>,
+        /// The deciding data.
+        data: Value,
+        /// When.
+        decided_at: Timestamp,
+    },
+    /// An awaited event arrived.
+    Event {
+        /// Stored event id.
+        event_id: Uuid,
+        /// Its type.
+        event_type: String,
+        /// Its payload.
+        payload: Value,
+    },
+    /// A wait's deadline passed.
+    WaitTimeout {
+        /// When it was noticed.
+        at: Timestamp,
+    },
+    /// An operator resumed a manual pause.
+    Manual {
+        /// Data to merge into the context.
+        data: Value,
+        /// Who.
+        actor: Option<String>,
+    },
+}
+
+/// Why an execution ended without completing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    /// Category.
+    pub kind: ErrorKind,
+    /// Human explanation.
+    pub message: String,
+}
+
+/// One run of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Row id of the workflow.
+    pub workflow_id: Uuid,
+    /// The workflow's string id.
+    pub workflow_key: String,
+    /// The workflow version.
+    pub workflow_version: String,
+    /// The pinned definition snapshot.
+    pub snapshot_id: String,
+    /// Status.
+    pub status: ExecutionStatus,
+    /// Business result (set as allow/block actions run; final when completed).
+    pub result: Option<ExecutionResult>,
+    /// Event type that started it, or `manual`.
+    pub trigger_event: String,
+    /// The triggering payload.
+    pub trigger_payload: Value,
+    /// The context (DESIGN.md §5), persisted with every step commit.
+    pub context: Value,
+    /// Next step to run; `None` once ended.
+    pub cursor: Option<Cursor>,
+    /// How many times each top-level step has been entered.
+    pub visits: BTreeMap<String, u32>,
+    /// Steps run so far (for `max_steps`).
+    pub steps_run: u32,
+    /// Optimistic-lock version; every change increments it.
+    pub version: i64,
+    /// The claim of the worker advancing it (running only).
+    pub lease: Option<Lease>,
+    /// The gate it is stopped at (paused/waiting only).
+    pub gate: Option<Gate>,
+    /// The signal that woke it, until the engine has acted on it.
+    pub wake: Option<Wake>,
+    /// An operator asked for a pause at the next step boundary.
+    pub pause_requested: bool,
+    /// Workflow-level deadline.
+    pub deadline: Option<Timestamp>,
+    /// Times it was resumed from a gate.
+    pub resume_count: u32,
+    /// Last resume.
+    pub last_resumed_at: Option<Timestamp>,
+    /// Start time.
+    pub started_at: Timestamp,
+    /// End time (terminal statuses).
+    pub completed_at: Option<Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Why it failed / timed out / was cancelled.
+    pub error: Option<ExecutionError>,
+    /// Subject of the key that sent the triggering event or manual execute.
+    pub requested_by: Option<String>,
+    /// Events already consumed by its waits (an early event serves one wait only).
+    pub consumed_events: Vec<Uuid>,
+}
+
+impl Execution {
+    /// Milliseconds from start to end, for ended executions.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.completed_at
+            .map(|end| (end - self.started_at).num_milliseconds())
+    }
+}
+
+/// Status of one step attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Recorded before acting; found so after a crash, it is attempted again.
+    Running,
+    /// Done.
+    Completed,
+    /// Failed (possibly retried or routed by `on_error`).
+    Failed,
+    /// Stopped at an approval or manual gate.
+    Paused,
+    /// Stopped at a wait gate.
+    Waiting,
+    /// Not run (e.g. the rest of a foreach iteration after a false condition).
+    Skipped,
+}
+
+impl StepStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Paused => "paused",
+            Self::Waiting => "waiting",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// A failed step attempt's error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// Class, for `retry_on`.
+    pub class: ErrorClass,
+    /// Explanation.
+    pub message: String,
+}
+
+/// One attempt of one visit of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// UUID v7 (orders records by creation).
+    pub id: Uuid,
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The step.
+    pub step_id: String,
+    /// `condition`, `action`, …
+    pub step_type: String,
+    /// For children of parallel/foreach: the parent step id.
+    pub parent_step_id: Option<String>,
+    /// For children of foreach: the item index.
+    pub iteration: Option<u32>,
+    /// Visit number of the (top-level) step.
+    pub visit: u32,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Status.
+    pub status: StepStatus,
+    /// Resolved inputs (secrets redacted).
+    pub input: Value,
+    /// Outputs.
+    pub output: Value,
+    /// Warnings (missing fields, unconfigured resources, …).
+    pub warnings: Vec<String>,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub completed_at: Option<Timestamp>,
+    /// Error, when failed.
+    pub error: Option<StepError>,
+}
+
+impl StepRecord {
+    /// Milliseconds the attempt took.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.completed_at
+            .map(|end| (end - self.started_at).num_milliseconds())
+    }
+}
+
+/// Status of an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Awaiting decisions.
+    Pending,
+    /// Quorum reached.
+    Approved,
+    /// Rejected by a decider.
+    Rejected,
+    /// Deadline passed.
+    Expired,
+    /// The execution was cancelled.
+    Cancelled,
+}
+
+impl ApprovalStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Approve or reject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// Counts towards the quorum.
+    Approve,
+    /// Decides at once.
+    Reject,
+}
+
+/// One person's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Subject of the deciding key.
+    pub decided_by: String,
+    /// Approve or reject.
+    pub decision: DecisionKind,
+    /// Why.
+    pub reason: Option<String>,
+    /// Extra data, merged into the context.
+    pub data: Value,
+    /// When.
+    pub decided_at: Timestamp,
+}
+
+/// A request for approval created by an approval gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The gated execution.
+    pub execution_id: Uuid,
+    /// The gate step.
+    pub step_id: String,
+    /// The gate step's visit.
+    pub visit: u32,
+    /// Entity type (`order`).
+    pub entity_type: Option<String>,
+    /// Entity id.
+    pub entity_id: Option<String>,
+    /// Roles whose holders may decide.
+    pub approver_roles: Vec<String>,
+    /// Subjects who may decide.
+    pub approver_users: Vec<String>,
+    /// Distinct approvals needed.
+    pub required: u32,
+    /// Status.
+    pub status: ApprovalStatus,
+    /// Why approval is needed (rendered).
+    pub reason: Option<String>,
+    /// Information for the approvers (rendered).
+    pub data: Value,
+    /// Decisions so far, in order.
+    pub decisions: Vec<Decision>,
+    /// Subject that triggered the execution.
+    pub requested_by: Option<String>,
+    /// Whether the requester may decide.
+    pub allow_self_approval: bool,
+    /// Creation.
+    pub requested_at: Timestamp,
+    /// Deadline.
+    pub expires_at: Option<Timestamp>,
+    /// When it left `pending`.
+    pub decided_at: Option<Timestamp>,
+}
+
+/// Who is calling: the subject and roles of an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// The key's name.
+    pub subject: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// The built-in administrator role.
+    pub const ADMIN: &'static str = "admin";
+
+    /// Whether the principal holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the principal is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(Self::ADMIN)
+    }
+}
+
+/// Why a decision is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionRefusal {
+    /// The caller is not an approver of this request (→ 403).
+    #[error("{subject} may not decide this approval: it is addressed to {addressed}")]
+    NotAnApprover {
+        /// Caller.
+        subject: String,
+        /// Who may decide.
+        addressed: String,
+    },
+    /// The caller requested it and self-approval is off (→ 403).
+    #[error("{0} requested this approval and may not decide it")]
+    SelfApproval(String),
+    /// Already approved, rejected, expired or cancelled (→ 409).
+    #[error("the approval is already {}", .0.as_str())]
+    NotPending(ApprovalStatus),
+    /// This caller already approved (→ 409).
+    #[error("{0} has already approved this request")]
+    AlreadyDecided(String),
+}
+
+impl DecisionRefusal {
+    /// Whether the refusal is about the caller's rights (403) rather than the request's
+    /// state (409).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::NotAnApprover { .. } | Self::SelfApproval(_))
+    }
+}
+
+impl ApprovalRequest {
+    /// Who may decide (DESIGN.md §3): an administrator, a listed user or a holder of an
+    /// approver role — and, unless self-approval is allowed, not the requester.
+    pub fn authorize(&self, principal: &Principal) -> Result<(), DecisionRefusal> {
+        let addressed = principal.is_admin()
+            || self.approver_users.contains(&principal.subject)
+            || self.approver_roles.iter().any(|r| principal.has_role(r));
+        if !addressed {
+            let mut who: Vec<String> = self
+                .approver_roles
+                .iter()
+                .map(|r| format!("role {r}"))
+                .collect();
+            who.extend(self.approver_users.iter().map(|u| format!("user {u}")));
+            return Err(DecisionRefusal::NotAnApprover {
+                subject: principal.subject.clone(),
+                addressed: who.join(", "),
+            });
+        }
+        if !self.allow_self_approval
+            && self.requested_by.as_deref() == Some(principal.subject.as_str())
+        {
+            return Err(DecisionRefusal::SelfApproval(principal.subject.clone()));
+        }
+        Ok(())
+    }
+
+    /// Applies a decision to a pending request and returns the new status: `rejected` on
+    /// any rejection, `approved` once `required` distinct subjects approved, else
+    /// `pending`. Refuses decisions on a request that is no longer pending and a second
+    /// approval by the same subject.
+    pub fn apply(&mut self, decision: Decision) -> Result<ApprovalStatus, DecisionRefusal> {
+        if self.status != ApprovalStatus::Pending {
+            return Err(DecisionRefusal::NotPending(self.status));
+        }
+        if self
+            .decisions
+            .iter()
+            .any(|d| d.decided_by == decision.decided_by)
+        {
+            return Err(DecisionRefusal::AlreadyDecided(decision.decided_by));
+        }
+        let at = decision.decided_at;
+        let kind = decision.decision;
+        self.decisions.push(decision);
+        let approvals = self
+            .decisions
+            .iter()
+            .filter(|d| d.decision == DecisionKind::Approve)
+            .count();
+        self.status = match kind {
+            DecisionKind::Reject => ApprovalStatus::Rejected,
+            DecisionKind::Approve if approvals >= self.required as usize => {
+                ApprovalStatus::Approved
+            }
+            DecisionKind::Approve => ApprovalStatus::Pending,
+        };
+        if self.status != ApprovalStatus::Pending {
+            self.decided_at = Some(at);
+        }
+        Ok(self.status)
+    }
+
+    /// Approvals counted so far.
+    pub fn approvals(&self) -> usize {
+        self.decisions
+            .iter()
+            .filter(|d| d.decision == DecisionKind::Approve)
+            .count()
+    }
+}
+
+/// An incoming event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Stored id (UUID v7).
+    pub id: Uuid,
+    /// Sender's idempotency id, unique when given.
+    pub event_id: Option<String>,
+    /// Type, e.g. `order.created`.
+    pub event_type: String,
+    /// Payload.
+    pub payload: Value,
+    /// Sending system.
+    pub source: Option<String>,
+    /// Execution the event is addressed to.
+    pub correlation_id: Option<Uuid>,
+    /// Subject of the key that sent it.
+    pub submitted_by: Option<String>,
+    /// Arrival.
+    pub received_at: Timestamp,
+    /// Executions it started.
+    pub started: Vec<Uuid>,
+    /// Executions it resumed.
+    pub resumed: Vec<Uuid>,
+}
+
+/// What tried to resume an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeTrigger {
+    /// An approval decision.
+    Approval,
+    /// An event.
+    Event,
+    /// An operator.
+    Manual,
+    /// A deadline.
+    Timer,
+}
+
+/// How a resume attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeOutcome {
+    /// The execution was claimed and continues.
+    Resumed,
+    /// Refused (not authorised, wrong state, lost race).
+    Refused,
+    /// Accepted but the continuation failed.
+    Failed,
+}
+
+/// Audit row of one resume attempt (DESIGN.md §3 "Audit").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The execution.
+    pub execution_id: Uuid,
+    /// What tried.
+    pub trigger: ResumeTrigger,
+    /// Who (subject), if a person or service.
+    pub actor: Option<String>,
+    /// Decision/event/command data.
+    pub data: Value,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+    /// When it took effect.
+    pub executed_at: Option<Timestamp>,
+    /// Outcome.
+    pub outcome: ResumeOutcome,
+    /// Why it was refused or failed.
+    pub error: Option<String>,
+}
+
+/// A notification sent by a `notify` sub-action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// UUID (derived from the step visit, so a re-run does not duplicate it).
+    pub id: Uuid,
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The step.
+    pub step_id: String,
+    /// Rendered recipients.
+    pub recipients: Vec<String>,
+    /// Rendered message.
+    pub message: String,
+    /// Channel (`recorded`, `webhook`, …).
+    pub channel: String,
+    /// Delivery status (`recorded`, `sent`, `failed`).
+    pub status: String,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// A record written by `create_record`/`update_record`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Entity type.
+    pub entity: String,
+    /// Entity id.
+    pub entity_id: String,
+    /// Data.
+    pub data: Value,
+    /// Starts at 1, +1 per write.
+    pub version: i64,
+    /// Last write.
+    pub updated_at: Timestamp,
+}
+
+/// A stored API key (only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Unique name: the subject of requests made with it.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Hex SHA-256 of the secret.
+    pub key_hash: String,
+    /// Creation.
+    pub created_at: Timestamp,
+}
+
+impl ApiKey {
+    /// The principal requests made with this key act as.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            subject: self.name.clone(),
+            roles: self.roles.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(required: u32) -> ApprovalRequest {
+        ApprovalRequest {
+            id: Uuid::nil(),
+            execution_id: Uuid::nil(),
+            step_id: "approve".into(),
+            visit: 1,
+            entity_type: None,
+            entity_id: None,
+            approver_roles: vec!["sales_manager".into()],
+            approver_users: vec!["carol".into()],
+            required,
+            status: ApprovalStatus::Pending,
+            reason: None,
+            data: Value::Null,
+            decisions: Vec::new(),
+            requested_by: Some("shop".into()),
+            allow_self_approval: false,
+            requested_at: Timestamp::default(),
+            expires_at: None,
+            decided_at: None,
+        }
+    }
+
+    fn decision(who: &str, kind: DecisionKind) -> Decision {
+        Decision {
+            decided_by: who.into(),
+            decision: kind,
+            reason: None,
+            data: Value::Null,
+            decided_at: Timestamp::default(),
+        }
+    }
+
+    fn principal(subject: &str, roles: &[&str]) -> Principal {
+        Principal {
+            subject: subject.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn quorum_needs_distinct_approvers() {
+        let mut r = request(2);
+        assert_eq!(
+            r.apply(decision("a", DecisionKind::Approve)),
+            Ok(ApprovalStatus::Pending)
+        );
+        assert_eq!(
+            r.apply(decision("a", DecisionKind::Approve)),
+            Err(DecisionRefusal::AlreadyDecided("a".into()))
+        );
+        assert_eq!(
+            r.apply(decision("b", DecisionKind::Approve)),
+            Ok(ApprovalStatus::Approved)
+        );
+        assert!(r.decided_at.is_some());
+        assert_eq!(
+            r.apply(decision("c", DecisionKind::Approve)),
+            Err(DecisionRefusal::NotPending(ApprovalStatus::Approved))
+        );
+    }
+
+    #[test]
+    fn one_rejection_decides() {
+        let mut r = request(3);
+        r.apply(decision("a", DecisionKind::Approve)).unwrap();
+        assert_eq!(
+            r.apply(decision("b", DecisionKind::Reject)),
+            Ok(ApprovalStatus::Rejected)
+        );
+        assert_eq!(
+            r.apply(decision("c", DecisionKind::Reject)),
+            Err(DecisionRefusal::NotPending(ApprovalStatus::Rejected))
+        );
+    }
+
+    #[test]
+    fn authorisation_follows_roles_users_admin_and_self_rule() {
+        let mut r = request(1);
+        assert!(r.authorize(&principal("m", &["sales_manager"])).is_ok());
+        assert!(r.authorize(&principal("carol", &["viewer"])).is_ok());
+        assert!(r.authorize(&principal("root", &["admin"])).is_ok());
+        let refused = r
+            .authorize(&principal("x", &["fraud_analyst"]))
+            .unwrap_err();
+        assert!(refused.is_forbidden());
+        assert_eq!(
+            r.authorize(&principal("shop", &["admin"])),
+            Err(DecisionRefusal::SelfApproval("shop".into()))
+        );
+        r.allow_self_approval = true;
+        assert!(r.authorize(&principal("shop", &["admin"])).is_ok());
+    }
+}

@@ -1,0 +1,528 @@
+//! Semantic checks on a parsed definition (DESIGN.md §2 "Validation"): ids, references,
+//! gates inside parallel/foreach, approvers and quorum, regexes, reachability.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::condition::{Condition, Operator};
+use crate::definition::{
+    Approvers, Required, Step, StepKind, SubActionKind, Trigger, Verb, WorkflowDefinition,
+};
+use crate::problem::{Path, Report};
+
+/// Validates a definition built in code (one that did not come through the parser).
+pub fn validate(definition: &WorkflowDefinition) -> Report {
+    let mut report = Report::default();
+    let mut ids = HashSet::new();
+    collect_ids(&definition.steps, &mut ids);
+    check(definition, &ids, &mut report);
+    report
+}
+
+fn collect_ids(steps: &[Step], ids: &mut HashSet<String>) {
+    for step in steps {
+        ids.insert(step.id.clone());
+        collect_ids(step.children(), ids);
+    }
+}
+
+/// Whether `id` is a valid step or workflow id: `[A-Za-z0-9_.-]+`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("${")
+}
+
+pub(crate) fn check(def: &WorkflowDefinition, all_ids: &HashSet<String>, report: &mut Report) {
+    let root = Path::root();
+    if !def.workflow_id.is_empty() && !is_valid_id(&def.workflow_id) {
+        report.error(
+            &root.key("workflow_id"),
+            format!(
+                "`{}` is not a valid id: use letters, digits, `_`, `.` and `-`",
+                def.workflow_id
+            ),
+        );
+    }
+    if def.version.trim().is_empty() && report.errors.iter().all(|p| p.path != "version") {
+        report.error(&root.key("version"), "must not be empty");
+    }
+    check_trigger(&def.trigger, &root.key("trigger"), report);
+    for (i, resource) in def.context.load.iter().enumerate() {
+        if resource.is_empty() || resource.split('.').any(str::is_empty) {
+            report.error(
+                &root.key("context").key("load").index(i),
+                format!("`{resource}` is not a dotted resource name such as `customer.profile`"),
+            );
+        }
+    }
+    if def.timeout.is_some_and(|t| t.as_millis() == 0) {
+        report.error(&root.key("timeout"), "must be longer than zero");
+    }
+    let steps_path = root.key("steps");
+    if def.steps.is_empty() && report.errors.iter().all(|p| p.path != "steps") {
+        report.error(&steps_path, "a workflow needs at least one step");
+        return;
+    }
+
+    let top_ids: HashSet<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut walker = Walker {
+        report,
+        all_ids,
+        top_ids: &top_ids,
+        seen: &mut seen,
+    };
+    walker.steps(&def.steps, &steps_path, None);
+
+    warn_unreachable(def, &steps_path, report);
+}
+
+fn check_trigger(trigger: &Trigger, path: &Path, report: &mut Report) {
+    match trigger {
+        Trigger::Event { event } => {
+            let star = event.find('*');
+            if event.is_empty() {
+                report.error(&path.key("event"), "must name an event type or pattern");
+            } else if star.is_some_and(|at| at != event.len() - 1) {
+                report.error(
+                    &path.key("event"),
+                    format!("`{event}`: `*` may only end the pattern (`order.*`, or `*` alone)"),
+                );
+            }
+        }
+        Trigger::Manual => {}
+        Trigger::Schedule { cron, timezone } => {
+            if let Err(err) = crate::schedule::parse_cron(cron) {
+                report.error(&path.key("cron"), err);
+            }
+            if let Some(tz) = timezone {
+                if chrono_tz::Tz::from_str(tz).is_err() {
+                    report.error(
+                        &path.key("timezone"),
+                        format!(
+                            "unknown time zone `{tz}` (use an IANA name such as \"Europe/Berlin\")"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The kind of container a step is nested in.
+#[derive(Clone, Copy)]
+enum Parent<'a> {
+    Parallel(&'a str),
+    Foreach(&'a str),
+}
+
+impl Parent<'_> {
+    fn describe(self) -> String {
+        match self {
+            Parent::Parallel(id) => format!("parallel step `{id}`"),
+            Parent::Foreach(id) => format!("foreach step `{id}`"),
+        }
+    }
+}
+
+struct Walker<'r, 'd> {
+    report: &'r mut Report,
+    all_ids: &'r HashSet<String>,
+    top_ids: &'r HashSet<&'d str>,
+    /// Step id → path where it was first defined.
+    seen: &'r mut HashMap<String, String>,
+}
+
+impl<'d> Walker<'_, 'd> {
+    fn steps(&mut self, steps: &'d [Step], path: &Path, parent: Option<Parent<'d>>) {
+        for (i, step) in steps.iter().enumerate() {
+            self.step(step, &path.index(i), parent);
+        }
+    }
+
+    fn step(&mut self, step: &'d Step, p: &Path, parent: Option<Parent<'d>>) {
+        if !step.id.is_empty() {
+            if !is_valid_id(&step.id) {
+                self.report.error(
+                    &p.key("id"),
+                    format!(
+                        "`{}` is not a valid step id: use letters, digits, `_`, `.` and `-`",
+                        step.id
+                    ),
+                );
+            }
+            match self.seen.get(&step.id) {
+                Some(first) => {
+                    let msg = format!("duplicate step id `{}` (first defined at {first})", step.id);
+                    self.report.error(&p.key("id"), msg);
+                }
+                None => {
+                    self.seen.insert(step.id.clone(), p.to_string());
+                }
+            }
+        }
+        if step.timeout.is_some_and(|t| t.as_millis() == 0) {
+            self.report
+                .error(&p.key("timeout"), "must be longer than zero");
+        }
+
+        match parent {
+            Some(parent) => {
+                if let Some(gate) = step.gate_kind() {
+                    let what = match gate {
+                        crate::definition::GateKind::Approval => "an approval gate",
+                        crate::definition::GateKind::Wait => "a wait gate",
+                    };
+                    self.report.error(p, format!(
+                        "step `{}` is {what}, and gates cannot be inside {}: move it to the top level",
+                        step.id, parent.describe()
+                    ));
+                }
+                for edge in step.edges() {
+                    self.report.error(
+                        &edge_path(step, p, edge.label),
+                        format!(
+                            "steps inside {} run as a group and cannot jump elsewhere: remove `{}`",
+                            parent.describe(),
+                            edge.label
+                        ),
+                    );
+                }
+            }
+            None => {
+                for edge in step.edges() {
+                    if self.top_ids.contains(edge.target) {
+                        continue;
+                    }
+                    let msg = if self.all_ids.contains(edge.target) {
+                        format!(
+                            "`{}` is inside a parallel or foreach step and cannot be jumped to",
+                            edge.target
+                        )
+                    } else {
+                        format!("references step `{}`, which does not exist", edge.target)
+                    };
+                    self.report.error(&edge_path(step, p, edge.label), msg);
+                }
+            }
+        }
+
+        match &step.kind {
+            StepKind::Condition { condition, .. } => {
+                check_condition(condition, &p.key("condition"), self.report);
+            }
+            StepKind::Action {
+                action,
+                execute,
+                on_approve,
+                on_reject,
+                ..
+            } => {
+                self.sub_actions(execute, p);
+                let approvals: Vec<usize> = execute
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| matches!(s.kind, SubActionKind::CreateApprovalRequest(_)))
+                    .map(|(i, _)| i)
+                    .collect();
+                if approvals.len() > 1 {
+                    self.report.error(
+                        &p.key("execute").index(approvals[1]),
+                        "a step can request only one approval",
+                    );
+                }
+                if approvals.is_empty() {
+                    if action.verb == Verb::RequireApproval {
+                        self.report.error(&p.key("action").key("type"), "`require_approval` needs a `create_approval_request` sub-action naming the approver_role (or use an `approval` step)");
+                    }
+                    for (label, target) in [("on_approve", on_approve), ("on_reject", on_reject)] {
+                        if target.is_some() {
+                            self.report.error(&p.key(label), format!("`{label}` only applies to approval gates; this action requests no approval"));
+                        }
+                    }
+                }
+            }
+            StepKind::Execute { execute, .. } => {
+                if execute.is_empty() {
+                    self.report.error(
+                        &p.key("execute"),
+                        "an execute step needs at least one sub-action",
+                    );
+                }
+                self.sub_actions(execute, p);
+            }
+            StepKind::Approval { approval, .. } => {
+                check_approvers(
+                    &approval.approvers,
+                    approval.required,
+                    &p.key("approval"),
+                    self.report,
+                );
+                if approval.timeout.is_some_and(|t| t.as_millis() == 0) {
+                    self.report.error(
+                        &p.key("approval").key("timeout"),
+                        "must be longer than zero",
+                    );
+                }
+            }
+            StepKind::Wait { wait, .. } => {
+                if wait.event.is_empty()
+                    && self
+                        .report
+                        .errors
+                        .iter()
+                        .all(|e| !e.path.starts_with(&p.key("wait").to_string()))
+                {
+                    self.report.error(
+                        &p.key("wait").key("event"),
+                        "must name the event type awaited",
+                    );
+                }
+                if let Some(m) = &wait.match_ {
+                    check_condition(m, &p.key("wait").key("match"), self.report);
+                }
+            }
+            StepKind::Parallel { parallel, .. } => {
+                let children = p.key("parallel").key("steps");
+                if parallel.steps.is_empty() {
+                    self.report
+                        .error(&children, "a parallel step needs at least one child step");
+                }
+                self.steps(&parallel.steps, &children, Some(Parent::Parallel(&step.id)));
+            }
+            StepKind::Foreach { foreach, .. } => {
+                let fp = p.key("foreach");
+                if foreach.items.trim().is_empty() {
+                    self.report.error(
+                        &fp.key("items"),
+                        "must name the collection, e.g. \"order.lines\"",
+                    );
+                }
+                if !is_valid_var(&foreach.item_var) {
+                    self.report.error(&fp.key("item_var"), format!("`{}` is not a valid variable name (letters, digits and `_`, not starting with a digit)", foreach.item_var));
+                }
+                if foreach.steps.is_empty() {
+                    self.report.error(
+                        &fp.key("steps"),
+                        "a foreach step needs at least one child step",
+                    );
+                }
+                self.steps(
+                    &foreach.steps,
+                    &fp.key("steps"),
+                    Some(Parent::Foreach(&step.id)),
+                );
+            }
+        }
+    }
+
+    fn sub_actions(&mut self, execute: &[crate::definition::SubAction], p: &Path) {
+        for (i, sub) in execute.iter().enumerate() {
+            let sp = p.key("execute").index(i);
+            match &sub.kind {
+                SubActionKind::Webhook(req) => {
+                    if req.url.trim().is_empty() && !self.has_error_at(&sp.key("url")) {
+                        self.report.error(&sp.key("url"), "must not be empty");
+                    }
+                    let method = req.method.to_ascii_uppercase();
+                    if !is_template(&req.method)
+                        && !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                            .contains(&method.as_str())
+                    {
+                        self.report.error(
+                            &sp.key("method"),
+                            format!("unknown HTTP method `{}`", req.method),
+                        );
+                    }
+                    if req.timeout.is_some_and(|t| t.as_millis() == 0) {
+                        self.report
+                            .error(&sp.key("timeout"), "must be longer than zero");
+                    }
+                }
+                SubActionKind::Notify { recipients, .. } => {
+                    if recipients.is_empty() {
+                        self.report.error(
+                            &sp.key("recipients"),
+                            "a notification needs at least one recipient",
+                        );
+                    }
+                }
+                SubActionKind::Set { values } => {
+                    if values.is_empty() {
+                        self.report.error(&sp, "`set` needs `values` (an object of context paths to values) or `path` and `value`");
+                    }
+                    for key in values.keys() {
+                        if key.is_empty() || key.split('.').any(str::is_empty) {
+                            self.report.error(
+                                &sp.key("values").key(key),
+                                format!("`{key}` is not a dotted context path"),
+                            );
+                        }
+                    }
+                }
+                SubActionKind::UpdateRecord { data, .. }
+                | SubActionKind::CreateRecord { data, .. } => {
+                    if !data.is_object() {
+                        self.report.error(&sp.key("data"), "must be an object");
+                    }
+                }
+                SubActionKind::CreateApprovalRequest(req) => {
+                    check_approvers(
+                        &req.approval.approvers,
+                        req.approval.required,
+                        &sp.key("data"),
+                        self.report,
+                    );
+                }
+                SubActionKind::Log { .. } => {}
+            }
+        }
+    }
+
+    fn has_error_at(&self, path: &Path) -> bool {
+        let path = path.to_string();
+        self.report.errors.iter().any(|e| e.path == path)
+    }
+}
+
+fn edge_path(step: &Step, p: &Path, label: &str) -> Path {
+    match (&step.kind, label) {
+        (StepKind::Approval { .. }, "on_timeout") => p.key("approval").key("on_timeout"),
+        (StepKind::Wait { .. }, "on_timeout") => p.key("wait").key("on_timeout"),
+        _ => p.key(label),
+    }
+}
+
+fn is_valid_var(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn check_approvers(approvers: &Approvers, required: Required, path: &Path, report: &mut Report) {
+    if approvers.roles.is_empty() && approvers.users.is_empty() {
+        report.error(
+            &path.key("approvers"),
+            "an approval needs approvers: a role, roles or users",
+        );
+        return;
+    }
+    for (i, role) in approvers.roles.iter().enumerate() {
+        if role.trim().is_empty() {
+            report.error(
+                &path.key("approvers").key("roles").index(i),
+                "a role name must not be empty",
+            );
+        }
+    }
+    match required {
+        Required::All if !approvers.roles.is_empty() || approvers.users.is_empty() => {
+            report.error(&path.key("required"), "`\"all\"` needs a list of users and no roles (the holders of a role are not known in advance)");
+        }
+        Required::Count(n) if approvers.roles.is_empty() => {
+            let distinct: HashSet<&String> = approvers.users.iter().collect();
+            if n as usize > distinct.len() {
+                report.error(
+                    &path.key("required"),
+                    format!(
+                        "requires {n} approvals but only {} distinct users may approve",
+                        distinct.len()
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a condition tree: fields present, regexes compile, `in` has an array.
+pub(crate) fn check_condition(condition: &Condition, path: &Path, report: &mut Report) {
+    match condition {
+        Condition::And { and: children } | Condition::Or { or: children } => {
+            let key = if matches!(condition, Condition::And { .. }) {
+                "and"
+            } else {
+                "or"
+            };
+            for (i, child) in children.iter().enumerate() {
+                check_condition(child, &path.key(key).index(i), report);
+            }
+        }
+        Condition::Not { not } => check_condition(not, &path.key("not"), report),
+        Condition::Leaf(leaf) => {
+            let literal = match &leaf.value {
+                Some(Value::String(s)) if is_template(s) => None,
+                other => other.as_ref(),
+            };
+            match (leaf.operator, literal) {
+                (Operator::Regex, Some(Value::String(pattern))) => {
+                    if let Err(err) = regex::RegexBuilder::new(pattern)
+                        .size_limit(1 << 20)
+                        .build()
+                    {
+                        report.error(
+                            &path.key("value"),
+                            format!("invalid regular expression: {err}"),
+                        );
+                    }
+                }
+                (Operator::Regex, Some(other)) => {
+                    report.error(
+                        &path.key("value"),
+                        format!("`regex` needs a string pattern, not {other}"),
+                    );
+                }
+                (Operator::In | Operator::NotIn, Some(v)) if !v.is_array() => {
+                    report.error(
+                        &path.key("value"),
+                        format!("`{}` needs an array of values", leaf.operator),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn warn_unreachable(def: &WorkflowDefinition, steps_path: &Path, report: &mut Report) {
+    let index: HashMap<&str, usize> = def
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut reached = vec![false; def.steps.len()];
+    let mut queue = VecDeque::from([0usize]);
+    reached[0] = true;
+    while let Some(i) = queue.pop_front() {
+        for edge in def.steps[i].edges() {
+            if let Some(&j) = index.get(edge.target) {
+                if !reached[j] {
+                    reached[j] = true;
+                    queue.push_back(j);
+                }
+            }
+        }
+    }
+    for (i, step) in def.steps.iter().enumerate() {
+        if !reached[i] {
+            report.warning(
+                &steps_path.index(i),
+                format!(
+                    "step `{}` is never reached from the first step `{}`",
+                    step.id, def.steps[0].id
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,322 @@
+use serde_json::{json, Value};
+use tollgate_model::{check, load};
+
+fn errors(doc: &Value) -> Vec<(String, String)> {
+    check(doc)
+        .errors
+        .into_iter()
+        .map(|p| (p.path, p.message))
+        .collect()
+}
+
+fn paths(doc: &Value) -> Vec<String> {
+    errors(doc).into_iter().map(|(p, _)| p).collect()
+}
+
+fn wf(steps: Value) -> Value {
+    json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "e"}, "steps": steps})
+}
+
+/// The "done when" case of the foundation issue: four distinct problems, four errors.
+#[test]
+fn four_problems_give_four_located_errors_in_one_call() {
+    let doc = wf(json!([
+        {"id": "start", "type": "condition",
+         "condition": {"field": "a", "operator": "bigger_than", "value": 1},
+         "on_true": "nowhere", "on_false": "checks"},
+        {"id": "start", "type": "action", "action": "allow"},
+        {"id": "checks", "type": "parallel", "parallel": {"steps": [
+            {"id": "inner_ok", "type": "condition", "condition": {"field": "x", "operator": "exists"}},
+            {"id": "inner_gate", "type": "approval", "approval": {"approvers": {"role": "boss"}}}
+        ]}}
+    ]));
+    let found = errors(&doc);
+    let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "steps[0].condition.operator",
+            "steps[0].on_true",
+            "steps[1].id",
+            "steps[2].parallel.steps[1]",
+        ],
+        "{found:#?}"
+    );
+    assert!(found[0].1.contains("unknown operator `bigger_than`"));
+    assert!(found[1].1.contains("`nowhere`"));
+    assert!(found[2]
+        .1
+        .contains("duplicate step id `start` (first defined at steps[0])"));
+    assert!(found[3]
+        .1
+        .contains("gates cannot be inside parallel step `checks`"));
+}
+
+#[test]
+fn each_rule_reports_its_path() {
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            wf(json!([{"id": "a", "type": "loop"}])),
+            "steps[0].type",
+            "unknown step type `loop`",
+        ),
+        (
+            wf(json!([{"id": "a b", "type": "action", "action": "allow"}])),
+            "steps[0].id",
+            "not a valid step id",
+        ),
+        (
+            wf(json!([{"type": "action", "action": "allow"}])),
+            "steps[0].id",
+            "missing required field `id`",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "condition"}])),
+            "steps[0].condition",
+            "missing required field `condition`",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "execute"}])),
+            "steps[0].execute",
+            "missing required field `execute`",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "wait", "wait": {}}])),
+            "steps[0].wait.event",
+            "missing required field `event`",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "condition", "condition": {"field": "x", "operator": "eq", "value": 1, "and": []}}]),
+            ),
+            "steps[0].condition",
+            "either a leaf",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "action", "action": "allow", "timeout": "5 minutes"}])),
+            "steps[0].timeout",
+            "invalid duration",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "condition", "condition": {"field": "x", "operator": "regex", "value": "(unclosed"}}]),
+            ),
+            "steps[0].condition.value",
+            "invalid regular expression",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "approval", "approval": {"approvers": {}}}])),
+            "steps[0].approval.approvers",
+            "needs approvers",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "approval", "approval": {"approvers": {"users": ["x", "y"]}, "required": 3}}]),
+            ),
+            "steps[0].approval.required",
+            "only 2 distinct users",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "approval", "approval": {"approvers": {"role": "r"}, "required": "all"}}]),
+            ),
+            "steps[0].approval.required",
+            "needs a list of users",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "foreach", "foreach": {"items": "xs", "steps": [
+            {"id": "w", "type": "wait", "wait": {"event": "e"}}]}}]),
+            ),
+            "steps[0].foreach.steps[0]",
+            "gates cannot be inside foreach",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "foreach", "foreach": {"items": "xs", "steps": [
+            {"id": "c", "type": "action", "action": "allow", "next": "a"}]}}]),
+            ),
+            "steps[0].foreach.steps[0].next",
+            "cannot jump",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "action", "action": "allow", "next": "c"},
+                   {"id": "p", "type": "parallel", "parallel": {"steps": [{"id": "c", "type": "action", "action": "allow"}]}}]),
+            ),
+            "steps[0].next",
+            "inside a parallel or foreach",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "action", "action": "allow", "colour": "red"}])),
+            "steps[0].colour",
+            "unknown field `colour`",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "action", "action": "permit"}])),
+            "steps[0].action",
+            "unknown action verb `permit`",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "action", "action": "require_approval"}])),
+            "steps[0].action.type",
+            "needs a `create_approval_request`",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "action", "action": "allow", "execute": [
+            {"type": "create_approval_request", "data": {"reason": "r"}}]}]),
+            ),
+            "steps[0].execute[0].data.approvers",
+            "needs approvers",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "wait", "wait": {"event": "e", "on_timeout": "gone"}}])),
+            "steps[0].wait.on_timeout",
+            "`gone`",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "approval", "approval": {"approvers": {"role": "r"}, "on_timeout": "gone"}}]),
+            ),
+            "steps[0].approval.on_timeout",
+            "`gone`",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "execute", "retry": {"max_attempts": 0}, "execute": [{"type": "log", "message": "m"}]}]),
+            ),
+            "steps[0].retry.max_attempts",
+            "at least 1",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "execute", "retry": {"retry_on": ["teapot"]}, "execute": [{"type": "log", "message": "m"}]}]),
+            ),
+            "steps[0].retry.retry_on[0]",
+            "unknown error class",
+        ),
+        (
+            wf(json!([{"id": "a", "type": "execute", "execute": [{"type": "fax", "to": "x"}]}])),
+            "steps[0].execute[0].type",
+            "unknown sub-action",
+        ),
+        (
+            wf(
+                json!([{"id": "a", "type": "condition", "condition": {"field": "x", "operator": "in", "value": 3}}]),
+            ),
+            "steps[0].condition.value",
+            "needs an array",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "trigger": {"type": "schedule", "cron": "99 * * * *"},
+                "steps": [{"id": "a", "type": "action", "action": "allow"}]}),
+            "trigger.cron",
+            "invalid cron",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "trigger": {"type": "schedule", "cron": "@daily", "timezone": "Mars/Olympus"},
+                "steps": [{"id": "a", "type": "action", "action": "allow"}]}),
+            "trigger.timezone",
+            "unknown time zone",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "a.*.b"},
+                "steps": [{"id": "a", "type": "action", "action": "allow"}]}),
+            "trigger.event",
+            "may only end",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "steps": []}),
+            "steps",
+            "at least one step",
+        ),
+        (
+            json!({"version": "1", "steps": [{"id": "a", "type": "action", "action": "allow"}]}),
+            "workflow_id",
+            "missing required field",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "stepz": [], "steps": [{"id": "a", "type": "action", "action": "allow"}]}),
+            "stepz",
+            "unknown field",
+        ),
+        (
+            json!({"workflow_id": "w", "version": "1", "steps": [{"id": "a", "type": "action", "action": "allow"}],
+                "definition": {"steps": []}}),
+            "definition.steps",
+            "both at the top level",
+        ),
+    ];
+    for (doc, path, message) in cases {
+        let found = errors(&doc);
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(message)),
+            "expected `{message}` at {path}, got {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_steps_are_warnings_not_errors() {
+    let doc = wf(json!([
+        {"id": "a", "type": "action", "action": "allow"},
+        {"id": "orphan", "type": "action", "action": "block"}
+    ]));
+    let loaded = load(&doc).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert_eq!(loaded.warnings[0].path, "steps[1]");
+    assert!(loaded.warnings[0].message.contains("never reached"));
+}
+
+#[test]
+fn a_broken_step_does_not_shift_the_paths_of_later_steps() {
+    let doc = wf(json!([
+        {"id": "a", "type": "mystery", "next": "b"},
+        "not even an object",
+        {"id": "b", "type": "action", "action": "allow", "next": "zzz"}
+    ]));
+    assert_eq!(paths(&doc), ["steps[0].type", "steps[1]", "steps[2].next"]);
+}
+
+#[test]
+fn references_to_broken_steps_are_not_reported_as_missing() {
+    let doc = wf(json!([
+        {"id": "a", "type": "action", "action": "allow", "next": "b"},
+        {"id": "b", "type": "mystery"}
+    ]));
+    assert_eq!(paths(&doc), ["steps[1].type"]);
+}
+
+#[test]
+fn cycles_are_allowed() {
+    let doc = wf(json!([
+        {"id": "review", "type": "condition", "condition": {"field": "ok", "operator": "eq", "value": true},
+         "on_true": "done", "on_false": "revise"},
+        {"id": "revise", "type": "execute", "execute": [{"type": "log", "message": "again"}], "next": "review"},
+        {"id": "done", "type": "action", "action": "allow"}
+    ]));
+    assert!(load(&doc).is_ok());
+}
+
+#[test]
+fn operator_aliases_are_accepted() {
+    for op in [
+        "==",
+        "!=",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "eq",
+        "not_in",
+        "starts_with",
+        "not_exists",
+    ] {
+        let value = if op == "not_in" { json!([1]) } else { json!(1) };
+        let doc = wf(
+            json!([{"id": "a", "type": "condition", "condition": {"field": "x", "operator": op, "value": value}}]),
+        );
+        assert!(errors(&doc).is_empty(), "{op}: {:?}", errors(&doc));
+    }
+}
