@@ -778,3 +778,42 @@ impl ErrorClass {
         })
     }
 }
+
+/// Orders version labels so "the highest enabled version" is well defined: dot-separated
+/// parts compare numerically when both are numbers (`1.10.0` > `1.9.3`), otherwise as
+/// text; a label that is a prefix of another is lower (`1.0` < `1.0.1`).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let mut left = a.split('.');
+    let mut right = b.split('.');
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => {
+                let order = match (x.parse::<u64>(), y.parse::<u64>()) {
+                    (Ok(x), Ok(y)) => x.cmp(&y),
+                    _ => x.cmp(y),
+                };
+                if order != std::cmp::Ordering::Equal {
+                    return order;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_versions;
+    use std::cmp::Ordering::{Equal, Greater, Less};
+
+    #[test]
+    fn versions_compare_by_numeric_parts() {
+        assert_eq!(compare_versions("1.10.0", "1.9.3"), Greater);
+        assert_eq!(compare_versions("2", "10"), Less);
+        assert_eq!(compare_versions("1.0", "1.0.1"), Less);
+        assert_eq!(compare_versions("1.0.0", "1.0.0"), Equal);
+        assert_eq!(compare_versions("1.0.0-beta", "1.0.0-alpha"), Greater);
+    }
+}

@@ -1,1 +1,79 @@
-//! placeholder
+//! Tollgate's storage contract: one trait per aggregate, each method one atomic domain
+//! change, plus an in-memory implementation and the contract test kit every backend runs.
+//!
+//! Backends are chosen at run time and used as `Arc<dyn Store>`; consumers ask for the
+//! narrowest trait they need. Rules that hold for every backend:
+//!
+//! - **The store never reads the clock.** Every time it writes comes in as an argument.
+//! - **Each method is one transaction.** Nothing here hands a transaction to the caller.
+//! - **Compare-and-set on executions.** Every change to a running execution names the
+//!   lease owner and the version it read; a mismatch is [`Error::Conflict`] and changes
+//!   nothing. Every change increments the version.
+//! - **Pagination is keyset-based** ([`PageRequest`], [`Page`]): a page costs the same at
+//!   item 10 as at item 1,000,000.
+
+mod cursor;
+pub mod memory;
+mod traits;
+mod types;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use cursor::{decode_cursor, encode_cursor};
+pub use memory::MemoryStore;
+pub use traits::{
+    ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
+    ResumeRequestStore, Store, WorkflowStore,
+};
+pub use types::{
+    ApprovalFilter, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
+    Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+};
+
+/// What can go wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The thing does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of thing (`execution`, `workflow`, …).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A uniqueness or state rule refused the change (a lost race, a stale version, a
+    /// decided approval). Nothing was changed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The arguments cannot be used (e.g. a cursor that this store did not issue).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The backend failed (connection lost, disk full, …). The change may or may not have
+    /// happened only where the method's documentation says so; otherwise nothing changed.
+    #[error("storage backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// A not-found error.
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+
+    /// Whether this is a [`Error::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict(_))
+    }
+
+    /// Whether this is a [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+/// Results of store calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

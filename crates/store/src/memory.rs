@@ -1,0 +1,1265 @@
+//! The in-memory store: every trait on one mutex-guarded state.
+//!
+//! It is the store of the engine's and resumer's tests and of embedders that want no
+//! database. One lock around the whole state makes every method trivially atomic; the
+//! contract test kit holds it to the same rules as the SQL backends, so a test that passes
+//! here means the same thing there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tollgate_model::definition::compare_versions;
+use tollgate_model::records::{
+    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, ExecutionError, Gate,
+    Lease, Notification, Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord,
+    Timestamp, Wake, Workflow,
+};
+use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason, WorkflowDefinition};
+use uuid::Uuid;
+
+use crate::cursor::{decode_cursor, encode_cursor};
+use crate::traits::{
+    ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
+    ResumeRequestStore, WorkflowStore,
+};
+use crate::types::{
+    ApprovalFilter, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
+    Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+};
+use crate::{Error, Result};
+
+/// A complete store in process memory. Cloning shares the same state.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    workflows: BTreeMap<Uuid, Workflow>,
+    snapshots: HashMap<String, Arc<WorkflowDefinition>>,
+    executions: BTreeMap<Uuid, Execution>,
+    steps: HashMap<Uuid, Vec<StepRecord>>,
+    approvals: BTreeMap<Uuid, ApprovalRequest>,
+    events: BTreeMap<Uuid, Event>,
+    event_ids: HashMap<String, Uuid>,
+    resume_requests: HashMap<Uuid, Vec<ResumeRequest>>,
+    records: HashMap<(String, String), Record>,
+    notifications: BTreeMap<Uuid, Notification>,
+    api_keys: BTreeMap<Uuid, ApiKey>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change behind: every
+        // method validates before it mutates. So a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn paginate<K: Ord + Clone, T>(
+    mut keyed: Vec<(K, T)>,
+    descending: bool,
+    after: Option<K>,
+    limit: u32,
+    encode: impl Fn(&K) -> String,
+) -> Page<T> {
+    keyed.sort_by(|a, b| {
+        if descending {
+            b.0.cmp(&a.0)
+        } else {
+            a.0.cmp(&b.0)
+        }
+    });
+    let limit = limit as usize;
+    let mut rest = keyed.into_iter().filter(|(k, _)| match &after {
+        None => true,
+        Some(after) if descending => k < after,
+        Some(after) => k > after,
+    });
+    let mut items = Vec::new();
+    let mut last = None;
+    for (k, item) in rest.by_ref().take(limit) {
+        last = Some(k);
+        items.push(item);
+    }
+    let more = rest.next().is_some();
+    Page {
+        items,
+        next_cursor: if more {
+            last.as_ref().map(encode)
+        } else {
+            None
+        },
+    }
+}
+
+fn id_cursor(page: &PageRequest) -> Result<Option<Uuid>> {
+    page.cursor
+        .as_deref()
+        .map(|c| {
+            let parts = decode_cursor(c, 1)?;
+            Uuid::parse_str(&parts[0])
+                .map_err(|_| Error::Invalid(format!("`{c}` is not a cursor returned by this list")))
+        })
+        .transpose()
+}
+
+fn encode_id(id: &Uuid) -> String {
+    encode_cursor(&[&id.to_string()])
+}
+
+fn check_lease(execution: &Execution, owner: &str, expected_version: Option<i64>) -> Result<()> {
+    if execution.status != ExecutionStatus::Running {
+        return Err(Error::Conflict(format!(
+            "execution {} is {}, not running",
+            execution.id, execution.status
+        )));
+    }
+    if execution.lease.as_ref().and_then(|l| l.owner.as_deref()) != Some(owner) {
+        return Err(Error::Conflict(format!(
+            "execution {} is not leased by {owner}",
+            execution.id
+        )));
+    }
+    if let Some(expected) = expected_version {
+        if execution.version != expected {
+            return Err(Error::Conflict(format!(
+                "execution {} is at version {}, not {expected}",
+                execution.id, execution.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn claim(execution: &mut Execution, claim: &LeaseClaim, now: Timestamp) {
+    execution.status = ExecutionStatus::Running;
+    execution.lease = Some(Lease {
+        owner: Some(claim.owner.clone()),
+        expires_at: claim.expires_at,
+    });
+    execution.version += 1;
+    execution.updated_at = now;
+}
+
+fn resume(execution: &mut Execution, wake: Wake, lease: &LeaseClaim, now: Timestamp) {
+    claim(execution, lease, now);
+    execution.wake = Some(wake);
+    execution.resume_count += 1;
+    execution.last_resumed_at = Some(now);
+}
+
+fn end(
+    execution: &mut Execution,
+    status: ExecutionStatus,
+    error: Option<ExecutionError>,
+    now: Timestamp,
+) {
+    execution.status = status;
+    execution.error = error;
+    execution.completed_at = Some(now);
+    execution.updated_at = now;
+    execution.lease = None;
+    execution.gate = None;
+    execution.wake = None;
+    execution.pause_requested = false;
+    execution.version += 1;
+}
+
+impl State {
+    fn execution_mut(&mut self, id: Uuid) -> Result<&mut Execution> {
+        self.executions
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    fn close_approvals(&mut self, execution_id: Uuid, status: ApprovalStatus, now: Timestamp) {
+        for approval in self.approvals.values_mut() {
+            if approval.execution_id == execution_id && approval.status == ApprovalStatus::Pending {
+                approval.status = status;
+                approval.decided_at = Some(now);
+            }
+        }
+    }
+
+    fn audit(
+        &mut self,
+        execution_id: Uuid,
+        trigger: ResumeTrigger,
+        actor: Option<&str>,
+        data: Value,
+        now: Timestamp,
+    ) {
+        self.resume_requests
+            .entry(execution_id)
+            .or_default()
+            .push(ResumeRequest {
+                id: Uuid::now_v7(),
+                execution_id,
+                trigger,
+                actor: actor.map(str::to_owned),
+                data,
+                requested_at: now,
+                executed_at: Some(now),
+                outcome: ResumeOutcome::Resumed,
+                error: None,
+            });
+    }
+
+    fn check_workflow_key(&self, id: Uuid, definition: &WorkflowDefinition) -> Result<()> {
+        let taken = self.workflows.values().any(|w| {
+            w.id != id
+                && w.workflow_id() == definition.workflow_id
+                && w.version() == definition.version
+        });
+        if taken {
+            return Err(Error::Conflict(format!(
+                "workflow `{}` version `{}` already exists",
+                definition.workflow_id, definition.version
+            )));
+        }
+        Ok(())
+    }
+
+    fn apply_effect(&mut self, effect: Effect, now: Timestamp) {
+        match effect {
+            Effect::UpsertRecord {
+                entity,
+                entity_id,
+                data,
+                merge,
+            } => {
+                let key = (entity.clone(), entity_id.clone());
+                match self.records.get_mut(&key) {
+                    Some(record) => {
+                        match (merge, &mut record.data, data) {
+                            (true, Value::Object(existing), Value::Object(new)) => {
+                                existing.extend(new);
+                            }
+                            (_, slot, data) => *slot = data,
+                        }
+                        record.version += 1;
+                        record.updated_at = now;
+                    }
+                    None => {
+                        self.records.insert(
+                            key,
+                            Record {
+                                entity,
+                                entity_id,
+                                data,
+                                version: 1,
+                                updated_at: now,
+                            },
+                        );
+                    }
+                }
+            }
+            Effect::Notify(notification) => {
+                self.notifications
+                    .entry(notification.id)
+                    .or_insert(notification);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for MemoryStore {
+    async fn create_workflow(&self, workflow: Workflow) -> Result<Workflow> {
+        let mut state = self.lock();
+        if state.workflows.contains_key(&workflow.id) {
+            return Err(Error::Conflict(format!(
+                "workflow {} already exists",
+                workflow.id
+            )));
+        }
+        state.check_workflow_key(workflow.id, &workflow.definition)?;
+        state
+            .snapshots
+            .entry(workflow.snapshot_id.clone())
+            .or_insert_with(|| workflow.definition.clone());
+        state.workflows.insert(workflow.id, workflow.clone());
+        Ok(workflow)
+    }
+
+    async fn replace_workflow(
+        &self,
+        id: Uuid,
+        definition: Arc<WorkflowDefinition>,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let mut state = self.lock();
+        if !state.workflows.contains_key(&id) {
+            return Err(Error::not_found("workflow", id));
+        }
+        state.check_workflow_key(id, &definition)?;
+        let snapshot_id = tollgate_model::records::snapshot_id(&definition);
+        state
+            .snapshots
+            .entry(snapshot_id.clone())
+            .or_insert_with(|| definition.clone());
+        let workflow = state
+            .workflows
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        workflow.enabled = definition.enabled;
+        workflow.definition = definition;
+        workflow.snapshot_id = snapshot_id;
+        workflow.updated_at = now;
+        Ok(workflow.clone())
+    }
+
+    async fn set_workflow_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let mut state = self.lock();
+        let workflow = state
+            .workflows
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        workflow.enabled = enabled;
+        Arc::make_mut(&mut workflow.definition).enabled = enabled;
+        workflow.updated_at = now;
+        Ok(workflow.clone())
+    }
+
+    async fn delete_workflow(&self, id: Uuid) -> Result<()> {
+        self.lock()
+            .workflows
+            .remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found("workflow", id))
+    }
+
+    async fn get_workflow(&self, id: Uuid) -> Result<Workflow> {
+        self.lock()
+            .workflows
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("workflow", id))
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workflow>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .workflows
+            .values()
+            .filter(|w| filter.enabled.is_none_or(|e| w.enabled == e))
+            .filter(|w| {
+                filter
+                    .workflow_id
+                    .as_deref()
+                    .is_none_or(|k| w.workflow_id() == k)
+            })
+            .filter(|w| {
+                filter
+                    .tag
+                    .as_ref()
+                    .is_none_or(|t| w.definition.tags.contains(t))
+            })
+            .map(|w| (w.id, w.clone()))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+
+    async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
+        let state = self.lock();
+        let mut best: BTreeMap<&str, &Workflow> = BTreeMap::new();
+        for w in state.workflows.values() {
+            if !w.enabled || !w.definition.trigger.matches_event(event_type) {
+                continue;
+            }
+            let slot = best.entry(w.workflow_id()).or_insert(w);
+            if compare_versions(w.version(), slot.version()).is_gt() {
+                *slot = w;
+            }
+        }
+        Ok(best.into_values().cloned().collect())
+    }
+
+    async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
+        self.lock()
+            .snapshots
+            .get(snapshot_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("snapshot", snapshot_id))
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for MemoryStore {
+    async fn create_execution(&self, execution: Execution) -> Result<Execution> {
+        let mut state = self.lock();
+        if state.executions.contains_key(&execution.id) {
+            return Err(Error::Conflict(format!(
+                "execution {} already exists",
+                execution.id
+            )));
+        }
+        if !state.snapshots.contains_key(&execution.snapshot_id) {
+            return Err(Error::not_found("snapshot", &execution.snapshot_id));
+        }
+        state.executions.insert(execution.id, execution.clone());
+        Ok(execution)
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        self.lock()
+            .executions
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .executions
+            .values()
+            .filter(|e| filter.status.is_none_or(|s| e.status == s))
+            .filter(|e| filter.workflow_id.is_none_or(|w| e.workflow_id == w))
+            .filter(|e| {
+                filter
+                    .workflow_key
+                    .as_deref()
+                    .is_none_or(|k| e.workflow_key == k)
+            })
+            .filter(|e| {
+                filter.paused_reason.is_none_or(|r| {
+                    e.status.is_gated() && e.gate.as_ref().is_some_and(|g| g.reason == r)
+                })
+            })
+            .filter(|e| {
+                filter.approver_role.as_ref().is_none_or(|role| {
+                    e.status.is_gated()
+                        && e.gate
+                            .as_ref()
+                            .and_then(|g| g.approval_id)
+                            .and_then(|a| state.approvals.get(&a))
+                            .is_some_and(|a| {
+                                a.status == ApprovalStatus::Pending
+                                    && a.approver_roles.contains(role)
+                            })
+                })
+            })
+            .map(|e| (e.id, e.clone()))
+            .collect();
+        Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                let parts = decode_cursor(c, 2)?;
+                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+                let at = chrono::DateTime::parse_from_rfc3339(&parts[0])
+                    .map_err(|_| bad())?
+                    .to_utc();
+                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+                Ok::<_, Error>((at, id))
+            })
+            .transpose()?;
+        let state = self.lock();
+        let items = state
+            .executions
+            .values()
+            .filter(|e| e.status.is_gated())
+            .filter_map(|e| e.gate.as_ref().map(|g| ((g.paused_at, e.id), e.clone())))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, |(at, id)| {
+            encode_cursor(&[
+                &at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                &id.to_string(),
+            ])
+        }))
+    }
+
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
+        let state = self.lock();
+        if !state.executions.contains_key(&execution_id) {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        Ok(state.steps.get(&execution_id).cloned().unwrap_or_default())
+    }
+
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(execution_id)?;
+        check_lease(execution, owner, Some(expected_version))?;
+        execution.version += 1;
+        execution.updated_at = now;
+        let version = execution.version;
+        upsert_step(state.steps.entry(execution_id).or_default(), record);
+        Ok(version)
+    }
+
+    async fn commit_step(&self, commit: StepCommit) -> Result<i64> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(commit.execution_id)?;
+        check_lease(execution, &commit.owner, Some(commit.expected_version))?;
+        // Validate everything before changing anything.
+        let new_status = match &commit.transition {
+            Transition::Continue | Transition::Release { .. } => ExecutionStatus::Running,
+            Transition::Gate { gate, .. } => {
+                if gate.reason == PauseReason::Event {
+                    ExecutionStatus::Waiting
+                } else {
+                    ExecutionStatus::Paused
+                }
+            }
+            Transition::Finish { status, .. } => *status,
+        };
+        if let Transition::Finish { status, .. } = &commit.transition {
+            if !status.is_terminal() {
+                return Err(Error::Invalid(format!(
+                    "a step commit cannot finish an execution as {status}"
+                )));
+            }
+        }
+        if new_status != ExecutionStatus::Running {
+            execution
+                .status
+                .transition_to(new_status)
+                .map_err(|e| Error::Conflict(e.to_string()))?;
+        }
+        if let Transition::Gate {
+            approval: Some(approval),
+            ..
+        } = &commit.transition
+        {
+            if state.approvals.contains_key(&approval.id) {
+                return Err(Error::Conflict(format!(
+                    "approval {} already exists",
+                    approval.id
+                )));
+            }
+        }
+
+        let StepCommit {
+            execution_id,
+            records,
+            context,
+            cursor,
+            visits,
+            steps_run,
+            result,
+            consumed_events,
+            effects,
+            transition,
+            lease_expires_at,
+            now,
+            ..
+        } = commit;
+        let steps = state.steps.entry(execution_id).or_default();
+        for record in records {
+            upsert_step(steps, record);
+        }
+        for effect in effects {
+            state.apply_effect(effect, now);
+        }
+        let execution = state.execution_mut(execution_id)?;
+        execution.context = context;
+        execution.cursor = cursor;
+        execution.visits = visits;
+        execution.steps_run = steps_run;
+        execution.result = result;
+        execution.consumed_events.extend(consumed_events);
+        execution.wake = None;
+        execution.updated_at = now;
+        let mut approval_to_insert = None;
+        let mut close = None;
+        match transition {
+            Transition::Continue => {
+                execution.gate = None;
+                if let Some(lease) = execution.lease.as_mut() {
+                    lease.expires_at = lease_expires_at;
+                }
+                execution.version += 1;
+            }
+            Transition::Release { at } => {
+                execution.gate = None;
+                execution.lease = Some(Lease {
+                    owner: None,
+                    expires_at: at,
+                });
+                execution.version += 1;
+            }
+            Transition::Gate { gate, approval } => {
+                execution.status = new_status;
+                execution.gate = Some(gate);
+                execution.lease = None;
+                execution.pause_requested = false;
+                execution.version += 1;
+                approval_to_insert = approval;
+            }
+            Transition::Finish { status, error } => {
+                end(execution, status, error, now);
+                close = Some(if status == ExecutionStatus::TimedOut {
+                    ApprovalStatus::Expired
+                } else {
+                    ApprovalStatus::Cancelled
+                });
+            }
+        }
+        let version = execution.version;
+        if let Some(approval) = approval_to_insert {
+            state.approvals.insert(approval.id, *approval);
+        }
+        if let Some(status) = close {
+            state.close_approvals(execution_id, status, now);
+        }
+        Ok(version)
+    }
+
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        check_lease(execution, owner, None)?;
+        if let Some(lease) = execution.lease.as_mut() {
+            lease.expires_at = expires_at;
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        check_lease(execution, owner, None)?;
+        execution.lease = Some(Lease {
+            owner: None,
+            expires_at: now,
+        });
+        execution.version += 1;
+        execution.updated_at = now;
+        Ok(())
+    }
+
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        lease: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| e.status == ExecutionStatus::Running)
+            .filter_map(|e| match &e.lease {
+                Some(l) if l.expires_at <= now => Some((l.expires_at, e.id)),
+                Some(_) => None,
+                None => Some((e.updated_at, e.id)),
+            })
+            .collect();
+        due.sort();
+        let mut claimed = Vec::new();
+        for (_, id) in due.into_iter().take(limit as usize) {
+            let execution = state.execution_mut(id)?;
+            claim(execution, lease, now);
+            claimed.push(execution.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        lease: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| e.status.is_gated())
+            .filter_map(|e| {
+                e.gate
+                    .as_ref()
+                    .and_then(|g| g.deadline)
+                    .filter(|d| *d <= now)
+                    .map(|d| (d, e.id))
+            })
+            .collect();
+        due.sort();
+        let mut claimed = Vec::new();
+        for (_, id) in due.into_iter().take(limit as usize) {
+            let Some(gate) = state.executions.get(&id).and_then(|e| e.gate.clone()) else {
+                continue;
+            };
+            let wake = match (gate.reason, gate.approval_id) {
+                (PauseReason::Approval, Some(approval_id)) => {
+                    if let Some(approval) = state.approvals.get_mut(&approval_id) {
+                        if approval.status == ApprovalStatus::Pending {
+                            approval.status = ApprovalStatus::Expired;
+                            approval.decided_at = Some(now);
+                        }
+                    }
+                    Wake::Approval {
+                        approval_id,
+                        outcome: ApprovalStatus::Expired,
+                        decided_by: None,
+                        reason: None,
+                        data: Value::Null,
+                        decided_at: now,
+                    }
+                }
+                _ => Wake::WaitTimeout { at: now },
+            };
+            let data = json!({"deadline": gate.deadline, "step_id": gate.step_id});
+            let execution = state.execution_mut(id)?;
+            resume(execution, wake, lease, now);
+            let snapshot = execution.clone();
+            state.audit(id, ResumeTrigger::Timer, None, data, now);
+            claimed.push(snapshot);
+        }
+        Ok(claimed)
+    }
+
+    async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| match e.status {
+                ExecutionStatus::Paused | ExecutionStatus::Waiting => true,
+                ExecutionStatus::Running => e
+                    .lease
+                    .as_ref()
+                    .is_none_or(|l| l.owner.is_none() || l.expires_at <= now),
+                _ => false,
+            })
+            .filter_map(|e| e.deadline.filter(|d| *d <= now).map(|d| (d, e.id)))
+            .collect();
+        due.sort();
+        let mut ended = Vec::new();
+        for (deadline, id) in due.into_iter().take(limit as usize) {
+            let execution = state.execution_mut(id)?;
+            let error = ExecutionError {
+                kind: ErrorKind::TimedOut,
+                message: format!("the workflow deadline {} passed", deadline.to_rfc3339()),
+            };
+            end(execution, ExecutionStatus::TimedOut, Some(error), now);
+            ended.push(execution.clone());
+            state.close_approvals(id, ApprovalStatus::Expired, now);
+            state.audit(
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": deadline, "workflow_timeout": true}),
+                now,
+            );
+        }
+        Ok(ended)
+    }
+
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        _actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        if execution.status != ExecutionStatus::Running {
+            return Err(Error::Conflict(format!(
+                "execution {id} is {}, not running",
+                execution.status
+            )));
+        }
+        let held = execution
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner.is_some() && l.expires_at > now);
+        if held {
+            execution.pause_requested = true;
+        } else {
+            let (step_id, visit) = execution
+                .cursor
+                .as_ref()
+                .map(|c| (c.step_id.clone(), c.visit))
+                .unwrap_or_default();
+            execution.status = ExecutionStatus::Paused;
+            execution.lease = None;
+            execution.pause_requested = false;
+            execution.gate = Some(Gate {
+                reason: PauseReason::Manual,
+                step_id,
+                visit,
+                paused_at: now,
+                deadline: None,
+                event: None,
+                event_match: None,
+                approval_id: None,
+                note: reason.map(str::to_owned),
+            });
+        }
+        execution.version += 1;
+        execution.updated_at = now;
+        Ok(execution.clone())
+    }
+
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        let reason = execution.gate.as_ref().map(|g| g.reason);
+        match (execution.status, reason) {
+            (ExecutionStatus::Paused, Some(PauseReason::Manual)) => {}
+            (ExecutionStatus::Paused, Some(PauseReason::Approval)) => {
+                return Err(Error::Conflict(format!("execution {id} is paused at an approval gate: decide the approval to resume it")));
+            }
+            (status, _) => {
+                return Err(Error::Conflict(format!(
+                    "execution {id} is {status}, not manually paused"
+                )))
+            }
+        }
+        resume(
+            execution,
+            Wake::Manual {
+                data: data.clone(),
+                actor: actor.map(str::to_owned),
+            },
+            lease,
+            now,
+        );
+        let snapshot = execution.clone();
+        state.audit(id, ResumeTrigger::Manual, actor, data, now);
+        Ok(snapshot)
+    }
+
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        if execution.status.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "execution {id} is already {}",
+                execution.status
+            )));
+        }
+        let message = match (reason, actor) {
+            (Some(reason), _) => reason.to_owned(),
+            (None, Some(actor)) => format!("cancelled by {actor}"),
+            (None, None) => "cancelled".to_owned(),
+        };
+        end(
+            execution,
+            ExecutionStatus::Cancelled,
+            Some(ExecutionError {
+                kind: ErrorKind::Cancelled,
+                message,
+            }),
+            now,
+        );
+        let snapshot = execution.clone();
+        state.close_approvals(id, ApprovalStatus::Cancelled, now);
+        Ok(snapshot)
+    }
+
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        let waits_for = execution
+            .gate
+            .as_ref()
+            .filter(|g| g.reason == PauseReason::Event)
+            .and_then(|g| g.event.as_deref());
+        if execution.status != ExecutionStatus::Waiting
+            || waits_for != Some(event.event_type.as_str())
+        {
+            return Err(Error::Conflict(format!(
+                "execution {id} is not waiting for `{}`",
+                event.event_type
+            )));
+        }
+        if expected_version.is_some_and(|v| v != execution.version) {
+            return Err(Error::Conflict(format!(
+                "execution {id} changed since it was read"
+            )));
+        }
+        if event.correlation_id.is_some_and(|c| c != id) {
+            return Err(Error::Conflict(format!(
+                "event {} is addressed to another execution",
+                event.id
+            )));
+        }
+        if execution.consumed_events.contains(&event.id) {
+            return Err(Error::Conflict(format!(
+                "event {} was already consumed by execution {id}",
+                event.id
+            )));
+        }
+        resume(
+            execution,
+            Wake::Event {
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                payload: event.payload.clone(),
+            },
+            lease,
+            now,
+        );
+        execution.consumed_events.push(event.id);
+        let snapshot = execution.clone();
+        state.audit(
+            id,
+            ResumeTrigger::Event,
+            actor,
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        );
+        Ok(snapshot)
+    }
+
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let state = self.lock();
+        Ok(state
+            .executions
+            .values()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .filter(|e| {
+                e.status == ExecutionStatus::Waiting
+                    && e.gate.as_ref().and_then(|g| g.event.as_deref()) == Some(event_type)
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+fn upsert_step(steps: &mut Vec<StepRecord>, record: StepRecord) {
+    match steps.iter_mut().find(|s| s.id == record.id) {
+        Some(slot) => *slot = record,
+        None => steps.push(record),
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for MemoryStore {
+    async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest> {
+        self.lock()
+            .approvals
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("approval", id))
+    }
+
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRequest>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .approvals
+            .values()
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .filter(|a| {
+                filter
+                    .role
+                    .as_ref()
+                    .is_none_or(|r| a.approver_roles.contains(r))
+            })
+            .filter(|a| filter.execution_id.is_none_or(|e| a.execution_id == e))
+            .filter(|a| {
+                filter.decidable_by.as_ref().is_none_or(|p| {
+                    a.status == ApprovalStatus::Pending
+                        && a.authorize(p).is_ok()
+                        && !a.decisions.iter().any(|d| d.decided_by == p.subject)
+                })
+            })
+            .map(|a| (a.id, a.clone()))
+            .collect();
+        Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn decide(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Decided> {
+        let mut state = self.lock();
+        let mut approval = state
+            .approvals
+            .get(&approval_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("approval", approval_id))?;
+        let decided_by = decision.decided_by.clone();
+        let reason = decision.reason.clone();
+        let data = decision.data.clone();
+        let kind = decision.decision;
+        let status = approval
+            .apply(decision)
+            .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
+        let execution = state
+            .executions
+            .get(&approval.execution_id)
+            .ok_or_else(|| Error::not_found("execution", approval.execution_id))?;
+        if status == ApprovalStatus::Pending {
+            let execution = execution.clone();
+            state.approvals.insert(approval_id, approval.clone());
+            return Ok(Decided {
+                approval,
+                execution,
+                claimed: false,
+            });
+        }
+        let at_gate = execution.status == ExecutionStatus::Paused
+            && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
+        if !at_gate {
+            return Err(Error::Conflict(format!(
+                "execution {} is {} and no longer waits for approval {approval_id}",
+                execution.id, execution.status
+            )));
+        }
+        let execution_id = execution.id;
+        let wake = Wake::Approval {
+            approval_id,
+            outcome: status,
+            decided_by: Some(decided_by.clone()),
+            reason: reason.clone(),
+            data: data.clone(),
+            decided_at: now,
+        };
+        let execution = state.execution_mut(execution_id)?;
+        resume(execution, wake, lease, now);
+        let execution = execution.clone();
+        state.approvals.insert(approval_id, approval.clone());
+        state.audit(
+            execution_id,
+            ResumeTrigger::Approval,
+            Some(&decided_by),
+            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
+            now,
+        );
+        Ok(Decided {
+            approval,
+            execution,
+            claimed: true,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        let mut state = self.lock();
+        if let Some(key) = &event.event_id {
+            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
+                return Ok(EventInsert::Duplicate(existing.clone()));
+            }
+            state.event_ids.insert(key.clone(), event.id);
+        }
+        state.events.insert(event.id, event.clone());
+        Ok(EventInsert::Inserted(event))
+    }
+
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event> {
+        let mut state = self.lock();
+        let event = state
+            .events
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("event", id))?;
+        event.started = started;
+        event.resumed = resumed;
+        Ok(event.clone())
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event> {
+        self.lock()
+            .events
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let mut events: Vec<&Event> = state
+            .events
+            .values()
+            .filter(|e| e.event_type == event_type && e.received_at >= since)
+            .filter(|e| e.correlation_id.is_none_or(|c| c == execution_id))
+            .collect();
+        events.sort_by_key(|e| (e.received_at, e.id));
+        Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl ResumeRequestStore for MemoryStore {
+    async fn record_resume_request(&self, request: ResumeRequest) -> Result<()> {
+        self.lock()
+            .resume_requests
+            .entry(request.execution_id)
+            .or_default()
+            .push(request);
+        Ok(())
+    }
+
+    async fn list_resume_requests(&self, execution_id: Uuid) -> Result<Vec<ResumeRequest>> {
+        let state = self.lock();
+        if !state.executions.contains_key(&execution_id) {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        Ok(state
+            .resume_requests
+            .get(&execution_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryStore {
+    async fn get_record(&self, entity: &str, entity_id: &str) -> Result<Record> {
+        self.lock()
+            .records
+            .get(&(entity.to_owned(), entity_id.to_owned()))
+            .cloned()
+            .ok_or_else(|| Error::not_found("record", format!("{entity}/{entity_id}")))
+    }
+}
+
+#[async_trait]
+impl NotificationStore for MemoryStore {
+    async fn put_notification(&self, notification: Notification) -> Result<()> {
+        self.lock()
+            .notifications
+            .insert(notification.id, notification);
+        Ok(())
+    }
+
+    async fn list_notifications(
+        &self,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Notification>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .notifications
+            .values()
+            .filter(|n| filter.execution_id.is_none_or(|e| n.execution_id == e))
+            .map(|n| (n.id, n.clone()))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for MemoryStore {
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey> {
+        let mut state = self.lock();
+        if state.api_keys.values().any(|k| k.name == key.name) {
+            return Err(Error::Conflict(format!(
+                "an API key named `{}` already exists",
+                key.name
+            )));
+        }
+        state.api_keys.insert(key.id, key.clone());
+        Ok(key)
+    }
+
+    async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state.api_keys.values().map(|k| (k.id, k.clone())).collect();
+        Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+
+    async fn delete_api_key(&self, id: Uuid) -> Result<()> {
+        self.lock()
+            .api_keys
+            .remove(&id)
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found("api key", id))
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        Ok(self
+            .lock()
+            .api_keys
+            .values()
+            .find(|k| k.key_hash == key_hash)
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl Health for MemoryStore {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

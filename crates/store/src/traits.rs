@@ -1,0 +1,342 @@
+//! The storage traits. Each method's doc comment is its contract: what it changes, what
+//! it checks, and which [`crate::Error`] it returns when. The contract test kit checks exactly
+//! these sentences against every backend.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tollgate_model::records::{
+    ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
+    StepRecord, Timestamp, Workflow,
+};
+use tollgate_model::WorkflowDefinition;
+use uuid::Uuid;
+
+use crate::types::{
+    ApprovalFilter, Decided, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter, Page,
+    PageRequest, StepCommit, WorkflowFilter,
+};
+use crate::Result;
+
+/// Workflows and their immutable definition snapshots.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Inserts a workflow and its definition snapshot (snapshots are content-addressed:
+    /// an identical definition reuses the existing one). `Conflict` if
+    /// (`workflow_id`, `version`) is taken.
+    async fn create_workflow(&self, workflow: Workflow) -> Result<Workflow>;
+
+    /// Replaces a workflow's definition (and `enabled`, from the definition) and stores
+    /// its snapshot; executions keep the snapshot they started with. `NotFound` if absent;
+    /// `Conflict` if the new (`workflow_id`, `version`) belongs to another workflow.
+    async fn replace_workflow(
+        &self,
+        id: Uuid,
+        definition: Arc<WorkflowDefinition>,
+        now: Timestamp,
+    ) -> Result<Workflow>;
+
+    /// Enables or disables a workflow. `NotFound` if absent.
+    async fn set_workflow_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<Workflow>;
+
+    /// Deletes a workflow; its snapshots and executions stay. `NotFound` if absent.
+    async fn delete_workflow(&self, id: Uuid) -> Result<()>;
+
+    /// One workflow. `NotFound` if absent.
+    async fn get_workflow(&self, id: Uuid) -> Result<Workflow>;
+
+    /// Workflows in creation order (oldest first), filtered. `Invalid` for a foreign cursor.
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workflow>>;
+
+    /// The enabled workflows an event of `event_type` starts: those whose event trigger
+    /// matches, and for each `workflow_id` only its highest enabled version.
+    async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>>;
+
+    /// A definition snapshot by id. `NotFound` if absent.
+    async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>>;
+}
+
+/// Executions and their step records.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Inserts a new execution exactly as given (normally `running`, version 1, leased by
+    /// its creator). `Conflict` if the id exists; `NotFound` if its snapshot does not.
+    async fn create_execution(&self, execution: Execution) -> Result<Execution>;
+
+    /// One execution. `NotFound` if absent.
+    async fn get_execution(&self, id: Uuid) -> Result<Execution>;
+
+    /// Executions newest first, filtered. `Invalid` for a foreign cursor.
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>>;
+
+    /// `paused` and `waiting` executions, oldest pause first.
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>>;
+
+    /// Step records of an execution in the order they were created.
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>>;
+
+    /// Records a step attempt as `running` before it acts (DESIGN.md §7), inserting or
+    /// replacing the record by id, and increments the version. Checks that the execution
+    /// is `running`, leased by `owner`, at `expected_version`; otherwise `Conflict`.
+    /// Returns the new version.
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64>;
+
+    /// Commits a step (DESIGN.md §7): step records, context, cursor, counters, result,
+    /// effects and the status transition in one transaction; clears the gate and the
+    /// wake signal the worker acted on, and the pause request when stopping or ending.
+    /// Checks `running`, lease owner and version as [`Self::begin_step`] (`Conflict`
+    /// otherwise, with nothing written). Returns the new version.
+    async fn commit_step(&self, commit: StepCommit) -> Result<i64>;
+
+    /// Extends a lease. `Conflict` if the execution is not `running` under `owner`.
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()>;
+
+    /// Gives a lease up so another worker can take the execution at once (graceful
+    /// shutdown). `Conflict` if the execution is not `running` under `owner`.
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()>;
+
+    /// Claims up to `limit` `running` executions whose lease expired at or before `now`
+    /// (a dead worker's, or one released until then): each gets the new lease and a new
+    /// version. No execution is handed to two concurrent callers.
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>>;
+
+    /// Claims up to `limit` `paused`/`waiting` executions whose gate deadline is at or
+    /// before `now`, in one transaction each: an approval gate's request becomes
+    /// `expired` and the wake signal says so; a wait gate gets a wait-timeout signal; the
+    /// execution becomes `running` under the claim, and a `timer` resume request is
+    /// recorded. No execution is handed to two concurrent callers.
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>>;
+
+    /// Ends up to `limit` executions whose workflow deadline is at or before `now` and
+    /// that no live worker holds (gated, or running with an expired lease) as
+    /// `timed_out`, expiring their pending approvals and recording a `timer` resume
+    /// request. Returns the ended executions.
+    async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>>;
+
+    /// Asks a `running` execution to pause at its next step boundary; one that no live
+    /// worker holds is paused at once (manual gate at its cursor). `Conflict` if it is
+    /// not running.
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Resumes a manually paused execution: `running` under `claim`, with a manual wake
+    /// signal carrying `data`, and a `manual` resume request. `Conflict` if it is not
+    /// paused for a manual reason (approval gates are resumed by deciding).
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Cancels a non-terminal execution: `cancelled`, error kind `cancelled`, lease
+    /// dropped, pending approvals `cancelled`. `Conflict` if it is already terminal.
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Claims a `waiting` execution for an event: checks that it waits for
+    /// `event.event_type` (and, when `expected_version` is given, that it is still at that
+    /// version), makes it `running` under `claim` with an event wake signal, adds the
+    /// event to its consumed list, and records an `event` resume request. `Conflict`
+    /// otherwise, with nothing changed.
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// `waiting` executions whose wait is for `event_type`, by id, after `after`.
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Execution>>;
+}
+
+/// Approval requests and their decisions.
+#[async_trait]
+pub trait ApprovalStore: Send + Sync {
+    /// One request. `NotFound` if absent.
+    async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest>;
+
+    /// Requests newest first, filtered. `Invalid` for a foreign cursor.
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRequest>>;
+
+    /// Records a decision and, when it settles the request (quorum reached, or a
+    /// rejection), claims the gated execution under `claim` with an approval wake signal
+    /// and an `approval` resume request — all in one transaction (DESIGN.md §7). The
+    /// quorum rules are [`ApprovalRequest::apply`]'s; a refusal there is `Conflict`
+    /// (authorisation is the caller's job). `NotFound` if absent.
+    async fn decide(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Decided>;
+}
+
+/// Incoming events.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Stores an event; when its `event_id` was seen before, returns the first one
+    /// unchanged instead.
+    async fn insert_event(&self, event: Event) -> Result<EventInsert>;
+
+    /// Records which executions an event started and resumed. `NotFound` if absent.
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event>;
+
+    /// One event. `NotFound` if absent.
+    async fn get_event(&self, id: Uuid) -> Result<Event>;
+
+    /// Events of `event_type` received at or after `since` that are addressed to nobody
+    /// or to `execution_id`, oldest first: the candidates for a wait that may have missed
+    /// them.
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+}
+
+/// The resume-request audit (DESIGN.md §3 "Audit").
+#[async_trait]
+pub trait ResumeRequestStore: Send + Sync {
+    /// Appends an audit row (used for refused attempts; accepted ones are written by the
+    /// claiming methods themselves).
+    async fn record_resume_request(&self, request: ResumeRequest) -> Result<()>;
+
+    /// An execution's audit rows, oldest first.
+    async fn list_resume_requests(&self, execution_id: Uuid) -> Result<Vec<ResumeRequest>>;
+}
+
+/// Records written by `create_record`/`update_record`.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// One record. `NotFound` if absent.
+    async fn get_record(&self, entity: &str, entity_id: &str) -> Result<Record>;
+}
+
+/// Notifications recorded by `notify`.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Stores a notification outside a step commit (a notifier reporting delivery); an
+    /// existing id is overwritten with the new status.
+    async fn put_notification(&self, notification: Notification) -> Result<()>;
+
+    /// Notifications oldest first, filtered. `Invalid` for a foreign cursor.
+    async fn list_notifications(
+        &self,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Notification>>;
+}
+
+/// API keys (hashes only).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a key. `Conflict` if the name is taken.
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey>;
+
+    /// Keys in creation order.
+    async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>>;
+
+    /// Deletes a key; it stops working at once. `NotFound` if absent.
+    async fn delete_api_key(&self, id: Uuid) -> Result<()>;
+
+    /// The key with this hash, if any.
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>>;
+}
+
+/// Liveness of the backend.
+#[async_trait]
+pub trait Health: Send + Sync {
+    /// Succeeds when the backend answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Every trait at once: what binaries hold as `Arc<dyn Store>`.
+pub trait Store:
+    WorkflowStore
+    + ExecutionStore
+    + ApprovalStore
+    + EventStore
+    + ResumeRequestStore
+    + RecordStore
+    + NotificationStore
+    + ApiKeyStore
+    + Health
+{
+}
+
+impl<T> Store for T where
+    T: WorkflowStore
+        + ExecutionStore
+        + ApprovalStore
+        + EventStore
+        + ResumeRequestStore
+        + RecordStore
+        + NotificationStore
+        + ApiKeyStore
+        + Health
+{
+}

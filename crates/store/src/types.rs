@@ -1,0 +1,211 @@
+//! Arguments and results of store methods.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Cursor, Event, Execution, ExecutionError, Gate, Notification,
+    Principal, StepRecord, Timestamp,
+};
+use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
+use uuid::Uuid;
+
+/// Keyset page request: at most `limit` items after `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Page size (callers clamp it; stores take it as given).
+    pub limit: u32,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    /// The first page of `limit` items.
+    pub fn first(limit: u32) -> Self {
+        Self {
+            limit,
+            cursor: None,
+        }
+    }
+
+    /// The page after `cursor`.
+    pub fn after(limit: u32, cursor: impl Into<String>) -> Self {
+        Self {
+            limit,
+            cursor: Some(cursor.into()),
+        }
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self::first(50)
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, in the list's order.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of the workflow list (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkflowFilter {
+    /// Only enabled or only disabled.
+    pub enabled: Option<bool>,
+    /// Only this string id.
+    pub workflow_id: Option<String>,
+    /// Only workflows carrying this tag.
+    pub tag: Option<String>,
+}
+
+/// Filters of the execution list (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only executions of this workflow row.
+    pub workflow_id: Option<Uuid>,
+    /// Only executions of this workflow string id.
+    pub workflow_key: Option<String>,
+    /// Only executions stopped for this reason.
+    pub paused_reason: Option<PauseReason>,
+    /// Only executions stopped at a pending approval addressed to this role.
+    pub approver_role: Option<String>,
+}
+
+/// Filters of the approval list (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalFilter {
+    /// Only this status.
+    pub status: Option<ApprovalStatus>,
+    /// Only requests addressed to this role.
+    pub role: Option<String>,
+    /// Only requests of this execution.
+    pub execution_id: Option<Uuid>,
+    /// Only pending requests this principal may decide (`?mine=true`).
+    pub decidable_by: Option<Principal>,
+}
+
+/// Filters of the notification list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotificationFilter {
+    /// Only notifications of this execution.
+    pub execution_id: Option<Uuid>,
+}
+
+/// A worker's claim: who takes an execution and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseClaim {
+    /// Worker id.
+    pub owner: String,
+    /// Lease expiry; the worker renews before then or loses the execution.
+    pub expires_at: Timestamp,
+}
+
+/// Effects on the engine's own tables, applied in the same transaction as a step commit
+/// so that they happen exactly once, however often the step is attempted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Create or update a record: `merge` merges top-level keys into existing data,
+    /// otherwise the data is replaced. The version starts at 1 and grows by one per write.
+    UpsertRecord {
+        /// Entity type.
+        entity: String,
+        /// Entity id.
+        entity_id: String,
+        /// Data.
+        data: Value,
+        /// Merge (update) or replace (create).
+        merge: bool,
+    },
+    /// Store a notification; a notification whose id already exists is left as it is.
+    Notify(Notification),
+}
+
+/// What a step commit does to the execution's status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Stays `running`, lease kept (and extended to the commit's `lease_expires_at`).
+    Continue,
+    /// Stays `running` but the lease is released until `at` (e.g. a retry backoff):
+    /// any worker may take it then.
+    Release {
+        /// When it becomes claimable.
+        at: Timestamp,
+    },
+    /// Stops at a gate: `paused` (approval, manual) or `waiting` (event). The lease is
+    /// released; an approval request, if given, is inserted in the same transaction.
+    Gate {
+        /// The gate.
+        gate: Gate,
+        /// The approval request it waits for.
+        approval: Option<Box<ApprovalRequest>>,
+    },
+    /// Ends the execution with a terminal status; pending approvals of the execution
+    /// become `cancelled` (or `expired` for `timed_out`).
+    Finish {
+        /// `completed`, `failed`, `timed_out` or `cancelled`.
+        status: ExecutionStatus,
+        /// Why, when not completed.
+        error: Option<ExecutionError>,
+    },
+}
+
+/// Everything one step commit writes, atomically (DESIGN.md §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCommit {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The committing worker; must hold the lease.
+    pub owner: String,
+    /// The version the worker last saw; must still be current.
+    pub expected_version: i64,
+    /// Step records to insert or replace (by id).
+    pub records: Vec<StepRecord>,
+    /// The new context.
+    pub context: Value,
+    /// The next step; `None` when the execution ends.
+    pub cursor: Option<Cursor>,
+    /// Visit counters.
+    pub visits: BTreeMap<String, u32>,
+    /// Steps run so far.
+    pub steps_run: u32,
+    /// The result so far.
+    pub result: Option<ExecutionResult>,
+    /// Events consumed by this commit (appended to the execution's list).
+    pub consumed_events: Vec<Uuid>,
+    /// Record and notification writes.
+    pub effects: Vec<Effect>,
+    /// Status change.
+    pub transition: Transition,
+    /// New lease expiry for [`Transition::Continue`].
+    pub lease_expires_at: Timestamp,
+    /// Commit time.
+    pub now: Timestamp,
+}
+
+/// Result of [`crate::ApprovalStore::decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    /// The request after the decision.
+    pub approval: ApprovalRequest,
+    /// The execution, claimed by the caller's lease when the decision settled the
+    /// request; as it was otherwise.
+    pub execution: Execution,
+    /// Whether the caller now holds the execution and must advance it.
+    pub claimed: bool,
+}
+
+/// Result of [`crate::EventStore::insert_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventInsert {
+    /// Stored for the first time.
+    Inserted(Event),
+    /// An event with the same `event_id` was stored before; this is it, unchanged.
+    Duplicate(Event),
+}
