@@ -683,7 +683,7 @@ pub async fn effects_apply_once_with_the_commit(store: Arc<dyn Store>) {
         .list_notifications(&filter, &PageRequest::first(10))
         .await
         .unwrap();
-    assert_eq!(notes.items, [note.clone()], "same id → one notification");
+    assert_eq!(notes.items, std::slice::from_ref(&note), "same id → one notification");
     let delivered = Notification {
         status: "sent".into(),
         ..note
