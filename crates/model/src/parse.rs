@@ -672,8 +672,10 @@ impl Parser {
             },
             None => {
                 let field = self.req_string(&mut f, "field", "a context path");
+                // `None` when the operator could not be read (already reported): then the
+                // value is not checked against it, which would only add a misleading error.
                 let operator = match f.get("operator") {
-                    Some(Value::String(name)) => Operator::parse(name).unwrap_or_else(|| {
+                    Some(Value::String(name)) => Operator::parse(name).or_else(|| {
                         self.report.error(
                             &path.key("operator"),
                             format!(
@@ -681,30 +683,31 @@ impl Parser {
                                 Operator::ALL.map(Operator::as_str).join(", ")
                             ),
                         );
-                        Operator::Eq
+                        None
                     }),
                     Some(other) => {
                         self.report.error(
                             &path.key("operator"),
                             format!("must be a string, not {}", type_name(other)),
                         );
-                        Operator::Eq
+                        None
                     }
                     None => {
                         self.report
                             .error(&path.key("operator"), "missing required field `operator`");
-                        Operator::Eq
+                        None
                     }
                 };
                 // `value: null` is meaningful (`eq null`), so read the raw map here.
                 f.used.insert("value");
                 let value = f.map.get("value").cloned();
-                if value.is_none() && operator.takes_value() {
+                if let Some(op) = operator.filter(|op| value.is_none() && op.takes_value()) {
                     self.report.error(
                         &path.key("value"),
-                        format!("operator `{operator}` needs a `value`"),
+                        format!("operator `{op}` needs a `value`"),
                     );
                 }
+                let operator = operator.unwrap_or(Operator::Eq);
                 Condition::Leaf(Leaf {
                     field,
                     operator,

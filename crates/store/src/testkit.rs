@@ -2,7 +2,7 @@
 //! function per rule, and [`contract_tests!`](crate::contract_tests) to run them all as
 //! separate tests against a backend.
 //!
-//! ```ignore
+//! ```text
 //! tollgate_store::contract_tests!(|| async { std::sync::Arc::new(MyStore::fresh().await) as std::sync::Arc<dyn tollgate_store::Store> });
 //! ```
 //!
@@ -683,7 +683,11 @@ pub async fn effects_apply_once_with_the_commit(store: Arc<dyn Store>) {
         .list_notifications(&filter, &PageRequest::first(10))
         .await
         .unwrap();
-    assert_eq!(notes.items, std::slice::from_ref(&note), "same id → one notification");
+    assert_eq!(
+        notes.items,
+        std::slice::from_ref(&note),
+        "same id → one notification"
+    );
     let delivered = Notification {
         status: "sent".into(),
         ..note
