@@ -66,6 +66,25 @@ pub struct Cursor {
     pub step_id: String,
     /// 1-based visit number of that step in this execution (loops revisit steps).
     pub visit: u32,
+    /// 1-based attempt of that visit; a retry after a backoff continues at attempt + 1,
+    /// so retries survive a crash.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl Cursor {
+    /// The first attempt of a visit of `step_id`.
+    pub fn new(step_id: impl Into<String>, visit: u32) -> Self {
+        Self {
+            step_id: step_id.into(),
+            visit,
+            attempt: 1,
+        }
+    }
 }
 
 /// A worker's claim on a running execution.

@@ -27,8 +27,8 @@ pub use traits::{
     ResumeRequestStore, Store, WorkflowStore,
 };
 pub use types::{
-    ApprovalFilter, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
-    Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+    ApprovalFilter, Committed, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Page, PageRequest, StepCommit, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

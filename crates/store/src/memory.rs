@@ -25,8 +25,8 @@ use crate::traits::{
     ResumeRequestStore, WorkflowStore,
 };
 use crate::types::{
-    ApprovalFilter, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
-    Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+    ApprovalFilter, Committed, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Page, PageRequest, StepCommit, Transition, WorkflowFilter,
 };
 use crate::{Error, Result};
 
@@ -524,7 +524,7 @@ impl ExecutionStore for MemoryStore {
         Ok(version)
     }
 
-    async fn commit_step(&self, commit: StepCommit) -> Result<i64> {
+    async fn commit_step(&self, commit: StepCommit) -> Result<Committed> {
         let mut state = self.lock();
         let execution = state.execution_mut(commit.execution_id)?;
         check_lease(execution, &commit.owner, Some(commit.expected_version))?;
@@ -632,14 +632,17 @@ impl ExecutionStore for MemoryStore {
                 });
             }
         }
-        let version = execution.version;
+        let committed = Committed {
+            version: execution.version,
+            pause_requested: execution.pause_requested,
+        };
         if let Some(approval) = approval_to_insert {
             state.approvals.insert(approval.id, *approval);
         }
         if let Some(status) = close {
             state.close_approvals(execution_id, status, now);
         }
-        Ok(version)
+        Ok(committed)
     }
 
     async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
@@ -804,7 +807,10 @@ impl ExecutionStore for MemoryStore {
             .is_some_and(|l| l.owner.is_some() && l.expires_at > now);
         if held {
             execution.pause_requested = true;
-        } else {
+            execution.updated_at = now;
+            return Ok(execution.clone());
+        }
+        {
             let (step_id, visit) = execution
                 .cursor
                 .as_ref()

@@ -139,10 +139,7 @@ pub async fn running(store: &Arc<dyn Store>, w: &Workflow, owner: &str) -> Execu
         trigger_event: "order.created".into(),
         trigger_payload: json!({"order": {"id": "o-1"}}),
         context: json!({"order": {"id": "o-1"}}),
-        cursor: Some(Cursor {
-            step_id: "gate".into(),
-            visit: 1,
-        }),
+        cursor: Some(Cursor::new("gate", 1)),
         visits: BTreeMap::new(),
         steps_run: 0,
         version: 1,
@@ -556,10 +553,7 @@ pub async fn step_commits_are_compare_and_set(store: Arc<dyn Store>) {
         step_record(e.id, "next", StepStatus::Completed),
     ];
     c.context = json!({"order": {"id": "o-1"}, "charged": true});
-    c.cursor = Some(Cursor {
-        step_id: "done".into(),
-        visit: 1,
-    });
+    c.cursor = Some(Cursor::new("done", 1));
     c.visits = BTreeMap::from([("charge".to_owned(), 1)]);
     c.result = Some(ExecutionResult::Allowed);
     c.lease_expires_at = t0() + secs(60);
@@ -571,7 +565,7 @@ pub async fn step_commits_are_compare_and_set(store: Arc<dyn Store>) {
     assert!(store.commit_step(stale).await.unwrap_err().is_conflict());
     assert_eq!(store.get_execution(e.id).await.unwrap().context, e.context);
 
-    let v3 = store.commit_step(c.clone()).await.unwrap();
+    let v3 = store.commit_step(c.clone()).await.unwrap().version;
     assert_eq!(v3, v2 + 1);
     let after = store.get_execution(e.id).await.unwrap();
     assert_eq!(after.version, v3);
@@ -649,7 +643,7 @@ pub async fn effects_apply_once_with_the_commit(store: Arc<dyn Store>) {
         Effect::Notify(note.clone()),
         Effect::Notify(note.clone()),
     ];
-    let v = store.commit_step(c.clone()).await.unwrap();
+    let v = store.commit_step(c.clone()).await.unwrap().version;
     let record = store.get_record("customer", "c-1").await.unwrap();
     assert_eq!(record.data, json!({"a": 1, "b": 2, "c": 3}));
     assert_eq!(record.version, 2);
@@ -1059,7 +1053,8 @@ pub async fn released_lease_waits_until_its_time(store: Arc<dyn Store>) {
             },
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .version;
     let released = store.get_execution(e.id).await.unwrap();
     assert_eq!(
         (released.status, released.version),
@@ -1191,6 +1186,17 @@ pub async fn manual_pause_resume_and_cancel(store: Arc<dyn Store>) {
         (requested.status, requested.pause_requested),
         (ExecutionStatus::Running, true)
     );
+    assert_eq!(
+        requested.version, e.version,
+        "a pause request does not fence the worker"
+    );
+    // The worker's next commit succeeds and tells it a pause is wanted.
+    let step_done = store
+        .commit_step(commit(&e, "w1", e.version, Transition::Continue))
+        .await
+        .unwrap();
+    assert!(step_done.pause_requested);
+    let requested = store.get_execution(e.id).await.unwrap();
 
     // The worker notices at the step boundary and stops at a manual gate.
     let mut g = gate(PauseReason::Manual, None);

@@ -14,8 +14,8 @@ use tollgate_model::WorkflowDefinition;
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, Decided, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter, Page,
-    PageRequest, StepCommit, WorkflowFilter,
+    ApprovalFilter, Committed, Decided, EventInsert, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Page, PageRequest, StepCommit, WorkflowFilter,
 };
 use crate::Result;
 
@@ -106,8 +106,9 @@ pub trait ExecutionStore: Send + Sync {
     /// effects and the status transition in one transaction; clears the gate and the
     /// wake signal the worker acted on, and the pause request when stopping or ending.
     /// Checks `running`, lease owner and version as [`Self::begin_step`] (`Conflict`
-    /// otherwise, with nothing written). Returns the new version.
-    async fn commit_step(&self, commit: StepCommit) -> Result<i64>;
+    /// otherwise, with nothing written). Returns the new version and whether an operator
+    /// has asked for a pause.
+    async fn commit_step(&self, commit: StepCommit) -> Result<Committed>;
 
     /// Extends a lease. `Conflict` if the execution is not `running` under `owner`.
     async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()>;
@@ -144,9 +145,10 @@ pub trait ExecutionStore: Send + Sync {
     /// request. Returns the ended executions.
     async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>>;
 
-    /// Asks a `running` execution to pause at its next step boundary; one that no live
-    /// worker holds is paused at once (manual gate at its cursor). `Conflict` if it is
-    /// not running.
+    /// Asks a `running` execution to pause at its next step boundary (a flag its worker
+    /// sees in its next [`Self::commit_step`] result; the version is unchanged so the
+    /// worker's commit is not refused); one that no live worker holds is paused at once
+    /// (manual gate at its cursor, version incremented). `Conflict` if it is not running.
     async fn request_pause(
         &self,
         id: Uuid,

@@ -189,6 +189,15 @@ pub struct StepCommit {
     pub now: Timestamp,
 }
 
+/// Result of a step commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The execution's new version.
+    pub version: i64,
+    /// An operator asked for a pause (the worker stops at this step boundary).
+    pub pause_requested: bool,
+}
+
 /// Result of [`crate::ApprovalStore::decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {
