@@ -1,0 +1,1491 @@
+//! The step interpreter: starts executions and advances claimed ones until they stop at a
+//! gate, release their lease for a retry backoff, or end.
+//!
+//! Every change goes through the store as one atomic call guarded by lease owner and
+//! version (DESIGN.md §7): a step with side effects is recorded `running` before it acts,
+//! then its completion is committed with cursor, context and effects. A worker that loses
+//! its lease (it was too slow, or the execution was cancelled) stops at its next write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tollgate_model::definition::{ApprovalSpec, OnTimeout, Required, Step, StepKind};
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Cursor, Execution, ExecutionError, Gate, Lease, StepError,
+    StepRecord, StepStatus, Timestamp, Wake, Workflow,
+};
+use tollgate_model::{
+    ErrorKind, ExecutionResult, ExecutionStatus, PauseReason, WorkflowDefinition,
+};
+use tollgate_store::{Committed, Effect, LeaseClaim, StepCommit, Store, Transition};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::condition::CompiledCondition;
+use crate::error::{Error, Result};
+use crate::notify::{Notifier, RecordingNotifier};
+use crate::path::set_path;
+use crate::provider::{ContextProvider, NoProviders};
+use crate::steps::{Body, Env};
+use crate::template::{render_value, Mode, Scope, Secrets, Template};
+
+/// Name under which context loading is recorded (in `visits` and as a step record).
+pub(crate) const CONTEXT_STEP: &str = "$context";
+
+/// Tuning of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// This worker's id, the owner name of its leases. Unique per process.
+    pub worker_id: String,
+    /// How long a lease lasts; a heartbeat renews it every third of that while a step
+    /// runs, so a dead worker's executions are reclaimed within one lease.
+    pub lease: Duration,
+    /// Default time limit of an HTTP sub-action without its own `timeout`.
+    pub http_timeout: Duration,
+    /// Recorded response bodies are cut to this many bytes.
+    pub max_response_bytes: usize,
+    /// Retry waits up to this long happen in place; longer ones release the lease and
+    /// let any worker continue when the wait is over.
+    pub inline_retry_max: Duration,
+    /// Values for `{{secrets.NAME}}`.
+    pub secrets: Secrets,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            worker_id: format!(
+                "worker-{}-{}",
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..8]
+            ),
+            lease: Duration::from_secs(30),
+            http_timeout: Duration::from_secs(30),
+            max_response_bytes: 64 * 1024,
+            inline_retry_max: Duration::from_secs(2),
+            secrets: Secrets::new(),
+        }
+    }
+}
+
+/// What starts an execution.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The workflow (its current snapshot is pinned).
+    pub workflow: Workflow,
+    /// Event type, or `manual`.
+    pub trigger_event: String,
+    /// The triggering payload.
+    pub payload: Value,
+    /// Stored id of the triggering event.
+    pub event_id: Option<Uuid>,
+    /// The sender's `event_id`.
+    pub event_key: Option<String>,
+    /// The sending system.
+    pub source: Option<String>,
+    /// Subject of the key that sent the event or manual execute (the requester of its
+    /// approvals).
+    pub requested_by: Option<String>,
+}
+
+/// The interpreter. Cheap to clone; clones share caches and connections.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker_id", &self.inner.options.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) notifier: Arc<dyn Notifier>,
+    pub(crate) provider: Arc<dyn ContextProvider>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) options: EngineOptions,
+    cache: Mutex<HashMap<String, Arc<Compiled>>>,
+}
+
+/// A definition with its conditions compiled, shared by every execution pinned to it.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) definition: Arc<WorkflowDefinition>,
+    pub(crate) conditions: HashMap<String, CompiledCondition>,
+}
+
+impl Compiled {
+    fn new(definition: Arc<WorkflowDefinition>) -> Result<Self> {
+        fn collect(steps: &[Step], out: &mut HashMap<String, CompiledCondition>) -> Result<()> {
+            for step in steps {
+                if let StepKind::Condition { condition, .. } = &step.kind {
+                    let compiled = CompiledCondition::compile(condition)
+                        .map_err(|e| Error::Definition(e.to_string()))?;
+                    out.insert(step.id.clone(), compiled);
+                }
+                collect(step.children(), out)?;
+            }
+            Ok(())
+        }
+        let mut conditions = HashMap::new();
+        collect(&definition.steps, &mut conditions)?;
+        Ok(Self {
+            definition,
+            conditions,
+        })
+    }
+}
+
+/// Builds an [`Engine`] around a store.
+#[allow(missing_debug_implementations)]
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    notifier: Arc<dyn Notifier>,
+    provider: Arc<dyn ContextProvider>,
+    options: EngineOptions,
+}
+
+impl EngineBuilder {
+    /// Uses this clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses this notifier (default: record and log).
+    pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Uses this context provider (default: none configured).
+    pub fn context_provider(mut self, provider: Arc<dyn ContextProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+
+    /// Uses these options.
+    pub fn options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Result<Engine> {
+        let http = reqwest::Client::builder()
+            .timeout(self.options.http_timeout)
+            .build()
+            .map_err(|e| Error::Definition(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: self.store,
+                clock: self.clock,
+                notifier: self.notifier,
+                provider: self.provider,
+                http,
+                options: self.options,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Engine {
+    /// Starts building an engine on `store`.
+    pub fn builder(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            notifier: Arc::new(RecordingNotifier),
+            provider: Arc::new(NoProviders),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// This engine's worker id (the owner of the leases it takes).
+    pub fn worker_id(&self) -> &str {
+        &self.inner.options.worker_id
+    }
+
+    /// The store it works on.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The clock it reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// A lease claim for this worker, from now.
+    pub fn claim(&self) -> LeaseClaim {
+        LeaseClaim {
+            owner: self.inner.options.worker_id.clone(),
+            expires_at: self.lease_until(),
+        }
+    }
+
+    fn lease_until(&self) -> Timestamp {
+        self.inner.clock.now()
+            + chrono::TimeDelta::from_std(self.inner.options.lease)
+                .unwrap_or(chrono::TimeDelta::seconds(30))
+    }
+
+    pub(crate) async fn compiled(&self, snapshot_id: &str) -> Result<Arc<Compiled>> {
+        if let Some(hit) = self
+            .inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(snapshot_id)
+        {
+            return Ok(hit.clone());
+        }
+        let definition = self.inner.store.get_snapshot(snapshot_id).await?;
+        let compiled = Arc::new(Compiled::new(definition)?);
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(snapshot_id.to_owned(), compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Durably creates a `running` execution leased by this worker, without running it.
+    /// Callers that cannot wait call this and [`Self::advance`] later (or let a worker
+    /// reclaim it when the lease lapses).
+    pub async fn create(&self, request: StartRequest) -> Result<Execution> {
+        let now = self.inner.clock.now();
+        let workflow = &request.workflow;
+        let definition = &workflow.definition;
+        let first = definition
+            .steps
+            .first()
+            .map(|s| Cursor::new(s.id.clone(), 1));
+        let mut context = match &request.payload {
+            Value::Object(map) => Value::Object(map.clone()),
+            _ => Value::Object(Map::new()),
+        };
+        if let Value::Object(map) = &mut context {
+            map.insert("event".into(), request.payload.clone());
+            map.insert(
+                "trigger".into(),
+                json!({
+                    "event_type": request.trigger_event,
+                    "event_id": request.event_key.clone().or_else(|| request.event_id.map(|id| id.to_string())),
+                    "source": request.source,
+                    "received_at": now,
+                }),
+            );
+        }
+        let execution = Execution {
+            id: Uuid::now_v7(),
+            workflow_id: workflow.id,
+            workflow_key: definition.workflow_id.clone(),
+            workflow_version: definition.version.clone(),
+            snapshot_id: workflow.snapshot_id.clone(),
+            status: ExecutionStatus::Running,
+            result: None,
+            trigger_event: request.trigger_event,
+            trigger_payload: request.payload,
+            context,
+            cursor: first,
+            visits: std::collections::BTreeMap::new(),
+            steps_run: 0,
+            version: 1,
+            lease: Some(Lease {
+                owner: Some(self.inner.options.worker_id.clone()),
+                expires_at: self.lease_until(),
+            }),
+            gate: None,
+            wake: None,
+            pause_requested: false,
+            deadline: definition.timeout.map(|t| now + t.as_chrono()),
+            resume_count: 0,
+            last_resumed_at: None,
+            started_at: now,
+            completed_at: None,
+            updated_at: now,
+            error: None,
+            requested_by: request.requested_by,
+            consumed_events: Vec::new(),
+        };
+        tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
+        Ok(self.inner.store.create_execution(execution).await?)
+    }
+
+    /// Creates an execution and runs it until it stops at a gate or ends.
+    pub async fn start(&self, request: StartRequest) -> Result<Execution> {
+        let execution = self.create(request).await?;
+        self.advance(execution).await
+    }
+
+    /// Runs an execution this worker holds (`running`, leased by [`Self::worker_id`])
+    /// until it stops at a gate, waits for a retry, or ends; returns it as stored then.
+    /// [`Error::Lost`] when another worker took it over or it was cancelled meanwhile.
+    pub async fn advance(&self, execution: Execution) -> Result<Execution> {
+        let id = execution.id;
+        let compiled = self.compiled(&execution.snapshot_id).await?;
+        let mut run = Run {
+            engine: self,
+            exec: execution,
+            compiled,
+        };
+        let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
+        match run.drive().instrument(span).await {
+            Ok(()) => Ok(self.inner.store.get_execution(id).await?),
+            Err(Error::Store(err)) if err.is_conflict() => {
+                tracing::info!(execution_id = %id, "execution taken over or ended elsewhere: {err}");
+                Err(Error::Lost(id))
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// One advancement of one execution: the local copy and what it is pinned to.
+struct Run<'e> {
+    engine: &'e Engine,
+    exec: Execution,
+    compiled: Arc<Compiled>,
+}
+
+/// A step attempt's outcome at the top level.
+enum Outcome {
+    /// Continue at `next` (or end when `None`).
+    Done {
+        body: Body,
+        next: Option<String>,
+        consumed: Vec<Uuid>,
+    },
+    /// The attempt failed.
+    Failed { body: Body, error: StepError },
+    /// Stop at a gate.
+    Gate {
+        body: Body,
+        gate: Gate,
+        approval: Option<Box<ApprovalRequest>>,
+    },
+}
+
+impl Run<'_> {
+    fn inner(&self) -> &Inner {
+        &self.engine.inner
+    }
+
+    fn now(&self) -> Timestamp {
+        self.inner().clock.now()
+    }
+
+    fn definition(&self) -> &WorkflowDefinition {
+        &self.compiled.definition
+    }
+
+    fn owned_by_me(&self) -> bool {
+        self.exec.status == ExecutionStatus::Running
+            && self.exec.lease.as_ref().and_then(|l| l.owner.as_deref())
+                == Some(self.inner().options.worker_id.as_str())
+    }
+
+    async fn drive(&mut self) -> Result<()> {
+        loop {
+            if !self.owned_by_me() {
+                return Ok(());
+            }
+            let now = self.now();
+            if let Some(deadline) = self.exec.deadline.filter(|d| *d <= now) {
+                let message = format!("the workflow deadline {} passed", deadline.to_rfc3339());
+                return self
+                    .finish(
+                        ExecutionStatus::TimedOut,
+                        Some((ErrorKind::TimedOut, message)),
+                        Vec::new(),
+                    )
+                    .await;
+            }
+            if self.exec.wake.is_some() {
+                self.resolve_wake().await?;
+                continue;
+            }
+            if self.exec.pause_requested {
+                return self.pause_here().await;
+            }
+            if !self.definition().context.load.is_empty()
+                && !self.exec.visits.contains_key(CONTEXT_STEP)
+            {
+                self.load_context().await?;
+                continue;
+            }
+            let Some(cursor) = self.exec.cursor.clone() else {
+                return self
+                    .finish(ExecutionStatus::Completed, None, Vec::new())
+                    .await;
+            };
+            let max_steps = self.definition().max_steps();
+            if self.exec.steps_run >= max_steps {
+                let message = format!("the execution ran {max_steps} steps, the limit of this workflow (max_steps); it is probably looping");
+                return self
+                    .finish(
+                        ExecutionStatus::Failed,
+                        Some((ErrorKind::MaxStepsExceeded, message)),
+                        Vec::new(),
+                    )
+                    .await;
+            }
+            if !self.run_step(cursor).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Commits `transition` with the local state; updates the local copy.
+    async fn commit(
+        &mut self,
+        records: Vec<StepRecord>,
+        effects: Vec<Effect>,
+        consumed: Vec<Uuid>,
+        transition: Transition,
+    ) -> Result<Committed> {
+        let now = self.now();
+        let commit = StepCommit {
+            execution_id: self.exec.id,
+            owner: self.inner().options.worker_id.clone(),
+            expected_version: self.exec.version,
+            records,
+            context: self.exec.context.clone(),
+            cursor: self.exec.cursor.clone(),
+            visits: self.exec.visits.clone(),
+            steps_run: self.exec.steps_run,
+            result: self.exec.result,
+            consumed_events: consumed.clone(),
+            effects,
+            transition: transition.clone(),
+            lease_expires_at: self.engine.lease_until(),
+            now,
+        };
+        let committed = self.inner().store.commit_step(commit).await?;
+        self.exec.version = committed.version;
+        self.exec.pause_requested = committed.pause_requested;
+        self.exec.wake = None;
+        self.exec.consumed_events.extend(consumed);
+        match transition {
+            Transition::Continue => {
+                self.exec.gate = None;
+                if let Some(lease) = self.exec.lease.as_mut() {
+                    lease.expires_at = self.engine.lease_until();
+                }
+            }
+            Transition::Release { at } => {
+                self.exec.gate = None;
+                self.exec.lease = Some(Lease {
+                    owner: None,
+                    expires_at: at,
+                });
+            }
+            Transition::Gate { gate, .. } => {
+                self.exec.status = if gate.reason == PauseReason::Event {
+                    ExecutionStatus::Waiting
+                } else {
+                    ExecutionStatus::Paused
+                };
+                self.exec.gate = Some(gate);
+                self.exec.lease = None;
+                self.exec.pause_requested = false;
+            }
+            Transition::Finish { status, error } => {
+                self.exec.status = status;
+                self.exec.error = error;
+                self.exec.lease = None;
+                self.exec.gate = None;
+            }
+        }
+        Ok(committed)
+    }
+
+    async fn finish(
+        &mut self,
+        status: ExecutionStatus,
+        error: Option<(ErrorKind, String)>,
+        records: Vec<StepRecord>,
+    ) -> Result<()> {
+        if status == ExecutionStatus::Completed && self.exec.result.is_none() {
+            self.exec.result = Some(ExecutionResult::Executed);
+        }
+        let error = error.map(|(kind, message)| ExecutionError { kind, message });
+        if let Some(e) = &error {
+            tracing::warn!(execution_id = %self.exec.id, status = %status, "execution ended: {}", e.message);
+        } else {
+            tracing::info!(execution_id = %self.exec.id, status = %status, result = ?self.exec.result, "execution ended");
+        }
+        self.commit(
+            records,
+            Vec::new(),
+            Vec::new(),
+            Transition::Finish { status, error },
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pause_here(&mut self) -> Result<()> {
+        let (step_id, visit) = self
+            .exec
+            .cursor
+            .as_ref()
+            .map(|c| (c.step_id.clone(), c.visit))
+            .unwrap_or_default();
+        let gate = Gate {
+            reason: PauseReason::Manual,
+            step_id,
+            visit,
+            paused_at: self.now(),
+            deadline: None,
+            event: None,
+            event_match: None,
+            approval_id: None,
+            note: None,
+        };
+        tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
+        self.commit(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Transition::Gate {
+                gate,
+                approval: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn scope<'a>(&'a self, context: &'a Value, step_id: Option<&'a str>) -> Scope<'a> {
+        Scope {
+            context,
+            now: self.now(),
+            execution_id: Some(self.exec.id),
+            workflow_id: Some(&self.exec.workflow_key),
+            step_id,
+            secrets: Some(&self.inner().options.secrets),
+            locals: &[],
+        }
+    }
+
+    async fn load_context(&mut self) -> Result<()> {
+        let started = self.now();
+        let mut context = self.exec.context.clone();
+        let mut warnings = Vec::new();
+        let mut loaded = Vec::new();
+        for resource in self.definition().context.load.clone() {
+            let result = {
+                let scope = self.scope(&context, None);
+                self.inner().provider.load(&resource, &scope).await
+            };
+            match result {
+                Ok(Some(value)) => {
+                    set_path(&mut context, &resource, value);
+                    loaded.push(resource);
+                }
+                Ok(None) => warnings.push(format!(
+                    "context resource `{resource}` has no configured provider; skipped"
+                )),
+                Err(err) => warnings.push(format!(
+                    "context resource `{resource}` could not be loaded ({err}); skipped"
+                )),
+            }
+        }
+        for w in &warnings {
+            tracing::warn!(execution_id = %self.exec.id, step_id = CONTEXT_STEP, "{w}");
+        }
+        let record = StepRecord {
+            id: record_id(self.exec.id, CONTEXT_STEP, 1, None, 1),
+            execution_id: self.exec.id,
+            step_id: CONTEXT_STEP.into(),
+            step_type: "context".into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: 1,
+            attempt: 1,
+            status: StepStatus::Completed,
+            input: json!({"load": self.definition().context.load}),
+            output: json!({"loaded": loaded}),
+            warnings,
+            started_at: started,
+            completed_at: Some(self.now()),
+            error: None,
+        };
+        self.exec.context = context;
+        self.exec.visits.insert(CONTEXT_STEP.into(), 1);
+        self.commit(vec![record], Vec::new(), Vec::new(), Transition::Continue)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one attempt of the step at `cursor` and commits what follows. Returns whether
+    /// to keep going.
+    async fn run_step(&mut self, cursor: Cursor) -> Result<bool> {
+        let Some(step) = self.definition().step(&cursor.step_id).cloned() else {
+            let message = format!("step `{}` is not in the pinned definition", cursor.step_id);
+            self.finish(
+                ExecutionStatus::Failed,
+                Some((ErrorKind::Interrupted, message)),
+                Vec::new(),
+            )
+            .await?;
+            return Ok(false);
+        };
+        let started = self.now();
+        let id = record_id(self.exec.id, &step.id, cursor.visit, None, cursor.attempt);
+        let mut record = StepRecord {
+            id,
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            step_type: step.kind.type_name().into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: cursor.visit,
+            attempt: cursor.attempt,
+            status: StepStatus::Running,
+            input: Value::Null,
+            output: Value::Null,
+            warnings: Vec::new(),
+            started_at: started,
+            completed_at: None,
+            error: None,
+        };
+        if step.has_side_effects() {
+            let version = self
+                .inner()
+                .store
+                .begin_step(
+                    self.exec.id,
+                    &self.inner().options.worker_id,
+                    self.exec.version,
+                    record.clone(),
+                    started,
+                )
+                .await?;
+            self.exec.version = version;
+        }
+        self.exec.visits.insert(step.id.clone(), cursor.visit);
+        self.exec.steps_run += 1;
+        tracing::debug!(execution_id = %self.exec.id, step_id = %step.id, visit = cursor.visit, attempt = cursor.attempt, "step");
+
+        let mut context = self.exec.context.clone();
+        let env = Env {
+            run_exec_id: self.exec.id,
+            workflow_key: self.exec.workflow_key.clone(),
+            consumed: self.exec.consumed_events.clone(),
+            visit: cursor.visit,
+            attempt: cursor.attempt,
+            iteration: None,
+            locals: Vec::new(),
+        };
+        let attempt = self.attempt(&step, &mut context, &env);
+        let outcome = match step.timeout {
+            Some(limit) => {
+                match tokio::time::timeout(limit.as_std(), self.heartbeat(attempt)).await {
+                    Ok(result) => result?,
+                    Err(_) => Outcome::Failed {
+                        body: Body::default(),
+                        error: StepError {
+                            class: tollgate_model::definition::ErrorClass::Timeout,
+                            message: format!(
+                                "the step did not finish within its timeout of {limit}"
+                            ),
+                        },
+                    },
+                }
+            }
+            None => self.heartbeat(attempt).await?,
+        };
+        let finished = self.now();
+        record.completed_at = Some(finished);
+
+        match outcome {
+            Outcome::Done {
+                body,
+                next,
+                consumed,
+            } => {
+                record.status = StepStatus::Completed;
+                fill(&mut record, &body);
+                if let Some(result) = body.verb_result {
+                    self.exec.result = Some(result);
+                }
+                set_step_output(&mut context, &step.id, body.output.clone());
+                self.exec.context = context;
+                let mut records = body.children;
+                records.push(record);
+                self.goto(next, records, body.effects, consumed).await
+            }
+            Outcome::Gate {
+                body,
+                gate,
+                approval,
+            } => {
+                record.status = if gate.reason == PauseReason::Event {
+                    StepStatus::Waiting
+                } else {
+                    StepStatus::Paused
+                };
+                record.completed_at = None;
+                fill(&mut record, &body);
+                if let Some(result) = body.verb_result {
+                    self.exec.result = Some(result);
+                }
+                self.exec.context = context;
+                let is_wait = gate.reason == PauseReason::Event;
+                let mut records = body.children;
+                records.push(record);
+                tracing::info!(execution_id = %self.exec.id, step_id = %step.id, gate = ?gate.reason, "stopped at a gate");
+                self.commit(
+                    records,
+                    body.effects,
+                    Vec::new(),
+                    Transition::Gate { gate, approval },
+                )
+                .await?;
+                if is_wait {
+                    return self.recheck_wait().await;
+                }
+                Ok(false)
+            }
+            Outcome::Failed { body, error } => {
+                record.status = StepStatus::Failed;
+                fill(&mut record, &body);
+                record.error = Some(error.clone());
+                tracing::warn!(execution_id = %self.exec.id, step_id = %step.id, attempt = cursor.attempt, class = ?error.class, "step failed: {}", error.message);
+                let mut records = body.children;
+                records.push(record);
+                self.after_failure(&step, cursor, error, records).await
+            }
+        }
+    }
+
+    /// Moves the cursor to `next` (or ends) and commits.
+    async fn goto(
+        &mut self,
+        next: Option<String>,
+        records: Vec<StepRecord>,
+        effects: Vec<Effect>,
+        consumed: Vec<Uuid>,
+    ) -> Result<bool> {
+        match next {
+            Some(next) => {
+                let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                self.exec.cursor = Some(Cursor::new(next, visit));
+                self.commit(records, effects, consumed, Transition::Continue)
+                    .await?;
+                Ok(true)
+            }
+            None => {
+                if self.exec.result.is_none() {
+                    self.exec.result = Some(ExecutionResult::Executed);
+                }
+                let committed = self
+                    .commit(
+                        records,
+                        effects,
+                        consumed,
+                        Transition::Finish {
+                            status: ExecutionStatus::Completed,
+                            error: None,
+                        },
+                    )
+                    .await?;
+                let _ = committed;
+                tracing::info!(execution_id = %self.exec.id, result = ?self.exec.result, "execution completed");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn after_failure(
+        &mut self,
+        step: &Step,
+        cursor: Cursor,
+        error: StepError,
+        records: Vec<StepRecord>,
+    ) -> Result<bool> {
+        if let Some(policy) = step
+            .retry
+            .as_ref()
+            .filter(|p| p.retries(error.class) && cursor.attempt < p.max_attempts)
+        {
+            let delay = jittered(policy.delay_after(cursor.attempt).as_std(), policy.jitter);
+            self.exec.cursor = Some(Cursor {
+                attempt: cursor.attempt + 1,
+                ..cursor
+            });
+            if delay <= self.inner().options.inline_retry_max {
+                self.commit(records, Vec::new(), Vec::new(), Transition::Continue)
+                    .await?;
+                tokio::time::sleep(delay).await;
+                return Ok(true);
+            }
+            let at =
+                self.now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+            tracing::info!(execution_id = %self.exec.id, step_id = %step.id, retry_at = %at, "retry after backoff; lease released");
+            self.commit(records, Vec::new(), Vec::new(), Transition::Release { at })
+                .await?;
+            return Ok(false);
+        }
+        if let Some(target) = step.on_error.clone() {
+            set_step_output(
+                &mut self.exec.context,
+                &step.id,
+                json!({"error": {"class": error.class, "message": error.message}}),
+            );
+            return self
+                .goto(Some(target), records, Vec::new(), Vec::new())
+                .await;
+        }
+        let message = format!("step `{}` failed: {}", step.id, error.message);
+        self.finish(
+            ExecutionStatus::Failed,
+            Some((ErrorKind::StepFailed, message)),
+            records,
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Runs `work` while renewing the lease every third of its length; a refused renewal
+    /// (the execution was cancelled or taken over) abandons the work.
+    async fn heartbeat<F: std::future::Future<Output = Outcome>>(
+        &self,
+        work: F,
+    ) -> Result<Outcome> {
+        let period = (self.inner().options.lease / 3).max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return Ok(outcome),
+                _ = ticker.tick() => {
+                    let until = self.engine.lease_until();
+                    match self.inner().store.renew_lease(self.exec.id, &self.inner().options.worker_id, until).await {
+                        Ok(()) => {}
+                        Err(err) if err.is_conflict() => return Err(Error::Lost(self.exec.id)),
+                        Err(err) => tracing::warn!(execution_id = %self.exec.id, "lease renewal failed: {err}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt of a top-level step.
+    async fn attempt(&self, step: &Step, context: &mut Value, env: &Env) -> Outcome {
+        match &step.kind {
+            StepKind::Approval { approval, .. } => {
+                let body = Body::default();
+                self.enter_approval(step, approval, context, env, body)
+            }
+            StepKind::Wait { wait, next } => {
+                self.enter_wait(step, wait, next.clone(), context, env)
+                    .await
+            }
+            _ => {
+                let body =
+                    crate::steps::run_body(self.engine, &self.compiled, step, context, env).await;
+                if let Some(error) = body.error.clone() {
+                    return Outcome::Failed { body, error };
+                }
+                if let Some(spec) = step.compat_approval() {
+                    return self.enter_approval(step, spec, context, env, body);
+                }
+                let next = match &step.kind {
+                    StepKind::Condition {
+                        on_true, on_false, ..
+                    } => {
+                        if body.passed {
+                            on_true.clone()
+                        } else {
+                            on_false.clone()
+                        }
+                    }
+                    StepKind::Action { next, .. }
+                    | StepKind::Execute { next, .. }
+                    | StepKind::Foreach { next, .. } => next.clone(),
+                    StepKind::Parallel { next, on_false, .. } => {
+                        if body.passed {
+                            next.clone()
+                        } else if on_false.is_some() {
+                            on_false.clone()
+                        } else {
+                            let error = StepError {
+                                class: tollgate_model::definition::ErrorClass::Other,
+                                message: "the parallel checks did not pass and the step has no `on_false`".into(),
+                            };
+                            return Outcome::Failed { body, error };
+                        }
+                    }
+                    StepKind::Approval { .. } | StepKind::Wait { .. } => None,
+                };
+                Outcome::Done {
+                    body,
+                    next,
+                    consumed: Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn enter_approval(
+        &self,
+        step: &Step,
+        spec: &ApprovalSpec,
+        context: &Value,
+        env: &Env,
+        mut body: Body,
+    ) -> Outcome {
+        let now = self.now();
+        let scope = self.scope(context, Some(&step.id));
+        let warnings = &mut body.warnings;
+        let reason = spec
+            .reason
+            .as_ref()
+            .map(|r| Template::parse(r).render_text(&scope, Mode::Redacted, warnings));
+        let (entity_type, entity_id) = match &spec.entity {
+            Some(e) => (
+                Some(Template::parse(&e.entity_type).render_text(&scope, Mode::Redacted, warnings)),
+                Some(Template::parse(&e.id).render_text(&scope, Mode::Redacted, warnings)),
+            ),
+            None => (None, None),
+        };
+        let data = spec.data.as_ref().map_or(json!({}), |d| {
+            render_value(d, &scope, Mode::Redacted, warnings)
+        });
+        let required = match spec.required {
+            Required::Count(n) => n,
+            Required::All => u32::try_from(spec.approvers.users.len()).unwrap_or(u32::MAX),
+        };
+        let approval_id = Uuid::new_v5(
+            &self.exec.id,
+            format!("approval:{}:{}", step.id, env.visit).as_bytes(),
+        );
+        let expires_at = spec.timeout.map(|t| now + t.as_chrono());
+        let approval = ApprovalRequest {
+            id: approval_id,
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            entity_type,
+            entity_id,
+            approver_roles: spec.approvers.roles.clone(),
+            approver_users: spec.approvers.users.clone(),
+            required,
+            status: ApprovalStatus::Pending,
+            reason,
+            data,
+            decisions: Vec::new(),
+            requested_by: self.exec.requested_by.clone(),
+            allow_self_approval: spec.allow_self_approval,
+            requested_at: now,
+            expires_at,
+            decided_at: None,
+        };
+        body.output = merge_output(
+            body.output,
+            json!({"approval_id": approval_id, "required": required, "expires_at": expires_at}),
+        );
+        let gate = Gate {
+            reason: PauseReason::Approval,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            paused_at: now,
+            deadline: expires_at,
+            event: None,
+            event_match: None,
+            approval_id: Some(approval_id),
+            note: None,
+        };
+        Outcome::Gate {
+            body,
+            gate,
+            approval: Some(Box::new(approval)),
+        }
+    }
+
+    async fn enter_wait(
+        &self,
+        step: &Step,
+        wait: &tollgate_model::definition::WaitSpec,
+        next: Option<String>,
+        context: &mut Value,
+        env: &Env,
+    ) -> Outcome {
+        let now = self.now();
+        let mut body = Body::default();
+        let resolved = wait.match_.as_ref().map(|m| {
+            let scope = self.scope(context, Some(&step.id));
+            resolve_match(
+                &serde_json::to_value(m).unwrap_or(Value::Null),
+                &scope,
+                &mut body.warnings,
+            )
+        });
+        // An event that arrived after the execution started but before this wait is not
+        // lost: it is looked for first.
+        match self
+            .inner()
+            .store
+            .events_for_wait(&wait.event, self.exec.started_at, self.exec.id, 1000)
+            .await
+        {
+            Ok(candidates) => {
+                for event in candidates {
+                    if env.consumed.contains(&event.id) {
+                        continue;
+                    }
+                    if wait_matches(resolved.as_ref(), context, &event.payload, now) {
+                        apply_event(context, &step.id, &event.payload);
+                        body.output = json!({"event_id": event.id, "event_type": event.event_type, "early": true});
+                        return Outcome::Done {
+                            body,
+                            next,
+                            consumed: vec![event.id],
+                        };
+                    }
+                }
+            }
+            Err(err) => body.warnings.push(format!(
+                "could not look for events that arrived early: {err}"
+            )),
+        }
+        body.output =
+            json!({"event": wait.event, "deadline": wait.timeout.map(|t| now + t.as_chrono())});
+        let gate = Gate {
+            reason: PauseReason::Event,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            paused_at: now,
+            deadline: wait.timeout.map(|t| now + t.as_chrono()),
+            event: Some(wait.event.clone()),
+            event_match: resolved,
+            approval_id: None,
+            note: None,
+        };
+        Outcome::Gate {
+            body,
+            gate,
+            approval: None,
+        }
+    }
+
+    /// After committing a wait: an event stored while we were entering it may have been
+    /// missed both by our look-up and by its sender's scan of waiting executions. Look
+    /// once more now that the wait is visible; claim it ourselves if one matches.
+    async fn recheck_wait(&mut self) -> Result<bool> {
+        let Some(gate) = self.exec.gate.clone() else {
+            return Ok(false);
+        };
+        let Some(event_type) = gate.event.clone() else {
+            return Ok(false);
+        };
+        let candidates = self
+            .inner()
+            .store
+            .events_for_wait(&event_type, self.exec.started_at, self.exec.id, 1000)
+            .await?;
+        let now = self.now();
+        for event in candidates {
+            if self.exec.consumed_events.contains(&event.id)
+                || !wait_matches(
+                    gate.event_match.as_ref(),
+                    &self.exec.context,
+                    &event.payload,
+                    now,
+                )
+            {
+                continue;
+            }
+            match self
+                .inner()
+                .store
+                .claim_wait(
+                    self.exec.id,
+                    Some(self.exec.version),
+                    &event,
+                    None,
+                    &self.engine.claim(),
+                    now,
+                )
+                .await
+            {
+                Ok(claimed) => {
+                    self.exec = claimed;
+                    return Ok(true);
+                }
+                Err(err) if err.is_conflict() => return Ok(false), // the sender claimed it
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Acts on the signal that woke the execution (DESIGN.md §3).
+    async fn resolve_wake(&mut self) -> Result<()> {
+        let Some(wake) = self.exec.wake.clone() else {
+            return Ok(());
+        };
+        let Some(gate) = self.exec.gate.clone() else {
+            // A manual resume of an execution paused at a step boundary.
+            if let Wake::Manual { data, .. } = &wake {
+                merge_into(&mut self.exec.context, data);
+            }
+            self.exec.wake = None;
+            return Ok(());
+        };
+        let now = self.now();
+        let step = self.definition().step(&gate.step_id).cloned();
+        let attempt = self.exec.cursor.as_ref().map_or(1, |c| c.attempt);
+        let mut record = step.as_ref().map(|s| StepRecord {
+            id: record_id(self.exec.id, &s.id, gate.visit, None, attempt),
+            execution_id: self.exec.id,
+            step_id: s.id.clone(),
+            step_type: s.kind.type_name().into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: gate.visit,
+            attempt,
+            status: StepStatus::Completed,
+            input: Value::Null,
+            output: Value::Null,
+            warnings: Vec::new(),
+            started_at: gate.paused_at,
+            completed_at: Some(now),
+            error: None,
+        });
+        match wake {
+            Wake::Manual { data, .. } => {
+                merge_into(&mut self.exec.context, &data);
+                self.exec.wake = None;
+                self.exec.gate = None;
+                Ok(())
+            }
+            Wake::Approval {
+                approval_id,
+                outcome,
+                decided_by,
+                reason,
+                data,
+                decided_at,
+            } => {
+                let Some(step) = step else {
+                    return self.lost_step(&gate.step_id).await;
+                };
+                let decision = json!({
+                    "approval_id": approval_id, "status": outcome, "decided_by": decided_by,
+                    "reason": reason, "data": data, "decided_at": decided_at,
+                });
+                set_step_output(&mut self.exec.context, &step.id, decision.clone());
+                if let Value::Object(map) = &mut self.exec.context {
+                    let approvals = map.entry("approvals").or_insert_with(|| json!({}));
+                    if !approvals.is_object() {
+                        *approvals = json!({});
+                    }
+                    if let Value::Object(a) = approvals {
+                        a.insert(step.id.clone(), decision.clone());
+                    }
+                    map.insert("approval".into(), decision.clone());
+                }
+                if let Some(r) = record.as_mut() {
+                    r.output = decision;
+                }
+                let records: Vec<StepRecord> = record.into_iter().collect();
+                let spec_timeout = match &step.kind {
+                    StepKind::Approval { approval, .. } => approval.on_timeout.clone(),
+                    _ => step
+                        .compat_approval()
+                        .map_or(OnTimeout::Reject, |a| a.on_timeout.clone()),
+                };
+                let verdict = match outcome {
+                    ApprovalStatus::Approved => Verdict::Approve,
+                    ApprovalStatus::Expired => match spec_timeout {
+                        OnTimeout::Reject => Verdict::Reject,
+                        OnTimeout::Approve => Verdict::Approve,
+                        OnTimeout::Fail => Verdict::Fail,
+                        OnTimeout::Step(target) => Verdict::Goto(target),
+                    },
+                    _ => Verdict::Reject,
+                };
+                let (on_approve, on_reject, next) = match &step.kind {
+                    StepKind::Approval {
+                        on_approve,
+                        on_reject,
+                        ..
+                    } => (on_approve.clone(), on_reject.clone(), None),
+                    StepKind::Action {
+                        on_approve,
+                        on_reject,
+                        next,
+                        ..
+                    } => (on_approve.clone(), on_reject.clone(), next.clone()),
+                    _ => (None, None, None),
+                };
+                match verdict {
+                    Verdict::Approve => {
+                        self.exec.result = Some(ExecutionResult::Allowed);
+                        self.goto(on_approve.or(next), records, Vec::new(), Vec::new())
+                            .await?;
+                    }
+                    Verdict::Reject => {
+                        self.exec.result = Some(ExecutionResult::Blocked);
+                        self.goto(on_reject, records, Vec::new(), Vec::new())
+                            .await?;
+                    }
+                    Verdict::Goto(target) => {
+                        self.goto(Some(target), records, Vec::new(), Vec::new())
+                            .await?;
+                    }
+                    Verdict::Fail => {
+                        let message = format!(
+                            "approval `{}` expired and its step says on_timeout: fail",
+                            step.id
+                        );
+                        self.finish(
+                            ExecutionStatus::TimedOut,
+                            Some((ErrorKind::TimedOut, message)),
+                            records,
+                        )
+                        .await?;
+                    }
+                }
+                Ok(())
+            }
+            Wake::Event {
+                event_id,
+                event_type,
+                payload,
+            } => {
+                let Some(step) = step else {
+                    return self.lost_step(&gate.step_id).await;
+                };
+                apply_event(&mut self.exec.context, &step.id, &payload);
+                if let Some(r) = record.as_mut() {
+                    r.output = json!({"event_id": event_id, "event_type": event_type});
+                }
+                let next = match &step.kind {
+                    StepKind::Wait { next, .. } => next.clone(),
+                    _ => None,
+                };
+                self.goto(next, record.into_iter().collect(), Vec::new(), Vec::new())
+                    .await?;
+                Ok(())
+            }
+            Wake::WaitTimeout { at } => {
+                let Some(step) = step else {
+                    return self.lost_step(&gate.step_id).await;
+                };
+                let on_timeout = match &step.kind {
+                    StepKind::Wait { wait, .. } => wait.on_timeout.clone(),
+                    _ => None,
+                };
+                set_step_output(
+                    &mut self.exec.context,
+                    &step.id,
+                    json!({"timed_out": true, "at": at}),
+                );
+                if let Some(r) = record.as_mut() {
+                    r.output = json!({"timed_out": true, "at": at});
+                }
+                match on_timeout {
+                    Some(target) => {
+                        self.goto(
+                            Some(target),
+                            record.into_iter().collect(),
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                        .await?;
+                    }
+                    None => {
+                        if let Some(r) = record.as_mut() {
+                            r.status = StepStatus::Failed;
+                            r.error = Some(StepError {
+                                class: tollgate_model::definition::ErrorClass::Timeout,
+                                message: "no event arrived before the deadline".into(),
+                            });
+                        }
+                        let message = format!(
+                            "wait `{}` reached its deadline without an event and has no on_timeout",
+                            step.id
+                        );
+                        self.finish(
+                            ExecutionStatus::TimedOut,
+                            Some((ErrorKind::TimedOut, message)),
+                            record.into_iter().collect(),
+                        )
+                        .await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn lost_step(&mut self, step_id: &str) -> Result<()> {
+        let message = format!("gate step `{step_id}` is not in the pinned definition");
+        self.finish(
+            ExecutionStatus::Failed,
+            Some((ErrorKind::Interrupted, message)),
+            Vec::new(),
+        )
+        .await
+    }
+}
+
+enum Verdict {
+    Approve,
+    Reject,
+    Fail,
+    Goto(String),
+}
+
+/// Deterministic step-record id: a re-run of the same attempt after a crash replaces its
+/// `running` record instead of adding a second one.
+pub(crate) fn record_id(
+    execution_id: Uuid,
+    step_id: &str,
+    visit: u32,
+    iteration: Option<u32>,
+    attempt: u32,
+) -> Uuid {
+    let name = match iteration {
+        Some(i) => format!("step:{step_id}:{visit}:{i}:{attempt}"),
+        None => format!("step:{step_id}:{visit}:{attempt}"),
+    };
+    Uuid::new_v5(&execution_id, name.as_bytes())
+}
+
+fn fill(record: &mut StepRecord, body: &Body) {
+    record.input = body.input.clone();
+    record.output = body.output.clone();
+    record.warnings.clone_from(&body.warnings);
+}
+
+fn merge_output(base: Value, extra: Value) -> Value {
+    match (base, extra) {
+        (Value::Object(mut a), Value::Object(b)) => {
+            a.extend(b);
+            Value::Object(a)
+        }
+        (Value::Null, extra) => extra,
+        (base, _) => base,
+    }
+}
+
+/// `steps.<id>` = output (ids may contain dots, so this is not a dotted path).
+pub(crate) fn set_step_output(context: &mut Value, step_id: &str, output: Value) {
+    if !context.is_object() {
+        *context = json!({});
+    }
+    if let Value::Object(map) = context {
+        let steps = map.entry("steps").or_insert_with(|| json!({}));
+        if !steps.is_object() {
+            *steps = json!({});
+        }
+        if let Value::Object(steps) = steps {
+            steps.insert(step_id.to_owned(), output);
+        }
+    }
+}
+
+/// An event's payload lands at `events.<step_id>` and replaces `event`.
+fn apply_event(context: &mut Value, step_id: &str, payload: &Value) {
+    if let Value::Object(map) = context {
+        let events = map.entry("events").or_insert_with(|| json!({}));
+        if !events.is_object() {
+            *events = json!({});
+        }
+        if let Value::Object(events) = events {
+            events.insert(step_id.to_owned(), payload.clone());
+        }
+        map.insert("event".into(), payload.clone());
+    }
+}
+
+/// Shallow-merges the keys of `data` (an object) into the context.
+fn merge_into(context: &mut Value, data: &Value) {
+    if let (Value::Object(target), Value::Object(source)) = (context, data) {
+        for (k, v) in source {
+            target.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Resolves the templates in a wait's `match` condition (JSON form) at entry: only the
+/// `value`s are rendered; fields stay paths (`event.*` is the incoming payload).
+fn resolve_match(condition: &Value, scope: &Scope<'_>, warnings: &mut Vec<String>) -> Value {
+    match condition {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let v = match k.as_str() {
+                    "value" => render_value(v, scope, Mode::Live, warnings),
+                    "and" | "or" => Value::Array(
+                        v.as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|c| resolve_match(c, scope, warnings))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    "not" => resolve_match(v, scope, warnings),
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether an event payload satisfies a wait's resolved `match` (absent: any event of
+/// the awaited type). `event` in the condition is the payload; other roots read the
+/// execution's context.
+pub fn wait_matches(
+    resolved: Option<&Value>,
+    context: &Value,
+    payload: &Value,
+    now: Timestamp,
+) -> bool {
+    let Some(resolved) = resolved else {
+        return true;
+    };
+    let Ok(condition) = tollgate_model::parse_condition(resolved) else {
+        return false;
+    };
+    let Ok(compiled) = CompiledCondition::compile(&condition) else {
+        return false;
+    };
+    let locals = [("event", payload)];
+    let scope = Scope {
+        locals: &locals,
+        ..Scope::new(context, now)
+    };
+    compiled.evaluate(&scope, &mut Vec::new())
+}
+
+/// ±20% jitter so the retries of many executions do not line up.
+fn jittered(delay: Duration, jitter: bool) -> Duration {
+    if !jitter || delay.is_zero() {
+        return delay;
+    }
+    let random = Uuid::new_v4().as_u128() % 10_000;
+    let factor = 0.8 + 0.4 * (random as f64 / 10_000.0);
+    delay.mul_f64(factor)
+}

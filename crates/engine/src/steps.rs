@@ -1,0 +1,613 @@
+//! Step bodies that do not stop the execution: conditions, actions and their
+//! sub-actions, parallel and foreach (with their children).
+
+use futures_util::future::{join_all, BoxFuture};
+use serde_json::{json, Value};
+use tollgate_model::definition::{
+    ErrorClass, LogLevel, Step, StepKind, Strategy, SubAction, SubActionKind, Verb,
+};
+use tollgate_model::records::{Notification, StepError, StepRecord, StepStatus};
+use tollgate_model::ExecutionResult;
+use tollgate_store::Effect;
+use uuid::Uuid;
+
+use crate::engine::{record_id, Compiled, Engine};
+use crate::http;
+use crate::path::{set_path, Path};
+use crate::template::{render_value, Mode, Scope, Template};
+
+/// Where a body runs: which execution, visit, attempt and foreach iteration, and the
+/// local names (`item_var`, `index`) it sees.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub(crate) run_exec_id: Uuid,
+    pub(crate) workflow_key: String,
+    pub(crate) consumed: Vec<Uuid>,
+    pub(crate) visit: u32,
+    pub(crate) attempt: u32,
+    pub(crate) iteration: Option<u32>,
+    pub(crate) locals: Vec<(String, Value)>,
+}
+
+/// What running a step body produced.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Body {
+    /// Condition true / action without failure / parallel strategy met.
+    pub(crate) passed: bool,
+    pub(crate) input: Value,
+    pub(crate) output: Value,
+    pub(crate) warnings: Vec<String>,
+    /// Set when the body failed.
+    pub(crate) error: Option<StepError>,
+    /// `allow`/`block` verbs that ran.
+    pub(crate) verb_result: Option<ExecutionResult>,
+    /// Writes to the engine's tables, applied with the commit.
+    pub(crate) effects: Vec<Effect>,
+    /// Context writes by `set` (so parallel children can be merged in order).
+    pub(crate) writes: Vec<(String, Value)>,
+    /// Step records of children.
+    pub(crate) children: Vec<StepRecord>,
+}
+
+fn scope<'a>(
+    engine: &'a Engine,
+    context: &'a Value,
+    env: &'a Env,
+    step_id: &'a str,
+    locals: &'a [(&'a str, &'a Value)],
+) -> Scope<'a> {
+    Scope {
+        context,
+        now: engine.inner.clock.now(),
+        execution_id: Some(env.run_exec_id),
+        workflow_id: Some(&env.workflow_key),
+        step_id: Some(step_id),
+        secrets: Some(&engine.inner.options.secrets),
+        locals,
+    }
+}
+
+/// Runs a non-gate step body (top-level or child).
+pub(crate) fn run_body<'a>(
+    engine: &'a Engine,
+    compiled: &'a Compiled,
+    step: &'a Step,
+    context: &'a mut Value,
+    env: &'a Env,
+) -> BoxFuture<'a, Body> {
+    Box::pin(async move {
+        let locals: Vec<(&str, &Value)> = env.locals.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        match &step.kind {
+            StepKind::Condition { .. } => {
+                let mut body = Body::default();
+                let passed = match compiled.conditions.get(&step.id) {
+                    Some(condition) => condition.evaluate(
+                        &scope(engine, context, env, &step.id, &locals),
+                        &mut body.warnings,
+                    ),
+                    None => false,
+                };
+                body.passed = passed;
+                body.output = json!({"result": passed});
+                body
+            }
+            StepKind::Action {
+                action, execute, ..
+            } => {
+                let mut body = run_sub_actions(engine, step, execute, context, env).await;
+                body.verb_result = match action.verb {
+                    Verb::Allow => Some(ExecutionResult::Allowed),
+                    Verb::Block => Some(ExecutionResult::Blocked),
+                    Verb::Execute | Verb::RequireApproval => None,
+                };
+                let reason = action.reason.as_ref().map(|r| {
+                    let s = scope(engine, context, env, &step.id, &locals);
+                    Template::parse(r).render_text(&s, Mode::Redacted, &mut body.warnings)
+                });
+                let verb = serde_json::to_value(action.verb).unwrap_or(Value::Null);
+                body.output = json!({"verb": verb, "reason": reason, "actions": body.output});
+                body
+            }
+            StepKind::Execute { execute, .. } => {
+                let mut body = run_sub_actions(engine, step, execute, context, env).await;
+                body.output = json!({"actions": body.output});
+                body
+            }
+            StepKind::Parallel { parallel, .. } => {
+                let snapshot = context.clone();
+                let runs = parallel.steps.iter().map(|child| {
+                    let mut own = snapshot.clone();
+                    async move {
+                        let (body, records) =
+                            run_child(engine, compiled, step, child, &mut own, env).await;
+                        (child, body, records)
+                    }
+                });
+                let results = join_all(runs).await;
+                let mut body = Body::default();
+                let mut outputs = serde_json::Map::new();
+                let mut passes = 0;
+                for (child, child_body, records) in results {
+                    if child_body.passed {
+                        passes += 1;
+                    }
+                    outputs.insert(child.id.clone(), json!({"passed": child_body.passed, "output": child_body.output, "error": child_body.error}));
+                    for (path, value) in &child_body.writes {
+                        set_path(context, path, value.clone());
+                    }
+                    body.writes.extend(child_body.writes);
+                    body.effects.extend(child_body.effects);
+                    body.warnings.extend(
+                        child_body
+                            .warnings
+                            .into_iter()
+                            .map(|w| format!("{}: {w}", child.id)),
+                    );
+                    body.children.extend(records);
+                }
+                let total = parallel.steps.len();
+                body.passed = match parallel.strategy {
+                    Strategy::AllMustPass => passes == total,
+                    Strategy::AnyCanPass => passes > 0,
+                    Strategy::BestEffort => true,
+                };
+                body.output = json!({"strategy": parallel.strategy, "passed": body.passed, "passes": passes, "children": outputs});
+                body
+            }
+            StepKind::Foreach { foreach, .. } => {
+                let mut body = Body::default();
+                let items = {
+                    let s = scope(engine, context, env, &step.id, &locals);
+                    resolve_items(&foreach.items, &s, &mut body.warnings)
+                };
+                let Some(items) = items else {
+                    body.error = Some(StepError {
+                        class: ErrorClass::Other,
+                        message: format!("`{}` is not an array", foreach.items),
+                    });
+                    return body;
+                };
+                let mut results = Vec::with_capacity(items.len());
+                'items: for (index, item) in items.iter().enumerate() {
+                    let mut item_env = env.clone();
+                    item_env.iteration = Some(index as u32);
+                    item_env
+                        .locals
+                        .push((foreach.item_var.clone(), item.clone()));
+                    item_env.locals.push(("index".into(), json!(index)));
+                    let mut item_outputs = serde_json::Map::new();
+                    for (position, child) in foreach.steps.iter().enumerate() {
+                        let (child_body, records) =
+                            run_child(engine, compiled, step, child, context, &item_env).await;
+                        body.children.extend(records);
+                        body.effects.extend(child_body.effects);
+                        body.warnings.extend(
+                            child_body
+                                .warnings
+                                .iter()
+                                .map(|w| format!("{}[{index}]: {w}", child.id)),
+                        );
+                        body.writes.extend(child_body.writes);
+                        item_outputs.insert(child.id.clone(), child_body.output.clone());
+                        if let Some(error) = child_body.error {
+                            body.error = Some(StepError {
+                                class: error.class,
+                                message: format!(
+                                    "`{}` failed for item {index}: {}",
+                                    child.id, error.message
+                                ),
+                            });
+                            results.push(Value::Object(item_outputs));
+                            break 'items;
+                        }
+                        if matches!(child.kind, StepKind::Condition { .. }) && !child_body.passed {
+                            // A false condition filters this item: the rest of its steps are skipped.
+                            for skipped in &foreach.steps[position + 1..] {
+                                body.children.push(child_record(
+                                    engine,
+                                    step,
+                                    skipped,
+                                    &item_env,
+                                    StepStatus::Skipped,
+                                    &Body::default(),
+                                ));
+                            }
+                            break;
+                        }
+                    }
+                    results.push(Value::Object(item_outputs));
+                }
+                body.passed = body.error.is_none();
+                body.output = json!({"items": items.len(), "results": results});
+                body
+            }
+            StepKind::Approval { .. } | StepKind::Wait { .. } => {
+                // Validation keeps gates out of bodies; reaching here is a bug, reported as a failure.
+                Body {
+                    error: Some(StepError {
+                        class: ErrorClass::Other,
+                        message: "a gate cannot run as a body".into(),
+                    }),
+                    ..Body::default()
+                }
+            }
+        }
+    })
+}
+
+/// Runs a child of a parallel/foreach with its own retries and timeout (in place: the
+/// parent holds the lease); returns its body and its step records.
+async fn run_child(
+    engine: &Engine,
+    compiled: &Compiled,
+    parent: &Step,
+    child: &Step,
+    context: &mut Value,
+    env: &Env,
+) -> (Body, Vec<StepRecord>) {
+    let mut records = Vec::new();
+    let mut attempt = 1;
+    loop {
+        let started = engine.inner.clock.now();
+        let mut own = context.clone();
+        let run = run_body(engine, compiled, child, &mut own, env);
+        let mut body = match child.timeout {
+            Some(limit) => match tokio::time::timeout(limit.as_std(), run).await {
+                Ok(body) => body,
+                Err(_) => Body {
+                    error: Some(StepError {
+                        class: ErrorClass::Timeout,
+                        message: format!("did not finish within its timeout of {limit}"),
+                    }),
+                    ..Body::default()
+                },
+            },
+            None => run.await,
+        };
+        let mut child_env = env.clone();
+        child_env.attempt = attempt;
+        let status = if body.error.is_some() {
+            StepStatus::Failed
+        } else {
+            StepStatus::Completed
+        };
+        let mut record = child_record(engine, parent, child, &child_env, status, &body);
+        record.started_at = started;
+        records.append(&mut body.children);
+        records.push(record);
+        if let Some(error) = &body.error {
+            if let Some(policy) = child
+                .retry
+                .as_ref()
+                .filter(|p| p.retries(error.class) && attempt < p.max_attempts)
+            {
+                tokio::time::sleep(policy.delay_after(attempt).as_std()).await;
+                attempt += 1;
+                continue;
+            }
+            body.passed = false;
+        } else {
+            *context = own;
+        }
+        return (body, records);
+    }
+}
+
+fn child_record(
+    engine: &Engine,
+    parent: &Step,
+    child: &Step,
+    env: &Env,
+    status: StepStatus,
+    body: &Body,
+) -> StepRecord {
+    let now = engine.inner.clock.now();
+    StepRecord {
+        id: record_id(
+            env.run_exec_id,
+            &child.id,
+            env.visit,
+            env.iteration,
+            env.attempt,
+        ),
+        execution_id: env.run_exec_id,
+        step_id: child.id.clone(),
+        step_type: child.kind.type_name().into(),
+        parent_step_id: Some(parent.id.clone()),
+        iteration: env.iteration,
+        visit: env.visit,
+        attempt: env.attempt,
+        status,
+        input: body.input.clone(),
+        output: body.output.clone(),
+        warnings: body.warnings.clone(),
+        started_at: now,
+        completed_at: (status != StepStatus::Skipped).then_some(now),
+        error: body.error.clone(),
+    }
+}
+
+/// The collection of a foreach: a dotted path, or a template yielding an array.
+fn resolve_items(items: &str, scope: &Scope<'_>, warnings: &mut Vec<String>) -> Option<Vec<Value>> {
+    let template = Template::parse(items);
+    let value = if template.has_paths() {
+        template.render(scope, Mode::Live, warnings)
+    } else {
+        match scope.resolve(&Path::parse(items), Mode::Live) {
+            crate::template::Resolved::Found(found) => found.into_owned().unwrap_or_else(|| {
+                warnings.push(format!("foreach items `{items}` is missing; no iterations"));
+                Value::Array(Vec::new())
+            }),
+            crate::template::Resolved::Secret(_) => Value::Null,
+        }
+    };
+    match value {
+        Value::Array(items) => Some(items),
+        Value::Null => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// Runs a step's sub-actions in order. The first failure without `continue_on_error`
+/// stops the list and fails the body.
+async fn run_sub_actions(
+    engine: &Engine,
+    step: &Step,
+    actions: &[SubAction],
+    context: &mut Value,
+    env: &Env,
+) -> Body {
+    let mut body = Body {
+        passed: true,
+        ..Body::default()
+    };
+    let mut inputs = Vec::new();
+    let mut outputs = Vec::new();
+    let key_base = match env.iteration {
+        Some(i) => format!("{}:{}:{}.{i}", env.run_exec_id, step.id, env.visit),
+        None => format!("{}:{}:{}", env.run_exec_id, step.id, env.visit),
+    };
+    for (index, action) in actions.iter().enumerate() {
+        let locals: Vec<(&str, &Value)> = env.locals.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let result = {
+            let s = scope(engine, context, env, &step.id, &locals);
+            run_sub_action(engine, step, action, index, &key_base, &s, env, &mut body).await
+        };
+        match result {
+            Ok((input, output, writes)) => {
+                for (path, value) in writes {
+                    set_path(context, &path, value.clone());
+                    body.writes.push((path, value));
+                }
+                inputs.push(input);
+                outputs.push(output);
+            }
+            Err((input, output, error)) => {
+                inputs.push(input);
+                outputs.push(json!({"error": {"class": error.class, "message": error.message}, "response": output}));
+                if action.continue_on_error {
+                    body.warnings.push(format!(
+                        "{} (#{index}) failed and was skipped (continue_on_error): {}",
+                        action.kind.type_name(),
+                        error.message
+                    ));
+                } else {
+                    body.error = Some(error);
+                    body.passed = false;
+                    break;
+                }
+            }
+        }
+    }
+    body.input = json!({"actions": inputs});
+    body.output = Value::Array(outputs);
+    body
+}
+
+type SubOk = (Value, Value, Vec<(String, Value)>);
+type SubErr = (Value, Value, StepError);
+
+#[allow(clippy::too_many_arguments)]
+async fn run_sub_action(
+    engine: &Engine,
+    step: &Step,
+    action: &SubAction,
+    index: usize,
+    key_base: &str,
+    scope: &Scope<'_>,
+    env: &Env,
+    body: &mut Body,
+) -> Result<SubOk, SubErr> {
+    let warnings = &mut body.warnings;
+    let kind = action.kind.type_name();
+    match &action.kind {
+        SubActionKind::Webhook(request) => {
+            let text =
+                |t: &str, mode, w: &mut Vec<String>| Template::parse(t).render_text(scope, mode, w);
+            let url = text(&request.url, Mode::Live, warnings);
+            let method = text(&request.method, Mode::Live, warnings);
+            let headers: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let rendered = render_value(value, scope, Mode::Live, warnings);
+                    let mut s = String::new();
+                    crate::template::push_text(&mut s, &rendered);
+                    (name.clone(), s)
+                })
+                .collect();
+            let body_value = request
+                .body
+                .as_ref()
+                .map(|b| render_value(b, scope, Mode::Live, warnings));
+            let idempotency_key = if index == 0 {
+                key_base.to_owned()
+            } else {
+                format!("{key_base}:{index}")
+            };
+            let input = json!({
+                "type": kind,
+                "method": method,
+                "url": text(&request.url, Mode::Redacted, &mut Vec::new()),
+                "headers": request.headers.iter().map(|(k, v)| (k.clone(), render_value(v, scope, Mode::Redacted, &mut Vec::new()))).collect::<serde_json::Map<_, _>>(),
+                "body": request.body.as_ref().map(|b| render_value(b, scope, Mode::Redacted, &mut Vec::new())),
+                "idempotency_key": idempotency_key,
+            });
+            let timeout = request
+                .timeout
+                .or(step.timeout)
+                .map_or(engine.inner.options.http_timeout, |d| d.as_std());
+            let req = http::Request {
+                method,
+                url,
+                headers,
+                body: body_value,
+                timeout,
+                idempotency_key,
+            };
+            match http::send(
+                &engine.inner.http,
+                &req,
+                engine.inner.options.max_response_bytes,
+            )
+            .await
+            {
+                Ok(response) => Ok((input, response, Vec::new())),
+                Err(failure) => Err((
+                    input,
+                    failure.response.unwrap_or(Value::Null),
+                    StepError {
+                        class: failure.class,
+                        message: failure.message,
+                    },
+                )),
+            }
+        }
+        SubActionKind::Notify {
+            recipients,
+            message,
+            channel,
+        } => {
+            let recipients: Vec<String> = recipients
+                .iter()
+                .map(|r| Template::parse(r).render_text(scope, Mode::Redacted, warnings))
+                .collect();
+            let message = Template::parse(message).render_text(scope, Mode::Redacted, warnings);
+            let name = format!(
+                "notify:{}:{}:{:?}:{index}",
+                step.id, env.visit, env.iteration
+            );
+            let mut notification = Notification {
+                id: Uuid::new_v5(&env.run_exec_id, name.as_bytes()),
+                execution_id: env.run_exec_id,
+                step_id: step.id.clone(),
+                recipients,
+                message,
+                channel: channel.clone().unwrap_or_default(),
+                status: String::new(),
+                created_at: scope.now,
+            };
+            let delivery = engine.inner.notifier.deliver(&notification).await;
+            if notification.channel.is_empty() {
+                notification.channel = delivery.channel;
+            }
+            notification.status = delivery.status;
+            let input = json!({"type": kind, "recipients": notification.recipients, "message": notification.message});
+            let output = json!({"notification_id": notification.id, "status": notification.status});
+            body.effects.push(Effect::Notify(notification));
+            Ok((input, output, Vec::new()))
+        }
+        SubActionKind::Log { message, level } => {
+            let message = Template::parse(message).render_text(scope, Mode::Redacted, warnings);
+            let (execution_id, step_id) = (env.run_exec_id, step.id.as_str());
+            match level {
+                LogLevel::Debug => tracing::debug!(%execution_id, step_id, "{message}"),
+                LogLevel::Info => tracing::info!(%execution_id, step_id, "{message}"),
+                LogLevel::Warn => tracing::warn!(%execution_id, step_id, "{message}"),
+                LogLevel::Error => tracing::error!(%execution_id, step_id, "{message}"),
+            }
+            Ok((
+                json!({"type": kind}),
+                json!({"logged": message}),
+                Vec::new(),
+            ))
+        }
+        SubActionKind::Set { values } => {
+            let writes: Vec<(String, Value)> = values
+                .iter()
+                .map(|(path, v)| {
+                    (
+                        path.clone(),
+                        render_value(v, scope, Mode::Redacted, warnings),
+                    )
+                })
+                .collect();
+            let output = Value::Object(writes.iter().cloned().collect());
+            Ok((json!({"type": kind}), output, writes))
+        }
+        SubActionKind::CreateRecord {
+            entity,
+            entity_id,
+            data,
+        } => {
+            let entity_id = match entity_id {
+                Some(t) => Template::parse(t).render_text(scope, Mode::Redacted, warnings),
+                // A stable id per step visit: a re-run writes the same record again.
+                None => Uuid::new_v5(
+                    &env.run_exec_id,
+                    format!(
+                        "record:{}:{}:{:?}:{index}",
+                        step.id, env.visit, env.iteration
+                    )
+                    .as_bytes(),
+                )
+                .to_string(),
+            };
+            record_effect(kind, entity, entity_id, data, false, scope, body)
+        }
+        SubActionKind::UpdateRecord {
+            entity,
+            entity_id,
+            data,
+        } => {
+            let entity_id = Template::parse(entity_id).render_text(scope, Mode::Redacted, warnings);
+            record_effect(kind, entity, entity_id, data, true, scope, body)
+        }
+        SubActionKind::CreateApprovalRequest(_) => Ok((
+            json!({"type": kind}),
+            json!({"approval": "requested"}),
+            Vec::new(),
+        )),
+    }
+}
+
+fn record_effect(
+    kind: &str,
+    entity: &str,
+    entity_id: String,
+    data: &Value,
+    merge: bool,
+    scope: &Scope<'_>,
+    body: &mut Body,
+) -> Result<SubOk, SubErr> {
+    let data = render_value(data, scope, Mode::Redacted, &mut body.warnings);
+    let input = json!({"type": kind, "entity": entity, "entity_id": entity_id, "data": data});
+    if entity_id.is_empty() {
+        return Err((
+            input,
+            Value::Null,
+            StepError {
+                class: ErrorClass::Other,
+                message: format!("{kind}: the entity id rendered empty"),
+            },
+        ));
+    }
+    let output = json!({"entity": entity, "entity_id": entity_id});
+    body.effects.push(Effect::UpsertRecord {
+        entity: entity.to_owned(),
+        entity_id,
+        data,
+        merge,
+    });
+    Ok((input, output, Vec::new()))
+}

@@ -1,0 +1,116 @@
+//! Deciding approvals.
+
+use serde_json::{json, Value};
+use tollgate_engine::Engine;
+use tollgate_model::records::{ApprovalRequest, Decision, DecisionKind, Principal, ResumeTrigger};
+use uuid::Uuid;
+
+use crate::{audit_refusal, refused, Error, Progress, Result};
+
+/// Records approval decisions and resumes the gated execution when one settles it.
+#[derive(Debug, Clone)]
+pub struct ApprovalService {
+    engine: Engine,
+}
+
+/// The outcome of a decision.
+#[derive(Debug)]
+pub struct Decided {
+    /// The request after the decision.
+    pub approval: ApprovalRequest,
+    /// The execution: being advanced when the decision settled the request.
+    pub progress: Progress,
+}
+
+impl ApprovalService {
+    /// A service deciding with `engine`'s worker id.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// Decides `approval_id` as `principal`: authorises (role, listed user or admin; not
+    /// the requester unless self-approval is allowed), records the decision and — when it
+    /// reaches the quorum or rejects — claims and resumes the execution, atomically.
+    /// `Forbidden` for a caller who may not decide, `Conflict` for a request that is no
+    /// longer pending or that this caller already approved, `Invalid` for a rejection
+    /// without a reason. Refusals are audited.
+    pub async fn decide(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+        kind: DecisionKind,
+        reason: Option<String>,
+        data: Value,
+    ) -> Result<Decided> {
+        let store = self.engine.store();
+        let approval = store.get_approval(approval_id).await?;
+        let audit_data =
+            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
+        if kind == DecisionKind::Reject && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(Error::Invalid(
+                "a rejection needs a non-empty `reason`".into(),
+            ));
+        }
+        if let Err(refusal) = approval.authorize(principal) {
+            let message = refusal.to_string();
+            audit_refusal(
+                &self.engine,
+                refused(
+                    &self.engine,
+                    approval.execution_id,
+                    ResumeTrigger::Approval,
+                    Some(&principal.subject),
+                    audit_data,
+                    &message,
+                ),
+            )
+            .await;
+            return Err(if refusal.is_forbidden() {
+                Error::Forbidden(message)
+            } else {
+                Error::Conflict(message)
+            });
+        }
+        let now = self.engine.clock().now();
+        let decision = Decision {
+            decided_by: principal.subject.clone(),
+            decision: kind,
+            reason,
+            data,
+            decided_at: now,
+        };
+        match store
+            .decide(approval_id, decision, &self.engine.claim(), now)
+            .await
+        {
+            Ok(decided) => {
+                tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, "approval decision");
+                let progress = if decided.claimed {
+                    Progress::spawn(&self.engine, decided.execution)
+                } else {
+                    Progress::idle(decided.execution)
+                };
+                Ok(Decided {
+                    approval: decided.approval,
+                    progress,
+                })
+            }
+            Err(tollgate_store::Error::Conflict(message)) => {
+                audit_refusal(
+                    &self.engine,
+                    refused(
+                        &self.engine,
+                        approval.execution_id,
+                        ResumeTrigger::Approval,
+                        Some(&principal.subject),
+                        audit_data,
+                        &message,
+                    ),
+                )
+                .await;
+                Err(Error::Conflict(message))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}

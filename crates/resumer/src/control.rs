@@ -1,0 +1,89 @@
+//! Operator commands: pause, resume, cancel.
+
+use serde_json::{json, Value};
+use tollgate_engine::Engine;
+use tollgate_model::records::{Execution, ResumeTrigger};
+use uuid::Uuid;
+
+use crate::{audit_refusal, refused, Error, Progress, Result};
+
+/// Pauses, resumes and cancels executions by hand (DESIGN.md §3 "Manual").
+#[derive(Debug, Clone)]
+pub struct ExecutionControl {
+    engine: Engine,
+}
+
+impl ExecutionControl {
+    /// Commands carried out with `engine`'s worker id.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// Pauses a running execution at its next step boundary (at once when no worker
+    /// holds it). `Conflict` if it is not running.
+    pub async fn pause(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Execution> {
+        let now = self.engine.clock().now();
+        Ok(self
+            .engine
+            .store()
+            .request_pause(id, actor, reason, now)
+            .await?)
+    }
+
+    /// Resumes a manually paused execution, merging `data` into its context. `Conflict`
+    /// (audited) if it is not manually paused — approval gates are resumed by deciding.
+    pub async fn resume(&self, id: Uuid, actor: Option<&str>, data: Value) -> Result<Progress> {
+        if !(data.is_object() || data.is_null()) {
+            return Err(Error::Invalid("`data` must be an object".into()));
+        }
+        let data = if data.is_null() { json!({}) } else { data };
+        let now = self.engine.clock().now();
+        match self
+            .engine
+            .store()
+            .resume_manual(id, actor, data.clone(), &self.engine.claim(), now)
+            .await
+        {
+            Ok(execution) => Ok(Progress::spawn(&self.engine, execution)),
+            Err(tollgate_store::Error::Conflict(message)) => {
+                audit_refusal(
+                    &self.engine,
+                    refused(
+                        &self.engine,
+                        id,
+                        ResumeTrigger::Manual,
+                        actor,
+                        json!({"command": "resume", "data": data}),
+                        &message,
+                    ),
+                )
+                .await;
+                Err(Error::Conflict(message))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Cancels a non-terminal execution; its open approvals become `cancelled`.
+    /// `Conflict` if it already ended.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Execution> {
+        let now = self.engine.clock().now();
+        let execution = self
+            .engine
+            .store()
+            .cancel_execution(id, actor, reason, now)
+            .await?;
+        tracing::info!(execution_id = %id, actor = ?actor, "execution cancelled");
+        Ok(execution)
+    }
+}

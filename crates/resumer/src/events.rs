@@ -1,0 +1,307 @@
+//! Ingesting events: starting workflows and resuming waits.
+
+use serde_json::{json, Value};
+use tollgate_engine::{wait_matches, Engine, StartRequest};
+use tollgate_model::records::{Event, Execution, ResumeTrigger};
+use tollgate_model::{ExecutionStatus, PauseReason};
+use tollgate_store::EventInsert;
+use uuid::Uuid;
+
+use crate::{audit_refusal, refused, Error, Progress, Result};
+
+/// An incoming event, before it is stored.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    /// Type, e.g. `order.created`.
+    pub event_type: String,
+    /// Payload.
+    pub payload: Value,
+    /// The sending system.
+    pub source: Option<String>,
+    /// The sender's idempotency id.
+    pub event_id: Option<String>,
+    /// The execution it is addressed to.
+    pub correlation_id: Option<Uuid>,
+    /// Subject of the sending key.
+    pub submitted_by: Option<String>,
+}
+
+/// What an ingested event did.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The stored event (the first one, for a duplicate `event_id`).
+    pub event: Event,
+    /// True when the `event_id` was seen before: nothing was started or resumed again.
+    pub duplicate: bool,
+    /// Executions it started.
+    pub started: Vec<Progress>,
+    /// Executions it resumed.
+    pub resumed: Vec<Progress>,
+}
+
+/// Stores events, starts the workflows they trigger and resumes the waits they satisfy.
+#[derive(Debug, Clone)]
+pub struct EventService {
+    engine: Engine,
+}
+
+/// Waiting executions are scanned in pages of this size.
+const SCAN_PAGE: u32 = 200;
+
+impl EventService {
+    /// A service acting with `engine`'s worker id.
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// Stores the event (a repeated `event_id` returns the first one and does nothing
+    /// else), starts every enabled workflow it triggers (highest enabled version per
+    /// `workflow_id`), and resumes every waiting execution whose wait it satisfies.
+    pub async fn ingest(&self, new: NewEvent) -> Result<Ingested> {
+        if new.event_type.trim().is_empty() {
+            return Err(Error::Invalid("`event_type` must not be empty".into()));
+        }
+        let store = self.engine.store();
+        let now = self.engine.clock().now();
+        let event = Event {
+            id: Uuid::now_v7(),
+            event_id: new.event_id,
+            event_type: new.event_type,
+            payload: new.payload,
+            source: new.source,
+            correlation_id: new.correlation_id,
+            submitted_by: new.submitted_by,
+            received_at: now,
+            started: Vec::new(),
+            resumed: Vec::new(),
+        };
+        let event = match store.insert_event(event).await? {
+            EventInsert::Duplicate(first) => {
+                return Ok(Ingested {
+                    event: first,
+                    duplicate: true,
+                    started: Vec::new(),
+                    resumed: Vec::new(),
+                })
+            }
+            EventInsert::Inserted(event) => event,
+        };
+
+        let mut started = Vec::new();
+        for workflow in store.workflows_for_event(&event.event_type).await? {
+            let request = StartRequest {
+                workflow,
+                trigger_event: event.event_type.clone(),
+                payload: event.payload.clone(),
+                event_id: Some(event.id),
+                event_key: event.event_id.clone(),
+                source: event.source.clone(),
+                requested_by: event.submitted_by.clone(),
+            };
+            started.push(self.engine.create(request).await?);
+        }
+
+        let mut resumed = Vec::new();
+        match event.correlation_id {
+            Some(target) => {
+                if let Ok(execution) = store.get_execution(target).await {
+                    if let Some(claimed) = self.try_claim(&execution, &event).await? {
+                        resumed.push(claimed);
+                    }
+                }
+            }
+            None => {
+                let mut after = None;
+                loop {
+                    let page = store
+                        .waiting_for_event(&event.event_type, after, SCAN_PAGE)
+                        .await?;
+                    let full = page.len() == SCAN_PAGE as usize;
+                    after = page.last().map(|e| e.id);
+                    for execution in &page {
+                        if let Some(claimed) = self.try_claim(execution, &event).await? {
+                            resumed.push(claimed);
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        }
+
+        let event = store
+            .set_event_outcome(
+                event.id,
+                started.iter().map(|e| e.id).collect(),
+                resumed.iter().map(|e| e.id).collect(),
+            )
+            .await?;
+        tracing::info!(event_type = %event.event_type, started = event.started.len(), resumed = event.resumed.len(), "event ingested");
+        Ok(Ingested {
+            event,
+            duplicate: false,
+            started: started
+                .into_iter()
+                .map(|e| Progress::spawn(&self.engine, e))
+                .collect(),
+            resumed: resumed
+                .into_iter()
+                .map(|e| Progress::spawn(&self.engine, e))
+                .collect(),
+        })
+    }
+
+    /// Claims `execution` for `event` if it waits for it and the match holds; `None`
+    /// when it does not or another claimer won.
+    async fn try_claim(&self, execution: &Execution, event: &Event) -> Result<Option<Execution>> {
+        let Some(gate) = execution
+            .gate
+            .as_ref()
+            .filter(|g| g.reason == PauseReason::Event)
+        else {
+            return Ok(None);
+        };
+        if execution.status != ExecutionStatus::Waiting
+            || gate.event.as_deref() != Some(event.event_type.as_str())
+        {
+            return Ok(None);
+        }
+        let now = self.engine.clock().now();
+        if !wait_matches(
+            gate.event_match.as_ref(),
+            &execution.context,
+            &event.payload,
+            now,
+        ) {
+            return Ok(None);
+        }
+        match self
+            .engine
+            .store()
+            .claim_wait(
+                execution.id,
+                Some(execution.version),
+                event,
+                event.submitted_by.as_deref(),
+                &self.engine.claim(),
+                now,
+            )
+            .await
+        {
+            Ok(claimed) => Ok(Some(claimed)),
+            Err(err) if err.is_conflict() => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Delivers an event to one execution (`POST /executions/{id}/events`): stored with
+    /// the execution as its addressee, then the execution is resumed. `Conflict`
+    /// (audited) when it is not waiting for `event_type` or the event does not satisfy
+    /// its wait's match.
+    pub async fn deliver_to(
+        &self,
+        execution_id: Uuid,
+        event_type: &str,
+        payload: Value,
+        actor: Option<&str>,
+    ) -> Result<Progress> {
+        let store = self.engine.store();
+        let execution = store.get_execution(execution_id).await?;
+        let now = self.engine.clock().now();
+        let audit = json!({"event_type": event_type, "payload": payload});
+        let waits_for = execution
+            .gate
+            .as_ref()
+            .filter(|g| g.reason == PauseReason::Event)
+            .and_then(|g| g.event.clone());
+        let refusal = if execution.status != ExecutionStatus::Waiting
+            || waits_for.as_deref() != Some(event_type)
+        {
+            Some(match waits_for {
+                Some(other) if execution.status == ExecutionStatus::Waiting => {
+                    format!("execution {execution_id} waits for `{other}`, not `{event_type}`")
+                }
+                _ => format!(
+                    "execution {execution_id} is {} and not waiting for an event",
+                    execution.status
+                ),
+            })
+        } else if !wait_matches(
+            execution.gate.as_ref().and_then(|g| g.event_match.as_ref()),
+            &execution.context,
+            &payload,
+            now,
+        ) {
+            Some(format!(
+                "the event does not satisfy the `match` of execution {execution_id}'s wait"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            audit_refusal(
+                &self.engine,
+                refused(
+                    &self.engine,
+                    execution_id,
+                    ResumeTrigger::Event,
+                    actor,
+                    audit,
+                    &message,
+                ),
+            )
+            .await;
+            return Err(Error::Conflict(message));
+        }
+        let event = Event {
+            id: Uuid::now_v7(),
+            event_id: None,
+            event_type: event_type.to_owned(),
+            payload,
+            source: None,
+            correlation_id: Some(execution_id),
+            submitted_by: actor.map(str::to_owned),
+            received_at: now,
+            started: Vec::new(),
+            resumed: Vec::new(),
+        };
+        let event = match store.insert_event(event).await? {
+            EventInsert::Inserted(e) | EventInsert::Duplicate(e) => e,
+        };
+        match store
+            .claim_wait(
+                execution_id,
+                Some(execution.version),
+                &event,
+                actor,
+                &self.engine.claim(),
+                now,
+            )
+            .await
+        {
+            Ok(claimed) => {
+                store
+                    .set_event_outcome(event.id, Vec::new(), vec![execution_id])
+                    .await?;
+                Ok(Progress::spawn(&self.engine, claimed))
+            }
+            Err(tollgate_store::Error::Conflict(message)) => {
+                audit_refusal(
+                    &self.engine,
+                    refused(
+                        &self.engine,
+                        execution_id,
+                        ResumeTrigger::Event,
+                        actor,
+                        audit,
+                        &message,
+                    ),
+                )
+                .await;
+                Err(Error::Conflict(message))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What wakes Tollgate executions: approval decisions ([`ApprovalService`]), events
+//! ([`EventService`]), operators ([`ExecutionControl`]) and time ([`Worker`]).
+//!
+//! Every wake-up follows DESIGN.md §7: store the signal and claim the execution in one
+//! store call; whoever claims runs it, everyone else gets [`Error::Conflict`]. Every
+//! attempt — accepted or refused — leaves a resume-request audit row.
+//!
+//! Claimed executions are advanced in a spawned task, so a caller that stops waiting
+//! (an HTTP request that times out) never abandons an execution half-way; see
+//! [`Progress::settled`].
+
+mod approvals;
+mod control;
+mod events;
+mod worker;
+
+use std::time::Duration;
+
+use tollgate_engine::Engine;
+use tollgate_model::records::Execution;
+
+pub use approvals::{ApprovalService, Decided};
+pub use control::ExecutionControl;
+pub use events::{EventService, Ingested, NewEvent};
+pub use worker::{TickReport, Worker, WorkerOptions};
+
+/// What can go wrong when waking an execution.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The approval, execution or event does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this (→ 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The state does not allow it, or another caller won the race (→ 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong (→ 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(tollgate_store::Error),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(tollgate_engine::Error),
+}
+
+impl From<tollgate_store::Error> for Error {
+    fn from(err: tollgate_store::Error) -> Self {
+        match err {
+            tollgate_store::Error::NotFound { what, id } => {
+                Self::NotFound(format!("{what} {id} not found"))
+            }
+            tollgate_store::Error::Conflict(message) => Self::Conflict(message),
+            tollgate_store::Error::Invalid(message) => Self::Invalid(message),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<tollgate_engine::Error> for Error {
+    fn from(err: tollgate_engine::Error) -> Self {
+        match err {
+            tollgate_engine::Error::Store(store) => store.into(),
+            other => Self::Engine(other),
+        }
+    }
+}
+
+/// Results of resumer calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An execution that was durably claimed (or created) and is being advanced in the
+/// background.
+#[derive(Debug)]
+pub struct Progress {
+    /// The execution as it was when claimed.
+    pub execution: Execution,
+    running: Option<tokio::task::JoinHandle<tollgate_engine::Result<Execution>>>,
+}
+
+impl Progress {
+    /// Starts advancing `execution` (held by `engine`'s worker) in a task.
+    pub fn spawn(engine: &Engine, execution: Execution) -> Self {
+        let worker = engine.clone();
+        let claimed = execution.clone();
+        let running = tokio::spawn(async move { worker.advance(claimed).await });
+        Self {
+            execution,
+            running: Some(running),
+        }
+    }
+
+    /// Nothing to advance (e.g. a partial approval).
+    pub fn idle(execution: Execution) -> Self {
+        Self {
+            execution,
+            running: None,
+        }
+    }
+
+    /// Waits up to `timeout` for the execution to reach its next gate or end, then
+    /// returns its stored state. The advancing task keeps going if the wait times out.
+    pub async fn settled(self, engine: &Engine, timeout: Duration) -> Result<Execution> {
+        let id = self.execution.id;
+        if let Some(mut running) = self.running {
+            match tokio::time::timeout(timeout, &mut running).await {
+                Ok(Ok(Ok(execution))) => return Ok(execution),
+                Ok(Ok(Err(tollgate_engine::Error::Lost(_)))) | Err(_) => {}
+                Ok(Ok(Err(err))) => return Err(err.into()),
+                Ok(Err(join)) => {
+                    tracing::error!(execution_id = %id, "advancing task failed: {join}")
+                }
+            }
+        }
+        Ok(engine.store().get_execution(id).await?)
+    }
+}
+
+/// Audit row for an attempt that was refused.
+pub(crate) fn refused(
+    engine: &Engine,
+    execution_id: uuid::Uuid,
+    trigger: tollgate_model::records::ResumeTrigger,
+    actor: Option<&str>,
+    data: serde_json::Value,
+    error: &str,
+) -> tollgate_model::records::ResumeRequest {
+    tollgate_model::records::ResumeRequest {
+        id: uuid::Uuid::now_v7(),
+        execution_id,
+        trigger,
+        actor: actor.map(str::to_owned),
+        data,
+        requested_at: engine.clock().now(),
+        executed_at: None,
+        outcome: tollgate_model::records::ResumeOutcome::Refused,
+        error: Some(error.to_owned()),
+    }
+}
+
+/// Records a refused attempt; a failure to record it is logged, not returned, so the
+/// caller still gets the refusal itself.
+pub(crate) async fn audit_refusal(engine: &Engine, row: tollgate_model::records::ResumeRequest) {
+    let id = row.execution_id;
+    if let Err(err) = engine.store().record_resume_request(row).await {
+        tracing::error!(execution_id = %id, "could not record a refused resume attempt: {err}");
+    }
+}
