@@ -339,6 +339,7 @@ impl Engine {
             engine: self,
             exec: execution,
             compiled,
+            pending: Vec::new(),
         };
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
@@ -352,11 +353,18 @@ impl Engine {
     }
 }
 
+/// Side-effect-free steps committed together at most.
+const MAX_PURE_BATCH: usize = 100;
+
 /// One advancement of one execution: the local copy and what it is pinned to.
 struct Run<'e> {
     engine: &'e Engine,
     exec: Execution,
     compiled: Arc<Compiled>,
+    /// Records of side-effect-free steps run since the last commit. They are committed
+    /// with the next commit (which any side effect, gate or end forces); a crash before
+    /// that only loses steps that rerun identically from the committed cursor.
+    pending: Vec<StepRecord>,
 }
 
 /// A step attempt's outcome at the top level.
@@ -456,6 +464,13 @@ impl Run<'_> {
         transition: Transition,
     ) -> Result<Committed> {
         let now = self.now();
+        let records = if self.pending.is_empty() {
+            records
+        } else {
+            let mut all = std::mem::take(&mut self.pending);
+            all.extend(records);
+            all
+        };
         let commit = StepCommit {
             execution_id: self.exec.id,
             owner: self.inner().options.worker_id.clone(),
@@ -633,7 +648,9 @@ impl Run<'_> {
     /// Runs one attempt of the step at `cursor` and commits what follows. Returns whether
     /// to keep going.
     async fn run_step(&mut self, cursor: Cursor) -> Result<bool> {
-        let Some(step) = self.definition().step(&cursor.step_id).cloned() else {
+        // The step is borrowed from the shared compiled definition, not copied.
+        let compiled = self.compiled.clone();
+        let Some(step) = compiled.definition.step(&cursor.step_id) else {
             let message = format!("step `{}` is not in the pinned definition", cursor.step_id);
             self.finish(
                 ExecutionStatus::Failed,
@@ -663,6 +680,11 @@ impl Run<'_> {
             error: None,
         };
         if step.has_side_effects() {
+            if !self.pending.is_empty() {
+                // Everything before a side effect is durable before it happens.
+                self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
+                    .await?;
+            }
             let version = self
                 .inner()
                 .store
@@ -680,7 +702,10 @@ impl Run<'_> {
         self.exec.steps_run += 1;
         tracing::debug!(execution_id = %self.exec.id, step_id = %step.id, visit = cursor.visit, attempt = cursor.attempt, "step");
 
-        let mut context = self.exec.context.clone();
+        // Only a step that can write to the context (a `set`, possibly in a child) needs
+        // a copy to fall back to if it fails; the others work on the context in place.
+        let backup = writes_context(step).then(|| self.exec.context.clone());
+        let mut context = std::mem::take(&mut self.exec.context);
         let env = Env {
             run_exec_id: self.exec.id,
             workflow_key: self.exec.workflow_key.clone(),
@@ -690,35 +715,47 @@ impl Run<'_> {
             iteration: None,
             locals: Vec::new(),
         };
-        let attempt = self.attempt(&step, &mut context, &env);
-        let outcome = match step.timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit.as_std(), self.heartbeat(attempt)).await {
-                    Ok(result) => result?,
-                    Err(_) => Outcome::Failed {
-                        body: Body::default(),
-                        error: StepError {
-                            class: tollgate_model::definition::ErrorClass::Timeout,
-                            message: format!(
-                                "the step did not finish within its timeout of {limit}"
-                            ),
-                        },
-                    },
-                }
+        let attempt = self.attempt(step, &mut context, &env);
+        // Steps without side effects finish without awaiting anything slow, so they need
+        // no lease heartbeat (and no timer per step).
+        let guarded = async {
+            if step.has_side_effects() {
+                self.heartbeat(attempt).await
+            } else {
+                Ok(attempt.await)
             }
-            None => self.heartbeat(attempt).await?,
+        };
+        let outcome = match step.timeout {
+            Some(limit) => match tokio::time::timeout(limit.as_std(), guarded).await {
+                Ok(result) => result,
+                Err(_) => Ok(Outcome::Failed {
+                    body: Body::default(),
+                    error: StepError {
+                        class: tollgate_model::definition::ErrorClass::Timeout,
+                        message: format!("the step did not finish within its timeout of {limit}"),
+                    },
+                }),
+            },
+            None => guarded.await,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                self.exec.context = backup.unwrap_or(context);
+                return Err(err);
+            }
         };
         let finished = self.now();
         record.completed_at = Some(finished);
 
         match outcome {
             Outcome::Done {
-                body,
+                mut body,
                 next,
                 consumed,
             } => {
                 record.status = StepStatus::Completed;
-                fill(&mut record, &body);
+                fill(&mut record, &mut body);
                 if let Some(result) = body.verb_result {
                     self.exec.result = Some(result);
                 }
@@ -726,10 +763,20 @@ impl Run<'_> {
                 self.exec.context = context;
                 let mut records = body.children;
                 records.push(record);
+                let pure =
+                    !step.has_side_effects() && body.effects.is_empty() && consumed.is_empty();
+                if let Some(next) = next.clone().filter(|_| {
+                    pure && self.pending.len() < MAX_PURE_BATCH && !self.exec.pause_requested
+                }) {
+                    let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                    self.exec.cursor = Some(Cursor::new(next, visit));
+                    self.pending.extend(records);
+                    return Ok(true);
+                }
                 self.goto(next, records, body.effects, consumed).await
             }
             Outcome::Gate {
-                body,
+                mut body,
                 gate,
                 approval,
             } => {
@@ -739,7 +786,7 @@ impl Run<'_> {
                     StepStatus::Paused
                 };
                 record.completed_at = None;
-                fill(&mut record, &body);
+                fill(&mut record, &mut body);
                 if let Some(result) = body.verb_result {
                     self.exec.result = Some(result);
                 }
@@ -760,14 +807,16 @@ impl Run<'_> {
                 }
                 Ok(false)
             }
-            Outcome::Failed { body, error } => {
+            Outcome::Failed { mut body, error } => {
                 record.status = StepStatus::Failed;
-                fill(&mut record, &body);
+                fill(&mut record, &mut body);
                 record.error = Some(error.clone());
+                // A failed attempt leaves the context as it was before it.
+                self.exec.context = backup.unwrap_or(context);
                 tracing::warn!(execution_id = %self.exec.id, step_id = %step.id, attempt = cursor.attempt, class = ?error.class, "step failed: {}", error.message);
                 let mut records = body.children;
                 records.push(record);
-                self.after_failure(&step, cursor, error, records).await
+                self.after_failure(step, cursor, error, records).await
             }
         }
     }
@@ -1369,10 +1418,26 @@ pub(crate) fn record_id(
     Uuid::new_v5(&execution_id, name.as_bytes())
 }
 
-fn fill(record: &mut StepRecord, body: &Body) {
-    record.input = body.input.clone();
+fn fill(record: &mut StepRecord, body: &mut Body) {
+    record.input = std::mem::take(&mut body.input);
     record.output = body.output.clone();
-    record.warnings.clone_from(&body.warnings);
+    record.warnings = std::mem::take(&mut body.warnings);
+}
+
+/// Whether running `step` can change the context (a `set` sub-action, here or in a child).
+fn writes_context(step: &Step) -> bool {
+    let own = match &step.kind {
+        StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => {
+            execute.iter().any(|a| {
+                matches!(
+                    a.kind,
+                    tollgate_model::definition::SubActionKind::Set { .. }
+                )
+            })
+        }
+        _ => false,
+    };
+    own || step.children().iter().any(writes_context)
 }
 
 fn merge_output(base: Value, extra: Value) -> Value {

@@ -3,24 +3,25 @@
 //! The engine knows nothing of HTTP servers or of which database is in use: it reads and
 //! writes through the `tollgate-store` traits, so it can be embedded in any Rust service.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use tollgate_engine::{Engine, StartRequest};
+//! use tollgate_model::records::{snapshot_id, Workflow};
 //! use tollgate_store::{MemoryStore, Store};
 //!
 //! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
 //! let engine = Engine::builder(store.clone()).build()?;
-//! # let workflow: tollgate_model::records::Workflow = unimplemented!();
-//! let execution = engine
-//!     .start(StartRequest {
-//!         workflow,
-//!         trigger_event: "order.created".into(),
-//!         payload: serde_json::json!({"order": {"total": 12000}}),
-//!         event_id: None, event_key: None, source: None, requested_by: Some("shop".into()),
-//!     })
-//!     .await?;
-//! println!("{:?}", execution.status); // Paused at an approval, or Completed
+//! let doc = serde_json::json!({"workflow_id": "w", "version": "1",
+//!     "steps": [{"id": "ok", "type": "action", "action": "allow"}]});
+//! let definition = Arc::new(tollgate_model::load(&doc).map_err(|r| format!("{:?}", r.errors))?.definition);
+//! let now = engine.clock().now();
+//! let workflow = store.create_workflow(Workflow { id: uuid::Uuid::now_v7(), snapshot_id: snapshot_id(&definition),
+//!     enabled: true, definition, created_at: now, updated_at: now }).await?;
+//! let done = engine.start(StartRequest { workflow, trigger_event: "manual".into(), payload: serde_json::json!({}),
+//!     event_id: None, event_key: None, source: None, requested_by: None }).await?;
+//! assert_eq!(done.result, Some(tollgate_model::ExecutionResult::Allowed));
 //! # Ok(()) }
 //! ```
 //!

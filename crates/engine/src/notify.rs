@@ -22,9 +22,11 @@ pub struct Delivery {
 /// Sends notifications somewhere.
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {
-    /// Delivers one notification. Delivery problems are reported in the result, not as
-    /// errors: a notification that could not be sent is still recorded, as `failed`.
-    async fn deliver(&self, notification: &Notification) -> Delivery;
+    /// Delivers one notification. `idempotency_key` is the same every time this
+    /// notification is attempted (a step re-run after a crash), so a receiver can drop
+    /// repeats. Delivery problems are reported in the result, not as errors: a
+    /// notification that could not be sent is still recorded, as `failed`.
+    async fn deliver(&self, notification: &Notification, idempotency_key: &str) -> Delivery;
 }
 
 /// The default notifier: the notification is recorded by the engine and logged here.
@@ -33,7 +35,7 @@ pub struct RecordingNotifier;
 
 #[async_trait]
 impl Notifier for RecordingNotifier {
-    async fn deliver(&self, n: &Notification) -> Delivery {
+    async fn deliver(&self, n: &Notification, _idempotency_key: &str) -> Delivery {
         tracing::info!(
             execution_id = %n.execution_id,
             step_id = %n.step_id,
@@ -67,7 +69,7 @@ impl WebhookNotifier {
 
 #[async_trait]
 impl Notifier for WebhookNotifier {
-    async fn deliver(&self, n: &Notification) -> Delivery {
+    async fn deliver(&self, n: &Notification, idempotency_key: &str) -> Delivery {
         let body = json!({
             "id": n.id, "execution_id": n.execution_id, "step_id": n.step_id,
             "recipients": n.recipients, "message": n.message, "created_at": n.created_at,
@@ -75,7 +77,7 @@ impl Notifier for WebhookNotifier {
         let result = self
             .client
             .post(&self.url)
-            .header("Idempotency-Key", n.id.to_string())
+            .header("Idempotency-Key", idempotency_key)
             .json(&body)
             .send()
             .await;

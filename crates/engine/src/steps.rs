@@ -382,7 +382,8 @@ async fn run_sub_actions(
                 inputs.push(input);
                 outputs.push(output);
             }
-            Err((input, output, error)) => {
+            Err(failed) => {
+                let (input, output, error) = *failed;
                 inputs.push(input);
                 outputs.push(json!({"error": {"class": error.class, "message": error.message}, "response": output}));
                 if action.continue_on_error {
@@ -405,7 +406,9 @@ async fn run_sub_actions(
 }
 
 type SubOk = (Value, Value, Vec<(String, Value)>);
-type SubErr = (Value, Value, StepError);
+/// A failed sub-action: its input, its output (e.g. the response) and the error. Boxed:
+/// failures are rare and the tuple is large.
+type SubErr = Box<(Value, Value, StepError)>;
 
 #[allow(clippy::too_many_arguments)]
 async fn run_sub_action(
@@ -453,10 +456,10 @@ async fn run_sub_action(
                 "body": request.body.as_ref().map(|b| render_value(b, scope, Mode::Redacted, &mut Vec::new())),
                 "idempotency_key": idempotency_key,
             });
-            let timeout = request
-                .timeout
-                .or(step.timeout)
-                .map_or(engine.inner.options.http_timeout, |d| d.as_std());
+            let timeout = request.timeout.or(step.timeout).map_or(
+                engine.inner.options.http_timeout,
+                tollgate_model::Duration::as_std,
+            );
             let req = http::Request {
                 method,
                 url,
@@ -473,14 +476,14 @@ async fn run_sub_action(
             .await
             {
                 Ok(response) => Ok((input, response, Vec::new())),
-                Err(failure) => Err((
+                Err(failure) => Err(Box::new((
                     input,
                     failure.response.unwrap_or(Value::Null),
                     StepError {
                         class: failure.class,
                         message: failure.message,
                     },
-                )),
+                ))),
             }
         }
         SubActionKind::Notify {
@@ -493,12 +496,16 @@ async fn run_sub_action(
                 .map(|r| Template::parse(r).render_text(scope, Mode::Redacted, warnings))
                 .collect();
             let message = Template::parse(message).render_text(scope, Mode::Redacted, warnings);
-            let name = format!(
-                "notify:{}:{}:{:?}:{index}",
-                step.id, env.visit, env.iteration
-            );
+            // Stored with the step's commit, so recorded once however often the step
+            // runs; the id orders notifications by creation, and the key lets a
+            // delivering notifier's receiver drop repeats.
+            let idempotency_key = if index == 0 {
+                format!("{key_base}:notify")
+            } else {
+                format!("{key_base}:notify:{index}")
+            };
             let mut notification = Notification {
-                id: Uuid::new_v5(&env.run_exec_id, name.as_bytes()),
+                id: Uuid::now_v7(),
                 execution_id: env.run_exec_id,
                 step_id: step.id.clone(),
                 recipients,
@@ -507,7 +514,11 @@ async fn run_sub_action(
                 status: String::new(),
                 created_at: scope.now,
             };
-            let delivery = engine.inner.notifier.deliver(&notification).await;
+            let delivery = engine
+                .inner
+                .notifier
+                .deliver(&notification, &idempotency_key)
+                .await;
             if notification.channel.is_empty() {
                 notification.channel = delivery.channel;
             }
@@ -593,14 +604,14 @@ fn record_effect(
     let data = render_value(data, scope, Mode::Redacted, &mut body.warnings);
     let input = json!({"type": kind, "entity": entity, "entity_id": entity_id, "data": data});
     if entity_id.is_empty() {
-        return Err((
+        return Err(Box::new((
             input,
             Value::Null,
             StepError {
                 class: ErrorClass::Other,
                 message: format!("{kind}: the entity id rendered empty"),
             },
-        ));
+        )));
     }
     let output = json!({"entity": entity, "entity_id": entity_id});
     body.effects.push(Effect::UpsertRecord {

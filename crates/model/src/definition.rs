@@ -364,14 +364,15 @@ impl Step {
     }
 
     /// Whether running this step can have effects outside the execution's own state
-    /// (so it must be recorded `running` before it acts, DESIGN.md §7).
+    /// (so it must be recorded `running` before it acts, DESIGN.md §7). Entering an
+    /// approval gate has none: the request is inserted in the gate's own commit.
     pub fn has_side_effects(&self) -> bool {
         match &self.kind {
             StepKind::Condition { .. } | StepKind::Wait { .. } => false,
             StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => {
                 !execute.is_empty()
             }
-            StepKind::Approval { .. } => true,
+            StepKind::Approval { .. } => false,
             StepKind::Parallel { .. } | StepKind::Foreach { .. } => {
                 self.children().iter().any(Step::has_side_effects)
             }

@@ -55,7 +55,7 @@ impl From<tollgate_store::Error> for Error {
             }
             tollgate_store::Error::Conflict(message) => Self::Conflict(message),
             tollgate_store::Error::Invalid(message) => Self::Invalid(message),
-            other => Self::Store(other),
+            other @ tollgate_store::Error::Backend(_) => Self::Store(other),
         }
     }
 }
@@ -111,7 +111,7 @@ impl Progress {
                 Ok(Ok(Err(tollgate_engine::Error::Lost(_)))) | Err(_) => {}
                 Ok(Ok(Err(err))) => return Err(err.into()),
                 Ok(Err(join)) => {
-                    tracing::error!(execution_id = %id, "advancing task failed: {join}")
+                    tracing::error!(execution_id = %id, "advancing task failed: {join}");
                 }
             }
         }

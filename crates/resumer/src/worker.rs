@@ -106,10 +106,10 @@ impl Worker {
                 let id = execution.id;
                 match self.engine.advance(execution).await {
                     Ok(done) => {
-                        tracing::debug!(execution_id = %id, status = %done.status, "advanced")
+                        tracing::debug!(execution_id = %id, status = %done.status, "advanced");
                     }
                     Err(tollgate_engine::Error::Lost(_)) => {
-                        tracing::info!(execution_id = %id, "taken over elsewhere")
+                        tracing::info!(execution_id = %id, "taken over elsewhere");
                     }
                     Err(err) => tracing::error!(execution_id = %id, "advancing failed: {err}"),
                 }

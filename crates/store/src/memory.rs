@@ -43,6 +43,8 @@ struct State {
     executions: BTreeMap<Uuid, Execution>,
     steps: HashMap<Uuid, Vec<StepRecord>>,
     approvals: BTreeMap<Uuid, ApprovalRequest>,
+    /// Approval ids by execution, so ending an execution does not scan every request.
+    approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
     events: BTreeMap<Uuid, Event>,
     event_ids: HashMap<String, Uuid>,
     resume_requests: HashMap<Uuid, Vec<ResumeRequest>>,
@@ -182,10 +184,17 @@ impl State {
     }
 
     fn close_approvals(&mut self, execution_id: Uuid, status: ApprovalStatus, now: Timestamp) {
-        for approval in self.approvals.values_mut() {
-            if approval.execution_id == execution_id && approval.status == ApprovalStatus::Pending {
-                approval.status = status;
-                approval.decided_at = Some(now);
+        for id in self
+            .approvals_by_execution
+            .get(&execution_id)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(approval) = self.approvals.get_mut(id) {
+                if approval.status == ApprovalStatus::Pending {
+                    approval.status = status;
+                    approval.decided_at = Some(now);
+                }
             }
         }
     }
@@ -637,6 +646,11 @@ impl ExecutionStore for MemoryStore {
             pause_requested: execution.pause_requested,
         };
         if let Some(approval) = approval_to_insert {
+            state
+                .approvals_by_execution
+                .entry(approval.execution_id)
+                .or_default()
+                .push(approval.id);
             state.approvals.insert(approval.id, *approval);
         }
         if let Some(status) = close {

@@ -7,4 +7,5 @@
 )]
 
 mod conditions;
+mod embedded;
 mod properties;

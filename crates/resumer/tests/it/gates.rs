@@ -1,1 +1,668 @@
+//! Every row of DESIGN.md §3: approvals, waits, manual control, deadlines, pinning.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_model::records::{
+    ApprovalStatus, DecisionKind, Principal, ResumeOutcome, ResumeTrigger,
+};
+use tollgate_model::{ErrorKind, ExecutionResult, ExecutionStatus, PauseReason};
+use tollgate_resumer::Error;
+
+use crate::Harness;
+
+fn approval_flow(approval: Value) -> Value {
+    json!({
+        "workflow_id": "approve", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "gate", "type": "approval", "approval": approval, "on_approve": "ship", "on_reject": "refuse"},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "refuse", "type": "action", "action": "block"},
+            {"id": "escalate", "type": "action", "action": {"type": "block", "reason": "escalated"}}
+        ]
+    })
+}
+
+fn who(subject: &str, roles: &[&str]) -> Principal {
+    Principal {
+        subject: subject.into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn quorum_counts_distinct_approvers() {
+    let h = Harness::new();
+    h.deploy(approval_flow(
+        json!({"approvers": {"role": "manager"}, "required": 2}),
+    ))
+    .await;
+    let paused = h.start("order.created", json!({"order": {"id": 1}})).await;
+    let first = h
+        .decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ExecutionStatus::Paused, "1 of 2");
+    let again = h
+        .decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+        .await;
+    assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+    let done = h
+        .decide(&paused, "bob", &["manager"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    // A decision on a decided request is a 409, never a second resume.
+    let late = h
+        .decide(
+            &paused,
+            "cat",
+            &["manager"],
+            DecisionKind::Reject,
+            Some("late"),
+        )
+        .await;
+    assert!(matches!(late, Err(Error::Conflict(_))));
+    let after = h.store.get_execution(paused.id).await.unwrap();
+    assert_eq!(after.resume_count, 1);
+    let audit = h.store.list_resume_requests(paused.id).await.unwrap();
+    let outcomes: Vec<ResumeOutcome> = audit.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            ResumeOutcome::Refused,
+            ResumeOutcome::Resumed,
+            ResumeOutcome::Refused
+        ],
+        "refused attempts are audited"
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_decisions_resume_exactly_once() {
+    let h = Arc::new(Harness::new());
+    h.deploy(approval_flow(json!({"approvers": {"role": "manager"}})))
+        .await;
+    let paused = h.start("order.created", json!({})).await;
+    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let kind = if i % 3 == 0 {
+                DecisionKind::Reject
+            } else {
+                DecisionKind::Approve
+            };
+            h.approvals
+                .decide(
+                    approval_id,
+                    &who(&format!("m{i}"), &["manager"]),
+                    kind,
+                    Some("r".into()),
+                    json!({}),
+                )
+                .await
+        }));
+    }
+    let mut wins = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(decided) => wins.push(decided),
+            Err(Error::Conflict(_)) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(wins.len(), 1);
+    let done = wins
+        .remove(0)
+        .progress
+        .settled(&h.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.resume_count, 1);
+    let resumed = h
+        .store
+        .list_resume_requests(paused.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.outcome == ResumeOutcome::Resumed)
+        .count();
+    assert_eq!(resumed, 1);
+    let steps = h.steps(&done).await;
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|(s, _)| s == "ship" || s == "refuse")
+            .count(),
+        1,
+        "one branch ran, once"
+    );
+}
+
+#[tokio::test]
+async fn deciders_need_the_role_and_may_not_approve_their_own_request() {
+    let h = Harness::new();
+    h.deploy(approval_flow(
+        json!({"approvers": {"roles": ["manager", "director"]}}),
+    ))
+    .await;
+    let paused = h.start("order.created", json!({})).await;
+    let outsider = h
+        .decide(
+            &paused,
+            "zed",
+            &["fraud_analyst"],
+            DecisionKind::Approve,
+            None,
+        )
+        .await;
+    assert!(matches!(outsider, Err(Error::Forbidden(_))), "{outsider:?}");
+    let requester = h
+        .decide(&paused, "shop", &["admin"], DecisionKind::Approve, None)
+        .await;
+    assert!(
+        matches!(requester, Err(Error::Forbidden(ref m)) if m.contains("requested")),
+        "{requester:?}"
+    );
+    let no_reason = h
+        .decide(&paused, "dee", &["director"], DecisionKind::Reject, None)
+        .await;
+    assert!(matches!(no_reason, Err(Error::Invalid(_))));
+    let done = h
+        .decide(&paused, "root", &["admin"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+
+    let h = Harness::new();
+    h.deploy(approval_flow(json!({"approvers": {"users": ["shop", "ann"]}, "required": "all", "allow_self_approval": true}))).await;
+    let paused = h.start("order.created", json!({})).await;
+    assert_eq!(
+        h.store
+            .get_approval(paused.gate.as_ref().unwrap().approval_id.unwrap())
+            .await
+            .unwrap()
+            .required,
+        2
+    );
+    assert_eq!(
+        h.decide(&paused, "shop", &[], DecisionKind::Approve, None)
+            .await
+            .unwrap()
+            .status,
+        ExecutionStatus::Paused
+    );
+    assert!(matches!(
+        h.decide(&paused, "bob", &["manager"], DecisionKind::Approve, None)
+            .await,
+        Err(Error::Forbidden(_))
+    ));
+    assert_eq!(
+        h.decide(&paused, "ann", &[], DecisionKind::Approve, None)
+            .await
+            .unwrap()
+            .status,
+        ExecutionStatus::Completed
+    );
+}
+
+async fn expire(on_timeout: &str) -> (Harness, tollgate_model::records::Execution) {
+    let h = Harness::new();
+    h.deploy(approval_flow(
+        json!({"approvers": {"role": "manager"}, "timeout": "1h", "on_timeout": on_timeout}),
+    ))
+    .await;
+    let paused = h.start("order.created", json!({})).await;
+    h.advance(3599);
+    assert_eq!(h.worker.tick().await.unwrap().gates, 0, "not yet due");
+    h.advance(1);
+    assert_eq!(h.worker.tick().await.unwrap().gates, 1);
+    let ended = h.store.get_execution(paused.id).await.unwrap();
+    let approval = h
+        .store
+        .get_approval(paused.gate.as_ref().unwrap().approval_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        approval.status,
+        ApprovalStatus::Expired,
+        "expired whatever on_timeout does next"
+    );
+    let audit = h.store.list_resume_requests(paused.id).await.unwrap();
+    assert_eq!(audit.last().map(|r| r.trigger), Some(ResumeTrigger::Timer));
+    (h, ended)
+}
+
+#[tokio::test]
+async fn approval_deadlines_follow_on_timeout() {
+    let (_, rejected) = expire("reject").await;
+    assert_eq!(
+        (rejected.status, rejected.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Blocked))
+    );
+    assert_eq!(rejected.context["approval"]["status"], "expired");
+    let (_, approved) = expire("approve").await;
+    assert_eq!(
+        (approved.status, approved.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    let (_, failed) = expire("fail").await;
+    assert_eq!(failed.status, ExecutionStatus::TimedOut);
+    assert_eq!(failed.error.map(|e| e.kind), Some(ErrorKind::TimedOut));
+    let (h, escalated) = expire("escalate").await;
+    assert_eq!(escalated.result, Some(ExecutionResult::Blocked));
+    assert_eq!(
+        h.steps(&escalated).await.last().map(|(s, _)| s.clone()),
+        Some("escalate".into())
+    );
+    // An expired request refuses decisions.
+    let expired = h
+        .store
+        .list_approvals(
+            &tollgate_store::ApprovalFilter {
+                execution_id: Some(escalated.id),
+                ..Default::default()
+            },
+            &tollgate_store::PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    let late = h
+        .approvals
+        .decide(
+            expired.items[0].id,
+            &who("ann", &["manager"]),
+            DecisionKind::Approve,
+            None,
+            json!({}),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(Error::Conflict(ref m)) if m.contains("expired")),
+        "{late:?}"
+    );
+}
+
+fn wait_flow() -> Value {
+    json!({
+        "workflow_id": "payments", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "hold", "type": "approval", "approval": {"approvers": {"role": "ops"}}, "on_approve": "await_payment"},
+            {"id": "await_payment", "type": "wait",
+             "wait": {"event": "payment.received", "timeout": "2h", "on_timeout": "chase",
+                      "match": {"field": "event.order_id", "operator": "eq", "value": "{{order.id}}"}},
+             "next": "ship"},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "chase", "type": "action", "action": {"type": "block", "reason": "unpaid"}}
+        ]
+    })
+}
+
+async fn to_wait(h: &Harness, order: &str) -> tollgate_model::records::Execution {
+    let paused = h
+        .start("order.created", json!({"order": {"id": order}}))
+        .await;
+    h.decide(&paused, "ops1", &["ops"], DecisionKind::Approve, None)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn waits_match_resolved_at_entry_and_ignore_other_events() {
+    let h = Harness::new();
+    h.deploy(wait_flow()).await;
+    let waiting = to_wait(&h, "A-1").await;
+    assert_eq!(waiting.status, ExecutionStatus::Waiting);
+    let gate = waiting.gate.clone().unwrap();
+    assert_eq!(gate.reason, PauseReason::Event);
+    assert_eq!(
+        gate.event_match.as_ref().unwrap()["value"],
+        "A-1",
+        "template resolved and stored at entry"
+    );
+
+    let other = h.send("payment.received", json!({"order_id": "B-2"})).await;
+    assert!(other.resumed.is_empty(), "a non-matching event is ignored");
+    assert_eq!(
+        h.store.get_execution(waiting.id).await.unwrap().status,
+        ExecutionStatus::Waiting
+    );
+
+    let mut paid = h
+        .send("payment.received", json!({"order_id": "A-1", "amount": 10}))
+        .await;
+    assert_eq!(paid.resumed.len(), 1);
+    let done = paid
+        .resumed
+        .remove(0)
+        .settled(&h.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    assert_eq!(done.context["events"]["await_payment"]["amount"], 10);
+    assert_eq!(
+        done.context["event"]["order_id"], "A-1",
+        "the event replaces `event`"
+    );
+    assert_eq!(
+        h.store.get_event(paid.event.id).await.unwrap().resumed,
+        [done.id]
+    );
+}
+
+#[tokio::test]
+async fn an_early_event_is_not_lost() {
+    let h = Harness::new();
+    h.deploy(wait_flow()).await;
+    let paused = h
+        .start("order.created", json!({"order": {"id": "E-1"}}))
+        .await;
+    h.advance(5);
+    // The payment arrives while the execution still waits for its approval.
+    let early = h.send("payment.received", json!({"order_id": "E-1"})).await;
+    assert!(early.resumed.is_empty());
+    h.advance(5);
+    let done = h
+        .decide(&paused, "ops1", &["ops"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed)),
+        "the wait found the stored event"
+    );
+    assert_eq!(done.consumed_events, [early.event.id]);
+    // An event from before the execution started does not count.
+    let h2 = Harness::new();
+    h2.deploy(wait_flow()).await;
+    h2.send("payment.received", json!({"order_id": "E-2"}))
+        .await;
+    h2.advance(1);
+    let waiting = to_wait(&h2, "E-2").await;
+    assert_eq!(waiting.status, ExecutionStatus::Waiting);
+}
+
+#[tokio::test]
+async fn wait_deadlines_route_or_time_out() {
+    let h = Harness::new();
+    h.deploy(wait_flow()).await;
+    let waiting = to_wait(&h, "T-1").await;
+    h.advance(2 * 3600);
+    assert_eq!(h.worker.tick().await.unwrap().gates, 1);
+    let chased = h.store.get_execution(waiting.id).await.unwrap();
+    assert_eq!(
+        (chased.status, chased.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Blocked))
+    );
+
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m"}, "next": "x"},
+                              {"id": "x", "type": "action", "action": "allow"}]}))
+        .await;
+    let waiting = h.start("go", json!({})).await;
+    h.advance(60);
+    h.worker.tick().await.unwrap();
+    let timed_out = h.store.get_execution(waiting.id).await.unwrap();
+    assert_eq!(timed_out.status, ExecutionStatus::TimedOut);
+    assert_eq!(timed_out.error.map(|e| e.kind), Some(ErrorKind::TimedOut));
+}
+
+#[tokio::test]
+async fn direct_delivery_and_correlated_events() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "doc.signed"}, "next": "x"},
+                              {"id": "x", "type": "action", "action": "allow"}]}))
+        .await;
+    let a = h.start("go", json!({})).await;
+    let b = h.start("go", json!({})).await;
+    let wrong = h
+        .events
+        .deliver_to(a.id, "doc.rejected", json!({}), Some("ops"))
+        .await;
+    assert!(
+        matches!(wrong, Err(Error::Conflict(ref m)) if m.contains("doc.signed")),
+        "{wrong:?}"
+    );
+    let done = h
+        .events
+        .deliver_to(a.id, "doc.signed", json!({"by": "x"}), Some("ops"))
+        .await
+        .unwrap()
+        .settled(&h.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert!(
+        matches!(
+            h.events
+                .deliver_to(a.id, "doc.signed", json!({}), None)
+                .await,
+            Err(Error::Conflict(_))
+        ),
+        "no longer waiting"
+    );
+    assert_eq!(
+        h.store.get_execution(b.id).await.unwrap().status,
+        ExecutionStatus::Waiting,
+        "only the addressee resumed"
+    );
+
+    let correlated = h
+        .events
+        .ingest(tollgate_resumer::NewEvent {
+            event_type: "doc.signed".into(),
+            payload: json!({}),
+            correlation_id: Some(b.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(correlated.resumed.len(), 1);
+    let audit = h.store.list_resume_requests(a.id).await.unwrap();
+    assert_eq!(
+        audit.iter().map(|r| r.outcome).collect::<Vec<_>>(),
+        [
+            ResumeOutcome::Refused,
+            ResumeOutcome::Resumed,
+            ResumeOutcome::Refused
+        ]
+    );
+}
+
+#[tokio::test]
+async fn repeated_event_ids_change_nothing() {
+    let h = Harness::new();
+    h.deploy(approval_flow(json!({"approvers": {"role": "manager"}})))
+        .await;
+    let send = || {
+        h.events.ingest(tollgate_resumer::NewEvent {
+            event_type: "order.created".into(),
+            payload: json!({}),
+            event_id: Some("ord-42".into()),
+            ..Default::default()
+        })
+    };
+    let first = send().await.unwrap();
+    let second = send().await.unwrap();
+    assert!(!first.duplicate && second.duplicate);
+    assert_eq!(second.event.id, first.event.id);
+    assert_eq!(second.event.started.len(), 1);
+    assert!(second.started.is_empty());
+}
+
+#[tokio::test]
+async fn manual_pause_resume_and_cancel() {
+    let slow = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
+        .mount(&slow)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/x", slow.uri())}], "next": "decide"},
+                              {"id": "decide", "type": "condition", "condition": {"field": "proceed", "operator": "eq", "value": true}, "on_true": "yes", "on_false": "no"},
+                              {"id": "yes", "type": "action", "action": "allow"},
+                              {"id": "no", "type": "action", "action": "block"}]}))
+        .await;
+    let mut ingested = h.send("go", json!({})).await;
+    let running = ingested.started.remove(0);
+    let id = running.execution.id;
+    // Ask for a pause while the webhook is in flight: it takes effect at the next boundary.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = h
+        .control
+        .pause(id, Some("ops"), Some("check"))
+        .await
+        .unwrap();
+    assert!(asked.pause_requested);
+    let paused = running.settled(&h.engine, WAIT).await.unwrap();
+    assert_eq!(paused.status, ExecutionStatus::Paused);
+    let gate = paused.gate.clone().unwrap();
+    assert_eq!(
+        (gate.reason, gate.step_id.as_str()),
+        (PauseReason::Manual, "decide")
+    );
+    assert!(matches!(
+        h.control.pause(id, None, None).await,
+        Err(Error::Conflict(_))
+    ));
+
+    let done = h
+        .control
+        .resume(id, Some("ops"), json!({"proceed": true}))
+        .await
+        .unwrap()
+        .settled(&h.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed)),
+        "resume data merged into the context"
+    );
+    assert_eq!(
+        h.steps(&done)
+            .await
+            .iter()
+            .filter(|(s, _)| s == "call")
+            .count(),
+        1
+    );
+    assert!(
+        matches!(
+            h.control.cancel(id, None, None).await,
+            Err(Error::Conflict(_))
+        ),
+        "terminal is final"
+    );
+}
+
+#[tokio::test]
+async fn cancel_expires_open_approvals_and_manual_resume_of_a_gate_is_refused() {
+    let h = Harness::new();
+    h.deploy(approval_flow(json!({"approvers": {"role": "manager"}})))
+        .await;
+    let paused = h.start("order.created", json!({})).await;
+    let refused = h.control.resume(paused.id, Some("ops"), json!({})).await;
+    assert!(
+        matches!(refused, Err(Error::Conflict(ref m)) if m.contains("decide the approval")),
+        "{refused:?}"
+    );
+    let audit = h.store.list_resume_requests(paused.id).await.unwrap();
+    assert_eq!(
+        (audit[0].trigger, audit[0].outcome),
+        (ResumeTrigger::Manual, ResumeOutcome::Refused)
+    );
+
+    let cancelled = h
+        .control
+        .cancel(paused.id, Some("ops"), Some("customer withdrew"))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(cancelled.error.map(|e| e.kind), Some(ErrorKind::Cancelled));
+    let approval = h
+        .store
+        .get_approval(paused.gate.as_ref().unwrap().approval_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Cancelled);
+    assert!(matches!(
+        h.decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[tokio::test]
+async fn paused_executions_keep_the_definition_they_started_with() {
+    let h = Harness::new();
+    let workflow = h
+        .deploy(approval_flow(json!({"approvers": {"role": "manager"}})))
+        .await;
+    let paused = h.start("order.created", json!({})).await;
+    // The workflow is edited while the execution waits: approval now leads to "refuse".
+    let mut edited = approval_flow(json!({"approvers": {"role": "manager"}}));
+    edited["steps"][0]["on_approve"] = json!("refuse");
+    let edited = Arc::new(tollgate_model::load(&edited).unwrap().definition);
+    h.store
+        .replace_workflow(workflow.id, edited, h.engine.clock().now())
+        .await
+        .unwrap();
+    let done = h
+        .decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.result,
+        Some(ExecutionResult::Allowed),
+        "the pinned definition still says ship"
+    );
+    let fresh = h.start("order.created", json!({})).await;
+    let fresh = h
+        .decide(&fresh, "ann", &["manager"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.result,
+        Some(ExecutionResult::Blocked),
+        "new executions use the edit"
+    );
+}
+
+#[tokio::test]
+async fn workflow_deadline_times_out_a_paused_execution() {
+    let h = Harness::new();
+    let mut doc = approval_flow(json!({"approvers": {"role": "manager"}}));
+    doc["timeout"] = json!("1d");
+    h.deploy(doc).await;
+    let paused = h.start("order.created", json!({})).await;
+    assert_eq!(
+        paused.deadline,
+        Some(crate::start_time() + chrono::TimeDelta::days(1))
+    );
+    h.advance(86_400);
+    assert_eq!(h.worker.tick().await.unwrap().timed_out, 1);
+    let ended = h.store.get_execution(paused.id).await.unwrap();
+    assert_eq!(ended.status, ExecutionStatus::TimedOut);
+    let approval = h
+        .store
+        .get_approval(paused.gate.as_ref().unwrap().approval_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Expired);
+}

@@ -9,6 +9,7 @@
 mod examples;
 mod gates;
 mod recovery;
+mod wiring;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,12 @@ pub struct Harness {
 
 pub fn start_time() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap()
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Harness {

@@ -1,1 +1,383 @@
+//! Crashes, retries, `on_error`, step timeouts and the loop guard.
 
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate_model::definition::ErrorClass;
+use tollgate_model::records::StepStatus;
+use tollgate_model::{ErrorKind, ExecutionResult, ExecutionStatus};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::Harness;
+
+fn keys(requests: &[wiremock::Request]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("idempotency-key")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A worker dies while a side-effecting step is in flight: another worker takes the
+/// execution over once the lease lapses and repeats that step with the same idempotency
+/// key; the step committed before it is not run again.
+#[tokio::test]
+async fn a_dead_workers_step_is_retried_elsewhere_with_the_same_key() {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(400)))
+        .mount(&api)
+        .await;
+    let a = Harness::new();
+    a.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "check", "type": "condition", "condition": {"field": "x", "operator": "exists"}, "on_true": "charge", "on_false": "charge"},
+                              {"id": "charge", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/charge", api.uri())}], "next": "done"},
+                              {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let workflow = a
+        .store
+        .list_workflows(
+            &tollgate_store::WorkflowFilter::default(),
+            &tollgate_store::PageRequest::first(1),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let created = a
+        .engine
+        .create(tollgate_engine::StartRequest {
+            workflow,
+            trigger_event: "go".into(),
+            payload: json!({"x": 1}),
+            event_id: None,
+            event_key: None,
+            source: None,
+            requested_by: None,
+        })
+        .await
+        .unwrap();
+    let crashed_id = created.id;
+    // Worker A runs `check`, records `charge` as running, and dies mid-request: its task
+    // is aborted, so it never commits and never renews its lease.
+    let engine_a = a.engine.clone();
+    let task = tokio::spawn(async move { engine_a.advance(created).await });
+    for _ in 0..200 {
+        if a.store
+            .list_steps(crashed_id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.step_id == "charge" && s.status == StepStatus::Running)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let orphan = a.store.get_execution(crashed_id).await.unwrap();
+    assert_eq!(orphan.status, ExecutionStatus::Running);
+    assert_eq!(
+        orphan.lease.as_ref().and_then(|l| l.owner.as_deref()),
+        Some("worker-a")
+    );
+    assert_eq!(
+        orphan.cursor.as_ref().map(|c| c.step_id.as_str()),
+        Some("charge")
+    );
+
+    let b = Harness::on(a.store.clone(), a.clock.clone(), "worker-b");
+    assert_eq!(
+        b.worker.tick().await.unwrap().leases,
+        0,
+        "the lease still protects it"
+    );
+    a.advance(31);
+    assert_eq!(b.worker.tick().await.unwrap().leases, 1);
+    let recovered = b.store.get_execution(crashed_id).await.unwrap();
+    assert_eq!(
+        (recovered.status, recovered.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+
+    let requests = api.received_requests().await.unwrap();
+    let key = format!("{crashed_id}:charge:1");
+    assert_eq!(
+        keys(&requests).iter().filter(|k| **k == key).count(),
+        2,
+        "at-least-once, with one key for the receiver to deduplicate"
+    );
+    let steps = b.steps(&recovered).await;
+    assert_eq!(
+        steps.iter().filter(|(s, _)| s == "check").count(),
+        1,
+        "the committed step is never re-run"
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|(s, _)| s == "charge")
+            .collect::<Vec<_>>(),
+        [&("charge".to_owned(), StepStatus::Completed)],
+        "the running record was completed in place"
+    );
+}
+
+#[tokio::test]
+async fn retries_back_off_on_the_clock_and_keep_the_idempotency_key() {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&api)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": api.uri()}],
+                               "retry": {"max_attempts": 3, "backoff": "exponential", "initial_interval": "10s", "jitter": false, "retry_on": ["5xx"]},
+                               "next": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"}]}))
+        .await;
+    let first = h.start("go", json!({})).await;
+    assert_eq!(
+        first.status,
+        ExecutionStatus::Running,
+        "waiting for its retry with the lease released"
+    );
+    assert_eq!(
+        first
+            .lease
+            .as_ref()
+            .map(|l| (l.owner.clone(), l.expires_at)),
+        Some((None, crate::start_time() + chrono::TimeDelta::seconds(10)))
+    );
+    h.advance(9);
+    assert_eq!(h.worker.tick().await.unwrap().leases, 0);
+    h.advance(1);
+    assert_eq!(
+        h.worker.tick().await.unwrap().leases,
+        1,
+        "attempt 2 at +10s"
+    );
+    h.advance(19);
+    assert_eq!(h.worker.tick().await.unwrap().leases, 0);
+    h.advance(1);
+    assert_eq!(
+        h.worker.tick().await.unwrap().leases,
+        1,
+        "attempt 3 at +20s more (exponential)"
+    );
+    let done = h.store.get_execution(first.id).await.unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    let attempts: Vec<(u32, StepStatus)> = h
+        .store
+        .list_steps(done.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.step_id == "call")
+        .map(|s| (s.attempt, s.status))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, StepStatus::Failed),
+            (2, StepStatus::Failed),
+            (3, StepStatus::Completed)
+        ]
+    );
+    let sent = keys(&api.received_requests().await.unwrap());
+    assert_eq!(
+        sent,
+        vec![format!("{}:call:1", done.id); 3],
+        "every retry of a visit carries the same key"
+    );
+}
+
+#[tokio::test]
+async fn failures_route_to_on_error_or_fail_the_execution() {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"why": "nope"})))
+        .mount(&api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "routed", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": api.uri()}],
+                               "retry": {"max_attempts": 3, "retry_on": ["5xx"]}, "on_error": "fallback", "next": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"},
+                              {"id": "fallback", "type": "action", "action": {"type": "block", "reason": "{{steps.call.error.message}}"}}]}))
+        .await;
+    let routed = h.start("go", json!({})).await;
+    assert_eq!(
+        (routed.status, routed.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Blocked)),
+        "4xx is not retried; on_error continues"
+    );
+    let records = h.store.list_steps(routed.id).await.unwrap();
+    let call = records.iter().find(|s| s.step_id == "call").unwrap();
+    assert_eq!(
+        (call.status, call.error.as_ref().map(|e| e.class)),
+        (StepStatus::Failed, Some(ErrorClass::Client)),
+        "the failed record is kept"
+    );
+    assert_eq!(call.output["actions"][0]["response"]["body"]["why"], "nope");
+    assert!(routed.context["steps"]["fallback"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("422"));
+
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "unrouted", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": api.uri()}], "next": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"}]}))
+        .await;
+    let failed = h.start("go", json!({})).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::StepFailed);
+    assert!(
+        error.message.contains("step `call` failed"),
+        "{}",
+        error.message
+    );
+
+    // continue_on_error keeps the step going.
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "lenient", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "action", "action": "allow",
+                               "execute": [{"type": "webhook", "url": api.uri(), "continue_on_error": true}, {"type": "set", "path": "after", "value": 1}]}]}))
+        .await;
+    let lenient = h.start("go", json!({})).await;
+    assert_eq!(
+        (lenient.status, lenient.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    assert_eq!(lenient.context["after"], 1);
+}
+
+#[tokio::test]
+async fn step_timeouts_fail_the_attempt() {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .mount(&api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "timeout": "200ms", "execute": [{"type": "webhook", "url": api.uri()}], "on_error": "late"},
+                              {"id": "late", "type": "action", "action": "block"}]}))
+        .await;
+    let done = h.start("go", json!({})).await;
+    assert_eq!(done.result, Some(ExecutionResult::Blocked));
+    let call = h
+        .store
+        .list_steps(done.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.step_id == "call")
+        .unwrap();
+    assert_eq!(call.error.map(|e| e.class), Some(ErrorClass::Timeout));
+}
+
+#[tokio::test]
+async fn loops_are_bounded_by_max_steps() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "loop", "version": "1", "max_steps": 10, "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "review", "type": "condition", "condition": {"field": "approved", "operator": "eq", "value": true}, "on_true": "done", "on_false": "revise"},
+                              {"id": "revise", "type": "execute", "execute": [{"type": "set", "path": "revisions", "value": "{{steps.review.result}}"}], "next": "review"},
+                              {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let failed = h.start("go", json!({})).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::MaxStepsExceeded);
+    assert!(error.message.contains("10"), "{}", error.message);
+    assert_eq!(
+        failed.visits.get("review"),
+        Some(&5),
+        "visits are counted per step"
+    );
+}
+
+#[tokio::test]
+async fn parallel_and_foreach_bodies() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "bodies", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [
+                        {"id": "checks", "type": "parallel", "parallel": {"strategy": "any_can_pass", "steps": [
+                            {"id": "big", "type": "condition", "condition": {"field": "order.total", "operator": "gt", "value": 1000}},
+                            {"id": "vip", "type": "condition", "condition": {"field": "customer.vip", "operator": "eq", "value": true}}]},
+                         "next": "lines", "on_false": "reject"},
+                        {"id": "lines", "type": "foreach", "foreach": {"items": "order.lines", "item_var": "line", "steps": [
+                            {"id": "bulky", "type": "condition", "condition": {"field": "line.qty", "operator": "gte", "value": 10}},
+                            {"id": "note", "type": "execute", "execute": [
+                                {"type": "notify", "recipients": ["warehouse"], "message": "{{index}}: {{line.sku}} x{{line.qty}}"},
+                                {"type": "update_record", "entity": "sku", "entity_id": "{{line.sku}}", "data": {"bulk": true}}]}]},
+                         "next": "ok"},
+                        {"id": "ok", "type": "action", "action": "allow"},
+                        {"id": "reject", "type": "action", "action": "block"}]}))
+        .await;
+    let lines = json!([{"sku": "A", "qty": 20}, {"sku": "B", "qty": 1}, {"sku": "C", "qty": 10}]);
+    let done = h
+        .start(
+            "go",
+            json!({"order": {"total": 5, "lines": lines}, "customer": {"vip": true}}),
+        )
+        .await;
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed)),
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.context["steps"]["checks"]["passes"], 1);
+    let notes = h
+        .store
+        .list_notifications(
+            &tollgate_store::NotificationFilter {
+                execution_id: Some(done.id),
+            },
+            &tollgate_store::PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    let messages: Vec<&str> = notes.items.iter().map(|n| n.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["0: A x20", "2: C x10"],
+        "a false condition filters its item"
+    );
+    assert!(h.store.get_record("sku", "B").await.is_err());
+    let records = h.store.list_steps(done.id).await.unwrap();
+    assert!(records
+        .iter()
+        .any(|r| r.step_id == "note" && r.iteration == Some(1) && r.status == StepStatus::Skipped));
+
+    let rejected = h
+        .start(
+            "go",
+            json!({"order": {"total": 5, "lines": []}, "customer": {"vip": false}}),
+        )
+        .await;
+    assert_eq!(
+        rejected.result,
+        Some(ExecutionResult::Blocked),
+        "any_can_pass failed → on_false"
+    );
+}

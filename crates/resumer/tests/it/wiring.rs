@@ -1,0 +1,179 @@
+//! The pluggable parts: context providers, the webhook notifier, and the worker loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tollgate_engine::{Engine, EngineOptions, HttpContextProvider, WebhookNotifier};
+use tollgate_model::{ExecutionResult, ExecutionStatus};
+use tollgate_resumer::{Worker, WorkerOptions};
+use tollgate_store::{NotificationFilter, PageRequest};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::Harness;
+
+#[tokio::test]
+async fn context_is_loaded_from_providers_and_unconfigured_resources_are_skipped() {
+    let crm = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/customers/c-7"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"tier": "gold", "name": "Ada"})),
+        )
+        .mount(&crm)
+        .await;
+    let base = Harness::new();
+    let provider = HttpContextProvider::new(
+        HashMap::from([(
+            "customer.profile".to_owned(),
+            format!("{}/customers/{{{{customer.id}}}}", crm.uri()),
+        )]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let engine = Engine::builder(base.store.clone())
+        .clock(base.clock.clone())
+        .context_provider(Arc::new(provider))
+        .options(EngineOptions {
+            worker_id: "w".into(),
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    let workflow = base
+        .deploy(json!({"workflow_id": "ctx", "version": "1", "trigger": {"type": "event", "event": "go"}, "context": {"load": ["customer.profile", "customer.credit"]},
+                       "steps": [{"id": "vip", "type": "condition", "condition": {"field": "customer.profile.tier", "operator": "eq", "value": "gold"}, "on_true": "ok"},
+                                 {"id": "ok", "type": "action", "action": "allow"}]}))
+        .await;
+    let done = engine
+        .start(tollgate_engine::StartRequest {
+            workflow,
+            trigger_event: "go".into(),
+            payload: json!({"customer": {"id": "c-7"}}),
+            event_id: None,
+            event_key: None,
+            source: None,
+            requested_by: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    assert_eq!(
+        done.context["customer"]["id"], "c-7",
+        "loading keeps the payload's keys"
+    );
+    let load = base.store.list_steps(done.id).await.unwrap().remove(0);
+    assert_eq!(load.step_id, "$context");
+    assert_eq!(load.output, json!({"loaded": ["customer.profile"]}));
+    assert!(
+        load.warnings[0].contains("customer.credit"),
+        "{:?}",
+        load.warnings
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_notifier_posts_with_a_stable_key_and_records_the_outcome() {
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&hook)
+        .await;
+    let base = Harness::new();
+    let engine = Engine::builder(base.store.clone())
+        .clock(base.clock.clone())
+        .notifier(Arc::new(
+            WebhookNotifier::new(hook.uri(), Duration::from_secs(5)).unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let workflow = base
+        .deploy(json!({"workflow_id": "n", "version": "1", "trigger": {"type": "event", "event": "go"},
+                       "steps": [{"id": "tell", "type": "execute", "execute": [{"type": "notify", "recipients": ["ops"], "message": "hi {{name}} {{secrets.nope}}"}]}]}))
+        .await;
+    let done = engine
+        .start(tollgate_engine::StartRequest {
+            workflow,
+            trigger_event: "go".into(),
+            payload: json!({"name": "Bo"}),
+            event_id: None,
+            event_key: None,
+            source: None,
+            requested_by: None,
+        })
+        .await
+        .unwrap();
+    let notes = base
+        .store
+        .list_notifications(
+            &NotificationFilter {
+                execution_id: Some(done.id),
+            },
+            &PageRequest::first(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            notes.items[0].channel.as_str(),
+            notes.items[0].status.as_str(),
+            notes.items[0].message.as_str()
+        ),
+        ("webhook", "sent", "hi Bo ")
+    );
+    let sent = &hook.received_requests().await.unwrap()[0];
+    assert_eq!(
+        sent.headers
+            .get("idempotency-key")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("{}:tell:1:notify", done.id)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(body["message"], "hi Bo ");
+}
+
+#[tokio::test]
+async fn the_worker_loop_wakes_polls_and_shuts_down_gracefully() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "gate", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}}]}))
+        .await;
+    let paused = h.start("go", json!({})).await;
+    let worker = Worker::new(
+        h.engine.clone(),
+        WorkerOptions {
+            poll_interval: Duration::from_secs(3600),
+            ..WorkerOptions::default()
+        },
+    );
+    let waker = worker.waker();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.advance(60);
+    // With an hour's poll interval, only the wake-up can make it notice the deadline now.
+    waker.notify_one();
+    let mut status = ExecutionStatus::Paused;
+    for _ in 0..200 {
+        status = h.store.get_execution(paused.id).await.unwrap().status;
+        if status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, ExecutionStatus::Completed);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the loop stops when cancelled")
+        .unwrap();
+}
