@@ -14,6 +14,7 @@
 
 mod cursor;
 pub mod memory;
+pub mod rules;
 mod traits;
 mod types;
 

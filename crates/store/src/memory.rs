@@ -12,11 +12,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::definition::compare_versions;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, ExecutionError, Gate,
-    Lease, Notification, Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord,
-    Timestamp, Wake, Workflow,
+    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Lease, Notification,
+    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
-use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason, WorkflowDefinition};
+use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::cursor::{decode_cursor, encode_cursor};
@@ -28,7 +27,7 @@ use crate::types::{
     ApprovalFilter, Committed, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim,
     NotificationFilter, Page, PageRequest, StepCommit, Transition, WorkflowFilter,
 };
-use crate::{Error, Result};
+use crate::{rules, Error, Result};
 
 /// A complete store in process memory. Cloning shares the same state.
 #[derive(Debug, Clone, Default)]
@@ -118,64 +117,6 @@ fn encode_id(id: &Uuid) -> String {
     encode_cursor(&[&id.to_string()])
 }
 
-fn check_lease(execution: &Execution, owner: &str, expected_version: Option<i64>) -> Result<()> {
-    if execution.status != ExecutionStatus::Running {
-        return Err(Error::Conflict(format!(
-            "execution {} is {}, not running",
-            execution.id, execution.status
-        )));
-    }
-    if execution.lease.as_ref().and_then(|l| l.owner.as_deref()) != Some(owner) {
-        return Err(Error::Conflict(format!(
-            "execution {} is not leased by {owner}",
-            execution.id
-        )));
-    }
-    if let Some(expected) = expected_version {
-        if execution.version != expected {
-            return Err(Error::Conflict(format!(
-                "execution {} is at version {}, not {expected}",
-                execution.id, execution.version
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn claim(execution: &mut Execution, claim: &LeaseClaim, now: Timestamp) {
-    execution.status = ExecutionStatus::Running;
-    execution.lease = Some(Lease {
-        owner: Some(claim.owner.clone()),
-        expires_at: claim.expires_at,
-    });
-    execution.version += 1;
-    execution.updated_at = now;
-}
-
-fn resume(execution: &mut Execution, wake: Wake, lease: &LeaseClaim, now: Timestamp) {
-    claim(execution, lease, now);
-    execution.wake = Some(wake);
-    execution.resume_count += 1;
-    execution.last_resumed_at = Some(now);
-}
-
-fn end(
-    execution: &mut Execution,
-    status: ExecutionStatus,
-    error: Option<ExecutionError>,
-    now: Timestamp,
-) {
-    execution.status = status;
-    execution.error = error;
-    execution.completed_at = Some(now);
-    execution.updated_at = now;
-    execution.lease = None;
-    execution.gate = None;
-    execution.wake = None;
-    execution.pause_requested = false;
-    execution.version += 1;
-}
-
 impl State {
     fn execution_mut(&mut self, id: Uuid) -> Result<&mut Execution> {
         self.executions
@@ -249,12 +190,7 @@ impl State {
                 let key = (entity.clone(), entity_id.clone());
                 match self.records.get_mut(&key) {
                     Some(record) => {
-                        match (merge, &mut record.data, data) {
-                            (true, Value::Object(existing), Value::Object(new)) => {
-                                existing.extend(new);
-                            }
-                            (_, slot, data) => *slot = data,
-                        }
+                        rules::merge_record_data(&mut record.data, data, merge);
                         record.version += 1;
                         record.updated_at = now;
                     }
@@ -525,7 +461,7 @@ impl ExecutionStore for MemoryStore {
     ) -> Result<i64> {
         let mut state = self.lock();
         let execution = state.execution_mut(execution_id)?;
-        check_lease(execution, owner, Some(expected_version))?;
+        rules::check_lease(execution, owner, Some(expected_version))?;
         execution.version += 1;
         execution.updated_at = now;
         let version = execution.version;
@@ -535,33 +471,6 @@ impl ExecutionStore for MemoryStore {
 
     async fn commit_step(&self, commit: StepCommit) -> Result<Committed> {
         let mut state = self.lock();
-        let execution = state.execution_mut(commit.execution_id)?;
-        check_lease(execution, &commit.owner, Some(commit.expected_version))?;
-        // Validate everything before changing anything.
-        let new_status = match &commit.transition {
-            Transition::Continue | Transition::Release { .. } => ExecutionStatus::Running,
-            Transition::Gate { gate, .. } => {
-                if gate.reason == PauseReason::Event {
-                    ExecutionStatus::Waiting
-                } else {
-                    ExecutionStatus::Paused
-                }
-            }
-            Transition::Finish { status, .. } => *status,
-        };
-        if let Transition::Finish { status, .. } = &commit.transition {
-            if !status.is_terminal() {
-                return Err(Error::Invalid(format!(
-                    "a step commit cannot finish an execution as {status}"
-                )));
-            }
-        }
-        if new_status != ExecutionStatus::Running {
-            execution
-                .status
-                .transition_to(new_status)
-                .map_err(|e| Error::Conflict(e.to_string()))?;
-        }
         if let Transition::Gate {
             approval: Some(approval),
             ..
@@ -574,95 +483,34 @@ impl ExecutionStore for MemoryStore {
                 )));
             }
         }
-
-        let StepCommit {
-            execution_id,
-            records,
-            context,
-            cursor,
-            visits,
-            steps_run,
-            result,
-            consumed_events,
-            effects,
-            transition,
-            lease_expires_at,
-            now,
-            ..
-        } = commit;
+        let execution_id = commit.execution_id;
+        let now = commit.now;
+        let writes = rules::apply_commit(state.execution_mut(execution_id)?, commit)?;
         let steps = state.steps.entry(execution_id).or_default();
-        for record in records {
+        for record in writes.records {
             upsert_step(steps, record);
         }
-        for effect in effects {
+        for effect in writes.effects {
             state.apply_effect(effect, now);
         }
-        let execution = state.execution_mut(execution_id)?;
-        execution.context = context;
-        execution.cursor = cursor;
-        execution.visits = visits;
-        execution.steps_run = steps_run;
-        execution.result = result;
-        execution.consumed_events.extend(consumed_events);
-        execution.wake = None;
-        execution.updated_at = now;
-        let mut approval_to_insert = None;
-        let mut close = None;
-        match transition {
-            Transition::Continue => {
-                execution.gate = None;
-                if let Some(lease) = execution.lease.as_mut() {
-                    lease.expires_at = lease_expires_at;
-                }
-                execution.version += 1;
-            }
-            Transition::Release { at } => {
-                execution.gate = None;
-                execution.lease = Some(Lease {
-                    owner: None,
-                    expires_at: at,
-                });
-                execution.version += 1;
-            }
-            Transition::Gate { gate, approval } => {
-                execution.status = new_status;
-                execution.gate = Some(gate);
-                execution.lease = None;
-                execution.pause_requested = false;
-                execution.version += 1;
-                approval_to_insert = approval;
-            }
-            Transition::Finish { status, error } => {
-                end(execution, status, error, now);
-                close = Some(if status == ExecutionStatus::TimedOut {
-                    ApprovalStatus::Expired
-                } else {
-                    ApprovalStatus::Cancelled
-                });
-            }
-        }
-        let committed = Committed {
-            version: execution.version,
-            pause_requested: execution.pause_requested,
-        };
-        if let Some(approval) = approval_to_insert {
+        if let Some(approval) = writes.approval {
             state
                 .approvals_by_execution
                 .entry(approval.execution_id)
                 .or_default()
                 .push(approval.id);
-            state.approvals.insert(approval.id, *approval);
+            state.approvals.insert(approval.id, approval);
         }
-        if let Some(status) = close {
+        if let Some(status) = writes.close_approvals {
             state.close_approvals(execution_id, status, now);
         }
-        Ok(committed)
+        Ok(writes.committed)
     }
 
     async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        check_lease(execution, owner, None)?;
+        rules::check_lease(execution, owner, None)?;
         if let Some(lease) = execution.lease.as_mut() {
             lease.expires_at = expires_at;
         }
@@ -672,7 +520,7 @@ impl ExecutionStore for MemoryStore {
     async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        check_lease(execution, owner, None)?;
+        rules::check_lease(execution, owner, None)?;
         execution.lease = Some(Lease {
             owner: None,
             expires_at: now,
@@ -703,7 +551,7 @@ impl ExecutionStore for MemoryStore {
         let mut claimed = Vec::new();
         for (_, id) in due.into_iter().take(limit as usize) {
             let execution = state.execution_mut(id)?;
-            claim(execution, lease, now);
+            rules::claim(execution, lease, now);
             claimed.push(execution.clone());
         }
         Ok(claimed)
@@ -734,30 +582,22 @@ impl ExecutionStore for MemoryStore {
             let Some(gate) = state.executions.get(&id).and_then(|e| e.gate.clone()) else {
                 continue;
             };
-            let wake = match (gate.reason, gate.approval_id) {
-                (PauseReason::Approval, Some(approval_id)) => {
-                    if let Some(approval) = state.approvals.get_mut(&approval_id) {
-                        if approval.status == ApprovalStatus::Pending {
-                            approval.status = ApprovalStatus::Expired;
-                            approval.decided_at = Some(now);
-                        }
-                    }
-                    Wake::Approval {
-                        approval_id,
-                        outcome: ApprovalStatus::Expired,
-                        decided_by: None,
-                        reason: None,
-                        data: Value::Null,
-                        decided_at: now,
-                    }
+            if let Some(approval) = gate.approval_id.and_then(|a| state.approvals.get_mut(&a)) {
+                if approval.status == ApprovalStatus::Pending {
+                    approval.status = ApprovalStatus::Expired;
+                    approval.decided_at = Some(now);
                 }
-                _ => Wake::WaitTimeout { at: now },
-            };
-            let data = json!({"deadline": gate.deadline, "step_id": gate.step_id});
+            }
             let execution = state.execution_mut(id)?;
-            resume(execution, wake, lease, now);
+            rules::resume(execution, rules::deadline_wake(&gate, now), lease, now);
             let snapshot = execution.clone();
-            state.audit(id, ResumeTrigger::Timer, None, data, now);
+            state.audit(
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": gate.deadline, "step_id": gate.step_id}),
+                now,
+            );
             claimed.push(snapshot);
         }
         Ok(claimed)
@@ -768,25 +608,14 @@ impl ExecutionStore for MemoryStore {
         let mut due: Vec<(Timestamp, Uuid)> = state
             .executions
             .values()
-            .filter(|e| match e.status {
-                ExecutionStatus::Paused | ExecutionStatus::Waiting => true,
-                ExecutionStatus::Running => e
-                    .lease
-                    .as_ref()
-                    .is_none_or(|l| l.owner.is_none() || l.expires_at <= now),
-                _ => false,
-            })
-            .filter_map(|e| e.deadline.filter(|d| *d <= now).map(|d| (d, e.id)))
+            .filter(|e| rules::is_overdue(e, now))
+            .filter_map(|e| e.deadline.map(|d| (d, e.id)))
             .collect();
         due.sort();
         let mut ended = Vec::new();
         for (deadline, id) in due.into_iter().take(limit as usize) {
             let execution = state.execution_mut(id)?;
-            let error = ExecutionError {
-                kind: ErrorKind::TimedOut,
-                message: format!("the workflow deadline {} passed", deadline.to_rfc3339()),
-            };
-            end(execution, ExecutionStatus::TimedOut, Some(error), now);
+            rules::time_out(execution, deadline, now);
             ended.push(execution.clone());
             state.close_approvals(id, ApprovalStatus::Expired, now);
             state.audit(
@@ -809,44 +638,7 @@ impl ExecutionStore for MemoryStore {
     ) -> Result<Execution> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        if execution.status != ExecutionStatus::Running {
-            return Err(Error::Conflict(format!(
-                "execution {id} is {}, not running",
-                execution.status
-            )));
-        }
-        let held = execution
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.owner.is_some() && l.expires_at > now);
-        if held {
-            execution.pause_requested = true;
-            execution.updated_at = now;
-            return Ok(execution.clone());
-        }
-        {
-            let (step_id, visit) = execution
-                .cursor
-                .as_ref()
-                .map(|c| (c.step_id.clone(), c.visit))
-                .unwrap_or_default();
-            execution.status = ExecutionStatus::Paused;
-            execution.lease = None;
-            execution.pause_requested = false;
-            execution.gate = Some(Gate {
-                reason: PauseReason::Manual,
-                step_id,
-                visit,
-                paused_at: now,
-                deadline: None,
-                event: None,
-                event_match: None,
-                approval_id: None,
-                note: reason.map(str::to_owned),
-            });
-        }
-        execution.version += 1;
-        execution.updated_at = now;
+        rules::request_pause(execution, reason, now)?;
         Ok(execution.clone())
     }
 
@@ -860,19 +652,8 @@ impl ExecutionStore for MemoryStore {
     ) -> Result<Execution> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        let reason = execution.gate.as_ref().map(|g| g.reason);
-        match (execution.status, reason) {
-            (ExecutionStatus::Paused, Some(PauseReason::Manual)) => {}
-            (ExecutionStatus::Paused, Some(PauseReason::Approval)) => {
-                return Err(Error::Conflict(format!("execution {id} is paused at an approval gate: decide the approval to resume it")));
-            }
-            (status, _) => {
-                return Err(Error::Conflict(format!(
-                    "execution {id} is {status}, not manually paused"
-                )))
-            }
-        }
-        resume(
+        rules::check_manually_paused(execution)?;
+        rules::resume(
             execution,
             Wake::Manual {
                 data: data.clone(),
@@ -895,26 +676,7 @@ impl ExecutionStore for MemoryStore {
     ) -> Result<Execution> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        if execution.status.is_terminal() {
-            return Err(Error::Conflict(format!(
-                "execution {id} is already {}",
-                execution.status
-            )));
-        }
-        let message = match (reason, actor) {
-            (Some(reason), _) => reason.to_owned(),
-            (None, Some(actor)) => format!("cancelled by {actor}"),
-            (None, None) => "cancelled".to_owned(),
-        };
-        end(
-            execution,
-            ExecutionStatus::Cancelled,
-            Some(ExecutionError {
-                kind: ErrorKind::Cancelled,
-                message,
-            }),
-            now,
-        );
+        rules::cancel(execution, actor, reason, now)?;
         let snapshot = execution.clone();
         state.close_approvals(id, ApprovalStatus::Cancelled, now);
         Ok(snapshot)
@@ -931,47 +693,8 @@ impl ExecutionStore for MemoryStore {
     ) -> Result<Execution> {
         let mut state = self.lock();
         let execution = state.execution_mut(id)?;
-        let waits_for = execution
-            .gate
-            .as_ref()
-            .filter(|g| g.reason == PauseReason::Event)
-            .and_then(|g| g.event.as_deref());
-        if execution.status != ExecutionStatus::Waiting
-            || waits_for != Some(event.event_type.as_str())
-        {
-            return Err(Error::Conflict(format!(
-                "execution {id} is not waiting for `{}`",
-                event.event_type
-            )));
-        }
-        if expected_version.is_some_and(|v| v != execution.version) {
-            return Err(Error::Conflict(format!(
-                "execution {id} changed since it was read"
-            )));
-        }
-        if event.correlation_id.is_some_and(|c| c != id) {
-            return Err(Error::Conflict(format!(
-                "event {} is addressed to another execution",
-                event.id
-            )));
-        }
-        if execution.consumed_events.contains(&event.id) {
-            return Err(Error::Conflict(format!(
-                "event {} was already consumed by execution {id}",
-                event.id
-            )));
-        }
-        resume(
-            execution,
-            Wake::Event {
-                event_id: event.id,
-                event_type: event.event_type.clone(),
-                payload: event.payload.clone(),
-            },
-            lease,
-            now,
-        );
-        execution.consumed_events.push(event.id);
+        rules::check_wait_claim(execution, expected_version, event)?;
+        rules::claim_wait(execution, event, lease, now);
         let snapshot = execution.clone();
         state.audit(
             id,
@@ -1102,7 +825,7 @@ impl ApprovalStore for MemoryStore {
             decided_at: now,
         };
         let execution = state.execution_mut(execution_id)?;
-        resume(execution, wake, lease, now);
+        rules::resume(execution, wake, lease, now);
         let execution = execution.clone();
         state.approvals.insert(approval_id, approval.clone());
         state.audit(

@@ -1,0 +1,391 @@
+//! The execution state rules every backend applies: lease and version checks, claims,
+//! resumes, endings, and what a step commit does. Pure functions on an [`Execution`]
+//! loaded inside the caller's transaction, so SQL backends and the in-memory store
+//! cannot disagree about a transition.
+
+use serde_json::Value;
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Event, Execution, ExecutionError, Gate, Lease, StepRecord,
+    Timestamp, Wake,
+};
+use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
+
+use crate::types::{Committed, Effect, LeaseClaim, StepCommit, Transition};
+use crate::{Error, Result};
+
+/// `Conflict` unless the execution is `running`, leased by `owner`, and (when given) at
+/// `expected_version`.
+pub fn check_lease(
+    execution: &Execution,
+    owner: &str,
+    expected_version: Option<i64>,
+) -> Result<()> {
+    if execution.status != ExecutionStatus::Running {
+        return Err(Error::Conflict(format!(
+            "execution {} is {}, not running",
+            execution.id, execution.status
+        )));
+    }
+    if execution.lease.as_ref().and_then(|l| l.owner.as_deref()) != Some(owner) {
+        return Err(Error::Conflict(format!(
+            "execution {} is not leased by {owner}",
+            execution.id
+        )));
+    }
+    if let Some(expected) = expected_version {
+        if execution.version != expected {
+            return Err(Error::Conflict(format!(
+                "execution {} is at version {}, not {expected}",
+                execution.id, execution.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the execution `running` under `claim` (new version).
+pub fn claim(execution: &mut Execution, claim: &LeaseClaim, now: Timestamp) {
+    execution.status = ExecutionStatus::Running;
+    execution.lease = Some(Lease {
+        owner: Some(claim.owner.clone()),
+        expires_at: claim.expires_at,
+    });
+    execution.version += 1;
+    execution.updated_at = now;
+}
+
+/// Claims a gated execution with the signal that woke it.
+pub fn resume(execution: &mut Execution, wake: Wake, lease: &LeaseClaim, now: Timestamp) {
+    claim(execution, lease, now);
+    execution.wake = Some(wake);
+    execution.resume_count += 1;
+    execution.last_resumed_at = Some(now);
+}
+
+/// Ends the execution with a terminal status.
+pub fn end(
+    execution: &mut Execution,
+    status: ExecutionStatus,
+    error: Option<ExecutionError>,
+    now: Timestamp,
+) {
+    execution.status = status;
+    execution.error = error;
+    execution.completed_at = Some(now);
+    execution.updated_at = now;
+    execution.lease = None;
+    execution.gate = None;
+    execution.wake = None;
+    execution.pause_requested = false;
+    execution.version += 1;
+}
+
+/// Whether a live worker holds the execution at `now`.
+pub fn is_held(execution: &Execution, now: Timestamp) -> bool {
+    execution.status == ExecutionStatus::Running
+        && execution
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.owner.is_some() && l.expires_at > now)
+}
+
+/// The writes a step commit makes besides the execution row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitWrites {
+    /// Step records to insert or replace.
+    pub records: Vec<StepRecord>,
+    /// Effects to apply.
+    pub effects: Vec<Effect>,
+    /// An approval request to insert (entering an approval gate).
+    pub approval: Option<ApprovalRequest>,
+    /// Pending approvals of the execution to close with this status (ending).
+    pub close_approvals: Option<ApprovalStatus>,
+    /// What to return to the worker.
+    pub committed: Committed,
+}
+
+/// Validates `commit` against the execution and applies it (see
+/// [`crate::ExecutionStore::commit_step`]); on error nothing was changed.
+pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<CommitWrites> {
+    check_lease(execution, &commit.owner, Some(commit.expected_version))?;
+    let new_status = match &commit.transition {
+        Transition::Continue | Transition::Release { .. } => ExecutionStatus::Running,
+        Transition::Gate { gate, .. } => {
+            if gate.reason == PauseReason::Event {
+                ExecutionStatus::Waiting
+            } else {
+                ExecutionStatus::Paused
+            }
+        }
+        Transition::Finish { status, .. } => {
+            if !status.is_terminal() {
+                return Err(Error::Invalid(format!(
+                    "a step commit cannot finish an execution as {status}"
+                )));
+            }
+            *status
+        }
+    };
+    if new_status != ExecutionStatus::Running {
+        execution
+            .status
+            .transition_to(new_status)
+            .map_err(|e| Error::Conflict(e.to_string()))?;
+    }
+    let StepCommit {
+        records,
+        context,
+        cursor,
+        visits,
+        steps_run,
+        result,
+        consumed_events,
+        effects,
+        transition,
+        lease_expires_at,
+        now,
+        ..
+    } = commit;
+    execution.context = context;
+    execution.cursor = cursor;
+    execution.visits = visits;
+    execution.steps_run = steps_run;
+    execution.result = result;
+    execution.consumed_events.extend(consumed_events);
+    execution.wake = None;
+    execution.updated_at = now;
+    let mut approval = None;
+    let mut close_approvals = None;
+    match transition {
+        Transition::Continue => {
+            execution.gate = None;
+            if let Some(lease) = execution.lease.as_mut() {
+                lease.expires_at = lease_expires_at;
+            }
+            execution.version += 1;
+        }
+        Transition::Release { at } => {
+            execution.gate = None;
+            execution.lease = Some(Lease {
+                owner: None,
+                expires_at: at,
+            });
+            execution.version += 1;
+        }
+        Transition::Gate {
+            gate,
+            approval: request,
+        } => {
+            execution.status = new_status;
+            execution.gate = Some(gate);
+            execution.lease = None;
+            execution.pause_requested = false;
+            execution.version += 1;
+            approval = request.map(|a| *a);
+        }
+        Transition::Finish { status, error } => {
+            end(execution, status, error, now);
+            close_approvals = Some(if status == ExecutionStatus::TimedOut {
+                ApprovalStatus::Expired
+            } else {
+                ApprovalStatus::Cancelled
+            });
+        }
+    }
+    Ok(CommitWrites {
+        records,
+        effects,
+        approval,
+        close_approvals,
+        committed: Committed {
+            version: execution.version,
+            pause_requested: execution.pause_requested,
+        },
+    })
+}
+
+/// A pause request (see [`crate::ExecutionStore::request_pause`]): sets the flag on a held
+/// execution (version unchanged), or pauses one no live worker holds at its cursor.
+pub fn request_pause(
+    execution: &mut Execution,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    if execution.status != ExecutionStatus::Running {
+        return Err(Error::Conflict(format!(
+            "execution {} is {}, not running",
+            execution.id, execution.status
+        )));
+    }
+    execution.updated_at = now;
+    if is_held(execution, now) {
+        execution.pause_requested = true;
+        return Ok(());
+    }
+    let (step_id, visit) = execution
+        .cursor
+        .as_ref()
+        .map(|c| (c.step_id.clone(), c.visit))
+        .unwrap_or_default();
+    execution.status = ExecutionStatus::Paused;
+    execution.lease = None;
+    execution.pause_requested = false;
+    execution.gate = Some(Gate {
+        reason: PauseReason::Manual,
+        step_id,
+        visit,
+        paused_at: now,
+        deadline: None,
+        event: None,
+        event_match: None,
+        approval_id: None,
+        note: reason.map(str::to_owned),
+    });
+    execution.version += 1;
+    Ok(())
+}
+
+/// `Conflict` unless the execution is paused for a manual reason.
+pub fn check_manually_paused(execution: &Execution) -> Result<()> {
+    let id = execution.id;
+    match (execution.status, execution.gate.as_ref().map(|g| g.reason)) {
+        (ExecutionStatus::Paused, Some(PauseReason::Manual)) => Ok(()),
+        (ExecutionStatus::Paused, Some(PauseReason::Approval)) => Err(Error::Conflict(format!(
+            "execution {id} is paused at an approval gate: decide the approval to resume it"
+        ))),
+        (status, _) => Err(Error::Conflict(format!(
+            "execution {id} is {status}, not manually paused"
+        ))),
+    }
+}
+
+/// `Conflict` unless the execution waits for this event (type, version, addressee, not
+/// yet consumed).
+pub fn check_wait_claim(
+    execution: &Execution,
+    expected_version: Option<i64>,
+    event: &Event,
+) -> Result<()> {
+    let id = execution.id;
+    let waits_for = execution
+        .gate
+        .as_ref()
+        .filter(|g| g.reason == PauseReason::Event)
+        .and_then(|g| g.event.as_deref());
+    if execution.status != ExecutionStatus::Waiting || waits_for != Some(event.event_type.as_str())
+    {
+        return Err(Error::Conflict(format!(
+            "execution {id} is not waiting for `{}`",
+            event.event_type
+        )));
+    }
+    if expected_version.is_some_and(|v| v != execution.version) {
+        return Err(Error::Conflict(format!(
+            "execution {id} changed since it was read"
+        )));
+    }
+    if event.correlation_id.is_some_and(|c| c != id) {
+        return Err(Error::Conflict(format!(
+            "event {} is addressed to another execution",
+            event.id
+        )));
+    }
+    if execution.consumed_events.contains(&event.id) {
+        return Err(Error::Conflict(format!(
+            "event {} was already consumed by execution {id}",
+            event.id
+        )));
+    }
+    Ok(())
+}
+
+/// Claims a waiting execution for an event.
+pub fn claim_wait(execution: &mut Execution, event: &Event, lease: &LeaseClaim, now: Timestamp) {
+    resume(
+        execution,
+        Wake::Event {
+            event_id: event.id,
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+        },
+        lease,
+        now,
+    );
+    execution.consumed_events.push(event.id);
+}
+
+/// Cancels a non-terminal execution; `Conflict` if it already ended.
+pub fn cancel(
+    execution: &mut Execution,
+    actor: Option<&str>,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    if execution.status.is_terminal() {
+        return Err(Error::Conflict(format!(
+            "execution {} is already {}",
+            execution.id, execution.status
+        )));
+    }
+    let message = match (reason, actor) {
+        (Some(reason), _) => reason.to_owned(),
+        (None, Some(actor)) => format!("cancelled by {actor}"),
+        (None, None) => "cancelled".to_owned(),
+    };
+    end(
+        execution,
+        ExecutionStatus::Cancelled,
+        Some(ExecutionError {
+            kind: ErrorKind::Cancelled,
+            message,
+        }),
+        now,
+    );
+    Ok(())
+}
+
+/// Ends an execution whose workflow deadline passed.
+pub fn time_out(execution: &mut Execution, deadline: Timestamp, now: Timestamp) {
+    let error = ExecutionError {
+        kind: ErrorKind::TimedOut,
+        message: format!("the workflow deadline {} passed", deadline.to_rfc3339()),
+    };
+    end(execution, ExecutionStatus::TimedOut, Some(error), now);
+}
+
+/// Whether a gated or unheld execution is overdue: its workflow deadline passed and no
+/// live worker holds it.
+pub fn is_overdue(execution: &Execution, now: Timestamp) -> bool {
+    let unheld = match execution.status {
+        ExecutionStatus::Paused | ExecutionStatus::Waiting => true,
+        ExecutionStatus::Running => execution
+            .lease
+            .as_ref()
+            .is_none_or(|l| l.owner.is_none() || l.expires_at <= now),
+        _ => false,
+    };
+    unheld && execution.deadline.is_some_and(|d| d <= now)
+}
+
+/// The wake signal for a gate whose deadline passed (approvals become `expired`).
+pub fn deadline_wake(gate: &Gate, now: Timestamp) -> Wake {
+    match (gate.reason, gate.approval_id) {
+        (PauseReason::Approval, Some(approval_id)) => Wake::Approval {
+            approval_id,
+            outcome: ApprovalStatus::Expired,
+            decided_by: None,
+            reason: None,
+            data: Value::Null,
+            decided_at: now,
+        },
+        _ => Wake::WaitTimeout { at: now },
+    }
+}
+
+/// Merges (`merge`) or replaces record data.
+pub fn merge_record_data(existing: &mut Value, data: Value, merge: bool) {
+    match (merge, existing, data) {
+        (true, Value::Object(existing), Value::Object(new)) => existing.extend(new),
+        (_, slot, data) => *slot = data,
+    }
+}
