@@ -1,0 +1,179 @@
+//! Tollgate's storage traits on SQLite: the embedded default.
+//!
+//! One file, nothing to install (SQLite is compiled in). Writes go through a single writer
+//! connection in `BEGIN IMMEDIATE` transactions, so concurrent API requests queue instead
+//! of failing with `SQLITE_BUSY`; reads use a separate pool of connections, which WAL mode
+//! lets run alongside the writer. Every execution transition is
+//! [`tollgate_store::rules`]' — the same as every other backend.
+
+mod rows;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::Notify;
+
+/// How durable a commit is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` (default): in WAL mode a commit survives a crash of the
+    /// process; a power loss or OS crash may lose the last few transactions (never
+    /// corrupting the database).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced before it returns; survives power loss,
+    /// at several times the cost per commit.
+    Full,
+}
+
+/// Options of [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// The database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long a statement waits for a lock held by another process.
+    pub busy_timeout: Duration,
+    /// Connections in the read pool.
+    pub read_connections: u32,
+}
+
+impl SqliteOptions {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory could not be created or is not writable.
+    #[error("cannot use data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite refused to open the file.
+    #[error("cannot open SQLite database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the schema failed.
+    #[error("cannot apply migrations to {path}: {source}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// The embedded migrations (`migrations/sqlite/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A Tollgate store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
+    pub(crate) wakeups: Arc<Notify>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and applies migrations. The directory is
+    /// created if missing; an unwritable one is an error — never a silent fallback.
+    pub async fn open(options: &SqliteOptions) -> Result<Self, OpenError> {
+        let dir = options
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        check_writable(dir).map_err(|source| OpenError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let base = SqliteConnectOptions::new()
+            .filename(&options.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            })
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let open_err = |source| OpenError::Open {
+            path: options.path.clone(),
+            source,
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(base.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| OpenError::Migrate {
+                path: options.path.clone(),
+                source,
+            })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(|source| OpenError::Open {
+                path: options.path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            writer,
+            reader,
+            wakeups: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Signalled after commits that may have created due work (a released lease, a new
+    /// gate): the in-process worker loop waits on it as well as on its poll interval.
+    pub fn wakeups(&self) -> Arc<Notify> {
+        self.wakeups.clone()
+    }
+
+    /// Closes both pools, waiting for connections in use.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".tollgate-write-check-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
