@@ -55,6 +55,7 @@ CREATE TABLE executions (
     error             jsonb,
     requested_by      text,
     consumed_events   uuid[] NOT NULL DEFAULT '{}',
+    commit_token      uuid,                     -- random per commit: lets one-statement commits tie their step rows to their own update
     -- a gated execution has its gate (a claimed one keeps it until the engine acts on
     -- its wake signal); a running one has a lease; an ended one has neither
     CHECK (status NOT IN ('paused', 'waiting') OR (gate IS NOT NULL AND paused_at IS NOT NULL)),

@@ -57,6 +57,7 @@ CREATE TABLE executions (
     error             TEXT CHECK (error IS NULL OR json_valid(error)),
     requested_by      TEXT,
     consumed_events   TEXT NOT NULL CHECK (json_valid(consumed_events)),
+    commit_token      TEXT,                     -- random per commit: lets one-statement commits tie their step rows to their own update
     -- a gated execution has its gate (a claimed one keeps it until the engine acts on
     -- its wake signal); a running one has a lease; an ended one has neither
     CHECK (status NOT IN ('paused', 'waiting') OR (gate IS NOT NULL AND paused_at IS NOT NULL)),

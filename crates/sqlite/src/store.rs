@@ -36,6 +36,51 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn held(&self) -> Result<Held> {
+        Ok(Held {
+            conn: Some(self.writer.acquire().await.map_err(backend)?),
+            settled: false,
+        })
+    }
+}
+
+/// The writer connection while a transaction is managed by hand: a transaction opened
+/// and finished inside multi-statement queries costs one thread hop per query instead of
+/// one per statement. If it is dropped unsettled (an error, or a caller that stopped
+/// waiting), the connection is detached and closed, and SQLite rolls the transaction back.
+struct Held {
+    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+    settled: bool,
+}
+
+impl Held {
+    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| Error::Backend("the writer connection was already released".into()))
+    }
+
+    /// Rolls back after a failed or refused transaction.
+    async fn rollback(&mut self) {
+        if let Ok(conn) = self.conn() {
+            if sqlx::query("ROLLBACK").execute(conn).await.is_ok() {
+                self.settled = true;
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
 async fn commit(tx: Tx) -> Result<()> {
     tx.commit().await.map_err(backend)
 }
@@ -140,20 +185,24 @@ async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<
     Ok(())
 }
 
-/// Writes the whole row (the caller loaded it in the same transaction).
-async fn write_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
+/// `INSERT … ON CONFLICT DO UPDATE` of every column, bound by [`bind_execution`].
+fn upsert_execution_sql() -> String {
     let sets: Vec<String> = EXECUTION_COLUMNS
         .split(',')
         .map(str::trim)
         .skip(1)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
-    let sql = format!(
+    format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}",
         vec!["?"; 33].join(", "),
         sets.join(", ")
-    );
-    bind_execution(sqlx::query(&sql), e)
+    )
+}
+
+/// Writes the whole row (the caller loaded it in the same transaction).
+async fn write_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
+    bind_execution(sqlx::query(&upsert_execution_sql()), e)
         .execute(conn)
         .await
         .map_err(backend)?;
@@ -287,18 +336,6 @@ async fn insert_approval(conn: &mut SqliteConnection, a: &ApprovalRequest) -> Re
     Ok(())
 }
 
-async fn write_approval_state(conn: &mut SqliteConnection, a: &ApprovalRequest) -> Result<()> {
-    sqlx::query("UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?")
-        .bind(a.status.as_str())
-        .bind(json(&a.decisions))
-        .bind(opt_ts(a.decided_at))
-        .bind(a.id.to_string())
-        .execute(conn)
-        .await
-        .map_err(backend)?;
-    Ok(())
-}
-
 async fn apply_effect(conn: &mut SqliteConnection, effect: &Effect, now: Timestamp) -> Result<()> {
     match effect {
         Effect::UpsertRecord {
@@ -353,6 +390,104 @@ async fn apply_effect(conn: &mut SqliteConnection, effect: &Effect, now: Timesta
         }
     }
     Ok(())
+}
+
+impl SqliteStore {
+    /// The hot path — a step that continues or waits for a retry, with no effects — as
+    /// one batch: the compare-and-set `UPDATE` and the step rows, which only land if that
+    /// update (identified by its random commit token) did. The transition is exactly
+    /// [`rules::apply_commit`]'s for `Continue` and `Release`.
+    async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
+        let token = Uuid::new_v4().to_string();
+        let id = c.execution_id.to_string();
+        let (owner_sql, expires) = match c.transition {
+            Transition::Release { at } => ("NULL", at),
+            _ => ("lease_owner", c.lease_expires_at),
+        };
+        let mut q =
+            QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; UPDATE executions SET context = ");
+        q.push_bind(json(&c.context))
+            .push(", cursor = ")
+            .push_bind(c.cursor.as_ref().map(json))
+            .push(", visits = ")
+            .push_bind(json(&c.visits))
+            .push(", steps_run = ")
+            .push_bind(i64::from(c.steps_run))
+            .push(", result = ")
+            .push_bind(c.result.map(tollgate_model::ExecutionResult::as_str))
+            .push(", wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, lease_owner = ")
+            .push(owner_sql)
+            .push(", lease_expires_at = ")
+            .push_bind(ts(expires))
+            .push(", version = version + 1, updated_at = ")
+            .push_bind(ts(c.now))
+            .push(", commit_token = ")
+            .push_bind(token.clone())
+            .push(" WHERE id = ")
+            .push_bind(id.clone())
+            .push(" AND status = 'running' AND lease_owner = ")
+            .push_bind(c.owner.clone())
+            .push(" AND version = ")
+            .push_bind(c.expected_version)
+            .push(" RETURNING version, pause_requested;");
+        for r in &c.records {
+            q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
+            let mut values = q.separated(", ");
+            values
+                .push_bind(r.id.to_string())
+                .push_bind(r.execution_id.to_string())
+                .push_bind(r.step_id.clone())
+                .push_bind(r.step_type.clone())
+                .push_bind(r.parent_step_id.clone())
+                .push_bind(r.iteration.map(i64::from))
+                .push_bind(i64::from(r.visit))
+                .push_bind(i64::from(r.attempt))
+                .push_bind(r.status.as_str())
+                .push_bind(json(&r.input))
+                .push_bind(json(&r.output))
+                .push_bind(json(&r.warnings))
+                .push_bind(ts(r.started_at))
+                .push_bind(opt_ts(r.completed_at))
+                .push_bind(r.error.as_ref().map(json));
+            q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
+                .push_bind(id.clone())
+                .push(" AND commit_token = ")
+                .push_bind(token.clone())
+                .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
+        }
+        q.push(" COMMIT;");
+        let mut held = self.held().await?;
+        let outcome = q.build().fetch_all(held.conn()?).await;
+        let rows = match outcome {
+            Ok(rows) => {
+                held.settled = true;
+                rows
+            }
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        drop(held);
+        if matches!(c.transition, Transition::Release { .. }) {
+            self.wakeups.notify_one();
+        }
+        match rows.first() {
+            Some(row) => Ok(Committed {
+                version: row.try_get("version").map_err(backend)?,
+                pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
+            }),
+            // Nothing changed: say precisely why.
+            None => {
+                let execution = self.get_execution(c.execution_id).await?;
+                rules::check_lease(&execution, &c.owner, Some(c.expected_version))?;
+                Err(Error::Conflict(format!(
+                    "execution {} changed during the commit",
+                    c.execution_id
+                )))
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------ workflows
@@ -741,6 +876,15 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
+        if step.effects.is_empty()
+            && step.consumed_events.is_empty()
+            && matches!(
+                step.transition,
+                Transition::Continue | Transition::Release { .. }
+            )
+        {
+            return self.commit_in_one_statement(step).await;
+        }
         let mut tx = self.write_tx().await?;
         let mut execution = load_execution(&mut tx, step.execution_id).await?;
         let now = step.now;
@@ -1084,60 +1228,101 @@ impl ApprovalStore for SqliteStore {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
-        let mut tx = self.write_tx().await?;
-        let mut approval = load_approval(&mut tx, approval_id).await?;
+        // Hop 1: open the transaction and read the request and its execution.
+        let mut held = self.held().await?;
+        let read = sqlx::query("BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id = ?; SELECT * FROM executions WHERE id = (SELECT execution_id FROM approvals WHERE id = ?)")
+            .bind(approval_id.to_string())
+            .bind(approval_id.to_string())
+            .fetch_all(held.conn()?)
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        let approval_row = rows
+            .iter()
+            .find(|r| r.try_get::<String, _>("decisions").is_ok());
+        let execution_row = rows
+            .iter()
+            .find(|r| r.try_get::<String, _>("context").is_ok());
+        let (Some(approval_row), Some(execution_row)) = (approval_row, execution_row) else {
+            held.rollback().await;
+            return Err(Error::not_found("approval", approval_id));
+        };
+        let mut approval = rows::approval(approval_row)?;
+        let mut execution = rows::execution(execution_row)?;
         let (decided_by, reason, data, kind) = (
             decision.decided_by.clone(),
             decision.reason.clone(),
             decision.data.clone(),
             decision.decision,
         );
-        let status = approval
-            .apply(decision)
-            .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
-        let mut execution = load_execution(&mut tx, approval.execution_id).await?;
-        if status == ApprovalStatus::Pending {
-            write_approval_state(&mut tx, &approval).await?;
-            commit(tx).await?;
-            return Ok(Decided {
-                approval,
-                execution,
-                claimed: false,
-            });
-        }
-        let at_gate = execution.status == ExecutionStatus::Paused
-            && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
-        if !at_gate {
-            return Err(Error::Conflict(format!(
-                "execution {} is {} and no longer waits for approval {approval_id}",
-                execution.id, execution.status
-            )));
-        }
-        let wake = Wake::Approval {
-            approval_id,
-            outcome: status,
-            decided_by: Some(decided_by.clone()),
-            reason: reason.clone(),
-            data: data.clone(),
-            decided_at: now,
+        let status = match approval.apply(decision) {
+            Ok(status) => status,
+            Err(refusal) => {
+                held.rollback().await;
+                return Err(Error::Conflict(refusal.to_string()));
+            }
         };
-        rules::resume(&mut execution, wake, claim, now);
-        write_approval_state(&mut tx, &approval).await?;
-        write_execution(&mut tx, &execution).await?;
-        audit(
-            &mut tx,
-            execution.id,
-            ResumeTrigger::Approval,
-            Some(&decided_by),
-            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
-            now,
-        )
-        .await?;
-        commit(tx).await?;
+        let claimed = status != ApprovalStatus::Pending;
+        if claimed {
+            let at_gate = execution.status == ExecutionStatus::Paused
+                && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
+            if !at_gate {
+                held.rollback().await;
+                return Err(Error::Conflict(format!(
+                    "execution {} is {} and no longer waits for approval {approval_id}",
+                    execution.id, execution.status
+                )));
+            }
+            let wake = Wake::Approval {
+                approval_id,
+                outcome: status,
+                decided_by: Some(decided_by.clone()),
+                reason: reason.clone(),
+                data: data.clone(),
+                decided_at: now,
+            };
+            rules::resume(&mut execution, wake, claim, now);
+        }
+        // Hop 2: every write and the commit, in one batch.
+        let mut sql = String::from(
+            "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?;",
+        );
+        if claimed {
+            sql.push(' ');
+            sql.push_str(&upsert_execution_sql());
+            sql.push_str("; INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL);");
+        }
+        sql.push_str(" COMMIT;");
+        let mut write = sqlx::query(&sql)
+            .bind(approval.status.as_str())
+            .bind(json(&approval.decisions))
+            .bind(opt_ts(approval.decided_at))
+            .bind(approval_id.to_string());
+        if claimed {
+            write = bind_execution(write, &execution)
+                .bind(Uuid::now_v7().to_string())
+                .bind(execution.id.to_string())
+                .bind(decided_by.clone())
+                .bind(json(&json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
+                .bind(ts(now))
+                .bind(ts(now));
+        }
+        match write.execute(held.conn()?).await {
+            Ok(_) => held.settled = true,
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        }
         Ok(Decided {
             approval,
             execution,
-            claimed: true,
+            claimed,
         })
     }
 }

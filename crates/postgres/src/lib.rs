@@ -1,0 +1,3 @@
+//! Tollgate's storage traits on PostgreSQL.
+
+mod rows;
