@@ -19,6 +19,19 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => {
             lint()?;
+            // PostgreSQL for the backend tests: the given server, or a throwaway cluster
+            // that lives as long as this process.
+            let _cluster = match std::env::var("TOLLGATE_TEST_DATABASE_URL") {
+                Ok(url) if !url.is_empty() => {
+                    eprintln!("xtask: using PostgreSQL at TOLLGATE_TEST_DATABASE_URL");
+                    None
+                }
+                _ => {
+                    let cluster = pg::Cluster::start()?;
+                    std::env::set_var("TOLLGATE_TEST_DATABASE_URL", &cluster.url);
+                    Some(cluster)
+                }
+            };
             test(&args[1..])
         }
         Some("lint") => lint(),
@@ -124,6 +137,159 @@ fn bench(extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["bench", "--workspace"]).args(extra);
     run("cargo bench --workspace", &mut cmd)
+}
+
+mod pg {
+    //! A throwaway PostgreSQL cluster for the test suite: `initdb` in a temporary
+    //! directory (as the `postgres` user when running as root, since `initdb` refuses
+    //! root), started on a free port, stopped and removed when dropped.
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use anyhow::{bail, Context, Result};
+
+    pub struct Cluster {
+        dir: PathBuf,
+        bindir: PathBuf,
+        as_postgres: bool,
+        pub url: String,
+    }
+
+    fn bindir() -> Result<PathBuf> {
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if dir.join("initdb").exists() {
+                return Ok(dir);
+            }
+        }
+        let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates.sort();
+        candidates.pop().context(
+            "no PostgreSQL binaries found (pg_config --bindir, /usr/lib/postgresql/*/bin); install Debian's postgresql package or set TOLLGATE_TEST_DATABASE_URL",
+        )
+    }
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    }
+
+    impl Cluster {
+        fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+            let exe = self.bindir.join(program);
+            let mut cmd = if self.as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(&exe);
+                c
+            } else {
+                Command::new(&exe)
+            };
+            let out = cmd
+                .args(args)
+                .output()
+                .with_context(|| format!("cannot run {}", exe.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{program} failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        }
+
+        pub fn start() -> Result<Self> {
+            let bindir = bindir()?;
+            let as_postgres = is_root();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let dir =
+                std::env::temp_dir().join(format!("tollgate-pg-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            if as_postgres {
+                let status = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir)
+                    .status()?;
+                if !status.success() {
+                    bail!("cannot hand {} to the postgres user", dir.display());
+                }
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let cluster = Self {
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                dir,
+                bindir,
+                as_postgres,
+            };
+            let data = cluster.dir.join("data");
+            let data = path(&data);
+            eprintln!(
+                "xtask: starting a throwaway PostgreSQL cluster in {} on port {port}",
+                cluster.dir.display()
+            );
+            cluster.run(
+                "initdb",
+                &[
+                    "-D",
+                    data,
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )?;
+            let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c max_connections=300", path(&cluster.dir));
+            let log = cluster.dir.join("server.log");
+            cluster.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    data,
+                    "-o",
+                    &options,
+                    "-l",
+                    path(&log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )?;
+            Ok(cluster)
+        }
+    }
+
+    fn path(p: &Path) -> &str {
+        p.to_str().unwrap_or_default()
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            let data = self.dir.join("data");
+            if let Err(err) = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "stop"]) {
+                eprintln!("xtask: stopping the throwaway cluster: {err}");
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 /// The dependency rule of docs/ARCHITECTURE.md: which workspace crates each crate may

@@ -1,3 +1,139 @@
-//! Tollgate's storage traits on PostgreSQL.
+//! Tollgate's storage traits on PostgreSQL: the backend for production and for scaling
+//! out to many API processes and resume workers.
+//!
+//! Every method is one statement or one transaction. Claims of due work use
+//! `FOR UPDATE SKIP LOCKED`, so any number of workers share the queue without handing an
+//! execution to two of them. The hot path — a step commit — is a single statement (one
+//! round trip). Commits that create due work `NOTIFY tollgate_wakeup`, which
+//! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
+//! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
 mod rows;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+
+/// The notification channel commits use to wake workers.
+pub const WAKEUP_CHANNEL: &str = "tollgate_wakeup";
+
+/// Options of [`PgStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl PgOptions {
+    /// Defaults for `url`: 16 connections, 10 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The embedded migrations (`migrations/postgres/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is malformed.
+    #[error("invalid database URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The server refused or could not be reached.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// A Tollgate store in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects (the pool reconnects by itself after connection losses: a restarted
+    /// server yields errors for the calls in flight, then service resumes).
+    pub async fn connect(options: &PgOptions) -> Result<Self, ConnectError> {
+        let connect: PgConnectOptions = options.url.parse().map_err(ConnectError::Url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(true)
+            .connect_with(connect)
+            .await
+            .map_err(ConnectError::Connect)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(ConnectError::Migrate)
+    }
+
+    /// The connection pool (for health checks and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A wake-up signal fed by `LISTEN tollgate_wakeup` on a dedicated connection, which
+    /// is re-established after any loss (polling remains the safety net meanwhile).
+    pub fn wakeups(&self) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        let signal = notify.clone();
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(err) = listener.listen(WAKEUP_CHANNEL).await {
+                            tracing::warn!("LISTEN {WAKEUP_CHANNEL} failed: {err}");
+                        } else {
+                            // A reconnect may have missed notifications: wake once.
+                            signal.notify_one();
+                            loop {
+                                match listener.recv().await {
+                                    Ok(_) => signal.notify_one(),
+                                    Err(err) => {
+                                        tracing::warn!(
+                                            "wake-up listener lost its connection: {err}"
+                                        );
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!("wake-up listener cannot connect: {err}"),
+                }
+                if pool.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        notify
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -11,7 +11,6 @@ use tollgate_model::records::{
     StepRecord, Timestamp, Workflow,
 };
 use tollgate_store::Error;
-use uuid::Uuid;
 
 pub(crate) fn backend(err: sqlx::Error) -> Error {
     match &err {

@@ -1,0 +1,1429 @@
+//! The trait implementations on PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgArguments, PgConnection, Postgres};
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row};
+use tollgate_model::definition::{compare_versions, Trigger};
+use tollgate_model::records::{
+    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
+    ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
+};
+use tollgate_model::{ExecutionStatus, WorkflowDefinition};
+use tollgate_store::{
+    decode_cursor, encode_cursor, rules, ApiKeyStore, ApprovalFilter, ApprovalStore, Committed,
+    Decided, Effect, Error, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health,
+    LeaseClaim, NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
+    ResumeRequestStore, StepCommit, Transition, WorkflowFilter, WorkflowStore,
+};
+use uuid::Uuid;
+
+use crate::rows::{self, backend, enum_str, to_json};
+use crate::{PgStore, WAKEUP_CHANNEL};
+
+type Tx = sqlx::Transaction<'static, Postgres>;
+
+impl PgStore {
+    async fn tx(&self) -> Result<Tx> {
+        self.pool.begin().await.map_err(backend)
+    }
+}
+
+async fn commit(tx: Tx) -> Result<()> {
+    tx.commit().await.map_err(backend)
+}
+
+fn id_after(page: &PageRequest) -> Result<Option<Uuid>> {
+    page.cursor
+        .as_deref()
+        .map(|c| {
+            let parts = decode_cursor(c, 1)?;
+            Uuid::parse_str(&parts[0])
+                .map_err(|_| Error::Invalid(format!("`{c}` is not a cursor returned by this list")))
+        })
+        .transpose()
+}
+
+fn page_of<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn id_cursor(id: Uuid) -> String {
+    encode_cursor(&[&id.to_string()])
+}
+
+fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn limit(n: u32) -> i64 {
+    i64::from(n)
+}
+
+// ------------------------------------------------------------------ execution rows
+
+const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
+    trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
+    gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+
+fn upsert_execution_sql() -> String {
+    let sets: Vec<String> = EXECUTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
+    format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}", params.join(", "), sets.join(", "))
+}
+
+fn bind_execution<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    e: &Execution,
+) -> Query<'q, Postgres, PgArguments> {
+    let gate = e.gate.as_ref();
+    query
+        .bind(e.id)
+        .bind(e.workflow_id)
+        .bind(e.workflow_key.clone())
+        .bind(e.workflow_version.clone())
+        .bind(e.snapshot_id.clone())
+        .bind(e.status.as_str())
+        .bind(e.result.map(tollgate_model::ExecutionResult::as_str))
+        .bind(e.trigger_event.clone())
+        .bind(Json(e.trigger_payload.clone()))
+        .bind(Json(e.context.clone()))
+        .bind(e.cursor.as_ref().map(to_json))
+        .bind(to_json(&e.visits))
+        .bind(int(e.steps_run))
+        .bind(e.version)
+        .bind(e.lease.as_ref().and_then(|l| l.owner.clone()))
+        .bind(e.lease.as_ref().map(|l| l.expires_at))
+        .bind(gate.map(to_json))
+        .bind(gate.map(|g| g.reason.as_str()))
+        .bind(gate.and_then(|g| g.deadline))
+        .bind(gate.and_then(|g| g.event.clone()))
+        .bind(gate.and_then(|g| g.approval_id))
+        .bind(gate.map(|g| g.paused_at))
+        .bind(e.wake.as_ref().map(to_json))
+        .bind(e.pause_requested)
+        .bind(e.deadline)
+        .bind(int(e.resume_count))
+        .bind(e.last_resumed_at)
+        .bind(e.started_at)
+        .bind(e.completed_at)
+        .bind(e.updated_at)
+        .bind(e.error.as_ref().map(to_json))
+        .bind(e.requested_by.clone())
+        .bind(e.consumed_events.clone())
+}
+
+async fn write_execution(conn: &mut PgConnection, e: &Execution) -> Result<()> {
+    bind_execution(sqlx::query(&upsert_execution_sql()), e)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+async fn load_execution(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Execution> {
+    let sql = if lock {
+        "SELECT * FROM executions WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT * FROM executions WHERE id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    row.as_ref()
+        .map(rows::execution)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("execution", id))
+}
+
+const STEP_RECORDSET: &str = "jsonb_to_recordset($1) AS r(id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
+    iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
+    completed_at timestamptz, error jsonb)";
+
+const STEP_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, \
+    warnings = EXCLUDED.warnings, started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error";
+
+/// Inserts or replaces step records in one statement.
+async fn upsert_steps(conn: &mut PgConnection, records: &[StepRecord]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+         SELECT r.* FROM {STEP_RECORDSET} {STEP_UPSERT_TAIL}"
+    );
+    sqlx::query(&sql)
+        .bind(to_json(records))
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+async fn insert_resume_request(conn: &mut PgConnection, r: &ResumeRequest) -> Result<()> {
+    sqlx::query("INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(r.id)
+        .bind(r.execution_id)
+        .bind(enum_str(&r.trigger))
+        .bind(r.actor.clone())
+        .bind(Json(r.data.clone()))
+        .bind(r.requested_at)
+        .bind(r.executed_at)
+        .bind(enum_str(&r.outcome))
+        .bind(r.error.clone())
+        .execute(conn)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("execution", r.execution_id),
+            _ => backend(err),
+        })?;
+    Ok(())
+}
+
+async fn audit(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    trigger: ResumeTrigger,
+    actor: Option<&str>,
+    data: Value,
+    now: Timestamp,
+) -> Result<()> {
+    let row = ResumeRequest {
+        id: Uuid::now_v7(),
+        execution_id,
+        trigger,
+        actor: actor.map(str::to_owned),
+        data,
+        requested_at: now,
+        executed_at: Some(now),
+        outcome: ResumeOutcome::Resumed,
+        error: None,
+    };
+    insert_resume_request(conn, &row).await
+}
+
+async fn close_approvals(
+    conn: &mut PgConnection,
+    execution_id: Uuid,
+    status: ApprovalStatus,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query("UPDATE approvals SET status = $1, decided_at = $2 WHERE execution_id = $3 AND status = 'pending'")
+        .bind(status.as_str())
+        .bind(now)
+        .bind(execution_id)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+async fn load_approval(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<ApprovalRequest> {
+    let sql = if lock {
+        "SELECT * FROM approvals WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT * FROM approvals WHERE id = $1"
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    row.as_ref()
+        .map(rows::approval)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("approval", id))
+}
+
+async fn insert_approval(conn: &mut PgConnection, a: &ApprovalRequest) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(a.id)
+    .bind(a.execution_id)
+    .bind(a.step_id.clone())
+    .bind(int(a.visit))
+    .bind(a.entity_type.clone())
+    .bind(a.entity_id.clone())
+    .bind(a.approver_roles.clone())
+    .bind(a.approver_users.clone())
+    .bind(int(a.required))
+    .bind(a.status.as_str())
+    .bind(a.reason.clone())
+    .bind(Json(a.data.clone()))
+    .bind(to_json(&a.decisions))
+    .bind(a.requested_by.clone())
+    .bind(a.allow_self_approval)
+    .bind(a.requested_at)
+    .bind(a.expires_at)
+    .bind(a.decided_at)
+    .execute(conn)
+    .await
+    .map_err(|err| match backend(err) {
+        Error::Conflict(_) => Error::Conflict(format!("approval {} already exists", a.id)),
+        other => other,
+    })?;
+    Ok(())
+}
+
+async fn write_approval_state(conn: &mut PgConnection, a: &ApprovalRequest) -> Result<()> {
+    sqlx::query("UPDATE approvals SET status = $1, decisions = $2, decided_at = $3 WHERE id = $4")
+        .bind(a.status.as_str())
+        .bind(to_json(&a.decisions))
+        .bind(a.decided_at)
+        .bind(a.id)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+async fn apply_effect(conn: &mut PgConnection, effect: &Effect, now: Timestamp) -> Result<()> {
+    match effect {
+        Effect::UpsertRecord {
+            entity,
+            entity_id,
+            data,
+            merge,
+        } => {
+            // `||` on jsonb objects merges top-level keys, exactly rules::merge_record_data.
+            let merged = if *merge {
+                "CASE WHEN jsonb_typeof(records.data) = 'object' AND jsonb_typeof(EXCLUDED.data) = 'object' THEN records.data || EXCLUDED.data ELSE EXCLUDED.data END"
+            } else {
+                "EXCLUDED.data"
+            };
+            let sql = format!(
+                "INSERT INTO records (entity, entity_id, data, version, updated_at) VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT (entity, entity_id) DO UPDATE SET data = {merged}, version = records.version + 1, updated_at = EXCLUDED.updated_at"
+            );
+            sqlx::query(&sql)
+                .bind(entity)
+                .bind(entity_id)
+                .bind(Json(data.clone()))
+                .bind(now)
+                .execute(conn)
+                .await
+                .map_err(backend)?;
+        }
+        Effect::Notify(n) => {
+            sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING")
+                .bind(n.id)
+                .bind(n.execution_id)
+                .bind(n.step_id.clone())
+                .bind(n.recipients.clone())
+                .bind(n.message.clone())
+                .bind(n.channel.clone())
+                .bind(n.status.clone())
+                .bind(n.created_at)
+                .execute(conn)
+                .await
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+async fn notify_workers(conn: &mut PgConnection, what: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(WAKEUP_CHANNEL)
+        .bind(what)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ workflows
+
+fn event_pattern(definition: &WorkflowDefinition) -> Option<String> {
+    match &definition.trigger {
+        Trigger::Event { event } => Some(event.clone()),
+        _ => None,
+    }
+}
+
+async fn insert_snapshot(
+    conn: &mut PgConnection,
+    id: &str,
+    definition: &WorkflowDefinition,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query("INSERT INTO snapshots (id, definition, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .bind(to_json(definition))
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+fn taken(definition: &WorkflowDefinition) -> Error {
+    Error::Conflict(format!(
+        "workflow `{}` version `{}` already exists",
+        definition.workflow_id, definition.version
+    ))
+}
+
+#[async_trait]
+impl WorkflowStore for PgStore {
+    async fn create_workflow(&self, workflow: Workflow) -> Result<Workflow> {
+        let mut tx = self.tx().await?;
+        insert_snapshot(
+            &mut tx,
+            &workflow.snapshot_id,
+            &workflow.definition,
+            workflow.created_at,
+        )
+        .await?;
+        let result = sqlx::query("INSERT INTO workflows (id, workflow_id, version, enabled, definition, snapshot_id, tags, event_pattern, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(workflow.id)
+            .bind(workflow.definition.workflow_id.clone())
+            .bind(workflow.definition.version.clone())
+            .bind(workflow.enabled)
+            .bind(to_json(&*workflow.definition))
+            .bind(workflow.snapshot_id.clone())
+            .bind(workflow.definition.tags.clone())
+            .bind(event_pattern(&workflow.definition))
+            .bind(workflow.created_at)
+            .bind(workflow.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend);
+        match result {
+            Err(Error::Conflict(_)) => return Err(taken(&workflow.definition)),
+            other => other?,
+        };
+        commit(tx).await?;
+        Ok(workflow)
+    }
+
+    async fn replace_workflow(
+        &self,
+        id: Uuid,
+        definition: Arc<WorkflowDefinition>,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let mut tx = self.tx().await?;
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut workflow = row
+            .as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        let snapshot_id = tollgate_model::records::snapshot_id(&definition);
+        insert_snapshot(&mut tx, &snapshot_id, &definition, now).await?;
+        let result = sqlx::query("UPDATE workflows SET workflow_id = $1, version = $2, enabled = $3, definition = $4, snapshot_id = $5, tags = $6, event_pattern = $7, updated_at = $8 WHERE id = $9")
+            .bind(definition.workflow_id.clone())
+            .bind(definition.version.clone())
+            .bind(definition.enabled)
+            .bind(to_json(&*definition))
+            .bind(snapshot_id.clone())
+            .bind(definition.tags.clone())
+            .bind(event_pattern(&definition))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend);
+        match result {
+            Err(Error::Conflict(_)) => return Err(taken(&definition)),
+            other => other?,
+        };
+        commit(tx).await?;
+        workflow.enabled = definition.enabled;
+        workflow.definition = definition;
+        workflow.snapshot_id = snapshot_id;
+        workflow.updated_at = now;
+        Ok(workflow)
+    }
+
+    async fn set_workflow_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let row = sqlx::query(
+            "UPDATE workflows SET enabled = $1, definition = jsonb_set(definition, '{enabled}', to_jsonb($1)), updated_at = $2 WHERE id = $3 RETURNING *",
+        )
+        .bind(enabled)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))
+    }
+
+    async fn delete_workflow(&self, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM workflows WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("workflow", id));
+        }
+        Ok(())
+    }
+
+    async fn get_workflow(&self, id: Uuid) -> Result<Workflow> {
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workflow>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM workflows WHERE TRUE");
+        if let Some(enabled) = filter.enabled {
+            q.push(" AND enabled = ").push_bind(enabled);
+        }
+        if let Some(key) = &filter.workflow_id {
+            q.push(" AND workflow_id = ").push_bind(key.clone());
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND ").push_bind(tag.clone()).push(" = ANY(tags)");
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::workflow)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |w| id_cursor(w.id)))
+    }
+
+    async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
+        let rows =
+            sqlx::query("SELECT * FROM workflows WHERE enabled AND event_pattern IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        let mut best: BTreeMap<String, Workflow> = BTreeMap::new();
+        for row in &rows {
+            let w = rows::workflow(row)?;
+            if !w.definition.trigger.matches_event(event_type) {
+                continue;
+            }
+            match best.get(w.workflow_id()) {
+                Some(current) if !compare_versions(w.version(), current.version()).is_gt() => {}
+                _ => {
+                    best.insert(w.workflow_id().to_owned(), w);
+                }
+            }
+        }
+        Ok(best.into_values().collect())
+    }
+
+    async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
+        let row = sqlx::query("SELECT definition FROM snapshots WHERE id = $1")
+            .bind(snapshot_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("snapshot", snapshot_id));
+        };
+        let Json(value): Json<Value> = row.try_get("definition").map_err(backend)?;
+        let definition: WorkflowDefinition =
+            serde_json::from_value(value).map_err(|e| rows::corrupt("snapshot", e))?;
+        Ok(Arc::new(definition))
+    }
+}
+
+// ------------------------------------------------------------------ executions
+
+impl PgStore {
+    /// The hot path — continue, or release for a retry, with no effects — as one
+    /// statement: the compare-and-set update, the step rows (joined to the update, so they
+    /// only land if it matched) and, for a release, the workers' wake-up. The transition is
+    /// exactly [`rules::apply_commit`]'s for `Continue` and `Release`.
+    async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
+        let (release, expires) = match c.transition {
+            Transition::Release { at } => (true, at),
+            _ => (false, c.lease_expires_at),
+        };
+        let sql = format!(
+            "WITH upd AS (UPDATE executions SET context = $2, cursor = $3, visits = $4, steps_run = $5, result = $6, wake = NULL, \
+                gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
+                lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END, lease_expires_at = $8, version = version + 1, updated_at = $9 \
+                WHERE id = $10 AND status = 'running' AND lease_owner = $11 AND version = $12 RETURNING version, pause_requested), \
+             ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+                SELECT r.* FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1), \
+             note AS (SELECT pg_notify('{WAKEUP_CHANNEL}', 'release') FROM upd WHERE $7) \
+             SELECT version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified FROM upd"
+        );
+        let row = sqlx::query(&sql)
+            .bind(to_json(&c.records))
+            .bind(Json(&c.context))
+            .bind(c.cursor.as_ref().map(to_json))
+            .bind(to_json(&c.visits))
+            .bind(int(c.steps_run))
+            .bind(c.result.map(tollgate_model::ExecutionResult::as_str))
+            .bind(release)
+            .bind(expires)
+            .bind(c.now)
+            .bind(c.execution_id)
+            .bind(c.owner.clone())
+            .bind(c.expected_version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(row) => Ok(Committed {
+                version: row.try_get("version").map_err(backend)?,
+                pause_requested: row.try_get("pause_requested").map_err(backend)?,
+            }),
+            None => {
+                let execution = self.get_execution(c.execution_id).await?;
+                rules::check_lease(&execution, &c.owner, Some(c.expected_version))?;
+                Err(Error::Conflict(format!(
+                    "execution {} changed during the commit",
+                    c.execution_id
+                )))
+            }
+        }
+    }
+}
+
+/// Ids picked by a `SELECT id … FOR UPDATE SKIP LOCKED` inside the transaction.
+async fn locked_ids(
+    conn: &mut PgConnection,
+    sql: &str,
+    now: Timestamp,
+    n: u32,
+) -> Result<Vec<Uuid>> {
+    let rows = sqlx::query(sql)
+        .bind(now)
+        .bind(limit(n))
+        .fetch_all(conn)
+        .await
+        .map_err(backend)?;
+    rows.iter()
+        .map(|r| r.try_get("id").map_err(backend))
+        .collect()
+}
+
+#[async_trait]
+impl ExecutionStore for PgStore {
+    async fn create_execution(&self, execution: Execution) -> Result<Execution> {
+        let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
+            params.join(", ")
+        );
+        bind_execution(sqlx::query(&sql), &execution)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    Error::not_found("snapshot", &execution.snapshot_id)
+                }
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    Error::Conflict(format!("execution {} already exists", execution.id))
+                }
+                _ => backend(err),
+            })?;
+        Ok(execution)
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        load_execution(&mut conn, id, false).await
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM executions WHERE TRUE");
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(workflow) = filter.workflow_id {
+            q.push(" AND workflow_id = ").push_bind(workflow);
+        }
+        if let Some(key) = &filter.workflow_key {
+            q.push(" AND workflow_key = ").push_bind(key.clone());
+        }
+        if let Some(reason) = filter.paused_reason {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_reason = ")
+                .push_bind(reason.as_str());
+        }
+        if let Some(role) = &filter.approver_role {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_approval_id IN (SELECT id FROM approvals WHERE status = 'pending' AND ")
+                .push_bind(role.clone())
+                .push(" = ANY(approver_roles))");
+        }
+        if let Some(after) = after {
+            q.push(" AND id < ").push_bind(after);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |e| id_cursor(e.id)))
+    }
+
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                let parts = decode_cursor(c, 2)?;
+                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+                let micros: i64 = parts[0].parse().map_err(|_| bad())?;
+                let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+                Ok::<_, Error>((at, id))
+            })
+            .transpose()?;
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT * FROM executions WHERE status IN ('paused', 'waiting')",
+        );
+        if let Some((at, id)) = after {
+            q.push(" AND (paused_at, id) > (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY paused_at, id LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |e| {
+            let at = e
+                .gate
+                .as_ref()
+                .map_or(0, |g| g.paused_at.timestamp_micros());
+            encode_cursor(&[&at.to_string(), &e.id.to_string()])
+        }))
+    }
+
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = $1")
+            .bind(execution_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows = sqlx::query("SELECT * FROM step_records WHERE execution_id = $1 ORDER BY seq")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::step_record).collect()
+    }
+
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64> {
+        // One statement: the CAS bump and the record, joined so the record only lands if
+        // the bump matched.
+        let sql = format!(
+            "WITH upd AS (UPDATE executions SET version = version + 1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND version = $5 RETURNING version), \
+             ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+                SELECT r.* FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1) \
+             SELECT version, (SELECT count(*) FROM ins) AS inserted FROM upd"
+        );
+        let row = sqlx::query(&sql)
+            .bind(to_json(&[record]))
+            .bind(now)
+            .bind(execution_id)
+            .bind(owner)
+            .bind(expected_version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(row) => row.try_get("version").map_err(backend),
+            None => {
+                let execution = self.get_execution(execution_id).await?;
+                rules::check_lease(&execution, owner, Some(expected_version))?;
+                Err(Error::Conflict(format!("execution {execution_id} changed")))
+            }
+        }
+    }
+
+    async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
+        if step.effects.is_empty()
+            && step.consumed_events.is_empty()
+            && matches!(
+                step.transition,
+                Transition::Continue | Transition::Release { .. }
+            )
+        {
+            return self.commit_in_one_statement(step).await;
+        }
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, step.execution_id, true).await?;
+        let now = step.now;
+        let wakes =
+            matches!(&step.transition, Transition::Gate { gate, .. } if gate.deadline.is_some());
+        let writes = rules::apply_commit(&mut execution, step)?;
+        write_execution(&mut tx, &execution).await?;
+        upsert_steps(&mut tx, &writes.records).await?;
+        for effect in &writes.effects {
+            apply_effect(&mut tx, effect, now).await?;
+        }
+        if let Some(approval) = &writes.approval {
+            insert_approval(&mut tx, approval).await?;
+        }
+        if let Some(status) = writes.close_approvals {
+            close_approvals(&mut tx, execution.id, status, now).await?;
+        }
+        if wakes {
+            notify_workers(&mut tx, "gate").await?;
+        }
+        commit(tx).await?;
+        Ok(writes.committed)
+    }
+
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
+        let done = sqlx::query("UPDATE executions SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3")
+            .bind(expires_at)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            let execution = self.get_execution(id).await?;
+            rules::check_lease(&execution, owner, None)?;
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
+        let done = sqlx::query("WITH upd AS (UPDATE executions SET lease_owner = NULL, lease_expires_at = $1, version = version + 1, updated_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3 RETURNING 1) SELECT pg_notify($4, 'release') FROM upd")
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .bind(WAKEUP_CHANNEL)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.is_none() {
+            let execution = self.get_execution(id).await?;
+            rules::check_lease(&execution, owner, None)?;
+            return Err(Error::Conflict(format!("execution {id} changed")));
+        }
+        Ok(())
+    }
+
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(claim.owner.clone())
+        .bind(claim.expires_at)
+        .bind(now)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        let mut tx = self.tx().await?;
+        let ids = locked_ids(
+            &mut tx,
+            "SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            n,
+        )
+        .await?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut execution = load_execution(&mut tx, id, false).await?;
+            let Some(gate) = execution.gate.clone() else {
+                continue;
+            };
+            if let Some(approval_id) = gate.approval_id {
+                sqlx::query("UPDATE approvals SET status = 'expired', decided_at = $1 WHERE id = $2 AND status = 'pending'").bind(now).bind(approval_id).execute(&mut *tx).await.map_err(backend)?;
+            }
+            rules::resume(&mut execution, rules::deadline_wake(&gate, now), claim, now);
+            write_execution(&mut tx, &execution).await?;
+            audit(
+                &mut tx,
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": gate.deadline, "step_id": gate.step_id}),
+                now,
+            )
+            .await?;
+            claimed.push(execution);
+        }
+        commit(tx).await?;
+        Ok(claimed)
+    }
+
+    async fn time_out_overdue(&self, now: Timestamp, n: u32) -> Result<Vec<Execution>> {
+        let mut tx = self.tx().await?;
+        let ids = locked_ids(
+            &mut tx,
+            "SELECT id FROM executions WHERE deadline <= $1 AND (status IN ('paused', 'waiting') \
+             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            n,
+        )
+        .await?;
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut execution = load_execution(&mut tx, id, false).await?;
+            let Some(deadline) = execution
+                .deadline
+                .filter(|_| rules::is_overdue(&execution, now))
+            else {
+                continue;
+            };
+            rules::time_out(&mut execution, deadline, now);
+            write_execution(&mut tx, &execution).await?;
+            close_approvals(&mut tx, id, ApprovalStatus::Expired, now).await?;
+            audit(
+                &mut tx,
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": deadline, "workflow_timeout": true}),
+                now,
+            )
+            .await?;
+            ended.push(execution);
+        }
+        commit(tx).await?;
+        Ok(ended)
+    }
+
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        _actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        rules::request_pause(&mut execution, reason, now)?;
+        write_execution(&mut tx, &execution).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        rules::check_manually_paused(&execution)?;
+        rules::resume(
+            &mut execution,
+            Wake::Manual {
+                data: data.clone(),
+                actor: actor.map(str::to_owned),
+            },
+            claim,
+            now,
+        );
+        write_execution(&mut tx, &execution).await?;
+        audit(&mut tx, id, ResumeTrigger::Manual, actor, data, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        rules::cancel(&mut execution, actor, reason, now)?;
+        write_execution(&mut tx, &execution).await?;
+        close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        rules::check_wait_claim(&execution, expected_version, event)?;
+        rules::claim_wait(&mut execution, event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Event,
+            actor,
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        let rows = sqlx::query("SELECT * FROM executions WHERE status = 'waiting' AND gate_event = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3")
+            .bind(event_type)
+            .bind(after)
+            .bind(limit(n))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+}
+
+// ------------------------------------------------------------------ approvals
+
+#[async_trait]
+impl ApprovalStore for PgStore {
+    async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        load_approval(&mut conn, id, false).await
+    }
+
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRequest>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM approvals WHERE TRUE");
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(role) = &filter.role {
+            q.push(" AND ")
+                .push_bind(role.clone())
+                .push(" = ANY(approver_roles)");
+        }
+        if let Some(execution) = filter.execution_id {
+            q.push(" AND execution_id = ").push_bind(execution);
+        }
+        if let Some(p) = &filter.decidable_by {
+            q.push(" AND status = 'pending' AND (")
+                .push_bind(p.is_admin())
+                .push(" OR ")
+                .push_bind(p.subject.clone())
+                .push(" = ANY(approver_users) OR approver_roles && ")
+                .push_bind(p.roles.clone())
+                .push(") AND (allow_self_approval OR requested_by IS NULL OR requested_by <> ")
+                .push_bind(p.subject.clone())
+                .push(") AND NOT decisions @> jsonb_build_array(jsonb_build_object('decided_by', ")
+                .push_bind(p.subject.clone())
+                .push("::text))");
+        }
+        if let Some(after) = after {
+            q.push(" AND id < ").push_bind(after);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::approval)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |a| id_cursor(a.id)))
+    }
+
+    async fn decide(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Decided> {
+        let mut tx = self.tx().await?;
+        let mut approval = load_approval(&mut tx, approval_id, true).await?;
+        let (decided_by, reason, data, kind) = (
+            decision.decided_by.clone(),
+            decision.reason.clone(),
+            decision.data.clone(),
+            decision.decision,
+        );
+        let status = approval
+            .apply(decision)
+            .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
+        let mut execution = load_execution(&mut tx, approval.execution_id, true).await?;
+        if status == ApprovalStatus::Pending {
+            write_approval_state(&mut tx, &approval).await?;
+            commit(tx).await?;
+            return Ok(Decided {
+                approval,
+                execution,
+                claimed: false,
+            });
+        }
+        let at_gate = execution.status == ExecutionStatus::Paused
+            && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
+        if !at_gate {
+            return Err(Error::Conflict(format!(
+                "execution {} is {} and no longer waits for approval {approval_id}",
+                execution.id, execution.status
+            )));
+        }
+        let wake = Wake::Approval {
+            approval_id,
+            outcome: status,
+            decided_by: Some(decided_by.clone()),
+            reason: reason.clone(),
+            data: data.clone(),
+            decided_at: now,
+        };
+        rules::resume(&mut execution, wake, claim, now);
+        write_approval_state(&mut tx, &approval).await?;
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            execution.id,
+            ResumeTrigger::Approval,
+            Some(&decided_by),
+            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(Decided {
+            approval,
+            execution,
+            claimed: true,
+        })
+    }
+}
+
+// ------------------------------------------------------------------ events and the rest
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING RETURNING id",
+        )
+        .bind(event.id)
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(Json(&event.payload))
+        .bind(event.source.clone())
+        .bind(event.correlation_id)
+        .bind(event.submitted_by.clone())
+        .bind(event.received_at)
+        .bind(event.started.clone())
+        .bind(event.resumed.clone())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        if inserted.is_some() {
+            return Ok(EventInsert::Inserted(event));
+        }
+        let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+            .bind(event.event_id.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(EventInsert::Duplicate(rows::event(&first)?))
+    }
+
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event> {
+        let row =
+            sqlx::query("UPDATE events SET started = $1, resumed = $2 WHERE id = $3 RETURNING *")
+                .bind(started)
+                .bind(resumed)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event> {
+        let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        n: u32,
+    ) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) ORDER BY received_at, id LIMIT $4")
+            .bind(event_type)
+            .bind(since)
+            .bind(execution_id)
+            .bind(limit(n))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+}
+
+#[async_trait]
+impl ResumeRequestStore for PgStore {
+    async fn record_resume_request(&self, request: ResumeRequest) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_resume_request(&mut conn, &request).await
+    }
+
+    async fn list_resume_requests(&self, execution_id: Uuid) -> Result<Vec<ResumeRequest>> {
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = $1")
+            .bind(execution_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows =
+            sqlx::query("SELECT * FROM resume_requests WHERE execution_id = $1 ORDER BY seq")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        rows.iter().map(rows::resume_request).collect()
+    }
+}
+
+#[async_trait]
+impl RecordStore for PgStore {
+    async fn get_record(&self, entity: &str, entity_id: &str) -> Result<Record> {
+        let row = sqlx::query("SELECT * FROM records WHERE entity = $1 AND entity_id = $2")
+            .bind(entity)
+            .bind(entity_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::record)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("record", format!("{entity}/{entity_id}")))
+    }
+}
+
+#[async_trait]
+impl NotificationStore for PgStore {
+    async fn put_notification(&self, n: Notification) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (id) DO UPDATE SET recipients = EXCLUDED.recipients, message = EXCLUDED.message, channel = EXCLUDED.channel, status = EXCLUDED.status",
+        )
+        .bind(n.id)
+        .bind(n.execution_id)
+        .bind(n.step_id)
+        .bind(n.recipients)
+        .bind(n.message)
+        .bind(n.channel)
+        .bind(n.status)
+        .bind(n.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_notifications(
+        &self,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Notification>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM notifications WHERE TRUE");
+        if let Some(execution) = filter.execution_id {
+            q.push(" AND execution_id = ").push_bind(execution);
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::notification)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |n| id_cursor(n.id)))
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for PgStore {
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey> {
+        let result = sqlx::query("INSERT INTO api_keys (id, name, roles, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(key.id)
+            .bind(key.name.clone())
+            .bind(key.roles.clone())
+            .bind(key.key_hash.clone())
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(backend);
+        match result {
+            Err(Error::Conflict(_)) => Err(Error::Conflict(format!(
+                "an API key named `{}` already exists",
+                key.name
+            ))),
+            Err(other) => Err(other),
+            Ok(_) => Ok(key),
+        }
+    }
+
+    async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let after = id_after(page)?;
+        let rows = sqlx::query(
+            "SELECT * FROM api_keys WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let items = rows.iter().map(rows::api_key).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page.limit, |k| id_cursor(k.id)))
+    }
+
+    async fn delete_api_key(&self, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("api key", id));
+        }
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(rows::api_key).transpose()
+    }
+}
+
+#[async_trait]
+impl Health for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! PostgreSQL-specific behaviour: claims under concurrency, the schema, wake-ups.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use tollgate_model::records::StepStatus;
+use tollgate_store::testkit::{
+    commit, lease, paused_at_approval, running, step_record, t0, workflow,
+};
+use tollgate_store::{Store, Transition};
+
+use crate::fresh_database;
+
+/// Two workers claim 10,000 due timers at once: each is claimed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_claim_ten_thousand_due_timers_exactly_once() {
+    let (store, _) = fresh_database().await;
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (template, _) = paused_at_approval(&store, &w, 1, Some(t0())).await;
+    // 9,999 copies of the paused execution (fresh ids, no approval rows: the claim then
+    // only resumes them), in one statement.
+    sqlx::query(
+        "INSERT INTO executions SELECT gen_random_uuid(), workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
+         trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate - 'approval_id', gate_reason, \
+         gate_deadline - make_interval(secs => n), gate_event, NULL, paused_at, wake, pause_requested, deadline, resume_count, last_resumed_at, \
+         started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token FROM executions, generate_series(1, 9999) AS n WHERE id = $1",
+    )
+    .bind(template.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut workers = Vec::new();
+    for name in ["worker-1", "worker-2"] {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_due_gates(
+                        t0() + chrono::TimeDelta::days(1),
+                        &lease(name, t0() + chrono::TimeDelta::days(2)),
+                        250,
+                    )
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|e| e.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_worker = Vec::new();
+    for worker in workers {
+        let ids = worker.await.unwrap();
+        per_worker.push(ids.len());
+        for id in ids {
+            assert!(seen.insert(id), "{id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 10_000, "claimed per worker: {per_worker:?}");
+    let left: i64 = sqlx::query("SELECT count(*) AS n FROM executions WHERE status = 'paused'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(left, 0);
+}
+
+/// The tables have exactly the columns the code reads and writes.
+#[tokio::test]
+async fn the_schema_matches_what_the_code_expects() {
+    let (store, _) = fresh_database().await;
+    let columns = |table: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query("SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position")
+                .bind(table)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("column_name"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    assert_eq!(
+        columns("executions").await,
+        "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, trigger_payload, context, cursor, visits, \
+         steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, gate_deadline, gate_event, gate_approval_id, paused_at, wake, \
+         pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token"
+    );
+    assert_eq!(columns("approvals").await, "id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at");
+    assert_eq!(columns("step_records").await, "seq, id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error");
+    for table in [
+        "snapshots",
+        "workflows",
+        "events",
+        "resume_requests",
+        "records",
+        "notifications",
+        "api_keys",
+    ] {
+        assert!(!columns(table).await.is_empty(), "{table}");
+    }
+    // Running the migrations again is a no-op.
+    store.migrate().await.unwrap();
+}
+
+/// A commit that releases a lease wakes listening workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_leases_notify_listening_workers() {
+    let (store, _) = fresh_database().await;
+    let wakeups = store.wakeups();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    // The listener connects in the background and signals once when it is ready.
+    tokio::time::timeout(Duration::from_secs(10), wakeups.notified())
+        .await
+        .expect("listener ready");
+    let mut c = commit(&e, "w1", e.version, Transition::Release { at: t0() });
+    c.records = vec![step_record(e.id, "s", StepStatus::Failed)];
+    store.commit_step(c).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wakeups.notified())
+        .await
+        .expect("woken by NOTIFY");
+    assert_eq!(store.list_steps(e.id).await.unwrap().len(), 1);
+}
