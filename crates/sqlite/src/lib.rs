@@ -130,9 +130,12 @@ impl SqliteStore {
             path: options.path.clone(),
             source,
         };
+        // A local file cannot silently drop a connection the way a network can, so the
+        // per-acquire liveness ping (a thread hop each time) buys nothing here.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(base.clone())
             .await
@@ -146,6 +149,7 @@ impl SqliteStore {
             })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await
             .map_err(|source| OpenError::Open {
