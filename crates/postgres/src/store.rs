@@ -898,38 +898,35 @@ impl ExecutionStore for PgStore {
         claim: &LeaseClaim,
         n: u32,
     ) -> Result<Vec<Execution>> {
-        let mut tx = self.tx().await?;
-        let ids = locked_ids(
-            &mut tx,
-            "SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
-            now,
-            n,
+        // Set-based, one statement: pick due gates (SKIP LOCKED), resume them with the
+        // wake signal of `rules::deadline_wake`, expire their approval requests, and write
+        // the `timer` audit rows — one round trip whatever the batch size.
+        let rows = sqlx::query(
+            "WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 \
+                ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             upd AS (UPDATE executions e SET status = 'running', lease_owner = $3, lease_expires_at = $4, version = e.version + 1, \
+                updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
+                wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL \
+                    THEN jsonb_build_object('kind', 'approval', 'approval_id', e.gate_approval_id, 'outcome', 'expired', \
+                        'decided_by', NULL, 'reason', NULL, 'data', NULL, 'decided_at', $1::timestamptz) \
+                    ELSE jsonb_build_object('kind', 'wait_timeout', 'at', $1::timestamptz) END \
+                FROM due WHERE e.id = due.id RETURNING e.*), \
+             expired AS (UPDATE approvals SET status = 'expired', decided_at = $1 \
+                WHERE id IN (SELECT gate_approval_id FROM upd) AND status = 'pending' RETURNING 1), \
+             audited AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+                SELECT gen_random_uuid(), id, 'timer', NULL, jsonb_build_object('deadline', gate_deadline, 'step_id', gate->>'step_id'), $1, $1, 'resumed', NULL \
+                FROM upd RETURNING 1) \
+             SELECT upd.*, (SELECT count(*) FROM expired) AS expired_count, (SELECT count(*) FROM audited) AS audited_count \
+             FROM upd ORDER BY gate_deadline",
         )
-        .await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut execution = load_execution(&mut tx, id, false).await?;
-            let Some(gate) = execution.gate.clone() else {
-                continue;
-            };
-            if let Some(approval_id) = gate.approval_id {
-                sqlx::query("UPDATE approvals SET status = 'expired', decided_at = $1 WHERE id = $2 AND status = 'pending'").bind(now).bind(approval_id).execute(&mut *tx).await.map_err(backend)?;
-            }
-            rules::resume(&mut execution, rules::deadline_wake(&gate, now), claim, now);
-            write_execution(&mut tx, &execution).await?;
-            audit(
-                &mut tx,
-                id,
-                ResumeTrigger::Timer,
-                None,
-                json!({"deadline": gate.deadline, "step_id": gate.step_id}),
-                now,
-            )
-            .await?;
-            claimed.push(execution);
-        }
-        commit(tx).await?;
-        Ok(claimed)
+        .bind(now)
+        .bind(limit(n))
+        .bind(claim.owner.clone())
+        .bind(claim.expires_at)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
     }
 
     async fn time_out_overdue(&self, now: Timestamp, n: u32) -> Result<Vec<Execution>> {

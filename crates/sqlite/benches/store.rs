@@ -112,7 +112,10 @@ async fn decide_claims(store: Arc<dyn Store>, concurrency: u64, total: u64) -> D
 
 fn bench(c: &mut Criterion) {
     // Single-threaded, like each of the worker runtimes an actix-web server runs.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("sqlite");
     group.sample_size(10);
     for (name, durability) in [("normal", Durability::Normal), ("full", Durability::Full)] {

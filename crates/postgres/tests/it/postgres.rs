@@ -133,3 +133,47 @@ async fn released_leases_notify_listening_workers() {
         .expect("woken by NOTIFY");
     assert_eq!(store.list_steps(e.id).await.unwrap().len(), 1);
 }
+
+/// Every connection of the pool is killed (as a server restart would): calls in flight
+/// may fail, nothing committed is lost, and the pool recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_after_its_connections_are_killed() {
+    let (store, url) = fresh_database().await;
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (paused, _) = paused_at_approval(&store, &w, 1, None).await;
+    // Warm the pool so several connections exist, then kill them all from outside.
+    for _ in 0..4 {
+        store.get_execution(paused.id).await.unwrap();
+    }
+    let database = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin: sqlx::postgres::PgConnectOptions = crate::admin_url().parse().unwrap();
+    let mut killer: sqlx::PgConnection = sqlx::ConnectOptions::connect(&admin).await.unwrap();
+    let killed: i64 = sqlx::query("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1) k")
+        .bind(&database)
+        .fetch_one(&mut killer)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "no connection was killed");
+    let mut recovered = false;
+    for _ in 0..10 {
+        if store.get_execution(paused.id).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the pool did not recover");
+    let after = store.get_execution(paused.id).await.unwrap();
+    assert_eq!(after, paused, "committed state is intact");
+    assert!(!pool.is_closed());
+}
