@@ -242,7 +242,7 @@ async fn main() {
     assert_eq!(first.items.len(), 50);
     assert_eq!(deep.unwrap().items.len(), 50);
     let (_, _) = timed(
-        "claim expired leases (none due)",
+        "claim expired leases (a batch of 100 due)",
         dyn_store.claim_expired_leases(now, &lease("bench", now), 100),
     )
     .await;
