@@ -167,24 +167,6 @@ async fn main() {
         println!("decide+claim, concurrency {concurrency:>2}: {rate:>8.0}/s");
     }
 
-    {
-        let relaxed = PgStore::connect(&PgOptions {
-            max_connections: 32,
-            synchronous_commit: false,
-            ..PgOptions::new(&url)
-        })
-        .await
-        .unwrap();
-        let relaxed: Arc<dyn Store> = Arc::new(relaxed);
-        for concurrency in [1, 32] {
-            let per_task = if concurrency == 1 { 3000 } else { 300 };
-            let rate = step_commits(&relaxed, concurrency, per_task).await;
-            println!(
-                "step commits, concurrency {concurrency:>2}, synchronous_commit=off: {rate:>8.0}/s"
-            );
-        }
-    }
-
     // 1,000,000 paused executions: copies of one paused at an approval, deadlines spread
     // over the next 1,000,000 seconds, so 100 are due at "now".
     println!("\nfilling 1,000,000 paused executions ...");

@@ -8,6 +8,7 @@
 //! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
+mod group;
 mod rows;
 mod store;
 
@@ -70,6 +71,7 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    pub(crate) committer: tokio::sync::mpsc::Sender<group::Pending>,
 }
 
 impl PgStore {
@@ -87,7 +89,8 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::Connect)?;
-        Ok(Self { pool })
+        let committer = group::spawn(pool.clone());
+        Ok(Self { pool, committer })
     }
 
     /// Applies pending migrations.

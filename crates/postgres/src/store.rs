@@ -578,52 +578,27 @@ impl WorkflowStore for PgStore {
 // ------------------------------------------------------------------ executions
 
 impl PgStore {
-    /// The hot path — continue, or release for a retry, with no effects — as one
-    /// statement: the compare-and-set update, the step rows (joined to the update, so they
-    /// only land if it matched) and, for a release, the workers' wake-up. The transition is
-    /// exactly [`rules::apply_commit`]'s for `Continue` and `Release`.
+    /// The hot path — continue, or release for a retry, with no effects — through the
+    /// group committer (`group.rs`): one statement per batch of concurrent commits, each
+    /// with its own compare-and-set and its step rows joined to its own update.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
-        let (release, expires) = match c.transition {
-            Transition::Release { at } => (true, at),
-            _ => (false, c.lease_expires_at),
-        };
-        let sql = format!(
-            "WITH upd AS (UPDATE executions SET context = $2, cursor = $3, visits = $4, steps_run = $5, result = $6, wake = NULL, \
-                gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
-                lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END, lease_expires_at = $8, version = version + 1, updated_at = $9 \
-                WHERE id = $10 AND status = 'running' AND lease_owner = $11 AND version = $12 RETURNING version, pause_requested), \
-             ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-                SELECT r.* FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1), \
-             note AS (SELECT pg_notify('{WAKEUP_CHANNEL}', 'release') FROM upd WHERE $7) \
-             SELECT version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified FROM upd"
-        );
-        let row = sqlx::query(&sql)
-            .bind(to_json(&c.records))
-            .bind(Json(&c.context))
-            .bind(c.cursor.as_ref().map(to_json))
-            .bind(to_json(&c.visits))
-            .bind(int(c.steps_run))
-            .bind(c.result.map(tollgate_model::ExecutionResult::as_str))
-            .bind(release)
-            .bind(expires)
-            .bind(c.now)
-            .bind(c.execution_id)
-            .bind(c.owner.clone())
-            .bind(c.expected_version)
-            .fetch_optional(&self.pool)
+        let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.committer
+            .send(crate::group::Pending { commit: c, reply })
             .await
-            .map_err(backend)?;
-        match row {
-            Some(row) => Ok(Committed {
-                version: row.try_get("version").map_err(backend)?,
-                pause_requested: row.try_get("pause_requested").map_err(backend)?,
-            }),
+            .map_err(|_| Error::Backend("the commit task has stopped".into()))?;
+        let committed = answer
+            .await
+            .map_err(|_| Error::Backend("the commit task has stopped".into()))??;
+        match committed {
+            Some(committed) => Ok(committed),
+            // Nothing changed: say precisely why.
             None => {
-                let execution = self.get_execution(c.execution_id).await?;
-                rules::check_lease(&execution, &c.owner, Some(c.expected_version))?;
+                let execution = self.get_execution(execution_id).await?;
+                rules::check_lease(&execution, &owner, Some(expected))?;
                 Err(Error::Conflict(format!(
-                    "execution {} changed during the commit",
-                    c.execution_id
+                    "execution {execution_id} changed during the commit"
                 )))
             }
         }

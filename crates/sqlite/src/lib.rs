@@ -6,6 +6,7 @@
 //! lets run alongside the writer. Every execution transition is
 //! [`tollgate_store::rules`]' — the same as every other backend.
 
+mod group;
 mod rows;
 mod store;
 
@@ -97,6 +98,7 @@ pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
     pub(crate) wakeups: Arc<Notify>,
+    pub(crate) committer: tokio::sync::mpsc::Sender<group::Pending>,
 }
 
 impl SqliteStore {
@@ -156,10 +158,13 @@ impl SqliteStore {
                 path: options.path.clone(),
                 source,
             })?;
+        let wakeups = Arc::new(Notify::new());
+        let committer = group::spawn(writer.clone(), wakeups.clone());
         Ok(Self {
             writer,
             reader,
-            wakeups: Arc::new(Notify::new()),
+            wakeups,
+            committer,
         })
     }
 

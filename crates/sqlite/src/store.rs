@@ -393,101 +393,131 @@ async fn apply_effect(conn: &mut SqliteConnection, effect: &Effect, now: Timesta
 }
 
 impl SqliteStore {
-    /// The hot path — a step that continues or waits for a retry, with no effects — as
-    /// one batch: the compare-and-set `UPDATE` and the step rows, which only land if that
-    /// update (identified by its random commit token) did. The transition is exactly
-    /// [`rules::apply_commit`]'s for `Continue` and `Release`.
+    /// The hot path — a step that continues or waits for a retry, with no effects —
+    /// through the group committer (`group.rs`), which folds concurrent commits into one
+    /// batch.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
-        let token = Uuid::new_v4().to_string();
-        let id = c.execution_id.to_string();
-        let (owner_sql, expires) = match c.transition {
-            Transition::Release { at } => ("NULL", at),
-            _ => ("lease_owner", c.lease_expires_at),
-        };
-        let mut q =
-            QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; UPDATE executions SET context = ");
-        q.push_bind(json(&c.context))
-            .push(", cursor = ")
-            .push_bind(c.cursor.as_ref().map(json))
-            .push(", visits = ")
-            .push_bind(json(&c.visits))
-            .push(", steps_run = ")
-            .push_bind(i64::from(c.steps_run))
-            .push(", result = ")
-            .push_bind(c.result.map(tollgate_model::ExecutionResult::as_str))
-            .push(", wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, lease_owner = ")
-            .push(owner_sql)
-            .push(", lease_expires_at = ")
-            .push_bind(ts(expires))
-            .push(", version = version + 1, updated_at = ")
-            .push_bind(ts(c.now))
-            .push(", commit_token = ")
-            .push_bind(token.clone())
-            .push(" WHERE id = ")
-            .push_bind(id.clone())
-            .push(" AND status = 'running' AND lease_owner = ")
-            .push_bind(c.owner.clone())
-            .push(" AND version = ")
-            .push_bind(c.expected_version)
-            .push(" RETURNING version, pause_requested;");
-        for r in &c.records {
-            q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
-            let mut values = q.separated(", ");
-            values
-                .push_bind(r.id.to_string())
-                .push_bind(r.execution_id.to_string())
-                .push_bind(r.step_id.clone())
-                .push_bind(r.step_type.clone())
-                .push_bind(r.parent_step_id.clone())
-                .push_bind(r.iteration.map(i64::from))
-                .push_bind(i64::from(r.visit))
-                .push_bind(i64::from(r.attempt))
-                .push_bind(r.status.as_str())
-                .push_bind(json(&r.input))
-                .push_bind(json(&r.output))
-                .push_bind(json(&r.warnings))
-                .push_bind(ts(r.started_at))
-                .push_bind(opt_ts(r.completed_at))
-                .push_bind(r.error.as_ref().map(json));
-            q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
-                .push_bind(id.clone())
-                .push(" AND commit_token = ")
-                .push_bind(token.clone())
-                .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
-        }
-        q.push(" COMMIT;");
-        let mut held = self.held().await?;
-        let outcome = q.build().fetch_all(held.conn()?).await;
-        let rows = match outcome {
-            Ok(rows) => {
-                held.settled = true;
-                rows
-            }
-            Err(err) => {
-                held.rollback().await;
-                return Err(backend(err));
-            }
-        };
-        drop(held);
-        if matches!(c.transition, Transition::Release { .. }) {
-            self.wakeups.notify_one();
-        }
-        match rows.first() {
-            Some(row) => Ok(Committed {
-                version: row.try_get("version").map_err(backend)?,
-                pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
-            }),
+        let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.committer
+            .send(crate::group::Pending { commit: c, reply })
+            .await
+            .map_err(|_| Error::Backend("the commit task has stopped".into()))?;
+        match answer
+            .await
+            .map_err(|_| Error::Backend("the commit task has stopped".into()))??
+        {
+            Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
-                let execution = self.get_execution(c.execution_id).await?;
-                rules::check_lease(&execution, &c.owner, Some(c.expected_version))?;
+                let execution = self.get_execution(execution_id).await?;
+                rules::check_lease(&execution, &owner, Some(expected))?;
                 Err(Error::Conflict(format!(
-                    "execution {} changed during the commit",
-                    c.execution_id
+                    "execution {execution_id} changed during the commit"
                 )))
             }
         }
     }
+}
+
+/// Appends one commit to a batch: its compare-and-set `UPDATE` (returning its slot) and
+/// its step rows, which only land if that update — identified by its random commit token —
+/// did. The transition is exactly [`rules::apply_commit`]'s for `Continue` and `Release`.
+fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: usize, token: &str) {
+    let id = c.execution_id.to_string();
+    let (owner_sql, expires) = match c.transition {
+        Transition::Release { at } => ("NULL", at),
+        _ => ("lease_owner", c.lease_expires_at),
+    };
+    q.push(" UPDATE executions SET context = ")
+        .push_bind(json(&c.context))
+        .push(", cursor = ")
+        .push_bind(c.cursor.as_ref().map(json))
+        .push(", visits = ")
+        .push_bind(json(&c.visits))
+        .push(", steps_run = ")
+        .push_bind(i64::from(c.steps_run))
+        .push(", result = ")
+        .push_bind(c.result.map(tollgate_model::ExecutionResult::as_str))
+        .push(", wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, lease_owner = ")
+        .push(owner_sql)
+        .push(", lease_expires_at = ")
+        .push_bind(ts(expires))
+        .push(", version = version + 1, updated_at = ")
+        .push_bind(ts(c.now))
+        .push(", commit_token = ")
+        .push_bind(token.to_owned())
+        .push(" WHERE id = ")
+        .push_bind(id.clone())
+        .push(" AND status = 'running' AND lease_owner = ")
+        .push_bind(c.owner.clone())
+        .push(" AND version = ")
+        .push_bind(c.expected_version)
+        .push(format!(" RETURNING version, pause_requested, {slot} AS slot;"));
+    for r in &c.records {
+        q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
+        let mut values = q.separated(", ");
+        values
+            .push_bind(r.id.to_string())
+            .push_bind(r.execution_id.to_string())
+            .push_bind(r.step_id.clone())
+            .push_bind(r.step_type.clone())
+            .push_bind(r.parent_step_id.clone())
+            .push_bind(r.iteration.map(i64::from))
+            .push_bind(i64::from(r.visit))
+            .push_bind(i64::from(r.attempt))
+            .push_bind(r.status.as_str())
+            .push_bind(json(&r.input))
+            .push_bind(json(&r.output))
+            .push_bind(json(&r.warnings))
+            .push_bind(ts(r.started_at))
+            .push_bind(opt_ts(r.completed_at))
+            .push_bind(r.error.as_ref().map(json));
+        q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
+            .push_bind(id.clone())
+            .push(" AND commit_token = ")
+            .push_bind(token.to_owned())
+            .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
+    }
+}
+
+/// Commits a batch of hot-path commits in one transaction and one thread hop; per
+/// commit, its new state or `None` when its compare-and-set did not match.
+pub(crate) async fn commit_batch(
+    writer: &sqlx::SqlitePool,
+    commits: &[&StepCommit],
+) -> Result<Vec<Option<Committed>>> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+    for (slot, c) in commits.iter().enumerate() {
+        push_commit(&mut q, c, slot, &Uuid::new_v4().to_string());
+    }
+    q.push(" COMMIT;");
+    let mut held = Held {
+        conn: Some(writer.acquire().await.map_err(backend)?),
+        settled: false,
+    };
+    let rows = match q.build().fetch_all(held.conn()?).await {
+        Ok(rows) => {
+            held.settled = true;
+            rows
+        }
+        Err(err) => {
+            held.rollback().await;
+            return Err(backend(err));
+        }
+    };
+    let mut results = vec![None; commits.len()];
+    for row in rows {
+        let slot: i64 = row.try_get("slot").map_err(backend)?;
+        let committed = Committed {
+            version: row.try_get("version").map_err(backend)?,
+            pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
+        };
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| results.get_mut(s)) {
+            *entry = Some(committed);
+        }
+    }
+    Ok(results)
 }
 
 // ------------------------------------------------------------------ workflows

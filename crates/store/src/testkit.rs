@@ -46,6 +46,7 @@ macro_rules! contract_tests {
             workflows_for_event_pick_highest_enabled_version,
             executions_create_get_and_conflict,
             step_commits_are_compare_and_set,
+            concurrent_commits_keep_their_own_compare_and_set,
             effects_apply_once_with_the_commit,
             quorum_decisions_claim_the_execution_once,
             concurrent_decisions_claim_once,
@@ -606,6 +607,53 @@ pub async fn step_commits_are_compare_and_set(store: Arc<dyn Store>) {
         store.commit_step(again).await.unwrap_err().is_conflict(),
         "terminal is final"
     );
+}
+
+/// Many commits at once (backends may fold them into one batch): each keeps its own
+/// compare-and-set, and a refused commit's step rows never land.
+pub async fn concurrent_commits_keep_their_own_compare_and_set(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let mut executions = Vec::new();
+    for i in 0..20 {
+        executions.push(running(&store, &w, &format!("w{i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, e) in executions.iter().enumerate() {
+        for stale in [false, true] {
+            let store = store.clone();
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("w{i}");
+                let version = if stale { e.version - 1 } else { e.version };
+                let mut c = commit(&e, &owner, version, Transition::Continue);
+                c.records = vec![step_record(
+                    e.id,
+                    if stale { "stale" } else { "fresh" },
+                    StepStatus::Completed,
+                )];
+                (e.id, stale, store.commit_step(c).await)
+            }));
+        }
+    }
+    for task in tasks {
+        let (id, stale, result) = task.await.unwrap();
+        match (stale, result) {
+            (false, Ok(committed)) => assert_eq!(committed.version, 2, "{id}"),
+            (true, Err(err)) => assert!(err.is_conflict(), "{id}: {err}"),
+            (stale, other) => panic!("{id} stale={stale}: {other:?}"),
+        }
+    }
+    for e in &executions {
+        let steps: Vec<String> = store
+            .list_steps(e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.step_id)
+            .collect();
+        assert_eq!(steps, ["fresh"], "only the matching commit's rows land");
+        assert_eq!(store.get_execution(e.id).await.unwrap().version, 2);
+    }
 }
 
 pub async fn effects_apply_once_with_the_commit(store: Arc<dyn Store>) {
