@@ -1103,7 +1103,20 @@ impl ApprovalStore for PgStore {
         now: Timestamp,
     ) -> Result<Decided> {
         let mut tx = self.tx().await?;
-        let mut approval = load_approval(&mut tx, approval_id, true).await?;
+        // One read locks both rows: the execution as columns, the request as a document
+        // whose keys are the `ApprovalRequest` fields.
+        let row = sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = $1 FOR UPDATE")
+            .bind(approval_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("approval", approval_id));
+        };
+        let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
+        let mut approval: ApprovalRequest =
+            serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
+        let mut execution = rows::execution(&row)?;
         let (decided_by, reason, data, kind) = (
             decision.decided_by.clone(),
             decision.reason.clone(),
@@ -1113,7 +1126,6 @@ impl ApprovalStore for PgStore {
         let status = approval
             .apply(decision)
             .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
-        let mut execution = load_execution(&mut tx, approval.execution_id, true).await?;
         if status == ApprovalStatus::Pending {
             write_approval_state(&mut tx, &approval).await?;
             commit(tx).await?;
@@ -1140,17 +1152,27 @@ impl ApprovalStore for PgStore {
             decided_at: now,
         };
         rules::resume(&mut execution, wake, claim, now);
-        write_approval_state(&mut tx, &approval).await?;
-        write_execution(&mut tx, &execution).await?;
-        audit(
-            &mut tx,
-            execution.id,
-            ResumeTrigger::Approval,
-            Some(&decided_by),
-            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
-            now,
-        )
-        .await?;
+        // Every write in one statement: the execution ($1-$33), the request, the audit row.
+        let sql = format!(
+            "WITH e AS ({}), \
+             a AS (UPDATE approvals SET status = $34, decisions = $35, decided_at = $36 WHERE id = $37 RETURNING 1), \
+             r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+                VALUES ($38, $1, 'approval', $39, $40, $41, $41, 'resumed', NULL) RETURNING 1) \
+             SELECT (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
+            upsert_execution_sql()
+        );
+        bind_execution(sqlx::query(&sql), &execution)
+            .bind(approval.status.as_str())
+            .bind(to_json(&approval.decisions))
+            .bind(approval.decided_at)
+            .bind(approval_id)
+            .bind(Uuid::now_v7())
+            .bind(decided_by.clone())
+            .bind(Json(json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         commit(tx).await?;
         Ok(Decided {
             approval,
