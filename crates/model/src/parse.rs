@@ -392,11 +392,11 @@ impl Parser {
         }
     }
 
-    /// A step, or (when it is too broken to build) an inert placeholder carrying its id,
+    /// A step, or (when it is too broken to build) an inert stand-in carrying its id,
     /// so that the paths of the steps after it stay right. Errors have been reported
-    /// either way, so a placeholder never leaves the parser.
+    /// either way, so a stand-in never leaves the parser.
     fn step(&mut self, value: &Value, path: &Path) -> Step {
-        let placeholder = |id: String| Step {
+        let stand_in = |id: String| Step {
             id,
             name: None,
             description: None,
@@ -410,7 +410,7 @@ impl Parser {
             metadata: None,
         };
         let Some(mut f) = self.object(value, path, "a step") else {
-            return placeholder(String::new());
+            return stand_in(String::new());
         };
         let id = self.req_string(&mut f, "id", "a unique step id");
         if !id.is_empty() {
@@ -512,13 +512,13 @@ impl Parser {
                     next: self.opt_string(&mut f, "next"),
                 }
             }
-            "" => return placeholder(id),
+            "" => return stand_in(id),
             other => {
                 self.report.error(
                     &f.at("type"),
                     format!("unknown step type `{other}` (expected condition, action, execute, approval, wait, parallel or foreach)"),
                 );
-                return placeholder(id);
+                return stand_in(id);
             }
         };
         f.finish(&mut self.report, &format!("a `{kind_name}` step"));
@@ -616,9 +616,10 @@ impl Parser {
 
     /// Parses a condition tree. A node is exactly one of: a leaf, `and`, `or`, `not`.
     pub(crate) fn condition(&mut self, value: &Value, path: &Path) -> Condition {
-        let placeholder = Condition::And { and: Vec::new() };
+        // Stands in for a condition that could not be read (already reported).
+        let unreadable = Condition::And { and: Vec::new() };
         let Some(mut f) = self.object(value, path, "a condition") else {
-            return placeholder;
+            return unreadable;
         };
         let combinators: Vec<&str> = ["and", "or", "not"]
             .into_iter()
@@ -629,7 +630,7 @@ impl Parser {
             .any(|k| f.map.contains_key(*k));
         if is_leaf && !combinators.is_empty() {
             self.report.error(path, format!("a condition is either a leaf (field, operator, value) or one of and/or/not, not both: found `{}` beside a leaf", combinators[0]));
-            return placeholder;
+            return unreadable;
         }
         if combinators.len() > 1 {
             self.report.error(
@@ -639,7 +640,7 @@ impl Parser {
                     combinators.join(" and ")
                 ),
             );
-            return placeholder;
+            return unreadable;
         }
         let condition = match combinators.first().copied() {
             Some(key @ ("and" | "or")) => {
@@ -668,7 +669,7 @@ impl Parser {
                 Some(inner) => Condition::Not {
                     not: Box::new(self.condition(inner, &path.key("not"))),
                 },
-                None => placeholder,
+                None => unreadable,
             },
             None => {
                 let field = self.req_string(&mut f, "field", "a context path");

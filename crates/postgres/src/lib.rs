@@ -8,7 +8,6 @@
 //! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
-mod group;
 mod rows;
 mod store;
 
@@ -71,7 +70,7 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
-    pub(crate) committer: tokio::sync::mpsc::Sender<group::Pending>,
+    pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
 }
 
 impl PgStore {
@@ -89,7 +88,16 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::Connect)?;
-        let committer = group::spawn(pool.clone());
+        let committer = {
+            let pool = pool.clone();
+            tollgate_store::group_commit::GroupCommitter::spawn(
+                move |commits| {
+                    let pool = pool.clone();
+                    async move { store::commit_batch(&pool, &commits).await }
+                },
+                |_| {},
+            )
+        };
         Ok(Self { pool, committer })
     }
 

@@ -16,10 +16,11 @@ use tollgate_model::records::{
 };
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
-    decode_cursor, encode_cursor, rules, ApiKeyStore, ApprovalFilter, ApprovalStore, Committed,
-    Decided, Effect, Error, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health,
-    LeaseClaim, NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
-    ResumeRequestStore, StepCommit, Transition, WorkflowFilter, WorkflowStore,
+    decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
+    EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
+    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, StepCommit,
+    Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -39,29 +40,7 @@ async fn commit(tx: Tx) -> Result<()> {
 }
 
 fn id_after(page: &PageRequest) -> Result<Option<Uuid>> {
-    page.cursor
-        .as_deref()
-        .map(|c| {
-            let parts = decode_cursor(c, 1)?;
-            Uuid::parse_str(&parts[0])
-                .map_err(|_| Error::Invalid(format!("`{c}` is not a cursor returned by this list")))
-        })
-        .transpose()
-}
-
-fn page_of<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_cursor = if more {
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
-}
-
-fn id_cursor(id: Uuid) -> String {
-    encode_cursor(&[&id.to_string()])
+    decode_id_cursor(page.cursor.as_deref())
 }
 
 fn int(n: u32) -> i32 {
@@ -534,7 +513,9 @@ impl WorkflowStore for PgStore {
             .iter()
             .map(rows::workflow)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |w| id_cursor(w.id)))
+        Ok(page_from_overfetch(items, page.limit, |w| {
+            encode_id_cursor(w.id)
+        }))
     }
 
     async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
@@ -579,19 +560,10 @@ impl WorkflowStore for PgStore {
 
 impl PgStore {
     /// The hot path — continue, or release for a retry, with no effects — through the
-    /// group committer (`group.rs`): one statement per batch of concurrent commits, each
-    /// with its own compare-and-set and its step rows joined to its own update.
+    /// group committer: one statement per batch of concurrent commits ([`commit_batch`]).
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.committer
-            .send(crate::group::Pending { commit: c, reply })
-            .await
-            .map_err(|_| Error::Backend("the commit task has stopped".into()))?;
-        let committed = answer
-            .await
-            .map_err(|_| Error::Backend("the commit task has stopped".into()))??;
-        match committed {
+        match self.committer.commit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
@@ -603,6 +575,71 @@ impl PgStore {
             }
         }
     }
+}
+
+const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, context jsonb, \
+        cursor jsonb, visits jsonb, steps_run int, result text, release boolean, expires timestamptz, now timestamptz)), \
+     upd AS (UPDATE executions e SET context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
+        wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
+        lease_owner = CASE WHEN v.release THEN NULL ELSE e.lease_owner END, lease_expires_at = v.expires, version = e.version + 1, updated_at = v.now \
+        FROM v WHERE e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
+        RETURNING v.slot, e.version, e.pause_requested, v.release), \
+     ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+        SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, r.input, r.output, r.warnings, r.started_at, r.completed_at, r.error \
+        FROM jsonb_to_recordset($2) AS r(slot int, id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, iteration int, visit int, attempt int, \
+            status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, completed_at timestamptz, error jsonb) \
+        JOIN upd ON upd.slot = r.slot \
+        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, warnings = EXCLUDED.warnings, \
+            started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error RETURNING 1), \
+     note AS (SELECT pg_notify($3, 'release') WHERE EXISTS (SELECT 1 FROM upd WHERE release)) \
+     SELECT slot, version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified FROM upd";
+
+/// Commits `Continue`/`Release` step commits without effects in one statement; returns,
+/// per commit, its new state or `None` when its compare-and-set did not match. The
+/// transition is exactly `rules::apply_commit`'s for those two cases.
+pub(crate) async fn commit_batch(
+    pool: &sqlx::PgPool,
+    commits: &[StepCommit],
+) -> Result<Vec<Option<Committed>>> {
+    let mut executions = Vec::with_capacity(commits.len());
+    let mut records = Vec::new();
+    for (slot, c) in commits.iter().enumerate() {
+        let (release, expires) = match c.transition {
+            Transition::Release { at } => (true, at),
+            _ => (false, c.lease_expires_at),
+        };
+        executions.push(json!({
+            "slot": slot, "id": c.execution_id, "owner": c.owner, "expected": c.expected_version,
+            "context": c.context, "cursor": c.cursor, "visits": c.visits, "steps_run": c.steps_run,
+            "result": c.result, "release": release, "expires": expires, "now": c.now,
+        }));
+        for record in &c.records {
+            let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut value {
+                map.insert("slot".into(), json!(slot));
+            }
+            records.push(value);
+        }
+    }
+    let rows = sqlx::query(GROUP_COMMIT_SQL)
+        .bind(to_json(&executions))
+        .bind(to_json(&records))
+        .bind(WAKEUP_CHANNEL)
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+    let mut results = vec![None; commits.len()];
+    for row in rows {
+        let slot: i32 = row.try_get("slot").map_err(backend)?;
+        let committed = Committed {
+            version: row.try_get("version").map_err(backend)?,
+            pause_requested: row.try_get("pause_requested").map_err(backend)?,
+        };
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| results.get_mut(s)) {
+            *entry = Some(committed);
+        }
+    }
+    Ok(results)
 }
 
 /// Ids picked by a `SELECT id … FOR UPDATE SKIP LOCKED` inside the transaction.
@@ -686,7 +723,9 @@ impl ExecutionStore for PgStore {
             .iter()
             .map(rows::execution)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |e| id_cursor(e.id)))
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            encode_id_cursor(e.id)
+        }))
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
@@ -719,7 +758,7 @@ impl ExecutionStore for PgStore {
             .iter()
             .map(rows::execution)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |e| {
+        Ok(page_from_overfetch(items, page.limit, |e| {
             let at = e
                 .gate
                 .as_ref()
@@ -1092,7 +1131,9 @@ impl ApprovalStore for PgStore {
             .iter()
             .map(rows::approval)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |a| id_cursor(a.id)))
+        Ok(page_from_overfetch(items, page.limit, |a| {
+            encode_id_cursor(a.id)
+        }))
     }
 
     async fn decide(
@@ -1349,7 +1390,9 @@ impl NotificationStore for PgStore {
             .iter()
             .map(rows::notification)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |n| id_cursor(n.id)))
+        Ok(page_from_overfetch(items, page.limit, |n| {
+            encode_id_cursor(n.id)
+        }))
     }
 }
 
@@ -1386,7 +1429,9 @@ impl ApiKeyStore for PgStore {
         .await
         .map_err(backend)?;
         let items = rows.iter().map(rows::api_key).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |k| id_cursor(k.id)))
+        Ok(page_from_overfetch(items, page.limit, |k| {
+            encode_id_cursor(k.id)
+        }))
     }
 
     async fn delete_api_key(&self, id: Uuid) -> Result<()> {

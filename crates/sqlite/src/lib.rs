@@ -6,7 +6,6 @@
 //! lets run alongside the writer. Every execution transition is
 //! [`tollgate_store::rules`]' — the same as every other backend.
 
-mod group;
 mod rows;
 mod store;
 
@@ -98,7 +97,7 @@ pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
     pub(crate) wakeups: Arc<Notify>,
-    pub(crate) committer: tokio::sync::mpsc::Sender<group::Pending>,
+    pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
 }
 
 impl SqliteStore {
@@ -159,7 +158,24 @@ impl SqliteStore {
                 source,
             })?;
         let wakeups = Arc::new(Notify::new());
-        let committer = group::spawn(writer.clone(), wakeups.clone());
+        let committer = {
+            let writer = writer.clone();
+            let wake = wakeups.clone();
+            tollgate_store::group_commit::GroupCommitter::spawn(
+                move |commits| {
+                    let writer = writer.clone();
+                    async move { store::commit_batch(&writer, &commits).await }
+                },
+                move |commits| {
+                    if commits
+                        .iter()
+                        .any(|c| matches!(c.transition, tollgate_store::Transition::Release { .. }))
+                    {
+                        wake.notify_one();
+                    }
+                },
+            )
+        };
         Ok(Self {
             writer,
             reader,

@@ -15,10 +15,11 @@ use tollgate_model::records::{
 };
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
-    decode_cursor, encode_cursor, rules, ApiKeyStore, ApprovalFilter, ApprovalStore, Committed,
-    Decided, Effect, Error, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health,
-    LeaseClaim, NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
-    ResumeRequestStore, StepCommit, Transition, WorkflowFilter, WorkflowStore,
+    decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
+    EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
+    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, StepCommit,
+    Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -86,31 +87,7 @@ async fn commit(tx: Tx) -> Result<()> {
 }
 
 fn id_after(page: &PageRequest) -> Result<Option<String>> {
-    page.cursor
-        .as_deref()
-        .map(|c| {
-            let parts = decode_cursor(c, 1)?;
-            Uuid::parse_str(&parts[0])
-                .map(|u| u.to_string())
-                .map_err(|_| Error::Invalid(format!("`{c}` is not a cursor returned by this list")))
-        })
-        .transpose()
-}
-
-/// Runs a keyset page query (`limit + 1` rows fetched) and builds the page.
-fn page_of<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_cursor = if more {
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
-}
-
-fn id_cursor(id: Uuid) -> String {
-    encode_cursor(&[&id.to_string()])
+    Ok(decode_id_cursor(page.cursor.as_deref())?.map(|u| u.to_string()))
 }
 
 // ------------------------------------------------------------------ execution rows
@@ -394,19 +371,10 @@ async fn apply_effect(conn: &mut SqliteConnection, effect: &Effect, now: Timesta
 
 impl SqliteStore {
     /// The hot path — a step that continues or waits for a retry, with no effects —
-    /// through the group committer (`group.rs`), which folds concurrent commits into one
-    /// batch.
+    /// through the group committer, which folds concurrent commits into one batch.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.committer
-            .send(crate::group::Pending { commit: c, reply })
-            .await
-            .map_err(|_| Error::Backend("the commit task has stopped".into()))?;
-        match answer
-            .await
-            .map_err(|_| Error::Backend("the commit task has stopped".into()))??
-        {
+        match self.committer.commit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
@@ -485,7 +453,7 @@ fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: usize, token:
 /// commit, its new state or `None` when its compare-and-set did not match.
 pub(crate) async fn commit_batch(
     writer: &sqlx::SqlitePool,
-    commits: &[&StepCommit],
+    commits: &[StepCommit],
 ) -> Result<Vec<Option<Committed>>> {
     let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
     for (slot, c) in commits.iter().enumerate() {
@@ -715,7 +683,9 @@ impl WorkflowStore for SqliteStore {
             .iter()
             .map(rows::workflow)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |w| id_cursor(w.id)))
+        Ok(page_from_overfetch(items, page.limit, |w| {
+            encode_id_cursor(w.id)
+        }))
     }
 
     async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
@@ -823,7 +793,9 @@ impl ExecutionStore for SqliteStore {
             .iter()
             .map(rows::execution)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |e| id_cursor(e.id)))
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            encode_id_cursor(e.id)
+        }))
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
@@ -857,7 +829,7 @@ impl ExecutionStore for SqliteStore {
             .iter()
             .map(rows::execution)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |e| {
+        Ok(page_from_overfetch(items, page.limit, |e| {
             let at = e.gate.as_ref().map_or(0, |g| ts(g.paused_at));
             encode_cursor(&[&at.to_string(), &e.id.to_string()])
         }))
@@ -1248,7 +1220,9 @@ impl ApprovalStore for SqliteStore {
             .iter()
             .map(rows::approval)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |a| id_cursor(a.id)))
+        Ok(page_from_overfetch(items, page.limit, |a| {
+            encode_id_cursor(a.id)
+        }))
     }
 
     async fn decide(
@@ -1526,7 +1500,9 @@ impl NotificationStore for SqliteStore {
             .iter()
             .map(rows::notification)
             .collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |n| id_cursor(n.id)))
+        Ok(page_from_overfetch(items, page.limit, |n| {
+            encode_id_cursor(n.id)
+        }))
     }
 }
 
@@ -1563,7 +1539,9 @@ impl ApiKeyStore for SqliteStore {
             .await
             .map_err(backend)?;
         let items = rows.iter().map(rows::api_key).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page.limit, |k| id_cursor(k.id)))
+        Ok(page_from_overfetch(items, page.limit, |k| {
+            encode_id_cursor(k.id)
+        }))
     }
 
     async fn delete_api_key(&self, id: Uuid) -> Result<()> {

@@ -38,6 +38,39 @@ pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>, Error> {
     }
 }
 
+/// The cursor of a list ordered by id.
+pub fn encode_id_cursor(id: uuid::Uuid) -> String {
+    encode_cursor(&[&id.to_string()])
+}
+
+/// The id in a cursor made by [`encode_id_cursor`], if the page request has one.
+pub fn decode_id_cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, Error> {
+    cursor
+        .map(|c| {
+            let parts = decode_cursor(c, 1)?;
+            uuid::Uuid::parse_str(&parts[0])
+                .map_err(|_| Error::Invalid(format!("`{c}` is not a cursor returned by this list")))
+        })
+        .transpose()
+}
+
+/// A page from a query that fetched `limit + 1` rows: the extra row, if any, only says
+/// that a next page exists.
+pub fn page_from_overfetch<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> crate::Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    crate::Page { items, next_cursor }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

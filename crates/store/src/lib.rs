@@ -13,6 +13,7 @@
 //!   item 10 as at item 1,000,000.
 
 mod cursor;
+pub mod group_commit;
 pub mod memory;
 pub mod rules;
 mod traits;
@@ -21,7 +22,9 @@ mod types;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use cursor::{decode_cursor, encode_cursor};
+pub use cursor::{
+    decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch,
+};
 pub use memory::MemoryStore;
 pub use traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
