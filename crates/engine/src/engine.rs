@@ -841,18 +841,17 @@ impl Run<'_> {
                 if self.exec.result.is_none() {
                     self.exec.result = Some(ExecutionResult::Executed);
                 }
-                let committed = self
-                    .commit(
-                        records,
-                        effects,
-                        consumed,
-                        Transition::Finish {
-                            status: ExecutionStatus::Completed,
-                            error: None,
-                        },
-                    )
-                    .await?;
-                let _ = committed;
+                // The last step's effects and consumed events commit with the ending.
+                self.commit(
+                    records,
+                    effects,
+                    consumed,
+                    Transition::Finish {
+                        status: ExecutionStatus::Completed,
+                        error: None,
+                    },
+                )
+                .await?;
                 tracing::info!(execution_id = %self.exec.id, result = ?self.exec.result, "execution completed");
                 Ok(false)
             }
