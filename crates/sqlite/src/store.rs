@@ -980,47 +980,50 @@ impl ExecutionStore for SqliteStore {
         claim: &LeaseClaim,
         limit: u32,
     ) -> Result<Vec<Execution>> {
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<String> = sqlx::query("SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ? ORDER BY gate_deadline LIMIT ?")
+        // One batch, one hop: the claim is a single `UPDATE … RETURNING` (building the wake
+        // signal of `rules::deadline_wake` in SQL and stamping a batch token); the approval
+        // expiry and the `timer` audit rows follow in the same transaction, selected by
+        // that token.
+        let token = Uuid::new_v4().to_string();
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let sql = "BEGIN IMMEDIATE; \
+            UPDATE executions SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, version = version + 1, updated_at = ?3, \
+                resume_count = resume_count + 1, last_resumed_at = ?3, commit_token = ?4, \
+                wake = CASE WHEN gate_reason = 'approval' AND gate_approval_id IS NOT NULL \
+                    THEN json_object('kind', 'approval', 'approval_id', gate_approval_id, 'outcome', 'expired', 'decided_by', NULL, \
+                        'reason', NULL, 'data', NULL, 'decided_at', ?5) \
+                    ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
+              WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 ORDER BY gate_deadline LIMIT ?6) \
+              RETURNING *; \
+            UPDATE approvals SET status = 'expired', decided_at = ?3 \
+              WHERE status = 'pending' AND id IN (SELECT gate_approval_id FROM executions WHERE commit_token = ?4); \
+            INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+              SELECT lower(hex(randomblob(16))), id, 'timer', NULL, \
+                json_object('deadline', strftime('%Y-%m-%dT%H:%M:%fZ', gate_deadline / 1000000.0, 'unixepoch'), 'step_id', json_extract(gate, '$.step_id')), \
+                ?3, ?3, 'resumed', NULL \
+              FROM executions WHERE commit_token = ?4; \
+            COMMIT;";
+        let mut held = self.held().await?;
+        let result = sqlx::query(sql)
+            .bind(claim.owner.clone())
+            .bind(ts(claim.expires_at))
             .bind(ts(now))
+            .bind(token)
+            .bind(at)
             .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let id = Uuid::parse_str(&id).map_err(|e| rows::corrupt("execution id", e))?;
-            let mut execution = load_execution(&mut tx, id).await?;
-            let Some(gate) = execution.gate.clone() else {
-                continue;
-            };
-            if let Some(approval_id) = gate.approval_id {
-                sqlx::query("UPDATE approvals SET status = 'expired', decided_at = ? WHERE id = ? AND status = 'pending'")
-                    .bind(ts(now))
-                    .bind(approval_id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+            .fetch_all(held.conn()?)
+            .await;
+        let rows = match result {
+            Ok(rows) => {
+                held.settled = true;
+                rows
             }
-            rules::resume(&mut execution, rules::deadline_wake(&gate, now), claim, now);
-            write_execution(&mut tx, &execution).await?;
-            audit(
-                &mut tx,
-                id,
-                ResumeTrigger::Timer,
-                None,
-                json!({"deadline": gate.deadline, "step_id": gate.step_id}),
-                now,
-            )
-            .await?;
-            claimed.push(execution);
-        }
-        commit(tx).await?;
-        Ok(claimed)
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        rows.iter().map(rows::execution).collect()
     }
 
     async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
