@@ -71,6 +71,7 @@ pub enum ConnectError {
 pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
+    pub(crate) decider: store::Decider,
 }
 
 impl PgStore {
@@ -98,7 +99,12 @@ impl PgStore {
                 |_| {},
             )
         };
-        Ok(Self { pool, committer })
+        let decider = store::Decider::spawn(pool.clone());
+        Ok(Self {
+            pool,
+            committer,
+            decider,
+        })
     }
 
     /// Applies pending migrations.

@@ -1143,84 +1143,218 @@ impl ApprovalStore for PgStore {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
-        let mut tx = self.tx().await?;
-        // One read locks both rows: the execution as columns, the request as a document
-        // whose keys are the `ApprovalRequest` fields.
-        let row = sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = $1 FOR UPDATE")
-            .bind(approval_id)
-            .fetch_optional(&mut *tx)
+        self.decider
+            .decide(DecideRequest {
+                approval_id,
+                decision,
+                claim: claim.clone(),
+                now,
+            })
             .await
-            .map_err(backend)?;
-        let Some(row) = row else {
-            return Err(Error::not_found("approval", approval_id));
-        };
-        let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
-        let mut approval: ApprovalRequest =
-            serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
-        let mut execution = rows::execution(&row)?;
-        let (decided_by, reason, data, kind) = (
-            decision.decided_by.clone(),
-            decision.reason.clone(),
-            decision.data.clone(),
-            decision.decision,
-        );
-        let status = approval
-            .apply(decision)
-            .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
-        if status == ApprovalStatus::Pending {
-            write_approval_state(&mut tx, &approval).await?;
-            commit(tx).await?;
-            return Ok(Decided {
-                approval,
-                execution,
-                claimed: false,
-            });
-        }
-        let at_gate = execution.status == ExecutionStatus::Paused
-            && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
-        if !at_gate {
-            return Err(Error::Conflict(format!(
-                "execution {} is {} and no longer waits for approval {approval_id}",
-                execution.id, execution.status
-            )));
-        }
-        let wake = Wake::Approval {
-            approval_id,
-            outcome: status,
-            decided_by: Some(decided_by.clone()),
-            reason: reason.clone(),
-            data: data.clone(),
-            decided_at: now,
-        };
-        rules::resume(&mut execution, wake, claim, now);
-        // Every write in one statement: the execution ($1-$33), the request, the audit row.
-        let sql = format!(
-            "WITH e AS ({}), \
-             a AS (UPDATE approvals SET status = $34, decisions = $35, decided_at = $36 WHERE id = $37 RETURNING 1), \
-             r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
-                VALUES ($38, $1, 'approval', $39, $40, $41, $41, 'resumed', NULL) RETURNING 1) \
-             SELECT (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
-            upsert_execution_sql()
-        );
-        bind_execution(sqlx::query(&sql), &execution)
-            .bind(approval.status.as_str())
-            .bind(to_json(&approval.decisions))
-            .bind(approval.decided_at)
-            .bind(approval_id)
-            .bind(Uuid::now_v7())
-            .bind(decided_by.clone())
-            .bind(Json(json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        commit(tx).await?;
-        Ok(Decided {
-            approval,
-            execution,
-            claimed: true,
-        })
     }
+}
+
+/// One decision waiting for the decider.
+#[derive(Debug, Clone)]
+pub(crate) struct DecideRequest {
+    pub(crate) approval_id: Uuid,
+    pub(crate) decision: Decision,
+    pub(crate) claim: LeaseClaim,
+    pub(crate) now: Timestamp,
+}
+
+/// Group commit for decisions: the decisions queued at that moment are decided in one
+/// transaction — one locked read of all their requests and executions, the quorum rules
+/// applied in arrival order (so several decisions on one request see each other), one
+/// write statement per decision, one flush for all.
+#[derive(Debug, Clone)]
+pub(crate) struct Decider {
+    queue:
+        tokio::sync::mpsc::Sender<(DecideRequest, tokio::sync::oneshot::Sender<Result<Decided>>)>,
+}
+
+impl Decider {
+    pub(crate) fn spawn(pool: sqlx::PgPool) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<(
+            DecideRequest,
+            tokio::sync::oneshot::Sender<Result<Decided>>,
+        )>(1024);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < tollgate_store::group_commit::MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match decide_batch(&pool, &requests).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    // A database error aborts the whole transaction: decide each alone so
+                    // the error reaches only the decision that caused it.
+                    Err(err) => {
+                        if requests.len() == 1 {
+                            for reply in replies {
+                                let _ = reply.send(Err(Error::Backend(err.to_string().into())));
+                            }
+                            continue;
+                        }
+                        for (request, reply) in requests.into_iter().zip(replies) {
+                            let result =
+                                match decide_batch(&pool, std::slice::from_ref(&request)).await {
+                                    Ok(mut results) => results
+                                        .pop()
+                                        .unwrap_or_else(|| Err(Error::Backend("no result".into()))),
+                                    Err(err) => Err(err),
+                                };
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn decide(&self, request: DecideRequest) -> Result<Decided> {
+        let stopped = || Error::Backend("the decision task has stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Decides a batch in one transaction; `Err` only for a database error (nothing written).
+async fn decide_batch(
+    pool: &sqlx::PgPool,
+    requests: &[DecideRequest],
+) -> Result<Vec<Result<Decided>>> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.approval_id).collect();
+    ids.sort();
+    ids.dedup();
+    // One read locks every request and its execution, in id order (no deadlocks between
+    // batches); the execution as columns, the request as a document whose keys are the
+    // `ApprovalRequest` fields.
+    let rows = sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+    let mut approvals = std::collections::HashMap::new();
+    let mut executions = std::collections::HashMap::new();
+    for row in &rows {
+        let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
+        let approval: ApprovalRequest =
+            serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
+        let execution = rows::execution(row)?;
+        executions.insert(execution.id, execution);
+        approvals.insert(approval.id, approval);
+    }
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let result = decide_one(&mut tx, &mut approvals, &mut executions, request).await?;
+        results.push(result);
+    }
+    commit(tx).await?;
+    Ok(results)
+}
+
+/// Applies one decision to the batch's locked rows and writes it; the outer `Err` is a
+/// database error, the inner one this decision's refusal.
+async fn decide_one(
+    tx: &mut Tx,
+    approvals: &mut std::collections::HashMap<Uuid, ApprovalRequest>,
+    executions: &mut std::collections::HashMap<Uuid, Execution>,
+    request: &DecideRequest,
+) -> Result<Result<Decided>> {
+    let approval_id = request.approval_id;
+    let now = request.now;
+    let Some(approval) = approvals.get_mut(&approval_id) else {
+        return Ok(Err(Error::not_found("approval", approval_id)));
+    };
+    let Some(execution) = executions.get_mut(&approval.execution_id) else {
+        return Ok(Err(Error::not_found("execution", approval.execution_id)));
+    };
+    let decision = request.decision.clone();
+    let (decided_by, reason, data, kind) = (
+        decision.decided_by.clone(),
+        decision.reason.clone(),
+        decision.data.clone(),
+        decision.decision,
+    );
+    // Refusals change nothing: work on copies and keep them only on success.
+    let mut next_approval = approval.clone();
+    let status = match next_approval.apply(decision) {
+        Ok(status) => status,
+        Err(refusal) => return Ok(Err(Error::Conflict(refusal.to_string()))),
+    };
+    if status == ApprovalStatus::Pending {
+        write_approval_state(tx, &next_approval).await?;
+        *approval = next_approval;
+        return Ok(Ok(Decided {
+            approval: approval.clone(),
+            execution: execution.clone(),
+            claimed: false,
+        }));
+    }
+    let at_gate = execution.status == ExecutionStatus::Paused
+        && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
+    if !at_gate {
+        return Ok(Err(Error::Conflict(format!(
+            "execution {} is {} and no longer waits for approval {approval_id}",
+            execution.id, execution.status
+        ))));
+    }
+    let mut next_execution = execution.clone();
+    let wake = Wake::Approval {
+        approval_id,
+        outcome: status,
+        decided_by: Some(decided_by.clone()),
+        reason: reason.clone(),
+        data: data.clone(),
+        decided_at: now,
+    };
+    rules::resume(&mut next_execution, wake, &request.claim, now);
+    // Every write of this decision in one statement: the execution ($1-$33), the request,
+    // the audit row.
+    let sql = format!(
+        "WITH e AS ({}), \
+         a AS (UPDATE approvals SET status = $34, decisions = $35, decided_at = $36 WHERE id = $37 RETURNING 1), \
+         r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+            VALUES ($38, $1, 'approval', $39, $40, $41, $41, 'resumed', NULL) RETURNING 1) \
+         SELECT (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
+        upsert_execution_sql()
+    );
+    bind_execution(sqlx::query(&sql), &next_execution)
+        .bind(next_approval.status.as_str())
+        .bind(to_json(&next_approval.decisions))
+        .bind(next_approval.decided_at)
+        .bind(approval_id)
+        .bind(Uuid::now_v7())
+        .bind(decided_by)
+        .bind(Json(
+            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
+        ))
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    *approval = next_approval;
+    *execution = next_execution;
+    Ok(Ok(Decided {
+        approval: approval.clone(),
+        execution: execution.clone(),
+        claimed: true,
+    }))
 }
 
 // ------------------------------------------------------------------ events and the rest
