@@ -229,6 +229,30 @@ async fn main() {
     )
     .await;
 
+    // Server-side time of the whole claim statement (200 more due), rolled back.
+    {
+        let mut tx = pool.begin().await.unwrap();
+        let sql = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 ORDER BY gate_deadline LIMIT 100 FOR UPDATE SKIP LOCKED), \
+            upd AS (UPDATE executions e SET status = 'running', lease_owner = 'x', lease_expires_at = $1, version = e.version + 1, updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
+            wake = jsonb_build_object('kind', 'wait_timeout', 'at', $1::timestamptz) FROM due WHERE e.id = due.id RETURNING e.*), \
+            audited AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) SELECT gen_random_uuid(), id, 'timer', NULL, '{}'::jsonb, $1, $1, 'resumed', NULL FROM upd RETURNING 1) \
+            SELECT upd.*, (SELECT count(*) FROM audited) FROM upd";
+        let plan: Vec<String> = sqlx::query(sql)
+            .bind(now + chrono::TimeDelta::seconds(300))
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        if let Some(line) = plan.iter().find(|l| l.contains("Execution Time")) {
+            println!(
+                "  server time of the claim statement (100 rows, rolled back): {}",
+                line.trim()
+            );
+        }
+        tx.rollback().await.unwrap();
+    }
     explain(&pool, &format!("SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= '{}' ORDER BY gate_deadline LIMIT 100 FOR UPDATE SKIP LOCKED", now.to_rfc3339())).await;
     explain(&pool, "SELECT * FROM executions WHERE status IN ('paused', 'waiting') ORDER BY paused_at, id LIMIT 51").await;
     explain(&pool, &format!("SELECT * FROM executions WHERE status IN ('paused', 'waiting') AND (paused_at, id) > ('{}', '{id}') ORDER BY paused_at, id LIMIT 51", at.to_rfc3339())).await;
