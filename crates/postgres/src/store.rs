@@ -1,6 +1,5 @@
 //! The trait implementations on PostgreSQL.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,7 +8,7 @@ use sqlx::postgres::{PgArguments, PgConnection, Postgres};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
-use tollgate_model::definition::{compare_versions, Trigger};
+use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
     ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
@@ -524,20 +523,11 @@ impl WorkflowStore for PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)?;
-        let mut best: BTreeMap<String, Workflow> = BTreeMap::new();
-        for row in &rows {
-            let w = rows::workflow(row)?;
-            if !w.definition.trigger.matches_event(event_type) {
-                continue;
-            }
-            match best.get(w.workflow_id()) {
-                Some(current) if !compare_versions(w.version(), current.version()).is_gt() => {}
-                _ => {
-                    best.insert(w.workflow_id().to_owned(), w);
-                }
-            }
-        }
-        Ok(best.into_values().collect())
+        let candidates = rows
+            .iter()
+            .map(rows::workflow)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rules::triggered_workflows(candidates, event_type))
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
@@ -568,10 +558,7 @@ impl PgStore {
             // Nothing changed: say precisely why.
             None => {
                 let execution = self.get_execution(execution_id).await?;
-                rules::check_lease(&execution, &owner, Some(expected))?;
-                Err(Error::Conflict(format!(
-                    "execution {execution_id} changed during the commit"
-                )))
+                Err(rules::refusal(&execution, &owner, Some(expected)))
             }
         }
     }
@@ -813,8 +800,7 @@ impl ExecutionStore for PgStore {
             Some(row) => row.try_get("version").map_err(backend),
             None => {
                 let execution = self.get_execution(execution_id).await?;
-                rules::check_lease(&execution, owner, Some(expected_version))?;
-                Err(Error::Conflict(format!("execution {execution_id} changed")))
+                Err(rules::refusal(&execution, owner, Some(expected_version)))
             }
         }
     }
@@ -863,7 +849,7 @@ impl ExecutionStore for PgStore {
             .map_err(backend)?;
         if done.rows_affected() == 0 {
             let execution = self.get_execution(id).await?;
-            rules::check_lease(&execution, owner, None)?;
+            return Err(rules::refusal(&execution, owner, None));
         }
         Ok(())
     }
@@ -879,8 +865,7 @@ impl ExecutionStore for PgStore {
             .map_err(backend)?;
         if done.is_none() {
             let execution = self.get_execution(id).await?;
-            rules::check_lease(&execution, owner, None)?;
-            return Err(Error::Conflict(format!("execution {id} changed")));
+            return Err(rules::refusal(&execution, owner, None));
         }
         Ok(())
     }

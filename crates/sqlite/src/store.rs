@@ -1,14 +1,13 @@
 //! The trait implementations. Each method is one statement or one `BEGIN IMMEDIATE`
 //! transaction on the writer connection; reads use the read pool.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::sqlite::{Sqlite, SqliteConnection};
 use sqlx::{QueryBuilder, Row};
-use tollgate_model::definition::{compare_versions, Trigger};
+use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
     ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
@@ -379,10 +378,7 @@ impl SqliteStore {
             // Nothing changed: say precisely why.
             None => {
                 let execution = self.get_execution(execution_id).await?;
-                rules::check_lease(&execution, &owner, Some(expected))?;
-                Err(Error::Conflict(format!(
-                    "execution {execution_id} changed during the commit"
-                )))
+                Err(rules::refusal(&execution, &owner, Some(expected)))
             }
         }
     }
@@ -694,20 +690,11 @@ impl WorkflowStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(backend)?;
-        let mut best: BTreeMap<String, Workflow> = BTreeMap::new();
-        for row in &rows {
-            let w = rows::workflow(row)?;
-            if !w.definition.trigger.matches_event(event_type) {
-                continue;
-            }
-            match best.get(w.workflow_id()) {
-                Some(current) if !compare_versions(w.version(), current.version()).is_gt() => {}
-                _ => {
-                    best.insert(w.workflow_id().to_owned(), w);
-                }
-            }
-        }
-        Ok(best.into_values().collect())
+        let candidates = rows
+            .iter()
+            .map(rows::workflow)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rules::triggered_workflows(candidates, event_type))
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {

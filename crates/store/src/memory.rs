@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tollgate_model::definition::compare_versions;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Lease, Notification,
     Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
@@ -325,18 +324,8 @@ impl WorkflowStore for MemoryStore {
     }
 
     async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
-        let state = self.lock();
-        let mut best: BTreeMap<&str, &Workflow> = BTreeMap::new();
-        for w in state.workflows.values() {
-            if !w.enabled || !w.definition.trigger.matches_event(event_type) {
-                continue;
-            }
-            let slot = best.entry(w.workflow_id()).or_insert(w);
-            if compare_versions(w.version(), slot.version()).is_gt() {
-                *slot = w;
-            }
-        }
-        Ok(best.into_values().cloned().collect())
+        let candidates: Vec<Workflow> = self.lock().workflows.values().cloned().collect();
+        Ok(rules::triggered_workflows(candidates, event_type))
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {

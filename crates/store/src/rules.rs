@@ -6,7 +6,7 @@
 use serde_json::Value;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Event, Execution, ExecutionError, Gate, Lease, StepRecord,
-    Timestamp, Wake,
+    Timestamp, Wake, Workflow,
 };
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
 
@@ -41,6 +41,45 @@ pub fn check_lease(
         }
     }
     Ok(())
+}
+
+/// Why a compare-and-set on `execution` (as re-read after the write matched nothing) was
+/// refused: the lease/version check's own error, or — when the execution changed between
+/// the write and the re-read — a plain `Conflict`. Always an error.
+pub fn refusal(execution: &Execution, owner: &str, expected_version: Option<i64>) -> Error {
+    match check_lease(execution, owner, expected_version) {
+        Err(err) => err,
+        Ok(()) => Error::Conflict(format!(
+            "execution {} changed during the write",
+            execution.id
+        )),
+    }
+}
+
+/// The workflows an event of `event_type` starts, from a backend's candidates: enabled,
+/// trigger matching, and for each `workflow_id` only its highest version.
+pub fn triggered_workflows(
+    candidates: impl IntoIterator<Item = Workflow>,
+    event_type: &str,
+) -> Vec<Workflow> {
+    let mut best: std::collections::BTreeMap<String, Workflow> = std::collections::BTreeMap::new();
+    for w in candidates {
+        if !w.enabled || !w.definition.trigger.matches_event(event_type) {
+            continue;
+        }
+        match best.get(w.workflow_id()) {
+            Some(current)
+                if !tollgate_model::definition::compare_versions(
+                    w.version(),
+                    current.version(),
+                )
+                .is_gt() => {}
+            _ => {
+                best.insert(w.workflow_id().to_owned(), w);
+            }
+        }
+    }
+    best.into_values().collect()
 }
 
 /// Makes the execution `running` under `claim` (new version).
