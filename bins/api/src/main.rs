@@ -1,20 +1,30 @@
 //! `tollgate-api`: Tollgate's server and command-line tool.
 //!
-//! Today it validates workflow files (`tollgate-api validate FILE…`); the HTTP server is
-//! tracked by the API issue and is not part of this build yet.
+//! With no arguments it serves the whole product on embedded SQLite in
+//! `./tollgate-data/` (see `--help`). Subcommands validate definition files, apply
+//! migrations and create API keys.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use tollgate_api::app::{self, AdminKey};
+use tollgate_api::backend::Backend;
+use tollgate_api::config::{DatabaseArgs, ServeArgs};
 
 /// Tollgate: durable workflows that stop at approvals, events and deadlines.
+///
+/// Without a subcommand it serves the REST API (and, by default, runs the worker loop
+/// in-process). Every flag can also be set through the environment variable shown.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-api", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,27 +36,126 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (it is shown only once; only its hash is stored).
+    Create {
+        /// The key's subject name (unique), e.g. `billing-service` or `alice`.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated roles: admin, operator, service, viewer, or approver roles.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Validate { files }) => match validate(&files) {
+    if let Some(Command::Validate { files }) = &cli.command {
+        return match validate(files) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(err) => {
                 eprintln!("error: {err:#}");
                 ExitCode::from(2)
             }
-        },
-        None => {
-            eprintln!(
-                "tollgate-api: this build has no HTTP server yet (see the API issue); \
-                 available now: `tollgate-api validate FILE...`"
-            );
-            ExitCode::from(2)
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
         }
     }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    tollgate_api::telemetry::init_logging(cli.serve.log_format);
+    match cli.command {
+        Some(Command::Validate { .. }) => Ok(()),
+        Some(Command::Migrate { database }) => {
+            let backend = Backend::open(&database).await?;
+            backend.close().await;
+            println!("migrations applied ({:?})", backend.kind);
+            Ok(())
+        }
+        Some(Command::Keys {
+            command:
+                KeysCommand::Create {
+                    name,
+                    roles,
+                    database,
+                },
+        }) => {
+            let backend = Backend::open(&database).await?;
+            let created = tollgate_api::routes::keys::create_key(
+                backend.store.as_ref(),
+                name,
+                roles,
+                chrono::Utc::now(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            backend.close().await;
+            println!(
+                "created key `{}` with roles {}",
+                created.name,
+                created.roles.join(",")
+            );
+            println!("{}", created.key);
+            eprintln!("(store it now: it is not shown again)");
+            Ok(())
+        }
+        None => serve(&cli.serve).await,
+    }
+}
+
+async fn serve(args: &ServeArgs) -> Result<()> {
+    let running = app::start(args, true).await?;
+    println!(
+        "Tollgate listening on http://{} ({:?}, embedded worker {})",
+        running.addr,
+        running.backend,
+        if args.embedded_worker { "on" } else { "off" }
+    );
+    match &running.admin_key {
+        AdminKey::Created { key, path } => {
+            println!(
+                "admin API key (shown once, also saved to {}):",
+                path.display()
+            );
+            println!("  {key}");
+        }
+        AdminKey::Existing { path } => {
+            println!("admin API key: in {}", path.display());
+        }
+    }
+    running.wait().await
 }
 
 /// Validates each file; returns whether all were valid.

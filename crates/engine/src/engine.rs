@@ -71,6 +71,28 @@ impl Default for EngineOptions {
     }
 }
 
+/// Feeds the process's metrics recorder (a no-op unless the embedding program installs
+/// one): step durations by step type, executions ended by status, gates entered.
+fn record_commit_metrics(records: &[(String, Option<i64>)], transition: &Transition) {
+    for (step_type, duration) in records {
+        if let Some(ms) = duration {
+            metrics::histogram!("tollgate_step_duration_seconds", "step_type" => step_type.clone())
+                .record(*ms as f64 / 1000.0);
+        }
+    }
+    match transition {
+        Transition::Finish { status, .. } => {
+            metrics::counter!("tollgate_executions_ended_total", "status" => status.to_string())
+                .increment(1);
+        }
+        Transition::Gate { gate, .. } => {
+            metrics::counter!("tollgate_gates_entered_total", "reason" => gate.reason.as_str())
+                .increment(1);
+        }
+        Transition::Continue | Transition::Release { .. } => {}
+    }
+}
+
 /// What starts an execution.
 #[derive(Debug, Clone)]
 pub struct StartRequest {
@@ -320,7 +342,9 @@ impl Engine {
             consumed_events: Vec::new(),
         };
         tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
-        Ok(self.inner.store.create_execution(execution).await?)
+        let created = self.inner.store.create_execution(execution).await?;
+        metrics::counter!("tollgate_executions_started_total").increment(1);
+        Ok(created)
     }
 
     /// Creates an execution and runs it until it stops at a gate or ends.
@@ -471,6 +495,10 @@ impl Run<'_> {
             all.extend(records);
             all
         };
+        let commit_records: Vec<(String, Option<i64>)> = records
+            .iter()
+            .map(|r| (r.step_type.clone(), r.duration_ms()))
+            .collect();
         let commit = StepCommit {
             execution_id: self.exec.id,
             owner: self.inner().options.worker_id.clone(),
@@ -488,6 +516,7 @@ impl Run<'_> {
             now,
         };
         let committed = self.inner().store.commit_step(commit).await?;
+        record_commit_metrics(&commit_records, &transition);
         self.exec.version = committed.version;
         self.exec.pause_requested = committed.pause_requested;
         self.exec.wake = None;

@@ -5,12 +5,13 @@ use tollgate_engine::Engine;
 use tollgate_model::records::{ApprovalRequest, Decision, DecisionKind, Principal, ResumeTrigger};
 use uuid::Uuid;
 
-use crate::{audit_refusal, refused, Error, Progress, Result};
+use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 
 /// Records approval decisions and resumes the gated execution when one settles it.
 #[derive(Debug, Clone)]
 pub struct ApprovalService {
     engine: Engine,
+    tasks: Option<Tasks>,
 }
 
 /// The outcome of a decision.
@@ -25,7 +26,16 @@ pub struct Decided {
 impl ApprovalService {
     /// A service deciding with `engine`'s worker id.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            tasks: None,
+        }
+    }
+
+    /// Advances the executions it claims on `tasks` (see [`Tasks`]).
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Decides `approval_id` as `principal`: authorises (role, listed user or admin; not
@@ -86,7 +96,12 @@ impl ApprovalService {
             Ok(decided) => {
                 tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, "approval decision");
                 let progress = if decided.claimed {
-                    Progress::spawn(&self.engine, decided.execution)
+                    Progress::spawn(
+                        &self.engine,
+                        self.tasks.as_ref(),
+                        decided.execution,
+                        "approval",
+                    )
                 } else {
                     Progress::idle(decided.execution)
                 };

@@ -5,18 +5,28 @@ use tollgate_engine::Engine;
 use tollgate_model::records::{Execution, ResumeTrigger};
 use uuid::Uuid;
 
-use crate::{audit_refusal, refused, Error, Progress, Result};
+use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 
 /// Pauses, resumes and cancels executions by hand (DESIGN.md §3 "Manual").
 #[derive(Debug, Clone)]
 pub struct ExecutionControl {
     engine: Engine,
+    tasks: Option<Tasks>,
 }
 
 impl ExecutionControl {
     /// Commands carried out with `engine`'s worker id.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            tasks: None,
+        }
+    }
+
+    /// Advances the executions it claims on `tasks` (see [`Tasks`]).
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Pauses a running execution at its next step boundary (at once when no worker
@@ -49,7 +59,12 @@ impl ExecutionControl {
             .resume_manual(id, actor, data.clone(), &self.engine.claim(), now)
             .await
         {
-            Ok(execution) => Ok(Progress::spawn(&self.engine, execution)),
+            Ok(execution) => Ok(Progress::spawn(
+                &self.engine,
+                self.tasks.as_ref(),
+                execution,
+                "manual",
+            )),
             Err(tollgate_store::Error::Conflict(message)) => {
                 audit_refusal(
                     &self.engine,

@@ -7,7 +7,7 @@ use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::EventInsert;
 use uuid::Uuid;
 
-use crate::{audit_refusal, refused, Error, Progress, Result};
+use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 
 /// An incoming event, before it is stored.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +43,7 @@ pub struct Ingested {
 #[derive(Debug, Clone)]
 pub struct EventService {
     engine: Engine,
+    tasks: Option<Tasks>,
 }
 
 /// Waiting executions are scanned in pages of this size.
@@ -51,7 +52,16 @@ const SCAN_PAGE: u32 = 200;
 impl EventService {
     /// A service acting with `engine`'s worker id.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            tasks: None,
+        }
+    }
+
+    /// Advances the executions it claims on `tasks` (see [`Tasks`]).
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Stores the event (a repeated `event_id` returns the first one and does nothing
@@ -143,11 +153,11 @@ impl EventService {
             duplicate: false,
             started: started
                 .into_iter()
-                .map(|e| Progress::spawn(&self.engine, e))
+                .map(|e| Progress::spawn(&self.engine, self.tasks.as_ref(), e, "start"))
                 .collect(),
             resumed: resumed
                 .into_iter()
-                .map(|e| Progress::spawn(&self.engine, e))
+                .map(|e| Progress::spawn(&self.engine, self.tasks.as_ref(), e, "event"))
                 .collect(),
         })
     }
@@ -284,7 +294,12 @@ impl EventService {
                 store
                     .set_event_outcome(event.id, Vec::new(), vec![execution_id])
                     .await?;
-                Ok(Progress::spawn(&self.engine, claimed))
+                Ok(Progress::spawn(
+                    &self.engine,
+                    self.tasks.as_ref(),
+                    claimed,
+                    "event",
+                ))
             }
             Err(tollgate_store::Error::Conflict(message)) => {
                 audit_refusal(

@@ -24,6 +24,54 @@ pub use control::ExecutionControl;
 pub use events::{EventService, Ingested, NewEvent};
 pub use worker::{TickReport, Worker, WorkerOptions};
 
+/// Where claimed executions are advanced: a runtime plus a tracker, so that a process
+/// can wait for every execution it is advancing before it exits (graceful shutdown).
+///
+/// Services without a `Tasks` spawn onto the ambient runtime. A server whose request
+/// handlers run on short-lived per-thread runtimes (actix-web) gives its services a
+/// `Tasks` on its main runtime, so that stopping the HTTP workers never drops an
+/// execution half-way through a step.
+#[derive(Debug, Clone)]
+pub struct Tasks {
+    handle: tokio::runtime::Handle,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl Tasks {
+    /// Tasks spawned on `handle`.
+    pub fn new(handle: tokio::runtime::Handle) -> Self {
+        Self {
+            handle,
+            tracker: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Executions being advanced right now.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Stops accepting nothing new (spawning still works, so late requests are not
+    /// lost) and waits up to `timeout` for the executions in flight; returns whether all
+    /// finished. Those still running keep their lease, which expires for another worker.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.tracker.close();
+        let done = tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok();
+        self.tracker.reopen();
+        done
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn_on(future, &self.handle)
+    }
+}
+
 /// What can go wrong when waking an execution.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -82,11 +130,28 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts advancing `execution` (held by `engine`'s worker) in a task.
-    pub fn spawn(engine: &Engine, execution: Execution) -> Self {
+    /// Starts advancing `execution` (held by `engine`'s worker) in a task, on `tasks`
+    /// when given (else on the current runtime). `trigger` labels the resume-latency
+    /// metric: the time from the signal being recorded to the execution's next stop.
+    pub fn spawn(
+        engine: &Engine,
+        tasks: Option<&Tasks>,
+        execution: Execution,
+        trigger: &'static str,
+    ) -> Self {
         let worker = engine.clone();
         let claimed = execution.clone();
-        let running = tokio::spawn(async move { worker.advance(claimed).await });
+        let advance = async move {
+            let began = std::time::Instant::now();
+            let outcome = worker.advance(claimed).await;
+            metrics::histogram!("tollgate_resume_latency_seconds", "trigger" => trigger)
+                .record(began.elapsed().as_secs_f64());
+            outcome
+        };
+        let running = match tasks {
+            Some(tasks) => tasks.spawn(advance),
+            None => tokio::spawn(advance),
+        };
         Self {
             execution,
             running: Some(running),

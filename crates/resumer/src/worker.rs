@@ -70,6 +70,13 @@ impl Worker {
         }
     }
 
+    /// Uses `wake` (e.g. a backend's wake-up signal: `LISTEN/NOTIFY` on PostgreSQL, the
+    /// writer's commits on SQLite) to end a poll interval early.
+    pub fn with_waker(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
+    }
+
     /// A handle that wakes the loop before its poll interval is over (a backend's
     /// notification, or a gate with a near deadline).
     pub fn waker(&self) -> Arc<Notify> {
@@ -88,6 +95,12 @@ impl Worker {
         let gates = store
             .claim_due_gates(now, &self.engine.claim(), self.options.batch)
             .await?;
+        for execution in &gates {
+            if let Some(deadline) = execution.gate.as_ref().and_then(|g| g.deadline) {
+                let lag = (now - deadline).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!("tollgate_timer_lag_seconds").record(lag);
+            }
+        }
         let leases = store
             .claim_expired_leases(now, &self.engine.claim(), self.options.batch)
             .await?;

@@ -785,6 +785,26 @@ impl ExecutionStore for SqliteStore {
         }))
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM executions GROUP BY status")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
+        rows.into_iter()
+            .map(|(status, n)| {
+                Ok((
+                    status.parse::<ExecutionStatus>().map_err(|_| {
+                        tollgate_store::Error::Backend(
+                            format!("unknown status `{status}` in executions").into(),
+                        )
+                    })?,
+                    n as u64,
+                ))
+            })
+            .collect()
+    }
+
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
         let after = page
             .cursor

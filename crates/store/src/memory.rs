@@ -403,6 +403,17 @@ impl ExecutionStore for MemoryStore {
         Ok(paginate(items, true, after, page.limit, encode_id))
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        let mut counts = BTreeMap::<&'static str, (ExecutionStatus, u64)>::new();
+        for execution in self.lock().executions.values() {
+            counts
+                .entry(execution.status.as_str())
+                .or_insert((execution.status, 0))
+                .1 += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
         let after = page
             .cursor

@@ -63,7 +63,8 @@ macro_rules! contract_tests {
             api_keys_are_unique_findable_and_revocable,
             finishing_closes_open_approvals,
             resume_request_audit_is_kept_in_order,
-            foreign_cursors_are_refused
+            foreign_cursors_are_refused,
+            counts_by_status_match_the_rows
         );
     };
     (@cases $factory:expr; $($name:ident),* $(,)?) => {
@@ -1880,4 +1881,26 @@ pub async fn foreign_cursors_are_refused(store: Arc<dyn Store>) {
         Err(crate::Error::Invalid(_))
     ));
     store.ping().await.unwrap();
+}
+
+/// `count_by_status` counts every execution once, under its current status.
+pub async fn counts_by_status_match_the_rows(store: Arc<dyn Store>) {
+    assert!(store.count_by_status().await.unwrap().is_empty());
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    for _ in 0..3 {
+        running(&store, &w, "w1").await;
+    }
+    paused_at_approval(&store, &w, 1, None).await;
+    paused_at_approval(&store, &w, 1, None).await;
+    waiting(&store, &w, None).await;
+    let mut counts = store.count_by_status().await.unwrap();
+    counts.sort_by_key(|(status, _)| status.as_str());
+    assert_eq!(
+        counts,
+        vec![
+            (ExecutionStatus::Paused, 2),
+            (ExecutionStatus::Running, 3),
+            (ExecutionStatus::Waiting, 1)
+        ]
+    );
 }

@@ -10,7 +10,7 @@ use tollgate_model::records::{
     ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
     StepRecord, Timestamp, Workflow,
 };
-use tollgate_model::WorkflowDefinition;
+use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
@@ -82,6 +82,10 @@ pub trait ExecutionStore: Send + Sync {
         filter: &ExecutionFilter,
         page: &PageRequest,
     ) -> Result<Page<Execution>>;
+
+    /// How many executions are in each status (statuses with none are absent). For
+    /// gauges and dashboards: one aggregate read, not a page walk.
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>>;
 
     /// `paused` and `waiting` executions, oldest pause first.
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>>;

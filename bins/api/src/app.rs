@@ -1,0 +1,283 @@
+//! Building and running the server: backend, engine, admin key, worker loop, HTTP.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tollgate_engine::{
+    ContextProvider, Engine, EngineOptions, HttpContextProvider, NoProviders, Notifier,
+    RecordingNotifier, WebhookNotifier,
+};
+use tollgate_model::records::ApiKey;
+use tollgate_resumer::{Tasks, Worker, WorkerOptions};
+use tollgate_store::Store;
+use uuid::Uuid;
+
+use crate::auth::{generate_key, hash_key};
+use crate::backend::{Backend, Kind};
+use crate::config::{FileConfig, ServeArgs, WorkerArgs};
+use crate::error::ApiError;
+use crate::routes;
+use crate::state::AppState;
+
+/// Builds the engine the way every Tollgate process does: `config` supplies context
+/// providers, secrets and the notifier.
+pub fn build_engine(
+    store: Arc<dyn Store>,
+    config: &FileConfig,
+    worker: &WorkerArgs,
+    worker_id: String,
+) -> anyhow::Result<Engine> {
+    let http_timeout = config.http_timeout();
+    let notifier: Arc<dyn Notifier> = match &config.notifier {
+        Some(n) => Arc::new(
+            WebhookNotifier::new(n.webhook_url.clone(), http_timeout)
+                .context("cannot build the notifier's HTTP client")?,
+        ),
+        None => Arc::new(RecordingNotifier),
+    };
+    let provider: Arc<dyn ContextProvider> = if config.context_providers.is_empty() {
+        Arc::new(NoProviders)
+    } else {
+        Arc::new(
+            HttpContextProvider::new(config.context_providers.clone(), http_timeout)
+                .context("cannot build the context providers' HTTP client")?,
+        )
+    };
+    let options = EngineOptions {
+        worker_id,
+        lease: worker.lease,
+        http_timeout,
+        secrets: config.secrets.clone(),
+        ..EngineOptions::default()
+    };
+    Ok(Engine::builder(store)
+        .notifier(notifier)
+        .context_provider(provider)
+        .options(options)
+        .build()?)
+}
+
+/// A unique id for this process's worker: host, pid and a random suffix.
+pub fn default_worker_id(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let suffix = Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{host}-{}-{}", std::process::id(), &suffix[..6])
+}
+
+/// The admin key after start-up.
+#[derive(Debug, Clone)]
+pub enum AdminKey {
+    /// Created now: shown once, saved at `path`.
+    Created {
+        /// The secret.
+        key: String,
+        /// Where it was written (mode 0600).
+        path: PathBuf,
+    },
+    /// Created earlier; the secret is in `path`.
+    Existing {
+        /// The key file.
+        path: PathBuf,
+    },
+}
+
+/// Makes sure `<data_dir>/admin.key` holds a key the store knows: creates both on first
+/// start; registers the file's key again if this database has never seen it (a new
+/// database behind an old data directory).
+pub async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> anyhow::Result<AdminKey> {
+    let path = data_dir.join("admin.key");
+    let now = chrono::Utc::now();
+    let register = |key: &str| ApiKey {
+        id: Uuid::now_v7(),
+        name: "admin".into(),
+        roles: vec!["admin".into()],
+        key_hash: hash_key(key),
+        created_at: now,
+    };
+    let insert = |mut record: ApiKey| async move {
+        match store.create_api_key(record.clone()).await {
+            Ok(_) => Ok(()),
+            Err(tollgate_store::Error::Conflict(_)) => {
+                record.name = format!("admin-{}", &record.id.simple().to_string()[24..]);
+                store.create_api_key(record).await.map(|_| ())
+            }
+            Err(err) => Err(err),
+        }
+    };
+    if path.exists() {
+        let key = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_owned();
+        if key.is_empty() {
+            anyhow::bail!(
+                "{} is empty; delete it to have a new admin key made",
+                path.display()
+            );
+        }
+        if store.find_api_key(&hash_key(&key)).await?.is_none() {
+            insert(register(&key)).await?;
+        }
+        return Ok(AdminKey::Existing { path });
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    insert(register(&key)).await?;
+    write_secret(&path, &key)?;
+    Ok(AdminKey::Created { key, path })
+}
+
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// A running server.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The admin key.
+    pub admin_key: AdminKey,
+    /// The backend in use.
+    pub backend: Kind,
+    server: ServerHandle,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops gracefully (as on SIGTERM) and waits until everything is down.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop(true).await;
+        self.join.await.context("server task panicked")?
+    }
+
+    /// Waits until the server stops (after SIGTERM/SIGINT).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.join.await.context("server task panicked")?
+    }
+}
+
+/// Starts everything `args` describes and returns once it listens. With `signals`,
+/// SIGTERM and SIGINT stop it gracefully: stop accepting, finish in-flight requests,
+/// stop the worker loop, wait for executions in flight (up to `--shutdown-timeout`;
+/// the rest keep their lease, which another worker reclaims), close the database.
+pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
+    let config = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let backend = Backend::open(&args.database).await?;
+    if backend.kind == Kind::Sqlite && !args.embedded_worker {
+        anyhow::bail!(
+            "--embedded-worker false needs PostgreSQL: an SQLite database is served by one \
+             process, whose embedded worker handles deadlines and recovery"
+        );
+    }
+    let admin_key = ensure_admin_key(backend.store.as_ref(), &args.database.data_dir).await?;
+    let engine = build_engine(
+        backend.store.clone(),
+        &config,
+        &args.worker,
+        default_worker_id("api"),
+    )?;
+    let tasks = Tasks::new(tokio::runtime::Handle::current());
+    let state = AppState::new(
+        engine.clone(),
+        tasks.clone(),
+        args.wait_timeout,
+        args.max_body_size,
+    );
+    crate::telemetry::metrics();
+
+    let shutdown = CancellationToken::new();
+    let worker = if args.embedded_worker {
+        let worker = Worker::new(
+            engine.clone(),
+            WorkerOptions {
+                batch: 100,
+                concurrency: args.worker.worker_concurrency,
+                poll_interval: args.worker.poll_interval,
+            },
+        )
+        .with_waker(backend.wakeups.clone());
+        Some(tokio::spawn(worker.run(shutdown.clone())))
+    } else {
+        None
+    };
+
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let max_body = args.max_body_size;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(format!("invalid query string: {err}")).into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(format!("invalid path: {err}")).into()
+            }))
+            .wrap(middleware::from_fn(crate::telemetry::observe))
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(args.shutdown_timeout.as_secs().max(1));
+    if let Some(n) = args.http_workers {
+        server = server.workers(n.max(1));
+    }
+    if !signals {
+        server = server.disable_signals();
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let drain = args.shutdown_timeout;
+    let kind = backend.kind;
+    let join = tokio::spawn(async move {
+        let served = server.await;
+        tracing::info!("HTTP server stopped; stopping the worker loop");
+        shutdown.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        if !tasks.drain(drain).await {
+            tracing::warn!(in_flight = tasks.in_flight(), "executions still running at shutdown keep their lease; another worker takes them over");
+        }
+        backend.close().await;
+        tracing::info!("stopped");
+        served.context("HTTP server failed")
+    });
+    Ok(Running {
+        addr,
+        admin_key,
+        backend: kind,
+        server: handle,
+        join,
+    })
+}

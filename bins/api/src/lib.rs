@@ -1,0 +1,17 @@
+//! `tollgate-api` as a library: the REST server of API.md, its settings, and the pieces
+//! the `tollgate-resume-worker` binary shares with it (opening the database, building
+//! the engine, logging).
+//!
+//! The binaries are thin: `main.rs` parses flags and calls [`app::start`]; tests start
+//! the same server on port 0.
+
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod dto;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,267 @@
+//! Executions: lists, traces, the resume audit, and operator commands.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+use tollgate_model::{ExecutionStatus, PauseReason};
+use tollgate_store::ExecutionFilter;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
+use crate::auth::{Caller, Permission};
+use crate::dto::{
+    DirectEventDto, ExecutionDto, ExecutionList, ReasonDto, ResumeDto, ResumeRequestDto,
+    ResumeRequestList, StepRecordDto, TraceDto,
+};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::state::AppState;
+
+/// Filters of `GET /executions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionQuery {
+    /// `running`, `paused`, `waiting`, `completed`, `failed`, `cancelled` or `timed_out`.
+    pub status: Option<String>,
+    /// The workflow's uuid.
+    pub workflow_id: Option<Uuid>,
+    /// The workflow's string id.
+    pub workflow_key: Option<String>,
+    /// `approval`, `manual` or `event`.
+    pub paused_reason: Option<String>,
+    /// Executions at an approval gate addressed to this role.
+    pub approver_role: Option<String>,
+}
+
+/// Parses a `paused_reason` filter.
+pub fn parse_reason(text: &str) -> ApiResult<PauseReason> {
+    [
+        PauseReason::Approval,
+        PauseReason::Manual,
+        PauseReason::Event,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == text)
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown paused_reason `{text}` (expected approval, manual or event)"
+        ))
+    })
+}
+
+fn list_of(page: tollgate_store::Page<tollgate_model::records::Execution>) -> ExecutionList {
+    ExecutionList {
+        items: page.items.iter().map(ExecutionDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// Executions, newest first.
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(ExecutionQuery, PageParams),
+    responses((status = 200, body = ExecutionList), (status = 400, description = "unknown status or bad cursor", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    query: web::Query<ExecutionQuery>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<ExecutionStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let paused_reason = query
+        .paused_reason
+        .as_deref()
+        .map(parse_reason)
+        .transpose()?;
+    let filter = ExecutionFilter {
+        status,
+        workflow_id: query.workflow_id,
+        workflow_key: query.workflow_key.clone(),
+        paused_reason,
+        approver_role: query.approver_role.clone(),
+    };
+    let page = state
+        .store
+        .list_executions(&filter, &page.request()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(list_of(page)))
+}
+
+/// `paused` and `waiting` executions, oldest pause first.
+#[utoipa::path(get, path = "/api/v1/executions/paused", tag = "executions", params(PageParams),
+    responses((status = 200, body = ExecutionList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn paused(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let page = state.store.list_gated(&page.request()?).await?;
+    Ok(HttpResponse::Ok().json(list_of(page)))
+}
+
+/// One execution.
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")),
+    responses((status = 200, body = ExecutionDto), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "execution")?;
+    let execution = state.store.get_execution(id).await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// The execution, its step records in order and the definition it runs.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/trace", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")),
+    responses((status = 200, body = TraceDto), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn trace(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "execution")?;
+    let execution = state.store.get_execution(id).await?;
+    let steps = state.store.list_steps(id).await?;
+    let definition = state.store.get_snapshot(&execution.snapshot_id).await?;
+    Ok(HttpResponse::Ok().json(TraceDto {
+        execution: ExecutionDto::from(&execution),
+        steps: steps.iter().map(StepRecordDto::from).collect(),
+        definition: serde_json::to_value(definition.as_ref()).map_err(ApiError::internal)?,
+    }))
+}
+
+/// Every attempt to wake the execution, accepted or refused, in order.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/resume-requests", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")),
+    responses((status = 200, body = ResumeRequestList), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn resume_requests(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "execution")?;
+    state.store.get_execution(id).await?;
+    let rows = state.store.list_resume_requests(id).await?;
+    Ok(HttpResponse::Ok().json(ResumeRequestList {
+        items: rows.iter().map(ResumeRequestDto::from).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Pauses a running execution (at its next step boundary when a step is in flight:
+/// `pause_requested` is then true).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/pause", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")), request_body = ReasonDto,
+    responses((status = 200, body = ExecutionDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, description = "not running", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn pause(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: OptionalJson<ReasonDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let id = parse_id(&id, "execution")?;
+    let execution = state
+        .control
+        .pause(id, Some(caller.subject()), body.0.reason.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// Resumes a manually paused execution, merging `data` into its context.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/resume", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id"), WaitParams), request_body = ResumeDto,
+    responses((status = 200, body = ExecutionDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "not manually paused (approval gates resume by deciding)", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn resume(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    wait: web::Query<WaitParams>,
+    body: OptionalJson<ResumeDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let id = parse_id(&id, "execution")?;
+    let body = body.0;
+    let mut data = body.data;
+    if let (Some(reason), Value::Object(map)) = (&body.reason, &mut data) {
+        map.entry("resume_reason")
+            .or_insert_with(|| Value::String(reason.clone()));
+    }
+    let progress = state
+        .control
+        .resume(id, Some(caller.subject()), data)
+        .await?;
+    let execution = settle(&state, progress, wait.wait).await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// Cancels an execution that has not ended; its open approvals become `cancelled`.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")), request_body = ReasonDto,
+    responses((status = 200, body = ExecutionDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, description = "already ended", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: OptionalJson<ReasonDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let id = parse_id(&id, "execution")?;
+    let execution = state
+        .control
+        .cancel(id, Some(caller.subject()), body.0.reason.as_deref())
+        .await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// Delivers an event to one waiting execution.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/events", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id"), WaitParams), request_body = DirectEventDto,
+    responses((status = 200, body = ExecutionDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "not waiting for this event type (or its match does not hold)", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn deliver(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    wait: web::Query<WaitParams>,
+    body: Json<DirectEventDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::SendEvents)?;
+    let id = parse_id(&id, "execution")?;
+    let body = body.0;
+    if body.event_type.trim().is_empty() {
+        return Err(ApiError::bad_request("`event_type` must not be empty"));
+    }
+    let payload = match body.payload {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        object @ Value::Object(_) => object,
+        _ => return Err(ApiError::bad_request("`payload` must be a JSON object")),
+    };
+    let progress = state
+        .events
+        .deliver_to(id, &body.event_type, payload, Some(caller.subject()))
+        .await?;
+    let execution = settle(&state, progress, wait.wait).await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}

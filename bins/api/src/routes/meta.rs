@@ -1,0 +1,63 @@
+//! Health, metrics and the OpenAPI document: open without a key.
+
+use actix_web::{web, HttpResponse};
+use tollgate_model::ExecutionStatus;
+use utoipa::OpenApi;
+
+use crate::dto::HealthDto;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "meta",
+    responses((status = 200, description = "The process is alive", body = HealthDto)))]
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(HealthDto {
+        status: "ok",
+        database: None,
+    })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/health/ready", tag = "meta",
+    responses(
+        (status = 200, description = "Ready to serve", body = HealthDto),
+        (status = 503, description = "The database is unreachable", body = crate::error::ErrorEnvelope)))]
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(HttpResponse::Ok().json(HealthDto {
+            status: "ready",
+            database: Some("ok"),
+        })),
+        Err(err) => Err(ApiError::unavailable(err)),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.store.count_by_status().await {
+        Ok(counts) => {
+            for status in ExecutionStatus::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("tollgate_executions", "status" => status.as_str()).set(n as f64);
+            }
+        }
+        Err(err) => tracing::warn!("cannot count executions for /metrics: {err}"),
+    }
+    metrics::gauge!("tollgate_executions_in_flight").set(state.tasks.in_flight() as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::metrics().render())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+}

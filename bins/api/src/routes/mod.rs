@@ -1,0 +1,379 @@
+//! The route table of API.md and what the handlers share.
+//!
+//! Every route is listed once in [`table`]; the server registers exactly that table and
+//! the OpenAPI document is checked against it (see the `openapi` test), so neither can
+//! drift from the other.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header::{self, ALLOW};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tollgate_resumer::Progress;
+use tollgate_store::PageRequest;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub mod approvals;
+pub mod events;
+pub mod executions;
+pub mod keys;
+pub mod meta;
+pub mod records;
+pub mod workflows;
+
+/// The API's base path.
+pub const BASE: &str = "/api/v1";
+
+/// Every route: method, path template, handler.
+pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
+    use actix_web::web::route;
+    let r = |m: Method| route().method(m);
+    vec![
+        (Method::GET, "/health/live", r(Method::GET).to(meta::live)),
+        (Method::GET, "/health/ready", r(Method::GET).to(meta::ready)),
+        (Method::GET, "/metrics", r(Method::GET).to(meta::metrics)),
+        (
+            Method::GET,
+            "/api/v1/openapi.json",
+            r(Method::GET).to(meta::openapi),
+        ),
+        (
+            Method::GET,
+            "/api/v1/api-keys",
+            r(Method::GET).to(keys::list),
+        ),
+        (
+            Method::POST,
+            "/api/v1/api-keys",
+            r(Method::POST).to(keys::create),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/api-keys/{id}",
+            r(Method::DELETE).to(keys::delete),
+        ),
+        (
+            Method::GET,
+            "/api/v1/workflows",
+            r(Method::GET).to(workflows::list),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows",
+            r(Method::POST).to(workflows::create),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows/validate",
+            r(Method::POST).to(workflows::validate),
+        ),
+        (
+            Method::GET,
+            "/api/v1/workflows/{id}",
+            r(Method::GET).to(workflows::get),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/workflows/{id}",
+            r(Method::PUT).to(workflows::replace),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/workflows/{id}",
+            r(Method::DELETE).to(workflows::delete),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows/{id}/enable",
+            r(Method::POST).to(workflows::enable),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows/{id}/disable",
+            r(Method::POST).to(workflows::disable),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows/{id}/execute",
+            r(Method::POST).to(workflows::execute),
+        ),
+        (
+            Method::POST,
+            "/api/v1/events",
+            r(Method::POST).to(events::ingest),
+        ),
+        (
+            Method::GET,
+            "/api/v1/events/{id}",
+            r(Method::GET).to(events::get),
+        ),
+        (
+            Method::GET,
+            "/api/v1/executions",
+            r(Method::GET).to(executions::list),
+        ),
+        (
+            Method::GET,
+            "/api/v1/executions/paused",
+            r(Method::GET).to(executions::paused),
+        ),
+        (
+            Method::GET,
+            "/api/v1/executions/{id}",
+            r(Method::GET).to(executions::get),
+        ),
+        (
+            Method::GET,
+            "/api/v1/executions/{id}/trace",
+            r(Method::GET).to(executions::trace),
+        ),
+        (
+            Method::GET,
+            "/api/v1/executions/{id}/resume-requests",
+            r(Method::GET).to(executions::resume_requests),
+        ),
+        (
+            Method::POST,
+            "/api/v1/executions/{id}/pause",
+            r(Method::POST).to(executions::pause),
+        ),
+        (
+            Method::POST,
+            "/api/v1/executions/{id}/resume",
+            r(Method::POST).to(executions::resume),
+        ),
+        (
+            Method::POST,
+            "/api/v1/executions/{id}/cancel",
+            r(Method::POST).to(executions::cancel),
+        ),
+        (
+            Method::POST,
+            "/api/v1/executions/{id}/events",
+            r(Method::POST).to(executions::deliver),
+        ),
+        (
+            Method::GET,
+            "/api/v1/approvals",
+            r(Method::GET).to(approvals::list),
+        ),
+        (
+            Method::GET,
+            "/api/v1/approvals/{id}",
+            r(Method::GET).to(approvals::get),
+        ),
+        (
+            Method::POST,
+            "/api/v1/approvals/{id}/approve",
+            r(Method::POST).to(approvals::approve),
+        ),
+        (
+            Method::POST,
+            "/api/v1/approvals/{id}/reject",
+            r(Method::POST).to(approvals::reject),
+        ),
+        (
+            Method::GET,
+            "/api/v1/records/{entity}/{entity_id}",
+            r(Method::GET).to(records::get_record),
+        ),
+        (
+            Method::GET,
+            "/api/v1/notifications",
+            r(Method::GET).to(records::notifications),
+        ),
+    ]
+}
+
+/// The (method, path) pairs the server registers.
+pub fn registered() -> Vec<(Method, &'static str)> {
+    table().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
+/// Registers [`table`]: one resource per path (in first-appearance order, so literal
+/// segments such as `/executions/paused` win over `{id}`), answering other methods with
+/// a 405 envelope and an `Allow` header.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<(&'static str, Vec<(Method, actix_web::Route)>)> = Vec::new();
+    for (method, path, route) in table() {
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => routes.push((method, route)),
+            None => paths.push((path, vec![(method, route)])),
+        }
+    }
+    for (path, routes) in paths {
+        let allow = routes
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resource = web::resource(path);
+        for (_, route) in routes {
+            resource = resource.route(route);
+        }
+        let resource = resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move {
+                let message = format!("this route allows {allow}");
+                let mut res = actix_web::ResponseError::error_response(
+                    &ApiError::method_not_allowed(message),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                    res.headers_mut().insert(ALLOW, value);
+                }
+                res
+            }
+        }));
+        cfg.service(resource);
+    }
+}
+
+/// Answers routes that do not exist.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::not_found(format!(
+        "no route {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// `limit` and `cursor` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The store's page request; `bad_request` for a limit out of range.
+    pub fn request(&self) -> ApiResult<PageRequest> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be between 1 and 500, not {limit}"
+            )));
+        }
+        Ok(PageRequest {
+            limit,
+            cursor: self.cursor.clone().filter(|c| !c.is_empty()),
+        })
+    }
+}
+
+/// `?wait=true`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Answer once the execution reached its next gate or ended (bounded by the
+    /// server's wait timeout), instead of once the change is recorded.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// The execution of `progress`: settled when the caller asked to wait.
+pub async fn settle(
+    state: &AppState,
+    progress: Progress,
+    wait: bool,
+) -> ApiResult<tollgate_model::records::Execution> {
+    if wait {
+        Ok(progress.settled(&state.engine, state.wait_timeout).await?)
+    } else {
+        Ok(progress.execution)
+    }
+}
+
+/// A JSON request body; an empty body reads as `T::default()` when the route allows it
+/// (see [`OptionalJson`]). Errors are precise: malformed JSON says where, a wrong
+/// content type is 415, an oversized body 413.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+/// A JSON body that may be omitted.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+type BodyFuture<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut actix_web::dev::Payload,
+    empty: Option<fn() -> T>,
+) -> BodyFuture<T> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(0, |s| s.max_body_size);
+    let bytes = web::Bytes::from_request(req, payload);
+    Box::pin(async move {
+        let bytes = bytes.await.map_err(|err| {
+            let status = err.as_response_error().status_code();
+            if status == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::payload_too_large(format!(
+                    "the request body is larger than the {limit} bytes this server accepts (--max-body-size)"
+                ))
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {err}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return match empty {
+                Some(default) => Ok(default()),
+                None => Err(ApiError::bad_request("a JSON request body is required")),
+            };
+        }
+        if let Some(ct) = content_type {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if !(essence == "application/json" || essence.ends_with("+json")) {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body must be JSON (Content-Type: application/json), not `{ct}`"
+                )));
+            }
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let inner = read_json::<T>(req, payload, None);
+        Box::pin(async move { inner.await.map(Json) })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let inner = read_json::<T>(req, payload, Some(T::default));
+        Box::pin(async move { inner.await.map(OptionalJson) })
+    }
+}
+
+/// A path's `{id}`: a UUID, else a precise 400.
+pub fn parse_id(text: &str, what: &str) -> ApiResult<uuid::Uuid> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a valid {what} id (a UUID)")))
+}

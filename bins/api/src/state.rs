@@ -1,0 +1,54 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_engine::Engine;
+use tollgate_resumer::{ApprovalService, EventService, ExecutionControl, Tasks};
+use tollgate_store::Store;
+
+/// The services behind the routes. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The interpreter (creates and advances executions).
+    pub engine: Engine,
+    /// Approval decisions.
+    pub approvals: ApprovalService,
+    /// Event ingestion and direct delivery.
+    pub events: EventService,
+    /// Pause, resume, cancel.
+    pub control: ExecutionControl,
+    /// Where executions claimed by requests are advanced.
+    pub tasks: Tasks,
+    /// Upper bound of `?wait=true`.
+    pub wait_timeout: Duration,
+    /// Largest accepted body, in bytes.
+    pub max_body_size: usize,
+}
+
+impl AppState {
+    /// Services sharing `engine`, advancing executions on `tasks`.
+    pub fn new(engine: Engine, tasks: Tasks, wait_timeout: Duration, max_body_size: usize) -> Self {
+        Self {
+            store: engine.store().clone(),
+            approvals: ApprovalService::new(engine.clone()).with_tasks(tasks.clone()),
+            events: EventService::new(engine.clone()).with_tasks(tasks.clone()),
+            control: ExecutionControl::new(engine.clone()).with_tasks(tasks.clone()),
+            engine,
+            tasks,
+            wait_timeout,
+            max_body_size,
+        }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.engine)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,128 @@
+//! Logs, metrics and the per-request middleware.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::LogFormat;
+use crate::error::ApiError;
+
+/// Installs the tracing subscriber (once per process; later calls do nothing). The
+/// filter comes from `RUST_LOG`, default `info`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [
+            0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .map_or_else(
+                |_| PrometheusBuilder::new().build_recorder(),
+                PrometheusBuilder::build_recorder,
+            );
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows only its own view"
+            );
+        }
+        handle
+    })
+}
+
+/// The id of one request, echoed in `X-Request-Id` and on every log line of it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid);
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Per request: an id, a span, a log line, the latency histogram by route template, and
+/// the guarantee that every error leaves as the JSON envelope (whatever layer made it).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let id = RequestId(Uuid::now_v7());
+    req.extensions_mut().insert(id);
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let span = tracing::info_span!("request", request_id = %id.0, method = %method, path = %path);
+    let began = Instant::now();
+    let outcome = next.call(req).instrument(span.clone()).await;
+    let mut res = match outcome {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(err) => {
+            // An error no handler turned into a response: still the envelope.
+            return Err(err);
+        }
+    };
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        let is_json = res
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let cause = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<ApiError>())
+            .and_then(|e| e.cause().map(str::to_owned))
+            .or_else(|| res.response().error().map(ToString::to_string));
+        if status.is_server_error() {
+            span.in_scope(|| {
+                tracing::error!(
+                    status = status.as_u16(),
+                    cause = cause.as_deref().unwrap_or("unknown"),
+                    "request failed"
+                );
+            });
+        }
+        if !is_json {
+            let envelope = ApiError::for_status(status).envelope();
+            let (req, _) = res.into_parts();
+            let body = HttpResponse::build(status).json(envelope);
+            res = ServiceResponse::new(req, body);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&id.0.to_string()) {
+        res.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    let elapsed = began.elapsed();
+    metrics::histogram!(
+        "tollgate_http_request_duration_seconds",
+        "method" => method.to_string(),
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string()
+    )
+    .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), route = %route, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    });
+    Ok(res)
+}
