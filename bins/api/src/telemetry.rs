@@ -8,6 +8,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse};
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -69,12 +70,30 @@ pub async fn observe(
     let path = req.path().to_owned();
     let span = tracing::info_span!("request", request_id = %id.0, method = %method, path = %path);
     let began = Instant::now();
-    let outcome = next.call(req).instrument(span.clone()).await;
+    // A panic in a handler is a bug; it must still end as a 500 envelope (logged with
+    // the request id), never as a dropped connection.
+    let outcome = std::panic::AssertUnwindSafe(next.call(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
     let mut res = match outcome {
-        Ok(res) => res.map_into_boxed_body(),
-        Err(err) => {
+        Ok(Ok(res)) => res.map_into_boxed_body(),
+        Ok(Err(err)) => {
             // An error no handler turned into a response: still the envelope.
-            return Err(err);
+            if err.as_error::<ApiError>().is_some() {
+                return Err(err);
+            }
+            let status = err.as_response_error().status_code();
+            span.in_scope(|| tracing::warn!(status = status.as_u16(), cause = %err, "request failed outside a handler"));
+            return Err(ApiError::for_status(status).into());
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %message, "handler panicked"));
+            return Err(ApiError::internal(format!("handler panicked: {message}")).into());
         }
     };
     let route = res

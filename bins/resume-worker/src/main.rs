@@ -1,1 +1,165 @@
-fn main() {}
+//! `tollgate-resume-worker`: the worker loop as its own process, for PostgreSQL
+//! deployments that scale out.
+//!
+//! It claims due deadlines and abandoned executions in batches (`FOR UPDATE SKIP
+//! LOCKED`), advances them, wakes on `LISTEN/NOTIFY` and polls as the safety net. Any
+//! number of these may run beside any number of API processes: each claim is a
+//! compare-and-set, so nothing runs twice, and a killed worker's executions are taken
+//! over when its lease expires.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tollgate_api::app::{build_engine, default_worker_id};
+use tollgate_api::backend::{Backend, Kind};
+use tollgate_api::config::{parse_duration, DatabaseArgs, FileConfig, LogFormat, WorkerArgs};
+use tollgate_resumer::{Worker, WorkerOptions};
+
+/// Runs Tollgate's worker loop against a shared PostgreSQL database.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-resume-worker", version, about)]
+struct Cli {
+    /// PostgreSQL URL, e.g. `postgres://tollgate@db/tollgate`. SQLite is refused: an
+    /// SQLite database is served by one `tollgate-api` process and its embedded worker.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL")]
+    database_url: String,
+
+    /// Maximum PostgreSQL connections of this process.
+    #[arg(long, env = "TOLLGATE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    database_max_connections: u32,
+
+    /// Executions advanced at once.
+    #[arg(long, env = "TOLLGATE_WORKER_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+
+    /// Executions claimed per query.
+    #[arg(long, env = "TOLLGATE_WORKER_BATCH", default_value_t = 100)]
+    batch: u32,
+
+    /// Safety-net poll when no wake-up arrives (e.g. `1s`).
+    #[arg(long, env = "TOLLGATE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    poll_interval: Duration,
+
+    /// How long a claim lasts without a heartbeat (heartbeats renew it every third).
+    #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+
+    /// This worker's name in leases and logs (default: hostname, pid and a random
+    /// suffix). Must be unique among running workers.
+    #[arg(long, env = "TOLLGATE_WORKER_ID")]
+    worker_id: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// JSON file with context providers, secrets and the notifier webhook (as for
+    /// `tollgate-api --config`).
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// How long shutdown waits for the executions in flight.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    tollgate_api::telemetry::init_logging(cli.log_format);
+    let database = DatabaseArgs {
+        data_dir: PathBuf::from("."),
+        database_url: Some(cli.database_url.clone()),
+        database_max_connections: cli.database_max_connections,
+    };
+    if !matches!(
+        database.target()?,
+        tollgate_api::config::DatabaseTarget::Postgres(_)
+    ) {
+        bail!(
+            "tollgate-resume-worker needs PostgreSQL (--database-url postgres://…). SQLite is \
+             single-node: the worker loop embedded in `tollgate-api` serves it."
+        );
+    }
+    let config = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let backend = Backend::open(&database).await?;
+    debug_assert_eq!(backend.kind, Kind::Postgres);
+    let worker_id = cli
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| default_worker_id("worker"));
+    let engine = build_engine(
+        backend.store.clone(),
+        &config,
+        &WorkerArgs {
+            poll_interval: cli.poll_interval,
+            worker_concurrency: cli.concurrency,
+            lease: cli.lease,
+        },
+        worker_id.clone(),
+    )?;
+    let worker = Worker::new(
+        engine,
+        WorkerOptions {
+            batch: cli.batch.max(1),
+            concurrency: cli.concurrency.max(1),
+            poll_interval: cli.poll_interval,
+        },
+    )
+    .with_waker(backend.wakeups.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    println!("tollgate-resume-worker {worker_id} running");
+    wait_for_signal().await?;
+    tracing::info!(worker = %worker_id, "shutting down: finishing executions in flight");
+    shutdown.cancel();
+    tokio::time::timeout(cli.shutdown_timeout, running)
+        .await
+        .context("executions in flight did not finish in time; their leases will expire")?
+        .context("worker loop panicked")?;
+    backend.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            res = tokio::signal::ctrl_c() => res.context("cannot listen for SIGINT")?,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

@@ -495,6 +495,10 @@ pub(crate) fn check_condition(condition: &Condition, path: &Path, report: &mut R
 }
 
 fn warn_unreachable(def: &WorkflowDefinition, steps_path: &Path, report: &mut Report) {
+    // No steps is an error reported elsewhere; nothing can be unreachable.
+    if def.steps.is_empty() {
+        return;
+    }
     let index: HashMap<&str, usize> = def
         .steps
         .iter()

@@ -138,6 +138,11 @@ const STEP_RECORDSET: &str = "jsonb_to_recordset($1) AS r(id uuid, execution_id 
     iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
     completed_at timestamptz, error jsonb)";
 
+/// The recordset's columns for an insert. `jsonb_to_recordset` reads a JSON `null` as SQL
+/// NULL, so JSON-null inputs and outputs (a step that had none) are put back as JSON.
+const STEP_SELECT: &str = "r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
+    COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error";
+
 const STEP_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, \
     warnings = EXCLUDED.warnings, started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error";
 
@@ -148,7 +153,7 @@ async fn upsert_steps(conn: &mut PgConnection, records: &[StepRecord]) -> Result
     }
     let sql = format!(
         "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-         SELECT r.* FROM {STEP_RECORDSET} {STEP_UPSERT_TAIL}"
+         SELECT {STEP_SELECT} FROM {STEP_RECORDSET} {STEP_UPSERT_TAIL}"
     );
     sqlx::query(&sql)
         .bind(to_json(records))
@@ -572,7 +577,8 @@ const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) 
         FROM v WHERE e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
         RETURNING v.slot, e.version, e.pause_requested, v.release), \
      ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-        SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, r.input, r.output, r.warnings, r.started_at, r.completed_at, r.error \
+        SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
+            COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error \
         FROM jsonb_to_recordset($2) AS r(slot int, id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, iteration int, visit int, attempt int, \
             status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, completed_at timestamptz, error jsonb) \
         JOIN upd ON upd.slot = r.slot \
@@ -804,7 +810,7 @@ impl ExecutionStore for PgStore {
         let sql = format!(
             "WITH upd AS (UPDATE executions SET version = version + 1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND version = $5 RETURNING version), \
              ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-                SELECT r.* FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1) \
+                SELECT {STEP_SELECT} FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1) \
              SELECT version, (SELECT count(*) FROM ins) AS inserted FROM upd"
         );
         let row = sqlx::query(&sql)

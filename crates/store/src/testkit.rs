@@ -64,7 +64,8 @@ macro_rules! contract_tests {
             finishing_closes_open_approvals,
             resume_request_audit_is_kept_in_order,
             foreign_cursors_are_refused,
-            counts_by_status_match_the_rows
+            counts_by_status_match_the_rows,
+            step_records_keep_json_null
         );
     };
     (@cases $factory:expr; $($name:ident),* $(,)?) => {
@@ -1903,4 +1904,44 @@ pub async fn counts_by_status_match_the_rows(store: Arc<dyn Store>) {
             (ExecutionStatus::Waiting, 1)
         ]
     );
+}
+
+/// A step without input or output (JSON `null`) is stored and read back as such, on
+/// every commit path (begin, grouped continue, finish).
+pub async fn step_records_keep_json_null(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    let mut begun = step_record(e.id, "a", StepStatus::Running);
+    begun.input = Value::Null;
+    begun.output = Value::Null;
+    let version = store
+        .begin_step(e.id, "w1", e.version, begun.clone(), t0())
+        .await
+        .unwrap();
+    let mut done = begun.clone();
+    done.status = StepStatus::Completed;
+    done.completed_at = Some(t0());
+    let mut next = step_record(e.id, "b", StepStatus::Completed);
+    next.input = Value::Null;
+    next.output = Value::Null;
+    let mut c = commit(&e, "w1", version, Transition::Continue);
+    c.records = vec![done, next];
+    let committed = store.commit_step(c).await.unwrap();
+    let mut last = step_record(e.id, "c", StepStatus::Completed);
+    last.input = Value::Null;
+    let mut c = commit(
+        &e,
+        "w1",
+        committed.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    c.records = vec![last];
+    store.commit_step(c).await.unwrap();
+    let steps = store.list_steps(e.id).await.unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(steps.iter().all(|s| s.input.is_null()), "{steps:?}");
+    assert!(steps[..2].iter().all(|s| s.output.is_null()), "{steps:?}");
 }

@@ -320,3 +320,24 @@ fn operator_aliases_are_accepted() {
         assert!(errors(&doc).is_empty(), "{op}: {:?}", errors(&doc));
     }
 }
+
+/// Found by the API's generated-request test: documents without steps used to panic in
+/// the reachability check instead of being reported.
+#[test]
+fn documents_without_steps_are_errors_not_panics() {
+    for doc in [
+        json!({}),
+        json!({"steps": []}),
+        json!({"workflow_id": "w", "version": "1", "steps": {}}),
+    ] {
+        let report = tollgate_model::load(&doc).unwrap_err();
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|p| p.path.starts_with("steps") || p.path.is_empty()),
+            "{doc}: {:?}",
+            report.errors
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Every route × {no key, revoked key, viewer, service, operator, approver of another
+//! role, admin}: 401 without a valid key, 403 without the permission, otherwise past
+//! the auth checks (whatever the route then answers).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::{Db, TestApp};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Nothing,
+    AnyKey,
+    Write,
+    Execute,
+    Events,
+    Control,
+    Admin,
+    /// Deciding an approval addressed to role `finance`.
+    Decide,
+}
+
+fn allowed(needs: Needs, role: &str) -> bool {
+    match needs {
+        Needs::Nothing | Needs::AnyKey => true,
+        Needs::Write | Needs::Execute | Needs::Control => matches!(role, "operator" | "admin"),
+        Needs::Events => matches!(role, "service" | "operator" | "admin"),
+        Needs::Admin => role == "admin",
+        Needs::Decide => matches!(role, "finance" | "admin"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_for_every_kind_of_caller() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let admin = app.admin.clone();
+    let revoked = app.key("revoked", &["admin"]).await;
+    let (_, keys) = app.get("/api/v1/api-keys", &admin).await;
+    let revoked_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "revoked")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{revoked_id}"),
+            Some(&admin),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    let callers: Vec<(&str, Option<String>)> = vec![
+        ("none", None),
+        ("revoked", Some(revoked)),
+        ("viewer", Some(app.key("v", &["viewer"]).await)),
+        ("service", Some(app.key("s", &["service"]).await)),
+        ("operator", Some(app.key("o", &["operator"]).await)),
+        (
+            "sales_manager",
+            Some(app.key("m", &["sales_manager"]).await),
+        ),
+        ("admin", Some(admin.clone())),
+    ];
+    let feeder = app.key("feeder", &["service"]).await;
+
+    // Two executions paused at a finance approval needing 3 votes (so an admin vote
+    // does not settle them); one for approve, one for reject.
+    let wf = app
+        .workflow(json!({
+            "workflow_id": "spend", "version": "1", "trigger": {"type": "event", "event": "spend.requested"},
+            "steps": [
+                {"id": "gate", "type": "approval", "approval": {"approvers": {"role": "finance"}, "required": 3}, "on_approve": "ok", "on_reject": "no"},
+                {"id": "ok", "type": "action", "action": "allow"},
+                {"id": "no", "type": "action", "action": "block"}]}))
+        .await;
+    let mut approvals = Vec::new();
+    for _ in 0..2 {
+        let (_, b) = app
+            .post(
+                "/api/v1/events?wait=true",
+                &feeder,
+                json!({"event_type": "spend.requested", "payload": {}}),
+            )
+            .await;
+        let exec = b["started"][0].as_str().unwrap().to_owned();
+        let (_, a) = app
+            .get(&format!("/api/v1/approvals?execution_id={exec}"), &admin)
+            .await;
+        approvals.push(a["items"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let unknown = uuid::Uuid::now_v7();
+    let def = json!({"workflow_id": "m", "version": "1", "steps": [{"id": "a", "type": "action", "action": "allow"}]});
+
+    let spec = |method: &Method, path: &str| -> (Needs, String, Option<Value>) {
+        let with_id = |p: &str| p.replace("{id}", &unknown.to_string());
+        match (method.as_str(), path) {
+            (_, "/health/live" | "/health/ready" | "/metrics" | "/api/v1/openapi.json") => {
+                (Needs::Nothing, path.into(), None)
+            }
+            ("POST", "/api/v1/api-keys") => (
+                Needs::Admin,
+                path.into(),
+                Some(json!({"name": "matrix", "roles": ["viewer"]})),
+            ),
+            (_, p) if p.starts_with("/api/v1/api-keys") => (Needs::Admin, with_id(p), None),
+            ("POST", "/api/v1/workflows/validate") => {
+                (Needs::AnyKey, path.into(), Some(def.clone()))
+            }
+            ("POST", "/api/v1/workflows/{id}/execute") => (
+                Needs::Execute,
+                format!("/api/v1/workflows/{wf}/execute"),
+                Some(json!({})),
+            ),
+            ("POST" | "PUT" | "DELETE", p) if p.starts_with("/api/v1/workflows") => {
+                (Needs::Write, with_id(p), Some(def.clone()))
+            }
+            ("POST", "/api/v1/events") => (
+                Needs::Events,
+                path.into(),
+                Some(json!({"event_type": "matrix.ping", "payload": {}})),
+            ),
+            ("POST", "/api/v1/executions/{id}/events") => (
+                Needs::Events,
+                with_id(path),
+                Some(json!({"event_type": "x", "payload": {}})),
+            ),
+            ("POST", p) if p.starts_with("/api/v1/executions") => {
+                (Needs::Control, with_id(p), Some(json!({})))
+            }
+            ("POST", "/api/v1/approvals/{id}/approve") => (
+                Needs::Decide,
+                format!("/api/v1/approvals/{}/approve", approvals[0]),
+                Some(json!({})),
+            ),
+            ("POST", "/api/v1/approvals/{id}/reject") => (
+                Needs::Decide,
+                format!("/api/v1/approvals/{}/reject", approvals[1]),
+                Some(json!({"reason": "no"})),
+            ),
+            ("GET", p) => (
+                Needs::AnyKey,
+                with_id(&p.replace("{entity}", "order").replace("{entity_id}", "1")),
+                None,
+            ),
+            other => panic!("the auth matrix does not know route {other:?}: add it"),
+        }
+    };
+
+    let mut checked = 0;
+    for (method, template) in tollgate_api::routes::registered() {
+        let method = Method::from_bytes(method.as_str().as_bytes()).unwrap();
+        let (needs, path, body) = spec(&method, template);
+        for (role, key) in &callers {
+            let (status, answer) = app
+                .call(method.clone(), &path, key.as_deref(), body.clone())
+                .await;
+            let expected_401 = needs != Needs::Nothing && matches!(*role, "none" | "revoked");
+            if expected_401 {
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {template} as {role}: {answer}"
+                );
+                assert_eq!(answer["error"]["code"], "unauthorized");
+            } else if allowed(needs, role) {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED
+                        && status != StatusCode::FORBIDDEN
+                        && !status.is_server_error(),
+                    "{method} {template} as {role} should pass auth, got {status}: {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {template} as {role}: {answer}"
+                );
+                assert_eq!(answer["error"]["code"], "forbidden");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        tollgate_api::routes::registered().len() * callers.len()
+    );
+    app.stop().await;
+}

@@ -1,0 +1,256 @@
+//! `tollgate-api` through real HTTP: the server runs in-process on port 0 (or as a child
+//! process for the kill tests) against a fresh SQLite file or a fresh PostgreSQL
+//! database per test.
+//!
+//! PostgreSQL tests need `TOLLGATE_TEST_DATABASE_URL` (an account that may create
+//! databases); `cargo xtask test` provides it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::many_single_char_names,
+    clippy::format_push_string,
+    missing_docs
+)]
+
+mod auth_matrix;
+mod openapi;
+mod process;
+mod robustness;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, Row};
+use tollgate_api::app::{self, AdminKey, Running};
+use tollgate_api::config::{DatabaseArgs, LogFormat, ServeArgs, WorkerArgs};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("TOLLGATE_TEST_DATABASE_URL").expect(
+        "TOLLGATE_TEST_DATABASE_URL is not set: run `cargo xtask test`, which provides a PostgreSQL server",
+    )
+}
+
+/// A new empty database; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let admin: PgConnectOptions = pg_admin_url().parse().unwrap();
+    let mut conn: PgConnection = admin.connect().await.unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for row in
+        sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_apitest_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    {
+        let name: String = row.get("datname");
+        let created: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > 3600 {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+    let name = format!("tollgate_apitest_{now}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    admin.database(&name).to_url_lossy().to_string()
+}
+
+/// Server settings for a test.
+pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs {
+    ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseArgs {
+            data_dir,
+            database_url,
+            database_max_connections: 8,
+        },
+        embedded_worker: true,
+        worker: WorkerArgs {
+            poll_interval: Duration::from_millis(100),
+            worker_concurrency: 8,
+            lease: Duration::from_secs(30),
+        },
+        max_body_size: 64 * 1024,
+        wait_timeout: Duration::from_secs(10),
+        http_workers: Some(2),
+        log_format: LogFormat::Text,
+        config: None,
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A server for one test, with an HTTP client and its admin key.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub database_url: Option<String>,
+    pub dir: tempfile::TempDir,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServeArgs)) -> Self {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tollgate_api::telemetry::init_logging(LogFormat::Text);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(fresh_pg_database().await),
+        };
+        let mut args = serve_args(dir.path().join("data"), database_url.clone());
+        tweak(&mut args);
+        let running = app::start(&args, false).await.unwrap();
+        let admin = match &running.admin_key {
+            AdminKey::Created { key, .. } => key.clone(),
+            AdminKey::Existing { path } => std::fs::read_to_string(path).unwrap().trim().to_owned(),
+        };
+        Self {
+            addr: running.addr,
+            admin,
+            client: reqwest::Client::new(),
+            db,
+            database_url,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request; returns status, headers and the JSON body (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let plain = res
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/plain"));
+        let text = res.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else if plain && status.is_success() {
+            Value::String(text)
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{path} answered {status} with non-JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    /// Creates a key with `roles`; returns the secret.
+    pub async fn key(&self, name: &str, roles: &[&str]) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/api-keys",
+                &self.admin.clone(),
+                json!({"name": name, "roles": roles}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a workflow; returns its uuid.
+    pub async fn workflow(&self, definition: Value) -> String {
+        let (status, body) = self
+            .post("/api/v1/workflows", &self.admin.clone(), definition)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls an execution until `done` holds (10 s at most).
+    pub async fn until(&self, execution: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/api/v1/executions/{execution}");
+        for _ in 0..200 {
+            let (_, body) = self.get(&path, &self.admin.clone()).await;
+            if done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, last) = self.get(&path, &self.admin.clone()).await;
+        panic!("execution {execution} never reached the expected state; it is {last}");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.unwrap();
+        }
+    }
+}
+
+/// The approval workflow most tests use: amount > 10,000 needs a sales manager.
+pub fn order_workflow(workflow_id: &str) -> Value {
+    json!({
+        "workflow_id": workflow_id, "version": "1.0.0", "name": "Big orders",
+        "tags": ["orders"],
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "check", "type": "condition",
+             "condition": {"field": "total", "operator": "gt", "value": 10000},
+             "on_true": "approve", "on_false": "ok"},
+            {"id": "approve", "type": "approval",
+             "approval": {"approvers": {"role": "sales_manager"}, "timeout": "1h", "on_timeout": "reject"},
+             "on_approve": "record", "on_reject": "no"},
+            {"id": "record", "type": "execute", "execute": [
+                {"type": "update_record", "entity": "order", "entity_id": "{{order_id}}", "data": {"approved": true}},
+                {"type": "notify", "recipients": ["ops@example.com"], "message": "order {{order_id}} approved"}],
+             "next": "ok"},
+            {"id": "ok", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}
+        ]
+    })
+}

@@ -1,0 +1,939 @@
+//! Every route of API.md and its error codes, on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{order_workflow, Db, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_sqlite() {
+    every_route(TestApp::spawn(Db::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_postgres() {
+    every_route(TestApp::spawn(Db::Postgres).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_and_direct_events_on_sqlite() {
+    operator_commands_and_direct_events(TestApp::spawn(Db::Sqlite).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_and_direct_events_on_postgres() {
+    operator_commands_and_direct_events(TestApp::spawn(Db::Postgres).await).await;
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no envelope>")
+}
+
+async fn every_route(app: TestApp) {
+    let admin = app.admin.clone();
+
+    // Health, metrics, OpenAPI: open without a key.
+    let (s, b) = app.call(Method::GET, "/health/live", None, None).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"status": "ok"})));
+    let (s, b) = app.call(Method::GET, "/health/ready", None, None).await;
+    assert_eq!(
+        (s, b),
+        (StatusCode::OK, json!({"status": "ready", "database": "ok"}))
+    );
+    let (s, b) = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b["openapi"].as_str().unwrap().starts_with("3."));
+
+    // Keys.
+    let viewer = app.key("viewer", &["viewer"]).await;
+    let operator = app.key("ops", &["operator"]).await;
+    let service = app.key("shop", &["service"]).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    let (s, b) = app
+        .post(
+            "/api/v1/api-keys",
+            &admin,
+            json!({"name": "maria", "roles": ["x"]}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, b) = app
+        .post(
+            "/api/v1/api-keys",
+            &admin,
+            json!({"name": "r", "roles": []}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app
+        .post("/api/v1/api-keys", &admin, json!({"name": "r"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("roles"),
+        "{b}"
+    );
+    let (s, b) = app
+        .post(
+            "/api/v1/api-keys",
+            &operator,
+            json!({"name": "x", "roles": ["admin"]}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app.get("/api/v1/api-keys", &admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        b["items"].as_array().unwrap().len(),
+        5,
+        "admin, viewer, ops, shop, maria"
+    );
+    assert!(b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("key").is_none() && k.get("key_hash").is_none()));
+    let temp = app.key("temp", &["viewer"]).await;
+    let temp_id = app.get("/api/v1/api-keys?limit=500", &admin).await.1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "temp")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.get("/api/v1/workflows", &temp).await.0, StatusCode::OK);
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{temp_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = app.get("/api/v1/workflows", &temp).await;
+    assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, b) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/api-keys/{temp_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // Workflows.
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, order_workflow("orders"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let wf = b["id"].as_str().unwrap().to_owned();
+    for field in [
+        "id",
+        "workflow_id",
+        "version",
+        "name",
+        "enabled",
+        "tags",
+        "trigger",
+        "context",
+        "timeout",
+        "steps",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(b.get(field).is_some(), "workflow lacks {field}: {b}");
+    }
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, order_workflow("orders"))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let broken = json!({"workflow_id": "b", "version": "1", "steps": [
+        {"id": "a", "type": "condition", "condition": {"field": "x", "operator": "nope", "value": 1}, "on_true": "missing"}]});
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, broken.clone())
+        .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "validation_failed")
+    );
+    let paths: Vec<&str> = b["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"steps[0].condition.operator") && paths.contains(&"steps[0].on_true"),
+        "{b}"
+    );
+    let (s, b) = app
+        .post("/api/v1/workflows/validate", &viewer, broken)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["valid"], false);
+    assert!(b["errors"].as_array().unwrap().len() >= 2);
+    let (s, b) = app
+        .post("/api/v1/workflows/validate", &viewer, order_workflow("x"))
+        .await;
+    assert_eq!((s, &b["valid"]), (StatusCode::OK, &json!(true)));
+    let res = app
+        .client
+        .post(app.url("/api/v1/workflows/validate"))
+        .bearer_auth(&viewer)
+        .header("content-type", "application/json")
+        .body("{\"steps\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(code(&b), "bad_request");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1 column"),
+        "{b}"
+    );
+
+    let mut quotes = order_workflow("quotes");
+    quotes["tags"] = json!(["sales"]);
+    quotes["trigger"] = json!({"type": "manual"});
+    let quotes_id = app.workflow(quotes.clone()).await;
+    let (_, b) = app.get("/api/v1/workflows?tag=sales", &viewer).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let (_, b) = app
+        .get("/api/v1/workflows?workflow_id=orders", &viewer)
+        .await;
+    assert_eq!(b["items"][0]["id"], wf.as_str());
+    let (_, b) = app.get("/api/v1/workflows?limit=1", &viewer).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let cursor = b["next_cursor"].as_str().unwrap().to_owned();
+    let (_, b2) = app
+        .get(
+            &format!("/api/v1/workflows?limit=1&cursor={cursor}"),
+            &viewer,
+        )
+        .await;
+    assert_ne!(b["items"][0]["id"], b2["items"][0]["id"]);
+    let (s, b) = app.get("/api/v1/workflows?cursor=garbage", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app.get("/api/v1/workflows?enabled=maybe", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app.get(&format!("/api/v1/workflows/{wf}"), &viewer).await;
+    assert_eq!((s, &b["workflow_id"]), (StatusCode::OK, &json!("orders")));
+    let unknown = uuid::Uuid::now_v7();
+    let (s, b) = app
+        .get(&format!("/api/v1/workflows/{unknown}"), &viewer)
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = app.get("/api/v1/workflows/not-a-uuid", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+
+    // PUT: a new definition; a taken (workflow_id, version) pair is a conflict.
+    let mut renamed = quotes.clone();
+    renamed["name"] = json!("Quotes v1");
+    let (s, b) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/workflows/{quotes_id}"),
+            Some(&operator),
+            Some(renamed),
+        )
+        .await;
+    assert_eq!((s, &b["name"]), (StatusCode::OK, &json!("Quotes v1")));
+    let (s, b) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/workflows/{quotes_id}"),
+            Some(&operator),
+            Some(order_workflow("orders")),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, b) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/workflows/{unknown}"),
+            Some(&operator),
+            Some(order_workflow("zzz")),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // Disable / enable / execute.
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/workflows/{quotes_id}/disable"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, &b["enabled"]), (StatusCode::OK, &json!(false)));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/workflows/{quotes_id}/execute"),
+            &operator,
+            json!({"payload": {"total": 5}}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/workflows/{quotes_id}/enable"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/workflows/{quotes_id}/execute?wait=true"),
+            &operator,
+            json!({"payload": {"total": 5}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(
+        (&b["status"], &b["result"], &b["trigger_event"]),
+        (&json!("completed"), &json!("allowed"), &json!("manual"))
+    );
+    let manual_exec = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/workflows/{unknown}/execute"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/workflows/{quotes_id}/execute"),
+            &operator,
+            json!({"payload": [1]}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/workflows/{quotes_id}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/api/v1/workflows/{quotes_id}"), &viewer)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/executions/{manual_exec}"), &viewer)
+            .await
+            .0,
+        StatusCode::OK,
+        "executions outlive their workflow"
+    );
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/workflows/{quotes_id}"),
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Events: start, idempotency, lookup.
+    let event = json!({"event_type": "order.created", "payload": {"total": 20000, "order_id": "o-1"}, "source": "shop", "event_id": "o-1-created"});
+    let (s, first) = app
+        .post("/api/v1/events?wait=true", &service, event.clone())
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["started"].as_array().unwrap().len(), 1);
+    assert_eq!(first["resumed"], json!([]));
+    let exec = first["started"][0].as_str().unwrap().to_owned();
+    let (s, again) = app.post("/api/v1/events?wait=true", &service, event).await;
+    assert_eq!((s, &again), (StatusCode::OK, &first));
+    let (s, b) = app
+        .get(
+            &format!("/api/v1/events/{}", first["id"].as_str().unwrap()),
+            &viewer,
+        )
+        .await;
+    assert_eq!((s, &b["started"]), (StatusCode::OK, &first["started"]));
+    assert_eq!(
+        app.get(&format!("/api/v1/events/{unknown}"), &viewer)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, b) = app
+        .post("/api/v1/events", &viewer, json!({"event_type": "x"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app
+        .post("/api/v1/events", &service, json!({"payload": {}}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("event_type"),
+        "{b}"
+    );
+
+    // The execution is paused at the approval, with the contract's fields.
+    let (s, e) = app
+        .get(&format!("/api/v1/executions/{exec}"), &viewer)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (&e["status"], &e["paused_reason"], &e["paused_step_id"]),
+        (&json!("paused"), &json!("approval"), &json!("approve"))
+    );
+    assert_eq!(e["requested_by"], "shop");
+    for field in [
+        "id",
+        "workflow_id",
+        "workflow_key",
+        "workflow_version",
+        "status",
+        "result",
+        "trigger_event",
+        "trigger_payload",
+        "context",
+        "current_step_id",
+        "paused_at",
+        "paused_reason",
+        "paused_step_id",
+        "wait",
+        "deadline",
+        "resume_count",
+        "last_resumed_at",
+        "started_at",
+        "completed_at",
+        "duration_ms",
+        "error",
+    ] {
+        assert!(e.get(field).is_some(), "execution lacks {field}: {e}");
+    }
+    let (_, b) = app.get("/api/v1/executions?status=paused", &viewer).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let (_, b) = app.get("/api/v1/executions?paused_reason=approval&approver_role=sales_manager&workflow_key=orders", &viewer).await;
+    assert_eq!(b["items"][0]["id"], exec.as_str());
+    let (_, b) = app
+        .get(&format!("/api/v1/executions?workflow_id={wf}"), &viewer)
+        .await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let (s, b) = app.get("/api/v1/executions?status=sleeping", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app
+        .get("/api/v1/executions?paused_reason=nap", &viewer)
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app.get("/api/v1/executions?limit=501", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (_, b) = app.get("/api/v1/executions/paused", &viewer).await;
+    assert_eq!(b["items"][0]["id"], exec.as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/executions/{unknown}"), &viewer)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Approvals: the requester may not decide; another role may not; the manager may.
+    let (_, b) = app.get("/api/v1/approvals?mine=true", &maria).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1, "{b}");
+    let approval = b["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, b) = app.get("/api/v1/approvals?mine=true", &operator).await;
+    assert_eq!(b["items"], json!([]));
+    let (_, b) = app
+        .get(
+            &format!("/api/v1/approvals?status=pending&role=sales_manager&execution_id={exec}"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let (s, b) = app.get("/api/v1/approvals?status=maybe", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &viewer)
+        .await;
+    assert_eq!(
+        (s, &b["status"], &b["requested_by"]),
+        (StatusCode::OK, &json!("pending"), &json!("shop"))
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/approvals/{unknown}"), &viewer)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/reject"),
+            &maria,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/reject"),
+            &maria,
+            json!({"reason": "  "}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve?wait=true"),
+            &maria,
+            json!({"reason": "known customer", "data": {"note": "ok"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (
+            &b["approval"]["status"],
+            &b["execution"]["status"],
+            &b["execution"]["result"]
+        ),
+        (&json!("approved"), &json!("completed"), &json!("allowed"))
+    );
+    assert_eq!(b["approval"]["decisions"][0]["decided_by"], "maria");
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            &maria,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{unknown}/approve"),
+            &maria,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // Trace, audit, records, notifications.
+    let (s, t) = app
+        .get(&format!("/api/v1/executions/{exec}/trace"), &viewer)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let steps: Vec<&str> = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.first(), Some(&"check"));
+    assert!(
+        steps.contains(&"approve") && steps.contains(&"record") && steps.last() == Some(&"ok"),
+        "{steps:?}"
+    );
+    assert_eq!(t["definition"]["workflow_id"], "orders");
+    let (s, r) = app
+        .get(
+            &format!("/api/v1/executions/{exec}/resume-requests"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = r["items"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["trigger"] == "approval"
+            && r["outcome"] == "refused"
+            && r["actor"] == "ops"),
+        "{r}"
+    );
+    assert!(
+        rows.iter().any(|r| r["trigger"] == "approval"
+            && r["outcome"] == "resumed"
+            && r["actor"] == "maria"),
+        "{r}"
+    );
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/executions/{unknown}/resume-requests"),
+            &viewer
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/executions/{unknown}/trace"), &viewer)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, b) = app.get("/api/v1/records/order/o-1", &viewer).await;
+    assert_eq!(
+        (s, &b["data"]["approved"], &b["version"]),
+        (StatusCode::OK, &json!(true), &json!(1))
+    );
+    let (s, b) = app.get("/api/v1/records/order/o-404", &viewer).await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, b) = app
+        .get(
+            &format!("/api/v1/notifications?execution_id={exec}"),
+            &viewer,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["items"][0]["recipients"], json!(["ops@example.com"]));
+    assert_eq!(b["items"][0]["message"], "order o-1 approved");
+
+    // A second order, rejected; a third, cancelled (its approval becomes cancelled).
+    let (_, b) = app
+        .post(
+            "/api/v1/events",
+            &service,
+            json!({"event_type": "order.created", "payload": {"total": 30000, "order_id": "o-2"}}),
+        )
+        .await;
+    let second = b["started"][0].as_str().unwrap().to_owned();
+    app.until(&second, |e| e["status"] == "paused").await;
+    let approval2 = app
+        .get(&format!("/api/v1/approvals?execution_id={second}"), &viewer)
+        .await
+        .1["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval2}/reject?wait=true"),
+            &maria,
+            json!({"reason": "too risky"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (&b["approval"]["status"], &b["execution"]["result"]),
+        (&json!("rejected"), &json!("blocked"))
+    );
+    let (_, b) = app
+        .post(
+            "/api/v1/events",
+            &service,
+            json!({"event_type": "order.created", "payload": {"total": 40000, "order_id": "o-3"}}),
+        )
+        .await;
+    let third = b["started"][0].as_str().unwrap().to_owned();
+    app.until(&third, |e| e["status"] == "paused").await;
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{third}/pause"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::CONFLICT, "conflict"),
+        "a paused execution is not running"
+    );
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{third}/resume"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::CONFLICT, "conflict"),
+        "approval gates resume by deciding"
+    );
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{third}/cancel"),
+            &viewer,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{third}/cancel"),
+            &operator,
+            json!({"reason": "customer withdrew"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["status"], &b["error"]["kind"]),
+        (StatusCode::OK, &json!("cancelled"), &json!("cancelled"))
+    );
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{third}/cancel"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (_, b) = app
+        .get(&format!("/api/v1/approvals?execution_id={third}"), &viewer)
+        .await;
+    assert_eq!(b["items"][0]["status"], "cancelled");
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{unknown}/cancel"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // Protocol-level errors: all in the envelope, with a request id.
+    let res = app
+        .client
+        .get(app.url("/api/v1/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(code(&res.json().await.unwrap()), "not_found");
+    let res = app
+        .client
+        .patch(app.url("/api/v1/workflows"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    assert_eq!(code(&res.json().await.unwrap()), "method_not_allowed");
+    let res = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(code(&res.json().await.unwrap()), "unsupported_media_type");
+    let huge = json!({"event_type": "x", "payload": {"blob": "a".repeat(100 * 1024)}});
+    let (s, b) = app.post("/api/v1/events", &admin, huge).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let (s, b) = app
+        .call(Method::GET, "/api/v1/workflows", Some("tg_0000"), None)
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let res = app
+        .client
+        .get(app.url("/api/v1/workflows"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Metrics reflect what happened.
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("tollgate_executions{status=\"completed\"}"),
+        "{text}"
+    );
+    assert!(text.contains("tollgate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/executions/{id}\""), "routes are labelled by template");
+    assert!(text.contains("tollgate_resume_latency_seconds"));
+    assert!(text.contains("tollgate_step_duration_seconds"));
+    app.stop().await;
+}
+
+/// A workflow whose first step is slow (so an execution is `running` for a while),
+/// then waits for `payment.received`.
+fn slow_then_wait(url: &str) -> Value {
+    json!({
+        "workflow_id": "pay", "version": "1", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": url}], "next": "pay"},
+            {"id": "pay", "type": "wait", "wait": {"event": "payment.received", "timeout": "1h", "on_timeout": "late"}, "next": "done"},
+            {"id": "done", "type": "action", "action": "allow"},
+            {"id": "late", "type": "action", "action": "block"}
+        ]
+    })
+}
+
+async fn operator_commands_and_direct_events(app: TestApp) {
+    let operator = app.key("ops", &["operator"]).await;
+    let slow = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(700)))
+        .mount(&slow)
+        .await;
+    let wf = app
+        .workflow(slow_then_wait(&format!("{}/hook", slow.uri())))
+        .await;
+
+    // Pause while the webhook is in flight: requested, then paused at the boundary.
+    let (s, e) = app
+        .post(
+            &format!("/api/v1/workflows/{wf}/execute"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = e["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/pause"),
+            &operator,
+            json!({"reason": "checking"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["status"] == "paused" || b["pause_requested"] == true,
+        "{b}"
+    );
+    let paused = app.until(&id, |e| e["status"] == "paused").await;
+    assert_eq!(paused["paused_reason"], "manual");
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/resume"),
+            &operator,
+            json!({"data": {"checked": true}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let waiting = app.until(&id, |e| e["status"] == "waiting").await;
+    assert_eq!(
+        (
+            &waiting["paused_reason"],
+            &waiting["paused_step_id"],
+            &waiting["wait"]["event"]
+        ),
+        (&json!("event"), &json!("pay"), &json!("payment.received"))
+    );
+    assert!(waiting["wait"]["deadline"].is_string());
+    assert_eq!(waiting["context"]["checked"], true);
+
+    // Direct delivery: the wrong type is a conflict, the right one resumes.
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/events"),
+            &operator,
+            json!({"event_type": "refund.issued", "payload": {}}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/events?wait=true"),
+            &operator,
+            json!({"event_type": "payment.received", "payload": {"amount": 5}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["status"], &b["result"]),
+        (&json!("completed"), &json!("allowed"))
+    );
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/pause"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/executions/{id}/events"),
+            &operator,
+            json!({"event_type": "payment.received"}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+
+    // An event by correlation id resumes the waiting execution: `resumed` lists it.
+    let (_, e) = app
+        .post(
+            &format!("/api/v1/workflows/{wf}/execute"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    let second = e["id"].as_str().unwrap().to_owned();
+    app.until(&second, |e| e["status"] == "waiting").await;
+    let (s, b) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &operator,
+            json!({"event_type": "payment.received", "payload": {}, "correlation_id": second}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(b["resumed"], json!([second]));
+    let done = app.until(&second, |e| e["status"] == "completed").await;
+    assert_eq!(done["resume_count"], 1);
+    let (_, audit) = app
+        .get(
+            &format!("/api/v1/executions/{id}/resume-requests"),
+            &operator,
+        )
+        .await;
+    let triggers: Vec<(&str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["trigger"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        triggers.contains(&("manual", "resumed"))
+            && triggers.contains(&("event", "refused"))
+            && triggers.contains(&("event", "resumed")),
+        "{triggers:?}"
+    );
+    app.stop().await;
+}
