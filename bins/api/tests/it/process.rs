@@ -1,1 +1,297 @@
+//! The real binary as a child process: first start, kill -9, restart on the same data.
 
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::order_workflow;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--poll-interval", "100ms"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(res) = client.get(format!("{base}/health/ready")).send().await {
+                if res.status() == StatusCode::OK {
+                    return Self { child, base };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tollgate-api did not become ready");
+    }
+
+    fn kill9(mut self) -> String {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            use std::io::Read;
+            stdout.read_to_string(&mut out).unwrap();
+        }
+        out
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    key: &str,
+    url: String,
+    body: Value,
+) -> (StatusCode, Value) {
+    let res = client
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_executions_survive_kill_9_and_complete_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+
+    let first = Server::start(&data).await;
+    let key_file = data.join("admin.key");
+    let admin = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "admin.key must be private");
+    }
+    let (s, _) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", first.base),
+        order_workflow("orders"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, manager) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/api-keys", first.base),
+        json!({"name": "maria", "roles": ["sales_manager"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let manager = manager["key"].as_str().unwrap().to_owned();
+    let mut executions = Vec::new();
+    for i in 0..20 {
+        let (s, b) = send(
+            &client,
+            &admin,
+            format!("{}/api/v1/events?wait=true", first.base),
+            json!({"event_type": "order.created", "payload": {"total": 20000 + i, "order_id": format!("o-{i}")}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        executions.push(b["started"][0].as_str().unwrap().to_owned());
+    }
+    let printed = first.kill9();
+    assert!(printed.contains("admin API key (shown once"), "{printed}");
+    assert!(
+        printed.contains(&admin),
+        "the first start prints the key once"
+    );
+
+    let second = Server::start(&data).await;
+    let (_, paused) = {
+        let res = client
+            .get(format!(
+                "{}/api/v1/executions/paused?limit=100",
+                second.base
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        paused["items"].as_array().unwrap().len(),
+        20,
+        "every paused execution survived"
+    );
+    let approvals = client
+        .get(format!(
+            "{}/api/v1/approvals?mine=true&limit=100",
+            second.base
+        ))
+        .bearer_auth(&manager)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let approvals = approvals["items"].as_array().unwrap().clone();
+    assert_eq!(approvals.len(), 20);
+    for approval in approvals {
+        let (s, b) = send(
+            &client,
+            &manager,
+            format!(
+                "{}/api/v1/approvals/{}/approve?wait=true",
+                second.base,
+                approval["id"].as_str().unwrap()
+            ),
+            json!({"reason": "after restart"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["execution"]["status"], "completed", "{b}");
+    }
+    for id in &executions {
+        let e = client
+            .get(format!("{}/api/v1/executions/{id}", second.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&e["status"], &e["result"]),
+            (&json!("completed"), &json!("allowed"))
+        );
+    }
+    let printed = second.kill9();
+    assert!(printed.contains("admin API key: in"), "{printed}");
+    assert!(
+        !printed.contains(&admin),
+        "later starts never print the key"
+    );
+}
+
+#[test]
+fn validate_subcommand_reports_every_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"workflow_id": "w", "version": "1", "steps": [{"id": "a", "type": "condition", "condition": {"field": "x", "operator": "nope", "value": 1}, "on_true": "gone"}]}"#,
+    )
+    .unwrap();
+    let good = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/workflows/original/high-value-order-approval.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .arg("validate")
+        .arg(&good)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("valid (high_value_order"), "{text}");
+    assert!(
+        text.contains("steps[0].condition.operator") && text.contains("steps[0].on_true"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn keys_create_and_migrate_subcommands_work_on_a_fresh_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "billing",
+            "--roles",
+            "service,viewer",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("tg_") && l.len() == 67),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "billing",
+            "--roles",
+            "viewer",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a taken name is refused");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .args(["--database-url", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither `sqlite:PATH` nor `postgres://"));
+}
