@@ -308,6 +308,20 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "tollgate-resumer",
             &["tollgate-model", "tollgate-store", "tollgate-engine"][..],
         ),
+        // The server code behind both binaries (`tollgate-api`, `tollgate-resume-worker`):
+        // the one library that may name concrete backends, and nothing depends on it but
+        // the binaries.
+        (
+            "tollgate-api",
+            &[
+                "tollgate-model",
+                "tollgate-store",
+                "tollgate-engine",
+                "tollgate-resumer",
+                "tollgate-sqlite",
+                "tollgate-postgres",
+            ][..],
+        ),
     ])
 }
 

@@ -89,51 +89,45 @@ pub enum AdminKey {
         /// The key file.
         path: PathBuf,
     },
+    /// `path` holds a key this database does not know (revoked, or made for another
+    /// database). Delete the file to have a new admin key made at the next start.
+    Unknown {
+        /// The key file.
+        path: PathBuf,
+    },
 }
 
-/// Makes sure `<data_dir>/admin.key` holds a key the store knows: creates both on first
-/// start; registers the file's key again if this database has never seen it (a new
-/// database behind an old data directory).
+/// Makes sure there is an admin key: on first start (no `<data_dir>/admin.key`) one is
+/// created, registered and written there (mode 0600). A key file this database does not
+/// know (its key was revoked, or the file belongs to another database) is never
+/// registered again — that would undo a revocation — and is reported instead.
 pub async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> anyhow::Result<AdminKey> {
     let path = data_dir.join("admin.key");
-    let now = chrono::Utc::now();
-    let register = |key: &str| ApiKey {
-        id: Uuid::now_v7(),
-        name: "admin".into(),
-        roles: vec!["admin".into()],
-        key_hash: hash_key(key),
-        created_at: now,
-    };
-    let insert = |mut record: ApiKey| async move {
-        match store.create_api_key(record.clone()).await {
-            Ok(_) => Ok(()),
-            Err(tollgate_store::Error::Conflict(_)) => {
-                record.name = format!("admin-{}", &record.id.simple().to_string()[24..]);
-                store.create_api_key(record).await.map(|_| ())
-            }
-            Err(err) => Err(err),
-        }
-    };
     if path.exists() {
         let key = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?
             .trim()
             .to_owned();
-        if key.is_empty() {
-            anyhow::bail!(
-                "{} is empty; delete it to have a new admin key made",
-                path.display()
-            );
+        if store.find_api_key(&hash_key(&key)).await?.is_some() {
+            return Ok(AdminKey::Existing { path });
         }
-        if store.find_api_key(&hash_key(&key)).await?.is_none() {
-            insert(register(&key)).await?;
-        }
-        return Ok(AdminKey::Existing { path });
+        return Ok(AdminKey::Unknown { path });
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
-    insert(register(&key)).await?;
+    let mut record = ApiKey {
+        id: Uuid::now_v7(),
+        name: "admin".into(),
+        roles: vec!["admin".into()],
+        key_hash: hash_key(&key),
+        created_at: chrono::Utc::now(),
+    };
+    if let Err(tollgate_store::Error::Conflict(_)) = store.create_api_key(record.clone()).await {
+        // Another data directory already made an `admin` key in this database.
+        record.name = format!("admin-{}", &record.id.simple().to_string()[20..]);
+        store.create_api_key(record).await?;
+    }
     write_secret(&path, &key)?;
     Ok(AdminKey::Created { key, path })
 }

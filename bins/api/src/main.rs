@@ -154,6 +154,14 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         AdminKey::Existing { path } => {
             println!("admin API key: in {}", path.display());
         }
+        AdminKey::Unknown { path } => {
+            println!(
+                "warning: {} holds a key this database does not know (revoked, or made for another database); \
+                 it was not registered again. Delete the file and restart to have a new admin key made, \
+                 or use another admin key.",
+                path.display()
+            );
+        }
     }
     running.wait().await
 }

@@ -131,7 +131,9 @@ impl TestApp {
         let running = app::start(&args, false).await.unwrap();
         let admin = match &running.admin_key {
             AdminKey::Created { key, .. } => key.clone(),
-            AdminKey::Existing { path } => std::fs::read_to_string(path).unwrap().trim().to_owned(),
+            AdminKey::Existing { path } | AdminKey::Unknown { path } => {
+                std::fs::read_to_string(path).unwrap().trim().to_owned()
+            }
         };
         Self {
             addr: running.addr,

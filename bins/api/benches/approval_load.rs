@@ -1,0 +1,300 @@
+//! The "approval workload" load driver (issue: API performance).
+//!
+//! Starts the release `tollgate-api` binary as a child process (embedded worker on) on
+//! SQLite and on PostgreSQL, creates a condition → approval → action workflow, then:
+//!
+//! - phase A: `N` `POST /events` at concurrency `C`, timed until all `N` executions are
+//!   paused at the approval (read from `/metrics`);
+//! - phase B: one decision per execution (90 % approve, 10 % reject) with `?wait=true`
+//!   at concurrency `C`; decisions per second, and per decision the latency from sending
+//!   it to the answer that the execution is `completed` (p50/p95/p99).
+//!
+//! Settings (env): `TOLLGATE_BENCH_N` (10000), `TOLLGATE_BENCH_CONCURRENCY` (32),
+//! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_DATABASE_URL`
+//! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::ConnectOptions;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(database_url: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-api"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(res) = client.get(format!("{base}/health/ready")).send().await {
+            if res.status().is_success() {
+                let admin = std::fs::read_to_string(dir.path().join("admin.key"))
+                    .unwrap()
+                    .trim()
+                    .to_owned();
+                return Server {
+                    child,
+                    base,
+                    admin,
+                    _dir: dir,
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tollgate-api did not start");
+}
+
+async fn fresh_pg(admin_url: &str) -> String {
+    let admin: PgConnectOptions = admin_url.parse().unwrap();
+    let mut conn: PgConnection = admin.connect().await.unwrap();
+    let name = format!("tollgate_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    admin.database(&name).to_url_lossy().to_string()
+}
+
+async fn post(client: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
+    let res = client
+        .post(url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn gauge(client: &reqwest::Client, base: &str, status: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("tollgate_executions{{status=\"{status}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
+    let server = start(database_url).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(c)
+        .build()
+        .unwrap();
+    let base = server.base.clone();
+    let admin = server.admin.clone();
+    let (s, _) = post(&client, format!("{base}/api/v1/workflows"), &admin, json!({
+        "workflow_id": "approval_workload", "version": "1",
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 10000},
+             "on_true": "approve", "on_false": "ok"},
+            {"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales_manager"}},
+             "on_approve": "ok", "on_reject": "no"},
+            {"id": "ok", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}]})).await;
+    assert_eq!(s, 201);
+    let (_, shop) = post(
+        &client,
+        format!("{base}/api/v1/api-keys"),
+        &admin,
+        json!({"name": "shop", "roles": ["service"]}),
+    )
+    .await;
+    let shop = Arc::new(shop["key"].as_str().unwrap().to_owned());
+    let (_, manager) = post(
+        &client,
+        format!("{base}/api/v1/api-keys"),
+        &admin,
+        json!({"name": "manager", "roles": ["sales_manager"]}),
+    )
+    .await;
+    let manager = Arc::new(manager["key"].as_str().unwrap().to_owned());
+
+    // Phase A: starts.
+    let began = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(c, |i| {
+            let client = client.clone();
+            let base = base.clone();
+            let shop = shop.clone();
+            async move {
+                let (s, _) = post(&client, format!("{base}/api/v1/events"), &shop,
+                    json!({"event_type": "order.created", "payload": {"total": 20000 + i, "order_id": i}})).await;
+                assert_eq!(s, 202);
+            }
+        })
+        .await;
+    let accepted = began.elapsed();
+    while gauge(&client, &base, "paused").await < n as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_paused = began.elapsed();
+
+    // The approval ids, paged.
+    let mut ids = Vec::with_capacity(n);
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/approvals?status=pending&limit=500");
+        if let Some(c) = &cursor {
+            url = format!("{url}&cursor={c}");
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(&*admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), n);
+
+    // Phase B: decisions.
+    let began = Instant::now();
+    let latencies: Vec<Duration> = stream::iter(ids.into_iter().enumerate())
+        .map(|(i, id)| {
+            let client = client.clone();
+            let base = base.clone();
+            let manager = manager.clone();
+            async move {
+                let (verb, body) = if i % 10 == 9 {
+                    ("reject", json!({"reason": "load test"}))
+                } else {
+                    ("approve", json!({}))
+                };
+                let sent = Instant::now();
+                let (s, b) = post(
+                    &client,
+                    format!("{base}/api/v1/approvals/{id}/{verb}?wait=true"),
+                    &manager,
+                    body,
+                )
+                .await;
+                let took = sent.elapsed();
+                assert_eq!(s, 200, "{b}");
+                assert_eq!(b["execution"]["status"], "completed", "{b}");
+                took
+            }
+        })
+        .buffer_unordered(c)
+        .collect()
+        .await;
+    let decided = began.elapsed();
+    assert_eq!(gauge(&client, &base, "completed").await, n as u64);
+    let mut sorted = latencies;
+    sorted.sort();
+    println!(
+        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s | \
+         phase B: {:.0} decisions/s ({:.2} s); decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        n as f64 / accepted.as_secs_f64(),
+        accepted.as_secs_f64(),
+        all_paused.as_secs_f64(),
+        n as f64 / all_paused.as_secs_f64(),
+        n as f64 / decided.as_secs_f64(),
+        decided.as_secs_f64(),
+        percentile(&sorted, 0.50),
+        percentile(&sorted, 0.95),
+        percentile(&sorted, 0.99),
+        percentile(&sorted, 1.0),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: then only
+    // a smoke run.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: usize = env_or("TOLLGATE_BENCH_N", if benching { 10_000 } else { 50 });
+    let c: usize = env_or("TOLLGATE_BENCH_CONCURRENCY", 32);
+    let backends =
+        std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for backend in backends.split(',') {
+            match backend.trim() {
+                "sqlite" => run("SQLite", None, n, c).await,
+                "postgres" => {
+                    let admin = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
+                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                    let url = fresh_pg(&admin).await;
+                    run("PostgreSQL", Some(&url), n, c).await;
+                }
+                other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
+            }
+        }
+    });
+}
