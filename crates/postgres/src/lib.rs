@@ -9,6 +9,7 @@
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
 mod rows;
+mod schedules;
 mod store;
 
 use std::sync::Arc;

@@ -218,3 +218,34 @@ pub(crate) fn api_key(row: &PgRow) -> Result<ApiKey, Error> {
         created_at: get(row, "created_at")?,
     })
 }
+
+pub(crate) fn schedule(row: &PgRow) -> Result<tollgate_model::schedule::Schedule, Error> {
+    Ok(tollgate_model::schedule::Schedule {
+        id: get(row, "id")?,
+        workflow_id: get(row, "workflow_id")?,
+        cron: get(row, "cron")?,
+        timezone: get(row, "timezone")?,
+        enabled: get(row, "enabled")?,
+        catch_up: enum_text(row, "catch_up")?,
+        from_trigger: get(row, "from_trigger")?,
+        next_fire_at: get(row, "next_fire_at")?,
+        last_fired_at: get(row, "last_fired_at")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn tick(row: &PgRow) -> Result<tollgate_model::schedule::Tick, Error> {
+    Ok(tollgate_model::schedule::Tick {
+        id: get(row, "id")?,
+        schedule_id: get(row, "schedule_id")?,
+        tick_time: get(row, "tick_time")?,
+        status: enum_text(row, "status")?,
+        owner: get(row, "owner")?,
+        lease_expires_at: get(row, "lease_expires_at")?,
+        claimed_at: get(row, "claimed_at")?,
+        started_at: get(row, "started_at")?,
+        execution_id: get(row, "execution_id")?,
+        error: get(row, "error")?,
+    })
+}

@@ -46,7 +46,7 @@ fn int(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn limit(n: u32) -> i64 {
+pub(crate) fn limit(n: u32) -> i64 {
     i64::from(n)
 }
 
@@ -398,6 +398,8 @@ impl WorkflowStore for PgStore {
             Err(Error::Conflict(_)) => return Err(taken(&workflow.definition)),
             other => other?,
         };
+        crate::schedules::sync_trigger_schedule(&mut tx, &workflow, workflow.updated_at, false)
+            .await?;
         commit(tx).await?;
         Ok(workflow)
     }
@@ -438,11 +440,12 @@ impl WorkflowStore for PgStore {
             Err(Error::Conflict(_)) => return Err(taken(&definition)),
             other => other?,
         };
-        commit(tx).await?;
         workflow.enabled = definition.enabled;
         workflow.definition = definition;
         workflow.snapshot_id = snapshot_id;
         workflow.updated_at = now;
+        crate::schedules::sync_trigger_schedule(&mut tx, &workflow, now, false).await?;
+        commit(tx).await?;
         Ok(workflow)
     }
 
@@ -452,19 +455,26 @@ impl WorkflowStore for PgStore {
         enabled: bool,
         now: Timestamp,
     ) -> Result<Workflow> {
+        let mut tx = self.tx().await?;
         let row = sqlx::query(
             "UPDATE workflows SET enabled = $1, definition = jsonb_set(definition, '{enabled}', to_jsonb($1)), updated_at = $2 WHERE id = $3 RETURNING *",
         )
         .bind(enabled)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
-        row.as_ref()
+        let workflow = row
+            .as_ref()
             .map(rows::workflow)
             .transpose()?
-            .ok_or_else(|| Error::not_found("workflow", id))
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        if enabled {
+            crate::schedules::sync_trigger_schedule(&mut tx, &workflow, now, true).await?;
+        }
+        commit(tx).await?;
+        Ok(workflow)
     }
 
     async fn delete_workflow(&self, id: Uuid) -> Result<()> {
@@ -653,26 +663,33 @@ async fn locked_ids(
         .collect()
 }
 
+/// Inserts a new execution row.
+pub(crate) async fn insert_execution(conn: &mut PgConnection, execution: &Execution) -> Result<()> {
+    let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
+        params.join(", ")
+    );
+    bind_execution(sqlx::query(&sql), execution)
+        .execute(conn)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                Error::not_found("snapshot", &execution.snapshot_id)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(format!("execution {} already exists", execution.id))
+            }
+            _ => backend(err),
+        })?;
+    Ok(())
+}
+
 #[async_trait]
 impl ExecutionStore for PgStore {
     async fn create_execution(&self, execution: Execution) -> Result<Execution> {
-        let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
-            params.join(", ")
-        );
-        bind_execution(sqlx::query(&sql), &execution)
-            .execute(&self.pool)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    Error::not_found("snapshot", &execution.snapshot_id)
-                }
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    Error::Conflict(format!("execution {} already exists", execution.id))
-                }
-                _ => backend(err),
-            })?;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_execution(&mut conn, &execution).await?;
         Ok(execution)
     }
 

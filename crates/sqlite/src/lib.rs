@@ -7,6 +7,7 @@
 //! [`tollgate_store::rules`]' — the same as every other backend.
 
 mod rows;
+mod schedules;
 mod store;
 
 use std::path::{Path, PathBuf};

@@ -251,3 +251,34 @@ pub(crate) fn api_key(row: &SqliteRow) -> Result<ApiKey, Error> {
         created_at: time(row, "created_at")?,
     })
 }
+
+pub(crate) fn schedule(row: &SqliteRow) -> Result<tollgate_model::schedule::Schedule, Error> {
+    Ok(tollgate_model::schedule::Schedule {
+        id: uuid(row, "id")?,
+        workflow_id: uuid(row, "workflow_id")?,
+        cron: get(row, "cron")?,
+        timezone: get(row, "timezone")?,
+        enabled: get::<i64>(row, "enabled")? != 0,
+        catch_up: enum_text(row, "catch_up")?,
+        from_trigger: get::<i64>(row, "from_trigger")? != 0,
+        next_fire_at: opt_time(row, "next_fire_at")?,
+        last_fired_at: opt_time(row, "last_fired_at")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn tick(row: &SqliteRow) -> Result<tollgate_model::schedule::Tick, Error> {
+    Ok(tollgate_model::schedule::Tick {
+        id: uuid(row, "id")?,
+        schedule_id: uuid(row, "schedule_id")?,
+        tick_time: time(row, "tick_time")?,
+        status: enum_text(row, "status")?,
+        owner: get(row, "owner")?,
+        lease_expires_at: opt_time(row, "lease_expires_at")?,
+        claimed_at: time(row, "claimed_at")?,
+        started_at: opt_time(row, "started_at")?,
+        execution_id: opt_uuid(row, "execution_id")?,
+        error: get(row, "error")?,
+    })
+}

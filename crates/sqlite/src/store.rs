@@ -149,7 +149,7 @@ fn bind_execution<'q>(
         .bind(json(&e.consumed_events))
 }
 
-async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
+pub(crate) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
     let sql = format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
         vec!["?"; 33].join(", ")
@@ -545,6 +545,8 @@ impl WorkflowStore for SqliteStore {
             Err(Error::Conflict(_)) => return Err(taken(&workflow.definition)),
             other => other?,
         };
+        crate::schedules::sync_trigger_schedule(&mut tx, &workflow, workflow.updated_at, false)
+            .await?;
         commit(tx).await?;
         Ok(workflow)
     }
@@ -585,11 +587,12 @@ impl WorkflowStore for SqliteStore {
             Err(Error::Conflict(_)) => return Err(taken(&definition)),
             other => other?,
         };
-        commit(tx).await?;
         workflow.enabled = definition.enabled;
         workflow.definition = definition;
         workflow.snapshot_id = snapshot_id;
         workflow.updated_at = now;
+        crate::schedules::sync_trigger_schedule(&mut tx, &workflow, now, false).await?;
+        commit(tx).await?;
         Ok(workflow)
     }
 
@@ -623,6 +626,9 @@ impl WorkflowStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if enabled {
+            crate::schedules::sync_trigger_schedule(&mut tx, &workflow, now, true).await?;
+        }
         commit(tx).await?;
         Ok(workflow)
     }

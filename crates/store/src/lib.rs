@@ -28,11 +28,12 @@ pub use cursor::{
 pub use memory::MemoryStore;
 pub use traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, Store, WorkflowStore,
+    ResumeRequestStore, ScheduleStore, Store, WorkflowStore,
 };
 pub use types::{
-    ApprovalFilter, Committed, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
+    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView,
+    Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

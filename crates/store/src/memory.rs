@@ -14,17 +14,19 @@ use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Lease, Notification,
     Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
+use tollgate_model::schedule::{Schedule, Tick, TickStatus};
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, WorkflowStore,
+    ResumeRequestStore, ScheduleStore, WorkflowStore,
 };
 use crate::types::{
-    ApprovalFilter, Committed, Decided, Effect, EventInsert, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Page, PageRequest, StepCommit, Transition, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
+    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView,
+    Transition, WorkflowFilter,
 };
 use crate::{rules, Error, Result};
 
@@ -49,6 +51,8 @@ struct State {
     records: HashMap<(String, String), Record>,
     notifications: BTreeMap<Uuid, Notification>,
     api_keys: BTreeMap<Uuid, ApiKey>,
+    schedules: BTreeMap<Uuid, Schedule>,
+    ticks: BTreeMap<Uuid, Tick>,
 }
 
 impl MemoryStore {
@@ -117,6 +121,26 @@ fn encode_id(id: &Uuid) -> String {
 }
 
 impl State {
+    /// Keeps the schedule mirroring `workflow_id`'s trigger in step with it.
+    fn sync_trigger_schedule(&mut self, workflow_id: Uuid, now: Timestamp) {
+        let id = rules::trigger_schedule_id(workflow_id);
+        let Some(workflow) = self.workflows.get(&workflow_id) else {
+            return;
+        };
+        match rules::trigger_schedule(workflow, self.schedules.get(&id), now) {
+            Some(schedule) => {
+                self.schedules.insert(id, schedule);
+            }
+            None => self.remove_schedule(id),
+        }
+    }
+
+    fn remove_schedule(&mut self, id: Uuid) {
+        if self.schedules.remove(&id).is_some() {
+            self.ticks.retain(|_, t| t.schedule_id != id);
+        }
+    }
+
     fn execution_mut(&mut self, id: Uuid) -> Result<&mut Execution> {
         self.executions
             .get_mut(&id)
@@ -232,6 +256,7 @@ impl WorkflowStore for MemoryStore {
             .entry(workflow.snapshot_id.clone())
             .or_insert_with(|| workflow.definition.clone());
         state.workflows.insert(workflow.id, workflow.clone());
+        state.sync_trigger_schedule(workflow.id, workflow.updated_at);
         Ok(workflow)
     }
 
@@ -259,7 +284,9 @@ impl WorkflowStore for MemoryStore {
         workflow.definition = definition;
         workflow.snapshot_id = snapshot_id;
         workflow.updated_at = now;
-        Ok(workflow.clone())
+        let workflow = workflow.clone();
+        state.sync_trigger_schedule(id, now);
+        Ok(workflow)
     }
 
     async fn set_workflow_enabled(
@@ -276,15 +303,33 @@ impl WorkflowStore for MemoryStore {
         workflow.enabled = enabled;
         Arc::make_mut(&mut workflow.definition).enabled = enabled;
         workflow.updated_at = now;
-        Ok(workflow.clone())
+        let workflow = workflow.clone();
+        if enabled
+            && !state
+                .schedules
+                .contains_key(&rules::trigger_schedule_id(id))
+        {
+            state.sync_trigger_schedule(id, now);
+        }
+        Ok(workflow)
     }
 
     async fn delete_workflow(&self, id: Uuid) -> Result<()> {
-        self.lock()
+        let mut state = self.lock();
+        state
             .workflows
             .remove(&id)
-            .map(|_| ())
-            .ok_or_else(|| Error::not_found("workflow", id))
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        let owned: Vec<Uuid> = state
+            .schedules
+            .values()
+            .filter(|s| s.workflow_id == id)
+            .map(|s| s.id)
+            .collect();
+        for schedule in owned {
+            state.remove_schedule(schedule);
+        }
+        Ok(())
     }
 
     async fn get_workflow(&self, id: Uuid) -> Result<Workflow> {
@@ -1004,5 +1049,224 @@ impl ApiKeyStore for MemoryStore {
 impl Health for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+fn tick_cursor(page: &PageRequest) -> Result<Option<(i64, Uuid)>> {
+    page.cursor
+        .as_deref()
+        .map(|c| {
+            let parts = decode_cursor(c, 2)?;
+            let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+            let micros: i64 = parts[0].parse().map_err(|_| bad())?;
+            let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+            Ok((micros, id))
+        })
+        .transpose()
+}
+
+#[async_trait]
+impl ScheduleStore for MemoryStore {
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule> {
+        let mut state = self.lock();
+        if !state.workflows.contains_key(&schedule.workflow_id) {
+            return Err(Error::not_found("workflow", schedule.workflow_id));
+        }
+        if state.schedules.contains_key(&schedule.id) {
+            return Err(Error::Conflict(format!(
+                "schedule {} already exists",
+                schedule.id
+            )));
+        }
+        state.schedules.insert(schedule.id, schedule.clone());
+        Ok(schedule)
+    }
+
+    async fn get_schedule(&self, id: Uuid) -> Result<Schedule> {
+        self.lock()
+            .schedules
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("schedule", id))
+    }
+
+    async fn list_schedules(
+        &self,
+        filter: &ScheduleFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Schedule>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .schedules
+            .values()
+            .filter(|s| filter.workflow_id.is_none_or(|w| s.workflow_id == w))
+            .map(|s| (s.id, s.clone()))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+
+    async fn update_schedule(&self, schedule: Schedule) -> Result<Schedule> {
+        let mut state = self.lock();
+        let slot = state
+            .schedules
+            .get_mut(&schedule.id)
+            .ok_or_else(|| Error::not_found("schedule", schedule.id))?;
+        slot.cron = schedule.cron;
+        slot.timezone = schedule.timezone;
+        slot.enabled = schedule.enabled;
+        slot.catch_up = schedule.catch_up;
+        slot.next_fire_at = schedule.next_fire_at;
+        slot.updated_at = schedule.updated_at;
+        Ok(slot.clone())
+    }
+
+    async fn delete_schedule(&self, id: Uuid) -> Result<()> {
+        let mut state = self.lock();
+        if !state.schedules.contains_key(&id) {
+            return Err(Error::not_found("schedule", id));
+        }
+        state.remove_schedule(id);
+        Ok(())
+    }
+
+    async fn claim_ticks(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<ClaimedTick>> {
+        let mut state = self.lock();
+        let mut claimed = Vec::new();
+        let orphaned: Vec<Uuid> = state
+            .ticks
+            .values()
+            .filter(|t| {
+                t.status == TickStatus::Pending && t.lease_expires_at.is_some_and(|e| e <= now)
+            })
+            .map(|t| t.id)
+            .take(limit as usize)
+            .collect();
+        for id in orphaned {
+            let Some(tick) = state.ticks.get_mut(&id) else {
+                continue;
+            };
+            tick.owner = Some(claim.owner.clone());
+            tick.lease_expires_at = Some(claim.expires_at);
+            let tick = tick.clone();
+            if let Some(schedule) = state.schedules.get(&tick.schedule_id).cloned() {
+                claimed.push(ClaimedTick { tick, schedule });
+            }
+        }
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .schedules
+            .values()
+            .filter(|s| {
+                s.enabled
+                    && s.next_fire_at.is_some_and(|t| t <= now)
+                    && state
+                        .workflows
+                        .get(&s.workflow_id)
+                        .is_some_and(|w| w.enabled)
+            })
+            .filter_map(|s| s.next_fire_at.map(|t| (t, s.id)))
+            .collect();
+        due.sort();
+        for (_, id) in due.into_iter().take(limit as usize) {
+            let Some(schedule) = state.schedules.get_mut(&id) else {
+                continue;
+            };
+            let times = rules::fire_schedule(schedule, now);
+            let schedule = schedule.clone();
+            for time in times {
+                let tick = rules::new_tick(id, time, claim, now);
+                if state.ticks.contains_key(&tick.id) {
+                    continue;
+                }
+                state.ticks.insert(tick.id, tick.clone());
+                claimed.push(ClaimedTick {
+                    tick,
+                    schedule: schedule.clone(),
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn start_tick(
+        &self,
+        tick_id: Uuid,
+        owner: &str,
+        execution: Execution,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let tick = state
+            .ticks
+            .get(&tick_id)
+            .ok_or_else(|| Error::not_found("tick", tick_id))?;
+        rules::check_tick_owner(tick, owner)?;
+        if state.executions.contains_key(&execution.id) {
+            return Err(Error::Conflict(format!(
+                "execution {} already exists",
+                execution.id
+            )));
+        }
+        state.executions.insert(execution.id, execution.clone());
+        if let Some(tick) = state.ticks.get_mut(&tick_id) {
+            tick.status = TickStatus::Started;
+            tick.started_at = Some(now);
+            tick.execution_id = Some(execution.id);
+            tick.owner = None;
+            tick.lease_expires_at = None;
+        }
+        Ok(execution)
+    }
+
+    async fn fail_tick(
+        &self,
+        tick_id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let tick = state
+            .ticks
+            .get_mut(&tick_id)
+            .ok_or_else(|| Error::not_found("tick", tick_id))?;
+        rules::check_tick_owner(tick, owner)?;
+        tick.status = TickStatus::Failed;
+        tick.error = Some(error.to_owned());
+        tick.started_at = Some(now);
+        tick.owner = None;
+        tick.lease_expires_at = None;
+        Ok(())
+    }
+
+    async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
+        let after = tick_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .ticks
+            .values()
+            .filter(|t| t.schedule_id == schedule_id)
+            .map(|t| {
+                let outcome = t
+                    .execution_id
+                    .and_then(|e| state.executions.get(&e))
+                    .map(|e| e.status);
+                (
+                    (t.tick_time.timestamp_micros(), t.id),
+                    TickView {
+                        tick: t.clone(),
+                        outcome,
+                    },
+                )
+            })
+            .collect();
+        Ok(paginate(items, true, after, page.limit, |(micros, id)| {
+            encode_cursor(&[&micros.to_string(), &id.to_string()])
+        }))
     }
 }

@@ -4,11 +4,14 @@
 //! cannot disagree about a transition.
 
 use serde_json::Value;
+use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Event, Execution, ExecutionError, Gate, Lease, StepRecord,
     Timestamp, Wake, Workflow,
 };
+use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
+use uuid::Uuid;
 
 use crate::types::{Committed, Effect, LeaseClaim, StepCommit, Transition};
 use crate::{Error, Result};
@@ -426,5 +429,109 @@ pub fn merge_record_data(existing: &mut Value, data: Value, merge: bool) {
     match (merge, existing, data) {
         (true, Value::Object(existing), Value::Object(new)) => existing.extend(new),
         (_, slot, data) => *slot = data,
+    }
+}
+
+/// The id of the schedule that mirrors a workflow's own `schedule` trigger: derived from
+/// the workflow, so every backend and every process agrees on it.
+pub fn trigger_schedule_id(workflow_id: Uuid) -> Uuid {
+    Uuid::new_v5(&workflow_id, b"tollgate:schedule-trigger")
+}
+
+/// The schedule a workflow's trigger asks for, given the one it has: `None` when the
+/// trigger is not a schedule. An unchanged expression keeps its next fire time and
+/// history; a changed one starts counting from `now`. `enabled` and the catch-up policy
+/// of an existing schedule are kept.
+pub fn trigger_schedule(
+    workflow: &Workflow,
+    existing: Option<&Schedule>,
+    now: Timestamp,
+) -> Option<Schedule> {
+    let Trigger::Schedule { cron, timezone } = &workflow.definition.trigger else {
+        return None;
+    };
+    let timezone = timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+    if let Some(e) = existing {
+        if &e.cron == cron && e.timezone == timezone {
+            return Some(e.clone());
+        }
+    }
+    let next_fire_at = CronSchedule::new(cron, Some(&timezone))
+        .ok()
+        .and_then(|c| c.next_after(now));
+    Some(Schedule {
+        id: trigger_schedule_id(workflow.id),
+        workflow_id: workflow.id,
+        cron: cron.clone(),
+        timezone,
+        enabled: existing.is_none_or(|e| e.enabled),
+        catch_up: existing.map_or(CatchUp::Skip, |e| e.catch_up),
+        from_trigger: true,
+        next_fire_at,
+        last_fired_at: existing.and_then(|e| e.last_fired_at),
+        created_at: existing.map_or(now, |e| e.created_at),
+        updated_at: now,
+    })
+}
+
+/// Fires a due schedule at `now`: returns the tick times its catch-up policy fires and
+/// advances `next_fire_at` past `now`. An expression that no longer parses stops the
+/// schedule (`next_fire_at` = null) instead of failing every claim.
+pub fn fire_schedule(schedule: &mut Schedule, now: Timestamp) -> Vec<Timestamp> {
+    let Some(next) = schedule.next_fire_at else {
+        return Vec::new();
+    };
+    let Ok(cron) = CronSchedule::new(&schedule.cron, Some(&schedule.timezone)) else {
+        schedule.next_fire_at = None;
+        schedule.updated_at = now;
+        return Vec::new();
+    };
+    let (ticks, next) = cron.due(next, now, schedule.catch_up);
+    schedule.next_fire_at = next;
+    if let Some(last) = ticks.last() {
+        schedule.last_fired_at = Some(*last);
+    }
+    schedule.updated_at = now;
+    ticks
+}
+
+/// A new pending tick, leased to `claim.owner`. Its id is derived from (schedule, tick
+/// time), so the same tick always has the same id.
+pub fn new_tick(
+    schedule_id: Uuid,
+    tick_time: Timestamp,
+    claim: &LeaseClaim,
+    now: Timestamp,
+) -> Tick {
+    Tick {
+        id: Uuid::new_v5(
+            &schedule_id,
+            tick_time
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_bytes(),
+        ),
+        schedule_id,
+        tick_time,
+        status: TickStatus::Pending,
+        owner: Some(claim.owner.clone()),
+        lease_expires_at: Some(claim.expires_at),
+        claimed_at: now,
+        started_at: None,
+        execution_id: None,
+        error: None,
+    }
+}
+
+/// `Conflict` unless `owner` holds `tick` pending.
+pub fn check_tick_owner(tick: &Tick, owner: &str) -> Result<()> {
+    if tick.status == TickStatus::Pending && tick.owner.as_deref() == Some(owner) {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "tick {} of schedule {} is {} and not held by {owner}",
+            tick.tick_time,
+            tick.schedule_id,
+            tick.status.as_str()
+        )))
     }
 }

@@ -10,12 +10,13 @@ use tollgate_model::records::{
     ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
     StepRecord, Timestamp, Workflow,
 };
+use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, Committed, Decided, EventInsert, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Page, PageRequest, StepCommit, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Decided, EventInsert, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -313,6 +314,72 @@ pub trait ApiKeyStore: Send + Sync {
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>>;
 }
 
+/// Cron schedules and their ticks. A schedule mirroring a workflow's own `schedule`
+/// trigger (`from_trigger`) is kept in step with the workflow by the [`WorkflowStore`]
+/// methods themselves: created with it, changed when its definition is replaced,
+/// re-created when it is enabled without one, and deleted with it.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Inserts a schedule. `NotFound` if its workflow does not exist.
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule>;
+
+    /// One schedule. `NotFound` if absent.
+    async fn get_schedule(&self, id: Uuid) -> Result<Schedule>;
+
+    /// Schedules, oldest first. `Invalid` for a foreign cursor.
+    async fn list_schedules(
+        &self,
+        filter: &ScheduleFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Schedule>>;
+
+    /// Replaces a schedule's cron, time zone, `enabled`, catch-up policy and next fire
+    /// time (the caller recomputes it). `NotFound` if absent.
+    async fn update_schedule(&self, schedule: Schedule) -> Result<Schedule>;
+
+    /// Deletes a schedule and its tick history. `NotFound` if absent.
+    async fn delete_schedule(&self, id: Uuid) -> Result<()>;
+
+    /// Claims work for the scheduler, in one transaction: first pending ticks whose
+    /// lease expired (their claimer died before starting them), then enabled schedules
+    /// of enabled workflows whose `next_fire_at` has come, up to `limit` schedules. For
+    /// each due schedule it computes the ticks its catch-up policy fires, inserts them
+    /// (unique per schedule and tick time, so a tick is never recorded twice), and
+    /// advances `next_fire_at` past `now`. Every returned tick is `pending` and leased to
+    /// `claim.owner` until `claim.expires_at`.
+    async fn claim_ticks(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<ClaimedTick>>;
+
+    /// Stores `execution` and marks the tick `started` with it, atomically, if `owner`
+    /// still holds the tick `pending`. `Conflict` otherwise (it started, or its lease
+    /// lapsed and another worker took it) — then nothing is stored.
+    async fn start_tick(
+        &self,
+        tick_id: Uuid,
+        owner: &str,
+        execution: Execution,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Marks a pending tick held by `owner` `failed` with `error` (e.g. its workflow was
+    /// deleted). `Conflict` if `owner` does not hold it.
+    async fn fail_tick(
+        &self,
+        tick_id: Uuid,
+        owner: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// A schedule's ticks, newest first, with their executions' current status.
+    /// `Invalid` for a foreign cursor.
+    async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>>;
+}
+
 /// Liveness of the backend.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -330,6 +397,7 @@ pub trait Store:
     + RecordStore
     + NotificationStore
     + ApiKeyStore
+    + ScheduleStore
     + Health
 {
 }
@@ -343,6 +411,7 @@ impl<T> Store for T where
         + RecordStore
         + NotificationStore
         + ApiKeyStore
+        + ScheduleStore
         + Health
 {
 }

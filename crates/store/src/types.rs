@@ -218,3 +218,29 @@ pub enum EventInsert {
     /// An event with the same `event_id` was stored before; this is it, unchanged.
     Duplicate(Event),
 }
+
+/// Filters of [`crate::ScheduleStore::list_schedules`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleFilter {
+    /// Only this workflow's schedules.
+    pub workflow_id: Option<Uuid>,
+}
+
+/// A tick claimed by a worker, with its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTick {
+    /// The tick (pending, leased to the claimer).
+    pub tick: tollgate_model::schedule::Tick,
+    /// Its schedule.
+    pub schedule: tollgate_model::schedule::Schedule,
+}
+
+/// A tick as listed: with the status of the execution it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickView {
+    /// The tick.
+    pub tick: tollgate_model::schedule::Tick,
+    /// The status of its execution now (None before it started, or when the execution
+    /// is gone).
+    pub outcome: Option<ExecutionStatus>,
+}

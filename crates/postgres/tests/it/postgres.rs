@@ -98,6 +98,8 @@ async fn the_schema_matches_what_the_code_expects() {
     );
     assert_eq!(columns("approvals").await, "id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at");
     assert_eq!(columns("step_records").await, "seq, id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error");
+    assert_eq!(columns("schedules").await, "id, workflow_id, cron, timezone, enabled, catch_up, from_trigger, next_fire_at, last_fired_at, created_at, updated_at");
+    assert_eq!(columns("schedule_ticks").await, "id, schedule_id, tick_time, status, owner, lease_expires_at, claimed_at, started_at, execution_id, error");
     for table in [
         "snapshots",
         "workflows",
