@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error;
-use crate::routes::{approvals, events, executions, keys, meta, records, workflows};
+use crate::routes::{approvals, events, executions, keys, meta, records, schedules, workflows};
 
 /// Tollgate's REST API (API.md).
 #[derive(OpenApi)]
@@ -22,6 +22,8 @@ use crate::routes::{approvals, events, executions, keys, meta, records, workflow
         executions::deliver,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
         records::get_record, records::notifications,
+        schedules::list_for_workflow, schedules::create, schedules::list, schedules::get,
+        schedules::replace, schedules::delete, schedules::next, schedules::ticks,
     ),
     components(schemas(
         error::ErrorEnvelope, error::ErrorBody, error::Detail,
@@ -33,6 +35,8 @@ use crate::routes::{approvals, events, executions, keys, meta, records, workflow
         dto::CreatedApiKeyDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
         dto::ExecuteDto, dto::ReasonDto, dto::ResumeDto, dto::DecisionBody, dto::ValidationDto,
         dto::HealthDto,
+        schedules::ScheduleDto, schedules::ScheduleList, schedules::ScheduleBody, schedules::TickDto,
+        schedules::TickList, schedules::NextFiresDto,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -40,6 +44,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, workflow
         (name = "api-keys", description = "Admin only"),
         (name = "workflows"), (name = "events"), (name = "executions"), (name = "approvals"),
         (name = "records", description = "Records and notifications written by actions"),
+        (name = "schedules", description = "Cron schedules: each tick starts one execution"),
     )
 )]
 pub struct ApiDoc;

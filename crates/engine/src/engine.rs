@@ -286,6 +286,17 @@ impl Engine {
     /// Callers that cannot wait call this and [`Self::advance`] later (or let a worker
     /// reclaim it when the lease lapses).
     pub async fn create(&self, request: StartRequest) -> Result<Execution> {
+        let execution = self.prepare(request);
+        tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
+        let created = self.inner.store.create_execution(execution).await?;
+        metrics::counter!("tollgate_executions_started_total").increment(1);
+        Ok(created)
+    }
+
+    /// The execution [`Self::create`] would store, without storing it: for callers that
+    /// store it atomically with something else (a schedule's tick). It is `running` and
+    /// leased by this worker, so the caller may [`Self::advance`] it once stored.
+    pub fn prepare(&self, request: StartRequest) -> Execution {
         let now = self.inner.clock.now();
         let workflow = &request.workflow;
         let definition = &workflow.definition;
@@ -309,7 +320,7 @@ impl Engine {
                 }),
             );
         }
-        let execution = Execution {
+        Execution {
             id: Uuid::now_v7(),
             workflow_id: workflow.id,
             workflow_key: definition.workflow_id.clone(),
@@ -340,11 +351,7 @@ impl Engine {
             error: None,
             requested_by: request.requested_by,
             consumed_events: Vec::new(),
-        };
-        tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
-        let created = self.inner.store.create_execution(execution).await?;
-        metrics::counter!("tollgate_executions_started_total").increment(1);
-        Ok(created)
+        }
     }
 
     /// Creates an execution and runs it until it stops at a gate or ends.

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::Engine;
+use tollgate_engine::StartRequest;
 use tollgate_model::records::Execution;
+use tollgate_store::ClaimedTick;
 
 use crate::Result;
 
@@ -43,12 +46,14 @@ pub struct TickReport {
     pub gates: usize,
     /// Executions with an expired or released lease, taken over.
     pub leases: usize,
+    /// Schedule ticks whose execution this pass started.
+    pub ticks: usize,
 }
 
 impl TickReport {
     /// Total executions touched.
     pub fn total(&self) -> usize {
-        self.timed_out + self.gates + self.leases
+        self.timed_out + self.gates + self.leases + self.ticks
     }
 }
 
@@ -104,13 +109,80 @@ impl Worker {
         let leases = store
             .claim_expired_leases(now, &self.engine.claim(), self.options.batch)
             .await?;
+        let started = self.fire_schedules(now).await?;
         let report = TickReport {
             timed_out: ended.len(),
             gates: gates.len(),
             leases: leases.len(),
+            ticks: started.len(),
         };
-        self.advance_all(gates.into_iter().chain(leases)).await;
+        self.advance_all(gates.into_iter().chain(leases).chain(started))
+            .await;
         Ok(report)
+    }
+
+    /// Claims due schedule ticks and starts one execution per tick (atomically with
+    /// marking the tick started); returns the started executions, to be advanced. A
+    /// tick whose workflow vanished is marked failed; one that another worker took over
+    /// meanwhile is left to it.
+    async fn fire_schedules(
+        &self,
+        now: tollgate_model::records::Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let store = self.engine.store();
+        let claim = self.engine.claim();
+        let claimed = store.claim_ticks(now, &claim, self.options.batch).await?;
+        let mut started = Vec::with_capacity(claimed.len());
+        for ClaimedTick { tick, schedule } in claimed {
+            let workflow = match store.get_workflow(schedule.workflow_id).await {
+                Ok(workflow) => workflow,
+                Err(err) if err.is_not_found() => {
+                    let _ = store
+                        .fail_tick(tick.id, &claim.owner, "the workflow was deleted", now)
+                        .await;
+                    continue;
+                }
+                Err(err) => {
+                    // Left pending: its lease lapses and a later pass retries it.
+                    tracing::error!(schedule_id = %schedule.id, "cannot load the workflow of a tick: {err}");
+                    continue;
+                }
+            };
+            let request = StartRequest {
+                workflow,
+                trigger_event: "schedule".into(),
+                payload: json!({"schedule": {"id": schedule.id, "tick": tick.tick_time, "cron": schedule.cron}}),
+                event_id: None,
+                event_key: Some(format!(
+                    "schedule:{}:{}",
+                    schedule.id,
+                    tick.tick_time.to_rfc3339()
+                )),
+                source: Some("schedule".into()),
+                requested_by: None,
+            };
+            let execution = self.engine.prepare(request);
+            match store
+                .start_tick(tick.id, &claim.owner, execution, now)
+                .await
+            {
+                Ok(execution) => {
+                    let lag = (now - tick.tick_time).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::counter!("tollgate_schedule_ticks_fired_total").increment(1);
+                    metrics::counter!("tollgate_executions_started_total").increment(1);
+                    metrics::histogram!("tollgate_schedule_tick_lag_seconds").record(lag);
+                    tracing::info!(execution_id = %execution.id, schedule_id = %schedule.id, tick = %tick.tick_time, "schedule tick started an execution");
+                    started.push(execution);
+                }
+                Err(err) if err.is_conflict() => {
+                    tracing::info!(schedule_id = %schedule.id, tick = %tick.tick_time, "tick taken over by another worker");
+                }
+                Err(err) => {
+                    tracing::error!(schedule_id = %schedule.id, tick = %tick.tick_time, "cannot start a tick (retried after its lease): {err}");
+                }
+            }
+        }
+        Ok(started)
     }
 
     async fn advance_all(&self, executions: impl Iterator<Item = Execution>) {
@@ -143,6 +215,7 @@ impl Worker {
                 Ok(report) => {
                     report.gates == self.options.batch as usize
                         || report.leases == self.options.batch as usize
+                        || report.ticks >= self.options.batch as usize
                 }
                 Err(err) => {
                     tracing::error!(worker = %self.engine.worker_id(), "worker pass failed: {err}");

@@ -25,6 +25,7 @@ pub mod executions;
 pub mod keys;
 pub mod meta;
 pub mod records;
+pub mod schedules;
 pub mod workflows;
 
 /// The API's base path.
@@ -102,6 +103,46 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             Method::POST,
             "/api/v1/workflows/{id}/execute",
             r(Method::POST).to(workflows::execute),
+        ),
+        (
+            Method::GET,
+            "/api/v1/workflows/{id}/schedules",
+            r(Method::GET).to(schedules::list_for_workflow),
+        ),
+        (
+            Method::POST,
+            "/api/v1/workflows/{id}/schedules",
+            r(Method::POST).to(schedules::create),
+        ),
+        (
+            Method::GET,
+            "/api/v1/schedules",
+            r(Method::GET).to(schedules::list),
+        ),
+        (
+            Method::GET,
+            "/api/v1/schedules/{id}",
+            r(Method::GET).to(schedules::get),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/schedules/{id}",
+            r(Method::PUT).to(schedules::replace),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/schedules/{id}",
+            r(Method::DELETE).to(schedules::delete),
+        ),
+        (
+            Method::GET,
+            "/api/v1/schedules/{id}/next",
+            r(Method::GET).to(schedules::next),
+        ),
+        (
+            Method::GET,
+            "/api/v1/schedules/{id}/ticks",
+            r(Method::GET).to(schedules::ticks),
         ),
         (
             Method::POST,

@@ -114,6 +114,12 @@ async fn every_route_for_every_kind_of_caller() {
             ("POST", "/api/v1/workflows/validate") => {
                 (Needs::AnyKey, path.into(), Some(def.clone()))
             }
+            ("POST", "/api/v1/workflows/{id}/schedules") => {
+                (Needs::Write, with_id(path), Some(json!({"cron": "@daily"})))
+            }
+            ("PUT" | "DELETE", p) if p.starts_with("/api/v1/schedules") => {
+                (Needs::Write, with_id(p), Some(json!({"cron": "@daily"})))
+            }
             ("POST", "/api/v1/workflows/{id}/execute") => (
                 Needs::Execute,
                 format!("/api/v1/workflows/{wf}/execute"),

@@ -17,6 +17,7 @@ mod openapi;
 mod process;
 mod robustness;
 mod routes;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 mod examples;
 mod gates;
 mod recovery;
+mod schedules;
 mod wiring;
 
 use std::sync::Arc;

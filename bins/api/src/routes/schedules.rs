@@ -1,0 +1,385 @@
+//! Schedules: cron triggers attached to workflows, their next fire times and history.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
+use tollgate_store::ScheduleFilter;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{parse_id, Json, PageParams};
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
+use crate::state::AppState;
+
+/// A schedule: each tick of `cron` in `timezone` starts one execution of the workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleDto {
+    /// Id.
+    pub id: Uuid,
+    /// The workflow's uuid.
+    pub workflow_id: Uuid,
+    /// Cron expression: 5 fields, 6 fields (leading seconds) or a descriptor (`@hourly`).
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Paused schedules fire nothing (nor do schedules of disabled workflows).
+    pub enabled: bool,
+    /// `skip` (missed ticks collapse into one) or `all` (each fires, at most 100).
+    pub catch_up: String,
+    /// True for the schedule of the workflow's own `schedule` trigger: its cron and zone
+    /// follow the definition.
+    pub from_trigger: bool,
+    /// Next tick (null when the expression never fires again).
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Last tick fired.
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Schedule> for ScheduleDto {
+    fn from(s: &Schedule) -> Self {
+        Self {
+            id: s.id,
+            workflow_id: s.workflow_id,
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            enabled: s.enabled,
+            catch_up: s.catch_up.as_str().to_owned(),
+            from_trigger: s.from_trigger,
+            next_fire_at: s.next_fire_at,
+            last_fired_at: s.last_fired_at,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A page of schedules.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// The schedules.
+    pub items: Vec<ScheduleDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /workflows/{id}/schedules` and `PUT /schedules/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// Cron expression.
+    pub cron: String,
+    /// IANA zone (default `UTC`).
+    pub timezone: Option<String>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// `skip` (default) or `all`.
+    #[schema(value_type = Option<String>)]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// One tick in a schedule's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TickDto {
+    /// The scheduled time.
+    pub tick_time: DateTime<Utc>,
+    /// `pending` (claimed, not started yet), `started` or `failed`.
+    pub status: String,
+    /// The execution it started.
+    pub execution_id: Option<Uuid>,
+    /// That execution's status now.
+    pub outcome: Option<String>,
+    /// When a worker claimed it.
+    pub claimed_at: DateTime<Utc>,
+    /// When its execution started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A page of ticks, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TickList {
+    /// The ticks.
+    pub items: Vec<TickDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /schedules/{id}/next`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextFiresDto {
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// The coming fire times, first = `next_fire_at`.
+    pub next: Vec<DateTime<Utc>>,
+}
+
+/// `?count=` of `GET /schedules/{id}/next`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CountParams {
+    /// How many, 1–100 (default 10).
+    pub count: Option<usize>,
+}
+
+/// Filters of `GET /schedules`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ScheduleQuery {
+    /// Only this workflow's schedules.
+    pub workflow_id: Option<Uuid>,
+}
+
+/// Checks the expression and zone; every problem is a detail with its field.
+fn checked(body: &ScheduleBody) -> ApiResult<(CronSchedule, String)> {
+    let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
+    let mut details = Vec::new();
+    if let Err(message) = tollgate_model::schedule::parse_cron(&body.cron) {
+        details.push(Detail {
+            path: "cron".into(),
+            message,
+        });
+    }
+    if let Err(message) = tollgate_model::schedule::parse_timezone(&timezone) {
+        details.push(Detail {
+            path: "timezone".into(),
+            message,
+        });
+    }
+    match CronSchedule::new(&body.cron, Some(&timezone)) {
+        Ok(cron) if details.is_empty() => Ok((cron, timezone)),
+        _ => Err(ApiError::validation(
+            format!("the schedule has {} error(s)", details.len().max(1)),
+            details,
+        )),
+    }
+}
+
+fn list_of(page: tollgate_store::Page<Schedule>) -> ScheduleList {
+    ScheduleList {
+        items: page.items.iter().map(ScheduleDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// A workflow's schedules.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/schedules", tag = "schedules",
+    params(("id" = Uuid, Path, description = "workflow id"), PageParams),
+    responses((status = 200, body = ScheduleList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn list_for_workflow(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "workflow")?;
+    state.store.get_workflow(id).await?;
+    let filter = ScheduleFilter {
+        workflow_id: Some(id),
+    };
+    let page = state
+        .store
+        .list_schedules(&filter, &page.request()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(list_of(page)))
+}
+
+/// Attaches a schedule to a workflow.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/schedules", tag = "schedules",
+    params(("id" = Uuid, Path, description = "workflow id")), request_body = ScheduleBody,
+    responses((status = 201, body = ScheduleDto),
+        (status = 400, description = "malformed, or `validation_failed` naming `cron`/`timezone`", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: Json<ScheduleBody>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::WriteWorkflows)?;
+    let workflow_id = parse_id(&id, "workflow")?;
+    let body = body.0;
+    let (cron, timezone) = checked(&body)?;
+    let now = state.engine.clock().now();
+    let schedule = state
+        .store
+        .create_schedule(Schedule {
+            id: Uuid::now_v7(),
+            workflow_id,
+            cron: body.cron,
+            timezone,
+            enabled: body.enabled.unwrap_or(true),
+            catch_up: body.catch_up.unwrap_or_default(),
+            from_trigger: false,
+            next_fire_at: cron.next_after(now),
+            last_fired_at: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await?;
+    tracing::info!(schedule_id = %schedule.id, workflow_uuid = %workflow_id, by = %caller.subject(), "schedule created");
+    Ok(HttpResponse::Created().json(ScheduleDto::from(&schedule)))
+}
+
+/// Every schedule.
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules", params(ScheduleQuery, PageParams),
+    responses((status = 200, body = ScheduleList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn list(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    query: web::Query<ScheduleQuery>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let filter = ScheduleFilter {
+        workflow_id: query.workflow_id,
+    };
+    let page = state
+        .store
+        .list_schedules(&filter, &page.request()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(list_of(page)))
+}
+
+/// One schedule.
+#[utoipa::path(get, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "schedule id")),
+    responses((status = 200, body = ScheduleDto), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn get(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "schedule")?;
+    let schedule = state.store.get_schedule(id).await?;
+    Ok(HttpResponse::Ok().json(ScheduleDto::from(&schedule)))
+}
+
+/// Changes a schedule. A new expression or zone counts from now; the same one keeps its
+/// next fire time. The schedule of a workflow's own trigger takes its expression from
+/// the definition: only `enabled` and `catch_up` may change here (409 otherwise).
+#[utoipa::path(put, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "schedule id")), request_body = ScheduleBody,
+    responses((status = 200, body = ScheduleDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "the cron of a trigger schedule is changed through its workflow's definition", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn replace(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: Json<ScheduleBody>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::WriteWorkflows)?;
+    let id = parse_id(&id, "schedule")?;
+    let body = body.0;
+    let (cron, timezone) = checked(&body)?;
+    let mut schedule = state.store.get_schedule(id).await?;
+    let moved = schedule.cron != body.cron || schedule.timezone != timezone;
+    if moved && schedule.from_trigger {
+        return Err(ApiError::conflict(
+            "this schedule is its workflow's `schedule` trigger: change the cron or time zone in the workflow's definition (PUT /workflows/{id})",
+        ));
+    }
+    let now = state.engine.clock().now();
+    if moved {
+        schedule.next_fire_at = cron.next_after(now);
+    }
+    schedule.cron = body.cron;
+    schedule.timezone = timezone;
+    schedule.enabled = body.enabled.unwrap_or(schedule.enabled);
+    schedule.catch_up = body.catch_up.unwrap_or(schedule.catch_up);
+    schedule.updated_at = now;
+    let schedule = state.store.update_schedule(schedule).await?;
+    Ok(HttpResponse::Ok().json(ScheduleDto::from(&schedule)))
+}
+
+/// Deletes a schedule and its tick history (executions it started stay).
+#[utoipa::path(delete, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "schedule id")),
+    responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::WriteWorkflows)?;
+    let id = parse_id(&id, "schedule")?;
+    state.store.delete_schedule(id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The coming fire times, computed without side effects.
+#[utoipa::path(get, path = "/api/v1/schedules/{id}/next", tag = "schedules",
+    params(("id" = Uuid, Path, description = "schedule id"), CountParams),
+    responses((status = 200, body = NextFiresDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn next(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    query: web::Query<CountParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "schedule")?;
+    let count = query.count.unwrap_or(10);
+    if !(1..=100).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "`count` must be between 1 and 100, not {count}"
+        )));
+    }
+    let schedule = state.store.get_schedule(id).await?;
+    let cron =
+        CronSchedule::new(&schedule.cron, Some(&schedule.timezone)).map_err(ApiError::internal)?;
+    let next = match schedule.next_fire_at {
+        Some(first) => std::iter::once(first)
+            .chain(cron.upcoming(first, count - 1))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(HttpResponse::Ok().json(NextFiresDto {
+        schedule_id: id,
+        next,
+    }))
+}
+
+/// The schedule's ticks, newest first, with each execution's outcome.
+#[utoipa::path(get, path = "/api/v1/schedules/{id}/ticks", tag = "schedules",
+    params(("id" = Uuid, Path, description = "schedule id"), PageParams),
+    responses((status = 200, body = TickList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn ticks(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "schedule")?;
+    state.store.get_schedule(id).await?;
+    let page = state.store.list_ticks(id, &page.request()?).await?;
+    Ok(HttpResponse::Ok().json(TickList {
+        items: page
+            .items
+            .iter()
+            .map(|v| TickDto {
+                tick_time: v.tick.tick_time,
+                status: v.tick.status.as_str().to_owned(),
+                execution_id: v.tick.execution_id,
+                outcome: v.outcome.map(|o| o.as_str().to_owned()),
+                claimed_at: v.tick.claimed_at,
+                started_at: v.tick.started_at,
+                error: v.tick.error.clone(),
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
