@@ -32,7 +32,14 @@ fn main() -> Result<()> {
                     Some(cluster)
                 }
             };
-            test(&args[1..])
+            let browser = browser::ensure();
+            let result = test(&args[1..]);
+            if !browser {
+                eprintln!("\n************************************************************");
+                eprintln!("xtask: BROWSER TESTS WERE SKIPPED: chromium/chromedriver could not be installed");
+                eprintln!("************************************************************\n");
+            }
+            result
         }
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
@@ -137,6 +144,50 @@ fn bench(extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["bench", "--workspace"]).args(extra);
     run("cargo bench --workspace", &mut cmd)
+}
+
+mod browser {
+    //! Debian's chromium and chromedriver for the console's browser tests.
+
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Makes sure chromedriver is there (installing `chromium chromium-driver` with apt
+    /// when it is not); returns whether the browser tests can run. When they can, it sets
+    /// `TOLLGATE_REQUIRE_BROWSER` so that the tests fail rather than skip.
+    pub fn ensure() -> bool {
+        let present = || {
+            Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists()
+        };
+        if !present() {
+            eprintln!("xtask: installing chromium and chromium-driver for the browser tests");
+            let as_root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+            let mut apt = if as_root {
+                Command::new("apt-get")
+            } else {
+                let mut sudo = Command::new("sudo");
+                sudo.arg("-n").arg("apt-get");
+                sudo
+            };
+            let installed = apt
+                .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success());
+            if !installed {
+                eprintln!("xtask: apt-get install chromium chromium-driver failed");
+            }
+        }
+        if present() {
+            std::env::set_var("TOLLGATE_REQUIRE_BROWSER", "1");
+            true
+        } else {
+            false
+        }
+    }
 }
 
 mod pg {

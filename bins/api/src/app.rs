@@ -237,8 +237,10 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
             .app_data(web::PathConfig::default().error_handler(|err, _| {
                 ApiError::bad_request(format!("invalid path: {err}")).into()
             }))
+            .app_data(web::FormConfig::default().limit(max_body))
             .wrap(middleware::from_fn(crate::telemetry::observe))
             .configure(routes::configure)
+            .configure(crate::console::configure)
             .default_service(web::to(routes::not_found))
     })
     .listen(listener)?

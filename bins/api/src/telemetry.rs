@@ -102,11 +102,12 @@ pub async fn observe(
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
+        // JSON is the API's envelope already; HTML is a console page that explains itself.
         let is_json = res
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+            .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
         let cause = res
             .response()
             .error()

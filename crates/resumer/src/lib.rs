@@ -1,5 +1,6 @@
 //! What wakes Tollgate executions: approval decisions ([`ApprovalService`]), events
-//! ([`EventService`]), operators ([`ExecutionControl`]) and time ([`Worker`]).
+//! ([`EventService`]), operators ([`ExecutionControl`]) and time ([`Worker`]: deadlines,
+//! abandoned executions and schedule ticks).
 //!
 //! Every wake-up follows DESIGN.md §7: store the signal and claim the execution in one
 //! store call; whoever claims runs it, everyone else gets [`Error::Conflict`]. Every

@@ -13,6 +13,7 @@
 )]
 
 mod auth_matrix;
+mod console;
 mod openapi;
 mod process;
 mod robustness;

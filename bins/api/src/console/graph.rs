@@ -1,0 +1,204 @@
+//! A workflow drawn as SVG: steps as nodes, edges labelled with how they are taken, gates
+//! drawn differently, and — for an execution — the path it took highlighted.
+//!
+//! The layout is `layout-rs` (a maintained Sugiyama-style layout with a GraphViz-like
+//! input): the definition becomes DOT text, the crate lays it out and writes SVG.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use tollgate_model::definition::StepKind;
+use tollgate_model::records::StepRecord;
+use tollgate_model::WorkflowDefinition;
+
+/// The steps and edges an execution went through, from its step records in order.
+#[derive(Debug, Default, Clone)]
+pub struct Path {
+    /// Step ids it ran.
+    pub steps: BTreeSet<String>,
+    /// (from, to) transitions between top-level steps.
+    pub edges: BTreeSet<(String, String)>,
+}
+
+impl Path {
+    /// The path of an execution with these records (children of parallel/foreach steps
+    /// count for their parent).
+    pub fn of(records: &[StepRecord]) -> Self {
+        let mut path = Self::default();
+        let mut last: Option<&str> = None;
+        for record in records {
+            let step = record
+                .parent_step_id
+                .as_deref()
+                .unwrap_or(record.step_id.as_str());
+            if record.step_id.starts_with('$') {
+                continue;
+            }
+            path.steps.insert(step.to_owned());
+            if let Some(previous) = last {
+                if previous != step {
+                    path.edges.insert((previous.to_owned(), step.to_owned()));
+                }
+            }
+            last = Some(step);
+        }
+        path
+    }
+}
+
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn kind_label(kind: &StepKind) -> &'static str {
+    match kind {
+        StepKind::Condition { .. } => "condition",
+        StepKind::Action { .. } => "action",
+        StepKind::Execute { .. } => "execute",
+        StepKind::Approval { .. } => "approval",
+        StepKind::Wait { .. } => "wait",
+        StepKind::Parallel { .. } => "parallel",
+        StepKind::Foreach { .. } => "foreach",
+    }
+}
+
+/// The definition as DOT text.
+pub fn dot(definition: &WorkflowDefinition, path: Option<&Path>) -> String {
+    let mut out = String::from("digraph workflow {\n");
+    let taken = |id: &str| path.is_some_and(|p| p.steps.contains(id));
+    for step in &definition.steps {
+        let gate = matches!(step.kind, StepKind::Approval { .. } | StepKind::Wait { .. });
+        let (fill, color) = match (taken(&step.id), gate) {
+            (true, true) => ("#fde68a", "#b45309"),
+            (true, false) => ("#bbf7d0", "#15803d"),
+            (false, true) => ("#fef3c7", "#92400e"),
+            (false, false) => ("#f8fafc", "#475569"),
+        };
+        let shape = if gate { "Mrecord" } else { "box" };
+        let label = format!("{}\n{}", step.id, kind_label(&step.kind));
+        let label = if gate {
+            format!("{{{}|{}}}", step.id, kind_label(&step.kind))
+        } else {
+            label
+        };
+        let _ = writeln!(
+            out,
+            "  {} [shape={shape} label={} fillcolor=\"{fill}\" color=\"{color}\" width=2];",
+            quoted(&step.id),
+            quoted(&label)
+        );
+    }
+    for step in &definition.steps {
+        for edge in step.edges() {
+            if definition.step(edge.target).is_none() {
+                continue;
+            }
+            let hot =
+                path.is_some_and(|p| p.edges.contains(&(step.id.clone(), edge.target.to_owned())));
+            let (color, width) = if hot { ("#15803d", 3) } else { ("#64748b", 1) };
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={} color=\"{color}\" penwidth={width}];",
+                quoted(&step.id),
+                quoted(edge.target),
+                quoted(edge.label)
+            );
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// Renders the definition (and optionally an execution's path) as an SVG document.
+/// The layout crate is guarded: if it fails on some shape of graph, a plain list of the
+/// steps is drawn instead, never an error page.
+pub fn svg(definition: &WorkflowDefinition, path: Option<&Path>) -> String {
+    let text = dot(definition, path);
+    let rendered = std::panic::catch_unwind(|| {
+        let mut parser = layout::gv::DotParser::new(&text);
+        let graph = parser.process().ok()?;
+        let mut builder = layout::gv::GraphBuilder::new();
+        builder.visit_graph(&graph);
+        let mut visual = builder.get();
+        let mut writer = layout::backends::svg::SVGWriter::new();
+        visual.do_it(false, false, false, &mut writer);
+        Some(writer.finalize())
+    });
+    match rendered {
+        Ok(Some(svg)) => svg,
+        _ => fallback(definition, path),
+    }
+}
+
+fn fallback(definition: &WorkflowDefinition, path: Option<&Path>) -> String {
+    let height = 30 * definition.steps.len() + 20;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"420\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"14\">"
+    );
+    for (i, step) in definition.steps.iter().enumerate() {
+        let y = 20 + 30 * i;
+        let fill = if path.is_some_and(|p| p.steps.contains(&step.id)) {
+            "#15803d"
+        } else {
+            "#334155"
+        };
+        let _ = write!(
+            out,
+            "<text x=\"10\" y=\"{y}\" fill=\"{fill}\">{} ({})</text>",
+            escape(&step.id),
+            kind_label(&step.kind)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_and_edge_label_is_drawn() {
+        let doc = serde_json::json!({"workflow_id": "w", "version": "1", "steps": [
+            {"id": "check", "type": "condition", "condition": {"field": "x", "operator": "gt", "value": 1}, "on_true": "gate", "on_false": "ok"},
+            {"id": "gate", "type": "approval", "approval": {"approvers": {"role": "m"}}, "on_approve": "ok", "on_reject": "no"},
+            {"id": "ok", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}]});
+        let definition = tollgate_model::load(&doc).unwrap().definition;
+        let svg = svg(&definition, None);
+        assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{svg}");
+        for id in [
+            "check",
+            "gate",
+            "ok",
+            "no",
+            "on_true",
+            "on_false",
+            "on_approve",
+            "on_reject",
+        ] {
+            assert!(svg.contains(id), "{id} missing");
+        }
+    }
+}

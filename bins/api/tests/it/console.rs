@@ -1,0 +1,447 @@
+//! The web console in a real browser (Debian's chromium through chromedriver, headless).
+//!
+//! `cargo xtask test` installs chromium and chromium-driver when missing and sets
+//! `TOLLGATE_REQUIRE_BROWSER=1`; then a missing driver fails the test. Without it (a bare
+//! `cargo test` on a machine without chromium) the test says loudly that it is skipped.
+//! Screenshots of every page land in `target/tmp/console/`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::{order_workflow, Db, TestApp};
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Option<PathBuf> {
+    std::env::var_os("TOLLGATE_CHROMEDRIVER")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")))
+        .filter(|p| p.exists())
+}
+
+async fn start_driver(path: &PathBuf) -> Driver {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let probe = reqwest::Client::new();
+    for _ in 0..100 {
+        if probe.get(format!("{url}/status")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Driver { child, url }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-dev-shm-usage", "--window-size=1280,900"],
+               "binary": "/usr/bin/chromium"}),
+    );
+    // Plain HTTP to the local driver: no TLS stack needed.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap()
+}
+
+fn shots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn sign_in(c: &Client, app: &TestApp, key: &str) {
+    c.goto(&app.url("/")).await.unwrap();
+    assert!(
+        c.current_url().await.unwrap().path().ends_with("/sign-in"),
+        "signed-out visitors land on sign-in"
+    );
+    c.find(Locator::Css("#key"))
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/sign-in'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("form.signout"))
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/");
+}
+
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css("form.signout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("#key")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/sign-in"));
+}
+
+/// A POST made by hand (not from a page) with the browser's session cookie.
+async fn hand_post(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url(path))
+        .header("cookie", format!("tg_session={cookie}"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_and_operators_use_the_console_in_a_browser() {
+    let Some(driver_path) = chromedriver() else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
+            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
+        );
+        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+        return;
+    };
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    let bob = app.key("bob", &["finance"]).await;
+    let shop = app.key("shop", &["service"]).await;
+    let ops = app.key("ops", &["operator"]).await;
+    let wf = app.workflow(order_workflow("orders")).await;
+    let driver = start_driver(&driver_path).await;
+    let c = browser(&driver).await;
+
+    // Sign in; an event's approval shows up in the inbox.
+    sign_in(&c, &app, &maria).await;
+    shot(&c, "inbox-empty").await;
+    let (_, ev) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &shop,
+            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-7"}}),
+        )
+        .await;
+    let exec = ev["started"][0].as_str().unwrap().to_owned();
+    let (_, ev2) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &shop,
+            json!({"event_type": "order.created", "payload": {"total": 31000, "order_id": "o-8"}}),
+        )
+        .await;
+    let exec2 = ev2["started"][0].as_str().unwrap().to_owned();
+    c.goto(&app.url("/")).await.unwrap();
+    let cards = c.find_all(Locator::Css("li.approval")).await.unwrap();
+    assert_eq!(cards.len(), 2);
+    let source = c.source().await.unwrap();
+    assert!(
+        source.contains("1 of 1") || source.contains("0 of 1"),
+        "quorum progress shown"
+    );
+    assert!(source.contains("shop"), "who requested it");
+    shot(&c, "inbox").await;
+    c.set_window_size(390, 844).await.unwrap();
+    shot(&c, "inbox-narrow").await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Reject without a reason: the form refuses to send.
+    let approval = app
+        .get(
+            &format!("/api/v1/approvals?execution_id={exec}"),
+            &app.admin.clone(),
+        )
+        .await
+        .1["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reject = c
+        .find(Locator::Css(&format!(
+            "form[action='/approvals/{approval}/reject'] button"
+        )))
+        .await
+        .unwrap();
+    reject.click().await.unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/",
+        "still on the inbox"
+    );
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &app.admin.clone())
+        .await;
+    assert_eq!(a["status"], "pending");
+
+    // The approval detail page.
+    c.goto(&app.url(&format!("/approvals/{approval}")))
+        .await
+        .unwrap();
+    assert!(c.source().await.unwrap().contains("The step it guards"));
+    shot(&c, "approval").await;
+
+    // Approve with a reason → the execution page shows completed and the path.
+    c.goto(&app.url("/")).await.unwrap();
+    let form = c
+        .form(Locator::Css(&format!(
+            "form[action='/approvals/{approval}/approve']"
+        )))
+        .await
+        .unwrap();
+    form.set_by_name("reason", "known customer").await.unwrap();
+    form.submit().await.unwrap();
+    let notice = c
+        .wait()
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(notice.starts_with("Approved"), "{notice}");
+    app.until(&exec, |e| e["status"] == "completed").await;
+    c.goto(&app.url(&format!("/executions/{exec}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.find(Locator::Css("#status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "completed"
+    );
+    let src = c
+        .find(Locator::Css("img.graph"))
+        .await
+        .unwrap()
+        .attr("src")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(src.contains(&exec), "{src}");
+    shot(&c, "execution").await;
+    c.goto(&app.url(&src)).await.unwrap();
+    let svg = c.source().await.unwrap();
+    for step in ["check", "approve", "record", "ok", "no"] {
+        assert!(svg.contains(step), "the graph lacks step {step}");
+    }
+    assert!(
+        svg.contains("#15803d") || svg.contains("rgb(21, 128, 61)"),
+        "the path taken is highlighted"
+    );
+
+    // Executions, waiting counts, workflows, a workflow, validation.
+    for (path, name) in [
+        ("/executions".to_owned(), "executions"),
+        ("/executions/waiting".to_owned(), "waiting"),
+        ("/workflows".to_owned(), "workflows"),
+        (format!("/workflows/{wf}"), "workflow"),
+    ] {
+        c.goto(&app.url(&path)).await.unwrap();
+        assert!(c.find(Locator::Css("h1")).await.is_ok(), "{path}");
+        shot(&c, name).await;
+    }
+    c.goto(&app.url("/workflows/validate")).await.unwrap();
+    let form = c
+        .form(Locator::Css("form[action='/workflows/validate']"))
+        .await
+        .unwrap();
+    form.set_by_name("definition", r#"{"workflow_id": "x", "version": "1", "steps": [{"id": "a", "type": "condition", "condition": {"field": "f", "operator": "nope", "value": 1}, "on_true": "gone"}]}"#).await.unwrap();
+    form.submit().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("ul.problems"))
+        .await
+        .unwrap();
+    let problems = c.source().await.unwrap();
+    assert!(
+        problems.contains("steps[0].condition.operator") && problems.contains("steps[0].on_true")
+    );
+    shot(&c, "validate").await;
+
+    // Sign out ends the session.
+    let maria_cookie = c
+        .get_named_cookie("tg_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    sign_out(&c).await;
+    c.goto(&app.url("/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/sign-in"));
+    let (status, _) = hand_post(&app, &maria_cookie, "/sign-out", &[("_csrf", "x")]).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "an ended session is signed out: redirected to sign-in"
+    );
+
+    // An approver of another role sees nothing, and a hand-made POST is refused.
+    sign_in(&c, &app, &bob).await;
+    assert!(c
+        .find_all(Locator::Css("li.approval"))
+        .await
+        .unwrap()
+        .is_empty());
+    let bob_cookie = c
+        .get_named_cookie("tg_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let csrf = c
+        .find(Locator::Css("form.signout input[name=_csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let approval2 = app
+        .get(
+            &format!("/api/v1/approvals?execution_id={exec2}"),
+            &app.admin.clone(),
+        )
+        .await
+        .1["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = hand_post(
+        &app,
+        &bob_cookie,
+        &format!("/approvals/{approval2}/approve"),
+        &[("_csrf", &csrf), ("reason", "mine now")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A POST without the CSRF token is refused, even from a valid session.
+    let (status, body) = hand_post(&app, &bob_cookie, "/sign-out", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("CSRF"));
+    let (_, a2) = app
+        .get(
+            &format!("/api/v1/approvals/{approval2}"),
+            &app.admin.clone(),
+        )
+        .await;
+    assert_eq!(a2["status"], "pending", "nothing was decided");
+
+    // An operator cancels the second execution from its page.
+    sign_out(&c).await;
+    sign_in(&c, &app, &ops).await;
+    c.goto(&app.url(&format!("/executions/{exec2}")))
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!(
+        "form[action='/executions/{exec2}/cancel'] button"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status.cancelled"))
+        .await
+        .unwrap();
+    let (_, e2): (StatusCode, Value) = app
+        .get(&format!("/api/v1/executions/{exec2}"), &app.admin.clone())
+        .await;
+    assert_eq!(e2["status"], "cancelled");
+
+    // A revoked key's session ends at once.
+    let ops_cookie = c
+        .get_named_cookie("tg_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let (_, keys) = app.get("/api/v1/api-keys", &app.admin.clone()).await;
+    let ops_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ops")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.call(
+        reqwest::Method::DELETE,
+        &format!("/api/v1/api-keys/{ops_id}"),
+        Some(&app.admin.clone()),
+        None,
+    )
+    .await;
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/"))
+        .header("cookie", format!("tg_session={ops_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let csp = reqwest::get(app.url("/sign-in")).await.unwrap().headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    c.close().await.unwrap();
+    app.stop().await;
+}
