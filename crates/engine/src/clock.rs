@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::sync::{Mutex, PoisonError};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use tollgate_model::records::Timestamp;
 
 /// Where the engine and resumer get "now" from.
@@ -12,13 +12,15 @@ pub trait Clock: Send + Sync + Debug {
     fn now(&self) -> Timestamp;
 }
 
-/// The system clock.
+/// The system clock, at microsecond precision: what both SQL backends store, so a value
+/// read back equals the value written (an API answer never changes between the first
+/// response and a later read).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        Utc::now()
+        Utc::now().trunc_subsecs(6)
     }
 }
 

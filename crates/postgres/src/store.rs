@@ -1390,6 +1390,15 @@ async fn decide_one(
 #[async_trait]
 impl EventStore for PgStore {
     async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        self.insert_event_starting(event, Vec::new()).await
+    }
+
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Execution>,
+    ) -> Result<EventInsert> {
+        let mut tx = self.tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING RETURNING id",
@@ -1404,18 +1413,23 @@ impl EventStore for PgStore {
         .bind(event.received_at)
         .bind(event.started.clone())
         .bind(event.resumed.clone())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(backend)?;
-        if inserted.is_some() {
-            return Ok(EventInsert::Inserted(event));
+        if inserted.is_none() {
+            drop(tx);
+            let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+                .bind(event.event_id.clone())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+            return Ok(EventInsert::Duplicate(rows::event(&first)?));
         }
-        let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
-            .bind(event.event_id.clone())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(EventInsert::Duplicate(rows::event(&first)?))
+        for execution in &starts {
+            insert_execution(&mut tx, execution).await?;
+        }
+        commit(tx).await?;
+        Ok(EventInsert::Inserted(event))
     }
 
     async fn set_event_outcome(

@@ -73,7 +73,7 @@ impl EventService {
         }
         let store = self.engine.store();
         let now = self.engine.clock().now();
-        let event = Event {
+        let mut event = Event {
             id: Uuid::now_v7(),
             event_id: new.event_id,
             event_type: new.event_type,
@@ -85,7 +85,26 @@ impl EventService {
             started: Vec::new(),
             resumed: Vec::new(),
         };
-        let event = match store.insert_event(event).await? {
+        // The executions it starts are stored with the event, in one transaction: a
+        // crash can never leave an event whose workflows did not start, or the reverse.
+        let started: Vec<Execution> = store
+            .workflows_for_event(&event.event_type)
+            .await?
+            .into_iter()
+            .map(|workflow| {
+                self.engine.prepare(StartRequest {
+                    workflow,
+                    trigger_event: event.event_type.clone(),
+                    payload: event.payload.clone(),
+                    event_id: Some(event.id),
+                    event_key: event.event_id.clone(),
+                    source: event.source.clone(),
+                    requested_by: event.submitted_by.clone(),
+                })
+            })
+            .collect();
+        event.started = started.iter().map(|e| e.id).collect();
+        let event = match store.insert_event_starting(event, started.clone()).await? {
             EventInsert::Duplicate(first) => {
                 return Ok(Ingested {
                     event: first,
@@ -96,19 +115,9 @@ impl EventService {
             }
             EventInsert::Inserted(event) => event,
         };
-
-        let mut started = Vec::new();
-        for workflow in store.workflows_for_event(&event.event_type).await? {
-            let request = StartRequest {
-                workflow,
-                trigger_event: event.event_type.clone(),
-                payload: event.payload.clone(),
-                event_id: Some(event.id),
-                event_key: event.event_id.clone(),
-                source: event.source.clone(),
-                requested_by: event.submitted_by.clone(),
-            };
-            started.push(self.engine.create(request).await?);
+        for execution in &started {
+            metrics::counter!("tollgate_executions_started_total").increment(1);
+            tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
         }
 
         let mut resumed = Vec::new();
@@ -140,13 +149,17 @@ impl EventService {
             }
         }
 
-        let event = store
-            .set_event_outcome(
-                event.id,
-                started.iter().map(|e| e.id).collect(),
-                resumed.iter().map(|e| e.id).collect(),
-            )
-            .await?;
+        let event = if resumed.is_empty() {
+            event
+        } else {
+            store
+                .set_event_outcome(
+                    event.id,
+                    event.started.clone(),
+                    resumed.iter().map(|e| e.id).collect(),
+                )
+                .await?
+        };
         tracing::info!(event_type = %event.event_type, started = event.started.len(), resumed = event.resumed.len(), "event ingested");
         Ok(Ingested {
             event,

@@ -1352,6 +1352,14 @@ impl ApprovalStore for SqliteStore {
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        self.insert_event_starting(event, Vec::new()).await
+    }
+
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Execution>,
+    ) -> Result<EventInsert> {
         let mut tx = self.write_tx().await?;
         if let Some(key) = &event.event_id {
             let existing = sqlx::query("SELECT * FROM events WHERE event_id = ?")
@@ -1377,6 +1385,9 @@ impl EventStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        for execution in &starts {
+            insert_execution(&mut tx, execution).await?;
+        }
         commit(tx).await?;
         Ok(EventInsert::Inserted(event))
     }

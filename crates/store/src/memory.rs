@@ -902,6 +902,33 @@ impl EventStore for MemoryStore {
         Ok(EventInsert::Inserted(event))
     }
 
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Execution>,
+    ) -> Result<EventInsert> {
+        let mut state = self.lock();
+        if let Some(key) = &event.event_id {
+            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
+                return Ok(EventInsert::Duplicate(existing.clone()));
+            }
+        }
+        if let Some(taken) = starts.iter().find(|e| state.executions.contains_key(&e.id)) {
+            return Err(Error::Conflict(format!(
+                "execution {} already exists",
+                taken.id
+            )));
+        }
+        if let Some(key) = &event.event_id {
+            state.event_ids.insert(key.clone(), event.id);
+        }
+        for execution in starts {
+            state.executions.insert(execution.id, execution);
+        }
+        state.events.insert(event.id, event.clone());
+        Ok(EventInsert::Inserted(event))
+    }
+
     async fn set_event_outcome(
         &self,
         id: Uuid,

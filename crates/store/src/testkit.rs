@@ -71,7 +71,8 @@ macro_rules! contract_tests {
             due_schedules_fire_each_tick_once_across_claimers,
             ticks_start_once_and_orphans_are_reclaimed,
             paused_schedules_fire_nothing_and_catch_up_is_bounded,
-            schedule_crud_and_tick_history
+            schedule_crud_and_tick_history,
+            events_start_their_executions_atomically
         );
     };
     (@cases $factory:expr; $($name:ident),* $(,)?) => {
@@ -2394,4 +2395,53 @@ pub async fn schedule_crud_and_tick_history(store: Arc<dyn Store>) {
         .await
         .unwrap_err()
         .is_not_found());
+}
+
+/// An event and the executions it starts are stored together; a repeated `event_id`
+/// stores none of the new executions.
+pub async fn events_start_their_executions_atomically(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (a, b) = (new_execution(&w, "api"), new_execution(&w, "api"));
+    let mut first = event("order.created", Some("o-1"), t0());
+    first.started = vec![a.id, b.id];
+    let EventInsert::Inserted(stored) = store
+        .insert_event_starting(first.clone(), vec![a.clone(), b.clone()])
+        .await
+        .unwrap()
+    else {
+        panic!("first insert")
+    };
+    assert_eq!(stored.started, vec![a.id, b.id]);
+    assert_eq!(store.get_execution(a.id).await.unwrap().id, a.id);
+    assert_eq!(store.get_execution(b.id).await.unwrap().id, b.id);
+    assert_eq!(
+        store.get_event(first.id).await.unwrap().started,
+        vec![a.id, b.id]
+    );
+
+    let c = new_execution(&w, "api");
+    let mut again = event("order.created", Some("o-1"), t0() + secs(1));
+    again.started = vec![c.id];
+    let EventInsert::Duplicate(dup) = store
+        .insert_event_starting(again, vec![c.clone()])
+        .await
+        .unwrap()
+    else {
+        panic!("a repeated event_id is a duplicate")
+    };
+    assert_eq!(dup.id, first.id);
+    assert!(
+        store.get_execution(c.id).await.unwrap_err().is_not_found(),
+        "nothing of a duplicate is stored"
+    );
+
+    // An execution id that exists refuses the whole event.
+    let mut clash = event("order.created", Some("o-2"), t0());
+    clash.started = vec![a.id];
+    assert!(store
+        .insert_event_starting(clash.clone(), vec![a.clone()])
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store.get_event(clash.id).await.unwrap_err().is_not_found());
 }

@@ -242,6 +242,16 @@ pub trait EventStore: Send + Sync {
     /// unchanged instead.
     async fn insert_event(&self, event: Event) -> Result<EventInsert>;
 
+    /// Stores an event together with the executions it starts (their ids are in
+    /// `event.started`), in one transaction: either all of them or, when the `event_id`
+    /// was seen before, none — then the first event is returned unchanged. `Conflict` if
+    /// an execution id exists.
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Execution>,
+    ) -> Result<EventInsert>;
+
     /// Records which executions an event started and resumed. `NotFound` if absent.
     async fn set_event_outcome(
         &self,
