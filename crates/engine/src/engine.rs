@@ -1218,6 +1218,29 @@ impl Run<'_> {
         Ok(false)
     }
 
+    /// Leaves an approval gate for `next`. Resolving a decision has no side effect and
+    /// the deciding signal is stored on the execution until the next commit clears it,
+    /// so — like a pure step — the move rides on the next commit instead of costing one
+    /// of its own: a worker that dies before that commit is followed by one that resolves
+    /// the same stored signal the same way.
+    async fn leave_gate(&mut self, next: Option<String>, records: Vec<StepRecord>) -> Result<()> {
+        let batchable = self.pending.len() < MAX_PURE_BATCH && !self.exec.pause_requested;
+        match next {
+            Some(next) if batchable => {
+                let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                self.exec.cursor = Some(Cursor::new(next, visit));
+                self.exec.gate = None;
+                self.exec.wake = None;
+                self.pending.extend(records);
+                Ok(())
+            }
+            other => {
+                self.goto(other, records, Vec::new(), Vec::new()).await?;
+                Ok(())
+            }
+        }
+    }
+
     /// Acts on the signal that woke the execution (DESIGN.md §3).
     async fn resolve_wake(&mut self) -> Result<()> {
         let Some(wake) = self.exec.wake.clone() else {
@@ -1321,17 +1344,14 @@ impl Run<'_> {
                 match verdict {
                     Verdict::Approve => {
                         self.exec.result = Some(ExecutionResult::Allowed);
-                        self.goto(on_approve.or(next), records, Vec::new(), Vec::new())
-                            .await?;
+                        self.leave_gate(on_approve.or(next), records).await?;
                     }
                     Verdict::Reject => {
                         self.exec.result = Some(ExecutionResult::Blocked);
-                        self.goto(on_reject, records, Vec::new(), Vec::new())
-                            .await?;
+                        self.leave_gate(on_reject, records).await?;
                     }
                     Verdict::Goto(target) => {
-                        self.goto(Some(target), records, Vec::new(), Vec::new())
-                            .await?;
+                        self.leave_gate(Some(target), records).await?;
                     }
                     Verdict::Fail => {
                         let message = format!(

@@ -15,6 +15,10 @@ use tollgate_store::ClaimedTick;
 
 use crate::Result;
 
+/// After a wake-up, the worker waits this long before its pass, so that a burst of
+/// wake-ups costs one pass.
+const WAKE_COALESCE: Duration = Duration::from_millis(25);
+
 /// Tuning of a [`Worker`].
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -227,7 +231,16 @@ impl Worker {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
+                () = self.wake.notified() => {
+                    // Wake-ups come with every gate and released lease — under load,
+                    // hundreds a second — while what they announce is due later, not
+                    // now. Coalescing them keeps the worker from claiming in a tight
+                    // loop against the writers it should leave alone.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(WAKE_COALESCE.min(self.options.poll_interval)) => {}
+                    }
+                }
                 () = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }

@@ -37,6 +37,93 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// A step commit without effects that enters a gate, ends the execution or consumes
+    /// events, in two hops: open the transaction and read the row; then every write and
+    /// the commit as one batch.
+    async fn commit_in_two_hops(&self, step: StepCommit) -> Result<Committed> {
+        let mut held = self.held().await?;
+        let read = sqlx::query("BEGIN IMMEDIATE; SELECT * FROM executions WHERE id = ?")
+            .bind(step.execution_id.to_string())
+            .fetch_all(held.conn()?)
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        let Some(row) = rows.first() else {
+            held.rollback().await;
+            return Err(Error::not_found("execution", step.execution_id));
+        };
+        let mut execution = match rows::execution(row) {
+            Ok(e) => e,
+            Err(err) => {
+                held.rollback().await;
+                return Err(err);
+            }
+        };
+        let now = step.now;
+        let wakes = matches!(
+            step.transition,
+            Transition::Release { .. } | Transition::Gate { .. }
+        );
+        let writes = match rules::apply_commit(&mut execution, step) {
+            Ok(writes) => writes,
+            Err(err) => {
+                held.rollback().await;
+                return Err(err);
+            }
+        };
+        let mut sql = upsert_execution_sql();
+        sql.push(';');
+        for _ in &writes.records {
+            sql.push(' ');
+            sql.push_str(UPSERT_STEP_SQL);
+            sql.push(';');
+        }
+        if writes.approval.is_some() {
+            sql.push(' ');
+            sql.push_str(INSERT_APPROVAL_SQL);
+            sql.push(';');
+        }
+        if writes.close_approvals.is_some() {
+            sql.push_str(" UPDATE approvals SET status = ?, decided_at = ? WHERE execution_id = ? AND status = 'pending';");
+        }
+        sql.push_str(" COMMIT;");
+        let mut query = bind_execution(sqlx::query(&sql), &execution);
+        for record in &writes.records {
+            query = bind_step(query, record);
+        }
+        if let Some(approval) = &writes.approval {
+            query = bind_approval(query, approval);
+        }
+        if let Some(status) = writes.close_approvals {
+            query = query
+                .bind(status.as_str())
+                .bind(ts(now))
+                .bind(execution.id.to_string());
+        }
+        match query.execute(held.conn()?).await {
+            Ok(_) => held.settled = true,
+            Err(err) => {
+                held.rollback().await;
+                return Err(match backend(err) {
+                    Error::Conflict(_) if writes.approval.is_some() => Error::Conflict(format!(
+                        "approval {} already exists",
+                        writes.approval.as_ref().map(|a| a.id).unwrap_or_default()
+                    )),
+                    other => other,
+                });
+            }
+        }
+        if wakes {
+            self.wakeups.notify_one();
+        }
+        Ok(writes.committed)
+    }
+
     async fn held(&self) -> Result<Held> {
         Ok(Held {
             conn: Some(self.writer.acquire().await.map_err(backend)?),
@@ -185,31 +272,38 @@ async fn write_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<(
     Ok(())
 }
 
+/// One parameterised query (possibly several statements) being bound.
+type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+const UPSERT_STEP_SQL: &str = "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, \
+     warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error";
+
+fn bind_step<'q>(query: Bound<'q>, r: &StepRecord) -> Bound<'q> {
+    query
+        .bind(r.id.to_string())
+        .bind(r.execution_id.to_string())
+        .bind(r.step_id.clone())
+        .bind(r.step_type.clone())
+        .bind(r.parent_step_id.clone())
+        .bind(r.iteration.map(i64::from))
+        .bind(i64::from(r.visit))
+        .bind(i64::from(r.attempt))
+        .bind(r.status.as_str())
+        .bind(json(&r.input))
+        .bind(json(&r.output))
+        .bind(json(&r.warnings))
+        .bind(ts(r.started_at))
+        .bind(opt_ts(r.completed_at))
+        .bind(r.error.as_ref().map(json))
+}
+
 async fn upsert_step(conn: &mut SqliteConnection, r: &StepRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, \
-         warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error",
-    )
-    .bind(r.id.to_string())
-    .bind(r.execution_id.to_string())
-    .bind(r.step_id.clone())
-    .bind(r.step_type.clone())
-    .bind(r.parent_step_id.clone())
-    .bind(r.iteration.map(i64::from))
-    .bind(i64::from(r.visit))
-    .bind(i64::from(r.attempt))
-    .bind(r.status.as_str())
-    .bind(json(&r.input))
-    .bind(json(&r.output))
-    .bind(json(&r.warnings))
-    .bind(ts(r.started_at))
-    .bind(opt_ts(r.completed_at))
-    .bind(r.error.as_ref().map(json))
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+    bind_step(sqlx::query(UPSERT_STEP_SQL), r)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -283,32 +377,36 @@ async fn load_approval(conn: &mut SqliteConnection, id: Uuid) -> Result<Approval
         .ok_or_else(|| Error::not_found("approval", id))
 }
 
+const INSERT_APPROVAL_SQL: &str = "INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn bind_approval<'q>(query: Bound<'q>, a: &ApprovalRequest) -> Bound<'q> {
+    query
+        .bind(a.id.to_string())
+        .bind(a.execution_id.to_string())
+        .bind(a.step_id.clone())
+        .bind(i64::from(a.visit))
+        .bind(a.entity_type.clone())
+        .bind(a.entity_id.clone())
+        .bind(json(&a.approver_roles))
+        .bind(json(&a.approver_users))
+        .bind(i64::from(a.required))
+        .bind(a.status.as_str())
+        .bind(a.reason.clone())
+        .bind(json(&a.data))
+        .bind(json(&a.decisions))
+        .bind(a.requested_by.clone())
+        .bind(i64::from(a.allow_self_approval))
+        .bind(ts(a.requested_at))
+        .bind(opt_ts(a.expires_at))
+        .bind(opt_ts(a.decided_at))
+}
+
 async fn insert_approval(conn: &mut SqliteConnection, a: &ApprovalRequest) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(a.id.to_string())
-    .bind(a.execution_id.to_string())
-    .bind(a.step_id.clone())
-    .bind(i64::from(a.visit))
-    .bind(a.entity_type.clone())
-    .bind(a.entity_id.clone())
-    .bind(json(&a.approver_roles))
-    .bind(json(&a.approver_users))
-    .bind(i64::from(a.required))
-    .bind(a.status.as_str())
-    .bind(a.reason.clone())
-    .bind(json(&a.data))
-    .bind(json(&a.decisions))
-    .bind(a.requested_by.clone())
-    .bind(i64::from(a.allow_self_approval))
-    .bind(ts(a.requested_at))
-    .bind(opt_ts(a.expires_at))
-    .bind(opt_ts(a.decided_at))
-    .execute(conn)
-    .await
-    .map_err(backend)?;
+    bind_approval(sqlx::query(INSERT_APPROVAL_SQL), a)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -900,6 +998,9 @@ impl ExecutionStore for SqliteStore {
         {
             return self.commit_in_one_statement(step).await;
         }
+        if step.effects.is_empty() {
+            return self.commit_in_two_hops(step).await;
+        }
         let mut tx = self.write_tx().await?;
         let mut execution = load_execution(&mut tx, step.execution_id).await?;
         let now = step.now;
@@ -1360,18 +1461,24 @@ impl EventStore for SqliteStore {
         event: Event,
         starts: Vec<Execution>,
     ) -> Result<EventInsert> {
-        let mut tx = self.write_tx().await?;
-        if let Some(key) = &event.event_id {
-            let existing = sqlx::query("SELECT * FROM events WHERE event_id = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-            if let Some(row) = existing {
-                return Ok(EventInsert::Duplicate(rows::event(&row)?));
-            }
+        // One hop: the event is inserted unless its `event_id` exists; each execution
+        // only if the event was (so a duplicate stores nothing); then the stored event
+        // with that `event_id` (ours, or the first) is read back.
+        let mut sql = String::from(
+            "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING;",
+        );
+        let insert_one = format!(
+            " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);",
+            vec!["?"; 33].join(", ")
+        );
+        for _ in &starts {
+            sql.push_str(&insert_one);
         }
-        sqlx::query("INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sql.push_str(
+            " COMMIT; SELECT * FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);",
+        );
+        let mut query = sqlx::query(&sql)
             .bind(event.id.to_string())
             .bind(event.event_id.clone())
             .bind(event.event_type.clone())
@@ -1381,15 +1488,41 @@ impl EventStore for SqliteStore {
             .bind(event.submitted_by.clone())
             .bind(ts(event.received_at))
             .bind(json(&event.started))
-            .bind(json(&event.resumed))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            .bind(json(&event.resumed));
         for execution in &starts {
-            insert_execution(&mut tx, execution).await?;
+            query = bind_execution(query, execution).bind(event.id.to_string());
         }
-        commit(tx).await?;
-        Ok(EventInsert::Inserted(event))
+        query = query
+            .bind(event.id.to_string())
+            .bind(event.event_id.clone())
+            .bind(event.event_id.clone());
+        let mut held = self.held().await?;
+        let rows = match query.fetch_all(held.conn()?).await {
+            Ok(rows) => {
+                held.settled = true;
+                rows
+            }
+            Err(err) => {
+                held.rollback().await;
+                return Err(match &err {
+                    sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(
+                        format!("an execution of event {} already exists", event.id),
+                    ),
+                    _ => backend(err),
+                });
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Err(Error::Backend(
+                format!("event {} was neither stored nor found", event.id).into(),
+            ));
+        };
+        let stored = rows::event(row)?;
+        if stored.id == event.id {
+            Ok(EventInsert::Inserted(event))
+        } else {
+            Ok(EventInsert::Duplicate(stored))
+        }
     }
 
     async fn set_event_outcome(

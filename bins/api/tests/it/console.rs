@@ -19,12 +19,19 @@ use crate::{order_workflow, Db, TestApp};
 struct Driver {
     child: Child,
     url: String,
+    /// The browser's profile directory: also how its processes are found and ended if
+    /// the test fails before closing the session.
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.profile.path())
+            .status();
     }
 }
 
@@ -55,7 +62,11 @@ async fn start_driver(path: &PathBuf) -> Driver {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Driver { child, url }
+    Driver {
+        child,
+        url,
+        profile: tempfile::tempdir().unwrap(),
+    }
 }
 
 async fn browser(driver: &Driver) -> Client {
@@ -63,7 +74,8 @@ async fn browser(driver: &Driver) -> Client {
     caps.insert(
         "goog:chromeOptions".into(),
         json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--disable-dev-shm-usage", "--window-size=1280,900"],
+                        "--disable-dev-shm-usage", "--window-size=1280,900",
+                        format!("--user-data-dir={}", driver.profile.path().display())],
                "binary": "/usr/bin/chromium"}),
     );
     // Plain HTTP to the local driver: no TLS stack needed.

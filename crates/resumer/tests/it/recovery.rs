@@ -381,3 +381,57 @@ async fn parallel_and_foreach_bodies() {
         "any_can_pass failed → on_false"
     );
 }
+
+/// A decision is recorded and its execution claimed, and the claimer dies before
+/// advancing it: once the lease lapses another worker resolves the stored decision the
+/// same way — resolving a gate rides on the next commit, so nothing is lost in between.
+#[tokio::test]
+async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
+    let a = Harness::new();
+    let b = Harness::on(a.store.clone(), a.clock.clone(), "worker-b");
+    a.deploy(json!({"workflow_id": "spend", "version": "1", "trigger": {"type": "event", "event": "spend"},
+                    "steps": [{"id": "gate", "type": "approval", "approval": {"approvers": {"role": "finance"}}, "on_approve": "yes", "on_reject": "no"},
+                              {"id": "yes", "type": "action", "action": "allow"},
+                              {"id": "no", "type": "action", "action": "block"}]}))
+        .await;
+    let paused = a.start("spend", json!({})).await;
+    let approval = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    let now = tollgate_engine::Clock::now(a.clock.as_ref());
+    let dead = tollgate_store::LeaseClaim {
+        owner: "worker-dead".into(),
+        expires_at: now + chrono::TimeDelta::seconds(30),
+    };
+    let decided = a
+        .store
+        .decide(
+            approval,
+            tollgate_model::records::Decision {
+                decided_by: "fin".into(),
+                decision: tollgate_model::records::DecisionKind::Reject,
+                reason: Some("over budget".into()),
+                data: json!({}),
+                decided_at: now,
+            },
+            &dead,
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(decided.claimed);
+    // Nobody advances it; the lease lapses; worker b takes over.
+    a.advance(31);
+    let report = b.worker.tick().await.unwrap();
+    assert_eq!(report.leases, 1);
+    let done = a.store.get_execution(paused.id).await.unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.result, Some(ExecutionResult::Blocked));
+    assert_eq!(done.context["approval"]["reason"], "over budget");
+    let steps = b.steps(&done).await;
+    assert_eq!(
+        steps,
+        vec![
+            ("gate".to_owned(), StepStatus::Completed),
+            ("no".to_owned(), StepStatus::Completed)
+        ]
+    );
+}
