@@ -480,7 +480,10 @@ impl Run<'_> {
                     )
                     .await;
             }
-            if !self.run_step(cursor).await? {
+            // One span per step attempt: every log line of the step (HTTP calls,
+            // retries, the commit) carries the execution and the step.
+            let span = tracing::info_span!("step", execution_id = %self.exec.id, step_id = %cursor.step_id, attempt = cursor.attempt);
+            if !self.run_step(cursor).instrument(span).await? {
                 return Ok(());
             }
         }

@@ -139,23 +139,35 @@ impl Api {
     }
 }
 
-fn worker(url: &str, id: &str, lease: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tollgate-resume-worker"))
-        .args([
-            "--database-url",
-            url,
-            "--worker-id",
-            id,
-            "--poll-interval",
-            "100ms",
-            "--lease",
-            lease,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A worker process, killed when dropped so a failing test leaves none behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(url: &str, id: &str, lease: &str) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_tollgate-resume-worker"))
+            .args([
+                "--database-url",
+                url,
+                "--worker-id",
+                id,
+                "--poll-interval",
+                "100ms",
+                "--lease",
+                lease,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,10 +211,10 @@ async fn a_separate_worker_handles_an_approval_deadline() {
     );
     // SIGTERM: a graceful stop.
     Command::new("kill")
-        .args(["-TERM", &w.id().to_string()])
+        .args(["-TERM", &w.0.id().to_string()])
         .status()
         .unwrap();
-    let status = w.wait().unwrap();
+    let status = w.0.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     api.running.stop().await.unwrap();
 }
@@ -242,12 +254,12 @@ async fn a_worker_killed_holding_a_lease_is_taken_over() {
     }
     let held = api.get(&format!("/api/v1/executions/{id}")).await;
     assert_eq!(held["status"], "running", "{held}");
-    a.kill().unwrap(); // SIGKILL while the step is in flight
-    a.wait().unwrap();
+    a.0.kill().unwrap(); // SIGKILL while the step is in flight
+    a.0.wait().unwrap();
 
     // Worker B takes over once A's lease lapses and runs the step again, with the same
     // idempotency key.
-    let mut b = worker(&url, "w-b", "2s");
+    let b = worker(&url, "w-b", "2s");
     let done = api
         .until(&id, |e| e["status"] == "completed", Duration::from_secs(30))
         .await;
@@ -272,8 +284,7 @@ async fn a_worker_killed_holding_a_lease_is_taken_over() {
         .collect();
     assert_eq!(call.len(), 1, "{trace}");
     assert_eq!(call[0]["status"], "completed");
-    b.kill().unwrap();
-    b.wait().unwrap();
+    drop(b);
     api.running.stop().await.unwrap();
 }
 
