@@ -13,7 +13,7 @@ use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
     ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
-use tollgate_model::{ExecutionStatus, WorkflowDefinition};
+use tollgate_model::{ExecutionStatus, PauseReason, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
     ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
@@ -566,6 +566,143 @@ impl WorkflowStore for PgStore {
 impl PgStore {
     /// The hot path — continue, or release for a retry, with no effects — through the
     /// group committer: one statement per batch of concurrent commits ([`commit_batch`]).
+    /// A step commit that enters a gate or ends the execution, without effects or
+    /// consumed events, as one data-modifying statement (one round trip instead of about
+    /// seven): the compare-and-set update of the row computes what `rules::apply_commit`
+    /// does for these transitions, and the step rows, the approval request (entering an
+    /// approval gate), the closing of open approvals (ending) and the wake-up (a gate with
+    /// a deadline) are joined to it, so they only happen if it matched. The contract
+    /// suite holds it to the same rules as the general path.
+    async fn stop_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
+        let (execution_id, owner, expected, now) =
+            (c.execution_id, c.owner.clone(), c.expected_version, c.now);
+        let mut approval = None;
+        let mut close = None;
+        let mut wakes = false;
+        // $1.. the row's new state; $19 the step rows; $20 approvals to close; $21/$22 the
+        // wake-up; $23.. the approval request.
+        let (status, set) = match &c.transition {
+            Transition::Gate {
+                gate,
+                approval: request,
+            } => {
+                approval = request.as_deref().cloned();
+                wakes = gate.deadline.is_some();
+                let status = if gate.reason == PauseReason::Event {
+                    ExecutionStatus::Waiting
+                } else {
+                    ExecutionStatus::Paused
+                };
+                (status, "gate = $11, gate_reason = $12, gate_deadline = $13, gate_event = $14, gate_approval_id = $15, paused_at = $16")
+            }
+            Transition::Finish { status, .. } => {
+                if !status.is_terminal() {
+                    return Err(Error::Invalid(format!(
+                        "a step commit cannot finish an execution as {status}"
+                    )));
+                }
+                close = Some(if *status == ExecutionStatus::TimedOut {
+                    ApprovalStatus::Expired
+                } else {
+                    ApprovalStatus::Cancelled
+                });
+                (*status, "gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, error = $17, completed_at = $18")
+            }
+            _ => return Err(Error::Invalid("not a gate or an ending".into())),
+        };
+        let mut sql = format!(
+            "WITH upd AS (UPDATE executions SET status = $4, context = $5, cursor = $6, visits = $7, steps_run = $8, result = $9, \
+                wake = NULL, updated_at = $10, version = version + 1, lease_owner = NULL, lease_expires_at = NULL, pause_requested = false, {set} \
+                WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND version = $3 RETURNING version), \
+             steps AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+                SELECT {STEP_SELECT} FROM upd, jsonb_to_recordset($19) AS r(id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
+                iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
+                completed_at timestamptz, error jsonb) {STEP_UPSERT_TAIL} RETURNING 1), \
+             closed AS (UPDATE approvals SET status = $20, decided_at = $10 WHERE $20::text IS NOT NULL AND execution_id = $1 AND status = 'pending' \
+                AND EXISTS (SELECT 1 FROM upd) RETURNING 1), \
+             note AS (SELECT pg_notify($22, 'gate') WHERE $21 AND EXISTS (SELECT 1 FROM upd))"
+        );
+        if approval.is_some() {
+            sql.push_str(
+                ", appr AS (INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+                 SELECT $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40 FROM upd RETURNING 1)",
+            );
+        }
+        sql.push_str(
+            " SELECT version, (SELECT count(*) FROM steps) AS steps, (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS noted FROM upd",
+        );
+        let (gate, error) = match &c.transition {
+            Transition::Gate { gate, .. } => (Some(gate.clone()), None),
+            Transition::Finish { error, .. } => (None, error.clone()),
+            _ => (None, None),
+        };
+        let g = gate.as_ref();
+        let mut query = sqlx::query(&sql)
+            .bind(execution_id)
+            .bind(owner.clone())
+            .bind(expected)
+            .bind(status.as_str())
+            .bind(Json(c.context.clone()))
+            .bind(c.cursor.as_ref().map(to_json))
+            .bind(to_json(&c.visits))
+            .bind(int(c.steps_run))
+            .bind(c.result.map(tollgate_model::ExecutionResult::as_str))
+            .bind(now)
+            .bind(g.map(to_json))
+            .bind(g.map(|g| g.reason.as_str()))
+            .bind(g.and_then(|g| g.deadline))
+            .bind(g.and_then(|g| g.event.clone()))
+            .bind(g.and_then(|g| g.approval_id))
+            .bind(g.map(|g| g.paused_at))
+            .bind(error.as_ref().map(to_json))
+            .bind(Some(now))
+            .bind(to_json(&c.records))
+            .bind(close.map(ApprovalStatus::as_str))
+            .bind(wakes)
+            .bind(WAKEUP_CHANNEL);
+        if let Some(a) = &approval {
+            query = query
+                .bind(a.id)
+                .bind(a.execution_id)
+                .bind(a.step_id.clone())
+                .bind(int(a.visit))
+                .bind(a.entity_type.clone())
+                .bind(a.entity_id.clone())
+                .bind(a.approver_roles.clone())
+                .bind(a.approver_users.clone())
+                .bind(int(a.required))
+                .bind(a.status.as_str())
+                .bind(a.reason.clone())
+                .bind(Json(a.data.clone()))
+                .bind(to_json(&a.decisions))
+                .bind(a.requested_by.clone())
+                .bind(a.allow_self_approval)
+                .bind(a.requested_at)
+                .bind(a.expires_at)
+                .bind(a.decided_at);
+        }
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| match backend(err) {
+                Error::Conflict(_) if approval.is_some() => Error::Conflict(format!(
+                    "approval {} already exists",
+                    approval.as_ref().map(|a| a.id).unwrap_or_default()
+                )),
+                other => other,
+            })?;
+        match row {
+            Some(row) => Ok(Committed {
+                version: row.try_get("version").map_err(backend)?,
+                pause_requested: false,
+            }),
+            None => {
+                let execution = self.get_execution(execution_id).await?;
+                Err(rules::refusal(&execution, &owner, Some(expected)))
+            }
+        }
+    }
+
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
         match self.committer.commit(c).await? {
@@ -857,6 +994,15 @@ impl ExecutionStore for PgStore {
             )
         {
             return self.commit_in_one_statement(step).await;
+        }
+        if step.effects.is_empty()
+            && step.consumed_events.is_empty()
+            && matches!(
+                step.transition,
+                Transition::Gate { .. } | Transition::Finish { .. }
+            )
+        {
+            return self.stop_in_one_statement(step).await;
         }
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, step.execution_id, true).await?;
