@@ -89,7 +89,7 @@ async fn start(database_url: Option<&str>) -> Server {
     panic!("tollgate-api did not start");
 }
 
-async fn fresh_pg(admin_url: &str) -> String {
+async fn fresh_pg(admin_url: &str) -> (String, String) {
     let admin: PgConnectOptions = admin_url.parse().unwrap();
     let mut conn: PgConnection = admin.connect().await.unwrap();
     let name = format!("tollgate_bench_{}", uuid::Uuid::new_v4().simple());
@@ -97,7 +97,16 @@ async fn fresh_pg(admin_url: &str) -> String {
         .execute(&mut conn)
         .await
         .unwrap();
-    admin.database(&name).to_url_lossy().to_string()
+    (admin.database(&name).to_url_lossy().to_string(), name)
+}
+
+/// Removes the run's database (the server has stopped by now).
+async fn drop_pg(admin_url: &str, name: &str) {
+    let admin: PgConnectOptions = admin_url.parse().unwrap();
+    let mut conn: PgConnection = admin.connect().await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
 }
 
 async fn post(client: &reqwest::Client, url: String, key: &str, body: Value) -> (u16, Value) {
@@ -290,8 +299,9 @@ fn main() {
                 "postgres" => {
                     let admin = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
                         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                    let url = fresh_pg(&admin).await;
+                    let (url, name) = fresh_pg(&admin).await;
                     run("PostgreSQL", Some(&url), n, c).await;
+                    drop_pg(&admin, &name).await;
                 }
                 other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
             }

@@ -1,5 +1,6 @@
 //! The trait implementations on PostgreSQL.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -1544,38 +1545,61 @@ impl EventStore for PgStore {
         event: Event,
         starts: Vec<Execution>,
     ) -> Result<EventInsert> {
-        let mut tx = self.tx().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING RETURNING id",
-        )
-        .bind(event.id)
-        .bind(event.event_id.clone())
-        .bind(event.event_type.clone())
-        .bind(Json(&event.payload))
-        .bind(event.source.clone())
-        .bind(event.correlation_id)
-        .bind(event.submitted_by.clone())
-        .bind(event.received_at)
-        .bind(event.started.clone())
-        .bind(event.resumed.clone())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if inserted.is_none() {
-            drop(tx);
-            let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
-                .bind(event.event_id.clone())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(backend)?;
-            return Ok(EventInsert::Duplicate(rows::event(&first)?));
+        // One statement: the event unless its `event_id` exists, and each execution joined
+        // to it, so a duplicate stores nothing.
+        let mut sql = String::from(
+            "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING RETURNING id)",
+        );
+        let mut next = 11;
+        for (i, _) in starts.iter().enumerate() {
+            let params: Vec<String> = (next..next + 33).map(|n| format!("${n}")).collect();
+            next += 33;
+            let _ = write!(
+                sql,
+                ", ex{i} AS (INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} FROM ev RETURNING 1)",
+                params.join(", ")
+            );
         }
+        sql.push_str(" SELECT id FROM ev");
+        for i in 0..starts.len() {
+            let _ = write!(sql, ", (SELECT count(*) FROM ex{i}) AS ex{i}");
+        }
+        let mut query = sqlx::query(&sql)
+            .bind(event.id)
+            .bind(event.event_id.clone())
+            .bind(event.event_type.clone())
+            .bind(Json(&event.payload))
+            .bind(event.source.clone())
+            .bind(event.correlation_id)
+            .bind(event.submitted_by.clone())
+            .bind(event.received_at)
+            .bind(event.started.clone())
+            .bind(event.resumed.clone());
         for execution in &starts {
-            insert_execution(&mut tx, execution).await?;
+            query = bind_execution(query, execution);
         }
-        commit(tx).await?;
-        Ok(EventInsert::Inserted(event))
+        let inserted = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    Error::not_found("snapshot", "of a started workflow")
+                }
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    Error::Conflict(format!("an execution of event {} already exists", event.id))
+                }
+                _ => backend(err),
+            })?;
+        if inserted.is_some() {
+            return Ok(EventInsert::Inserted(event));
+        }
+        let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+            .bind(event.event_id.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(EventInsert::Duplicate(rows::event(&first)?))
     }
 
     async fn set_event_outcome(

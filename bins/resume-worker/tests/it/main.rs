@@ -24,6 +24,25 @@ async fn fresh_database() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    // Databases of earlier runs that are over an hour old are dropped.
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_workertest_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for db in old {
+        let created: u64 = db
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > 3600 {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
     let name = format!(
         "tollgate_workertest_{now}_{}",
         uuid::Uuid::new_v4().simple()
