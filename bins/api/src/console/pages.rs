@@ -49,6 +49,15 @@ fn problem(status: StatusCode, user: Option<&User>, title: &str, message: &str) 
     )
 }
 
+fn not_found(user: &User, what: &str) -> Page {
+    problem(
+        StatusCode::NOT_FOUND,
+        Some(user),
+        "Not found",
+        &format!("No such {what}."),
+    )
+}
+
 fn internal(user: Option<&User>, err: impl std::fmt::Display) -> Page {
     tracing::error!("console page failed: {err}");
     problem(
@@ -300,23 +309,11 @@ pub async fn inbox(
 pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
     let user = signed_in!(req, state);
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such approval.",
-        );
+        return not_found(&user, "approval");
     };
     let a = match state.store.get_approval(id).await {
         Ok(a) => a,
-        Err(err) if err.is_not_found() => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(&user),
-                "Not found",
-                "No such approval.",
-            )
-        }
+        Err(err) if err.is_not_found() => return not_found(&user, "approval"),
         Err(err) => return internal(Some(&user), err),
     };
     let execution = state.store.get_execution(a.execution_id).await.ok();
@@ -401,12 +398,7 @@ async fn decide(
         return *refused;
     }
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such approval.",
-        );
+        return not_found(&user, "approval");
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
     if kind == DecisionKind::Reject && reason.is_none() {
@@ -452,12 +444,7 @@ async fn decide(
             };
             see_other(&format!("/?notice={}", urlencode(&what)))
         }
-        Err(tollgate_resumer::Error::NotFound(_)) => problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such approval.",
-        ),
+        Err(tollgate_resumer::Error::NotFound(_)) => not_found(&user, "approval"),
         Err(tollgate_resumer::Error::Invalid(message)) => problem(
             StatusCode::BAD_REQUEST,
             Some(&user),
@@ -769,23 +756,11 @@ pub async fn execution(
 ) -> Page {
     let user = signed_in!(req, state);
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such execution.",
-        );
+        return not_found(&user, "execution");
     };
     let e = match state.store.get_execution(id).await {
         Ok(e) => e,
-        Err(err) if err.is_not_found() => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(&user),
-                "Not found",
-                "No such execution.",
-            )
-        }
+        Err(err) if err.is_not_found() => return not_found(&user, "execution"),
         Err(err) => return internal(Some(&user), err),
     };
     let steps = state.store.list_steps(id).await.unwrap_or_default();
@@ -912,12 +887,7 @@ pub async fn command(
     }
     let (id, command) = path.into_inner();
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such execution.",
-        );
+        return not_found(&user, "execution");
     };
     if let Err(err) = Caller(user.principal.clone()).require(Permission::ControlExecutions) {
         return problem(
@@ -937,25 +907,13 @@ pub async fn command(
             .await
             .map(|_| ()),
         "cancel" => state.control.cancel(id, actor, reason).await.map(|_| ()),
-        _ => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(&user),
-                "Not found",
-                "No such command.",
-            )
-        }
+        _ => return not_found(&user, "command"),
     };
     match outcome {
         Ok(()) | Err(tollgate_resumer::Error::Conflict(_)) => {
             see_other(&format!("/executions/{id}"))
         }
-        Err(tollgate_resumer::Error::NotFound(_)) => problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such execution.",
-        ),
+        Err(tollgate_resumer::Error::NotFound(_)) => not_found(&user, "execution"),
         Err(err) => internal(Some(&user), err),
     }
 }
@@ -1026,23 +984,11 @@ fn trigger_text(trigger: &tollgate_model::Trigger) -> String {
 pub async fn workflow(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Page {
     let user = signed_in!(req, state);
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such workflow.",
-        );
+        return not_found(&user, "workflow");
     };
     let w = match state.store.get_workflow(id).await {
         Ok(w) => w,
-        Err(err) if err.is_not_found() => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(&user),
-                "Not found",
-                "No such workflow.",
-            )
-        }
+        Err(err) if err.is_not_found() => return not_found(&user, "workflow"),
         Err(err) => return internal(Some(&user), err),
     };
     let json = serde_json::to_value(w.definition.as_ref()).unwrap_or(Value::Null);
@@ -1149,24 +1095,12 @@ pub async fn toggle(
     }
     let (id, command) = path.into_inner();
     let Ok(id) = Uuid::parse_str(&id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such workflow.",
-        );
+        return not_found(&user, "workflow");
     };
     let enabled = match command.as_str() {
         "enable" => true,
         "disable" => false,
-        _ => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                Some(&user),
-                "Not found",
-                "No such command.",
-            )
-        }
+        _ => return not_found(&user, "command"),
     };
     match state
         .store
@@ -1174,12 +1108,7 @@ pub async fn toggle(
         .await
     {
         Ok(_) => see_other("/workflows"),
-        Err(err) if err.is_not_found() => problem(
-            StatusCode::NOT_FOUND,
-            Some(&user),
-            "Not found",
-            "No such workflow.",
-        ),
+        Err(err) if err.is_not_found() => not_found(&user, "workflow"),
         Err(err) => internal(Some(&user), err),
     }
 }
