@@ -26,8 +26,6 @@ pub struct AppState {
     pub wait_timeout: Duration,
     /// Largest accepted body, in bytes.
     pub max_body_size: usize,
-    /// Web console sessions.
-    pub sessions: Arc<crate::console::Sessions>,
 }
 
 impl AppState {
@@ -42,7 +40,6 @@ impl AppState {
             tasks,
             wait_timeout,
             max_body_size,
-            sessions: Arc::new(crate::console::Sessions::default()),
         }
     }
 }

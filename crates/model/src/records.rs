@@ -653,6 +653,22 @@ pub struct Record {
     pub updated_at: Timestamp,
 }
 
+/// A web-console session, stored server-side: the cookie holds only an opaque id, whose
+/// hash is the key here; the session remembers which API key signed in (its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    /// SHA-256 of the session id in the cookie.
+    pub id_hash: String,
+    /// Hash of the API key that signed in.
+    pub key_hash: String,
+    /// The token every form of the session carries.
+    pub csrf: String,
+    /// Sign-in time.
+    pub created_at: Timestamp,
+    /// After this the session is gone.
+    pub expires_at: Timestamp,
+}
+
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -249,3 +249,15 @@ pub(crate) fn tick(row: &PgRow) -> Result<tollgate_model::schedule::Tick, Error>
         error: get(row, "error")?,
     })
 }
+
+pub(crate) fn console_session(
+    row: &PgRow,
+) -> Result<tollgate_model::records::ConsoleSession, Error> {
+    Ok(tollgate_model::records::ConsoleSession {
+        id_hash: get(row, "id_hash")?,
+        key_hash: get(row, "key_hash")?,
+        csrf: get(row, "csrf")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}

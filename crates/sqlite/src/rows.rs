@@ -282,3 +282,15 @@ pub(crate) fn tick(row: &SqliteRow) -> Result<tollgate_model::schedule::Tick, Er
         error: get(row, "error")?,
     })
 }
+
+pub(crate) fn console_session(
+    row: &SqliteRow,
+) -> Result<tollgate_model::records::ConsoleSession, Error> {
+    Ok(tollgate_model::records::ConsoleSession {
+        id_hash: get(row, "id_hash")?,
+        key_hash: get(row, "key_hash")?,
+        csrf: get(row, "csrf")?,
+        created_at: time(row, "created_at")?,
+        expires_at: time(row, "expires_at")?,
+    })
+}

@@ -124,7 +124,7 @@ impl SqliteStore {
         Ok(writes.committed)
     }
 
-    async fn held(&self) -> Result<Held> {
+    pub(crate) async fn held(&self) -> Result<Held> {
         Ok(Held {
             conn: Some(self.writer.acquire().await.map_err(backend)?),
             settled: false,
@@ -136,20 +136,20 @@ impl SqliteStore {
 /// and finished inside multi-statement queries costs one thread hop per query instead of
 /// one per statement. If it is dropped unsettled (an error, or a caller that stopped
 /// waiting), the connection is detached and closed, and SQLite rolls the transaction back.
-struct Held {
+pub(crate) struct Held {
     conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
-    settled: bool,
+    pub(crate) settled: bool,
 }
 
 impl Held {
-    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection> {
         self.conn
             .as_deref_mut()
             .ok_or_else(|| Error::Backend("the writer connection was already released".into()))
     }
 
     /// Rolls back after a failed or refused transaction.
-    async fn rollback(&mut self) {
+    pub(crate) async fn rollback(&mut self) {
         if let Ok(conn) = self.conn() {
             if sqlx::query("ROLLBACK").execute(conn).await.is_ok() {
                 self.settled = true;

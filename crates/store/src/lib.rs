@@ -28,7 +28,7 @@ pub use cursor::{
 pub use memory::MemoryStore;
 pub use traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, ScheduleStore, Store, WorkflowStore,
+    ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkflowStore,
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,

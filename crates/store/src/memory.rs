@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Lease, Notification,
-    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
+    ApiKey, ApprovalRequest, ApprovalStatus, ConsoleSession, Decision, Event, Execution, Lease,
+    Notification, Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake,
+    Workflow,
 };
 use tollgate_model::schedule::{Schedule, Tick, TickStatus};
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, ScheduleStore, WorkflowStore,
+    ResumeRequestStore, ScheduleStore, SessionStore, WorkflowStore,
 };
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
@@ -53,6 +54,7 @@ struct State {
     api_keys: BTreeMap<Uuid, ApiKey>,
     schedules: BTreeMap<Uuid, Schedule>,
     ticks: BTreeMap<Uuid, Tick>,
+    sessions: HashMap<String, ConsoleSession>,
 }
 
 impl MemoryStore {
@@ -1069,6 +1071,33 @@ impl ApiKeyStore for MemoryStore {
             .values()
             .find(|k| k.key_hash == key_hash)
             .cloned())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create_session(&self, session: ConsoleSession, now: Timestamp) -> Result<()> {
+        let mut state = self.lock();
+        state.sessions.retain(|_, s| s.expires_at > now);
+        if state.sessions.contains_key(&session.id_hash) {
+            return Err(Error::Conflict("session exists".into()));
+        }
+        state.sessions.insert(session.id_hash.clone(), session);
+        Ok(())
+    }
+
+    async fn get_session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>> {
+        Ok(self
+            .lock()
+            .sessions
+            .get(id_hash)
+            .filter(|s| s.expires_at > now)
+            .cloned())
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        self.lock().sessions.remove(id_hash);
+        Ok(())
     }
 }
 

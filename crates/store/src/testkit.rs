@@ -72,7 +72,8 @@ macro_rules! contract_tests {
             ticks_start_once_and_orphans_are_reclaimed,
             paused_schedules_fire_nothing_and_catch_up_is_bounded,
             schedule_crud_and_tick_history,
-            events_start_their_executions_atomically
+            events_start_their_executions_atomically,
+            console_sessions_live_until_they_expire
         );
     };
     (@cases $factory:expr; $($name:ident),* $(,)?) => {
@@ -2444,4 +2445,50 @@ pub async fn events_start_their_executions_atomically(store: Arc<dyn Store>) {
         .unwrap_err()
         .is_conflict());
     assert!(store.get_event(clash.id).await.unwrap_err().is_not_found());
+}
+
+/// Console sessions: found until they expire or are deleted; creating one sweeps expired
+/// ones; ids are unique.
+pub async fn console_sessions_live_until_they_expire(store: Arc<dyn Store>) {
+    let session = |id: &str, expires: Timestamp| tollgate_model::records::ConsoleSession {
+        id_hash: id.to_owned(),
+        key_hash: "key".into(),
+        csrf: format!("csrf-{id}"),
+        created_at: t0(),
+        expires_at: expires,
+    };
+    store
+        .create_session(session("a", t0() + secs(60)), t0())
+        .await
+        .unwrap();
+    store
+        .create_session(session("b", t0() + secs(3600)), t0())
+        .await
+        .unwrap();
+    assert!(store
+        .create_session(session("a", t0() + secs(60)), t0())
+        .await
+        .is_err());
+    assert_eq!(
+        store.get_session("a", t0()).await.unwrap(),
+        Some(session("a", t0() + secs(60)))
+    );
+    assert_eq!(
+        store.get_session("a", t0() + secs(60)).await.unwrap(),
+        None,
+        "expired at its time"
+    );
+    assert_eq!(store.get_session("nope", t0()).await.unwrap(), None);
+    store.delete_session("b").await.unwrap();
+    assert_eq!(store.get_session("b", t0()).await.unwrap(), None);
+    store.delete_session("b").await.unwrap();
+    // A later sign-in sweeps the expired `a`, so its id can be used again.
+    store
+        .create_session(session("c", t0() + secs(7200)), t0() + secs(120))
+        .await
+        .unwrap();
+    store
+        .create_session(session("a", t0() + secs(7200)), t0() + secs(120))
+        .await
+        .unwrap();
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
-    StepRecord, Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Record,
+    ResumeRequest, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -390,6 +390,20 @@ pub trait ScheduleStore: Send + Sync {
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>>;
 }
 
+/// Web-console sessions, shared by every API process of a database.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session, and removes sessions that expired before `now` (so the table
+    /// holds only live ones). `Conflict` if the id exists.
+    async fn create_session(&self, session: ConsoleSession, now: Timestamp) -> Result<()>;
+
+    /// The session with this id hash, unless it expired at `now`.
+    async fn get_session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>>;
+
+    /// Ends a session (nothing happens if there is none).
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+}
+
 /// Liveness of the backend.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -408,6 +422,7 @@ pub trait Store:
     + NotificationStore
     + ApiKeyStore
     + ScheduleStore
+    + SessionStore
     + Health
 {
 }
@@ -422,6 +437,7 @@ impl<T> Store for T where
         + NotificationStore
         + ApiKeyStore
         + ScheduleStore
+        + SessionStore
         + Health
 {
 }

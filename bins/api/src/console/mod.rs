@@ -14,8 +14,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup, DOCTYPE};
 
-pub use session::Sessions;
-
 use self::session::User;
 
 /// The console's stylesheet and script, compiled into the binary.

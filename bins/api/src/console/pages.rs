@@ -166,7 +166,7 @@ pub async fn sign_in(req: HttpRequest, state: web::Data<AppState>, form: web::Fo
         }
         Err(err) => return internal(None, err),
     }
-    let Some(id) = state.sessions.start(hash) else {
+    let Some(id) = session::start(&state, hash).await else {
         return internal(None, "no randomness for a session id");
     };
     let mut res = see_other("/");
@@ -187,7 +187,7 @@ pub async fn sign_out(req: HttpRequest, state: web::Data<AppState>, form: web::F
         return *refused;
     }
     if let Some(cookie) = req.cookie(session::COOKIE) {
-        state.sessions.end(cookie.value());
+        session::end(&state, cookie.value()).await;
     }
     let mut res = see_other("/sign-in");
     let _ = res.add_removal_cookie(&session::removal(session::COOKIE));

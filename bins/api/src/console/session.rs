@@ -1,18 +1,16 @@
 //! Console sessions: an opaque id in an `HttpOnly`, `SameSite=Strict` cookie, the
-//! session itself on the server.
+//! session itself in the database (only the id's hash).
 //!
 //! A session remembers which API key signed in (its hash, never the key) and a CSRF
 //! token. Every request looks the key up again, so revoking the key ends its sessions at
 //! once, and role changes apply immediately.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::HttpRequest;
 use subtle::ConstantTimeEq;
-use tollgate_model::records::Principal;
+use tollgate_model::records::{ConsoleSession, Principal};
 
 use crate::auth::{generate_key, hash_key};
 use crate::state::AppState;
@@ -24,19 +22,6 @@ pub const SIGN_IN_COOKIE: &str = "tg_signin";
 /// How long a session lasts.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-#[derive(Debug, Clone)]
-struct Session {
-    key_hash: String,
-    csrf: String,
-    expires: Instant,
-}
-
-/// Sessions of this process.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    by_id: Mutex<HashMap<String, Session>>,
-}
-
 /// A signed-in console user.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -46,58 +31,49 @@ pub struct User {
     pub csrf: String,
 }
 
-impl Sessions {
-    /// Starts a session for a key (by its hash); returns the session id.
-    pub fn start(&self, key_hash: String) -> Option<String> {
-        let id = generate_key().ok()?;
-        let csrf = generate_key().ok()?;
-        let mut map = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        map.insert(
-            hash_key(&id),
-            Session {
-                key_hash,
-                csrf,
-                expires: now + LIFETIME,
-            },
-        );
-        Some(id)
-    }
-
-    /// Ends a session.
-    pub fn end(&self, id: &str) {
-        self.by_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&hash_key(id));
-    }
-
-    fn find(&self, id: &str) -> Option<Session> {
-        let mut map = self.by_id.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = hash_key(id);
-        match map.get(&key) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&key);
-                None
-            }
-            None => None,
+/// Starts a session for a key (by its hash) and returns the id for the cookie. Sessions
+/// are kept in the database: every API process of a deployment sees the same ones, and a
+/// restart signs nobody out.
+pub async fn start(state: &AppState, key_hash: String) -> Option<String> {
+    let id = generate_key().ok()?;
+    let csrf = generate_key().ok()?;
+    let now = state.engine.clock().now();
+    let lifetime = chrono::TimeDelta::from_std(LIFETIME).ok()?;
+    let session = ConsoleSession {
+        id_hash: hash_key(&id),
+        key_hash,
+        csrf,
+        created_at: now,
+        expires_at: now + lifetime,
+    };
+    match state.store.create_session(session, now).await {
+        Ok(()) => Some(id),
+        Err(err) => {
+            tracing::error!("cannot store a console session: {err}");
+            None
         }
+    }
+}
+
+/// Ends a session.
+pub async fn end(state: &AppState, id: &str) {
+    if let Err(err) = state.store.delete_session(&hash_key(id)).await {
+        tracing::warn!("cannot delete a console session: {err}");
     }
 }
 
 /// The signed-in user of `req`, if its session is valid and its key still exists.
 pub async fn current(req: &HttpRequest, state: &AppState) -> Option<User> {
     let id = req.cookie(COOKIE)?.value().to_owned();
-    let session = state.sessions.find(&id)?;
+    let now = state.engine.clock().now();
+    let session = state.store.get_session(&hash_key(&id), now).await.ok()??;
     match state.store.find_api_key(&session.key_hash).await {
         Ok(Some(key)) => Some(User {
             principal: key.principal(),
             csrf: session.csrf,
         }),
         _ => {
-            state.sessions.end(&id);
+            end(state, &id).await;
             None
         }
     }

@@ -127,6 +127,48 @@ async fn paused_executions_survive_kill_9_and_complete_after_restart() {
         assert_eq!(s, StatusCode::ACCEPTED);
         executions.push(b["started"][0].as_str().unwrap().to_owned());
     }
+    // A console session, signed in before the kill.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = no_redirect
+        .get(format!("{}/sign-in", first.base))
+        .send()
+        .await
+        .unwrap();
+    let pre = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = form.text().await.unwrap();
+    let token = html
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let signed = no_redirect
+        .post(format!("{}/sign-in", first.base))
+        .header("cookie", pre)
+        .form(&[("_csrf", token.as_str()), ("key", admin.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let session = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("tg_session="))
+        .unwrap();
+
     let printed = first.kill9();
     assert!(printed.contains("admin API key (shown once"), "{printed}");
     assert!(
@@ -135,6 +177,17 @@ async fn paused_executions_survive_kill_9_and_complete_after_restart() {
     );
 
     let second = Server::start(&data).await;
+    let inbox = no_redirect
+        .get(format!("{}/", second.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox.status(),
+        StatusCode::OK,
+        "console sessions survive a restart"
+    );
     let (_, paused) = {
         let res = client
             .get(format!(

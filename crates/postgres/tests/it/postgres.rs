@@ -108,6 +108,7 @@ async fn the_schema_matches_what_the_code_expects() {
         "records",
         "notifications",
         "api_keys",
+        "console_sessions",
     ] {
         assert!(!columns(table).await.is_empty(), "{table}");
     }
