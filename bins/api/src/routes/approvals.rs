@@ -98,14 +98,7 @@ async fn decide(
     wait: bool,
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(id, "approval")?;
-    if !(body.data.is_null() || body.data.is_object()) {
-        return Err(ApiError::bad_request("`data` must be a JSON object"));
-    }
-    let data = if body.data.is_null() {
-        serde_json::json!({})
-    } else {
-        body.data
-    };
+    let data = super::object_or_empty("data", body.data)?;
     let decided = state
         .approvals
         .decide(id, &caller.0, kind, body.reason, data)

@@ -2,7 +2,6 @@
 
 use actix_web::{web, HttpResponse};
 use futures_util::future::try_join_all;
-use serde_json::Value;
 use tollgate_resumer::NewEvent;
 
 use super::{parse_id, Json, WaitParams};
@@ -48,11 +47,7 @@ pub async fn ingest(
     if let Some(source) = &body.source {
         check_name("source", source)?;
     }
-    let payload = match body.payload {
-        Value::Null => Value::Object(serde_json::Map::new()),
-        object @ Value::Object(_) => object,
-        _ => return Err(ApiError::bad_request("`payload` must be a JSON object")),
-    };
+    let payload = super::object_or_empty("payload", body.payload)?;
     let ingested = state
         .events
         .ingest(NewEvent {

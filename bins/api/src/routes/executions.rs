@@ -253,11 +253,7 @@ pub async fn deliver(
     if body.event_type.trim().is_empty() {
         return Err(ApiError::bad_request("`event_type` must not be empty"));
     }
-    let payload = match body.payload {
-        Value::Null => Value::Object(serde_json::Map::new()),
-        object @ Value::Object(_) => object,
-        _ => return Err(ApiError::bad_request("`payload` must be a JSON object")),
-    };
+    let payload = super::object_or_empty("payload", body.payload)?;
     let progress = state
         .events
         .deliver_to(id, &body.event_type, payload, Some(caller.subject()))

@@ -418,3 +418,14 @@ pub fn parse_id(text: &str, what: &str) -> ApiResult<uuid::Uuid> {
     uuid::Uuid::parse_str(text)
         .map_err(|_| ApiError::bad_request(format!("`{text}` is not a valid {what} id (a UUID)")))
 }
+
+/// A body field that must be a JSON object; absent (`null`) reads as `{}`.
+pub fn object_or_empty(field: &str, value: serde_json::Value) -> ApiResult<serde_json::Value> {
+    match value {
+        serde_json::Value::Null => Ok(serde_json::Value::Object(serde_json::Map::new())),
+        object @ serde_json::Value::Object(_) => Ok(object),
+        _ => Err(ApiError::bad_request(format!(
+            "`{field}` must be a JSON object"
+        ))),
+    }
+}

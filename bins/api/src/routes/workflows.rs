@@ -247,11 +247,7 @@ pub async fn execute(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::Execute)?;
     let id = parse_id(&id, "workflow")?;
-    let payload = match body.0.payload {
-        Value::Null => Value::Object(serde_json::Map::new()),
-        object @ Value::Object(_) => object,
-        _ => return Err(ApiError::bad_request("`payload` must be a JSON object")),
-    };
+    let payload = super::object_or_empty("payload", body.0.payload)?;
     let workflow = state.store.get_workflow(id).await?;
     if !workflow.enabled {
         return Err(ApiError::conflict(format!(
