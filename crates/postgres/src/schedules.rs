@@ -356,6 +356,16 @@ impl ScheduleStore for PgStore {
         Ok(())
     }
 
+    async fn next_fire_at(&self) -> Result<Option<Timestamp>> {
+        sqlx::query_scalar(
+            "SELECT MIN(s.next_fire_at) FROM schedules s JOIN workflows w ON w.id = s.workflow_id \
+             WHERE s.enabled AND w.enabled AND s.next_fire_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
         let after = tick_after(page)?;
         let rows = sqlx::query(

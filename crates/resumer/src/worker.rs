@@ -19,6 +19,9 @@ use crate::Result;
 /// wake-ups costs one pass.
 const WAKE_COALESCE: Duration = Duration::from_millis(25);
 
+/// The shortest sleep between passes that were not busy.
+const MIN_PAUSE: Duration = Duration::from_millis(10);
+
 /// Tuning of a [`Worker`].
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -206,6 +209,24 @@ impl Worker {
             .await;
     }
 
+    /// How long to sleep before the next pass: the poll interval, or less when a schedule
+    /// fires sooner, so that ticks start on time rather than up to a poll interval late.
+    async fn until_next_tick(&self) -> Duration {
+        let poll = self.options.poll_interval;
+        match self.engine.store().next_fire_at().await {
+            // Never below a few milliseconds: a schedule another process is claiming
+            // right now looks due until that claim commits.
+            Ok(Some(at)) => (at - self.engine.clock().now())
+                .to_std()
+                .map_or(MIN_PAUSE, |d| d.clamp(MIN_PAUSE, poll.max(MIN_PAUSE))),
+            Ok(None) => poll,
+            Err(err) => {
+                tracing::warn!("cannot read the next schedule fire time: {err}");
+                poll
+            }
+        }
+    }
+
     /// Runs passes until `shutdown` is cancelled: immediately again after a full batch,
     /// otherwise after the poll interval or a wake-up. Work in flight finishes before it
     /// returns.
@@ -229,6 +250,7 @@ impl Worker {
             if busy {
                 continue;
             }
+            let pause = self.until_next_tick().await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => {
@@ -241,7 +263,7 @@ impl Worker {
                         () = tokio::time::sleep(WAKE_COALESCE.min(self.options.poll_interval)) => {}
                     }
                 }
-                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
         tracing::info!(worker = %self.engine.worker_id(), "worker loop stopped");

@@ -338,6 +338,17 @@ impl ScheduleStore for SqliteStore {
         Ok(())
     }
 
+    async fn next_fire_at(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(s.next_fire_at) FROM schedules s JOIN workflows w ON w.id = s.workflow_id \
+             WHERE s.enabled = 1 AND w.enabled = 1 AND s.next_fire_at IS NOT NULL",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(next.map(rows::from_ts))
+    }
+
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
         let after = page
             .cursor

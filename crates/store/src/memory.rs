@@ -1300,6 +1300,22 @@ impl ScheduleStore for MemoryStore {
         Ok(())
     }
 
+    async fn next_fire_at(&self) -> Result<Option<Timestamp>> {
+        let state = self.lock();
+        Ok(state
+            .schedules
+            .values()
+            .filter(|s| {
+                s.enabled
+                    && state
+                        .workflows
+                        .get(&s.workflow_id)
+                        .is_some_and(|w| w.enabled)
+            })
+            .filter_map(|s| s.next_fire_at)
+            .min())
+    }
+
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
         let after = tick_cursor(page)?;
         let state = self.lock();

@@ -2245,7 +2245,13 @@ pub async fn paused_schedules_fire_nothing_and_catch_up_is_bounded(store: Arc<dy
         .create_schedule(minute_schedule(&w, CatchUp::All))
         .await
         .unwrap();
+    assert_eq!(store.next_fire_at().await.unwrap(), Some(t0()));
     store.set_workflow_enabled(w.id, false, t0()).await.unwrap();
+    assert_eq!(
+        store.next_fire_at().await.unwrap(),
+        None,
+        "a disabled workflow schedules nothing"
+    );
     let now = t0() + secs(150);
     assert!(store
         .claim_ticks(now, &lease("w1", now + secs(30)), 10)
@@ -2273,6 +2279,7 @@ pub async fn paused_schedules_fire_nothing_and_catch_up_is_bounded(store: Arc<dy
         store.get_schedule(all.id).await.unwrap().next_fire_at,
         Some(t0() + secs(180))
     );
+    assert_eq!(store.next_fire_at().await.unwrap(), Some(t0() + secs(180)));
 }
 
 /// Create, read, list, update and delete; tick history pages newest first.

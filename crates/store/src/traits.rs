@@ -385,6 +385,10 @@ pub trait ScheduleStore: Send + Sync {
         now: Timestamp,
     ) -> Result<()>;
 
+    /// The earliest `next_fire_at` of the enabled schedules of enabled workflows — when
+    /// the scheduler next has work — or `None` when nothing is scheduled.
+    async fn next_fire_at(&self) -> Result<Option<Timestamp>>;
+
     /// A schedule's ticks, newest first, with their executions' current status.
     /// `Invalid` for a foreign cursor.
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>>;

@@ -192,3 +192,44 @@ async fn disabled_workflows_pause_their_schedules() {
         .unwrap_err()
         .is_not_found());
 }
+
+/// The worker loop sleeps until the next tick when that comes before its poll interval:
+/// with a 30 s poll, a tick 300 ms away still starts within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_wakes_for_the_next_tick_before_its_poll_interval() {
+    let h = Harness::new();
+    h.deploy(hourly(
+        json!([{"id": "done", "type": "action", "action": "allow"}]),
+    ))
+    .await;
+    h.clock
+        .set(at(9, 59, 59) + chrono::TimeDelta::milliseconds(700));
+    let worker = tollgate_resumer::Worker::new(
+        h.engine.clone(),
+        tollgate_resumer::WorkerOptions {
+            poll_interval: Duration::from_secs(30),
+            ..tollgate_resumer::WorkerOptions::default()
+        },
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    // The first pass finds nothing due and sleeps the 300 ms left until 10:00; the test
+    // clock is moved to 10:00 meanwhile.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.clock.set(at(10, 0, 0));
+    let mut started = Vec::new();
+    for _ in 0..40 {
+        started = executions(&h).await;
+        if !started.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(
+        started.len(),
+        1,
+        "the tick started long before the 30 s poll"
+    );
+}
