@@ -6,8 +6,9 @@ use sqlx::Row;
 use tollgate_model::records::{Execution, Timestamp, Workflow};
 use tollgate_model::schedule::{Schedule, TickStatus};
 use tollgate_store::{
-    decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, ClaimedTick, Error,
-    LeaseClaim, Page, PageRequest, Result, ScheduleFilter, ScheduleStore, TickView,
+    decode_time_id_cursor, encode_id_cursor, encode_time_id_cursor, page_from_overfetch, rules,
+    ClaimedTick, Error, LeaseClaim, Page, PageRequest, Result, ScheduleFilter, ScheduleStore,
+    TickView,
 };
 use uuid::Uuid;
 
@@ -70,20 +71,6 @@ pub(crate) async fn sync_trigger_schedule(
             Ok(())
         }
     }
-}
-
-fn tick_after(page: &PageRequest) -> Result<Option<(Timestamp, Uuid)>> {
-    page.cursor
-        .as_deref()
-        .map(|c| {
-            let parts = decode_cursor(c, 2)?;
-            let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
-            let micros: i64 = parts[0].parse().map_err(|_| bad())?;
-            let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-            let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
-            Ok((at, id))
-        })
-        .transpose()
 }
 
 impl PgStore {
@@ -367,7 +354,13 @@ impl ScheduleStore for PgStore {
     }
 
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
-        let after = tick_after(page)?;
+        let after = decode_time_id_cursor(page.cursor.as_deref())?
+            .map(|(micros, id)| {
+                chrono::DateTime::from_timestamp_micros(micros)
+                    .map(|at| (at, id))
+                    .ok_or_else(|| Error::Invalid("a cursor with an impossible time".into()))
+            })
+            .transpose()?;
         let rows = sqlx::query(
             "SELECT t.*, e.status AS outcome FROM schedule_ticks t LEFT JOIN executions e ON e.id = t.execution_id \
              WHERE t.schedule_id = $1 AND ($2::timestamptz IS NULL OR (t.tick_time, t.id) < ($2, $3)) \
@@ -391,10 +384,7 @@ impl ScheduleStore for PgStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(page_from_overfetch(items, page.limit, |v| {
-            encode_cursor(&[
-                &v.tick.tick_time.timestamp_micros().to_string(),
-                &v.tick.id.to_string(),
-            ])
+            encode_time_id_cursor(v.tick.tick_time, v.tick.id)
         }))
     }
 }

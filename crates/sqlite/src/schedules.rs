@@ -7,8 +7,9 @@ use sqlx::Row;
 use tollgate_model::records::{Execution, Timestamp, Workflow};
 use tollgate_model::schedule::Schedule;
 use tollgate_store::{
-    decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, ClaimedTick, Error,
-    LeaseClaim, Page, PageRequest, Result, ScheduleFilter, ScheduleStore, TickView,
+    decode_time_id_cursor, encode_id_cursor, encode_time_id_cursor, page_from_overfetch, rules,
+    ClaimedTick, Error, LeaseClaim, Page, PageRequest, Result, ScheduleFilter, ScheduleStore,
+    TickView,
 };
 use uuid::Uuid;
 
@@ -350,17 +351,8 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| {
-                let parts = decode_cursor(c, 2)?;
-                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
-                let micros: i64 = parts[0].parse().map_err(|_| bad())?;
-                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
-                Ok::<_, Error>((micros, id.to_string()))
-            })
-            .transpose()?;
+        let after = decode_time_id_cursor(page.cursor.as_deref())?
+            .map(|(micros, id)| (micros, id.to_string()));
         let rows = sqlx::query(
             "SELECT t.*, e.status AS outcome FROM schedule_ticks t LEFT JOIN executions e ON e.id = t.execution_id \
              WHERE t.schedule_id = ?1 AND (?2 IS NULL OR t.tick_time < ?2 OR (t.tick_time = ?2 AND t.id < ?3)) \
@@ -384,10 +376,7 @@ impl ScheduleStore for SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(page_from_overfetch(items, page.limit, |v| {
-            encode_cursor(&[
-                &v.tick.tick_time.timestamp_micros().to_string(),
-                &v.tick.id.to_string(),
-            ])
+            encode_time_id_cursor(v.tick.tick_time, v.tick.id)
         }))
     }
 }

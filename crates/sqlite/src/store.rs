@@ -895,18 +895,7 @@ impl ExecutionStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(backend)?;
-        rows.into_iter()
-            .map(|(status, n)| {
-                Ok((
-                    status.parse::<ExecutionStatus>().map_err(|_| {
-                        tollgate_store::Error::Backend(
-                            format!("unknown status `{status}` in executions").into(),
-                        )
-                    })?,
-                    n as u64,
-                ))
-            })
-            .collect()
+        rules::status_counts(rows)
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {

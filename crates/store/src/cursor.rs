@@ -71,6 +71,25 @@ pub fn page_from_overfetch<T>(
     crate::Page { items, next_cursor }
 }
 
+/// A cursor for lists ordered by (timestamp, id): the timestamp in microseconds.
+pub fn encode_time_id_cursor(at: tollgate_model::records::Timestamp, id: uuid::Uuid) -> String {
+    encode_cursor(&[&at.timestamp_micros().to_string(), &id.to_string()])
+}
+
+/// The (microseconds, id) in a cursor made by [`encode_time_id_cursor`], if the page
+/// request has one; `Invalid` for anything else.
+pub fn decode_time_id_cursor(cursor: Option<&str>) -> Result<Option<(i64, uuid::Uuid)>, Error> {
+    cursor
+        .map(|c| {
+            let parts = decode_cursor(c, 2)?;
+            let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+            let micros: i64 = parts[0].parse().map_err(|_| bad())?;
+            let id = uuid::Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+            Ok((micros, id))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1108,19 +1108,6 @@ impl Health for MemoryStore {
     }
 }
 
-fn tick_cursor(page: &PageRequest) -> Result<Option<(i64, Uuid)>> {
-    page.cursor
-        .as_deref()
-        .map(|c| {
-            let parts = decode_cursor(c, 2)?;
-            let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
-            let micros: i64 = parts[0].parse().map_err(|_| bad())?;
-            let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
-            Ok((micros, id))
-        })
-        .transpose()
-}
-
 #[async_trait]
 impl ScheduleStore for MemoryStore {
     async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule> {
@@ -1317,7 +1304,7 @@ impl ScheduleStore for MemoryStore {
     }
 
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>> {
-        let after = tick_cursor(page)?;
+        let after = crate::cursor::decode_time_id_cursor(page.cursor.as_deref())?;
         let state = self.lock();
         let items = state
             .ticks
@@ -1338,7 +1325,7 @@ impl ScheduleStore for MemoryStore {
             })
             .collect();
         Ok(paginate(items, true, after, page.limit, |(micros, id)| {
-            encode_cursor(&[&micros.to_string(), &id.to_string()])
+            crate::cursor::encode_cursor(&[&micros.to_string(), &id.to_string()])
         }))
     }
 }

@@ -535,3 +535,16 @@ pub fn check_tick_owner(tick: &Tick, owner: &str) -> Result<()> {
         )))
     }
 }
+
+/// Parses `(status, count)` rows of a `GROUP BY status` query; an unknown status is a
+/// backend error (the schema's CHECK makes it impossible).
+pub fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(ExecutionStatus, u64)>> {
+    rows.into_iter()
+        .map(|(status, n)| {
+            let parsed = status.parse::<ExecutionStatus>().map_err(|_| {
+                Error::Backend(format!("unknown status `{status}` in executions").into())
+            })?;
+            Ok((parsed, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
