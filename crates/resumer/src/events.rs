@@ -122,13 +122,16 @@ impl EventService {
 
         let mut resumed = Vec::new();
         match event.correlation_id {
-            Some(target) => {
-                if let Ok(execution) = store.get_execution(target).await {
+            Some(target) => match store.get_execution(target).await {
+                Ok(execution) => {
                     if let Some(claimed) = self.try_claim(&execution, &event).await? {
                         resumed.push(claimed);
                     }
                 }
-            }
+                // An event addressed to an execution that does not exist resumes nothing.
+                Err(err) if err.is_not_found() => {}
+                Err(err) => return Err(err.into()),
+            },
             None => {
                 let mut after = None;
                 loop {
@@ -156,7 +159,7 @@ impl EventService {
                 .set_event_outcome(
                     event.id,
                     event.started.clone(),
-                    resumed.iter().map(|e| e.id).collect(),
+                    resumed.iter().map(|(e, _)| e.id).collect(),
                 )
                 .await?
         };
@@ -170,14 +173,27 @@ impl EventService {
                 .collect(),
             resumed: resumed
                 .into_iter()
-                .map(|e| Progress::spawn(&self.engine, self.tasks.as_ref(), e, "event"))
+                .map(|(e, ours)| {
+                    if ours {
+                        Progress::spawn(&self.engine, self.tasks.as_ref(), e, "event")
+                    } else {
+                        Progress::idle(e)
+                    }
+                })
                 .collect(),
         })
     }
 
-    /// Claims `execution` for `event` if it waits for it and the match holds; `None`
-    /// when it does not or another claimer won.
-    async fn try_claim(&self, execution: &Execution, event: &Event) -> Result<Option<Execution>> {
+    /// Claims `execution` for `event` if it waits for it and the match holds. `Some((e,
+    /// true))` when this call claimed it (the caller advances it); `Some((e, false))` when
+    /// the event resumed it through another claimer — the execution itself, re-checking
+    /// its new wait for events that arrived while it entered it — so that the event still
+    /// reports it as resumed; `None` when the event does not resume it.
+    async fn try_claim(
+        &self,
+        execution: &Execution,
+        event: &Event,
+    ) -> Result<Option<(Execution, bool)>> {
         let Some(gate) = execution
             .gate
             .as_ref()
@@ -212,8 +228,14 @@ impl EventService {
             )
             .await
         {
-            Ok(claimed) => Ok(Some(claimed)),
-            Err(err) if err.is_conflict() => Ok(None),
+            Ok(claimed) => Ok(Some((claimed, true))),
+            Err(err) if err.is_conflict() => {
+                let now = self.engine.store().get_execution(execution.id).await?;
+                Ok(now
+                    .consumed_events
+                    .contains(&event.id)
+                    .then_some((now, false)))
+            }
             Err(err) => Err(err.into()),
         }
     }
