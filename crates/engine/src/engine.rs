@@ -371,9 +371,13 @@ impl Engine {
             exec: execution,
             compiled,
             pending: Vec::new(),
+            exact: false,
         };
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
+            // After our own last commit the local copy is the stored row; otherwise (we
+            // never held it, or stopped right after starting a step) read it.
+            Ok(()) if run.exact => Ok(run.exec),
             Ok(()) => Ok(self.inner.store.get_execution(id).await?),
             Err(Error::Store(err)) if err.is_conflict() => {
                 tracing::info!(execution_id = %id, "execution taken over or ended elsewhere: {err}");
@@ -396,6 +400,9 @@ struct Run<'e> {
     /// with the next commit (which any side effect, gate or end forces); a crash before
     /// that only loses steps that rerun identically from the committed cursor.
     pending: Vec<StepRecord>,
+    /// True when `exec` is known to equal the stored row: right after one of our
+    /// commits, until another write (a step start) changes it.
+    exact: bool,
 }
 
 /// A step attempt's outcome at the top level.
@@ -525,41 +532,38 @@ impl Run<'_> {
             lease_expires_at: self.engine.lease_until(),
             now,
         };
+        let lease_expires_at = commit.lease_expires_at;
         let committed = self.inner().store.commit_step(commit).await?;
         record_commit_metrics(&commit_records, &transition);
-        self.exec.version = committed.version;
-        self.exec.pause_requested = committed.pause_requested;
-        self.exec.wake = None;
-        self.exec.consumed_events.extend(consumed);
-        match transition {
-            Transition::Continue => {
-                self.exec.gate = None;
-                if let Some(lease) = self.exec.lease.as_mut() {
-                    lease.expires_at = self.engine.lease_until();
-                }
+        // The stored row is now exactly what the store's rules make of the row we held
+        // and this commit (the compare-and-set proved nobody else changed it): apply the
+        // same rules to the local copy instead of reading the row back.
+        let shadow = StepCommit {
+            execution_id: self.exec.id,
+            owner: self.inner().options.worker_id.clone(),
+            expected_version: self.exec.version,
+            records: Vec::new(),
+            context: std::mem::take(&mut self.exec.context),
+            cursor: self.exec.cursor.take(),
+            visits: std::mem::take(&mut self.exec.visits),
+            steps_run: self.exec.steps_run,
+            result: self.exec.result,
+            consumed_events: consumed,
+            effects: Vec::new(),
+            transition,
+            lease_expires_at,
+            now,
+        };
+        match tollgate_store::rules::apply_commit(&mut self.exec, shadow) {
+            Ok(_) if self.exec.version == committed.version => {
+                self.exec.pause_requested = committed.pause_requested;
+                self.exact = true;
             }
-            Transition::Release { at } => {
-                self.exec.gate = None;
-                self.exec.lease = Some(Lease {
-                    owner: None,
-                    expires_at: at,
-                });
-            }
-            Transition::Gate { gate, .. } => {
-                self.exec.status = if gate.reason == PauseReason::Event {
-                    ExecutionStatus::Waiting
-                } else {
-                    ExecutionStatus::Paused
-                };
-                self.exec.gate = Some(gate);
-                self.exec.lease = None;
-                self.exec.pause_requested = false;
-            }
-            Transition::Finish { status, error } => {
-                self.exec.status = status;
-                self.exec.error = error;
-                self.exec.lease = None;
-                self.exec.gate = None;
+            // Cannot happen while the stores follow the rules; then the row is read back.
+            _ => {
+                tracing::warn!(execution_id = %self.exec.id, "local copy diverged from the committed row; reading it back");
+                self.exec = self.inner().store.get_execution(self.exec.id).await?;
+                self.exact = true;
             }
         }
         Ok(committed)
@@ -724,6 +728,7 @@ impl Run<'_> {
                 self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
                     .await?;
             }
+            self.exact = false;
             let version = self
                 .inner()
                 .store

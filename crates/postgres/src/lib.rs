@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 /// The notification channel commits use to wake workers.
 pub const WAKEUP_CHANNEL: &str = "tollgate_wakeup";
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Options of [`PgStore::connect`].
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -86,7 +89,18 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .test_before_acquire(true)
+            // A ping costs a round trip: pay it only for a connection that sat idle
+            // long enough to have been cut (server restart, firewall); a busy pool's
+            // connections are proven by their last use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await
             .map_err(ConnectError::Connect)?;

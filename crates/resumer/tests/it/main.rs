@@ -111,12 +111,24 @@ impl Harness {
     pub async fn start(&self, event_type: &str, payload: Value) -> Execution {
         let mut ingested = self.send(event_type, payload).await;
         assert_eq!(ingested.started.len(), 1, "one workflow should start");
-        ingested
+        let settled = ingested
             .started
             .remove(0)
             .settled(&self.engine, Duration::from_secs(10))
             .await
-            .unwrap()
+            .unwrap();
+        self.assert_stored(&settled).await;
+        settled
+    }
+
+    /// The engine answers with its local copy of the execution instead of reading it
+    /// back: it must be exactly the stored row.
+    pub async fn assert_stored(&self, execution: &Execution) {
+        let stored = self.store.get_execution(execution.id).await.unwrap();
+        assert_eq!(
+            execution, &stored,
+            "the engine's answer differs from the stored row"
+        );
     }
 
     pub async fn decide(
@@ -146,10 +158,12 @@ impl Harness {
                 json!({"note": who}),
             )
             .await?;
-        decided
+        let settled = decided
             .progress
             .settled(&self.engine, Duration::from_secs(10))
-            .await
+            .await?;
+        self.assert_stored(&settled).await;
+        Ok(settled)
     }
 
     pub async fn steps(
