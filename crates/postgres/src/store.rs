@@ -271,18 +271,6 @@ async fn insert_approval(conn: &mut PgConnection, a: &ApprovalRequest) -> Result
     Ok(())
 }
 
-async fn write_approval_state(conn: &mut PgConnection, a: &ApprovalRequest) -> Result<()> {
-    sqlx::query("UPDATE approvals SET status = $1, decisions = $2, decided_at = $3 WHERE id = $4")
-        .bind(a.status.as_str())
-        .bind(to_json(&a.decisions))
-        .bind(a.decided_at)
-        .bind(a.id)
-        .execute(conn)
-        .await
-        .map_err(backend)?;
-    Ok(())
-}
-
 async fn apply_effect(conn: &mut PgConnection, effect: &Effect, now: Timestamp) -> Result<()> {
     match effect {
         Effect::UpsertRecord {
@@ -565,145 +553,10 @@ impl WorkflowStore for PgStore {
 // ------------------------------------------------------------------ executions
 
 impl PgStore {
-    /// The hot path — continue, or release for a retry, with no effects — through the
-    /// group committer: one statement per batch of concurrent commits ([`commit_batch`]).
-    /// A step commit that enters a gate or ends the execution, without effects or
-    /// consumed events, as one data-modifying statement (one round trip instead of about
-    /// seven): the compare-and-set update of the row computes what `rules::apply_commit`
-    /// does for these transitions, and the step rows, the approval request (entering an
-    /// approval gate), the closing of open approvals (ending) and the wake-up (a gate with
-    /// a deadline) are joined to it, so they only happen if it matched. The contract
-    /// suite holds it to the same rules as the general path.
-    async fn stop_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
-        let (execution_id, owner, expected, now) =
-            (c.execution_id, c.owner.clone(), c.expected_version, c.now);
-        let mut approval = None;
-        let mut close = None;
-        let mut wakes = false;
-        // $1.. the row's new state; $19 the step rows; $20 approvals to close; $21/$22 the
-        // wake-up; $23.. the approval request.
-        let (status, set) = match &c.transition {
-            Transition::Gate {
-                gate,
-                approval: request,
-            } => {
-                approval = request.as_deref().cloned();
-                wakes = gate.deadline.is_some();
-                let status = if gate.reason == PauseReason::Event {
-                    ExecutionStatus::Waiting
-                } else {
-                    ExecutionStatus::Paused
-                };
-                (status, "gate = $11, gate_reason = $12, gate_deadline = $13, gate_event = $14, gate_approval_id = $15, paused_at = $16")
-            }
-            Transition::Finish { status, .. } => {
-                if !status.is_terminal() {
-                    return Err(Error::Invalid(format!(
-                        "a step commit cannot finish an execution as {status}"
-                    )));
-                }
-                close = Some(if *status == ExecutionStatus::TimedOut {
-                    ApprovalStatus::Expired
-                } else {
-                    ApprovalStatus::Cancelled
-                });
-                (*status, "gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, error = $17, completed_at = $18")
-            }
-            _ => return Err(Error::Invalid("not a gate or an ending".into())),
-        };
-        let mut sql = format!(
-            "WITH upd AS (UPDATE executions SET status = $4, context = $5, cursor = $6, visits = $7, steps_run = $8, result = $9, \
-                wake = NULL, updated_at = $10, version = version + 1, lease_owner = NULL, lease_expires_at = NULL, pause_requested = false, {set} \
-                WHERE id = $1 AND status = 'running' AND lease_owner = $2 AND version = $3 RETURNING version), \
-             steps AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-                SELECT {STEP_SELECT} FROM upd, jsonb_to_recordset($19) AS r(id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
-                iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
-                completed_at timestamptz, error jsonb) {STEP_UPSERT_TAIL} RETURNING 1), \
-             closed AS (UPDATE approvals SET status = $20, decided_at = $10 WHERE $20::text IS NOT NULL AND execution_id = $1 AND status = 'pending' \
-                AND EXISTS (SELECT 1 FROM upd) RETURNING 1), \
-             note AS (SELECT pg_notify($22, 'gate') WHERE $21 AND EXISTS (SELECT 1 FROM upd))"
-        );
-        if approval.is_some() {
-            sql.push_str(
-                ", appr AS (INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
-                 SELECT $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40 FROM upd RETURNING 1)",
-            );
-        }
-        sql.push_str(
-            " SELECT version, (SELECT count(*) FROM steps) AS steps, (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS noted FROM upd",
-        );
-        let (gate, error) = match &c.transition {
-            Transition::Gate { gate, .. } => (Some(gate.clone()), None),
-            Transition::Finish { error, .. } => (None, error.clone()),
-            _ => (None, None),
-        };
-        let g = gate.as_ref();
-        let mut query = sqlx::query(&sql)
-            .bind(execution_id)
-            .bind(owner.clone())
-            .bind(expected)
-            .bind(status.as_str())
-            .bind(Json(c.context.clone()))
-            .bind(c.cursor.as_ref().map(to_json))
-            .bind(to_json(&c.visits))
-            .bind(int(c.steps_run))
-            .bind(c.result.map(tollgate_model::ExecutionResult::as_str))
-            .bind(now)
-            .bind(g.map(to_json))
-            .bind(g.map(|g| g.reason.as_str()))
-            .bind(g.and_then(|g| g.deadline))
-            .bind(g.and_then(|g| g.event.clone()))
-            .bind(g.and_then(|g| g.approval_id))
-            .bind(g.map(|g| g.paused_at))
-            .bind(error.as_ref().map(to_json))
-            .bind(Some(now))
-            .bind(to_json(&c.records))
-            .bind(close.map(ApprovalStatus::as_str))
-            .bind(wakes)
-            .bind(WAKEUP_CHANNEL);
-        if let Some(a) = &approval {
-            query = query
-                .bind(a.id)
-                .bind(a.execution_id)
-                .bind(a.step_id.clone())
-                .bind(int(a.visit))
-                .bind(a.entity_type.clone())
-                .bind(a.entity_id.clone())
-                .bind(a.approver_roles.clone())
-                .bind(a.approver_users.clone())
-                .bind(int(a.required))
-                .bind(a.status.as_str())
-                .bind(a.reason.clone())
-                .bind(Json(a.data.clone()))
-                .bind(to_json(&a.decisions))
-                .bind(a.requested_by.clone())
-                .bind(a.allow_self_approval)
-                .bind(a.requested_at)
-                .bind(a.expires_at)
-                .bind(a.decided_at);
-        }
-        let row = query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|err| match backend(err) {
-                Error::Conflict(_) if approval.is_some() => Error::Conflict(format!(
-                    "approval {} already exists",
-                    approval.as_ref().map(|a| a.id).unwrap_or_default()
-                )),
-                other => other,
-            })?;
-        match row {
-            Some(row) => Ok(Committed {
-                version: row.try_get("version").map_err(backend)?,
-                pause_requested: false,
-            }),
-            None => {
-                let execution = self.get_execution(execution_id).await?;
-                Err(rules::refusal(&execution, &owner, Some(expected)))
-            }
-        }
-    }
-
+    /// Every step commit without effects or consumed events — continue, release for a
+    /// retry, enter a gate, end — goes through the group committer: one statement per
+    /// batch of concurrent commits ([`commit_batch`]), each keeping its own
+    /// compare-and-set.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
         match self.committer.commit(c).await? {
@@ -717,13 +570,24 @@ impl PgStore {
     }
 }
 
-const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, context jsonb, \
-        cursor jsonb, visits jsonb, steps_run int, result text, release boolean, expires timestamptz, now timestamptz)), \
-     upd AS (UPDATE executions e SET context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
-        wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
-        lease_owner = CASE WHEN v.release THEN NULL ELSE e.lease_owner END, lease_expires_at = v.expires, version = e.version + 1, updated_at = v.now \
-        FROM v WHERE e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
-        RETURNING v.slot, e.version, e.pause_requested, v.release), \
+/// One batch of effect-free step commits. `v` holds each commit's new row state as
+/// computed by [`batch_row`] (what `rules::apply_commit` does for its transition); the
+/// step rows, the approval request of a gate, the closing of an ending execution's open
+/// approvals and the wake-up are joined to the update of their own execution, so they
+/// only happen where its compare-and-set matched.
+const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
+        context jsonb, cursor jsonb, visits jsonb, steps_run int, result text, expires timestamptz, now timestamptz, gate jsonb, gate_reason text, \
+        gate_deadline timestamptz, gate_event text, gate_approval_id uuid, paused_at timestamptz, error jsonb, close text, wakes boolean)), \
+     upd AS (UPDATE executions e SET status = v.status, context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
+        wake = NULL, gate = v.gate, gate_reason = v.gate_reason, gate_deadline = v.gate_deadline, gate_event = v.gate_event, \
+        gate_approval_id = v.gate_approval_id, paused_at = v.paused_at, \
+        lease_owner = CASE WHEN v.kind = 'continue' THEN e.lease_owner END, lease_expires_at = v.expires, \
+        pause_requested = CASE WHEN v.kind IN ('gate', 'finish') THEN false ELSE e.pause_requested END, \
+        error = CASE WHEN v.kind = 'finish' THEN v.error ELSE e.error END, \
+        completed_at = CASE WHEN v.kind = 'finish' THEN v.now ELSE e.completed_at END, \
+        version = e.version + 1, updated_at = v.now \
+        FROM v WHERE e.id = ANY($5) AND e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
+        RETURNING v.slot, e.id, e.version, e.pause_requested, v.kind, v.close, v.wakes, v.now), \
      ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
         SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
             COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error \
@@ -732,43 +596,114 @@ const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) 
         JOIN upd ON upd.slot = r.slot \
         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, warnings = EXCLUDED.warnings, \
             started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error RETURNING 1), \
-     note AS (SELECT pg_notify($3, 'release') WHERE EXISTS (SELECT 1 FROM upd WHERE release)) \
-     SELECT slot, version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM note) AS notified FROM upd";
+     appr AS (INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, \
+            data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+        SELECT a.id, a.execution_id, a.step_id, a.visit, a.entity_type, a.entity_id, a.approver_roles, a.approver_users, a.required, a.status, a.reason, \
+            COALESCE(a.data, 'null'::jsonb), COALESCE(a.decisions, '[]'::jsonb), a.requested_by, a.allow_self_approval, a.requested_at, a.expires_at, a.decided_at \
+        FROM jsonb_to_recordset($3) AS a(slot int, id uuid, execution_id uuid, step_id text, visit int, entity_type text, entity_id text, \
+            approver_roles text[], approver_users text[], required int, status text, reason text, data jsonb, decisions jsonb, requested_by text, \
+            allow_self_approval boolean, requested_at timestamptz, expires_at timestamptz, decided_at timestamptz) \
+        JOIN upd ON upd.slot = a.slot RETURNING 1), \
+     closed AS (UPDATE approvals a SET status = upd.close, decided_at = upd.now FROM upd \
+        WHERE upd.close IS NOT NULL AND a.execution_id = upd.id AND a.status = 'pending' RETURNING 1), \
+     note AS (SELECT pg_notify($4, 'commit') WHERE EXISTS (SELECT 1 FROM upd WHERE kind = 'release' OR wakes)) \
+     SELECT slot, version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM appr) AS requested, \
+        (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd";
 
-/// Commits `Continue`/`Release` step commits without effects in one statement; returns,
-/// per commit, its new state or `None` when its compare-and-set did not match. The
-/// transition is exactly `rules::apply_commit`'s for those two cases.
+/// One commit's row of the batch: the execution's state after its transition.
+fn batch_row(slot: usize, c: &StepCommit) -> Value {
+    let mut row = json!({
+        "slot": slot, "id": c.execution_id, "owner": c.owner, "expected": c.expected_version,
+        "context": c.context, "cursor": c.cursor, "visits": c.visits, "steps_run": c.steps_run,
+        "result": c.result, "now": c.now, "wakes": false,
+    });
+    let extra = match &c.transition {
+        Transition::Continue => {
+            json!({"kind": "continue", "status": "running", "expires": c.lease_expires_at})
+        }
+        Transition::Release { at } => {
+            json!({"kind": "release", "status": "running", "expires": at})
+        }
+        Transition::Gate { gate, .. } => {
+            let status = if gate.reason == PauseReason::Event {
+                ExecutionStatus::Waiting
+            } else {
+                ExecutionStatus::Paused
+            };
+            json!({"kind": "gate", "status": status.as_str(), "gate": gate, "gate_reason": gate.reason.as_str(),
+                "gate_deadline": gate.deadline, "gate_event": gate.event, "gate_approval_id": gate.approval_id,
+                "paused_at": gate.paused_at, "wakes": gate.deadline.is_some()})
+        }
+        Transition::Finish { status, error } => {
+            let close = if *status == ExecutionStatus::TimedOut {
+                ApprovalStatus::Expired
+            } else {
+                ApprovalStatus::Cancelled
+            };
+            json!({"kind": "finish", "status": status.as_str(), "error": error, "close": close.as_str()})
+        }
+    };
+    if let (Value::Object(row), Value::Object(extra)) = (&mut row, extra) {
+        row.extend(extra);
+    }
+    row
+}
+
+/// Commits step commits without effects or consumed events (any transition) in one
+/// statement; returns, per commit, its new state or `None` when its compare-and-set did
+/// not match. The transitions are exactly `rules::apply_commit`'s.
 pub(crate) async fn commit_batch(
     pool: &sqlx::PgPool,
     commits: &[StepCommit],
 ) -> Result<Vec<Option<Committed>>> {
     let mut executions = Vec::with_capacity(commits.len());
     let mut records = Vec::new();
+    let mut approvals = Vec::new();
+    let slotted = |slot: usize, value: Value| -> Value {
+        let mut value = value;
+        if let Value::Object(map) = &mut value {
+            map.insert("slot".into(), json!(slot));
+        }
+        value
+    };
     for (slot, c) in commits.iter().enumerate() {
-        let (release, expires) = match c.transition {
-            Transition::Release { at } => (true, at),
-            _ => (false, c.lease_expires_at),
-        };
-        executions.push(json!({
-            "slot": slot, "id": c.execution_id, "owner": c.owner, "expected": c.expected_version,
-            "context": c.context, "cursor": c.cursor, "visits": c.visits, "steps_run": c.steps_run,
-            "result": c.result, "release": release, "expires": expires, "now": c.now,
-        }));
+        executions.push(batch_row(slot, c));
         for record in &c.records {
-            let mut value = serde_json::to_value(record).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut value {
-                map.insert("slot".into(), json!(slot));
-            }
-            records.push(value);
+            records.push(slotted(
+                slot,
+                serde_json::to_value(record).unwrap_or(Value::Null),
+            ));
+        }
+        if let Transition::Gate {
+            approval: Some(approval),
+            ..
+        } = &c.transition
+        {
+            approvals.push(slotted(
+                slot,
+                serde_json::to_value(approval).unwrap_or(Value::Null),
+            ));
         }
     }
     let rows = sqlx::query(GROUP_COMMIT_SQL)
         .bind(to_json(&executions))
         .bind(to_json(&records))
+        .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
+        .bind(commits.iter().map(|c| c.execution_id).collect::<Vec<_>>())
         .fetch_all(pool)
         .await
-        .map_err(backend)?;
+        .map_err(|err| match (&err, commits) {
+            // Alone (the committer retries a failed batch commit by commit), a
+            // duplicate approval id is this commit's conflict.
+            (sqlx::Error::Database(db), [c]) if db.is_unique_violation() => match &c.transition {
+                Transition::Gate {
+                    approval: Some(a), ..
+                } => Error::Conflict(format!("approval {} already exists", a.id)),
+                _ => backend(err),
+            },
+            _ => backend(err),
+        })?;
     let mut results = vec![None; commits.len()];
     for row in rows {
         let slot: i32 = row.try_get("slot").map_err(backend)?;
@@ -976,23 +911,15 @@ impl ExecutionStore for PgStore {
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
-        if step.effects.is_empty()
-            && step.consumed_events.is_empty()
-            && matches!(
-                step.transition,
-                Transition::Continue | Transition::Release { .. }
-            )
-        {
-            return self.commit_in_one_statement(step).await;
+        if let Transition::Finish { status, .. } = &step.transition {
+            if !status.is_terminal() {
+                return Err(Error::Invalid(format!(
+                    "a step commit cannot finish an execution as {status}"
+                )));
+            }
         }
-        if step.effects.is_empty()
-            && step.consumed_events.is_empty()
-            && matches!(
-                step.transition,
-                Transition::Gate { .. } | Transition::Finish { .. }
-            )
-        {
-            return self.stop_in_one_statement(step).await;
+        if step.effects.is_empty() && step.consumed_events.is_empty() {
+            return self.commit_in_one_statement(step).await;
         }
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, step.execution_id, true).await?;
@@ -1396,7 +1323,59 @@ impl Decider {
     }
 }
 
+/// The rows a batch of decisions writes, collected while the decisions are applied in
+/// arrival order and written together in one statement.
+#[derive(Default)]
+struct DecisionWrites {
+    /// Final state of each touched request, by id.
+    approvals: std::collections::BTreeMap<Uuid, Value>,
+    /// Final state of each claimed execution, by id (as its table's columns).
+    executions: std::collections::BTreeMap<Uuid, Value>,
+    /// One audit row per claiming decision.
+    audits: Vec<Value>,
+}
+
+/// The execution's row as a JSON object keyed by the `executions` columns (what
+/// [`bind_execution`] binds), for `jsonb_populate_recordset`.
+fn execution_row(e: &Execution) -> Value {
+    let gate = e.gate.as_ref();
+    json!({
+        "id": e.id, "workflow_id": e.workflow_id, "workflow_key": e.workflow_key,
+        "workflow_version": e.workflow_version, "snapshot_id": e.snapshot_id,
+        "status": e.status.as_str(), "result": e.result.map(tollgate_model::ExecutionResult::as_str),
+        "trigger_event": e.trigger_event, "trigger_payload": e.trigger_payload, "context": e.context,
+        "cursor": e.cursor, "visits": e.visits, "steps_run": e.steps_run, "version": e.version,
+        "lease_owner": e.lease.as_ref().and_then(|l| l.owner.clone()),
+        "lease_expires_at": e.lease.as_ref().map(|l| l.expires_at),
+        "gate": gate, "gate_reason": gate.map(|g| g.reason.as_str()),
+        "gate_deadline": gate.and_then(|g| g.deadline), "gate_event": gate.and_then(|g| g.event.clone()),
+        "gate_approval_id": gate.and_then(|g| g.approval_id), "paused_at": gate.map(|g| g.paused_at),
+        "wake": e.wake, "pause_requested": e.pause_requested, "deadline": e.deadline,
+        "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at, "started_at": e.started_at,
+        "completed_at": e.completed_at, "updated_at": e.updated_at, "error": e.error,
+        "requested_by": e.requested_by, "consumed_events": e.consumed_events,
+    })
+}
+
+/// `SET` list writing every column but `id` from the recordset `v`; `jsonb_populate_recordset`
+/// reads a JSON `null` as SQL NULL, so the NOT NULL documents are put back as JSON.
+fn execution_set_from_v() -> String {
+    EXECUTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .map(|c| match c {
+            "trigger_payload" | "context" | "visits" => {
+                format!("{c} = COALESCE(v.{c}, 'null'::jsonb)")
+            }
+            _ => format!("{c} = v.{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decides a batch in one transaction; `Err` only for a database error (nothing written).
+/// Four round trips whatever the batch size: begin, one locked read, one write, commit.
 async fn decide_batch(
     pool: &sqlx::PgPool,
     requests: &[DecideRequest],
@@ -1423,30 +1402,61 @@ async fn decide_batch(
         executions.insert(execution.id, execution);
         approvals.insert(approval.id, approval);
     }
-    let mut results = Vec::with_capacity(requests.len());
-    for request in requests {
-        let result = decide_one(&mut tx, &mut approvals, &mut executions, request).await?;
-        results.push(result);
+    let mut writes = DecisionWrites::default();
+    let results: Vec<Result<Decided>> = requests
+        .iter()
+        .map(|request| decide_one(&mut approvals, &mut executions, &mut writes, request))
+        .collect();
+    if !writes.approvals.is_empty() {
+        let sql = format!(
+            "WITH e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
+                WHERE executions.id = ANY($4) AND executions.id = v.id RETURNING 1), \
+             a AS (UPDATE approvals SET status = v.status, decisions = v.decisions, decided_at = v.decided_at \
+                FROM jsonb_to_recordset($2) AS v(id uuid, status text, decisions jsonb, decided_at timestamptz) \
+                WHERE approvals.id = ANY($5) AND approvals.id = v.id RETURNING 1), \
+             r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+                SELECT v.id, v.execution_id, 'approval', v.actor, v.data, v.at, v.at, 'resumed', NULL \
+                FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1) \
+             SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
+            execution_set_from_v()
+        );
+        // The ids again as arrays: `= ANY` on the primary keys makes the planner look the
+        // rows up by key, whatever its (possibly stale) estimate of the recordsets.
+        let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
+        let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
+        sqlx::query(&sql)
+            .bind(Json(Value::Array(
+                writes.executions.into_values().collect::<Vec<_>>(),
+            )))
+            .bind(Json(Value::Array(
+                writes.approvals.into_values().collect::<Vec<_>>(),
+            )))
+            .bind(Json(Value::Array(writes.audits)))
+            .bind(execution_ids)
+            .bind(approval_ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
     }
     commit(tx).await?;
     Ok(results)
 }
 
-/// Applies one decision to the batch's locked rows and writes it; the outer `Err` is a
-/// database error, the inner one this decision's refusal.
-async fn decide_one(
-    tx: &mut Tx,
+/// Applies one decision to the batch's locked rows and records what to write; `Err` is
+/// this decision's refusal (nothing recorded for it).
+fn decide_one(
     approvals: &mut std::collections::HashMap<Uuid, ApprovalRequest>,
     executions: &mut std::collections::HashMap<Uuid, Execution>,
+    writes: &mut DecisionWrites,
     request: &DecideRequest,
-) -> Result<Result<Decided>> {
+) -> Result<Decided> {
     let approval_id = request.approval_id;
     let now = request.now;
     let Some(approval) = approvals.get_mut(&approval_id) else {
-        return Ok(Err(Error::not_found("approval", approval_id)));
+        return Err(Error::not_found("approval", approval_id));
     };
     let Some(execution) = executions.get_mut(&approval.execution_id) else {
-        return Ok(Err(Error::not_found("execution", approval.execution_id)));
+        return Err(Error::not_found("execution", approval.execution_id));
     };
     let decision = request.decision.clone();
     let (decided_by, reason, data, kind) = (
@@ -1457,26 +1467,28 @@ async fn decide_one(
     );
     // Refusals change nothing: work on copies and keep them only on success.
     let mut next_approval = approval.clone();
-    let status = match next_approval.apply(decision) {
-        Ok(status) => status,
-        Err(refusal) => return Ok(Err(Error::Conflict(refusal.to_string()))),
-    };
+    let status = next_approval
+        .apply(decision)
+        .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
+    let approval_row = |a: &ApprovalRequest| json!({"id": a.id, "status": a.status.as_str(), "decisions": a.decisions, "decided_at": a.decided_at});
     if status == ApprovalStatus::Pending {
-        write_approval_state(tx, &next_approval).await?;
+        writes
+            .approvals
+            .insert(approval_id, approval_row(&next_approval));
         *approval = next_approval;
-        return Ok(Ok(Decided {
+        return Ok(Decided {
             approval: approval.clone(),
             execution: execution.clone(),
             claimed: false,
-        }));
+        });
     }
     let at_gate = execution.status == ExecutionStatus::Paused
         && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
     if !at_gate {
-        return Ok(Err(Error::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "execution {} is {} and no longer waits for approval {approval_id}",
             execution.id, execution.status
-        ))));
+        )));
     }
     let mut next_execution = execution.clone();
     let wake = Wake::Approval {
@@ -1488,37 +1500,23 @@ async fn decide_one(
         decided_at: now,
     };
     rules::resume(&mut next_execution, wake, &request.claim, now);
-    // Every write of this decision in one statement: the execution ($1-$33), the request,
-    // the audit row.
-    let sql = format!(
-        "WITH e AS ({}), \
-         a AS (UPDATE approvals SET status = $34, decisions = $35, decided_at = $36 WHERE id = $37 RETURNING 1), \
-         r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
-            VALUES ($38, $1, 'approval', $39, $40, $41, $41, 'resumed', NULL) RETURNING 1) \
-         SELECT (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
-        upsert_execution_sql()
-    );
-    bind_execution(sqlx::query(&sql), &next_execution)
-        .bind(next_approval.status.as_str())
-        .bind(to_json(&next_approval.decisions))
-        .bind(next_approval.decided_at)
-        .bind(approval_id)
-        .bind(Uuid::now_v7())
-        .bind(decided_by)
-        .bind(Json(
-            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
-        ))
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(backend)?;
+    writes
+        .approvals
+        .insert(approval_id, approval_row(&next_approval));
+    writes
+        .executions
+        .insert(next_execution.id, execution_row(&next_execution));
+    writes.audits.push(json!({
+        "id": Uuid::now_v7(), "execution_id": next_execution.id, "actor": decided_by, "at": now,
+        "data": {"approval_id": approval_id, "decision": kind, "reason": reason, "data": data},
+    }));
     *approval = next_approval;
     *execution = next_execution;
-    Ok(Ok(Decided {
+    Ok(Decided {
         approval: approval.clone(),
         execution: execution.clone(),
         claimed: true,
-    }))
+    })
 }
 
 // ------------------------------------------------------------------ events and the rest
