@@ -14,7 +14,7 @@ use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
     ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
-use tollgate_model::{ExecutionStatus, PauseReason, WorkflowDefinition};
+use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
     ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
@@ -625,22 +625,13 @@ fn batch_row(slot: usize, c: &StepCommit) -> Value {
             json!({"kind": "release", "status": "running", "expires": at})
         }
         Transition::Gate { gate, .. } => {
-            let status = if gate.reason == PauseReason::Event {
-                ExecutionStatus::Waiting
-            } else {
-                ExecutionStatus::Paused
-            };
-            json!({"kind": "gate", "status": status.as_str(), "gate": gate, "gate_reason": gate.reason.as_str(),
+            json!({"kind": "gate", "status": rules::gated_status(gate).as_str(), "gate": gate, "gate_reason": gate.reason.as_str(),
                 "gate_deadline": gate.deadline, "gate_event": gate.event, "gate_approval_id": gate.approval_id,
                 "paused_at": gate.paused_at, "wakes": gate.deadline.is_some()})
         }
         Transition::Finish { status, error } => {
-            let close = if *status == ExecutionStatus::TimedOut {
-                ApprovalStatus::Expired
-            } else {
-                ApprovalStatus::Cancelled
-            };
-            json!({"kind": "finish", "status": status.as_str(), "error": error, "close": close.as_str()})
+            json!({"kind": "finish", "status": status.as_str(), "error": error,
+                "close": rules::closing_status(*status).as_str()})
         }
     };
     if let (Value::Object(row), Value::Object(extra)) = (&mut row, extra) {
@@ -659,8 +650,7 @@ pub(crate) async fn commit_batch(
     let mut executions = Vec::with_capacity(commits.len());
     let mut records = Vec::new();
     let mut approvals = Vec::new();
-    let slotted = |slot: usize, value: Value| -> Value {
-        let mut value = value;
+    let slotted = |slot: usize, mut value: Value| -> Value {
         if let Value::Object(map) = &mut value {
             map.insert("slot".into(), json!(slot));
         }
@@ -1374,6 +1364,23 @@ fn execution_set_from_v() -> String {
         .join(", ")
 }
 
+/// Every write of a batch of decisions: claimed executions ($1, their ids $4), touched
+/// requests ($2, their ids $5), audit rows ($3).
+static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
+            WHERE executions.id = ANY($4) AND executions.id = v.id RETURNING 1), \
+         a AS (UPDATE approvals SET status = v.status, decisions = v.decisions, decided_at = v.decided_at \
+            FROM jsonb_to_recordset($2) AS v(id uuid, status text, decisions jsonb, decided_at timestamptz) \
+            WHERE approvals.id = ANY($5) AND approvals.id = v.id RETURNING 1), \
+         r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+            SELECT v.id, v.execution_id, 'approval', v.actor, v.data, v.at, v.at, 'resumed', NULL \
+            FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1) \
+         SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
+        execution_set_from_v()
+    )
+});
+
 /// Decides a batch in one transaction; `Err` only for a database error (nothing written).
 /// Four round trips whatever the batch size: begin, one locked read, one write, commit.
 async fn decide_batch(
@@ -1408,23 +1415,12 @@ async fn decide_batch(
         .map(|request| decide_one(&mut approvals, &mut executions, &mut writes, request))
         .collect();
     if !writes.approvals.is_empty() {
-        let sql = format!(
-            "WITH e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
-                WHERE executions.id = ANY($4) AND executions.id = v.id RETURNING 1), \
-             a AS (UPDATE approvals SET status = v.status, decisions = v.decisions, decided_at = v.decided_at \
-                FROM jsonb_to_recordset($2) AS v(id uuid, status text, decisions jsonb, decided_at timestamptz) \
-                WHERE approvals.id = ANY($5) AND approvals.id = v.id RETURNING 1), \
-             r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
-                SELECT v.id, v.execution_id, 'approval', v.actor, v.data, v.at, v.at, 'resumed', NULL \
-                FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1) \
-             SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
-            execution_set_from_v()
-        );
+        let sql: &str = &DECISION_WRITES_SQL;
         // The ids again as arrays: `= ANY` on the primary keys makes the planner look the
         // rows up by key, whatever its (possibly stale) estimate of the recordsets.
         let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
         let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
-        sqlx::query(&sql)
+        sqlx::query(sql)
             .bind(Json(Value::Array(
                 writes.executions.into_values().collect::<Vec<_>>(),
             )))

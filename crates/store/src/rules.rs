@@ -146,19 +146,32 @@ pub struct CommitWrites {
     pub committed: Committed,
 }
 
+/// The status an execution has at `gate`: `waiting` for an event, else `paused`.
+pub fn gated_status(gate: &Gate) -> ExecutionStatus {
+    if gate.reason == PauseReason::Event {
+        ExecutionStatus::Waiting
+    } else {
+        ExecutionStatus::Paused
+    }
+}
+
+/// What an execution ending as `status` makes of its still-pending approval requests:
+/// `expired` when it timed out, else `cancelled`.
+pub fn closing_status(status: ExecutionStatus) -> ApprovalStatus {
+    if status == ExecutionStatus::TimedOut {
+        ApprovalStatus::Expired
+    } else {
+        ApprovalStatus::Cancelled
+    }
+}
+
 /// Validates `commit` against the execution and applies it (see
 /// [`crate::ExecutionStore::commit_step`]); on error nothing was changed.
 pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<CommitWrites> {
     check_lease(execution, &commit.owner, Some(commit.expected_version))?;
     let new_status = match &commit.transition {
         Transition::Continue | Transition::Release { .. } => ExecutionStatus::Running,
-        Transition::Gate { gate, .. } => {
-            if gate.reason == PauseReason::Event {
-                ExecutionStatus::Waiting
-            } else {
-                ExecutionStatus::Paused
-            }
-        }
+        Transition::Gate { gate, .. } => gated_status(gate),
         Transition::Finish { status, .. } => {
             if !status.is_terminal() {
                 return Err(Error::Invalid(format!(
@@ -227,11 +240,7 @@ pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<Com
         }
         Transition::Finish { status, error } => {
             end(execution, status, error, now);
-            close_approvals = Some(if status == ExecutionStatus::TimedOut {
-                ApprovalStatus::Expired
-            } else {
-                ApprovalStatus::Cancelled
-            });
+            close_approvals = Some(closing_status(status));
         }
     }
     Ok(CommitWrites {
