@@ -19,7 +19,7 @@ use tollgate_model::records::{
 use tollgate_model::{
     ErrorKind, ExecutionResult, ExecutionStatus, PauseReason, WorkflowDefinition,
 };
-use tollgate_store::{Committed, Effect, LeaseClaim, StepCommit, Store, Transition};
+use tollgate_store::{Committed, Effect, LeaseClaim, Starting, StepCommit, Store, Transition};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -360,6 +360,47 @@ impl Engine {
         self.advance(execution).await
     }
 
+    /// Runs a [`Self::prepare`]d execution ahead of storage: its side-effect-free steps
+    /// run in memory up to the first one that needs it stored (a side effect, a wait, a
+    /// context load, a retry) or to its first gate or its end. The caller stores the
+    /// result in one transaction with whatever starts it
+    /// ([`tollgate_store::EventStore::insert_event_starting`]), so an event and its
+    /// executions' first steps are durable together or not at all; a crash before that
+    /// loses nothing that running again would not redo identically.
+    pub async fn run_ahead(&self, execution: Execution) -> Result<Ahead> {
+        let compiled = self.compiled(&execution.snapshot_id).await?;
+        let mut run = Run {
+            engine: self,
+            exec: execution,
+            compiled,
+            pending: Vec::new(),
+            exact: false,
+            ahead: Some(Deferred::default()),
+        };
+        let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
+        run.drive().instrument(span).await?;
+        let deferred = run.ahead.take().unwrap_or_default();
+        let (records, approval, transition) = match deferred.commit {
+            Some(commit) => {
+                let approval = match &commit.transition {
+                    Transition::Gate { approval, .. } => approval.as_deref().cloned(),
+                    _ => None,
+                };
+                (commit.records, approval, Some(commit.transition))
+            }
+            None => (Vec::new(), None, None),
+        };
+        Ok(Ahead {
+            starting: Starting {
+                execution: run.exec,
+                records,
+                approval,
+            },
+            metrics: deferred.metrics,
+            ended_or_gated: transition,
+        })
+    }
+
     /// Runs an execution this worker holds (`running`, leased by [`Self::worker_id`])
     /// until it stops at a gate, waits for a retry, or ends; returns it as stored then.
     /// [`Error::Lost`] when another worker took it over or it was cancelled meanwhile.
@@ -372,6 +413,7 @@ impl Engine {
             compiled,
             pending: Vec::new(),
             exact: false,
+            ahead: None,
         };
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
@@ -385,6 +427,41 @@ impl Engine {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+/// An execution run ahead of storage by [`Engine::run_ahead`].
+#[derive(Debug)]
+pub struct Ahead {
+    /// What to store: the execution as it stands, with its step records and approval.
+    pub starting: Starting,
+    metrics: Vec<(String, Option<i64>)>,
+    ended_or_gated: Option<Transition>,
+}
+
+impl Ahead {
+    /// Records the metrics of the steps it ran; call once it is stored.
+    pub fn record_stored(&self) {
+        if let Some(transition) = &self.ended_or_gated {
+            record_commit_metrics(&self.metrics, transition);
+        }
+    }
+
+    /// What to store, leaving the execution here (the records and the approval are moved
+    /// out, not copied).
+    pub fn take_starting(&mut self) -> Starting {
+        Starting {
+            execution: self.starting.execution.clone(),
+            records: std::mem::take(&mut self.starting.records),
+            approval: self.starting.approval.take(),
+        }
+    }
+
+    /// True when the creating worker should go on advancing it once stored (it stopped
+    /// before a step that needs the stored execution, still leased by this worker).
+    pub fn needs_advancing(&self) -> bool {
+        let e = &self.starting.execution;
+        e.status == ExecutionStatus::Running && e.lease.as_ref().is_some_and(|l| l.owner.is_some())
     }
 }
 
@@ -403,6 +480,17 @@ struct Run<'e> {
     /// True when `exec` is known to equal the stored row: right after one of our
     /// commits, until another write (a step start) changes it.
     exact: bool,
+    /// Running ahead of storage ([`Engine::run_ahead`]): the execution is not stored yet,
+    /// so only side-effect-free steps run, and the first commit is kept here instead of
+    /// being sent — it stops the run.
+    ahead: Option<Deferred>,
+}
+
+/// The commit a run ahead stopped with, and the metrics to record once it is stored.
+#[derive(Default)]
+struct Deferred {
+    commit: Option<StepCommit>,
+    metrics: Vec<(String, Option<i64>)>,
 }
 
 /// A step attempt's outcome at the top level.
@@ -436,6 +524,34 @@ impl Run<'_> {
         &self.compiled.definition
     }
 
+    /// Whether the next thing to do can run before the execution is stored: a step (or
+    /// the end) that touches nothing outside the engine, cannot wait or sleep, and reads
+    /// nothing stored — so that running it later, from the stored cursor, would do the
+    /// same. Context loads, side effects, waits (which look for early events), retries
+    /// and step timeouts wait for the stored execution.
+    fn can_run_ahead(&self) -> bool {
+        if self.exec.wake.is_some() || self.exec.pause_requested {
+            return false;
+        }
+        if !self.definition().context.load.is_empty()
+            && !self.exec.visits.contains_key(CONTEXT_STEP)
+        {
+            return false;
+        }
+        let Some(cursor) = &self.exec.cursor else {
+            return true;
+        };
+        self.compiled
+            .definition
+            .step(&cursor.step_id)
+            .is_none_or(|step| {
+                !step.has_side_effects()
+                    && !matches!(step.kind, StepKind::Wait { .. })
+                    && step.retry.is_none()
+                    && step.timeout.is_none()
+            })
+    }
+
     fn owned_by_me(&self) -> bool {
         self.exec.status == ExecutionStatus::Running
             && self.exec.lease.as_ref().and_then(|l| l.owner.as_deref())
@@ -446,6 +562,15 @@ impl Run<'_> {
         loop {
             if !self.owned_by_me() {
                 return Ok(());
+            }
+            if let Some(deferred) = &self.ahead {
+                if deferred.commit.is_some() || !self.can_run_ahead() {
+                    if deferred.commit.is_none() && !self.pending.is_empty() {
+                        self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
+                            .await?;
+                    }
+                    return Ok(());
+                }
             }
             let now = self.now();
             if let Some(deadline) = self.exec.deadline.filter(|d| *d <= now) {
@@ -533,8 +658,27 @@ impl Run<'_> {
             now,
         };
         let lease_expires_at = commit.lease_expires_at;
-        let committed = self.inner().store.commit_step(commit).await?;
-        record_commit_metrics(&commit_records, &transition);
+        let committed = match self.ahead.as_mut() {
+            // Not stored yet: keep the commit for the insert, and stop (see `drive`).
+            Some(deferred) => {
+                if !commit.effects.is_empty() || !commit.consumed_events.is_empty() {
+                    return Err(Error::Store(tollgate_store::Error::Invalid(
+                        "a step with effects cannot run ahead of storage".into(),
+                    )));
+                }
+                deferred.commit = Some(commit);
+                deferred.metrics = commit_records;
+                Committed {
+                    version: self.exec.version + 1,
+                    pause_requested: false,
+                }
+            }
+            None => {
+                let committed = self.inner().store.commit_step(commit).await?;
+                record_commit_metrics(&commit_records, &transition);
+                committed
+            }
+        };
         // The stored row is now exactly what the store's rules make of the row we held
         // and this commit (the compare-and-set proved nobody else changed it): apply the
         // same rules to the local copy instead of reading the row back.

@@ -76,6 +76,7 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
     pub(crate) decider: store::Decider,
+    pub(crate) events: store::EventCommitter,
 }
 
 impl PgStore {
@@ -115,10 +116,12 @@ impl PgStore {
             )
         };
         let decider = store::Decider::spawn(pool.clone());
+        let events = store::EventCommitter::spawn(pool.clone());
         Ok(Self {
             pool,
             committer,
             decider,
+            events,
         })
     }
 

@@ -1,6 +1,5 @@
 //! The trait implementations on PostgreSQL.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,8 +18,8 @@ use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
     ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
     EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
-    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, StepCommit,
-    Transition, WorkflowFilter, WorkflowStore,
+    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, Starting,
+    StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -570,12 +569,36 @@ impl PgStore {
     }
 }
 
+/// Inserts approval requests from the JSON recordset parameter `$param` (alias `a`, with
+/// a `slot` column to join on); the statement appends its join and `RETURNING`.
+fn approvals_from_recordset(param: usize) -> String {
+    format!("INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, \
+        data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+    SELECT a.id, a.execution_id, a.step_id, a.visit, a.entity_type, a.entity_id, a.approver_roles, a.approver_users, a.required, a.status, a.reason, \
+        COALESCE(a.data, 'null'::jsonb), COALESCE(a.decisions, '[]'::jsonb), a.requested_by, a.allow_self_approval, a.requested_at, a.expires_at, a.decided_at \
+    FROM jsonb_to_recordset(${param}) AS a(slot int, id uuid, execution_id uuid, step_id text, visit int, entity_type text, entity_id text, \
+        approver_roles text[], approver_users text[], required int, status text, reason text, data jsonb, decisions jsonb, requested_by text, \
+        allow_self_approval boolean, requested_at timestamptz, expires_at timestamptz, decided_at timestamptz)")
+}
+
+/// Inserts step records from the JSON recordset parameter `$param` (alias `r`, with its
+/// position as `r.ord`: records keep their order); the statement appends its filter,
+/// `ORDER BY r.ord` and what follows.
+fn steps_from_recordset(param: usize) -> String {
+    format!("INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+        SELECT {STEP_SELECT} FROM ROWS FROM (jsonb_to_recordset(${param}) AS (id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
+        iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
+        completed_at timestamptz, error jsonb)) WITH ORDINALITY AS r(id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, \
+        status, input, output, warnings, started_at, completed_at, error, ord)")
+}
+
 /// One batch of effect-free step commits. `v` holds each commit's new row state as
 /// computed by [`batch_row`] (what `rules::apply_commit` does for its transition); the
 /// step rows, the approval request of a gate, the closing of an ending execution's open
 /// approvals and the wake-up are joined to the update of their own execution, so they
 /// only happen where its compare-and-set matched.
-const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
+static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
         context jsonb, cursor jsonb, visits jsonb, steps_run int, result text, expires timestamptz, now timestamptz, gate jsonb, gate_reason text, \
         gate_deadline timestamptz, gate_event text, gate_approval_id uuid, paused_at timestamptz, error jsonb, close text, wakes boolean)), \
      upd AS (UPDATE executions e SET status = v.status, context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
@@ -596,19 +619,13 @@ const GROUP_COMMIT_SQL: &str = "WITH v AS (SELECT * FROM jsonb_to_recordset($1) 
         JOIN upd ON upd.slot = r.slot \
         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, warnings = EXCLUDED.warnings, \
             started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error RETURNING 1), \
-     appr AS (INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, \
-            data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
-        SELECT a.id, a.execution_id, a.step_id, a.visit, a.entity_type, a.entity_id, a.approver_roles, a.approver_users, a.required, a.status, a.reason, \
-            COALESCE(a.data, 'null'::jsonb), COALESCE(a.decisions, '[]'::jsonb), a.requested_by, a.allow_self_approval, a.requested_at, a.expires_at, a.decided_at \
-        FROM jsonb_to_recordset($3) AS a(slot int, id uuid, execution_id uuid, step_id text, visit int, entity_type text, entity_id text, \
-            approver_roles text[], approver_users text[], required int, status text, reason text, data jsonb, decisions jsonb, requested_by text, \
-            allow_self_approval boolean, requested_at timestamptz, expires_at timestamptz, decided_at timestamptz) \
-        JOIN upd ON upd.slot = a.slot RETURNING 1), \
+     appr AS ({} JOIN upd ON upd.slot = a.slot RETURNING 1), \
      closed AS (UPDATE approvals a SET status = upd.close, decided_at = upd.now FROM upd \
         WHERE upd.close IS NOT NULL AND a.execution_id = upd.id AND a.status = 'pending' RETURNING 1), \
      note AS (SELECT pg_notify($4, 'commit') WHERE EXISTS (SELECT 1 FROM upd WHERE kind = 'release' OR wakes)) \
      SELECT slot, version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM appr) AS requested, \
-        (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd";
+        (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd", approvals_from_recordset(3))
+});
 
 /// One commit's row of the batch: the execution's state after its transition.
 fn batch_row(slot: usize, c: &StepCommit) -> Value {
@@ -675,7 +692,7 @@ pub(crate) async fn commit_batch(
             ));
         }
     }
-    let rows = sqlx::query(GROUP_COMMIT_SQL)
+    let rows = sqlx::query(&GROUP_COMMIT_SQL)
         .bind(to_json(&executions))
         .bind(to_json(&records))
         .bind(to_json(&approvals))
@@ -1515,6 +1532,191 @@ fn decide_one(
     })
 }
 
+/// An event with the executions it starts, waiting for the event committer.
+type EventRequest = (
+    Event,
+    Vec<Starting>,
+    tokio::sync::oneshot::Sender<Result<EventInsert>>,
+);
+
+/// Group commit for events: the events queued at that moment are stored, each with the
+/// executions it starts (and their step records and approval requests), in one
+/// statement — one round trip and one WAL flush for the batch instead of one per event.
+/// Each event stays all-or-nothing: its executions are joined to its own insert, so a
+/// repeated `event_id` stores nothing of its batch entry.
+#[derive(Debug, Clone)]
+pub(crate) struct EventCommitter {
+    queue: tokio::sync::mpsc::Sender<EventRequest>,
+}
+
+impl EventCommitter {
+    pub(crate) fn spawn(pool: sqlx::PgPool) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<EventRequest>(1024);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < tollgate_store::group_commit::MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (items, replies): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|(event, starts, reply)| ((event, starts), reply))
+                    .unzip();
+                match insert_events(&pool, &items).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(result));
+                        }
+                    }
+                    // A database error fails the whole statement: store each alone so the
+                    // error reaches only the event that caused it.
+                    Err(err) if items.len() == 1 => {
+                        if let Some(reply) = replies.into_iter().next() {
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                    Err(_) => {
+                        for (item, reply) in items.into_iter().zip(replies) {
+                            let result = insert_events(&pool, std::slice::from_ref(&item))
+                                .await
+                                .and_then(|mut r| {
+                                    r.pop().ok_or_else(|| Error::Backend("no result".into()))
+                                });
+                            let _ = reply.send(result);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn insert(&self, event: Event, starts: Vec<Starting>) -> Result<EventInsert> {
+        let stopped = || Error::Backend("the event task has stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((event, starts, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Stores a batch of events with what they start, in one statement: the events whose
+/// `event_id` is new ($1), the executions listed in an inserted event's `started` ($2),
+/// the step records and approval requests of inserted executions ($3, $4), a wake-up
+/// ($5 the channel, $6 whether any start needs one).
+static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let select: Vec<String> = EXECUTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .map(|c| match c {
+            "trigger_payload" | "context" | "visits" => format!("COALESCE(v.{c}, 'null'::jsonb)"),
+            _ => format!("v.{c}"),
+        })
+        .collect();
+    format!(
+        "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
+            SELECT e.id, e.event_id, e.event_type, COALESCE(e.payload, 'null'::jsonb), e.source, e.correlation_id, e.submitted_by, e.received_at, \
+                COALESCE(e.started, '{{}}'), COALESCE(e.resumed, '{{}}') \
+            FROM jsonb_populate_recordset(NULL::events, $1) e ON CONFLICT (event_id) DO NOTHING RETURNING id, started), \
+         ex AS (INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} FROM jsonb_populate_recordset(NULL::executions, $2) v \
+            WHERE EXISTS (SELECT 1 FROM ev WHERE v.id = ANY(ev.started)) RETURNING id), \
+         st AS ({} WHERE r.execution_id IN (SELECT id FROM ex) ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
+         ap AS ({} JOIN ex ON ex.id = a.execution_id RETURNING 1), \
+         nt AS (SELECT pg_notify($5, 'gate') WHERE $6 AND EXISTS (SELECT 1 FROM ex)) \
+         SELECT id, (SELECT count(*) FROM ex) AS executions, (SELECT count(*) FROM st) AS steps, \
+            (SELECT count(*) FROM ap) AS approvals, (SELECT count(*) FROM nt) AS notified FROM ev",
+        select.join(", "),
+        steps_from_recordset(3),
+        approvals_from_recordset(4),
+    )
+});
+
+/// One statement for a batch of events (see [`INSERT_EVENTS_SQL`]); per event, whether
+/// it was inserted or repeats an `event_id` (then the first one).
+async fn insert_events(
+    pool: &sqlx::PgPool,
+    items: &[(Event, Vec<Starting>)],
+) -> Result<Vec<EventInsert>> {
+    let events: Vec<Value> = items
+        .iter()
+        .map(|(e, _)| serde_json::to_value(e).unwrap_or(Value::Null))
+        .collect();
+    let starts = items.iter().flat_map(|(_, s)| s);
+    let executions: Vec<Value> = starts
+        .clone()
+        .map(|s| execution_row(&s.execution))
+        .collect();
+    let records: Vec<&StepRecord> = starts.clone().flat_map(|s| &s.records).collect();
+    let approvals: Vec<&ApprovalRequest> =
+        starts.clone().filter_map(|s| s.approval.as_ref()).collect();
+    let wakes = starts.clone().any(Starting::wakes_workers);
+    let rows = sqlx::query(&INSERT_EVENTS_SQL)
+        .bind(Json(Value::Array(events)))
+        .bind(Json(Value::Array(executions)))
+        .bind(to_json(&records))
+        .bind(to_json(&approvals))
+        .bind(WAKEUP_CHANNEL)
+        .bind(wakes)
+        .fetch_all(pool)
+        .await
+        .map_err(|err| match (&err, items) {
+            (sqlx::Error::Database(db), _) if db.is_foreign_key_violation() => {
+                Error::not_found("snapshot", "of a started workflow")
+            }
+            (sqlx::Error::Database(db), [(event, _)]) if db.is_unique_violation() => {
+                Error::Conflict(format!("an execution of event {} already exists", event.id))
+            }
+            _ => backend(err),
+        })?;
+    let inserted: std::collections::HashSet<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("id").map_err(backend))
+        .collect::<Result<_>>()?;
+    // Repeated `event_id`s: answer with the first event of each.
+    let repeated: Vec<String> = items
+        .iter()
+        .filter(|(e, _)| !inserted.contains(&e.id))
+        .filter_map(|(e, _)| e.event_id.clone())
+        .collect();
+    let mut firsts = std::collections::HashMap::new();
+    if !repeated.is_empty() {
+        for row in sqlx::query("SELECT * FROM events WHERE event_id = ANY($1)")
+            .bind(&repeated)
+            .fetch_all(pool)
+            .await
+            .map_err(backend)?
+        {
+            let first = rows::event(&row)?;
+            if let Some(key) = first.event_id.clone() {
+                firsts.insert(key, first);
+            }
+        }
+    }
+    items
+        .iter()
+        .map(|(event, _)| {
+            if inserted.contains(&event.id) {
+                return Ok(EventInsert::Inserted(event.clone()));
+            }
+            event
+                .event_id
+                .as_ref()
+                .and_then(|key| firsts.get(key))
+                .map(|first| EventInsert::Duplicate(first.clone()))
+                .ok_or_else(|| {
+                    Error::Backend(
+                        format!("event {} was neither stored nor found", event.id).into(),
+                    )
+                })
+        })
+        .collect()
+}
+
 // ------------------------------------------------------------------ events and the rest
 
 #[async_trait]
@@ -1526,63 +1728,9 @@ impl EventStore for PgStore {
     async fn insert_event_starting(
         &self,
         event: Event,
-        starts: Vec<Execution>,
+        starts: Vec<Starting>,
     ) -> Result<EventInsert> {
-        // One statement: the event unless its `event_id` exists, and each execution joined
-        // to it, so a duplicate stores nothing.
-        let mut sql = String::from(
-            "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING RETURNING id)",
-        );
-        let mut next = 11;
-        for (i, _) in starts.iter().enumerate() {
-            let params: Vec<String> = (next..next + 33).map(|n| format!("${n}")).collect();
-            next += 33;
-            let _ = write!(
-                sql,
-                ", ex{i} AS (INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} FROM ev RETURNING 1)",
-                params.join(", ")
-            );
-        }
-        sql.push_str(" SELECT id FROM ev");
-        for i in 0..starts.len() {
-            let _ = write!(sql, ", (SELECT count(*) FROM ex{i}) AS ex{i}");
-        }
-        let mut query = sqlx::query(&sql)
-            .bind(event.id)
-            .bind(event.event_id.clone())
-            .bind(event.event_type.clone())
-            .bind(Json(&event.payload))
-            .bind(event.source.clone())
-            .bind(event.correlation_id)
-            .bind(event.submitted_by.clone())
-            .bind(event.received_at)
-            .bind(event.started.clone())
-            .bind(event.resumed.clone());
-        for execution in &starts {
-            query = bind_execution(query, execution);
-        }
-        let inserted = query
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    Error::not_found("snapshot", "of a started workflow")
-                }
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    Error::Conflict(format!("an execution of event {} already exists", event.id))
-                }
-                _ => backend(err),
-            })?;
-        if inserted.is_some() {
-            return Ok(EventInsert::Inserted(event));
-        }
-        let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
-            .bind(event.event_id.clone())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(EventInsert::Duplicate(rows::event(&first)?))
+        self.events.insert(event, starts).await
     }
 
     async fn set_event_outcome(

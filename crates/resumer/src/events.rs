@@ -1,7 +1,7 @@
 //! Ingesting events: starting workflows and resuming waits.
 
 use serde_json::{json, Value};
-use tollgate_engine::{wait_matches, Engine, StartRequest};
+use tollgate_engine::{wait_matches, Ahead, Engine, StartRequest};
 use tollgate_model::records::{Event, Execution, ResumeTrigger};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::EventInsert;
@@ -87,24 +87,25 @@ impl EventService {
         };
         // The executions it starts are stored with the event, in one transaction: a
         // crash can never leave an event whose workflows did not start, or the reverse.
-        let started: Vec<Execution> = store
-            .workflows_for_event(&event.event_type)
-            .await?
-            .into_iter()
-            .map(|workflow| {
-                self.engine.prepare(StartRequest {
-                    workflow,
-                    trigger_event: event.event_type.clone(),
-                    payload: event.payload.clone(),
-                    event_id: Some(event.id),
-                    event_key: event.event_id.clone(),
-                    source: event.source.clone(),
-                    requested_by: event.submitted_by.clone(),
-                })
-            })
-            .collect();
-        event.started = started.iter().map(|e| e.id).collect();
-        let event = match store.insert_event_starting(event, started.clone()).await? {
+        // Each has first run ahead as far as it can without being stored (its
+        // side-effect-free steps, up to its first gate or end), so what is stored is
+        // already its state there: one write for the event and all of that.
+        let mut aheads = Vec::new();
+        for workflow in store.workflows_for_event(&event.event_type).await? {
+            let execution = self.engine.prepare(StartRequest {
+                workflow,
+                trigger_event: event.event_type.clone(),
+                payload: event.payload.clone(),
+                event_id: Some(event.id),
+                event_key: event.event_id.clone(),
+                source: event.source.clone(),
+                requested_by: event.submitted_by.clone(),
+            });
+            aheads.push(self.engine.run_ahead(execution).await?);
+        }
+        event.started = aheads.iter().map(|a| a.starting.execution.id).collect();
+        let starts = aheads.iter_mut().map(Ahead::take_starting).collect();
+        let event = match store.insert_event_starting(event, starts).await? {
             EventInsert::Duplicate(first) => {
                 return Ok(Ingested {
                     event: first,
@@ -115,9 +116,11 @@ impl EventService {
             }
             EventInsert::Inserted(event) => event,
         };
-        for execution in &started {
+        for ahead in &aheads {
+            let execution = &ahead.starting.execution;
             metrics::counter!("tollgate_executions_started_total").increment(1);
-            tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, "execution created");
+            ahead.record_stored();
+            tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, status = %execution.status, "execution created");
         }
 
         let mut resumed = Vec::new();
@@ -167,9 +170,20 @@ impl EventService {
         Ok(Ingested {
             event,
             duplicate: false,
-            started: started
+            started: aheads
                 .into_iter()
-                .map(|e| Progress::spawn(&self.engine, self.tasks.as_ref(), e, "start"))
+                .map(|ahead| {
+                    if ahead.needs_advancing() {
+                        Progress::spawn(
+                            &self.engine,
+                            self.tasks.as_ref(),
+                            ahead.starting.execution,
+                            "start",
+                        )
+                    } else {
+                        Progress::stopped(ahead.starting.execution)
+                    }
+                })
                 .collect(),
             resumed: resumed
                 .into_iter()

@@ -128,6 +128,8 @@ pub struct Progress {
     /// The execution as it was when claimed.
     pub execution: Execution,
     running: Option<tokio::task::JoinHandle<tollgate_engine::Result<Execution>>>,
+    /// `execution` is already stored as it stopped (at a gate or its end).
+    stopped: bool,
 }
 
 impl Progress {
@@ -156,14 +158,26 @@ impl Progress {
         Self {
             execution,
             running: Some(running),
+            stopped: false,
         }
     }
 
-    /// Nothing to advance (e.g. a partial approval).
+    /// Nothing to advance (e.g. a partial approval); settling reads its current state.
     pub fn idle(execution: Execution) -> Self {
         Self {
             execution,
             running: None,
+            stopped: false,
+        }
+    }
+
+    /// An execution stored as it stands at its gate or end (started and run ahead of
+    /// storage): settling returns it as is.
+    pub fn stopped(execution: Execution) -> Self {
+        Self {
+            execution,
+            running: None,
+            stopped: true,
         }
     }
 
@@ -171,6 +185,9 @@ impl Progress {
     /// returns its stored state. The advancing task keeps going if the wait times out.
     pub async fn settled(self, engine: &Engine, timeout: Duration) -> Result<Execution> {
         let id = self.execution.id;
+        if self.stopped {
+            return Ok(self.execution);
+        }
         if let Some(mut running) = self.running {
             match tokio::time::timeout(timeout, &mut running).await {
                 Ok(Ok(Ok(execution))) => return Ok(execution),

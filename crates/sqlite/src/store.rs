@@ -17,8 +17,8 @@ use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
     ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
     EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
-    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, StepCommit,
-    Transition, WorkflowFilter, WorkflowStore,
+    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, Starting,
+    StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -1448,21 +1448,39 @@ impl EventStore for SqliteStore {
     async fn insert_event_starting(
         &self,
         event: Event,
-        starts: Vec<Execution>,
+        starts: Vec<Starting>,
     ) -> Result<EventInsert> {
-        // One hop: the event is inserted unless its `event_id` exists; each execution
-        // only if the event was (so a duplicate stores nothing); then the stored event
-        // with that `event_id` (ours, or the first) is read back.
+        // One hop: the event is inserted unless its `event_id` exists; each execution, its
+        // step records and its approval request only if the event was (so a duplicate
+        // stores nothing); then the stored event with that `event_id` (ours, or the
+        // first) is read back.
         let mut sql = String::from(
             "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING;",
         );
+        const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
         let insert_one = format!(
-            " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);",
+            " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
             vec!["?"; 33].join(", ")
         );
-        for _ in &starts {
+        let insert_step = format!(
+            " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+             SELECT {} {IF_INSERTED}",
+            vec!["?"; 15].join(", ")
+        );
+        let insert_approval = format!(
+            " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+             SELECT {} {IF_INSERTED}",
+            vec!["?"; 18].join(", ")
+        );
+        for start in &starts {
             sql.push_str(&insert_one);
+            for _ in &start.records {
+                sql.push_str(&insert_step);
+            }
+            if start.approval.is_some() {
+                sql.push_str(&insert_approval);
+            }
         }
         sql.push_str(
             " COMMIT; SELECT * FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);",
@@ -1478,8 +1496,14 @@ impl EventStore for SqliteStore {
             .bind(ts(event.received_at))
             .bind(json(&event.started))
             .bind(json(&event.resumed));
-        for execution in &starts {
-            query = bind_execution(query, execution).bind(event.id.to_string());
+        for start in &starts {
+            query = bind_execution(query, &start.execution).bind(event.id.to_string());
+            for record in &start.records {
+                query = bind_step(query, record).bind(event.id.to_string());
+            }
+            if let Some(approval) = &start.approval {
+                query = bind_approval(query, approval).bind(event.id.to_string());
+            }
         }
         query = query
             .bind(event.id.to_string())
@@ -1508,6 +1532,9 @@ impl EventStore for SqliteStore {
         };
         let stored = rows::event(row)?;
         if stored.id == event.id {
+            if starts.iter().any(Starting::wakes_workers) {
+                self.wakeups.notify_one();
+            }
             Ok(EventInsert::Inserted(event))
         } else {
             Ok(EventInsert::Duplicate(stored))

@@ -33,8 +33,8 @@ pub use traits::{
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
-    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView,
-    Transition, WorkflowFilter,
+    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
+    TickView, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

@@ -26,8 +26,8 @@ use crate::traits::{
 };
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
-    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView,
-    Transition, WorkflowFilter,
+    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
+    TickView, Transition, WorkflowFilter,
 };
 use crate::{rules, Error, Result};
 
@@ -202,6 +202,15 @@ impl State {
             )));
         }
         Ok(())
+    }
+
+    /// Stores a new approval request and indexes it by execution.
+    fn insert_approval(&mut self, approval: ApprovalRequest) {
+        self.approvals_by_execution
+            .entry(approval.execution_id)
+            .or_default()
+            .push(approval.id);
+        self.approvals.insert(approval.id, approval);
     }
 
     fn apply_effect(&mut self, effect: Effect, now: Timestamp) {
@@ -541,12 +550,7 @@ impl ExecutionStore for MemoryStore {
             state.apply_effect(effect, now);
         }
         if let Some(approval) = writes.approval {
-            state
-                .approvals_by_execution
-                .entry(approval.execution_id)
-                .or_default()
-                .push(approval.id);
-            state.approvals.insert(approval.id, approval);
+            state.insert_approval(approval);
         }
         if let Some(status) = writes.close_approvals {
             state.close_approvals(execution_id, status, now);
@@ -907,7 +911,7 @@ impl EventStore for MemoryStore {
     async fn insert_event_starting(
         &self,
         event: Event,
-        starts: Vec<Execution>,
+        starts: Vec<Starting>,
     ) -> Result<EventInsert> {
         let mut state = self.lock();
         if let Some(key) = &event.event_id {
@@ -915,18 +919,40 @@ impl EventStore for MemoryStore {
                 return Ok(EventInsert::Duplicate(existing.clone()));
             }
         }
-        if let Some(taken) = starts.iter().find(|e| state.executions.contains_key(&e.id)) {
+        if let Some(taken) = starts
+            .iter()
+            .find(|s| state.executions.contains_key(&s.execution.id))
+        {
             return Err(Error::Conflict(format!(
                 "execution {} already exists",
+                taken.execution.id
+            )));
+        }
+        if let Some(taken) = starts
+            .iter()
+            .filter_map(|s| s.approval.as_ref())
+            .find(|a| state.approvals.contains_key(&a.id))
+        {
+            return Err(Error::Conflict(format!(
+                "approval {} already exists",
                 taken.id
             )));
         }
         if let Some(key) = &event.event_id {
             state.event_ids.insert(key.clone(), event.id);
         }
-        for execution in starts {
-            state.executions.insert(execution.id, execution);
+        for start in starts {
+            let id = start.execution.id;
+            state.executions.insert(id, start.execution);
+            let steps = state.steps.entry(id).or_default();
+            for record in start.records {
+                upsert_step(steps, record);
+            }
+            if let Some(approval) = start.approval {
+                state.insert_approval(approval);
+            }
         }
+
         state.events.insert(event.id, event.clone());
         Ok(EventInsert::Inserted(event))
     }

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::{
     ApprovalFilter, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
-    PageRequest, ScheduleFilter, StepCommit, Store, Transition, WorkflowFilter,
+    PageRequest, ScheduleFilter, Starting, StepCommit, Store, Transition, WorkflowFilter,
 };
 use tollgate_model::schedule::{CatchUp, Schedule, TickStatus};
 
@@ -73,6 +73,8 @@ macro_rules! contract_tests {
             paused_schedules_fire_nothing_and_catch_up_is_bounded,
             schedule_crud_and_tick_history,
             events_start_their_executions_atomically,
+            events_store_executions_already_at_their_gate,
+            concurrent_repeats_of_an_event_store_it_once,
             console_sessions_live_until_they_expire
         );
     };
@@ -2413,7 +2415,7 @@ pub async fn events_start_their_executions_atomically(store: Arc<dyn Store>) {
     let mut first = event("order.created", Some("o-1"), t0());
     first.started = vec![a.id, b.id];
     let EventInsert::Inserted(stored) = store
-        .insert_event_starting(first.clone(), vec![a.clone(), b.clone()])
+        .insert_event_starting(first.clone(), vec![a.clone().into(), b.clone().into()])
         .await
         .unwrap()
     else {
@@ -2431,7 +2433,7 @@ pub async fn events_start_their_executions_atomically(store: Arc<dyn Store>) {
     let mut again = event("order.created", Some("o-1"), t0() + secs(1));
     again.started = vec![c.id];
     let EventInsert::Duplicate(dup) = store
-        .insert_event_starting(again, vec![c.clone()])
+        .insert_event_starting(again, vec![c.clone().into()])
         .await
         .unwrap()
     else {
@@ -2447,11 +2449,180 @@ pub async fn events_start_their_executions_atomically(store: Arc<dyn Store>) {
     let mut clash = event("order.created", Some("o-2"), t0());
     clash.started = vec![a.id];
     assert!(store
-        .insert_event_starting(clash.clone(), vec![a.clone()])
+        .insert_event_starting(clash.clone(), vec![a.clone().into()])
         .await
         .unwrap_err()
         .is_conflict());
     assert!(store.get_event(clash.id).await.unwrap_err().is_not_found());
+}
+
+/// An execution that already ran its first steps before it was stored (the engine runs
+/// side-effect-free steps ahead of the event's transaction) is stored as it stands — at
+/// its approval gate with its request, or ended — with its step records; a duplicate
+/// event stores none of it.
+pub async fn events_store_executions_already_at_their_gate(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let ahead = |e: Execution, transition: Transition| -> Starting {
+        let mut e = e;
+        let mut step = commit(&e, "api", e.version, transition);
+        step.records = vec![
+            step_record(e.id, "check", StepStatus::Completed),
+            step_record(e.id, "gate", StepStatus::Paused),
+        ];
+        let writes = crate::rules::apply_commit(&mut e, step).unwrap();
+        Starting {
+            execution: e,
+            records: writes.records,
+            approval: writes.approval,
+        }
+    };
+    let fresh = new_execution(&w, "api");
+    let approval = approval_for(&fresh, 1, Some(t0() + secs(60)));
+    let mut g = gate(PauseReason::Approval, Some(t0() + secs(60)));
+    g.approval_id = Some(approval.id);
+    let paused = ahead(
+        fresh,
+        Transition::Gate {
+            gate: g,
+            approval: Some(Box::new(approval.clone())),
+        },
+    );
+    let ended = ahead(
+        new_execution(&w, "api"),
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    let mut first = event("order.created", Some("o-ahead"), t0());
+    first.started = vec![paused.execution.id, ended.execution.id];
+    assert!(matches!(
+        store
+            .insert_event_starting(first, vec![paused.clone(), ended.clone()])
+            .await
+            .unwrap(),
+        EventInsert::Inserted(_)
+    ));
+    for start in [&paused, &ended] {
+        let id = start.execution.id;
+        assert_eq!(store.get_execution(id).await.unwrap(), start.execution);
+        let steps: Vec<_> = store
+            .list_steps(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.step_id, r.status))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                ("check".to_owned(), StepStatus::Completed),
+                ("gate".to_owned(), StepStatus::Paused)
+            ]
+        );
+    }
+    assert_eq!(
+        store
+            .get_execution(paused.execution.id)
+            .await
+            .unwrap()
+            .status,
+        ExecutionStatus::Paused
+    );
+    assert_eq!(store.get_approval(approval.id).await.unwrap(), approval);
+    // It is due like any other paused execution.
+    let due = store
+        .claim_due_gates(t0() + secs(61), &lease("w2", t0() + secs(120)), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![paused.execution.id]
+    );
+
+    // A duplicate stores nothing of what it carries.
+    let fresh = new_execution(&w, "api");
+    let late = approval_for(&fresh, 1, None);
+    let mut g = gate(PauseReason::Approval, None);
+    g.approval_id = Some(late.id);
+    let again_start = ahead(
+        fresh,
+        Transition::Gate {
+            gate: g,
+            approval: Some(Box::new(late.clone())),
+        },
+    );
+    let mut again = event("order.created", Some("o-ahead"), t0() + secs(1));
+    again.started = vec![again_start.execution.id];
+    assert!(matches!(
+        store
+            .insert_event_starting(again, vec![again_start.clone()])
+            .await
+            .unwrap(),
+        EventInsert::Duplicate(_)
+    ));
+    assert!(store
+        .get_execution(again_start.execution.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(store
+        .get_approval(late.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    // Its steps: none (or, where the store says so, no such execution).
+    assert!(store
+        .list_steps(again_start.execution.id)
+        .await
+        .map_or(true, |steps| steps.is_empty()));
+}
+
+/// Twenty concurrent deliveries of one `event_id` (which a store may fold into one
+/// batch): one is stored with its execution, every other answer is that first event, and
+/// none of their executions exists.
+pub async fn concurrent_repeats_of_an_event_store_it_once(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let execution = new_execution(&w, "api");
+        tasks.push(tokio::spawn(async move {
+            let mut e = event("order.created", Some("o-race"), t0() + secs(i));
+            e.started = vec![execution.id];
+            let answer = store
+                .insert_event_starting(e.clone(), vec![execution.clone().into()])
+                .await
+                .unwrap();
+            (e, execution, answer)
+        }));
+    }
+    let mut firsts = HashSet::new();
+    let mut stored = 0;
+    for task in tasks {
+        let (sent, execution, answer) = task.await.unwrap();
+        match answer {
+            EventInsert::Inserted(e) => {
+                assert_eq!(e.id, sent.id);
+                firsts.insert(e.id);
+                assert_eq!(
+                    store.get_execution(execution.id).await.unwrap().id,
+                    execution.id
+                );
+                stored += 1;
+            }
+            EventInsert::Duplicate(first) => {
+                firsts.insert(first.id);
+                assert!(store
+                    .get_execution(execution.id)
+                    .await
+                    .unwrap_err()
+                    .is_not_found());
+            }
+        }
+    }
+    assert_eq!(stored, 1, "exactly one delivery is stored");
+    assert_eq!(firsts.len(), 1, "every answer is the one stored event");
 }
 
 /// Console sessions: found until they expire or are deleted; creating one sweeps expired

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Decided, EventInsert, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Page, PageRequest, ScheduleFilter, StepCommit, TickView, WorkflowFilter,
+    NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit, TickView,
+    WorkflowFilter,
 };
 use crate::Result;
 
@@ -243,13 +244,14 @@ pub trait EventStore: Send + Sync {
     async fn insert_event(&self, event: Event) -> Result<EventInsert>;
 
     /// Stores an event together with the executions it starts (their ids are in
-    /// `event.started`), in one transaction: either all of them or, when the `event_id`
-    /// was seen before, none — then the first event is returned unchanged. `Conflict` if
-    /// an execution id exists.
+    /// `event.started`) — each with the step records and approval request it comes
+    /// with — in one transaction: either all of them or, when the `event_id` was seen
+    /// before, none — then the first event is returned unchanged. `Conflict` if an
+    /// execution id exists.
     async fn insert_event_starting(
         &self,
         event: Event,
-        starts: Vec<Execution>,
+        starts: Vec<Starting>,
     ) -> Result<EventInsert>;
 
     /// Records which executions an event started and resumed. `NotFound` if absent.

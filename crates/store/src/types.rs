@@ -210,6 +210,40 @@ pub struct Decided {
     pub claimed: bool,
 }
 
+/// An execution an event starts, as [`crate::EventStore::insert_event_starting`] stores
+/// it: possibly already advanced past its first side-effect-free steps — then with their
+/// step records, and when it stopped at an approval gate, the request it waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Starting {
+    /// The row as stored (`running` and leased, or already `paused`, `waiting`, ended).
+    pub execution: Execution,
+    /// Step records of the steps it already ran.
+    pub records: Vec<StepRecord>,
+    /// The approval request of the gate it stopped at.
+    pub approval: Option<ApprovalRequest>,
+}
+
+impl From<Execution> for Starting {
+    fn from(execution: Execution) -> Self {
+        Self {
+            execution,
+            records: Vec::new(),
+            approval: None,
+        }
+    }
+}
+
+impl Starting {
+    /// True when storing it should wake the worker loops: it stopped at a gate with a
+    /// deadline, or waits, lease released, for a retry.
+    pub fn wakes_workers(&self) -> bool {
+        let e = &self.execution;
+        e.gate.as_ref().is_some_and(|g| g.deadline.is_some())
+            || (e.status == ExecutionStatus::Running
+                && e.lease.as_ref().is_some_and(|l| l.owner.is_none()))
+    }
+}
+
 /// Result of [`crate::EventStore::insert_event`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventInsert {
