@@ -75,8 +75,17 @@ pub enum ConnectError {
 pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
-    pub(crate) decider: store::Decider,
-    pub(crate) events: store::EventCommitter,
+    /// Group commit of decisions (see `store::decide_batch`).
+    pub(crate) decider:
+        tollgate_store::group_commit::Batcher<store::DecideRequest, tollgate_store::Decided>,
+    /// Group commit of events with what they start (see `store::insert_events`).
+    pub(crate) events: tollgate_store::group_commit::Batcher<
+        (
+            tollgate_model::records::Event,
+            Vec<tollgate_store::Starting>,
+        ),
+        tollgate_store::EventInsert,
+    >,
 }
 
 impl PgStore {
@@ -107,16 +116,37 @@ impl PgStore {
             .map_err(ConnectError::Connect)?;
         let committer = {
             let pool = pool.clone();
-            tollgate_store::group_commit::GroupCommitter::spawn(
-                move |commits| {
-                    let pool = pool.clone();
-                    async move { store::commit_batch(&pool, &commits).await }
-                },
-                |_| {},
-            )
+            tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
+                let pool = pool.clone();
+                async move {
+                    Ok(store::commit_batch(&pool, &commits)
+                        .await?
+                        .into_iter()
+                        .map(Ok)
+                        .collect())
+                }
+            })
         };
-        let decider = store::Decider::spawn(pool.clone());
-        let events = store::EventCommitter::spawn(pool.clone());
+        let decider = {
+            let pool = pool.clone();
+            tollgate_store::group_commit::Batcher::spawn(move |requests| {
+                let pool = pool.clone();
+                async move { store::decide_batch(&pool, &requests).await }
+            })
+        };
+        let events = {
+            let pool = pool.clone();
+            tollgate_store::group_commit::Batcher::spawn(move |items| {
+                let pool = pool.clone();
+                async move {
+                    Ok(store::insert_events(&pool, &items)
+                        .await?
+                        .into_iter()
+                        .map(Ok)
+                        .collect())
+                }
+            })
+        };
         Ok(Self {
             pool,
             committer,

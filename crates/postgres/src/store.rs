@@ -558,7 +558,7 @@ impl PgStore {
     /// compare-and-set.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
-        match self.committer.commit(c).await? {
+        match self.committer.submit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
@@ -1242,7 +1242,7 @@ impl ApprovalStore for PgStore {
         now: Timestamp,
     ) -> Result<Decided> {
         self.decider
-            .decide(DecideRequest {
+            .submit(DecideRequest {
                 approval_id,
                 decision,
                 claim: claim.clone(),
@@ -1261,75 +1261,11 @@ pub(crate) struct DecideRequest {
     pub(crate) now: Timestamp,
 }
 
-/// Group commit for decisions: the decisions queued at that moment are decided in one
-/// transaction — one locked read of all their requests and executions, the quorum rules
-/// applied in arrival order (so several decisions on one request see each other), one
-/// write statement per decision, one flush for all.
-#[derive(Debug, Clone)]
-pub(crate) struct Decider {
-    queue:
-        tokio::sync::mpsc::Sender<(DecideRequest, tokio::sync::oneshot::Sender<Result<Decided>>)>,
-}
-
-impl Decider {
-    pub(crate) fn spawn(pool: sqlx::PgPool) -> Self {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<(
-            DecideRequest,
-            tokio::sync::oneshot::Sender<Result<Decided>>,
-        )>(1024);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < tollgate_store::group_commit::MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match decide_batch(&pool, &requests).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    // A database error aborts the whole transaction: decide each alone so
-                    // the error reaches only the decision that caused it.
-                    Err(err) => {
-                        if requests.len() == 1 {
-                            for reply in replies {
-                                let _ = reply.send(Err(Error::Backend(err.to_string().into())));
-                            }
-                            continue;
-                        }
-                        for (request, reply) in requests.into_iter().zip(replies) {
-                            let result =
-                                match decide_batch(&pool, std::slice::from_ref(&request)).await {
-                                    Ok(mut results) => results
-                                        .pop()
-                                        .unwrap_or_else(|| Err(Error::Backend("no result".into()))),
-                                    Err(err) => Err(err),
-                                };
-                            let _ = reply.send(result);
-                        }
-                    }
-                }
-            }
-        });
-        Self { queue }
-    }
-
-    async fn decide(&self, request: DecideRequest) -> Result<Decided> {
-        let stopped = || Error::Backend("the decision task has stopped".into());
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send((request, reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
+/// Group commit for decisions ([`tollgate_store::group_commit::Batcher`] with
+/// [`decide_batch`]): the decisions queued at that moment are decided in one transaction —
+/// one locked read of all their requests and executions, the quorum rules applied in
+/// arrival order (so several decisions on one request see each other), one write
+/// statement, one flush for all.
 /// The rows a batch of decisions writes, collected while the decisions are applied in
 /// arrival order and written together in one statement.
 #[derive(Default)]
@@ -1400,7 +1336,7 @@ static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
 
 /// Decides a batch in one transaction; `Err` only for a database error (nothing written).
 /// Four round trips whatever the batch size: begin, one locked read, one write, commit.
-async fn decide_batch(
+pub(crate) async fn decide_batch(
     pool: &sqlx::PgPool,
     requests: &[DecideRequest],
 ) -> Result<Vec<Result<Decided>>> {
@@ -1532,79 +1468,12 @@ fn decide_one(
     })
 }
 
-/// An event with the executions it starts, waiting for the event committer.
-type EventRequest = (
-    Event,
-    Vec<Starting>,
-    tokio::sync::oneshot::Sender<Result<EventInsert>>,
-);
-
-/// Group commit for events: the events queued at that moment are stored, each with the
-/// executions it starts (and their step records and approval requests), in one
-/// statement — one round trip and one WAL flush for the batch instead of one per event.
-/// Each event stays all-or-nothing: its executions are joined to its own insert, so a
-/// repeated `event_id` stores nothing of its batch entry.
-#[derive(Debug, Clone)]
-pub(crate) struct EventCommitter {
-    queue: tokio::sync::mpsc::Sender<EventRequest>,
-}
-
-impl EventCommitter {
-    pub(crate) fn spawn(pool: sqlx::PgPool) -> Self {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<EventRequest>(1024);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < tollgate_store::group_commit::MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let (items, replies): (Vec<_>, Vec<_>) = batch
-                    .into_iter()
-                    .map(|(event, starts, reply)| ((event, starts), reply))
-                    .unzip();
-                match insert_events(&pool, &items).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(result));
-                        }
-                    }
-                    // A database error fails the whole statement: store each alone so the
-                    // error reaches only the event that caused it.
-                    Err(err) if items.len() == 1 => {
-                        if let Some(reply) = replies.into_iter().next() {
-                            let _ = reply.send(Err(err));
-                        }
-                    }
-                    Err(_) => {
-                        for (item, reply) in items.into_iter().zip(replies) {
-                            let result = insert_events(&pool, std::slice::from_ref(&item))
-                                .await
-                                .and_then(|mut r| {
-                                    r.pop().ok_or_else(|| Error::Backend("no result".into()))
-                                });
-                            let _ = reply.send(result);
-                        }
-                    }
-                }
-            }
-        });
-        Self { queue }
-    }
-
-    async fn insert(&self, event: Event, starts: Vec<Starting>) -> Result<EventInsert> {
-        let stopped = || Error::Backend("the event task has stopped".into());
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send((event, starts, reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
+/// Group commit for events ([`tollgate_store::group_commit::Batcher`] with
+/// [`insert_events`]): the events queued at that moment are stored, each with the
+/// executions it starts (and their step records and approval requests), in one statement
+/// — one round trip and one WAL flush for the batch instead of one per event. Each event
+/// stays all-or-nothing: its executions are joined to its own insert, so a repeated
+/// `event_id` stores nothing of its batch entry.
 /// Stores a batch of events with what they start, in one statement: the events whose
 /// `event_id` is new ($1), the executions listed in an inserted event's `started` ($2),
 /// the step records and approval requests of inserted executions ($3, $4), a wake-up
@@ -1638,7 +1507,7 @@ static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
 
 /// One statement for a batch of events (see [`INSERT_EVENTS_SQL`]); per event, whether
 /// it was inserted or repeats an `event_id` (then the first one).
-async fn insert_events(
+pub(crate) async fn insert_events(
     pool: &sqlx::PgPool,
     items: &[(Event, Vec<Starting>)],
 ) -> Result<Vec<EventInsert>> {
@@ -1730,7 +1599,7 @@ impl EventStore for PgStore {
         event: Event,
         starts: Vec<Starting>,
     ) -> Result<EventInsert> {
-        self.events.insert(event, starts).await
+        self.events.submit((event, starts)).await
     }
 
     async fn set_event_outcome(

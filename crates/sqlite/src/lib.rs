@@ -162,20 +162,21 @@ impl SqliteStore {
         let committer = {
             let writer = writer.clone();
             let wake = wakeups.clone();
-            tollgate_store::group_commit::GroupCommitter::spawn(
-                move |commits| {
-                    let writer = writer.clone();
-                    async move { store::commit_batch(&writer, &commits).await }
-                },
-                move |commits| {
+            tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
+                let writer = writer.clone();
+                let wake = wake.clone();
+                async move {
+                    let written = store::commit_batch(&writer, &commits).await;
+                    // A released lease is due work for the worker loop.
                     if commits
                         .iter()
                         .any(|c| matches!(c.transition, tollgate_store::Transition::Release { .. }))
                     {
                         wake.notify_one();
                     }
-                },
-            )
+                    Ok(written?.into_iter().map(Ok).collect())
+                }
+            })
         };
         Ok(Self {
             writer,

@@ -471,7 +471,7 @@ impl SqliteStore {
     /// through the group committer, which folds concurrent commits into one batch.
     async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
-        match self.committer.commit(c).await? {
+        match self.committer.submit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {

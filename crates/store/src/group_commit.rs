@@ -1,10 +1,12 @@
-//! Group commit for backends: one task that folds the step commits queued at that moment
+//! Group commit for backends: one task that folds the requests queued at that moment
 //! into one backend batch.
 //!
-//! A durable commit costs a flush (or a round trip to another thread); commits of
+//! A durable write costs a flush (or a round trip to another thread); writes of
 //! different executions that arrive together can share it. The backend supplies how to
-//! commit a batch — every commit keeping its own compare-and-set — and this module does
-//! the queueing. A lone commit pays one channel hop more than it would alone.
+//! write a batch — every request keeping its own checks (compare-and-set, `event_id`
+//! uniqueness, the quorum rules) — and this module does the queueing. A lone request pays
+//! one channel hop more than it would alone. The SQL backends batch step commits this
+//! way, and PostgreSQL also decisions and events.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,36 +16,46 @@ use tokio::sync::{mpsc, oneshot};
 use crate::types::{Committed, StepCommit};
 use crate::{Error, Result};
 
-/// Most commits folded into one batch.
+/// Most requests folded into one batch.
 pub const MAX_BATCH: usize = 64;
 
-/// A commit waiting for the committer.
+/// A request waiting for the batcher, with where its answer goes.
+type Pending<T, R> = (T, oneshot::Sender<Result<R>>);
+
+/// The batching task's input; cheap to clone. `T` is a request, `R` its answer.
 #[derive(Debug)]
-pub struct Pending {
-    commit: StepCommit,
-    reply: oneshot::Sender<Result<Option<Committed>>>,
+pub struct Batcher<T, R> {
+    queue: mpsc::Sender<Pending<T, R>>,
 }
 
-/// The committer's input; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct GroupCommitter {
-    queue: mpsc::Sender<Pending>,
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
 }
 
-impl GroupCommitter {
-    /// Starts the committer task on the current tokio runtime. `commit_batch` commits a
-    /// batch atomically and returns, per commit, its new state or `None` when its
-    /// compare-and-set did not match; `after_batch` runs after each batch (e.g. to wake
-    /// workers). The task stops when every clone of the returned handle is gone.
-    pub fn spawn<C, F>(
-        commit_batch: C,
-        after_batch: impl Fn(&[StepCommit]) + Send + 'static,
-    ) -> Self
+/// Step commits: the answer is the new state, or `None` when the commit's
+/// compare-and-set did not match.
+pub type GroupCommitter = Batcher<StepCommit, Option<Committed>>;
+
+impl<T, R> Batcher<T, R>
+where
+    T: Clone + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    /// Starts the batching task on the current tokio runtime. `write_batch` writes a
+    /// batch atomically and returns one answer per request, in order (an inner `Err` is
+    /// that request's own refusal); an outer `Err` — a database error, nothing written —
+    /// makes the task write each request of the batch alone, so the error reaches only
+    /// the request that caused it. The task stops when every clone of the handle is gone.
+    pub fn spawn<C, F>(write_batch: C) -> Self
     where
-        C: Fn(Arc<Vec<StepCommit>>) -> F + Send + 'static,
-        F: Future<Output = Result<Vec<Option<Committed>>>> + Send,
+        C: Fn(Arc<Vec<T>>) -> F + Send + 'static,
+        F: Future<Output = Result<Vec<Result<R>>>> + Send,
     {
-        let (queue, mut rx) = mpsc::channel::<Pending>(1024);
+        let (queue, mut rx) = mpsc::channel::<Pending<T, R>>(1024);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -53,33 +65,29 @@ impl GroupCommitter {
                         Err(_) => break,
                     }
                 }
-                let (commits, replies): (Vec<StepCommit>, Vec<_>) =
-                    batch.into_iter().map(|p| (p.commit, p.reply)).unzip();
-                let commits = Arc::new(commits);
-                let outcome = commit_batch(commits.clone()).await;
-                after_batch(&commits);
-                match outcome {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok(result));
+                let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                let items = Arc::new(items);
+                match write_batch(items.clone()).await {
+                    Ok(answers) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(answer);
                         }
                     }
-                    // An error fails the whole batch: retry each commit alone so the error
-                    // reaches only the commit that caused it.
-                    Err(_) if replies.len() > 1 => {
-                        let commits =
-                            Arc::try_unwrap(commits).unwrap_or_else(|shared| (*shared).clone());
-                        for (commit, reply) in commits.into_iter().zip(replies) {
-                            let result = commit_batch(Arc::new(vec![commit]))
-                                .await
-                                .map(|mut r| r.pop().flatten());
-                            let _ = reply.send(result);
+                    Err(err) if replies.len() == 1 => {
+                        if let Some(reply) = replies.into_iter().next() {
+                            let _ = reply.send(Err(err));
                         }
                     }
-                    Err(err) => {
-                        let message = err.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(Error::Backend(message.clone().into())));
+                    Err(_) => {
+                        for (item, reply) in items.iter().zip(replies) {
+                            let answer = write_batch(Arc::new(vec![item.clone()])).await.and_then(
+                                |mut answers| {
+                                    answers
+                                        .pop()
+                                        .unwrap_or_else(|| Err(Error::Backend("no answer".into())))
+                                },
+                            );
+                            let _ = reply.send(answer);
                         }
                     }
                 }
@@ -88,13 +96,12 @@ impl GroupCommitter {
         Self { queue }
     }
 
-    /// Queues a commit and waits for its batch: its new state, or `None` when its
-    /// compare-and-set did not match.
-    pub async fn commit(&self, commit: StepCommit) -> Result<Option<Committed>> {
-        let stopped = || Error::Backend("the commit task has stopped".into());
+    /// Queues a request and waits for its batch's answer.
+    pub async fn submit(&self, item: T) -> Result<R> {
+        let stopped = || Error::Backend("the batching task has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { commit, reply })
+            .send((item, reply))
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
