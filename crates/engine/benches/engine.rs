@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
 use tollgate_engine::{Engine, StartRequest};
-use tollgate_model::records::{snapshot_id, Decision, DecisionKind, Workflow};
+use tollgate_model::records::{snapshot_id, Decision, DecisionKind, Principal, Workflow};
 use tollgate_store::{MemoryStore, Store};
 
 async fn deploy(store: &Arc<dyn Store>, doc: serde_json::Value) -> Workflow {
@@ -79,6 +79,10 @@ async fn approval_cycle(store: &Arc<dyn Store>, engine: &Engine, cycle: &Workflo
     let paused = engine.start(start(cycle)).await.unwrap();
     let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
     let now = engine.clock().now();
+    let manager = Principal {
+        subject: "mia".into(),
+        roles: vec!["manager".into()],
+    };
     let decision = Decision {
         decided_by: "mia".into(),
         decision: DecisionKind::Approve,
@@ -87,7 +91,7 @@ async fn approval_cycle(store: &Arc<dyn Store>, engine: &Engine, cycle: &Workflo
         decided_at: now,
     };
     let decided = store
-        .decide(approval_id, decision, &engine.claim(), now)
+        .decide(approval_id, decision, &manager, &engine.claim(), now)
         .await
         .unwrap();
     let done = engine.advance(decided.execution).await.unwrap();

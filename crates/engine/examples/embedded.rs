@@ -73,22 +73,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 4. Later (seconds or weeks, any process): a manager decides. The decision and the
-    //    claim of the execution are one atomic store call; then the engine continues.
+    //    claim of the execution are one atomic store call, which also authorises the
+    //    decider against the request; then the engine continues.
     let manager = Principal {
         subject: "mia".into(),
         roles: vec!["sales_manager".into()],
     };
-    approval.authorize(&manager)?;
     let now = engine.clock().now();
     let decision = Decision {
-        decided_by: manager.subject,
+        decided_by: manager.subject.clone(),
         decision: DecisionKind::Approve,
         reason: Some("known customer".into()),
         data: json!({}),
         decided_at: now,
     };
     let decided = store
-        .decide(approval_id, decision, &engine.claim(), now)
+        .decide(approval_id, decision, &manager, &engine.claim(), now)
         .await?;
     let done = engine.advance(decided.execution).await?;
     println!(

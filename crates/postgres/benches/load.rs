@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tollgate_model::records::{DecisionKind, StepStatus};
 use tollgate_postgres::{PgOptions, PgStore};
 use tollgate_store::testkit::{
-    commit, decision, lease, paused_at_approval, running, step_record, t0, workflow,
+    commit, decision, lease, manager, paused_at_approval, running, step_record, t0, workflow,
 };
 use tollgate_store::{PageRequest, Store, Transition};
 
@@ -85,6 +85,7 @@ async fn decide_claims(store: &Arc<dyn Store>, concurrency: usize, total: usize)
                             .decide(
                                 id,
                                 decision("mia", DecisionKind::Approve),
+                                &manager("mia"),
                                 &lease("api", t0()),
                                 t0()
                             )

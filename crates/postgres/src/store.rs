@@ -10,8 +10,8 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
-    ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
+    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Principal,
+    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
@@ -1238,6 +1238,7 @@ impl ApprovalStore for PgStore {
         &self,
         approval_id: Uuid,
         decision: Decision,
+        decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
@@ -1245,6 +1246,7 @@ impl ApprovalStore for PgStore {
             .submit(DecideRequest {
                 approval_id,
                 decision,
+                decider: decider.clone(),
                 claim: claim.clone(),
                 now,
             })
@@ -1257,6 +1259,7 @@ impl ApprovalStore for PgStore {
 pub(crate) struct DecideRequest {
     pub(crate) approval_id: Uuid,
     pub(crate) decision: Decision,
+    pub(crate) decider: Principal,
     pub(crate) claim: LeaseClaim,
     pub(crate) now: Timestamp,
 }
@@ -1416,11 +1419,17 @@ fn decide_one(
     );
     // Refusals change nothing: work on copies and keep them only on success.
     let mut next_approval = approval.clone();
-    let status = next_approval
-        .apply(decision)
-        .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
+    let mut next_execution = execution.clone();
+    let claimed = rules::decide(
+        &mut next_approval,
+        &mut next_execution,
+        decision,
+        &request.decider,
+        &request.claim,
+        now,
+    )?;
     let approval_row = |a: &ApprovalRequest| json!({"id": a.id, "status": a.status.as_str(), "decisions": a.decisions, "decided_at": a.decided_at});
-    if status == ApprovalStatus::Pending {
+    if !claimed {
         writes
             .approvals
             .insert(approval_id, approval_row(&next_approval));
@@ -1431,24 +1440,6 @@ fn decide_one(
             claimed: false,
         });
     }
-    let at_gate = execution.status == ExecutionStatus::Paused
-        && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
-    if !at_gate {
-        return Err(Error::Conflict(format!(
-            "execution {} is {} and no longer waits for approval {approval_id}",
-            execution.id, execution.status
-        )));
-    }
-    let mut next_execution = execution.clone();
-    let wake = Wake::Approval {
-        approval_id,
-        outcome: status,
-        decided_by: Some(decided_by.clone()),
-        reason: reason.clone(),
-        data: data.clone(),
-        decided_at: now,
-    };
-    rules::resume(&mut next_execution, wake, &request.claim, now);
     writes
         .approvals
         .insert(approval_id, approval_row(&next_approval));

@@ -53,33 +53,12 @@ impl ApprovalService {
         data: Value,
     ) -> Result<Decided> {
         let store = self.engine.store();
-        let approval = store.get_approval(approval_id).await?;
         let audit_data =
             json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
         if kind == DecisionKind::Reject && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             return Err(Error::Invalid(
                 "a rejection needs a non-empty `reason`".into(),
             ));
-        }
-        if let Err(refusal) = approval.authorize(principal) {
-            let message = refusal.to_string();
-            audit_refusal(
-                &self.engine,
-                refused(
-                    &self.engine,
-                    approval.execution_id,
-                    ResumeTrigger::Approval,
-                    Some(&principal.subject),
-                    audit_data,
-                    &message,
-                ),
-            )
-            .await;
-            return Err(if refusal.is_forbidden() {
-                Error::Forbidden(message)
-            } else {
-                Error::Conflict(message)
-            });
         }
         let now = self.engine.clock().now();
         let decision = Decision {
@@ -89,8 +68,11 @@ impl ApprovalService {
             data,
             decided_at: now,
         };
+        // The store authorises the decider against the request as it stands in the
+        // decision's own transaction: no separate read, and no window between the check
+        // and the decision.
         match store
-            .decide(approval_id, decision, &self.engine.claim(), now)
+            .decide(approval_id, decision, principal, &self.engine.claim(), now)
             .await
         {
             Ok(decided) => {
@@ -110,12 +92,16 @@ impl ApprovalService {
                     progress,
                 })
             }
-            Err(tollgate_store::Error::Conflict(message)) => {
+            Err(tollgate_store::Error::Refused {
+                execution_id,
+                forbidden,
+                message,
+            }) => {
                 audit_refusal(
                     &self.engine,
                     refused(
                         &self.engine,
-                        approval.execution_id,
+                        execution_id,
                         ResumeTrigger::Approval,
                         Some(&principal.subject),
                         audit_data,
@@ -123,7 +109,11 @@ impl ApprovalService {
                     ),
                 )
                 .await;
-                Err(Error::Conflict(message))
+                Err(if forbidden {
+                    Error::Forbidden(message)
+                } else {
+                    Error::Conflict(message)
+                })
             }
             Err(err) => Err(err.into()),
         }

@@ -11,7 +11,7 @@ use serde_json::json;
 use tollgate_model::records::{DecisionKind, StepStatus};
 use tollgate_sqlite::{Durability, SqliteOptions, SqliteStore};
 use tollgate_store::testkit::{
-    commit, decision, lease, paused_at_approval, running, step_record, t0, workflow,
+    commit, decision, lease, manager, paused_at_approval, running, step_record, t0, workflow,
 };
 use tollgate_store::{Store, Transition};
 
@@ -94,6 +94,7 @@ async fn decide_claims(store: Arc<dyn Store>, concurrency: u64, total: u64) -> D
                         .decide(
                             id,
                             decision("mia", DecisionKind::Approve),
+                            &manager("mia"),
                             &lease("api", t0()),
                             t0(),
                         )

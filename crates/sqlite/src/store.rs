@@ -9,8 +9,8 @@ use sqlx::sqlite::{Sqlite, SqliteConnection};
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Record,
-    ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
+    ApiKey, ApprovalRequest, ApprovalStatus, Decision, Event, Execution, Notification, Principal,
+    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
@@ -1335,6 +1335,7 @@ impl ApprovalStore for SqliteStore {
         &self,
         approval_id: Uuid,
         decision: Decision,
+        decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
@@ -1370,34 +1371,14 @@ impl ApprovalStore for SqliteStore {
             decision.data.clone(),
             decision.decision,
         );
-        let status = match approval.apply(decision) {
-            Ok(status) => status,
-            Err(refusal) => {
-                held.rollback().await;
-                return Err(Error::Conflict(refusal.to_string()));
-            }
-        };
-        let claimed = status != ApprovalStatus::Pending;
-        if claimed {
-            let at_gate = execution.status == ExecutionStatus::Paused
-                && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
-            if !at_gate {
-                held.rollback().await;
-                return Err(Error::Conflict(format!(
-                    "execution {} is {} and no longer waits for approval {approval_id}",
-                    execution.id, execution.status
-                )));
-            }
-            let wake = Wake::Approval {
-                approval_id,
-                outcome: status,
-                decided_by: Some(decided_by.clone()),
-                reason: reason.clone(),
-                data: data.clone(),
-                decided_at: now,
+        let claimed =
+            match rules::decide(&mut approval, &mut execution, decision, decider, claim, now) {
+                Ok(claimed) => claimed,
+                Err(refusal) => {
+                    held.rollback().await;
+                    return Err(refusal);
+                }
             };
-            rules::resume(&mut execution, wake, claim, now);
-        }
         // Hop 2: every write and the commit, in one batch.
         let mut sql = String::from(
             "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?;",

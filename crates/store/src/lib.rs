@@ -52,6 +52,19 @@ pub enum Error {
     /// decided approval). Nothing was changed.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An approval decision the request's rules refuse (the decider is not an approver,
+    /// self-approval, a request no longer pending, a second approval by one subject, an
+    /// execution no longer at the gate). Nothing was changed; the caller audits it.
+    #[error("{message}")]
+    Refused {
+        /// The execution the request gates.
+        execution_id: uuid::Uuid,
+        /// Whether the refusal is about the decider's rights (403) rather than the
+        /// request's state (409).
+        forbidden: bool,
+        /// What was refused and why.
+        message: String,
+    },
     /// The arguments cannot be used (e.g. a cursor that this store did not issue).
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -70,9 +83,17 @@ impl Error {
         }
     }
 
-    /// Whether this is a [`Error::Conflict`].
+    /// Whether this is a [`Error::Conflict`], or a [`Error::Refused`] about the state of
+    /// a request rather than the decider's rights (both answer 409).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict(_))
+        matches!(
+            self,
+            Self::Conflict(_)
+                | Self::Refused {
+                    forbidden: false,
+                    ..
+                }
+        )
     }
 
     /// Whether this is a [`Error::NotFound`].

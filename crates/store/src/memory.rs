@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, ConsoleSession, Decision, Event, Execution, Lease,
-    Notification, Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Wake,
-    Workflow,
+    Notification, Principal, Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord,
+    Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{Schedule, Tick, TickStatus};
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -829,6 +829,7 @@ impl ApprovalStore for MemoryStore {
         &self,
         approval_id: Uuid,
         decision: Decision,
+        decider: &Principal,
         lease: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
@@ -838,58 +839,29 @@ impl ApprovalStore for MemoryStore {
             .get(&approval_id)
             .cloned()
             .ok_or_else(|| Error::not_found("approval", approval_id))?;
-        let decided_by = decision.decided_by.clone();
-        let reason = decision.reason.clone();
-        let data = decision.data.clone();
-        let kind = decision.decision;
-        let status = approval
-            .apply(decision)
-            .map_err(|refusal| Error::Conflict(refusal.to_string()))?;
-        let execution = state
+        let mut execution = state
             .executions
             .get(&approval.execution_id)
+            .cloned()
             .ok_or_else(|| Error::not_found("execution", approval.execution_id))?;
-        if status == ApprovalStatus::Pending {
-            let execution = execution.clone();
-            state.approvals.insert(approval_id, approval.clone());
-            return Ok(Decided {
-                approval,
-                execution,
-                claimed: false,
-            });
-        }
-        let at_gate = execution.status == ExecutionStatus::Paused
-            && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval_id);
-        if !at_gate {
-            return Err(Error::Conflict(format!(
-                "execution {} is {} and no longer waits for approval {approval_id}",
-                execution.id, execution.status
-            )));
-        }
-        let execution_id = execution.id;
-        let wake = Wake::Approval {
-            approval_id,
-            outcome: status,
-            decided_by: Some(decided_by.clone()),
-            reason: reason.clone(),
-            data: data.clone(),
-            decided_at: now,
-        };
-        let execution = state.execution_mut(execution_id)?;
-        rules::resume(execution, wake, lease, now);
-        let execution = execution.clone();
+        let audit = json!({"approval_id": approval_id, "decision": decision.decision, "reason": decision.reason, "data": decision.data});
+        let decided_by = decision.decided_by.clone();
+        let claimed = rules::decide(&mut approval, &mut execution, decision, decider, lease, now)?;
         state.approvals.insert(approval_id, approval.clone());
-        state.audit(
-            execution_id,
-            ResumeTrigger::Approval,
-            Some(&decided_by),
-            json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data}),
-            now,
-        );
+        if claimed {
+            *state.execution_mut(execution.id)? = execution.clone();
+            state.audit(
+                execution.id,
+                ResumeTrigger::Approval,
+                Some(&decided_by),
+                audit,
+                now,
+            );
+        }
         Ok(Decided {
             approval,
             execution,
-            claimed: true,
+            claimed,
         })
     }
 }

@@ -6,8 +6,8 @@
 use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Event, Execution, ExecutionError, Gate, Lease, StepRecord,
-    Timestamp, Wake, Workflow,
+    ApprovalRequest, ApprovalStatus, Decision, Event, Execution, ExecutionError, Gate, Lease,
+    Principal, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
@@ -102,6 +102,71 @@ pub fn resume(execution: &mut Execution, wake: Wake, lease: &LeaseClaim, now: Ti
     execution.wake = Some(wake);
     execution.resume_count += 1;
     execution.last_resumed_at = Some(now);
+}
+
+/// Applies `decision`, made by `decider`, to a request and the execution it gates, both
+/// read inside the caller's transaction (DESIGN.md §3, §7): authorises the decider,
+/// applies the quorum rules, and — when the decision settles the request — resumes the
+/// execution under `claim` with an approval wake signal. `Ok(true)` when the execution
+/// was claimed. Every refusal is [`Error::Refused`] and leaves both arguments unchanged,
+/// so a batch can go on with the next decision.
+pub fn decide(
+    approval: &mut ApprovalRequest,
+    execution: &mut Execution,
+    decision: Decision,
+    decider: &Principal,
+    claim: &LeaseClaim,
+    now: Timestamp,
+) -> Result<bool> {
+    let refused = |forbidden: bool, message: String| Error::Refused {
+        execution_id: approval.execution_id,
+        forbidden,
+        message,
+    };
+    if decision.decided_by != decider.subject {
+        return Err(Error::Invalid(format!(
+            "the decision is signed by {} but made by {}",
+            decision.decided_by, decider.subject
+        )));
+    }
+    approval
+        .authorize(decider)
+        .map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    let mut next = approval.clone();
+    let (decided_by, reason, data) = (
+        decision.decided_by.clone(),
+        decision.reason.clone(),
+        decision.data.clone(),
+    );
+    let status = next
+        .apply(decision)
+        .map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    if status == ApprovalStatus::Pending {
+        *approval = next;
+        return Ok(false);
+    }
+    let at_gate = execution.status == ExecutionStatus::Paused
+        && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval.id);
+    if !at_gate {
+        return Err(refused(
+            false,
+            format!(
+                "execution {} is {} and no longer waits for approval {}",
+                execution.id, execution.status, approval.id
+            ),
+        ));
+    }
+    let wake = Wake::Approval {
+        approval_id: approval.id,
+        outcome: status,
+        decided_by: Some(decided_by),
+        reason,
+        data,
+        decided_at: now,
+    };
+    resume(execution, wake, claim, now);
+    *approval = next;
+    Ok(true)
 }
 
 /// Ends the execution with a terminal status.

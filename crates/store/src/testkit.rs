@@ -31,7 +31,7 @@ use tollgate_model::{
 use uuid::Uuid;
 
 use crate::{
-    ApprovalFilter, Effect, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
+    ApprovalFilter, Effect, Error, EventInsert, ExecutionFilter, LeaseClaim, NotificationFilter,
     PageRequest, ScheduleFilter, Starting, StepCommit, Store, Transition, WorkflowFilter,
 };
 use tollgate_model::schedule::{CatchUp, Schedule, TickStatus};
@@ -52,6 +52,7 @@ macro_rules! contract_tests {
             quorum_decisions_claim_the_execution_once,
             concurrent_decisions_claim_once,
             rejection_decides_and_stale_gates_refuse,
+            decisions_are_authorised_in_their_transaction,
             due_gates_are_claimed_once_across_claimers,
             expired_leases_are_reclaimed_and_old_owner_fenced,
             released_lease_waits_until_its_time,
@@ -309,6 +310,14 @@ pub async fn waiting(
         .await
         .unwrap();
     store.get_execution(e.id).await.unwrap()
+}
+
+/// A holder of the approver role of [`paused_at_approval`]'s requests.
+pub fn manager(who: &str) -> Principal {
+    Principal {
+        subject: who.to_owned(),
+        roles: vec!["manager".into()],
+    }
 }
 
 pub fn decision(who: &str, kind: DecisionKind) -> Decision {
@@ -774,6 +783,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
         .decide(
             approval.id,
             decision("ann", DecisionKind::Approve),
+            &manager("ann"),
             &lease("api", t0() + secs(30)),
             t0(),
         )
@@ -787,6 +797,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
             .decide(
                 approval.id,
                 decision("ann", DecisionKind::Approve),
+                &manager("ann"),
                 &lease("api", t0()),
                 t0()
             )
@@ -800,6 +811,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
         .decide(
             approval.id,
             decision("bob", DecisionKind::Approve),
+            &manager("bob"),
             &lease("api", t0() + secs(30)),
             t0() + secs(1),
         )
@@ -836,6 +848,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
             .decide(
                 approval.id,
                 decision("cat", DecisionKind::Approve),
+                &manager("cat"),
                 &lease("api", t0()),
                 t0()
             )
@@ -877,6 +890,7 @@ pub async fn concurrent_decisions_claim_once(store: Arc<dyn Store>) {
                 .decide(
                     approval.id,
                     decision(&format!("m{i}"), kind),
+                    &manager(&format!("m{i}")),
                     &lease(&format!("api-{i}"), t0() + secs(30)),
                     t0(),
                 )
@@ -908,6 +922,98 @@ pub async fn concurrent_decisions_claim_once(store: Arc<dyn Store>) {
     assert_eq!(store.list_resume_requests(e.id).await.unwrap().len(), 1);
 }
 
+pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let refusal = |err: Error| match err {
+        Error::Refused {
+            execution_id,
+            forbidden,
+            message,
+        } => (execution_id, forbidden, message),
+        other => panic!("expected a refusal, got {other}"),
+    };
+    // Not an approver: refused as forbidden, naming the execution, nothing changed.
+    let viewer = Principal {
+        subject: "vic".into(),
+        roles: vec!["viewer".into()],
+    };
+    let err = store
+        .decide(
+            approval.id,
+            decision("vic", DecisionKind::Approve),
+            &viewer,
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_conflict());
+    let (execution_id, forbidden, message) = refusal(err);
+    assert_eq!(execution_id, e.id);
+    assert!(forbidden, "{message}");
+    assert!(message.contains("role manager"), "{message}");
+    // The requester may not approve its own request.
+    let err = store
+        .decide(
+            approval.id,
+            decision("shop", DecisionKind::Approve),
+            &manager("shop"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap_err();
+    assert!(refusal(err).1);
+    // A decision signed by someone else than its decider is refused outright.
+    assert!(matches!(
+        store
+            .decide(
+                approval.id,
+                decision("ann", DecisionKind::Approve),
+                &manager("bob"),
+                &lease("api", t0() + secs(30)),
+                t0(),
+            )
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    let unchanged = store.get_approval(approval.id).await.unwrap();
+    assert_eq!(unchanged.status, ApprovalStatus::Pending);
+    assert!(unchanged.decisions.is_empty());
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
+    assert!(store.list_resume_requests(e.id).await.unwrap().is_empty());
+    // An administrator may decide any request.
+    let admin = Principal {
+        subject: "root".into(),
+        roles: vec!["admin".into()],
+    };
+    let decided = store
+        .decide(
+            approval.id,
+            decision("root", DecisionKind::Approve),
+            &admin,
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(decided.claimed);
+    // A second decision on the settled request is a state refusal (409), not forbidden.
+    let err = store
+        .decide(
+            approval.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict());
+    assert!(!refusal(err).1);
+}
+
 pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
     let (e, approval) = paused_at_approval(&store, &w, 3, None).await;
@@ -915,6 +1021,7 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
         .decide(
             approval.id,
             decision("ann", DecisionKind::Approve),
+            &manager("ann"),
             &lease("api", t0()),
             t0(),
         )
@@ -924,6 +1031,7 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
         .decide(
             approval.id,
             decision("bob", DecisionKind::Reject),
+            &manager("bob"),
             &lease("api", t0() + secs(30)),
             t0(),
         )
@@ -949,6 +1057,7 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
         .decide(
             a2.id,
             decision("ann", DecisionKind::Approve),
+            &manager("ann"),
             &lease("api", t0()),
             t0()
         )
@@ -1640,6 +1749,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
         .decide(
             a2.id,
             decision("bob", DecisionKind::Reject),
+            &manager("bob"),
             &lease("api", t0()),
             t0(),
         )
@@ -1690,10 +1800,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
         [a1.id]
     );
 
-    let manager = Principal {
-        subject: "ann".into(),
-        roles: vec!["manager".into()],
-    };
+    let ann = manager("ann");
     let outsider = Principal {
         subject: "zed".into(),
         roles: vec!["fraud_analyst".into()],
@@ -1704,7 +1811,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
     };
     assert_eq!(
         list(ApprovalFilter {
-            decidable_by: Some(manager.clone()),
+            decidable_by: Some(ann.clone()),
             ..Default::default()
         })
         .await,
@@ -1729,6 +1836,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
         .decide(
             a1.id,
             decision("ann", DecisionKind::Approve),
+            &ann,
             &lease("api", t0()),
             t0(),
         )
@@ -1736,7 +1844,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
         .unwrap();
     assert!(
         list(ApprovalFilter {
-            decidable_by: Some(manager),
+            decidable_by: Some(ann),
             ..Default::default()
         })
         .await
@@ -1862,6 +1970,7 @@ pub async fn resume_request_audit_is_kept_in_order(store: Arc<dyn Store>) {
         .decide(
             a.id,
             decision("ann", DecisionKind::Approve),
+            &manager("ann"),
             &lease("api", t0()),
             t0() + secs(1),
         )

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Record,
-    ResumeRequest, StepRecord, Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
+    Record, ResumeRequest, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -222,15 +222,17 @@ pub trait ApprovalStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<ApprovalRequest>>;
 
-    /// Records a decision and, when it settles the request (quorum reached, or a
-    /// rejection), claims the gated execution under `claim` with an approval wake signal
-    /// and an `approval` resume request — all in one transaction (DESIGN.md §7). The
-    /// quorum rules are [`ApprovalRequest::apply`]'s; a refusal there is `Conflict`
-    /// (authorisation is the caller's job). `NotFound` if absent.
+    /// Records a decision by `decider` (whose subject signs `decision`) and, when it
+    /// settles the request (quorum reached, or a rejection), claims the gated execution
+    /// under `claim` with an approval wake signal and an `approval` resume request — all
+    /// in one transaction (DESIGN.md §7), authorised against the request as it stands in
+    /// that transaction ([`crate::rules::decide`]). A refusal is
+    /// [`crate::Error::Refused`] and changes nothing. `NotFound` if absent.
     async fn decide(
         &self,
         approval_id: Uuid,
         decision: Decision,
+        decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided>;

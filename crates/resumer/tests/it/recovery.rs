@@ -412,6 +412,10 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
                 data: json!({}),
                 decided_at: now,
             },
+            &tollgate_model::records::Principal {
+                subject: "fin".into(),
+                roles: vec!["finance".into()],
+            },
             &dead,
             now,
         )

@@ -8,7 +8,7 @@ use tollgate_model::records::{DecisionKind, StepStatus};
 use tollgate_model::ExecutionStatus;
 use tollgate_sqlite::{OpenError, SqliteOptions, SqliteStore};
 use tollgate_store::testkit::{
-    commit, decision, lease, paused_at_approval, running, step_record, t0, workflow,
+    commit, decision, lease, manager, paused_at_approval, running, step_record, t0, workflow,
 };
 use tollgate_store::{ExecutionStore, Store, Transition};
 
@@ -28,6 +28,7 @@ async fn fifty_concurrent_decisions_one_claim_no_busy_errors() {
                 .decide(
                     approval.id,
                     decision(&format!("m{i}"), DecisionKind::Approve),
+                    &manager(&format!("m{i}")),
                     &lease("api", t0()),
                     t0(),
                 )
