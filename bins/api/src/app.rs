@@ -203,6 +203,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         tasks.clone(),
         args.wait_timeout,
         args.max_body_size,
+        args.key_cache_ttl,
     );
     crate::telemetry::metrics();
 

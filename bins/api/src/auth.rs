@@ -7,8 +7,11 @@
 //! and control executions, `service` send events, `viewer` read; any other role is an
 //! approver role, checked by the approval itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, FromRequest, HttpRequest};
 use sha2::{Digest, Sha256};
@@ -81,6 +84,68 @@ impl Permission {
     }
 }
 
+/// Keys this server verified against the store in the last `ttl`, by hash, so that a
+/// client sending many requests with one key costs one store lookup per `ttl` rather
+/// than one per request. Only keys that exist are kept. A revocation through this
+/// server empties the cache at once; one made through another server (or directly in
+/// the database) takes effect here within `ttl`. A `ttl` of zero turns caching off.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+/// Most keys a [`KeyCache`] holds; beyond that, expired entries are dropped first, then
+/// everything.
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+impl KeyCache {
+    /// A cache keeping verified keys for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Instant)>> {
+        // The map holds no invariant a panicking holder could break.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The principal of a key verified less than `ttl` ago.
+    fn get(&self, hash: &str) -> Option<Principal> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries();
+        let (principal, verified) = entries.get(hash)?;
+        (verified.elapsed() < self.ttl).then(|| principal.clone())
+    }
+
+    fn put(&self, hash: String, principal: Principal) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.len() >= KEY_CACHE_CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, verified)| verified.elapsed() < ttl);
+            if entries.len() >= KEY_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Forgets every key: the next request with any key is checked against the store.
+    pub fn clear(&self) {
+        self.entries().clear();
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
@@ -142,11 +207,18 @@ impl FromRequest for Caller {
                 },
             };
             let hash = hash_key(&key);
+            // The cache is keyed by the hash too: a timing difference in its lookup can
+            // only reveal hash prefixes, as the store's own index would.
+            if let Some(principal) = state.keys.get(&hash) {
+                return Ok(Caller(principal));
+            }
             match state.store.find_api_key(&hash).await? {
                 // The lookup is by hash, so a timing difference can only reveal hash
                 // prefixes; the comparison is constant-time all the same.
                 Some(found) if bool::from(found.key_hash.as_bytes().ct_eq(hash.as_bytes())) => {
-                    Ok(Caller(found.principal()))
+                    let principal = found.principal();
+                    state.keys.put(hash, principal.clone());
+                    Ok(Caller(principal))
                 }
                 _ => Err(ApiError::unauthorized("unknown or revoked API key")),
             }
@@ -171,6 +243,43 @@ mod tests {
             hash_key("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn key_cache_keeps_keys_for_its_ttl_only() {
+        let principal = Principal {
+            subject: "k".into(),
+            roles: vec!["viewer".into()],
+        };
+        let cache = KeyCache::new(Duration::from_millis(50));
+        assert!(cache.get("h").is_none());
+        cache.put("h".into(), principal.clone());
+        assert_eq!(cache.get("h"), Some(principal.clone()));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get("h").is_none(), "expired");
+        cache.put("h".into(), principal.clone());
+        cache.clear();
+        assert!(cache.get("h").is_none(), "cleared");
+
+        let off = KeyCache::new(Duration::ZERO);
+        off.put("h".into(), principal);
+        assert!(off.get("h").is_none(), "a zero ttl caches nothing");
+    }
+
+    #[test]
+    fn key_cache_stays_bounded() {
+        let cache = KeyCache::new(Duration::from_secs(60));
+        for i in 0..KEY_CACHE_CAPACITY + 10 {
+            cache.put(
+                format!("h{i}"),
+                Principal {
+                    subject: "k".into(),
+                    roles: Vec::new(),
+                },
+            );
+        }
+        assert!(cache.entries().len() <= KEY_CACHE_CAPACITY);
+        assert!(cache.get(&format!("h{}", KEY_CACHE_CAPACITY + 9)).is_some());
     }
 
     #[test]

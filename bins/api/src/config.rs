@@ -169,6 +169,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WAIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 
+    /// How long a verified API key is trusted before it is looked up again. A key
+    /// revoked through this server stops working at once; one revoked through another
+    /// server stops working here within this time. `0s` looks the key up on every
+    /// request.
+    #[arg(long, env = "TOLLGATE_KEY_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
+    pub key_cache_ttl: Duration,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -7,6 +7,8 @@ use tollgate_engine::Engine;
 use tollgate_resumer::{ApprovalService, EventService, ExecutionControl, Tasks};
 use tollgate_store::Store;
 
+use crate::auth::KeyCache;
+
 /// The services behind the routes. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -26,11 +28,20 @@ pub struct AppState {
     pub wait_timeout: Duration,
     /// Largest accepted body, in bytes.
     pub max_body_size: usize,
+    /// Recently verified API keys.
+    pub keys: Arc<KeyCache>,
 }
 
 impl AppState {
-    /// Services sharing `engine`, advancing executions on `tasks`.
-    pub fn new(engine: Engine, tasks: Tasks, wait_timeout: Duration, max_body_size: usize) -> Self {
+    /// Services sharing `engine`, advancing executions on `tasks`; verified API keys
+    /// are trusted for `key_cache_ttl` before they are looked up again.
+    pub fn new(
+        engine: Engine,
+        tasks: Tasks,
+        wait_timeout: Duration,
+        max_body_size: usize,
+        key_cache_ttl: Duration,
+    ) -> Self {
         Self {
             store: engine.store().clone(),
             approvals: ApprovalService::new(engine.clone()).with_tasks(tasks.clone()),
@@ -40,6 +51,7 @@ impl AppState {
             tasks,
             wait_timeout,
             max_body_size,
+            keys: Arc::new(KeyCache::new(key_cache_ttl)),
         }
     }
 }

@@ -109,6 +109,9 @@ pub async fn delete(
     caller.require(Permission::ManageKeys)?;
     let id = parse_id(&id, "API key")?;
     state.store.delete_api_key(id).await?;
+    // The cache is keyed by hash, not id: forget every key; the next requests look
+    // theirs up again.
+    state.keys.clear();
     tracing::info!(key_id = %id, by = %caller.subject(), "API key revoked");
     Ok(HttpResponse::NoContent().finish())
 }

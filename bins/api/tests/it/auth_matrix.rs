@@ -46,6 +46,12 @@ async fn every_route_for_every_kind_of_caller() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Used once before it is revoked, so that this server has verified (and cached) it:
+    // the revocation must still take effect at once.
+    assert_eq!(
+        app.get("/api/v1/api-keys", &revoked).await.0,
+        StatusCode::OK
+    );
     assert_eq!(
         app.call(
             Method::DELETE,
