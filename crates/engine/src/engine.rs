@@ -262,6 +262,16 @@ impl Engine {
                 .unwrap_or(chrono::TimeDelta::seconds(30))
     }
 
+    /// The compiled definition, when this process has compiled it already.
+    fn compiled_if_cached(&self, snapshot_id: &str) -> Option<Arc<Compiled>> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(snapshot_id)
+            .cloned()
+    }
+
     pub(crate) async fn compiled(&self, snapshot_id: &str) -> Result<Arc<Compiled>> {
         if let Some(hit) = self
             .inner
@@ -379,26 +389,45 @@ impl Engine {
         };
         let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         run.drive().instrument(span).await?;
-        let deferred = run.ahead.take().unwrap_or_default();
-        let (records, approval, transition) = match deferred.commit {
-            Some(commit) => {
-                let approval = match &commit.transition {
-                    Transition::Gate { approval, .. } => approval.as_deref().cloned(),
-                    _ => None,
-                };
-                (commit.records, approval, Some(commit.transition))
-            }
-            None => (Vec::new(), None, None),
+        Ok(run.into_ahead())
+    }
+
+    /// Continues, in memory, an execution a decision has just claimed for this worker
+    /// (its approval wake signal stored on it): resolves the decision and runs the
+    /// side-effect-free steps after it, like [`Self::run_ahead`], so that the decision
+    /// and those steps are stored in one transaction
+    /// ([`tollgate_store::ApprovalStore::decide_then`]). Synchronous because it runs
+    /// inside that transaction; `None` when it cannot run without the store (the
+    /// definition is not compiled in this process yet, or a step would wait for I/O) —
+    /// then the claimed execution is stored and advanced as usual.
+    pub fn continue_ahead(&self, claimed: &Execution) -> Option<Ahead> {
+        let compiled = self.compiled_if_cached(&claimed.snapshot_id)?;
+        let mut run = Run {
+            engine: self,
+            exec: claimed.clone(),
+            compiled,
+            pending: Vec::new(),
+            exact: false,
+            ahead: Some(Deferred::default()),
         };
-        Ok(Ahead {
-            starting: Starting {
-                execution: run.exec,
-                records,
-                approval,
-            },
-            metrics: deferred.metrics,
-            ended_or_gated: transition,
-        })
+        let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
+        let polled = {
+            // Running ahead never waits on I/O (it stops before any step that would), so
+            // one poll finishes it; a pending poll means it would have, and is dropped.
+            let drive = std::pin::pin!(run.drive().instrument(span));
+            std::future::Future::poll(
+                drive,
+                &mut std::task::Context::from_waker(std::task::Waker::noop()),
+            )
+        };
+        match polled {
+            std::task::Poll::Ready(Ok(())) => Some(run.into_ahead()),
+            std::task::Poll::Ready(Err(err)) => {
+                tracing::debug!(execution_id = %claimed.id, "not continued ahead: {err}");
+                None
+            }
+            std::task::Poll::Pending => None,
+        }
     }
 
     /// Runs an execution this worker holds (`running`, leased by [`Self::worker_id`])
@@ -530,7 +559,15 @@ impl Run<'_> {
     /// same. Context loads, side effects, waits (which look for early events), retries
     /// and step timeouts wait for the stored execution.
     fn can_run_ahead(&self) -> bool {
-        if self.exec.wake.is_some() || self.exec.pause_requested {
+        // A decision's signal resolves without I/O ([`Engine::continue_ahead`]); other
+        // signals consume events or are rare.
+        if self.exec.pause_requested
+            || self
+                .exec
+                .wake
+                .as_ref()
+                .is_some_and(|w| !matches!(w, Wake::Approval { .. }))
+        {
             return false;
         }
         if !self.definition().context.load.is_empty()
@@ -550,6 +587,30 @@ impl Run<'_> {
                     && step.retry.is_none()
                     && step.timeout.is_none()
             })
+    }
+
+    /// The run ahead as it stopped (see [`Engine::run_ahead`]).
+    fn into_ahead(mut self) -> Ahead {
+        let deferred = self.ahead.take().unwrap_or_default();
+        let (records, approval, transition) = match deferred.commit {
+            Some(commit) => {
+                let approval = match &commit.transition {
+                    Transition::Gate { approval, .. } => approval.as_deref().cloned(),
+                    _ => None,
+                };
+                (commit.records, approval, Some(commit.transition))
+            }
+            None => (Vec::new(), None, None),
+        };
+        Ahead {
+            starting: Starting {
+                execution: self.exec,
+                records,
+                approval,
+            },
+            metrics: deferred.metrics,
+            ended_or_gated: transition,
+        }
     }
 
     fn owned_by_me(&self) -> bool {

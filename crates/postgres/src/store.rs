@@ -16,10 +16,10 @@ use tollgate_model::records::{
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
-    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
-    EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
-    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, Starting,
-    StepCommit, Transition, WorkflowFilter, WorkflowStore,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Effect, Error,
+    EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
+    NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
+    ResumeRequestStore, Starting, StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -1249,26 +1249,55 @@ impl ApprovalStore for PgStore {
                 decider: decider.clone(),
                 claim: claim.clone(),
                 now,
+                then: None,
+            })
+            .await
+    }
+
+    async fn decide_then(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        claim: &LeaseClaim,
+        now: Timestamp,
+        then: Continuation,
+    ) -> Result<Decided> {
+        self.decider
+            .submit(DecideRequest {
+                approval_id,
+                decision,
+                decider: decider.clone(),
+                claim: claim.clone(),
+                now,
+                then: Some(then),
             })
             .await
     }
 }
 
 /// One decision waiting for the decider.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct DecideRequest {
     pub(crate) approval_id: Uuid,
     pub(crate) decision: Decision,
     pub(crate) decider: Principal,
     pub(crate) claim: LeaseClaim,
     pub(crate) now: Timestamp,
+    /// What the claimed execution does next ([`ApprovalStore::decide_then`]).
+    pub(crate) then: Option<Continuation>,
 }
 
-/// Group commit for decisions ([`tollgate_store::group_commit::Batcher`] with
-/// [`decide_batch`]): the decisions queued at that moment are decided in one transaction —
-/// one locked read of all their requests and executions, the quorum rules applied in
-/// arrival order (so several decisions on one request see each other), one write
-/// statement, one flush for all.
+impl std::fmt::Debug for DecideRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecideRequest")
+            .field("approval_id", &self.approval_id)
+            .field("decided_by", &self.decision.decided_by)
+            .field("continued", &self.then.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The rows a batch of decisions writes, collected while the decisions are applied in
 /// arrival order and written together in one statement.
 #[derive(Default)]
@@ -1279,6 +1308,12 @@ struct DecisionWrites {
     executions: std::collections::BTreeMap<Uuid, Value>,
     /// One audit row per claiming decision.
     audits: Vec<Value>,
+    /// Step records of the steps continued executions ran after their decision.
+    records: Vec<StepRecord>,
+    /// Requests of the gates continued executions stopped at.
+    new_approvals: Vec<ApprovalRequest>,
+    /// Whether a continued execution stopped where the worker loops must look.
+    wakes: bool,
 }
 
 /// The execution's row as a JSON object keyed by the `executions` columns (what
@@ -1320,8 +1355,9 @@ fn execution_set_from_v() -> String {
         .join(", ")
 }
 
-/// Every write of a batch of decisions: claimed executions ($1, their ids $4), touched
-/// requests ($2, their ids $5), audit rows ($3).
+/// Every write of a batch of decisions: claimed (or continued) executions ($1, their ids
+/// $4), touched requests ($2, their ids $5), audit rows ($3), the step records ($6) and
+/// new requests ($7) of continued executions, and a wake-up on channel $8 when $9.
 static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
@@ -1331,13 +1367,23 @@ static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
             WHERE approvals.id = ANY($5) AND approvals.id = v.id RETURNING 1), \
          r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
             SELECT v.id, v.execution_id, 'approval', v.actor, v.data, v.at, v.at, 'resumed', NULL \
-            FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1) \
-         SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits",
-        execution_set_from_v()
+            FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1), \
+         st AS ({} ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
+         ap AS ({} RETURNING 1), \
+         nt AS (SELECT pg_notify($8, 'gate') WHERE $9) \
+         SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits, \
+            (SELECT count(*) FROM st) AS steps, (SELECT count(*) FROM ap) AS new_approvals, (SELECT count(*) FROM nt) AS notified",
+        execution_set_from_v(),
+        steps_from_recordset(6),
+        approvals_from_recordset(7),
     )
 });
 
-/// Decides a batch in one transaction; `Err` only for a database error (nothing written).
+/// Group commit for decisions ([`tollgate_store::group_commit::Batcher`]): decides the
+/// decisions queued at that moment in one transaction — one locked read of all their
+/// requests and executions, the rules applied in arrival order (so several decisions on
+/// one request see each other), one write statement, one flush for all. `Err` only for
+/// a database error (nothing written).
 /// Four round trips whatever the batch size: begin, one locked read, one write, commit.
 pub(crate) async fn decide_batch(
     pool: &sqlx::PgPool,
@@ -1386,6 +1432,10 @@ pub(crate) async fn decide_batch(
             .bind(Json(Value::Array(writes.audits)))
             .bind(execution_ids)
             .bind(approval_ids)
+            .bind(to_json(&writes.records))
+            .bind(to_json(&writes.new_approvals))
+            .bind(WAKEUP_CHANNEL)
+            .bind(writes.wakes)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
@@ -1438,7 +1488,21 @@ fn decide_one(
             approval: approval.clone(),
             execution: execution.clone(),
             claimed: false,
+            continued: false,
         });
+    }
+    let next = request
+        .then
+        .as_ref()
+        .and_then(|then| rules::continuation(&next_execution, then));
+    let continued = next.is_some();
+    if let Some(next) = next {
+        // Leaving the gate closed its only open request (the decided one), so an ending
+        // here has no other request to close.
+        writes.wakes |= next.wakes_workers();
+        next_execution = next.execution;
+        writes.records.extend(next.records);
+        writes.new_approvals.extend(next.approval);
     }
     writes
         .approvals
@@ -1456,6 +1520,7 @@ fn decide_one(
         approval: approval.clone(),
         execution: execution.clone(),
         claimed: true,
+        continued,
     })
 }
 

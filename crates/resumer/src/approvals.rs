@@ -1,8 +1,13 @@
 //! Deciding approvals.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde_json::{json, Value};
-use tollgate_engine::Engine;
-use tollgate_model::records::{ApprovalRequest, Decision, DecisionKind, Principal, ResumeTrigger};
+use tollgate_engine::{Ahead, Engine};
+use tollgate_model::records::{
+    ApprovalRequest, Decision, DecisionKind, Execution, Principal, ResumeTrigger,
+};
+use tollgate_store::Continuation;
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -70,22 +75,62 @@ impl ApprovalService {
         };
         // The store authorises the decider against the request as it stands in the
         // decision's own transaction: no separate read, and no window between the check
-        // and the decision.
+        // and the decision. When the decision claims the execution, the engine continues
+        // it in memory inside that transaction, so the decision is stored together with
+        // the side-effect-free steps after it (up to the next gate or the end).
+        let ran_ahead: Arc<Mutex<Option<Ahead>>> = Arc::default();
+        let then: Continuation = {
+            let engine = self.engine.clone();
+            let ran_ahead = ran_ahead.clone();
+            Arc::new(move |claimed: &Execution| {
+                let mut ahead = engine.continue_ahead(claimed)?;
+                let starting = ahead.take_starting();
+                *ran_ahead.lock().unwrap_or_else(PoisonError::into_inner) = Some(ahead);
+                Some(starting)
+            })
+        };
+        let began = std::time::Instant::now();
         match store
-            .decide(approval_id, decision, principal, &self.engine.claim(), now)
+            .decide_then(
+                approval_id,
+                decision,
+                principal,
+                &self.engine.claim(),
+                now,
+                then,
+            )
             .await
         {
             Ok(decided) => {
-                tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, "approval decision");
-                let progress = if decided.claimed {
-                    Progress::spawn(
+                tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, continued = decided.continued, "approval decision");
+                let ahead = ran_ahead
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .filter(|_| decided.continued);
+                let progress = match ahead {
+                    Some(ahead) => {
+                        ahead.record_stored();
+                        if ahead.needs_advancing() {
+                            Progress::spawn(
+                                &self.engine,
+                                self.tasks.as_ref(),
+                                decided.execution,
+                                "approval",
+                            )
+                        } else {
+                            metrics::histogram!("tollgate_resume_latency_seconds", "trigger" => "approval")
+                                .record(began.elapsed().as_secs_f64());
+                            Progress::stopped(decided.execution)
+                        }
+                    }
+                    None if decided.claimed => Progress::spawn(
                         &self.engine,
                         self.tasks.as_ref(),
                         decided.execution,
                         "approval",
-                    )
-                } else {
-                    Progress::idle(decided.execution)
+                    ),
+                    None => Progress::idle(decided.execution),
                 };
                 Ok(Decided {
                     approval: decided.approval,

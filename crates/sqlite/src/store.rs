@@ -15,10 +15,10 @@ use tollgate_model::records::{
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
-    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Decided, Effect, Error, EventInsert,
-    EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter,
-    NotificationStore, Page, PageRequest, RecordStore, Result, ResumeRequestStore, Starting,
-    StepCommit, Transition, WorkflowFilter, WorkflowStore,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Effect, Error,
+    EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
+    NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
+    ResumeRequestStore, Starting, StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -1339,6 +1339,34 @@ impl ApprovalStore for SqliteStore {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
+        self.decide_with(approval_id, decision, decider, claim, now, None)
+            .await
+    }
+
+    async fn decide_then(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        claim: &LeaseClaim,
+        now: Timestamp,
+        then: Continuation,
+    ) -> Result<Decided> {
+        self.decide_with(approval_id, decision, decider, claim, now, Some(&then))
+            .await
+    }
+}
+
+impl SqliteStore {
+    async fn decide_with(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        claim: &LeaseClaim,
+        now: Timestamp,
+        then: Option<&Continuation>,
+    ) -> Result<Decided> {
         // Hop 1: open the transaction and read the request and its execution.
         let mut held = self.held().await?;
         let read = sqlx::query("BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id = ?; SELECT * FROM executions WHERE id = (SELECT execution_id FROM approvals WHERE id = ?)")
@@ -1379,6 +1407,22 @@ impl ApprovalStore for SqliteStore {
                     return Err(refusal);
                 }
             };
+        // The side-effect-free steps after the decision, stored with it.
+        let next = match then {
+            Some(then) if claimed => rules::continuation(&execution, then),
+            _ => None,
+        };
+        let continued = next.is_some();
+        let (records, new_approval, wakes) = match next {
+            Some(next) => {
+                // Leaving the gate closed its only open request (the decided one), so
+                // an ending here has no other request to close.
+                let wakes = next.wakes_workers();
+                execution = next.execution;
+                (next.records, next.approval, wakes)
+            }
+            None => (Vec::new(), None, false),
+        };
         // Hop 2: every write and the commit, in one batch.
         let mut sql = String::from(
             "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?;",
@@ -1387,6 +1431,16 @@ impl ApprovalStore for SqliteStore {
             sql.push(' ');
             sql.push_str(&upsert_execution_sql());
             sql.push_str("; INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL);");
+            for _ in &records {
+                sql.push(' ');
+                sql.push_str(UPSERT_STEP_SQL);
+                sql.push(';');
+            }
+            if new_approval.is_some() {
+                sql.push_str(" INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) VALUES (");
+                sql.push_str(&vec!["?"; 18].join(", "));
+                sql.push_str(");");
+            }
         }
         sql.push_str(" COMMIT;");
         let mut write = sqlx::query(&sql)
@@ -1402,6 +1456,12 @@ impl ApprovalStore for SqliteStore {
                 .bind(json(&json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
                 .bind(ts(now))
                 .bind(ts(now));
+            for record in &records {
+                write = bind_step(write, record);
+            }
+            if let Some(new_approval) = &new_approval {
+                write = bind_approval(write, new_approval);
+            }
         }
         match write.execute(held.conn()?).await {
             Ok(_) => held.settled = true,
@@ -1410,10 +1470,14 @@ impl ApprovalStore for SqliteStore {
                 return Err(backend(err));
             }
         }
+        if wakes {
+            self.wakeups.notify_one();
+        }
         Ok(Decided {
             approval,
             execution,
             claimed,
+            continued,
         })
     }
 }

@@ -32,9 +32,9 @@ pub use traits::{
     ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkflowStore,
 };
 pub use types::{
-    ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
-    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
-    TickView, Transition, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Effect, EventInsert,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
+    StepCommit, TickView, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

@@ -25,9 +25,9 @@ use crate::traits::{
     ResumeRequestStore, ScheduleStore, SessionStore, WorkflowStore,
 };
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Decided, Effect, EventInsert, ExecutionFilter,
-    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
-    TickView, Transition, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Effect, EventInsert,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
+    StepCommit, TickView, Transition, WorkflowFilter,
 };
 use crate::{rules, Error, Result};
 
@@ -833,6 +833,32 @@ impl ApprovalStore for MemoryStore {
         lease: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided> {
+        self.decide_with(approval_id, decision, decider, lease, now, None)
+    }
+
+    async fn decide_then(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        lease: &LeaseClaim,
+        now: Timestamp,
+        then: Continuation,
+    ) -> Result<Decided> {
+        self.decide_with(approval_id, decision, decider, lease, now, Some(&then))
+    }
+}
+
+impl MemoryStore {
+    fn decide_with(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        lease: &LeaseClaim,
+        now: Timestamp,
+        then: Option<&Continuation>,
+    ) -> Result<Decided> {
         let mut state = self.lock();
         let mut approval = state
             .approvals
@@ -847,8 +873,25 @@ impl ApprovalStore for MemoryStore {
         let audit = json!({"approval_id": approval_id, "decision": decision.decision, "reason": decision.reason, "data": decision.data});
         let decided_by = decision.decided_by.clone();
         let claimed = rules::decide(&mut approval, &mut execution, decision, decider, lease, now)?;
+        let next = match then {
+            Some(then) if claimed => rules::continuation(&execution, then),
+            _ => None,
+        };
+        let continued = next.is_some();
         state.approvals.insert(approval_id, approval.clone());
         if claimed {
+            if let Some(next) = next {
+                // Leaving the gate closed its only open request (the decided one), so
+                // an ending here has no other request to close.
+                execution = next.execution;
+                let steps = state.steps.entry(execution.id).or_default();
+                for record in next.records {
+                    upsert_step(steps, record);
+                }
+                if let Some(approval) = next.approval {
+                    state.insert_approval(approval);
+                }
+            }
             *state.execution_mut(execution.id)? = execution.clone();
             state.audit(
                 execution.id,
@@ -862,6 +905,7 @@ impl ApprovalStore for MemoryStore {
             approval,
             execution,
             claimed,
+            continued,
         })
     }
 }

@@ -169,6 +169,25 @@ pub fn decide(
     Ok(true)
 }
 
+/// What [`crate::ApprovalStore::decide_then`] stores for an execution a decision has
+/// just claimed: what `then` made of it when that is a continuation of this very claim
+/// (same execution, later version, no longer holding the decided gate), else nothing
+/// (the claimed row is stored).
+pub fn continuation(claimed: &Execution, then: &crate::Continuation) -> Option<crate::Starting> {
+    let next = then(claimed)?;
+    let e = &next.execution;
+    let follows = e.id == claimed.id
+        && e.snapshot_id == claimed.snapshot_id
+        && e.version > claimed.version
+        && e.wake.is_none()
+        && next.records.iter().all(|r| r.execution_id == claimed.id)
+        && next
+            .approval
+            .as_ref()
+            .is_none_or(|a| a.execution_id == claimed.id);
+    follows.then_some(next)
+}
+
 /// Ends the execution with a terminal status.
 pub fn end(
     execution: &mut Execution,

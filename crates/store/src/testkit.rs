@@ -53,6 +53,7 @@ macro_rules! contract_tests {
             concurrent_decisions_claim_once,
             rejection_decides_and_stale_gates_refuse,
             decisions_are_authorised_in_their_transaction,
+            decisions_store_their_continuation,
             due_gates_are_claimed_once_across_claimers,
             expired_leases_are_reclaimed_and_old_owner_fenced,
             released_lease_waits_until_its_time,
@@ -1012,6 +1013,156 @@ pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>
         .unwrap_err();
     assert!(err.is_conflict());
     assert!(!refusal(err).1);
+}
+
+/// A continuation that moves the claimed execution on with `transition` the way a worker's
+/// commit would, with one step record (and the transition's approval request).
+fn continue_with(transition: Transition) -> crate::Continuation {
+    Arc::new(move |claimed: &Execution| {
+        let mut next = claimed.clone();
+        let mut step = commit(claimed, "api", claimed.version, transition.clone());
+        step.records = vec![step_record(claimed.id, "after", StepStatus::Completed)];
+        step.lease_expires_at = t0() + secs(30);
+        let records = step.records.clone();
+        let writes = crate::rules::apply_commit(&mut next, step).ok()?;
+        Some(Starting {
+            execution: next,
+            records,
+            approval: writes.approval,
+        })
+    })
+}
+
+pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let audits = |id| {
+        let store = store.clone();
+        async move { store.list_resume_requests(id).await.unwrap().len() }
+    };
+
+    // On to a second approval gate, in the decision's own transaction.
+    let (e, first) = paused_at_approval(&store, &w, 1, None).await;
+    let mut second = approval_for(&e, 1, Some(t0() + secs(3600)));
+    second.step_id = "second".into();
+    let mut at_second = gate(PauseReason::Approval, Some(t0() + secs(3600)));
+    at_second.step_id = "second".into();
+    at_second.approval_id = Some(second.id);
+    let decided = store
+        .decide_then(
+            first.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Gate {
+                gate: at_second,
+                approval: Some(Box::new(second.clone())),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        decided.continued,
+        "every backend of this workspace continues"
+    );
+    assert!(decided.claimed);
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+    let stored = store.get_execution(e.id).await.unwrap();
+    assert_eq!(stored, decided.execution, "the answer is the stored row");
+    assert_eq!(stored.status, ExecutionStatus::Paused);
+    assert_eq!(stored.version, e.version + 2, "claimed, then moved on");
+    assert_eq!(stored.resume_count, 1);
+    assert!(stored.lease.is_none() && stored.wake.is_none());
+    assert_eq!(
+        stored.gate.as_ref().and_then(|g| g.approval_id),
+        Some(second.id)
+    );
+    assert_eq!(store.get_approval(second.id).await.unwrap(), second);
+    let steps = store.list_steps(e.id).await.unwrap();
+    assert_eq!(
+        steps.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>(),
+        ["after"]
+    );
+    assert_eq!(audits(e.id).await, 1);
+    // The new request is decidable like any other, and this time the execution
+    // ends with the decision.
+    let ended = store
+        .decide_then(
+            second.id,
+            decision("bob", DecisionKind::Reject),
+            &manager("bob"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Finish {
+                status: ExecutionStatus::Completed,
+                error: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(ended.continued);
+    let stored = store.get_execution(e.id).await.unwrap();
+    assert_eq!(stored, ended.execution);
+    assert_eq!(stored.status, ExecutionStatus::Completed);
+    assert!(stored.lease.is_none() && stored.gate.is_none() && stored.completed_at.is_some());
+    assert_eq!(audits(e.id).await, 2);
+    assert_eq!(
+        store.get_approval(second.id).await.unwrap().status,
+        ApprovalStatus::Rejected
+    );
+
+    // A continuation that does not follow the claim (another execution, or no step
+    // further) is not stored: the claim is.
+    for bad in [
+        Arc::new(|claimed: &Execution| {
+            let mut other = claimed.clone();
+            other.id = Uuid::now_v7();
+            other.version += 1;
+            Some(Starting::from(other))
+        }) as crate::Continuation,
+        Arc::new(|claimed: &Execution| Some(Starting::from(claimed.clone()))),
+        Arc::new(|_: &Execution| None),
+    ] {
+        let (e, a) = paused_at_approval(&store, &w, 1, None).await;
+        let decided = store
+            .decide_then(
+                a.id,
+                decision("ann", DecisionKind::Approve),
+                &manager("ann"),
+                &lease("api", t0() + secs(30)),
+                t0(),
+                bad,
+            )
+            .await
+            .unwrap();
+        assert!(decided.claimed && !decided.continued);
+        let stored = store.get_execution(e.id).await.unwrap();
+        assert_eq!(stored, decided.execution);
+        assert_eq!(
+            (stored.status, stored.version),
+            (ExecutionStatus::Running, e.version + 1)
+        );
+        assert!(store.list_steps(e.id).await.unwrap().is_empty());
+    }
+
+    // A decision short of the quorum claims nothing, so nothing continues.
+    let (e, a) = paused_at_approval(&store, &w, 2, None).await;
+    let partial = store
+        .decide_then(
+            a.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Finish {
+                status: ExecutionStatus::Completed,
+                error: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!partial.claimed && !partial.continued);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
 }
 
 pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {

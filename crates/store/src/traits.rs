@@ -15,9 +15,9 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Decided, EventInsert, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit, TickView,
-    WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, EventInsert, ExecutionFilter,
+    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
+    TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -236,6 +236,26 @@ pub trait ApprovalStore: Send + Sync {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Decided>;
+
+    /// [`Self::decide`], and when the decision claims the execution, stores it as `then`
+    /// continues it instead (with the step records and approval request `then` returns),
+    /// in the same transaction: a decision and the side-effect-free steps that follow it
+    /// are one write. `then` must return the claimed execution advanced by the rules of
+    /// [`crate::rules::apply_commit`] (same id, version above the claim's), or `None`.
+    /// Backends that cannot do this store the claimed execution, as `decide` does.
+    async fn decide_then(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        claim: &LeaseClaim,
+        now: Timestamp,
+        then: Continuation,
+    ) -> Result<Decided> {
+        let _ = then;
+        self.decide(approval_id, decision, decider, claim, now)
+            .await
+    }
 }
 
 /// Incoming events.

@@ -206,9 +206,20 @@ pub struct Decided {
     /// The execution, claimed by the caller's lease when the decision settled the
     /// request; as it was otherwise.
     pub execution: Execution,
-    /// Whether the caller now holds the execution and must advance it.
+    /// Whether the decision claimed the execution for the caller.
     pub claimed: bool,
+    /// Whether the execution was stored as the caller's [`Continuation`] left it, rather
+    /// than as the decision claimed it.
+    pub continued: bool,
 }
+
+/// What an execution does right after a decision settles its gate, computed by the
+/// caller's engine in memory, inside the decision's transaction: given the execution as
+/// the decision claimed it, the state to store instead — its side-effect-free steps run
+/// up to its next gate, its end, or a step that needs it stored — with their step
+/// records and the next approval request, or `None` to store it as claimed. It must be
+/// quick and must not block: it runs while the decision holds its rows.
+pub type Continuation = std::sync::Arc<dyn Fn(&Execution) -> Option<Starting> + Send + Sync>;
 
 /// An execution an event starts, as [`crate::EventStore::insert_event_starting`] stores
 /// it: possibly already advanced past its first side-effect-free steps — then with their

@@ -666,3 +666,152 @@ async fn workflow_deadline_times_out_a_paused_execution() {
         .unwrap();
     assert_eq!(approval.status, ApprovalStatus::Expired);
 }
+
+/// A decision that settles its gate is stored together with the side-effect-free steps
+/// after it: the execution is already at its next gate, or ended, when `decide` returns
+/// — before any background task could have run on this single-threaded runtime.
+#[tokio::test]
+async fn a_decision_is_stored_with_the_steps_after_it() {
+    let h = Harness::new();
+    h.deploy(json!({
+        "workflow_id": "two", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "first", "type": "approval", "approval": {"approvers": {"role": "manager"}}, "on_approve": "check", "on_reject": "refuse"},
+            {"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 100}, "on_true": "second", "on_false": "ship"},
+            {"id": "second", "type": "approval", "approval": {"approvers": {"role": "finance"}}, "on_approve": "ship", "on_reject": "refuse"},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "refuse", "type": "action", "action": "block"}
+        ]
+    }))
+    .await;
+    let paused = h.start("order.created", json!({"total": 500})).await;
+    let first = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    let decided = h
+        .approvals
+        .decide(
+            first,
+            &who("ann", &["manager"]),
+            DecisionKind::Approve,
+            None,
+            json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+    // At the second gate, with its request, in the decision's own write.
+    let stored = h.store.get_execution(paused.id).await.unwrap();
+    assert_eq!(stored.status, ExecutionStatus::Paused);
+    let gate = stored.gate.clone().unwrap();
+    assert_eq!(gate.step_id, "second");
+    let second = h
+        .store
+        .get_approval(gate.approval_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.status, second.approver_roles.clone()),
+        (ApprovalStatus::Pending, vec!["finance".to_owned()])
+    );
+    assert_eq!(
+        h.steps(&stored)
+            .await
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["first", "check", "second"],
+        "the first gate's decision, the condition, and the second gate entered"
+    );
+    assert_eq!(stored.context["approvals"]["first"]["decided_by"], "ann");
+    let settled = decided.progress.settled(&h.engine, WAIT).await.unwrap();
+    assert_eq!(settled, stored);
+
+    // The second decision ends it, also in one write; the audit has one row per resume.
+    let decided = h
+        .approvals
+        .decide(
+            second.id,
+            &who("fin", &["finance"]),
+            DecisionKind::Reject,
+            Some("over budget".into()),
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let ended = h.store.get_execution(paused.id).await.unwrap();
+    assert_eq!(
+        (ended.status, ended.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Blocked))
+    );
+    assert!(ended.lease.is_none() && ended.gate.is_none() && ended.wake.is_none());
+    assert_eq!(ended.resume_count, 2);
+    assert_eq!(
+        h.steps(&ended)
+            .await
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["first", "check", "second", "refuse"]
+    );
+    assert_eq!(
+        h.store.list_resume_requests(ended.id).await.unwrap().len(),
+        2
+    );
+    assert!(h
+        .store
+        .list_approvals(
+            &tollgate_store::ApprovalFilter {
+                execution_id: Some(ended.id),
+                status: Some(ApprovalStatus::Pending),
+                ..Default::default()
+            },
+            &tollgate_store::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        decided.progress.settled(&h.engine, WAIT).await.unwrap(),
+        ended
+    );
+}
+
+/// When the step after the gate has a side effect, the decision stores the execution
+/// claimed at that step (the gate's record with it) and the engine runs the effect after.
+#[tokio::test]
+async fn a_decision_before_a_side_effect_stores_the_claim_and_advances() {
+    let api = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({
+        "workflow_id": "effect", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "gate", "type": "approval", "approval": {"approvers": {"role": "manager"}}, "on_approve": "call", "on_reject": "refuse"},
+            {"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/hook", api.uri())}], "next": "ship"},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "refuse", "type": "action", "action": "block"}
+        ]
+    }))
+    .await;
+    let paused = h.start("order.created", json!({})).await;
+    let done = h
+        .decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.result),
+        (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
+    );
+    assert_eq!(
+        h.steps(&done)
+            .await
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["gate", "call", "ship"]
+    );
+}
