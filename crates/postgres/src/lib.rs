@@ -86,6 +86,15 @@ pub struct PgStore {
         ),
         tollgate_store::EventInsert,
     >,
+    /// Batched reads of the workflows events trigger (see `store::triggered_batch`).
+    pub(crate) triggered:
+        tollgate_store::group_commit::Batcher<String, Vec<tollgate_model::records::Workflow>>,
+    /// Batched scans for executions waiting for an event type (see
+    /// `store::waiting_batch`).
+    pub(crate) waiting: tollgate_store::group_commit::Batcher<
+        store::WaitingScan,
+        Vec<tollgate_model::records::Execution>,
+    >,
 }
 
 impl PgStore {
@@ -147,11 +156,27 @@ impl PgStore {
                 }
             })
         };
+        let triggered = {
+            let pool = pool.clone();
+            tollgate_store::group_commit::Batcher::spawn(move |event_types| {
+                let pool = pool.clone();
+                async move { store::triggered_batch(&pool, &event_types).await }
+            })
+        };
+        let waiting = {
+            let pool = pool.clone();
+            tollgate_store::group_commit::Batcher::spawn(move |scans| {
+                let pool = pool.clone();
+                async move { store::waiting_batch(&pool, &scans).await }
+            })
+        };
         Ok(Self {
             pool,
             committer,
             decider,
             events,
+            triggered,
+            waiting,
         })
     }
 

@@ -521,16 +521,7 @@ impl WorkflowStore for PgStore {
     }
 
     async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
-        let rows =
-            sqlx::query("SELECT * FROM workflows WHERE enabled AND event_pattern IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend)?;
-        let candidates = rows
-            .iter()
-            .map(rows::workflow)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(rules::triggered_workflows(candidates, event_type))
+        self.triggered.submit(event_type.to_owned()).await
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
@@ -1168,15 +1159,82 @@ impl ExecutionStore for PgStore {
         after: Option<Uuid>,
         n: u32,
     ) -> Result<Vec<Execution>> {
-        let rows = sqlx::query("SELECT * FROM executions WHERE status = 'waiting' AND gate_event = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3")
-            .bind(event_type)
-            .bind(after)
-            .bind(limit(n))
-            .fetch_all(&self.pool)
+        self.waiting
+            .submit(WaitingScan {
+                event_type: event_type.to_owned(),
+                after,
+                limit: limit(n),
+            })
             .await
-            .map_err(backend)?;
-        rows.iter().map(rows::execution).collect()
     }
+}
+
+/// Batched reads. An event's lookups — the workflows it triggers, the executions waiting
+/// for it — are the same query for every event; the lookups queued at one moment are
+/// answered by one statement instead of one each. Each still reads after its caller
+/// asked (the batch starts once the request is queued), so what a caller sees is as
+/// fresh as a read of its own.
+///
+/// The workflows triggered by each of a batch of event types: one read of the enabled
+/// event-triggered workflows, parsed once, matched per event type.
+pub(crate) async fn triggered_batch(
+    pool: &sqlx::PgPool,
+    event_types: &[String],
+) -> Result<Vec<Result<Vec<Workflow>>>> {
+    let rows = sqlx::query("SELECT * FROM workflows WHERE enabled AND event_pattern IS NOT NULL")
+        .fetch_all(pool)
+        .await
+        .map_err(backend)?;
+    let candidates = rows
+        .iter()
+        .map(rows::workflow)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(event_types
+        .iter()
+        .map(|event_type| Ok(rules::triggered_workflows(candidates.clone(), event_type)))
+        .collect())
+}
+
+/// One page of the scan for executions waiting for an event type
+/// ([`ExecutionStore::waiting_for_event`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WaitingScan {
+    pub(crate) event_type: String,
+    pub(crate) after: Option<Uuid>,
+    pub(crate) limit: i64,
+}
+
+/// A batch of waiting scans in one statement: each scan is its own index range on the
+/// partial index of waiting executions, tagged with its position in the batch.
+pub(crate) async fn waiting_batch(
+    pool: &sqlx::PgPool,
+    scans: &[WaitingScan],
+) -> Result<Vec<Result<Vec<Execution>>>> {
+    let event_types: Vec<&str> = scans.iter().map(|s| s.event_type.as_str()).collect();
+    let afters: Vec<Option<Uuid>> = scans.iter().map(|s| s.after).collect();
+    let limits: Vec<i64> = scans.iter().map(|s| s.limit).collect();
+    let rows = sqlx::query(
+        "SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
+         CROSS JOIN LATERAL (SELECT * FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+            AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
+         ORDER BY q.ord, x.id",
+    )
+    .bind(&event_types)
+    .bind(&afters)
+    .bind(&limits)
+    .fetch_all(pool)
+    .await
+    .map_err(backend)?;
+    let mut pages: Vec<Vec<Execution>> = vec![Vec::new(); scans.len()];
+    for row in &rows {
+        let scan: i64 = row.try_get("scan").map_err(backend)?;
+        let page = usize::try_from(scan - 1)
+            .ok()
+            .and_then(|i| pages.get_mut(i))
+            .ok_or_else(|| Error::Backend(format!("waiting scan {scan} out of range").into()))?;
+        page.push(rows::execution(row)?);
+    }
+    Ok(pages.into_iter().map(Ok).collect())
 }
 
 // ------------------------------------------------------------------ approvals

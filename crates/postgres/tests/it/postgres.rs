@@ -180,3 +180,68 @@ async fn the_pool_recovers_after_its_connections_are_killed() {
     assert_eq!(after, paused, "committed state is intact");
     assert!(!pool.is_closed());
 }
+
+/// Concurrent event lookups are answered in batches (one statement for the lookups
+/// queued at one moment): each caller still gets exactly its own answer — its event
+/// type's waiting executions, its page — and the workflows its event type triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_event_lookups_answer_each_caller_its_own() {
+    let (store, _) = fresh_database().await;
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    workflow(&store, "refunds", "1", "refund.requested").await;
+    let mut by_type: std::collections::BTreeMap<String, Vec<uuid::Uuid>> = Default::default();
+    for i in 0..30 {
+        let e = tollgate_store::testkit::waiting(&store, &w, None).await;
+        let event_type = format!("type.{}", i % 3);
+        sqlx::query("UPDATE executions SET gate_event = $1 WHERE id = $2")
+            .bind(&event_type)
+            .bind(e.id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        by_type.entry(event_type).or_default().push(e.id);
+    }
+    let mut tasks = Vec::new();
+    for round in 0..40 {
+        let store = store.clone();
+        let by_type = by_type.clone();
+        tasks.push(tokio::spawn(async move {
+            let event_type = format!("type.{}", round % 4); // type.3 has no waiters
+            let expected = by_type.get(&event_type).cloned().unwrap_or_default();
+            // Page through in pages of 3, starting after the `round % 5`-th id.
+            let skip = (round % 5).min(expected.len());
+            let mut after = skip.checked_sub(1).map(|i| expected[i]);
+            let mut seen = Vec::new();
+            loop {
+                let page = store
+                    .waiting_for_event(&event_type, after, 3)
+                    .await
+                    .unwrap();
+                seen.extend(page.iter().map(|e| e.id));
+                if page.len() < 3 {
+                    break;
+                }
+                after = page.last().map(|e| e.id);
+            }
+            assert_eq!(seen, expected[skip..], "{event_type} after {skip}");
+            let triggered = store.workflows_for_event("refund.requested").await.unwrap();
+            assert_eq!(
+                triggered
+                    .iter()
+                    .map(|w| w.workflow_id())
+                    .collect::<Vec<_>>(),
+                ["refunds"]
+            );
+            assert!(store
+                .workflows_for_event("nothing")
+                .await
+                .unwrap()
+                .is_empty());
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
