@@ -191,7 +191,7 @@ async fn batched_event_lookups_answer_each_caller_its_own() {
     let store: Arc<dyn Store> = Arc::new(store);
     let w = workflow(&store, "orders", "1", "order.created").await;
     workflow(&store, "refunds", "1", "refund.requested").await;
-    let mut by_type: std::collections::BTreeMap<String, Vec<uuid::Uuid>> = Default::default();
+    let mut by_type = std::collections::BTreeMap::<String, Vec<uuid::Uuid>>::new();
     for i in 0..30 {
         let e = tollgate_store::testkit::waiting(&store, &w, None).await;
         let event_type = format!("type.{}", i % 3);
@@ -230,7 +230,7 @@ async fn batched_event_lookups_answer_each_caller_its_own() {
             assert_eq!(
                 triggered
                     .iter()
-                    .map(|w| w.workflow_id())
+                    .map(tollgate_model::records::Workflow::workflow_id)
                     .collect::<Vec<_>>(),
                 ["refunds"]
             );
