@@ -39,12 +39,6 @@ pub struct PgOptions {
     /// the last few hundred milliseconds of commits — never corrupting anything — in
     /// exchange for far more commits per second. The same trade as SQLite's default.
     pub synchronous_commit: bool,
-    /// How many times a batch of decisions is decided on an unlocked read and written
-    /// only where nothing changed since, before the decisions still open lock their rows
-    /// when reading them (default 3). Optimistic rounds save two round trips per batch;
-    /// they lose only when several processes decide the same requests at the same
-    /// moment. `0` always locks.
-    pub optimistic_decision_rounds: usize,
 }
 
 impl PgOptions {
@@ -55,7 +49,6 @@ impl PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             synchronous_commit: true,
-            optimistic_decision_rounds: 3,
         }
     }
 }
@@ -145,10 +138,9 @@ impl PgStore {
         };
         let decider = {
             let pool = pool.clone();
-            let rounds = options.optimistic_decision_rounds;
             tollgate_store::group_commit::Batcher::spawn(move |requests| {
                 let pool = pool.clone();
-                async move { store::decide_batch(&pool, &requests, rounds).await }
+                async move { store::decide_batch(&pool, &requests).await }
             })
         };
         let events = {

@@ -1413,37 +1413,24 @@ fn execution_set_from_v() -> String {
         .join(", ")
 }
 
-/// Every write of a batch of decisions, guarded: each touched request is written — with
-/// its execution, audit row, step records and next request — only if it is still
-/// `pending` with the number of decisions it had when read ($10: `approval_id`,
-/// `decisions`, `version`) and its execution is still at the version read; the guard
-/// locks both rows (re-checked on their newest versions), so nothing else changes them
-/// before the writes. Claimed (or continued) executions ($1, their ids $4), touched
-/// requests ($2, their ids $5), audit rows ($3), the step records ($6) and new requests
-/// ($7) of continued executions, a wake-up on channel $8 when $9. Returns the ids of the
-/// requests written.
+/// Every write of a batch of decisions: claimed (or continued) executions ($1, their ids
+/// $4), touched requests ($2, their ids $5), audit rows ($3), the step records ($6) and
+/// new requests ($7) of continued executions, and a wake-up on channel $8 when $9.
 static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH g AS (SELECT a.id AS approval_id, a.execution_id FROM approvals a \
-            JOIN jsonb_to_recordset($10) AS x(approval_id uuid, decisions int, version bigint) ON x.approval_id = a.id \
-            JOIN executions ex ON ex.id = a.execution_id \
-            WHERE a.id = ANY($5) AND a.status = 'pending' AND jsonb_array_length(a.decisions) = x.decisions AND ex.version = x.version \
-            ORDER BY a.id FOR UPDATE OF a, ex), \
-         e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
-            WHERE executions.id = ANY($4) AND executions.id = v.id AND v.id IN (SELECT execution_id FROM g) RETURNING 1), \
+        "WITH e AS (UPDATE executions SET {} FROM jsonb_populate_recordset(NULL::executions, $1) v \
+            WHERE executions.id = ANY($4) AND executions.id = v.id RETURNING 1), \
          a AS (UPDATE approvals SET status = v.status, decisions = v.decisions, decided_at = v.decided_at \
             FROM jsonb_to_recordset($2) AS v(id uuid, status text, decisions jsonb, decided_at timestamptz) \
-            WHERE approvals.id = ANY($5) AND approvals.id = v.id AND v.id IN (SELECT approval_id FROM g) RETURNING 1), \
+            WHERE approvals.id = ANY($5) AND approvals.id = v.id RETURNING 1), \
          r AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
             SELECT v.id, v.execution_id, 'approval', v.actor, v.data, v.at, v.at, 'resumed', NULL \
-            FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) \
-            WHERE v.execution_id IN (SELECT execution_id FROM g) RETURNING 1), \
-         st AS ({} WHERE r.execution_id IN (SELECT execution_id FROM g) ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
-         ap AS ({} WHERE a.execution_id IN (SELECT execution_id FROM g) RETURNING 1), \
-         nt AS (SELECT pg_notify($8, 'gate') WHERE $9 AND EXISTS (SELECT 1 FROM g)) \
-         SELECT g.approval_id, (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, \
-            (SELECT count(*) FROM r) AS audits, (SELECT count(*) FROM st) AS steps, (SELECT count(*) FROM ap) AS new_approvals, \
-            (SELECT count(*) FROM nt) AS notified FROM g",
+            FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1), \
+         st AS ({} ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
+         ap AS ({} RETURNING 1), \
+         nt AS (SELECT pg_notify($8, 'gate') WHERE $9) \
+         SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits, \
+            (SELECT count(*) FROM st) AS steps, (SELECT count(*) FROM ap) AS new_approvals, (SELECT count(*) FROM nt) AS notified",
         execution_set_from_v(),
         steps_from_recordset(6),
         approvals_from_recordset(7),
@@ -1451,111 +1438,49 @@ static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
 });
 
 /// Group commit for decisions ([`tollgate_store::group_commit::Batcher`]): decides the
-/// decisions queued at that moment together — one read of all their requests and
-/// executions, the rules applied in arrival order (so several decisions on one request
-/// see each other), one guarded write statement (one transaction, one flush) for all.
-/// Optimistic: the read takes no locks and the write applies a request's decisions only
-/// if nobody changed the request or its execution since (see [`DECISION_WRITES_SQL`]);
-/// decisions whose request changed meanwhile are decided again on a fresh read, and
-/// after `rounds` such rounds, inside a transaction that locks the rows when reading
-/// them (`PgOptions::optimistic_decision_rounds`). Two round trips per batch when
-/// uncontended. `Err` only for a database
-/// error (nothing written by the failing round).
+/// decisions queued at that moment in one transaction — one locked read of all their
+/// requests and executions, the rules applied in arrival order (so several decisions on
+/// one request see each other), one write statement, one flush for all. `Err` only for
+/// a database error (nothing written).
+/// Four round trips whatever the batch size: begin, one locked read, one write, commit.
 pub(crate) async fn decide_batch(
     pool: &sqlx::PgPool,
     requests: &[DecideRequest],
-    rounds: usize,
 ) -> Result<Vec<Result<Decided>>> {
-    let mut answers: Vec<Option<Result<Decided>>> = requests.iter().map(|_| None).collect();
-    let mut open: Vec<usize> = (0..requests.len()).collect();
-    for round in 0..=rounds {
-        if open.is_empty() {
-            break;
-        }
-        let locked = round == rounds;
-        open = decide_round(pool, requests, open, &mut answers, locked).await?;
-    }
-    Ok(answers
-        .into_iter()
-        .map(|answer| {
-            answer.unwrap_or_else(|| {
-                Err(Error::Backend(
-                    "a decision was left undecided under its row locks".into(),
-                ))
-            })
-        })
-        .collect())
-}
-
-/// One round of [`decide_batch`] over the requests at `open`: fills in their answers and
-/// returns those to decide again (their request or execution changed since the read).
-/// With `locked`, the read locks the rows in one transaction, so nothing is left open.
-async fn decide_round(
-    pool: &sqlx::PgPool,
-    requests: &[DecideRequest],
-    open: Vec<usize>,
-    answers: &mut [Option<Result<Decided>>],
-    locked: bool,
-) -> Result<Vec<usize>> {
-    let mut tx = if locked {
-        Some(pool.begin().await.map_err(backend)?)
-    } else {
-        None
-    };
-    let mut ids: Vec<Uuid> = open.iter().map(|&i| requests[i].approval_id).collect();
+    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.approval_id).collect();
     ids.sort();
     ids.dedup();
-    // The requests and their executions, in id order (locked ones cannot deadlock
-    // between batches); the execution as columns, the request as a document whose keys
-    // are the `ApprovalRequest` fields.
-    let read = if locked {
-        "SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE"
-    } else {
-        "SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1)"
-    };
-    let read = sqlx::query(read).bind(&ids);
-    let rows = match tx.as_mut() {
-        Some(tx) => read.fetch_all(&mut **tx).await,
-        None => read.fetch_all(pool).await,
-    }
-    .map_err(backend)?;
+    // One read locks every request and its execution, in id order (no deadlocks between
+    // batches); the execution as columns, the request as a document whose keys are the
+    // `ApprovalRequest` fields.
+    let rows = sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
     let mut approvals = std::collections::HashMap::new();
     let mut executions = std::collections::HashMap::new();
-    // What each request looked like when read: the write's guard.
-    let mut guards = std::collections::HashMap::new();
     for row in &rows {
         let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
         let approval: ApprovalRequest =
             serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
         let execution = rows::execution(row)?;
-        guards.insert(
-            approval.id,
-            json!({"approval_id": approval.id, "decisions": approval.decisions.len(), "version": execution.version}),
-        );
         executions.insert(execution.id, execution);
         approvals.insert(approval.id, approval);
     }
     let mut writes = DecisionWrites::default();
-    let results: Vec<(usize, Result<Decided>)> = open
+    let results: Vec<Result<Decided>> = requests
         .iter()
-        .map(|&i| {
-            let result = decide_one(&mut approvals, &mut executions, &mut writes, &requests[i]);
-            (i, result)
-        })
+        .map(|request| decide_one(&mut approvals, &mut executions, &mut writes, request))
         .collect();
-    let mut written = std::collections::HashSet::new();
-    let mut stale = std::collections::HashSet::new();
     if !writes.approvals.is_empty() {
         let sql: &str = &DECISION_WRITES_SQL;
         // The ids again as arrays: `= ANY` on the primary keys makes the planner look the
         // rows up by key, whatever its (possibly stale) estimate of the recordsets.
         let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
         let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
-        let guards: Vec<Value> = approval_ids
-            .iter()
-            .filter_map(|id| guards.get(id).cloned())
-            .collect();
-        let write = sqlx::query(sql)
+        sqlx::query(sql)
             .bind(Json(Value::Array(
                 writes.executions.into_values().collect::<Vec<_>>(),
             )))
@@ -1564,46 +1489,17 @@ async fn decide_round(
             )))
             .bind(Json(Value::Array(writes.audits)))
             .bind(execution_ids)
-            .bind(&approval_ids)
+            .bind(approval_ids)
             .bind(to_json(&writes.records))
             .bind(to_json(&writes.new_approvals))
             .bind(WAKEUP_CHANNEL)
             .bind(writes.wakes)
-            .bind(Json(Value::Array(guards)));
-        let rows = match tx.as_mut() {
-            Some(tx) => write.fetch_all(&mut **tx).await,
-            None => write.fetch_all(pool).await,
-        }
-        .map_err(backend)?;
-        for row in &rows {
-            written.insert(row.try_get::<Uuid, _>("approval_id").map_err(backend)?);
-        }
-        // Touched requests that were not written changed since the read: every decision
-        // on them (including refusals computed after another decision of this batch on
-        // them) is decided again.
-        for id in approval_ids {
-            if !written.contains(&id) {
-                if locked {
-                    return Err(Error::Backend(
-                        format!("approval {id} changed under its row lock").into(),
-                    ));
-                }
-                stale.insert(id);
-            }
-        }
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
     }
-    if let Some(tx) = tx {
-        commit(tx).await?;
-    }
-    let mut again = Vec::new();
-    for (i, result) in results {
-        if stale.contains(&requests[i].approval_id) {
-            again.push(i);
-        } else {
-            answers[i] = Some(result);
-        }
-    }
-    Ok(again)
+    commit(tx).await?;
+    Ok(results)
 }
 
 /// Applies one decision to the batch's locked rows and records what to write; `Err` is
