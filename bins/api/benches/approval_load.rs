@@ -10,7 +10,8 @@
 //!   it to the answer that the execution is `completed` (p50/p95/p99).
 //!
 //! Settings (env): `TOLLGATE_BENCH_N` (10000), `TOLLGATE_BENCH_CONCURRENCY` (32),
-//! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_DATABASE_URL`
+//! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another
+//! build of the server), `TOLLGATE_BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -54,7 +55,11 @@ async fn start(database_url: Option<&str>) -> Server {
         .local_addr()
         .unwrap()
         .port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-api"));
+    // `TOLLGATE_BENCH_API_BIN` runs another build of the server (A/B comparisons in one
+    // sitting, on a machine whose speed drifts between sittings).
+    let binary = std::env::var("TOLLGATE_BENCH_API_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tollgate-api").to_owned());
+    let mut cmd = Command::new(binary);
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir.path())

@@ -1,13 +1,13 @@
 //! PostgreSQL-specific behaviour: claims under concurrency, the schema, wake-ups.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use tollgate_model::records::StepStatus;
+use tollgate_model::records::{DecisionKind, StepStatus};
 use tollgate_store::testkit::{
-    commit, lease, paused_at_approval, running, step_record, t0, workflow,
+    commit, decision, lease, manager, paused_at_approval, running, step_record, t0, workflow,
 };
 use tollgate_store::{Store, Transition};
 
@@ -243,5 +243,72 @@ async fn batched_event_lookups_answer_each_caller_its_own() {
     }
     for task in tasks {
         task.await.unwrap();
+    }
+}
+
+/// Two processes decide the same requests at once (each batches its own decisions):
+/// quorum requests end with both decisions and one claim; single-approver requests are
+/// claimed by exactly one process, the other refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_deciding_the_same_requests_claim_each_once() {
+    let (first, url) = fresh_database().await;
+    let second = tollgate_postgres::PgStore::connect(&tollgate_postgres::PgOptions::new(url))
+        .await
+        .unwrap();
+    let a: Arc<dyn Store> = Arc::new(first);
+    let b: Arc<dyn Store> = Arc::new(second);
+    let w = workflow(&a, "orders", "1", "order.created").await;
+    let mut quorum = Vec::new();
+    let mut single = Vec::new();
+    for _ in 0..20 {
+        quorum.push(paused_at_approval(&a, &w, 2, None).await);
+        single.push(paused_at_approval(&a, &w, 1, None).await);
+    }
+    let decide = |store: &Arc<dyn Store>, approval: uuid::Uuid, who: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .decide(
+                    approval,
+                    decision(who, DecisionKind::Approve),
+                    &manager(who),
+                    &lease(who, t0() + chrono::TimeDelta::seconds(30)),
+                    t0(),
+                )
+                .await
+        })
+    };
+    let mut tasks = Vec::new();
+    for ((_, q), (_, s)) in quorum.iter().zip(&single) {
+        tasks.push((q.id, decide(&a, q.id, "ann"), true));
+        tasks.push((q.id, decide(&b, q.id, "bob"), true));
+        tasks.push((s.id, decide(&a, s.id, "ann"), false));
+        tasks.push((s.id, decide(&b, s.id, "bob"), false));
+    }
+    let mut claims: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut refused = 0;
+    for (approval, task, is_quorum) in tasks {
+        match task.await.unwrap() {
+            Ok(decided) => *claims.entry(approval).or_default() += usize::from(decided.claimed),
+            Err(err) => {
+                assert!(!is_quorum, "a quorum decision was refused: {err}");
+                assert!(err.is_conflict(), "{err}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 20, "one of each single-approver pair is refused");
+    for (e, approval) in quorum.iter().chain(&single) {
+        assert_eq!(claims.get(&approval.id), Some(&1), "claimed exactly once");
+        let stored = a.get_approval(approval.id).await.unwrap();
+        assert_eq!(
+            stored.status,
+            tollgate_model::records::ApprovalStatus::Approved
+        );
+        assert_eq!(stored.decisions.len(), approval.required as usize);
+        let execution = a.get_execution(e.id).await.unwrap();
+        assert_eq!(execution.resume_count, 1);
+        assert_eq!(execution.version, e.version + 1);
+        assert_eq!(a.list_resume_requests(e.id).await.unwrap().len(), 1);
     }
 }
