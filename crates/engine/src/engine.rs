@@ -379,14 +379,7 @@ impl Engine {
     /// loses nothing that running again would not redo identically.
     pub async fn run_ahead(&self, execution: Execution) -> Result<Ahead> {
         let compiled = self.compiled(&execution.snapshot_id).await?;
-        let mut run = Run {
-            engine: self,
-            exec: execution,
-            compiled,
-            pending: Vec::new(),
-            exact: false,
-            ahead: Some(Deferred::default()),
-        };
+        let mut run = Run::new(self, execution, compiled, true);
         let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         run.drive().instrument(span).await?;
         Ok(run.into_ahead())
@@ -402,14 +395,7 @@ impl Engine {
     /// then the claimed execution is stored and advanced as usual.
     pub fn continue_ahead(&self, claimed: &Execution) -> Option<Ahead> {
         let compiled = self.compiled_if_cached(&claimed.snapshot_id)?;
-        let mut run = Run {
-            engine: self,
-            exec: claimed.clone(),
-            compiled,
-            pending: Vec::new(),
-            exact: false,
-            ahead: Some(Deferred::default()),
-        };
+        let mut run = Run::new(self, claimed.clone(), compiled, true);
         let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         let polled = {
             // Running ahead never waits on I/O (it stops before any step that would), so
@@ -436,14 +422,7 @@ impl Engine {
     pub async fn advance(&self, execution: Execution) -> Result<Execution> {
         let id = execution.id;
         let compiled = self.compiled(&execution.snapshot_id).await?;
-        let mut run = Run {
-            engine: self,
-            exec: execution,
-            compiled,
-            pending: Vec::new(),
-            exact: false,
-            ahead: None,
-        };
+        let mut run = Run::new(self, execution, compiled, false);
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
             // After our own last commit the local copy is the stored row; otherwise (we
@@ -540,7 +519,7 @@ enum Outcome {
     },
 }
 
-impl Run<'_> {
+impl<'e> Run<'e> {
     fn inner(&self) -> &Inner {
         &self.engine.inner
     }
@@ -587,6 +566,18 @@ impl Run<'_> {
                     && step.retry.is_none()
                     && step.timeout.is_none()
             })
+    }
+
+    /// A run of `exec`; `ahead` runs it ahead of storage (see [`Engine::run_ahead`]).
+    fn new(engine: &'e Engine, exec: Execution, compiled: Arc<Compiled>, ahead: bool) -> Self {
+        Self {
+            engine,
+            exec,
+            compiled,
+            pending: Vec::new(),
+            exact: false,
+            ahead: ahead.then(Deferred::default),
+        }
     }
 
     /// The run ahead as it stopped (see [`Engine::run_ahead`]).

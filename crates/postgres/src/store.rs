@@ -1301,14 +1301,14 @@ impl ApprovalStore for PgStore {
         now: Timestamp,
     ) -> Result<Decided> {
         self.decider
-            .submit(DecideRequest {
+            .submit(DecideRequest::new(
                 approval_id,
                 decision,
-                decider: decider.clone(),
-                claim: claim.clone(),
+                decider,
+                claim,
                 now,
-                then: None,
-            })
+                None,
+            ))
             .await
     }
 
@@ -1322,14 +1322,14 @@ impl ApprovalStore for PgStore {
         then: Continuation,
     ) -> Result<Decided> {
         self.decider
-            .submit(DecideRequest {
+            .submit(DecideRequest::new(
                 approval_id,
                 decision,
-                decider: decider.clone(),
-                claim: claim.clone(),
+                decider,
+                claim,
                 now,
-                then: Some(then),
-            })
+                Some(then),
+            ))
             .await
     }
 }
@@ -1344,6 +1344,26 @@ pub(crate) struct DecideRequest {
     pub(crate) now: Timestamp,
     /// What the claimed execution does next ([`ApprovalStore::decide_then`]).
     pub(crate) then: Option<Continuation>,
+}
+
+impl DecideRequest {
+    fn new(
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        claim: &LeaseClaim,
+        now: Timestamp,
+        then: Option<Continuation>,
+    ) -> Self {
+        Self {
+            approval_id,
+            decision,
+            decider: decider.clone(),
+            claim: claim.clone(),
+            now,
+            then,
+        }
+    }
 }
 
 impl std::fmt::Debug for DecideRequest {
