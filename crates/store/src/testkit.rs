@@ -321,6 +321,25 @@ pub fn manager(who: &str) -> Principal {
     }
 }
 
+/// `who` decides `approval` as `decider` at `t0()`, claiming under `api` for 30 s.
+pub async fn decide_as(
+    store: &Arc<dyn Store>,
+    approval: Uuid,
+    who: &str,
+    kind: DecisionKind,
+    decider: &Principal,
+) -> crate::Result<crate::Decided> {
+    store
+        .decide(
+            approval,
+            decision(who, kind),
+            decider,
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+}
+
 pub fn decision(who: &str, kind: DecisionKind) -> Decision {
     Decision {
         decided_by: who.to_owned(),
@@ -939,14 +958,7 @@ pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>
         subject: "vic".into(),
         roles: vec!["viewer".into()],
     };
-    let err = store
-        .decide(
-            approval.id,
-            decision("vic", DecisionKind::Approve),
-            &viewer,
-            &lease("api", t0() + secs(30)),
-            t0(),
-        )
+    let err = decide_as(&store, approval.id, "vic", DecisionKind::Approve, &viewer)
         .await
         .unwrap_err();
     assert!(!err.is_conflict());
@@ -955,28 +967,26 @@ pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>
     assert!(forbidden, "{message}");
     assert!(message.contains("role manager"), "{message}");
     // The requester may not approve its own request.
-    let err = store
-        .decide(
-            approval.id,
-            decision("shop", DecisionKind::Approve),
-            &manager("shop"),
-            &lease("api", t0() + secs(30)),
-            t0(),
-        )
-        .await
-        .unwrap_err();
+    let err = decide_as(
+        &store,
+        approval.id,
+        "shop",
+        DecisionKind::Approve,
+        &manager("shop"),
+    )
+    .await
+    .unwrap_err();
     assert!(refusal(err).1);
     // A decision signed by someone else than its decider is refused outright.
     assert!(matches!(
-        store
-            .decide(
-                approval.id,
-                decision("ann", DecisionKind::Approve),
-                &manager("bob"),
-                &lease("api", t0() + secs(30)),
-                t0(),
-            )
-            .await,
+        decide_as(
+            &store,
+            approval.id,
+            "ann",
+            DecisionKind::Approve,
+            &manager("bob")
+        )
+        .await,
         Err(Error::Invalid(_))
     ));
     let unchanged = store.get_approval(approval.id).await.unwrap();
@@ -989,28 +999,20 @@ pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>
         subject: "root".into(),
         roles: vec!["admin".into()],
     };
-    let decided = store
-        .decide(
-            approval.id,
-            decision("root", DecisionKind::Approve),
-            &admin,
-            &lease("api", t0() + secs(30)),
-            t0(),
-        )
+    let decided = decide_as(&store, approval.id, "root", DecisionKind::Approve, &admin)
         .await
         .unwrap();
     assert!(decided.claimed);
     // A second decision on the settled request is a state refusal (409), not forbidden.
-    let err = store
-        .decide(
-            approval.id,
-            decision("ann", DecisionKind::Approve),
-            &manager("ann"),
-            &lease("api", t0() + secs(30)),
-            t0(),
-        )
-        .await
-        .unwrap_err();
+    let err = decide_as(
+        &store,
+        approval.id,
+        "ann",
+        DecisionKind::Approve,
+        &manager("ann"),
+    )
+    .await
+    .unwrap_err();
     assert!(err.is_conflict());
     assert!(!refusal(err).1);
 }
