@@ -63,6 +63,11 @@ enum KeysCommand {
     },
 }
 
+/// mimalloc instead of glibc's malloc: per-request allocations from many threads are
+/// the server's most frequent operation (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Validate { files }) = &cli.command {

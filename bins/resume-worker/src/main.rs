@@ -67,6 +67,11 @@ struct Cli {
     shutdown_timeout: Duration,
 }
 
+/// mimalloc instead of glibc's malloc: per-request allocations from many threads are
+/// the server's most frequent operation (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
