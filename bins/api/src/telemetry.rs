@@ -96,10 +96,15 @@ pub async fn observe(
             return Err(ApiError::internal(format!("handler panicked: {message}")).into());
         }
     };
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // The API's resources carry their template; other routes (the console) are matched
+    // again to find theirs.
+    let route = match res.request().app_data::<crate::routes::RouteTemplate>() {
+        Some(template) => template.0.to_owned(),
+        None => res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned()),
+    };
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
         // JSON is the API's envelope already; HTML is a console page that explains itself.

@@ -237,9 +237,17 @@ pub fn registered() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
 
+/// The route template a request matched (`/api/v1/approvals/{id}/approve`), attached to
+/// each registered resource so the request metrics label by template without routing
+/// the request a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 /// Registers [`table`]: one resource per path (in first-appearance order, so literal
 /// segments such as `/executions/paused` win over `{id}`), answering other methods with
-/// a 405 envelope and an `Allow` header.
+/// a 405 envelope and an `Allow` header. The API's resources are grouped in one scope
+/// per collection (`/api/v1/approvals`, …): a request is matched against its
+/// collection's few templates instead of every template of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<(&'static str, Vec<(Method, actix_web::Route)>)> = Vec::new();
     for (method, path, route) in table() {
@@ -248,31 +256,62 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             None => paths.push((path, vec![(method, route)])),
         }
     }
+    let mut scopes: Vec<(&'static str, Vec<actix_web::Resource>)> = Vec::new();
     for (path, routes) in paths {
-        let allow = routes
-            .iter()
-            .map(|(m, _)| m.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut resource = web::resource(path);
-        for (_, route) in routes {
-            resource = resource.route(route);
+        let Some((collection, rest)) = collection_of(path) else {
+            cfg.service(resource(path, path, routes));
+            continue;
+        };
+        let resource = resource(path, rest, routes);
+        match scopes.iter_mut().find(|(c, _)| *c == collection) {
+            Some((_, resources)) => resources.push(resource),
+            None => scopes.push((collection, vec![resource])),
         }
-        let resource = resource.default_service(web::to(move || {
-            let allow = allow.clone();
-            async move {
-                let message = format!("this route allows {allow}");
-                let mut res = actix_web::ResponseError::error_response(
-                    &ApiError::method_not_allowed(message),
-                );
-                if let Ok(value) = header::HeaderValue::from_str(&allow) {
-                    res.headers_mut().insert(ALLOW, value);
-                }
-                res
-            }
-        }));
-        cfg.service(resource);
     }
+    for (collection, resources) in scopes {
+        cfg.service(
+            resources
+                .into_iter()
+                .fold(web::scope(collection), actix_web::Scope::service),
+        );
+    }
+}
+
+/// `/api/v1/approvals/{id}/approve` → (`/api/v1/approvals`, `/{id}/approve`); `None` for
+/// paths outside the API's collections.
+fn collection_of(path: &'static str) -> Option<(&'static str, &'static str)> {
+    let tail = path.strip_prefix(BASE)?.strip_prefix('/')?;
+    let end = BASE.len() + 1 + tail.find('/').unwrap_or(tail.len());
+    Some((&path[..end], &path[end..]))
+}
+
+/// One resource at `pattern` (its template is `path`) with its routes and the 405 answer.
+fn resource(
+    path: &'static str,
+    pattern: &'static str,
+    routes: Vec<(Method, actix_web::Route)>,
+) -> actix_web::Resource {
+    let allow = routes
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut resource = web::resource(pattern).app_data(RouteTemplate(path));
+    for (_, route) in routes {
+        resource = resource.route(route);
+    }
+    resource.default_service(web::to(move || {
+        let allow = allow.clone();
+        async move {
+            let message = format!("this route allows {allow}");
+            let mut res =
+                actix_web::ResponseError::error_response(&ApiError::method_not_allowed(message));
+            if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                res.headers_mut().insert(ALLOW, value);
+            }
+            res
+        }
+    }))
 }
 
 /// Answers routes that do not exist.
