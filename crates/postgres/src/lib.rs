@@ -13,9 +13,10 @@ mod schedules;
 mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Notify;
 
 /// The notification channel commits use to wake workers.
@@ -97,6 +98,54 @@ pub struct PgStore {
     >,
 }
 
+/// The connection of one batching task ([`tollgate_store::group_commit::Batcher`]),
+/// opened on first use and again after a loss. Like a pooled connection, it is pinged
+/// before use when it sat idle for [`PING_IF_IDLE_FOR`], so a server restart during a
+/// quiet period costs a reconnect, not a failed batch. The task writes one batch at a
+/// time, so the lock is never contended; it only lets the task's closure share the slot.
+#[derive(Clone)]
+struct Dedicated {
+    options: Arc<PgConnectOptions>,
+    slot: Arc<tokio::sync::Mutex<Option<(PgConnection, Instant)>>>,
+}
+
+impl Dedicated {
+    fn new(options: Arc<PgConnectOptions>) -> Self {
+        Self {
+            options,
+            slot: Arc::default(),
+        }
+    }
+
+    /// Runs `batch` on the connection (opening it if needed). After an error the
+    /// connection is kept only if it still answers — which also completes the rollback
+    /// of a transaction the error abandoned.
+    async fn run<R>(
+        &self,
+        batch: impl AsyncFnOnce(&mut PgConnection) -> tollgate_store::Result<R>,
+    ) -> tollgate_store::Result<R> {
+        let mut slot = self.slot.lock().await;
+        if let Some((conn, used)) = &mut *slot {
+            if used.elapsed() >= PING_IF_IDLE_FOR && conn.ping().await.is_err() {
+                *slot = None;
+            }
+        }
+        let (conn, used) = match &mut *slot {
+            Some(open) => open,
+            None => slot.insert((
+                self.options.connect().await.map_err(rows::backend)?,
+                Instant::now(),
+            )),
+        };
+        let result = batch(conn).await;
+        *used = Instant::now();
+        if result.is_err() && conn.ping().await.is_err() {
+            *slot = None;
+        }
+        result
+    }
+}
+
 impl PgStore {
     /// Connects (the pool reconnects by itself after connection losses: a restarted
     /// server yields errors for the calls in flight, then service resumes).
@@ -123,51 +172,63 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(ConnectError::Connect)?;
+        // Each batching task writes on a connection of its own, made on its own task:
+        // no pool checkout and release (with its ping) per batch, prepared statements
+        // that stay warm, and the socket's readiness driven by the runtime the task runs
+        // on rather than by whichever request handler happened to open a pooled one.
+        let dedicated = || Dedicated::new(pool.connect_options());
         let committer = {
-            let pool = pool.clone();
+            let conn = dedicated();
             tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
-                let pool = pool.clone();
+                let conn = conn.clone();
                 async move {
-                    Ok(store::commit_batch(&pool, &commits)
-                        .await?
-                        .into_iter()
-                        .map(Ok)
-                        .collect())
+                    let results = conn
+                        .run(async |c| store::commit_batch(c, &commits).await)
+                        .await?;
+                    Ok(results.into_iter().map(Ok).collect())
                 }
             })
         };
         let decider = {
-            let pool = pool.clone();
+            let conn = dedicated();
             tollgate_store::group_commit::Batcher::spawn(move |requests| {
-                let pool = pool.clone();
-                async move { store::decide_batch(&pool, &requests).await }
+                let conn = conn.clone();
+                async move {
+                    conn.run(async |c| store::decide_batch(c, &requests).await)
+                        .await
+                }
             })
         };
         let events = {
-            let pool = pool.clone();
+            let conn = dedicated();
             tollgate_store::group_commit::Batcher::spawn(move |items| {
-                let pool = pool.clone();
+                let conn = conn.clone();
                 async move {
-                    Ok(store::insert_events(&pool, &items)
-                        .await?
-                        .into_iter()
-                        .map(Ok)
-                        .collect())
+                    let results = conn
+                        .run(async |c| store::insert_events(c, &items).await)
+                        .await?;
+                    Ok(results.into_iter().map(Ok).collect())
                 }
             })
         };
         let triggered = {
-            let pool = pool.clone();
+            let conn = dedicated();
             tollgate_store::group_commit::Batcher::spawn(move |event_types| {
-                let pool = pool.clone();
-                async move { store::triggered_batch(&pool, &event_types).await }
+                let conn = conn.clone();
+                async move {
+                    conn.run(async |c| store::triggered_batch(c, &event_types).await)
+                        .await
+                }
             })
         };
         let waiting = {
-            let pool = pool.clone();
+            let conn = dedicated();
             tollgate_store::group_commit::Batcher::spawn(move |scans| {
-                let pool = pool.clone();
-                async move { store::waiting_batch(&pool, &scans).await }
+                let conn = conn.clone();
+                async move {
+                    conn.run(async |c| store::waiting_batch(c, &scans).await)
+                        .await
+                }
             })
         };
         Ok(Self {

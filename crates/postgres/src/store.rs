@@ -652,7 +652,7 @@ fn batch_row(slot: usize, c: &StepCommit) -> Value {
 /// statement; returns, per commit, its new state or `None` when its compare-and-set did
 /// not match. The transitions are exactly `rules::apply_commit`'s.
 pub(crate) async fn commit_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut PgConnection,
     commits: &[StepCommit],
 ) -> Result<Vec<Option<Committed>>> {
     let mut executions = Vec::with_capacity(commits.len());
@@ -689,7 +689,7 @@ pub(crate) async fn commit_batch(
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(commits.iter().map(|c| c.execution_id).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, commits) {
             // Alone (the committer retries a failed batch commit by commit), a
@@ -1178,11 +1178,11 @@ impl ExecutionStore for PgStore {
 /// The workflows triggered by each of a batch of event types: one read of the enabled
 /// event-triggered workflows, parsed once, matched per event type.
 pub(crate) async fn triggered_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut PgConnection,
     event_types: &[String],
 ) -> Result<Vec<Result<Vec<Workflow>>>> {
     let rows = sqlx::query("SELECT * FROM workflows WHERE enabled AND event_pattern IS NOT NULL")
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
     let candidates = rows
@@ -1207,7 +1207,7 @@ pub(crate) struct WaitingScan {
 /// A batch of waiting scans in one statement: each scan is its own index range on the
 /// partial index of waiting executions, tagged with its position in the batch.
 pub(crate) async fn waiting_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut PgConnection,
     scans: &[WaitingScan],
 ) -> Result<Vec<Result<Vec<Execution>>>> {
     let event_types: Vec<&str> = scans.iter().map(|s| s.event_type.as_str()).collect();
@@ -1222,7 +1222,7 @@ pub(crate) async fn waiting_batch(
     .bind(&event_types)
     .bind(&afters)
     .bind(&limits)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
     let mut pages: Vec<Vec<Execution>> = vec![Vec::new(); scans.len()];
@@ -1394,39 +1394,71 @@ struct DecisionWrites {
     wakes: bool,
 }
 
-/// The execution's row as a JSON object keyed by the `executions` columns (what
-/// [`bind_execution`] binds), for `jsonb_populate_recordset`.
-fn execution_row(e: &Execution) -> Value {
+/// Columns an execution never changes after its insert: a decision's update leaves them
+/// out (its JSON then carries no copy of the trigger payload for the database to parse).
+const IMMUTABLE_EXECUTION_COLUMNS: [&str; 8] = [
+    "workflow_id",
+    "workflow_key",
+    "workflow_version",
+    "snapshot_id",
+    "trigger_event",
+    "trigger_payload",
+    "started_at",
+    "requested_by",
+];
+
+/// The columns of the execution's row that can change after its insert (and its id), as
+/// a JSON object for `jsonb_populate_recordset`.
+fn execution_changes(e: &Execution) -> Value {
     let gate = e.gate.as_ref();
     json!({
-        "id": e.id, "workflow_id": e.workflow_id, "workflow_key": e.workflow_key,
-        "workflow_version": e.workflow_version, "snapshot_id": e.snapshot_id,
-        "status": e.status.as_str(), "result": e.result.map(tollgate_model::ExecutionResult::as_str),
-        "trigger_event": e.trigger_event, "trigger_payload": e.trigger_payload, "context": e.context,
-        "cursor": e.cursor, "visits": e.visits, "steps_run": e.steps_run, "version": e.version,
+        "id": e.id, "status": e.status.as_str(), "result": e.result.map(tollgate_model::ExecutionResult::as_str),
+        "context": e.context, "cursor": e.cursor, "visits": e.visits, "steps_run": e.steps_run, "version": e.version,
         "lease_owner": e.lease.as_ref().and_then(|l| l.owner.clone()),
         "lease_expires_at": e.lease.as_ref().map(|l| l.expires_at),
         "gate": gate, "gate_reason": gate.map(|g| g.reason.as_str()),
         "gate_deadline": gate.and_then(|g| g.deadline), "gate_event": gate.and_then(|g| g.event.clone()),
         "gate_approval_id": gate.and_then(|g| g.approval_id), "paused_at": gate.map(|g| g.paused_at),
         "wake": e.wake, "pause_requested": e.pause_requested, "deadline": e.deadline,
-        "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at, "started_at": e.started_at,
+        "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at,
         "completed_at": e.completed_at, "updated_at": e.updated_at, "error": e.error,
-        "requested_by": e.requested_by, "consumed_events": e.consumed_events,
+        "consumed_events": e.consumed_events,
     })
 }
 
-/// `SET` list writing every column but `id` from the recordset `v`; `jsonb_populate_recordset`
-/// reads a JSON `null` as SQL NULL, so the NOT NULL documents are put back as JSON.
+/// The execution's row as a JSON object keyed by the `executions` columns (what
+/// [`bind_execution`] binds), for `jsonb_populate_recordset`.
+fn execution_row(e: &Execution) -> Value {
+    let mut row = execution_changes(e);
+    let Value::Object(columns) = &mut row else {
+        return row;
+    };
+    for (column, value) in [
+        ("workflow_id", json!(e.workflow_id)),
+        ("workflow_key", json!(e.workflow_key)),
+        ("workflow_version", json!(e.workflow_version)),
+        ("snapshot_id", json!(e.snapshot_id)),
+        ("trigger_event", json!(e.trigger_event)),
+        ("trigger_payload", e.trigger_payload.clone()),
+        ("started_at", json!(e.started_at)),
+        ("requested_by", json!(e.requested_by)),
+    ] {
+        columns.insert(column.to_owned(), value);
+    }
+    row
+}
+
+/// `SET` list writing every column that can change after the insert from the recordset
+/// `v`; `jsonb_populate_recordset` reads a JSON `null` as SQL NULL, so the NOT NULL
+/// documents are put back as JSON.
 fn execution_set_from_v() -> String {
     EXECUTION_COLUMNS
         .split(',')
         .map(str::trim)
         .skip(1)
+        .filter(|c| !IMMUTABLE_EXECUTION_COLUMNS.contains(c))
         .map(|c| match c {
-            "trigger_payload" | "context" | "visits" => {
-                format!("{c} = COALESCE(v.{c}, 'null'::jsonb)")
-            }
+            "context" | "visits" => format!("{c} = COALESCE(v.{c}, 'null'::jsonb)"),
             _ => format!("{c} = v.{c}"),
         })
         .collect::<Vec<_>>()
@@ -1464,10 +1496,10 @@ static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
 /// a database error (nothing written).
 /// Four round trips whatever the batch size: begin, one locked read, one write, commit.
 pub(crate) async fn decide_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut PgConnection,
     requests: &[DecideRequest],
 ) -> Result<Vec<Result<Decided>>> {
-    let mut tx = pool.begin().await.map_err(backend)?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(backend)?;
     let mut ids: Vec<Uuid> = requests.iter().map(|r| r.approval_id).collect();
     ids.sort();
     ids.dedup();
@@ -1518,7 +1550,7 @@ pub(crate) async fn decide_batch(
             .await
             .map_err(backend)?;
     }
-    commit(tx).await?;
+    tx.commit().await.map_err(backend)?;
     Ok(results)
 }
 
@@ -1587,7 +1619,7 @@ fn decide_one(
         .insert(approval_id, approval_row(&next_approval));
     writes
         .executions
-        .insert(next_execution.id, execution_row(&next_execution));
+        .insert(next_execution.id, execution_changes(&next_execution));
     writes.audits.push(json!({
         "id": Uuid::now_v7(), "execution_id": next_execution.id, "actor": decided_by, "at": now,
         "data": {"approval_id": approval_id, "decision": kind, "reason": reason, "data": data},
@@ -1642,7 +1674,7 @@ static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
 /// One statement for a batch of events (see [`INSERT_EVENTS_SQL`]); per event, whether
 /// it was inserted or repeats an `event_id` (then the first one).
 pub(crate) async fn insert_events(
-    pool: &sqlx::PgPool,
+    conn: &mut PgConnection,
     items: &[(Event, Vec<Starting>)],
 ) -> Result<Vec<EventInsert>> {
     let events: Vec<Value> = items
@@ -1665,7 +1697,7 @@ pub(crate) async fn insert_events(
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(wakes)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, items) {
             (sqlx::Error::Database(db), _) if db.is_foreign_key_violation() => {
@@ -1690,7 +1722,7 @@ pub(crate) async fn insert_events(
     if !repeated.is_empty() {
         for row in sqlx::query("SELECT * FROM events WHERE event_id = ANY($1)")
             .bind(&repeated)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await
             .map_err(backend)?
         {

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use sqlx::Row;
 use tollgate_model::records::{DecisionKind, StepStatus};
+use tollgate_model::status::ExecutionStatus;
 use tollgate_store::testkit::{
-    commit, decision, lease, manager, paused_at_approval, running, step_record, t0, workflow,
+    commit, decide_as, decision, lease, manager, paused_at_approval, running, step_record, t0,
+    workflow,
 };
 use tollgate_store::{Store, Transition};
 
@@ -137,8 +139,9 @@ async fn released_leases_notify_listening_workers() {
     assert_eq!(store.list_steps(e.id).await.unwrap().len(), 1);
 }
 
-/// Every connection of the pool is killed (as a server restart would): calls in flight
-/// may fail, nothing committed is lost, and the pool recovers by itself.
+/// Every connection of the pool — and the batch writers' own connections — is killed
+/// (as a server restart would): calls in flight may fail, nothing committed is lost, and
+/// both the pool and the batch writers recover by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_recovers_after_its_connections_are_killed() {
     let (store, url) = fresh_database().await;
@@ -146,10 +149,16 @@ async fn the_pool_recovers_after_its_connections_are_killed() {
     let store: Arc<dyn Store> = Arc::new(store);
     let w = workflow(&store, "orders", "1", "order.created").await;
     let (paused, _) = paused_at_approval(&store, &w, 1, None).await;
-    // Warm the pool so several connections exist, then kill them all from outside.
+    let (other, other_request) = paused_at_approval(&store, &w, 1, None).await;
+    // Warm the pool so several connections exist, and open the decision writer's own
+    // connection; then kill them all from outside.
     for _ in 0..4 {
         store.get_execution(paused.id).await.unwrap();
     }
+    let ann = manager("ann");
+    decide_as(&store, other_request.id, "ann", DecisionKind::Approve, &ann)
+        .await
+        .unwrap();
     let database = url
         .rsplit('/')
         .next()
@@ -179,6 +188,47 @@ async fn the_pool_recovers_after_its_connections_are_killed() {
     let after = store.get_execution(paused.id).await.unwrap();
     assert_eq!(after, paused, "committed state is intact");
     assert!(!pool.is_closed());
+    assert_eq!(
+        store.get_execution(other.id).await.unwrap().status,
+        ExecutionStatus::Running,
+        "the decision before the kill is intact"
+    );
+    // The decision writer reopens its connection: a decision may fail while it finds
+    // its connection dead, then one succeeds — once.
+    let (_, request) = paused_at_approval_retrying(&store, &w).await;
+    let mut claimed = None;
+    for _ in 0..10 {
+        match decide_as(&store, request.id, "ann", DecisionKind::Approve, &ann).await {
+            Ok(decided) => {
+                claimed = Some(decided.claimed);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(claimed, Some(true), "the decision writer did not recover");
+}
+
+/// [`paused_at_approval`], retried while the step-commit writer finds its connection
+/// dead.
+async fn paused_at_approval_retrying(
+    store: &Arc<dyn Store>,
+    w: &tollgate_model::records::Workflow,
+) -> (
+    tollgate_model::records::Execution,
+    tollgate_model::records::ApprovalRequest,
+) {
+    for _ in 0..10 {
+        let store = store.clone();
+        let w = w.clone();
+        if let Ok(paused) =
+            tokio::spawn(async move { paused_at_approval(&store, &w, 1, None).await }).await
+        {
+            return paused;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the step-commit writer did not recover");
 }
 
 /// Concurrent event lookups are answered in batches (one statement for the lookups
