@@ -22,6 +22,9 @@ use tokio::sync::Notify;
 /// The notification channel commits use to wake workers.
 pub const WAKEUP_CHANNEL: &str = "tollgate_wakeup";
 
+/// Decision batches written at once (each on its own connection).
+const DECISION_BATCHES_IN_FLIGHT: usize = 2;
+
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
@@ -98,22 +101,29 @@ pub struct PgStore {
     >,
 }
 
-/// The connection of one batching task ([`tollgate_store::group_commit::Batcher`]),
-/// opened on first use and again after a loss. Like a pooled connection, it is pinged
-/// before use when it sat idle for [`PING_IF_IDLE_FOR`], so a server restart during a
-/// quiet period costs a reconnect, not a failed batch. The task writes one batch at a
-/// time, so the lock is never contended; it only lets the task's closure share the slot.
+/// An open batch connection and when it was last used.
+type Opened = (PgConnection, Instant);
+
+/// The connections of one batching task ([`tollgate_store::group_commit::Batcher`]), one
+/// per batch it writes at once, each opened on first use and again after a loss. Like a
+/// pooled connection, one is pinged before use when it sat idle for [`PING_IF_IDLE_FOR`],
+/// so a server restart during a quiet period costs a reconnect, not a failed batch. The
+/// task never has more batches in flight than connections, so a batch always finds a
+/// free one; the locks only let the task's concurrent batches share the slots.
 #[derive(Clone)]
 struct Dedicated {
     options: Arc<PgConnectOptions>,
-    slot: Arc<tokio::sync::Mutex<Option<(PgConnection, Instant)>>>,
+    slots: Arc<[tokio::sync::Mutex<Option<Opened>>]>,
 }
 
 impl Dedicated {
-    fn new(options: Arc<PgConnectOptions>) -> Self {
+    /// `n` connections, one per batch the task writes at once.
+    fn new(options: Arc<PgConnectOptions>, n: usize) -> Self {
         Self {
             options,
-            slot: Arc::default(),
+            slots: (0..n.max(1))
+                .map(|_| tokio::sync::Mutex::default())
+                .collect(),
         }
     }
 
@@ -124,7 +134,11 @@ impl Dedicated {
         &self,
         batch: impl AsyncFnOnce(&mut PgConnection) -> tollgate_store::Result<R>,
     ) -> tollgate_store::Result<R> {
-        let mut slot = self.slot.lock().await;
+        let free = self.slots.iter().find_map(|s| s.try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.slots[0].lock().await,
+        };
         if let Some((conn, used)) = &mut *slot {
             if used.elapsed() >= PING_IF_IDLE_FOR && conn.ping().await.is_err() {
                 *slot = None;
@@ -176,9 +190,9 @@ impl PgStore {
         // no pool checkout and release (with its ping) per batch, prepared statements
         // that stay warm, and the socket's readiness driven by the runtime the task runs
         // on rather than by whichever request handler happened to open a pooled one.
-        let dedicated = || Dedicated::new(pool.connect_options());
+        let dedicated = |n| Dedicated::new(pool.connect_options(), n);
         let committer = {
-            let conn = dedicated();
+            let conn = dedicated(1);
             tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
                 let conn = conn.clone();
                 async move {
@@ -190,17 +204,20 @@ impl PgStore {
             })
         };
         let decider = {
-            let conn = dedicated();
-            tollgate_store::group_commit::Batcher::spawn(move |requests| {
-                let conn = conn.clone();
-                async move {
-                    conn.run(async |c| store::decide_batch(c, &requests).await)
-                        .await
-                }
-            })
+            let conn = dedicated(DECISION_BATCHES_IN_FLIGHT);
+            tollgate_store::group_commit::Batcher::spawn_in_flight(
+                DECISION_BATCHES_IN_FLIGHT,
+                move |requests| {
+                    let conn = conn.clone();
+                    async move {
+                        conn.run(async |c| store::decide_batch(c, &requests).await)
+                            .await
+                    }
+                },
+            )
         };
         let events = {
-            let conn = dedicated();
+            let conn = dedicated(1);
             tollgate_store::group_commit::Batcher::spawn(move |items| {
                 let conn = conn.clone();
                 async move {
@@ -212,7 +229,7 @@ impl PgStore {
             })
         };
         let triggered = {
-            let conn = dedicated();
+            let conn = dedicated(1);
             tollgate_store::group_commit::Batcher::spawn(move |event_types| {
                 let conn = conn.clone();
                 async move {
@@ -222,7 +239,7 @@ impl PgStore {
             })
         };
         let waiting = {
-            let conn = dedicated();
+            let conn = dedicated(1);
             tollgate_store::group_commit::Batcher::spawn(move |scans| {
                 let conn = conn.clone();
                 async move {

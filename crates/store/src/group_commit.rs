@@ -52,12 +52,31 @@ where
     /// the request that caused it. The task stops when every clone of the handle is gone.
     pub fn spawn<C, F>(write_batch: C) -> Self
     where
-        C: Fn(Arc<Vec<T>>) -> F + Send + 'static,
-        F: Future<Output = Result<Vec<Result<R>>>> + Send,
+        C: Fn(Arc<Vec<T>>) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Vec<Result<R>>>> + Send + 'static,
+    {
+        Self::spawn_in_flight(1, write_batch)
+    }
+
+    /// [`Batcher::spawn`] with up to `in_flight` batches written at once: the next batch
+    /// is gathered when a slot frees, from what queued meanwhile. A request waits for a
+    /// free slot and its own batch instead of for the batch in flight and then its own;
+    /// `write_batch` must then be safe to run concurrently with itself (PostgreSQL's
+    /// decisions lock their rows in id order, so concurrent batches serialise on shared
+    /// requests and never deadlock).
+    pub fn spawn_in_flight<C, F>(in_flight: usize, write_batch: C) -> Self
+    where
+        C: Fn(Arc<Vec<T>>) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Vec<Result<R>>>> + Send + 'static,
     {
         let (queue, mut rx) = mpsc::channel::<Pending<T, R>>(1024);
+        let write_batch = Arc::new(write_batch);
+        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -65,32 +84,11 @@ where
                         Err(_) => break,
                     }
                 }
-                let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-                let items = Arc::new(items);
-                match write_batch(items.clone()).await {
-                    Ok(answers) => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(answer);
-                        }
-                    }
-                    Err(err) if replies.len() == 1 => {
-                        if let Some(reply) = replies.into_iter().next() {
-                            let _ = reply.send(Err(err));
-                        }
-                    }
-                    Err(_) => {
-                        for (item, reply) in items.iter().zip(replies) {
-                            let answer = write_batch(Arc::new(vec![item.clone()])).await.and_then(
-                                |mut answers| {
-                                    answers
-                                        .pop()
-                                        .unwrap_or_else(|| Err(Error::Backend("no answer".into())))
-                                },
-                            );
-                            let _ = reply.send(answer);
-                        }
-                    }
-                }
+                let write_batch = write_batch.clone();
+                tokio::spawn(async move {
+                    write(&*write_batch, batch).await;
+                    drop(slot);
+                });
             }
         });
         Self { queue }
@@ -105,5 +103,166 @@ where
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes one batch and answers each request; a failed batch is written request by
+/// request, so a database error reaches only the request that caused it.
+async fn write<T, R, C, F>(write_batch: &C, batch: Vec<Pending<T, R>>)
+where
+    T: Clone,
+    C: Fn(Arc<Vec<T>>) -> F,
+    F: Future<Output = Result<Vec<Result<R>>>>,
+{
+    let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+    let items = Arc::new(items);
+    match write_batch(items.clone()).await {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(err) if replies.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(err));
+            }
+        }
+        Err(_) => {
+            for (item, reply) in items.iter().zip(replies) {
+                let answer =
+                    write_batch(Arc::new(vec![item.clone()]))
+                        .await
+                        .and_then(|mut answers| {
+                            answers
+                                .pop()
+                                .unwrap_or_else(|| Err(Error::Backend("no answer".into())))
+                        });
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// A batcher whose batches double their items, fail as a whole when they hold 13
+    /// among others, and refuse 13 alone.
+    fn doubling() -> Batcher<u32, u32> {
+        Batcher::spawn(|items: Arc<Vec<u32>>| async move {
+            if items.len() > 1 && items.contains(&13) {
+                return Err(Error::Backend("batch failed".into()));
+            }
+            Ok(items
+                .iter()
+                .map(|&i| {
+                    if i == 13 {
+                        Err(Error::Conflict("thirteen".into()))
+                    } else {
+                        Ok(i * 2)
+                    }
+                })
+                .collect())
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_request_gets_its_own_answer_even_when_its_batch_fails() {
+        let batcher = doubling();
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { (i, batcher.submit(i).await) })
+            })
+            .collect();
+        for task in tasks {
+            let (i, answer) = task.await.unwrap();
+            match answer {
+                Ok(doubled) => assert_eq!(doubled, i * 2),
+                Err(err) => {
+                    assert_eq!(i, 13, "only 13 is refused, not {i}: {err}");
+                    assert!(err.is_conflict(), "13 gets its own refusal: {err}");
+                }
+            }
+        }
+    }
+
+    /// Batches that wait for `open`, counting how many run at once.
+    fn gated(
+        in_flight: usize,
+        open: watch::Receiver<bool>,
+        running: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    ) -> Batcher<u32, u32> {
+        Batcher::spawn_in_flight(in_flight, move |items: Arc<Vec<u32>>| {
+            let (mut open, running, most) = (open.clone(), running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let _ = open.wait_for(|open| *open).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(items.iter().map(|&i| Ok(i)).collect())
+            }
+        })
+    }
+
+    async fn until(running: &AtomicUsize, n: usize) {
+        for _ in 0..5_000 {
+            if running.load(Ordering::SeqCst) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never {n} batches running");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_batch_starts_while_the_first_is_in_flight() {
+        let (gate, open) = watch::channel(false);
+        let (running, most) = (Arc::default(), Arc::default());
+        let batcher = gated(2, open, Arc::clone(&running), Arc::clone(&most));
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await }
+        });
+        until(&running, 1).await;
+        let second = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(2).await }
+        });
+        until(&running, 2).await;
+        gate.send(true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_in_flight_means_one_batch_at_a_time() {
+        let (gate, open) = watch::channel(false);
+        let (running, most) = (Arc::default(), Arc::default());
+        let batcher = gated(1, open, Arc::clone(&running), Arc::clone(&most));
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await }
+        });
+        until(&running, 1).await;
+        let second = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(running.load(Ordering::SeqCst), 1, "the second batch waits");
+        gate.send(true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert_eq!(most.load(Ordering::SeqCst), 1);
     }
 }
