@@ -362,3 +362,68 @@ async fn two_processes_deciding_the_same_requests_claim_each_once() {
         assert_eq!(a.list_resume_requests(e.id).await.unwrap().len(), 1);
     }
 }
+
+/// Whatever a decider writes — quotes, backslashes, SQL, dollar quotes, unicode, control
+/// characters — passes through a decision batch's JSON recordsets and is stored exactly
+/// as written, executing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_text_is_stored_exactly_as_written() {
+    let (store, _) = fresh_database().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let nasty = [
+        "it's fine",
+        "'); DROP TABLE approvals; --",
+        "back\\slash \\' and \\\\'' quotes",
+        "$$ $tag$ dollar $tag$ $$",
+        "naïve 🚦 ünïcödé \u{202e}rtl",
+        "line\nbreak\ttab\r\u{1} control",
+        "E'\\x41' ::jsonb",
+    ];
+    for (i, text) in nasty.iter().enumerate() {
+        let (paused, request) = paused_at_approval(&store, &w, 1, None).await;
+        let who = format!("{text} #{i}");
+        let mut d = decision(&who, DecisionKind::Reject);
+        d.reason = Some((*text).to_owned());
+        d.data = serde_json::json!({ *text: [text, {"nested": text}] });
+        let decided = store
+            .decide(
+                request.id,
+                d.clone(),
+                &manager(&who),
+                &lease("api", t0() + chrono::Duration::seconds(30)),
+                t0(),
+            )
+            .await
+            .unwrap();
+        assert!(decided.claimed);
+        let stored = store.get_approval(request.id).await.unwrap();
+        assert_eq!(stored.decisions.len(), 1);
+        assert_eq!(stored.decisions[0].decided_by, who);
+        assert_eq!(stored.decisions[0].reason.as_deref(), Some(*text));
+        assert_eq!(stored.decisions[0].data, d.data);
+        let audit = store.list_resume_requests(paused.id).await.unwrap();
+        assert_eq!(
+            audit.last().and_then(|r| r.actor.clone()),
+            Some(who.clone())
+        );
+        assert_eq!(
+            audit.last().map(|r| r.data["reason"].clone()),
+            Some(serde_json::json!(text))
+        );
+    }
+    // Nothing was executed: every table is still there.
+    assert!(store.get_workflow(w.id).await.is_ok());
+    assert_eq!(
+        store
+            .list_approvals(
+                &tollgate_store::ApprovalFilter::default(),
+                &tollgate_store::PageRequest::default()
+            )
+            .await
+            .unwrap()
+            .items
+            .len(),
+        nasty.len()
+    );
+}
