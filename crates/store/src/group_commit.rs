@@ -84,6 +84,11 @@ where
                         Err(_) => break,
                     }
                 }
+                if in_flight <= 1 {
+                    // One at a time: written by this task, without a hand-off.
+                    write(&*write_batch, batch).await;
+                    continue;
+                }
                 let write_batch = write_batch.clone();
                 tokio::spawn(async move {
                     write(&*write_batch, batch).await;
