@@ -113,14 +113,17 @@ type Opened = (PgConnection, Instant);
 #[derive(Clone)]
 struct Dedicated {
     options: Arc<PgConnectOptions>,
+    /// How long opening a connection may take (the pool's acquire timeout).
+    connect_timeout: Duration,
     slots: Arc<[tokio::sync::Mutex<Option<Opened>>]>,
 }
 
 impl Dedicated {
     /// `n` connections, one per batch the task writes at once.
-    fn new(options: Arc<PgConnectOptions>, n: usize) -> Self {
+    fn new(options: Arc<PgConnectOptions>, connect_timeout: Duration, n: usize) -> Self {
         Self {
             options,
+            connect_timeout,
             slots: (0..n.max(1))
                 .map(|_| tokio::sync::Mutex::default())
                 .collect(),
@@ -146,10 +149,21 @@ impl Dedicated {
         }
         let (conn, used) = match &mut *slot {
             Some(open) => open,
-            None => slot.insert((
-                self.options.connect().await.map_err(rows::backend)?,
-                Instant::now(),
-            )),
+            None => {
+                let conn = tokio::time::timeout(self.connect_timeout, self.options.connect())
+                    .await
+                    .map_err(|_| {
+                        tollgate_store::Error::Backend(
+                            format!(
+                                "could not connect to PostgreSQL within {:?}",
+                                self.connect_timeout
+                            )
+                            .into(),
+                        )
+                    })?
+                    .map_err(rows::backend)?;
+                slot.insert((conn, Instant::now()))
+            }
         };
         let result = batch(conn).await;
         *used = Instant::now();
@@ -190,7 +204,7 @@ impl PgStore {
         // no pool checkout and release (with its ping) per batch, prepared statements
         // that stay warm, and the socket's readiness driven by the runtime the task runs
         // on rather than by whichever request handler happened to open a pooled one.
-        let dedicated = |n| Dedicated::new(pool.connect_options(), n);
+        let dedicated = |n| Dedicated::new(pool.connect_options(), options.acquire_timeout, n);
         let committer = {
             let conn = dedicated(1);
             tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
