@@ -218,6 +218,11 @@ mod tests {
         })
     }
 
+    fn submitted(batcher: &Batcher<u32, u32>, item: u32) -> tokio::task::JoinHandle<Result<u32>> {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.submit(item).await })
+    }
+
     async fn until(running: &AtomicUsize, n: usize) {
         for _ in 0..5_000 {
             if running.load(Ordering::SeqCst) == n {
@@ -233,15 +238,9 @@ mod tests {
         let (gate, open) = watch::channel(false);
         let (running, most) = (Arc::default(), Arc::default());
         let batcher = gated(2, open, Arc::clone(&running), Arc::clone(&most));
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.submit(1).await }
-        });
+        let first = submitted(&batcher, 1);
         until(&running, 1).await;
-        let second = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.submit(2).await }
-        });
+        let second = submitted(&batcher, 2);
         until(&running, 2).await;
         gate.send(true).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 1);
@@ -254,15 +253,9 @@ mod tests {
         let (gate, open) = watch::channel(false);
         let (running, most) = (Arc::default(), Arc::default());
         let batcher = gated(1, open, Arc::clone(&running), Arc::clone(&most));
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.submit(1).await }
-        });
+        let first = submitted(&batcher, 1);
         until(&running, 1).await;
-        let second = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.submit(2).await }
-        });
+        let second = submitted(&batcher, 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(running.load(Ordering::SeqCst), 1, "the second batch waits");
         gate.send(true).unwrap();
