@@ -101,6 +101,15 @@ pub struct PgStore {
     >,
 }
 
+/// A batch being written on a batch connection: one answer per request, in order.
+type BatchFuture<'c, R> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = tollgate_store::Result<Vec<tollgate_store::Result<R>>>>
+            + Send
+            + 'c,
+    >,
+>;
+
 /// An open batch connection and when it was last used.
 type Opened = (PgConnection, Instant);
 
@@ -128,6 +137,23 @@ impl Dedicated {
                 .map(|_| tokio::sync::Mutex::default())
                 .collect(),
         }
+    }
+
+    /// A batcher writing each batch with `write` on these connections, with as many
+    /// batches in flight as there are connections.
+    fn batcher<T, R>(
+        self,
+        write: for<'c> fn(&'c mut PgConnection, Arc<Vec<T>>) -> BatchFuture<'c, R>,
+    ) -> tollgate_store::group_commit::Batcher<T, R>
+    where
+        T: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let in_flight = self.slots.len();
+        tollgate_store::group_commit::Batcher::spawn_in_flight(in_flight, move |items| {
+            let conn = self.clone();
+            async move { conn.run(async |c| write(c, items).await).await }
+        })
     }
 
     /// Runs `batch` on the connection (opening it if needed). After an error the
@@ -205,63 +231,25 @@ impl PgStore {
         // that stay warm, and the socket's readiness driven by the runtime the task runs
         // on rather than by whichever request handler happened to open a pooled one.
         let dedicated = |n| Dedicated::new(pool.connect_options(), options.acquire_timeout, n);
-        let committer = {
-            let conn = dedicated(1);
-            tollgate_store::group_commit::GroupCommitter::spawn(move |commits| {
-                let conn = conn.clone();
-                async move {
-                    let results = conn
-                        .run(async |c| store::commit_batch(c, &commits).await)
-                        .await?;
-                    Ok(results.into_iter().map(Ok).collect())
-                }
+        let committer = dedicated(1).batcher(|c, commits| {
+            Box::pin(async move {
+                let results = store::commit_batch(c, &commits).await?;
+                Ok(results.into_iter().map(Ok).collect())
             })
-        };
-        let decider = {
-            let conn = dedicated(DECISION_BATCHES_IN_FLIGHT);
-            tollgate_store::group_commit::Batcher::spawn_in_flight(
-                DECISION_BATCHES_IN_FLIGHT,
-                move |requests| {
-                    let conn = conn.clone();
-                    async move {
-                        conn.run(async |c| store::decide_batch(c, &requests).await)
-                            .await
-                    }
-                },
-            )
-        };
-        let events = {
-            let conn = dedicated(1);
-            tollgate_store::group_commit::Batcher::spawn(move |items| {
-                let conn = conn.clone();
-                async move {
-                    let results = conn
-                        .run(async |c| store::insert_events(c, &items).await)
-                        .await?;
-                    Ok(results.into_iter().map(Ok).collect())
-                }
+        });
+        let decider = dedicated(DECISION_BATCHES_IN_FLIGHT).batcher(|c, requests| {
+            Box::pin(async move { store::decide_batch(c, &requests).await })
+        });
+        let events = dedicated(1).batcher(|c, items| {
+            Box::pin(async move {
+                let results = store::insert_events(c, &items).await?;
+                Ok(results.into_iter().map(Ok).collect())
             })
-        };
-        let triggered = {
-            let conn = dedicated(1);
-            tollgate_store::group_commit::Batcher::spawn(move |event_types| {
-                let conn = conn.clone();
-                async move {
-                    conn.run(async |c| store::triggered_batch(c, &event_types).await)
-                        .await
-                }
-            })
-        };
-        let waiting = {
-            let conn = dedicated(1);
-            tollgate_store::group_commit::Batcher::spawn(move |scans| {
-                let conn = conn.clone();
-                async move {
-                    conn.run(async |c| store::waiting_batch(c, &scans).await)
-                        .await
-                }
-            })
-        };
+        });
+        let triggered = dedicated(1)
+            .batcher(|c, types| Box::pin(async move { store::triggered_batch(c, &types).await }));
+        let waiting = dedicated(1)
+            .batcher(|c, scans| Box::pin(async move { store::waiting_batch(c, &scans).await }));
         Ok(Self {
             pool,
             committer,
