@@ -68,6 +68,7 @@ impl Backend {
                     .await
                     .context("cannot connect to PostgreSQL")?;
                 store.migrate().await.context("cannot migrate PostgreSQL")?;
+                store.open_batch_connections();
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     wakeups: store.wakeups(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgArguments, PgConnection, Postgres};
+use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row};
@@ -1503,14 +1503,7 @@ pub(crate) async fn decide_batch(
     let mut ids: Vec<Uuid> = requests.iter().map(|r| r.approval_id).collect();
     ids.sort();
     ids.dedup();
-    // One read locks every request and its execution, in id order (no deadlocks between
-    // batches); the execution as columns, the request as a document whose keys are the
-    // `ApprovalRequest` fields.
-    let rows = sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE")
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
+    let rows = read_for_decision(&mut tx, &ids).await?;
     let mut approvals = std::collections::HashMap::new();
     let mut executions = std::collections::HashMap::new();
     for row in &rows {
@@ -1527,31 +1520,56 @@ pub(crate) async fn decide_batch(
         .map(|request| decide_one(&mut approvals, &mut executions, &mut writes, request))
         .collect();
     if !writes.approvals.is_empty() {
-        let sql: &str = &DECISION_WRITES_SQL;
-        // The ids again as arrays: `= ANY` on the primary keys makes the planner look the
-        // rows up by key, whatever its (possibly stale) estimate of the recordsets.
-        let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
-        let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
-        sqlx::query(sql)
-            .bind(Json(Value::Array(
-                writes.executions.into_values().collect::<Vec<_>>(),
-            )))
-            .bind(Json(Value::Array(
-                writes.approvals.into_values().collect::<Vec<_>>(),
-            )))
-            .bind(Json(Value::Array(writes.audits)))
-            .bind(execution_ids)
-            .bind(approval_ids)
-            .bind(to_json(&writes.records))
-            .bind(to_json(&writes.new_approvals))
-            .bind(WAKEUP_CHANNEL)
-            .bind(writes.wakes)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        write_decisions(&mut tx, writes).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(results)
+}
+
+/// The locked read of a batch of decisions: every request and its execution, in request
+/// id order (no deadlocks between batches); the execution as columns, the request as a
+/// document whose keys are the `ApprovalRequest` fields.
+async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<PgRow>> {
+    sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(backend)
+}
+
+/// The one write statement of a batch of decisions ([`DECISION_WRITES_SQL`]).
+async fn write_decisions(conn: &mut PgConnection, writes: DecisionWrites) -> Result<()> {
+    let sql: &str = &DECISION_WRITES_SQL;
+    // The ids again as arrays: `= ANY` on the primary keys makes the planner look the
+    // rows up by key, whatever its (possibly stale) estimate of the recordsets.
+    let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
+    let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
+    sqlx::query(sql)
+        .bind(Json(Value::Array(
+            writes.executions.into_values().collect::<Vec<_>>(),
+        )))
+        .bind(Json(Value::Array(
+            writes.approvals.into_values().collect::<Vec<_>>(),
+        )))
+        .bind(Json(Value::Array(writes.audits)))
+        .bind(execution_ids)
+        .bind(approval_ids)
+        .bind(to_json(&writes.records))
+        .bind(to_json(&writes.new_approvals))
+        .bind(WAKEUP_CHANNEL)
+        .bind(writes.wakes)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Runs a batch of decisions' statements on no rows, so that a new batch connection has
+/// them prepared — and its server process its catalog caches filled — before the first
+/// real batch. Changes nothing.
+pub(crate) async fn prepare_decisions(conn: &mut PgConnection) -> Result<()> {
+    read_for_decision(&mut *conn, &[]).await?;
+    write_decisions(conn, DecisionWrites::default()).await
 }
 
 /// Applies one decision to the batch's locked rows and records what to write; `Err` is

@@ -61,6 +61,9 @@ pub async fn fresh_database() -> (PgStore, String) {
     .await
     .unwrap();
     store.migrate().await.unwrap();
+    // As the binaries do: every contract test then decides on connections whose
+    // statements were prepared ahead.
+    store.open_batch_connections();
     (store, url)
 }
 
