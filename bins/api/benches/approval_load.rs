@@ -13,8 +13,14 @@
 //! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another
 //! build of the server), `TOLLGATE_BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
+//!
+//! Diagnostics (env): `TOLLGATE_BENCH_TRACE=FILE` writes each decision of phase B as
+//! "ms since the phase began, latency ms" (where in the phase the slow ones were);
+//! `TOLLGATE_BENCH_SERVER_LOG=FILE` keeps the server's log there, at the level
+//! `TOLLGATE_BENCH_LOG_LEVEL` (`error`; `info` logs every request with its duration).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -63,8 +69,14 @@ async fn start(database_url: Option<&str>) -> Server {
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir.path())
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
+        .env(
+            "RUST_LOG",
+            std::env::var("TOLLGATE_BENCH_LOG_LEVEL").unwrap_or("error".into()),
+        )
+        .stdout(match std::env::var("TOLLGATE_BENCH_SERVER_LOG") {
+            Ok(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+            Err(_) => Stdio::null(),
+        })
         .stderr(Stdio::inherit());
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
@@ -338,7 +350,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
     // Phase B: decisions.
     let cpu_b = CpuMeter::start(server.child.id());
     let began = Instant::now();
-    let latencies: Vec<Duration> = stream::iter(ids.into_iter().enumerate())
+    let latencies: Vec<(Duration, Duration)> = stream::iter(ids.into_iter().enumerate())
         .map(|(i, id)| {
             let client = client.clone();
             let base = base.clone();
@@ -360,7 +372,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
                 let took = sent.elapsed();
                 assert_eq!(s, 200, "{b}");
                 assert_eq!(b["execution"]["status"], "completed", "{b}");
-                took
+                (sent - began, took)
             }
         })
         .buffer_unordered(c)
@@ -369,7 +381,15 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
     let decided = began.elapsed();
     let cpu_b = cpu_b.report(n, decided, "decision");
     assert_eq!(gauge(&client, &base, "completed").await, n as u64);
-    let mut sorted = latencies;
+    if let Ok(path) = std::env::var("TOLLGATE_BENCH_TRACE") {
+        let mut text = String::new();
+        for (at, took) in &latencies {
+            let (at, took) = (at.as_secs_f64() * 1e3, took.as_secs_f64() * 1e3);
+            writeln!(text, "{at:.3} {took:.3}").unwrap();
+        }
+        std::fs::write(path, text).unwrap();
+    }
+    let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
     println!(
         "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s, {cpu_a} | \
