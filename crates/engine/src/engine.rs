@@ -139,7 +139,7 @@ pub(crate) struct Inner {
 
 /// Values loaded once per key. Concurrent callers for a key being loaded wait for that
 /// load: the first burst of executions of a definition costs one store read, not one
-/// each (32 at once in the approval benchmark's first moment, before this).
+/// each (30 reads at the approval benchmark's start, before this).
 pub(crate) struct OnceMap<V> {
     cells: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<V>>>>,
 }
