@@ -153,7 +153,7 @@ impl Dedicated {
     }
 
     /// Has each new connection run `prepare` — the task's statements on no rows — before
-    /// its first batch, so that the statements are prepared and planned and the server
+    /// its first batch, so that the statements are prepared and the server
     /// process's catalog caches filled when the first real batch comes.
     fn prepared_by(mut self, prepare: Prepare) -> Self {
         self.prepare = Some(prepare);
