@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod dto;
 pub mod error;
+pub mod gauges;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -8,6 +8,7 @@ use tollgate_resumer::{ApprovalService, EventService, ExecutionControl, Tasks};
 use tollgate_store::Store;
 
 use crate::auth::KeyCache;
+use crate::gauges::{StatusGauges, TERMINAL_REFRESH};
 
 /// The services behind the routes. Cheap to clone.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub max_body_size: usize,
     /// Recently verified API keys.
     pub keys: Arc<KeyCache>,
+    /// Executions per status for `/metrics`, terminal counts cached.
+    pub status_gauges: Arc<StatusGauges>,
 }
 
 impl AppState {
@@ -52,6 +55,7 @@ impl AppState {
             wait_timeout,
             max_body_size,
             keys: Arc::new(KeyCache::new(key_cache_ttl)),
+            status_gauges: Arc::new(StatusGauges::new(TERMINAL_REFRESH)),
         }
     }
 }

@@ -898,6 +898,18 @@ impl ExecutionStore for SqliteStore {
         rules::status_counts(rows)
     }
 
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        // A range of `executions_status` per status: the executions in flight only.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM executions \
+             WHERE status IN ('running', 'paused', 'waiting') GROUP BY status",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rules::status_counts(rows)
+    }
+
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
         let after = page
             .cursor

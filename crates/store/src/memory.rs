@@ -470,6 +470,12 @@ impl ExecutionStore for MemoryStore {
         Ok(counts.into_values().collect())
     }
 
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        let mut counts = self.count_by_status().await?;
+        counts.retain(|(status, _)| !status.is_terminal());
+        Ok(counts)
+    }
+
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
         let after = page
             .cursor

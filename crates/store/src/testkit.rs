@@ -2163,20 +2163,38 @@ pub async fn foreign_cursors_are_refused(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
-/// `count_by_status` counts every execution once, under its current status.
+/// `count_by_status` counts every execution once, under its current status;
+/// `count_in_flight` the same for the non-terminal statuses only.
 pub async fn counts_by_status_match_the_rows(store: Arc<dyn Store>) {
     assert!(store.count_by_status().await.unwrap().is_empty());
+    assert!(store.count_in_flight().await.unwrap().is_empty());
     let w = workflow(&store, "orders", "1", "order.created").await;
-    for _ in 0..3 {
-        running(&store, &w, "w1").await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(running(&store, &w, "w1").await);
     }
     paused_at_approval(&store, &w, 1, None).await;
     paused_at_approval(&store, &w, 1, None).await;
     waiting(&store, &w, None).await;
-    let mut counts = store.count_by_status().await.unwrap();
-    counts.sort_by_key(|(status, _)| status.as_str());
+    store
+        .cancel_execution(runs[0].id, Some("ops"), None, t0())
+        .await
+        .unwrap();
+    let sorted = |mut counts: Vec<(ExecutionStatus, u64)>| {
+        counts.sort_by_key(|(status, _)| status.as_str());
+        counts
+    };
     assert_eq!(
-        counts,
+        sorted(store.count_by_status().await.unwrap()),
+        vec![
+            (ExecutionStatus::Cancelled, 1),
+            (ExecutionStatus::Paused, 2),
+            (ExecutionStatus::Running, 3),
+            (ExecutionStatus::Waiting, 1)
+        ]
+    );
+    assert_eq!(
+        sorted(store.count_in_flight().await.unwrap()),
         vec![
             (ExecutionStatus::Paused, 2),
             (ExecutionStatus::Running, 3),

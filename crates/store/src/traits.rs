@@ -89,6 +89,12 @@ pub trait ExecutionStore: Send + Sync {
     /// gauges and dashboards: one aggregate read, not a page walk.
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>>;
 
+    /// How many executions are `running`, `paused` or `waiting` (statuses with none are
+    /// absent). Unlike [`count_by_status`](Self::count_by_status), whose cost grows with
+    /// every execution ever run, this reads only the executions in flight, so a gauge
+    /// can read it on every scrape of a store holding years of history.
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>>;
+
     /// `paused` and `waiting` executions, oldest pause first.
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>>;
 

@@ -1,7 +1,6 @@
 //! Health, metrics and the OpenAPI document: open without a key.
 
 use actix_web::{web, HttpResponse};
-use tollgate_model::ExecutionStatus;
 use utoipa::OpenApi;
 
 use crate::dto::HealthDto;
@@ -37,13 +36,9 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.count_by_status().await {
+    match state.status_gauges.read(state.store.as_ref()).await {
         Ok(counts) => {
-            for status in ExecutionStatus::ALL {
-                let n = counts
-                    .iter()
-                    .find(|(s, _)| *s == status)
-                    .map_or(0, |(_, n)| *n);
+            for (status, n) in counts {
                 metrics::gauge!("tollgate_executions", "status" => status.as_str()).set(n as f64);
             }
         }
