@@ -204,6 +204,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         args.wait_timeout,
         args.max_body_size,
         args.key_cache_ttl,
+        args.metrics_terminal_refresh,
     );
     crate::telemetry::metrics();
 

@@ -176,6 +176,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_KEY_CACHE_TTL", default_value = "1s", value_parser = parse_duration)]
     pub key_cache_ttl: Duration,
 
+    /// How old the counts of ended executions (completed, failed, cancelled, timed out)
+    /// in `/metrics` may be. Counting them reads every execution ever run, so each
+    /// server does it at most this often; `running`, `paused` and `waiting` are counted
+    /// on every scrape. `0s` counts everything on every scrape.
+    #[arg(long, env = "TOLLGATE_METRICS_TERMINAL_REFRESH", default_value = "60s", value_parser = parse_duration)]
+    pub metrics_terminal_refresh: Duration,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -5,7 +5,7 @@
 //! on every scrape. The statuses in flight (`running`, `paused`, `waiting`) are read
 //! exactly on every scrape — that read costs in proportion to the work in flight. The
 //! terminal statuses are final and only ever grow, so their counts are read at most once
-//! per refresh interval and served from memory in between.
+//! per refresh interval (`--metrics-terminal-refresh`) and served from memory in between.
 
 use std::time::Duration;
 
@@ -13,9 +13,6 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{Result, Store};
-
-/// How long counts of terminal executions are served before they are read again.
-pub const TERMINAL_REFRESH: Duration = Duration::from_secs(60);
 
 /// Counts of executions per status.
 type Counts = Vec<(ExecutionStatus, u64)>;

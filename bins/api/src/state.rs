@@ -8,7 +8,7 @@ use tollgate_resumer::{ApprovalService, EventService, ExecutionControl, Tasks};
 use tollgate_store::Store;
 
 use crate::auth::KeyCache;
-use crate::gauges::{StatusGauges, TERMINAL_REFRESH};
+use crate::gauges::StatusGauges;
 
 /// The services behind the routes. Cheap to clone.
 #[derive(Clone)]
@@ -37,13 +37,15 @@ pub struct AppState {
 
 impl AppState {
     /// Services sharing `engine`, advancing executions on `tasks`; verified API keys
-    /// are trusted for `key_cache_ttl` before they are looked up again.
+    /// are trusted for `key_cache_ttl` before they are looked up again; `/metrics`
+    /// counts ended executions at most once per `terminal_refresh`.
     pub fn new(
         engine: Engine,
         tasks: Tasks,
         wait_timeout: Duration,
         max_body_size: usize,
         key_cache_ttl: Duration,
+        terminal_refresh: Duration,
     ) -> Self {
         Self {
             store: engine.store().clone(),
@@ -55,7 +57,7 @@ impl AppState {
             wait_timeout,
             max_body_size,
             keys: Arc::new(KeyCache::new(key_cache_ttl)),
-            status_gauges: Arc::new(StatusGauges::new(TERMINAL_REFRESH)),
+            status_gauges: Arc::new(StatusGauges::new(terminal_refresh)),
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),
         key_cache_ttl: Duration::from_secs(1),
+        metrics_terminal_refresh: Duration::from_secs(60),
         http_workers: Some(2),
         log_format: LogFormat::Text,
         config: None,

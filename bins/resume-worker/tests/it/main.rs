@@ -83,6 +83,7 @@ impl Api {
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),
             key_cache_ttl: Duration::from_secs(1),
+            metrics_terminal_refresh: Duration::from_secs(60),
             http_workers: Some(2),
             log_format: LogFormat::Text,
             config: None,
