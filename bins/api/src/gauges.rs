@@ -83,7 +83,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let w = workflow(&store, "orders", "1", "order.created").await;
         let first = running(&store, &w, "w1").await;
-        running(&store, &w, "w1").await;
+        let second = running(&store, &w, "w1").await;
         let gauges = StatusGauges::new(Duration::from_secs(60));
 
         let before = gauges.read(store.as_ref()).await.unwrap();
@@ -110,5 +110,16 @@ mod tests {
         assert_eq!(count(&refreshed, ExecutionStatus::Cancelled), 1);
         assert_eq!(count(&refreshed, ExecutionStatus::Running), 1);
         assert_eq!(count(&refreshed, ExecutionStatus::Waiting), 1);
+
+        // `0s`: everything is counted on every read.
+        let exact = StatusGauges::new(Duration::ZERO);
+        exact.read(store.as_ref()).await.unwrap();
+        store
+            .cancel_execution(second.id, Some("ops"), None, t0())
+            .await
+            .unwrap();
+        let now = exact.read(store.as_ref()).await.unwrap();
+        assert_eq!(count(&now, ExecutionStatus::Cancelled), 2);
+        assert_eq!(count(&now, ExecutionStatus::Running), 0);
     }
 }
