@@ -37,7 +37,10 @@ impl StatusGauges {
 
     /// Every status with its count (0 when none): in-flight statuses as of now, terminal
     /// ones as of at most `refresh` ago. Concurrent callers share one full count.
-    pub async fn read(&self, store: &dyn Store) -> Result<[(ExecutionStatus, u64); 7]> {
+    pub async fn read(
+        &self,
+        store: &dyn Store,
+    ) -> Result<[(ExecutionStatus, u64); ExecutionStatus::ALL.len()]> {
         let mut terminal = self.terminal.lock().await;
         let counts = match terminal.as_ref() {
             Some((at, cached)) if at.elapsed() < self.refresh => {

@@ -890,24 +890,21 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM executions GROUP BY status")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(backend)?;
-        rules::status_counts(rows)
+        status_counts(
+            &self.reader,
+            "SELECT status, COUNT(*) FROM executions GROUP BY status",
+        )
+        .await
     }
 
     async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
         // A range of `executions_status` per status: the executions in flight only.
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        status_counts(
+            &self.reader,
             "SELECT status, COUNT(*) FROM executions \
              WHERE status IN ('running', 'paused', 'waiting') GROUP BY status",
         )
-        .fetch_all(&self.reader)
         .await
-        .map_err(backend)?;
-        rules::status_counts(rows)
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
@@ -1808,4 +1805,13 @@ impl Health for SqliteStore {
             .map_err(backend)?;
         Ok(())
     }
+}
+
+/// Runs a `SELECT status, COUNT(*) … GROUP BY status` query.
+async fn status_counts(
+    pool: &sqlx::SqlitePool,
+    sql: &'static str,
+) -> Result<Vec<(ExecutionStatus, u64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.map_err(backend)?;
+    rules::status_counts(rows)
 }
