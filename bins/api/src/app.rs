@@ -216,6 +216,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 batch: 100,
                 concurrency: args.worker.worker_concurrency,
                 poll_interval: args.worker.poll_interval,
+                delivery_grace: args.worker.lease,
             },
         )
         .with_waker(backend.wakeups.clone());

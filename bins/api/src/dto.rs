@@ -626,6 +626,10 @@ pub struct DirectEventDto {
     /// Payload.
     #[serde(default)]
     pub payload: Value,
+    /// The sender's idempotency id: a resend with the same id changes nothing and is
+    /// answered with the execution as it is now (header `Idempotent-Replay: true`).
+    #[serde(default)]
+    pub event_id: Option<String>,
 }
 
 /// `POST /workflows/{id}/execute`.

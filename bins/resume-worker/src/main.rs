@@ -135,6 +135,7 @@ async fn run(cli: Cli) -> Result<()> {
             batch: cli.batch.max(1),
             concurrency: cli.concurrency.max(1),
             poll_interval: cli.poll_interval,
+            delivery_grace: cli.lease,
         },
     )
     .with_waker(backend.wakeups.clone());

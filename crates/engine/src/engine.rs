@@ -32,6 +32,9 @@ use crate::provider::{ContextProvider, NoProviders};
 use crate::steps::{Body, Env};
 use crate::template::{render_value, Mode, Scope, Secrets, Template};
 
+/// Early events are looked up in pages of this many.
+const EARLY_EVENT_PAGE: u32 = 500;
+
 /// Name under which context loading is recorded (in `visits` and as a step record).
 pub(crate) const CONTEXT_STEP: &str = "$context";
 
@@ -1286,7 +1289,11 @@ impl<'e> Run<'e> {
         });
         let required = match spec.required {
             Required::Count(n) => n,
-            Required::All => u32::try_from(spec.approvers.users.len()).unwrap_or(u32::MAX),
+            Required::All => {
+                let distinct: std::collections::HashSet<&String> =
+                    spec.approvers.users.iter().collect();
+                u32::try_from(distinct.len()).unwrap_or(u32::MAX)
+            }
         };
         let approval_id = Uuid::new_v5(
             &self.exec.id,
@@ -1354,29 +1361,25 @@ impl<'e> Run<'e> {
             )
         });
         // An event that arrived after the execution started but before this wait is not
-        // lost: it is looked for first.
-        match self
-            .inner()
-            .store
-            .events_for_wait(&wait.event, self.exec.started_at, self.exec.id, 1000)
-            .await
-        {
-            Ok(candidates) => {
-                for event in candidates {
-                    if env.consumed.contains(&event.id) {
-                        continue;
-                    }
-                    if wait_matches(resolved.as_ref(), context, &event.payload, now) {
-                        apply_event(context, &step.id, &event.payload);
-                        body.output = json!({"event_id": event.id, "event_type": event.event_type, "early": true});
-                        return Outcome::Done {
-                            body,
-                            next,
-                            consumed: vec![event.id],
-                        };
-                    }
-                }
+        // lost: it is looked for first, through every page (no cap may hide a match).
+        let early = self
+            .find_early_event(&wait.event, |event| {
+                !env.consumed.contains(&event.id)
+                    && wait_matches(resolved.as_ref(), context, &event.payload, now)
+            })
+            .await;
+        match early {
+            Ok(Some(event)) => {
+                apply_event(context, &step.id, &event.payload);
+                body.output =
+                    json!({"event_id": event.id, "event_type": event.event_type, "early": true});
+                return Outcome::Done {
+                    body,
+                    next,
+                    consumed: vec![event.id],
+                };
             }
+            Ok(None) => {}
             Err(err) => body.warnings.push(format!(
                 "could not look for events that arrived early: {err}"
             )),
@@ -1411,45 +1414,76 @@ impl<'e> Run<'e> {
         let Some(event_type) = gate.event.clone() else {
             return Ok(false);
         };
-        let candidates = self
+        let now = self.now();
+        let early = self
+            .find_early_event(&event_type, |event| {
+                !self.exec.consumed_events.contains(&event.id)
+                    && wait_matches(
+                        gate.event_match.as_ref(),
+                        &self.exec.context,
+                        &event.payload,
+                        now,
+                    )
+            })
+            .await?;
+        let Some(event) = early else {
+            return Ok(false);
+        };
+        match self
             .inner()
             .store
-            .events_for_wait(&event_type, self.exec.started_at, self.exec.id, 1000)
-            .await?;
-        let now = self.now();
-        for event in candidates {
-            if self.exec.consumed_events.contains(&event.id)
-                || !wait_matches(
-                    gate.event_match.as_ref(),
-                    &self.exec.context,
-                    &event.payload,
-                    now,
-                )
-            {
-                continue;
+            .claim_wait(
+                self.exec.id,
+                Some(self.exec.version),
+                &event,
+                None,
+                &self.engine.claim(),
+                now,
+            )
+            .await
+        {
+            Ok(claimed) => {
+                self.exec = claimed;
+                Ok(true)
             }
-            match self
+            Err(err) if err.is_conflict() => Ok(false), // the sender claimed it
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The oldest event of `event_type` this execution may consume (received since it
+    /// started, addressed to nobody or to it, not the event that started it) for which
+    /// `accept` holds, looked for page by page.
+    async fn find_early_event(
+        &self,
+        event_type: &str,
+        mut accept: impl FnMut(&tollgate_model::records::Event) -> bool,
+    ) -> tollgate_store::Result<Option<tollgate_model::records::Event>> {
+        let mut after = None;
+        loop {
+            let page = self
                 .inner()
                 .store
-                .claim_wait(
+                .events_for_wait(
+                    event_type,
+                    self.exec.started_at,
                     self.exec.id,
-                    Some(self.exec.version),
-                    &event,
-                    None,
-                    &self.engine.claim(),
-                    now,
+                    after,
+                    EARLY_EVENT_PAGE,
                 )
-                .await
+                .await?;
+            let full = page.len() == EARLY_EVENT_PAGE as usize;
+            after = page.last().map(|e| (e.received_at, e.id));
+            if let Some(found) = page
+                .into_iter()
+                .find(|e| !e.started.contains(&self.exec.id) && accept(e))
             {
-                Ok(claimed) => {
-                    self.exec = claimed;
-                    return Ok(true);
-                }
-                Err(err) if err.is_conflict() => return Ok(false), // the sender claimed it
-                Err(err) => return Err(err.into()),
+                return Ok(Some(found));
+            }
+            if !full {
+                return Ok(None);
             }
         }
-        Ok(false)
     }
 
     /// Leaves an approval gate for `next`. Resolving a decision has no side effect and

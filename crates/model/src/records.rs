@@ -479,21 +479,56 @@ impl ApprovalRequest {
             || self.approver_users.contains(&principal.subject)
             || self.approver_roles.iter().any(|r| principal.has_role(r));
         if !addressed {
-            let mut who: Vec<String> = self
-                .approver_roles
-                .iter()
-                .map(|r| format!("role {r}"))
-                .collect();
-            who.extend(self.approver_users.iter().map(|u| format!("user {u}")));
-            return Err(DecisionRefusal::NotAnApprover {
-                subject: principal.subject.clone(),
-                addressed: who.join(", "),
-            });
+            return Err(self.not_an_approver(principal));
         }
         if !self.allow_self_approval
             && self.requested_by.as_deref() == Some(principal.subject.as_str())
         {
             return Err(DecisionRefusal::SelfApproval(principal.subject.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether every named user must approve: a request addressed to users only whose
+    /// quorum is all of them (`required: "all"`, or a count equal to the number of
+    /// users). Then only those users' approvals count — an administrator who is not
+    /// named may reject it but cannot approve in their stead.
+    pub fn needs_every_user(&self) -> bool {
+        self.approver_roles.is_empty()
+            && !self.approver_users.is_empty()
+            && self.required as usize
+                >= self
+                    .approver_users
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+    }
+
+    fn not_an_approver(&self, principal: &Principal) -> DecisionRefusal {
+        let mut who: Vec<String> = self
+            .approver_roles
+            .iter()
+            .map(|r| format!("role {r}"))
+            .collect();
+        who.extend(self.approver_users.iter().map(|u| format!("user {u}")));
+        DecisionRefusal::NotAnApprover {
+            subject: principal.subject.clone(),
+            addressed: who.join(", "),
+        }
+    }
+
+    /// [`Self::authorize`] for an approval: also refuses an administrator who is not
+    /// named on a request that needs every named user ([`Self::needs_every_user`]).
+    pub fn authorize_approval(&self, principal: &Principal) -> Result<(), DecisionRefusal> {
+        self.authorize(principal)?;
+        if self.needs_every_user() && !self.approver_users.contains(&principal.subject) {
+            return Err(DecisionRefusal::NotAnApprover {
+                subject: principal.subject.clone(),
+                addressed: format!(
+                    "each of the named users ({}), whose approvals an administrator cannot stand in for",
+                    self.approver_users.join(", ")
+                ),
+            });
         }
         Ok(())
     }
@@ -523,15 +558,29 @@ impl ApprovalRequest {
             .count();
         self.status = match kind {
             DecisionKind::Reject => ApprovalStatus::Rejected,
-            DecisionKind::Approve if approvals >= self.required as usize => {
-                ApprovalStatus::Approved
-            }
+            DecisionKind::Approve if approvals >= self.quorum() => ApprovalStatus::Approved,
             DecisionKind::Approve => ApprovalStatus::Pending,
         };
         if self.status != ApprovalStatus::Pending {
             self.decided_at = Some(at);
         }
         Ok(self.status)
+    }
+
+    /// Distinct approvals that settle the request: `required`, but never more than the
+    /// distinct users it names when it is addressed to users only (a quorum no one can
+    /// reach would hold the execution forever).
+    pub fn quorum(&self) -> usize {
+        if self.approver_roles.is_empty() && !self.approver_users.is_empty() {
+            let distinct = self
+                .approver_users
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            (self.required as usize).min(distinct)
+        } else {
+            self.required as usize
+        }
     }
 
     /// Approvals counted so far.
@@ -719,6 +768,59 @@ mod tests {
             expires_at: None,
             decided_at: None,
         }
+    }
+
+    fn every_user(users: &[&str]) -> ApprovalRequest {
+        ApprovalRequest {
+            approver_roles: Vec::new(),
+            approver_users: users.iter().map(|u| (*u).to_owned()).collect(),
+            required: 2,
+            ..request(2)
+        }
+    }
+
+    /// `required: "all"`: only the named users' approvals count. An administrator may
+    /// reject, but cannot approve in a named user's place.
+    #[test]
+    fn an_admin_cannot_stand_in_for_a_named_user_when_all_must_approve() {
+        let r = every_user(&["ana", "bo"]);
+        assert!(r.needs_every_user());
+        let root = principal("root", &["admin"]);
+        assert!(matches!(
+            r.authorize_approval(&root),
+            Err(DecisionRefusal::NotAnApprover { .. })
+        ));
+        assert!(r.authorize(&root).is_ok(), "may still reject");
+        assert!(r.authorize_approval(&principal("ana", &[])).is_ok());
+        // A count below the number of users lets an administrator's approval count.
+        let two_of_three = ApprovalRequest {
+            approver_users: vec!["ana".into(), "bo".into(), "cy".into()],
+            ..every_user(&[])
+        };
+        assert!(!two_of_three.needs_every_user());
+        assert!(two_of_three.authorize_approval(&root).is_ok());
+        // A role-addressed request is not affected.
+        assert!(!request(2).needs_every_user());
+    }
+
+    /// A request stored with duplicate users (before validation refused them) settles
+    /// once every distinct user approved, instead of waiting for a quorum no one can
+    /// reach.
+    #[test]
+    fn quorum_never_exceeds_the_distinct_users() {
+        let mut r = ApprovalRequest {
+            required: 3,
+            ..every_user(&["ana", "bo", "ana"])
+        };
+        assert_eq!(r.quorum(), 2);
+        assert_eq!(
+            r.apply(decision("ana", DecisionKind::Approve)),
+            Ok(ApprovalStatus::Pending)
+        );
+        assert_eq!(
+            r.apply(decision("bo", DecisionKind::Approve)),
+            Ok(ApprovalStatus::Approved)
+        );
     }
 
     fn decision(who: &str, kind: DecisionKind) -> Decision {

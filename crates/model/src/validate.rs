@@ -425,6 +425,15 @@ fn check_approvers(approvers: &Approvers, required: Required, path: &Path, repor
             );
         }
     }
+    let mut seen = HashSet::new();
+    for (i, user) in approvers.users.iter().enumerate() {
+        if !seen.insert(user) {
+            report.error(
+                &path.key("approvers").key("users").index(i),
+                format!("user `{user}` is listed twice: each approver counts once"),
+            );
+        }
+    }
     match required {
         Required::All if !approvers.roles.is_empty() || approvers.users.is_empty() => {
             report.error(&path.key("required"), "`\"all\"` needs a list of users and no roles (the holders of a role are not known in advance)");

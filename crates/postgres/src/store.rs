@@ -16,8 +16,8 @@ use tollgate_model::records::{
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
-    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Effect, Error,
-    EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Delivery, Effect,
+    Error, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
     NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
     ResumeRequestStore, Starting, StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
@@ -1681,9 +1681,9 @@ static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
         })
         .collect();
     format!(
-        "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
+        "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
             SELECT e.id, e.event_id, e.event_type, COALESCE(e.payload, 'null'::jsonb), e.source, e.correlation_id, e.submitted_by, e.received_at, \
-                COALESCE(e.started, '{{}}'), COALESCE(e.resumed, '{{}}') \
+                COALESCE(e.started, '{{}}'), COALESCE(e.resumed, '{{}}'), false \
             FROM jsonb_populate_recordset(NULL::events, $1) e ON CONFLICT (event_id) DO NOTHING RETURNING id, started), \
          ex AS (INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} FROM jsonb_populate_recordset(NULL::executions, $2) v \
             WHERE EXISTS (SELECT 1 FROM ev WHERE v.id = ANY(ev.started)) RETURNING id), \
@@ -1827,22 +1827,124 @@ impl EventStore for PgStore {
             .ok_or_else(|| Error::not_found("event", id))
     }
 
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let Some(target) = event.correlation_id else {
+            return Err(Error::Invalid(
+                "a direct delivery needs the event's correlation_id".into(),
+            ));
+        };
+        let mut tx = self.tx().await?;
+        // The execution is locked first, as by every other claim, so the lock order is
+        // the same everywhere.
+        let mut execution = load_execution(&mut tx, target, true).await?;
+        if let Some(key) = &event.event_id {
+            let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(first) = first {
+                let first = rows::event(&first)?;
+                commit(tx).await?;
+                return Ok(Delivery::Duplicate(first));
+            }
+        }
+        rules::check_wait_claim(&execution, expected_version, &event)?;
+        rules::claim_wait(&mut execution, &event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        event.resumed = vec![target];
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.id)
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(Json(&event.payload))
+        .bind(event.source.clone())
+        .bind(target)
+        .bind(event.submitted_by.clone())
+        .bind(event.received_at)
+        .bind(&event.started)
+        .bind(&event.resumed)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent delivery with the same `event_id` committed first: ours is
+            // rolled back (claim included) and the caller retries into the duplicate.
+            return Err(Error::Conflict(format!(
+                "event_id `{}` is being delivered concurrently",
+                event.event_id.as_deref().unwrap_or_default()
+            )));
+        }
+        audit(
+            &mut tx,
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(Delivery::Claimed { event, execution })
+    }
+
     async fn events_for_wait(
         &self,
         event_type: &str,
         since: Timestamp,
         execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
         n: u32,
     ) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) ORDER BY received_at, id LIMIT $4")
-            .bind(event_type)
-            .bind(since)
-            .bind(execution_id)
-            .bind(limit(n))
-            .fetch_all(&self.pool)
+        // Keyset paging on (received_at, id), through the (event_type, received_at, id)
+        // index: a page costs the same however many events of the type came before it.
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) \
+             AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5)) ORDER BY received_at, id LIMIT $6",
+        )
+        .bind(event_type)
+        .bind(since)
+        .bind(execution_id)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn undelivered_events(&self, received_before: Timestamp, n: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE NOT delivered AND received_at <= $1 ORDER BY received_at, id LIMIT $2",
+        )
+        .bind(received_before)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE events SET delivered = true WHERE NOT delivered AND id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter().map(rows::event).collect()
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use tollgate_engine::{wait_matches, Ahead, Engine, StartRequest};
 use tollgate_model::records::{Event, Execution, ResumeTrigger};
 use tollgate_model::{ExecutionStatus, PauseReason};
-use tollgate_store::EventInsert;
+use tollgate_store::{Delivery, EventInsert};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -107,12 +107,17 @@ impl EventService {
         let starts = aheads.iter_mut().map(Ahead::take_starting).collect();
         let event = match store.insert_event_starting(event, starts).await? {
             EventInsert::Duplicate(first) => {
+                // The first sender may have died between storing the event and offering
+                // it to the executions waiting for it: the retry finishes that delivery
+                // (idempotent — an execution consumes an event once). It starts nothing.
+                let resumed = deliver(&self.engine, &first).await?;
+                let first = record_resumed(&self.engine, first, &resumed).await?;
                 return Ok(Ingested {
                     event: first,
                     duplicate: true,
                     started: Vec::new(),
-                    resumed: Vec::new(),
-                })
+                    resumed: self.progress(resumed),
+                });
             }
             EventInsert::Inserted(event) => event,
         };
@@ -123,49 +128,10 @@ impl EventService {
             tracing::info!(execution_id = %execution.id, workflow = %execution.workflow_key, status = %execution.status, "execution created");
         }
 
-        let mut resumed = Vec::new();
-        match event.correlation_id {
-            Some(target) => match store.get_execution(target).await {
-                Ok(execution) => {
-                    if let Some(claimed) = self.try_claim(&execution, &event).await? {
-                        resumed.push(claimed);
-                    }
-                }
-                // An event addressed to an execution that does not exist resumes nothing.
-                Err(err) if err.is_not_found() => {}
-                Err(err) => return Err(err.into()),
-            },
-            None => {
-                let mut after = None;
-                loop {
-                    let page = store
-                        .waiting_for_event(&event.event_type, after, SCAN_PAGE)
-                        .await?;
-                    let full = page.len() == SCAN_PAGE as usize;
-                    after = page.last().map(|e| e.id);
-                    for execution in &page {
-                        if let Some(claimed) = self.try_claim(execution, &event).await? {
-                            resumed.push(claimed);
-                        }
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-            }
-        }
-
-        let event = if resumed.is_empty() {
-            event
-        } else {
-            store
-                .set_event_outcome(
-                    event.id,
-                    event.started.clone(),
-                    resumed.iter().map(|(e, _)| e.id).collect(),
-                )
-                .await?
-        };
+        // A crash from here on leaves the event stored pending delivery: the worker loop
+        // (or the client's retry with the same `event_id`) delivers it again.
+        let resumed = deliver(&self.engine, &event).await?;
+        let event = record_resumed(&self.engine, event, &resumed).await?;
         tracing::info!(event_type = %event.event_type, started = event.started.len(), resumed = event.resumed.len(), "event ingested");
         Ok(Ingested {
             event,
@@ -185,90 +151,42 @@ impl EventService {
                     }
                 })
                 .collect(),
-            resumed: resumed
-                .into_iter()
-                .map(|(e, ours)| {
-                    if ours {
-                        Progress::spawn(&self.engine, self.tasks.as_ref(), e, "event")
-                    } else {
-                        Progress::idle(e)
-                    }
-                })
-                .collect(),
+            resumed: self.progress(resumed),
         })
     }
 
-    /// Claims `execution` for `event` if it waits for it and the match holds. `Some((e,
-    /// true))` when this call claimed it (the caller advances it); `Some((e, false))` when
-    /// the event resumed it through another claimer — the execution itself, re-checking
-    /// its new wait for events that arrived while it entered it — so that the event still
-    /// reports it as resumed; `None` when the event does not resume it.
-    async fn try_claim(
-        &self,
-        execution: &Execution,
-        event: &Event,
-    ) -> Result<Option<(Execution, bool)>> {
-        let Some(gate) = execution
-            .gate
-            .as_ref()
-            .filter(|g| g.reason == PauseReason::Event)
-        else {
-            return Ok(None);
-        };
-        if execution.status != ExecutionStatus::Waiting
-            || gate.event.as_deref() != Some(event.event_type.as_str())
-        {
-            return Ok(None);
-        }
-        let now = self.engine.clock().now();
-        if !wait_matches(
-            gate.event_match.as_ref(),
-            &execution.context,
-            &event.payload,
-            now,
-        ) {
-            return Ok(None);
-        }
-        match self
-            .engine
-            .store()
-            .claim_wait(
-                execution.id,
-                Some(execution.version),
-                event,
-                event.submitted_by.as_deref(),
-                &self.engine.claim(),
-                now,
-            )
-            .await
-        {
-            Ok(claimed) => Ok(Some((claimed, true))),
-            Err(err) if err.is_conflict() => {
-                let now = self.engine.store().get_execution(execution.id).await?;
-                Ok(now
-                    .consumed_events
-                    .contains(&event.id)
-                    .then_some((now, false)))
-            }
-            Err(err) => Err(err.into()),
-        }
+    fn progress(&self, resumed: Vec<(Execution, bool)>) -> Vec<Progress> {
+        resumed
+            .into_iter()
+            .map(|(e, ours)| {
+                if ours {
+                    Progress::spawn(&self.engine, self.tasks.as_ref(), e, "event")
+                } else {
+                    Progress::idle(e)
+                }
+            })
+            .collect()
     }
 
-    /// Delivers an event to one execution (`POST /executions/{id}/events`): stored with
-    /// the execution as its addressee, then the execution is resumed. `Conflict`
-    /// (audited) when it is not waiting for `event_type` or the event does not satisfy
-    /// its wait's match.
+    /// Delivers an event to one execution (`POST /executions/{id}/events`): the event
+    /// is stored and the execution claimed with it in one store call, so a refusal
+    /// stores nothing (a resend cannot become a second event). `event_id` makes the
+    /// delivery idempotent: a repeat answers with the first delivery's event and the
+    /// execution as it is now, and changes nothing. `Conflict` (audited) when the
+    /// execution is not waiting for `event_type` or the event does not satisfy its
+    /// wait's match.
     pub async fn deliver_to(
         &self,
         execution_id: Uuid,
         event_type: &str,
         payload: Value,
+        event_id: Option<String>,
         actor: Option<&str>,
-    ) -> Result<Progress> {
+    ) -> Result<DirectDelivery> {
         let store = self.engine.store();
         let execution = store.get_execution(execution_id).await?;
         let now = self.engine.clock().now();
-        let audit = json!({"event_type": event_type, "payload": payload});
+        let audit = json!({"event_type": event_type, "payload": payload, "event_id": event_id});
         let waits_for = execution
             .gate
             .as_ref()
@@ -298,24 +216,16 @@ impl EventService {
         } else {
             None
         };
+        // A repeated `event_id` is answered from the store below, not refused here: the
+        // first delivery resumed the execution, so it no longer waits.
+        let refusal = refusal.filter(|_| event_id.is_none());
         if let Some(message) = refusal {
-            audit_refusal(
-                &self.engine,
-                refused(
-                    &self.engine,
-                    execution_id,
-                    ResumeTrigger::Event,
-                    actor,
-                    audit,
-                    &message,
-                ),
-            )
-            .await;
+            self.refuse(execution_id, actor, audit, &message).await;
             return Err(Error::Conflict(message));
         }
         let event = Event {
             id: Uuid::now_v7(),
-            event_id: None,
+            event_id,
             event_type: event_type.to_owned(),
             payload,
             source: None,
@@ -325,47 +235,182 @@ impl EventService {
             started: Vec::new(),
             resumed: Vec::new(),
         };
-        let event = match store.insert_event(event).await? {
-            EventInsert::Inserted(e) | EventInsert::Duplicate(e) => e,
-        };
         match store
-            .claim_wait(
-                execution_id,
-                Some(execution.version),
-                &event,
-                actor,
-                &self.engine.claim(),
-                now,
-            )
+            .deliver_event(event, Some(execution.version), &self.engine.claim(), now)
             .await
         {
-            Ok(claimed) => {
-                store
-                    .set_event_outcome(event.id, Vec::new(), vec![execution_id])
-                    .await?;
-                Ok(Progress::spawn(
-                    &self.engine,
-                    self.tasks.as_ref(),
-                    claimed,
-                    "event",
-                ))
+            Ok(Delivery::Claimed { event, execution }) => Ok(DirectDelivery {
+                event,
+                duplicate: false,
+                progress: Progress::spawn(&self.engine, self.tasks.as_ref(), execution, "event"),
+            }),
+            Ok(Delivery::Duplicate(first)) => {
+                if first.correlation_id != Some(execution_id) {
+                    return Err(Error::Conflict(format!(
+                        "event_id `{}` was already used for another event",
+                        first.event_id.as_deref().unwrap_or_default()
+                    )));
+                }
+                Ok(DirectDelivery {
+                    event: first,
+                    duplicate: true,
+                    progress: Progress::idle(store.get_execution(execution_id).await?),
+                })
             }
-            Err(tollgate_store::Error::Conflict(message)) => {
-                audit_refusal(
-                    &self.engine,
-                    refused(
-                        &self.engine,
-                        execution_id,
-                        ResumeTrigger::Event,
-                        actor,
-                        audit,
-                        &message,
-                    ),
-                )
-                .await;
+            Err(err) if err.is_conflict() => {
+                let message = err.to_string();
+                self.refuse(execution_id, actor, audit, &message).await;
                 Err(Error::Conflict(message))
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    async fn refuse(&self, execution_id: Uuid, actor: Option<&str>, audit: Value, message: &str) {
+        audit_refusal(
+            &self.engine,
+            refused(
+                &self.engine,
+                execution_id,
+                ResumeTrigger::Event,
+                actor,
+                audit,
+                message,
+            ),
+        )
+        .await;
+    }
+}
+
+/// What a direct delivery did.
+#[derive(Debug)]
+pub struct DirectDelivery {
+    /// The stored event (the first one, for a repeated `event_id`).
+    pub event: Event,
+    /// True when the `event_id` was seen before: nothing changed.
+    pub duplicate: bool,
+    /// The execution: being advanced, or (for a duplicate) as it is now.
+    pub progress: Progress,
+}
+
+/// Offers a stored event to every execution it may resume: its addressee, or every
+/// execution waiting for its type. Idempotent — an execution consumes an event once, and
+/// one that started after the event arrived, or that the event started, never takes it
+/// — so the ingesting request, a retry of it and the worker's sweep of undelivered
+/// events may all run it. Returns the executions resumed (`true`: claimed by this call,
+/// to be advanced by the caller).
+pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execution, bool)>> {
+    let store = engine.store();
+    let mut resumed = Vec::new();
+    match event.correlation_id {
+        Some(target) => match store.get_execution(target).await {
+            Ok(execution) => {
+                if let Some(claimed) = try_claim(engine, &execution, event).await? {
+                    resumed.push(claimed);
+                }
+            }
+            // An event addressed to an execution that does not exist resumes nothing.
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(err.into()),
+        },
+        None => {
+            let mut after = None;
+            loop {
+                let page = store
+                    .waiting_for_event(&event.event_type, after, SCAN_PAGE)
+                    .await?;
+                let full = page.len() == SCAN_PAGE as usize;
+                after = page.last().map(|e| e.id);
+                for execution in &page {
+                    if let Some(claimed) = try_claim(engine, execution, event).await? {
+                        resumed.push(claimed);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(resumed)
+}
+
+/// Adds the executions just resumed to the event's `resumed` list (informational).
+pub(crate) async fn record_resumed(
+    engine: &Engine,
+    event: Event,
+    resumed: &[(Execution, bool)],
+) -> Result<Event> {
+    let new: Vec<Uuid> = resumed
+        .iter()
+        .map(|(e, _)| e.id)
+        .filter(|id| !event.resumed.contains(id))
+        .collect();
+    if new.is_empty() {
+        return Ok(event);
+    }
+    let mut all = event.resumed.clone();
+    all.extend(new);
+    Ok(engine
+        .store()
+        .set_event_outcome(event.id, event.started.clone(), all)
+        .await?)
+}
+
+/// Claims `execution` for `event` if it waits for it and the match holds. `Some((e,
+/// true))` when this call claimed it (the caller advances it); `Some((e, false))` when
+/// the event resumed it through another claimer — the execution itself, re-checking
+/// its new wait for events that arrived while it entered it — so that the event still
+/// reports it as resumed; `None` when the event does not resume it.
+async fn try_claim(
+    engine: &Engine,
+    execution: &Execution,
+    event: &Event,
+) -> Result<Option<(Execution, bool)>> {
+    let Some(gate) = execution
+        .gate
+        .as_ref()
+        .filter(|g| g.reason == PauseReason::Event)
+    else {
+        return Ok(None);
+    };
+    if execution.status != ExecutionStatus::Waiting
+        || gate.event.as_deref() != Some(event.event_type.as_str())
+        || event.received_at < execution.started_at
+        || event.started.contains(&execution.id)
+        || execution.consumed_events.contains(&event.id)
+    {
+        return Ok(None);
+    }
+    let now = engine.clock().now();
+    if !wait_matches(
+        gate.event_match.as_ref(),
+        &execution.context,
+        &event.payload,
+        now,
+    ) {
+        return Ok(None);
+    }
+    match engine
+        .store()
+        .claim_wait(
+            execution.id,
+            Some(execution.version),
+            event,
+            event.submitted_by.as_deref(),
+            &engine.claim(),
+            now,
+        )
+        .await
+    {
+        Ok(claimed) => Ok(Some((claimed, true))),
+        Err(err) if err.is_conflict() => {
+            let now = engine.store().get_execution(execution.id).await?;
+            Ok(now
+                .consumed_events
+                .contains(&event.id)
+                .then_some((now, false)))
+        }
+        Err(err) => Err(err.into()),
     }
 }

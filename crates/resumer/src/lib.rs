@@ -22,7 +22,7 @@ use tollgate_model::records::Execution;
 
 pub use approvals::{ApprovalService, Decided};
 pub use control::ExecutionControl;
-pub use events::{EventService, Ingested, NewEvent};
+pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
 pub use worker::{TickReport, Worker, WorkerOptions};
 
 /// Where claimed executions are advanced: a runtime plus a tracker, so that a process

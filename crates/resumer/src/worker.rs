@@ -32,6 +32,11 @@ pub struct WorkerOptions {
     /// Sleep between passes when nothing wakes the worker earlier (the safety net
     /// behind wake-ups).
     pub poll_interval: Duration,
+    /// How long after its arrival an event's delivery to waiting executions is left to
+    /// the process that stored it; after that the worker delivers it (again) itself, so
+    /// an event whose ingesting process died half-way still reaches every execution
+    /// that waited for it.
+    pub delivery_grace: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -40,6 +45,7 @@ impl Default for WorkerOptions {
             batch: 100,
             concurrency: 16,
             poll_interval: Duration::from_secs(1),
+            delivery_grace: Duration::from_secs(30),
         }
     }
 }
@@ -55,12 +61,14 @@ pub struct TickReport {
     pub leases: usize,
     /// Schedule ticks whose execution this pass started.
     pub ticks: usize,
+    /// Events whose delivery this pass finished (their ingesting process had not).
+    pub events: usize,
 }
 
 impl TickReport {
     /// Total executions touched.
     pub fn total(&self) -> usize {
-        self.timed_out + self.gates + self.leases + self.ticks
+        self.timed_out + self.gates + self.leases + self.ticks + self.events
     }
 }
 
@@ -117,15 +125,70 @@ impl Worker {
             .claim_expired_leases(now, &self.engine.claim(), self.options.batch)
             .await?;
         let started = self.fire_schedules(now).await?;
+        let (events, resumed) = self.deliver_pending(now).await?;
         let report = TickReport {
             timed_out: ended.len(),
             gates: gates.len(),
             leases: leases.len(),
             ticks: started.len(),
+            events,
         };
-        self.advance_all(gates.into_iter().chain(leases).chain(started))
-            .await;
+        self.advance_all(
+            gates
+                .into_iter()
+                .chain(leases)
+                .chain(started)
+                .chain(resumed),
+        )
+        .await;
         Ok(report)
+    }
+
+    /// Finishes the delivery of events stored more than `delivery_grace` ago and not
+    /// yet marked delivered: offers each to the executions waiting for it (again — an
+    /// execution consumes an event once), then marks them. Returns how many were marked
+    /// and the executions this pass claimed with them.
+    async fn deliver_pending(
+        &self,
+        now: tollgate_model::records::Timestamp,
+    ) -> Result<(usize, Vec<Execution>)> {
+        let store = self.engine.store();
+        let grace = chrono::TimeDelta::from_std(self.options.delivery_grace)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let before = now.checked_sub_signed(grace).unwrap_or(now);
+        let pending = store.undelivered_events(before, self.options.batch).await?;
+        let mut claimed = Vec::new();
+        let mut delivered = Vec::with_capacity(pending.len());
+        for event in pending {
+            // An event that cannot be delivered now (the store failed) stays pending
+            // for the next pass; the others are marked.
+            match crate::events::deliver(&self.engine, &event).await {
+                Ok(resumed) => {
+                    if !resumed.is_empty() {
+                        tracing::warn!(event_id = %event.id, resumed = resumed.len(), "an event's delivery was finished by the worker: its ingesting process stopped before delivering it");
+                    }
+                    if let Err(err) =
+                        crate::events::record_resumed(&self.engine, event.clone(), &resumed).await
+                    {
+                        tracing::warn!(event_id = %event.id, "cannot record the executions an event resumed: {err}");
+                    }
+                    claimed.extend(
+                        resumed
+                            .into_iter()
+                            .filter(|(_, ours)| *ours)
+                            .map(|(e, _)| e),
+                    );
+                    delivered.push(event.id);
+                }
+                Err(err) => {
+                    tracing::error!(event_id = %event.id, "cannot deliver an event (retried next pass): {err}");
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            store.mark_events_delivered(&delivered).await?;
+        }
+        Ok((delivered.len(), claimed))
     }
 
     /// Claims due schedule ticks and starts one execution per tick (atomically with
@@ -240,6 +303,7 @@ impl Worker {
                 Ok(report) => {
                     report.gates == self.options.batch as usize
                         || report.leases == self.options.batch as usize
+                        || report.events == self.options.batch as usize
                         || report.ticks >= self.options.batch as usize
                 }
                 Err(err) => {

@@ -15,8 +15,8 @@ use tollgate_model::records::{
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules,
-    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Effect, Error,
-    EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, Committed, Continuation, Decided, Delivery, Effect,
+    Error, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
     NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
     ResumeRequestStore, Starting, StepCommit, Transition, WorkflowFilter, WorkflowStore,
 };
@@ -1509,8 +1509,8 @@ impl EventStore for SqliteStore {
         // stores nothing); then the stored event with that `event_id` (ours, or the
         // first) is read back.
         let mut sql = String::from(
-            "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING;",
+            "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING;",
         );
         const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
         let insert_one = format!(
@@ -1627,22 +1627,126 @@ impl EventStore for SqliteStore {
             .ok_or_else(|| Error::not_found("event", id))
     }
 
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let Some(target) = event.correlation_id else {
+            return Err(Error::Invalid(
+                "a direct delivery needs the event's correlation_id".into(),
+            ));
+        };
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = &event.event_id {
+            let first = sqlx::query("SELECT * FROM events WHERE event_id = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(first) = first {
+                let first = rows::event(&first)?;
+                commit(tx).await?;
+                return Ok(Delivery::Duplicate(first));
+            }
+        }
+        let mut execution = load_execution(&mut tx, target).await?;
+        rules::check_wait_claim(&execution, expected_version, &event)?;
+        rules::claim_wait(&mut execution, &event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        event.resumed = vec![target];
+        sqlx::query(
+            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(event.id.to_string())
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(json(&event.payload))
+        .bind(event.source.clone())
+        .bind(target.to_string())
+        .bind(event.submitted_by.clone())
+        .bind(ts(event.received_at))
+        .bind(json(&event.started))
+        .bind(json(&event.resumed))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        audit(
+            &mut tx,
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(Delivery::Claimed { event, execution })
+    }
+
     async fn events_for_wait(
         &self,
         event_type: &str,
         since: Timestamp,
         execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Event>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE event_type = ? AND received_at >= ? AND (correlation_id IS NULL OR correlation_id = ?) ORDER BY received_at, id LIMIT ?")
-            .bind(event_type)
-            .bind(ts(since))
-            .bind(execution_id.to_string())
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
+        // Keyset paging on (received_at, id): a page costs the same however many events
+        // of the type came before it.
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(ts(at)), Some(id.to_string())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE event_type = ? AND received_at >= ? AND (correlation_id IS NULL OR correlation_id = ?) \
+             AND (? IS NULL OR (received_at, id) > (?, ?)) ORDER BY received_at, id LIMIT ?",
+        )
+        .bind(event_type)
+        .bind(ts(since))
+        .bind(execution_id.to_string())
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
         rows.iter().map(rows::event).collect()
+    }
+
+    async fn undelivered_events(
+        &self,
+        received_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE delivered = 0 AND received_at <= ? ORDER BY received_at, id LIMIT ?",
+        )
+        .bind(ts(received_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        sqlx::query(
+            "UPDATE events SET delivered = 1 WHERE delivered = 0 AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&ids))
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 }
 

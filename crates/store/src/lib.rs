@@ -32,7 +32,7 @@ pub use traits::{
     ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkflowStore,
 };
 pub use types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Effect, EventInsert,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
     ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
     StepCommit, TickView, Transition, WorkflowFilter,
 };

@@ -5,7 +5,7 @@
 //! contract test kit holds it to the same rules as the SQL backends, so a test that passes
 //! here means the same thing there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ use crate::traits::{
     ResumeRequestStore, ScheduleStore, SessionStore, WorkflowStore,
 };
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Effect, EventInsert,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
     ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
     StepCommit, TickView, Transition, WorkflowFilter,
 };
@@ -48,6 +48,8 @@ struct State {
     approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
     events: BTreeMap<Uuid, Event>,
     event_ids: HashMap<String, Uuid>,
+    /// Events stored but not yet marked delivered (see `EventStore::undelivered_events`).
+    undelivered: BTreeSet<Uuid>,
     resume_requests: HashMap<Uuid, Vec<ResumeRequest>>,
     records: HashMap<(String, String), Record>,
     notifications: BTreeMap<Uuid, Notification>,
@@ -919,15 +921,7 @@ impl MemoryStore {
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn insert_event(&self, event: Event) -> Result<EventInsert> {
-        let mut state = self.lock();
-        if let Some(key) = &event.event_id {
-            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
-                return Ok(EventInsert::Duplicate(existing.clone()));
-            }
-            state.event_ids.insert(key.clone(), event.id);
-        }
-        state.events.insert(event.id, event.clone());
-        Ok(EventInsert::Inserted(event))
+        self.insert_event_starting(event, Vec::new()).await
     }
 
     async fn insert_event_starting(
@@ -975,8 +969,49 @@ impl EventStore for MemoryStore {
             }
         }
 
+        state.undelivered.insert(event.id);
         state.events.insert(event.id, event.clone());
         Ok(EventInsert::Inserted(event))
+    }
+
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let mut state = self.lock();
+        let Some(target) = event.correlation_id else {
+            return Err(Error::Invalid(
+                "a direct delivery needs the event's correlation_id".into(),
+            ));
+        };
+        if let Some(key) = &event.event_id {
+            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
+                return Ok(Delivery::Duplicate(existing.clone()));
+            }
+        }
+        let execution = state.execution_mut(target)?;
+        rules::check_wait_claim(execution, expected_version, &event)?;
+        rules::claim_wait(execution, &event, claim, now);
+        let claimed = execution.clone();
+        event.resumed = vec![target];
+        if let Some(key) = &event.event_id {
+            state.event_ids.insert(key.clone(), event.id);
+        }
+        state.events.insert(event.id, event.clone());
+        state.audit(
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        );
+        Ok(Delivery::Claimed {
+            event,
+            execution: claimed,
+        })
     }
 
     async fn set_event_outcome(
@@ -1008,6 +1043,7 @@ impl EventStore for MemoryStore {
         event_type: &str,
         since: Timestamp,
         execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Event>> {
         let state = self.lock();
@@ -1016,9 +1052,34 @@ impl EventStore for MemoryStore {
             .values()
             .filter(|e| e.event_type == event_type && e.received_at >= since)
             .filter(|e| e.correlation_id.is_none_or(|c| c == execution_id))
+            .filter(|e| after.is_none_or(|a| (e.received_at, e.id) > a))
             .collect();
         events.sort_by_key(|e| (e.received_at, e.id));
         Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn undelivered_events(
+        &self,
+        received_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let mut events: Vec<&Event> = state
+            .undelivered
+            .iter()
+            .filter_map(|id| state.events.get(id))
+            .filter(|e| e.received_at <= received_before)
+            .collect();
+        events.sort_by_key(|e| (e.received_at, e.id));
+        Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        let mut state = self.lock();
+        for id in ids {
+            state.undelivered.remove(id);
+        }
+        Ok(())
     }
 }
 

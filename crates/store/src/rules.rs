@@ -6,8 +6,8 @@
 use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Decision, Event, Execution, ExecutionError, Gate, Lease,
-    Principal, StepRecord, Timestamp, Wake, Workflow,
+    ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Event, Execution, ExecutionError,
+    Gate, Lease, Principal, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
@@ -129,9 +129,28 @@ pub fn decide(
             decision.decided_by, decider.subject
         )));
     }
-    approval
-        .authorize(decider)
-        .map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    let authorized = if decision.decision == DecisionKind::Approve {
+        approval.authorize_approval(decider)
+    } else {
+        approval.authorize(decider)
+    };
+    authorized.map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    // A decision after the deadline is refused even before the worker has expired the
+    // request: the deadline decides, and its route runs exactly once (when the worker
+    // claims the due gate).
+    if let Some(deadline) = approval
+        .expires_at
+        .filter(|d| *d <= now && approval.status == ApprovalStatus::Pending)
+    {
+        return Err(refused(
+            false,
+            format!(
+                "approval {} expired at {}: its deadline decides it, not this decision",
+                approval.id,
+                deadline.to_rfc3339()
+            ),
+        ));
+    }
     let mut next = approval.clone();
     let (decided_by, reason, data) = (
         decision.decided_by.clone(),
@@ -353,7 +372,11 @@ pub fn request_pause(
         )));
     }
     execution.updated_at = now;
-    if is_held(execution, now) {
+    // A held execution pauses at its next step boundary; so does one that holds a stored
+    // signal no worker has acted on yet (a decision, event or deadline whose claimer died
+    // or stalled): pausing it at once would put a manual gate over the signal and lose
+    // it. The next worker to take it over acts on the signal, then pauses.
+    if is_held(execution, now) || execution.wake.is_some() {
         execution.pause_requested = true;
         return Ok(());
     }
@@ -422,6 +445,12 @@ pub fn check_wait_claim(
     if event.correlation_id.is_some_and(|c| c != id) {
         return Err(Error::Conflict(format!(
             "event {} is addressed to another execution",
+            event.id
+        )));
+    }
+    if event.received_at < execution.started_at || event.started.contains(&id) {
+        return Err(Error::Conflict(format!(
+            "event {} came before execution {id} waited for it (it arrived before the execution started, or started it)",
             event.id
         )));
     }

@@ -61,6 +61,12 @@ macro_rules! contract_tests {
             manual_pause_resume_and_cancel,
             waits_claim_events_once,
             events_are_idempotent_by_event_id,
+            early_events_are_paged_without_a_cap,
+            decisions_after_the_deadline_are_refused,
+            pauses_keep_a_stored_wake,
+            undelivered_events_are_listed_until_marked,
+            direct_deliveries_store_nothing_when_refused,
+            waits_refuse_events_from_before_they_started,
             execution_lists_use_keyset_pagination_and_filters,
             approval_lists_filter_by_decider,
             api_keys_are_unique_findable_and_revocable,
@@ -1780,13 +1786,315 @@ pub async fn events_are_idempotent_by_event_id(store: Arc<dyn Store>) {
         store.insert_event((*e).clone()).await.unwrap();
     }
     let found: Vec<Uuid> = store
-        .events_for_wait("payment.received", t0(), exec, 10)
+        .events_for_wait("payment.received", t0(), exec, None, 10)
         .await
         .unwrap()
         .iter()
         .map(|e| e.id)
         .collect();
     assert_eq!(found, [mine.id, open.id]);
+}
+
+/// A decision after the request's deadline is refused (409) even before the worker has
+/// expired it, and changes nothing; the deadline then resumes the execution once.
+pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let deadline = t0() + secs(60);
+    let (e, approval) = paused_at_approval(&store, &w, 1, Some(deadline)).await;
+    let late = store
+        .decide(
+            approval.id,
+            decision("mia", DecisionKind::Approve),
+            &manager("mia"),
+            &lease("api", deadline + secs(30)),
+            deadline,
+        )
+        .await
+        .unwrap_err();
+    assert!(late.is_conflict(), "{late:?}");
+    assert!(late.to_string().contains("expired"), "{late}");
+    assert_eq!(store.get_approval(approval.id).await.unwrap(), approval);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
+    // Just before it, the same decision is taken.
+    let (e2, approval2) = paused_at_approval(&store, &w, 1, Some(deadline)).await;
+    let decided = store
+        .decide(
+            approval2.id,
+            decision("mia", DecisionKind::Approve),
+            &manager("mia"),
+            &lease("api", deadline + secs(30)),
+            deadline - TimeDelta::microseconds(1),
+        )
+        .await
+        .unwrap();
+    assert!(decided.claimed);
+    assert_eq!(decided.execution.id, e2.id);
+    let due = store
+        .claim_due_gates(deadline, &lease("w2", deadline + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|x| x.id).collect::<Vec<_>>(), [e.id]);
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+}
+
+/// Pausing an execution whose decision is stored but not yet acted on (its claimer
+/// died) keeps the decision: the execution stays `running` with the pause requested,
+/// and whoever takes it over finds the decision's wake signal intact.
+pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let decided = decide_as(
+        &store,
+        approval.id,
+        "mia",
+        DecisionKind::Approve,
+        &manager("mia"),
+    )
+    .await
+    .unwrap();
+    assert!(decided.claimed);
+    // The decider's lease (30 s) lapses without a commit: it died.
+    let later = t0() + secs(31);
+    let paused = store
+        .request_pause(e.id, Some("ops"), Some("stuck?"), later)
+        .await
+        .unwrap();
+    assert_eq!(paused.status, ExecutionStatus::Running);
+    assert!(paused.pause_requested);
+    assert!(
+        matches!(paused.wake, Some(Wake::Approval { approval_id, .. }) if approval_id == approval.id),
+        "{:?}",
+        paused.wake
+    );
+    assert!(
+        store
+            .resume_manual(e.id, Some("ops"), json!({}), &lease("ops", later), later)
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "not manually paused, so nothing to resume over the decision"
+    );
+    let taken = store
+        .claim_expired_leases(later, &lease("w2", later + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(taken[0].pause_requested);
+    assert_eq!(taken[0].wake, decided.execution.wake);
+}
+
+/// Early-event look-ups page by (received_at, id): every candidate is reachable, however
+/// many came before it — including events received in the same instant.
+pub async fn early_events_are_paged_without_a_cap(store: Arc<dyn Store>) {
+    let exec = Uuid::now_v7();
+    let mut all = Vec::new();
+    for i in 0..7 {
+        // Pairs received in the same instant: the id breaks the tie.
+        let e = event("doc.signed", None, t0() + secs(i / 2));
+        store.insert_event(e.clone()).await.unwrap();
+        all.push((e.received_at, e.id));
+    }
+    all.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .events_for_wait("doc.signed", t0(), exec, after, 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|e| (e.received_at, e.id)));
+        match page.last() {
+            Some(last) if page.len() == 3 => after = Some((last.received_at, last.id)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, all, "every event once, oldest first");
+}
+
+/// Events are stored pending delivery; the sweep's query finds them by age and marking
+/// removes them from it. A direct delivery is delivered when stored.
+pub async fn undelivered_events_are_listed_until_marked(store: Arc<dyn Store>) {
+    let a = event("order.paid", Some("pay-1"), t0());
+    let b = event("order.paid", None, t0() + secs(5));
+    store.insert_event(a.clone()).await.unwrap();
+    store
+        .insert_event_starting(b.clone(), Vec::new())
+        .await
+        .unwrap();
+    let ids = |events: Vec<Event>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.undelivered_events(t0() + secs(5), 10).await.unwrap()),
+        [a.id, b.id]
+    );
+    assert_eq!(
+        ids(store.undelivered_events(t0() + secs(4), 10).await.unwrap()),
+        [a.id],
+        "only those received by the given time"
+    );
+    assert_eq!(
+        ids(store.undelivered_events(t0() + secs(5), 1).await.unwrap()),
+        [a.id]
+    );
+    // A repeat of an `event_id` stores nothing new.
+    store
+        .insert_event(event("order.paid", Some("pay-1"), t0() + secs(6)))
+        .await
+        .unwrap();
+    store
+        .mark_events_delivered(&[a.id, Uuid::now_v7()])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.undelivered_events(t0() + secs(60), 10).await.unwrap()),
+        [b.id]
+    );
+    store.mark_events_delivered(&[b.id]).await.unwrap();
+    store.mark_events_delivered(&[]).await.unwrap();
+    assert!(store
+        .undelivered_events(t0() + secs(60), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A direct delivery stores the event and claims its addressee in one transaction; a
+/// refusal stores nothing, and a repeated `event_id` changes nothing.
+pub async fn direct_deliveries_store_nothing_when_refused(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = waiting(&store, &w, None).await;
+    let addressed = |event_type: &str, key: Option<&str>| {
+        let mut ev = event(event_type, key, t0() + secs(1));
+        ev.correlation_id = Some(e.id);
+        ev
+    };
+    // Wrong type: refused, nothing stored (not even the event).
+    let wrong = addressed("refund.issued", Some("d-1"));
+    assert!(store
+        .deliver_event(wrong.clone(), None, &lease("api", t0() + secs(30)), t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store.get_event(wrong.id).await.unwrap_err().is_not_found());
+    // Stale version: refused too.
+    let stale = addressed("payment.received", Some("d-1"));
+    assert!(store
+        .deliver_event(
+            stale.clone(),
+            Some(e.version + 3),
+            &lease("api", t0() + secs(30)),
+            t0()
+        )
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store.get_event(stale.id).await.unwrap_err().is_not_found());
+    // No addressee: invalid.
+    assert!(matches!(
+        store
+            .deliver_event(
+                event("payment.received", None, t0()),
+                None,
+                &lease("api", t0()),
+                t0()
+            )
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(store
+        .deliver_event(
+            {
+                let mut ev = event("payment.received", None, t0());
+                ev.correlation_id = Some(Uuid::now_v7());
+                ev
+            },
+            None,
+            &lease("api", t0()),
+            t0()
+        )
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // The same key, now right: stored and claimed together.
+    let good = addressed("payment.received", Some("d-1"));
+    let crate::Delivery::Claimed {
+        event: stored,
+        execution,
+    } = store
+        .deliver_event(
+            good.clone(),
+            Some(e.version),
+            &lease("api", t0() + secs(30)),
+            t0() + secs(1),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("claimed")
+    };
+    assert_eq!(stored.resumed, [e.id]);
+    assert_eq!(execution.status, ExecutionStatus::Running);
+    assert_eq!(execution.consumed_events, [good.id]);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), execution);
+    assert_eq!(store.get_event(good.id).await.unwrap(), stored);
+    assert!(
+        store
+            .undelivered_events(t0() + secs(60), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a direct delivery is delivered when stored"
+    );
+    assert_eq!(
+        store.list_resume_requests(e.id).await.unwrap().len(),
+        1,
+        "one audit row, for the accepted delivery"
+    );
+    // A resend with the same key: the first event, nothing changed.
+    let again = addressed("payment.received", Some("d-1"));
+    let crate::Delivery::Duplicate(first) = store
+        .deliver_event(
+            again.clone(),
+            None,
+            &lease("other", t0() + secs(30)),
+            t0() + secs(2),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("duplicate")
+    };
+    assert_eq!(first, stored);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), execution);
+    assert!(store.get_event(again.id).await.unwrap_err().is_not_found());
+}
+
+/// An event that arrived before an execution started, or that started it, never
+/// resumes it.
+pub async fn waits_refuse_events_from_before_they_started(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = waiting(&store, &w, None).await;
+    let before = event("payment.received", None, t0() - secs(1));
+    assert!(store
+        .claim_wait(e.id, None, &before, None, &lease("api", t0()), t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+    let mut starter = event("payment.received", None, t0());
+    starter.started = vec![e.id];
+    assert!(store
+        .claim_wait(e.id, None, &starter, None, &lease("api", t0()), t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(
+        store.get_execution(e.id).await.unwrap().status,
+        ExecutionStatus::Waiting
+    );
 }
 
 // ---------------------------------------------------------------- lists

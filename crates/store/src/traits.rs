@@ -15,9 +15,9 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, EventInsert, ExecutionFilter,
-    LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting, StepCommit,
-    TickView, WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
+    StepCommit, TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -160,7 +160,10 @@ pub trait ExecutionStore: Send + Sync {
     /// Asks a `running` execution to pause at its next step boundary (a flag its worker
     /// sees in its next [`Self::commit_step`] result; the version is unchanged so the
     /// worker's commit is not refused); one that no live worker holds is paused at once
-    /// (manual gate at its cursor, version incremented). `Conflict` if it is not running.
+    /// (manual gate at its cursor, version incremented) — unless it holds a wake signal
+    /// no worker has acted on yet: then it too gets the flag, so that the worker taking
+    /// it over acts on the signal first (a pause never discards a stored decision, event
+    /// or deadline). `Conflict` if it is not running.
     async fn request_pause(
         &self,
         id: Uuid,
@@ -267,20 +270,39 @@ pub trait ApprovalStore: Send + Sync {
 /// Incoming events.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Stores an event; when its `event_id` was seen before, returns the first one
-    /// unchanged instead.
+    /// Stores an event, pending delivery (see [`Self::undelivered_events`]); when its
+    /// `event_id` was seen before, returns the first one unchanged instead.
     async fn insert_event(&self, event: Event) -> Result<EventInsert>;
 
     /// Stores an event together with the executions it starts (their ids are in
     /// `event.started`) — each with the step records and approval request it comes
     /// with — in one transaction: either all of them or, when the `event_id` was seen
     /// before, none — then the first event is returned unchanged. `Conflict` if an
-    /// execution id exists.
+    /// execution id exists. The event is stored pending delivery to the executions
+    /// already waiting for it (see [`Self::undelivered_events`]).
     async fn insert_event_starting(
         &self,
         event: Event,
         starts: Vec<Starting>,
     ) -> Result<EventInsert>;
+
+    /// Stores an event addressed to one execution and claims that execution with it, in
+    /// one transaction (a direct delivery): the event must satisfy
+    /// [`crate::rules::check_wait_claim`] for `event.correlation_id` (at
+    /// `expected_version` when given); then the execution is `running` under `claim` with
+    /// an event wake signal, the event is stored as delivered with the execution in its
+    /// `resumed` list, and an `event` resume request is recorded. When the `event_id` was
+    /// seen before, nothing changes and the first event is returned
+    /// ([`Delivery::Duplicate`]). A refusal is `Conflict` and stores nothing — not even
+    /// the event. `NotFound` if the execution does not exist; `Invalid` if the event has
+    /// no `correlation_id`.
+    async fn deliver_event(
+        &self,
+        event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery>;
 
     /// Records which executions an event started and resumed. `NotFound` if absent.
     async fn set_event_outcome(
@@ -294,15 +316,32 @@ pub trait EventStore: Send + Sync {
     async fn get_event(&self, id: Uuid) -> Result<Event>;
 
     /// Events of `event_type` received at or after `since` that are addressed to nobody
-    /// or to `execution_id`, oldest first: the candidates for a wait that may have missed
-    /// them.
+    /// or to `execution_id`, oldest first (by `received_at`, then id), starting after
+    /// `after` (the `(received_at, id)` of the last event of the previous page): the
+    /// candidates for a wait that may have missed them. Callers page through until they
+    /// find a match; no cap hides one.
     async fn events_for_wait(
         &self,
         event_type: &str,
         since: Timestamp,
         execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Event>>;
+
+    /// Events still pending delivery that were received at or before `received_before`,
+    /// oldest first: those whose ingesting process may have died before it offered them
+    /// to the executions waiting for them. The worker loop delivers them again (delivery
+    /// is idempotent: an execution consumes an event once) and then marks them.
+    async fn undelivered_events(
+        &self,
+        received_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+
+    /// Marks events delivered: offered to every execution that waited for them when
+    /// they were stored. Unknown ids are ignored.
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()>;
 }
 
 /// The resume-request audit (DESIGN.md §3 "Audit").

@@ -264,6 +264,20 @@ pub enum EventInsert {
     Duplicate(Event),
 }
 
+/// What [`crate::EventStore::deliver_event`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The event was stored and the execution claimed with it (as returned).
+    Claimed {
+        /// The stored event.
+        event: Event,
+        /// The execution, `running` under the caller's claim.
+        execution: Execution,
+    },
+    /// An event with the same `event_id` was stored before; this is it, unchanged.
+    Duplicate(Event),
+}
+
 /// Filters of [`crate::ScheduleStore::list_schedules`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScheduleFilter {

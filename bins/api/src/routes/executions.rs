@@ -254,10 +254,30 @@ pub async fn deliver(
         return Err(ApiError::bad_request("`event_type` must not be empty"));
     }
     let payload = super::object_or_empty("payload", body.payload)?;
-    let progress = state
+    if body
+        .event_id
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "`event_id` must not be empty when given",
+        ));
+    }
+    let delivered = state
         .events
-        .deliver_to(id, &body.event_type, payload, Some(caller.subject()))
+        .deliver_to(
+            id,
+            &body.event_type,
+            payload,
+            body.event_id,
+            Some(caller.subject()),
+        )
         .await?;
-    let execution = settle(&state, progress, wait.wait).await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    let duplicate = delivered.duplicate;
+    let execution = settle(&state, delivered.progress, wait.wait).await?;
+    let mut response = HttpResponse::Ok();
+    if duplicate {
+        response.insert_header(("Idempotent-Replay", "true"));
+    }
+    Ok(response.json(ExecutionDto::from(&execution)))
 }

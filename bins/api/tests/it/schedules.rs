@@ -328,6 +328,7 @@ fn worker(store: &Arc<dyn Store>, clock: &Arc<TestClock>, id: &str) -> Worker {
             batch: 50,
             concurrency: 8,
             poll_interval: Duration::from_millis(50),
+            ..WorkerOptions::default()
         },
     )
 }

@@ -341,3 +341,24 @@ fn documents_without_steps_are_errors_not_panics() {
         );
     }
 }
+
+/// A user listed twice would make `required: "all"` (one approval per listed user)
+/// impossible to meet, and a count ambiguous: each duplicate is an error at its path.
+#[test]
+fn approvers_listed_twice_are_refused() {
+    let doc = wf(json!([
+        {"id": "a", "type": "approval", "approval": {"approvers": {"users": ["ana", "bo", "ana"]}, "required": "all"}}
+    ]));
+    let found = errors(&doc);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "steps[0].approval.approvers.users[2]");
+    assert!(
+        found[0].1.contains("`ana` is listed twice"),
+        "{}",
+        found[0].1
+    );
+    let fine = wf(json!([
+        {"id": "a", "type": "approval", "approval": {"approvers": {"users": ["ana", "bo"]}, "required": "all"}}
+    ]));
+    assert!(errors(&fine).is_empty());
+}

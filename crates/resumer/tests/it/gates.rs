@@ -431,7 +431,7 @@ async fn direct_delivery_and_correlated_events() {
     let b = h.start("go", json!({})).await;
     let wrong = h
         .events
-        .deliver_to(a.id, "doc.rejected", json!({}), Some("ops"))
+        .deliver_to(a.id, "doc.rejected", json!({}), None, Some("ops"))
         .await;
     assert!(
         matches!(wrong, Err(Error::Conflict(ref m)) if m.contains("doc.signed")),
@@ -439,9 +439,10 @@ async fn direct_delivery_and_correlated_events() {
     );
     let done = h
         .events
-        .deliver_to(a.id, "doc.signed", json!({"by": "x"}), Some("ops"))
+        .deliver_to(a.id, "doc.signed", json!({"by": "x"}), None, Some("ops"))
         .await
         .unwrap()
+        .progress
         .settled(&h.engine, WAIT)
         .await
         .unwrap();
@@ -449,7 +450,7 @@ async fn direct_delivery_and_correlated_events() {
     assert!(
         matches!(
             h.events
-                .deliver_to(a.id, "doc.signed", json!({}), None)
+                .deliver_to(a.id, "doc.signed", json!({}), None, None)
                 .await,
             Err(Error::Conflict(_))
         ),
