@@ -4,6 +4,8 @@
 //!   every test of the workspace.
 //! - `bench`: the benchmarks whose figures go into `docs/benchmarks.md`.
 //! - `lint`: the checks of `test` without running tests.
+//! - `sim`: the crash-point explorer (`--seeds N` randomised runs, `--seed S` replays
+//!   one, `--exhaustive` kills at every store call of every scenario).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -42,10 +44,11 @@ fn main() -> Result<()> {
             result
         }
         Some("lint") => lint(),
+        Some("sim") => sim(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("layering") => layering(),
         _ => {
-            eprintln!("usage: cargo xtask <test|lint|bench|layering> [extra cargo test args]");
+            eprintln!("usage: cargo xtask <test|lint|bench|layering|sim> [extra args]");
             std::process::exit(2);
         }
     }
@@ -138,6 +141,15 @@ fn count(line: &str, word: &str) -> u64 {
             }
         })
         .sum()
+}
+
+/// The crash-point explorer's randomised mode (`--seeds N`, `--seed S` to replay one
+/// run), or its exhaustive sweep (`--exhaustive`); see `crates/sim`.
+fn sim(extra: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "--release", "-p", "tollgate-sim", "--"])
+        .args(extra);
+    run("tollgate-sim", &mut cmd)
 }
 
 fn bench(extra: &[String]) -> Result<()> {
@@ -358,6 +370,18 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         (
             "tollgate-resumer",
             &["tollgate-model", "tollgate-store", "tollgate-engine"][..],
+        ),
+        // The crash-point explorer: a test tool that runs the engine and resumer on the
+        // in-memory store and on SQLite files; nothing depends on it.
+        (
+            "tollgate-sim",
+            &[
+                "tollgate-model",
+                "tollgate-store",
+                "tollgate-engine",
+                "tollgate-resumer",
+                "tollgate-sqlite",
+            ][..],
         ),
         // The server code behind both binaries (`tollgate-api`, `tollgate-resume-worker`):
         // the one library that may name concrete backends, and nothing depends on it but

@@ -1894,7 +1894,10 @@ impl EventStore for PgStore {
         )
         .await?;
         commit(tx).await?;
-        Ok(Delivery::Claimed { event, execution })
+        Ok(Delivery::Claimed {
+            event,
+            execution: Box::new(execution),
+        })
     }
 
     async fn events_for_wait(

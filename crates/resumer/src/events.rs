@@ -242,7 +242,7 @@ impl EventService {
             Ok(Delivery::Claimed { event, execution }) => Ok(DirectDelivery {
                 event,
                 duplicate: false,
-                progress: Progress::spawn(&self.engine, self.tasks.as_ref(), execution, "event"),
+                progress: Progress::spawn(&self.engine, self.tasks.as_ref(), *execution, "event"),
             }),
             Ok(Delivery::Duplicate(first)) => {
                 if first.correlation_id != Some(execution_id) {

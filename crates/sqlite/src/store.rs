@@ -1684,7 +1684,10 @@ impl EventStore for SqliteStore {
         )
         .await?;
         commit(tx).await?;
-        Ok(Delivery::Claimed { event, execution })
+        Ok(Delivery::Claimed {
+            event,
+            execution: Box::new(execution),
+        })
     }
 
     async fn events_for_wait(

@@ -1010,7 +1010,7 @@ impl EventStore for MemoryStore {
         );
         Ok(Delivery::Claimed {
             event,
-            execution: claimed,
+            execution: Box::new(claimed),
         })
     }
 

@@ -1886,7 +1886,7 @@ pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
     assert_eq!(taken[0].wake, decided.execution.wake);
 }
 
-/// Early-event look-ups page by (received_at, id): every candidate is reachable, however
+/// Early-event look-ups page by (`received_at`, id): every candidate is reachable, however
 /// many came before it — including events received in the same instant.
 pub async fn early_events_are_paged_without_a_cap(store: Arc<dyn Store>) {
     let exec = Uuid::now_v7();
@@ -2039,7 +2039,7 @@ pub async fn direct_deliveries_store_nothing_when_refused(store: Arc<dyn Store>)
     assert_eq!(stored.resumed, [e.id]);
     assert_eq!(execution.status, ExecutionStatus::Running);
     assert_eq!(execution.consumed_events, [good.id]);
-    assert_eq!(store.get_execution(e.id).await.unwrap(), execution);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), *execution);
     assert_eq!(store.get_event(good.id).await.unwrap(), stored);
     assert!(
         store
@@ -2069,7 +2069,7 @@ pub async fn direct_deliveries_store_nothing_when_refused(store: Arc<dyn Store>)
         panic!("duplicate")
     };
     assert_eq!(first, stored);
-    assert_eq!(store.get_execution(e.id).await.unwrap(), execution);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), *execution);
     assert!(store.get_event(again.id).await.unwrap_err().is_not_found());
 }
 

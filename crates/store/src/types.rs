@@ -272,7 +272,7 @@ pub enum Delivery {
         /// The stored event.
         event: Event,
         /// The execution, `running` under the caller's claim.
-        execution: Execution,
+        execution: Box<Execution>,
     },
     /// An event with the same `event_id` was stored before; this is it, unchanged.
     Duplicate(Event),

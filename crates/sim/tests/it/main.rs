@@ -1,0 +1,108 @@
+//! The crash-point explorer in the test suite: every crash point of every scenario on
+//! the in-memory store, a subset on SQLite files, and a few randomised seeds.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use tollgate_sim::sweep::{exhaustive, randomised, SweepReport};
+use tollgate_sim::{named, Backend};
+
+fn assert_clean(name: &str, report: &SweepReport) {
+    eprintln!(
+        "{name}: {} crash points, {} runs, {} checks, {:.1} s",
+        report.calls * 2,
+        report.runs,
+        report.checks,
+        report.elapsed.as_secs_f64()
+    );
+    assert!(
+        report.calls > 10,
+        "{name}: the dry run made {} store calls",
+        report.calls
+    );
+    assert!(
+        report.checks > report.runs,
+        "{name}: every run checks invariants"
+    );
+    let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+}
+
+fn sweep(name: &str, backend: Backend, stride: usize) {
+    let scenario = named(name).unwrap_or_else(|| panic!("no scenario {name}"));
+    let report = exhaustive(&scenario, backend, stride, 1).unwrap();
+    assert_clean(name, &report);
+}
+
+macro_rules! every_crash_point {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                sweep($name, Backend::Memory, 1);
+            }
+        )*
+        /// Every scenario of the catalogue has its test above.
+        #[test]
+        fn every_scenario_is_swept() {
+            let swept = [$($name),*];
+            for s in tollgate_sim::all() {
+                assert!(swept.contains(&s.name), "scenario {} has no sweep test", s.name);
+            }
+        }
+    };
+}
+
+every_crash_point! {
+    approval_quorum_2 => "approval-quorum-2",
+    approval_reject => "approval-reject",
+    approval_deadline_rejects => "approval-deadline-rejects",
+    approval_deadline_approves => "approval-deadline-approves",
+    wait_early_event => "wait-early-event",
+    wait_late_event => "wait-late-event",
+    wait_event_races_timer => "wait-event-races-timer",
+    wait_direct_delivery => "wait-direct-delivery",
+    operator_at_a_gate => "operator-at-a-gate",
+    operator_pauses_a_woken_wait => "operator-pauses-a-woken-wait",
+    operator_pauses_a_decided_gate => "operator-pauses-a-decided-gate",
+    operator_cancels_a_wait => "operator-cancels-a-wait",
+    operator_pause_resume_retrying => "operator-pause-resume-retrying",
+    webhook_retries_inline => "webhook-retries-inline",
+    schedule_tick => "schedule-tick",
+    original_high_value_order => "original-high-value-order",
+    original_quote_multi_level => "original-quote-multi-level",
+    original_cart_fraud => "original-cart-fraud",
+    original_data_processing => "original-data-processing",
+    original_order_processing => "original-order-processing",
+    original_inventory_sync => "original-inventory-sync",
+    original_quote_expiration => "original-quote-expiration",
+}
+
+// On SQLite each process opens its own pool on one file, and a dead process's pool is
+// left unclosed: what survives is what SQLite committed.
+#[test]
+fn sqlite_approval_quorum_2() {
+    sweep("approval-quorum-2", Backend::Sqlite, 1);
+}
+
+#[test]
+fn sqlite_wait_late_event() {
+    sweep("wait-late-event", Backend::Sqlite, 1);
+}
+
+#[test]
+fn sqlite_operator_pauses_a_woken_wait() {
+    sweep("operator-pauses-a-woken-wait", Backend::Sqlite, 1);
+}
+
+#[test]
+fn sqlite_schedule_tick() {
+    sweep("schedule-tick", Backend::Sqlite, 2);
+}
+
+/// Two crashes per run, concurrent callers, random interleavings.
+#[test]
+fn randomised_seeds() {
+    let report = randomised(&tollgate_sim::all(), 1, 40, Backend::Memory).unwrap();
+    let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(report.runs, 40);
+}
