@@ -30,7 +30,7 @@ use crate::notify::{Notifier, RecordingNotifier};
 use crate::path::set_path;
 use crate::provider::{ContextProvider, NoProviders};
 use crate::steps::{Body, Env};
-use crate::template::{render_value, Mode, Scope, Secrets, Template};
+use crate::template::{redact_secrets, render_value, Mode, Scope, Secrets, Template};
 
 /// Early events are looked up in pages of this many.
 const EARLY_EVENT_PAGE: u32 = 500;
@@ -302,6 +302,11 @@ impl Engine {
             owner: self.inner.options.worker_id.clone(),
             expires_at: self.lease_until(),
         }
+    }
+
+    /// How long this engine's leases last (renewed every third of it while it works).
+    pub fn lease(&self) -> Duration {
+        self.inner.options.lease
     }
 
     fn lease_until(&self) -> Timestamp {
@@ -885,8 +890,9 @@ impl<'e> Run<'e> {
                 Ok(None) => warnings.push(format!(
                     "context resource `{resource}` has no configured provider; skipped"
                 )),
-                Err(err) => warnings.push(format!(
-                    "context resource `{resource}` could not be loaded ({err}); skipped"
+                Err(err) => warnings.push(redact_secrets(
+                    &format!("context resource `{resource}` could not be loaded ({err}); skipped"),
+                    &self.inner().options.secrets,
                 )),
             }
         }

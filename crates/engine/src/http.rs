@@ -12,6 +12,9 @@ pub struct Request {
     pub method: String,
     /// URL.
     pub url: String,
+    /// The URL as messages show it: rendered with secrets redacted. Errors name this,
+    /// never [`Self::url`], so a secret in a URL cannot reach a stored error or a log.
+    pub shown_url: String,
     /// Headers.
     pub headers: Vec<(String, String)>,
     /// JSON body.
@@ -64,7 +67,12 @@ pub async fn send(
         } else {
             ErrorClass::Network
         },
-        message: format!("{} {}: {err}", request.method, request.url),
+        message: format!(
+            "{} {}: {}",
+            request.method,
+            request.shown_url,
+            err.without_url()
+        ),
         response: None,
     })?;
     let status = response.status();
@@ -78,8 +86,10 @@ pub async fn send(
                     ErrorClass::Network
                 },
                 message: format!(
-                    "reading the response of {} {}: {err}",
-                    request.method, request.url
+                    "reading the response of {} {}: {}",
+                    request.method,
+                    request.shown_url,
+                    err.without_url()
                 ),
                 response: None,
             })
@@ -110,7 +120,7 @@ pub async fn send(
             } else {
                 ErrorClass::Other
             },
-            message: format!("{} {} answered {status}", request.method, request.url),
+            message: format!("{} {} answered {status}", request.method, request.shown_url),
             response: Some(recorded),
         })
     }

@@ -44,4 +44,4 @@ pub use engine::{wait_matches, Ahead, Engine, EngineBuilder, EngineOptions, Star
 pub use error::{Error, Result};
 pub use notify::{Delivery, Notifier, RecordingNotifier, WebhookNotifier};
 pub use provider::{ContextProvider, HttpContextProvider, LoadError, NoProviders};
-pub use template::{Mode, Scope, Secrets, Template};
+pub use template::{redact_secrets, redact_value, Mode, Scope, Secrets, Template};

@@ -58,12 +58,10 @@ impl ContextProvider for HttpContextProvider {
         };
         let mut warnings = Vec::new();
         let url = render_str(template, scope, Mode::Live, &mut warnings);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| LoadError(format!("GET for `{resource}` failed: {e}")))?;
+        let response =
+            self.client.get(&url).send().await.map_err(|e| {
+                LoadError(format!("GET for `{resource}` failed: {}", e.without_url()))
+            })?;
         if !response.status().is_success() {
             return Err(LoadError(format!(
                 "GET for `{resource}` answered {}",
@@ -73,7 +71,7 @@ impl ContextProvider for HttpContextProvider {
         let value: Value = response
             .json()
             .await
-            .map_err(|e| LoadError(format!("`{resource}` is not JSON: {e}")))?;
+            .map_err(|e| LoadError(format!("`{resource}` is not JSON: {}", e.without_url())))?;
         if value.is_object() {
             Ok(Some(value))
         } else {

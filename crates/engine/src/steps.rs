@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::engine::{record_id, Compiled, Engine};
 use crate::http;
 use crate::path::{set_path, Path};
-use crate::template::{render_value, Mode, Scope, Template};
+use crate::template::{redact_secrets, redact_value, render_value, Mode, Scope, Template};
 
 /// Where a body runs: which execution, visit, attempt and foreach iteration, and the
 /// local names (`item_var`, `index`) it sees.
@@ -423,6 +423,7 @@ async fn run_sub_action(
 ) -> Result<SubOk, SubErr> {
     let warnings = &mut body.warnings;
     let kind = action.kind.type_name();
+    let secrets = &engine.inner.options.secrets;
     match &action.kind {
         SubActionKind::Webhook(request) => {
             let text =
@@ -460,9 +461,11 @@ async fn run_sub_action(
                 engine.inner.options.http_timeout,
                 tollgate_model::Duration::as_std,
             );
+            let shown_url = text(&request.url, Mode::Redacted, &mut Vec::new());
             let req = http::Request {
                 method,
                 url,
+                shown_url,
                 headers,
                 body: body_value,
                 timeout,
@@ -475,13 +478,15 @@ async fn run_sub_action(
             )
             .await
             {
-                Ok(response) => Ok((input, response, Vec::new())),
+                // What a remote answers is stored and shown: a remote that echoes what
+                // it was sent must not carry a secret into the step's output or error.
+                Ok(response) => Ok((input, redact_value(response, secrets), Vec::new())),
                 Err(failure) => Err(Box::new((
                     input,
-                    failure.response.unwrap_or(Value::Null),
+                    redact_value(failure.response.unwrap_or(Value::Null), secrets),
                     StepError {
                         class: failure.class,
-                        message: failure.message,
+                        message: redact_secrets(&failure.message, secrets),
                     },
                 ))),
             }

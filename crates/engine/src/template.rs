@@ -18,6 +18,47 @@ use crate::path::{Found, Path};
 /// Secret values from server configuration, by name.
 pub type Secrets = HashMap<String, String>;
 
+/// `text` with every secret's value replaced by `***` (longest values first, so a secret
+/// that contains another is replaced whole). For text that may quote what was sent —
+/// an HTTP library's error, a remote's answer — before it is stored, returned or logged.
+pub fn redact_secrets(text: &str, secrets: &Secrets) -> String {
+    let mut values: Vec<&str> = secrets
+        .values()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_owned();
+    for value in values {
+        if out.contains(value) {
+            out = out.replace(value, "***");
+        }
+    }
+    out
+}
+
+/// [`redact_secrets`] on every string (keys included) of a JSON value.
+pub fn redact_value(value: Value, secrets: &Secrets) -> Value {
+    if secrets.is_empty() {
+        return value;
+    }
+    match value {
+        Value::String(s) => Value::String(redact_secrets(&s, secrets)),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| redact_value(v, secrets))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (redact_secrets(&k, secrets), redact_value(v, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// The text that stands for a secret in recorded data.
 pub const REDACTED: &str = "***";
 

@@ -287,7 +287,14 @@ impl<'d> Walker<'_, 'd> {
                     );
                 }
                 if let Some(m) = &wait.match_ {
-                    check_condition(m, &p.key("wait").key("match"), self.report);
+                    let at = p.key("wait").key("match");
+                    check_condition(m, &at, self.report);
+                    if uses_secrets(m) {
+                        self.report.error(
+                            &at,
+                            "a wait's `match` may not use `secrets.…`: its values are rendered when the wait is entered and stored with the execution, where any reader would see them",
+                        );
+                    }
                 }
             }
             StepKind::Parallel { parallel, .. } => {
@@ -451,6 +458,30 @@ fn check_approvers(approvers: &Approvers, required: Required, path: &Path, repor
             }
         }
         _ => {}
+    }
+}
+
+/// Whether any value of a condition tree refers to a secret (`{{secrets.…}}`,
+/// `${secrets.…}`, or the field path `secrets.…`).
+fn uses_secrets(condition: &Condition) -> bool {
+    fn in_value(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => {
+                let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+                compact.contains("{{secrets.") || compact.contains("${secrets.")
+            }
+            serde_json::Value::Array(items) => items.iter().any(in_value),
+            serde_json::Value::Object(map) => map.values().any(in_value),
+            _ => false,
+        }
+    }
+    match condition {
+        Condition::And { and } => and.iter().any(uses_secrets),
+        Condition::Or { or } => or.iter().any(uses_secrets),
+        Condition::Not { not } => uses_secrets(not),
+        Condition::Leaf(leaf) => {
+            leaf.field.starts_with("secrets.") || leaf.value.as_ref().is_some_and(in_value)
+        }
     }
 }
 

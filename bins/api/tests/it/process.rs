@@ -25,15 +25,21 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[], "warn", Stdio::null()).await
+    }
+
+    /// With extra arguments, a log level and where its log (stderr) goes.
+    async fn start_with(data_dir: &Path, args: &[&str], log: &str, stderr: Stdio) -> Self {
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--poll-interval", "100ms"])
-            .env("RUST_LOG", "warn")
+            .args(args)
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -347,4 +353,133 @@ fn keys_create_and_migrate_subcommands_work_on_a_fresh_data_dir() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither `sqlite:PATH` nor `postgres://"));
+}
+
+/// A secret in a webhook's URL, header and body, sent to a closed port and to a server
+/// answering 500: its value appears in no API answer, nowhere in the database files and
+/// nowhere in the log — though both failures are recorded, with their URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_leave_the_process_in_errors_answers_files_or_logs() {
+    const SECRET: &str = "s3cr3t-T0ken-7f1e9a";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        json!({"secrets": {"api_token": SECRET}}).to_string(),
+    )
+    .unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let failing = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(500).set_body_string("upstream broke"))
+        .mount(&failing)
+        .await;
+    let closed = free_port();
+    let server = Server::start_with(
+        &data,
+        &["--config", config.to_str().unwrap()],
+        "debug",
+        Stdio::from(log),
+    )
+    .await;
+    let admin = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let hook = |url: String| {
+        json!({"type": "webhook", "url": url,
+               "headers": {"Authorization": "Bearer {{secrets.api_token}}"},
+               "body": {"token": "{{secrets.api_token}}", "order": "{{order_id}}"}})
+    };
+    let workflow = json!({
+        "workflow_id": "leaky", "version": "1",
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "closed", "type": "action", "action": "execute",
+             "retry": {"max_attempts": 1},
+             "execute": [hook(format!("http://127.0.0.1:{closed}/hook?token={{{{secrets.api_token}}}}"))],
+             "on_error": "failing"},
+            {"id": "failing", "type": "action", "action": "execute",
+             "retry": {"max_attempts": 1},
+             "execute": [hook(format!("{}/hook/{{{{secrets.api_token}}}}", failing.uri()))]}
+        ]
+    });
+    let (s, b) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", server.base),
+        workflow,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/events?wait=true", server.base),
+        json!({"event_type": "order.created", "payload": {"order_id": "o-1"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["started"][0].as_str().unwrap().to_owned();
+    let get = |path: String| {
+        let client = client.clone();
+        let admin = admin.clone();
+        async move {
+            client
+                .get(path)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let execution = get(format!("{}/api/v1/executions/{id}", server.base)).await;
+    let steps = get(format!(
+        "{}/api/v1/executions/{id}/resume-requests",
+        server.base
+    ))
+    .await
+        + &execution;
+    assert!(execution.contains("\"failed\""), "{execution}");
+    // The failures are there, with the URLs redacted.
+    assert!(
+        steps.contains(&format!("127.0.0.1:{closed}/hook?token=***")),
+        "{steps}"
+    );
+    assert!(steps.contains("/hook/***"), "{steps}");
+    assert!(steps.contains("500"), "{steps}");
+    // The remote did receive the secret (it is for them).
+    let received = failing.received_requests().await.unwrap();
+    assert!(received[0].url.path().ends_with(SECRET));
+    let log = server.kill9();
+    let mut everything = vec![
+        ("execution answer".to_owned(), execution.into_bytes()),
+        ("steps answer".to_owned(), steps.into_bytes()),
+        ("stdout".to_owned(), log.into_bytes()),
+        ("log".to_owned(), std::fs::read(&log_path).unwrap()),
+    ];
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        everything.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    assert!(
+        everything.iter().any(|(name, _)| {
+            Path::new(name)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("db"))
+        }),
+        "the database file is checked"
+    );
+    for (name, bytes) in everything {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the secret appears in {name}"
+        );
+    }
 }

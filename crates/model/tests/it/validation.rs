@@ -362,3 +362,22 @@ fn approvers_listed_twice_are_refused() {
     ]));
     assert!(errors(&fine).is_empty());
 }
+
+/// A wait's `match` values are stored with the execution when the wait is entered: a
+/// secret there would be readable by anyone who can read executions.
+#[test]
+fn secrets_in_a_wait_match_are_refused() {
+    let doc = wf(json!([
+        {"id": "w", "type": "wait", "wait": {"event": "paid",
+            "match": {"and": [{"field": "event.token", "operator": "eq", "value": "{{ secrets.shared_token }}"}]}}}
+    ]));
+    let found = errors(&doc);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "steps[0].wait.match");
+    assert!(found[0].1.contains("secrets"), "{}", found[0].1);
+    let fine = wf(json!([
+        {"id": "w", "type": "wait", "wait": {"event": "paid",
+            "match": {"field": "event.order", "operator": "eq", "value": "{{order.id}}"}}}
+    ]));
+    assert!(errors(&fine).is_empty(), "{:?}", errors(&fine));
+}
