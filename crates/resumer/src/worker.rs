@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_engine::Engine;
 use tollgate_engine::StartRequest;
@@ -78,12 +78,15 @@ pub struct Worker {
     engine: Engine,
     options: WorkerOptions,
     wake: Arc<Notify>,
+    /// One permit per execution advanced at once.
+    slots: Arc<Semaphore>,
 }
 
 impl Worker {
     /// A worker running executions with `engine`.
     pub fn new(engine: Engine, options: WorkerOptions) -> Self {
         Self {
+            slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
             engine,
             options,
             wake: Arc::new(Notify::new()),
@@ -104,44 +107,101 @@ impl Worker {
     }
 
     /// One pass: ends overdue executions, claims due gates and expired leases (a batch
-    /// each) and advances what it claimed, waiting for all of them.
+    /// each) and advances what it claimed, waiting for all of them (at most
+    /// `concurrency` at once). For tests and tools that want a pass to be over when it
+    /// returns; [`Self::run`] does not wait.
     pub async fn tick(&self) -> Result<TickReport> {
+        let (report, advancing) = self.pass(self.options.batch).await?;
+        for task in advancing {
+            if let Err(err) = task.await {
+                tracing::error!("advancing task failed: {err}");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims up to `limit` executions of each kind and starts advancing each in a task
+    /// of its own; returns without waiting for them.
+    async fn pass(&self, limit: u32) -> Result<(TickReport, Vec<JoinHandle<()>>)> {
         let store = self.engine.store();
         let now = self.engine.clock().now();
         let ended = store.time_out_overdue(now, self.options.batch).await?;
         for execution in &ended {
             tracing::info!(execution_id = %execution.id, "execution timed out (workflow deadline)");
         }
-        let gates = store
-            .claim_due_gates(now, &self.engine.claim(), self.options.batch)
-            .await?;
+        let mut advancing = Vec::new();
+        let mut left = limit;
+        let gates = if left > 0 {
+            store
+                .claim_due_gates(now, &self.engine.claim(), left)
+                .await?
+        } else {
+            Vec::new()
+        };
+        left = left.saturating_sub(gates.len() as u32);
         for execution in &gates {
             if let Some(deadline) = execution.gate.as_ref().and_then(|g| g.deadline) {
                 let lag = (now - deadline).num_milliseconds().max(0) as f64 / 1000.0;
                 metrics::histogram!("tollgate_timer_lag_seconds").record(lag);
             }
         }
-        let leases = store
-            .claim_expired_leases(now, &self.engine.claim(), self.options.batch)
-            .await?;
-        let started = self.fire_schedules(now).await?;
-        let (events, resumed) = self.deliver_pending(now).await?;
+        let report_gates = gates.len();
+        advancing.extend(gates.into_iter().map(|e| self.spawn_advance(e)));
+        let leases = if left > 0 {
+            store
+                .claim_expired_leases(now, &self.engine.claim(), left)
+                .await?
+        } else {
+            Vec::new()
+        };
+        left = left.saturating_sub(leases.len() as u32);
+        let report_leases = leases.len();
+        advancing.extend(leases.into_iter().map(|e| self.spawn_advance(e)));
+        let started = if left > 0 {
+            self.fire_schedules(now, left).await?
+        } else {
+            Vec::new()
+        };
+        left = left.saturating_sub(started.len() as u32);
+        let report_ticks = started.len();
+        advancing.extend(started.into_iter().map(|e| self.spawn_advance(e)));
+        let (events, resumed) = if left > 0 {
+            self.deliver_pending(now, left).await?
+        } else {
+            (0, Vec::new())
+        };
+        advancing.extend(resumed.into_iter().map(|e| self.spawn_advance(e)));
         let report = TickReport {
             timed_out: ended.len(),
-            gates: gates.len(),
-            leases: leases.len(),
-            ticks: started.len(),
+            gates: report_gates,
+            leases: report_leases,
+            ticks: report_ticks,
             events,
         };
-        self.advance_all(
-            gates
-                .into_iter()
-                .chain(leases)
-                .chain(started)
-                .chain(resumed),
-        )
-        .await;
-        Ok(report)
+        Ok((report, advancing))
+    }
+
+    /// Advances a claimed execution in a task of its own, once a slot is free. While it
+    /// waits for one it keeps renewing its lease, so a claimed execution is never left
+    /// to lapse in the queue and be taken over as if this worker had died.
+    fn spawn_advance(&self, execution: Execution) -> JoinHandle<()> {
+        let engine = self.engine.clone();
+        let slots = self.slots.clone();
+        tokio::spawn(async move {
+            let id = execution.id;
+            let Some(_slot) = wait_for_slot(&engine, &slots, id).await else {
+                return;
+            };
+            match engine.advance(execution).await {
+                Ok(done) => {
+                    tracing::debug!(execution_id = %id, status = %done.status, "advanced");
+                }
+                Err(tollgate_engine::Error::Lost(_)) => {
+                    tracing::info!(execution_id = %id, "taken over elsewhere");
+                }
+                Err(err) => tracing::error!(execution_id = %id, "advancing failed: {err}"),
+            }
+        })
     }
 
     /// Finishes the delivery of events stored more than `delivery_grace` ago and not
@@ -151,12 +211,13 @@ impl Worker {
     async fn deliver_pending(
         &self,
         now: tollgate_model::records::Timestamp,
+        limit: u32,
     ) -> Result<(usize, Vec<Execution>)> {
         let store = self.engine.store();
         let grace = chrono::TimeDelta::from_std(self.options.delivery_grace)
             .unwrap_or(chrono::TimeDelta::MAX);
         let before = now.checked_sub_signed(grace).unwrap_or(now);
-        let pending = store.undelivered_events(before, self.options.batch).await?;
+        let pending = store.undelivered_events(before, limit).await?;
         let mut claimed = Vec::new();
         let mut delivered = Vec::with_capacity(pending.len());
         for event in pending {
@@ -198,10 +259,11 @@ impl Worker {
     async fn fire_schedules(
         &self,
         now: tollgate_model::records::Timestamp,
+        limit: u32,
     ) -> Result<Vec<Execution>> {
         let store = self.engine.store();
         let claim = self.engine.claim();
-        let claimed = store.claim_ticks(now, &claim, self.options.batch).await?;
+        let claimed = store.claim_ticks(now, &claim, limit).await?;
         let mut started = Vec::with_capacity(claimed.len());
         for ClaimedTick { tick, schedule } in claimed {
             let workflow = match store.get_workflow(schedule.workflow_id).await {
@@ -255,23 +317,6 @@ impl Worker {
         Ok(started)
     }
 
-    async fn advance_all(&self, executions: impl Iterator<Item = Execution>) {
-        stream::iter(executions)
-            .for_each_concurrent(self.options.concurrency.max(1), |execution| async move {
-                let id = execution.id;
-                match self.engine.advance(execution).await {
-                    Ok(done) => {
-                        tracing::debug!(execution_id = %id, status = %done.status, "advanced");
-                    }
-                    Err(tollgate_engine::Error::Lost(_)) => {
-                        tracing::info!(execution_id = %id, "taken over elsewhere");
-                    }
-                    Err(err) => tracing::error!(execution_id = %id, "advancing failed: {err}"),
-                }
-            })
-            .await;
-    }
-
     /// How long to sleep before the next pass: the poll interval, or less when a schedule
     /// fires sooner, so that ticks start on time rather than up to a poll interval late.
     async fn until_next_tick(&self) -> Duration {
@@ -295,28 +340,47 @@ impl Worker {
     /// returns.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker = %self.engine.worker_id(), "worker loop started");
+        let concurrency = self.options.concurrency.max(1);
+        let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            let busy = match self.tick().await {
-                Ok(report) => {
-                    report.gates == self.options.batch as usize
-                        || report.leases == self.options.batch as usize
-                        || report.events == self.options.batch as usize
-                        || report.ticks >= self.options.batch as usize
+            // Claims keep flowing while executions run: a pass claims only as many as
+            // there are free slots, starts them, and the loop goes on — a slow
+            // execution never holds back deadlines, take-overs or schedule ticks.
+            in_flight.retain(|task| !task.is_finished());
+            let free = concurrency.saturating_sub(in_flight.len());
+            let limit = (self.options.batch as usize).min(free) as u32;
+            let full = match self.pass(limit).await {
+                Ok((report, started)) => {
+                    in_flight.extend(started);
+                    let claimed = report.gates + report.leases + report.ticks + report.events;
+                    limit > 0 && claimed >= limit as usize
                 }
                 Err(err) => {
                     tracing::error!(worker = %self.engine.worker_id(), "worker pass failed: {err}");
                     false
                 }
             };
-            if busy {
+            let slots_left = in_flight.len() < concurrency;
+            if full && slots_left {
                 continue;
             }
+            // Slots all taken: the next pass waits for one to free (or a wake-up, or
+            // the poll interval), not for every execution in flight.
+            let slot_freed = async {
+                if in_flight.is_empty() || slots_left {
+                    std::future::pending::<()>().await;
+                } else {
+                    let (_finished, _, _) =
+                        futures_util::future::select_all(in_flight.iter_mut()).await;
+                }
+            };
             let pause = self.until_next_tick().await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                () = slot_freed => {}
                 () = self.wake.notified() => {
                     // Wake-ups come with every gate and released lease — under load,
                     // hundreds a second — while what they announce is due later, not
@@ -330,6 +394,42 @@ impl Worker {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+        // Work in flight finishes before the loop returns.
+        for task in in_flight {
+            if let Err(err) = task.await {
+                tracing::error!("advancing task failed: {err}");
+            }
+        }
         tracing::info!(worker = %self.engine.worker_id(), "worker loop stopped");
+    }
+}
+
+/// Waits for a free slot, renewing the execution's lease every third of its length
+/// meanwhile; `None` when a renewal is refused (the execution was cancelled or taken
+/// over while it queued).
+async fn wait_for_slot(
+    engine: &Engine,
+    slots: &Arc<Semaphore>,
+    id: uuid::Uuid,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let period = (engine.lease() / 3).max(Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let acquire = slots.clone().acquire_owned();
+    tokio::pin!(acquire);
+    loop {
+        tokio::select! {
+            permit = &mut acquire => return permit.ok(),
+            _ = renew.tick() => {
+                let claim = engine.claim();
+                match engine.store().renew_lease(id, &claim.owner, claim.expires_at).await {
+                    Ok(()) => {}
+                    Err(err) if err.is_conflict() => {
+                        tracing::info!(execution_id = %id, "lost while waiting for a slot: {err}");
+                        return None;
+                    }
+                    Err(err) => tracing::warn!(execution_id = %id, "lease renewal failed: {err}"),
+                }
+            }
+        }
     }
 }

@@ -336,11 +336,7 @@ async fn check_execution(
 
 /// Outside effects: the same effect (execution, target, content) is only ever sent
 /// under one idempotency key, and every key names an execution that exists.
-fn check_effects(
-    executions: &[Execution],
-    requests: &[Request],
-    v: &mut Verdict,
-) {
+fn check_effects(executions: &[Execution], requests: &[Request], v: &mut Verdict) {
     let known: HashSet<String> = executions.iter().map(|e| e.id.to_string()).collect();
     let mut keys: HashMap<(String, String, Vec<u8>), HashSet<String>> = HashMap::new();
     for r in requests {

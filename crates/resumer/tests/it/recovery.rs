@@ -439,3 +439,133 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
         ]
     );
 }
+
+/// One slow execution does not stall the worker loop: while it sits in a 5 s webhook,
+/// the loop keeps claiming, and a deadline that passes meanwhile is acted on at once.
+/// (Before, a pass waited for every execution it had claimed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_execution_does_not_hold_back_deadlines() {
+    let slow_api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&slow_api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "slow", "version": "1", "trigger": {"type": "event", "event": "slow.go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m", "on_timeout": "call"}},
+                              {"id": "call", "type": "action", "action": "allow",
+                               "execute": [{"type": "webhook", "url": format!("{}/slow", slow_api.uri())}]}]}))
+        .await;
+    h.deploy(json!({"workflow_id": "fast", "version": "1", "trigger": {"type": "event", "event": "fast.go"},
+                    "steps": [{"id": "a", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}, "on_approve": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"}]}))
+        .await;
+    let slow = h.start("slow.go", json!({})).await;
+    assert_eq!(slow.status, ExecutionStatus::Waiting);
+    let worker = tollgate_resumer::Worker::new(
+        h.engine.clone(),
+        tollgate_resumer::WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            concurrency: 4,
+            ..tollgate_resumer::WorkerOptions::default()
+        },
+    );
+    let waker = worker.waker();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    h.advance(120);
+    // The worker takes the slow execution's deadline and sits in its webhook.
+    let began = std::time::Instant::now();
+    while slow_api.received_requests().await.unwrap().is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the slow webhook was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fast = h.start("fast.go", json!({})).await;
+    assert_eq!(fast.status, ExecutionStatus::Paused);
+    h.advance(120);
+    waker.notify_one();
+    let began = std::time::Instant::now();
+    let done = loop {
+        let now = h.store.get_execution(fast.id).await.unwrap();
+        if now.status == ExecutionStatus::Completed {
+            break now;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "the expired approval waited for the slow execution: {:?}",
+            now.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(done.result, Some(ExecutionResult::Allowed));
+    assert_eq!(
+        h.store.get_execution(slow.id).await.unwrap().status,
+        ExecutionStatus::Running,
+        "the slow execution is still in its webhook"
+    );
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(
+        h.store.get_execution(slow.id).await.unwrap().status,
+        ExecutionStatus::Completed,
+        "the loop finishes what it started before it returns"
+    );
+}
+
+/// An event stored whose ingesting process died before offering it to the executions
+/// waiting for it is delivered by the worker once the grace period is over.
+#[tokio::test]
+async fn an_event_stored_but_not_delivered_is_delivered_by_the_worker() {
+    let h = Harness::new();
+    h.deploy(
+        json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "paid"}, "next": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"}]}),
+    )
+    .await;
+    let waiting = h.start("go", json!({})).await;
+    assert_eq!(waiting.status, ExecutionStatus::Waiting);
+    // What a process that died right after storing the event leaves behind.
+    let event = tollgate_model::records::Event {
+        id: uuid::Uuid::now_v7(),
+        event_id: Some("pay-1".into()),
+        event_type: "paid".into(),
+        payload: json!({"amount": 1}),
+        source: None,
+        correlation_id: None,
+        submitted_by: Some("shop".into()),
+        received_at: tollgate_engine::Clock::now(h.clock.as_ref()),
+        started: Vec::new(),
+        resumed: Vec::new(),
+    };
+    h.store
+        .insert_event_starting(event.clone(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.worker.tick().await.unwrap().events,
+        0,
+        "within the grace period"
+    );
+    assert_eq!(
+        h.store.get_execution(waiting.id).await.unwrap().status,
+        ExecutionStatus::Waiting
+    );
+    h.advance(31);
+    let report = h.worker.tick().await.unwrap();
+    assert_eq!(
+        report.events, 2,
+        "the starting event and the payment are marked"
+    );
+    let done = h.store.get_execution(waiting.id).await.unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.consumed_events, [event.id]);
+    assert_eq!(
+        h.store.get_event(event.id).await.unwrap().resumed,
+        [waiting.id]
+    );
+    assert_eq!(h.worker.tick().await.unwrap().events, 0, "marked delivered");
+}
