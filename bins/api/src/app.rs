@@ -113,8 +113,15 @@ pub async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> anyhow::Res
         }
         return Ok(AdminKey::Unknown { path });
     }
+    let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    #[cfg(unix)]
+    if created {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", data_dir.display()))?;
+    }
     let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
     let mut record = ApiKey {
         id: Uuid::now_v7(),

@@ -101,6 +101,10 @@ pub struct KeyCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
     /// One lock per key being looked up; an entry lives while someone holds or waits.
     lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped by every [`KeyCache::clear`] (under the entries lock): a lookup that read
+    /// the store before a revocation cleared the cache must not put its (now stale)
+    /// answer back.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The right to look one key up ([`KeyCache::lookup_turn`]); gives it to the next
@@ -137,7 +141,14 @@ impl KeyCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The cache's generation: read it before looking a key up in the store, and hand it
+    /// to [`Self::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lookups(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -186,11 +197,17 @@ impl KeyCache {
         (verified.elapsed() < self.ttl).then(|| principal.clone())
     }
 
-    fn put(&self, hash: String, principal: Principal) {
+    /// Keeps a key the store verified; nothing is kept when the cache was cleared since
+    /// `seen` (the [`Self::generation`] read before the store lookup), because the
+    /// answer may predate a revocation.
+    fn put(&self, hash: String, principal: Principal, seen: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut entries = self.entries();
+        if self.generation() != seen {
+            return;
+        }
         if entries.len() >= KEY_CACHE_CAPACITY {
             let ttl = self.ttl;
             entries.retain(|_, (_, verified)| verified.elapsed() < ttl);
@@ -203,7 +220,10 @@ impl KeyCache {
 
     /// Forgets every key: the next request with any key is checked against the store.
     pub fn clear(&self) {
-        self.entries().clear();
+        let mut entries = self.entries();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.clear();
     }
 }
 
@@ -277,12 +297,13 @@ impl FromRequest for Caller {
             if let Some(principal) = state.keys.get(&hash) {
                 return Ok(Caller(principal));
             }
+            let seen = state.keys.generation();
             match state.store.find_api_key(&hash).await? {
                 // The lookup is by hash, so a timing difference can only reveal hash
                 // prefixes; the comparison is constant-time all the same.
                 Some(found) if bool::from(found.key_hash.as_bytes().ct_eq(hash.as_bytes())) => {
                     let principal = found.principal();
-                    state.keys.put(hash, principal.clone());
+                    state.keys.put(hash, principal.clone(), seen);
                     Ok(Caller(principal))
                 }
                 _ => Err(ApiError::unauthorized("unknown or revoked API key")),
@@ -318,16 +339,21 @@ mod tests {
         };
         let cache = KeyCache::new(Duration::from_millis(50));
         assert!(cache.get("h").is_none());
-        cache.put("h".into(), principal.clone());
+        cache.put("h".into(), principal.clone(), cache.generation());
         assert_eq!(cache.get("h"), Some(principal.clone()));
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get("h").is_none(), "expired");
-        cache.put("h".into(), principal.clone());
+        cache.put("h".into(), principal.clone(), cache.generation());
         cache.clear();
         assert!(cache.get("h").is_none(), "cleared");
+        // A lookup that read the store before the clear (a revocation) keeps nothing.
+        let seen = cache.generation();
+        cache.clear();
+        cache.put("h".into(), principal.clone(), seen);
+        assert!(cache.get("h").is_none(), "a stale answer is not cached");
 
         let off = KeyCache::new(Duration::ZERO);
-        off.put("h".into(), principal);
+        off.put("h".into(), principal, off.generation());
         assert!(off.get("h").is_none(), "a zero ttl caches nothing");
     }
 
@@ -352,7 +378,7 @@ mod tests {
                         subject: "k".into(),
                         roles: vec!["viewer".into()],
                     };
-                    cache.put("h".into(), principal.clone());
+                    cache.put("h".into(), principal.clone(), cache.generation());
                     principal
                 })
             })
@@ -383,6 +409,7 @@ mod tests {
                     subject: "k".into(),
                     roles: Vec::new(),
                 },
+                cache.generation(),
             );
         }
         assert!(cache.entries().len() <= KEY_CACHE_CAPACITY);

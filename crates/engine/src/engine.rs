@@ -878,9 +878,11 @@ impl<'e> Run<'e> {
         let mut warnings = Vec::new();
         let mut loaded = Vec::new();
         for resource in self.definition().context.load.clone() {
+            // A provider may be slow: the lease is renewed meanwhile, as for any step.
             let result = {
                 let scope = self.scope(&context, None);
-                self.inner().provider.load(&resource, &scope).await
+                self.heartbeat(self.inner().provider.load(&resource, &scope))
+                    .await?
             };
             match result {
                 Ok(Some(value)) => {
@@ -1189,10 +1191,7 @@ impl<'e> Run<'e> {
 
     /// Runs `work` while renewing the lease every third of its length; a refused renewal
     /// (the execution was cancelled or taken over) abandons the work.
-    async fn heartbeat<F: std::future::Future<Output = Outcome>>(
-        &self,
-        work: F,
-    ) -> Result<Outcome> {
+    async fn heartbeat<T, F: std::future::Future<Output = T>>(&self, work: F) -> Result<T> {
         let period = (self.inner().options.lease / 3).max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tokio::pin!(work);

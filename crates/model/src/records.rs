@@ -669,7 +669,10 @@ pub struct ResumeRequest {
 /// A notification sent by a `notify` sub-action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
-    /// UUID (derived from the step visit, so a re-run does not duplicate it).
+    /// UUID v7, so that notifications list in creation order. A notification is stored
+    /// with its step's commit, once however often the step runs; what identifies it
+    /// across re-runs is the delivery's idempotency key
+    /// (`<execution>:<step>:<visit>:notify[:<position>]`), derived from the step visit.
     pub id: Uuid,
     /// The execution.
     pub execution_id: Uuid,

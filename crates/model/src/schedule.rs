@@ -87,6 +87,27 @@ impl CronSchedule {
             .map(|t| t.with_timezone(&Utc))
     }
 
+    /// The earliest of the `count` newest fire times at or before `now`, as the forward
+    /// walk of [`Self::next_after`] finds it (so daylight-saving rules apply the same
+    /// way); `None` when there are none.
+    fn newest_ticks_start(&self, now: Timestamp, count: usize) -> Option<Timestamp> {
+        let mut at = now.with_timezone(&self.zone);
+        let mut earliest = None;
+        for i in 0..count {
+            match self.cron.find_previous_occurrence(&at, i == 0) {
+                Ok(previous) => {
+                    earliest = Some(previous);
+                    at = previous;
+                }
+                Err(_) => break,
+            }
+        }
+        let earliest = earliest?.with_timezone(&Utc);
+        self.next_after(earliest - chrono::TimeDelta::seconds(1))
+            .filter(|t| *t <= now)
+            .or(Some(earliest))
+    }
+
     /// The next `count` fire times after `after`.
     pub fn upcoming(&self, after: Timestamp, count: usize) -> Vec<Timestamp> {
         let mut out = Vec::with_capacity(count);
@@ -114,9 +135,20 @@ impl CronSchedule {
         if next_fire_at > now {
             return (Vec::new(), Some(next_fire_at));
         }
-        // Walk the missed ticks; keep only what the policy fires.
-        let mut missed = vec![next_fire_at];
-        let mut at = next_fire_at;
+        // Walk the missed ticks; keep only what the policy fires. After a long pause a
+        // frequent schedule has missed millions of ticks: the walk starts no earlier
+        // than the newest ticks the policy can fire (found backwards from `now`), so it
+        // costs at most about that many steps, not one per missed tick.
+        let wanted = match catch_up {
+            CatchUp::Skip => 1,
+            CatchUp::All => MAX_CATCH_UP,
+        };
+        let first = self
+            .newest_ticks_start(now, wanted)
+            .filter(|start| *start > next_fire_at)
+            .unwrap_or(next_fire_at);
+        let mut missed = vec![first];
+        let mut at = first;
         let mut next = None;
         loop {
             match self.next_after(at) {
@@ -323,5 +355,32 @@ mod tests {
         let (ticks, next) = hourly.due(first, utc(2025, 12, 31, 23, 0, 0), CatchUp::Skip);
         assert!(ticks.is_empty());
         assert_eq!(next, Some(first));
+    }
+
+    /// An every-second schedule paused for three years has missed ~95 million ticks; the
+    /// catch-up finds the ones it fires from the newest end instead of walking all of
+    /// them inside the claim's transaction (which took minutes).
+    #[test]
+    fn catch_up_after_a_long_pause_walks_only_what_it_fires() {
+        let every_second = CronSchedule::new("* * * * * *", None).unwrap();
+        let paused_at = utc(2023, 1, 1, 0, 0, 0);
+        let now = utc(2026, 1, 1, 12, 0, 0);
+        let (ticks, next) = every_second.due(paused_at, now, CatchUp::Skip);
+        assert_eq!(ticks, vec![now]);
+        assert_eq!(next, Some(now + chrono::TimeDelta::seconds(1)));
+        let (ticks, next) = every_second.due(paused_at, now, CatchUp::All);
+        assert_eq!(ticks.len(), MAX_CATCH_UP);
+        assert_eq!(ticks.first(), Some(&(now - chrono::TimeDelta::seconds(99))));
+        assert_eq!(ticks.last(), Some(&now));
+        assert_eq!(next, Some(now + chrono::TimeDelta::seconds(1)));
+        // Daily at 02:30 in Berlin across a spring-forward night: the newest tick is
+        // found the way the forward walk finds it (03:00 on the night 02:30 is skipped).
+        let daily = CronSchedule::new("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let (ticks, _) = daily.due(
+            utc(2020, 1, 1, 1, 30, 0),
+            utc(2026, 3, 29, 1, 30, 0),
+            CatchUp::Skip,
+        );
+        assert_eq!(ticks, vec![utc(2026, 3, 29, 1, 0, 0)]);
     }
 }

@@ -14,9 +14,10 @@ use tollgate_store::Error;
 
 pub(crate) fn backend(err: sqlx::Error) -> Error {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            Error::Conflict(db.message().to_owned())
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => tollgate_store::duplicate_key(
+            db.table().unwrap_or_default(),
+            db.constraint().unwrap_or_default(),
+        ),
         _ => Error::Backend(Box::new(err)),
     }
 }

@@ -110,7 +110,14 @@ impl SqliteStore {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let dir_existed = dir.exists();
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        // The database holds every execution's context, decision and API-key hash:
+        // readable by its owner only. A directory created here is owner-only too.
+        make_private(dir, &options.path, !dir_existed).map_err(|source| OpenError::Directory {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -197,6 +204,40 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Owner-only permissions for the database: the file is created `0600` before SQLite
+/// opens it (SQLite gives its `-wal` and `-shm` files the database file's mode), files
+/// left by earlier versions are tightened, and a directory just created becomes `0700`.
+#[cfg(unix)]
+fn make_private(dir: &Path, database: &Path, created_dir: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if created_dir {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if !database.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(database)?;
+    }
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = database.as_os_str().to_owned();
+    shm.push("-shm");
+    for file in [database.to_path_buf(), wal.into(), shm.into()] {
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_private(_dir: &Path, _database: &Path, _created_dir: bool) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn check_writable(dir: &Path) -> std::io::Result<()> {

@@ -15,7 +15,10 @@ use uuid::Uuid;
 pub(crate) fn backend(err: sqlx::Error) -> Error {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            Error::Conflict(db.message().to_owned())
+            // SQLite says `UNIQUE constraint failed: table.col, table.col`.
+            let columns = db.message().rsplit(": ").next().unwrap_or_default();
+            let table = columns.split('.').next().unwrap_or_default();
+            tollgate_store::duplicate_key(table, columns)
         }
         _ => Error::Backend(Box::new(err)),
     }

@@ -104,3 +104,43 @@ impl Error {
 
 /// Results of store calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The [`Error::Conflict`] for a row whose unique key is taken, in the API's words
+/// rather than the database's. `table` is the table; `key` names the key: its columns
+/// (SQLite's `table.col, table.col`) or the constraint (PostgreSQL's `table_col_key`,
+/// `table_pkey`). Backends map unique violations through this, so a `409` never carries
+/// a database's text.
+pub fn duplicate_key(table: &str, key: &str) -> Error {
+    let has = |column: &str| key.contains(column);
+    let message = match table {
+        "events" if has("event_id") => "an event with this event_id was already stored".to_owned(),
+        "api_keys" if has("name") => "an API key with this name exists".to_owned(),
+        "api_keys" if has("key_hash") => "an API key with this secret exists".to_owned(),
+        "workflows" if has("workflow_id") => {
+            "a workflow with this workflow_id and version exists".to_owned()
+        }
+        "schedule_ticks" if has("tick_time") => {
+            "this schedule tick was already recorded".to_owned()
+        }
+        "records" => "a record with this entity and entity_id exists".to_owned(),
+        "console_sessions" => "this console session exists".to_owned(),
+        _ => {
+            let what = match table {
+                "executions" => "an execution",
+                "approvals" => "an approval request",
+                "step_records" => "a step record",
+                "events" => "an event",
+                "notifications" => "a notification",
+                "schedules" => "a schedule",
+                "schedule_ticks" => "a schedule tick",
+                "snapshots" => "a definition snapshot",
+                "workflows" => "a workflow",
+                "resume_requests" => "a resume request",
+                "api_keys" => "an API key",
+                _ => "a row",
+            };
+            format!("{what} with this id already exists")
+        }
+    };
+    Error::Conflict(message)
+}

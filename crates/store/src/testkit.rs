@@ -2341,7 +2341,16 @@ pub async fn api_keys_are_unique_findable_and_revocable(store: Arc<dyn Store>) {
         key_hash: "cd".repeat(32),
         ..key.clone()
     };
-    assert!(store.create_api_key(clash).await.unwrap_err().is_conflict());
+    let err = store.create_api_key(clash).await.unwrap_err();
+    assert!(err.is_conflict());
+    // In the API's words, never the database's (`UNIQUE constraint failed: …`,
+    // `duplicate key value violates …`).
+    let message = err.to_string();
+    assert!(message.contains("API key"), "{message}");
+    assert!(
+        !message.contains("UNIQUE") && !message.contains("duplicate key"),
+        "{message}"
+    );
     let second = ApiKey {
         id: Uuid::now_v7(),
         name: "ops".into(),

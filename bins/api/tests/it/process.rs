@@ -103,6 +103,15 @@ async fn paused_executions_survive_kill_9_and_complete_after_restart() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "admin.key must be private");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "the data directory must be private");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{} must be private", path.display());
+            files += 1;
+        }
+        assert!(files >= 3, "admin.key, the database and its WAL files");
     }
     let (s, _) = send(
         &client,

@@ -177,3 +177,69 @@ async fn the_worker_loop_wakes_polls_and_shuts_down_gracefully() {
         .expect("the loop stops when cancelled")
         .unwrap();
 }
+
+/// A slow context provider is waited for with the lease renewed, as any step is: the
+/// execution is not taken for abandoned while `context.load` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_loading_renews_the_lease() {
+    let crm = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"tier": "gold"}))
+                .set_delay(Duration::from_millis(600)),
+        )
+        .mount(&crm)
+        .await;
+    let base = Harness::new();
+    let provider = HttpContextProvider::new(
+        HashMap::from([("customer.profile".to_owned(), format!("{}/c", crm.uri()))]),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let engine = Engine::builder(base.store.clone())
+        .clock(base.clock.clone())
+        .context_provider(Arc::new(provider))
+        .options(EngineOptions {
+            worker_id: "w".into(),
+            lease: Duration::from_millis(90),
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    let workflow = base
+        .deploy(json!({"workflow_id": "ctx", "version": "1", "trigger": {"type": "event", "event": "go"}, "context": {"load": ["customer.profile"]},
+                       "steps": [{"id": "ok", "type": "action", "action": "allow"}]}))
+        .await;
+    let created = engine
+        .create(tollgate_engine::StartRequest {
+            workflow,
+            trigger_event: "go".into(),
+            payload: json!({}),
+            event_id: None,
+            event_key: None,
+            source: None,
+            requested_by: None,
+        })
+        .await
+        .unwrap();
+    let first_expiry = created.lease.as_ref().unwrap().expires_at;
+    let id = created.id;
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.advance(created).await }
+    });
+    // While the provider answers (600 ms), the clock moves on: the lease must follow.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    base.advance(10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = base.store.get_execution(id).await.unwrap();
+    assert_eq!(during.status, ExecutionStatus::Running);
+    assert!(
+        during.lease.as_ref().unwrap().expires_at > first_expiry + chrono::TimeDelta::seconds(9),
+        "the lease was not renewed during context loading: {:?}",
+        during.lease
+    );
+    let done = running.await.unwrap().unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+}
