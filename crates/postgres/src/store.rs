@@ -1535,11 +1535,21 @@ pub(crate) async fn decide_batch(
     Ok(results)
 }
 
-/// The locked read of a batch of decisions: every request and its execution, in request
-/// id order (no deadlocks between batches); the execution as columns, the request as a
-/// document whose keys are the `ApprovalRequest` fields.
+/// The locked read of a batch of decisions: every request and its execution; the
+/// execution as columns, the request as a document whose keys are the
+/// `ApprovalRequest` fields.
+///
+/// Lock order: the executions first (in id order, by the `locked` CTE, which the
+/// pseudo-constant `count(*)` runs once before the scan), then their requests (in
+/// request id order). Every other path that touches both — cancel, workflow deadlines,
+/// due gates — also locks the execution before its requests, so two of them can wait
+/// for each other but never deadlock.
 async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<PgRow>> {
-    sqlx::query("SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE")
+    sqlx::query(
+        "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
+         SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
+         WHERE a.id = ANY($1) AND (SELECT count(*) FROM locked) >= 0 ORDER BY a.id FOR UPDATE OF a",
+    )
         .bind(ids)
         .fetch_all(conn)
         .await

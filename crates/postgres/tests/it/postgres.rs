@@ -427,3 +427,83 @@ async fn decision_text_is_stored_exactly_as_written() {
         nasty.len()
     );
 }
+
+/// Decisions, cancellations and deadline claims on the same executions at once, from
+/// two processes: every call either succeeds or is refused as a conflict — none fails
+/// with a deadlock (40P01). Every path locks an execution before its approval requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decisions_cancellations_and_deadlines_never_deadlock() {
+    let (first, url) = fresh_database().await;
+    let second = tollgate_postgres::PgStore::connect(&tollgate_postgres::PgOptions::new(url))
+        .await
+        .unwrap();
+    let a: Arc<dyn Store> = Arc::new(first);
+    let b: Arc<dyn Store> = Arc::new(second);
+    let w = workflow(&a, "orders", "1", "order.created").await;
+    let deadline = t0() + chrono::TimeDelta::seconds(10);
+    let later = t0() + chrono::TimeDelta::seconds(20);
+    for round in 0..5 {
+        let mut paused = Vec::new();
+        for _ in 0..40 {
+            paused.push(paused_at_approval(&a, &w, 1, Some(deadline)).await);
+        }
+        let mut tasks = Vec::new();
+        for (i, (e, approval)) in paused.iter().enumerate() {
+            let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let store = first.clone();
+            let approval_id = approval.id;
+            tasks.push(tokio::spawn(async move {
+                store
+                    .decide(
+                        approval_id,
+                        decision("ann", DecisionKind::Approve),
+                        &manager("ann"),
+                        &lease("ann", t0() + chrono::TimeDelta::seconds(30)),
+                        t0(),
+                    )
+                    .await
+                    .map(|_| ())
+            }));
+            let store = second.clone();
+            let id = e.id;
+            tasks.push(tokio::spawn(async move {
+                store
+                    .cancel_execution(id, Some("ops"), None, t0())
+                    .await
+                    .map(|_| ())
+            }));
+            if i % 8 == 0 {
+                let store = first.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .claim_due_gates(later, &lease("timer", later), 10)
+                        .await
+                        .map(|_| ())
+                }));
+                let store = second.clone();
+                tasks.push(tokio::spawn(async move {
+                    store.time_out_overdue(later, 10).await.map(|_| ())
+                }));
+            }
+        }
+        for task in tasks {
+            if let Err(err) = task.await.unwrap() {
+                assert!(
+                    err.is_conflict(),
+                    "round {round}: a call failed instead of losing its race: {err}"
+                );
+            }
+        }
+        for (e, _) in &paused {
+            let stored = a.get_execution(e.id).await.unwrap();
+            assert!(
+                matches!(
+                    stored.status,
+                    ExecutionStatus::Cancelled | ExecutionStatus::Running
+                ),
+                "{:?}",
+                stored.status
+            );
+        }
+    }
+}
