@@ -1694,7 +1694,7 @@ static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
         "WITH ev AS (INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
             SELECT e.id, e.event_id, e.event_type, COALESCE(e.payload, 'null'::jsonb), e.source, e.correlation_id, e.submitted_by, e.received_at, \
                 COALESCE(e.started, '{{}}'), COALESCE(e.resumed, '{{}}'), false \
-            FROM jsonb_populate_recordset(NULL::events, $1) e ON CONFLICT (event_id) DO NOTHING RETURNING id, started), \
+            FROM jsonb_populate_recordset(NULL::events, $1) e ON CONFLICT DO NOTHING RETURNING id, started), \
          ex AS (INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} FROM jsonb_populate_recordset(NULL::executions, $2) v \
             WHERE EXISTS (SELECT 1 FROM ev WHERE v.id = ANY(ev.started)) RETURNING id), \
          st AS ({} WHERE r.execution_id IN (SELECT id FROM ex) ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
@@ -1755,6 +1755,25 @@ pub(crate) async fn insert_events(
         .filter(|(e, _)| !inserted.contains(&e.id))
         .filter_map(|(e, _)| e.event_id.clone())
         .collect();
+    // Events not inserted whose id is stored are this very event, written before by a
+    // batch whose outcome was unknown to its caller (and so retried): inserted.
+    let retried: Vec<Uuid> = items
+        .iter()
+        .filter(|(e, _)| !inserted.contains(&e.id))
+        .map(|(e, _)| e.id)
+        .collect();
+    let mut ours = std::collections::HashMap::new();
+    if !retried.is_empty() {
+        for row in sqlx::query("SELECT * FROM events WHERE id = ANY($1)")
+            .bind(&retried)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
+        {
+            let stored = rows::event(&row)?;
+            ours.insert(stored.id, stored);
+        }
+    }
     let mut firsts = std::collections::HashMap::new();
     if !repeated.is_empty() {
         for row in sqlx::query("SELECT * FROM events WHERE event_id = ANY($1)")
@@ -1774,6 +1793,9 @@ pub(crate) async fn insert_events(
         .map(|(event, _)| {
             if inserted.contains(&event.id) {
                 return Ok(EventInsert::Inserted(event.clone()));
+            }
+            if let Some(stored) = ours.get(&event.id) {
+                return Ok(EventInsert::Inserted(stored.clone()));
             }
             event
                 .event_id
@@ -2113,6 +2135,21 @@ impl ApiKeyStore for PgStore {
 #[async_trait]
 impl Health for PgStore {
     async fn ping(&self) -> Result<()> {
+        // A batching task that stopped would fail every write of its kind while the
+        // database still answers: not ready.
+        for (name, running) in [
+            ("step commit", self.committer.is_running()),
+            ("decision", self.decider.is_running()),
+            ("event", self.events.is_running()),
+            ("trigger lookup", self.triggered.is_running()),
+            ("waiting-execution scan", self.waiting.is_running()),
+        ] {
+            if !running {
+                return Err(Error::Backend(
+                    format!("the {name} batching task has stopped").into(),
+                ));
+            }
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

@@ -1571,12 +1571,18 @@ impl EventStore for SqliteStore {
             }
             Err(err) => {
                 held.rollback().await;
-                return Err(match &err {
-                    sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(
-                        format!("an execution of event {} already exists", event.id),
-                    ),
-                    _ => backend(err),
-                });
+                drop(held);
+                if matches!(&err, sqlx::Error::Database(db) if db.is_unique_violation()) {
+                    // This very event (same id) is stored: a retried write of it.
+                    if let Ok(ours) = self.get_event(event.id).await {
+                        return Ok(EventInsert::Inserted(ours));
+                    }
+                    return Err(Error::Conflict(format!(
+                        "an execution of event {} already exists",
+                        event.id
+                    )));
+                }
+                return Err(backend(err));
             }
         };
         let Some(row) = rows.first() else {
@@ -1906,6 +1912,13 @@ impl ApiKeyStore for SqliteStore {
 #[async_trait]
 impl Health for SqliteStore {
     async fn ping(&self) -> Result<()> {
+        // A stopped batching task would fail every step commit while the file still
+        // answers: not ready.
+        if !self.committer.is_running() {
+            return Err(Error::Backend(
+                "the step commit batching task has stopped".into(),
+            ));
+        }
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .await

@@ -96,17 +96,25 @@ where
                 let batch: Vec<_> = queued.drain(..take).collect();
                 if in_flight <= 1 {
                     // One at a time: written by this task, without a hand-off.
-                    write(&*write_batch, batch).await;
+                    write_guarded(&*write_batch, batch).await;
                     continue;
                 }
                 let write_batch = write_batch.clone();
                 tokio::spawn(async move {
-                    write(&*write_batch, batch).await;
+                    write_guarded(&*write_batch, batch).await;
                     drop(slot);
                 });
             }
         });
         Self { queue }
+    }
+
+    /// Whether the batching task is still taking requests. It survives a panicking
+    /// batch write (that batch's requests get an error); a backend reports itself not
+    /// ready when this turns false, rather than failing every write while it looks
+    /// healthy.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
     }
 
     /// Queues a request and waits for its batch's answer.
@@ -138,6 +146,26 @@ fn batch_size(queued: usize, in_flight: usize) -> usize {
         return all;
     }
     queued.div_ceil(in_flight).clamp(SPLIT_ABOVE, all)
+}
+
+/// [`write`], surviving a panic in `write_batch`: the batch's requests are answered
+/// with an error (their replies are dropped, which `submit` reports) and the batching
+/// task goes on with the next batch instead of dying with every later request.
+async fn write_guarded<T, R, C, F>(write_batch: &C, batch: Vec<Pending<T, R>>)
+where
+    T: Clone,
+    C: Fn(Arc<Vec<T>>) -> F,
+    F: Future<Output = Result<Vec<Result<R>>>>,
+{
+    use futures_util::FutureExt;
+    let written = std::panic::AssertUnwindSafe(write(write_batch, batch))
+        .catch_unwind()
+        .await;
+    if written.is_err() {
+        tracing::error!(
+            "a batch write panicked: its requests were answered with an error; the batching task goes on"
+        );
+    }
 }
 
 /// Writes one batch and answers each request; a failed batch is written request by
@@ -205,6 +233,23 @@ mod tests {
                 })
                 .collect())
         })
+    }
+
+    /// A batch write that panics fails only its own requests: the batching task lives
+    /// on, later requests are written, and the batcher still reports itself running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_batch_fails_its_requests_and_the_task_goes_on() {
+        for in_flight in [1, 2] {
+            let batcher: Batcher<u32, u32> =
+                Batcher::spawn_in_flight(in_flight, |items: Arc<Vec<u32>>| async move {
+                    assert!(!items.contains(&7), "a bug in the batch writer");
+                    Ok(items.iter().map(|&i| Ok(i + 1)).collect())
+                });
+            assert!(batcher.submit(7).await.is_err());
+            assert!(batcher.is_running());
+            assert_eq!(batcher.submit(1).await.unwrap(), 2);
+            assert_eq!(batcher.submit(41).await.unwrap(), 42);
+        }
     }
 
     #[test]

@@ -930,6 +930,10 @@ impl EventStore for MemoryStore {
         starts: Vec<Starting>,
     ) -> Result<EventInsert> {
         let mut state = self.lock();
+        // This very event (same id) is stored: a retried write of it. It was inserted.
+        if let Some(ours) = state.events.get(&event.id) {
+            return Ok(EventInsert::Inserted(ours.clone()));
+        }
         if let Some(key) = &event.event_id {
             if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
                 return Ok(EventInsert::Duplicate(existing.clone()));

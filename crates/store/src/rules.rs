@@ -129,6 +129,18 @@ pub fn decide(
             decision.decided_by, decider.subject
         )));
     }
+    // This very decision (same decider, kind and time) is already stored: a write whose
+    // outcome its caller could not know (the connection died during COMMIT) is being
+    // retried. It succeeds again, changing nothing — the decider is not told `409
+    // already approved` about their own decision. If that write claimed the execution,
+    // its lease lapses and another worker advances it.
+    if approval.decisions.iter().any(|d| {
+        d.decided_by == decision.decided_by
+            && d.decision == decision.decision
+            && d.decided_at == decision.decided_at
+    }) {
+        return Ok(false);
+    }
     let authorized = if decision.decision == DecisionKind::Approve {
         approval.authorize_approval(decider)
     } else {

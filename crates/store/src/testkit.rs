@@ -63,6 +63,7 @@ macro_rules! contract_tests {
             events_are_idempotent_by_event_id,
             early_events_are_paged_without_a_cap,
             decisions_after_the_deadline_are_refused,
+            a_retried_event_write_answers_with_the_stored_event,
             pauses_keep_a_stored_wake,
             undelivered_events_are_listed_until_marked,
             direct_deliveries_store_nothing_when_refused,
@@ -818,19 +819,42 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
     assert!(!first.claimed);
     assert_eq!(first.approval.status, ApprovalStatus::Pending);
     assert_eq!(first.execution.status, ExecutionStatus::Paused);
+    // The same approver again — a new decision, made later: refused.
+    let again = Decision {
+        decided_at: t0() + secs(1),
+        ..decision("ann", DecisionKind::Approve)
+    };
     assert!(
         store
             .decide(
                 approval.id,
-                decision("ann", DecisionKind::Approve),
+                again,
                 &manager("ann"),
                 &lease("api", t0()),
-                t0()
+                t0() + secs(1)
             )
             .await
             .unwrap_err()
             .is_conflict(),
         "same approver twice"
+    );
+    // The very same decision written again (a retry after a commit whose outcome was
+    // unknown): answered as done, nothing changed.
+    let retried = store
+        .decide(
+            approval.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(!retried.claimed);
+    assert_eq!(retried.approval, first.approval);
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap(),
+        first.approval
     );
 
     let second = store
@@ -1884,6 +1908,30 @@ pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
     assert_eq!(taken.len(), 1);
     assert!(taken[0].pause_requested);
     assert_eq!(taken[0].wake, decided.execution.wake);
+}
+
+/// The same event written twice (same id: a retry after a commit whose outcome its
+/// caller could not know) answers with the stored event — not a key error — and stores
+/// nothing twice, with or without an `event_id`.
+pub async fn a_retried_event_write_answers_with_the_stored_event(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    for key in [None, Some("ord-7")] {
+        let mut e = event("order.created", key, t0());
+        let start = new_execution(&w, "api");
+        e.started = vec![start.id];
+        let starts = vec![Starting::from(start.clone())];
+        let first = store
+            .insert_event_starting(e.clone(), starts.clone())
+            .await
+            .unwrap();
+        assert!(matches!(first, EventInsert::Inserted(ref x) if x.id == e.id));
+        let again = store.insert_event_starting(e.clone(), starts).await;
+        assert!(
+            matches!(again, Ok(EventInsert::Inserted(ref x)) if x.id == e.id),
+            "{again:?}"
+        );
+        assert_eq!(store.get_execution(start.id).await.unwrap(), start);
+    }
 }
 
 /// Early-event look-ups page by (`received_at`, id): every candidate is reachable, however
