@@ -1353,6 +1353,10 @@ pub(crate) struct DecideRequest {
     pub(crate) now: Timestamp,
     /// What the claimed execution does next ([`ApprovalStore::decide_then`]).
     pub(crate) then: Option<Continuation>,
+    /// Set when a batch first tries to write this request (shared by the clones the
+    /// batcher makes): found set, the request is being retried after a batch whose
+    /// outcome was unknown, and its own decision may already be stored.
+    pub(crate) tried: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DecideRequest {
@@ -1371,6 +1375,7 @@ impl DecideRequest {
             claim: claim.clone(),
             now,
             then,
+            tried: Arc::default(),
         }
     }
 }
@@ -1526,7 +1531,18 @@ pub(crate) async fn decide_batch(
     let mut writes = DecisionWrites::default();
     let results: Vec<Result<Decided>> = requests
         .iter()
-        .map(|request| decide_one(&mut approvals, &mut executions, &mut writes, request))
+        .map(|request| {
+            let retried = request
+                .tried
+                .swap(true, std::sync::atomic::Ordering::SeqCst);
+            decide_one(
+                &mut approvals,
+                &mut executions,
+                &mut writes,
+                request,
+                retried,
+            )
+        })
         .collect();
     if !writes.approvals.is_empty() {
         write_decisions(&mut tx, writes).await?;
@@ -1598,6 +1614,7 @@ fn decide_one(
     executions: &mut std::collections::HashMap<Uuid, Execution>,
     writes: &mut DecisionWrites,
     request: &DecideRequest,
+    retried: bool,
 ) -> Result<Decided> {
     let approval_id = request.approval_id;
     let now = request.now;
@@ -1607,6 +1624,18 @@ fn decide_one(
     let Some(execution) = executions.get_mut(&approval.execution_id) else {
         return Err(Error::not_found("execution", approval.execution_id));
     };
+    // A retry after a batch whose COMMIT outcome was unknown, finding its own decision
+    // stored: that write succeeded. Answered as done — not `409 already approved` — with
+    // nothing written again. If it claimed the execution, the claim's lease lapses and
+    // another worker advances it.
+    if retried && rules::holds_decision(approval, &request.decision) {
+        return Ok(Decided {
+            approval: approval.clone(),
+            execution: execution.clone(),
+            claimed: false,
+            continued: false,
+        });
+    }
     let decision = request.decision.clone();
     let (decided_by, reason, data, kind) = (
         decision.decided_by.clone(),
@@ -2165,4 +2194,60 @@ async fn status_counts(
 ) -> Result<Vec<(ExecutionStatus, u64)>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.map_err(backend)?;
     rules::status_counts(rows)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tollgate_model::records::DecisionKind;
+    use tollgate_store::testkit::{
+        approval_for, decision, definition, lease, manager, new_execution, t0,
+    };
+
+    use super::*;
+
+    /// A decision retried after a batch whose outcome was unknown finds itself stored:
+    /// answered as done, writing nothing. The same decision sent anew (not a retry) is
+    /// refused as a second approval by the same decider.
+    #[test]
+    fn a_retried_decision_recognises_itself() {
+        let definition = definition("orders", "1", "order.created");
+        let w = tollgate_model::records::Workflow {
+            id: Uuid::now_v7(),
+            snapshot_id: tollgate_model::records::snapshot_id(&definition),
+            enabled: true,
+            definition,
+            created_at: t0(),
+            updated_at: t0(),
+        };
+        let mut execution = new_execution(&w, "w1");
+        execution.status = tollgate_model::ExecutionStatus::Paused;
+        let mut approval = approval_for(&execution, 2, None);
+        let mine = decision("ann", DecisionKind::Approve);
+        approval.decisions.push(mine.clone());
+        let request = DecideRequest::new(
+            approval.id,
+            mine,
+            &manager("ann"),
+            &lease("api", t0()),
+            t0(),
+            None,
+        );
+        let mut approvals = std::collections::HashMap::from([(approval.id, approval.clone())]);
+        let mut executions = std::collections::HashMap::from([(execution.id, execution)]);
+        let mut writes = DecisionWrites::default();
+        let fresh = decide_one(
+            &mut approvals,
+            &mut executions,
+            &mut writes,
+            &request,
+            false,
+        );
+        assert!(fresh.unwrap_err().is_conflict(), "a new request is refused");
+        let retried =
+            decide_one(&mut approvals, &mut executions, &mut writes, &request, true).unwrap();
+        assert!(!retried.claimed);
+        assert_eq!(retried.approval, approval);
+        assert!(writes.approvals.is_empty(), "nothing written again");
+    }
 }

@@ -216,13 +216,18 @@ impl EventService {
         } else {
             None
         };
-        // A repeated `event_id` is answered from the store below, not refused here: the
-        // first delivery resumed the execution, so it no longer waits.
-        let refusal = refusal.filter(|_| event_id.is_none());
-        if let Some(message) = refusal {
+        // A refused resend of a delivery that was accepted before (the execution no
+        // longer waits because that delivery resumed it) is a repeat, not a refusal: the
+        // store answers it. Asked with a version no execution has, it answers a known
+        // `event_id` as a duplicate and refuses anything else, storing nothing.
+        let expected_version = if refusal.is_some() && event_id.is_some() {
+            Some(-1)
+        } else if let Some(message) = refusal {
             self.refuse(execution_id, actor, audit, &message).await;
             return Err(Error::Conflict(message));
-        }
+        } else {
+            Some(execution.version)
+        };
         let event = Event {
             id: Uuid::now_v7(),
             event_id,
@@ -236,7 +241,7 @@ impl EventService {
             resumed: Vec::new(),
         };
         match store
-            .deliver_event(event, Some(execution.version), &self.engine.claim(), now)
+            .deliver_event(event, expected_version, &self.engine.claim(), now)
             .await
         {
             Ok(Delivery::Claimed { event, execution }) => Ok(DirectDelivery {
@@ -258,7 +263,7 @@ impl EventService {
                 })
             }
             Err(err) if err.is_conflict() => {
-                let message = err.to_string();
+                let message = refusal.unwrap_or_else(|| err.to_string());
                 self.refuse(execution_id, actor, audit, &message).await;
                 Err(Error::Conflict(message))
             }

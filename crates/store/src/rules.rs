@@ -129,18 +129,7 @@ pub fn decide(
             decision.decided_by, decider.subject
         )));
     }
-    // This very decision (same decider, kind and time) is already stored: a write whose
-    // outcome its caller could not know (the connection died during COMMIT) is being
-    // retried. It succeeds again, changing nothing — the decider is not told `409
-    // already approved` about their own decision. If that write claimed the execution,
-    // its lease lapses and another worker advances it.
-    if approval.decisions.iter().any(|d| {
-        d.decided_by == decision.decided_by
-            && d.decision == decision.decision
-            && d.decided_at == decision.decided_at
-    }) {
-        return Ok(false);
-    }
+
     let authorized = if decision.decision == DecisionKind::Approve {
         approval.authorize_approval(decider)
     } else {
@@ -198,6 +187,14 @@ pub fn decide(
     resume(execution, wake, claim, now);
     *approval = next;
     Ok(true)
+}
+
+/// Whether `decision` — this very one: decider, kind, reason, data and time — is already
+/// on the request. A backend that retries a write whose outcome it could not know (the
+/// connection died during COMMIT) uses it to answer that write as done instead of
+/// telling the decider `409 already approved` about their own decision.
+pub fn holds_decision(approval: &ApprovalRequest, decision: &Decision) -> bool {
+    approval.decisions.iter().any(|d| d == decision)
 }
 
 /// What [`crate::ApprovalStore::decide_then`] stores for an execution a decision has

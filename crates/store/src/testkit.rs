@@ -819,42 +819,19 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
     assert!(!first.claimed);
     assert_eq!(first.approval.status, ApprovalStatus::Pending);
     assert_eq!(first.execution.status, ExecutionStatus::Paused);
-    // The same approver again — a new decision, made later: refused.
-    let again = Decision {
-        decided_at: t0() + secs(1),
-        ..decision("ann", DecisionKind::Approve)
-    };
     assert!(
         store
             .decide(
                 approval.id,
-                again,
+                decision("ann", DecisionKind::Approve),
                 &manager("ann"),
                 &lease("api", t0()),
-                t0() + secs(1)
+                t0()
             )
             .await
             .unwrap_err()
             .is_conflict(),
         "same approver twice"
-    );
-    // The very same decision written again (a retry after a commit whose outcome was
-    // unknown): answered as done, nothing changed.
-    let retried = store
-        .decide(
-            approval.id,
-            decision("ann", DecisionKind::Approve),
-            &manager("ann"),
-            &lease("api", t0()),
-            t0(),
-        )
-        .await
-        .unwrap();
-    assert!(!retried.claimed);
-    assert_eq!(retried.approval, first.approval);
-    assert_eq!(
-        store.get_approval(approval.id).await.unwrap(),
-        first.approval
     );
 
     let second = store
@@ -1905,7 +1882,12 @@ pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
         .claim_expired_leases(later, &lease("w2", later + secs(30)), 10)
         .await
         .unwrap();
-    assert_eq!(taken.len(), 1);
+    assert_eq!(
+        taken.len(),
+        1,
+        "{:?}",
+        store.get_execution(e.id).await.unwrap()
+    );
     assert!(taken[0].pause_requested);
     assert_eq!(taken[0].wake, decided.execution.wake);
 }

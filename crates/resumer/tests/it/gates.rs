@@ -816,3 +816,134 @@ async fn a_decision_before_a_side_effect_stores_the_claim_and_advances() {
         ["gate", "call", "ship"]
     );
 }
+
+/// A direct delivery that is refused stores nothing (so no later wait can take it as an
+/// early event), and one with an `event_id` is idempotent: a resend changes nothing and
+/// is answered as a repeat — even though the execution no longer waits.
+#[tokio::test]
+async fn direct_deliveries_store_nothing_when_refused_and_are_idempotent_by_event_id() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "doc.signed",
+                                "match": {"field": "event.ok", "operator": "eq", "value": true}}, "next": "again"},
+                              {"id": "again", "type": "wait", "wait": {"event": "doc.signed"}, "next": "x"},
+                              {"id": "x", "type": "action", "action": "allow"}]}))
+        .await;
+    let a = h.start("go", json!({})).await;
+    let stored = |h: &Harness| {
+        let store = h.store.clone();
+        async move {
+            store
+                .events_for_wait(
+                    "doc.signed",
+                    chrono::DateTime::<chrono::Utc>::MIN_UTC,
+                    a.id,
+                    None,
+                    100,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    for key in [None, Some("d-0".to_owned())] {
+        let refused = h
+            .events
+            .deliver_to(a.id, "doc.signed", json!({"ok": false}), key, Some("ops"))
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Conflict(ref m)) if m.contains("match")),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        stored(&h).await.is_empty(),
+        "a refused delivery stores nothing"
+    );
+    let first = h
+        .events
+        .deliver_to(
+            a.id,
+            "doc.signed",
+            json!({"ok": true}),
+            Some("d-1".into()),
+            Some("ops"),
+        )
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let at_second_wait = first.progress.settled(&h.engine, WAIT).await.unwrap();
+    assert_eq!(
+        at_second_wait.status,
+        ExecutionStatus::Waiting,
+        "the second wait took nothing early"
+    );
+    let resent = h
+        .events
+        .deliver_to(
+            a.id,
+            "doc.signed",
+            json!({"ok": true}),
+            Some("d-1".into()),
+            Some("ops"),
+        )
+        .await
+        .unwrap();
+    assert!(resent.duplicate);
+    assert_eq!(resent.event.id, first.event.id);
+    assert_eq!(
+        resent.progress.settled(&h.engine, WAIT).await.unwrap(),
+        at_second_wait,
+        "a resend changes nothing"
+    );
+    assert_eq!(stored(&h).await.len(), 1, "one event for two sends");
+}
+
+/// An early event behind more than a thousand others of its type is still found: the
+/// look-up pages through every candidate (it read the oldest 1,000 and stopped).
+#[tokio::test]
+async fn an_early_event_behind_a_thousand_others_is_found() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "hold", "type": "approval", "approval": {"approvers": {"role": "m"}}, "on_approve": "w"},
+                              {"id": "w", "type": "wait", "wait": {"event": "paid",
+                                "match": {"field": "event.order", "operator": "eq", "value": "{{order}}"}}, "next": "x"},
+                              {"id": "x", "type": "action", "action": "allow"}]}))
+        .await;
+    let held = h.start("go", json!({"order": "o-mine"})).await;
+    assert_eq!(held.status, ExecutionStatus::Paused);
+    let now = tollgate_engine::Clock::now(h.clock.as_ref());
+    for i in 0..1_200 {
+        let order = if i == 1_150 {
+            "o-mine".to_owned()
+        } else {
+            format!("o-{i}")
+        };
+        h.store
+            .insert_event(tollgate_model::records::Event {
+                id: uuid::Uuid::now_v7(),
+                event_id: None,
+                event_type: "paid".into(),
+                payload: json!({"order": order}),
+                source: None,
+                correlation_id: None,
+                submitted_by: None,
+                received_at: now,
+                started: Vec::new(),
+                resumed: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let done = h
+        .decide(
+            &held,
+            "m1",
+            &["m"],
+            tollgate_model::records::DecisionKind::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed, "{:?}", done.gate);
+    assert_eq!(done.context["events"]["w"]["order"], "o-mine");
+}
