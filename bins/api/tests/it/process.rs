@@ -492,3 +492,141 @@ async fn secrets_never_leave_the_process_in_errors_answers_files_or_logs() {
         );
     }
 }
+
+/// `kill -9` in the middle of a burst of events that waiting executions expect: after a
+/// restart, with the client resending what it was not answered (same `event_id`), every
+/// waiting execution is resumed exactly once — events stored before the kill but not yet
+/// offered to their waits are delivered by the restarted server, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_executions_all_resume_after_a_kill_9_during_an_event_burst() {
+    const N: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let args = ["--lease", "1s"];
+    let first = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+    let admin = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let workflow = json!({
+        "workflow_id": "pay", "version": "1",
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "wait_payment", "type": "wait", "wait": {"event": "payment.received",
+                "match": {"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"}},
+             "next": "ok"},
+            {"id": "ok", "type": "action", "action": "allow"}
+        ]
+    });
+    let (s, _) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", first.base),
+        workflow,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut executions = Vec::new();
+    for i in 0..N {
+        let (s, b) = send(
+            &client,
+            &admin,
+            format!("{}/api/v1/events?wait=true", first.base),
+            json!({"event_type": "order.created", "event_id": format!("o-{i}"), "payload": {"order_id": format!("o-{i}")}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        executions.push(b["started"][0].as_str().unwrap().to_owned());
+    }
+    // The burst: every payment at once; the server dies when a tenth are answered.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let payment = |i: usize| json!({"event_type": "payment.received", "event_id": format!("p-{i}"), "payload": {"order_id": format!("o-{i}")}});
+    let burst: Vec<_> = (0..N)
+        .map(|i| {
+            let (client, admin, answered) = (client.clone(), admin.clone(), answered.clone());
+            let url = format!("{}/api/v1/events", first.base);
+            let body = payment(i);
+            tokio::spawn(async move {
+                let ok = matches!(
+                    client.post(url).bearer_auth(&admin).json(&body).send().await,
+                    Ok(res) if res.status().is_success()
+                );
+                if ok {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                ok
+            })
+        })
+        .collect();
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < N / 10 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.kill9();
+    let mut unanswered = Vec::new();
+    for (i, task) in burst.into_iter().enumerate() {
+        if !task.await.unwrap() {
+            unanswered.push(i);
+        }
+    }
+    eprintln!(
+        "killed with {} of {N} payments answered",
+        N - unanswered.len()
+    );
+    let second = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+    // The client resends what it was not answered, with the same event_id.
+    for i in &unanswered {
+        let (s, b) = send(
+            &client,
+            &admin,
+            format!("{}/api/v1/events", second.base),
+            payment(*i),
+        )
+        .await;
+        assert!(s.is_success(), "{s} {b}");
+    }
+    let get = |id: &str| {
+        let url = format!("{}/api/v1/executions/{id}", second.base);
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Within a few leases, everything is resumed (events stored before the kill are
+    // delivered by the worker once their grace, one lease, is over).
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = Vec::new();
+        for id in &executions {
+            last.push(get(id).await);
+        }
+        if last.iter().all(|e| e["status"] == "completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stuck: Vec<&Value> = last.iter().filter(|e| e["status"] != "completed").collect();
+    assert!(
+        stuck.is_empty(),
+        "{} of {N} waiting executions were not resumed ({} events unanswered): {:?}",
+        stuck.len(),
+        unanswered.len(),
+        stuck
+            .iter()
+            .map(|e| (&e["id"], &e["status"]))
+            .collect::<Vec<_>>()
+    );
+    for e in &last {
+        assert_eq!(e["resume_count"], 1, "resumed exactly once: {e}");
+        assert_eq!(e["result"], "allowed");
+    }
+    drop(second.kill9());
+}
