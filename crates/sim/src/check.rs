@@ -96,6 +96,24 @@ pub(crate) async fn check(
             Err(err) => v.expect(false, || format!("approval {approval_id}: {err}")),
         }
     }
+    // A refused decision changed nothing and is in its execution's audit.
+    for (approval_id, who) in &client.refused_decisions {
+        let audited = match store.get_approval(*approval_id).await {
+            Ok(a) => store
+                .list_resume_requests(a.execution_id)
+                .await
+                .map(|rows| {
+                    rows.iter().any(|r| {
+                        r.outcome == ResumeOutcome::Refused && r.actor.as_deref() == Some(who)
+                    })
+                })
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        v.expect(audited, || {
+            format!("{who}'s refused decision on approval {approval_id} is not in the audit")
+        });
+    }
     check_effects(&executions, requests, &mut v);
     (v.checks, v.violations)
 }

@@ -74,6 +74,8 @@ pub(crate) struct Client {
     /// Decisions answered 2xx (or recognised as the caller's own after a lost answer):
     /// approval, decider.
     pub decisions: Vec<(Uuid, &'static str)>,
+    /// Decisions refused (403/409): approval, decider.
+    pub refused_decisions: Vec<(Uuid, &'static str)>,
     /// The approval each (execution key, decider) aimed at on its first try.
     approval_for: HashMap<(&'static str, &'static str), Uuid>,
     /// Answers that were server errors (none may happen).
@@ -606,6 +608,12 @@ async fn act(process: &Process, world: &World, act: &Act, index: usize, client: 
                         lock(client)
                             .failures
                             .push(format!("decide {of} by {who}: {err}"));
+                    } else if matches!(
+                        err,
+                        tollgate_resumer::Error::Conflict(_)
+                            | tollgate_resumer::Error::Forbidden(_)
+                    ) {
+                        lock(client).refused_decisions.push((approval_id, who));
                     }
                 }
             }
