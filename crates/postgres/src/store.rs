@@ -38,6 +38,16 @@ async fn commit(tx: Tx) -> Result<()> {
     tx.commit().await.map_err(backend)
 }
 
+/// Ends a transaction that a rule refused: rolled back now, so that its row locks are
+/// gone when the caller sees the refusal (a dropped transaction rolls back only when its
+/// connection is next used, and meanwhile `SKIP LOCKED` claims pass its rows over).
+async fn refuse<T>(tx: Tx, err: Error) -> Result<T> {
+    if let Err(rollback) = tx.rollback().await {
+        tracing::warn!("rolling back a refused change failed: {rollback}");
+    }
+    Err(err)
+}
+
 fn id_after(page: &PageRequest) -> Result<Option<Uuid>> {
     decode_id_cursor(page.cursor.as_deref())
 }
@@ -1087,7 +1097,9 @@ impl ExecutionStore for PgStore {
     ) -> Result<Execution> {
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, id, true).await?;
-        rules::request_pause(&mut execution, reason, now)?;
+        if let Err(err) = rules::request_pause(&mut execution, reason, now) {
+            return refuse(tx, err).await;
+        }
         write_execution(&mut tx, &execution).await?;
         commit(tx).await?;
         Ok(execution)
@@ -1103,7 +1115,9 @@ impl ExecutionStore for PgStore {
     ) -> Result<Execution> {
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, id, true).await?;
-        rules::check_manually_paused(&execution)?;
+        if let Err(err) = rules::check_manually_paused(&execution) {
+            return refuse(tx, err).await;
+        }
         rules::resume(
             &mut execution,
             Wake::Manual {
@@ -1128,7 +1142,9 @@ impl ExecutionStore for PgStore {
     ) -> Result<Execution> {
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, id, true).await?;
-        rules::cancel(&mut execution, actor, reason, now)?;
+        if let Err(err) = rules::cancel(&mut execution, actor, reason, now) {
+            return refuse(tx, err).await;
+        }
         write_execution(&mut tx, &execution).await?;
         close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
         commit(tx).await?;
@@ -1146,7 +1162,9 @@ impl ExecutionStore for PgStore {
     ) -> Result<Execution> {
         let mut tx = self.tx().await?;
         let mut execution = load_execution(&mut tx, id, true).await?;
-        rules::check_wait_claim(&execution, expected_version, event)?;
+        if let Err(err) = rules::check_wait_claim(&execution, expected_version, event) {
+            return refuse(tx, err).await;
+        }
         rules::claim_wait(&mut execution, event, claim, now);
         write_execution(&mut tx, &execution).await?;
         audit(
@@ -1895,11 +1913,7 @@ impl EventStore for PgStore {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Delivery> {
-        let Some(target) = event.correlation_id else {
-            return Err(Error::Invalid(
-                "a direct delivery needs the event's correlation_id".into(),
-            ));
-        };
+        let target = rules::delivery_target(&event)?;
         let mut tx = self.tx().await?;
         // The execution is locked first, as by every other claim, so the lock order is
         // the same everywhere.
@@ -1916,7 +1930,9 @@ impl EventStore for PgStore {
                 return Ok(Delivery::Duplicate(first));
             }
         }
-        rules::check_wait_claim(&execution, expected_version, &event)?;
+        if let Err(err) = rules::check_wait_claim(&execution, expected_version, &event) {
+            return refuse(tx, err).await;
+        }
         rules::claim_wait(&mut execution, &event, claim, now);
         write_execution(&mut tx, &execution).await?;
         event.resumed = vec![target];
@@ -1940,10 +1956,11 @@ impl EventStore for PgStore {
         if inserted.rows_affected() == 0 {
             // A concurrent delivery with the same `event_id` committed first: ours is
             // rolled back (claim included) and the caller retries into the duplicate.
-            return Err(Error::Conflict(format!(
+            let err = Error::Conflict(format!(
                 "event_id `{}` is being delivered concurrently",
                 event.event_id.as_deref().unwrap_or_default()
-            )));
+            ));
+            return refuse(tx, err).await;
         }
         audit(
             &mut tx,

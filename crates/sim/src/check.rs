@@ -102,12 +102,11 @@ pub(crate) async fn check(
             Ok(a) => store
                 .list_resume_requests(a.execution_id)
                 .await
-                .map(|rows| {
+                .is_ok_and(|rows| {
                     rows.iter().any(|r| {
                         r.outcome == ResumeOutcome::Refused && r.actor.as_deref() == Some(who)
                     })
-                })
-                .unwrap_or(false),
+                }),
             Err(_) => false,
         };
         v.expect(audited, || {

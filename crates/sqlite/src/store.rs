@@ -1640,11 +1640,7 @@ impl EventStore for SqliteStore {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Delivery> {
-        let Some(target) = event.correlation_id else {
-            return Err(Error::Invalid(
-                "a direct delivery needs the event's correlation_id".into(),
-            ));
-        };
+        let target = rules::delivery_target(&event)?;
         let mut tx = self.write_tx().await?;
         if let Some(key) = &event.event_id {
             let first = sqlx::query("SELECT * FROM events WHERE event_id = ?")

@@ -986,11 +986,7 @@ impl EventStore for MemoryStore {
         now: Timestamp,
     ) -> Result<Delivery> {
         let mut state = self.lock();
-        let Some(target) = event.correlation_id else {
-            return Err(Error::Invalid(
-                "a direct delivery needs the event's correlation_id".into(),
-            ));
-        };
+        let target = rules::delivery_target(&event)?;
         if let Some(key) = &event.event_id {
             if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
                 return Ok(Delivery::Duplicate(existing.clone()));

@@ -472,6 +472,14 @@ pub fn check_wait_claim(
     Ok(())
 }
 
+/// The execution a direct delivery is addressed to (its `correlation_id`); `Invalid`
+/// when it names none.
+pub fn delivery_target(event: &Event) -> Result<Uuid> {
+    event
+        .correlation_id
+        .ok_or_else(|| Error::Invalid("a direct delivery needs the event's correlation_id".into()))
+}
+
 /// Claims a waiting execution for an event.
 pub fn claim_wait(execution: &mut Execution, event: &Event, lease: &LeaseClaim, now: Timestamp) {
     resume(
