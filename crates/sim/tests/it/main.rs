@@ -2,6 +2,8 @@
 //! the in-memory store, a subset on SQLite files, and a few randomised seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod races;
+
 use tollgate_sim::sweep::{exhaustive, randomised, SweepReport};
 use tollgate_sim::{named, Backend};
 
