@@ -162,14 +162,11 @@ impl Worker {
         } else {
             Vec::new()
         };
-        left = left.saturating_sub(started.len() as u32);
         let report_ticks = started.len();
         advancing.extend(started.into_iter().map(|e| self.spawn_advance(e)));
-        let (events, resumed) = if left > 0 {
-            self.deliver_pending(now, left).await?
-        } else {
-            (0, Vec::new())
-        };
+        // Undelivered events are swept whatever the free slots: most resume nothing, and
+        // an execution one does resume waits for a slot with its lease renewed.
+        let (events, resumed) = self.deliver_pending(now, self.options.batch).await?;
         advancing.extend(resumed.into_iter().map(|e| self.spawn_advance(e)));
         let report = TickReport {
             timed_out: ended.len(),
@@ -220,7 +217,27 @@ impl Worker {
         let pending = store.undelivered_events(before, limit).await?;
         let mut claimed = Vec::new();
         let mut delivered = Vec::with_capacity(pending.len());
+        // Most events wait for nobody: one probe per event type and pass tells, instead
+        // of a scan of the waiting executions per event.
+        let mut awaited: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
         for event in pending {
+            if event.correlation_id.is_none() {
+                let waits = match awaited.get(&event.event_type) {
+                    Some(waits) => *waits,
+                    None => {
+                        let waits = !store
+                            .waiting_for_event(&event.event_type, None, 1)
+                            .await?
+                            .is_empty();
+                        awaited.insert(event.event_type.clone(), waits);
+                        waits
+                    }
+                };
+                if !waits {
+                    delivered.push(event.id);
+                    continue;
+                }
+            }
             // An event that cannot be delivered now (the store failed) stays pending
             // for the next pass; the others are marked.
             match crate::events::deliver(&self.engine, &event).await {
