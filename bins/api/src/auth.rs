@@ -2,7 +2,7 @@
 //!
 //! A key is `tg_` followed by 64 hex digits of operating-system randomness (256 bits);
 //! only its SHA-256 is stored. Requests carry it as `Authorization: Bearer <key>`. The
-//! key's name is the caller's subject; its roles decide what it may do (API.md
+//! key's name is the caller's subject; its roles decide what it may do (docs/api.md
 //! "Conventions"): `admin` everything, `operator` write workflows, execute, send events
 //! and control executions, `service` send events, `viewer` read; any other role is an
 //! approver role, checked by the approval itself.

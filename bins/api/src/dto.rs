@@ -1,4 +1,4 @@
-//! Wire shapes of API.md: the resources as clients see them, separate from the stored
+//! Wire shapes of docs/api.md: the resources as clients see them, separate from the stored
 //! records (which carry leases, cursors and other internals clients never see).
 
 use chrono::{DateTime, Utc};

@@ -1,4 +1,4 @@
-//! `tollgate-api` as a library: the REST server of API.md, its settings, and the pieces
+//! `tollgate-api` as a library: the REST server of docs/api.md, its settings, and the pieces
 //! the `tollgate-resume-worker` binary shares with it (opening the database, building
 //! the engine, logging).
 //!

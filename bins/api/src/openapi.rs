@@ -7,7 +7,7 @@ use crate::dto;
 use crate::error;
 use crate::routes::{approvals, events, executions, keys, meta, records, schedules, workflows};
 
-/// Tollgate's REST API (API.md).
+/// Tollgate's REST API (docs/api.md).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tollgate", description = "Durable workflows that stop at approvals, events and deadlines."),

@@ -1,4 +1,4 @@
-//! The condition evaluator (DESIGN.md §4).
+//! The condition evaluator (docs/workflow-format.md, "Conditions" and "Templates").
 //!
 //! A [`Condition`] from a definition is compiled once into a [`CompiledCondition`]: paths
 //! split, literal regexes built (the `regex` crate: linear time, no catastrophic
@@ -224,7 +224,7 @@ fn eval_leaf(leaf: &Leaf, scope: &Scope<'_>, warnings: &mut Vec<String>) -> bool
         } => OperandValue::Literal(value, *number),
         Operand::Path(path) => match scope.resolve(path, Mode::Live) {
             Resolved::Found(Found::Missing) => {
-                // A missing path renders empty (DESIGN.md §4), as in any other template.
+                // A missing path renders empty (docs/workflow-format.md, "Conditions" and "Templates"), as in any other template.
                 warnings.push(format!(
                     "template `{{{{{}}}}}`: `{}` is missing; rendered empty",
                     path.as_str(),

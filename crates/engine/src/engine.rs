@@ -2,7 +2,7 @@
 //! gate, release their lease for a retry backoff, or end.
 //!
 //! Every change goes through the store as one atomic call guarded by lease owner and
-//! version (DESIGN.md §7): a step with side effects is recorded `running` before it acts,
+//! version (docs/ARCHITECTURE.md, "The flow of an execution"): a step with side effects is recorded `running` before it acts,
 //! then its completion is committed with cursor, context and effects. A worker that loses
 //! its lease (it was too slow, or the execution was cancelled) stops at its next write.
 
@@ -1514,7 +1514,7 @@ impl<'e> Run<'e> {
         }
     }
 
-    /// Acts on the signal that woke the execution (DESIGN.md §3).
+    /// Acts on the signal that woke the execution (docs/execution-semantics.md, "Gates").
     async fn resolve_wake(&mut self) -> Result<()> {
         let Some(wake) = self.exec.wake.clone() else {
             return Ok(());

@@ -1,4 +1,4 @@
-//! Loading `context.load` resources (DESIGN.md §5).
+//! Loading `context.load` resources (docs/execution-semantics.md, "Starting").
 
 use std::collections::HashMap;
 use std::time::Duration;

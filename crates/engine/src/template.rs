@@ -1,4 +1,4 @@
-//! Templates (DESIGN.md §4): `{{path}}` and `${path}` inside strings.
+//! Templates (docs/workflow-format.md, "Conditions" and "Templates"): `{{path}}` and `${path}` inside strings.
 //!
 //! A string that is exactly one template yields the raw JSON value (a number stays a
 //! number); otherwise each template is stringified into the text. A missing path renders

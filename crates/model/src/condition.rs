@@ -1,4 +1,4 @@
-//! Condition trees (DESIGN.md §4): leaves `{field, operator, value}` combined with
+//! Condition trees (docs/workflow-format.md, "Conditions" and "Templates"): leaves `{field, operator, value}` combined with
 //! `and`, `or` and `not`. Evaluation lives in the engine; this is only the shape.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The workflow definition in its canonical form (DESIGN.md §2).
+//! The workflow definition in its canonical form (docs/workflow-format.md).
 //!
 //! Values of these types only come out of [`crate::parse`], which accepts the canonical
 //! document and the compatibility forms and reports every problem with its path. They
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::condition::Condition;
 use crate::duration::Duration;
 
-/// The step budget of an execution when the definition sets none (DESIGN.md §2 "Flow").
+/// The step budget of an execution when the definition sets none (docs/workflow-format.md).
 pub const DEFAULT_MAX_STEPS: u32 = 1000;
 
 /// A whole workflow: what starts it and the graph of steps it runs.
@@ -132,7 +132,7 @@ pub fn event_pattern_matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
-/// Resources to load into the context (DESIGN.md §5).
+/// Resources to load into the context (docs/execution-semantics.md, "Starting").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ContextSpec {
     /// Dotted resource names (`customer.profile`), each placed at that path.
@@ -291,7 +291,7 @@ impl Step {
         }
     }
 
-    /// For an action in the compatibility approval form (DESIGN.md §3), the approval it
+    /// For an action in the compatibility approval form (docs/workflow-format.md, "Approval"), the approval it
     /// requests: from its `create_approval_request` sub-action.
     pub fn compat_approval(&self) -> Option<&ApprovalSpec> {
         let StepKind::Action { execute, .. } = &self.kind else {
@@ -364,7 +364,7 @@ impl Step {
     }
 
     /// Whether running this step can have effects outside the execution's own state
-    /// (so it must be recorded `running` before it acts, DESIGN.md §7). Entering an
+    /// (so it must be recorded `running` before it acts, docs/ARCHITECTURE.md, "The flow of an execution"). Entering an
     /// approval gate has none: the request is inserted in the gate's own commit.
     pub fn has_side_effects(&self) -> bool {
         match &self.kind {
@@ -429,7 +429,7 @@ pub struct SubAction {
     pub continue_on_error: bool,
 }
 
-/// The sub-action types (DESIGN.md §6).
+/// The sub-action types (docs/workflow-format.md, "Sub-actions").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SubActionKind {
@@ -476,7 +476,7 @@ pub enum SubActionKind {
         /// Keys to merge (templates).
         data: Value,
     },
-    /// Compatibility approval gate (DESIGN.md §3).
+    /// Compatibility approval gate (docs/workflow-format.md, "Approval").
     CreateApprovalRequest(CompatApproval),
 }
 

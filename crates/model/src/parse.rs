@@ -3,7 +3,7 @@
 //! The parser never stops at the first mistake: a field that cannot be read is reported and
 //! replaced by a neutral value so that the rest of the document is still checked. A
 //! definition is only handed out when no error was found, so those neutral values never
-//! escape. The compatibility forms of DESIGN.md §2–§3 are accepted here and nowhere else.
+//! escape. The compatibility forms (docs/workflow-format.md) are accepted here and nowhere else.
 
 use std::collections::HashSet;
 
@@ -861,7 +861,7 @@ impl Parser {
         })
     }
 
-    /// `create_approval_request` → [`ApprovalSpec`] (DESIGN.md §3 "Compatibility form").
+    /// `create_approval_request` → [`ApprovalSpec`] (docs/workflow-format.md, "Approval").
     fn compat_approval(&mut self, f: &mut Fields<'_>) -> CompatApproval {
         let entity = self.opt_string(f, "entity");
         let entity_id = self.opt_string(f, "entity_id");

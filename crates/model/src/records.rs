@@ -192,7 +192,7 @@ pub struct Execution {
     pub trigger_event: String,
     /// The triggering payload.
     pub trigger_payload: Value,
-    /// The context (DESIGN.md §5), persisted with every step commit.
+    /// The context (docs/execution-semantics.md, "Starting"), persisted with every step commit.
     pub context: Value,
     /// Next step to run; `None` once ended.
     pub cursor: Option<Cursor>,
@@ -472,7 +472,7 @@ impl DecisionRefusal {
 }
 
 impl ApprovalRequest {
-    /// Who may decide (DESIGN.md §3): an administrator, a listed user or a holder of an
+    /// Who may decide (docs/execution-semantics.md, "Gates"): an administrator, a listed user or a holder of an
     /// approver role — and, unless self-approval is allowed, not the requester.
     pub fn authorize(&self, principal: &Principal) -> Result<(), DecisionRefusal> {
         let addressed = principal.is_admin()
@@ -643,7 +643,7 @@ pub enum ResumeOutcome {
     Failed,
 }
 
-/// Audit row of one resume attempt (DESIGN.md §3 "Audit").
+/// Audit row of one resume attempt (docs/execution-semantics.md, "Statuses and the audit").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResumeRequest {
     /// UUID v7.

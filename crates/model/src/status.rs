@@ -1,4 +1,4 @@
-//! Execution statuses and results, and the status machine of DESIGN.md §3.
+//! Execution statuses and results, and the status machine of docs/execution-semantics.md.
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,7 +63,7 @@ impl ExecutionStatus {
         matches!(self, Self::Paused | Self::Waiting)
     }
 
-    /// Whether DESIGN.md §3 allows `self → to`.
+    /// Whether the status machine (docs/execution-semantics.md) allows `self → to`.
     ///
     /// `running → paused | waiting | completed | failed | cancelled | timed_out`;
     /// `paused | waiting → running | cancelled | timed_out | failed`; nothing leaves a

@@ -1,4 +1,4 @@
-//! Semantic checks on a parsed definition (DESIGN.md §2 "Validation"): ids, references,
+//! Semantic checks on a parsed definition (docs/workflow-format.md, "Validation"): ids, references,
 //! gates inside parallel/foreach, approvers and quorum, regexes, reachability.
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 
-/// Pauses, resumes and cancels executions by hand (DESIGN.md §3 "Manual").
+/// Pauses, resumes and cancels executions by hand (docs/execution-semantics.md, "Gates").
 #[derive(Debug, Clone)]
 pub struct ExecutionControl {
     engine: Engine,

@@ -2,7 +2,7 @@
 //! ([`EventService`]), operators ([`ExecutionControl`]) and time ([`Worker`]: deadlines,
 //! abandoned executions and schedule ticks).
 //!
-//! Every wake-up follows DESIGN.md §7: store the signal and claim the execution in one
+//! Every wake-up follows docs/ARCHITECTURE.md, "The flow of an execution": store the signal and claim the execution in one
 //! store call; whoever claims runs it, everyone else gets [`Error::Conflict`]. Every
 //! attempt — accepted or refused — leaves a resume-request audit row.
 //!

@@ -105,7 +105,7 @@ pub fn resume(execution: &mut Execution, wake: Wake, lease: &LeaseClaim, now: Ti
 }
 
 /// Applies `decision`, made by `decider`, to a request and the execution it gates, both
-/// read inside the caller's transaction (DESIGN.md §3, §7): authorises the decider,
+/// read inside the caller's transaction (docs/execution-semantics.md): authorises the decider,
 /// applies the quorum rules, and — when the decision settles the request — resumes the
 /// execution under `claim` with an approval wake signal. `Ok(true)` when the execution
 /// was claimed. Every refusal is [`Error::Refused`] and leaves both arguments unchanged,

@@ -101,7 +101,7 @@ pub trait ExecutionStore: Send + Sync {
     /// Step records of an execution in the order they were created.
     async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>>;
 
-    /// Records a step attempt as `running` before it acts (DESIGN.md §7), inserting or
+    /// Records a step attempt as `running` before it acts (docs/ARCHITECTURE.md, "The flow of an execution"), inserting or
     /// replacing the record by id, and increments the version. Checks that the execution
     /// is `running`, leased by `owner`, at `expected_version`; otherwise `Conflict`.
     /// Returns the new version.
@@ -114,7 +114,7 @@ pub trait ExecutionStore: Send + Sync {
         now: Timestamp,
     ) -> Result<i64>;
 
-    /// Commits a step (DESIGN.md §7): step records, context, cursor, counters, result,
+    /// Commits a step (docs/ARCHITECTURE.md, "The flow of an execution"): step records, context, cursor, counters, result,
     /// effects and the status transition in one transaction; clears the gate and the
     /// wake signal the worker acted on, and the pause request when stopping or ending.
     /// Checks `running`, lease owner and version as [`Self::begin_step`] (`Conflict`
@@ -234,7 +234,7 @@ pub trait ApprovalStore: Send + Sync {
     /// Records a decision by `decider` (whose subject signs `decision`) and, when it
     /// settles the request (quorum reached, or a rejection), claims the gated execution
     /// under `claim` with an approval wake signal and an `approval` resume request — all
-    /// in one transaction (DESIGN.md §7), authorised against the request as it stands in
+    /// in one transaction (docs/ARCHITECTURE.md, "The flow of an execution"), authorised against the request as it stands in
     /// that transaction ([`crate::rules::decide`]). A refusal is
     /// [`crate::Error::Refused`] and changes nothing. `NotFound` if absent.
     async fn decide(
@@ -344,7 +344,7 @@ pub trait EventStore: Send + Sync {
     async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()>;
 }
 
-/// The resume-request audit (DESIGN.md §3 "Audit").
+/// The resume-request audit (docs/execution-semantics.md, "Statuses and the audit").
 #[async_trait]
 pub trait ResumeRequestStore: Send + Sync {
     /// Appends an audit row (used for refused attempts; accepted ones are written by the

@@ -156,7 +156,7 @@ pub enum Transition {
     },
 }
 
-/// Everything one step commit writes, atomically (DESIGN.md §7).
+/// Everything one step commit writes, atomically (docs/ARCHITECTURE.md, "The flow of an execution").
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepCommit {
     /// The execution.

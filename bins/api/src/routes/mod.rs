@@ -1,4 +1,4 @@
-//! The route table of API.md and what the handlers share.
+//! The route table of docs/api.md and what the handlers share.
 //!
 //! Every route is listed once in [`table`]; the server registers exactly that table and
 //! the OpenAPI document is checked against it (see the `openapi` test), so neither can

@@ -45,7 +45,7 @@ pub fn load_definition(document: &Value) -> ApiResult<WorkflowDefinition> {
 
 /// Creates a workflow from a definition (flat, or nested under `definition`).
 #[utoipa::path(post, path = "/api/v1/workflows", tag = "workflows",
-    request_body(content = Object, description = "A workflow definition (DESIGN.md §2)"),
+    request_body(content = Object, description = "A workflow definition (docs/workflow-format.md)"),
     responses(
         (status = 201, body = WorkflowDto),
         (status = 400, description = "malformed JSON or `validation_failed` with paths", body = ErrorEnvelope),

@@ -1,4 +1,4 @@
-//! Every route of API.md and its error codes, on SQLite and on PostgreSQL.
+//! Every route of docs/api.md and its error codes, on SQLite and on PostgreSQL.
 
 use std::time::Duration;
 

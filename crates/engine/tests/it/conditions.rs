@@ -1,4 +1,4 @@
-//! Table-driven tests of every operator against every JSON type (DESIGN.md §4).
+//! Table-driven tests of every operator against every JSON type (docs/workflow-format.md, "Conditions" and "Templates").
 
 use chrono::TimeZone;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! Every row of DESIGN.md §3: approvals, waits, manual control, deadlines, pinning.
+//! Every gate rule of docs/execution-semantics.md: approvals, waits, manual control, deadlines, pinning.
 
 use std::sync::Arc;
 use std::time::Duration;
