@@ -13,6 +13,7 @@ pub mod console;
 pub mod dto;
 pub mod error;
 pub mod gauges;
+pub mod key_cache;
 pub mod openapi;
 pub mod routes;
 pub mod state;

@@ -7,8 +7,8 @@ use tollgate_engine::Engine;
 use tollgate_resumer::{ApprovalService, EventService, ExecutionControl, Tasks};
 use tollgate_store::Store;
 
-use crate::auth::KeyCache;
 use crate::gauges::StatusGauges;
+use crate::key_cache::KeyCache;
 
 /// The services behind the routes. Cheap to clone.
 #[derive(Clone)]
