@@ -11,6 +11,8 @@
 mod rows;
 mod schedules;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

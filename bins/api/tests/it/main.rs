@@ -22,12 +22,10 @@ mod schedules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Row};
 use tollgate_api::app::{self, AdminKey, Running};
 use tollgate_api::config::{DatabaseArgs, LogFormat, ServeArgs, WorkerArgs};
 
@@ -38,45 +36,11 @@ pub enum Db {
     Postgres,
 }
 
-pub fn pg_admin_url() -> String {
-    std::env::var("TOLLGATE_TEST_DATABASE_URL").expect(
-        "TOLLGATE_TEST_DATABASE_URL is not set: run `cargo xtask test`, which provides a PostgreSQL server",
-    )
-}
-
 /// A new empty database; returns its URL.
 pub async fn fresh_pg_database() -> String {
-    let admin: PgConnectOptions = pg_admin_url().parse().unwrap();
-    let mut conn: PgConnection = admin.connect().await.unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    for row in
-        sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_apitest_%'")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-    {
-        let name: String = row.get("datname");
-        let created: u64 = name
-            .split('_')
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(now);
-        if now.saturating_sub(created) > 3600 {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-    }
-    let name = format!("tollgate_apitest_{now}_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
+    tollgate_postgres::testing::fresh_database_url("apitest")
         .await
-        .unwrap();
-    conn.close().await.unwrap();
-    admin.database(&name).to_url_lossy().to_string()
+        .unwrap()
 }
 
 /// Server settings for a test.

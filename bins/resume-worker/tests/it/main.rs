@@ -3,56 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
 use tollgate_api::app::{self, AdminKey, Running};
 use tollgate_api::config::{DatabaseArgs, LogFormat, ServeArgs, WorkerArgs};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn fresh_database() -> String {
-    let admin: PgConnectOptions = std::env::var("TOLLGATE_TEST_DATABASE_URL")
-        .expect("TOLLGATE_TEST_DATABASE_URL is not set: run `cargo xtask test`")
-        .parse()
-        .unwrap();
-    let mut conn: PgConnection = admin.connect().await.unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Databases of earlier runs that are over an hour old are dropped.
-    let old: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_workertest_%'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    for db in old {
-        let created: u64 = db
-            .split('_')
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(now);
-        if now.saturating_sub(created) > 3600 {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-    }
-    let name = format!(
-        "tollgate_workertest_{now}_{}",
-        uuid::Uuid::new_v4().simple()
-    );
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
+    tollgate_postgres::testing::fresh_database_url("workertest")
         .await
-        .unwrap();
-    conn.close().await.unwrap();
-    admin.database(&name).to_url_lossy().to_string()
+        .unwrap()
 }
 
 struct Api {

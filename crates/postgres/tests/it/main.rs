@@ -8,10 +8,7 @@
 mod postgres;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection, Row};
 use tollgate_postgres::{PgOptions, PgStore};
 use tollgate_store::Store;
 
@@ -23,37 +20,9 @@ pub fn admin_url() -> String {
 
 /// A new, migrated database for one test.
 pub async fn fresh_database() -> (PgStore, String) {
-    let admin: PgConnectOptions = admin_url().parse().unwrap();
-    let mut conn: PgConnection = admin.connect().await.unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Databases of earlier runs that are over an hour old are dropped.
-    for row in sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_test_%'")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-    {
-        let name: String = row.get("datname");
-        let created: u64 = name
-            .split('_')
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(now);
-        if now.saturating_sub(created) > 3600 {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
-        }
-    }
-    let name = format!("tollgate_test_{now}_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut conn)
+    let url = tollgate_postgres::testing::fresh_database_url("test")
         .await
         .unwrap();
-    conn.close().await.unwrap();
-    let url = admin.database(&name).to_url_lossy().to_string();
     let store = PgStore::connect(&PgOptions {
         max_connections: 8,
         ..PgOptions::new(&url)
