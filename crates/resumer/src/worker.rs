@@ -360,13 +360,15 @@ impl Worker {
         let concurrency = self.options.concurrency.max(1);
         let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
         loop {
+            // Finished tasks leave first: one whose end woke the loop below has been
+            // polled to completion and must not be awaited again.
+            in_flight.retain(|task| !task.is_finished());
             if shutdown.is_cancelled() {
                 break;
             }
             // Claims keep flowing while executions run: a pass claims only as many as
             // there are free slots, starts them, and the loop goes on — a slow
             // execution never holds back deadlines, take-overs or schedule ticks.
-            in_flight.retain(|task| !task.is_finished());
             let free = concurrency.saturating_sub(in_flight.len());
             let limit = (self.options.batch as usize).min(free) as u32;
             let full = match self.pass(limit).await {

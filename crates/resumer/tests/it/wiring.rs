@@ -243,3 +243,70 @@ async fn context_loading_renews_the_lease() {
     let done = running.await.unwrap().unwrap();
     assert_eq!(done.status, ExecutionStatus::Completed);
 }
+
+/// Shuts the worker loop down when it delivers a notification: the shutdown and the end
+/// of the execution in flight arrive at the same moment.
+#[derive(Debug)]
+struct ShutdownOnNotify(CancellationToken);
+
+#[async_trait::async_trait]
+impl tollgate_engine::Notifier for ShutdownOnNotify {
+    async fn deliver(
+        &self,
+        _notification: &tollgate_model::records::Notification,
+        _key: &str,
+    ) -> tollgate_engine::Delivery {
+        self.0.cancel();
+        tollgate_engine::Delivery {
+            channel: "test".into(),
+            status: "sent".into(),
+        }
+    }
+}
+
+/// The loop stops cleanly when its shutdown comes together with the end of the last
+/// execution in flight (that task's end, which woke the loop, was not awaited twice —
+/// before, half of these runs panicked with "JoinHandle polled after completion").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_loop_stops_cleanly_when_shutdown_meets_a_finishing_execution() {
+    for round in 0..16 {
+        let base = Harness::new();
+        let shutdown = CancellationToken::new();
+        let engine = Engine::builder(base.store.clone())
+            .clock(base.clock.clone())
+            .notifier(Arc::new(ShutdownOnNotify(shutdown.clone())))
+            .options(EngineOptions {
+                worker_id: "w".into(),
+                ..EngineOptions::default()
+            })
+            .build()
+            .unwrap();
+        base.deploy(json!({"workflow_id": "n", "version": "1", "trigger": {"type": "event", "event": "go"},
+                           "steps": [{"id": "a", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}, "on_approve": "tell"},
+                                     {"id": "tell", "type": "action", "action": "allow",
+                                      "execute": [{"type": "notify", "recipients": ["ops"], "message": "done"}]}]}))
+            .await;
+        let paused = base.start("go", json!({})).await;
+        base.advance(120);
+        let worker = Worker::new(
+            engine,
+            WorkerOptions {
+                concurrency: 1,
+                poll_interval: Duration::from_millis(10),
+                ..WorkerOptions::default()
+            },
+        );
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), running)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the loop did not stop"))
+                .is_ok(),
+            "round {round}: the worker loop panicked"
+        );
+        assert_eq!(
+            base.store.get_execution(paused.id).await.unwrap().status,
+            ExecutionStatus::Completed
+        );
+    }
+}
