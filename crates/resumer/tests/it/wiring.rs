@@ -266,7 +266,7 @@ impl tollgate_engine::Notifier for ShutdownOnNotify {
 
 /// The loop stops cleanly when its shutdown comes together with the end of the last
 /// execution in flight (that task's end, which woke the loop, was not awaited twice —
-/// before, half of these runs panicked with "JoinHandle polled after completion").
+/// before, half of these runs panicked with "`JoinHandle` polled after completion").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_loop_stops_cleanly_when_shutdown_meets_a_finishing_execution() {
     for round in 0..16 {
