@@ -381,9 +381,7 @@ async fn try_claim(
     };
     if execution.status != ExecutionStatus::Waiting
         || gate.event.as_deref() != Some(event.event_type.as_str())
-        || event.received_at < execution.started_at
-        || event.started.contains(&execution.id)
-        || execution.consumed_events.contains(&event.id)
+        || !tollgate_store::rules::may_take(execution, event)
     {
         return Ok(None);
     }

@@ -199,10 +199,7 @@ async fn check_execution(
         // No stored event that this wait may take was left undelivered.
         let event_type = g.event.clone().unwrap_or_default();
         for event in events_of(store, &event_type, id).await {
-            if event.received_at < e.started_at
-                || event.started.contains(&id)
-                || e.consumed_events.contains(&event.id)
-            {
+            if !tollgate_store::rules::may_take(e, &event) {
                 continue;
             }
             let matches = tollgate_engine::wait_matches(

@@ -472,6 +472,17 @@ pub fn check_wait_claim(
     Ok(())
 }
 
+/// Whether `event` is one `execution` may take at a wait (its type aside): received at
+/// or after the execution started, not the event that started it, addressed to nobody
+/// or to it, and not consumed by it already. Every path that offers an event to a wait
+/// — the sender's scan, the worker's redelivery, the claim itself — applies this.
+pub fn may_take(execution: &Execution, event: &Event) -> bool {
+    event.received_at >= execution.started_at
+        && !event.started.contains(&execution.id)
+        && event.correlation_id.is_none_or(|c| c == execution.id)
+        && !execution.consumed_events.contains(&event.id)
+}
+
 /// The execution a direct delivery is addressed to (its `correlation_id`); `Invalid`
 /// when it names none.
 pub fn delivery_target(event: &Event) -> Result<Uuid> {
