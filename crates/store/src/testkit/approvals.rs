@@ -1,0 +1,670 @@
+//! [`ApprovalStore`](crate::ApprovalStore): decisions, quorums, their authorisation and
+//! continuation, deadlines, and lists.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use serde_json::json;
+use tollgate_model::records::{
+    ApprovalStatus, DecisionKind, Execution, ExecutionError, Principal, ResumeOutcome,
+    ResumeTrigger, StepStatus, Wake,
+};
+use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
+use uuid::Uuid;
+
+use super::fixtures::{
+    approval_for, commit, decide_as, decision, gate, lease, manager, paused_at_approval, running,
+    secs, step_record, t0, workflow,
+};
+use crate::{ApprovalFilter, Error, PageRequest, Starting, Store, Transition};
+
+pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 2, None).await;
+    assert_eq!(e.status, ExecutionStatus::Paused);
+    assert_eq!(e.lease, None);
+    assert_eq!(store.get_approval(approval.id).await.unwrap(), approval);
+
+    let first = store
+        .decide(
+            approval.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(!first.claimed);
+    assert_eq!(first.approval.status, ApprovalStatus::Pending);
+    assert_eq!(first.execution.status, ExecutionStatus::Paused);
+    assert!(
+        store
+            .decide(
+                approval.id,
+                decision("ann", DecisionKind::Approve),
+                &manager("ann"),
+                &lease("api", t0()),
+                t0()
+            )
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "same approver twice"
+    );
+
+    let second = store
+        .decide(
+            approval.id,
+            decision("bob", DecisionKind::Approve),
+            &manager("bob"),
+            &lease("api", t0() + secs(30)),
+            t0() + secs(1),
+        )
+        .await
+        .unwrap();
+    assert!(second.claimed);
+    assert_eq!(second.approval.status, ApprovalStatus::Approved);
+    assert_eq!(second.approval.decisions.len(), 2);
+    let resumed = store.get_execution(e.id).await.unwrap();
+    assert_eq!(resumed, second.execution);
+    assert_eq!(resumed.status, ExecutionStatus::Running);
+    assert_eq!(
+        resumed.lease.as_ref().and_then(|l| l.owner.as_deref()),
+        Some("api")
+    );
+    assert_eq!(resumed.resume_count, 1);
+    assert_eq!(resumed.last_resumed_at, Some(t0() + secs(1)));
+    assert!(resumed.version > e.version);
+    match resumed.wake {
+        Some(Wake::Approval {
+            outcome,
+            ref decided_by,
+            ref data,
+            ..
+        }) => {
+            assert_eq!(outcome, ApprovalStatus::Approved);
+            assert_eq!(decided_by.as_deref(), Some("bob"));
+            assert_eq!(*data, json!({"note": "bob"}));
+        }
+        ref other => panic!("wake {other:?}"),
+    }
+    assert!(
+        store
+            .decide(
+                approval.id,
+                decision("cat", DecisionKind::Approve),
+                &manager("cat"),
+                &lease("api", t0()),
+                t0()
+            )
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "decided"
+    );
+    let audit = store.list_resume_requests(e.id).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].trigger,
+            audit[0].outcome,
+            audit[0].actor.as_deref()
+        ),
+        (ResumeTrigger::Approval, ResumeOutcome::Resumed, Some("bob"))
+    );
+    assert!(store
+        .get_approval(Uuid::now_v7())
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+pub async fn concurrent_decisions_claim_once(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let kind = if i % 2 == 0 {
+                DecisionKind::Approve
+            } else {
+                DecisionKind::Reject
+            };
+            store
+                .decide(
+                    approval.id,
+                    decision(&format!("m{i}"), kind),
+                    &manager(&format!("m{i}")),
+                    &lease(&format!("api-{i}"), t0() + secs(30)),
+                    t0(),
+                )
+                .await
+        }));
+    }
+    let mut claimed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(d) => {
+                assert!(d.claimed);
+                claimed += 1;
+            }
+            Err(err) => assert!(err.is_conflict(), "{err}"),
+        }
+    }
+    assert_eq!(claimed, 1, "exactly one decision claims the execution");
+    let after = store.get_execution(e.id).await.unwrap();
+    assert_eq!(after.resume_count, 1);
+    assert_eq!(
+        store
+            .get_approval(approval.id)
+            .await
+            .unwrap()
+            .decisions
+            .len(),
+        1
+    );
+    assert_eq!(store.list_resume_requests(e.id).await.unwrap().len(), 1);
+}
+
+pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let refusal = |err: Error| match err {
+        Error::Refused {
+            execution_id,
+            forbidden,
+            message,
+        } => (execution_id, forbidden, message),
+        other => panic!("expected a refusal, got {other}"),
+    };
+    // Not an approver: refused as forbidden, naming the execution, nothing changed.
+    let viewer = Principal {
+        subject: "vic".into(),
+        roles: vec!["viewer".into()],
+    };
+    let err = decide_as(&store, approval.id, "vic", DecisionKind::Approve, &viewer)
+        .await
+        .unwrap_err();
+    assert!(!err.is_conflict());
+    let (execution_id, forbidden, message) = refusal(err);
+    assert_eq!(execution_id, e.id);
+    assert!(forbidden, "{message}");
+    assert!(message.contains("role manager"), "{message}");
+    // The requester may not approve its own request.
+    let err = decide_as(
+        &store,
+        approval.id,
+        "shop",
+        DecisionKind::Approve,
+        &manager("shop"),
+    )
+    .await
+    .unwrap_err();
+    assert!(refusal(err).1);
+    // A decision signed by someone else than its decider is refused outright.
+    assert!(matches!(
+        decide_as(
+            &store,
+            approval.id,
+            "ann",
+            DecisionKind::Approve,
+            &manager("bob")
+        )
+        .await,
+        Err(Error::Invalid(_))
+    ));
+    let unchanged = store.get_approval(approval.id).await.unwrap();
+    assert_eq!(unchanged.status, ApprovalStatus::Pending);
+    assert!(unchanged.decisions.is_empty());
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
+    assert!(store.list_resume_requests(e.id).await.unwrap().is_empty());
+    // An administrator may decide any request.
+    let admin = Principal {
+        subject: "root".into(),
+        roles: vec!["admin".into()],
+    };
+    let decided = decide_as(&store, approval.id, "root", DecisionKind::Approve, &admin)
+        .await
+        .unwrap();
+    assert!(decided.claimed);
+    // A second decision on the settled request is a state refusal (409), not forbidden.
+    let err = decide_as(
+        &store,
+        approval.id,
+        "ann",
+        DecisionKind::Approve,
+        &manager("ann"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_conflict());
+    assert!(!refusal(err).1);
+}
+
+/// A continuation that moves the claimed execution on with `transition` the way a worker's
+/// commit would, with one step record (and the transition's approval request).
+fn continue_with(transition: Transition) -> crate::Continuation {
+    Arc::new(move |claimed: &Execution| {
+        let mut next = claimed.clone();
+        let mut step = commit(claimed, "api", claimed.version, transition.clone());
+        step.records = vec![step_record(claimed.id, "after", StepStatus::Completed)];
+        step.lease_expires_at = t0() + secs(30);
+        let records = step.records.clone();
+        let writes = crate::rules::apply_commit(&mut next, step).ok()?;
+        Some(Starting {
+            execution: next,
+            records,
+            approval: writes.approval,
+        })
+    })
+}
+
+pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let audits = |id| {
+        let store = store.clone();
+        async move { store.list_resume_requests(id).await.unwrap().len() }
+    };
+
+    // On to a second approval gate, in the decision's own transaction.
+    let (e, first) = paused_at_approval(&store, &w, 1, None).await;
+    let mut second = approval_for(&e, 1, Some(t0() + secs(3600)));
+    second.step_id = "second".into();
+    let mut at_second = gate(PauseReason::Approval, Some(t0() + secs(3600)));
+    at_second.step_id = "second".into();
+    at_second.approval_id = Some(second.id);
+    let decided = store
+        .decide_then(
+            first.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Gate {
+                gate: at_second,
+                approval: Some(Box::new(second.clone())),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        decided.continued,
+        "every backend of this workspace continues"
+    );
+    assert!(decided.claimed);
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+    let stored = store.get_execution(e.id).await.unwrap();
+    assert_eq!(stored, decided.execution, "the answer is the stored row");
+    assert_eq!(stored.status, ExecutionStatus::Paused);
+    assert_eq!(stored.version, e.version + 2, "claimed, then moved on");
+    assert_eq!(stored.resume_count, 1);
+    assert!(stored.lease.is_none() && stored.wake.is_none());
+    assert_eq!(
+        stored.gate.as_ref().and_then(|g| g.approval_id),
+        Some(second.id)
+    );
+    assert_eq!(store.get_approval(second.id).await.unwrap(), second);
+    let steps = store.list_steps(e.id).await.unwrap();
+    assert_eq!(
+        steps.iter().map(|r| r.step_id.as_str()).collect::<Vec<_>>(),
+        ["after"]
+    );
+    assert_eq!(audits(e.id).await, 1);
+    // The new request is decidable like any other, and this time the execution
+    // ends with the decision.
+    let ended = store
+        .decide_then(
+            second.id,
+            decision("bob", DecisionKind::Reject),
+            &manager("bob"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Finish {
+                status: ExecutionStatus::Completed,
+                error: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(ended.continued);
+    let stored = store.get_execution(e.id).await.unwrap();
+    assert_eq!(stored, ended.execution);
+    assert_eq!(stored.status, ExecutionStatus::Completed);
+    assert!(stored.lease.is_none() && stored.gate.is_none() && stored.completed_at.is_some());
+    assert_eq!(audits(e.id).await, 2);
+    assert_eq!(
+        store.get_approval(second.id).await.unwrap().status,
+        ApprovalStatus::Rejected
+    );
+
+    // A continuation that does not follow the claim (another execution, or no step
+    // further) is not stored: the claim is.
+    for bad in [
+        Arc::new(|claimed: &Execution| {
+            let mut other = claimed.clone();
+            other.id = Uuid::now_v7();
+            other.version += 1;
+            Some(Starting::from(other))
+        }) as crate::Continuation,
+        Arc::new(|claimed: &Execution| Some(Starting::from(claimed.clone()))),
+        Arc::new(|_: &Execution| None),
+    ] {
+        let (e, a) = paused_at_approval(&store, &w, 1, None).await;
+        let decided = store
+            .decide_then(
+                a.id,
+                decision("ann", DecisionKind::Approve),
+                &manager("ann"),
+                &lease("api", t0() + secs(30)),
+                t0(),
+                bad,
+            )
+            .await
+            .unwrap();
+        assert!(decided.claimed && !decided.continued);
+        let stored = store.get_execution(e.id).await.unwrap();
+        assert_eq!(stored, decided.execution);
+        assert_eq!(
+            (stored.status, stored.version),
+            (ExecutionStatus::Running, e.version + 1)
+        );
+        assert!(store.list_steps(e.id).await.unwrap().is_empty());
+    }
+
+    // A decision short of the quorum claims nothing, so nothing continues.
+    let (e, a) = paused_at_approval(&store, &w, 2, None).await;
+    let partial = store
+        .decide_then(
+            a.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            continue_with(Transition::Finish {
+                status: ExecutionStatus::Completed,
+                error: None,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!partial.claimed && !partial.continued);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
+}
+
+pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 3, None).await;
+    store
+        .decide(
+            approval.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+    let rejected = store
+        .decide(
+            approval.id,
+            decision("bob", DecisionKind::Reject),
+            &manager("bob"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(rejected.claimed);
+    assert_eq!(rejected.approval.status, ApprovalStatus::Rejected);
+    assert!(matches!(
+        rejected.execution.wake,
+        Some(Wake::Approval {
+            outcome: ApprovalStatus::Rejected,
+            ..
+        })
+    ));
+
+    // A request whose execution was cancelled refuses decisions and changes nothing.
+    let (e2, a2) = paused_at_approval(&store, &w, 1, None).await;
+    store
+        .cancel_execution(e2.id, Some("ops"), None, t0())
+        .await
+        .unwrap();
+    assert!(store
+        .decide(
+            a2.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0()),
+            t0()
+        )
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(
+        store.get_approval(a2.id).await.unwrap().status,
+        ApprovalStatus::Cancelled
+    );
+    assert_eq!(
+        store.get_execution(e.id).await.unwrap().status,
+        ExecutionStatus::Running
+    );
+}
+
+/// A decision after the request's deadline is refused (409) even before the worker has
+/// expired it, and changes nothing; the deadline then resumes the execution once.
+pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let deadline = t0() + secs(60);
+    let (e, approval) = paused_at_approval(&store, &w, 1, Some(deadline)).await;
+    let late = store
+        .decide(
+            approval.id,
+            decision("mia", DecisionKind::Approve),
+            &manager("mia"),
+            &lease("api", deadline + secs(30)),
+            deadline,
+        )
+        .await
+        .unwrap_err();
+    assert!(late.is_conflict(), "{late:?}");
+    assert!(late.to_string().contains("expired"), "{late}");
+    assert_eq!(store.get_approval(approval.id).await.unwrap(), approval);
+    assert_eq!(store.get_execution(e.id).await.unwrap(), e);
+    // Just before it, the same decision is taken.
+    let (e2, approval2) = paused_at_approval(&store, &w, 1, Some(deadline)).await;
+    let decided = store
+        .decide(
+            approval2.id,
+            decision("mia", DecisionKind::Approve),
+            &manager("mia"),
+            &lease("api", deadline + secs(30)),
+            deadline - TimeDelta::microseconds(1),
+        )
+        .await
+        .unwrap();
+    assert!(decided.claimed);
+    assert_eq!(decided.execution.id, e2.id);
+    let due = store
+        .claim_due_gates(deadline, &lease("w2", deadline + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.iter().map(|x| x.id).collect::<Vec<_>>(), [e.id]);
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+}
+
+pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (_, a1) = paused_at_approval(&store, &w, 2, None).await;
+    let (_, a2) = paused_at_approval(&store, &w, 1, None).await;
+    store
+        .decide(
+            a2.id,
+            decision("bob", DecisionKind::Reject),
+            &manager("bob"),
+            &lease("api", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+
+    let list = |f: ApprovalFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_approvals(&f, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(ApprovalFilter::default()).await,
+        [a2.id, a1.id],
+        "newest first"
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await,
+        [a1.id]
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            role: Some("manager".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        list(ApprovalFilter {
+            execution_id: Some(a1.execution_id),
+            ..Default::default()
+        })
+        .await,
+        [a1.id]
+    );
+
+    let ann = manager("ann");
+    let outsider = Principal {
+        subject: "zed".into(),
+        roles: vec!["fraud_analyst".into()],
+    };
+    let requester = Principal {
+        subject: "shop".into(),
+        roles: vec!["manager".into()],
+    };
+    assert_eq!(
+        list(ApprovalFilter {
+            decidable_by: Some(ann.clone()),
+            ..Default::default()
+        })
+        .await,
+        [a1.id]
+    );
+    assert!(list(ApprovalFilter {
+        decidable_by: Some(outsider),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    assert!(
+        list(ApprovalFilter {
+            decidable_by: Some(requester),
+            ..Default::default()
+        })
+        .await
+        .is_empty(),
+        "no self-approval"
+    );
+    store
+        .decide(
+            a1.id,
+            decision("ann", DecisionKind::Approve),
+            &ann,
+            &lease("api", t0()),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        list(ApprovalFilter {
+            decidable_by: Some(ann),
+            ..Default::default()
+        })
+        .await
+        .is_empty(),
+        "already approved by ann"
+    );
+
+    let page = store
+        .list_approvals(&ApprovalFilter::default(), &PageRequest::first(1))
+        .await
+        .unwrap();
+    let rest = store
+        .list_approvals(
+            &ApprovalFilter::default(),
+            &PageRequest::after(1, page.next_cursor.unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.iter().map(|a| a.id).collect::<Vec<_>>(), [a1.id]);
+}
+
+pub async fn finishing_closes_open_approvals(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    // An execution resumed by a timer whose approval was expired, then failing: nothing stays pending.
+    let (e, a) = paused_at_approval(&store, &w, 1, Some(t0())).await;
+    let claimed = store
+        .claim_due_gates(t0(), &lease("w2", t0() + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        store.get_approval(a.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+    let failed = commit(
+        &claimed[0],
+        "w2",
+        claimed[0].version,
+        Transition::Finish {
+            status: ExecutionStatus::Failed,
+            error: Some(ExecutionError {
+                kind: ErrorKind::StepFailed,
+                message: "boom".into(),
+            }),
+        },
+    );
+    store.commit_step(failed).await.unwrap();
+    let ended = store.get_execution(e.id).await.unwrap();
+    assert_eq!(
+        (ended.status, ended.gate.clone(), ended.wake.clone()),
+        (ExecutionStatus::Failed, None, None)
+    );
+
+    // A Finish with a non-terminal status is refused.
+    let r = running(&store, &w, "w1").await;
+    let bogus = commit(
+        &r,
+        "w1",
+        r.version,
+        Transition::Finish {
+            status: ExecutionStatus::Waiting,
+            error: None,
+        },
+    );
+    assert!(store.commit_step(bogus).await.is_err());
+}

@@ -1,0 +1,480 @@
+//! [`ExecutionStore`](crate::ExecutionStore) over time: due gates, leases and their
+//! fencing, timeouts, and an operator's pause, resume and cancel.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tollgate_model::records::{
+    ApprovalStatus, DecisionKind, ExecutionError, Lease, ResumeTrigger, StepStatus, Wake,
+};
+use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
+use uuid::Uuid;
+
+use super::fixtures::{
+    approval_for, commit, decide_as, gate, lease, manager, paused_at_approval, running, secs,
+    step_record, t0, waiting, workflow,
+};
+use crate::{Store, Transition};
+
+pub async fn due_gates_are_claimed_once_across_claimers(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let mut approvals = Vec::new();
+    let mut expected = HashSet::new();
+    for i in 0..12 {
+        let (e, a) = paused_at_approval(&store, &w, 1, Some(t0() + secs(i))).await;
+        approvals.push(a.id);
+        expected.insert(e.id);
+        let e = waiting(&store, &w, Some(t0() + secs(i))).await;
+        expected.insert(e.id);
+    }
+    let (not_due, _) = paused_at_approval(&store, &w, 1, Some(t0() + secs(3600))).await;
+    let no_deadline = waiting(&store, &w, None).await;
+
+    let now = t0() + secs(60);
+    let mut workers = Vec::new();
+    for worker in ["a", "b", "c"] {
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_due_gates(now, &lease(worker, now + secs(30)), 5)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for worker in workers {
+        for e in worker.await.unwrap() {
+            assert!(seen.insert(e.id), "{} claimed twice", e.id);
+            assert_eq!(e.status, ExecutionStatus::Running);
+            match e.gate.as_ref().map(|g| g.reason) {
+                Some(PauseReason::Approval) => assert!(matches!(
+                    e.wake,
+                    Some(Wake::Approval {
+                        outcome: ApprovalStatus::Expired,
+                        ..
+                    })
+                )),
+                Some(PauseReason::Event) => {
+                    assert!(matches!(e.wake, Some(Wake::WaitTimeout { .. })));
+                }
+                other => panic!("gate {other:?}"),
+            }
+            let audit = store.list_resume_requests(e.id).await.unwrap();
+            assert_eq!(audit.len(), 1);
+            assert_eq!(audit[0].trigger, ResumeTrigger::Timer);
+        }
+    }
+    assert_eq!(seen, expected);
+    for id in approvals {
+        assert_eq!(
+            store.get_approval(id).await.unwrap().status,
+            ApprovalStatus::Expired
+        );
+    }
+    assert_eq!(
+        store.get_execution(not_due.id).await.unwrap().status,
+        ExecutionStatus::Paused
+    );
+    assert_eq!(
+        store.get_execution(no_deadline.id).await.unwrap().status,
+        ExecutionStatus::Waiting
+    );
+}
+
+pub async fn expired_leases_are_reclaimed_and_old_owner_fenced(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    assert!(store
+        .claim_expired_leases(t0() + secs(29), &lease("w2", t0() + secs(90)), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .renew_lease(e.id, "w1", t0() + secs(40))
+        .await
+        .unwrap();
+    assert!(store
+        .renew_lease(e.id, "w2", t0() + secs(40))
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store
+        .claim_expired_leases(t0() + secs(39), &lease("w2", t0() + secs(90)), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let claimed = store
+        .claim_expired_leases(t0() + secs(41), &lease("w2", t0() + secs(90)), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, e.id);
+    assert_eq!(
+        claimed[0].lease.as_ref().and_then(|l| l.owner.as_deref()),
+        Some("w2")
+    );
+    assert_eq!(claimed[0].cursor, e.cursor, "continues from its cursor");
+
+    // The dead worker comes back: every write it tries is refused.
+    assert!(store
+        .commit_step(commit(&e, "w1", e.version, Transition::Continue))
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store
+        .renew_lease(e.id, "w1", t0() + secs(99))
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert!(store
+        .begin_step(
+            e.id,
+            "w1",
+            claimed[0].version,
+            step_record(e.id, "x", StepStatus::Running),
+            t0()
+        )
+        .await
+        .unwrap_err()
+        .is_conflict());
+    store
+        .commit_step(commit(
+            &claimed[0],
+            "w2",
+            claimed[0].version,
+            Transition::Continue,
+        ))
+        .await
+        .unwrap();
+}
+
+pub async fn released_lease_waits_until_its_time(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    let v = store
+        .commit_step(commit(
+            &e,
+            "w1",
+            e.version,
+            Transition::Release {
+                at: t0() + secs(10),
+            },
+        ))
+        .await
+        .unwrap()
+        .version;
+    let released = store.get_execution(e.id).await.unwrap();
+    assert_eq!(
+        (released.status, released.version),
+        (ExecutionStatus::Running, v)
+    );
+    assert_eq!(
+        released.lease,
+        Some(Lease {
+            owner: None,
+            expires_at: t0() + secs(10)
+        })
+    );
+    assert!(store
+        .claim_expired_leases(t0() + secs(9), &lease("w2", t0() + secs(60)), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_expired_leases(t0() + secs(10), &lease("w2", t0() + secs(60)), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let other = running(&store, &w, "w3").await;
+    store.release_lease(other.id, "w3", t0()).await.unwrap();
+    assert!(
+        store
+            .release_lease(other.id, "w3", t0())
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "no longer the owner"
+    );
+    assert_eq!(
+        store
+            .claim_expired_leases(t0(), &lease("w4", t0() + secs(60)), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+pub async fn overdue_executions_time_out_unless_held(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (gated, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let held = running(&store, &w, "w1").await;
+    // Executions with a workflow deadline (set at creation by the engine).
+    let mut with_deadline = running(&store, &w, "w1").await;
+    with_deadline.id = Uuid::now_v7();
+    with_deadline.deadline = Some(t0() + secs(10));
+    let live = store.create_execution(with_deadline.clone()).await.unwrap();
+    let mut gated_d = with_deadline.clone();
+    gated_d.id = Uuid::now_v7();
+    let gated_d = store.create_execution(gated_d).await.unwrap();
+    let a = approval_for(&gated_d, 1, None);
+    let mut g = gate(PauseReason::Approval, None);
+    g.approval_id = Some(a.id);
+    store
+        .commit_step(commit(
+            &gated_d,
+            "w1",
+            gated_d.version,
+            Transition::Gate {
+                gate: g,
+                approval: Some(Box::new(a.clone())),
+            },
+        ))
+        .await
+        .unwrap();
+
+    assert!(store
+        .time_out_overdue(t0() + secs(9), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let ended = store.time_out_overdue(t0() + secs(11), 10).await.unwrap();
+    assert_eq!(
+        ended.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [gated_d.id],
+        "the live lease protects the running one"
+    );
+    let ended = store.get_execution(gated_d.id).await.unwrap();
+    assert_eq!(ended.status, ExecutionStatus::TimedOut);
+    assert_eq!(
+        ended.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::TimedOut)
+    );
+    assert_eq!(
+        store.get_approval(a.id).await.unwrap().status,
+        ApprovalStatus::Expired
+    );
+    assert_eq!(
+        store.list_resume_requests(gated_d.id).await.unwrap()[0].trigger,
+        ResumeTrigger::Timer
+    );
+
+    // Once its lease lapses, the running one times out too.
+    let ended = store.time_out_overdue(t0() + secs(31), 10).await.unwrap();
+    assert_eq!(ended.iter().map(|e| e.id).collect::<Vec<_>>(), [live.id]);
+    // Executions without a deadline are untouched.
+    assert_eq!(
+        store.get_execution(gated.id).await.unwrap().status,
+        ExecutionStatus::Paused
+    );
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    assert_eq!(
+        store.get_execution(held.id).await.unwrap().status,
+        ExecutionStatus::Running
+    );
+}
+
+pub async fn manual_pause_resume_and_cancel(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    let requested = store
+        .request_pause(e.id, Some("ops"), Some("check"), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        (requested.status, requested.pause_requested),
+        (ExecutionStatus::Running, true)
+    );
+    assert_eq!(
+        requested.version, e.version,
+        "a pause request does not fence the worker"
+    );
+    // The worker's next commit succeeds and tells it a pause is wanted.
+    let step_done = store
+        .commit_step(commit(&e, "w1", e.version, Transition::Continue))
+        .await
+        .unwrap();
+    assert!(step_done.pause_requested);
+    let requested = store.get_execution(e.id).await.unwrap();
+
+    // The worker notices at the step boundary and stops at a manual gate.
+    let mut g = gate(PauseReason::Manual, None);
+    g.note = Some("check".into());
+    store
+        .commit_step(commit(
+            &requested,
+            "w1",
+            requested.version,
+            Transition::Gate {
+                gate: g,
+                approval: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let paused = store.get_execution(e.id).await.unwrap();
+    assert_eq!(
+        (paused.status, paused.pause_requested),
+        (ExecutionStatus::Paused, false)
+    );
+    assert!(
+        store
+            .request_pause(e.id, None, None, t0())
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "not running"
+    );
+
+    let resumed = store
+        .resume_manual(
+            e.id,
+            Some("ops"),
+            json!({"ok": true}),
+            &lease("api", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resumed.status, ExecutionStatus::Running);
+    assert_eq!(
+        resumed.wake,
+        Some(Wake::Manual {
+            data: json!({"ok": true}),
+            actor: Some("ops".into())
+        })
+    );
+    assert!(
+        store
+            .resume_manual(e.id, None, Value::Null, &lease("api", t0()), t0())
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "running"
+    );
+
+    // An execution no worker holds pauses at once.
+    let idle = running(&store, &w, "w1").await;
+    store.release_lease(idle.id, "w1", t0()).await.unwrap();
+    let paused_now = store
+        .request_pause(idle.id, None, None, t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(paused_now.status, ExecutionStatus::Paused);
+    assert_eq!(
+        paused_now
+            .gate
+            .as_ref()
+            .map(|g| (g.reason, g.step_id.as_str())),
+        Some((PauseReason::Manual, "gate"))
+    );
+
+    // Approval gates refuse manual resume.
+    let (at_gate, approval) = paused_at_approval(&store, &w, 1, None).await;
+    assert!(store
+        .resume_manual(at_gate.id, None, Value::Null, &lease("api", t0()), t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+
+    let cancelled = store
+        .cancel_execution(at_gate.id, Some("ops"), Some("customer withdrew"), t0())
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    assert_eq!(
+        cancelled.error,
+        Some(ExecutionError {
+            kind: ErrorKind::Cancelled,
+            message: "customer withdrew".into()
+        })
+    );
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap().status,
+        ApprovalStatus::Cancelled
+    );
+    assert!(store
+        .cancel_execution(at_gate.id, None, None, t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+
+    // A running execution can be cancelled; its worker's next commit is refused.
+    let busy = running(&store, &w, "w1").await;
+    store
+        .cancel_execution(busy.id, None, None, t0())
+        .await
+        .unwrap();
+    assert!(store
+        .commit_step(commit(&busy, "w1", busy.version, Transition::Continue))
+        .await
+        .unwrap_err()
+        .is_conflict());
+}
+
+/// Pausing an execution whose decision is stored but not yet acted on (its claimer
+/// died) keeps the decision: the execution stays `running` with the pause requested,
+/// and whoever takes it over finds the decision's wake signal intact.
+pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let decided = decide_as(
+        &store,
+        approval.id,
+        "mia",
+        DecisionKind::Approve,
+        &manager("mia"),
+    )
+    .await
+    .unwrap();
+    assert!(decided.claimed);
+    // The decider's lease (30 s) lapses without a commit: it died.
+    let later = t0() + secs(31);
+    let paused = store
+        .request_pause(e.id, Some("ops"), Some("stuck?"), later)
+        .await
+        .unwrap();
+    assert_eq!(paused.status, ExecutionStatus::Running);
+    assert!(paused.pause_requested);
+    assert!(
+        matches!(paused.wake, Some(Wake::Approval { approval_id, .. }) if approval_id == approval.id),
+        "{:?}",
+        paused.wake
+    );
+    assert!(
+        store
+            .resume_manual(e.id, Some("ops"), json!({}), &lease("ops", later), later)
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "not manually paused, so nothing to resume over the decision"
+    );
+    let taken = store
+        .claim_expired_leases(later, &lease("w2", later + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.len(),
+        1,
+        "{:?}",
+        store.get_execution(e.id).await.unwrap()
+    );
+    assert!(taken[0].pause_requested);
+    assert_eq!(taken[0].wake, decided.execution.wake);
+}

@@ -1,0 +1,101 @@
+//! The backend contract test kit: the behaviour every [`Store`](crate::Store) must show, as one async
+//! function per rule, and [`contract_tests!`](crate::contract_tests) to run them all as
+//! separate tests against a backend.
+//!
+//! ```text
+//! tollgate_store::contract_tests!(|| async { std::sync::Arc::new(MyStore::fresh().await) as std::sync::Arc<dyn tollgate_store::Store> });
+//! ```
+//!
+//! The factory is called once per test and must return an empty store that no other test
+//! uses (its own database or schema).
+//!
+//! The rules live in one file per aggregate, mirroring the store traits; `fixtures` holds
+//! the builders they share, which backends' own tests reuse.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::missing_panics_doc,
+    missing_docs
+)]
+
+mod approvals;
+mod audit;
+mod control;
+mod events;
+mod executions;
+mod fixtures;
+mod keys;
+mod schedules;
+mod workflows;
+
+pub use approvals::*;
+pub use audit::*;
+pub use control::*;
+pub use events::*;
+pub use executions::*;
+pub use fixtures::*;
+pub use keys::*;
+pub use schedules::*;
+pub use workflows::*;
+
+/// Generates one `#[tokio::test]` per contract rule, each with a fresh store from
+/// `$factory` (an async closure returning `Arc<dyn Store>`).
+#[macro_export]
+macro_rules! contract_tests {
+    ($factory:expr) => {
+        $crate::contract_tests!(@cases $factory;
+            workflows_create_get_list_and_conflict,
+            workflow_replace_keeps_old_snapshots,
+            workflows_for_event_pick_highest_enabled_version,
+            executions_create_get_and_conflict,
+            step_commits_are_compare_and_set,
+            concurrent_commits_keep_their_own_compare_and_set,
+            effects_apply_once_with_the_commit,
+            quorum_decisions_claim_the_execution_once,
+            concurrent_decisions_claim_once,
+            rejection_decides_and_stale_gates_refuse,
+            decisions_are_authorised_in_their_transaction,
+            decisions_store_their_continuation,
+            due_gates_are_claimed_once_across_claimers,
+            expired_leases_are_reclaimed_and_old_owner_fenced,
+            released_lease_waits_until_its_time,
+            overdue_executions_time_out_unless_held,
+            manual_pause_resume_and_cancel,
+            waits_claim_events_once,
+            events_are_idempotent_by_event_id,
+            early_events_are_paged_without_a_cap,
+            decisions_after_the_deadline_are_refused,
+            a_retried_event_write_answers_with_the_stored_event,
+            pauses_keep_a_stored_wake,
+            undelivered_events_are_listed_until_marked,
+            direct_deliveries_store_nothing_when_refused,
+            waits_refuse_events_from_before_they_started,
+            execution_lists_use_keyset_pagination_and_filters,
+            approval_lists_filter_by_decider,
+            api_keys_are_unique_findable_and_revocable,
+            finishing_closes_open_approvals,
+            resume_request_audit_is_kept_in_order,
+            foreign_cursors_are_refused,
+            counts_by_status_match_the_rows,
+            step_records_keep_json_null,
+            trigger_schedules_follow_their_workflow,
+            due_schedules_fire_each_tick_once_across_claimers,
+            ticks_start_once_and_orphans_are_reclaimed,
+            paused_schedules_fire_nothing_and_catch_up_is_bounded,
+            schedule_crud_and_tick_history,
+            events_start_their_executions_atomically,
+            events_store_executions_already_at_their_gate,
+            concurrent_repeats_of_an_event_store_it_once,
+            console_sessions_live_until_they_expire
+        );
+    };
+    (@cases $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: ::std::sync::Arc<dyn $crate::Store> = ($factory)().await;
+                $crate::testkit::$name(store).await;
+            }
+        )*
+    };
+}
