@@ -9,7 +9,6 @@
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
 mod rows;
-mod schedules;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,4 +1,4 @@
-//! Schedules and ticks on PostgreSQL.
+//! [`ScheduleStore`] on PostgreSQL: schedules and their ticks.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgConnection;
@@ -12,8 +12,8 @@ use tollgate_store::{
 };
 use uuid::Uuid;
 
+use super::sql::{insert_execution, limit};
 use crate::rows::{self, backend, enum_str};
-use crate::store::{insert_execution, limit};
 use crate::PgStore;
 
 const UPSERT_SCHEDULE: &str = "INSERT INTO schedules (id, workflow_id, cron, timezone, enabled, catch_up, from_trigger, next_fire_at, last_fired_at, created_at, updated_at) \
@@ -386,53 +386,5 @@ impl ScheduleStore for PgStore {
         Ok(page_from_overfetch(items, page.limit, |v| {
             encode_time_id_cursor(v.tick.tick_time, v.tick.id)
         }))
-    }
-}
-
-#[async_trait]
-impl tollgate_store::SessionStore for PgStore {
-    async fn create_session(
-        &self,
-        session: tollgate_model::records::ConsoleSession,
-        now: Timestamp,
-    ) -> Result<()> {
-        sqlx::query(
-            "WITH gone AS (DELETE FROM console_sessions WHERE expires_at <= $1) \
-             INSERT INTO console_sessions (id_hash, key_hash, csrf, created_at, expires_at) VALUES ($2, $3, $4, $5, $6)",
-        )
-        .bind(now)
-        .bind(&session.id_hash)
-        .bind(&session.key_hash)
-        .bind(&session.csrf)
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn get_session(
-        &self,
-        id_hash: &str,
-        now: Timestamp,
-    ) -> Result<Option<tollgate_model::records::ConsoleSession>> {
-        let row =
-            sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        row.as_ref().map(rows::console_session).transpose()
-    }
-
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
     }
 }

@@ -1,0 +1,184 @@
+//! [`EventStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::types::Json;
+use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
+use tollgate_store::{
+    rules, Delivery, Error, EventInsert, EventStore, LeaseClaim, Result, Starting,
+};
+use uuid::Uuid;
+
+use crate::rows::backend;
+use crate::{rows, PgStore};
+
+use super::sql::{audit, commit, limit, load_execution, refuse, write_execution};
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        self.insert_event_starting(event, Vec::new()).await
+    }
+
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Starting>,
+    ) -> Result<EventInsert> {
+        self.events.submit((event, starts)).await
+    }
+
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event> {
+        let row =
+            sqlx::query("UPDATE events SET started = $1, resumed = $2 WHERE id = $3 RETURNING *")
+                .bind(started)
+                .bind(resumed)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event> {
+        let row = sqlx::query("SELECT * FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let target = rules::delivery_target(&event)?;
+        let mut tx = self.tx().await?;
+        // The execution is locked first, as by every other claim, so the lock order is
+        // the same everywhere.
+        let mut execution = load_execution(&mut tx, target, true).await?;
+        if let Some(key) = &event.event_id {
+            let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(first) = first {
+                let first = rows::event(&first)?;
+                commit(tx).await?;
+                return Ok(Delivery::Duplicate(first));
+            }
+        }
+        if let Err(err) = rules::check_wait_claim(&execution, expected_version, &event) {
+            return refuse(tx, err).await;
+        }
+        rules::claim_wait(&mut execution, &event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        event.resumed = vec![target];
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event.id)
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(Json(&event.payload))
+        .bind(event.source.clone())
+        .bind(target)
+        .bind(event.submitted_by.clone())
+        .bind(event.received_at)
+        .bind(&event.started)
+        .bind(&event.resumed)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent delivery with the same `event_id` committed first: ours is
+            // rolled back (claim included) and the caller retries into the duplicate.
+            let err = Error::Conflict(format!(
+                "event_id `{}` is being delivered concurrently",
+                event.event_id.as_deref().unwrap_or_default()
+            ));
+            return refuse(tx, err).await;
+        }
+        audit(
+            &mut tx,
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(Delivery::Claimed {
+            event,
+            execution: Box::new(execution),
+        })
+    }
+
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        n: u32,
+    ) -> Result<Vec<Event>> {
+        // Keyset paging on (received_at, id), through the (event_type, received_at, id)
+        // index: a page costs the same however many events of the type came before it.
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) \
+             AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5)) ORDER BY received_at, id LIMIT $6",
+        )
+        .bind(event_type)
+        .bind(since)
+        .bind(execution_id)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn undelivered_events(&self, received_before: Timestamp, n: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE NOT delivered AND received_at <= $1 ORDER BY received_at, id LIMIT $2",
+        )
+        .bind(received_before)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE events SET delivered = true WHERE NOT delivered AND id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

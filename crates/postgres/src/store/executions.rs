@@ -1,0 +1,457 @@
+//! [`ExecutionStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::postgres::Postgres;
+use sqlx::QueryBuilder;
+use sqlx::Row;
+use tollgate_model::records::{
+    ApprovalStatus, Event, Execution, ResumeTrigger, StepRecord, Timestamp, Wake,
+};
+use tollgate_model::ExecutionStatus;
+use tollgate_store::{
+    decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Page, PageRequest, Result, StepCommit, Transition,
+};
+use uuid::Uuid;
+
+use crate::rows::{backend, to_json};
+use crate::{rows, PgStore, WAKEUP_CHANNEL};
+
+use super::commits::locked_ids;
+use super::intake::WaitingScan;
+use super::sql::{
+    apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
+    limit, load_execution, notify_workers, refuse, status_counts, upsert_steps, write_execution,
+    STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
+};
+
+#[async_trait]
+impl ExecutionStore for PgStore {
+    async fn create_execution(&self, execution: Execution) -> Result<Execution> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        insert_execution(&mut conn, &execution).await?;
+        Ok(execution)
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        load_execution(&mut conn, id, false).await
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM executions WHERE TRUE");
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(workflow) = filter.workflow_id {
+            q.push(" AND workflow_id = ").push_bind(workflow);
+        }
+        if let Some(key) = &filter.workflow_key {
+            q.push(" AND workflow_key = ").push_bind(key.clone());
+        }
+        if let Some(reason) = filter.paused_reason {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_reason = ")
+                .push_bind(reason.as_str());
+        }
+        if let Some(role) = &filter.approver_role {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_approval_id IN (SELECT id FROM approvals WHERE status = 'pending' AND ")
+                .push_bind(role.clone())
+                .push(" = ANY(approver_roles))");
+        }
+        if let Some(after) = after {
+            q.push(" AND id < ").push_bind(after);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            encode_id_cursor(e.id)
+        }))
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        status_counts(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM executions GROUP BY status",
+        )
+        .await
+    }
+
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        // A range of `executions_status` per status: the executions in flight only.
+        status_counts(
+            &self.pool,
+            "SELECT status, COUNT(*) FROM executions \
+             WHERE status IN ('running', 'paused', 'waiting') GROUP BY status",
+        )
+        .await
+    }
+
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                let parts = decode_cursor(c, 2)?;
+                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+                let micros: i64 = parts[0].parse().map_err(|_| bad())?;
+                let at = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+                Ok::<_, Error>((at, id))
+            })
+            .transpose()?;
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT * FROM executions WHERE status IN ('paused', 'waiting')",
+        );
+        if let Some((at, id)) = after {
+            q.push(" AND (paused_at, id) > (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY paused_at, id LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            let at = e
+                .gate
+                .as_ref()
+                .map_or(0, |g| g.paused_at.timestamp_micros());
+            encode_cursor(&[&at.to_string(), &e.id.to_string()])
+        }))
+    }
+
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = $1")
+            .bind(execution_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows = sqlx::query("SELECT * FROM step_records WHERE execution_id = $1 ORDER BY seq")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::step_record).collect()
+    }
+
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64> {
+        // One statement: the CAS bump and the record, joined so the record only lands if
+        // the bump matched.
+        let sql = format!(
+            "WITH upd AS (UPDATE executions SET version = version + 1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND version = $5 RETURNING version), \
+             ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+                SELECT {STEP_SELECT} FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1) \
+             SELECT version, (SELECT count(*) FROM ins) AS inserted FROM upd"
+        );
+        let row = sqlx::query(&sql)
+            .bind(to_json(&[record]))
+            .bind(now)
+            .bind(execution_id)
+            .bind(owner)
+            .bind(expected_version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(row) => row.try_get("version").map_err(backend),
+            None => {
+                let execution = self.get_execution(execution_id).await?;
+                Err(rules::refusal(&execution, owner, Some(expected_version)))
+            }
+        }
+    }
+
+    async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
+        if let Transition::Finish { status, .. } = &step.transition {
+            if !status.is_terminal() {
+                return Err(Error::Invalid(format!(
+                    "a step commit cannot finish an execution as {status}"
+                )));
+            }
+        }
+        if step.effects.is_empty() && step.consumed_events.is_empty() {
+            return self.commit_in_one_statement(step).await;
+        }
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, step.execution_id, true).await?;
+        let now = step.now;
+        let wakes =
+            matches!(&step.transition, Transition::Gate { gate, .. } if gate.deadline.is_some());
+        let writes = rules::apply_commit(&mut execution, step)?;
+        write_execution(&mut tx, &execution).await?;
+        upsert_steps(&mut tx, &writes.records).await?;
+        for effect in &writes.effects {
+            apply_effect(&mut tx, effect, now).await?;
+        }
+        if let Some(approval) = &writes.approval {
+            insert_approval(&mut tx, approval).await?;
+        }
+        if let Some(status) = writes.close_approvals {
+            close_approvals(&mut tx, execution.id, status, now).await?;
+        }
+        if wakes {
+            notify_workers(&mut tx, "gate").await?;
+        }
+        commit(tx).await?;
+        Ok(writes.committed)
+    }
+
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
+        let done = sqlx::query("UPDATE executions SET lease_expires_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3")
+            .bind(expires_at)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            let execution = self.get_execution(id).await?;
+            return Err(rules::refusal(&execution, owner, None));
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
+        let done = sqlx::query("WITH upd AS (UPDATE executions SET lease_owner = NULL, lease_expires_at = $1, version = version + 1, updated_at = $1 WHERE id = $2 AND status = 'running' AND lease_owner = $3 RETURNING 1) SELECT pg_notify($4, 'release') FROM upd")
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .bind(WAKEUP_CHANNEL)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.is_none() {
+            let execution = self.get_execution(id).await?;
+            return Err(rules::refusal(&execution, owner, None));
+        }
+        Ok(())
+    }
+
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(claim.owner.clone())
+        .bind(claim.expires_at)
+        .bind(now)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        // Set-based, one statement: pick due gates (SKIP LOCKED), resume them with the
+        // wake signal of `rules::deadline_wake`, expire their approval requests, and write
+        // the `timer` audit rows — one round trip whatever the batch size.
+        let rows = sqlx::query(
+            "WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 \
+                ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             upd AS (UPDATE executions e SET status = 'running', lease_owner = $3, lease_expires_at = $4, version = e.version + 1, \
+                updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
+                wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL \
+                    THEN jsonb_build_object('kind', 'approval', 'approval_id', e.gate_approval_id, 'outcome', 'expired', \
+                        'decided_by', NULL, 'reason', NULL, 'data', NULL, 'decided_at', $1::timestamptz) \
+                    ELSE jsonb_build_object('kind', 'wait_timeout', 'at', $1::timestamptz) END \
+                FROM due WHERE e.id = due.id RETURNING e.*), \
+             expired AS (UPDATE approvals SET status = 'expired', decided_at = $1 \
+                WHERE id IN (SELECT gate_approval_id FROM upd) AND status = 'pending' RETURNING 1), \
+             audited AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+                SELECT gen_random_uuid(), id, 'timer', NULL, jsonb_build_object('deadline', gate_deadline, 'step_id', gate->>'step_id'), $1, $1, 'resumed', NULL \
+                FROM upd RETURNING 1) \
+             SELECT upd.*, (SELECT count(*) FROM expired) AS expired_count, (SELECT count(*) FROM audited) AS audited_count \
+             FROM upd ORDER BY gate_deadline",
+        )
+        .bind(now)
+        .bind(limit(n))
+        .bind(claim.owner.clone())
+        .bind(claim.expires_at)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+
+    async fn time_out_overdue(&self, now: Timestamp, n: u32) -> Result<Vec<Execution>> {
+        let mut tx = self.tx().await?;
+        let ids = locked_ids(
+            &mut tx,
+            "SELECT id FROM executions WHERE deadline <= $1 AND (status IN ('paused', 'waiting') \
+             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            n,
+        )
+        .await?;
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut execution = load_execution(&mut tx, id, false).await?;
+            let Some(deadline) = execution
+                .deadline
+                .filter(|_| rules::is_overdue(&execution, now))
+            else {
+                continue;
+            };
+            rules::time_out(&mut execution, deadline, now);
+            write_execution(&mut tx, &execution).await?;
+            close_approvals(&mut tx, id, ApprovalStatus::Expired, now).await?;
+            audit(
+                &mut tx,
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": deadline, "workflow_timeout": true}),
+                now,
+            )
+            .await?;
+            ended.push(execution);
+        }
+        commit(tx).await?;
+        Ok(ended)
+    }
+
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        _actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::request_pause(&mut execution, reason, now) {
+            return refuse(tx, err).await;
+        }
+        write_execution(&mut tx, &execution).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::check_manually_paused(&execution) {
+            return refuse(tx, err).await;
+        }
+        rules::resume(
+            &mut execution,
+            Wake::Manual {
+                data: data.clone(),
+                actor: actor.map(str::to_owned),
+            },
+            claim,
+            now,
+        );
+        write_execution(&mut tx, &execution).await?;
+        audit(&mut tx, id, ResumeTrigger::Manual, actor, data, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::cancel(&mut execution, actor, reason, now) {
+            return refuse(tx, err).await;
+        }
+        write_execution(&mut tx, &execution).await?;
+        close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::check_wait_claim(&execution, expected_version, event) {
+            return refuse(tx, err).await;
+        }
+        rules::claim_wait(&mut execution, event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Event,
+            actor,
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        n: u32,
+    ) -> Result<Vec<Execution>> {
+        self.waiting
+            .submit(WaitingScan {
+                event_type: event_type.to_owned(),
+                after,
+                limit: limit(n),
+            })
+            .await
+    }
+}

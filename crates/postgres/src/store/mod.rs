@@ -1,0 +1,23 @@
+//! The trait implementations on PostgreSQL: one file per store trait, beside the SQL every
+//! write shares (`sql`) and the group-commit writers the batching tasks run (`commits`,
+//! `decisions`, `intake`).
+
+mod approvals;
+mod audit;
+mod commits;
+mod decisions;
+mod events;
+mod executions;
+mod health;
+mod intake;
+mod keys;
+mod notifications;
+mod records;
+mod schedules;
+mod sessions;
+mod sql;
+mod workflows;
+
+pub(crate) use commits::commit_batch;
+pub(crate) use decisions::{decide_batch, prepare_decisions, DecideRequest};
+pub(crate) use intake::{insert_events, triggered_batch, waiting_batch, WaitingScan};
