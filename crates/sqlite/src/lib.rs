@@ -7,7 +7,6 @@
 //! [`tollgate_store::rules`]' — the same as every other backend.
 
 mod rows;
-mod schedules;
 mod store;
 
 use std::path::{Path, PathBuf};

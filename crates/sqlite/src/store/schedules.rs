@@ -1,4 +1,4 @@
-//! Schedules and ticks on SQLite. There is one writer, so a claim is one `BEGIN
+//! [`ScheduleStore`] on SQLite: schedules and their ticks. There is one writer, so a claim is one `BEGIN
 //! IMMEDIATE` transaction and needs no row locks.
 
 use async_trait::async_trait;
@@ -13,8 +13,8 @@ use tollgate_store::{
 };
 use uuid::Uuid;
 
+use super::sql::insert_execution;
 use crate::rows::{self, backend, enum_str, opt_ts, ts};
-use crate::store::insert_execution;
 use crate::SqliteStore;
 
 async fn upsert(conn: &mut SqliteConnection, s: &Schedule) -> Result<()> {
@@ -378,60 +378,5 @@ impl ScheduleStore for SqliteStore {
         Ok(page_from_overfetch(items, page.limit, |v| {
             encode_time_id_cursor(v.tick.tick_time, v.tick.id)
         }))
-    }
-}
-
-#[async_trait]
-impl tollgate_store::SessionStore for SqliteStore {
-    async fn create_session(
-        &self,
-        session: tollgate_model::records::ConsoleSession,
-        now: Timestamp,
-    ) -> Result<()> {
-        let done = sqlx::query(
-            "BEGIN IMMEDIATE; DELETE FROM console_sessions WHERE expires_at <= ?; \
-             INSERT INTO console_sessions (id_hash, key_hash, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?); COMMIT;",
-        )
-        .bind(ts(now))
-        .bind(&session.id_hash)
-        .bind(&session.key_hash)
-        .bind(&session.csrf)
-        .bind(ts(session.created_at))
-        .bind(ts(session.expires_at));
-        let mut held = self.held().await?;
-        match done.execute(held.conn()?).await {
-            Ok(_) => {
-                held.settled = true;
-                Ok(())
-            }
-            Err(err) => {
-                held.rollback().await;
-                Err(backend(err))
-            }
-        }
-    }
-
-    async fn get_session(
-        &self,
-        id_hash: &str,
-        now: Timestamp,
-    ) -> Result<Option<tollgate_model::records::ConsoleSession>> {
-        let row =
-            sqlx::query("SELECT * FROM console_sessions WHERE id_hash = ? AND expires_at > ?")
-                .bind(id_hash)
-                .bind(ts(now))
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(backend)?;
-        row.as_ref().map(rows::console_session).transpose()
-    }
-
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
-            .bind(id_hash)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(())
     }
 }

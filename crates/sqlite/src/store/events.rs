@@ -1,0 +1,279 @@
+//! [`EventStore`] on SQLite.
+
+use async_trait::async_trait;
+use serde_json::json;
+use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
+use tollgate_store::{
+    rules, Delivery, Error, EventInsert, EventStore, LeaseClaim, Result, Starting,
+};
+use uuid::Uuid;
+
+use crate::rows::{backend, json, ts};
+use crate::{rows, SqliteStore};
+
+use super::sql::{
+    audit, bind_approval, bind_execution, bind_step, commit, load_execution, write_execution,
+    EXECUTION_COLUMNS,
+};
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        self.insert_event_starting(event, Vec::new()).await
+    }
+
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Starting>,
+    ) -> Result<EventInsert> {
+        // One hop: the event is inserted unless its `event_id` exists; each execution, its
+        // step records and its approval request only if the event was (so a duplicate
+        // stores nothing); then the stored event with that `event_id` (ours, or the
+        // first) is read back.
+        let mut sql = String::from(
+            "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING;",
+        );
+        const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
+        let insert_one = format!(
+            " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
+            vec!["?"; 33].join(", ")
+        );
+        let insert_step = format!(
+            " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+             SELECT {} {IF_INSERTED}",
+            vec!["?"; 15].join(", ")
+        );
+        let insert_approval = format!(
+            " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+             SELECT {} {IF_INSERTED}",
+            vec!["?"; 18].join(", ")
+        );
+        for start in &starts {
+            sql.push_str(&insert_one);
+            for _ in &start.records {
+                sql.push_str(&insert_step);
+            }
+            if start.approval.is_some() {
+                sql.push_str(&insert_approval);
+            }
+        }
+        sql.push_str(
+            " COMMIT; SELECT * FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);",
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(event.id.to_string())
+            .bind(event.event_id.clone())
+            .bind(event.event_type.clone())
+            .bind(json(&event.payload))
+            .bind(event.source.clone())
+            .bind(event.correlation_id.map(|c| c.to_string()))
+            .bind(event.submitted_by.clone())
+            .bind(ts(event.received_at))
+            .bind(json(&event.started))
+            .bind(json(&event.resumed));
+        for start in &starts {
+            query = bind_execution(query, &start.execution).bind(event.id.to_string());
+            for record in &start.records {
+                query = bind_step(query, record).bind(event.id.to_string());
+            }
+            if let Some(approval) = &start.approval {
+                query = bind_approval(query, approval).bind(event.id.to_string());
+            }
+        }
+        query = query
+            .bind(event.id.to_string())
+            .bind(event.event_id.clone())
+            .bind(event.event_id.clone());
+        let mut held = self.held().await?;
+        let rows = match query.fetch_all(held.conn()?).await {
+            Ok(rows) => {
+                held.settled = true;
+                rows
+            }
+            Err(err) => {
+                held.rollback().await;
+                drop(held);
+                if matches!(&err, sqlx::Error::Database(db) if db.is_unique_violation()) {
+                    // This very event (same id) is stored: a retried write of it.
+                    if let Ok(ours) = self.get_event(event.id).await {
+                        return Ok(EventInsert::Inserted(ours));
+                    }
+                    return Err(Error::Conflict(format!(
+                        "an execution of event {} already exists",
+                        event.id
+                    )));
+                }
+                return Err(backend(err));
+            }
+        };
+        let Some(row) = rows.first() else {
+            return Err(Error::Backend(
+                format!("event {} was neither stored nor found", event.id).into(),
+            ));
+        };
+        let stored = rows::event(row)?;
+        if stored.id == event.id {
+            if starts.iter().any(Starting::wakes_workers) {
+                self.wakeups.notify_one();
+            }
+            Ok(EventInsert::Inserted(event))
+        } else {
+            Ok(EventInsert::Duplicate(stored))
+        }
+    }
+
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event> {
+        let row =
+            sqlx::query("UPDATE events SET started = ?, resumed = ? WHERE id = ? RETURNING *")
+                .bind(json(&started))
+                .bind(json(&resumed))
+                .bind(id.to_string())
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event> {
+        let row = sqlx::query("SELECT * FROM events WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::event)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let target = rules::delivery_target(&event)?;
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = &event.event_id {
+            let first = sqlx::query("SELECT * FROM events WHERE event_id = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(first) = first {
+                let first = rows::event(&first)?;
+                commit(tx).await?;
+                return Ok(Delivery::Duplicate(first));
+            }
+        }
+        let mut execution = load_execution(&mut tx, target).await?;
+        rules::check_wait_claim(&execution, expected_version, &event)?;
+        rules::claim_wait(&mut execution, &event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        event.resumed = vec![target];
+        sqlx::query(
+            "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(event.id.to_string())
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(json(&event.payload))
+        .bind(event.source.clone())
+        .bind(target.to_string())
+        .bind(event.submitted_by.clone())
+        .bind(ts(event.received_at))
+        .bind(json(&event.started))
+        .bind(json(&event.resumed))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        audit(
+            &mut tx,
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(Delivery::Claimed {
+            event,
+            execution: Box::new(execution),
+        })
+    }
+
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        // Keyset paging on (received_at, id): a page costs the same however many events
+        // of the type came before it.
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(ts(at)), Some(id.to_string())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE event_type = ? AND received_at >= ? AND (correlation_id IS NULL OR correlation_id = ?) \
+             AND (? IS NULL OR (received_at, id) > (?, ?)) ORDER BY received_at, id LIMIT ?",
+        )
+        .bind(event_type)
+        .bind(ts(since))
+        .bind(execution_id.to_string())
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn undelivered_events(
+        &self,
+        received_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE delivered = 0 AND received_at <= ? ORDER BY received_at, id LIMIT ?",
+        )
+        .bind(ts(received_before))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        sqlx::query(
+            "UPDATE events SET delivered = 1 WHERE delivered = 0 AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&ids))
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+}

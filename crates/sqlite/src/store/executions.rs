@@ -1,0 +1,487 @@
+//! [`ExecutionStore`] on SQLite.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::sqlite::Sqlite;
+use sqlx::{QueryBuilder, Row};
+use tollgate_model::records::{
+    ApprovalStatus, Event, Execution, ResumeTrigger, StepRecord, Timestamp, Wake,
+};
+use tollgate_model::ExecutionStatus;
+use tollgate_store::{
+    decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Page, PageRequest, Result, StepCommit, Transition,
+};
+use uuid::Uuid;
+
+use crate::rows::{backend, ts};
+use crate::{rows, SqliteStore};
+
+use super::sql::{
+    apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
+    load_execution, status_counts, upsert_step, write_execution,
+};
+
+#[async_trait]
+impl ExecutionStore for SqliteStore {
+    async fn create_execution(&self, execution: Execution) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let snapshot = sqlx::query("SELECT 1 FROM snapshots WHERE id = ?")
+            .bind(execution.snapshot_id.clone())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if snapshot.is_none() {
+            return Err(Error::not_found("snapshot", &execution.snapshot_id));
+        }
+        insert_execution(&mut tx, &execution)
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => {
+                    Error::Conflict(format!("execution {} already exists", execution.id))
+                }
+                other => other,
+            })?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        let mut conn = self.reader.acquire().await.map_err(backend)?;
+        load_execution(&mut conn, id).await
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM executions WHERE 1 = 1");
+        if let Some(status) = filter.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(workflow) = filter.workflow_id {
+            q.push(" AND workflow_id = ")
+                .push_bind(workflow.to_string());
+        }
+        if let Some(key) = &filter.workflow_key {
+            q.push(" AND workflow_key = ").push_bind(key.clone());
+        }
+        if let Some(reason) = filter.paused_reason {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_reason = ")
+                .push_bind(reason.as_str());
+        }
+        if let Some(role) = &filter.approver_role {
+            q.push(" AND status IN ('paused', 'waiting') AND gate_approval_id IN (SELECT id FROM approvals WHERE status = 'pending' AND EXISTS (SELECT 1 FROM json_each(approvals.approver_roles) WHERE value = ")
+                .push_bind(role.clone())
+                .push("))");
+        }
+        if let Some(after) = after {
+            q.push(" AND id < ").push_bind(after);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            encode_id_cursor(e.id)
+        }))
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        status_counts(
+            &self.reader,
+            "SELECT status, COUNT(*) FROM executions GROUP BY status",
+        )
+        .await
+    }
+
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        // A range of `executions_status` per status: the executions in flight only.
+        status_counts(
+            &self.reader,
+            "SELECT status, COUNT(*) FROM executions \
+             WHERE status IN ('running', 'paused', 'waiting') GROUP BY status",
+        )
+        .await
+    }
+
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                let parts = decode_cursor(c, 2)?;
+                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+                let at: i64 = parts[0].parse().map_err(|_| bad())?;
+                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+                Ok::<_, Error>((at, id.to_string()))
+            })
+            .transpose()?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT * FROM executions WHERE status IN ('paused', 'waiting')",
+        );
+        if let Some((at, id)) = after {
+            q.push(" AND (paused_at > ")
+                .push_bind(at)
+                .push(" OR (paused_at = ")
+                .push_bind(at)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))");
+        }
+        q.push(" ORDER BY paused_at, id LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::execution)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |e| {
+            let at = e.gate.as_ref().map_or(0, |g| ts(g.paused_at));
+            encode_cursor(&[&at.to_string(), &e.id.to_string()])
+        }))
+    }
+
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
+        let mut conn = self.reader.acquire().await.map_err(backend)?;
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = ?")
+            .bind(execution_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows = sqlx::query("SELECT * FROM step_records WHERE execution_id = ? ORDER BY seq")
+            .bind(execution_id.to_string())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::step_record).collect()
+    }
+
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let mut tx = self.write_tx().await?;
+        let execution = load_execution(&mut tx, execution_id).await?;
+        rules::check_lease(&execution, owner, Some(expected_version))?;
+        let version = execution.version + 1;
+        sqlx::query("UPDATE executions SET version = ?, updated_at = ? WHERE id = ?")
+            .bind(version)
+            .bind(ts(now))
+            .bind(execution_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        upsert_step(&mut tx, &record).await?;
+        commit(tx).await?;
+        Ok(version)
+    }
+
+    async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
+        if step.effects.is_empty()
+            && step.consumed_events.is_empty()
+            && matches!(
+                step.transition,
+                Transition::Continue | Transition::Release { .. }
+            )
+        {
+            return self.commit_in_one_statement(step).await;
+        }
+        if step.effects.is_empty() {
+            return self.commit_in_two_hops(step).await;
+        }
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, step.execution_id).await?;
+        let now = step.now;
+        let wakes = matches!(
+            step.transition,
+            Transition::Release { .. } | Transition::Gate { .. }
+        );
+        let writes = rules::apply_commit(&mut execution, step)?;
+        write_execution(&mut tx, &execution).await?;
+        for record in &writes.records {
+            upsert_step(&mut tx, record).await?;
+        }
+        for effect in &writes.effects {
+            apply_effect(&mut tx, effect, now).await?;
+        }
+        if let Some(approval) = &writes.approval {
+            insert_approval(&mut tx, approval)
+                .await
+                .map_err(|e| match e {
+                    Error::Conflict(_) => {
+                        Error::Conflict(format!("approval {} already exists", approval.id))
+                    }
+                    other => other,
+                })?;
+        }
+        if let Some(status) = writes.close_approvals {
+            close_approvals(&mut tx, execution.id, status, now).await?;
+        }
+        commit(tx).await?;
+        if wakes {
+            self.wakeups.notify_one();
+        }
+        Ok(writes.committed)
+    }
+
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let execution = load_execution(&mut tx, id).await?;
+        rules::check_lease(&execution, owner, None)?;
+        sqlx::query("UPDATE executions SET lease_expires_at = ? WHERE id = ?")
+            .bind(ts(expires_at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit(tx).await
+    }
+
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let execution = load_execution(&mut tx, id).await?;
+        rules::check_lease(&execution, owner, None)?;
+        sqlx::query("UPDATE executions SET lease_owner = NULL, lease_expires_at = ?, version = version + 1, updated_at = ? WHERE id = ?")
+            .bind(ts(now))
+            .bind(ts(now))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        commit(tx).await?;
+        self.wakeups.notify_one();
+        Ok(())
+    }
+
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        // One statement: pick and claim in the same UPDATE, so no row is handed out twice.
+        let rows = sqlx::query(
+            "UPDATE executions SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ? \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?) \
+             RETURNING *",
+        )
+        .bind(claim.owner.clone())
+        .bind(ts(claim.expires_at))
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        // One batch, one hop: the claim is a single `UPDATE … RETURNING` (building the wake
+        // signal of `rules::deadline_wake` in SQL and stamping a batch token); the approval
+        // expiry and the `timer` audit rows follow in the same transaction, selected by
+        // that token.
+        let token = Uuid::new_v4().to_string();
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let sql = "BEGIN IMMEDIATE; \
+            UPDATE executions SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, version = version + 1, updated_at = ?3, \
+                resume_count = resume_count + 1, last_resumed_at = ?3, commit_token = ?4, \
+                wake = CASE WHEN gate_reason = 'approval' AND gate_approval_id IS NOT NULL \
+                    THEN json_object('kind', 'approval', 'approval_id', gate_approval_id, 'outcome', 'expired', 'decided_by', NULL, \
+                        'reason', NULL, 'data', NULL, 'decided_at', ?5) \
+                    ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
+              WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 ORDER BY gate_deadline LIMIT ?6) \
+              RETURNING *; \
+            UPDATE approvals SET status = 'expired', decided_at = ?3 \
+              WHERE status = 'pending' AND id IN (SELECT gate_approval_id FROM executions WHERE commit_token = ?4); \
+            INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+              SELECT lower(hex(randomblob(16))), id, 'timer', NULL, \
+                json_object('deadline', strftime('%Y-%m-%dT%H:%M:%fZ', gate_deadline / 1000000.0, 'unixepoch'), 'step_id', json_extract(gate, '$.step_id')), \
+                ?3, ?3, 'resumed', NULL \
+              FROM executions WHERE commit_token = ?4; \
+            COMMIT;";
+        let mut held = self.held().await?;
+        let result = sqlx::query(sql)
+            .bind(claim.owner.clone())
+            .bind(ts(claim.expires_at))
+            .bind(ts(now))
+            .bind(token)
+            .bind(at)
+            .bind(i64::from(limit))
+            .fetch_all(held.conn()?)
+            .await;
+        let rows = match result {
+            Ok(rows) => {
+                held.settled = true;
+                rows
+            }
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        rows.iter().map(rows::execution).collect()
+    }
+
+    async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM executions WHERE deadline <= ? AND (status IN ('paused', 'waiting') \
+             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) ORDER BY deadline LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = Uuid::parse_str(&id).map_err(|e| rows::corrupt("execution id", e))?;
+            let mut execution = load_execution(&mut tx, id).await?;
+            let Some(deadline) = execution
+                .deadline
+                .filter(|_| rules::is_overdue(&execution, now))
+            else {
+                continue;
+            };
+            rules::time_out(&mut execution, deadline, now);
+            write_execution(&mut tx, &execution).await?;
+            close_approvals(&mut tx, id, ApprovalStatus::Expired, now).await?;
+            audit(
+                &mut tx,
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": deadline, "workflow_timeout": true}),
+                now,
+            )
+            .await?;
+            ended.push(execution);
+        }
+        commit(tx).await?;
+        Ok(ended)
+    }
+
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        _actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::request_pause(&mut execution, reason, now)?;
+        write_execution(&mut tx, &execution).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::check_manually_paused(&execution)?;
+        rules::resume(
+            &mut execution,
+            Wake::Manual {
+                data: data.clone(),
+                actor: actor.map(str::to_owned),
+            },
+            claim,
+            now,
+        );
+        write_execution(&mut tx, &execution).await?;
+        audit(&mut tx, id, ResumeTrigger::Manual, actor, data, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::cancel(&mut execution, actor, reason, now)?;
+        write_execution(&mut tx, &execution).await?;
+        close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::check_wait_claim(&execution, expected_version, event)?;
+        rules::claim_wait(&mut execution, event, claim, now);
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Event,
+            actor,
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let rows = sqlx::query("SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(event_type)
+            .bind(after.map_or_else(String::new, |a| a.to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(rows::execution).collect()
+    }
+}

@@ -1,0 +1,21 @@
+//! The trait implementations on SQLite: one file per store trait, beside the SQL every
+//! write shares (`sql`), step commits and their group-commit writer (`commits`), and
+//! decisions (`decisions`). Each method is one statement or one `BEGIN IMMEDIATE`
+//! transaction on the writer connection; reads use the read pool.
+
+mod approvals;
+mod audit;
+mod commits;
+mod decisions;
+mod events;
+mod executions;
+mod health;
+mod keys;
+mod notifications;
+mod records;
+mod schedules;
+mod sessions;
+mod sql;
+mod workflows;
+
+pub(crate) use commits::commit_batch;

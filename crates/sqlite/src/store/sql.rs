@@ -1,0 +1,389 @@
+//! What every write shares: the writer's transactions (opened with `BEGIN IMMEDIATE`, or
+//! held by hand across multi-statement queries), execution, step, approval and audit
+//! rows, and the effects a commit applies.
+
+use serde_json::Value;
+use sqlx::sqlite::{Sqlite, SqliteConnection};
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Execution, ResumeOutcome, ResumeRequest, ResumeTrigger,
+    StepRecord, Timestamp,
+};
+use tollgate_model::ExecutionStatus;
+use tollgate_store::{decode_id_cursor, rules, Effect, Error, PageRequest, Result};
+use uuid::Uuid;
+
+use crate::rows::{backend, enum_str, json, opt_ts, ts};
+use crate::{rows, SqliteStore};
+
+pub(super) type Tx = sqlx::Transaction<'static, Sqlite>;
+
+impl SqliteStore {
+    pub(super) async fn write_tx(&self) -> Result<Tx> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
+    }
+
+    /// The writer connection for a transaction managed by hand ([`Held`]).
+    pub(super) async fn held(&self) -> Result<Held> {
+        Ok(Held {
+            conn: Some(self.writer.acquire().await.map_err(backend)?),
+            settled: false,
+        })
+    }
+}
+
+/// The writer connection while a transaction is managed by hand: a transaction opened
+/// and finished inside multi-statement queries costs one thread hop per query instead of
+/// one per statement. If it is dropped unsettled (an error, or a caller that stopped
+/// waiting), the connection is detached and closed, and SQLite rolls the transaction back.
+pub(super) struct Held {
+    pub(super) conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
+    pub(crate) settled: bool,
+}
+
+impl Held {
+    pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| Error::Backend("the writer connection was already released".into()))
+    }
+
+    /// Rolls back after a failed or refused transaction.
+    pub(crate) async fn rollback(&mut self) {
+        if let Ok(conn) = self.conn() {
+            if sqlx::query("ROLLBACK").execute(conn).await.is_ok() {
+                self.settled = true;
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+pub(super) async fn commit(tx: Tx) -> Result<()> {
+    tx.commit().await.map_err(backend)
+}
+
+pub(super) fn id_after(page: &PageRequest) -> Result<Option<String>> {
+    Ok(decode_id_cursor(page.cursor.as_deref())?.map(|u| u.to_string()))
+}
+
+pub(super) async fn load_execution(conn: &mut SqliteConnection, id: Uuid) -> Result<Execution> {
+    let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    row.as_ref()
+        .map(rows::execution)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("execution", id))
+}
+
+pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
+    trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
+    gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+
+pub(super) fn bind_execution<'q>(
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    e: &Execution,
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let gate = e.gate.as_ref();
+    query
+        .bind(e.id.to_string())
+        .bind(e.workflow_id.to_string())
+        .bind(e.workflow_key.clone())
+        .bind(e.workflow_version.clone())
+        .bind(e.snapshot_id.clone())
+        .bind(e.status.as_str())
+        .bind(e.result.map(tollgate_model::ExecutionResult::as_str))
+        .bind(e.trigger_event.clone())
+        .bind(json(&e.trigger_payload))
+        .bind(json(&e.context))
+        .bind(e.cursor.as_ref().map(json))
+        .bind(json(&e.visits))
+        .bind(i64::from(e.steps_run))
+        .bind(e.version)
+        .bind(e.lease.as_ref().and_then(|l| l.owner.clone()))
+        .bind(e.lease.as_ref().map(|l| ts(l.expires_at)))
+        .bind(gate.map(json))
+        .bind(gate.map(|g| g.reason.as_str()))
+        .bind(gate.and_then(|g| g.deadline).map(ts))
+        .bind(gate.and_then(|g| g.event.clone()))
+        .bind(gate.and_then(|g| g.approval_id).map(|a| a.to_string()))
+        .bind(gate.map(|g| ts(g.paused_at)))
+        .bind(e.wake.as_ref().map(json))
+        .bind(i64::from(e.pause_requested))
+        .bind(opt_ts(e.deadline))
+        .bind(i64::from(e.resume_count))
+        .bind(opt_ts(e.last_resumed_at))
+        .bind(ts(e.started_at))
+        .bind(opt_ts(e.completed_at))
+        .bind(ts(e.updated_at))
+        .bind(e.error.as_ref().map(json))
+        .bind(e.requested_by.clone())
+        .bind(json(&e.consumed_events))
+}
+
+pub(super) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
+        vec!["?"; 33].join(", ")
+    );
+    bind_execution(sqlx::query(&sql), e)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// `INSERT … ON CONFLICT DO UPDATE` of every column, bound by [`bind_execution`].
+pub(super) fn upsert_execution_sql() -> String {
+    let sets: Vec<String> = EXECUTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}",
+        vec!["?"; 33].join(", "),
+        sets.join(", ")
+    )
+}
+
+/// Writes the whole row (the caller loaded it in the same transaction).
+pub(super) async fn write_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
+    bind_execution(sqlx::query(&upsert_execution_sql()), e)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// One parameterised query (possibly several statements) being bound.
+pub(super) type Bound<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+pub(super) const UPSERT_STEP_SQL: &str = "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, \
+     warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error";
+
+pub(super) fn bind_step<'q>(query: Bound<'q>, r: &StepRecord) -> Bound<'q> {
+    query
+        .bind(r.id.to_string())
+        .bind(r.execution_id.to_string())
+        .bind(r.step_id.clone())
+        .bind(r.step_type.clone())
+        .bind(r.parent_step_id.clone())
+        .bind(r.iteration.map(i64::from))
+        .bind(i64::from(r.visit))
+        .bind(i64::from(r.attempt))
+        .bind(r.status.as_str())
+        .bind(json(&r.input))
+        .bind(json(&r.output))
+        .bind(json(&r.warnings))
+        .bind(ts(r.started_at))
+        .bind(opt_ts(r.completed_at))
+        .bind(r.error.as_ref().map(json))
+}
+
+pub(super) async fn upsert_step(conn: &mut SqliteConnection, r: &StepRecord) -> Result<()> {
+    bind_step(sqlx::query(UPSERT_STEP_SQL), r)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) async fn insert_resume_request(
+    conn: &mut SqliteConnection,
+    r: &ResumeRequest,
+) -> Result<()> {
+    sqlx::query("INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(r.id.to_string())
+        .bind(r.execution_id.to_string())
+        .bind(enum_str(&r.trigger))
+        .bind(r.actor.clone())
+        .bind(json(&r.data))
+        .bind(ts(r.requested_at))
+        .bind(opt_ts(r.executed_at))
+        .bind(enum_str(&r.outcome))
+        .bind(r.error.clone())
+        .execute(conn)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.message().contains("FOREIGN KEY") => Error::not_found("execution", r.execution_id),
+            _ => backend(err),
+        })?;
+    Ok(())
+}
+
+pub(super) async fn audit(
+    conn: &mut SqliteConnection,
+    execution_id: Uuid,
+    trigger: ResumeTrigger,
+    actor: Option<&str>,
+    data: Value,
+    now: Timestamp,
+) -> Result<()> {
+    let row = ResumeRequest {
+        id: Uuid::now_v7(),
+        execution_id,
+        trigger,
+        actor: actor.map(str::to_owned),
+        data,
+        requested_at: now,
+        executed_at: Some(now),
+        outcome: ResumeOutcome::Resumed,
+        error: None,
+    };
+    insert_resume_request(conn, &row).await
+}
+
+pub(super) async fn close_approvals(
+    conn: &mut SqliteConnection,
+    execution_id: Uuid,
+    status: ApprovalStatus,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query("UPDATE approvals SET status = ?, decided_at = ? WHERE execution_id = ? AND status = 'pending'")
+        .bind(status.as_str())
+        .bind(ts(now))
+        .bind(execution_id.to_string())
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) async fn load_approval(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> Result<ApprovalRequest> {
+    let row = sqlx::query("SELECT * FROM approvals WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(backend)?;
+    row.as_ref()
+        .map(rows::approval)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("approval", id))
+}
+
+pub(super) const INSERT_APPROVAL_SQL: &str = "INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub(super) fn bind_approval<'q>(query: Bound<'q>, a: &ApprovalRequest) -> Bound<'q> {
+    query
+        .bind(a.id.to_string())
+        .bind(a.execution_id.to_string())
+        .bind(a.step_id.clone())
+        .bind(i64::from(a.visit))
+        .bind(a.entity_type.clone())
+        .bind(a.entity_id.clone())
+        .bind(json(&a.approver_roles))
+        .bind(json(&a.approver_users))
+        .bind(i64::from(a.required))
+        .bind(a.status.as_str())
+        .bind(a.reason.clone())
+        .bind(json(&a.data))
+        .bind(json(&a.decisions))
+        .bind(a.requested_by.clone())
+        .bind(i64::from(a.allow_self_approval))
+        .bind(ts(a.requested_at))
+        .bind(opt_ts(a.expires_at))
+        .bind(opt_ts(a.decided_at))
+}
+
+pub(super) async fn insert_approval(
+    conn: &mut SqliteConnection,
+    a: &ApprovalRequest,
+) -> Result<()> {
+    bind_approval(sqlx::query(INSERT_APPROVAL_SQL), a)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) async fn apply_effect(
+    conn: &mut SqliteConnection,
+    effect: &Effect,
+    now: Timestamp,
+) -> Result<()> {
+    match effect {
+        Effect::UpsertRecord {
+            entity,
+            entity_id,
+            data,
+            merge,
+        } => {
+            let existing = sqlx::query("SELECT * FROM records WHERE entity = ? AND entity_id = ?")
+                .bind(entity)
+                .bind(entity_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(backend)?;
+            match existing.as_ref().map(rows::record).transpose()? {
+                Some(mut record) => {
+                    rules::merge_record_data(&mut record.data, data.clone(), *merge);
+                    sqlx::query("UPDATE records SET data = ?, version = version + 1, updated_at = ? WHERE entity = ? AND entity_id = ?")
+                        .bind(json(&record.data))
+                        .bind(ts(now))
+                        .bind(entity)
+                        .bind(entity_id)
+                        .execute(conn)
+                        .await
+                        .map_err(backend)?;
+                }
+                None => {
+                    sqlx::query("INSERT INTO records (entity, entity_id, data, version, updated_at) VALUES (?, ?, ?, 1, ?)")
+                        .bind(entity)
+                        .bind(entity_id)
+                        .bind(json(data))
+                        .bind(ts(now))
+                        .execute(conn)
+                        .await
+                        .map_err(backend)?;
+                }
+            }
+        }
+        Effect::Notify(n) => {
+            sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
+                .bind(n.id.to_string())
+                .bind(n.execution_id.to_string())
+                .bind(n.step_id.clone())
+                .bind(json(&n.recipients))
+                .bind(n.message.clone())
+                .bind(n.channel.clone())
+                .bind(n.status.clone())
+                .bind(ts(n.created_at))
+                .execute(conn)
+                .await
+                .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `SELECT status, COUNT(*) … GROUP BY status` query.
+pub(super) async fn status_counts(
+    pool: &sqlx::SqlitePool,
+    sql: &'static str,
+) -> Result<Vec<(ExecutionStatus, u64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.map_err(backend)?;
+    rules::status_counts(rows)
+}

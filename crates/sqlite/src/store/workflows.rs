@@ -1,0 +1,253 @@
+//! [`WorkflowStore`] on SQLite.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
+use tollgate_model::definition::Trigger;
+use tollgate_model::records::{Timestamp, Workflow};
+use tollgate_model::WorkflowDefinition;
+use tollgate_store::{
+    encode_id_cursor, page_from_overfetch, rules, Error, Page, PageRequest, Result, WorkflowFilter,
+    WorkflowStore,
+};
+use uuid::Uuid;
+
+use crate::rows::{backend, json, ts};
+use crate::{rows, SqliteStore};
+
+use super::sql::{commit, id_after};
+
+pub(super) fn event_pattern(definition: &WorkflowDefinition) -> Option<String> {
+    match &definition.trigger {
+        Trigger::Event { event } => Some(event.clone()),
+        _ => None,
+    }
+}
+
+pub(super) async fn insert_snapshot(
+    conn: &mut SqliteConnection,
+    id: &str,
+    definition: &WorkflowDefinition,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query("INSERT INTO snapshots (id, definition, created_at) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING")
+        .bind(id)
+        .bind(json(definition))
+        .bind(ts(now))
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn taken(definition: &WorkflowDefinition) -> Error {
+    Error::Conflict(format!(
+        "workflow `{}` version `{}` already exists",
+        definition.workflow_id, definition.version
+    ))
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn create_workflow(&self, workflow: Workflow) -> Result<Workflow> {
+        let mut tx = self.write_tx().await?;
+        insert_snapshot(
+            &mut tx,
+            &workflow.snapshot_id,
+            &workflow.definition,
+            workflow.created_at,
+        )
+        .await?;
+        let result = sqlx::query("INSERT INTO workflows (id, workflow_id, version, enabled, definition, snapshot_id, tags, event_pattern, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(workflow.id.to_string())
+            .bind(workflow.definition.workflow_id.clone())
+            .bind(workflow.definition.version.clone())
+            .bind(i64::from(workflow.enabled))
+            .bind(json(&*workflow.definition))
+            .bind(workflow.snapshot_id.clone())
+            .bind(json(&workflow.definition.tags))
+            .bind(event_pattern(&workflow.definition))
+            .bind(ts(workflow.created_at))
+            .bind(ts(workflow.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend);
+        match result {
+            Err(Error::Conflict(_)) => return Err(taken(&workflow.definition)),
+            other => other?,
+        };
+        super::schedules::sync_trigger_schedule(&mut tx, &workflow, workflow.updated_at, false)
+            .await?;
+        commit(tx).await?;
+        Ok(workflow)
+    }
+
+    async fn replace_workflow(
+        &self,
+        id: Uuid,
+        definition: Arc<WorkflowDefinition>,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut workflow = row
+            .as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        let snapshot_id = tollgate_model::records::snapshot_id(&definition);
+        insert_snapshot(&mut tx, &snapshot_id, &definition, now).await?;
+        let result = sqlx::query("UPDATE workflows SET workflow_id = ?, version = ?, enabled = ?, definition = ?, snapshot_id = ?, tags = ?, event_pattern = ?, updated_at = ? WHERE id = ?")
+            .bind(definition.workflow_id.clone())
+            .bind(definition.version.clone())
+            .bind(i64::from(definition.enabled))
+            .bind(json(&*definition))
+            .bind(snapshot_id.clone())
+            .bind(json(&definition.tags))
+            .bind(event_pattern(&definition))
+            .bind(ts(now))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend);
+        match result {
+            Err(Error::Conflict(_)) => return Err(taken(&definition)),
+            other => other?,
+        };
+        workflow.enabled = definition.enabled;
+        workflow.definition = definition;
+        workflow.snapshot_id = snapshot_id;
+        workflow.updated_at = now;
+        super::schedules::sync_trigger_schedule(&mut tx, &workflow, now, false).await?;
+        commit(tx).await?;
+        Ok(workflow)
+    }
+
+    async fn set_workflow_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<Workflow> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut workflow = row
+            .as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))?;
+        workflow.enabled = enabled;
+        Arc::make_mut(&mut workflow.definition).enabled = enabled;
+        workflow.updated_at = now;
+        sqlx::query(
+            "UPDATE workflows SET enabled = ?, definition = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(i64::from(enabled))
+        .bind(json(&*workflow.definition))
+        .bind(ts(now))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if enabled {
+            super::schedules::sync_trigger_schedule(&mut tx, &workflow, now, true).await?;
+        }
+        commit(tx).await?;
+        Ok(workflow)
+    }
+
+    async fn delete_workflow(&self, id: Uuid) -> Result<()> {
+        let done = sqlx::query("DELETE FROM workflows WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("workflow", id));
+        }
+        Ok(())
+    }
+
+    async fn get_workflow(&self, id: Uuid) -> Result<Workflow> {
+        let row = sqlx::query("SELECT * FROM workflows WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::workflow)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("workflow", id))
+    }
+
+    async fn list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workflow>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM workflows WHERE 1 = 1");
+        if let Some(enabled) = filter.enabled {
+            q.push(" AND enabled = ").push_bind(i64::from(enabled));
+        }
+        if let Some(key) = &filter.workflow_id {
+            q.push(" AND workflow_id = ").push_bind(key.clone());
+        }
+        if let Some(tag) = &filter.tag {
+            q.push(" AND EXISTS (SELECT 1 FROM json_each(workflows.tags) WHERE value = ")
+                .push_bind(tag.clone())
+                .push(")");
+        }
+        if let Some(after) = after {
+            q.push(" AND id > ").push_bind(after);
+        }
+        q.push(" ORDER BY id LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::workflow)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |w| {
+            encode_id_cursor(w.id)
+        }))
+    }
+
+    async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
+        let rows =
+            sqlx::query("SELECT * FROM workflows WHERE enabled = 1 AND event_pattern IS NOT NULL")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
+        let candidates = rows
+            .iter()
+            .map(rows::workflow)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(rules::triggered_workflows(candidates, event_type))
+    }
+
+    async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
+        let row = sqlx::query("SELECT definition FROM snapshots WHERE id = ?")
+            .bind(snapshot_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("snapshot", snapshot_id));
+        };
+        let text: String = row.try_get("definition").map_err(backend)?;
+        let definition: WorkflowDefinition =
+            serde_json::from_str(&text).map_err(|e| rows::corrupt("snapshot", e))?;
+        Ok(Arc::new(definition))
+    }
+}
