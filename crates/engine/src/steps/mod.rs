@@ -1,20 +1,64 @@
 //! Step bodies that do not stop the execution: conditions, actions and their
 //! sub-actions, parallel and foreach (with their children).
 
+mod actions;
+
+use std::collections::HashMap;
+
 use futures_util::future::{join_all, BoxFuture};
 use serde_json::{json, Value};
-use tollgate_model::definition::{
-    ErrorClass, LogLevel, Step, StepKind, Strategy, SubAction, SubActionKind, Verb,
-};
-use tollgate_model::records::{Notification, StepError, StepRecord, StepStatus};
+use tollgate_model::definition::{ErrorClass, Step, StepKind, Strategy, SubAction, Verb};
+use tollgate_model::records::{StepError, StepRecord, StepStatus};
 use tollgate_model::ExecutionResult;
 use tollgate_store::Effect;
 use uuid::Uuid;
 
-use crate::engine::{record_id, Compiled, Engine};
-use crate::http;
+use crate::clock::Clock;
+use crate::condition::CompiledCondition;
+use crate::notify::Notifier;
 use crate::path::{set_path, Path};
-use crate::template::{redact_secrets, redact_value, render_value, Mode, Scope, Template};
+use crate::template::{Mode, Scope, Secrets, Template};
+
+/// What step bodies need from the engine, and nothing more: the clock, the secrets to
+/// redact, the HTTP client and its limits, the notifier, and the compiled conditions of
+/// the pinned definition. Bodies cannot reach the store, so only the run loop commits.
+pub(crate) struct Tools<'a> {
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) secrets: &'a Secrets,
+    pub(crate) http: &'a reqwest::Client,
+    /// Timeout of a webhook without its own.
+    pub(crate) http_timeout: std::time::Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) notifier: &'a dyn Notifier,
+    pub(crate) conditions: &'a HashMap<String, CompiledCondition>,
+}
+
+/// Deterministic step-record id: a re-run of the same attempt after a crash replaces its
+/// `running` record instead of adding a second one.
+pub(crate) fn record_id(
+    execution_id: Uuid,
+    step_id: &str,
+    visit: u32,
+    iteration: Option<u32>,
+    attempt: u32,
+) -> Uuid {
+    let name = match iteration {
+        Some(i) => format!("step:{step_id}:{visit}:{i}:{attempt}"),
+        None => format!("step:{step_id}:{visit}:{attempt}"),
+    };
+    Uuid::new_v5(&execution_id, name.as_bytes())
+}
+
+/// One sub-action's place: the step it belongs to, its position in the step's list, the
+/// step's idempotency key, and the scope its templates render in.
+pub(super) struct Call<'a> {
+    pub(super) tools: &'a Tools<'a>,
+    pub(super) step: &'a Step,
+    pub(super) index: usize,
+    pub(super) key_base: &'a str,
+    pub(super) scope: &'a Scope<'a>,
+    pub(super) env: &'a Env,
+}
 
 /// Where a body runs: which execution, visit, attempt and foreach iteration, and the
 /// local names (`item_var`, `index`) it sees.
@@ -50,7 +94,7 @@ pub(crate) struct Body {
 }
 
 fn scope<'a>(
-    engine: &'a Engine,
+    tools: &'a Tools<'a>,
     context: &'a Value,
     env: &'a Env,
     step_id: &'a str,
@@ -58,19 +102,18 @@ fn scope<'a>(
 ) -> Scope<'a> {
     Scope {
         context,
-        now: engine.inner.clock.now(),
+        now: tools.clock.now(),
         execution_id: Some(env.run_exec_id),
         workflow_id: Some(&env.workflow_key),
         step_id: Some(step_id),
-        secrets: Some(&engine.inner.options.secrets),
+        secrets: Some(tools.secrets),
         locals,
     }
 }
 
 /// Runs a non-gate step body (top-level or child).
 pub(crate) fn run_body<'a>(
-    engine: &'a Engine,
-    compiled: &'a Compiled,
+    tools: &'a Tools<'a>,
     step: &'a Step,
     context: &'a mut Value,
     env: &'a Env,
@@ -80,9 +123,9 @@ pub(crate) fn run_body<'a>(
         match &step.kind {
             StepKind::Condition { .. } => {
                 let mut body = Body::default();
-                let passed = match compiled.conditions.get(&step.id) {
+                let passed = match tools.conditions.get(&step.id) {
                     Some(condition) => condition.evaluate(
-                        &scope(engine, context, env, &step.id, &locals),
+                        &scope(tools, context, env, &step.id, &locals),
                         &mut body.warnings,
                     ),
                     None => false,
@@ -94,14 +137,14 @@ pub(crate) fn run_body<'a>(
             StepKind::Action {
                 action, execute, ..
             } => {
-                let mut body = run_sub_actions(engine, step, execute, context, env).await;
+                let mut body = run_sub_actions(tools, step, execute, context, env).await;
                 body.verb_result = match action.verb {
                     Verb::Allow => Some(ExecutionResult::Allowed),
                     Verb::Block => Some(ExecutionResult::Blocked),
                     Verb::Execute | Verb::RequireApproval => None,
                 };
                 let reason = action.reason.as_ref().map(|r| {
-                    let s = scope(engine, context, env, &step.id, &locals);
+                    let s = scope(tools, context, env, &step.id, &locals);
                     Template::parse(r).render_text(&s, Mode::Redacted, &mut body.warnings)
                 });
                 let verb = serde_json::to_value(action.verb).unwrap_or(Value::Null);
@@ -109,7 +152,7 @@ pub(crate) fn run_body<'a>(
                 body
             }
             StepKind::Execute { execute, .. } => {
-                let mut body = run_sub_actions(engine, step, execute, context, env).await;
+                let mut body = run_sub_actions(tools, step, execute, context, env).await;
                 body.output = json!({"actions": body.output});
                 body
             }
@@ -118,8 +161,7 @@ pub(crate) fn run_body<'a>(
                 let runs = parallel.steps.iter().map(|child| {
                     let mut own = snapshot.clone();
                     async move {
-                        let (body, records) =
-                            run_child(engine, compiled, step, child, &mut own, env).await;
+                        let (body, records) = run_child(tools, step, child, &mut own, env).await;
                         (child, body, records)
                     }
                 });
@@ -157,7 +199,7 @@ pub(crate) fn run_body<'a>(
             StepKind::Foreach { foreach, .. } => {
                 let mut body = Body::default();
                 let items = {
-                    let s = scope(engine, context, env, &step.id, &locals);
+                    let s = scope(tools, context, env, &step.id, &locals);
                     resolve_items(&foreach.items, &s, &mut body.warnings)
                 };
                 let Some(items) = items else {
@@ -178,7 +220,7 @@ pub(crate) fn run_body<'a>(
                     let mut item_outputs = serde_json::Map::new();
                     for (position, child) in foreach.steps.iter().enumerate() {
                         let (child_body, records) =
-                            run_child(engine, compiled, step, child, context, &item_env).await;
+                            run_child(tools, step, child, context, &item_env).await;
                         body.children.extend(records);
                         body.effects.extend(child_body.effects);
                         body.warnings.extend(
@@ -204,7 +246,7 @@ pub(crate) fn run_body<'a>(
                             // A false condition filters this item: the rest of its steps are skipped.
                             for skipped in &foreach.steps[position + 1..] {
                                 body.children.push(child_record(
-                                    engine,
+                                    tools,
                                     step,
                                     skipped,
                                     &item_env,
@@ -238,8 +280,7 @@ pub(crate) fn run_body<'a>(
 /// Runs a child of a parallel/foreach with its own retries and timeout (in place: the
 /// parent holds the lease); returns its body and its step records.
 async fn run_child(
-    engine: &Engine,
-    compiled: &Compiled,
+    tools: &Tools<'_>,
     parent: &Step,
     child: &Step,
     context: &mut Value,
@@ -248,9 +289,9 @@ async fn run_child(
     let mut records = Vec::new();
     let mut attempt = 1;
     loop {
-        let started = engine.inner.clock.now();
+        let started = tools.clock.now();
         let mut own = context.clone();
-        let run = run_body(engine, compiled, child, &mut own, env);
+        let run = run_body(tools, child, &mut own, env);
         let mut body = match child.timeout {
             Some(limit) => match tokio::time::timeout(limit.as_std(), run).await {
                 Ok(body) => body,
@@ -271,7 +312,7 @@ async fn run_child(
         } else {
             StepStatus::Completed
         };
-        let mut record = child_record(engine, parent, child, &child_env, status, &body);
+        let mut record = child_record(tools, parent, child, &child_env, status, &body);
         record.started_at = started;
         records.append(&mut body.children);
         records.push(record);
@@ -294,14 +335,14 @@ async fn run_child(
 }
 
 fn child_record(
-    engine: &Engine,
+    tools: &Tools<'_>,
     parent: &Step,
     child: &Step,
     env: &Env,
     status: StepStatus,
     body: &Body,
 ) -> StepRecord {
-    let now = engine.inner.clock.now();
+    let now = tools.clock.now();
     StepRecord {
         id: record_id(
             env.run_exec_id,
@@ -351,7 +392,7 @@ fn resolve_items(items: &str, scope: &Scope<'_>, warnings: &mut Vec<String>) -> 
 /// Runs a step's sub-actions in order. The first failure without `continue_on_error`
 /// stops the list and fails the body.
 async fn run_sub_actions(
-    engine: &Engine,
+    tools: &Tools<'_>,
     step: &Step,
     actions: &[SubAction],
     context: &mut Value,
@@ -370,8 +411,16 @@ async fn run_sub_actions(
     for (index, action) in actions.iter().enumerate() {
         let locals: Vec<(&str, &Value)> = env.locals.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let result = {
-            let s = scope(engine, context, env, &step.id, &locals);
-            run_sub_action(engine, step, action, index, &key_base, &s, env, &mut body).await
+            let s = scope(tools, context, env, &step.id, &locals);
+            let call = Call {
+                tools,
+                step,
+                index,
+                key_base: &key_base,
+                scope: &s,
+                env,
+            };
+            actions::run(&call, action, &mut body).await
         };
         match result {
             Ok((input, output, writes)) => {
@@ -403,227 +452,4 @@ async fn run_sub_actions(
     body.input = json!({"actions": inputs});
     body.output = Value::Array(outputs);
     body
-}
-
-type SubOk = (Value, Value, Vec<(String, Value)>);
-/// A failed sub-action: its input, its output (e.g. the response) and the error. Boxed:
-/// failures are rare and the tuple is large.
-type SubErr = Box<(Value, Value, StepError)>;
-
-#[allow(clippy::too_many_arguments)]
-async fn run_sub_action(
-    engine: &Engine,
-    step: &Step,
-    action: &SubAction,
-    index: usize,
-    key_base: &str,
-    scope: &Scope<'_>,
-    env: &Env,
-    body: &mut Body,
-) -> Result<SubOk, SubErr> {
-    let warnings = &mut body.warnings;
-    let kind = action.kind.type_name();
-    let secrets = &engine.inner.options.secrets;
-    match &action.kind {
-        SubActionKind::Webhook(request) => {
-            let text =
-                |t: &str, mode, w: &mut Vec<String>| Template::parse(t).render_text(scope, mode, w);
-            let url = text(&request.url, Mode::Live, warnings);
-            let method = text(&request.method, Mode::Live, warnings);
-            let headers: Vec<(String, String)> = request
-                .headers
-                .iter()
-                .map(|(name, value)| {
-                    let rendered = render_value(value, scope, Mode::Live, warnings);
-                    let mut s = String::new();
-                    crate::template::push_text(&mut s, &rendered);
-                    (name.clone(), s)
-                })
-                .collect();
-            let body_value = request
-                .body
-                .as_ref()
-                .map(|b| render_value(b, scope, Mode::Live, warnings));
-            let idempotency_key = if index == 0 {
-                key_base.to_owned()
-            } else {
-                format!("{key_base}:{index}")
-            };
-            let input = json!({
-                "type": kind,
-                "method": method,
-                "url": text(&request.url, Mode::Redacted, &mut Vec::new()),
-                "headers": request.headers.iter().map(|(k, v)| (k.clone(), render_value(v, scope, Mode::Redacted, &mut Vec::new()))).collect::<serde_json::Map<_, _>>(),
-                "body": request.body.as_ref().map(|b| render_value(b, scope, Mode::Redacted, &mut Vec::new())),
-                "idempotency_key": idempotency_key,
-            });
-            let timeout = request.timeout.or(step.timeout).map_or(
-                engine.inner.options.http_timeout,
-                tollgate_model::Duration::as_std,
-            );
-            let shown_url = text(&request.url, Mode::Redacted, &mut Vec::new());
-            let req = http::Request {
-                method,
-                url,
-                shown_url,
-                headers,
-                body: body_value,
-                timeout,
-                idempotency_key,
-            };
-            match http::send(
-                &engine.inner.http,
-                &req,
-                engine.inner.options.max_response_bytes,
-            )
-            .await
-            {
-                // What a remote answers is stored and shown: a remote that echoes what
-                // it was sent must not carry a secret into the step's output or error.
-                Ok(response) => Ok((input, redact_value(response, secrets), Vec::new())),
-                Err(failure) => Err(Box::new((
-                    input,
-                    redact_value(failure.response.unwrap_or(Value::Null), secrets),
-                    StepError {
-                        class: failure.class,
-                        message: redact_secrets(&failure.message, secrets),
-                    },
-                ))),
-            }
-        }
-        SubActionKind::Notify {
-            recipients,
-            message,
-            channel,
-        } => {
-            let recipients: Vec<String> = recipients
-                .iter()
-                .map(|r| Template::parse(r).render_text(scope, Mode::Redacted, warnings))
-                .collect();
-            let message = Template::parse(message).render_text(scope, Mode::Redacted, warnings);
-            // Stored with the step's commit, so recorded once however often the step
-            // runs; the id orders notifications by creation, and the key lets a
-            // delivering notifier's receiver drop repeats.
-            let idempotency_key = if index == 0 {
-                format!("{key_base}:notify")
-            } else {
-                format!("{key_base}:notify:{index}")
-            };
-            let mut notification = Notification {
-                id: Uuid::now_v7(),
-                execution_id: env.run_exec_id,
-                step_id: step.id.clone(),
-                recipients,
-                message,
-                channel: channel.clone().unwrap_or_default(),
-                status: String::new(),
-                created_at: scope.now,
-            };
-            let delivery = engine
-                .inner
-                .notifier
-                .deliver(&notification, &idempotency_key)
-                .await;
-            if notification.channel.is_empty() {
-                notification.channel = delivery.channel;
-            }
-            notification.status = delivery.status;
-            let input = json!({"type": kind, "recipients": notification.recipients, "message": notification.message});
-            let output = json!({"notification_id": notification.id, "status": notification.status});
-            body.effects.push(Effect::Notify(notification));
-            Ok((input, output, Vec::new()))
-        }
-        SubActionKind::Log { message, level } => {
-            let message = Template::parse(message).render_text(scope, Mode::Redacted, warnings);
-            let (execution_id, step_id) = (env.run_exec_id, step.id.as_str());
-            match level {
-                LogLevel::Debug => tracing::debug!(%execution_id, step_id, "{message}"),
-                LogLevel::Info => tracing::info!(%execution_id, step_id, "{message}"),
-                LogLevel::Warn => tracing::warn!(%execution_id, step_id, "{message}"),
-                LogLevel::Error => tracing::error!(%execution_id, step_id, "{message}"),
-            }
-            Ok((
-                json!({"type": kind}),
-                json!({"logged": message}),
-                Vec::new(),
-            ))
-        }
-        SubActionKind::Set { values } => {
-            let writes: Vec<(String, Value)> = values
-                .iter()
-                .map(|(path, v)| {
-                    (
-                        path.clone(),
-                        render_value(v, scope, Mode::Redacted, warnings),
-                    )
-                })
-                .collect();
-            let output = Value::Object(writes.iter().cloned().collect());
-            Ok((json!({"type": kind}), output, writes))
-        }
-        SubActionKind::CreateRecord {
-            entity,
-            entity_id,
-            data,
-        } => {
-            let entity_id = match entity_id {
-                Some(t) => Template::parse(t).render_text(scope, Mode::Redacted, warnings),
-                // A stable id per step visit: a re-run writes the same record again.
-                None => Uuid::new_v5(
-                    &env.run_exec_id,
-                    format!(
-                        "record:{}:{}:{:?}:{index}",
-                        step.id, env.visit, env.iteration
-                    )
-                    .as_bytes(),
-                )
-                .to_string(),
-            };
-            record_effect(kind, entity, entity_id, data, false, scope, body)
-        }
-        SubActionKind::UpdateRecord {
-            entity,
-            entity_id,
-            data,
-        } => {
-            let entity_id = Template::parse(entity_id).render_text(scope, Mode::Redacted, warnings);
-            record_effect(kind, entity, entity_id, data, true, scope, body)
-        }
-        SubActionKind::CreateApprovalRequest(_) => Ok((
-            json!({"type": kind}),
-            json!({"approval": "requested"}),
-            Vec::new(),
-        )),
-    }
-}
-
-fn record_effect(
-    kind: &str,
-    entity: &str,
-    entity_id: String,
-    data: &Value,
-    merge: bool,
-    scope: &Scope<'_>,
-    body: &mut Body,
-) -> Result<SubOk, SubErr> {
-    let data = render_value(data, scope, Mode::Redacted, &mut body.warnings);
-    let input = json!({"type": kind, "entity": entity, "entity_id": entity_id, "data": data});
-    if entity_id.is_empty() {
-        return Err(Box::new((
-            input,
-            Value::Null,
-            StepError {
-                class: ErrorClass::Other,
-                message: format!("{kind}: the entity id rendered empty"),
-            },
-        )));
-    }
-    let output = json!({"entity": entity, "entity_id": entity_id});
-    body.effects.push(Effect::UpsertRecord {
-        entity: entity.to_owned(),
-        entity_id,
-        data,
-        merge,
-    });
-    Ok((input, output, Vec::new()))
 }

@@ -1,0 +1,346 @@
+//! Entering and leaving gates: an approval's request, a wait's resolved `match` and the
+//! events that arrived before it.
+
+use serde_json::{json, Map, Value};
+use tollgate_model::definition::{ApprovalSpec, Required, Step};
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Cursor, Gate, StepRecord, Timestamp,
+};
+use tollgate_model::PauseReason;
+use uuid::Uuid;
+
+use crate::condition::CompiledCondition;
+use crate::error::Result;
+use crate::steps::{Body, Env};
+use crate::template::{render_value, Mode, Scope, Template};
+
+use super::run::{merge_output, Outcome, Run, MAX_PURE_BATCH};
+
+/// Early events are looked up in pages of this many.
+pub(super) const EARLY_EVENT_PAGE: u32 = 500;
+
+impl Run<'_> {
+    pub(super) fn enter_approval(
+        &self,
+        step: &Step,
+        spec: &ApprovalSpec,
+        context: &Value,
+        env: &Env,
+        mut body: Body,
+    ) -> Outcome {
+        let now = self.now();
+        let scope = self.scope(context, Some(&step.id));
+        let warnings = &mut body.warnings;
+        let reason = spec
+            .reason
+            .as_ref()
+            .map(|r| Template::parse(r).render_text(&scope, Mode::Redacted, warnings));
+        let (entity_type, entity_id) = match &spec.entity {
+            Some(e) => (
+                Some(Template::parse(&e.entity_type).render_text(&scope, Mode::Redacted, warnings)),
+                Some(Template::parse(&e.id).render_text(&scope, Mode::Redacted, warnings)),
+            ),
+            None => (None, None),
+        };
+        let data = spec.data.as_ref().map_or(json!({}), |d| {
+            render_value(d, &scope, Mode::Redacted, warnings)
+        });
+        let required = match spec.required {
+            Required::Count(n) => n,
+            Required::All => {
+                let distinct: std::collections::HashSet<&String> =
+                    spec.approvers.users.iter().collect();
+                u32::try_from(distinct.len()).unwrap_or(u32::MAX)
+            }
+        };
+        let approval_id = Uuid::new_v5(
+            &self.exec.id,
+            format!("approval:{}:{}", step.id, env.visit).as_bytes(),
+        );
+        let expires_at = spec.timeout.map(|t| now + t.as_chrono());
+        let approval = ApprovalRequest {
+            id: approval_id,
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            entity_type,
+            entity_id,
+            approver_roles: spec.approvers.roles.clone(),
+            approver_users: spec.approvers.users.clone(),
+            required,
+            status: ApprovalStatus::Pending,
+            reason,
+            data,
+            decisions: Vec::new(),
+            requested_by: self.exec.requested_by.clone(),
+            allow_self_approval: spec.allow_self_approval,
+            requested_at: now,
+            expires_at,
+            decided_at: None,
+        };
+        body.output = merge_output(
+            body.output,
+            json!({"approval_id": approval_id, "required": required, "expires_at": expires_at}),
+        );
+        let gate = Gate {
+            reason: PauseReason::Approval,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            paused_at: now,
+            deadline: expires_at,
+            event: None,
+            event_match: None,
+            approval_id: Some(approval_id),
+            note: None,
+        };
+        Outcome::Gate {
+            body,
+            gate,
+            approval: Some(Box::new(approval)),
+        }
+    }
+
+    pub(super) async fn enter_wait(
+        &self,
+        step: &Step,
+        wait: &tollgate_model::definition::WaitSpec,
+        next: Option<String>,
+        context: &mut Value,
+        env: &Env,
+    ) -> Outcome {
+        let now = self.now();
+        let mut body = Body::default();
+        let resolved = wait.match_.as_ref().map(|m| {
+            let scope = self.scope(context, Some(&step.id));
+            resolve_match(
+                &serde_json::to_value(m).unwrap_or(Value::Null),
+                &scope,
+                &mut body.warnings,
+            )
+        });
+        // An event that arrived after the execution started but before this wait is not
+        // lost: it is looked for first, through every page (no cap may hide a match).
+        let early = self
+            .find_early_event(&wait.event, |event| {
+                !env.consumed.contains(&event.id)
+                    && wait_matches(resolved.as_ref(), context, &event.payload, now)
+            })
+            .await;
+        match early {
+            Ok(Some(event)) => {
+                apply_event(context, &step.id, &event.payload);
+                body.output =
+                    json!({"event_id": event.id, "event_type": event.event_type, "early": true});
+                return Outcome::Done {
+                    body,
+                    next,
+                    consumed: vec![event.id],
+                };
+            }
+            Ok(None) => {}
+            Err(err) => body.warnings.push(format!(
+                "could not look for events that arrived early: {err}"
+            )),
+        }
+        body.output =
+            json!({"event": wait.event, "deadline": wait.timeout.map(|t| now + t.as_chrono())});
+        let gate = Gate {
+            reason: PauseReason::Event,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            paused_at: now,
+            deadline: wait.timeout.map(|t| now + t.as_chrono()),
+            event: Some(wait.event.clone()),
+            event_match: resolved,
+            approval_id: None,
+            note: None,
+        };
+        Outcome::Gate {
+            body,
+            gate,
+            approval: None,
+        }
+    }
+
+    /// After committing a wait: an event stored while we were entering it may have been
+    /// missed both by our look-up and by its sender's scan of waiting executions. Look
+    /// once more now that the wait is visible; claim it ourselves if one matches.
+    pub(super) async fn recheck_wait(&mut self) -> Result<bool> {
+        let Some(gate) = self.exec.gate.clone() else {
+            return Ok(false);
+        };
+        let Some(event_type) = gate.event.clone() else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let early = self
+            .find_early_event(&event_type, |event| {
+                !self.exec.consumed_events.contains(&event.id)
+                    && wait_matches(
+                        gate.event_match.as_ref(),
+                        &self.exec.context,
+                        &event.payload,
+                        now,
+                    )
+            })
+            .await?;
+        let Some(event) = early else {
+            return Ok(false);
+        };
+        match self
+            .inner()
+            .store
+            .claim_wait(
+                self.exec.id,
+                Some(self.exec.version),
+                &event,
+                None,
+                &self.engine.claim(),
+                now,
+            )
+            .await
+        {
+            Ok(claimed) => {
+                self.exec = claimed;
+                Ok(true)
+            }
+            Err(err) if err.is_conflict() => Ok(false), // the sender claimed it
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The oldest event of `event_type` this execution may consume (received since it
+    /// started, addressed to nobody or to it, not the event that started it) for which
+    /// `accept` holds, looked for page by page.
+    pub(super) async fn find_early_event(
+        &self,
+        event_type: &str,
+        mut accept: impl FnMut(&tollgate_model::records::Event) -> bool,
+    ) -> tollgate_store::Result<Option<tollgate_model::records::Event>> {
+        let mut after = None;
+        loop {
+            let page = self
+                .inner()
+                .store
+                .events_for_wait(
+                    event_type,
+                    self.exec.started_at,
+                    self.exec.id,
+                    after,
+                    EARLY_EVENT_PAGE,
+                )
+                .await?;
+            let full = page.len() == EARLY_EVENT_PAGE as usize;
+            after = page.last().map(|e| (e.received_at, e.id));
+            if let Some(found) = page
+                .into_iter()
+                .find(|e| !e.started.contains(&self.exec.id) && accept(e))
+            {
+                return Ok(Some(found));
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Leaves an approval gate for `next`. Resolving a decision has no side effect and
+    /// the deciding signal is stored on the execution until the next commit clears it,
+    /// so — like a pure step — the move rides on the next commit instead of costing one
+    /// of its own: a worker that dies before that commit is followed by one that resolves
+    /// the same stored signal the same way.
+    pub(super) async fn leave_gate(
+        &mut self,
+        next: Option<String>,
+        records: Vec<StepRecord>,
+    ) -> Result<()> {
+        let batchable = self.pending.len() < MAX_PURE_BATCH && !self.exec.pause_requested;
+        match next {
+            Some(next) if batchable => {
+                let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                self.exec.cursor = Some(Cursor::new(next, visit));
+                self.exec.gate = None;
+                self.exec.wake = None;
+                self.pending.extend(records);
+                Ok(())
+            }
+            other => {
+                self.goto(other, records, Vec::new(), Vec::new()).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An event's payload lands at `events.<step_id>` and replaces `event`.
+pub(super) fn apply_event(context: &mut Value, step_id: &str, payload: &Value) {
+    if let Value::Object(map) = context {
+        let events = map.entry("events").or_insert_with(|| json!({}));
+        if !events.is_object() {
+            *events = json!({});
+        }
+        if let Value::Object(events) = events {
+            events.insert(step_id.to_owned(), payload.clone());
+        }
+        map.insert("event".into(), payload.clone());
+    }
+}
+
+/// Resolves the templates in a wait's `match` condition (JSON form) at entry: only the
+/// `value`s are rendered; fields stay paths (`event.*` is the incoming payload).
+pub(super) fn resolve_match(
+    condition: &Value,
+    scope: &Scope<'_>,
+    warnings: &mut Vec<String>,
+) -> Value {
+    match condition {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                let v = match k.as_str() {
+                    "value" => render_value(v, scope, Mode::Live, warnings),
+                    "and" | "or" => Value::Array(
+                        v.as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|c| resolve_match(c, scope, warnings))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    "not" => resolve_match(v, scope, warnings),
+                    _ => v.clone(),
+                };
+                out.insert(k.clone(), v);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether an event payload satisfies a wait's resolved `match` (absent: any event of
+/// the awaited type). `event` in the condition is the payload; other roots read the
+/// execution's context.
+pub fn wait_matches(
+    resolved: Option<&Value>,
+    context: &Value,
+    payload: &Value,
+    now: Timestamp,
+) -> bool {
+    let Some(resolved) = resolved else {
+        return true;
+    };
+    let Ok(condition) = tollgate_model::parse_condition(resolved) else {
+        return false;
+    };
+    let Ok(compiled) = CompiledCondition::compile(&condition) else {
+        return false;
+    };
+    let locals = [("event", payload)];
+    let scope = Scope {
+        locals: &locals,
+        ..Scope::new(context, now)
+    };
+    compiled.evaluate(&scope, &mut Vec::new())
+}

@@ -1,0 +1,872 @@
+//! One advancement of one execution: the step loop, its commits, and how a failed
+//! attempt is retried or ends the run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_model::definition::{Step, StepKind};
+use tollgate_model::records::{
+    ApprovalRequest, Cursor, Execution, ExecutionError, Gate, StepError, StepRecord, StepStatus,
+    Timestamp, Wake,
+};
+use tollgate_model::{
+    ErrorKind, ExecutionResult, ExecutionStatus, PauseReason, WorkflowDefinition,
+};
+use tollgate_store::{Committed, Effect, Starting, StepCommit, Transition};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::path::set_path;
+use crate::steps::{record_id, Body, Env, Tools};
+use crate::template::{redact_secrets, Scope};
+
+use super::compiled::Compiled;
+use super::{record_commit_metrics, Ahead, Engine, Inner, CONTEXT_STEP};
+
+/// Side-effect-free steps committed together at most.
+pub(super) const MAX_PURE_BATCH: usize = 100;
+
+/// One advancement of one execution: the local copy and what it is pinned to.
+pub(super) struct Run<'e> {
+    pub(super) engine: &'e Engine,
+    pub(super) exec: Execution,
+    pub(super) compiled: Arc<Compiled>,
+    /// Records of side-effect-free steps run since the last commit. They are committed
+    /// with the next commit (which any side effect, gate or end forces); a crash before
+    /// that only loses steps that rerun identically from the committed cursor.
+    pub(super) pending: Vec<StepRecord>,
+    /// True when `exec` is known to equal the stored row: right after one of our
+    /// commits, until another write (a step start) changes it.
+    pub(super) exact: bool,
+    /// Running ahead of storage ([`Engine::run_ahead`]): the execution is not stored yet,
+    /// so only side-effect-free steps run, and the first commit is kept here instead of
+    /// being sent — it stops the run.
+    pub(super) ahead: Option<Deferred>,
+}
+
+/// The commit a run ahead stopped with, and the metrics to record once it is stored.
+#[derive(Default)]
+pub(super) struct Deferred {
+    commit: Option<StepCommit>,
+    metrics: Vec<(String, Option<i64>)>,
+}
+
+/// A step attempt's outcome at the top level.
+pub(super) enum Outcome {
+    /// Continue at `next` (or end when `None`).
+    Done {
+        body: Body,
+        next: Option<String>,
+        consumed: Vec<Uuid>,
+    },
+    /// The attempt failed.
+    Failed { body: Body, error: StepError },
+    /// Stop at a gate.
+    Gate {
+        body: Body,
+        gate: Gate,
+        approval: Option<Box<ApprovalRequest>>,
+    },
+}
+
+impl<'e> Run<'e> {
+    pub(super) fn inner(&self) -> &Inner {
+        &self.engine.inner
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.inner().clock.now()
+    }
+
+    /// The narrow environment step bodies run in.
+    pub(super) fn tools(&self) -> Tools<'_> {
+        let inner = self.inner();
+        Tools {
+            clock: inner.clock.as_ref(),
+            secrets: &inner.options.secrets,
+            http: &inner.http,
+            http_timeout: inner.options.http_timeout,
+            max_response_bytes: inner.options.max_response_bytes,
+            notifier: inner.notifier.as_ref(),
+            conditions: &self.compiled.conditions,
+        }
+    }
+
+    pub(super) fn definition(&self) -> &WorkflowDefinition {
+        &self.compiled.definition
+    }
+
+    /// Whether the next thing to do can run before the execution is stored: a step (or
+    /// the end) that touches nothing outside the engine, cannot wait or sleep, and reads
+    /// nothing stored — so that running it later, from the stored cursor, would do the
+    /// same. Context loads, side effects, waits (which look for early events), retries
+    /// and step timeouts wait for the stored execution.
+    pub(super) fn can_run_ahead(&self) -> bool {
+        // A decision's signal resolves without I/O ([`Engine::continue_ahead`]); other
+        // signals consume events or are rare.
+        if self.exec.pause_requested
+            || self
+                .exec
+                .wake
+                .as_ref()
+                .is_some_and(|w| !matches!(w, Wake::Approval { .. }))
+        {
+            return false;
+        }
+        if !self.definition().context.load.is_empty()
+            && !self.exec.visits.contains_key(CONTEXT_STEP)
+        {
+            return false;
+        }
+        let Some(cursor) = &self.exec.cursor else {
+            return true;
+        };
+        self.compiled
+            .definition
+            .step(&cursor.step_id)
+            .is_none_or(|step| {
+                !step.has_side_effects()
+                    && !matches!(step.kind, StepKind::Wait { .. })
+                    && step.retry.is_none()
+                    && step.timeout.is_none()
+            })
+    }
+
+    /// A run of `exec`; `ahead` runs it ahead of storage (see [`Engine::run_ahead`]).
+    pub(super) fn new(
+        engine: &'e Engine,
+        exec: Execution,
+        compiled: Arc<Compiled>,
+        ahead: bool,
+    ) -> Self {
+        Self {
+            engine,
+            exec,
+            compiled,
+            pending: Vec::new(),
+            exact: false,
+            ahead: ahead.then(Deferred::default),
+        }
+    }
+
+    /// The run ahead as it stopped (see [`Engine::run_ahead`]).
+    pub(super) fn into_ahead(mut self) -> Ahead {
+        let deferred = self.ahead.take().unwrap_or_default();
+        let (records, approval, transition) = match deferred.commit {
+            Some(commit) => {
+                let approval = match &commit.transition {
+                    Transition::Gate { approval, .. } => approval.as_deref().cloned(),
+                    _ => None,
+                };
+                (commit.records, approval, Some(commit.transition))
+            }
+            None => (Vec::new(), None, None),
+        };
+        Ahead {
+            starting: Starting {
+                execution: self.exec,
+                records,
+                approval,
+            },
+            metrics: deferred.metrics,
+            ended_or_gated: transition,
+        }
+    }
+
+    pub(super) fn owned_by_me(&self) -> bool {
+        self.exec.status == ExecutionStatus::Running
+            && self.exec.lease.as_ref().and_then(|l| l.owner.as_deref())
+                == Some(self.inner().options.worker_id.as_str())
+    }
+
+    pub(super) async fn drive(&mut self) -> Result<()> {
+        loop {
+            if !self.owned_by_me() {
+                return Ok(());
+            }
+            if let Some(deferred) = &self.ahead {
+                if deferred.commit.is_some() || !self.can_run_ahead() {
+                    if deferred.commit.is_none() && !self.pending.is_empty() {
+                        self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
+                            .await?;
+                    }
+                    return Ok(());
+                }
+            }
+            let now = self.now();
+            if let Some(deadline) = self.exec.deadline.filter(|d| *d <= now) {
+                let message = format!("the workflow deadline {} passed", deadline.to_rfc3339());
+                return self
+                    .finish(
+                        ExecutionStatus::TimedOut,
+                        Some((ErrorKind::TimedOut, message)),
+                        Vec::new(),
+                    )
+                    .await;
+            }
+            if self.exec.wake.is_some() {
+                self.resolve_wake().await?;
+                continue;
+            }
+            if self.exec.pause_requested {
+                return self.pause_here().await;
+            }
+            if !self.definition().context.load.is_empty()
+                && !self.exec.visits.contains_key(CONTEXT_STEP)
+            {
+                self.load_context().await?;
+                continue;
+            }
+            let Some(cursor) = self.exec.cursor.clone() else {
+                return self
+                    .finish(ExecutionStatus::Completed, None, Vec::new())
+                    .await;
+            };
+            let max_steps = self.definition().max_steps();
+            if self.exec.steps_run >= max_steps {
+                let message = format!("the execution ran {max_steps} steps, the limit of this workflow (max_steps); it is probably looping");
+                return self
+                    .finish(
+                        ExecutionStatus::Failed,
+                        Some((ErrorKind::MaxStepsExceeded, message)),
+                        Vec::new(),
+                    )
+                    .await;
+            }
+            // One span per step attempt: every log line of the step (HTTP calls,
+            // retries, the commit) carries the execution and the step.
+            let span = tracing::info_span!("step", execution_id = %self.exec.id, step_id = %cursor.step_id, attempt = cursor.attempt);
+            if !self.run_step(cursor).instrument(span).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Commits `transition` with the local state; updates the local copy.
+    pub(super) async fn commit(
+        &mut self,
+        records: Vec<StepRecord>,
+        effects: Vec<Effect>,
+        consumed: Vec<Uuid>,
+        transition: Transition,
+    ) -> Result<Committed> {
+        let now = self.now();
+        let records = if self.pending.is_empty() {
+            records
+        } else {
+            let mut all = std::mem::take(&mut self.pending);
+            all.extend(records);
+            all
+        };
+        let commit_records: Vec<(String, Option<i64>)> = records
+            .iter()
+            .map(|r| (r.step_type.clone(), r.duration_ms()))
+            .collect();
+        let commit = StepCommit {
+            execution_id: self.exec.id,
+            owner: self.inner().options.worker_id.clone(),
+            expected_version: self.exec.version,
+            records,
+            context: self.exec.context.clone(),
+            cursor: self.exec.cursor.clone(),
+            visits: self.exec.visits.clone(),
+            steps_run: self.exec.steps_run,
+            result: self.exec.result,
+            consumed_events: consumed.clone(),
+            effects,
+            transition: transition.clone(),
+            lease_expires_at: self.engine.lease_until(),
+            now,
+        };
+        let lease_expires_at = commit.lease_expires_at;
+        let committed = match self.ahead.as_mut() {
+            // Not stored yet: keep the commit for the insert, and stop (see `drive`).
+            Some(deferred) => {
+                if !commit.effects.is_empty() || !commit.consumed_events.is_empty() {
+                    return Err(Error::Store(tollgate_store::Error::Invalid(
+                        "a step with effects cannot run ahead of storage".into(),
+                    )));
+                }
+                deferred.commit = Some(commit);
+                deferred.metrics = commit_records;
+                Committed {
+                    version: self.exec.version + 1,
+                    pause_requested: false,
+                }
+            }
+            None => {
+                let committed = self.inner().store.commit_step(commit).await?;
+                record_commit_metrics(&commit_records, &transition);
+                committed
+            }
+        };
+        // The stored row is now exactly what the store's rules make of the row we held
+        // and this commit (the compare-and-set proved nobody else changed it): apply the
+        // same rules to the local copy instead of reading the row back.
+        let shadow = StepCommit {
+            execution_id: self.exec.id,
+            owner: self.inner().options.worker_id.clone(),
+            expected_version: self.exec.version,
+            records: Vec::new(),
+            context: std::mem::take(&mut self.exec.context),
+            cursor: self.exec.cursor.take(),
+            visits: std::mem::take(&mut self.exec.visits),
+            steps_run: self.exec.steps_run,
+            result: self.exec.result,
+            consumed_events: consumed,
+            effects: Vec::new(),
+            transition,
+            lease_expires_at,
+            now,
+        };
+        match tollgate_store::rules::apply_commit(&mut self.exec, shadow) {
+            Ok(_) if self.exec.version == committed.version => {
+                self.exec.pause_requested = committed.pause_requested;
+                self.exact = true;
+            }
+            // Cannot happen while the stores follow the rules; then the row is read back.
+            _ => {
+                tracing::warn!(execution_id = %self.exec.id, "local copy diverged from the committed row; reading it back");
+                self.exec = self.inner().store.get_execution(self.exec.id).await?;
+                self.exact = true;
+            }
+        }
+        Ok(committed)
+    }
+
+    pub(super) async fn finish(
+        &mut self,
+        status: ExecutionStatus,
+        error: Option<(ErrorKind, String)>,
+        records: Vec<StepRecord>,
+    ) -> Result<()> {
+        if status == ExecutionStatus::Completed && self.exec.result.is_none() {
+            self.exec.result = Some(ExecutionResult::Executed);
+        }
+        let error = error.map(|(kind, message)| ExecutionError { kind, message });
+        if let Some(e) = &error {
+            tracing::warn!(execution_id = %self.exec.id, status = %status, "execution ended: {}", e.message);
+        } else {
+            tracing::info!(execution_id = %self.exec.id, status = %status, result = ?self.exec.result, "execution ended");
+        }
+        self.commit(
+            records,
+            Vec::new(),
+            Vec::new(),
+            Transition::Finish { status, error },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn pause_here(&mut self) -> Result<()> {
+        let (step_id, visit) = self
+            .exec
+            .cursor
+            .as_ref()
+            .map(|c| (c.step_id.clone(), c.visit))
+            .unwrap_or_default();
+        let gate = Gate {
+            reason: PauseReason::Manual,
+            step_id,
+            visit,
+            paused_at: self.now(),
+            deadline: None,
+            event: None,
+            event_match: None,
+            approval_id: None,
+            note: None,
+        };
+        tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
+        self.commit(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Transition::Gate {
+                gate,
+                approval: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) fn scope<'a>(&'a self, context: &'a Value, step_id: Option<&'a str>) -> Scope<'a> {
+        Scope {
+            context,
+            now: self.now(),
+            execution_id: Some(self.exec.id),
+            workflow_id: Some(&self.exec.workflow_key),
+            step_id,
+            secrets: Some(&self.inner().options.secrets),
+            locals: &[],
+        }
+    }
+
+    pub(super) async fn load_context(&mut self) -> Result<()> {
+        let started = self.now();
+        let mut context = self.exec.context.clone();
+        let mut warnings = Vec::new();
+        let mut loaded = Vec::new();
+        for resource in self.definition().context.load.clone() {
+            // A provider may be slow: the lease is renewed meanwhile, as for any step.
+            let result = {
+                let scope = self.scope(&context, None);
+                self.heartbeat(self.inner().provider.load(&resource, &scope))
+                    .await?
+            };
+            match result {
+                Ok(Some(value)) => {
+                    set_path(&mut context, &resource, value);
+                    loaded.push(resource);
+                }
+                Ok(None) => warnings.push(format!(
+                    "context resource `{resource}` has no configured provider; skipped"
+                )),
+                Err(err) => warnings.push(redact_secrets(
+                    &format!("context resource `{resource}` could not be loaded ({err}); skipped"),
+                    &self.inner().options.secrets,
+                )),
+            }
+        }
+        for w in &warnings {
+            tracing::warn!(execution_id = %self.exec.id, step_id = CONTEXT_STEP, "{w}");
+        }
+        let record = StepRecord {
+            id: record_id(self.exec.id, CONTEXT_STEP, 1, None, 1),
+            execution_id: self.exec.id,
+            step_id: CONTEXT_STEP.into(),
+            step_type: "context".into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: 1,
+            attempt: 1,
+            status: StepStatus::Completed,
+            input: json!({"load": self.definition().context.load}),
+            output: json!({"loaded": loaded}),
+            warnings,
+            started_at: started,
+            completed_at: Some(self.now()),
+            error: None,
+        };
+        self.exec.context = context;
+        self.exec.visits.insert(CONTEXT_STEP.into(), 1);
+        self.commit(vec![record], Vec::new(), Vec::new(), Transition::Continue)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one attempt of the step at `cursor` and commits what follows. Returns whether
+    /// to keep going.
+    pub(super) async fn run_step(&mut self, cursor: Cursor) -> Result<bool> {
+        // The step is borrowed from the shared compiled definition, not copied.
+        let compiled = self.compiled.clone();
+        let Some(step) = compiled.definition.step(&cursor.step_id) else {
+            let message = format!("step `{}` is not in the pinned definition", cursor.step_id);
+            self.finish(
+                ExecutionStatus::Failed,
+                Some((ErrorKind::Interrupted, message)),
+                Vec::new(),
+            )
+            .await?;
+            return Ok(false);
+        };
+        let started = self.now();
+        let id = record_id(self.exec.id, &step.id, cursor.visit, None, cursor.attempt);
+        let mut record = StepRecord {
+            id,
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            step_type: step.kind.type_name().into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: cursor.visit,
+            attempt: cursor.attempt,
+            status: StepStatus::Running,
+            input: Value::Null,
+            output: Value::Null,
+            warnings: Vec::new(),
+            started_at: started,
+            completed_at: None,
+            error: None,
+        };
+        if step.has_side_effects() {
+            if !self.pending.is_empty() {
+                // Everything before a side effect is durable before it happens.
+                self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
+                    .await?;
+            }
+            self.exact = false;
+            let version = self
+                .inner()
+                .store
+                .begin_step(
+                    self.exec.id,
+                    &self.inner().options.worker_id,
+                    self.exec.version,
+                    record.clone(),
+                    started,
+                )
+                .await?;
+            self.exec.version = version;
+        }
+        self.exec.visits.insert(step.id.clone(), cursor.visit);
+        self.exec.steps_run += 1;
+        tracing::debug!(execution_id = %self.exec.id, step_id = %step.id, visit = cursor.visit, attempt = cursor.attempt, "step");
+
+        // Only a step that can write to the context (a `set`, possibly in a child) needs
+        // a copy to fall back to if it fails; the others work on the context in place.
+        let backup = writes_context(step).then(|| self.exec.context.clone());
+        let mut context = std::mem::take(&mut self.exec.context);
+        let env = Env {
+            run_exec_id: self.exec.id,
+            workflow_key: self.exec.workflow_key.clone(),
+            consumed: self.exec.consumed_events.clone(),
+            visit: cursor.visit,
+            attempt: cursor.attempt,
+            iteration: None,
+            locals: Vec::new(),
+        };
+        let attempt = self.attempt(step, &mut context, &env);
+        // Steps without side effects finish without awaiting anything slow, so they need
+        // no lease heartbeat (and no timer per step).
+        let guarded = async {
+            if step.has_side_effects() {
+                self.heartbeat(attempt).await
+            } else {
+                Ok(attempt.await)
+            }
+        };
+        let outcome = match step.timeout {
+            Some(limit) => match tokio::time::timeout(limit.as_std(), guarded).await {
+                Ok(result) => result,
+                Err(_) => Ok(Outcome::Failed {
+                    body: Body::default(),
+                    error: StepError {
+                        class: tollgate_model::definition::ErrorClass::Timeout,
+                        message: format!("the step did not finish within its timeout of {limit}"),
+                    },
+                }),
+            },
+            None => guarded.await,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                self.exec.context = backup.unwrap_or(context);
+                return Err(err);
+            }
+        };
+        let finished = self.now();
+        record.completed_at = Some(finished);
+
+        match outcome {
+            Outcome::Done {
+                mut body,
+                next,
+                consumed,
+            } => {
+                record.status = StepStatus::Completed;
+                fill(&mut record, &mut body);
+                if let Some(result) = body.verb_result {
+                    self.exec.result = Some(result);
+                }
+                set_step_output(&mut context, &step.id, body.output.clone());
+                self.exec.context = context;
+                let mut records = body.children;
+                records.push(record);
+                let pure =
+                    !step.has_side_effects() && body.effects.is_empty() && consumed.is_empty();
+                if let Some(next) = next.clone().filter(|_| {
+                    pure && self.pending.len() < MAX_PURE_BATCH && !self.exec.pause_requested
+                }) {
+                    let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                    self.exec.cursor = Some(Cursor::new(next, visit));
+                    self.pending.extend(records);
+                    return Ok(true);
+                }
+                self.goto(next, records, body.effects, consumed).await
+            }
+            Outcome::Gate {
+                mut body,
+                gate,
+                approval,
+            } => {
+                record.status = if gate.reason == PauseReason::Event {
+                    StepStatus::Waiting
+                } else {
+                    StepStatus::Paused
+                };
+                record.completed_at = None;
+                fill(&mut record, &mut body);
+                if let Some(result) = body.verb_result {
+                    self.exec.result = Some(result);
+                }
+                self.exec.context = context;
+                let is_wait = gate.reason == PauseReason::Event;
+                let mut records = body.children;
+                records.push(record);
+                tracing::info!(execution_id = %self.exec.id, step_id = %step.id, gate = ?gate.reason, "stopped at a gate");
+                self.commit(
+                    records,
+                    body.effects,
+                    Vec::new(),
+                    Transition::Gate { gate, approval },
+                )
+                .await?;
+                if is_wait {
+                    return self.recheck_wait().await;
+                }
+                Ok(false)
+            }
+            Outcome::Failed { mut body, error } => {
+                record.status = StepStatus::Failed;
+                fill(&mut record, &mut body);
+                record.error = Some(error.clone());
+                // A failed attempt leaves the context as it was before it.
+                self.exec.context = backup.unwrap_or(context);
+                tracing::warn!(execution_id = %self.exec.id, step_id = %step.id, attempt = cursor.attempt, class = ?error.class, "step failed: {}", error.message);
+                let mut records = body.children;
+                records.push(record);
+                self.after_failure(step, cursor, error, records).await
+            }
+        }
+    }
+
+    /// Moves the cursor to `next` (or ends) and commits.
+    pub(super) async fn goto(
+        &mut self,
+        next: Option<String>,
+        records: Vec<StepRecord>,
+        effects: Vec<Effect>,
+        consumed: Vec<Uuid>,
+    ) -> Result<bool> {
+        match next {
+            Some(next) => {
+                let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
+                self.exec.cursor = Some(Cursor::new(next, visit));
+                self.commit(records, effects, consumed, Transition::Continue)
+                    .await?;
+                Ok(true)
+            }
+            None => {
+                if self.exec.result.is_none() {
+                    self.exec.result = Some(ExecutionResult::Executed);
+                }
+                // The last step's effects and consumed events commit with the ending.
+                self.commit(
+                    records,
+                    effects,
+                    consumed,
+                    Transition::Finish {
+                        status: ExecutionStatus::Completed,
+                        error: None,
+                    },
+                )
+                .await?;
+                tracing::info!(execution_id = %self.exec.id, result = ?self.exec.result, "execution completed");
+                Ok(false)
+            }
+        }
+    }
+
+    pub(super) async fn after_failure(
+        &mut self,
+        step: &Step,
+        cursor: Cursor,
+        error: StepError,
+        records: Vec<StepRecord>,
+    ) -> Result<bool> {
+        if let Some(policy) = step
+            .retry
+            .as_ref()
+            .filter(|p| p.retries(error.class) && cursor.attempt < p.max_attempts)
+        {
+            let delay = jittered(policy.delay_after(cursor.attempt).as_std(), policy.jitter);
+            self.exec.cursor = Some(Cursor {
+                attempt: cursor.attempt + 1,
+                ..cursor
+            });
+            if delay <= self.inner().options.inline_retry_max {
+                self.commit(records, Vec::new(), Vec::new(), Transition::Continue)
+                    .await?;
+                tokio::time::sleep(delay).await;
+                return Ok(true);
+            }
+            let at =
+                self.now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+            tracing::info!(execution_id = %self.exec.id, step_id = %step.id, retry_at = %at, "retry after backoff; lease released");
+            self.commit(records, Vec::new(), Vec::new(), Transition::Release { at })
+                .await?;
+            return Ok(false);
+        }
+        if let Some(target) = step.on_error.clone() {
+            set_step_output(
+                &mut self.exec.context,
+                &step.id,
+                json!({"error": {"class": error.class, "message": error.message}}),
+            );
+            return self
+                .goto(Some(target), records, Vec::new(), Vec::new())
+                .await;
+        }
+        let message = format!("step `{}` failed: {}", step.id, error.message);
+        self.finish(
+            ExecutionStatus::Failed,
+            Some((ErrorKind::StepFailed, message)),
+            records,
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Runs `work` while renewing the lease every third of its length; a refused renewal
+    /// (the execution was cancelled or taken over) abandons the work.
+    pub(super) async fn heartbeat<T, F: std::future::Future<Output = T>>(
+        &self,
+        work: F,
+    ) -> Result<T> {
+        let period = (self.inner().options.lease / 3).max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return Ok(outcome),
+                _ = ticker.tick() => {
+                    let until = self.engine.lease_until();
+                    match self.inner().store.renew_lease(self.exec.id, &self.inner().options.worker_id, until).await {
+                        Ok(()) => {}
+                        Err(err) if err.is_conflict() => return Err(Error::Lost(self.exec.id)),
+                        Err(err) => tracing::warn!(execution_id = %self.exec.id, "lease renewal failed: {err}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt of a top-level step.
+    pub(super) async fn attempt(&self, step: &Step, context: &mut Value, env: &Env) -> Outcome {
+        match &step.kind {
+            StepKind::Approval { approval, .. } => {
+                let body = Body::default();
+                self.enter_approval(step, approval, context, env, body)
+            }
+            StepKind::Wait { wait, next } => {
+                self.enter_wait(step, wait, next.clone(), context, env)
+                    .await
+            }
+            _ => {
+                let body = crate::steps::run_body(&self.tools(), step, context, env).await;
+                if let Some(error) = body.error.clone() {
+                    return Outcome::Failed { body, error };
+                }
+                if let Some(spec) = step.compat_approval() {
+                    return self.enter_approval(step, spec, context, env, body);
+                }
+                let next = match &step.kind {
+                    StepKind::Condition {
+                        on_true, on_false, ..
+                    } => {
+                        if body.passed {
+                            on_true.clone()
+                        } else {
+                            on_false.clone()
+                        }
+                    }
+                    StepKind::Action { next, .. }
+                    | StepKind::Execute { next, .. }
+                    | StepKind::Foreach { next, .. } => next.clone(),
+                    StepKind::Parallel { next, on_false, .. } => {
+                        if body.passed {
+                            next.clone()
+                        } else if on_false.is_some() {
+                            on_false.clone()
+                        } else {
+                            let error = StepError {
+                                class: tollgate_model::definition::ErrorClass::Other,
+                                message: "the parallel checks did not pass and the step has no `on_false`".into(),
+                            };
+                            return Outcome::Failed { body, error };
+                        }
+                    }
+                    StepKind::Approval { .. } | StepKind::Wait { .. } => None,
+                };
+                Outcome::Done {
+                    body,
+                    next,
+                    consumed: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn fill(record: &mut StepRecord, body: &mut Body) {
+    record.input = std::mem::take(&mut body.input);
+    record.output = body.output.clone();
+    record.warnings = std::mem::take(&mut body.warnings);
+}
+
+/// Whether running `step` can change the context (a `set` sub-action, here or in a child).
+pub(super) fn writes_context(step: &Step) -> bool {
+    let own = match &step.kind {
+        StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => {
+            execute.iter().any(|a| {
+                matches!(
+                    a.kind,
+                    tollgate_model::definition::SubActionKind::Set { .. }
+                )
+            })
+        }
+        _ => false,
+    };
+    own || step.children().iter().any(writes_context)
+}
+
+pub(super) fn merge_output(base: Value, extra: Value) -> Value {
+    match (base, extra) {
+        (Value::Object(mut a), Value::Object(b)) => {
+            a.extend(b);
+            Value::Object(a)
+        }
+        (Value::Null, extra) => extra,
+        (base, _) => base,
+    }
+}
+
+/// `steps.<id>` = output (ids may contain dots, so this is not a dotted path).
+pub(crate) fn set_step_output(context: &mut Value, step_id: &str, output: Value) {
+    if !context.is_object() {
+        *context = json!({});
+    }
+    if let Value::Object(map) = context {
+        let steps = map.entry("steps").or_insert_with(|| json!({}));
+        if !steps.is_object() {
+            *steps = json!({});
+        }
+        if let Value::Object(steps) = steps {
+            steps.insert(step_id.to_owned(), output);
+        }
+    }
+}
+
+/// Shallow-merges the keys of `data` (an object) into the context.
+pub(super) fn merge_into(context: &mut Value, data: &Value) {
+    if let (Value::Object(target), Value::Object(source)) = (context, data) {
+        for (k, v) in source {
+            target.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// ±20% jitter so the retries of many executions do not line up.
+pub(super) fn jittered(delay: Duration, jitter: bool) -> Duration {
+    if !jitter || delay.is_zero() {
+        return delay;
+    }
+    let random = Uuid::new_v4().as_u128() % 10_000;
+    let factor = 0.8 + 0.4 * (random as f64 / 10_000.0);
+    delay.mul_f64(factor)
+}

@@ -1,0 +1,258 @@
+//! What a woken execution does with the signal that woke it (docs/execution-semantics.md,
+//! "Gates"): one method per kind of wake — a manual resume, an approval's decision, an
+//! awaited event, a wait's deadline.
+
+use serde_json::{json, Value};
+use tollgate_model::definition::{ErrorClass, OnTimeout, Step, StepKind};
+use tollgate_model::records::{ApprovalStatus, Gate, StepError, StepRecord, StepStatus, Wake};
+use tollgate_model::{ErrorKind, ExecutionResult, ExecutionStatus};
+use uuid::Uuid;
+
+use super::gates::apply_event;
+use super::run::{merge_into, set_step_output, Run};
+use crate::error::Result;
+use crate::steps::record_id;
+
+/// Where an approval's outcome sends the execution.
+enum Verdict {
+    Approve,
+    Reject,
+    Fail,
+    Goto(String),
+}
+
+impl Run<'_> {
+    /// Acts on the signal that woke the execution, if any, and clears it.
+    pub(super) async fn resolve_wake(&mut self) -> Result<()> {
+        let Some(wake) = self.exec.wake.clone() else {
+            return Ok(());
+        };
+        let Some(gate) = self.exec.gate.clone() else {
+            // A manual resume of an execution paused at a step boundary.
+            if let Wake::Manual { data, .. } = &wake {
+                merge_into(&mut self.exec.context, data);
+            }
+            self.exec.wake = None;
+            return Ok(());
+        };
+        match wake {
+            Wake::Manual { data, .. } => {
+                merge_into(&mut self.exec.context, &data);
+                self.exec.wake = None;
+                self.exec.gate = None;
+                Ok(())
+            }
+            Wake::Approval {
+                approval_id,
+                outcome,
+                decided_by,
+                reason,
+                data,
+                decided_at,
+            } => {
+                let decision = json!({
+                    "approval_id": approval_id, "status": outcome, "decided_by": decided_by,
+                    "reason": reason, "data": data, "decided_at": decided_at,
+                });
+                self.approval_decided(&gate, outcome, decision).await
+            }
+            Wake::Event {
+                event_id,
+                event_type,
+                payload,
+            } => {
+                self.event_arrived(&gate, event_id, &event_type, &payload)
+                    .await
+            }
+            Wake::WaitTimeout { at } => self.wait_timed_out(&gate, at).await,
+        }
+    }
+
+    /// The gate's step in the pinned definition, and the record that completes it.
+    fn gate_step(&self, gate: &Gate) -> Option<(Step, StepRecord)> {
+        let step = self.definition().step(&gate.step_id).cloned()?;
+        let attempt = self.exec.cursor.as_ref().map_or(1, |c| c.attempt);
+        let record = StepRecord {
+            id: record_id(self.exec.id, &step.id, gate.visit, None, attempt),
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            step_type: step.kind.type_name().into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: gate.visit,
+            attempt,
+            status: StepStatus::Completed,
+            input: Value::Null,
+            output: Value::Null,
+            warnings: Vec::new(),
+            started_at: gate.paused_at,
+            completed_at: Some(self.now()),
+            error: None,
+        };
+        Some((step, record))
+    }
+
+    /// An approval was decided (or expired): the decision lands in the context, and the
+    /// step's branches or its `on_timeout` say where to go.
+    async fn approval_decided(
+        &mut self,
+        gate: &Gate,
+        outcome: ApprovalStatus,
+        decision: Value,
+    ) -> Result<()> {
+        let Some((step, mut record)) = self.gate_step(gate) else {
+            return self.lost_step(&gate.step_id).await;
+        };
+        set_step_output(&mut self.exec.context, &step.id, decision.clone());
+        if let Value::Object(map) = &mut self.exec.context {
+            let approvals = map.entry("approvals").or_insert_with(|| json!({}));
+            if !approvals.is_object() {
+                *approvals = json!({});
+            }
+            if let Value::Object(a) = approvals {
+                a.insert(step.id.clone(), decision.clone());
+            }
+            map.insert("approval".into(), decision.clone());
+        }
+        record.output = decision;
+        let records = vec![record];
+        let (on_approve, on_reject, next) = match &step.kind {
+            StepKind::Approval {
+                on_approve,
+                on_reject,
+                ..
+            } => (on_approve.clone(), on_reject.clone(), None),
+            StepKind::Action {
+                on_approve,
+                on_reject,
+                next,
+                ..
+            } => (on_approve.clone(), on_reject.clone(), next.clone()),
+            _ => (None, None, None),
+        };
+        match verdict(&step, outcome) {
+            Verdict::Approve => {
+                self.exec.result = Some(ExecutionResult::Allowed);
+                self.leave_gate(on_approve.or(next), records).await?;
+            }
+            Verdict::Reject => {
+                self.exec.result = Some(ExecutionResult::Blocked);
+                self.leave_gate(on_reject, records).await?;
+            }
+            Verdict::Goto(target) => {
+                self.leave_gate(Some(target), records).await?;
+            }
+            Verdict::Fail => {
+                let message = format!(
+                    "approval `{}` expired and its step says on_timeout: fail",
+                    step.id
+                );
+                self.finish(
+                    ExecutionStatus::TimedOut,
+                    Some((ErrorKind::TimedOut, message)),
+                    records,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The awaited event arrived: its payload lands in the context and the wait moves on.
+    async fn event_arrived(
+        &mut self,
+        gate: &Gate,
+        event_id: Uuid,
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<()> {
+        let Some((step, mut record)) = self.gate_step(gate) else {
+            return self.lost_step(&gate.step_id).await;
+        };
+        apply_event(&mut self.exec.context, &step.id, payload);
+        record.output = json!({"event_id": event_id, "event_type": event_type});
+        let next = match &step.kind {
+            StepKind::Wait { next, .. } => next.clone(),
+            _ => None,
+        };
+        self.goto(next, vec![record], Vec::new(), Vec::new())
+            .await?;
+        Ok(())
+    }
+
+    /// A wait reached its deadline without an event: its `on_timeout` step, or the
+    /// execution times out.
+    async fn wait_timed_out(
+        &mut self,
+        gate: &Gate,
+        at: tollgate_model::records::Timestamp,
+    ) -> Result<()> {
+        let Some((step, mut record)) = self.gate_step(gate) else {
+            return self.lost_step(&gate.step_id).await;
+        };
+        let on_timeout = match &step.kind {
+            StepKind::Wait { wait, .. } => wait.on_timeout.clone(),
+            _ => None,
+        };
+        let output = json!({"timed_out": true, "at": at});
+        set_step_output(&mut self.exec.context, &step.id, output.clone());
+        record.output = output;
+        match on_timeout {
+            Some(target) => {
+                self.goto(Some(target), vec![record], Vec::new(), Vec::new())
+                    .await?;
+            }
+            None => {
+                record.status = StepStatus::Failed;
+                record.error = Some(StepError {
+                    class: ErrorClass::Timeout,
+                    message: "no event arrived before the deadline".into(),
+                });
+                let message = format!(
+                    "wait `{}` reached its deadline without an event and has no on_timeout",
+                    step.id
+                );
+                self.finish(
+                    ExecutionStatus::TimedOut,
+                    Some((ErrorKind::TimedOut, message)),
+                    vec![record],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The gate's step is gone from the pinned definition: nothing can resume it.
+    async fn lost_step(&mut self, step_id: &str) -> Result<()> {
+        let message = format!("gate step `{step_id}` is not in the pinned definition");
+        self.finish(
+            ExecutionStatus::Failed,
+            Some((ErrorKind::Interrupted, message)),
+            Vec::new(),
+        )
+        .await
+    }
+}
+
+/// Where an approval's outcome leads, by the step's `on_timeout` when it expired.
+fn verdict(step: &Step, outcome: ApprovalStatus) -> Verdict {
+    match outcome {
+        ApprovalStatus::Approved => Verdict::Approve,
+        ApprovalStatus::Expired => {
+            let on_timeout = match &step.kind {
+                StepKind::Approval { approval, .. } => approval.on_timeout.clone(),
+                _ => step
+                    .compat_approval()
+                    .map_or(OnTimeout::Reject, |a| a.on_timeout.clone()),
+            };
+            match on_timeout {
+                OnTimeout::Reject => Verdict::Reject,
+                OnTimeout::Approve => Verdict::Approve,
+                OnTimeout::Fail => Verdict::Fail,
+                OnTimeout::Step(target) => Verdict::Goto(target),
+            }
+        }
+        _ => Verdict::Reject,
+    }
+}
