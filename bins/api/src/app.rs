@@ -15,6 +15,7 @@ use tollgate_engine::{
 use tollgate_model::records::ApiKey;
 use tollgate_resumer::{Tasks, Worker, WorkerOptions};
 use tollgate_store::Store;
+use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::auth::{generate_key, hash_key};
@@ -237,9 +238,14 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let max_body = args.max_body_size;
     let data = web::Data::new(state);
+    let document = web::Data::new(routes::meta::ApiDocument(web::Bytes::from(
+        serde_json::to_vec(&crate::openapi::ApiDoc::openapi())
+            .context("cannot serialise the OpenAPI document")?,
+    )));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(document.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
                 ApiError::bad_request(format!("invalid query string: {err}")).into()

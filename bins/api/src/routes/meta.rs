@@ -1,7 +1,6 @@
 //! Health, metrics and the OpenAPI document: open without a key.
 
 use actix_web::{web, HttpResponse};
-use utoipa::OpenApi;
 
 use crate::dto::HealthDto;
 use crate::error::ApiError;
@@ -53,6 +52,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+pub async fn openapi(document: web::Data<ApiDocument>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.0.clone())
 }
+
+/// The OpenAPI document, serialised once when the server starts (the composition root
+/// builds it from the route modules, so this module does not depend on them).
+#[derive(Debug, Clone)]
+pub struct ApiDocument(pub web::Bytes);

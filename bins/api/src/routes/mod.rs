@@ -18,6 +18,7 @@ use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::telemetry::RouteTemplate;
 
 pub mod approvals;
 pub mod events;
@@ -236,12 +237,6 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
 pub fn registered() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|(m, p, _)| (m, p)).collect()
 }
-
-/// The route template a request matched (`/api/v1/approvals/{id}/approve`), attached to
-/// each registered resource so the request metrics label by template without routing
-/// the request a second time.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteTemplate(pub &'static str);
 
 /// Registers [`table`]: one resource per path (in first-appearance order, so literal
 /// segments such as `/executions/paused` win over `{id}`), answering other methods with

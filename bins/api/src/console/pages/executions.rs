@@ -1,0 +1,452 @@
+//! Executions: the filtered list, what is waiting and for how long, one execution's
+//! page, and the operator's commands.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use maud::{html, Markup};
+use serde::Deserialize;
+use serde_json::Value;
+use tollgate_model::records::{ApprovalStatus, Execution};
+use tollgate_model::{ExecutionStatus, PauseReason};
+use tollgate_store::{ApprovalFilter, ExecutionFilter, PageRequest};
+use uuid::Uuid;
+
+use super::{check_csrf, internal, not_found, now, problem, see_other, urlencode, Form, Page};
+use crate::auth::{Caller, Permission};
+use crate::console::session::User;
+use crate::console::{csrf_field, page, pretty, when, Section};
+use crate::routes::executions::parse_reason;
+use crate::state::AppState;
+
+/// Filters of the executions page.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecutionQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    paused_reason: Option<String>,
+    approver_role: Option<String>,
+    cursor: Option<String>,
+}
+
+pub(super) fn status_badge(status: ExecutionStatus) -> Markup {
+    html! { span class={"badge " (status.as_str())} { (status.as_str()) } }
+}
+
+/// `GET /executions`.
+pub async fn executions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ExecutionQuery>,
+) -> Page {
+    let user = signed_in!(req, state);
+    let empty = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
+    let status = match empty(&query.status)
+        .map(|s| s.parse::<ExecutionStatus>())
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(err) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(&user),
+                "Unknown status",
+                &err.to_string(),
+            )
+        }
+    };
+    let reason = match empty(&query.paused_reason)
+        .map(|r| parse_reason(&r))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(err) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(&user),
+                "Unknown reason",
+                &err.to_string(),
+            )
+        }
+    };
+    let filter = ExecutionFilter {
+        status,
+        workflow_key: empty(&query.workflow),
+        paused_reason: reason,
+        approver_role: empty(&query.approver_role),
+        ..ExecutionFilter::default()
+    };
+    let request = PageRequest {
+        limit: 50,
+        cursor: empty(&query.cursor),
+    };
+    let page_of = match state.store.list_executions(&filter, &request).await {
+        Ok(p) => p,
+        Err(err) if matches!(err, tollgate_store::Error::Invalid(_)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(&user),
+                "Bad page",
+                &err.to_string(),
+            )
+        }
+        Err(err) => return internal(Some(&user), err),
+    };
+    let next = page_of.next_cursor.as_ref().map(|c| {
+        format!(
+            "/executions?status={}&workflow={}&paused_reason={}&approver_role={}&cursor={}",
+            urlencode(query.status.as_deref().unwrap_or("")),
+            urlencode(query.workflow.as_deref().unwrap_or("")),
+            urlencode(query.paused_reason.as_deref().unwrap_or("")),
+            urlencode(query.approver_role.as_deref().unwrap_or("")),
+            urlencode(c)
+        )
+    });
+    let now = now(&state);
+    page(
+        StatusCode::OK,
+        "Executions",
+        Some(&user),
+        Section::Executions,
+        html! {
+            div.heading {
+                h1 { "Executions" }
+                a.button href="/executions/waiting" { "Waiting now" }
+            }
+            form.filters method="get" action="/executions" {
+                label { "Status "
+                    select name="status" {
+                        option value="" { "any" }
+                        @for s in ExecutionStatus::ALL {
+                            option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
+                        }
+                    }
+                }
+                label { "Workflow " input type="text" name="workflow" value=(query.workflow.as_deref().unwrap_or("")) placeholder="workflow_id"; }
+                label { "Paused for "
+                    select name="paused_reason" {
+                        option value="" { "any" }
+                        @for r in ["approval", "event", "manual"] {
+                            option value=(r) selected[query.paused_reason.as_deref() == Some(r)] { (r) }
+                        }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            div.table-wrap {
+                table {
+                    thead { tr { th { "Execution" } th { "Workflow" } th { "Status" } th { "At" } th { "Started" } } }
+                    tbody {
+                        @for e in &page_of.items {
+                            tr {
+                                td { a href={"/executions/" (e.id)} { code { (short(e.id)) } } }
+                                td { (e.workflow_key) " " span.muted { (e.workflow_version) } }
+                                td { (status_badge(e.status)) @if let Some(g) = e.gate.as_ref().filter(|_| e.status.is_gated()) { " " span.muted { (g.reason.as_str()) } } }
+                                td { code { (e.gate.as_ref().map(|g| g.step_id.clone()).or_else(|| e.cursor.as_ref().map(|c| c.step_id.clone())).unwrap_or_default()) } }
+                                td { (when(e.started_at, now)) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if page_of.items.is_empty() { p.muted { "No executions match." } }
+            @if let Some(next) = next { p { a.button href=(next) { "Older →" } } }
+        },
+    )
+}
+
+pub(super) fn short(id: Uuid) -> String {
+    id.to_string()[..13].to_owned()
+}
+
+pub(super) fn age_bucket(age: chrono::TimeDelta) -> &'static str {
+    if age < chrono::TimeDelta::hours(1) {
+        "under 1 h"
+    } else if age < chrono::TimeDelta::days(1) {
+        "1 h – 1 d"
+    } else if age < chrono::TimeDelta::days(7) {
+        "1 – 7 d"
+    } else {
+        "over 7 d"
+    }
+}
+
+/// At most this many gated executions are counted on the "Waiting now" page.
+pub(super) const WAITING_SCAN: usize = 20_000;
+
+/// `GET /executions/waiting`: paused and waiting executions by reason, approver role and
+/// age.
+pub async fn waiting(req: HttpRequest, state: web::Data<AppState>) -> Page {
+    let user = signed_in!(req, state);
+    let now = now(&state);
+    let mut by_reason: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    let mut scanned = 0;
+    let mut request = PageRequest::first(500);
+    loop {
+        let page_of = match state.store.list_gated(&request).await {
+            Ok(p) => p,
+            Err(err) => return internal(Some(&user), err),
+        };
+        for e in &page_of.items {
+            if let Some(g) = &e.gate {
+                *by_reason
+                    .entry(g.reason.as_str())
+                    .or_default()
+                    .entry(age_bucket(now - g.paused_at))
+                    .or_default() += 1;
+            }
+        }
+        scanned += page_of.items.len();
+        match page_of.next_cursor {
+            Some(c) if scanned < WAITING_SCAN => request = PageRequest::after(500, c),
+            _ => break,
+        }
+    }
+    let mut by_role: BTreeMap<String, usize> = BTreeMap::new();
+    let mut request = PageRequest::first(500);
+    let pending = ApprovalFilter {
+        status: Some(ApprovalStatus::Pending),
+        ..ApprovalFilter::default()
+    };
+    let mut counted = 0;
+    loop {
+        let page_of = match state.store.list_approvals(&pending, &request).await {
+            Ok(p) => p,
+            Err(err) => return internal(Some(&user), err),
+        };
+        for a in &page_of.items {
+            for role in &a.approver_roles {
+                *by_role.entry(role.clone()).or_default() += 1;
+            }
+        }
+        counted += page_of.items.len();
+        match page_of.next_cursor {
+            Some(c) if counted < WAITING_SCAN => request = PageRequest::after(500, c),
+            _ => break,
+        }
+    }
+    let buckets = ["under 1 h", "1 h – 1 d", "1 – 7 d", "over 7 d"];
+    page(
+        StatusCode::OK,
+        "Waiting now",
+        Some(&user),
+        Section::Executions,
+        html! {
+            div.heading { h1 { "Waiting now" } }
+            section.card {
+                h2 { "By reason and age" }
+                div.table-wrap { table {
+                    thead { tr { th { "Paused for" } @for b in buckets { th { (b) } } th { "Total" } } }
+                    tbody {
+                        @for (reason, ages) in &by_reason {
+                            tr {
+                                td { a href={"/executions?paused_reason=" (reason)} { (reason) } }
+                                @for b in buckets { td { a href={"/executions?paused_reason=" (reason)} { (ages.get(b).copied().unwrap_or(0)) } } }
+                                td { strong { (ages.values().sum::<usize>()) } }
+                            }
+                        }
+                    }
+                } }
+                @if by_reason.is_empty() { p.muted { "Nothing is paused or waiting." } }
+            }
+            section.card {
+                h2 { "Pending approvals by role" }
+                ul.counts {
+                    @for (role, n) in &by_role {
+                        li { a href={"/executions?approver_role=" (urlencode(role)) "&paused_reason=approval"} { (role) } " " strong { (n) } }
+                    }
+                }
+                @if by_role.is_empty() { p.muted { "No pending approvals." } }
+            }
+            @if scanned >= WAITING_SCAN { p.muted { "Counted the oldest " (WAITING_SCAN) " only." } }
+        },
+    )
+}
+
+/// `GET /executions/{id}`.
+pub async fn execution(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Page {
+    let user = signed_in!(req, state);
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found(&user, "execution");
+    };
+    let e = match state.store.get_execution(id).await {
+        Ok(e) => e,
+        Err(err) if err.is_not_found() => return not_found(&user, "execution"),
+        Err(err) => return internal(Some(&user), err),
+    };
+    let steps = state.store.list_steps(id).await.unwrap_or_default();
+    let audit = state
+        .store
+        .list_resume_requests(id)
+        .await
+        .unwrap_or_default();
+    let operator = Caller(user.principal.clone())
+        .require(Permission::ControlExecutions)
+        .is_ok();
+    let now = now(&state);
+    page(
+        StatusCode::OK,
+        &format!("Execution {}", short(e.id)),
+        Some(&user),
+        Section::Executions,
+        html! {
+            div.heading {
+                h1 { (e.workflow_key) " " span.muted { (e.workflow_version) } }
+                span #status class={"badge " (e.status.as_str())} { (e.status.as_str()) }
+            }
+            section.card {
+                dl.facts {
+                    dt { "Execution" } dd { code { (e.id) } }
+                    dt { "Result" } dd { (e.result.map_or("—", |r| r.as_str())) }
+                    dt { "Triggered by" } dd { (e.trigger_event) @if let Some(by) = &e.requested_by { " · " (by) } }
+                    dt { "Started" } dd { (when(e.started_at, now)) }
+                    @if let Some(done) = e.completed_at { dt { "Ended" } dd { (when(done, now)) } }
+                    @if let Some(g) = e.gate.as_ref().filter(|_| e.status.is_gated()) {
+                        dt { "Stopped at" } dd { code { (g.step_id) } " (" (g.reason.as_str()) ") " (when(g.paused_at, now)) }
+                        @if let Some(approval) = g.approval_id { dt { "Approval" } dd { a href={"/approvals/" (approval)} { "open the request" } } }
+                    }
+                    @if let Some(err) = &e.error { dt { "Error" } dd.error { (err.message) } }
+                }
+                @if operator { (commands(&user, &e)) }
+            }
+            section.card {
+                h2 { "Path" }
+                img.graph src={"/workflows/" (e.workflow_id) "/graph.svg?execution=" (e.id)} alt={"The workflow " (e.workflow_key) " with the path this execution took"};
+            }
+            section.card {
+                h2 { "Timeline" }
+                ol.timeline {
+                    @for r in &steps {
+                        li class={"step " (r.status.as_str())} {
+                            div.row {
+                                code { (r.step_id) } " " span.muted { (r.step_type) }
+                                " " span class={"badge " (r.status.as_str())} { (r.status.as_str()) }
+                                @if r.attempt > 1 { " " span.muted { "attempt " (r.attempt) } }
+                                @if let Some(ms) = r.duration_ms() { " " span.muted { (ms) " ms" } }
+                                " " (when(r.started_at, now))
+                            }
+                            @for w in &r.warnings { p.warning { (w) } }
+                            @if let Some(err) = &r.error { p.error { (err.message) } }
+                            @if !r.output.is_null() && r.output != Value::Object(serde_json::Map::new()) {
+                                details { summary { "Output" } pre.json { (pretty(&r.output)) } }
+                            }
+                        }
+                    }
+                }
+            }
+            section.card {
+                h2 { "Resume requests" }
+                @if audit.is_empty() { p.muted { "None." } }
+                div.table-wrap { table {
+                    thead { tr { th { "When" } th { "Trigger" } th { "Who" } th { "Outcome" } th { "Note" } } }
+                    tbody {
+                        @for a in &audit {
+                            tr {
+                                td { (when(a.requested_at, now)) }
+                                td { (serde_json::to_value(a.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                                td { (a.actor.as_deref().unwrap_or("—")) }
+                                td { (serde_json::to_value(a.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                                td.muted { (a.error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                } }
+            }
+            section.card {
+                h2 { "Context" }
+                pre.json { (pretty(&e.context)) }
+            }
+        },
+    )
+}
+
+pub(super) fn commands(user: &User, e: &Execution) -> Markup {
+    let manual = e
+        .gate
+        .as_ref()
+        .is_some_and(|g| g.reason == PauseReason::Manual)
+        && e.status == ExecutionStatus::Paused;
+    html! {
+        div.commands {
+            @if e.status == ExecutionStatus::Running {
+                form method="post" action={"/executions/" (e.id) "/pause"} { (csrf_field(user)) button type="submit" { "Pause" } }
+            }
+            @if manual {
+                form method="post" action={"/executions/" (e.id) "/resume"} { (csrf_field(user)) button.approve type="submit" { "Resume" } }
+            }
+            @if !e.status.is_terminal() {
+                form method="post" action={"/executions/" (e.id) "/cancel"} {
+                    (csrf_field(user))
+                    input type="text" name="reason" placeholder="Reason (optional)" aria-label="Reason for cancelling";
+                    button.reject type="submit" { "Cancel" }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /executions/{id}/{pause|resume|cancel}`.
+pub async fn command(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    form: web::Form<Form>,
+) -> Page {
+    let user = signed_in!(req, state);
+    if let Err(refused) = check_csrf(&user, &form) {
+        return *refused;
+    }
+    let (id, command) = path.into_inner();
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found(&user, "execution");
+    };
+    if let Err(err) = Caller(user.principal.clone()).require(Permission::ControlExecutions) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            Some(&user),
+            "Not allowed",
+            &err.to_string(),
+        );
+    }
+    let actor = Some(user.principal.subject.as_str());
+    let reason = Some(form.reason.trim()).filter(|r| !r.is_empty());
+    let outcome = match command.as_str() {
+        "pause" => state.control.pause(id, actor, reason).await.map(|_| ()),
+        "resume" => state
+            .control
+            .resume(id, actor, Value::Null)
+            .await
+            .map(|_| ()),
+        "cancel" => state.control.cancel(id, actor, reason).await.map(|_| ()),
+        _ => return not_found(&user, "command"),
+    };
+    match outcome {
+        Ok(()) | Err(tollgate_resumer::Error::Conflict(_)) => {
+            see_other(&format!("/executions/{id}"))
+        }
+        Err(tollgate_resumer::Error::NotFound(_)) => not_found(&user, "execution"),
+        Err(err) => internal(Some(&user), err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::relative;
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = chrono::Utc::now();
+        assert_eq!(
+            relative(now - chrono::TimeDelta::minutes(5), now),
+            "5 min ago"
+        );
+        assert_eq!(relative(now + chrono::TimeDelta::hours(3), now), "in 3 h");
+        assert_eq!(age_bucket(chrono::TimeDelta::days(3)), "1 – 7 d");
+    }
+}

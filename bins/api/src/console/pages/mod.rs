@@ -1,0 +1,120 @@
+//! The console's pages and form handlers, one file per area: signing in, the approval
+//! inbox, executions, and workflows. What every page shares lives here.
+
+use actix_web::http::header::LOCATION;
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use maud::html;
+use serde::Deserialize;
+
+use super::session::User;
+use super::{page, session, Section};
+use crate::state::AppState;
+
+/// The signed-in user, or a redirect to the sign-in page.
+macro_rules! signed_in {
+    ($req:expr, $state:expr) => {
+        match crate::console::session::current(&$req, &$state).await {
+            Some(user) => user,
+            None => return crate::console::pages::see_other("/sign-in"),
+        }
+    };
+}
+
+mod approvals;
+mod executions;
+mod sign_in;
+mod workflows;
+
+pub(super) use approvals::{approval, approve, inbox, reject};
+pub(super) use executions::{command, execution, executions, waiting};
+pub(super) use sign_in::{sign_in, sign_in_form, sign_out};
+pub(super) use workflows::{graph_svg, toggle, validate, validate_form, workflow, workflows};
+
+pub(super) type Page = HttpResponse;
+
+pub(super) fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, to))
+        .finish()
+}
+
+pub(super) fn now(state: &AppState) -> chrono::DateTime<chrono::Utc> {
+    state.engine.clock().now()
+}
+
+/// A page for a failure: the status and a sentence, in the console's frame.
+pub(super) fn problem(status: StatusCode, user: Option<&User>, title: &str, message: &str) -> Page {
+    page(
+        status,
+        title,
+        user,
+        Section::None,
+        html! {
+            section.card.problem {
+                h1 { (title) }
+                p { (message) }
+                p { a href="/" { "Back to the inbox" } }
+            }
+        },
+    )
+}
+
+pub(super) fn not_found(user: &User, what: &str) -> Page {
+    problem(
+        StatusCode::NOT_FOUND,
+        Some(user),
+        "Not found",
+        &format!("No such {what}."),
+    )
+}
+
+pub(super) fn internal(user: Option<&User>, err: impl std::fmt::Display) -> Page {
+    tracing::error!("console page failed: {err}");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        user,
+        "Something went wrong",
+        "The server log has the details.",
+    )
+}
+
+/// Form fields every console POST carries.
+#[derive(Debug, Default, Deserialize)]
+pub struct Form {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    definition: String,
+}
+
+/// Refuses a POST whose CSRF token is missing or wrong.
+pub(super) fn check_csrf(user: &User, form: &Form) -> Result<(), Box<Page>> {
+    if session::tokens_match(&user.csrf, &form.csrf) {
+        Ok(())
+    } else {
+        Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            Some(user),
+            "Form expired",
+            "This form was not sent from a page of this session (missing or wrong CSRF token). Reload the page and try again.",
+        )))
+    }
+}
+
+pub(super) fn urlencode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
