@@ -4,7 +4,7 @@
 //! document and the compatibility forms and reports every problem with its path. They
 //! serialise to the canonical form, so `parse(serialise(d)) == d`.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::condition::Condition;
@@ -73,20 +73,6 @@ impl WorkflowDefinition {
             let _ = write!(s, "{b:02x}");
             s
         })
-    }
-}
-
-/// Definitions are read back from storage through the same parser that checks user input,
-/// so there is exactly one way to turn JSON into a definition.
-impl<'de> Deserialize<'de> for WorkflowDefinition {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        crate::parse::load(&value)
-            .map(|loaded| loaded.definition)
-            .map_err(|report| {
-                let all: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
-                serde::de::Error::custom(all.join("; "))
-            })
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::condition::{Condition, Leaf, Operator};
@@ -1223,5 +1224,19 @@ pub fn parse_condition(value: &Value) -> Result<Condition, Report> {
         Ok(condition)
     } else {
         Err(parser.report)
+    }
+}
+
+/// Definitions are read back from storage through the same parser that checks user input,
+/// so there is exactly one way to turn JSON into a definition.
+impl<'de> Deserialize<'de> for WorkflowDefinition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        load(&value)
+            .map(|loaded| loaded.definition)
+            .map_err(|report| {
+                let all: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+                serde::de::Error::custom(all.join("; "))
+            })
     }
 }
