@@ -203,12 +203,10 @@ impl From<tollgate_store::Error> for ApiError {
                 Self::not_found(format!("{what} {id} not found"))
             }
             tollgate_store::Error::Conflict(message) => Self::conflict(message),
-            tollgate_store::Error::Refused {
-                forbidden: true,
-                message,
-                ..
-            } => Self::forbidden(message),
-            tollgate_store::Error::Refused { message, .. } => Self::conflict(message),
+            tollgate_store::Error::Refused { refusal, .. } if refusal.is_forbidden() => {
+                Self::forbidden(refusal.to_string())
+            }
+            tollgate_store::Error::Refused { refusal, .. } => Self::conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::bad_request(message),
             other @ tollgate_store::Error::Backend(_) => Self::internal(other),
         }

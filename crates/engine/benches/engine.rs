@@ -91,7 +91,7 @@ async fn approval_cycle(store: &Arc<dyn Store>, engine: &Engine, cycle: &Workflo
         decided_at: now,
     };
     let decided = store
-        .decide(approval_id, decision, &manager, &engine.claim(), now)
+        .decide(approval_id, decision, &manager, &engine.claim(), now, None)
         .await
         .unwrap();
     let done = engine.advance(decided.execution).await.unwrap();

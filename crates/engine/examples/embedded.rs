@@ -88,7 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         decided_at: now,
     };
     let decided = store
-        .decide(approval_id, decision, &manager, &engine.claim(), now)
+        .decide(approval_id, decision, &manager, &engine.claim(), now, None)
         .await?;
     let done = engine.advance(decided.execution).await?;
     println!(

@@ -461,6 +461,26 @@ pub enum DecisionRefusal {
     /// This caller already approved (→ 409).
     #[error("{0} has already approved this request")]
     AlreadyDecided(String),
+    /// The request's deadline passed: the deadline decides it, not a late decision
+    /// (→ 409), even before the worker has expired it.
+    #[error("approval {approval_id} expired at {}: its deadline decides it, not this decision", .deadline.to_rfc3339())]
+    Expired {
+        /// The request.
+        approval_id: Uuid,
+        /// Its deadline.
+        deadline: Timestamp,
+    },
+    /// The decision would settle the request, but its execution no longer waits at this
+    /// gate (cancelled, timed out, resumed by an operator) (→ 409).
+    #[error("execution {execution_id} is {status} and no longer waits for approval {approval_id}")]
+    NotAtGate {
+        /// The execution.
+        execution_id: Uuid,
+        /// Its status now.
+        status: ExecutionStatus,
+        /// The request.
+        approval_id: Uuid,
+    },
 }
 
 impl DecisionRefusal {

@@ -87,7 +87,8 @@ async fn decide_claims(store: &Arc<dyn Store>, concurrency: usize, total: usize)
                                 decision("mia", DecisionKind::Approve),
                                 &manager("mia"),
                                 &lease("api", t0()),
-                                t0()
+                                t0(),
+                                None
                             )
                             .await
                             .unwrap()

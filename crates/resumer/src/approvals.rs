@@ -1,12 +1,13 @@
 //! Deciding approvals.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tollgate_engine::{Ahead, Engine};
+use tollgate_engine::Engine;
 use tollgate_model::records::{
     ApprovalRequest, Decision, DecisionKind, Execution, Principal, ResumeTrigger,
 };
+use tollgate_model::ExecutionStatus;
 use tollgate_store::Continuation;
 use uuid::Uuid;
 
@@ -78,59 +79,47 @@ impl ApprovalService {
         // and the decision. When the decision claims the execution, the engine continues
         // it in memory inside that transaction, so the decision is stored together with
         // the side-effect-free steps after it (up to the next gate or the end).
-        let ran_ahead: Arc<Mutex<Option<Ahead>>> = Arc::default();
         let then: Continuation = {
             let engine = self.engine.clone();
-            let ran_ahead = ran_ahead.clone();
-            Arc::new(move |claimed: &Execution| {
-                let mut ahead = engine.continue_ahead(claimed)?;
-                let starting = ahead.take_starting();
-                *ran_ahead.lock().unwrap_or_else(PoisonError::into_inner) = Some(ahead);
-                Some(starting)
-            })
+            Arc::new(move |claimed: &Execution| engine.continue_ahead(claimed))
         };
         let began = std::time::Instant::now();
         match store
-            .decide_then(
+            .decide(
                 approval_id,
                 decision,
                 principal,
                 &self.engine.claim(),
                 now,
-                then,
+                Some(then),
             )
             .await
         {
             Ok(decided) => {
-                tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, continued = decided.continued, "approval decision");
-                let ahead = ran_ahead
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-                    .filter(|_| decided.continued);
-                let progress = match ahead {
-                    Some(ahead) => {
-                        ahead.record_stored();
-                        if ahead.needs_advancing() {
-                            Progress::spawn(
-                                &self.engine,
-                                self.tasks.as_ref(),
-                                decided.execution,
-                                "approval",
-                            )
-                        } else {
-                            metrics::histogram!("tollgate_resume_latency_seconds", "trigger" => "approval")
-                                .record(began.elapsed().as_secs_f64());
-                            Progress::stopped(decided.execution)
-                        }
-                    }
-                    None if decided.claimed => Progress::spawn(
+                tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, continued = decided.continued.is_some(), "approval decision");
+                if let Some(stored) = &decided.continued {
+                    self.engine.record_continued(stored);
+                }
+                // Claimed for this worker and still running (a continuation that
+                // stopped before a step needing the stored row, or none at all): advance
+                // it here. A continuation that reached a gate or the end is done.
+                let execution = &decided.execution;
+                let needs_advancing = decided.claimed
+                    && execution.status == ExecutionStatus::Running
+                    && execution.lease.as_ref().is_some_and(|l| l.owner.is_some());
+                let progress = if needs_advancing {
+                    Progress::spawn(
                         &self.engine,
                         self.tasks.as_ref(),
                         decided.execution,
                         "approval",
-                    ),
-                    None => Progress::idle(decided.execution),
+                    )
+                } else if decided.continued.is_some() {
+                    metrics::histogram!("tollgate_resume_latency_seconds", "trigger" => "approval")
+                        .record(began.elapsed().as_secs_f64());
+                    Progress::stopped(decided.execution)
+                } else {
+                    Progress::idle(decided.execution)
                 };
                 Ok(Decided {
                     approval: decided.approval,
@@ -139,9 +128,9 @@ impl ApprovalService {
             }
             Err(tollgate_store::Error::Refused {
                 execution_id,
-                forbidden,
-                message,
+                refusal,
             }) => {
+                let message = refusal.to_string();
                 audit_refusal(
                     &self.engine,
                     refused(
@@ -154,7 +143,7 @@ impl ApprovalService {
                     ),
                 )
                 .await;
-                Err(if forbidden {
+                Err(if refusal.is_forbidden() {
                     Error::Forbidden(message)
                 } else {
                     Error::Conflict(message)

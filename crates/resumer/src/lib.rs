@@ -103,12 +103,10 @@ impl From<tollgate_store::Error> for Error {
                 Self::NotFound(format!("{what} {id} not found"))
             }
             tollgate_store::Error::Conflict(message) => Self::Conflict(message),
-            tollgate_store::Error::Refused {
-                forbidden: true,
-                message,
-                ..
-            } => Self::Forbidden(message),
-            tollgate_store::Error::Refused { message, .. } => Self::Conflict(message),
+            tollgate_store::Error::Refused { refusal, .. } if refusal.is_forbidden() => {
+                Self::Forbidden(refusal.to_string())
+            }
+            tollgate_store::Error::Refused { refusal, .. } => Self::Conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::Invalid(message),
             other @ tollgate_store::Error::Backend(_) => Self::Store(other),
         }

@@ -264,30 +264,13 @@ impl ApprovalStore for CrashStore {
         decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
+        then: Option<Continuation>,
     ) -> Result<Decided> {
         self.fuse
             .run(
                 "decide",
                 self.inner
-                    .decide(approval_id, decision, decider, claim, now),
-            )
-            .await
-    }
-
-    async fn decide_then(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Continuation,
-    ) -> Result<Decided> {
-        self.fuse
-            .run(
-                "decide_then",
-                self.inner
-                    .decide_then(approval_id, decision, decider, claim, now, then),
+                    .decide(approval_id, decision, decider, claim, now, then),
             )
             .await
     }

@@ -97,6 +97,7 @@ async fn decide_claims(store: Arc<dyn Store>, concurrency: u64, total: u64) -> D
                             &manager("mia"),
                             &lease("api", t0()),
                             t0(),
+                            None,
                         )
                         .await
                         .unwrap();

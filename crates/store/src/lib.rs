@@ -52,18 +52,16 @@ pub enum Error {
     /// decided approval). Nothing was changed.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// An approval decision the request's rules refuse (the decider is not an approver,
-    /// self-approval, a request no longer pending, a second approval by one subject, an
-    /// execution no longer at the gate). Nothing was changed; the caller audits it.
-    #[error("{message}")]
+    /// An approval decision the request's rules refuse, and why: the decider's rights
+    /// (not an approver, self-approval: 403) or the request's state (no longer pending,
+    /// a second approval by one subject, past its deadline, an execution no longer at the
+    /// gate: 409). Nothing was changed; the caller audits it.
+    #[error("{refusal}")]
     Refused {
         /// The execution the request gates.
         execution_id: uuid::Uuid,
-        /// Whether the refusal is about the decider's rights (403) rather than the
-        /// request's state (409).
-        forbidden: bool,
-        /// What was refused and why.
-        message: String,
+        /// Why.
+        refusal: tollgate_model::records::DecisionRefusal,
     },
     /// The arguments cannot be used (e.g. a cursor that this store did not issue).
     #[error("invalid argument: {0}")]
@@ -86,14 +84,8 @@ impl Error {
     /// Whether this is a [`Error::Conflict`], or a [`Error::Refused`] about the state of
     /// a request rather than the decider's rights (both answer 409).
     pub fn is_conflict(&self) -> bool {
-        matches!(
-            self,
-            Self::Conflict(_)
-                | Self::Refused {
-                    forbidden: false,
-                    ..
-                }
-        )
+        matches!(self, Self::Conflict(_))
+            || matches!(self, Self::Refused { refusal, .. } if !refusal.is_forbidden())
     }
 
     /// Whether this is a [`Error::NotFound`].

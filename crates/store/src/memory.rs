@@ -840,20 +840,9 @@ impl ApprovalStore for MemoryStore {
         decider: &Principal,
         lease: &LeaseClaim,
         now: Timestamp,
+        then: Option<Continuation>,
     ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, lease, now, None)
-    }
-
-    async fn decide_then(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        lease: &LeaseClaim,
-        now: Timestamp,
-        then: Continuation,
-    ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, lease, now, Some(&then))
+        self.decide_with(approval_id, decision, decider, lease, now, then.as_ref())
     }
 }
 
@@ -885,19 +874,18 @@ impl MemoryStore {
             Some(then) if claimed => rules::continuation(&execution, then),
             _ => None,
         };
-        let continued = next.is_some();
         state.approvals.insert(approval_id, approval.clone());
         if claimed {
-            if let Some(next) = next {
+            if let Some(next) = &next {
                 // Leaving the gate closed its only open request (the decided one), so
                 // an ending here has no other request to close.
-                execution = next.execution;
+                execution = next.execution.clone();
                 let steps = state.steps.entry(execution.id).or_default();
-                for record in next.records {
-                    upsert_step(steps, record);
+                for record in &next.records {
+                    upsert_step(steps, record.clone());
                 }
-                if let Some(approval) = next.approval {
-                    state.insert_approval(approval);
+                if let Some(approval) = &next.approval {
+                    state.insert_approval(approval.clone());
                 }
             }
             *state.execution_mut(execution.id)? = execution.clone();
@@ -913,7 +901,7 @@ impl MemoryStore {
             approval,
             execution,
             claimed,
-            continued,
+            continued: next,
         })
     }
 }

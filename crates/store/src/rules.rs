@@ -6,8 +6,8 @@
 use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Event, Execution, ExecutionError,
-    Gate, Lease, Principal, StepRecord, Timestamp, Wake, Workflow,
+    ApprovalRequest, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event, Execution,
+    ExecutionError, Gate, Lease, Principal, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
@@ -118,10 +118,9 @@ pub fn decide(
     claim: &LeaseClaim,
     now: Timestamp,
 ) -> Result<bool> {
-    let refused = |forbidden: bool, message: String| Error::Refused {
+    let refused = |refusal: DecisionRefusal| Error::Refused {
         execution_id: approval.execution_id,
-        forbidden,
-        message,
+        refusal,
     };
     if decision.decided_by != decider.subject {
         return Err(Error::Invalid(format!(
@@ -135,7 +134,7 @@ pub fn decide(
     } else {
         approval.authorize(decider)
     };
-    authorized.map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    authorized.map_err(refused)?;
     // A decision after the deadline is refused even before the worker has expired the
     // request: the deadline decides, and its route runs exactly once (when the worker
     // claims the due gate).
@@ -143,14 +142,10 @@ pub fn decide(
         .expires_at
         .filter(|d| *d <= now && approval.status == ApprovalStatus::Pending)
     {
-        return Err(refused(
-            false,
-            format!(
-                "approval {} expired at {}: its deadline decides it, not this decision",
-                approval.id,
-                deadline.to_rfc3339()
-            ),
-        ));
+        return Err(refused(DecisionRefusal::Expired {
+            approval_id: approval.id,
+            deadline,
+        }));
     }
     let mut next = approval.clone();
     let (decided_by, reason, data) = (
@@ -158,9 +153,7 @@ pub fn decide(
         decision.reason.clone(),
         decision.data.clone(),
     );
-    let status = next
-        .apply(decision)
-        .map_err(|refusal| refused(refusal.is_forbidden(), refusal.to_string()))?;
+    let status = next.apply(decision).map_err(refused)?;
     if status == ApprovalStatus::Pending {
         *approval = next;
         return Ok(false);
@@ -168,13 +161,11 @@ pub fn decide(
     let at_gate = execution.status == ExecutionStatus::Paused
         && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval.id);
     if !at_gate {
-        return Err(refused(
-            false,
-            format!(
-                "execution {} is {} and no longer waits for approval {}",
-                execution.id, execution.status, approval.id
-            ),
-        ));
+        return Err(refused(DecisionRefusal::NotAtGate {
+            execution_id: execution.id,
+            status: execution.status,
+            approval_id: approval.id,
+        }));
     }
     let wake = Wake::Approval {
         approval_id: approval.id,
@@ -197,7 +188,7 @@ pub fn holds_decision(approval: &ApprovalRequest, decision: &Decision) -> bool {
     approval.decisions.iter().any(|d| d == decision)
 }
 
-/// What [`crate::ApprovalStore::decide_then`] stores for an execution a decision has
+/// What [`crate::ApprovalStore::decide`] with a continuation stores for an execution a decision has
 /// just claimed: what `then` made of it when that is a continuation of this very claim
 /// (same execution, later version, no longer holding the decided gate), else nothing
 /// (the claimed row is stored).

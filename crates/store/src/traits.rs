@@ -234,9 +234,17 @@ pub trait ApprovalStore: Send + Sync {
     /// Records a decision by `decider` (whose subject signs `decision`) and, when it
     /// settles the request (quorum reached, or a rejection), claims the gated execution
     /// under `claim` with an approval wake signal and an `approval` resume request — all
-    /// in one transaction (docs/ARCHITECTURE.md, "The flow of an execution"), authorised against the request as it stands in
-    /// that transaction ([`crate::rules::decide`]). A refusal is
-    /// [`crate::Error::Refused`] and changes nothing. `NotFound` if absent.
+    /// in one transaction (docs/ARCHITECTURE.md, "The flow of an execution"), authorised
+    /// against the request as it stands in that transaction ([`crate::rules::decide`]).
+    /// A refusal is [`crate::Error::Refused`] and changes nothing. `NotFound` if absent.
+    ///
+    /// With `then`, a claimed execution is stored as `then` continues it instead, with
+    /// the step records and approval request `then` returns, in the same transaction: a
+    /// decision and the side-effect-free steps that follow it are one write, and what was
+    /// stored comes back in [`Decided::continued`]. `then` must return the claimed
+    /// execution advanced by the rules of [`crate::rules::apply_commit`] (same id, version
+    /// above the claim's), or `None` to store it as claimed; a result that does not follow
+    /// the claim is ignored ([`crate::rules::continuation`]).
     async fn decide(
         &self,
         approval_id: Uuid,
@@ -244,27 +252,8 @@ pub trait ApprovalStore: Send + Sync {
         decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
+        then: Option<Continuation>,
     ) -> Result<Decided>;
-
-    /// [`Self::decide`], and when the decision claims the execution, stores it as `then`
-    /// continues it instead (with the step records and approval request `then` returns),
-    /// in the same transaction: a decision and the side-effect-free steps that follow it
-    /// are one write. `then` must return the claimed execution advanced by the rules of
-    /// [`crate::rules::apply_commit`] (same id, version above the claim's), or `None`.
-    /// Backends that cannot do this store the claimed execution, as `decide` does.
-    async fn decide_then(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Continuation,
-    ) -> Result<Decided> {
-        let _ = then;
-        self.decide(approval_id, decision, decider, claim, now)
-            .await
-    }
 }
 
 /// Incoming events.

@@ -208,9 +208,10 @@ pub struct Decided {
     pub execution: Execution,
     /// Whether the decision claimed the execution for the caller.
     pub claimed: bool,
-    /// Whether the execution was stored as the caller's [`Continuation`] left it, rather
-    /// than as the decision claimed it.
-    pub continued: bool,
+    /// What the caller's [`Continuation`] made of the claimed execution, as stored (its
+    /// execution is then `execution`); `None` when the execution was stored as the
+    /// decision claimed it.
+    pub continued: Option<Starting>,
 }
 
 /// What an execution does right after a decision settles its gate, computed by the

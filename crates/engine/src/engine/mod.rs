@@ -21,9 +21,10 @@ pub use gates::wait_matches;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
 use tollgate_model::records::{Cursor, Execution, Lease, Timestamp, Workflow};
-use tollgate_model::ExecutionStatus;
+use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{LeaseClaim, Starting, Store, Transition};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -79,22 +80,37 @@ impl Default for EngineOptions {
 /// Feeds the process's metrics recorder (a no-op unless the embedding program installs
 /// one): step durations by step type, executions ended by status, gates entered.
 fn record_commit_metrics(records: &[(String, Option<i64>)], transition: &Transition) {
+    let stop = match transition {
+        Transition::Finish { status, .. } => Some(Stop::Ended(*status)),
+        Transition::Gate { gate, .. } => Some(Stop::Gated(gate.reason)),
+        Transition::Continue | Transition::Release { .. } => None,
+    };
+    record_step_metrics(records, stop);
+}
+
+/// Where a commit left its execution, for the metrics.
+enum Stop {
+    Ended(ExecutionStatus),
+    Gated(PauseReason),
+}
+
+fn record_step_metrics(records: &[(String, Option<i64>)], stop: Option<Stop>) {
     for (step_type, duration) in records {
         if let Some(ms) = duration {
             metrics::histogram!("tollgate_step_duration_seconds", "step_type" => step_type.clone())
                 .record(*ms as f64 / 1000.0);
         }
     }
-    match transition {
-        Transition::Finish { status, .. } => {
+    match stop {
+        Some(Stop::Ended(status)) => {
             metrics::counter!("tollgate_executions_ended_total", "status" => status.to_string())
                 .increment(1);
         }
-        Transition::Gate { gate, .. } => {
-            metrics::counter!("tollgate_gates_entered_total", "reason" => gate.reason.as_str())
+        Some(Stop::Gated(reason)) => {
+            metrics::counter!("tollgate_gates_entered_total", "reason" => reason.as_str())
                 .increment(1);
         }
-        Transition::Continue | Transition::Release { .. } => {}
+        None => {}
     }
 }
 
@@ -353,33 +369,51 @@ impl Engine {
 
     /// Continues, in memory, an execution a decision has just claimed for this worker
     /// (its approval wake signal stored on it): resolves the decision and runs the
-    /// side-effect-free steps after it, like [`Self::run_ahead`], so that the decision
-    /// and those steps are stored in one transaction
-    /// ([`tollgate_store::ApprovalStore::decide_then`]). Synchronous because it runs
-    /// inside that transaction; `None` when it cannot run without the store (the
-    /// definition is not compiled in this process yet, or a step would wait for I/O) —
-    /// then the claimed execution is stored and advanced as usual.
-    pub fn continue_ahead(&self, claimed: &Execution) -> Option<Ahead> {
+    /// side-effect-free steps after it, like [`Self::run_ahead`], and returns what to
+    /// store instead of the claimed row, so that the decision and those steps are one
+    /// write ([`tollgate_store::ApprovalStore::decide`] with a continuation). `None` when
+    /// it cannot run without the store (the definition is not compiled in this process
+    /// yet, or a step would wait for I/O) — then the claimed execution is stored and
+    /// advanced as usual.
+    ///
+    /// Synchronous because it runs inside the decision's transaction, while the store
+    /// holds its rows. The run loop is one `async` function for both modes, and running
+    /// ahead never awaits I/O (it stops before any step that would), so one poll
+    /// finishes it ([`FutureExt::now_or_never`]); a poll that is not ready would have
+    /// waited, and is dropped — the safe answer, `None`. Writing a second, synchronous
+    /// copy of the step loop for this one caller would let the two drift apart.
+    pub fn continue_ahead(&self, claimed: &Execution) -> Option<Starting> {
         let compiled = self.compiled_if_cached(&claimed.snapshot_id)?;
         let mut run = Run::new(self, claimed.clone(), compiled, true);
         let span = tracing::info_span!("execution", execution_id = %run.exec.id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
-        let polled = {
-            // Running ahead never waits on I/O (it stops before any step that would), so
-            // one poll finishes it; a pending poll means it would have, and is dropped.
-            let drive = std::pin::pin!(run.drive().instrument(span));
-            std::future::Future::poll(
-                drive,
-                &mut std::task::Context::from_waker(std::task::Waker::noop()),
-            )
-        };
-        match polled {
-            std::task::Poll::Ready(Ok(())) => Some(run.into_ahead()),
-            std::task::Poll::Ready(Err(err)) => {
+        match run.drive().instrument(span).now_or_never()? {
+            Ok(()) => Some(run.into_ahead().starting),
+            Err(err) => {
                 tracing::debug!(execution_id = %claimed.id, "not continued ahead: {err}");
                 None
             }
-            std::task::Poll::Pending => None,
         }
+    }
+
+    /// Records the metrics of a continuation once the store kept it
+    /// ([`tollgate_store::Decided::continued`]): its steps' durations, and the gate it
+    /// entered or the status it ended with.
+    pub fn record_continued(&self, stored: &Starting) {
+        let durations: Vec<(String, Option<i64>)> = stored
+            .records
+            .iter()
+            .map(|r| (r.step_type.clone(), r.duration_ms()))
+            .collect();
+        let e = &stored.execution;
+        let stop = if e.status.is_terminal() {
+            Some(Stop::Ended(e.status))
+        } else {
+            e.gate
+                .as_ref()
+                .filter(|_| e.status != ExecutionStatus::Running)
+                .map(|g| Stop::Gated(g.reason))
+        };
+        record_step_metrics(&durations, stop);
     }
 
     /// Runs an execution this worker holds (`running`, leased by [`Self::worker_id`])

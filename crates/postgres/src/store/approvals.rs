@@ -76,6 +76,7 @@ impl ApprovalStore for PgStore {
         decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
+        then: Option<Continuation>,
     ) -> Result<Decided> {
         self.decider
             .submit(DecideRequest::new(
@@ -84,28 +85,7 @@ impl ApprovalStore for PgStore {
                 decider,
                 claim,
                 now,
-                None,
-            ))
-            .await
-    }
-
-    async fn decide_then(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Continuation,
-    ) -> Result<Decided> {
-        self.decider
-            .submit(DecideRequest::new(
-                approval_id,
-                decision,
-                decider,
-                claim,
-                now,
-                Some(then),
+                then,
             ))
             .await
     }

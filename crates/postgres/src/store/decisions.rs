@@ -28,7 +28,7 @@ pub(crate) struct DecideRequest {
     pub(crate) decider: Principal,
     pub(crate) claim: LeaseClaim,
     pub(crate) now: Timestamp,
-    /// What the claimed execution does next ([`ApprovalStore::decide_then`]).
+    /// What the claimed execution does next ([`ApprovalStore::decide`]).
     pub(crate) then: Option<Continuation>,
     /// Set when a batch first tries to write this request (shared by the clones the
     /// batcher makes): found set, the request is being retried after a batch whose
@@ -62,7 +62,7 @@ impl std::fmt::Debug for DecideRequest {
         f.debug_struct("DecideRequest")
             .field("approval_id", &self.approval_id)
             .field("decided_by", &self.decision.decided_by)
-            .field("continued", &self.then.is_some())
+            .field("continues", &self.then.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -312,7 +312,7 @@ pub(super) fn decide_one(
             approval: approval.clone(),
             execution: execution.clone(),
             claimed: false,
-            continued: false,
+            continued: None,
         });
     }
     let decision = request.decision.clone();
@@ -343,21 +343,20 @@ pub(super) fn decide_one(
             approval: approval.clone(),
             execution: execution.clone(),
             claimed: false,
-            continued: false,
+            continued: None,
         });
     }
     let next = request
         .then
         .as_ref()
         .and_then(|then| rules::continuation(&next_execution, then));
-    let continued = next.is_some();
-    if let Some(next) = next {
+    if let Some(next) = &next {
         // Leaving the gate closed its only open request (the decided one), so an ending
         // here has no other request to close.
         writes.wakes |= next.wakes_workers();
-        next_execution = next.execution;
-        writes.records.extend(next.records);
-        writes.new_approvals.extend(next.approval);
+        next_execution = next.execution.clone();
+        writes.records.extend(next.records.iter().cloned());
+        writes.new_approvals.extend(next.approval.iter().cloned());
     }
     writes
         .approvals
@@ -375,7 +374,7 @@ pub(super) fn decide_one(
         approval: approval.clone(),
         execution: execution.clone(),
         claimed: true,
-        continued,
+        continued: next,
     })
 }
 

@@ -324,6 +324,7 @@ async fn two_processes_deciding_the_same_requests_claim_each_once() {
                     &manager(who),
                     &lease(who, t0() + chrono::TimeDelta::seconds(30)),
                     t0(),
+                    None,
                 )
                 .await
         })
@@ -393,6 +394,7 @@ async fn decision_text_is_stored_exactly_as_written() {
                 &manager(&who),
                 &lease("api", t0() + chrono::Duration::seconds(30)),
                 t0(),
+                None,
             )
             .await
             .unwrap();
@@ -460,6 +462,7 @@ async fn decisions_cancellations_and_deadlines_never_deadlock() {
                         &manager("ann"),
                         &lease("ann", t0() + chrono::TimeDelta::seconds(30)),
                         t0(),
+                        None,
                     )
                     .await
                     .map(|_| ())

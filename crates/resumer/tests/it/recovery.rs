@@ -418,6 +418,7 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
             },
             &dead,
             now,
+            None,
         )
         .await
         .unwrap();

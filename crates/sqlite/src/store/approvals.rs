@@ -77,21 +77,9 @@ impl ApprovalStore for SqliteStore {
         decider: &Principal,
         claim: &LeaseClaim,
         now: Timestamp,
+        then: Option<Continuation>,
     ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, claim, now, None)
-            .await
-    }
-
-    async fn decide_then(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Continuation,
-    ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, claim, now, Some(&then))
+        self.decide_with(approval_id, decision, decider, claim, now, then.as_ref())
             .await
     }
 }

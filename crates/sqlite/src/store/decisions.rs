@@ -3,8 +3,8 @@
 
 use serde_json::json;
 use sqlx::Row;
-use tollgate_model::records::{Decision, Principal, Timestamp};
-use tollgate_store::{rules, Continuation, Decided, Error, LeaseClaim, Result};
+use tollgate_model::records::{Decision, Principal, StepRecord, Timestamp};
+use tollgate_store::{rules, Continuation, Decided, Error, LeaseClaim, Result, Starting};
 use uuid::Uuid;
 
 use crate::rows::{backend, json, opt_ts, ts};
@@ -67,17 +67,14 @@ impl SqliteStore {
             Some(then) if claimed => rules::continuation(&execution, then),
             _ => None,
         };
-        let continued = next.is_some();
-        let (records, new_approval, wakes) = match next {
-            Some(next) => {
-                // Leaving the gate closed its only open request (the decided one), so
-                // an ending here has no other request to close.
-                let wakes = next.wakes_workers();
-                execution = next.execution;
-                (next.records, next.approval, wakes)
-            }
-            None => (Vec::new(), None, false),
-        };
+        // Leaving the gate closed its only open request (the decided one), so an ending
+        // here has no other request to close.
+        let wakes = next.as_ref().is_some_and(Starting::wakes_workers);
+        if let Some(next) = &next {
+            execution = next.execution.clone();
+        }
+        let records: &[StepRecord] = next.as_ref().map_or(&[], |n| &n.records);
+        let new_approval = next.as_ref().and_then(|n| n.approval.as_ref());
         // Hop 2: every write and the commit, in one batch.
         let mut sql = String::from(
             "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?;",
@@ -86,7 +83,7 @@ impl SqliteStore {
             sql.push(' ');
             sql.push_str(&upsert_execution_sql());
             sql.push_str("; INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL);");
-            for _ in &records {
+            for _ in records {
                 sql.push(' ');
                 sql.push_str(UPSERT_STEP_SQL);
                 sql.push(';');
@@ -111,7 +108,7 @@ impl SqliteStore {
                 .bind(json(&json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
                 .bind(ts(now))
                 .bind(ts(now));
-            for record in &records {
+            for record in records {
                 write = bind_step(write, record);
             }
             if let Some(new_approval) = &new_approval {
@@ -132,7 +129,7 @@ impl SqliteStore {
             approval,
             execution,
             claimed,
-            continued,
+            continued: next,
         })
     }
 }

@@ -31,6 +31,7 @@ async fn fifty_concurrent_decisions_one_claim_no_busy_errors() {
                     &manager(&format!("m{i}")),
                     &lease("api", t0()),
                     t0(),
+                    None,
                 )
                 .await
         }));

@@ -32,6 +32,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
             &manager("ann"),
             &lease("api", t0() + secs(30)),
             t0(),
+            None,
         )
         .await
         .unwrap();
@@ -45,7 +46,8 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
                 decision("ann", DecisionKind::Approve),
                 &manager("ann"),
                 &lease("api", t0()),
-                t0()
+                t0(),
+                None
             )
             .await
             .unwrap_err()
@@ -60,6 +62,7 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
             &manager("bob"),
             &lease("api", t0() + secs(30)),
             t0() + secs(1),
+            None,
         )
         .await
         .unwrap();
@@ -96,7 +99,8 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
                 decision("cat", DecisionKind::Approve),
                 &manager("cat"),
                 &lease("api", t0()),
-                t0()
+                t0(),
+                None
             )
             .await
             .unwrap_err()
@@ -139,6 +143,7 @@ pub async fn concurrent_decisions_claim_once(store: Arc<dyn Store>) {
                     &manager(&format!("m{i}")),
                     &lease(&format!("api-{i}"), t0() + secs(30)),
                     t0(),
+                    None,
                 )
                 .await
         }));
@@ -174,9 +179,8 @@ pub async fn decisions_are_authorised_in_their_transaction(store: Arc<dyn Store>
     let refusal = |err: Error| match err {
         Error::Refused {
             execution_id,
-            forbidden,
-            message,
-        } => (execution_id, forbidden, message),
+            refusal,
+        } => (execution_id, refusal.is_forbidden(), refusal.to_string()),
         other => panic!("expected a refusal, got {other}"),
     };
     // Not an approver: refused as forbidden, naming the execution, nothing changed.
@@ -276,23 +280,29 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
     at_second.step_id = "second".into();
     at_second.approval_id = Some(second.id);
     let decided = store
-        .decide_then(
+        .decide(
             first.id,
             decision("ann", DecisionKind::Approve),
             &manager("ann"),
             &lease("api", t0() + secs(30)),
             t0(),
-            continue_with(Transition::Gate {
+            Some(continue_with(Transition::Gate {
                 gate: at_second,
                 approval: Some(Box::new(second.clone())),
-            }),
+            })),
         )
         .await
         .unwrap();
-    assert!(
-        decided.continued,
-        "every backend of this workspace continues"
+    let continued = decided
+        .continued
+        .as_ref()
+        .expect("every backend of this workspace continues");
+    assert_eq!(
+        continued.execution, decided.execution,
+        "the continuation comes back as stored"
     );
+    assert_eq!(continued.records.len(), 1);
+    assert_eq!(continued.approval.as_ref().map(|a| a.id), Some(second.id));
     assert!(decided.claimed);
     assert_eq!(decided.approval.status, ApprovalStatus::Approved);
     let stored = store.get_execution(e.id).await.unwrap();
@@ -315,20 +325,20 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
     // The new request is decidable like any other, and this time the execution
     // ends with the decision.
     let ended = store
-        .decide_then(
+        .decide(
             second.id,
             decision("bob", DecisionKind::Reject),
             &manager("bob"),
             &lease("api", t0() + secs(30)),
             t0(),
-            continue_with(Transition::Finish {
+            Some(continue_with(Transition::Finish {
                 status: ExecutionStatus::Completed,
                 error: None,
-            }),
+            })),
         )
         .await
         .unwrap();
-    assert!(ended.continued);
+    assert!(ended.continued.is_some());
     let stored = store.get_execution(e.id).await.unwrap();
     assert_eq!(stored, ended.execution);
     assert_eq!(stored.status, ExecutionStatus::Completed);
@@ -353,17 +363,17 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
     ] {
         let (e, a) = paused_at_approval(&store, &w, 1, None).await;
         let decided = store
-            .decide_then(
+            .decide(
                 a.id,
                 decision("ann", DecisionKind::Approve),
                 &manager("ann"),
                 &lease("api", t0() + secs(30)),
                 t0(),
-                bad,
+                Some(bad),
             )
             .await
             .unwrap();
-        assert!(decided.claimed && !decided.continued);
+        assert!(decided.claimed && decided.continued.is_none());
         let stored = store.get_execution(e.id).await.unwrap();
         assert_eq!(stored, decided.execution);
         assert_eq!(
@@ -376,20 +386,20 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
     // A decision short of the quorum claims nothing, so nothing continues.
     let (e, a) = paused_at_approval(&store, &w, 2, None).await;
     let partial = store
-        .decide_then(
+        .decide(
             a.id,
             decision("ann", DecisionKind::Approve),
             &manager("ann"),
             &lease("api", t0() + secs(30)),
             t0(),
-            continue_with(Transition::Finish {
+            Some(continue_with(Transition::Finish {
                 status: ExecutionStatus::Completed,
                 error: None,
-            }),
+            })),
         )
         .await
         .unwrap();
-    assert!(!partial.claimed && !partial.continued);
+    assert!(!partial.claimed && partial.continued.is_none());
     assert_eq!(store.get_execution(e.id).await.unwrap(), e);
 }
 
@@ -403,6 +413,7 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
             &manager("ann"),
             &lease("api", t0()),
             t0(),
+            None,
         )
         .await
         .unwrap();
@@ -413,6 +424,7 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
             &manager("bob"),
             &lease("api", t0() + secs(30)),
             t0(),
+            None,
         )
         .await
         .unwrap();
@@ -438,7 +450,8 @@ pub async fn rejection_decides_and_stale_gates_refuse(store: Arc<dyn Store>) {
             decision("ann", DecisionKind::Approve),
             &manager("ann"),
             &lease("api", t0()),
-            t0()
+            t0(),
+            None
         )
         .await
         .unwrap_err()
@@ -466,6 +479,7 @@ pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
             &manager("mia"),
             &lease("api", deadline + secs(30)),
             deadline,
+            None,
         )
         .await
         .unwrap_err();
@@ -482,6 +496,7 @@ pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
             &manager("mia"),
             &lease("api", deadline + secs(30)),
             deadline - TimeDelta::microseconds(1),
+            None,
         )
         .await
         .unwrap();
@@ -509,6 +524,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
             &manager("bob"),
             &lease("api", t0()),
             t0(),
+            None,
         )
         .await
         .unwrap();
@@ -596,6 +612,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
             &ann,
             &lease("api", t0()),
             t0(),
+            None,
         )
         .await
         .unwrap();

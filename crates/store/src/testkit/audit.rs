@@ -31,6 +31,7 @@ pub async fn resume_request_audit_is_kept_in_order(store: Arc<dyn Store>) {
             &manager("ann"),
             &lease("api", t0()),
             t0() + secs(1),
+            None,
         )
         .await
         .unwrap();

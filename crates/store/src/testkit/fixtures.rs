@@ -258,6 +258,7 @@ pub async fn decide_as(
             decider,
             &lease("api", t0() + secs(30)),
             t0(),
+            None,
         )
         .await
 }
