@@ -383,9 +383,21 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "tollgate-sqlite",
             ][..],
         ),
-        // The server code behind both binaries (`tollgate-api`, `tollgate-resume-worker`):
-        // the one library that may name concrete backends, and nothing depends on it but
-        // the binaries.
+        // What both binaries compose at start-up: the one library that may name the
+        // concrete backends. Only binaries (and the server library) depend on it.
+        (
+            "tollgate-bootstrap",
+            &[
+                "tollgate-model",
+                "tollgate-store",
+                "tollgate-engine",
+                "tollgate-sqlite",
+                "tollgate-postgres",
+            ][..],
+        ),
+        // The HTTP server and console behind `tollgate-api`: it reaches a backend only
+        // through tollgate-bootstrap, and nothing depends on it but its binary (and the
+        // worker's tests, which run a server beside the worker).
         (
             "tollgate-api",
             &[
@@ -393,8 +405,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "tollgate-store",
                 "tollgate-engine",
                 "tollgate-resumer",
-                "tollgate-sqlite",
-                "tollgate-postgres",
+                "tollgate-bootstrap",
             ][..],
         ),
     ])

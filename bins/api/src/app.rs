@@ -2,78 +2,23 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tollgate_engine::{
-    ContextProvider, Engine, EngineOptions, HttpContextProvider, NoProviders, Notifier,
-    RecordingNotifier, WebhookNotifier,
-};
+use tollgate_bootstrap::{build_engine, default_worker_id, Backend, Kind};
 use tollgate_model::records::ApiKey;
 use tollgate_resumer::{Tasks, Worker, WorkerOptions};
-use tollgate_store::Store;
+use tollgate_store::ApiKeyStore;
 use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use crate::auth::{generate_key, hash_key};
-use crate::backend::{Backend, Kind};
-use crate::config::{FileConfig, ServeArgs, WorkerArgs};
+use crate::config::{FileConfig, ServeArgs};
 use crate::error::ApiError;
 use crate::routes;
 use crate::state::AppState;
-
-/// Builds the engine the way every Tollgate process does: `config` supplies context
-/// providers, secrets and the notifier.
-pub fn build_engine(
-    store: Arc<dyn Store>,
-    config: &FileConfig,
-    worker: &WorkerArgs,
-    worker_id: String,
-) -> anyhow::Result<Engine> {
-    let http_timeout = config.http_timeout();
-    let notifier: Arc<dyn Notifier> = match &config.notifier {
-        Some(n) => Arc::new(
-            WebhookNotifier::new(n.webhook_url.clone(), http_timeout)
-                .context("cannot build the notifier's HTTP client")?,
-        ),
-        None => Arc::new(RecordingNotifier),
-    };
-    let provider: Arc<dyn ContextProvider> = if config.context_providers.is_empty() {
-        Arc::new(NoProviders)
-    } else {
-        Arc::new(
-            HttpContextProvider::new(config.context_providers.clone(), http_timeout)
-                .context("cannot build the context providers' HTTP client")?,
-        )
-    };
-    let options = EngineOptions {
-        worker_id,
-        lease: worker.lease,
-        http_timeout,
-        secrets: config.secrets.clone(),
-        ..EngineOptions::default()
-    };
-    Ok(Engine::builder(store)
-        .notifier(notifier)
-        .context_provider(provider)
-        .options(options)
-        .build()?)
-}
-
-/// A unique id for this process's worker: host, pid and a random suffix.
-pub fn default_worker_id(prefix: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    let suffix = Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{host}-{}-{}", std::process::id(), &suffix[..6])
-}
 
 /// The admin key after start-up.
 #[derive(Debug, Clone)]
@@ -102,7 +47,10 @@ pub enum AdminKey {
 /// created, registered and written there (mode 0600). A key file this database does not
 /// know (its key was revoked, or the file belongs to another database) is never
 /// registered again — that would undo a revocation — and is reported instead.
-pub async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> anyhow::Result<AdminKey> {
+pub async fn ensure_admin_key(
+    store: &dyn ApiKeyStore,
+    data_dir: &Path,
+) -> anyhow::Result<AdminKey> {
     let path = data_dir.join("admin.key");
     if path.exists() {
         let key = std::fs::read_to_string(&path)

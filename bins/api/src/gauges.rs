@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tollgate_model::ExecutionStatus;
-use tollgate_store::{Result, Store};
+use tollgate_store::{ExecutionStore, Result};
 
 /// Counts of executions per status.
 type Counts = Vec<(ExecutionStatus, u64)>;
@@ -39,7 +39,7 @@ impl StatusGauges {
     /// ones as of at most `refresh` ago. Concurrent callers share one full count.
     pub async fn read(
         &self,
-        store: &dyn Store,
+        store: &dyn ExecutionStore,
     ) -> Result<[(ExecutionStatus, u64); ExecutionStatus::ALL.len()]> {
         let mut terminal = self.terminal.lock().await;
         let counts = match terminal.as_ref() {
@@ -73,7 +73,7 @@ mod tests {
     use std::sync::Arc;
 
     use tollgate_store::testkit::{running, t0, waiting, workflow};
-    use tollgate_store::MemoryStore;
+    use tollgate_store::{MemoryStore, Store};
 
     use super::*;
 

@@ -7,7 +7,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod backend;
 pub mod config;
 pub mod console;
 pub mod dto;

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tollgate_api::app::{self, AdminKey};
-use tollgate_api::backend::Backend;
 use tollgate_api::config::{DatabaseArgs, ServeArgs};
+use tollgate_bootstrap::{init_logging, run_main, Backend};
 
 /// Tollgate: durable workflows that stop at approvals, events and deadlines.
 ///
@@ -80,27 +80,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_main(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    tollgate_api::telemetry::init_logging(cli.serve.log_format);
+    init_logging(cli.serve.log_format);
     match cli.command {
         Some(Command::Validate { .. }) => Ok(()),
         Some(Command::Migrate { database }) => {

@@ -13,7 +13,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::config::LogFormat;
 use crate::error::ApiError;
 
 /// The route template a request matched (`/api/v1/approvals/{id}/approve`), attached to
@@ -21,18 +20,6 @@ use crate::error::ApiError;
 /// the request a second time.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteTemplate(pub &'static str);
-
-/// Installs the tracing subscriber (once per process; later calls do nothing). The
-/// filter comes from `RUST_LOG`, default `info`.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
 
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics() -> &'static PrometheusHandle {

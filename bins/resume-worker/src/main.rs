@@ -14,9 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tollgate_api::app::{build_engine, default_worker_id};
-use tollgate_api::backend::{Backend, Kind};
-use tollgate_api::config::{parse_duration, DatabaseArgs, FileConfig, LogFormat, WorkerArgs};
+use tollgate_bootstrap::{
+    build_engine, default_worker_id, init_logging, parse_duration, run_main, wait_for_signal,
+    Backend, DatabaseArgs, DatabaseTarget, FileConfig, Kind, LogFormat, WorkerArgs,
+};
 use tollgate_resumer::{Worker, WorkerOptions};
 
 /// Runs Tollgate's worker loop against a shared PostgreSQL database.
@@ -74,36 +75,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(1)
-        }
-    }
+    run_main(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    tollgate_api::telemetry::init_logging(cli.log_format);
+    init_logging(cli.log_format);
     let database = DatabaseArgs {
         data_dir: PathBuf::from("."),
         database_url: Some(cli.database_url.clone()),
         database_max_connections: cli.database_max_connections,
     };
-    if !matches!(
-        database.target()?,
-        tollgate_api::config::DatabaseTarget::Postgres(_)
-    ) {
+    if !matches!(database.target()?, DatabaseTarget::Postgres(_)) {
         bail!(
             "tollgate-resume-worker needs PostgreSQL (--database-url postgres://…). SQLite is \
              single-node: the worker loop embedded in `tollgate-api` serves it."
@@ -150,22 +132,5 @@ async fn run(cli: Cli) -> Result<()> {
         .context("executions in flight did not finish in time; their leases will expire")?
         .context("worker loop panicked")?;
     backend.close().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            _ = term.recv() => {}
-            res = tokio::signal::ctrl_c() => res.context("cannot listen for SIGINT")?,
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
     Ok(())
 }

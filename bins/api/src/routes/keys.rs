@@ -34,7 +34,7 @@ pub fn check_new_key(name: &str, roles: &[String]) -> ApiResult<()> {
 
 /// Creates a key record for `name` with `roles`; returns it with its secret.
 pub async fn create_key(
-    store: &dyn tollgate_store::Store,
+    store: &dyn tollgate_store::ApiKeyStore,
     name: String,
     roles: Vec<String>,
     now: tollgate_model::records::Timestamp,

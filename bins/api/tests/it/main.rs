@@ -87,7 +87,7 @@ impl TestApp {
 
     pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServeArgs)) -> Self {
         if std::env::var_os("RUST_LOG").is_some() {
-            tollgate_api::telemetry::init_logging(LogFormat::Text);
+            tollgate_bootstrap::init_logging(LogFormat::Text);
         }
         let dir = tempfile::tempdir().unwrap();
         let database_url = match db {

@@ -1,0 +1,86 @@
+//! What every Tollgate process composes at start-up, written once for `tollgate-api` and
+//! `tollgate-resume-worker`: settings from flags, environment and a JSON file
+//! ([`config`]), the backend a database URL names ([`backend`]), logging, the engine
+//! ([`build_engine`]), and the process frame — the runtime, the exit code, the shutdown
+//! signal ([`process`]).
+//!
+//! This is the one library besides the binaries that names the concrete backends; the
+//! crates below it see only `Arc<dyn Store>`.
+
+pub mod backend;
+pub mod config;
+mod engine;
+pub mod process;
+
+pub use backend::{Backend, Kind};
+pub use config::{
+    parse_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat, NotifierConfig, WorkerArgs,
+};
+pub use engine::{build_engine, default_worker_id};
+pub use process::{init_logging, run_main, wait_for_signal};
+
+use std::path::PathBuf;
+
+/// Why a process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--database-url` names neither backend.
+    #[error("--database-url `{0}` is neither `sqlite:PATH` nor `postgres://…`")]
+    DatabaseUrl(String),
+    /// The config file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid JSON of the expected shape.
+    #[error("config file {} is not valid: {source}", path.display())]
+    ConfigInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: serde_json::Error,
+    },
+    /// A value in the config file is out of range.
+    #[error("{}: {field}: {message}", path.display())]
+    ConfigValue {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The SQLite database cannot be opened.
+    #[error("cannot open the SQLite database: {0}")]
+    Sqlite(#[from] tollgate_sqlite::OpenError),
+    /// PostgreSQL is unreachable, refused us, or its migrations failed.
+    #[error("cannot {what} PostgreSQL: {source}")]
+    Postgres {
+        /// `connect to` or `migrate`.
+        what: &'static str,
+        /// Why.
+        source: tollgate_postgres::ConnectError,
+    },
+    /// An HTTP client (notifier, context providers) cannot be built.
+    #[error("cannot build the {what}'s HTTP client: {source}")]
+    HttpClient {
+        /// Whose client.
+        what: &'static str,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The engine refused its settings.
+    #[error(transparent)]
+    Engine(#[from] tollgate_engine::Error),
+    /// The process cannot listen for shutdown signals.
+    #[error("cannot listen for {signal}: {source}")]
+    Signal {
+        /// Which signal.
+        signal: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
