@@ -34,203 +34,131 @@ pub const BASE: &str = "/api/v1";
 
 /// Every route: method, path template, handler.
 pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
-    use actix_web::web::route;
-    let r = |m: Method| route().method(m);
     vec![
-        (Method::GET, "/health/live", r(Method::GET).to(meta::live)),
-        (Method::GET, "/health/ready", r(Method::GET).to(meta::ready)),
-        (Method::GET, "/metrics", r(Method::GET).to(meta::metrics)),
-        (
-            Method::GET,
-            "/api/v1/openapi.json",
-            r(Method::GET).to(meta::openapi),
-        ),
-        (
-            Method::GET,
-            "/api/v1/api-keys",
-            r(Method::GET).to(keys::list),
-        ),
-        (
-            Method::POST,
-            "/api/v1/api-keys",
-            r(Method::POST).to(keys::create),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/api-keys/{id}",
-            r(Method::DELETE).to(keys::delete),
-        ),
-        (
-            Method::GET,
-            "/api/v1/workflows",
-            r(Method::GET).to(workflows::list),
-        ),
-        (
-            Method::POST,
-            "/api/v1/workflows",
-            r(Method::POST).to(workflows::create),
-        ),
-        (
+        at(Method::GET, "/health/live", meta::live),
+        at(Method::GET, "/health/ready", meta::ready),
+        at(Method::GET, "/metrics", meta::metrics),
+        at(Method::GET, "/api/v1/openapi.json", meta::openapi),
+        at(Method::GET, "/api/v1/api-keys", keys::list),
+        at(Method::POST, "/api/v1/api-keys", keys::create),
+        at(Method::DELETE, "/api/v1/api-keys/{id}", keys::delete),
+        at(Method::GET, "/api/v1/workflows", workflows::list),
+        at(Method::POST, "/api/v1/workflows", workflows::create),
+        at(
             Method::POST,
             "/api/v1/workflows/validate",
-            r(Method::POST).to(workflows::validate),
+            workflows::validate,
         ),
-        (
-            Method::GET,
-            "/api/v1/workflows/{id}",
-            r(Method::GET).to(workflows::get),
-        ),
-        (
-            Method::PUT,
-            "/api/v1/workflows/{id}",
-            r(Method::PUT).to(workflows::replace),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/workflows/{id}",
-            r(Method::DELETE).to(workflows::delete),
-        ),
-        (
+        at(Method::GET, "/api/v1/workflows/{id}", workflows::get),
+        at(Method::PUT, "/api/v1/workflows/{id}", workflows::replace),
+        at(Method::DELETE, "/api/v1/workflows/{id}", workflows::delete),
+        at(
             Method::POST,
             "/api/v1/workflows/{id}/enable",
-            r(Method::POST).to(workflows::enable),
+            workflows::enable,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/workflows/{id}/disable",
-            r(Method::POST).to(workflows::disable),
+            workflows::disable,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/workflows/{id}/execute",
-            r(Method::POST).to(workflows::execute),
+            workflows::execute,
         ),
-        (
+        at(
             Method::GET,
             "/api/v1/workflows/{id}/schedules",
-            r(Method::GET).to(schedules::list_for_workflow),
+            schedules::list_for_workflow,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/workflows/{id}/schedules",
-            r(Method::POST).to(schedules::create),
+            schedules::create,
         ),
-        (
-            Method::GET,
-            "/api/v1/schedules",
-            r(Method::GET).to(schedules::list),
-        ),
-        (
-            Method::GET,
-            "/api/v1/schedules/{id}",
-            r(Method::GET).to(schedules::get),
-        ),
-        (
-            Method::PUT,
-            "/api/v1/schedules/{id}",
-            r(Method::PUT).to(schedules::replace),
-        ),
-        (
-            Method::DELETE,
-            "/api/v1/schedules/{id}",
-            r(Method::DELETE).to(schedules::delete),
-        ),
-        (
-            Method::GET,
-            "/api/v1/schedules/{id}/next",
-            r(Method::GET).to(schedules::next),
-        ),
-        (
+        at(Method::GET, "/api/v1/schedules", schedules::list),
+        at(Method::GET, "/api/v1/schedules/{id}", schedules::get),
+        at(Method::PUT, "/api/v1/schedules/{id}", schedules::replace),
+        at(Method::DELETE, "/api/v1/schedules/{id}", schedules::delete),
+        at(Method::GET, "/api/v1/schedules/{id}/next", schedules::next),
+        at(
             Method::GET,
             "/api/v1/schedules/{id}/ticks",
-            r(Method::GET).to(schedules::ticks),
+            schedules::ticks,
         ),
-        (
-            Method::POST,
-            "/api/v1/events",
-            r(Method::POST).to(events::ingest),
-        ),
-        (
-            Method::GET,
-            "/api/v1/events/{id}",
-            r(Method::GET).to(events::get),
-        ),
-        (
-            Method::GET,
-            "/api/v1/executions",
-            r(Method::GET).to(executions::list),
-        ),
-        (
-            Method::GET,
-            "/api/v1/executions/paused",
-            r(Method::GET).to(executions::paused),
-        ),
-        (
-            Method::GET,
-            "/api/v1/executions/{id}",
-            r(Method::GET).to(executions::get),
-        ),
-        (
+        at(Method::POST, "/api/v1/events", events::ingest),
+        at(Method::GET, "/api/v1/events/{id}", events::get),
+        at(Method::GET, "/api/v1/executions", executions::list),
+        at(Method::GET, "/api/v1/executions/paused", executions::paused),
+        at(Method::GET, "/api/v1/executions/{id}", executions::get),
+        at(
             Method::GET,
             "/api/v1/executions/{id}/trace",
-            r(Method::GET).to(executions::trace),
+            executions::trace,
         ),
-        (
+        at(
             Method::GET,
             "/api/v1/executions/{id}/resume-requests",
-            r(Method::GET).to(executions::resume_requests),
+            executions::resume_requests,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/executions/{id}/pause",
-            r(Method::POST).to(executions::pause),
+            executions::pause,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/executions/{id}/resume",
-            r(Method::POST).to(executions::resume),
+            executions::resume,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/executions/{id}/cancel",
-            r(Method::POST).to(executions::cancel),
+            executions::cancel,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/executions/{id}/events",
-            r(Method::POST).to(executions::deliver),
+            executions::deliver,
         ),
-        (
-            Method::GET,
-            "/api/v1/approvals",
-            r(Method::GET).to(approvals::list),
-        ),
-        (
-            Method::GET,
-            "/api/v1/approvals/{id}",
-            r(Method::GET).to(approvals::get),
-        ),
-        (
+        at(Method::GET, "/api/v1/approvals", approvals::list),
+        at(Method::GET, "/api/v1/approvals/{id}", approvals::get),
+        at(
             Method::POST,
             "/api/v1/approvals/{id}/approve",
-            r(Method::POST).to(approvals::approve),
+            approvals::approve,
         ),
-        (
+        at(
             Method::POST,
             "/api/v1/approvals/{id}/reject",
-            r(Method::POST).to(approvals::reject),
+            approvals::reject,
         ),
-        (
+        at(
             Method::GET,
             "/api/v1/records/{entity}/{entity_id}",
-            r(Method::GET).to(records::get_record),
+            records::get_record,
         ),
-        (
-            Method::GET,
-            "/api/v1/notifications",
-            r(Method::GET).to(records::notifications),
-        ),
+        at(Method::GET, "/api/v1/notifications", records::notifications),
     ]
+}
+
+/// One row of [`table`]: `method` on `path`, answered by `handler`.
+fn at<F, Args>(
+    method: Method,
+    path: &'static str,
+    handler: F,
+) -> (Method, &'static str, actix_web::Route)
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    (
+        method.clone(),
+        path,
+        web::route().method(method).to(handler),
+    )
 }
 
 /// The (method, path) pairs the server registers.

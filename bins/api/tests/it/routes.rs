@@ -7,33 +7,62 @@ use serde_json::{json, Value};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{order_workflow, Db, TestApp};
+use crate::{order_workflow, TestApp};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_on_sqlite() {
-    every_route(TestApp::spawn(Db::Sqlite).await).await;
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use crate::{Db, TestApp};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_sqlite() {
+                    super::$scenario(TestApp::spawn(Db::Sqlite).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres() {
+                    super::$scenario(TestApp::spawn(Db::Postgres).await).await;
+                }
+            }
+        )*
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_on_postgres() {
-    every_route(TestApp::spawn(Db::Postgres).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_commands_and_direct_events_on_sqlite() {
-    operator_commands_and_direct_events(TestApp::spawn(Db::Sqlite).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_commands_and_direct_events_on_postgres() {
-    operator_commands_and_direct_events(TestApp::spawn(Db::Postgres).await).await;
-}
+// Every route, one scenario per resource, so that one failure does not hide the rest.
+on_both_backends!(
+    meta_routes,
+    key_routes,
+    workflow_routes,
+    execution_routes,
+    operator_commands_and_direct_events,
+);
 
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no envelope>")
 }
 
-async fn every_route(app: TestApp) {
+/// Keys for the roles the scenarios act as, besides the admin's.
+struct Keys {
+    viewer: String,
+    operator: String,
+    service: String,
+    maria: String,
+}
+
+impl Keys {
+    async fn new(app: &TestApp) -> Self {
+        Self {
+            viewer: app.key("viewer", &["viewer"]).await,
+            operator: app.key("ops", &["operator"]).await,
+            service: app.key("shop", &["service"]).await,
+            maria: app.key("maria", &["sales_manager"]).await,
+        }
+    }
+}
+
+/// Health, metrics and OpenAPI (open without a key), and protocol-level errors.
+async fn meta_routes(app: TestApp) {
     let admin = app.admin.clone();
 
     // Health, metrics, OpenAPI: open without a key.
@@ -50,11 +79,68 @@ async fn every_route(app: TestApp) {
     assert_eq!(s, StatusCode::OK);
     assert!(b["openapi"].as_str().unwrap().starts_with("3."));
 
+    // Protocol-level errors: all in the envelope, with a request id.
+    let res = app
+        .client
+        .get(app.url("/api/v1/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(code(&res.json().await.unwrap()), "not_found");
+    let res = app
+        .client
+        .patch(app.url("/api/v1/workflows"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    assert_eq!(code(&res.json().await.unwrap()), "method_not_allowed");
+    let res = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(code(&res.json().await.unwrap()), "unsupported_media_type");
+    let huge = json!({"event_type": "x", "payload": {"blob": "a".repeat(100 * 1024)}});
+    let (s, b) = app.post("/api/v1/events", &admin, huge).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    let (s, b) = app
+        .call(Method::GET, "/api/v1/workflows", Some("tg_0000"), None)
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let res = app
+        .client
+        .get(app.url("/api/v1/workflows"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    app.stop().await;
+}
+
+/// API keys: created, refused, listed without their secrets, revoked.
+async fn key_routes(app: TestApp) {
+    let admin = app.admin.clone();
+
     // Keys.
-    let viewer = app.key("viewer", &["viewer"]).await;
+    app.key("viewer", &["viewer"]).await;
     let operator = app.key("ops", &["operator"]).await;
-    let service = app.key("shop", &["service"]).await;
-    let maria = app.key("maria", &["sales_manager"]).await;
+    app.key("shop", &["service"]).await;
+    app.key("maria", &["sales_manager"]).await;
     let (s, b) = app
         .post(
             "/api/v1/api-keys",
@@ -130,6 +216,15 @@ async fn every_route(app: TestApp) {
         )
         .await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
+
+    app.stop().await;
+}
+
+/// Workflows: create, read, list, replace, enable, disable, execute, delete.
+async fn workflow_routes(app: TestApp) {
+    let Keys {
+        viewer, operator, ..
+    } = Keys::new(&app).await;
 
     // Workflows.
     let (s, b) = app
@@ -356,6 +451,25 @@ async fn every_route(app: TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+
+    app.stop().await;
+}
+
+/// Events, executions, approvals and what they leave behind (trace, audit, records,
+/// notifications), and the metrics they move.
+async fn execution_routes(app: TestApp) {
+    let Keys {
+        viewer,
+        operator,
+        service,
+        maria,
+    } = Keys::new(&app).await;
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, order_workflow("orders"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let wf = b["id"].as_str().unwrap().to_owned();
+    let unknown = uuid::Uuid::now_v7();
 
     // Events: start, idempotency, lookup.
     let event = json!({"event_type": "order.created", "payload": {"total": 20000, "order_id": "o-1"}, "source": "shop", "event_id": "o-1-created"});
@@ -713,56 +827,6 @@ async fn every_route(app: TestApp) {
         )
         .await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
-
-    // Protocol-level errors: all in the envelope, with a request id.
-    let res = app
-        .client
-        .get(app.url("/api/v1/nowhere"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    assert!(res.headers().contains_key("x-request-id"));
-    assert_eq!(code(&res.json().await.unwrap()), "not_found");
-    let res = app
-        .client
-        .patch(app.url("/api/v1/workflows"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(res.headers()["allow"], "GET, POST");
-    assert_eq!(code(&res.json().await.unwrap()), "method_not_allowed");
-    let res = app
-        .client
-        .post(app.url("/api/v1/events"))
-        .bearer_auth(&admin)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(code(&res.json().await.unwrap()), "unsupported_media_type");
-    let huge = json!({"event_type": "x", "payload": {"blob": "a".repeat(100 * 1024)}});
-    let (s, b) = app.post("/api/v1/events", &admin, huge).await;
-    assert_eq!(
-        (s, code(&b)),
-        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-    );
-    let (s, b) = app
-        .call(Method::GET, "/api/v1/workflows", Some("tg_0000"), None)
-        .await;
-    assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "unauthorized"));
-    let res = app
-        .client
-        .get(app.url("/api/v1/workflows"))
-        .header("authorization", "Basic abc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     // Metrics reflect what happened.
     let text = app
