@@ -8,7 +8,7 @@ use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
 use tollgate_store::{ApprovalFilter, ExecutionFilter, NotificationFilter, PageRequest, Store};
 use wiremock::Request;
 
-use crate::run::Client;
+use crate::client::Client;
 
 /// Counts checks and collects violations.
 #[derive(Default)]

@@ -18,6 +18,7 @@
 //! concurrent callers and random interleavings, each run replayable from its seed.
 
 pub mod check;
+mod client;
 pub mod fuse;
 pub mod run;
 pub mod scenario;

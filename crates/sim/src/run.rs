@@ -1,6 +1,6 @@
 //! Running a scenario with processes that die at chosen store calls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tollgate_engine::{Clock, Engine, EngineOptions, TestClock};
-use tollgate_model::records::{snapshot_id, DecisionKind, Event, Principal, Workflow};
+use tollgate_model::records::{snapshot_id, DecisionKind, Principal, Workflow};
 use tollgate_resumer::{
     ApprovalService, EventService, ExecutionControl, NewEvent, Progress, Worker, WorkerOptions,
 };
@@ -19,6 +19,7 @@ use tollgate_store::{MemoryStore, Store};
 use uuid::Uuid;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::client::Client;
 use crate::fuse::{CrashPoint, CrashStore, Fuse};
 use crate::scenario::{Act, Remote, Scenario};
 
@@ -61,27 +62,6 @@ pub struct RunReport {
     /// Invariants broken, each saying what and where.
     pub violations: Vec<String>,
     /// What the client did and was answered, in order (for failure reports).
-    pub log: Vec<String>,
-}
-
-/// What the client was told, per act.
-#[derive(Debug, Default)]
-pub(crate) struct Client {
-    /// Events answered 2xx, by key.
-    pub sent: BTreeMap<&'static str, Event>,
-    /// Direct deliveries refused (409): key, addressee, type.
-    pub refused_deliveries: Vec<(&'static str, Uuid, &'static str)>,
-    /// Decisions answered 2xx (or recognised as the caller's own after a lost answer):
-    /// approval, decider.
-    pub decisions: Vec<(Uuid, &'static str)>,
-    /// Decisions refused (403/409): approval, decider.
-    pub refused_decisions: Vec<(Uuid, &'static str)>,
-    /// The approval each (execution key, decider) aimed at on its first try.
-    approval_for: HashMap<(&'static str, &'static str), Uuid>,
-    /// Answers that were server errors (none may happen).
-    pub failures: Vec<String>,
-    /// Which acts were answered.
-    answered: Vec<bool>,
     pub log: Vec<String>,
 }
 
