@@ -139,6 +139,11 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    // The port first: a server that cannot listen must not open (or migrate) the
+    // database, nor start a worker loop that would claim executions and then be dropped.
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let backend = Backend::open(&args.database).await?;
     if backend.kind == Kind::Sqlite && !args.embedded_worker {
         anyhow::bail!(
@@ -181,9 +186,6 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         None
     };
 
-    let listener = TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let max_body = args.max_body_size;
     let data = web::Data::new(state);
     let document = web::Data::new(routes::meta::ApiDocument(web::Bytes::from(

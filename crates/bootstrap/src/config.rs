@@ -86,9 +86,13 @@ pub struct WorkerArgs {
     pub lease: Duration,
 }
 
-/// Parses `1s`, `250ms`, `2m`.
+/// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same
+/// as in workflow definitions ([`tollgate_model::Duration`]), so no spelling works in one
+/// place and fails in another.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration: {e}"))
+    text.parse::<tollgate_model::Duration>()
+        .map(tollgate_model::Duration::as_std)
+        .map_err(|e| e.to_string())
 }
 
 /// `--config FILE`: settings that are maps rather than flags.
@@ -180,6 +184,34 @@ mod tests {
         assert!(args(Some("sqlite:")).target().is_err());
     }
 
+    /// The error and its causes, as the binaries print them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn durations_are_spelled_as_in_definitions() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        let bare = parse_duration("1").unwrap_err();
+        assert!(
+            bare.contains("needs a unit") && !bare.contains("sec"),
+            "{bare}"
+        );
+        assert!(
+            parse_duration("1sec").is_err(),
+            "a spelling definitions reject"
+        );
+    }
+
     #[test]
     fn config_file_errors_name_the_file_and_the_field() {
         let dir = tempfile::tempdir().unwrap();
@@ -188,13 +220,18 @@ mod tests {
         let err = FileConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("tollgate.json: http_timeout:"), "{err}");
         std::fs::write(&path, r#"{"secret": {}}"#).unwrap();
-        let err = FileConfig::load(&path).unwrap_err().to_string();
+        let err = chain(&FileConfig::load(&path).unwrap_err());
         assert!(
             err.contains("is not valid") && err.contains("secret"),
             "{err}"
         );
-        let missing = FileConfig::load(&dir.path().join("nope.json")).unwrap_err();
-        assert!(missing.to_string().contains("cannot read config file"));
+        let missing = chain(&FileConfig::load(&dir.path().join("nope.json")).unwrap_err());
+        assert!(missing.starts_with("cannot read config file"), "{missing}");
+        assert_eq!(
+            missing.matches("os error").count(),
+            1,
+            "the cause is named once: {missing}"
+        );
         std::fs::write(&path, r#"{"http_timeout": "5s", "secrets": {"k": "v"}}"#).unwrap();
         let config = FileConfig::load(&path).unwrap();
         assert_eq!(config.http_timeout(), Duration::from_secs(5));

@@ -21,14 +21,16 @@ pub use process::{init_logging, run_main, wait_for_signal};
 
 use std::path::PathBuf;
 
-/// Why a process could not start.
+/// Why a process could not start. Each message says what failed at this level; the
+/// cause is its [`std::error::Error::source`], so a report of the whole chain (`{:#}`
+/// of an `anyhow::Error`, as the binaries print it) names every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `--database-url` names neither backend.
     #[error("--database-url `{0}` is neither `sqlite:PATH` nor `postgres://…`")]
     DatabaseUrl(String),
     /// The config file cannot be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}", path.display())]
     ConfigRead {
         /// The file.
         path: PathBuf,
@@ -36,7 +38,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The config file is not valid JSON of the expected shape.
-    #[error("config file {} is not valid: {source}", path.display())]
+    #[error("config file {} is not valid", path.display())]
     ConfigInvalid {
         /// The file.
         path: PathBuf,
@@ -54,10 +56,10 @@ pub enum Error {
         message: String,
     },
     /// The SQLite database cannot be opened.
-    #[error("cannot open the SQLite database: {0}")]
+    #[error("cannot open the SQLite database")]
     Sqlite(#[from] tollgate_sqlite::OpenError),
     /// PostgreSQL is unreachable, refused us, or its migrations failed.
-    #[error("cannot {what} PostgreSQL: {source}")]
+    #[error("cannot {what} PostgreSQL")]
     Postgres {
         /// `connect to` or `migrate`.
         what: &'static str,
@@ -65,7 +67,7 @@ pub enum Error {
         source: tollgate_postgres::ConnectError,
     },
     /// An HTTP client (notifier, context providers) cannot be built.
-    #[error("cannot build the {what}'s HTTP client: {source}")]
+    #[error("cannot build the {what}'s HTTP client")]
     HttpClient {
         /// Whose client.
         what: &'static str,
@@ -76,7 +78,7 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] tollgate_engine::Error),
     /// The process cannot listen for shutdown signals.
-    #[error("cannot listen for {signal}: {source}")]
+    #[error("cannot listen for {signal}")]
     Signal {
         /// Which signal.
         signal: &'static str,

@@ -61,17 +61,18 @@ impl PgOptions {
 /// The embedded migrations (`migrations/postgres/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
-/// Why the store could not be set up.
+/// Why the store could not be set up. The message names this level; the cause is the
+/// error's source, so a report of the chain names each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL is malformed.
-    #[error("invalid database URL: {0}")]
+    #[error("invalid database URL")]
     Url(#[source] sqlx::Error),
     /// The server refused or could not be reached.
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("the server refused the connection or could not be reached")]
     Connect(#[source] sqlx::Error),
     /// Applying the schema failed.
-    #[error("cannot apply migrations: {0}")]
+    #[error("cannot apply migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 

@@ -56,11 +56,12 @@ impl SqliteOptions {
     }
 }
 
-/// Why the database could not be opened.
+/// Why the database could not be opened. The message names this level; the cause is the
+/// error's source, so a report of the chain names each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The directory could not be created or is not writable.
-    #[error("cannot use data directory {path}: {source}")]
+    #[error("cannot use data directory {path}")]
     Directory {
         /// The directory.
         path: PathBuf,
@@ -69,7 +70,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     /// SQLite refused to open the file.
-    #[error("cannot open SQLite database {path}: {source}")]
+    #[error("cannot open SQLite database {path}")]
     Open {
         /// The file.
         path: PathBuf,
@@ -78,7 +79,7 @@ pub enum OpenError {
         source: sqlx::Error,
     },
     /// Applying the schema failed.
-    #[error("cannot apply migrations to {path}: {source}")]
+    #[error("cannot apply migrations to {path}")]
     Migrate {
         /// The file.
         path: PathBuf,

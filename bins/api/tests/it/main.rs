@@ -224,3 +224,18 @@ pub fn order_workflow(workflow_id: &str) -> Value {
         ]
     })
 }
+
+/// A busy port fails the start before anything else happens: no database is opened (or
+/// created), and no worker loop starts that would claim executions and be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_fails_the_start_before_the_database_is_opened() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = serve_args(dir.path().join("data"), None);
+    args.listen = taken.local_addr().unwrap();
+    let Err(err) = app::start(&args, false).await else {
+        panic!("started on a port that is taken");
+    };
+    assert!(format!("{err:#}").contains("cannot listen on"), "{err:#}");
+    assert!(!dir.path().join("data").exists(), "nothing was opened");
+}

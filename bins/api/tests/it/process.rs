@@ -467,6 +467,12 @@ async fn secrets_never_leave_the_process_in_errors_answers_files_or_logs() {
     let received = failing.received_requests().await.unwrap();
     assert!(received[0].url.path().ends_with(SECRET));
     let log = server.kill9();
+    // Written to a pipe, not a terminal: plain text without colour codes.
+    assert!(log.contains("DEBUG"), "the log was captured: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no ANSI colour codes in a piped log"
+    );
     let mut everything = vec![
         ("execution answer".to_owned(), execution.into_bytes()),
         ("steps answer".to_owned(), steps.into_bytes()),
