@@ -455,9 +455,15 @@ pub enum DecisionRefusal {
     /// The caller requested it and self-approval is off (→ 403).
     #[error("{0} requested this approval and may not decide it")]
     SelfApproval(String),
-    /// Already approved, rejected, expired or cancelled (→ 409).
-    #[error("the approval is already {}", .0.as_str())]
-    NotPending(ApprovalStatus),
+    /// Already approved, rejected, expired or cancelled (→ 409), and by whom when a
+    /// decision settled it.
+    #[error("the approval is already {}{}", .status.as_str(), .by.as_deref().map(|by| format!(" by {by}")).unwrap_or_default())]
+    NotPending {
+        /// Its status.
+        status: ApprovalStatus,
+        /// Who decided it last (none when its deadline or a cancellation settled it).
+        by: Option<String>,
+    },
     /// This caller already approved (→ 409).
     #[error("{0} has already approved this request")]
     AlreadyDecided(String),
@@ -559,7 +565,16 @@ impl ApprovalRequest {
     /// approval by the same subject.
     pub fn apply(&mut self, decision: Decision) -> Result<ApprovalStatus, DecisionRefusal> {
         if self.status != ApprovalStatus::Pending {
-            return Err(DecisionRefusal::NotPending(self.status));
+            let by = match self.status {
+                ApprovalStatus::Approved | ApprovalStatus::Rejected => {
+                    self.decisions.last().map(|d| d.decided_by.clone())
+                }
+                _ => None,
+            };
+            return Err(DecisionRefusal::NotPending {
+                status: self.status,
+                by,
+            });
         }
         if self
             .decisions
@@ -881,7 +896,10 @@ mod tests {
         assert!(r.decided_at.is_some());
         assert_eq!(
             r.apply(decision("c", DecisionKind::Approve)),
-            Err(DecisionRefusal::NotPending(ApprovalStatus::Approved))
+            Err(DecisionRefusal::NotPending {
+                status: ApprovalStatus::Approved,
+                by: Some("b".into())
+            })
         );
     }
 
@@ -895,7 +913,10 @@ mod tests {
         );
         assert_eq!(
             r.apply(decision("c", DecisionKind::Reject)),
-            Err(DecisionRefusal::NotPending(ApprovalStatus::Rejected))
+            Err(DecisionRefusal::NotPending {
+                status: ApprovalStatus::Rejected,
+                by: Some("b".into())
+            })
         );
     }
 

@@ -143,14 +143,21 @@ pub fn when(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc
 pub fn relative(at: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
     let secs = (at - now).num_seconds();
     let (future, secs) = (secs > 0, secs.unsigned_abs());
+    // Two units from an hour on, so that a deadline two days out, seen a minute later,
+    // reads "in 1 d 23 h" rather than "in 1 d"; a week or more needs no hours.
+    let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
     let amount = if secs < 60 {
         format!("{secs} s")
     } else if secs < 3600 {
-        format!("{} min", secs / 60)
-    } else if secs < 86_400 {
-        format!("{} h", secs / 3600)
+        format!("{minutes} min")
+    } else if days == 0 && minutes > 0 {
+        format!("{hours} h {minutes} min")
+    } else if days == 0 {
+        format!("{hours} h")
+    } else if days < 7 && hours > 0 {
+        format!("{days} d {hours} h")
     } else {
-        format!("{} d", secs / 86_400)
+        format!("{days} d")
     };
     if future {
         format!("in {amount}")

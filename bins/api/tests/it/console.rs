@@ -259,6 +259,26 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         .await
         .unwrap();
     assert!(notice.starts_with("Approved"), "{notice}");
+    // Notices are made by the server from a request it holds; text in the URL is never
+    // shown (a crafted "notice" link would be a phishing aid on a page that asks for keys).
+    c.goto(&app.url("/?notice=Your%20key%20expired%2C%20paste%20it%20at%20evil.example"))
+        .await
+        .unwrap();
+    assert!(
+        c.find_all(Locator::Css("p.notice"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a URL's text is never a notice"
+    );
+    assert!(!c.source().await.unwrap().contains("evil.example"));
+    // The decided request no longer counts down to its deadline: it says when it was
+    // decided.
+    c.goto(&app.url(&format!("/approvals/{approval}")))
+        .await
+        .unwrap();
+    assert!(c.find(Locator::Css("#decided")).await.is_ok());
+    assert!(!c.source().await.unwrap().contains("<dt>Deadline</dt>"));
     app.until(&exec, |e| e["status"] == "completed").await;
     c.goto(&app.url(&format!("/executions/{exec}")))
         .await

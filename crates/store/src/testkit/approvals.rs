@@ -92,20 +92,22 @@ pub async fn quorum_decisions_claim_the_execution_once(store: Arc<dyn Store>) {
         }
         ref other => panic!("wake {other:?}"),
     }
-    assert!(
-        store
-            .decide(
-                approval.id,
-                decision("cat", DecisionKind::Approve),
-                &manager("cat"),
-                &lease("api", t0()),
-                t0(),
-                None
-            )
-            .await
-            .unwrap_err()
-            .is_conflict(),
-        "decided"
+    let late = store
+        .decide(
+            approval.id,
+            decision("cat", DecisionKind::Approve),
+            &manager("cat"),
+            &lease("api", t0()),
+            t0(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(late.is_conflict(), "decided");
+    assert_eq!(
+        late.to_string(),
+        "the approval is already approved by bob",
+        "a late decider learns by whom"
     );
     let audit = store.list_resume_requests(e.id).await.unwrap();
     assert_eq!(audit.len(), 1);

@@ -8,15 +8,51 @@ use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind};
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
 
-use super::{check_csrf, internal, not_found, now, problem, see_other, urlencode, Form, Page};
+use super::{check_csrf, internal, not_found, now, problem, see_other, Form, Page};
 use crate::console::session::User;
 use crate::console::{csrf_field, page, pretty, when, Section};
 use crate::state::AppState;
 
-/// `?notice=` shown after a redirect.
+/// `?decided=<approval id>`: where a decision form redirects to. The inbox says what
+/// became of that request, in words it makes from the stored request; nothing a URL
+/// carries is ever shown as text (a link with a made-up "notice" would be a phishing aid
+/// in a page that asks for keys).
 #[derive(Debug, Default, Deserialize)]
 pub struct Notice {
-    notice: Option<String>,
+    decided: Option<String>,
+}
+
+/// Who may decide: the roles, then the named users, whichever there are.
+pub(super) fn approvers(a: &ApprovalRequest) -> String {
+    [a.approver_roles.join(", "), a.approver_users.join(", ")]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// What the inbox says about the request `subject` just tried to decide: their own
+/// decision (with the quorum still open, how far it got), or who decided it first.
+pub(super) fn decision_notice(a: &ApprovalRequest, subject: &str) -> String {
+    let what = entity(a);
+    let mine = a.decisions.iter().rev().find(|d| d.decided_by == subject);
+    match (mine.map(|d| d.decision), a.status) {
+        (Some(DecisionKind::Approve), ApprovalStatus::Pending) => format!(
+            "Your approval of {what} is recorded: {} of {} needed.",
+            a.approvals(),
+            a.quorum()
+        ),
+        (Some(DecisionKind::Approve), ApprovalStatus::Approved) => format!("Approved: {what}"),
+        (Some(DecisionKind::Reject), ApprovalStatus::Rejected) => format!("Rejected: {what}"),
+        _ => {
+            let by = a
+                .decisions
+                .last()
+                .map(|d| format!(" by {}", d.decided_by))
+                .unwrap_or_default();
+            format!("{what} was already {}{by}.", a.status.as_str())
+        }
+    }
 }
 
 pub(super) fn entity(a: &ApprovalRequest) -> String {
@@ -52,6 +88,15 @@ pub async fn inbox(
     notice: web::Query<Notice>,
 ) -> Page {
     let user = signed_in!(req, state);
+    let notice = match notice.decided.as_deref().map(Uuid::parse_str) {
+        Some(Ok(id)) => state
+            .store
+            .get_approval(id)
+            .await
+            .ok()
+            .map(|a| decision_notice(&a, &user.principal.subject)),
+        _ => None,
+    };
     let filter = ApprovalFilter {
         status: Some(ApprovalStatus::Pending),
         decidable_by: Some(user.principal.clone()),
@@ -89,7 +134,7 @@ pub async fn inbox(
                 h1 { "Inbox" }
                 span.count { (approvals.len()) " waiting for you" }
             }
-            @if let Some(notice) = &notice.notice { p.notice role="status" { (notice) } }
+            @if let Some(notice) = &notice { p.notice role="status" { (notice) } }
             @if approvals.is_empty() {
                 section.card.empty { p { "Nothing waits for your decision." } }
             }
@@ -161,11 +206,17 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                 dl.facts {
                     dt { "Execution" } dd { a href={"/executions/" (a.execution_id)} { (a.execution_id) } }
                     dt { "Step" } dd { code { (a.step_id) } }
-                    dt { "Approvers" } dd { (a.approver_roles.join(", ")) @if !a.approver_users.is_empty() { " · " (a.approver_users.join(", ")) } }
+                    dt { "Approvers" } dd { (approvers(&a)) }
                     dt { "Requested by" } dd { (a.requested_by.as_deref().unwrap_or("—")) }
                     dt { "Requested" } dd { (when(a.requested_at, now)) }
-                    dt { "Deadline" } dd { @match a.expires_at { Some(at) => { (when(at, now)) } None => { "none" } } }
-                    dt { "Approvals" } dd { (a.approvals()) " of " (a.required) }
+                    @if a.status == ApprovalStatus::Pending {
+                        dt { "Deadline" } dd { @match a.expires_at { Some(at) => { (when(at, now)) } None => { "none" } } }
+                    } @else {
+                        // A settled request's deadline no longer counts down: say when
+                        // it was settled (by its deadline, for an expired one).
+                        dt { "Decided" } dd id="decided" { @match a.decided_at.or(a.expires_at) { Some(at) => { (when(at, now)) } None => { "—" } } }
+                    }
+                    dt { "Approvals" } dd { (a.approvals()) " of " (a.quorum()) }
                 }
                 @if may_decide { (decision_forms(&user, &a)) }
             }
@@ -224,41 +275,20 @@ pub(super) async fn decide(
             "Say why you reject this request.",
         );
     }
-    let verb = if kind == DecisionKind::Approve {
-        "Approved"
-    } else {
-        "Rejected"
-    };
     match state
         .approvals
         .decide(id, &user.principal, kind, reason, serde_json::json!({}))
         .await
     {
-        Ok(decided) => {
-            let notice = format!("{verb}: {}", entity(&decided.approval));
-            see_other(&format!("/?notice={}", urlencode(&notice)))
-        }
+        Ok(decided) => see_other(&format!("/?decided={}", decided.approval.id)),
         Err(tollgate_resumer::Error::Forbidden(message)) => problem(
             StatusCode::FORBIDDEN,
             Some(&user),
             "Not yours to decide",
             &message,
         ),
-        Err(tollgate_resumer::Error::Conflict(_)) => {
-            // Lost a race or decided already: say what happened instead.
-            let what = match state.store.get_approval(id).await {
-                Ok(a) => {
-                    let last = a
-                        .decisions
-                        .last()
-                        .map(|d| format!(" by {}", d.decided_by))
-                        .unwrap_or_default();
-                    format!("{} was already {}{last}.", entity(&a), a.status.as_str())
-                }
-                Err(_) => "That request was already decided.".to_owned(),
-            };
-            see_other(&format!("/?notice={}", urlencode(&what)))
-        }
+        // Lost a race or decided already: the inbox says what happened instead.
+        Err(tollgate_resumer::Error::Conflict(_)) => see_other(&format!("/?decided={id}")),
         Err(tollgate_resumer::Error::NotFound(_)) => not_found(&user, "approval"),
         Err(tollgate_resumer::Error::Invalid(message)) => problem(
             StatusCode::BAD_REQUEST,
@@ -302,4 +332,70 @@ pub async fn reject(
         DecisionKind::Reject,
     )
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use tollgate_model::records::Decision;
+
+    use super::*;
+
+    fn request(
+        required: u32,
+        status: ApprovalStatus,
+        decisions: &[(&str, DecisionKind)],
+    ) -> ApprovalRequest {
+        let mut a: ApprovalRequest = serde_json::from_value(serde_json::json!({
+            "id": Uuid::now_v7(), "execution_id": Uuid::now_v7(), "step_id": "approve", "visit": 1,
+            "entity_type": "expense", "entity_id": "e-5", "approver_roles": ["manager"],
+            "approver_users": [], "required": required, "status": status, "reason": null,
+            "data": {}, "decisions": [], "requested_by": "shop", "allow_self_approval": false,
+            "requested_at": "2026-12-02T10:00:00Z", "expires_at": null, "decided_at": null,
+        }))
+        .unwrap();
+        a.decisions = decisions
+            .iter()
+            .map(|(who, kind)| Decision {
+                decided_by: (*who).into(),
+                decision: *kind,
+                reason: None,
+                data: serde_json::Value::Null,
+                decided_at: a.requested_at,
+            })
+            .collect();
+        a
+    }
+
+    #[test]
+    fn approvers_are_listed_without_a_stray_separator() {
+        let mut a = request(1, ApprovalStatus::Pending, &[]);
+        assert_eq!(approvers(&a), "manager");
+        a.approver_users = vec!["ann".into(), "bo".into()];
+        assert_eq!(approvers(&a), "manager · ann, bo");
+        a.approver_roles.clear();
+        assert_eq!(approvers(&a), "ann, bo");
+    }
+
+    #[test]
+    fn notices_say_what_became_of_the_request() {
+        use ApprovalStatus::{Approved, Pending, Rejected};
+        use DecisionKind::{Approve, Reject};
+        assert_eq!(
+            decision_notice(&request(2, Pending, &[("ann", Approve)]), "ann"),
+            "Your approval of expense e-5 is recorded: 1 of 2 needed."
+        );
+        assert_eq!(
+            decision_notice(&request(1, Approved, &[("ann", Approve)]), "ann"),
+            "Approved: expense e-5"
+        );
+        assert_eq!(
+            decision_notice(&request(1, Rejected, &[("ann", Reject)]), "ann"),
+            "Rejected: expense e-5"
+        );
+        assert_eq!(
+            decision_notice(&request(1, Approved, &[("bob", Approve)]), "ann"),
+            "expense e-5 was already approved by bob."
+        );
+    }
 }

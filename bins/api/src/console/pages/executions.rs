@@ -447,6 +447,17 @@ mod tests {
             "5 min ago"
         );
         assert_eq!(relative(now + chrono::TimeDelta::hours(3), now), "in 3 h");
+        let two_days = chrono::TimeDelta::days(2);
+        assert_eq!(relative(now + two_days, now), "in 2 d");
+        assert_eq!(
+            relative(now + two_days - chrono::TimeDelta::minutes(1), now),
+            "in 1 d 23 h"
+        );
+        assert_eq!(
+            relative(now - chrono::TimeDelta::minutes(90), now),
+            "1 h 30 min ago"
+        );
+        assert_eq!(relative(now + chrono::TimeDelta::days(9), now), "in 9 d");
         assert_eq!(age_bucket(chrono::TimeDelta::days(3)), "1 – 7 d");
     }
 }
