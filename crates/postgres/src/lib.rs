@@ -359,31 +359,33 @@ impl PgStore {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             loop {
-                match PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if let Err(err) = listener.listen(WAKEUP_CHANNEL).await {
-                            tracing::warn!("LISTEN {WAKEUP_CHANNEL} failed: {err}");
-                        } else {
+                // A closed pool is the store shutting down (a clean stop, `migrate`):
+                // the listener ends quietly instead of reporting a lost connection.
+                let problem = match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => match listener.listen(WAKEUP_CHANNEL).await {
+                        Err(err) => format!("LISTEN {WAKEUP_CHANNEL} failed: {err}"),
+                        Ok(()) => {
                             // A reconnect may have missed notifications: wake once.
                             signal.notify_one();
                             loop {
                                 match listener.recv().await {
                                     Ok(_) => signal.notify_one(),
                                     Err(err) => {
-                                        tracing::warn!(
+                                        break format!(
                                             "wake-up listener lost its connection: {err}"
-                                        );
-                                        break;
+                                        )
                                     }
                                 }
                             }
                         }
-                    }
-                    Err(err) => tracing::warn!("wake-up listener cannot connect: {err}"),
-                }
+                    },
+                    Err(err) => format!("wake-up listener cannot connect: {err}"),
+                };
                 if pool.is_closed() {
+                    tracing::debug!("wake-up listener stopped with its store");
                     return;
                 }
+                tracing::warn!("{problem}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

@@ -510,3 +510,42 @@ async fn decisions_cancellations_and_deadlines_never_deadlock() {
         }
     }
 }
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Closing the store ends its wake-up listener quietly: a clean shutdown (or `migrate`,
+/// which opens and closes the store) is not a lost connection and logs no warning.
+#[tokio::test(flavor = "current_thread")]
+async fn closing_the_store_stops_the_wakeup_listener_without_a_warning() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    // A current-thread runtime: the listener task runs on this thread, under this
+    // subscriber.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (store, _) = fresh_database().await;
+    let wakeups = store.wakeups();
+    // The listener signals once when its LISTEN is in place.
+    tokio::time::timeout(Duration::from_secs(5), wakeups.notified())
+        .await
+        .expect("the listener is listening");
+    store.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("wake-up listener"), "{text}");
+}
