@@ -327,6 +327,9 @@ pub struct ApprovalDto {
     pub status: String,
     /// Why approval is needed.
     pub reason: Option<String>,
+    /// Information for the approvers: the approval step's `data`, rendered when the
+    /// execution reached the gate (`{}` when the step has none).
+    pub data: Value,
     /// Decisions so far.
     pub decisions: Vec<DecisionDto>,
     /// Subject that triggered the execution.
@@ -354,6 +357,7 @@ impl From<&ApprovalRequest> for ApprovalDto {
             required: a.required,
             status: a.status.as_str().to_owned(),
             reason: a.reason.clone(),
+            data: a.data.clone(),
             decisions: a.decisions.iter().map(DecisionDto::from).collect(),
             requested_by: a.requested_by.clone(),
             allow_self_approval: a.allow_self_approval,

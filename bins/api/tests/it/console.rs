@@ -200,6 +200,29 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         "quorum progress shown"
     );
     assert!(source.contains("shop"), "who requested it");
+    // Each card shows what is to be approved: the approval step's data, labelled.
+    let data: Vec<String> = {
+        let mut texts = Vec::new();
+        for card in c
+            .find_all(Locator::Css("li.approval dl.data"))
+            .await
+            .unwrap()
+        {
+            texts.push(card.text().await.unwrap());
+        }
+        texts
+    };
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert!(
+        data.iter()
+            .any(|t| t.contains("o-7") && t.contains("25000")),
+        "{data:?}"
+    );
+    assert!(
+        data.iter()
+            .any(|t| t.contains("o-8") && t.contains("31000")),
+        "{data:?}"
+    );
     shot(&c, "inbox").await;
     c.set_window_size(390, 844).await.unwrap();
     shot(&c, "inbox-narrow").await;

@@ -213,7 +213,8 @@ pub fn order_workflow(workflow_id: &str) -> Value {
              "condition": {"field": "total", "operator": "gt", "value": 10000},
              "on_true": "approve", "on_false": "ok"},
             {"id": "approve", "type": "approval",
-             "approval": {"approvers": {"role": "sales_manager"}, "timeout": "1h", "on_timeout": "reject"},
+             "approval": {"approvers": {"role": "sales_manager"}, "timeout": "1h", "on_timeout": "reject",
+                          "data": {"order": "{{order_id}}", "total": "{{total}}"}},
              "on_approve": "record", "on_reject": "no"},
             {"id": "record", "type": "execute", "execute": [
                 {"type": "update_record", "entity": "order", "entity_id": "{{order_id}}", "data": {"approved": true}},

@@ -593,6 +593,9 @@ async fn execution_routes(app: TestApp) {
         (s, &b["status"], &b["requested_by"]),
         (StatusCode::OK, &json!("pending"), &json!("shop"))
     );
+    // What the approvers decide on: the step's data, rendered at the gate.
+    assert_eq!(b["data"]["order"], "o-1", "{b}");
+    assert!(b["data"]["total"].to_string().contains("20000"), "{b}");
     assert_eq!(
         app.get(&format!("/api/v1/approvals/{unknown}"), &viewer)
             .await

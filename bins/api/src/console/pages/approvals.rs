@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
+use serde_json::Value;
 use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind};
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
@@ -20,6 +21,27 @@ use crate::state::AppState;
 #[derive(Debug, Default, Deserialize)]
 pub struct Notice {
     decided: Option<String>,
+}
+
+/// The approval step's `data` (rendered at the gate), for the approvers: an object as
+/// labelled values, anything else as JSON; nothing when there is none.
+pub(super) fn approval_data(data: &Value) -> Markup {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    html! {
+        @match data {
+            Value::Object(map) if !map.is_empty() => {
+                dl.data {
+                    @for (label, value) in map { dt { (label) } dd { (text(value)) } }
+                }
+            }
+            Value::Null => {}
+            Value::Object(_) => {}
+            other => { pre.data { (pretty(other)) } }
+        }
+    }
 }
 
 /// Who may decide: the roles, then the named users, whichever there are.
@@ -144,6 +166,7 @@ pub async fn inbox(
                         div.what {
                             a.title href={"/approvals/" (a.id)} { (title) }
                             @if let Some(reason) = &a.reason { p.reason { (reason) } }
+                            (approval_data(&a.data))
                             dl.facts {
                                 dt { "Requested by" } dd { (a.requested_by.as_deref().unwrap_or("—")) }
                                 dt { "Age" } dd { (when(a.requested_at, now)) }
@@ -154,7 +177,7 @@ pub async fn inbox(
                                         None => { "none" }
                                     }
                                 }
-                                dt { "Approvals" } dd.quorum { (a.approvals()) " of " (a.required) }
+                                dt { "Approvals" } dd.quorum { (a.approvals()) " of " (a.quorum()) }
                             }
                         }
                         (decision_forms(&user, a))
@@ -203,6 +226,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
             }
             section.card {
                 @if let Some(reason) = &a.reason { p.reason { (reason) } }
+                (approval_data(&a.data))
                 dl.facts {
                     dt { "Execution" } dd { a href={"/executions/" (a.execution_id)} { (a.execution_id) } }
                     dt { "Step" } dd { code { (a.step_id) } }
