@@ -23,9 +23,10 @@ use crate::state::AppState;
 pub struct ExecutionQuery {
     /// `running`, `paused`, `waiting`, `completed`, `failed`, `cancelled` or `timed_out`.
     pub status: Option<String>,
-    /// The workflow's uuid.
-    pub workflow_id: Option<Uuid>,
-    /// The workflow's string id.
+    /// The workflow: the server's uuid of one version, or the author's `workflow_id`
+    /// (every version), as the definition names it.
+    pub workflow_id: Option<String>,
+    /// The author's `workflow_id` (every version).
     pub workflow_key: Option<String>,
     /// `approval`, `manual` or `event`.
     pub paused_reason: Option<String>,
@@ -78,10 +79,27 @@ pub async fn list(
         .as_deref()
         .map(parse_reason)
         .transpose()?;
+    // One name for one thing: `workflow_id` is what a definition calls its workflow, so
+    // the author's key is accepted here too, besides the server's uuid of a version.
+    let (workflow_id, key) = match query.workflow_id.as_deref() {
+        Some(text) => match Uuid::parse_str(text) {
+            Ok(id) => (Some(id), None),
+            Err(_) => (None, Some(text.to_owned())),
+        },
+        None => (None, None),
+    };
+    let workflow_key = match (key, query.workflow_key.clone()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(format!(
+                "workflow_id `{a}` and workflow_key `{b}` name different workflows"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
     let filter = ExecutionFilter {
         status,
-        workflow_id: query.workflow_id,
-        workflow_key: query.workflow_key.clone(),
+        workflow_id,
+        workflow_key,
         paused_reason,
         approver_role: query.approver_role.clone(),
     };

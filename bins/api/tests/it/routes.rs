@@ -554,6 +554,26 @@ async fn execution_routes(app: TestApp) {
         .get(&format!("/api/v1/executions?workflow_id={wf}"), &viewer)
         .await;
     assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    // The author's workflow_id names the workflow too (every version of it).
+    let (s, b) = app
+        .get("/api/v1/executions?workflow_id=orders", &viewer)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["items"].as_array().unwrap().len(), 1);
+    let (s, b) = app
+        .get("/api/v1/executions?workflow_id=big_orders", &viewer)
+        .await;
+    assert_eq!(
+        (s, b["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (s, b) = app
+        .get(
+            "/api/v1/executions?workflow_id=orders&workflow_key=quotes",
+            &viewer,
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
     let (s, b) = app.get("/api/v1/executions?status=sleeping", &viewer).await;
     assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"));
     let (s, b) = app
