@@ -1,0 +1,126 @@
+//! [`ApprovalStore`] in memory.
+
+use async_trait::async_trait;
+use serde_json::json;
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
+};
+use uuid::Uuid;
+
+use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
+use crate::traits::ApprovalStore;
+use crate::types::{ApprovalFilter, Continuation, Decided, LeaseClaim, Page, PageRequest};
+use crate::{rules, Error, Result};
+
+#[async_trait]
+impl ApprovalStore for MemoryStore {
+    async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest> {
+        self.lock()
+            .approvals
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("approval", id))
+    }
+
+    async fn list_approvals(
+        &self,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRequest>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .approvals
+            .values()
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .filter(|a| {
+                filter
+                    .role
+                    .as_ref()
+                    .is_none_or(|r| a.approver_roles.contains(r))
+            })
+            .filter(|a| filter.execution_id.is_none_or(|e| a.execution_id == e))
+            .filter(|a| {
+                filter.decidable_by.as_ref().is_none_or(|p| {
+                    a.status == ApprovalStatus::Pending
+                        && a.authorize(p).is_ok()
+                        && !a.decisions.iter().any(|d| d.decided_by == p.subject)
+                })
+            })
+            .map(|a| (a.id, a.clone()))
+            .collect();
+        Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn decide(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        lease: &LeaseClaim,
+        now: Timestamp,
+        then: Option<Continuation>,
+    ) -> Result<Decided> {
+        self.decide_with(approval_id, decision, decider, lease, now, then.as_ref())
+    }
+}
+
+impl MemoryStore {
+    fn decide_with(
+        &self,
+        approval_id: Uuid,
+        decision: Decision,
+        decider: &Principal,
+        lease: &LeaseClaim,
+        now: Timestamp,
+        then: Option<&Continuation>,
+    ) -> Result<Decided> {
+        let mut state = self.lock();
+        let mut approval = state
+            .approvals
+            .get(&approval_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("approval", approval_id))?;
+        let mut execution = state
+            .executions
+            .get(&approval.execution_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("execution", approval.execution_id))?;
+        let audit = json!({"approval_id": approval_id, "decision": decision.decision, "reason": decision.reason, "data": decision.data});
+        let decided_by = decision.decided_by.clone();
+        let claimed = rules::decide(&mut approval, &mut execution, decision, decider, lease, now)?;
+        let next = match then {
+            Some(then) if claimed => rules::continuation(&execution, then),
+            _ => None,
+        };
+        state.approvals.insert(approval_id, approval.clone());
+        if claimed {
+            if let Some(next) = &next {
+                // Leaving the gate closed its only open request (the decided one), so
+                // an ending here has no other request to close.
+                execution = next.execution.clone();
+                let steps = state.steps.entry(execution.id).or_default();
+                for record in &next.records {
+                    upsert_step(steps, record.clone());
+                }
+                if let Some(approval) = &next.approval {
+                    state.insert_approval(approval.clone());
+                }
+            }
+            *state.execution_mut(execution.id)? = execution.clone();
+            state.audit(
+                execution.id,
+                ResumeTrigger::Approval,
+                Some(&decided_by),
+                audit,
+                now,
+            );
+        }
+        Ok(Decided {
+            approval,
+            execution,
+            claimed,
+            continued: next,
+        })
+    }
+}

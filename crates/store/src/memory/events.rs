@@ -1,0 +1,176 @@
+//! [`EventStore`] in memory.
+
+use async_trait::async_trait;
+use serde_json::json;
+use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
+use uuid::Uuid;
+
+use super::{upsert_step, MemoryStore};
+use crate::traits::EventStore;
+use crate::types::{Delivery, EventInsert, LeaseClaim, Starting};
+use crate::{rules, Error, Result};
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn insert_event(&self, event: Event) -> Result<EventInsert> {
+        self.insert_event_starting(event, Vec::new()).await
+    }
+
+    async fn insert_event_starting(
+        &self,
+        event: Event,
+        starts: Vec<Starting>,
+    ) -> Result<EventInsert> {
+        let mut state = self.lock();
+        // This very event (same id) is stored: a retried write of it. It was inserted.
+        if let Some(ours) = state.events.get(&event.id) {
+            return Ok(EventInsert::Inserted(ours.clone()));
+        }
+        if let Some(key) = &event.event_id {
+            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
+                return Ok(EventInsert::Duplicate(existing.clone()));
+            }
+        }
+        if let Some(taken) = starts
+            .iter()
+            .find(|s| state.executions.contains_key(&s.execution.id))
+        {
+            return Err(Error::Conflict(format!(
+                "execution {} already exists",
+                taken.execution.id
+            )));
+        }
+        if let Some(taken) = starts
+            .iter()
+            .filter_map(|s| s.approval.as_ref())
+            .find(|a| state.approvals.contains_key(&a.id))
+        {
+            return Err(Error::Conflict(format!(
+                "approval {} already exists",
+                taken.id
+            )));
+        }
+        if let Some(key) = &event.event_id {
+            state.event_ids.insert(key.clone(), event.id);
+        }
+        for start in starts {
+            let id = start.execution.id;
+            state.executions.insert(id, start.execution);
+            let steps = state.steps.entry(id).or_default();
+            for record in start.records {
+                upsert_step(steps, record);
+            }
+            if let Some(approval) = start.approval {
+                state.insert_approval(approval);
+            }
+        }
+
+        state.undelivered.insert(event.id);
+        state.events.insert(event.id, event.clone());
+        Ok(EventInsert::Inserted(event))
+    }
+
+    async fn deliver_event(
+        &self,
+        mut event: Event,
+        expected_version: Option<i64>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Delivery> {
+        let mut state = self.lock();
+        let target = rules::delivery_target(&event)?;
+        if let Some(key) = &event.event_id {
+            if let Some(existing) = state.event_ids.get(key).and_then(|id| state.events.get(id)) {
+                return Ok(Delivery::Duplicate(existing.clone()));
+            }
+        }
+        let execution = state.execution_mut(target)?;
+        rules::check_wait_claim(execution, expected_version, &event)?;
+        rules::claim_wait(execution, &event, claim, now);
+        let claimed = execution.clone();
+        event.resumed = vec![target];
+        if let Some(key) = &event.event_id {
+            state.event_ids.insert(key.clone(), event.id);
+        }
+        state.events.insert(event.id, event.clone());
+        state.audit(
+            target,
+            ResumeTrigger::Event,
+            event.submitted_by.as_deref(),
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        );
+        Ok(Delivery::Claimed {
+            event,
+            execution: Box::new(claimed),
+        })
+    }
+
+    async fn set_event_outcome(
+        &self,
+        id: Uuid,
+        started: Vec<Uuid>,
+        resumed: Vec<Uuid>,
+    ) -> Result<Event> {
+        let mut state = self.lock();
+        let event = state
+            .events
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("event", id))?;
+        event.started = started;
+        event.resumed = resumed;
+        Ok(event.clone())
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event> {
+        self.lock()
+            .events
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("event", id))
+    }
+
+    async fn events_for_wait(
+        &self,
+        event_type: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let mut events: Vec<&Event> = state
+            .events
+            .values()
+            .filter(|e| e.event_type == event_type && e.received_at >= since)
+            .filter(|e| e.correlation_id.is_none_or(|c| c == execution_id))
+            .filter(|e| after.is_none_or(|a| (e.received_at, e.id) > a))
+            .collect();
+        events.sort_by_key(|e| (e.received_at, e.id));
+        Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn undelivered_events(
+        &self,
+        received_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let mut events: Vec<&Event> = state
+            .undelivered
+            .iter()
+            .filter_map(|id| state.events.get(id))
+            .filter(|e| e.received_at <= received_before)
+            .collect();
+        events.sort_by_key(|e| (e.received_at, e.id));
+        Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()> {
+        let mut state = self.lock();
+        for id in ids {
+            state.undelivered.remove(id);
+        }
+        Ok(())
+    }
+}

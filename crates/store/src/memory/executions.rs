@@ -1,0 +1,410 @@
+//! [`ExecutionStore`] in memory.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tollgate_model::records::{
+    ApprovalStatus, Event, Execution, Lease, ResumeTrigger, StepRecord, Timestamp, Wake,
+};
+use tollgate_model::ExecutionStatus;
+use uuid::Uuid;
+
+use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
+use crate::cursor::{decode_cursor, encode_cursor};
+use crate::traits::ExecutionStore;
+use crate::types::{
+    Committed, ExecutionFilter, LeaseClaim, Page, PageRequest, StepCommit, Transition,
+};
+use crate::{rules, Error, Result};
+
+#[async_trait]
+impl ExecutionStore for MemoryStore {
+    async fn create_execution(&self, execution: Execution) -> Result<Execution> {
+        let mut state = self.lock();
+        if state.executions.contains_key(&execution.id) {
+            return Err(Error::Conflict(format!(
+                "execution {} already exists",
+                execution.id
+            )));
+        }
+        if !state.snapshots.contains_key(&execution.snapshot_id) {
+            return Err(Error::not_found("snapshot", &execution.snapshot_id));
+        }
+        state.executions.insert(execution.id, execution.clone());
+        Ok(execution)
+    }
+
+    async fn get_execution(&self, id: Uuid) -> Result<Execution> {
+        self.lock()
+            .executions
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("execution", id))
+    }
+
+    async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Execution>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .executions
+            .values()
+            .filter(|e| filter.status.is_none_or(|s| e.status == s))
+            .filter(|e| filter.workflow_id.is_none_or(|w| e.workflow_id == w))
+            .filter(|e| {
+                filter
+                    .workflow_key
+                    .as_deref()
+                    .is_none_or(|k| e.workflow_key == k)
+            })
+            .filter(|e| {
+                filter.paused_reason.is_none_or(|r| {
+                    e.status.is_gated() && e.gate.as_ref().is_some_and(|g| g.reason == r)
+                })
+            })
+            .filter(|e| {
+                filter.approver_role.as_ref().is_none_or(|role| {
+                    e.status.is_gated()
+                        && e.gate
+                            .as_ref()
+                            .and_then(|g| g.approval_id)
+                            .and_then(|a| state.approvals.get(&a))
+                            .is_some_and(|a| {
+                                a.status == ApprovalStatus::Pending
+                                    && a.approver_roles.contains(role)
+                            })
+                })
+            })
+            .map(|e| (e.id, e.clone()))
+            .collect();
+        Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        let mut counts = BTreeMap::<&'static str, (ExecutionStatus, u64)>::new();
+        for execution in self.lock().executions.values() {
+            counts
+                .entry(execution.status.as_str())
+                .or_insert((execution.status, 0))
+                .1 += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
+    async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>> {
+        let mut counts = self.count_by_status().await?;
+        counts.retain(|(status, _)| !status.is_terminal());
+        Ok(counts)
+    }
+
+    async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                let parts = decode_cursor(c, 2)?;
+                let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+                let at = chrono::DateTime::parse_from_rfc3339(&parts[0])
+                    .map_err(|_| bad())?
+                    .to_utc();
+                let id = Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+                Ok::<_, Error>((at, id))
+            })
+            .transpose()?;
+        let state = self.lock();
+        let items = state
+            .executions
+            .values()
+            .filter(|e| e.status.is_gated())
+            .filter_map(|e| e.gate.as_ref().map(|g| ((g.paused_at, e.id), e.clone())))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, |(at, id)| {
+            encode_cursor(&[
+                &at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                &id.to_string(),
+            ])
+        }))
+    }
+
+    async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
+        let state = self.lock();
+        if !state.executions.contains_key(&execution_id) {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        Ok(state.steps.get(&execution_id).cloned().unwrap_or_default())
+    }
+
+    async fn begin_step(
+        &self,
+        execution_id: Uuid,
+        owner: &str,
+        expected_version: i64,
+        record: StepRecord,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(execution_id)?;
+        rules::check_lease(execution, owner, Some(expected_version))?;
+        execution.version += 1;
+        execution.updated_at = now;
+        let version = execution.version;
+        upsert_step(state.steps.entry(execution_id).or_default(), record);
+        Ok(version)
+    }
+
+    async fn commit_step(&self, commit: StepCommit) -> Result<Committed> {
+        let mut state = self.lock();
+        if let Transition::Gate {
+            approval: Some(approval),
+            ..
+        } = &commit.transition
+        {
+            if state.approvals.contains_key(&approval.id) {
+                return Err(Error::Conflict(format!(
+                    "approval {} already exists",
+                    approval.id
+                )));
+            }
+        }
+        let execution_id = commit.execution_id;
+        let now = commit.now;
+        let writes = rules::apply_commit(state.execution_mut(execution_id)?, commit)?;
+        let steps = state.steps.entry(execution_id).or_default();
+        for record in writes.records {
+            upsert_step(steps, record);
+        }
+        for effect in writes.effects {
+            state.apply_effect(effect, now);
+        }
+        if let Some(approval) = writes.approval {
+            state.insert_approval(approval);
+        }
+        if let Some(status) = writes.close_approvals {
+            state.close_approvals(execution_id, status, now);
+        }
+        Ok(writes.committed)
+    }
+
+    async fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> Result<()> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::check_lease(execution, owner, None)?;
+        if let Some(lease) = execution.lease.as_mut() {
+            lease.expires_at = expires_at;
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, id: Uuid, owner: &str, now: Timestamp) -> Result<()> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::check_lease(execution, owner, None)?;
+        execution.lease = Some(Lease {
+            owner: None,
+            expires_at: now,
+        });
+        execution.version += 1;
+        execution.updated_at = now;
+        Ok(())
+    }
+
+    async fn claim_expired_leases(
+        &self,
+        now: Timestamp,
+        lease: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| e.status == ExecutionStatus::Running)
+            .filter_map(|e| match &e.lease {
+                Some(l) if l.expires_at <= now => Some((l.expires_at, e.id)),
+                Some(_) => None,
+                None => Some((e.updated_at, e.id)),
+            })
+            .collect();
+        due.sort();
+        let mut claimed = Vec::new();
+        for (_, id) in due.into_iter().take(limit as usize) {
+            let execution = state.execution_mut(id)?;
+            rules::claim(execution, lease, now);
+            claimed.push(execution.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_due_gates(
+        &self,
+        now: Timestamp,
+        lease: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| e.status.is_gated())
+            .filter_map(|e| {
+                e.gate
+                    .as_ref()
+                    .and_then(|g| g.deadline)
+                    .filter(|d| *d <= now)
+                    .map(|d| (d, e.id))
+            })
+            .collect();
+        due.sort();
+        let mut claimed = Vec::new();
+        for (_, id) in due.into_iter().take(limit as usize) {
+            let Some(gate) = state.executions.get(&id).and_then(|e| e.gate.clone()) else {
+                continue;
+            };
+            if let Some(approval) = gate.approval_id.and_then(|a| state.approvals.get_mut(&a)) {
+                if approval.status == ApprovalStatus::Pending {
+                    approval.status = ApprovalStatus::Expired;
+                    approval.decided_at = Some(now);
+                }
+            }
+            let execution = state.execution_mut(id)?;
+            rules::resume(execution, rules::deadline_wake(&gate, now), lease, now);
+            let snapshot = execution.clone();
+            state.audit(
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": gate.deadline, "step_id": gate.step_id}),
+                now,
+            );
+            claimed.push(snapshot);
+        }
+        Ok(claimed)
+    }
+
+    async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .executions
+            .values()
+            .filter(|e| rules::is_overdue(e, now))
+            .filter_map(|e| e.deadline.map(|d| (d, e.id)))
+            .collect();
+        due.sort();
+        let mut ended = Vec::new();
+        for (deadline, id) in due.into_iter().take(limit as usize) {
+            let execution = state.execution_mut(id)?;
+            rules::time_out(execution, deadline, now);
+            ended.push(execution.clone());
+            state.close_approvals(id, ApprovalStatus::Expired, now);
+            state.audit(
+                id,
+                ResumeTrigger::Timer,
+                None,
+                json!({"deadline": deadline, "workflow_timeout": true}),
+                now,
+            );
+        }
+        Ok(ended)
+    }
+
+    async fn request_pause(
+        &self,
+        id: Uuid,
+        _actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::request_pause(execution, reason, now)?;
+        Ok(execution.clone())
+    }
+
+    async fn resume_manual(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::check_manually_paused(execution)?;
+        rules::resume(
+            execution,
+            Wake::Manual {
+                data: data.clone(),
+                actor: actor.map(str::to_owned),
+            },
+            lease,
+            now,
+        );
+        let snapshot = execution.clone();
+        state.audit(id, ResumeTrigger::Manual, actor, data, now);
+        Ok(snapshot)
+    }
+
+    async fn cancel_execution(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::cancel(execution, actor, reason, now)?;
+        let snapshot = execution.clone();
+        state.close_approvals(id, ApprovalStatus::Cancelled, now);
+        Ok(snapshot)
+    }
+
+    async fn claim_wait(
+        &self,
+        id: Uuid,
+        expected_version: Option<i64>,
+        event: &Event,
+        actor: Option<&str>,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::check_wait_claim(execution, expected_version, event)?;
+        rules::claim_wait(execution, event, lease, now);
+        let snapshot = execution.clone();
+        state.audit(
+            id,
+            ResumeTrigger::Event,
+            actor,
+            json!({"event_id": event.id, "event_type": event.event_type}),
+            now,
+        );
+        Ok(snapshot)
+    }
+
+    async fn waiting_for_event(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Execution>> {
+        let state = self.lock();
+        Ok(state
+            .executions
+            .values()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .filter(|e| {
+                e.status == ExecutionStatus::Waiting
+                    && e.gate.as_ref().and_then(|g| g.event.as_deref()) == Some(event_type)
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
