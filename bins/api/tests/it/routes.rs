@@ -868,6 +868,29 @@ async fn execution_routes(app: TestApp) {
     assert!(text.contains("tollgate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/executions/{id}\""), "routes are labelled by template");
     assert!(text.contains("tollgate_resume_latency_seconds"));
     assert!(text.contains("tollgate_step_duration_seconds"));
+    // Every metric family says what it is and what type it has.
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tollgate_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+        })
+        .collect();
+    assert!(families.len() >= 8, "{families:?}");
+    for family in families {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "no TYPE for {family}"
+        );
+    }
     app.stop().await;
 }
 
