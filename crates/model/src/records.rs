@@ -138,6 +138,10 @@ pub enum Wake {
         data: Value,
         /// When.
         decided_at: Timestamp,
+        /// Every decision on the request, in order — each voter of a quorum, not only
+        /// the last. Empty for an expiry (the request keeps what was decided before).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        decisions: Vec<Decision>,
     },
     /// An awaited event arrived.
     Event {

@@ -174,6 +174,7 @@ pub fn decide(
         reason,
         data,
         decided_at: now,
+        decisions: next.decisions.clone(),
     };
     resume(execution, wake, claim, now);
     *approval = next;
@@ -560,6 +561,7 @@ pub fn deadline_wake(gate: &Gate, now: Timestamp) -> Wake {
             reason: None,
             data: Value::Null,
             decided_at: now,
+            decisions: Vec::new(),
         },
         _ => Wake::WaitTimeout { at: now },
     }

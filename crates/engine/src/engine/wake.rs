@@ -49,10 +49,13 @@ impl Run<'_> {
                 reason,
                 data,
                 decided_at,
+                decisions,
             } => {
+                // `decided_by` is the decision that settled it; `decisions` every vote.
                 let decision = json!({
                     "approval_id": approval_id, "status": outcome, "decided_by": decided_by,
                     "reason": reason, "data": data, "decided_at": decided_at,
+                    "decisions": decisions,
                 });
                 self.approval_decided(&gate, outcome, decision).await
             }

@@ -58,6 +58,15 @@ async fn quorum_counts_distinct_approvers() {
         (done.status, done.result),
         (ExecutionStatus::Completed, Some(ExecutionResult::Allowed))
     );
+    // Every voter is in the context, not only the one who completed the quorum.
+    let voters: Vec<&str> = done.context["approvals"]["gate"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decided_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(voters, ["ann", "bob"]);
+    assert_eq!(done.context["approvals"]["gate"]["decided_by"], "bob");
     // A decision on a decided request is a 409, never a second resume.
     let late = h
         .decide(
