@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate_model::records::{ApprovalStatus, Execution};
+use tollgate_model::records::{ApprovalStatus, Execution, StepRecord};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{ApprovalFilter, ExecutionFilter, PageRequest};
 use uuid::Uuid;
@@ -28,6 +28,21 @@ pub struct ExecutionQuery {
     paused_reason: Option<String>,
     approver_role: Option<String>,
     cursor: Option<String>,
+}
+
+/// The badge of a step record: a gate's outcome — an approval `approved`, `rejected` or
+/// `expired`, a wait `timed_out` — rather than the generic `completed` of leaving it.
+pub(super) fn record_badge(r: &StepRecord) -> &str {
+    let output = &r.output;
+    match output.get("status").and_then(Value::as_str) {
+        Some(outcome @ ("approved" | "rejected" | "expired"))
+            if output.get("approval_id").is_some() =>
+        {
+            outcome
+        }
+        _ if output.get("timed_out") == Some(&Value::Bool(true)) => "timed_out",
+        _ => r.status.as_str(),
+    }
 }
 
 pub(super) fn status_badge(status: ExecutionStatus) -> Markup {
@@ -321,11 +336,16 @@ pub async fn execution(
             section.card {
                 h2 { "Timeline" }
                 ol.timeline {
-                    @for r in &steps {
+                    @for (i, r) in steps.iter().enumerate() {
+                        @let badge = record_badge(r);
                         li class={"step " (r.status.as_str())} {
                             div.row {
                                 code { (r.step_id) } " " span.muted { (r.step_type) }
-                                " " span class={"badge " (r.status.as_str())} { (r.status.as_str()) }
+                                " " span class={"badge " (badge)} { (badge.replace('_', " ")) }
+                                // Where the deadline sent it: the step recorded next.
+                                @if badge == "expired" || badge == "timed_out" {
+                                    @if let Some(next) = steps.get(i + 1) { " → " code { (next.step_id) } }
+                                }
                                 @if r.attempt > 1 { " " span.muted { "attempt " (r.attempt) } }
                                 @if let Some(ms) = r.duration_ms() { " " span.muted { (ms) " ms" } }
                                 " " (when(r.started_at, now))
@@ -435,9 +455,39 @@ pub async fn command(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::console::relative;
+
+    #[test]
+    fn gate_records_show_their_outcome() {
+        let record = |output: Value| -> StepRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": Uuid::now_v7(), "execution_id": Uuid::now_v7(), "step_id": "approve",
+                "step_type": "approval", "parent_step_id": null, "iteration": null, "visit": 1,
+                "attempt": 1, "status": "completed", "input": null, "output": output,
+                "warnings": [], "started_at": "2026-12-02T10:00:00Z",
+                "completed_at": "2026-12-02T11:00:00Z", "error": null,
+            }))
+            .unwrap()
+        };
+        let approval =
+            |status: &str| serde_json::json!({"approval_id": Uuid::now_v7(), "status": status});
+        assert_eq!(record_badge(&record(approval("expired"))), "expired");
+        assert_eq!(record_badge(&record(approval("approved"))), "approved");
+        assert_eq!(
+            record_badge(&record(
+                serde_json::json!({"timed_out": true, "at": "2026-12-02T11:00:00Z"})
+            )),
+            "timed_out"
+        );
+        assert_eq!(
+            record_badge(&record(serde_json::json!({"status": "expired"}))),
+            "completed"
+        );
+        assert_eq!(record_badge(&record(Value::Null)), "completed");
+    }
 
     #[test]
     fn relative_times_read_naturally() {
