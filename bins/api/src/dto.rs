@@ -606,6 +606,37 @@ pub struct EventAcceptedDto {
     pub started: Vec<Uuid>,
     /// Executions resumed.
     pub resumed: Vec<Uuid>,
+    /// Whether a resend is recognised: `false` when the event came without an
+    /// `event_id`, so sending it again would start its workflows again.
+    pub idempotent: bool,
+    /// How many workflows it started (the highest enabled version of each workflow whose
+    /// trigger matches its type); `0` with nothing resumed means nobody listened.
+    pub matched_workflows: usize,
+    /// With `?wait=true`: each started or resumed execution as it stood when the answer
+    /// was sent (its next gate or its end, unless the wait timed out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executions: Option<Vec<ExecutionStateDto>>,
+}
+
+/// Where an execution stands, in an event's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionStateDto {
+    /// Id.
+    pub id: Uuid,
+    /// Status (`paused`, `completed`, …).
+    pub status: String,
+    /// `allowed` or `blocked` once decided.
+    pub result: Option<String>,
+}
+
+impl From<&Execution> for ExecutionStateDto {
+    fn from(e: &Execution) -> Self {
+        Self {
+            id: e.id,
+            status: e.status.as_str().to_owned(),
+            result: e.result.map(|r| r.as_str().to_owned()),
+        }
+    }
 }
 
 impl From<&Event> for EventAcceptedDto {
@@ -617,6 +648,9 @@ impl From<&Event> for EventAcceptedDto {
             received_at: e.received_at,
             started: e.started.clone(),
             resumed: e.resumed.clone(),
+            idempotent: e.event_id.is_some(),
+            matched_workflows: e.started.len(),
+            executions: None,
         }
     }
 }

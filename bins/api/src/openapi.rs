@@ -30,7 +30,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         dto::WorkflowDto, dto::WorkflowList, dto::ExecutionDto, dto::ExecutionList, dto::WaitDto,
         dto::ExecutionErrorDto, dto::StepRecordDto, dto::StepErrorDto, dto::TraceDto,
         dto::ApprovalDto, dto::ApprovalList, dto::DecisionDto, dto::DecidedDto, dto::EventDto,
-        dto::EventAcceptedDto, dto::ResumeRequestDto, dto::ResumeRequestList, dto::RecordDto,
+        dto::EventAcceptedDto, dto::ExecutionStateDto, dto::ResumeRequestDto, dto::ResumeRequestList, dto::RecordDto,
         dto::NotificationDto, dto::NotificationList, dto::ApiKeyDto, dto::ApiKeyList,
         dto::CreatedApiKeyDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
         dto::ExecuteDto, dto::ReasonDto, dto::ResumeDto, dto::DecisionBody, dto::ValidationDto,

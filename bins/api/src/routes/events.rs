@@ -6,7 +6,7 @@ use tollgate_resumer::NewEvent;
 
 use super::{parse_id, Json, WaitParams};
 use crate::auth::{Caller, Permission};
-use crate::dto::{EventAcceptedDto, EventDto, NewEventDto};
+use crate::dto::{EventAcceptedDto, EventDto, ExecutionStateDto, NewEventDto};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
 
@@ -59,14 +59,38 @@ pub async fn ingest(
             submitted_by: Some(caller.subject().to_owned()),
         })
         .await?;
-    let dto = EventAcceptedDto::from(&ingested.event);
+    let mut dto = EventAcceptedDto::from(&ingested.event);
     if ingested.duplicate {
+        // A resend: nothing was started or resumed now, so there is nothing to wait for;
+        // with `?wait=true` the answer still says where the first sending's executions
+        // stand.
+        if wait.wait {
+            let event = &ingested.event;
+            let executions = try_join_all(
+                event
+                    .started
+                    .iter()
+                    .chain(&event.resumed)
+                    .map(|id| state.store.get_execution(*id)),
+            )
+            .await?;
+            dto.executions = Some(executions.iter().map(ExecutionStateDto::from).collect());
+        }
         return Ok(HttpResponse::Ok().json(dto));
+    }
+    let event = &ingested.event;
+    if event.started.is_empty() && event.resumed.is_empty() {
+        // Legal (a workflow may be deployed later), but worth a line: a typo in an event
+        // type looks exactly like this.
+        tracing::info!(event_id = %event.id, event_type = %event.event_type, "event stored; no workflow started and no execution resumed");
+    }
+    if event.event_id.is_none() {
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event without event_id: a resend would count again");
     }
     if wait.wait {
         let timeout = state.wait_timeout;
         let engine = &state.engine;
-        try_join_all(
+        let settled = try_join_all(
             ingested
                 .started
                 .into_iter()
@@ -74,6 +98,7 @@ pub async fn ingest(
                 .map(|p| p.settled(engine, timeout)),
         )
         .await?;
+        dto.executions = Some(settled.iter().map(ExecutionStateDto::from).collect());
     }
     Ok(HttpResponse::Accepted().json(dto))
 }

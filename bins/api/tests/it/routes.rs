@@ -480,6 +480,16 @@ async fn execution_routes(app: TestApp) {
     assert_eq!(first["started"].as_array().unwrap().len(), 1);
     assert_eq!(first["resumed"], json!([]));
     let exec = first["started"][0].as_str().unwrap().to_owned();
+    // The answer says what happened: idempotent, one workflow matched, and (waited for)
+    // where the execution stands.
+    assert_eq!(
+        (&first["idempotent"], &first["matched_workflows"]),
+        (&json!(true), &json!(1))
+    );
+    assert_eq!(
+        first["executions"],
+        json!([{"id": exec, "status": "paused", "result": null}])
+    );
     let (s, again) = app.post("/api/v1/events?wait=true", &service, event).await;
     assert_eq!((s, &again), (StatusCode::OK, &first));
     let (s, b) = app
@@ -499,6 +509,20 @@ async fn execution_routes(app: TestApp) {
         .post("/api/v1/events", &viewer, json!({"event_type": "x"}))
         .await;
     assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    // Legal, but said: no event_id (a resend would count again), nobody listening.
+    let (s, b) = app
+        .post(
+            "/api/v1/events",
+            &service,
+            json!({"event_type": "order.craeted"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        (&b["idempotent"], &b["matched_workflows"], &b["started"]),
+        (&json!(false), &json!(0), &json!([]))
+    );
+    assert!(b.get("executions").is_none(), "no wait, no states: {b}");
     let (s, b) = app
         .post("/api/v1/events", &service, json!({"payload": {}}))
         .await;
