@@ -107,17 +107,34 @@ impl<'v> Fields<'v> {
         self.path.key(key)
     }
 
-    /// Reports keys that were never read.
+    /// Reports keys that were never read, with the nearest known one when it looks like
+    /// a typo.
     fn finish(self, report: &mut Report, what: &str) {
         for key in self.map.keys() {
             if !self.used.contains(key.as_str()) {
                 report.error(
                     &self.path.key(key),
-                    format!("unknown field `{key}` in {what}"),
+                    format!(
+                        "unknown field `{key}` in {what}{}",
+                        did_you_mean(key, self.used.iter().copied())
+                    ),
                 );
             }
         }
     }
+}
+
+/// ` — did you mean `x`?` when `word` is a likely typo of one of `known` (at most one
+/// edit per three letters, and at least one), else nothing.
+pub(crate) fn did_you_mean<'k>(word: &str, known: impl IntoIterator<Item = &'k str>) -> String {
+    let limit = (word.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|(d, k)| *d <= limit && *k != word)
+        .min()
+        .map(|(_, k)| format!(" — did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -358,7 +375,10 @@ impl Parser {
             other => {
                 self.report.error(
                     &f.at("type"),
-                    format!("unknown trigger type `{other}` (expected event, manual or schedule)"),
+                    format!(
+                        "unknown trigger type `{other}` (expected event, manual or schedule){}",
+                        did_you_mean(other, ["event", "manual", "schedule"])
+                    ),
                 );
                 return Trigger::Manual;
             }
@@ -517,7 +537,7 @@ impl Parser {
             other => {
                 self.report.error(
                     &f.at("type"),
-                    format!("unknown step type `{other}` (expected condition, action, execute, approval, wait, parallel or foreach)"),
+                    format!("unknown step type `{other}` (expected condition, action, execute, approval, wait, parallel or foreach){}", did_you_mean(other, ["condition", "action", "execute", "approval", "wait", "parallel", "foreach"])),
                 );
                 return stand_in(id);
             }
@@ -599,7 +619,7 @@ impl Parser {
 
     fn verb(&mut self, name: &str, path: &Path) -> Verb {
         Verb::parse(name).unwrap_or_else(|| {
-            self.report.error(path, format!("unknown action verb `{name}` (expected allow, block, execute or require_approval)"));
+            self.report.error(path, format!("unknown action verb `{name}` (expected allow, block, execute or require_approval){}", did_you_mean(name, ["allow", "block", "execute", "require_approval"])));
             Verb::Execute
         })
     }
@@ -681,8 +701,9 @@ impl Parser {
                         self.report.error(
                             &path.key("operator"),
                             format!(
-                                "unknown operator `{name}` (expected one of {})",
-                                Operator::ALL.map(Operator::as_str).join(", ")
+                                "unknown operator `{name}` (expected one of {}){}",
+                                Operator::ALL.map(Operator::as_str).join(", "),
+                                did_you_mean(name, Operator::ALL.map(Operator::as_str))
                             ),
                         );
                         None
@@ -850,7 +871,8 @@ impl Parser {
             "" => return None,
             other => {
                 self.report.error(&f.at("type"), format!(
-                    "unknown sub-action type `{other}` (expected webhook, http_request, notify, log, set, create_record, update_record or create_approval_request)"
+                    "unknown sub-action type `{other}` (expected webhook, http_request, notify, log, set, create_record, update_record or create_approval_request){}",
+                    did_you_mean(other, ["webhook", "http_request", "notify", "log", "set", "create_record", "update_record", "create_approval_request"])
                 ));
                 return None;
             }

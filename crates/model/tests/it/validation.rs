@@ -381,3 +381,34 @@ fn secrets_in_a_wait_match_are_refused() {
     ]));
     assert!(errors(&fine).is_empty(), "{:?}", errors(&fine));
 }
+
+/// Typos get the nearest known name: step and sub-action types, fields, verbs, operators.
+#[test]
+fn typos_are_answered_with_the_nearest_known_name() {
+    let doc = wf(json!([
+        {"id": "a", "type": "aproval", "approval": {"approvers": {"role": "boss"}}},
+        {"id": "b", "type": "condition", "condtion": {"field": "x", "operator": "exists"}},
+        {"id": "c", "type": "condition",
+         "condition": {"field": "x", "operator": "contians", "value": "a"}},
+        {"id": "d", "type": "execute", "execute": [{"type": "notfy", "recipients": ["a"], "message": "m"}]},
+        {"id": "e", "type": "action", "action": "alow"},
+        {"id": "f", "type": "action", "action": "allow", "zzzzzzzz": 1}
+    ]));
+    let found = errors(&doc);
+    let message = |path: &str| {
+        found.iter().find(|(p, _)| p == path).map_or_else(
+            || panic!("no error at {path}: {found:#?}"),
+            |(_, m)| m.clone(),
+        )
+    };
+    assert!(message("steps[0].type").ends_with("did you mean `approval`?"));
+    assert!(message("steps[1].condtion").ends_with("did you mean `condition`?"));
+    assert!(message("steps[2].condition.operator").ends_with("did you mean `contains`?"));
+    assert!(message("steps[3].execute[0].type").ends_with("did you mean `notify`?"));
+    assert!(message("steps[4].action").ends_with("did you mean `allow`?"));
+    let far = message("steps[5].zzzzzzzz");
+    assert!(
+        !far.contains("did you mean"),
+        "no guess when nothing is close: {far}"
+    );
+}
