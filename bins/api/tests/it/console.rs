@@ -346,6 +346,34 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         assert!(c.find(Locator::Css("h1")).await.is_ok(), "{path}");
         shot(&c, name).await;
     }
+    // Two enabled versions: the page says events start only the highest.
+    assert!(
+        c.find_all(Locator::Css("#versions-note"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "one version, nothing to say"
+    );
+    let mut newer = order_workflow("orders");
+    newer["version"] = json!("1.10.0");
+    let newer_id = app.workflow(newer).await;
+    c.goto(&app.url(&format!("/workflows/{wf}"))).await.unwrap();
+    let note = c
+        .find(Locator::Css("#versions-note"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        note.contains("only the highest enabled one (1.10.0)"),
+        "{note}"
+    );
+    assert!(c
+        .source()
+        .await
+        .unwrap()
+        .contains(&format!("/workflows/{newer_id}")));
     c.goto(&app.url("/workflows/validate")).await.unwrap();
     let form = c
         .form(Locator::Css("form[action='/workflows/validate']"))

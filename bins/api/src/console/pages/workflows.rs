@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
+use tollgate_model::definition::compare_versions;
 use tollgate_store::{PageRequest, WorkflowFilter};
 use uuid::Uuid;
 
@@ -88,6 +89,24 @@ pub async fn workflow(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         Err(err) => return internal(Some(&user), err),
     };
     let json = serde_json::to_value(w.definition.as_ref()).unwrap_or(Value::Null);
+    // Every version of this workflow_id, highest first: events start only the highest
+    // enabled one, which the page says when there are several.
+    let mut versions = match state
+        .store
+        .list_workflows(
+            &WorkflowFilter {
+                workflow_id: Some(w.workflow_id().to_owned()),
+                ..WorkflowFilter::default()
+            },
+            &PageRequest::first(100),
+        )
+        .await
+    {
+        Ok(page) => page.items,
+        Err(err) => return internal(Some(&user), err),
+    };
+    versions.sort_by(|a, b| compare_versions(b.version(), a.version()));
+    let starts = versions.iter().find(|v| v.enabled).map(|v| v.id);
     page(
         StatusCode::OK,
         &w.definition.name,
@@ -104,6 +123,26 @@ pub async fn workflow(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                     dt { "Id" } dd { code { (w.workflow_id()) } }
                     dt { "Trigger" } dd { (trigger_text(&w.definition.trigger)) }
                     dt { "Executions" } dd { a href={"/executions?workflow=" (urlencode(w.workflow_id()))} { "see its executions" } }
+                }
+                @if versions.len() > 1 {
+                    h2 { "Versions" }
+                    @if versions.iter().filter(|v| v.enabled).count() > 1 {
+                        p.notice #versions-note {
+                            "Several versions are enabled; events start only the highest enabled one"
+                            @if let Some(v) = versions.iter().find(|v| Some(v.id) == starts) { " (" (v.version()) ")" }
+                            ". Manual and scheduled starts name their version."
+                        }
+                    }
+                    ul.versions {
+                        @for v in &versions {
+                            li {
+                                a href={"/workflows/" (v.id)} { (v.version()) }
+                                " " span class={"badge " (if v.enabled { "completed" } else { "cancelled" })} { (if v.enabled { "enabled" } else { "disabled" }) }
+                                @if Some(v.id) == starts { " " span.muted { "events start this one" } }
+                                @if v.id == w.id { " " span.muted { "(this page)" } }
+                            }
+                        }
+                    }
                 }
             }
             section.card {
