@@ -58,6 +58,19 @@ fn describe_metrics() {
         "tollgate_executions_in_flight",
         "Executions this process is advancing now."
     );
+    describe_gauge!(
+        "tollgate_approvals_pending",
+        "Approval requests waiting for a decision (the database's view)."
+    );
+    describe_gauge!(
+        "tollgate_gates_overdue",
+        "Gated executions whose deadline passed and that no worker has claimed yet; nonzero for long means no worker loop runs."
+    );
+    describe_gauge!(
+        "tollgate_gates_overdue_oldest_seconds",
+        Unit::Seconds,
+        "How long the oldest overdue gate's deadline has passed (0 when none is overdue)."
+    );
     describe_counter!(
         "tollgate_executions_started_total",
         "Executions started by this process."

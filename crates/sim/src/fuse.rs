@@ -25,7 +25,7 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
     Delivery, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
-    NotificationFilter, NotificationStore, Page, PageRequest, RecordStore, Result,
+    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, RecordStore, Result,
     ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit, Store,
     TickView, WorkflowFilter, WorkflowStore,
 };
@@ -223,6 +223,7 @@ through_fuse!(ExecutionStore {
     fn list_executions(&self, filter: &ExecutionFilter, page: &PageRequest) -> Page<Execution>;
     fn count_by_status(&self) -> Vec<(ExecutionStatus, u64)>;
     fn count_in_flight(&self) -> Vec<(ExecutionStatus, u64)>;
+    fn overdue_gates(&self, now: Timestamp) -> Overdue;
     fn list_gated(&self, page: &PageRequest) -> Page<Execution>;
     fn list_steps(&self, execution_id: Uuid) -> Vec<StepRecord>;
     fn begin_step(&self, execution_id: Uuid, owner: &str, expected_version: i64, record: StepRecord, now: Timestamp) -> i64;
@@ -241,6 +242,15 @@ through_fuse!(ExecutionStore {
 
 #[async_trait]
 impl ApprovalStore for CrashStore {
+    async fn count_pending_approvals(&self) -> Result<u64> {
+        self.fuse
+            .run(
+                "count_pending_approvals",
+                self.inner.count_pending_approvals(),
+            )
+            .await
+    }
+
     async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest> {
         self.fuse
             .run("get_approval", self.inner.get_approval(id))

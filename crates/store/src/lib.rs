@@ -33,8 +33,8 @@ pub use traits::{
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
-    StepCommit, TickView, Transition, WorkflowFilter,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, ScheduleFilter,
+    Starting, StepCommit, TickView, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

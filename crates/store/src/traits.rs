@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Page, PageRequest, ScheduleFilter, Starting,
-    StepCommit, TickView, WorkflowFilter,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, ScheduleFilter,
+    Starting, StepCommit, TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -94,6 +94,12 @@ pub trait ExecutionStore: Send + Sync {
     /// every execution ever run, this reads only the executions in flight, so a gauge
     /// can read it on every scrape of a store holding years of history.
     async fn count_in_flight(&self) -> Result<Vec<(ExecutionStatus, u64)>>;
+
+    /// Gated (`paused`/`waiting`) executions whose gate deadline has passed at `now` but
+    /// that no worker has claimed yet, and the earliest such deadline. Nonzero for long
+    /// means no worker loop is running: the signal operators need when deadlines pass
+    /// and nothing happens. Reads only the due gates' index.
+    async fn overdue_gates(&self, now: Timestamp) -> Result<Overdue>;
 
     /// `paused` and `waiting` executions, oldest pause first.
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>>;
@@ -223,6 +229,9 @@ pub trait ExecutionStore: Send + Sync {
 pub trait ApprovalStore: Send + Sync {
     /// One request. `NotFound` if absent.
     async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest>;
+
+    /// How many requests are `pending` (a gauge: reads only the pending requests' index).
+    async fn count_pending_approvals(&self) -> Result<u64>;
 
     /// Requests newest first, filtered. `Invalid` for a foreign cursor.
     async fn list_approvals(

@@ -198,6 +198,16 @@ pub struct Committed {
     pub pause_requested: bool,
 }
 
+/// Gates past their deadline that no worker has acted on
+/// ([`crate::ExecutionStore::overdue_gates`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overdue {
+    /// How many.
+    pub count: u64,
+    /// The earliest of their deadlines.
+    pub oldest_deadline: Option<Timestamp>,
+}
+
 /// Result of [`crate::ApprovalStore::decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {

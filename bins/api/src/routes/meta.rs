@@ -44,6 +44,23 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Err(err) => tracing::warn!("cannot count executions for /metrics: {err}"),
     }
     metrics::gauge!("tollgate_executions_in_flight").set(state.tasks.in_flight() as f64);
+    // What waits for people and for workers: a deadline that passed with nobody claiming
+    // it means no worker loop is running against this database.
+    let now = state.engine.clock().now();
+    match state.store.overdue_gates(now).await {
+        Ok(overdue) => {
+            metrics::gauge!("tollgate_gates_overdue").set(overdue.count as f64);
+            let age = overdue
+                .oldest_deadline
+                .map_or(0.0, |d| (now - d).num_milliseconds().max(0) as f64 / 1000.0);
+            metrics::gauge!("tollgate_gates_overdue_oldest_seconds").set(age);
+        }
+        Err(err) => tracing::warn!("cannot count overdue gates for /metrics: {err}"),
+    }
+    match state.store.count_pending_approvals().await {
+        Ok(n) => metrics::gauge!("tollgate_approvals_pending").set(n as f64),
+        Err(err) => tracing::warn!("cannot count pending approvals for /metrics: {err}"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::metrics().render())

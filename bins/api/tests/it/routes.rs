@@ -892,6 +892,13 @@ async fn execution_routes(app: TestApp) {
     assert!(text.contains("tollgate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/executions/{id}\""), "routes are labelled by template");
     assert!(text.contains("tollgate_resume_latency_seconds"));
     assert!(text.contains("tollgate_step_duration_seconds"));
+    // What waits: nothing is overdue (the embedded worker runs); the gauges are there.
+    assert!(text.contains("tollgate_gates_overdue 0"), "{text}");
+    assert!(
+        text.contains("tollgate_gates_overdue_oldest_seconds 0"),
+        "{text}"
+    );
+    assert!(text.contains("tollgate_approvals_pending "), "{text}");
     // Every metric family says what it is and what type it has.
     let families: std::collections::BTreeSet<&str> = text
         .lines()

@@ -23,6 +23,16 @@ impl ApprovalStore for PgStore {
         load_approval(&mut conn, id, false).await
     }
 
+    async fn count_pending_approvals(&self) -> Result<u64> {
+        // The pending requests' partial index (`approvals_pending`) answers this.
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM approvals WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn list_approvals(
         &self,
         filter: &ApprovalFilter,

@@ -11,7 +11,8 @@ use tollgate_model::records::{
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
-    ExecutionFilter, ExecutionStore, LeaseClaim, Page, PageRequest, Result, StepCommit, Transition,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Result, StepCommit,
+    Transition,
 };
 use uuid::Uuid;
 
@@ -95,6 +96,22 @@ impl ExecutionStore for PgStore {
              WHERE status IN ('running', 'paused', 'waiting') GROUP BY status",
         )
         .await
+    }
+
+    async fn overdue_gates(&self, now: Timestamp) -> Result<Overdue> {
+        // The due-gates partial index (`executions_gate_due`) answers this.
+        let (count, oldest): (i64, Option<Timestamp>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(gate_deadline) FROM executions \
+             WHERE status IN ('paused', 'waiting') AND gate_deadline IS NOT NULL AND gate_deadline <= $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(Overdue {
+            count: u64::try_from(count).unwrap_or(0),
+            oldest_deadline: oldest,
+        })
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {

@@ -22,6 +22,15 @@ impl ApprovalStore for MemoryStore {
             .ok_or_else(|| Error::not_found("approval", id))
     }
 
+    async fn count_pending_approvals(&self) -> Result<u64> {
+        let state = self.lock();
+        Ok(state
+            .approvals
+            .values()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .count() as u64)
+    }
+
     async fn list_approvals(
         &self,
         filter: &ApprovalFilter,

@@ -14,7 +14,7 @@ use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
 use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::ExecutionStore;
 use crate::types::{
-    Committed, ExecutionFilter, LeaseClaim, Page, PageRequest, StepCommit, Transition,
+    Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, StepCommit, Transition,
 };
 use crate::{rules, Error, Result};
 
@@ -99,6 +99,20 @@ impl ExecutionStore for MemoryStore {
         let mut counts = self.count_by_status().await?;
         counts.retain(|(status, _)| !status.is_terminal());
         Ok(counts)
+    }
+
+    async fn overdue_gates(&self, now: Timestamp) -> Result<Overdue> {
+        let state = self.lock();
+        let deadlines = state
+            .executions
+            .values()
+            .filter(|e| e.status.is_gated())
+            .filter_map(|e| e.gate.as_ref().and_then(|g| g.deadline))
+            .filter(|d| *d <= now);
+        Ok(deadlines.fold(Overdue::default(), |acc, d| Overdue {
+            count: acc.count + 1,
+            oldest_deadline: Some(acc.oldest_deadline.map_or(d, |o| o.min(d))),
+        }))
     }
 
     async fn list_gated(&self, page: &PageRequest) -> Result<Page<Execution>> {

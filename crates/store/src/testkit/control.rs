@@ -15,7 +15,7 @@ use super::fixtures::{
     approval_for, commit, decide_as, gate, lease, manager, paused_at_approval, running, secs,
     step_record, t0, waiting, workflow,
 };
-use crate::{Store, Transition};
+use crate::{Overdue, Store, Transition};
 
 pub async fn due_gates_are_claimed_once_across_claimers(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
@@ -477,4 +477,42 @@ pub async fn pauses_keep_a_stored_wake(store: Arc<dyn Store>) {
     );
     assert!(taken[0].pause_requested);
     assert_eq!(taken[0].wake, decided.execution.wake);
+}
+
+/// Gates past their deadline that no worker claimed are counted with the earliest
+/// deadline, and pending requests are counted; a claim clears both.
+pub async fn overdue_gates_and_pending_approvals_are_counted(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    assert_eq!(store.overdue_gates(t0()).await.unwrap(), Overdue::default());
+    assert_eq!(store.count_pending_approvals().await.unwrap(), 0);
+    paused_at_approval(&store, &w, 1, Some(t0() + secs(10))).await;
+    paused_at_approval(&store, &w, 1, None).await;
+    waiting(&store, &w, Some(t0() + secs(20))).await;
+    waiting(&store, &w, Some(t0() + secs(3600))).await;
+    running(&store, &w, "w1").await;
+    assert_eq!(store.count_pending_approvals().await.unwrap(), 2);
+    let now = t0() + secs(60);
+    assert_eq!(
+        store.overdue_gates(now).await.unwrap(),
+        Overdue {
+            count: 2,
+            oldest_deadline: Some(t0() + secs(10)),
+        }
+    );
+    assert_eq!(
+        store.overdue_gates(t0() + secs(15)).await.unwrap().count,
+        1,
+        "only deadlines at or before now"
+    );
+    let claimed = store
+        .claim_due_gates(now, &lease("w2", now + secs(30)), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(store.overdue_gates(now).await.unwrap(), Overdue::default());
+    assert_eq!(
+        store.count_pending_approvals().await.unwrap(),
+        1,
+        "the expired request is no longer pending"
+    );
 }

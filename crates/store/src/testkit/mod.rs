@@ -60,6 +60,7 @@ macro_rules! contract_tests {
             expired_leases_are_reclaimed_and_old_owner_fenced,
             released_lease_waits_until_its_time,
             overdue_executions_time_out_unless_held,
+            overdue_gates_and_pending_approvals_are_counted,
             manual_pause_resume_and_cancel,
             waits_claim_events_once,
             events_are_idempotent_by_event_id,
