@@ -7,16 +7,19 @@
 //! compare-and-set, so nothing runs twice, and a killed worker's executions are taken
 //! over when its lease expires.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
-    build_engine, default_worker_id, init_logging, parse_duration, run_main, wait_for_signal,
-    Backend, DatabaseArgs, DatabaseTarget, FileConfig, Kind, LogFormat, WorkerArgs,
+    build_engine, default_worker_id, describe_metrics, init_logging, parse_duration, run_main,
+    wait_for_signal, Backend, DatabaseArgs, DatabaseTarget, FileConfig, Kind, LogFormat,
+    WorkerArgs,
 };
 use tollgate_resumer::{Worker, WorkerOptions};
 
@@ -66,6 +69,12 @@ struct Cli {
     /// How long shutdown waits for the executions in flight.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+
+    /// Serve this worker's Prometheus metrics (timer lag, steps, ends, resume latency) on
+    /// this address, e.g. `0.0.0.0:9187`. Every path answers with the exposition and 200,
+    /// so the address also serves as a liveness probe. Off by default.
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// mimalloc instead of glibc's malloc: per-request allocations from many threads are
@@ -95,6 +104,9 @@ async fn run(cli: Cli) -> Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    if let Some(addr) = cli.metrics_listen {
+        serve_metrics(addr)?;
+    }
     let backend = Backend::open(&database).await?;
     debug_assert_eq!(backend.kind, Kind::Postgres);
     let worker_id = cli
@@ -132,5 +144,24 @@ async fn run(cli: Cli) -> Result<()> {
         .context("executions in flight did not finish in time; their leases will expire")?
         .context("worker loop panicked")?;
     backend.close().await;
+    Ok(())
+}
+
+/// Installs the process's metrics recorder with an HTTP listener on `addr`. Histograms of
+/// seconds get the same buckets as the API server's, so dashboards can add them up.
+fn serve_metrics(addr: SocketAddr) -> Result<()> {
+    let seconds = [
+        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        30.0, 60.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .context("invalid histogram buckets")?
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    describe_metrics();
+    // Present from the first scrape: this process is up and advancing nothing yet.
+    metrics::gauge!("tollgate_executions_in_flight").set(0.0);
     Ok(())
 }

@@ -76,3 +76,72 @@ pub async fn wait_for_signal() -> Result<(), Error> {
         })?;
     Ok(())
 }
+
+/// `# HELP` for every metric Tollgate records (the exporter writes `# TYPE` itself), so
+/// a scrape says what each series means without the docs at hand. Call it once the
+/// process's recorder is installed.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "tollgate_executions",
+        "Executions by status, as the database holds them (terminal counts refreshed at most every --metrics-terminal-refresh)."
+    );
+    describe_gauge!(
+        "tollgate_executions_in_flight",
+        "Executions this process is advancing now."
+    );
+    describe_gauge!(
+        "tollgate_approvals_pending",
+        "Approval requests waiting for a decision (the database's view)."
+    );
+    describe_gauge!(
+        "tollgate_gates_overdue",
+        "Gated executions whose deadline passed and that no worker has claimed yet; nonzero for long means no worker loop runs."
+    );
+    describe_gauge!(
+        "tollgate_gates_overdue_oldest_seconds",
+        Unit::Seconds,
+        "How long the oldest overdue gate's deadline has passed (0 when none is overdue)."
+    );
+    describe_counter!(
+        "tollgate_executions_started_total",
+        "Executions started by this process."
+    );
+    describe_counter!(
+        "tollgate_executions_ended_total",
+        "Executions this process ended, by final status."
+    );
+    describe_counter!(
+        "tollgate_gates_entered_total",
+        "Gates (approval, event, manual) executions stopped at in this process."
+    );
+    describe_counter!(
+        "tollgate_schedule_ticks_fired_total",
+        "Schedule ticks this process started an execution for."
+    );
+    describe_histogram!(
+        "tollgate_step_duration_seconds",
+        Unit::Seconds,
+        "Time a step took, by step type."
+    );
+    describe_histogram!(
+        "tollgate_resume_latency_seconds",
+        Unit::Seconds,
+        "From a signal being recorded (decision, event, manual resume, start) to the execution's next stop."
+    );
+    describe_histogram!(
+        "tollgate_timer_lag_seconds",
+        Unit::Seconds,
+        "How late a deadline was claimed: claim time minus the gate's deadline."
+    );
+    describe_histogram!(
+        "tollgate_schedule_tick_lag_seconds",
+        Unit::Seconds,
+        "How late a schedule tick started: start time minus its scheduled time."
+    );
+    describe_histogram!(
+        "tollgate_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method, route template and status."
+    );
+}

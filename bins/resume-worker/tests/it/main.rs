@@ -134,6 +134,10 @@ impl Drop for Proc {
 }
 
 fn worker(url: &str, id: &str, lease: &str) -> Proc {
+    worker_with(url, id, lease, &[])
+}
+
+fn worker_with(url: &str, id: &str, lease: &str, extra: &[&str]) -> Proc {
     Proc(
         Command::new(env!("CARGO_BIN_EXE_tollgate-resume-worker"))
             .args([
@@ -146,6 +150,7 @@ fn worker(url: &str, id: &str, lease: &str) -> Proc {
                 "--lease",
                 lease,
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -167,13 +172,32 @@ async fn a_separate_worker_handles_an_approval_deadline() {
                 {"id": "ok", "type": "action", "action": "allow"},
                 {"id": "no", "type": "action", "action": "block"}]}))
         .await;
-    // Without any worker, the deadline passes unnoticed: the API does not poll.
+    // Without any worker, the deadline passes unnoticed: the API does not poll — but its
+    // metrics say a gate is overdue.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         api.get(&format!("/api/v1/executions/{id}")).await["status"],
         "paused"
     );
-    let mut w = worker(&url, "w-deadline", "30s");
+    let scrape =
+        |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let api_metrics = scrape(format!("{}/metrics", api.base)).await;
+    assert!(
+        api_metrics.contains("tollgate_gates_overdue 1"),
+        "{api_metrics}"
+    );
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let mut w = worker_with(
+        &url,
+        "w-deadline",
+        "30s",
+        &["--metrics-listen", &metrics_listen],
+    );
     let done = api
         .until(&id, |e| e["status"] == "completed", Duration::from_secs(15))
         .await;
@@ -192,6 +216,19 @@ async fn a_separate_worker_handles_an_approval_deadline() {
             .iter()
             .any(|r| r["trigger"] == "timer" && r["outcome"] == "resumed"),
         "{audit}"
+    );
+    // The worker's own metrics: the deadline it claimed, described.
+    let worker_metrics = scrape(format!("http://{metrics_listen}/metrics")).await;
+    assert!(
+        worker_metrics.contains("tollgate_timer_lag_seconds_count 1"),
+        "{worker_metrics}"
+    );
+    assert!(worker_metrics.contains("# HELP tollgate_timer_lag_seconds "));
+    assert!(worker_metrics.contains("tollgate_executions_ended_total"));
+    let api_metrics = scrape(format!("{}/metrics", api.base)).await;
+    assert!(
+        api_metrics.contains("tollgate_gates_overdue 0"),
+        "{api_metrics}"
     );
     // SIGTERM: a graceful stop.
     Command::new("kill")
