@@ -166,7 +166,8 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         args.max_body_size,
         args.key_cache_ttl,
         args.metrics_terminal_refresh,
-    );
+    )
+    .with_overdue_warning(args.ready_overdue_warning);
     crate::telemetry::metrics();
 
     let shutdown = CancellationToken::new();

@@ -53,6 +53,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_METRICS_TERMINAL_REFRESH", default_value = "60s", value_parser = parse_duration)]
     pub metrics_terminal_refresh: Duration,
 
+    /// `/health/ready` warns when a gate's deadline passed longer ago than this and no
+    /// worker has claimed it (no worker loop runs against the database). It still
+    /// answers ready: the server itself can serve.
+    #[arg(long, env = "TOLLGATE_READY_OVERDUE_WARNING", default_value = "5m", value_parser = parse_duration)]
+    pub ready_overdue_warning: Duration,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -728,6 +728,13 @@ pub struct HealthDto {
     /// `ok` (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<&'static str>,
+    /// Gated executions past their deadline that no worker has claimed (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_gates: Option<u64>,
+    /// Set when the oldest of them is older than `--ready-overdue-warning`: no worker
+    /// loop seems to run against this database. The server still answers ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 macro_rules! list_type {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// Executions per status for `/metrics`, terminal counts cached.
     pub status_gauges: Arc<StatusGauges>,
+    /// How long a gate may stay overdue before `/health/ready` warns.
+    pub overdue_warning: Duration,
 }
 
 impl AppState {
@@ -58,7 +60,14 @@ impl AppState {
             max_body_size,
             keys: Arc::new(KeyCache::new(key_cache_ttl)),
             status_gauges: Arc::new(StatusGauges::new(terminal_refresh)),
+            overdue_warning: Duration::from_secs(300),
         }
+    }
+
+    /// `/health/ready` warns once a gate has been overdue this long.
+    pub fn with_overdue_warning(mut self, after: Duration) -> Self {
+        self.overdue_warning = after;
+        self
     }
 }
 

@@ -13,22 +13,47 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(HealthDto {
         status: "ok",
         database: None,
+        overdue_gates: None,
+        warning: None,
     })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers. Also says how many gates are overdue, and warns
+/// when one has been for longer than `--ready-overdue-warning` (no worker loop runs).
 #[utoipa::path(get, path = "/health/ready", tag = "meta",
     responses(
         (status = 200, description = "Ready to serve", body = HealthDto),
         (status = 503, description = "The database is unreachable", body = crate::error::ErrorEnvelope)))]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(HealthDto {
-            status: "ready",
-            database: Some("ok"),
-        })),
-        Err(err) => Err(ApiError::unavailable(err)),
+    if let Err(err) = state.store.ping().await {
+        return Err(ApiError::unavailable(err));
     }
+    let now = state.engine.clock().now();
+    let overdue = state
+        .store
+        .overdue_gates(now)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let late = overdue
+        .oldest_deadline
+        .map(|d| now - d)
+        .filter(|late| late.to_std().is_ok_and(|late| late > state.overdue_warning));
+    let warning = late.map(|late| {
+        format!(
+            "{} gate(s) passed their deadline, the oldest {} s ago, and no worker has claimed them: is a worker loop running against this database?",
+            overdue.count,
+            late.num_seconds()
+        )
+    });
+    if let Some(warning) = &warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(HttpResponse::Ok().json(HealthDto {
+        status: "ready",
+        database: Some("ok"),
+        overdue_gates: Some(overdue.count),
+        warning,
+    }))
 }
 
 /// Prometheus metrics.

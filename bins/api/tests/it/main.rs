@@ -62,6 +62,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         wait_timeout: Duration::from_secs(10),
         key_cache_ttl: Duration::from_secs(1),
         metrics_terminal_refresh: Duration::from_secs(60),
+        ready_overdue_warning: Duration::from_secs(300),
         http_workers: Some(2),
         log_format: LogFormat::Text,
         config: None,

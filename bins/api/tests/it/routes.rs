@@ -71,7 +71,10 @@ async fn meta_routes(app: TestApp) {
     let (s, b) = app.call(Method::GET, "/health/ready", None, None).await;
     assert_eq!(
         (s, b),
-        (StatusCode::OK, json!({"status": "ready", "database": "ok"}))
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "database": "ok", "overdue_gates": 0})
+        )
     );
     let (s, b) = app
         .call(Method::GET, "/api/v1/openapi.json", None, None)

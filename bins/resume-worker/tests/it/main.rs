@@ -47,6 +47,7 @@ impl Api {
             wait_timeout: Duration::from_secs(10),
             key_cache_ttl: Duration::from_secs(1),
             metrics_terminal_refresh: Duration::from_secs(60),
+            ready_overdue_warning: Duration::from_millis(500),
             http_workers: Some(2),
             log_format: LogFormat::Text,
             config: None,
@@ -186,6 +187,19 @@ async fn a_separate_worker_handles_an_approval_deadline() {
         api_metrics.contains("tollgate_gates_overdue 1"),
         "{api_metrics}"
     );
+    // Readiness still answers ready, and warns: the deadline passed over 0.5 s ago.
+    let ready: Value =
+        serde_json::from_str(&scrape(format!("{}/health/ready", api.base)).await).unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["overdue_gates"]),
+        (&json!("ready"), &json!(1))
+    );
+    assert!(
+        ready["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("is a worker loop running")),
+        "{ready}"
+    );
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -230,6 +244,9 @@ async fn a_separate_worker_handles_an_approval_deadline() {
         api_metrics.contains("tollgate_gates_overdue 0"),
         "{api_metrics}"
     );
+    let ready: Value =
+        serde_json::from_str(&scrape(format!("{}/health/ready", api.base)).await).unwrap();
+    assert!(ready.get("warning").is_none(), "{ready}");
     // SIGTERM: a graceful stop.
     Command::new("kill")
         .args(["-TERM", &w.0.id().to_string()])
