@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
     build_engine, default_worker_id, describe_metrics, init_logging, parse_duration, run_main,
     wait_for_signal, Backend, DatabaseArgs, DatabaseTarget, FileConfig, Kind, LogFormat,
-    WorkerArgs,
+    WorkerArgs, SECONDS_BUCKETS,
 };
 use tollgate_resumer::{Worker, WorkerOptions};
 
@@ -150,12 +150,8 @@ async fn run(cli: Cli) -> Result<()> {
 /// Installs the process's metrics recorder with an HTTP listener on `addr`. Histograms of
 /// seconds get the same buckets as the API server's, so dashboards can add them up.
 fn serve_metrics(addr: SocketAddr) -> Result<()> {
-    let seconds = [
-        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        30.0, 60.0,
-    ];
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .context("invalid histogram buckets")?
         .with_http_listener(addr)
         .install()

@@ -17,7 +17,7 @@ pub use config::{
     parse_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat, NotifierConfig, WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
-pub use process::{describe_metrics, init_logging, run_main, wait_for_signal};
+pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
 
 use std::path::PathBuf;
 

@@ -77,6 +77,13 @@ pub async fn wait_for_signal() -> Result<(), Error> {
     Ok(())
 }
 
+/// Bucket bounds of every `…_seconds` histogram, the same in every process so that
+/// dashboards can add the API's and the workers' histograms up: 0.5 ms to 60 s.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
 /// `# HELP` for every metric Tollgate records (the exporter writes `# TYPE` itself), so
 /// a scrape says what each series means without the docs at hand. Call it once the
 /// process's recorder is installed.
