@@ -240,6 +240,13 @@ impl Execution {
         self.completed_at
             .map(|end| (end - self.started_at).num_milliseconds())
     }
+
+    /// `running` and leased to a worker: whoever holds the lease advances it (a claim
+    /// that just stored it, a run ahead that stopped before a step needing the row).
+    pub fn is_held(&self) -> bool {
+        self.status == ExecutionStatus::Running
+            && self.lease.as_ref().is_some_and(|l| l.owner.is_some())
+    }
 }
 
 /// Status of one step attempt.

@@ -7,7 +7,6 @@ use tollgate_engine::Engine;
 use tollgate_model::records::{
     ApprovalRequest, Decision, DecisionKind, Execution, Principal, ResumeTrigger,
 };
-use tollgate_model::ExecutionStatus;
 use tollgate_store::Continuation;
 use uuid::Uuid;
 
@@ -103,10 +102,7 @@ impl ApprovalService {
                 // Claimed for this worker and still running (a continuation that
                 // stopped before a step needing the stored row, or none at all): advance
                 // it here. A continuation that reached a gate or the end is done.
-                let execution = &decided.execution;
-                let needs_advancing = decided.claimed
-                    && execution.status == ExecutionStatus::Running
-                    && execution.lease.as_ref().is_some_and(|l| l.owner.is_some());
+                let needs_advancing = decided.claimed && decided.execution.is_held();
                 let progress = if needs_advancing {
                     Progress::spawn(
                         &self.engine,

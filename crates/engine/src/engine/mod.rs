@@ -468,7 +468,6 @@ impl Ahead {
     /// True when the creating worker should go on advancing it once stored (it stopped
     /// before a step that needs the stored execution, still leased by this worker).
     pub fn needs_advancing(&self) -> bool {
-        let e = &self.starting.execution;
-        e.status == ExecutionStatus::Running && e.lease.as_ref().is_some_and(|l| l.owner.is_some())
+        self.starting.execution.is_held()
     }
 }

@@ -37,8 +37,7 @@ pub(super) fn approval_data(data: &Value) -> Markup {
                     @for (label, value) in map { dt { (label) } dd { (text(value)) } }
                 }
             }
-            Value::Null => {}
-            Value::Object(_) => {}
+            Value::Null | Value::Object(_) => {}
             other => { pre.data { (pretty(other)) } }
         }
     }
