@@ -117,7 +117,7 @@ async fn decide(
         (status = 403, description = "the caller may not decide this request", body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
         (status = 409, description = "already decided, expired or cancelled, or already approved by this caller", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["approver", "admin"])))]
 pub async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
@@ -142,7 +142,7 @@ pub async fn approve(
     responses((status = 200, body = DecidedDto), (status = 400, description = "no reason", body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["approver", "admin"])))]
 pub async fn reject(
     state: web::Data<AppState>,
     caller: Caller,

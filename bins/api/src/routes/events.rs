@@ -31,7 +31,7 @@ fn check_name(field: &str, value: &str) -> ApiResult<()> {
         (status = 200, description = "A repeat of an `event_id` already received: the first response", body = EventAcceptedDto),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["service", "operator", "admin"])))]
 pub async fn ingest(
     state: web::Data<AppState>,
     caller: Caller,

@@ -184,7 +184,7 @@ pub async fn resume_requests(
     params(("id" = Uuid, Path, description = "execution id")), request_body = ReasonDto,
     responses((status = 200, body = ExecutionDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, description = "not running", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn pause(
     state: web::Data<AppState>,
     caller: Caller,
@@ -206,7 +206,7 @@ pub async fn pause(
     responses((status = 200, body = ExecutionDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "not manually paused (approval gates resume by deciding)", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn resume(
     state: web::Data<AppState>,
     caller: Caller,
@@ -235,7 +235,7 @@ pub async fn resume(
     params(("id" = Uuid, Path, description = "execution id")), request_body = ReasonDto,
     responses((status = 200, body = ExecutionDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, description = "already ended", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -257,7 +257,7 @@ pub async fn cancel(
     responses((status = 200, body = ExecutionDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "not waiting for this event type (or its match does not hold)", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["service", "operator", "admin"])))]
 pub async fn deliver(
     state: web::Data<AppState>,
     caller: Caller,

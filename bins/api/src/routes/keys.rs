@@ -65,7 +65,7 @@ pub async fn create_key(
         (status = 201, body = CreatedApiKeyDto), (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 409, description = "name taken", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -82,7 +82,7 @@ pub async fn create(
 /// Lists keys (never their secrets).
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(PageParams),
     responses((status = 200, body = ApiKeyList), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -100,7 +100,7 @@ pub async fn list(
 #[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
     params(("id" = Uuid, Path, description = "key id")),
     responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,

@@ -376,9 +376,22 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
 }
 
 /// A path's `{id}`: a UUID, else a precise 400.
+///
+/// A workflow in a path is one version, named by the server's id; a reader who passes
+/// the author's `workflow_id` there is told where that name is accepted.
 pub fn parse_id(text: &str, what: &str) -> ApiResult<uuid::Uuid> {
-    uuid::Uuid::parse_str(text)
-        .map_err(|_| ApiError::bad_request(format!("`{text}` is not a valid {what} id (a UUID)")))
+    uuid::Uuid::parse_str(text).map_err(|_| {
+        let hint = if what == "workflow" {
+            format!(
+                "; a path names one version by the id the server gave it, and \
+                 `GET /api/v1/workflows?workflow_id={text}` lists the versions of a \
+                 workflow by its author's `workflow_id`"
+            )
+        } else {
+            String::new()
+        };
+        ApiError::bad_request(format!("`{text}` is not a valid {what} id (a UUID){hint}"))
+    })
 }
 
 /// A body field that must be a JSON object; absent (`null`) reads as `{}`.

@@ -197,7 +197,7 @@ pub async fn list_for_workflow(
     responses((status = 201, body = ScheduleDto),
         (status = 400, description = "malformed, or `validation_failed` naming `cron`/`timezone`", body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -272,7 +272,7 @@ pub async fn get(
     responses((status = 200, body = ScheduleDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "the cron of a trigger schedule is changed through its workflow's definition", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
@@ -307,7 +307,7 @@ pub async fn replace(
 #[utoipa::path(delete, path = "/api/v1/schedules/{id}", tag = "schedules",
     params(("id" = Uuid, Path, description = "schedule id")),
     responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,

@@ -51,7 +51,7 @@ pub fn load_definition(document: &Value) -> ApiResult<WorkflowDefinition> {
         (status = 400, description = "malformed JSON or `validation_failed` with paths", body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 409, description = "`workflow_id` + `version` taken", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -154,7 +154,7 @@ pub async fn get(
     responses((status = 200, body = WorkflowDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "`workflow_id` + `version` taken by another workflow", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn replace(
     state: web::Data<AppState>,
     caller: Caller,
@@ -177,7 +177,7 @@ pub async fn replace(
 #[utoipa::path(delete, path = "/api/v1/workflows/{id}", tag = "workflows",
     params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -207,7 +207,7 @@ async fn set_enabled(
 #[utoipa::path(post, path = "/api/v1/workflows/{id}/enable", tag = "workflows",
     params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn enable(
     state: web::Data<AppState>,
     caller: Caller,
@@ -220,7 +220,7 @@ pub async fn enable(
 #[utoipa::path(post, path = "/api/v1/workflows/{id}/disable", tag = "workflows",
     params(("id" = Uuid, Path, description = "workflow id")),
     responses((status = 200, body = WorkflowDto), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn disable(
     state: web::Data<AppState>,
     caller: Caller,
@@ -237,7 +237,7 @@ pub async fn disable(
     responses((status = 201, body = ExecutionDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "the workflow is disabled", body = ErrorEnvelope)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["operator", "admin"])))]
 pub async fn execute(
     state: web::Data<AppState>,
     caller: Caller,

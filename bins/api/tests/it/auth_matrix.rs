@@ -31,6 +31,19 @@ fn allowed(needs: Needs, role: &str) -> bool {
     }
 }
 
+/// The roles the OpenAPI document lists for a route with these needs (`None`: open).
+fn documented_roles(needs: Needs) -> Option<Vec<String>> {
+    let roles: &[&str] = match needs {
+        Needs::Nothing => return None,
+        Needs::AnyKey => &[],
+        Needs::Write | Needs::Execute | Needs::Control => &["operator", "admin"],
+        Needs::Events => &["service", "operator", "admin"],
+        Needs::Admin => &["admin"],
+        Needs::Decide => &["approver", "admin"],
+    };
+    Some(roles.iter().map(|r| (*r).to_owned()).collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_for_every_kind_of_caller() {
     let app = TestApp::spawn(Db::Sqlite).await;
@@ -166,10 +179,30 @@ async fn every_route_for_every_kind_of_caller() {
         }
     };
 
+    // The OpenAPI document (and docs/api.md, generated from it) names the roles each
+    // route needs; this matrix is what the server really does, so they must agree.
+    let (_, doc) = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     let mut checked = 0;
     for (method, template) in tollgate_api::routes::registered() {
         let method = Method::from_bytes(method.as_str().as_bytes()).unwrap();
         let (needs, path, body) = spec(&method, template);
+        let documented = doc["paths"][template][method.as_str().to_lowercase()]["security"][0]
+            .get("bearer")
+            .map(|roles| {
+                roles
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            });
+        assert_eq!(
+            documented,
+            documented_roles(needs),
+            "{method} {template}: the OpenAPI document's roles disagree with the server"
+        );
         for (role, key) in &callers {
             let (status, answer) = app
                 .call(method.clone(), &path, key.as_deref(), body.clone())

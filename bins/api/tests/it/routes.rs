@@ -255,6 +255,21 @@ async fn workflow_routes(app: TestApp) {
         .post("/api/v1/workflows", &operator, order_workflow("orders"))
         .await;
     assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    // A path names one version by its server id; the author's key there is a 400 that
+    // says where that name is accepted, and the list filter accepts it.
+    let (s, b) = app.get("/api/v1/workflows/orders", &viewer).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`orders` is not a valid workflow id")
+            && message.contains("GET /api/v1/workflows?workflow_id=orders"),
+        "{message}"
+    );
+    let (s, b) = app
+        .get("/api/v1/workflows?workflow_id=orders", &viewer)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["items"][0]["id"], wf.as_str());
     let broken = json!({"workflow_id": "b", "version": "1", "steps": [
         {"id": "a", "type": "condition", "condition": {"field": "x", "operator": "nope", "value": 1}, "on_true": "missing"}]});
     let (s, b) = app
