@@ -40,12 +40,22 @@ pub struct WorkflowDto {
     /// The author's opaque data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The declared shape of the trigger payload (a JSON Schema) that paths are checked
+    /// against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// Whether a missing path fails the step (and an undeclared one fails validation).
+    pub strict_paths: bool,
     /// The steps (canonical form).
     pub steps: Value,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// In the answer to a create or replace: what validation found suspicious but not
+    /// wrong (an unreachable step, a path `input_schema` does not declare), with paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::error::Detail>,
 }
 
 impl From<&Workflow> for WorkflowDto {
@@ -66,9 +76,12 @@ impl From<&Workflow> for WorkflowDto {
             timeout: d.timeout.map(|t| t.to_string()),
             max_steps: d.max_steps,
             metadata: d.metadata.clone(),
+            input_schema: d.input_schema.clone(),
+            strict_paths: d.strict_paths,
             steps: field("steps"),
             created_at: w.created_at,
             updated_at: w.updated_at,
+            warnings: Vec::new(),
         }
     }
 }

@@ -195,39 +195,13 @@ pub struct Template {
 impl Template {
     /// Parses a string. Unclosed `{{` or `${` are literal text.
     pub fn parse(text: &str) -> Self {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        loop {
-            let next = [("{{", "}}"), ("${", "}")]
-                .into_iter()
-                .filter_map(|(open, close)| rest.find(open).map(|at| (at, open, close)))
-                .min_by_key(|(at, _, _)| *at);
-            let Some((mut at, mut open, mut close)) = next else {
-                break;
-            };
-            // `${{path}}` is a literal `$` before a `{{path}}` template (prices in messages).
-            if open == "${" && rest[at + 2..].starts_with('{') {
-                (at, open, close) = (at + 1, "{{", "}}");
-            }
-            let after = &rest[at + open.len()..];
-            let Some(end) = after.find(close) else { break };
-            let path = after[..end].trim();
-            if path.is_empty() {
-                literal.push_str(&rest[..at + open.len() + end + close.len()]);
-            } else {
-                literal.push_str(&rest[..at]);
-                if !literal.is_empty() {
-                    parts.push(Part::Text(std::mem::take(&mut literal)));
-                }
-                parts.push(Part::Path(Path::parse(path)));
-            }
-            rest = &after[end + close.len()..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            parts.push(Part::Text(literal));
-        }
+        let parts = tollgate_model::template::scan(text)
+            .into_iter()
+            .map(|piece| match piece {
+                tollgate_model::template::Piece::Text(text) => Part::Text(text),
+                tollgate_model::template::Piece::Path(path) => Part::Path(Path::parse(&path)),
+            })
+            .collect();
         Self { parts }
     }
 

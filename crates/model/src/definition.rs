@@ -42,6 +42,14 @@ pub struct WorkflowDefinition {
     /// Opaque data kept for the author's tools.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The trigger payload's shape, as a JSON Schema: validation checks every path the
+    /// steps read against it (docs/workflow-format.md, "Declared input").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// A missing path fails the step (before it acts) instead of rendering empty, and an
+    /// undeclared path is a validation error instead of a warning.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict_paths: bool,
     /// The steps; execution starts at the first.
     pub steps: Vec<Step>,
 }
@@ -338,6 +346,14 @@ impl Step {
             .into_iter()
             .filter_map(|(label, target)| target.map(|target| Edge { label, target }))
             .collect()
+    }
+
+    /// The sub-actions of an `action` or `execute` step (empty otherwise).
+    pub fn sub_actions(&self) -> &[SubAction] {
+        match &self.kind {
+            StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => execute,
+            _ => &[],
+        }
     }
 
     /// Children of a parallel or foreach step (empty otherwise).

@@ -22,10 +22,12 @@ pub mod condition;
 pub mod definition;
 pub mod duration;
 pub mod parse;
+pub mod paths;
 pub mod problem;
 pub mod records;
 pub mod schedule;
 pub mod status;
+pub mod template;
 pub mod validate;
 
 pub use condition::{Condition, Leaf, Operator};

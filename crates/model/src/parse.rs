@@ -300,6 +300,18 @@ impl Parser {
         let enabled = self.opt_bool(&mut top, "enabled").unwrap_or(true);
         let tags = self.string_list(&mut top, "tags");
         let metadata = top.get("metadata").cloned();
+        let input_schema = match top.get("input_schema") {
+            Some(schema @ Value::Object(_)) => Some(schema.clone()),
+            Some(_) => {
+                self.report.error(
+                    &top.at("input_schema"),
+                    "must be a JSON Schema object (e.g. {\"type\": \"object\", \"properties\": {…}})",
+                );
+                None
+            }
+            None => None,
+        };
+        let strict_paths = self.opt_bool(&mut top, "strict_paths").unwrap_or(false);
         // Fields some exporters of the replaced system add; their values come from the
         // server, so they are accepted and ignored rather than refused.
         for ignored in ["id", "created_at", "updated_at"] {
@@ -349,6 +361,8 @@ impl Parser {
             timeout,
             max_steps,
             metadata,
+            input_schema,
+            strict_paths,
             steps,
         })
     }

@@ -83,6 +83,14 @@ pub(crate) fn check(def: &WorkflowDefinition, all_ids: &HashSet<String>, report:
     walker.steps(&def.steps, &steps_path, None);
 
     warn_unreachable(def, &steps_path, report);
+    for (location, message) in crate::paths::check_against_input(def) {
+        let problem = crate::Problem::new(location, message);
+        if def.strict_paths {
+            report.errors.push(problem);
+        } else {
+            report.warnings.push(problem);
+        }
+    }
 }
 
 fn check_trigger(trigger: &Trigger, path: &Path, report: &mut Report) {

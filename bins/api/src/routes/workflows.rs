@@ -30,9 +30,10 @@ fn details(problems: &[tollgate_model::Problem]) -> Vec<Detail> {
 }
 
 /// Parses and validates a definition document; every problem is a detail with its path.
-pub fn load_definition(document: &Value) -> ApiResult<WorkflowDefinition> {
+/// The warnings come back with it, so that the answer to a create or replace shows them.
+pub fn load_definition(document: &Value) -> ApiResult<(WorkflowDefinition, Vec<Detail>)> {
     match tollgate_model::load(document) {
-        Ok(loaded) => Ok(loaded.definition),
+        Ok(loaded) => Ok((loaded.definition, details(&loaded.warnings))),
         Err(report) => Err(ApiError::validation(
             format!(
                 "the workflow definition has {} error(s)",
@@ -58,7 +59,7 @@ pub async fn create(
     body: Json<Value>,
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::WriteWorkflows)?;
-    let definition = load_definition(&body.0)?;
+    let (definition, warnings) = load_definition(&body.0)?;
     let now = state.engine.clock().now();
     let workflow = Workflow {
         id: Uuid::now_v7(),
@@ -69,8 +70,10 @@ pub async fn create(
         updated_at: now,
     };
     let created = state.store.create_workflow(workflow).await?;
-    tracing::info!(workflow = %created.workflow_id(), version = %created.version(), by = %caller.subject(), "workflow created");
-    Ok(HttpResponse::Created().json(WorkflowDto::from(&created)))
+    tracing::info!(workflow = %created.workflow_id(), version = %created.version(), by = %caller.subject(), warnings = warnings.len(), "workflow created");
+    let mut dto = WorkflowDto::from(&created);
+    dto.warnings = warnings;
+    Ok(HttpResponse::Created().json(dto))
 }
 
 /// Validates a definition without storing it.
@@ -163,14 +166,16 @@ pub async fn replace(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::WriteWorkflows)?;
     let id = parse_id(&id, "workflow")?;
-    let definition = load_definition(&body.0)?;
+    let (definition, warnings) = load_definition(&body.0)?;
     let now = state.engine.clock().now();
     let workflow = state
         .store
         .replace_workflow(id, Arc::new(definition), now)
         .await?;
-    tracing::info!(workflow = %workflow.workflow_id(), by = %caller.subject(), "workflow replaced");
-    Ok(HttpResponse::Ok().json(WorkflowDto::from(&workflow)))
+    tracing::info!(workflow = %workflow.workflow_id(), by = %caller.subject(), warnings = warnings.len(), "workflow replaced");
+    let mut dto = WorkflowDto::from(&workflow);
+    dto.warnings = warnings;
+    Ok(HttpResponse::Ok().json(dto))
 }
 
 /// Deletes a workflow; its executions stay readable.

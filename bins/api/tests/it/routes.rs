@@ -270,6 +270,40 @@ async fn workflow_routes(app: TestApp) {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["items"][0]["id"], wf.as_str());
+
+    // A declared input: a path it does not declare is a warning in the answer, or a
+    // validation error under `strict_paths`.
+    let declared = |strict: bool| {
+        json!({"workflow_id": "claims", "version": if strict { "2" } else { "1" }, "strict_paths": strict,
+            "input_schema": {"type": "object", "properties": {"amount": {"type": "number"}}},
+            "steps": [{"id": "small", "type": "condition",
+                       "condition": {"field": "amout", "operator": "lt", "value": 100},
+                       "on_true": "ok", "on_false": "ok"},
+                      {"id": "ok", "type": "action", "action": "allow"}]})
+    };
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, declared(false))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["warnings"][0]["path"], "steps[0].condition.field", "{b}");
+    assert!(
+        b["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `amount`?"),
+        "{b}"
+    );
+    assert_eq!(b["input_schema"]["properties"]["amount"]["type"], "number");
+    assert_eq!(b["strict_paths"], false);
+    let (s, b) = app
+        .post("/api/v1/workflows", &operator, declared(true))
+        .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, "validation_failed"),
+        "{b}"
+    );
+    assert_eq!(b["error"]["details"][0]["path"], "steps[0].condition.field");
     let broken = json!({"workflow_id": "b", "version": "1", "steps": [
         {"id": "a", "type": "condition", "condition": {"field": "x", "operator": "nope", "value": 1}, "on_true": "missing"}]});
     let (s, b) = app

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tollgate_model::definition::{Step, StepKind};
-use tollgate_model::WorkflowDefinition;
+use tollgate_model::{paths, WorkflowDefinition};
 
 use crate::condition::CompiledCondition;
 use crate::error::{Error, Result};
+use crate::path::Path;
 
 /// Values loaded once per key. Concurrent callers for a key being loaded wait for that
 /// load: the first burst of executions of a definition costs one store read, not one
@@ -66,6 +67,9 @@ impl<V: Clone> OnceMap<V> {
 pub(crate) struct Compiled {
     pub(crate) definition: Arc<WorkflowDefinition>,
     pub(crate) conditions: HashMap<String, CompiledCondition>,
+    /// Under `strict_paths`: per top-level step, the context paths it reads (with where
+    /// in the definition), checked before the step runs.
+    pub(crate) required_paths: HashMap<String, Vec<(String, Path)>>,
 }
 
 impl Compiled {
@@ -83,9 +87,21 @@ impl Compiled {
         }
         let mut conditions = HashMap::new();
         collect(&definition.steps, &mut conditions)?;
+        let mut required_paths = HashMap::new();
+        if definition.strict_paths {
+            for (i, step) in definition.steps.iter().enumerate() {
+                let reads: Vec<(String, Path)> = paths::step_uses(step, &format!("steps[{i}]"))
+                    .into_iter()
+                    .filter(|u| u.how == paths::Use::Read)
+                    .map(|u| (u.location, Path::parse(&u.path)))
+                    .collect();
+                required_paths.insert(step.id.clone(), reads);
+            }
+        }
         Ok(Self {
             definition,
             conditions,
+            required_paths,
         })
     }
 }

@@ -18,9 +18,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::path::set_path;
+use crate::path::{set_path, Found};
 use crate::steps::{record_id, Body, Env, Tools};
-use crate::template::{redact_secrets, Scope};
+use crate::template::{redact_secrets, Mode, Resolved, Scope};
 
 use super::compiled::Compiled;
 use super::{record_commit_metrics, Ahead, Engine, Inner, CONTEXT_STEP};
@@ -748,6 +748,12 @@ impl<'e> Run<'e> {
 
     /// One attempt of a top-level step.
     pub(super) async fn attempt(&self, step: &Step, context: &mut Value, env: &Env) -> Outcome {
+        if let Some(error) = self.missing_paths(step, context) {
+            return Outcome::Failed {
+                body: Body::default(),
+                error,
+            };
+        }
         match &step.kind {
             StepKind::Approval { approval, .. } => {
                 let body = Body::default();
@@ -800,6 +806,33 @@ impl<'e> Run<'e> {
                 }
             }
         }
+    }
+}
+
+impl Run<'_> {
+    /// Under `strict_paths`, the paths the step reads that the context lacks, as the
+    /// step's failure — found before the step acts, so nothing is sent or written with
+    /// a value rendered from a typo.
+    fn missing_paths(&self, step: &Step, context: &Value) -> Option<StepError> {
+        let reads = self.compiled.required_paths.get(&step.id)?;
+        let scope = self.scope(context, Some(&step.id));
+        let missing: Vec<String> = reads
+            .iter()
+            .filter(|(_, path)| {
+                matches!(
+                    scope.resolve(path, Mode::Redacted),
+                    Resolved::Found(Found::Missing)
+                )
+            })
+            .map(|(location, path)| format!("`{}` (at {location})", path.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(StepError {
+            class: tollgate_model::definition::ErrorClass::Other,
+            message: format!("strict_paths: the context has no {}", missing.join(", no ")),
+        })
     }
 }
 

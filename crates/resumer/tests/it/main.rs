@@ -8,6 +8,7 @@
 
 mod examples;
 mod gates;
+mod paths;
 mod recovery;
 mod schedules;
 mod wiring;
