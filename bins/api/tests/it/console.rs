@@ -335,6 +335,61 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         "the path taken is highlighted"
     );
 
+    // On a phone: the graph keeps its drawn size (labels stay readable) and scrolls
+    // inside its box; the page itself never scrolls sideways.
+    c.goto(&app.url(&format!("/executions/{exec}")))
+        .await
+        .unwrap();
+    c.set_window_size(390, 844).await.unwrap();
+    let sizes = c
+        .execute(
+            "const g = document.querySelector('img.graph'); \
+             return [g.naturalWidth, g.clientWidth, document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [natural, shown, page_width, viewport] = [0, 1, 2, 3].map(|i| sizes[i].as_u64().unwrap());
+    assert!(natural > 0, "the graph loaded: {sizes}");
+    assert_eq!(
+        shown, natural,
+        "the graph is not shrunk on a phone: {sizes}"
+    );
+    assert!(page_width <= viewport, "the page scrolls sideways: {sizes}");
+    shot(&c, "execution-narrow").await;
+    // The executions list says what each execution is about and how it ended, and its
+    // rows fit a phone's width as labelled cards.
+    c.goto(&app.url("/executions")).await.unwrap();
+    let about: Vec<String> = {
+        let mut texts = Vec::new();
+        for cell in c.find_all(Locator::Css("td.about")).await.unwrap() {
+            texts.push(cell.text().await.unwrap());
+        }
+        texts
+    };
+    assert!(
+        about
+            .iter()
+            .any(|t| t.starts_with("order_id o-7") && t.contains("total 25000")),
+        "{about:?}"
+    );
+    assert!(c.source().await.unwrap().contains("→ allowed"));
+    let widths = c
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth, \
+             Math.max(...[...document.querySelectorAll('table.stack td')].map(td => td.getBoundingClientRect().right))];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [page_width, viewport, rightmost] = [0, 1, 2].map(|i| widths[i].as_f64().unwrap());
+    assert!(
+        page_width <= viewport && rightmost <= viewport,
+        "the executions list is wider than a phone: {widths}"
+    );
+    shot(&c, "executions-narrow").await;
+    c.set_window_size(1280, 900).await.unwrap();
+
     // Executions, waiting counts, workflows, a workflow, validation.
     for (path, name) in [
         ("/executions".to_owned(), "executions"),

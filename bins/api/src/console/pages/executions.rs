@@ -150,16 +150,21 @@ pub async fn executions(
                 button type="submit" { "Filter" }
             }
             div.table-wrap {
-                table {
-                    thead { tr { th { "Execution" } th { "Workflow" } th { "Status" } th { "At" } th { "Started" } } }
+                table.stack {
+                    thead { tr { th { "Execution" } th { "About" } th { "Workflow" } th { "Status" } th { "At" } th { "Started" } } }
                     tbody {
                         @for e in &page_of.items {
                             tr {
-                                td { a href={"/executions/" (e.id)} { code { (short(e.id)) } } }
-                                td { (e.workflow_key) " " span.muted { (e.workflow_version) } }
-                                td { (status_badge(e.status)) @if let Some(g) = e.gate.as_ref().filter(|_| e.status.is_gated()) { " " span.muted { (g.reason.as_str()) } } }
-                                td { code { (e.gate.as_ref().map(|g| g.step_id.clone()).or_else(|| e.cursor.as_ref().map(|c| c.step_id.clone())).unwrap_or_default()) } }
-                                td { (when(e.started_at, now)) }
+                                td data-label="Execution" { a href={"/executions/" (e.id)} { code { (short(e.id)) } } }
+                                td.about data-label="About" { (subject(&e.trigger_payload)) }
+                                td data-label="Workflow" { (e.workflow_key) " " span.muted { (e.workflow_version) } }
+                                td data-label="Status" {
+                                    (status_badge(e.status))
+                                    @if let Some(g) = e.gate.as_ref().filter(|_| e.status.is_gated()) { " " span.muted { (g.reason.as_str()) } }
+                                    @if let Some(r) = e.result { " " span.result { "→ " (r.as_str()) } }
+                                }
+                                td data-label="At" { code { (e.gate.as_ref().map(|g| g.step_id.clone()).or_else(|| e.cursor.as_ref().map(|c| c.step_id.clone())).unwrap_or_default()) } }
+                                td data-label="Started" { (when(e.started_at, now)) }
                             }
                         }
                     }
@@ -169,6 +174,33 @@ pub async fn executions(
             @if let Some(next) = next { p { a.button href=(next) { "Older →" } } }
         },
     )
+}
+
+/// What an execution is about, from its trigger payload: up to three top-level scalar
+/// fields, identifiers first (`order_id o-7 · total 25000`), so that a list of
+/// executions of one workflow tells them apart without opening each.
+pub(super) fn subject(payload: &Value) -> String {
+    let Some(fields) = payload.as_object() else {
+        return String::new();
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.chars().take(40).collect::<String>()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let is_id = |k: &str| k == "id" || k.ends_with("_id") || k.ends_with("Id");
+    let mut shown: Vec<(&String, String)> = fields
+        .iter()
+        .filter_map(|(k, v)| scalar(v).map(|v| (k, v)))
+        .collect();
+    shown.sort_by_key(|(k, _)| !is_id(k));
+    shown
+        .into_iter()
+        .take(3)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 pub(super) fn short(id: Uuid) -> String {
@@ -331,7 +363,7 @@ pub async fn execution(
             }
             section.card {
                 h2 { "Path" }
-                img.graph src={"/workflows/" (e.workflow_id) "/graph.svg?execution=" (e.id)} alt={"The workflow " (e.workflow_key) " with the path this execution took"};
+                div.graph-scroll { img.graph src={"/workflows/" (e.workflow_id) "/graph.svg?execution=" (e.id)} alt={"The workflow " (e.workflow_key) " with the path this execution took"}; }
             }
             section.card {
                 h2 { "Timeline" }

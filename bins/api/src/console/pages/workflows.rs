@@ -147,7 +147,7 @@ pub async fn workflow(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
             }
             section.card {
                 h2 { "Graph" }
-                img.graph src={"/workflows/" (w.id) "/graph.svg"} alt={"The steps of " (w.definition.name)};
+                div.graph-scroll { img.graph src={"/workflows/" (w.id) "/graph.svg"} alt={"The steps of " (w.definition.name)}; }
             }
             section.card {
                 h2 { "Definition" }
