@@ -167,7 +167,8 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         args.key_cache_ttl,
         args.metrics_terminal_refresh,
     )
-    .with_overdue_warning(args.ready_overdue_warning);
+    .with_overdue_warning(args.ready_overdue_warning)
+    .with_worker_warning(args.ready_worker_warning);
     crate::telemetry::metrics();
 
     let shutdown = CancellationToken::new();
@@ -179,6 +180,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 concurrency: args.worker.worker_concurrency,
                 poll_interval: args.worker.poll_interval,
                 delivery_grace: args.worker.lease,
+                heartbeat_interval: args.worker.heartbeat_interval,
             },
         )
         .with_waker(backend.wakeups.clone());

@@ -59,6 +59,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_READY_OVERDUE_WARNING", default_value = "5m", value_parser = parse_duration)]
     pub ready_overdue_warning: Duration,
 
+    /// `/health/ready` warns when no worker loop has recorded a heartbeat for this long
+    /// (none runs against the database: deadlines, take-overs and schedules wait). It
+    /// still answers ready. Keep it above the workers' `--heartbeat-interval`.
+    #[arg(long, env = "TOLLGATE_READY_WORKER_WARNING", default_value = "1m", value_parser = parse_duration)]
+    pub ready_worker_warning: Duration,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -748,6 +748,38 @@ pub struct HealthDto {
     /// loop seems to run against this database. The server still answers ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Worker loops that recorded a heartbeat in the last hour, latest first
+    /// (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<WorkerDto>>,
+}
+
+/// A worker loop as its heartbeats describe it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerDto {
+    /// Its worker id (`--worker-id`, or host, pid and a random suffix).
+    pub worker_id: String,
+    /// When the loop started.
+    pub started_at: DateTime<Utc>,
+    /// Its latest heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// The latest heartbeat after which it had claimed work (a due deadline, an
+    /// abandoned execution, a schedule tick, an event delivery); null if never.
+    pub last_claim_at: Option<DateTime<Utc>>,
+    /// What it claimed since it started.
+    pub claimed: u64,
+}
+
+impl From<&tollgate_model::records::WorkerBeat> for WorkerDto {
+    fn from(w: &tollgate_model::records::WorkerBeat) -> Self {
+        Self {
+            worker_id: w.worker_id.clone(),
+            started_at: w.started_at,
+            last_heartbeat: w.beat_at,
+            last_claim_at: w.last_claim_at,
+            claimed: w.claimed,
+        }
+    }
 }
 
 macro_rules! list_type {

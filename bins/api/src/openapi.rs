@@ -36,7 +36,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         dto::NotificationDto, dto::NotificationList, dto::ApiKeyDto, dto::ApiKeyList,
         dto::CreatedApiKeyDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
         dto::ExecuteDto, dto::ReasonDto, dto::ResumeDto, dto::DecisionBody, dto::ValidationDto,
-        dto::HealthDto,
+        dto::HealthDto, dto::WorkerDto,
         schedules::ScheduleDto, schedules::ScheduleList, schedules::ScheduleBody, schedules::TickDto,
         schedules::TickList, schedules::NextFiresDto,
     )),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub status_gauges: Arc<StatusGauges>,
     /// How long a gate may stay overdue before `/health/ready` warns.
     pub overdue_warning: Duration,
+    /// How long without any worker heartbeat before `/health/ready` warns.
+    pub worker_warning: Duration,
 }
 
 impl AppState {
@@ -61,12 +63,19 @@ impl AppState {
             keys: Arc::new(KeyCache::new(key_cache_ttl)),
             status_gauges: Arc::new(StatusGauges::new(terminal_refresh)),
             overdue_warning: Duration::from_secs(300),
+            worker_warning: Duration::from_secs(60),
         }
     }
 
     /// `/health/ready` warns once a gate has been overdue this long.
     pub fn with_overdue_warning(mut self, after: Duration) -> Self {
         self.overdue_warning = after;
+        self
+    }
+
+    /// `/health/ready` warns once no worker has beaten for this long.
+    pub fn with_worker_warning(mut self, after: Duration) -> Self {
+        self.worker_warning = after;
         self
     }
 }

@@ -52,6 +52,11 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_duration)]
     lease: Duration,
 
+    /// How often this worker records its heartbeat in the database (which
+    /// `/health/ready` and `/metrics` of the API servers report).
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
     #[arg(long, env = "TOLLGATE_WORKER_ID")]
@@ -120,6 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
             poll_interval: cli.poll_interval,
             worker_concurrency: cli.concurrency,
             lease: cli.lease,
+            heartbeat_interval: cli.heartbeat_interval,
         },
         worker_id.clone(),
     )?;
@@ -130,6 +136,7 @@ async fn run(cli: Cli) -> Result<()> {
             concurrency: cli.concurrency.max(1),
             poll_interval: cli.poll_interval,
             delivery_grace: cli.lease,
+            heartbeat_interval: cli.heartbeat_interval,
         },
     )
     .with_waker(backend.wakeups.clone());

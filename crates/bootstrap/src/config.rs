@@ -84,6 +84,11 @@ pub struct WorkerArgs {
     /// worker takes over a dead one's executions after this.
     #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
+
+    /// How often the worker loop records its heartbeat in the database, which
+    /// `/health/ready` and `/metrics` of every API server report.
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same

@@ -102,6 +102,14 @@ pub fn describe_metrics() {
         "Approval requests waiting for a decision (the database's view)."
     );
     describe_gauge!(
+        "tollgate_workers_alive",
+        "Worker loops whose latest heartbeat is within --ready-worker-warning (the database's view)."
+    );
+    describe_gauge!(
+        "tollgate_worker_heartbeat_age_seconds",
+        "Seconds since the latest heartbeat of any worker loop; growing means none runs."
+    );
+    describe_gauge!(
         "tollgate_gates_overdue",
         "Gated executions whose deadline passed and that no worker has claimed yet; nonzero for long means no worker loop runs."
     );

@@ -767,6 +767,24 @@ pub struct ConsoleSession {
     pub expires_at: Timestamp,
 }
 
+/// A worker loop's last heartbeat: which loops run against the database, and when each
+/// last claimed work — what an operator needs to tell "nothing is due" from "nobody is
+/// looking".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerBeat {
+    /// The loop's worker id (`host:pid` unless configured).
+    pub worker_id: String,
+    /// When the loop started.
+    pub started_at: Timestamp,
+    /// Its latest heartbeat.
+    pub beat_at: Timestamp,
+    /// The latest heartbeat after which it had claimed something (a due gate, a lease,
+    /// a schedule tick or an event delivery), if any.
+    pub last_claim_at: Option<Timestamp>,
+    /// Executions and ticks it claimed since it started.
+    pub claimed: u64,
+}
+
 /// A stored API key (only its hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -262,3 +262,14 @@ pub(crate) fn console_session(
         expires_at: get(row, "expires_at")?,
     })
 }
+
+pub(crate) fn worker_beat(row: &PgRow) -> Result<tollgate_model::records::WorkerBeat, Error> {
+    let claimed: i64 = get(row, "claimed")?;
+    Ok(tollgate_model::records::WorkerBeat {
+        worker_id: get(row, "worker_id")?,
+        started_at: get(row, "started_at")?,
+        beat_at: get(row, "beat_at")?,
+        last_claim_at: get(row, "last_claim_at")?,
+        claimed: u64::try_from(claimed).unwrap_or(0),
+    })
+}

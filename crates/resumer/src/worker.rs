@@ -37,6 +37,9 @@ pub struct WorkerOptions {
     /// an event whose ingesting process died half-way still reaches every execution
     /// that waited for it.
     pub delivery_grace: Duration,
+    /// How often the loop records its heartbeat (`WorkerStore::heartbeat`), so that the
+    /// API can say which loops run and warn when none does.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -46,6 +49,7 @@ impl Default for WorkerOptions {
             concurrency: 16,
             poll_interval: Duration::from_secs(1),
             delivery_grace: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
         }
     }
 }
@@ -359,6 +363,7 @@ impl Worker {
         tracing::info!(worker = %self.engine.worker_id(), "worker loop started");
         let concurrency = self.options.concurrency.max(1);
         let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
+        let mut heart = Heart::new(self.engine.clock().now());
         loop {
             // Finished tasks leave first: one whose end woke the loop below has been
             // polled to completion and must not be awaited again.
@@ -374,6 +379,7 @@ impl Worker {
             let full = match self.pass(limit).await {
                 Ok((report, started)) => {
                     in_flight.extend(started);
+                    heart.claimed += report.total() as u64;
                     let claimed = report.gates + report.leases + report.ticks + report.events;
                     limit > 0 && claimed >= limit as usize
                 }
@@ -382,6 +388,7 @@ impl Worker {
                     false
                 }
             };
+            heart.beat_if_due(&self).await;
             let slots_left = in_flight.len() < concurrency;
             if full && slots_left {
                 continue;
@@ -396,7 +403,7 @@ impl Worker {
                         futures_util::future::select_all(in_flight.iter_mut()).await;
                 }
             };
-            let pause = self.until_next_tick().await;
+            let pause = self.until_next_tick().await.min(heart.until_due());
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = slot_freed => {}
@@ -420,6 +427,53 @@ impl Worker {
             }
         }
         tracing::info!(worker = %self.engine.worker_id(), "worker loop stopped");
+    }
+}
+
+/// The loop's heartbeat: written at the first pass and then every
+/// `heartbeat_interval`, with what the loop claimed in between. A failed write is
+/// logged and retried at the next pass; the claims are kept for it.
+struct Heart {
+    started_at: tollgate_model::records::Timestamp,
+    due: tokio::time::Instant,
+    claimed: u64,
+}
+
+impl Heart {
+    fn new(started_at: tollgate_model::records::Timestamp) -> Self {
+        Self {
+            started_at,
+            due: tokio::time::Instant::now(),
+            claimed: 0,
+        }
+    }
+
+    fn until_due(&self) -> Duration {
+        self.due
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(MIN_PAUSE)
+    }
+
+    async fn beat_if_due(&mut self, worker: &Worker) {
+        if tokio::time::Instant::now() < self.due {
+            return;
+        }
+        let now = worker.engine.clock().now();
+        let id = worker.engine.worker_id();
+        match worker
+            .engine
+            .store()
+            .heartbeat(id, self.started_at, now, self.claimed)
+            .await
+        {
+            Ok(()) => {
+                self.claimed = 0;
+                self.due = tokio::time::Instant::now() + worker.options.heartbeat_interval;
+            }
+            Err(err) => {
+                tracing::warn!(worker = %id, "cannot record the worker's heartbeat: {err}");
+            }
+        }
     }
 }
 

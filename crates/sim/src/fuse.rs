@@ -27,7 +27,7 @@ use tollgate_store::{
     Delivery, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
     NotificationFilter, NotificationStore, Overdue, Page, PageRequest, RecordStore, Result,
     ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit, Store,
-    TickView, WorkflowFilter, WorkflowStore,
+    TickView, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -335,6 +335,11 @@ through_fuse!(SessionStore {
     fn create_session(&self, session: ConsoleSession, now: Timestamp) -> ();
     fn get_session(&self, id_hash: &str, now: Timestamp) -> Option<ConsoleSession>;
     fn delete_session(&self, id_hash: &str) -> ();
+});
+
+through_fuse!(WorkerStore {
+    fn heartbeat(&self, worker_id: &str, started_at: Timestamp, now: Timestamp, claimed: u64) -> ();
+    fn list_workers(&self, since: Timestamp) -> Vec<tollgate_model::records::WorkerBeat>;
 });
 
 through_fuse!(Health {

@@ -107,6 +107,7 @@ impl Process {
                     concurrency: 1,
                     poll_interval: Duration::from_secs(3600),
                     delivery_grace: LEASE,
+                    ..WorkerOptions::default()
                 },
             ),
             engine,

@@ -297,3 +297,14 @@ pub(crate) fn console_session(
         expires_at: time(row, "expires_at")?,
     })
 }
+
+pub(crate) fn worker_beat(row: &SqliteRow) -> Result<tollgate_model::records::WorkerBeat, Error> {
+    let claimed: i64 = get(row, "claimed")?;
+    Ok(tollgate_model::records::WorkerBeat {
+        worker_id: get(row, "worker_id")?,
+        started_at: time(row, "started_at")?,
+        beat_at: time(row, "beat_at")?,
+        last_claim_at: opt_time(row, "last_claim_at")?,
+        claimed: u64::try_from(claimed).unwrap_or(0),
+    })
+}

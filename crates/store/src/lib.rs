@@ -29,7 +29,8 @@ pub use cursor::{
 pub use memory::MemoryStore;
 pub use traits::{
     ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkflowStore,
+    ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkerStore, WorkflowStore,
+    WORKERS_FORGOTTEN_AFTER,
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,

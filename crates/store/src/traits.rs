@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
-    Record, ResumeRequest, StepRecord, Timestamp, Workflow,
+    Record, ResumeRequest, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -475,6 +475,28 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
 }
 
+/// Worker loops' heartbeats (one row per worker id).
+#[async_trait]
+pub trait WorkerStore: Send + Sync {
+    /// Records that `worker_id`'s loop, started at `started_at`, is alive at `now` and
+    /// claimed `claimed` more executions or ticks since its previous beat (then
+    /// `last_claim_at` becomes `now`). Workers silent for [`WORKERS_FORGOTTEN_AFTER`] are
+    /// forgotten in the same change, so restarts do not pile up rows.
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        started_at: Timestamp,
+        now: Timestamp,
+        claimed: u64,
+    ) -> Result<()>;
+
+    /// Workers whose latest beat is at or after `since`, latest first.
+    async fn list_workers(&self, since: Timestamp) -> Result<Vec<WorkerBeat>>;
+}
+
+/// How long a silent worker's heartbeat row is kept.
+pub const WORKERS_FORGOTTEN_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
 /// Liveness of the backend.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -494,6 +516,7 @@ pub trait Store:
     + ApiKeyStore
     + ScheduleStore
     + SessionStore
+    + WorkerStore
     + Health
 {
 }
@@ -509,6 +532,7 @@ impl<T> Store for T where
         + ApiKeyStore
         + ScheduleStore
         + SessionStore
+        + WorkerStore
         + Health
 {
 }

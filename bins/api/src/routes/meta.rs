@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::dto::HealthDto;
+use crate::dto::{HealthDto, WorkerDto};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -15,11 +15,13 @@ pub async fn live() -> HttpResponse {
         database: None,
         overdue_gates: None,
         warning: None,
+        workers: None,
     })
 }
 
-/// Readiness: the database answers. Also says how many gates are overdue, and warns
-/// when one has been for longer than `--ready-overdue-warning` (no worker loop runs).
+/// Readiness: the database answers. Also says how many gates are overdue and which
+/// worker loops beat in the last hour, and warns when a gate has been overdue for longer
+/// than `--ready-overdue-warning` or no worker has beaten for `--ready-worker-warning`.
 #[utoipa::path(get, path = "/health/ready", tag = "meta",
     responses(
         (status = 200, description = "Ready to serve", body = HealthDto),
@@ -38,13 +40,23 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         .oldest_deadline
         .map(|d| now - d)
         .filter(|late| late.to_std().is_ok_and(|late| late > state.overdue_warning));
-    let warning = late.map(|late| {
-        format!(
+    let mut warnings = Vec::new();
+    if let Some(late) = late {
+        warnings.push(format!(
             "{} gate(s) passed their deadline, the oldest {} s ago, and no worker has claimed them: is a worker loop running against this database?",
             overdue.count,
             late.num_seconds()
-        )
-    });
+        ));
+    }
+    let workers = state
+        .store
+        .list_workers(now - chrono::TimeDelta::hours(1))
+        .await
+        .map_err(ApiError::unavailable)?;
+    if let Some(silence) = worker_silence(&workers, now, state.worker_warning) {
+        warnings.push(silence);
+    }
+    let warning = (!warnings.is_empty()).then(|| warnings.join(" "));
     if let Some(warning) = &warning {
         tracing::warn!("{warning}");
     }
@@ -53,7 +65,34 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         database: Some("ok"),
         overdue_gates: Some(overdue.count),
         warning,
+        workers: Some(workers.iter().map(WorkerDto::from).collect()),
     }))
+}
+
+/// The warning when no worker loop has beaten within `after`: deadlines, take-overs and
+/// schedule ticks wait for one.
+fn worker_silence(
+    workers: &[tollgate_model::records::WorkerBeat],
+    now: tollgate_model::records::Timestamp,
+    after: std::time::Duration,
+) -> Option<String> {
+    let latest = workers.first();
+    let silent_for = latest.map(|w| now - w.beat_at);
+    if silent_for.is_some_and(|s| s.to_std().map_or(true, |s| s <= after)) {
+        return None;
+    }
+    let last = match latest {
+        Some(w) => format!(
+            "the last one came from `{}` {} s ago",
+            w.worker_id,
+            (now - w.beat_at).num_seconds()
+        ),
+        None => "none in the last hour".to_owned(),
+    };
+    Some(format!(
+        "No worker loop has recorded a heartbeat for {} ({last}): deadlines, abandoned executions and schedules wait until one runs (`tollgate-resume-worker`, or `tollgate-api` with its embedded worker).",
+        tollgate_model::Duration::from(after)
+    ))
 }
 
 /// Prometheus metrics.
@@ -85,6 +124,30 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     match state.store.count_pending_approvals().await {
         Ok(n) => metrics::gauge!("tollgate_approvals_pending").set(n as f64),
         Err(err) => tracing::warn!("cannot count pending approvals for /metrics: {err}"),
+    }
+    // Which worker loops run: those that beat within `--ready-worker-warning`, and how
+    // long ago the latest beat came (absent until a worker has beaten in the last hour).
+    match state
+        .store
+        .list_workers(now - chrono::TimeDelta::hours(1))
+        .await
+    {
+        Ok(workers) => {
+            let alive = workers
+                .iter()
+                .filter(|w| {
+                    (now - w.beat_at)
+                        .to_std()
+                        .map_or(true, |s| s <= state.worker_warning)
+                })
+                .count();
+            metrics::gauge!("tollgate_workers_alive").set(alive as f64);
+            if let Some(latest) = workers.first() {
+                let age = (now - latest.beat_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::gauge!("tollgate_worker_heartbeat_age_seconds").set(age);
+            }
+        }
+        Err(err) => tracing::warn!("cannot read worker heartbeats for /metrics: {err}"),
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

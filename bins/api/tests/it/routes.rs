@@ -68,14 +68,37 @@ async fn meta_routes(app: TestApp) {
     // Health, metrics, OpenAPI: open without a key.
     let (s, b) = app.call(Method::GET, "/health/live", None, None).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"status": "ok"})));
-    let (s, b) = app.call(Method::GET, "/health/ready", None, None).await;
+    // The embedded worker loop beats at its first pass (then every 200 ms here).
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        let (s, b) = app.call(Method::GET, "/health/ready", None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        ready = b;
+        if ready["workers"].as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(
-        (s, b),
         (
-            StatusCode::OK,
-            json!({"status": "ready", "database": "ok", "overdue_gates": 0})
-        )
+            &ready["status"],
+            &ready["database"],
+            &ready["overdue_gates"]
+        ),
+        (&json!("ready"), &json!("ok"), &json!(0)),
+        "{ready}"
     );
+    assert!(ready.get("warning").is_none(), "{ready}");
+    let worker = &ready["workers"][0];
+    assert!(
+        worker["worker_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("api")),
+        "{ready}"
+    );
+    for field in ["started_at", "last_heartbeat", "last_claim_at", "claimed"] {
+        assert!(worker.get(field).is_some(), "{field}: {ready}");
+    }
     let (s, b) = app
         .call(Method::GET, "/api/v1/openapi.json", None, None)
         .await;

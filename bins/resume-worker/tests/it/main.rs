@@ -42,12 +42,14 @@ impl Api {
                 poll_interval: Duration::from_millis(100),
                 worker_concurrency: 4,
                 lease: Duration::from_secs(30),
+                heartbeat_interval: Duration::from_millis(200),
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),
             key_cache_ttl: Duration::from_secs(1),
             metrics_terminal_refresh: Duration::from_secs(60),
             ready_overdue_warning: Duration::from_millis(500),
+            ready_worker_warning: Duration::from_secs(1),
             http_workers: Some(2),
             log_format: LogFormat::Text,
             config: None,
@@ -200,6 +202,13 @@ async fn a_separate_worker_handles_an_approval_deadline() {
             .is_some_and(|w| w.contains("is a worker loop running")),
         "{ready}"
     );
+    // No loop has ever beaten against this database: readiness says so, and lists none.
+    assert!(
+        ready["warning"].as_str().is_some_and(|w| w
+            .contains("No worker loop has recorded a heartbeat for 1s (none in the last hour)")),
+        "{ready}"
+    );
+    assert_eq!(ready["workers"], json!([]));
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -244,9 +253,27 @@ async fn a_separate_worker_handles_an_approval_deadline() {
         api_metrics.contains("tollgate_gates_overdue 0"),
         "{api_metrics}"
     );
-    let ready: Value =
-        serde_json::from_str(&scrape(format!("{}/health/ready", api.base)).await).unwrap();
+    // The worker's heartbeat (every 200 ms here) reports the deadline it claimed.
+    let mut ready = Value::Null;
+    for _ in 0..50 {
+        ready = serde_json::from_str(&scrape(format!("{}/health/ready", api.base)).await).unwrap();
+        if ready["workers"][0]["claimed"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(ready.get("warning").is_none(), "{ready}");
+    assert_eq!(ready["workers"][0]["worker_id"], "w-deadline", "{ready}");
+    assert!(ready["workers"][0]["last_claim_at"].is_string(), "{ready}");
+    let api_metrics = scrape(format!("{}/metrics", api.base)).await;
+    assert!(
+        api_metrics.contains("tollgate_workers_alive 1"),
+        "{api_metrics}"
+    );
+    assert!(api_metrics.contains("# HELP tollgate_worker_heartbeat_age_seconds "));
     // SIGTERM: a graceful stop.
     Command::new("kill")
         .args(["-TERM", &w.0.id().to_string()])
@@ -254,6 +281,16 @@ async fn a_separate_worker_handles_an_approval_deadline() {
         .unwrap();
     let status = w.0.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    // With the worker gone, readiness names the silent loop once its beat is 1 s old.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ready: Value =
+        serde_json::from_str(&scrape(format!("{}/health/ready", api.base)).await).unwrap();
+    assert!(
+        ready["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("the last one came from `w-deadline`")),
+        "{ready}"
+    );
     api.running.stop().await.unwrap();
 }
 

@@ -16,6 +16,7 @@ mod records;
 mod schedules;
 mod sessions;
 mod sql;
+mod workers;
 mod workflows;
 
 pub(crate) use commits::commit_batch;

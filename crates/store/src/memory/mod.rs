@@ -12,6 +12,7 @@ mod events;
 mod executions;
 mod keys;
 mod schedules;
+mod workers;
 mod workflows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::Value;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ApprovalStatus, ConsoleSession, Event, Execution, Notification,
-    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, Workflow,
+    Record, ResumeOutcome, ResumeRequest, ResumeTrigger, StepRecord, Timestamp, WorkerBeat,
+    Workflow,
 };
 use tollgate_model::schedule::{Schedule, Tick};
 use tollgate_model::WorkflowDefinition;
@@ -56,6 +58,7 @@ struct State {
     schedules: BTreeMap<Uuid, Schedule>,
     ticks: BTreeMap<Uuid, Tick>,
     sessions: HashMap<String, ConsoleSession>,
+    workers: HashMap<String, WorkerBeat>,
 }
 
 impl MemoryStore {

@@ -102,3 +102,61 @@ pub async fn console_sessions_live_until_they_expire(store: Arc<dyn Store>) {
         .await
         .unwrap();
 }
+
+/// Heartbeats: one row per worker, claims counted and timed, silent workers forgotten.
+pub async fn worker_heartbeats_are_kept_per_worker(store: Arc<dyn Store>) {
+    assert!(store.list_workers(t0()).await.unwrap().is_empty());
+    store.heartbeat("w1", t0(), t0(), 0).await.unwrap();
+    store
+        .heartbeat("w2", t0(), t0() + secs(5), 3)
+        .await
+        .unwrap();
+    store
+        .heartbeat("w1", t0(), t0() + secs(10), 0)
+        .await
+        .unwrap();
+    let workers = store.list_workers(t0()).await.unwrap();
+    let seen: Vec<(&str, Timestamp, Option<Timestamp>, u64)> = workers
+        .iter()
+        .map(|w| (w.worker_id.as_str(), w.beat_at, w.last_claim_at, w.claimed))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("w1", t0() + secs(10), None, 0),
+            ("w2", t0() + secs(5), Some(t0() + secs(5)), 3),
+        ],
+        "latest first; a beat without claims keeps the last claim time"
+    );
+    store
+        .heartbeat("w2", t0(), t0() + secs(15), 0)
+        .await
+        .unwrap();
+    store
+        .heartbeat("w2", t0(), t0() + secs(20), 2)
+        .await
+        .unwrap();
+    let w2 = store.list_workers(t0() + secs(11)).await.unwrap();
+    assert_eq!(w2.len(), 1, "w1 beat before `since`");
+    assert_eq!(
+        (w2[0].last_claim_at, w2[0].claimed, w2[0].started_at),
+        (Some(t0() + secs(20)), 5, t0())
+    );
+    // A restarted loop under the same id reports its new start.
+    store
+        .heartbeat("w2", t0() + secs(30), t0() + secs(30), 0)
+        .await
+        .unwrap();
+    // A week of silence: the next beat of anyone forgets w1 (and keeps the beater).
+    let later = t0() + crate::WORKERS_FORGOTTEN_AFTER + secs(11);
+    store
+        .heartbeat("w2", t0() + secs(30), later, 0)
+        .await
+        .unwrap();
+    let all = store.list_workers(t0()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>(),
+        vec!["w2"]
+    );
+    assert_eq!(all[0].started_at, t0() + secs(30));
+}

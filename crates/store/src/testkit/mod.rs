@@ -45,6 +45,7 @@ macro_rules! contract_tests {
     ($factory:expr) => {
         $crate::contract_tests!(@cases $factory;
             workflows_create_get_list_and_conflict,
+            worker_heartbeats_are_kept_per_worker,
             workflow_replace_keeps_old_snapshots,
             workflows_for_event_pick_highest_enabled_version,
             executions_create_get_and_conflict,
