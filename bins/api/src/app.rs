@@ -41,26 +41,97 @@ pub enum AdminKey {
         /// The key file.
         path: PathBuf,
     },
+    /// The database already has an admin key, made by another process or data
+    /// directory: this one made none (every restart on a fresh volume would otherwise
+    /// add a live admin credential).
+    InDatabase,
+    /// `--admin-key-file`: the supplied key is the database's admin key (registered now,
+    /// on a database without one, or earlier).
+    Supplied {
+        /// The file it was read from.
+        path: PathBuf,
+    },
+    /// `--bootstrap-admin-key off` and no key was supplied: none was made.
+    Off,
 }
 
-/// Makes sure there is an admin key: on first start (no `<data_dir>/admin.key`) one is
-/// created, registered and written there (mode 0600). A key file this database does not
-/// know (its key was revoked, or the file belongs to another database) is never
-/// registered again — that would undo a revocation — and is reported instead.
+/// How the first admin key comes to be (`--bootstrap-admin-key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BootstrapAdminKey {
+    /// Made, saved in the data directory and printed once — only while the database has
+    /// no admin key.
+    #[default]
+    Auto,
+    /// Never made: keys come from `--admin-key-file` or an existing admin.
+    Off,
+}
+
+/// Makes sure the database has an admin key, without ever adding a second one:
+///
+/// - `supplied` (`--admin-key-file`, e.g. a mounted secret) is registered as the admin
+///   key when the database has none; it is never printed;
+/// - otherwise an existing `<data_dir>/admin.key` is checked against the database;
+/// - otherwise, in `Auto` mode and only while the database has no admin key, one is
+///   made, saved there (mode 0600) and returned to be printed once.
+///
+/// A key the database does not know is never registered again while another admin key
+/// exists — that would undo a revocation — and is reported instead.
+///
+/// A new key is written to `admin.key.new`, registered, then renamed to `admin.key`.
+/// A process killed before the registration leaves a `.new` file whose key the database
+/// does not know: the next start deletes it and begins again. Killed after it: the
+/// next start finds the `.new` key registered and renames it, so the only admin key is
+/// never lost with its file.
 pub async fn ensure_admin_key(
     store: &dyn ApiKeyStore,
     data_dir: &Path,
+    mode: BootstrapAdminKey,
+    supplied: Option<&Path>,
 ) -> anyhow::Result<AdminKey> {
+    if let Some(file) = supplied {
+        let key = read_key(file)?;
+        if store.find_api_key(&hash_key(&key)).await?.is_some() {
+            return Ok(AdminKey::Supplied {
+                path: file.to_owned(),
+            });
+        }
+        if has_admin_key(store).await? {
+            return Ok(AdminKey::Unknown {
+                path: file.to_owned(),
+            });
+        }
+        return Ok(if register_admin(store, &key).await? {
+            AdminKey::Supplied {
+                path: file.to_owned(),
+            }
+        } else {
+            AdminKey::InDatabase
+        });
+    }
     let path = data_dir.join("admin.key");
+    let pending = data_dir.join("admin.key.new");
+    if pending.exists() {
+        let key = read_key(&pending)?;
+        if store.find_api_key(&hash_key(&key)).await?.is_some() && !path.exists() {
+            std::fs::rename(&pending, &path)
+                .with_context(|| format!("cannot rename {}", pending.display()))?;
+        } else {
+            std::fs::remove_file(&pending)
+                .with_context(|| format!("cannot remove {}", pending.display()))?;
+        }
+    }
     if path.exists() {
-        let key = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .trim()
-            .to_owned();
+        let key = read_key(&path)?;
         if store.find_api_key(&hash_key(&key)).await?.is_some() {
             return Ok(AdminKey::Existing { path });
         }
         return Ok(AdminKey::Unknown { path });
+    }
+    if mode == BootstrapAdminKey::Off {
+        return Ok(AdminKey::Off);
+    }
+    if has_admin_key(store).await? {
+        return Ok(AdminKey::InDatabase);
     }
     let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir)
@@ -72,20 +143,78 @@ pub async fn ensure_admin_key(
             .with_context(|| format!("cannot make {} private", data_dir.display()))?;
     }
     let key = generate_key().map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    write_secret(&pending, &key)?;
+    if !register_admin(store, &key).await? {
+        // Another process made the database's first admin key at the same moment.
+        std::fs::remove_file(&pending)
+            .with_context(|| format!("cannot remove {}", pending.display()))?;
+        return Ok(AdminKey::InDatabase);
+    }
+    std::fs::rename(&pending, &path)
+        .with_context(|| format!("cannot rename {}", pending.display()))?;
+    Ok(AdminKey::Created { key, path })
+}
+
+/// Reads a key file: one Tollgate key (`tg_` and 64 hex digits), surrounding space
+/// ignored.
+fn read_key(path: &Path) -> anyhow::Result<String> {
+    let key = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_owned();
+    let well_formed = key.len() == 67
+        && key.starts_with("tg_")
+        && key[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        anyhow::bail!(
+            "{} does not hold a Tollgate key (`tg_` followed by 64 hex digits)",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+/// Whether any key holds the `admin` role.
+async fn has_admin_key(store: &dyn ApiKeyStore) -> anyhow::Result<bool> {
+    let mut page = tollgate_store::PageRequest::first(500);
+    loop {
+        let keys = store.list_api_keys(&page).await?;
+        if keys
+            .items
+            .iter()
+            .any(|k| k.roles.iter().any(|r| r == "admin"))
+        {
+            return Ok(true);
+        }
+        match keys.next_cursor {
+            Some(cursor) => page = tollgate_store::PageRequest::after(500, cursor),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// Registers `key` as the key named `admin`; `false` when another process registered
+/// the first admin key at the same moment (the name is unique, so only one wins). A
+/// key that merely took the name without the role does not count: then the admin key
+/// gets a suffixed name.
+async fn register_admin(store: &dyn ApiKeyStore, key: &str) -> anyhow::Result<bool> {
     let mut record = ApiKey {
         id: Uuid::now_v7(),
         name: "admin".into(),
         roles: vec!["admin".into()],
-        key_hash: hash_key(&key),
+        key_hash: hash_key(key),
         created_at: chrono::Utc::now(),
     };
-    if let Err(tollgate_store::Error::Conflict(_)) = store.create_api_key(record.clone()).await {
-        // Another data directory already made an `admin` key in this database.
-        record.name = format!("admin-{}", &record.id.simple().to_string()[20..]);
-        store.create_api_key(record).await?;
+    match store.create_api_key(record.clone()).await {
+        Ok(_) => Ok(true),
+        Err(tollgate_store::Error::Conflict(_)) if has_admin_key(store).await? => Ok(false),
+        Err(tollgate_store::Error::Conflict(_)) => {
+            record.name = format!("admin-{}", &record.id.simple().to_string()[20..]);
+            store.create_api_key(record).await?;
+            Ok(true)
+        }
+        Err(err) => Err(err.into()),
     }
-    write_secret(&path, &key)?;
-    Ok(AdminKey::Created { key, path })
 }
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
@@ -151,7 +280,13 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
              process, whose embedded worker handles deadlines and recovery"
         );
     }
-    let admin_key = ensure_admin_key(backend.store.as_ref(), &args.database.data_dir).await?;
+    let admin_key = ensure_admin_key(
+        backend.store.as_ref(),
+        &args.database.data_dir,
+        args.bootstrap_admin_key,
+        args.admin_key_file.as_deref(),
+    )
+    .await?;
     let engine = build_engine(
         backend.store.clone(),
         &config,

@@ -65,6 +65,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_READY_WORKER_WARNING", default_value = "1m", value_parser = parse_duration)]
     pub ready_worker_warning: Duration,
 
+    /// How the first admin key is made: `auto` makes one (saved in the data directory
+    /// and printed once) only while the database has no admin key; `off` never does.
+    #[arg(long, env = "TOLLGATE_BOOTSTRAP_ADMIN_KEY", value_enum, default_value_t = crate::app::BootstrapAdminKey::Auto)]
+    pub bootstrap_admin_key: crate::app::BootstrapAdminKey,
+
+    /// A file holding the admin key (a mounted secret, `tg_` and 64 hex digits): it
+    /// becomes the admin key of a database that has none, and is never printed.
+    #[arg(long, env = "TOLLGATE_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -92,6 +102,9 @@ mod tests {
             data_dir: PathBuf::from("/d"),
             database_url: url.map(str::to_owned),
             database_max_connections: 4,
+            database_statement_timeout: Duration::from_secs(30),
+            database_lock_timeout: Duration::from_secs(10),
+            database_idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 

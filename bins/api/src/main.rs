@@ -146,9 +146,23 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         AdminKey::Unknown { path } => {
             println!(
                 "warning: {} holds a key this database does not know (revoked, or made for another database); \
-                 it was not registered again. Delete the file and restart to have a new admin key made, \
-                 or use another admin key.",
+                 it was not registered again. Use another admin key (or, when the database has no admin key \
+                 left, delete the file and restart to have a new one made).",
                 path.display()
+            );
+        }
+        AdminKey::InDatabase => {
+            println!(
+                "admin API key: the database already has one (made by another process or data directory); \
+                 none was made here"
+            );
+        }
+        AdminKey::Supplied { path } => {
+            println!("admin API key: the one in {}", path.display());
+        }
+        AdminKey::Off => {
+            println!(
+                "admin API key: none made (--bootstrap-admin-key off); manage keys with an existing admin key"
             );
         }
     }

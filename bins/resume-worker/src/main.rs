@@ -17,9 +17,9 @@ use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
-    build_engine, default_worker_id, describe_metrics, init_logging, parse_duration, run_main,
-    wait_for_signal, Backend, DatabaseArgs, DatabaseTarget, FileConfig, Kind, LogFormat,
-    WorkerArgs, SECONDS_BUCKETS,
+    build_engine, default_worker_id, describe_metrics, init_logging, parse_duration,
+    parse_positive_duration, run_main, wait_for_signal, Backend, DatabaseArgs, DatabaseTarget,
+    FileConfig, Kind, LogFormat, WorkerArgs, SECONDS_BUCKETS,
 };
 use tollgate_resumer::{Worker, WorkerOptions};
 
@@ -36,6 +36,18 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     database_max_connections: u32,
 
+    /// Longest a statement may run before the server cancels it (`0s`: no limit).
+    #[arg(long, env = "TOLLGATE_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    database_statement_timeout: Duration,
+
+    /// Longest a statement waits for a lock (`0s`: no limit).
+    #[arg(long, env = "TOLLGATE_DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    database_lock_timeout: Duration,
+
+    /// A transaction left idle this long is ended by the server (`0s`: no limit).
+    #[arg(long, env = "TOLLGATE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    database_idle_in_transaction_timeout: Duration,
+
     /// Executions advanced at once.
     #[arg(long, env = "TOLLGATE_WORKER_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
@@ -45,16 +57,16 @@ struct Cli {
     batch: u32,
 
     /// Safety-net poll when no wake-up arrives (e.g. `1s`).
-    #[arg(long, env = "TOLLGATE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
     poll_interval: Duration,
 
     /// How long a claim lasts without a heartbeat (heartbeats renew it every third).
-    #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_positive_duration)]
     lease: Duration,
 
     /// How often this worker records its heartbeat in the database (which
     /// `/health/ready` and `/metrics` of the API servers report).
-    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     heartbeat_interval: Duration,
 
     /// This worker's name in leases and logs (default: hostname, pid and a random
@@ -98,6 +110,9 @@ async fn run(cli: Cli) -> Result<()> {
         data_dir: PathBuf::from("."),
         database_url: Some(cli.database_url.clone()),
         database_max_connections: cli.database_max_connections,
+        database_statement_timeout: cli.database_statement_timeout,
+        database_lock_timeout: cli.database_lock_timeout,
+        database_idle_in_transaction_timeout: cli.database_idle_in_transaction_timeout,
     };
     if !matches!(database.target()?, DatabaseTarget::Postgres(_)) {
         bail!(

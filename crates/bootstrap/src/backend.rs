@@ -64,6 +64,17 @@ impl Backend {
                 let mut options = PgOptions::new(url);
                 options.max_connections = args.database_max_connections;
                 options.acquire_timeout = Duration::from_secs(5);
+                options.session = tollgate_postgres::PgSession {
+                    statement_timeout: args.database_statement_timeout,
+                    lock_timeout: args.database_lock_timeout,
+                    idle_in_transaction_timeout: args.database_idle_in_transaction_timeout,
+                    // The process in `pg_stat_activity`: `tollgate-api`, `tollgate-resume-worker`.
+                    application_name: std::env::current_exe()
+                        .ok()
+                        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .filter(|name| name.starts_with("tollgate"))
+                        .unwrap_or_else(|| "tollgate".into()),
+                };
                 let store = PgStore::connect(&options)
                     .await
                     .map_err(|source| Error::Postgres {

@@ -36,6 +36,20 @@ pub struct DatabaseArgs {
     /// Maximum PostgreSQL connections of this process.
     #[arg(long, env = "TOLLGATE_DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
     pub database_max_connections: u32,
+
+    /// PostgreSQL: longest a statement may run before the server cancels it (`0s`: no
+    /// limit). Migrations run without it.
+    #[arg(long, env = "TOLLGATE_DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub database_statement_timeout: Duration,
+
+    /// PostgreSQL: longest a statement waits for a lock (`0s`: no limit).
+    #[arg(long, env = "TOLLGATE_DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub database_lock_timeout: Duration,
+
+    /// PostgreSQL: a transaction left idle this long is ended by the server, releasing
+    /// its locks (`0s`: no limit).
+    #[arg(long, env = "TOLLGATE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub database_idle_in_transaction_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -73,7 +87,7 @@ pub enum DatabaseTarget {
 pub struct WorkerArgs {
     /// Safety-net poll for due deadlines and abandoned executions, when no wake-up came
     /// earlier (e.g. `1s`, `500ms`).
-    #[arg(long, env = "TOLLGATE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
     pub poll_interval: Duration,
 
     /// Executions the worker loop advances at once.
@@ -82,12 +96,12 @@ pub struct WorkerArgs {
 
     /// How long a worker's claim on an execution lasts without a heartbeat; another
     /// worker takes over a dead one's executions after this.
-    #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_LEASE", default_value = "30s", value_parser = parse_positive_duration)]
     pub lease: Duration,
 
     /// How often the worker loop records its heartbeat in the database, which
     /// `/health/ready` and `/metrics` of every API server report.
-    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub heartbeat_interval: Duration,
 }
 
@@ -98,6 +112,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<tollgate_model::Duration>()
         .map(tollgate_model::Duration::as_std)
         .map_err(|e| e.to_string())
+}
+
+/// An absolute `http` or `https` URL with a host, else why not.
+fn check_url(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("`{text}` is not an http(s) URL with a host"));
+    }
+    Ok(())
+}
+
+/// A duration that must be longer than zero (a zero poll interval spins the loop; a
+/// zero lease is lost as soon as it is taken).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Ok(duration)
 }
 
 /// `--config FILE`: settings that are maps rather than flags.
@@ -138,12 +171,31 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
+        let invalid = |field: String, message: String| Error::ConfigValue {
+            path: path.to_owned(),
+            field,
+            message,
+        };
         if let Some(timeout) = &config.http_timeout {
-            parse_duration(timeout).map_err(|message| Error::ConfigValue {
-                path: path.to_owned(),
-                field: "http_timeout",
-                message,
-            })?;
+            parse_duration(timeout).map_err(|message| invalid("http_timeout".into(), message))?;
+        }
+        // URLs are checked now, not at the first notification or context load weeks
+        // later. A provider's `{{…}}` parts are filled with a stand-in to check the rest.
+        if let Some(notifier) = &config.notifier {
+            check_url(&notifier.webhook_url)
+                .map_err(|m| invalid("notifier.webhook_url".into(), m))?;
+        }
+        let mut providers: Vec<_> = config.context_providers.iter().collect();
+        providers.sort();
+        for (name, template) in providers {
+            let filled = tollgate_model::template::scan(template)
+                .into_iter()
+                .map(|piece| match piece {
+                    tollgate_model::template::Piece::Text(text) => text,
+                    tollgate_model::template::Piece::Path(_) => "x".to_owned(),
+                })
+                .collect::<String>();
+            check_url(&filled).map_err(|m| invalid(format!("context_providers[\"{name}\"]"), m))?;
         }
         Ok(config)
     }
@@ -167,6 +219,9 @@ mod tests {
             data_dir: PathBuf::from("/data"),
             database_url: url.map(str::to_owned),
             database_max_connections: 4,
+            database_statement_timeout: Duration::from_secs(30),
+            database_lock_timeout: Duration::from_secs(10),
+            database_idle_in_transaction_timeout: Duration::from_secs(60),
         }
     }
 
@@ -240,5 +295,47 @@ mod tests {
         std::fs::write(&path, r#"{"http_timeout": "5s", "secrets": {"k": "v"}}"#).unwrap();
         let config = FileConfig::load(&path).unwrap();
         assert_eq!(config.http_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn urls_are_checked_at_start_not_at_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.json");
+        for (text, field) in [
+            (
+                r#"{"notifier": {"webhook_url": "hooks.example/notify"}}"#,
+                "notifier.webhook_url",
+            ),
+            (
+                r#"{"notifier": {"webhook_url": "ftp://hooks.example/"}}"#,
+                "notifier.webhook_url",
+            ),
+            (
+                r#"{"context_providers": {"customer.profile": "crm/customers/{{customer_id}}"}}"#,
+                r#"context_providers["customer.profile"]"#,
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = FileConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("tollgate.json: {field}: `")), "{err}");
+        }
+        std::fs::write(
+            &path,
+            r#"{"notifier": {"webhook_url": "https://hooks.example/notify"},
+                "context_providers": {"customer.profile": "http://crm:8080/customers/{{customer_id}}?full=1"}}"#,
+        )
+        .unwrap();
+        assert!(FileConfig::load(&path).is_ok());
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        assert!(parse_positive_duration("0s")
+            .unwrap_err()
+            .contains("must be longer than zero"));
+        assert_eq!(
+            parse_positive_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
     }
 }

@@ -14,7 +14,8 @@ pub mod process;
 
 pub use backend::{Backend, Kind};
 pub use config::{
-    parse_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat, NotifierConfig, WorkerArgs,
+    parse_duration, parse_positive_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat,
+    NotifierConfig, WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
 pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
@@ -50,8 +51,8 @@ pub enum Error {
     ConfigValue {
         /// The file.
         path: PathBuf,
-        /// The field.
-        field: &'static str,
+        /// The field (`notifier.webhook_url`, `context_providers["customer.profile"]`).
+        field: String,
         /// What is wrong with it.
         message: String,
     },

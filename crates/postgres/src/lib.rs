@@ -44,16 +44,48 @@ pub struct PgOptions {
     /// the last few hundred milliseconds of commits — never corrupting anything — in
     /// exchange for far more commits per second. The same trade as SQLite's default.
     pub synchronous_commit: bool,
+    /// Limits set on every connection of the store, so that one stuck statement, lock
+    /// wait or abandoned transaction fails instead of holding a connection (and the
+    /// calls queued behind it) forever.
+    pub session: PgSession,
+}
+
+/// Per-connection settings sent when each connection opens. A zero duration turns that
+/// limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSession {
+    /// `statement_timeout`: longest a statement may run (migrations run without it).
+    pub statement_timeout: Duration,
+    /// `lock_timeout`: longest a statement waits for a lock.
+    pub lock_timeout: Duration,
+    /// `idle_in_transaction_session_timeout`: a transaction left open this long is ended
+    /// by the server, releasing its locks.
+    pub idle_in_transaction_timeout: Duration,
+    /// `application_name`: names the process in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl Default for PgSession {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+            application_name: "tollgate".into(),
+        }
+    }
 }
 
 impl PgOptions {
-    /// Defaults for `url`: 16 connections, 10 s acquire timeout.
+    /// Defaults for `url`: 16 connections, 10 s acquire timeout, the default session
+    /// limits.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
             synchronous_commit: true,
+            session: PgSession::default(),
         }
     }
 }
@@ -264,6 +296,18 @@ impl PgStore {
         if !options.synchronous_commit {
             connect = connect.options([("synchronous_commit", "off")]);
         }
+        let session = &options.session;
+        let millis = |d: Duration| d.as_millis().to_string();
+        connect = connect
+            .application_name(&session.application_name)
+            .options([
+                ("statement_timeout", millis(session.statement_timeout)),
+                ("lock_timeout", millis(session.lock_timeout)),
+                (
+                    "idle_in_transaction_session_timeout",
+                    millis(session.idle_in_transaction_timeout),
+                ),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -339,11 +383,24 @@ impl PgStore {
     }
 
     /// Applies pending migrations.
+    ///
+    /// Migrations may build indexes on large tables: they run on a connection of their
+    /// own without the statement timeout, which is then closed rather than returned to
+    /// the pool.
     pub async fn migrate(&self) -> Result<(), ConnectError> {
-        MIGRATOR
-            .run(&self.pool)
+        let mut conn = self
+            .pool
+            .acquire()
             .await
-            .map_err(ConnectError::Migrate)
+            .map_err(ConnectError::Connect)?
+            .detach();
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut conn)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let result = MIGRATOR.run(&mut conn).await.map_err(ConnectError::Migrate);
+        let _ = conn.close().await;
+        result
     }
 
     /// The connection pool (for health checks and tools).

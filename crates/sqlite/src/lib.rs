@@ -42,6 +42,13 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Connections in the read pool.
     pub read_connections: u32,
+    /// The write-ahead log is cut back to this many bytes whenever SQLite restarts it
+    /// (`journal_size_limit`); without it the file keeps its largest size forever.
+    pub wal_size_limit: u64,
+    /// How often a background checkpoint copies the log into the database even when no
+    /// commit triggers SQLite's own, so a burst followed by quiet does not leave the log
+    /// full. Passive: it never waits for readers nor blocks a commit.
+    pub checkpoint_interval: Duration,
 }
 
 impl SqliteOptions {
@@ -52,6 +59,8 @@ impl SqliteOptions {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            wal_size_limit: 64 * 1024 * 1024,
+            checkpoint_interval: Duration::from_secs(30),
         }
     }
 }
@@ -134,7 +143,8 @@ impl SqliteStore {
                 Durability::Full => SqliteSynchronous::Full,
             })
             .foreign_keys(true)
-            .busy_timeout(options.busy_timeout);
+            .busy_timeout(options.busy_timeout)
+            .pragma("journal_size_limit", options.wal_size_limit.to_string());
         let open_err = |source| OpenError::Open {
             path: options.path.clone(),
             source,
@@ -185,6 +195,7 @@ impl SqliteStore {
                 }
             })
         };
+        spawn_checkpointer(writer.clone(), options.checkpoint_interval);
         Ok(Self {
             writer,
             reader,
@@ -204,6 +215,31 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Every `interval`, a passive checkpoint on the writer connection (between commits);
+/// ends when the pool closes.
+fn spawn_checkpointer(writer: SqlitePool, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if writer.is_closed() {
+                break;
+            }
+            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&writer)
+                .await
+            {
+                if writer.is_closed() {
+                    break;
+                }
+                tracing::warn!("periodic WAL checkpoint failed: {err}");
+            }
+        }
+    });
 }
 
 /// Owner-only permissions for the database: the file is created `0600` before SQLite

@@ -12,6 +12,7 @@
     missing_docs
 )]
 
+mod admin_key;
 mod auth_matrix;
 mod console;
 mod openapi;
@@ -51,6 +52,9 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             data_dir,
             database_url,
             database_max_connections: 8,
+            database_statement_timeout: Duration::from_secs(30),
+            database_lock_timeout: Duration::from_secs(10),
+            database_idle_in_transaction_timeout: Duration::from_secs(60),
         },
         embedded_worker: true,
         worker: WorkerArgs {
@@ -65,6 +69,8 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         metrics_terminal_refresh: Duration::from_secs(60),
         ready_overdue_warning: Duration::from_secs(300),
         ready_worker_warning: Duration::from_secs(60),
+        bootstrap_admin_key: tollgate_api::app::BootstrapAdminKey::Auto,
+        admin_key_file: None,
         http_workers: Some(2),
         log_format: LogFormat::Text,
         config: None,
@@ -102,9 +108,12 @@ impl TestApp {
         let running = app::start(&args, false).await.unwrap();
         let admin = match &running.admin_key {
             AdminKey::Created { key, .. } => key.clone(),
-            AdminKey::Existing { path } | AdminKey::Unknown { path } => {
+            AdminKey::Existing { path }
+            | AdminKey::Unknown { path }
+            | AdminKey::Supplied { path } => {
                 std::fs::read_to_string(path).unwrap().trim().to_owned()
             }
+            other => panic!("a test server needs an admin key it can read: {other:?}"),
         };
         Self {
             addr: running.addr,

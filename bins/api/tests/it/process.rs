@@ -305,6 +305,33 @@ fn validate_subcommand_reports_every_error_with_its_path() {
 }
 
 #[test]
+fn nonsense_settings_are_refused_at_start_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--poll-interval", "0s"),
+        ("--lease", "0ms"),
+        ("--heartbeat-interval", "0s"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args([flag, value, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let text = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            text.contains(flag) && text.contains("must be longer than zero"),
+            "{text}"
+        );
+        assert!(
+            !dir.path().join("tollgate.db").exists(),
+            "nothing is opened before the settings are checked"
+        );
+    }
+}
+
+#[test]
 fn keys_create_and_migrate_subcommands_work_on_a_fresh_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -307,6 +307,9 @@ async fn pg_store() -> Arc<dyn Store> {
         data_dir: std::env::temp_dir(),
         database_url: Some(url),
         database_max_connections: 16,
+        database_statement_timeout: Duration::from_secs(30),
+        database_lock_timeout: Duration::from_secs(10),
+        database_idle_in_transaction_timeout: Duration::from_secs(60),
     })
     .await
     .unwrap();

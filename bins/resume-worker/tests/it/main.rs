@@ -36,6 +36,9 @@ impl Api {
                 data_dir: dir.path().to_path_buf(),
                 database_url: Some(url.to_owned()),
                 database_max_connections: 8,
+                database_statement_timeout: Duration::from_secs(30),
+                database_lock_timeout: Duration::from_secs(10),
+                database_idle_in_transaction_timeout: Duration::from_secs(60),
             },
             embedded_worker: false,
             worker: WorkerArgs {
@@ -50,6 +53,8 @@ impl Api {
             metrics_terminal_refresh: Duration::from_secs(60),
             ready_overdue_warning: Duration::from_millis(500),
             ready_worker_warning: Duration::from_secs(1),
+            bootstrap_admin_key: tollgate_api::app::BootstrapAdminKey::Auto,
+            admin_key_file: None,
             http_workers: Some(2),
             log_format: LogFormat::Text,
             config: None,

@@ -14,6 +14,7 @@ use tollgate_store::testkit::{
 use tollgate_store::{Store, Transition};
 
 use crate::fresh_database;
+use tollgate_postgres::{PgOptions, PgStore};
 
 /// Two workers claim 10,000 due timers at once: each is claimed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -548,4 +549,51 @@ async fn closing_the_store_stops_the_wakeup_listener_without_a_warning() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("wake-up listener"), "{text}");
+}
+
+/// Every connection carries the session limits, so a stuck statement fails instead of
+/// holding its connection; migrations run without the statement limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_carry_their_time_limits_and_name() {
+    let url = tollgate_postgres::testing::fresh_database_url("limits")
+        .await
+        .unwrap();
+    let store = PgStore::connect(&PgOptions {
+        max_connections: 2,
+        session: tollgate_postgres::PgSession {
+            statement_timeout: Duration::from_millis(300),
+            lock_timeout: Duration::from_millis(200),
+            idle_in_transaction_timeout: Duration::from_secs(7),
+            application_name: "tollgate-test".into(),
+        },
+        ..PgOptions::new(&url)
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let show = |name: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&format!("SHOW {name}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(show("statement_timeout").await, "300ms");
+    assert_eq!(show("lock_timeout").await, "200ms");
+    assert_eq!(show("idle_in_transaction_session_timeout").await, "7s");
+    assert_eq!(show("application_name").await, "tollgate-test");
+    let err = sqlx::query("SELECT pg_sleep(2)")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("statement timeout"),
+        "a long statement is cancelled: {err}"
+    );
+    // The migration connection was closed, not returned with its limit lifted.
+    for _ in 0..4 {
+        assert_eq!(show("statement_timeout").await, "300ms");
+    }
 }

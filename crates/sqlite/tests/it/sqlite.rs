@@ -157,3 +157,70 @@ async fn migrations_are_idempotent_and_the_schema_refuses_bad_states() {
         "a paused execution must have its gate"
     );
 }
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_is_bounded_and_checkpointed_when_quiet() {
+    use sqlx::{ConnectOptions, Connection};
+    use tollgate_model::records::ApiKey;
+    use tollgate_store::ApiKeyStore;
+
+    let path = fresh_path();
+    let wal = path.with_extension("db-wal");
+    let limit = 256 * 1024;
+    let store = SqliteStore::open(&SqliteOptions {
+        wal_size_limit: limit,
+        checkpoint_interval: Duration::from_millis(50),
+        ..SqliteOptions::new(&path)
+    })
+    .await
+    .unwrap();
+    let key = |i: usize| ApiKey {
+        id: uuid::Uuid::now_v7(),
+        name: format!("k{i}"),
+        roles: vec!["viewer".into()],
+        key_hash: format!("{i:064}"),
+        created_at: tollgate_store::testkit::t0(),
+    };
+    // A reader holds its snapshot while commits pile up: the log cannot start over.
+    let mut reader = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    sqlx::query("SELECT count(*) FROM api_keys")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    for i in 0..600 {
+        store.create_api_key(key(i)).await.unwrap();
+    }
+    let grown = file_size(&wal);
+    assert!(grown > 4 * limit, "the log grew to {grown} bytes");
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+    // Quiet now: the periodic checkpoint copies the log into the database file.
+    let before = file_size(&path);
+    let mut copied = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if file_size(&path) > before {
+            copied = true;
+            break;
+        }
+    }
+    assert!(copied, "no checkpoint ran while no commit came");
+    // The next commit starts the log over, cut back to the limit.
+    store.create_api_key(key(600)).await.unwrap();
+    let cut = file_size(&wal);
+    assert!(
+        cut <= limit,
+        "the log is {cut} bytes after restarting (limit {limit})"
+    );
+    store.close().await;
+}
