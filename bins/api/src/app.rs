@@ -319,7 +319,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
             },
         )
         .with_waker(backend.wakeups.clone());
-        Some(tokio::spawn(worker.run(shutdown.clone())))
+        Some(tokio::spawn(worker.run_supervised(shutdown.clone())))
     } else {
         None
     };

@@ -156,7 +156,7 @@ async fn run(cli: Cli) -> Result<()> {
     )
     .with_waker(backend.wakeups.clone());
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let running = tokio::spawn(worker.run_supervised(shutdown.clone()));
     println!("tollgate-resume-worker {worker_id} running");
     wait_for_signal().await?;
     tracing::info!(worker = %worker_id, "shutting down: finishing executions in flight");

@@ -101,6 +101,10 @@ pub fn describe_metrics() {
         "tollgate_approvals_pending",
         "Approval requests waiting for a decision (the database's view)."
     );
+    describe_counter!(
+        "tollgate_worker_restarts_total",
+        "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
+    );
     describe_gauge!(
         "tollgate_workers_alive",
         "Worker loops whose latest heartbeat is within --ready-worker-warning (the database's view)."

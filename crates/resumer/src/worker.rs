@@ -430,6 +430,45 @@ impl Worker {
     }
 }
 
+/// First pause before a panicked loop is started again; it doubles per panic, up to
+/// [`MAX_RESTART_BACKOFF`], and starts over once a loop has run for a minute.
+const FIRST_RESTART_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Worker {
+    /// [`Self::run`], supervised: a loop that panics (a bug, or a row it cannot handle)
+    /// is logged, counted (`tollgate_worker_restarts_total`) and started again after a
+    /// growing pause, instead of leaving a process that looks alive while nothing
+    /// claims deadlines. Executions the dead loop had claimed are taken over when their
+    /// leases expire, as after a crash. Returns when `shutdown` is cancelled.
+    pub async fn run_supervised(self, shutdown: CancellationToken) {
+        let mut backoff = FIRST_RESTART_BACKOFF;
+        loop {
+            let started = tokio::time::Instant::now();
+            let run = tokio::spawn(self.clone().run(shutdown.clone()));
+            match run.await {
+                Ok(()) => return,
+                Err(err) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = FIRST_RESTART_BACKOFF;
+                    }
+                    metrics::counter!("tollgate_worker_restarts_total").increment(1);
+                    tracing::error!(
+                        worker = %self.engine.worker_id(),
+                        "the worker loop stopped unexpectedly ({err}); starting it again in {} ms",
+                        backoff.as_millis()
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
 /// The loop's heartbeat: written at the first pass and then every
 /// `heartbeat_interval`, with what the loop claimed in between. A failed write is
 /// logged and retried at the next pass; the claims are kept for it.

@@ -178,6 +178,81 @@ async fn the_worker_loop_wakes_polls_and_shuts_down_gracefully() {
         .unwrap();
 }
 
+/// A clock that panics once when asked to: a stand-in for a bug in the worker loop.
+#[derive(Debug)]
+struct PanicOnce {
+    inner: Arc<tollgate_engine::TestClock>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl tollgate_engine::Clock for PanicOnce {
+    fn now(&self) -> tollgate_model::records::Timestamp {
+        assert!(
+            !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst),
+            "a bug in the worker loop"
+        );
+        self.inner.now()
+    }
+}
+
+/// A loop that panics is started again: a deadline that comes after the panic is still
+/// handled, instead of the process staying up with no loop claiming anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_worker_loop_is_started_again() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "gate", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}}]}))
+        .await;
+    let paused = h.start("go", json!({})).await;
+    let clock = Arc::new(PanicOnce {
+        inner: h.clock.clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine = Engine::builder(h.store.clone())
+        .clock(clock.clone())
+        .options(EngineOptions {
+            worker_id: "supervised".into(),
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    let worker = Worker::new(
+        engine,
+        WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            ..WorkerOptions::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run_supervised(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    clock.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !clock.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the loop hit the panic"
+    );
+    h.advance(60);
+    let mut status = ExecutionStatus::Paused;
+    for _ in 0..300 {
+        status = h.store.get_execution(paused.id).await.unwrap().status;
+        if status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        status,
+        ExecutionStatus::Completed,
+        "the restarted loop handled the deadline"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the supervisor stops when cancelled")
+        .unwrap();
+}
+
 /// A slow context provider is waited for with the lease renewed, as any step is: the
 /// execution is not taken for abandoned while `context.load` runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
