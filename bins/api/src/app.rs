@@ -3,7 +3,6 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -242,14 +241,14 @@ pub struct Running {
     pub admin_key: AdminKey,
     /// The backend in use.
     pub backend: Kind,
-    server: ServerHandle,
+    stop: CancellationToken,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     /// Stops gracefully (as on SIGTERM) and waits until everything is down.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.server.stop(true).await;
+        self.stop.cancel();
         self.join.await.context("server task panicked")?
     }
 
@@ -260,9 +259,11 @@ impl Running {
 }
 
 /// Starts everything `args` describes and returns once it listens. With `signals`,
-/// SIGTERM and SIGINT stop it gracefully: stop accepting, finish in-flight requests,
-/// stop the worker loop, wait for executions in flight (up to `--shutdown-timeout`;
-/// the rest keep their lease, which another worker reclaims), close the database.
+/// SIGTERM and SIGINT stop it gracefully (as [`Running::stop`] does): `/health/ready`
+/// answers 503 at once (for `--shutdown-grace`, while still serving), then it stops
+/// accepting, finishes in-flight requests, stops the worker loop and waits for
+/// executions in flight — all within `--shutdown-timeout`; the rest keep their lease,
+/// which another worker reclaims — and closes the database.
 pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     let config = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -326,6 +327,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
 
     let max_body = args.max_body_size;
     let data = web::Data::new(state);
+    let draining = data.draining.clone();
     let document = web::Data::new(routes::meta::ApiDocument(web::Bytes::from(
         serde_json::to_vec(&crate::openapi::ApiDoc::openapi())
             .context("cannot serialise the OpenAPI document")?,
@@ -352,32 +354,75 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     if let Some(n) = args.http_workers {
         server = server.workers(n.max(1));
     }
-    if !signals {
-        server = server.disable_signals();
-    }
-    let server = server.run();
+    // Signals are ours, not the HTTP server's: a stop first turns readiness off, then
+    // stops the server, the worker loop and the executions in flight against one
+    // deadline (`--shutdown-timeout`), so the whole stop is bounded.
+    let server = server.disable_signals().run();
     let handle = server.handle();
-    let drain = args.shutdown_timeout;
+    let mut served = tokio::spawn(server);
+    let stop = CancellationToken::new();
+    if signals {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match tollgate_bootstrap::wait_for_signal().await {
+                Ok(()) => stop.cancel(),
+                Err(err) => tracing::error!("cannot listen for signals: {err}"),
+            }
+        });
+    }
+    let timeout = args.shutdown_timeout;
+    let grace = args.shutdown_grace;
     let kind = backend.kind;
+    let requested = stop.clone();
     let join = tokio::spawn(async move {
-        let served = server.await;
-        tracing::info!("HTTP server stopped; stopping the worker loop");
-        shutdown.cancel();
-        if let Some(worker) = worker {
-            let _ = worker.await;
-        }
-        if !tasks.drain(drain).await {
-            tracing::warn!(in_flight = tasks.in_flight(), "executions still running at shutdown keep their lease; another worker takes them over");
-        }
+        let ended_by_itself = tokio::select! {
+            served = &mut served => Some(served),
+            () = requested.cancelled() => None,
+        };
+        let served = match ended_by_itself {
+            Some(served) => served,
+            None => {
+                // Not ready first, still serving, so load balancers stop sending work.
+                draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("stopping: /health/ready answers 503 from now on");
+                if !grace.is_zero() {
+                    tokio::time::sleep(grace).await;
+                }
+                let deadline = tokio::time::Instant::now() + timeout;
+                if tokio::time::timeout_at(deadline, handle.stop(true))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("requests still in flight at the shutdown deadline are dropped");
+                    handle.stop(false).await;
+                }
+                let served = served.await;
+                tracing::info!("HTTP server stopped; stopping the worker loop");
+                shutdown.cancel();
+                if let Some(worker) = worker {
+                    if tokio::time::timeout_at(deadline, worker).await.is_err() {
+                        tracing::warn!("the worker loop did not stop by the shutdown deadline");
+                    }
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !tasks.drain(left).await {
+                    tracing::warn!(in_flight = tasks.in_flight(), "executions still running at shutdown keep their lease; another worker takes them over");
+                }
+                served
+            }
+        };
         backend.close().await;
         tracing::info!("stopped");
-        served.context("HTTP server failed")
+        match served {
+            Ok(result) => result.context("HTTP server failed"),
+            Err(err) => Err(anyhow::anyhow!("HTTP server task failed: {err}")),
+        }
     });
     Ok(Running {
         addr,
         admin_key,
         backend: kind,
-        server: handle,
+        stop,
         join,
     })
 }

@@ -87,10 +87,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// How long shutdown waits for executions in flight before leaving them to lease
-    /// expiry.
+    /// How long a stop may take in all (requests, the worker loop, executions in
+    /// flight); what is still running then keeps its lease, which another worker takes
+    /// over when it expires.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// On SIGTERM, how long `/health/ready` answers 503 while the server still serves,
+    /// before it stops accepting: time for a load balancer to stop sending requests.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 #[cfg(test)]

@@ -130,7 +130,16 @@ impl ApiError {
         }
     }
 
-    /// 503 `unavailable` (the database cannot be reached).
+    /// `503`: the process is stopping (readiness during `--shutdown-grace`).
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down; send this request to another one",
+        )
+    }
+
+    /// `503`: the database cannot be reached (the cause goes to the log only).
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         Self {
             cause: Some(cause.to_string()),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub overdue_warning: Duration,
     /// How long without any worker heartbeat before `/health/ready` warns.
     pub worker_warning: Duration,
+    /// Set when the process begins to stop: `/health/ready` answers 503.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             status_gauges: Arc::new(StatusGauges::new(terminal_refresh)),
             overdue_warning: Duration::from_secs(300),
             worker_warning: Duration::from_secs(60),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 

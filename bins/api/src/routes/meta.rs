@@ -27,6 +27,9 @@ pub async fn live() -> HttpResponse {
         (status = 200, description = "Ready to serve", body = HealthDto),
         (status = 503, description = "The database is unreachable", body = crate::error::ErrorEnvelope)))]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::shutting_down());
+    }
     if let Err(err) = state.store.ping().await {
         return Err(ApiError::unavailable(err));
     }

@@ -20,6 +20,7 @@ mod process;
 mod robustness;
 mod routes;
 mod schedules;
+mod shutdown;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +76,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         log_format: LogFormat::Text,
         config: None,
         shutdown_timeout: Duration::from_secs(5),
+        shutdown_grace: Duration::ZERO,
     }
 }
 

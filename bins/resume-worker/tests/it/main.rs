@@ -59,6 +59,7 @@ impl Api {
             log_format: LogFormat::Text,
             config: None,
             shutdown_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::ZERO,
         };
         let running = app::start(&args, false).await.unwrap();
         let AdminKey::Created { key, .. } = &running.admin_key else {
