@@ -275,6 +275,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let backend = Backend::open(&args.database).await?;
+    backend.warm_up();
     if backend.kind == Kind::Sqlite && !args.embedded_worker {
         anyhow::bail!(
             "--embedded-worker false needs PostgreSQL: an SQLite database is served by one \

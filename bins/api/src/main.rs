@@ -87,7 +87,9 @@ async fn run(cli: Cli) -> Result<()> {
     init_logging(cli.serve.log_format);
     match cli.command {
         Some(Command::Validate { .. }) => Ok(()),
-        Some(Command::Migrate { database }) => {
+        Some(Command::Migrate { mut database }) => {
+            // `migrate` applies whatever `--migrate` says for starts.
+            database.migrate = tollgate_bootstrap::MigrateMode::Auto;
             let backend = Backend::open(&database).await?;
             backend.close().await;
             println!("migrations applied ({:?})", backend.kind);

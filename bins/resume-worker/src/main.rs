@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
     build_engine, default_worker_id, describe_metrics, init_logging, parse_duration,
     parse_positive_duration, run_main, wait_for_signal, Backend, DatabaseArgs, DatabaseTarget,
-    FileConfig, Kind, LogFormat, WorkerArgs, SECONDS_BUCKETS,
+    FileConfig, Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
 };
 use tollgate_resumer::{Worker, WorkerOptions};
 
@@ -43,6 +43,11 @@ struct Cli {
     /// Longest a statement waits for a lock (`0s`: no limit).
     #[arg(long, env = "TOLLGATE_DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     database_lock_timeout: Duration,
+
+    /// What a start does with the schema: `auto` applies missing migrations, `check`
+    /// refuses to start on a schema that lacks some, `off` leaves it alone.
+    #[arg(long, env = "TOLLGATE_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
+    migrate: MigrateMode,
 
     /// A transaction left idle this long is ended by the server (`0s`: no limit).
     #[arg(long, env = "TOLLGATE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -113,6 +118,7 @@ async fn run(cli: Cli) -> Result<()> {
         database_statement_timeout: cli.database_statement_timeout,
         database_lock_timeout: cli.database_lock_timeout,
         database_idle_in_transaction_timeout: cli.database_idle_in_transaction_timeout,
+        migrate: cli.migrate,
     };
     if !matches!(database.target()?, DatabaseTarget::Postgres(_)) {
         bail!(

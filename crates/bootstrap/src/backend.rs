@@ -52,7 +52,11 @@ impl Backend {
     pub async fn open(args: &DatabaseArgs) -> Result<Self, Error> {
         match args.target()? {
             DatabaseTarget::Sqlite(path) => {
-                let store = SqliteStore::open(&SqliteOptions::new(&path)).await?;
+                let store = SqliteStore::open(&SqliteOptions {
+                    schema: args.migrate.policy(),
+                    ..SqliteOptions::new(&path)
+                })
+                .await?;
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     wakeups: store.wakeups(),
@@ -81,11 +85,13 @@ impl Backend {
                         what: "connect to",
                         source,
                     })?;
-                store.migrate().await.map_err(|source| Error::Postgres {
-                    what: "migrate",
-                    source,
-                })?;
-                store.open_batch_connections();
+                store
+                    .prepare_schema(args.migrate.policy())
+                    .await
+                    .map_err(|source| Error::Postgres {
+                        what: "prepare the schema of",
+                        source,
+                    })?;
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     wakeups: store.wakeups(),
@@ -96,11 +102,87 @@ impl Backend {
         }
     }
 
+    /// Opens the PostgreSQL batch writers' connections now rather than at their first
+    /// batch, so the first decisions after start-up do not pay for connecting. For API
+    /// servers; a resume worker leaves the ones it never uses (decisions, event
+    /// intake) unopened, which keeps its connection count down.
+    pub fn warm_up(&self) {
+        if let Closer::Postgres(store) = &self.closer {
+            store.open_batch_connections();
+        }
+    }
+
     /// Closes connections (after the last writer finished).
     pub async fn close(&self) {
         match &self.closer {
             Closer::Sqlite(store) => store.close().await,
             Closer::Postgres(store) => store.close().await,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Connections to `database` from processes other than the test's own observer.
+    async fn connections(observer: &sqlx::PgPool, database: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() \
+             AND application_name <> 'observer'",
+        )
+        .bind(database)
+        .fetch_one(observer)
+        .await
+        .unwrap()
+    }
+
+    /// A resume worker opens only what it uses: the batch writers' connections are
+    /// opened by `warm_up`, which only API servers call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_connections_open_only_when_warmed_up() {
+        let url = tollgate_postgres::testing::fresh_database_url("budget")
+            .await
+            .unwrap();
+        let database = url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .get_database()
+            .unwrap()
+            .to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let args = DatabaseArgs {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(url.clone()),
+            database_max_connections: 4,
+            database_statement_timeout: Duration::from_secs(30),
+            database_lock_timeout: Duration::from_secs(10),
+            database_idle_in_transaction_timeout: Duration::from_secs(60),
+            migrate: crate::MigrateMode::Auto,
+        };
+        let observer = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                url.parse::<sqlx::postgres::PgConnectOptions>()
+                    .unwrap()
+                    .application_name("observer"),
+            )
+            .await
+            .unwrap();
+        let settle = || tokio::time::sleep(Duration::from_millis(500));
+        let backend = Backend::open(&args).await.unwrap();
+        settle().await;
+        let cold = connections(&observer, &database).await;
+        backend.warm_up();
+        settle().await;
+        let warm = connections(&observer, &database).await;
+        assert!(
+            warm >= cold + 5,
+            "warming up opens the batch writers' connections: {cold} before, {warm} after"
+        );
+        backend.close().await;
     }
 }

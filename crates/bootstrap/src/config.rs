@@ -50,6 +50,36 @@ pub struct DatabaseArgs {
     /// its locks (`0s`: no limit).
     #[arg(long, env = "TOLLGATE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub database_idle_in_transaction_timeout: Duration,
+
+    /// What a start does with the database schema: `auto` applies this release's
+    /// missing migrations; `check` applies nothing and refuses to start on a schema
+    /// that lacks one (run `migrate` once first); `off` neither applies nor checks. A
+    /// schema one release newer is accepted in every mode (rolling upgrades, rollbacks).
+    #[arg(long, env = "TOLLGATE_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
+    pub migrate: MigrateMode,
+}
+
+/// `--migrate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateMode {
+    /// Apply missing migrations at start.
+    #[default]
+    Auto,
+    /// Refuse to start on a schema that lacks migrations.
+    Check,
+    /// Leave the schema alone.
+    Off,
+}
+
+impl MigrateMode {
+    /// The backends' policy.
+    pub fn policy(self) -> tollgate_store::SchemaPolicy {
+        match self {
+            Self::Auto => tollgate_store::SchemaPolicy::Apply,
+            Self::Check => tollgate_store::SchemaPolicy::Check,
+            Self::Off => tollgate_store::SchemaPolicy::Skip,
+        }
+    }
 }
 
 impl DatabaseArgs {
@@ -222,6 +252,7 @@ mod tests {
             database_statement_timeout: Duration::from_secs(30),
             database_lock_timeout: Duration::from_secs(10),
             database_idle_in_transaction_timeout: Duration::from_secs(60),
+            migrate: MigrateMode::Auto,
         }
     }
 

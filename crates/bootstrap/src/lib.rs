@@ -15,7 +15,7 @@ pub mod process;
 pub use backend::{Backend, Kind};
 pub use config::{
     parse_duration, parse_positive_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat,
-    NotifierConfig, WorkerArgs,
+    MigrateMode, NotifierConfig, WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
 pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
@@ -62,7 +62,7 @@ pub enum Error {
     /// PostgreSQL is unreachable, refused us, or its migrations failed.
     #[error("cannot {what} PostgreSQL")]
     Postgres {
-        /// `connect to` or `migrate`.
+        /// `connect to` or `prepare the schema of`.
         what: &'static str,
         /// Why.
         source: tollgate_postgres::ConnectError,

@@ -93,6 +93,14 @@ impl PgOptions {
 /// The embedded migrations (`migrations/postgres/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// [`MIGRATOR`] as the store runs it: migrations applied by a newer release are ignored,
+/// not refused (see [`tollgate_store::SchemaPolicy`]).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
 /// Why the store could not be set up. The message names this level; the cause is the
 /// error's source, so a report of the chain names each cause once.
 #[derive(Debug, thiserror::Error)]
@@ -106,12 +114,19 @@ pub enum ConnectError {
     /// Applying the schema failed.
     #[error("cannot apply migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The schema lacks migrations of this release and `SchemaPolicy::Check` forbids
+    /// applying them.
+    #[error("the database schema lacks migrations {0:?} of this release: run `tollgate-api migrate` first (or start with `--migrate auto`)")]
+    SchemaBehind(Vec<i64>),
 }
 
 /// A Tollgate store in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// The wake-up listener's own pool (one connection, opened by [`PgStore::wakeups`]),
+    /// so the listener does not hold one of `pool`'s connections for the process's life.
+    listening: PgPool,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
     /// Group commit of decisions (see `store::decide_batch`).
     pub(crate) decider:
@@ -359,8 +374,16 @@ impl PgStore {
             .batcher(|c, types| Box::pin(async move { store::triggered_batch(c, &types).await }));
         let waiting = waiting
             .batcher(|c, scans| Box::pin(async move { store::waiting_batch(c, &scans).await }));
+        // The listener holds its connection for the life of the process: a pool of its
+        // own (one connection, the same settings, opened only when listening starts).
+        let listening = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with((*pool.connect_options()).clone());
         Ok(Self {
             pool,
+            listening,
             committer,
             decider,
             events,
@@ -398,9 +421,58 @@ impl PgStore {
             .execute(&mut conn)
             .await
             .map_err(ConnectError::Connect)?;
-        let result = MIGRATOR.run(&mut conn).await.map_err(ConnectError::Migrate);
+        let result = migrator()
+            .run(&mut conn)
+            .await
+            .map_err(ConnectError::Migrate);
         let _ = conn.close().await;
         result
+    }
+
+    /// Prepares the schema as `policy` says: applies this release's missing migrations
+    /// ([`PgStore::migrate`]), or refuses a schema that lacks some, or does nothing.
+    /// Migrations of a newer release are never an error.
+    pub async fn prepare_schema(
+        &self,
+        policy: tollgate_store::SchemaPolicy,
+    ) -> Result<(), ConnectError> {
+        let (missing, newer) = self.schema_difference().await?;
+        if !newer.is_empty() {
+            tracing::info!(?newer, "the database has migrations of a newer release; running on it as the previous release");
+        }
+        match policy {
+            tollgate_store::SchemaPolicy::Apply if !missing.is_empty() => self.migrate().await,
+            tollgate_store::SchemaPolicy::Check if !missing.is_empty() => {
+                Err(ConnectError::SchemaBehind(missing))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// This release's migrations the database has not applied, and those it has that
+    /// this release does not know.
+    async fn schema_difference(&self) -> Result<(Vec<i64>, Vec<i64>), ConnectError> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(ConnectError::Connect)?;
+        let applied: Vec<i64> = match table {
+            Some(_) => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(ConnectError::Connect)?,
+            None => Vec::new(),
+        };
+        let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        Ok((
+            known
+                .iter()
+                .copied()
+                .filter(|v| !applied.contains(v))
+                .collect(),
+            applied.into_iter().filter(|v| !known.contains(v)).collect(),
+        ))
     }
 
     /// The connection pool (for health checks and tools).
@@ -414,11 +486,12 @@ impl PgStore {
         let notify = Arc::new(Notify::new());
         let signal = notify.clone();
         let pool = self.pool.clone();
+        let listening = self.listening.clone();
         tokio::spawn(async move {
             loop {
                 // A closed pool is the store shutting down (a clean stop, `migrate`):
                 // the listener ends quietly instead of reporting a lost connection.
-                let problem = match PgListener::connect_with(&pool).await {
+                let problem = match PgListener::connect_with(&listening).await {
                     Ok(mut listener) => match listener.listen(WAKEUP_CHANNEL).await {
                         Err(err) => format!("LISTEN {WAKEUP_CHANNEL} failed: {err}"),
                         Ok(()) => {
@@ -438,7 +511,7 @@ impl PgStore {
                     },
                     Err(err) => format!("wake-up listener cannot connect: {err}"),
                 };
-                if pool.is_closed() {
+                if pool.is_closed() || listening.is_closed() {
                     tracing::debug!("wake-up listener stopped with its store");
                     return;
                 }
@@ -452,5 +525,6 @@ impl PgStore {
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.listening.close().await;
     }
 }

@@ -45,6 +45,8 @@ pub struct SqliteOptions {
     /// The write-ahead log is cut back to this many bytes whenever SQLite restarts it
     /// (`journal_size_limit`); without it the file keeps its largest size forever.
     pub wal_size_limit: u64,
+    /// What opening does with the schema.
+    pub schema: tollgate_store::SchemaPolicy,
     /// How often a background checkpoint copies the log into the database even when no
     /// commit triggers SQLite's own, so a burst followed by quiet does not leave the log
     /// full. Passive: it never waits for readers nor blocks a commit.
@@ -61,6 +63,7 @@ impl SqliteOptions {
             read_connections: 4,
             wal_size_limit: 64 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(30),
+            schema: tollgate_store::SchemaPolicy::Apply,
         }
     }
 }
@@ -87,6 +90,15 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
+    /// The schema lacks migrations of this release and `SchemaPolicy::Check` forbids
+    /// applying them.
+    #[error("the schema of {path} lacks migrations {missing:?} of this release: run `tollgate-api migrate` first (or start with `--migrate auto`)")]
+    SchemaBehind {
+        /// The file.
+        path: PathBuf,
+        /// The versions missing.
+        missing: Vec<i64>,
+    },
     /// Applying the schema failed.
     #[error("cannot apply migrations to {path}")]
     Migrate {
@@ -100,6 +112,41 @@ pub enum OpenError {
 
 /// The embedded migrations (`migrations/sqlite/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// [`MIGRATOR`] as opening runs it: migrations applied by a newer release are ignored,
+/// not refused (see [`tollgate_store::SchemaPolicy`]).
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// This release's migrations the database has not applied, and those it has that this
+/// release does not know (applied by a newer one).
+async fn schema_difference(pool: &SqlitePool) -> Result<(Vec<i64>, Vec<i64>), sqlx::Error> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let applied: Vec<i64> = match exists {
+        Some(_) => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    Ok((
+        known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(v))
+            .collect(),
+        applied.into_iter().filter(|v| !known.contains(v)).collect(),
+    ))
+}
 
 /// A Tollgate store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -159,13 +206,26 @@ impl SqliteStore {
             .connect_with(base.clone())
             .await
             .map_err(open_err)?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| OpenError::Migrate {
-                path: options.path.clone(),
-                source,
-            })?;
+        let (missing, newer) = schema_difference(&writer).await.map_err(open_err)?;
+        match options.schema {
+            tollgate_store::SchemaPolicy::Apply if !missing.is_empty() => migrator()
+                .run(&writer)
+                .await
+                .map_err(|source| OpenError::Migrate {
+                    path: options.path.clone(),
+                    source,
+                })?,
+            tollgate_store::SchemaPolicy::Check if !missing.is_empty() => {
+                return Err(OpenError::SchemaBehind {
+                    path: options.path.clone(),
+                    missing,
+                })
+            }
+            _ => {}
+        }
+        if !newer.is_empty() {
+            tracing::info!(?newer, "the database has migrations of a newer release; running on it as the previous release");
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .test_before_acquire(false)

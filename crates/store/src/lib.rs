@@ -35,7 +35,7 @@ pub use traits::{
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
     ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, ScheduleFilter,
-    Starting, StepCommit, TickView, Transition, WorkflowFilter,
+    SchemaPolicy, Starting, StepCommit, TickView, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

@@ -10,6 +10,23 @@ use tollgate_model::records::{
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
 use uuid::Uuid;
 
+/// What opening a backend does with its schema (`--migrate`).
+///
+/// Migrations are additive for one release, so a binary runs on a schema one release
+/// newer than itself (an old process restarting in the middle of a rolling upgrade, or
+/// a rollback): migrations it does not know are never an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SchemaPolicy {
+    /// Apply this release's missing migrations (the default).
+    #[default]
+    Apply,
+    /// Apply nothing; refuse to open a schema that lacks one of this release's
+    /// migrations (run `migrate` first, once, from one process).
+    Check,
+    /// Neither apply nor check: the operator manages the schema.
+    Skip,
+}
+
 /// Keyset page request: at most `limit` items after `cursor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {

@@ -56,6 +56,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             database_statement_timeout: Duration::from_secs(30),
             database_lock_timeout: Duration::from_secs(10),
             database_idle_in_transaction_timeout: Duration::from_secs(60),
+            migrate: tollgate_bootstrap::MigrateMode::Auto,
         },
         embedded_worker: true,
         worker: WorkerArgs {

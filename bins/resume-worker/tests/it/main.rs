@@ -39,6 +39,7 @@ impl Api {
                 database_statement_timeout: Duration::from_secs(30),
                 database_lock_timeout: Duration::from_secs(10),
                 database_idle_in_transaction_timeout: Duration::from_secs(60),
+                migrate: tollgate_bootstrap::MigrateMode::Auto,
             },
             embedded_worker: false,
             worker: WorkerArgs {

@@ -597,3 +597,84 @@ async fn connections_carry_their_time_limits_and_name() {
         assert_eq!(show("statement_timeout").await, "300ms");
     }
 }
+
+/// The `LISTEN` connection is not one of the pool's: a pool of one still serves calls
+/// while the listener waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wakeup_listener_does_not_take_a_pool_connection() {
+    let url = tollgate_postgres::testing::fresh_database_url("listen")
+        .await
+        .unwrap();
+    let name = format!("tollgate-listen-{}", uuid::Uuid::now_v7().simple());
+    let store = PgStore::connect(&PgOptions {
+        max_connections: 1,
+        acquire_timeout: Duration::from_millis(500),
+        session: tollgate_postgres::PgSession {
+            application_name: name.clone(),
+            ..tollgate_postgres::PgSession::default()
+        },
+        ..PgOptions::new(&url)
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let _wakeups = store.wakeups();
+    let observer = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut listening = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&name)
+        .fetch_one(&observer)
+        .await
+        .unwrap();
+        if n > 0 {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listening, "the listener connected");
+    for _ in 0..3 {
+        sqlx::query("SELECT 1")
+            .execute(store.pool())
+            .await
+            .expect("the pool's only connection is free for calls");
+    }
+    store.close().await;
+    observer.close().await;
+}
+
+/// `--migrate check` refuses a schema that lacks this release's migrations; a schema
+/// with a newer release's migrations opens in every mode (rolling upgrades, rollbacks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_policies_and_a_newer_schema() {
+    use tollgate_store::SchemaPolicy;
+    let url = tollgate_postgres::testing::fresh_database_url("schema")
+        .await
+        .unwrap();
+    let store = PgStore::connect(&PgOptions::new(&url)).await.unwrap();
+    let refused = store.prepare_schema(SchemaPolicy::Check).await.unwrap_err();
+    assert!(
+        matches!(&refused, tollgate_postgres::ConnectError::SchemaBehind(missing) if missing.len() == tollgate_postgres::MIGRATOR.iter().count()),
+        "{refused}"
+    );
+    store.prepare_schema(SchemaPolicy::Apply).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from the future', now(), TRUE, '\\x00'::bytea, 0)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    for schema in [SchemaPolicy::Apply, SchemaPolicy::Check, SchemaPolicy::Skip] {
+        store
+            .prepare_schema(schema)
+            .await
+            .unwrap_or_else(|e| panic!("{schema:?}: {e}"));
+    }
+    // `migrate` itself (the subcommand) also runs on the newer schema.
+    store.migrate().await.unwrap();
+    store.close().await;
+}

@@ -224,3 +224,54 @@ async fn the_write_ahead_log_is_bounded_and_checkpointed_when_quiet() {
     );
     store.close().await;
 }
+
+/// `--migrate check` refuses a schema that lacks this release's migrations; a schema
+/// with a newer release's migrations opens in every mode (rolling upgrades, rollbacks).
+#[tokio::test]
+async fn schema_policies_and_a_newer_schema() {
+    use tollgate_store::SchemaPolicy;
+    let path = fresh_path();
+    let open = |schema| {
+        let path = path.clone();
+        async move {
+            SqliteStore::open(&SqliteOptions {
+                schema,
+                ..SqliteOptions::new(&path)
+            })
+            .await
+        }
+    };
+    let refused = open(SchemaPolicy::Check).await.unwrap_err();
+    assert!(
+        matches!(&refused, OpenError::SchemaBehind { missing, .. } if missing.len() == tollgate_sqlite::MIGRATOR.iter().count()),
+        "{refused}"
+    );
+    assert!(refused
+        .to_string()
+        .contains("run `tollgate-api migrate` first"));
+    let store = open(SchemaPolicy::Apply).await.unwrap();
+    store.close().await;
+    // A newer release added a migration this one does not know.
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+             VALUES (99990101000000, 'from the future', CURRENT_TIMESTAMP, TRUE, x'00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    for schema in [SchemaPolicy::Apply, SchemaPolicy::Check, SchemaPolicy::Skip] {
+        let store = open(schema)
+            .await
+            .unwrap_or_else(|e| panic!("{schema:?}: {e}"));
+        store.close().await;
+    }
+}
