@@ -41,6 +41,16 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Write a consistent copy of the embedded SQLite database to FILE while the server
+    /// keeps running (`VACUUM INTO`). Restore: stop the server, replace
+    /// `<data-dir>/tollgate.db` with the copy (removing `tollgate.db-wal` and
+    /// `tollgate.db-shm`), start it. Example: `tollgate-api backup /backups/tollgate-2026-12-02.db`
+    Backup {
+        /// The copy to write (must not exist).
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -93,6 +103,16 @@ async fn run(cli: Cli) -> Result<()> {
             let backend = Backend::open(&database).await?;
             backend.close().await;
             println!("migrations applied ({:?})", backend.kind);
+            Ok(())
+        }
+        Some(Command::Backup { file, mut database }) => {
+            // A backup reads; it never changes the schema.
+            database.migrate = tollgate_bootstrap::MigrateMode::Off;
+            let backend = Backend::open(&database).await?;
+            let written = backend.backup(&file).await;
+            backend.close().await;
+            written?;
+            println!("backup written to {}", file.display());
             Ok(())
         }
         Some(Command::Keys {

@@ -1,5 +1,6 @@
 //! Opening the configured database: the only place that names a concrete backend.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +110,15 @@ impl Backend {
     pub fn warm_up(&self) {
         if let Closer::Postgres(store) = &self.closer {
             store.open_batch_connections();
+        }
+    }
+
+    /// Writes a consistent copy of an SQLite database to `to` while it stays in use
+    /// ([`SqliteStore::backup_to`]); PostgreSQL is refused, its own tools do it.
+    pub async fn backup(&self, to: &Path) -> Result<(), Error> {
+        match &self.closer {
+            Closer::Sqlite(store) => Ok(store.backup_to(to).await?),
+            Closer::Postgres(_) => Err(Error::BackupUnsupported),
         }
     }
 

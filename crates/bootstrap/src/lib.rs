@@ -59,6 +59,12 @@ pub enum Error {
     /// The SQLite database cannot be opened.
     #[error("cannot open the SQLite database")]
     Sqlite(#[from] tollgate_sqlite::OpenError),
+    /// An SQLite backup could not be written.
+    #[error(transparent)]
+    Backup(#[from] tollgate_sqlite::BackupError),
+    /// `backup` on PostgreSQL: its own tools do it better.
+    #[error("`backup` copies the embedded SQLite database; back PostgreSQL up with pg_dump or base backups and WAL archiving")]
+    BackupUnsupported,
     /// PostgreSQL is unreachable, refused us, or its migrations failed.
     #[error("cannot {what} PostgreSQL")]
     Postgres {

@@ -68,6 +68,32 @@ impl SqliteOptions {
     }
 }
 
+/// Why a backup could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The target exists (a backup never overwrites), or is not a UTF-8 path.
+    #[error("{0} exists (or is not a UTF-8 path): a backup never overwrites a file")]
+    Exists(PathBuf),
+    /// SQLite could not write it.
+    #[error("cannot write the backup {path}")]
+    Write {
+        /// The target.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// It was written but cannot be made owner-only.
+    #[error("cannot make the backup {path} owner-only")]
+    Private {
+        /// The target.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Why the database could not be opened. The message names this level; the cause is the
 /// error's source, so a report of the chain names each cause once.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +294,38 @@ impl SqliteStore {
     /// gate): the in-process worker loop waits on it as well as on its poll interval.
     pub fn wakeups(&self) -> Arc<Notify> {
         self.wakeups.clone()
+    }
+
+    /// Writes a consistent, compacted copy of the database to `to` (`VACUUM INTO`, on a
+    /// read connection): one snapshot, taken while the server keeps running, that never
+    /// blocks writers — unlike `.backup`, which restarts on every concurrent write and
+    /// may never finish on a busy file. `to` must not exist; it is created owner-only.
+    pub async fn backup_to(&self, to: &Path) -> Result<(), BackupError> {
+        if to.exists() {
+            return Err(BackupError::Exists(to.to_path_buf()));
+        }
+        let target = to
+            .to_str()
+            .ok_or_else(|| BackupError::Exists(to.to_path_buf()))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.reader)
+            .await
+            .map_err(|source| BackupError::Write {
+                path: to.to_path_buf(),
+                source,
+            })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| BackupError::Private {
+                    path: to.to_path_buf(),
+                    source,
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Closes both pools, waiting for connections in use.

@@ -383,6 +383,47 @@ fn keys_create_and_migrate_subcommands_work_on_a_fresh_data_dir() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "a taken name is refused");
+    // A backup of the data directory, then a restore: the copy knows the key.
+    let copy = dir.path().join("copy.db");
+    let backup = || {
+        Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+            .arg("backup")
+            .arg(&copy)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = backup();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = backup();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwrites"));
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    std::fs::copy(&copy, restored.join("tollgate.db")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "billing",
+            "--roles",
+            "viewer",
+            "--data-dir",
+        ])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("billing"),
+        "the restored database has the key made before the backup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
         .args(["--database-url", "mysql://x"])
         .output()

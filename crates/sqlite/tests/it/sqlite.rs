@@ -275,3 +275,37 @@ async fn schema_policies_and_a_newer_schema() {
         store.close().await;
     }
 }
+
+/// `VACUUM INTO` while the store is in use, then a restore: the copy opens as a store
+/// with everything committed before the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_running_restores() {
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let w = workflow(&shared, "orders", "1", "order.created").await;
+    let (paused, _) = paused_at_approval(&shared, &w, 1, None).await;
+    let copy = path.with_extension("backup.db");
+    store.backup_to(&copy).await.unwrap();
+    // Never over an existing file.
+    let again = store.backup_to(&copy).await.unwrap_err();
+    assert!(again.to_string().contains("never overwrites"), "{again}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the copy is owner-only");
+    }
+    // Written after the backup: not in the copy.
+    let (later, _) = paused_at_approval(&shared, &w, 2, None).await;
+    store.close().await;
+    let restored = SqliteStore::open(&SqliteOptions::new(&copy)).await.unwrap();
+    let e = restored.get_execution(paused.id).await.unwrap();
+    assert_eq!(e.status, ExecutionStatus::Paused);
+    assert!(restored
+        .get_execution(later.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    restored.close().await;
+}
