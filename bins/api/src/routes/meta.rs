@@ -19,7 +19,7 @@ pub async fn live() -> HttpResponse {
     })
 }
 
-/// Readiness: the database answers. Also says how many gates are overdue and which
+/// Readiness: the database answers and accepts a write. Also says how many gates are overdue and which
 /// worker loops beat in the last hour, and warns when a gate has been overdue for longer
 /// than `--ready-overdue-warning` or no worker has beaten for `--ready-worker-warning`.
 #[utoipa::path(get, path = "/health/ready", tag = "meta",

@@ -4,6 +4,9 @@ use async_trait::async_trait;
 use tollgate_store::{Error, Health, Result};
 
 use crate::rows::backend;
+
+/// How long readiness waits for its write.
+const WRITE_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::PgStore;
 
 #[async_trait]
@@ -24,10 +27,20 @@ impl Health for PgStore {
                 ));
             }
         }
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        // A database that answers reads may still refuse writes (a full disk, a
+        // read-only standby after a failover): one committed write, bounded.
+        let probe =
+            sqlx::query("UPDATE health_probe SET at = now() WHERE id = 1").execute(&self.pool);
+        match tokio::time::timeout(WRITE_PROBE_LIMIT, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(backend(err)),
+            Err(_) => Err(Error::Backend(
+                format!(
+                    "the database did not complete a write within {} s",
+                    WRITE_PROBE_LIMIT.as_secs()
+                )
+                .into(),
+            )),
+        }
     }
 }

@@ -309,3 +309,34 @@ async fn a_backup_taken_while_running_restores() {
         .is_not_found());
     restored.close().await;
 }
+
+/// Readiness writes: a write lock held by another process (or a full disk) makes the
+/// store not ready even though reads still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_writes_cannot_happen() {
+    use sqlx::{ConnectOptions, Connection};
+    use tollgate_store::Health;
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..SqliteOptions::new(&path)
+    })
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let refused = store.ping().await.unwrap_err();
+    assert!(refused.to_string().contains("refuses writes"), "{refused}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+}
