@@ -112,6 +112,7 @@ mod tests {
             database_lock_timeout: Duration::from_secs(10),
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: tollgate_bootstrap::MigrateMode::Auto,
+            max_clock_skew: Duration::from_secs(5),
         }
     }
 

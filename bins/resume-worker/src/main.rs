@@ -49,6 +49,11 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
     migrate: MigrateMode,
 
+    /// Refuse to start when this host's clock differs from the database server's by
+    /// more than this (a host ahead by a lease would take over running executions).
+    #[arg(long, env = "TOLLGATE_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_positive_duration)]
+    max_clock_skew: Duration,
+
     /// A transaction left idle this long is ended by the server (`0s`: no limit).
     #[arg(long, env = "TOLLGATE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     database_idle_in_transaction_timeout: Duration,
@@ -119,6 +124,7 @@ async fn run(cli: Cli) -> Result<()> {
         database_lock_timeout: cli.database_lock_timeout,
         database_idle_in_transaction_timeout: cli.database_idle_in_transaction_timeout,
         migrate: cli.migrate,
+        max_clock_skew: cli.max_clock_skew,
     };
     if !matches!(database.target()?, DatabaseTarget::Postgres(_)) {
         bail!(

@@ -93,6 +93,11 @@ impl Backend {
                         what: "prepare the schema of",
                         source,
                     })?;
+                let skew = store.clock_skew().await.map_err(|source| Error::Postgres {
+                    what: "read the clock of",
+                    source,
+                })?;
+                check_clock_skew(skew, args.max_clock_skew)?;
                 Ok(Self {
                     store: Arc::new(store.clone()),
                     wakeups: store.wakeups(),
@@ -131,9 +136,64 @@ impl Backend {
     }
 }
 
+/// Refuses a skew beyond `limit`; warns above a fifth of it.
+fn check_clock_skew(skew: chrono::TimeDelta, limit: Duration) -> Result<(), Error> {
+    let skew_ms = skew.num_milliseconds();
+    let abs = skew_ms.unsigned_abs();
+    let direction = if skew_ms >= 0 { "ahead of" } else { "behind" };
+    if u128::from(abs) > limit.as_millis() {
+        return Err(Error::ClockSkew {
+            skew_ms: skew_ms.abs(),
+            direction,
+            limit_ms: limit.as_millis(),
+        });
+    }
+    if u128::from(abs) * 5 > limit.as_millis() {
+        tracing::warn!(
+            skew_ms,
+            "this host's clock is {abs} ms {direction} the database server's"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn clock_skew_beyond_the_limit_is_refused() {
+        let limit = std::time::Duration::from_secs(5);
+        for ms in [0, 999, -4_999, 5_000] {
+            assert!(
+                super::check_clock_skew(chrono::TimeDelta::milliseconds(ms), limit).is_ok(),
+                "{ms}"
+            );
+        }
+        let ahead = super::check_clock_skew(chrono::TimeDelta::milliseconds(31_000), limit)
+            .unwrap_err()
+            .to_string();
+        assert!(ahead.contains("31000 ms ahead of"), "{ahead}");
+        let behind = super::check_clock_skew(chrono::TimeDelta::milliseconds(-6_000), limit)
+            .unwrap_err()
+            .to_string();
+        assert!(behind.contains("6000 ms behind"), "{behind}");
+    }
+
+    /// On one host the database's clock and this process's agree to well under the
+    /// default limit, so start-up passes; the measurement is what it refuses on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_clock_is_measured_at_start() {
+        let url = tollgate_postgres::testing::fresh_database_url("clock")
+            .await
+            .unwrap();
+        let store = tollgate_postgres::PgStore::connect(&tollgate_postgres::PgOptions::new(&url))
+            .await
+            .unwrap();
+        let skew = store.clock_skew().await.unwrap();
+        assert!(skew.num_milliseconds().abs() < 1_000, "{skew}");
+        store.close().await;
+    }
+
     use std::time::Duration;
 
     use super::*;
@@ -172,6 +232,7 @@ mod tests {
             database_lock_timeout: Duration::from_secs(10),
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: crate::MigrateMode::Auto,
+            max_clock_skew: Duration::from_secs(5),
         };
         let observer = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)

@@ -57,6 +57,13 @@ pub struct DatabaseArgs {
     /// schema one release newer is accepted in every mode (rolling upgrades, rollbacks).
     #[arg(long, env = "TOLLGATE_MIGRATE", value_enum, default_value_t = MigrateMode::Auto)]
     pub migrate: MigrateMode,
+
+    /// PostgreSQL: refuse to start when this host's clock differs from the database
+    /// server's by more than this (leases and deadlines are compared against each
+    /// process's clock: a host ahead by a lease would take over running executions).
+    /// Above a fifth of it, a warning is logged.
+    #[arg(long, env = "TOLLGATE_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_positive_duration)]
+    pub max_clock_skew: Duration,
 }
 
 /// `--migrate`.
@@ -253,6 +260,7 @@ mod tests {
             database_lock_timeout: Duration::from_secs(10),
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: MigrateMode::Auto,
+            max_clock_skew: Duration::from_secs(5),
         }
     }
 

@@ -62,6 +62,16 @@ pub enum Error {
     /// An SQLite backup could not be written.
     #[error(transparent)]
     Backup(#[from] tollgate_sqlite::BackupError),
+    /// This host's clock is too far from the database server's.
+    #[error("this host's clock is {skew_ms} ms {direction} the database server's (more than --max-clock-skew {limit_ms} ms): leases and deadlines compare against this clock, so fix the time synchronisation (NTP) first")]
+    ClockSkew {
+        /// How far, in milliseconds.
+        skew_ms: i64,
+        /// `ahead of` or `behind`.
+        direction: &'static str,
+        /// The limit, in milliseconds.
+        limit_ms: u128,
+    },
     /// `backup` on PostgreSQL: its own tools do it better.
     #[error("`backup` copies the embedded SQLite database; back PostgreSQL up with pg_dump or base backups and WAL archiving")]
     BackupUnsupported,

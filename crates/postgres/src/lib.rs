@@ -475,6 +475,24 @@ impl PgStore {
         ))
     }
 
+    /// How far this host's clock is from the database server's (positive: this host is
+    /// ahead). The server's `clock_timestamp()` is compared with the middle of the
+    /// round trip, so network delay does not count as skew.
+    ///
+    /// Leases and deadlines are compared against each process's own clock, so a host
+    /// ahead by more than a lease would take over executions that are still running:
+    /// processes check this at start.
+    pub async fn clock_skew(&self) -> Result<chrono::TimeDelta, ConnectError> {
+        let before = std::time::SystemTime::now();
+        let server: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let after = std::time::SystemTime::now();
+        let middle = before + after.duration_since(before).unwrap_or_default() / 2;
+        Ok(chrono::DateTime::<chrono::Utc>::from(middle) - server)
+    }
+
     /// The connection pool (for health checks and tools).
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -21,6 +21,7 @@ async fn open(url: &str, dir: &Path) -> std::sync::Arc<dyn Store> {
         database_lock_timeout: Duration::from_secs(10),
         database_idle_in_transaction_timeout: Duration::from_secs(60),
         migrate: tollgate_bootstrap::MigrateMode::Auto,
+        max_clock_skew: Duration::from_secs(5),
     })
     .await
     .unwrap()
