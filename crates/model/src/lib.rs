@@ -33,6 +33,6 @@ pub mod validate;
 pub use condition::{Condition, Leaf, Operator};
 pub use definition::{Step, StepKind, Trigger, WorkflowDefinition};
 pub use duration::Duration;
-pub use parse::{check, load, load_str, parse_condition, Loaded};
+pub use parse::{check, load, load_stored, load_str, parse_condition, Loaded};
 pub use problem::{Problem, Report};
 pub use status::{ErrorKind, ExecutionResult, ExecutionStatus, PauseReason};

@@ -1263,16 +1263,41 @@ pub fn parse_condition(value: &Value) -> Result<Condition, Report> {
     }
 }
 
-/// Definitions are read back from storage through the same parser that checks user input,
-/// so there is exactly one way to turn JSON into a definition.
+/// Reads a definition this or another release stored. Strictness is for new input: a
+/// field this release does not know (a newer release added it) is a warning, not an
+/// error, and today's validation rules are not applied again (the definition was valid
+/// when it was stored; a rule tightened since must not make a paused execution's
+/// snapshot unreadable). A document this release cannot understand at all — an unknown
+/// step type, a value of the wrong type — is still refused: running a guess would be
+/// worse.
+pub fn load_stored(document: &Value) -> Result<WorkflowDefinition, Report> {
+    let mut parser = Parser {
+        report: Report::default(),
+        all_ids: HashSet::new(),
+    };
+    let definition = parser.definition(document);
+    let mut report = parser.report;
+    let (unknown, errors): (Vec<_>, Vec<_>) = report
+        .errors
+        .into_iter()
+        .partition(|p| p.message.starts_with("unknown field `"));
+    report.errors = errors;
+    report.warnings.extend(unknown);
+    match definition {
+        Some(definition) if report.is_valid() => Ok(definition),
+        _ => Err(report),
+    }
+}
+
+/// Definitions are read back from storage through the same parser that checks user input
+/// (there is one way to turn JSON into a definition), in its lenient form
+/// ([`load_stored`]).
 impl<'de> Deserialize<'de> for WorkflowDefinition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
-        load(&value)
-            .map(|loaded| loaded.definition)
-            .map_err(|report| {
-                let all: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
-                serde::de::Error::custom(all.join("; "))
-            })
+        load_stored(&value).map_err(|report| {
+            let all: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+            serde::de::Error::custom(all.join("; "))
+        })
     }
 }

@@ -59,6 +59,25 @@ pub fn refusal(execution: &Execution, owner: &str, expected_version: Option<i64>
     }
 }
 
+/// The workflows of `rows` that could be read; each that could not is logged and counted
+/// (`tollgate_unreadable_workflows_total`) and left out, so that one unreadable workflow
+/// (written by a newer release, or damaged) never stops the events of the others.
+pub fn readable_workflows<R>(
+    rows: &[R],
+    read: impl Fn(&R) -> crate::Result<Workflow>,
+) -> Vec<Workflow> {
+    rows.iter()
+        .filter_map(|row| match read(row) {
+            Ok(workflow) => Some(workflow),
+            Err(err) => {
+                metrics::counter!("tollgate_unreadable_workflows_total").increment(1);
+                tracing::error!("a stored workflow cannot be read and is skipped: {err}");
+                None
+            }
+        })
+        .collect()
+}
+
 /// The workflows an event of `event_type` starts, from a backend's candidates: enabled,
 /// trigger matching, and for each `workflow_id` only its highest version.
 pub fn triggered_workflows(

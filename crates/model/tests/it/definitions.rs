@@ -193,3 +193,19 @@ fn content_hash_ignores_enabled_and_changes_with_content() {
     b.name.push('!');
     assert_ne!(snapshot_id(&a), snapshot_id(&b));
 }
+
+#[test]
+fn stored_definitions_are_read_leniently_and_new_input_strictly() {
+    let doc = serde_json::json!({
+        "workflow_id": "w", "version": "1", "added_by_a_newer_release": true,
+        "steps": [{"id": "a", "type": "action", "action": "allow", "also_new": 1}]});
+    assert!(tollgate_model::load(&doc).is_err(), "new input is strict");
+    let stored = tollgate_model::load_stored(&doc).unwrap();
+    assert_eq!(stored.steps.len(), 1);
+    let via_serde: tollgate_model::WorkflowDefinition = serde_json::from_value(doc).unwrap();
+    assert_eq!(via_serde, stored);
+    // What this release cannot understand is still refused.
+    let unknown_step = serde_json::json!({"workflow_id": "w", "version": "1",
+        "steps": [{"id": "a", "type": "teleport"}]});
+    assert!(tollgate_model::load_stored(&unknown_step).is_err());
+}

@@ -33,10 +33,7 @@ pub(crate) async fn triggered_batch(
         .fetch_all(&mut *conn)
         .await
         .map_err(backend)?;
-    let candidates = rows
-        .iter()
-        .map(rows::workflow)
-        .collect::<Result<Vec<_>>>()?;
+    let candidates = rules::readable_workflows(&rows, rows::workflow);
     Ok(event_types
         .iter()
         .map(|event_type| Ok(rules::triggered_workflows(candidates.clone(), event_type)))

@@ -229,10 +229,7 @@ impl WorkflowStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(backend)?;
-        let candidates = rows
-            .iter()
-            .map(rows::workflow)
-            .collect::<Result<Vec<_>>>()?;
+        let candidates = rules::readable_workflows(&rows, rows::workflow);
         Ok(rules::triggered_workflows(candidates, event_type))
     }
 
