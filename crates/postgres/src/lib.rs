@@ -465,14 +465,7 @@ impl PgStore {
             None => Vec::new(),
         };
         let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        Ok((
-            known
-                .iter()
-                .copied()
-                .filter(|v| !applied.contains(v))
-                .collect(),
-            applied.into_iter().filter(|v| !known.contains(v)).collect(),
-        ))
+        Ok(tollgate_store::SchemaPolicy::difference(&known, applied))
     }
 
     /// How far this host's clock is from the database server's (positive: this host is

@@ -164,14 +164,7 @@ async fn schema_difference(pool: &SqlitePool) -> Result<(Vec<i64>, Vec<i64>), sq
         None => Vec::new(),
     };
     let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-    Ok((
-        known
-            .iter()
-            .copied()
-            .filter(|v| !applied.contains(v))
-            .collect(),
-        applied.into_iter().filter(|v| !known.contains(v)).collect(),
-    ))
+    Ok(tollgate_store::SchemaPolicy::difference(&known, applied))
 }
 
 /// A Tollgate store in one SQLite file.

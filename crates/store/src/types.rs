@@ -27,6 +27,21 @@ pub enum SchemaPolicy {
     Skip,
 }
 
+impl SchemaPolicy {
+    /// Of a release's `known` migration versions and a database's `applied` ones: those
+    /// the database lacks, and those it has from a newer release.
+    pub fn difference(known: &[i64], applied: Vec<i64>) -> (Vec<i64>, Vec<i64>) {
+        (
+            known
+                .iter()
+                .copied()
+                .filter(|v| !applied.contains(v))
+                .collect(),
+            applied.into_iter().filter(|v| !known.contains(v)).collect(),
+        )
+    }
+}
+
 /// Keyset page request: at most `limit` items after `cursor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
