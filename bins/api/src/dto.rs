@@ -782,6 +782,33 @@ impl From<&tollgate_model::records::WorkerBeat> for WorkerDto {
     }
 }
 
+/// An execution set aside because what was stored for it could not be read (a damaged
+/// row, or a definition this release cannot compile). The execution itself is `failed`
+/// with an `interrupted` error; this keeps what was stored, as it was, for repair.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantinedDto {
+    /// The execution (`GET /api/v1/executions/{id}` shows it, `failed`).
+    pub execution_id: Uuid,
+    /// Why it could not be read: the column or definition and the decode error.
+    pub detail: String,
+    /// The stored row before quarantine, column by column.
+    #[schema(value_type = Object)]
+    pub original: Value,
+    /// When it was set aside.
+    pub quarantined_at: DateTime<Utc>,
+}
+
+impl From<&tollgate_store::Quarantined> for QuarantinedDto {
+    fn from(q: &tollgate_store::Quarantined) -> Self {
+        Self {
+            execution_id: q.execution_id,
+            detail: q.detail.clone(),
+            original: q.original.clone(),
+            quarantined_at: q.quarantined_at,
+        }
+    }
+}
+
 macro_rules! list_type {
     ($name:ident, $item:ty) => {
         /// A page of a list: `next_cursor` fetches the next one (null on the last).
@@ -797,6 +824,7 @@ macro_rules! list_type {
 
 list_type!(WorkflowList, WorkflowDto);
 list_type!(ExecutionList, ExecutionDto);
+list_type!(QuarantinedList, QuarantinedDto);
 list_type!(ApprovalList, ApprovalDto);
 list_type!(ResumeRequestList, ResumeRequestDto);
 list_type!(NotificationList, NotificationDto);

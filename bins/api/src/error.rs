@@ -217,7 +217,10 @@ impl From<tollgate_store::Error> for ApiError {
             }
             tollgate_store::Error::Refused { refusal, .. } => Self::conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::bad_request(message),
-            other @ tollgate_store::Error::Backend(_) => Self::internal(other),
+            err @ tollgate_store::Error::NewerFormat { .. } => Self::conflict(err.to_string()),
+            other @ (tollgate_store::Error::Backend(_) | tollgate_store::Error::Unreadable(_)) => {
+                Self::internal(other)
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         workflows::create, workflows::validate, workflows::list, workflows::get, workflows::replace,
         workflows::delete, workflows::enable, workflows::disable, workflows::execute,
         events::ingest, events::get,
-        executions::list, executions::paused, executions::get, executions::trace,
+        executions::list, executions::paused, executions::quarantined, executions::get, executions::trace,
         executions::resume_requests, executions::pause, executions::resume, executions::cancel,
         executions::deliver,
         approvals::list, approvals::get, approvals::approve, approvals::reject,
@@ -29,7 +29,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
     ),
     components(schemas(
         error::ErrorEnvelope, error::ErrorBody, error::Detail,
-        dto::WorkflowDto, dto::WorkflowList, dto::ExecutionDto, dto::ExecutionList, dto::WaitDto,
+        dto::WorkflowDto, dto::WorkflowList, dto::ExecutionDto, dto::ExecutionList, dto::QuarantinedDto, dto::QuarantinedList, dto::WaitDto,
         dto::ExecutionErrorDto, dto::StepRecordDto, dto::StepErrorDto, dto::TraceDto,
         dto::ApprovalDto, dto::ApprovalList, dto::DecisionDto, dto::DecidedDto, dto::EventDto,
         dto::EventAcceptedDto, dto::ExecutionStateDto, dto::ResumeRequestDto, dto::ResumeRequestList, dto::RecordDto,

@@ -105,6 +105,14 @@ pub fn describe_metrics() {
         "tollgate_worker_restarts_total",
         "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
     );
+    describe_counter!(
+        "tollgate_quarantined_executions_total",
+        "Executions this process set aside because their stored row or definition could not be read (GET /api/v1/executions/quarantined lists them)."
+    );
+    describe_counter!(
+        "tollgate_unreadable_workflows_total",
+        "Times an event lookup of this process skipped a workflow whose stored definition it could not read (damaged, or written by a newer release)."
+    );
     describe_gauge!(
         "tollgate_workers_alive",
         "Worker loops whose latest heartbeat is within --ready-worker-warning (the database's view)."

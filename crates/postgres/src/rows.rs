@@ -23,14 +23,14 @@ pub(crate) fn backend(err: sqlx::Error) -> Error {
 }
 
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Backend(format!("unreadable {what} in the database: {detail}").into())
+    Error::Unreadable(format!("{what} in the database: {detail}"))
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
     row: &'r PgRow,
     column: &str,
 ) -> Result<T, Error> {
-    row.try_get(column).map_err(backend)
+    row.try_get(column).map_err(|e| corrupt(column, e))
 }
 
 fn typed<T: DeserializeOwned>(row: &PgRow, column: &str) -> Result<T, Error> {
@@ -77,7 +77,71 @@ pub(crate) fn workflow(row: &PgRow) -> Result<Workflow, Error> {
     })
 }
 
+/// A workflow row read with its snapshot's format (`snapshot_format`): one whose
+/// definition a newer release wrote is [`Error::NewerFormat`], since this release would
+/// run it without what it does not know.
+pub(crate) fn current_workflow(row: &PgRow) -> Result<Workflow, Error> {
+    let format: i64 = get(row, "snapshot_format")?;
+    if format > tollgate_store::STORED_FORMAT {
+        return Err(Error::NewerFormat {
+            what: "workflow",
+            id: get::<uuid::Uuid>(row, "id")?.to_string(),
+            format,
+        });
+    }
+    workflow(row)
+}
+
+/// An execution row. One that does not decode is [`Error::NewerFormat`] when a newer
+/// release wrote it, [`Error::Unreadable`] otherwise.
 pub(crate) fn execution(row: &PgRow) -> Result<Execution, Error> {
+    decode_execution(row).map_err(|err| newer_format(row).unwrap_or(err))
+}
+
+/// An execution row this process is about to change: [`Error::NewerFormat`] for a newer
+/// release's row even when it decodes, since writing it back would lose what this
+/// release does not know.
+pub(crate) fn execution_to_change(row: &PgRow) -> Result<Execution, Error> {
+    match newer_format(row) {
+        Some(err) => Err(err),
+        None => decode_execution(row),
+    }
+}
+
+fn newer_format(row: &PgRow) -> Option<Error> {
+    let format: i64 = row.try_get("format").ok()?;
+    (format > tollgate_store::STORED_FORMAT).then(|| Error::NewerFormat {
+        what: "execution",
+        id: execution_id(row)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        format,
+    })
+}
+
+/// The id of an execution row, even one that does not decode otherwise.
+pub(crate) fn execution_id(row: &PgRow) -> Option<uuid::Uuid> {
+    row.try_get("id").ok()
+}
+
+/// Rows a claim returned, split into the executions that decode and the ids of those
+/// that do not, with why (to be quarantined).
+pub(crate) fn decode_claimed(rows: &[PgRow]) -> (Vec<Execution>, Vec<(uuid::Uuid, String)>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match execution_to_change(row) {
+            Ok(execution) => good.push(execution),
+            Err(err) => match execution_id(row) {
+                Some(id) => bad.push((id, err.to_string())),
+                None => tracing::error!("a claimed execution row has no readable id: {err}"),
+            },
+        }
+    }
+    (good, bad)
+}
+
+fn decode_execution(row: &PgRow) -> Result<Execution, Error> {
     let result: Option<String> = get(row, "result")?;
     let lease_expires_at: Option<Timestamp> = get(row, "lease_expires_at")?;
     Ok(Execution {
@@ -112,6 +176,15 @@ pub(crate) fn execution(row: &PgRow) -> Result<Execution, Error> {
         error: typed_opt(row, "error")?,
         requested_by: get(row, "requested_by")?,
         consumed_events: get(row, "consumed_events")?,
+    })
+}
+
+pub(crate) fn quarantined(row: &PgRow) -> Result<tollgate_store::Quarantined, Error> {
+    Ok(tollgate_store::Quarantined {
+        execution_id: get(row, "execution_id")?,
+        detail: get(row, "detail")?,
+        original: get::<Json<Value>>(row, "original")?.0,
+        quarantined_at: get(row, "quarantined_at")?,
     })
 }
 

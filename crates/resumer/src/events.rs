@@ -322,7 +322,7 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
             let mut after = None;
             loop {
                 let page = store
-                    .waiting_for_event(&event.event_type, after, SCAN_PAGE)
+                    .waiting_for_event(&event.event_type, after, SCAN_PAGE, engine.clock().now())
                     .await?;
                 let full = page.len() == SCAN_PAGE as usize;
                 after = page.last().map(|e| e.id);

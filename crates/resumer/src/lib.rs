@@ -108,7 +108,10 @@ impl From<tollgate_store::Error> for Error {
             }
             tollgate_store::Error::Refused { refusal, .. } => Self::Conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::Invalid(message),
-            other @ tollgate_store::Error::Backend(_) => Self::Store(other),
+            err @ tollgate_store::Error::NewerFormat { .. } => Self::Conflict(err.to_string()),
+            other @ (tollgate_store::Error::Backend(_) | tollgate_store::Error::Unreadable(_)) => {
+                Self::Store(other)
+            }
         }
     }
 }

@@ -230,7 +230,7 @@ impl Worker {
                     Some(waits) => *waits,
                     None => {
                         let waits = !store
-                            .waiting_for_event(&event.event_type, None, 1)
+                            .waiting_for_event(&event.event_type, None, 1, now)
                             .await?
                             .is_empty();
                         awaited.insert(event.event_type.clone(), waits);

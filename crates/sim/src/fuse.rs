@@ -25,9 +25,9 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
     Delivery, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
-    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, RecordStore, Result,
-    ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit, Store,
-    TickView, WorkerStore, WorkflowFilter, WorkflowStore,
+    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Quarantined, RecordStore,
+    Result, ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit,
+    Store, TickView, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -237,7 +237,9 @@ through_fuse!(ExecutionStore {
     fn resume_manual(&self, id: Uuid, actor: Option<&str>, data: Value, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn claim_wait(&self, id: Uuid, expected_version: Option<i64>, event: &Event, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
-    fn waiting_for_event(&self, event_type: &str, after: Option<Uuid>, limit: u32) -> Vec<Execution>;
+    fn waiting_for_event(&self, event_type: &str, after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;
+    fn quarantine_execution(&self, id: Uuid, detail: &str, now: Timestamp) -> Execution;
+    fn list_quarantined(&self, page: &PageRequest) -> Page<Quarantined>;
 });
 
 #[async_trait]

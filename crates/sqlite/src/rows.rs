@@ -25,7 +25,7 @@ pub(crate) fn backend(err: sqlx::Error) -> Error {
 }
 
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> Error {
-    Error::Backend(format!("unreadable {what} in the database: {detail}").into())
+    Error::Unreadable(format!("{what} in the database: {detail}"))
 }
 
 pub(crate) fn ts(t: Timestamp) -> i64 {
@@ -48,7 +48,7 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
     row: &'r SqliteRow,
     column: &str,
 ) -> Result<T, Error> {
-    row.try_get(column).map_err(backend)
+    row.try_get(column).map_err(|e| corrupt(column, e))
 }
 
 fn parse<T: DeserializeOwned>(row: &SqliteRow, column: &str) -> Result<T, Error> {
@@ -95,6 +95,21 @@ pub(crate) fn enum_str<T: Serialize>(value: &T) -> String {
     }
 }
 
+/// A workflow row read with its snapshot's format (`snapshot_format`): one whose
+/// definition a newer release wrote is [`Error::NewerFormat`], since this release would
+/// run it without what it does not know.
+pub(crate) fn current_workflow(row: &SqliteRow) -> Result<Workflow, Error> {
+    let format: i64 = get(row, "snapshot_format")?;
+    if format > tollgate_store::STORED_FORMAT {
+        return Err(Error::NewerFormat {
+            what: "workflow",
+            id: uuid(row, "id")?.to_string(),
+            format,
+        });
+    }
+    workflow(row)
+}
+
 pub(crate) fn workflow(row: &SqliteRow) -> Result<Workflow, Error> {
     Ok(Workflow {
         id: uuid(row, "id")?,
@@ -106,7 +121,57 @@ pub(crate) fn workflow(row: &SqliteRow) -> Result<Workflow, Error> {
     })
 }
 
+/// An execution row. One that does not decode is [`Error::NewerFormat`] when a newer
+/// release wrote it, [`Error::Unreadable`] otherwise.
 pub(crate) fn execution(row: &SqliteRow) -> Result<Execution, Error> {
+    decode_execution(row).map_err(|err| newer_format(row).unwrap_or(err))
+}
+
+/// An execution row this process is about to change: [`Error::NewerFormat`] for a newer
+/// release's row even when it decodes, since writing it back would lose what this
+/// release does not know.
+pub(crate) fn execution_to_change(row: &SqliteRow) -> Result<Execution, Error> {
+    match newer_format(row) {
+        Some(err) => Err(err),
+        None => decode_execution(row),
+    }
+}
+
+fn newer_format(row: &SqliteRow) -> Option<Error> {
+    let format: i64 = row.try_get("format").ok()?;
+    (format > tollgate_store::STORED_FORMAT).then(|| Error::NewerFormat {
+        what: "execution",
+        id: execution_id(row)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        format,
+    })
+}
+
+/// The id of an execution row, even one that does not decode otherwise.
+pub(crate) fn execution_id(row: &SqliteRow) -> Option<Uuid> {
+    let text: String = row.try_get("id").ok()?;
+    Uuid::parse_str(&text).ok()
+}
+
+/// Rows a claim returned, split into the executions that decode and the ids of those
+/// that do not, with why (to be quarantined).
+pub(crate) fn decode_claimed(rows: &[SqliteRow]) -> (Vec<Execution>, Vec<(Uuid, String)>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match execution_to_change(row) {
+            Ok(execution) => good.push(execution),
+            Err(err) => match execution_id(row) {
+                Some(id) => bad.push((id, err.to_string())),
+                None => tracing::error!("a claimed execution row has no readable id: {err}"),
+            },
+        }
+    }
+    (good, bad)
+}
+
+fn decode_execution(row: &SqliteRow) -> Result<Execution, Error> {
     let result: Option<String> = get(row, "result")?;
     Ok(Execution {
         id: uuid(row, "id")?,
@@ -167,6 +232,48 @@ pub(crate) fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
         started_at: time(row, "started_at")?,
         completed_at: opt_time(row, "completed_at")?,
         error: parse_opt(row, "error")?,
+    })
+}
+
+/// A row column by column as JSON, whatever its columns hold (text as strings, integers
+/// and reals as numbers, blobs as hex, NULL as null): what quarantine keeps of a row
+/// that does not decode.
+pub(crate) fn verbatim(row: &SqliteRow) -> serde_json::Value {
+    use sqlx::{Column, ValueRef};
+    let mut object = serde_json::Map::new();
+    for column in row.columns() {
+        let i = column.ordinal();
+        let value = match row.try_get_raw(i) {
+            Ok(raw) if raw.is_null() => serde_json::Value::Null,
+            _ => {
+                if let Ok(n) = row.try_get::<i64, _>(i) {
+                    serde_json::Value::from(n)
+                } else if let Ok(x) = row.try_get::<f64, _>(i) {
+                    serde_json::Value::from(x)
+                } else if let Ok(text) = row.try_get::<String, _>(i) {
+                    serde_json::Value::String(text)
+                } else if let Ok(bytes) = row.try_get::<Vec<u8>, _>(i) {
+                    serde_json::Value::String(bytes.iter().fold(String::new(), |mut hex, b| {
+                        use std::fmt::Write;
+                        let _ = write!(hex, "{b:02x}");
+                        hex
+                    }))
+                } else {
+                    serde_json::Value::Null
+                }
+            }
+        };
+        object.insert(column.name().to_owned(), value);
+    }
+    serde_json::Value::Object(object)
+}
+
+pub(crate) fn quarantined(row: &SqliteRow) -> Result<tollgate_store::Quarantined, Error> {
+    Ok(tollgate_store::Quarantined {
+        execution_id: uuid(row, "execution_id")?,
+        detail: get(row, "detail")?,
+        original: parse(row, "original")?,
+        quarantined_at: time(row, "quarantined_at")?,
     })
 }
 

@@ -34,8 +34,8 @@ pub use traits::{
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, ScheduleFilter,
-    SchemaPolicy, Starting, StepCommit, TickView, Transition, WorkflowFilter,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Quarantined,
+    ScheduleFilter, SchemaPolicy, Starting, StepCommit, TickView, Transition, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.
@@ -67,6 +67,24 @@ pub enum Error {
     /// The arguments cannot be used (e.g. a cursor that this store did not issue).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A stored row this release should be able to read but cannot decode (damaged by
+    /// hand, by a bug, or by a release that changed a layout without saying so). Worker
+    /// passes quarantine such executions
+    /// ([`ExecutionStore::quarantine_execution`]) instead of stopping on them.
+    #[error("unreadable {0}")]
+    Unreadable(String),
+    /// A stored row written by a newer release, in a layout this release does not know
+    /// ([`STORED_FORMAT`]). It is left for the processes of that release: never claimed,
+    /// changed or quarantined here.
+    #[error("{what} {id} was written by a newer release (stored format {format}; this release reads up to {STORED_FORMAT}); an upgraded process handles it")]
+    NewerFormat {
+        /// Kind of row (`execution`, `snapshot`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+        /// The format it was written in.
+        format: i64,
+    },
     /// The backend failed (connection lost, disk full, …). The change may or may not have
     /// happened only where the method's documentation says so; otherwise nothing changed.
     #[error("storage backend error: {0}")]
@@ -82,10 +100,11 @@ impl Error {
         }
     }
 
-    /// Whether this is a [`Error::Conflict`], or a [`Error::Refused`] about the state of
+    /// Whether this is a [`Error::Conflict`] (or a row of a newer release's
+    /// [`Error::NewerFormat`], which this process must leave alone), or a [`Error::Refused`] about the state of
     /// a request rather than the decider's rights (both answer 409).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict(_))
+        matches!(self, Self::Conflict(_) | Self::NewerFormat { .. })
             || matches!(self, Self::Refused { refusal, .. } if !refusal.is_forbidden())
     }
 
@@ -94,6 +113,15 @@ impl Error {
         matches!(self, Self::NotFound { .. })
     }
 }
+
+/// The layout version of stored executions and definition snapshots that this release
+/// writes, and the newest it reads. Every execution and snapshot row carries the format it
+/// was written in. A release that changes what it stores in a way older releases would
+/// misread raises this number; during a rolling deploy the older processes then leave
+/// the rows in the newer format alone (they neither claim, change nor quarantine them),
+/// and the newer processes handle them. A row in this format or older that does not
+/// decode is damaged, and is quarantined.
+pub const STORED_FORMAT: i64 = 1;
 
 /// Results of store calls.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

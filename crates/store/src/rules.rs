@@ -556,6 +556,50 @@ pub fn time_out(execution: &mut Execution, deadline: Timestamp, now: Timestamp) 
     end(execution, ExecutionStatus::TimedOut, Some(error), now);
 }
 
+/// The error a quarantined execution ends with
+/// ([`crate::ExecutionStore::quarantine_execution`]).
+pub fn quarantine_error(detail: &str) -> ExecutionError {
+    ExecutionError {
+        kind: ErrorKind::Interrupted,
+        message: format!(
+            "quarantined: what is stored for this execution cannot be read ({detail}); the stored row is kept in the quarantine list"
+        ),
+    }
+}
+
+/// Logs and counts (`tollgate_quarantined_executions_total`) an execution just
+/// quarantined; every backend calls it once per quarantine it commits.
+pub fn report_quarantine(id: uuid::Uuid, detail: &str) {
+    metrics::counter!("tollgate_quarantined_executions_total").increment(1);
+    tracing::error!(execution_id = %id, "execution quarantined, its stored row cannot be read: {detail}");
+}
+
+/// Quarantines each of `unreadable` (execution id, why) that a claim returned but could
+/// not decode, so the claim hands out the others and the pass goes on. A quarantine
+/// that fails is logged: the row stays leased by the claimer until its lease expires,
+/// and the next claim of it tries again.
+pub async fn quarantine_each<S: crate::ExecutionStore + ?Sized>(
+    store: &S,
+    unreadable: Vec<(uuid::Uuid, String)>,
+    now: Timestamp,
+) {
+    for (id, detail) in unreadable {
+        if let Err(err) = store.quarantine_execution(id, &detail, now).await {
+            tracing::error!(execution_id = %id, "could not quarantine an unreadable execution: {err}");
+        }
+    }
+}
+
+/// Ends an execution as quarantined (`failed`, [`quarantine_error`]).
+pub fn quarantine(execution: &mut Execution, detail: &str, now: Timestamp) {
+    end(
+        execution,
+        ExecutionStatus::Failed,
+        Some(quarantine_error(detail)),
+        now,
+    );
+}
+
 /// Whether a gated or unheld execution is overdue: its workflow deadline passed and no
 /// live worker holds it.
 pub fn is_overdue(execution: &Execution, now: Timestamp) -> bool {

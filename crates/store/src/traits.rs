@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, ScheduleFilter,
-    Starting, StepCommit, TickView, WorkflowFilter,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Quarantined,
+    ScheduleFilter, Starting, StepCommit, TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -215,13 +215,34 @@ pub trait ExecutionStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Execution>;
 
-    /// `waiting` executions whose wait is for `event_type`, by id, after `after`.
+    /// `waiting` executions whose wait is for `event_type`, by id, after `after`. One
+    /// that cannot be read is quarantined at `now` (see
+    /// [`Self::quarantine_execution`]) and left out, so that it cannot fail every event
+    /// of its type; rows of a newer release ([`crate::STORED_FORMAT`]) are left out.
     async fn waiting_for_event(
         &self,
         event_type: &str,
         after: Option<Uuid>,
         limit: u32,
+        now: Timestamp,
     ) -> Result<Vec<Execution>>;
+
+    /// Sets aside an execution that cannot be run because what is stored for it cannot be
+    /// read (its row does not decode — the caller may not be able to read it at all — or
+    /// its definition snapshot does not): keeps the stored row verbatim in the quarantine
+    /// list with `detail`, and ends the execution `failed` with an `interrupted` error
+    /// naming `detail`, lease, gate and wake signal cleared, its pending approvals
+    /// `cancelled`. Repeating it keeps the first record. `NotFound` if absent;
+    /// `NewerFormat` (nothing changed) if a newer release wrote the row.
+    async fn quarantine_execution(
+        &self,
+        id: Uuid,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Quarantined executions, most recent first (keyset by execution id).
+    async fn list_quarantined(&self, page: &PageRequest) -> Result<Page<Quarantined>>;
 }
 
 /// Approval requests and their decisions.

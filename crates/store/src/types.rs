@@ -240,6 +240,23 @@ pub struct Overdue {
     pub oldest_deadline: Option<Timestamp>,
 }
 
+/// An execution a worker found undecodable and set aside
+/// ([`crate::ExecutionStore::quarantine_execution`]): the row is `failed` with an
+/// `interrupted` error naming the decode error, and what was stored is kept here,
+/// verbatim, for an operator to inspect or repair.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Quarantined {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// Why it could not be read.
+    pub detail: String,
+    /// The stored row as it was before quarantine, column by column (undecodable JSON
+    /// columns as their text).
+    pub original: Value,
+    /// When.
+    pub quarantined_at: Timestamp,
+}
+
 /// Result of [`crate::ApprovalStore::decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
 use crate::dto::{
-    DirectEventDto, ExecutionDto, ExecutionList, ReasonDto, ResumeDto, ResumeRequestDto,
-    ResumeRequestList, StepRecordDto, TraceDto,
+    DirectEventDto, ExecutionDto, ExecutionList, QuarantinedDto, QuarantinedList, ReasonDto,
+    ResumeDto, ResumeRequestDto, ResumeRequestList, StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
@@ -121,6 +121,26 @@ pub async fn paused(
 ) -> ApiResult<HttpResponse> {
     let page = state.store.list_gated(&page.request()?).await?;
     Ok(HttpResponse::Ok().json(list_of(page)))
+}
+
+/// Executions set aside because what was stored for them could not be read, most
+/// recent first, each with the stored row as it was. Operators repair or discard them;
+/// `tollgate_quarantined_executions_total` counts them.
+#[utoipa::path(get, path = "/api/v1/executions/quarantined", tag = "executions", params(PageParams),
+    responses((status = 200, body = QuarantinedList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn quarantined(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let page = state.store.list_quarantined(&page.request()?).await?;
+    Ok(HttpResponse::Ok().json(QuarantinedList {
+        items: page.items.iter().map(QuarantinedDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One execution.

@@ -91,6 +91,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
         at(Method::GET, "/api/v1/events/{id}", events::get),
         at(Method::GET, "/api/v1/executions", executions::list),
         at(Method::GET, "/api/v1/executions/paused", executions::paused),
+        at(
+            Method::GET,
+            "/api/v1/executions/quarantined",
+            executions::quarantined,
+        ),
         at(Method::GET, "/api/v1/executions/{id}", executions::get),
         at(
             Method::GET,

@@ -157,6 +157,7 @@ async fn every_route_for_every_kind_of_caller() {
                 with_id(path),
                 Some(json!({"event_type": "x", "payload": {}})),
             ),
+            ("GET", "/api/v1/executions/quarantined") => (Needs::Control, path.into(), None),
             ("POST", p) if p.starts_with("/api/v1/executions") => {
                 (Needs::Control, with_id(p), Some(json!({})))
             }

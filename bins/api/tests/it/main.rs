@@ -211,6 +211,32 @@ impl TestApp {
         panic!("execution {execution} never reached the expected state; it is {last}");
     }
 
+    /// Runs one statement on the server's database behind its back (to damage a row as a
+    /// bug or a hand edit would); returns the rows it changed.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        match &self.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.dir.path().join("data").join("tollgate.db"))
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+                sqlx::query(statement)
+                    .execute(&pool)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await.unwrap();

@@ -36,6 +36,7 @@ on_both_backends!(
     workflow_routes,
     execution_routes,
     operator_commands_and_direct_events,
+    unreadable_executions_are_quarantined,
 );
 
 fn code(body: &Value) -> &str {
@@ -1150,6 +1151,85 @@ async fn operator_commands_and_direct_events(app: TestApp) {
             && triggers.contains(&("event", "refused"))
             && triggers.contains(&("event", "resumed")),
         "{triggers:?}"
+    );
+    app.stop().await;
+}
+
+/// An execution whose stored row was damaged: reading it says so (500, the column named),
+/// the worker loop sets it aside when its gate falls due instead of failing every pass,
+/// and operators find it, with the row as it was, at `/executions/quarantined`.
+async fn unreadable_executions_are_quarantined(app: TestApp) {
+    let operator = app.key("ops", &["operator"]).await;
+    let viewer = app.key("viewer", &["viewer"]).await;
+    let wf = app
+        .workflow(json!({
+            "workflow_id": "pay", "version": "1", "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "pay", "type": "wait", "wait": {"event": "payment.received", "timeout": "2s", "on_timeout": "late"}, "next": "done"},
+                {"id": "done", "type": "action", "action": "allow"},
+                {"id": "late", "type": "action", "action": "block"}
+            ]
+        }))
+        .await;
+    let (s, e) = app
+        .post(
+            &format!("/api/v1/workflows/{wf}/execute"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+    app.until(&id, |e| e["status"] == "waiting").await;
+    let damaged = app
+        .sql(&format!(
+            "UPDATE executions SET cursor = '{{\"not_a_cursor\": true}}' WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(damaged, 1);
+    let (s, b) = app
+        .get(&format!("/api/v1/executions/{id}"), &operator)
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{b}");
+
+    // The wait's deadline passes: the worker's claim quarantines it.
+    let failed = app.until(&id, |e| e["status"] == "failed").await;
+    assert_eq!(failed["error"]["kind"], "interrupted", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined"),
+        "{failed}"
+    );
+    let (s, list) = app.get("/api/v1/executions/quarantined", &operator).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list["items"][0]["execution_id"], json!(id), "{list}");
+    assert!(list["items"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("cursor"));
+    // The row as it was when set aside (claimed for its deadline), the damage included.
+    let original = &list["items"][0]["original"];
+    assert_eq!(original["gate_event"], "payment.received", "{list}");
+    assert!(
+        original["cursor"].to_string().contains("not_a_cursor"),
+        "{list}"
+    );
+    let (s, _) = app.get("/api/v1/executions/quarantined", &viewer).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_quarantined_executions_total"),
+        "{metrics}"
     );
     app.stop().await;
 }

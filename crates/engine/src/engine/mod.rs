@@ -421,7 +421,22 @@ impl Engine {
     /// [`Error::Lost`] when another worker took it over or it was cancelled meanwhile.
     pub async fn advance(&self, execution: Execution) -> Result<Execution> {
         let id = execution.id;
-        let compiled = self.compiled(&execution.snapshot_id).await?;
+        let compiled = match self.compiled(&execution.snapshot_id).await {
+            Ok(compiled) => compiled,
+            // A pinned definition this release cannot read or compile will not become
+            // readable by retrying: the execution is quarantined rather than taken over
+            // again on every lease expiry.
+            Err(err) if unusable_definition(&err) => {
+                let detail = format!("definition snapshot {}: {err}", execution.snapshot_id);
+                let now = self.inner.clock.now();
+                return Ok(self
+                    .inner
+                    .store
+                    .quarantine_execution(id, &detail, now)
+                    .await?);
+            }
+            Err(err) => return Err(err),
+        };
         let mut run = Run::new(self, execution, compiled, false);
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
@@ -435,6 +450,19 @@ impl Engine {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Whether a failure to load a pinned definition is for good: the snapshot is missing,
+/// does not decode, or does not compile. A snapshot of a newer release is not (an
+/// upgraded process runs it), nor is a failing database.
+fn unusable_definition(err: &Error) -> bool {
+    match err {
+        Error::Definition(_) => true,
+        Error::Store(store) => {
+            store.is_not_found() || matches!(store, tollgate_store::Error::Unreadable(_))
+        }
+        Error::Lost(_) => false,
     }
 }
 

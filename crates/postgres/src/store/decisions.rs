@@ -113,7 +113,7 @@ pub(super) fn execution_changes(e: &Execution) -> Value {
         "wake": e.wake, "pause_requested": e.pause_requested, "deadline": e.deadline,
         "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at,
         "completed_at": e.completed_at, "updated_at": e.updated_at, "error": e.error,
-        "consumed_events": e.consumed_events,
+        "consumed_events": e.consumed_events, "format": tollgate_store::STORED_FORMAT,
     })
 }
 
@@ -203,7 +203,7 @@ pub(crate) async fn decide_batch(
         let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
         let approval: ApprovalRequest =
             serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
-        let execution = rows::execution(row)?;
+        let execution = rows::execution_to_change(row)?;
         executions.insert(execution.id, execution);
         approvals.insert(approval.id, approval);
     }

@@ -11,8 +11,8 @@ use tollgate_model::records::{
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
-    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Result, StepCommit,
-    Transition,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Quarantined, Result,
+    StepCommit, Transition, STORED_FORMAT,
 };
 use uuid::Uuid;
 
@@ -23,8 +23,8 @@ use super::commits::locked_ids;
 use super::intake::WaitingScan;
 use super::sql::{
     apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
-    limit, load_execution, notify_workers, refuse, status_counts, upsert_steps, write_execution,
-    STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
+    limit, load_execution, notify_workers, quarantine, refuse, status_counts, upsert_steps,
+    write_execution, STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
 };
 
 #[async_trait]
@@ -276,11 +276,12 @@ impl ExecutionStore for PgStore {
         claim: &LeaseClaim,
         n: u32,
     ) -> Result<Vec<Execution>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 AND format <= {STORED_FORMAT} \
+                ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING *",
-        )
+        ))
         .bind(claim.owner.clone())
         .bind(claim.expires_at)
         .bind(now)
@@ -288,7 +289,9 @@ impl ExecutionStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(rows::execution).collect()
+        let (claimed, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(claimed)
     }
 
     async fn claim_due_gates(
@@ -300,9 +303,9 @@ impl ExecutionStore for PgStore {
         // Set-based, one statement: pick due gates (SKIP LOCKED), resume them with the
         // wake signal of `rules::deadline_wake`, expire their approval requests, and write
         // the `timer` audit rows — one round trip whatever the batch size.
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 \
-                ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                AND format <= {STORED_FORMAT} ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
              upd AS (UPDATE executions e SET status = 'running', lease_owner = $3, lease_expires_at = $4, version = e.version + 1, \
                 updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
                 wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL \
@@ -317,7 +320,7 @@ impl ExecutionStore for PgStore {
                 FROM upd RETURNING 1) \
              SELECT upd.*, (SELECT count(*) FROM expired) AS expired_count, (SELECT count(*) FROM audited) AS audited_count \
              FROM upd ORDER BY gate_deadline",
-        )
+        ))
         .bind(now)
         .bind(limit(n))
         .bind(claim.owner.clone())
@@ -325,22 +328,36 @@ impl ExecutionStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter().map(rows::execution).collect()
+        let (claimed, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(claimed)
     }
 
     async fn time_out_overdue(&self, now: Timestamp, n: u32) -> Result<Vec<Execution>> {
         let mut tx = self.tx().await?;
         let ids = locked_ids(
             &mut tx,
-            "SELECT id FROM executions WHERE deadline <= $1 AND (status IN ('paused', 'waiting') \
-             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &format!(
+                "SELECT id FROM executions WHERE deadline <= $1 AND (status IN ('paused', 'waiting') \
+                 OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) AND format <= {STORED_FORMAT} \
+                 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ),
             now,
             n,
         )
         .await?;
         let mut ended = Vec::with_capacity(ids.len());
+        let mut quarantined = Vec::new();
         for id in ids {
-            let mut execution = load_execution(&mut tx, id, false).await?;
+            let mut execution = match load_execution(&mut tx, id, true).await {
+                Ok(execution) => execution,
+                Err(Error::Unreadable(detail)) => {
+                    quarantine(&mut tx, id, &detail, now).await?;
+                    quarantined.push((id, detail));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let Some(deadline) = execution
                 .deadline
                 .filter(|_| rules::is_overdue(&execution, now))
@@ -362,6 +379,9 @@ impl ExecutionStore for PgStore {
             ended.push(execution);
         }
         commit(tx).await?;
+        for (id, detail) in quarantined {
+            rules::report_quarantine(id, &detail);
+        }
         Ok(ended)
     }
 
@@ -462,13 +482,49 @@ impl ExecutionStore for PgStore {
         event_type: &str,
         after: Option<Uuid>,
         n: u32,
+        now: Timestamp,
     ) -> Result<Vec<Execution>> {
         self.waiting
             .submit(WaitingScan {
                 event_type: event_type.to_owned(),
                 after,
                 limit: limit(n),
+                now,
             })
             .await
+    }
+
+    async fn quarantine_execution(
+        &self,
+        id: Uuid,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        quarantine(&mut tx, id, detail, now).await?;
+        let execution = load_execution(&mut tx, id, false).await?;
+        commit(tx).await?;
+        rules::report_quarantine(id, detail);
+        Ok(execution)
+    }
+
+    async fn list_quarantined(&self, page: &PageRequest) -> Result<Page<Quarantined>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT execution_id, detail, original, quarantined_at FROM quarantined_executions WHERE TRUE",
+        );
+        if let Some(after) = after {
+            q.push(" AND execution_id < ").push_bind(after);
+        }
+        q.push(" ORDER BY execution_id DESC LIMIT ")
+            .push_bind(limit(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::quarantined)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |q| {
+            encode_id_cursor(q.execution_id)
+        }))
     }
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalRequest, Event, Execution, StepRecord, Workflow};
+use tollgate_model::records::{ApprovalRequest, Event, Execution, StepRecord, Timestamp, Workflow};
 use tollgate_store::{rules, Error, EventInsert, Result, Starting};
 use uuid::Uuid;
 
@@ -29,11 +29,14 @@ pub(crate) async fn triggered_batch(
     conn: &mut PgConnection,
     event_types: &[String],
 ) -> Result<Vec<Result<Vec<Workflow>>>> {
-    let rows = sqlx::query("SELECT * FROM workflows WHERE enabled AND event_pattern IS NOT NULL")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?;
-    let candidates = rules::readable_workflows(&rows, rows::workflow);
+    let rows = sqlx::query(
+        "SELECT w.*, s.format AS snapshot_format FROM workflows w JOIN snapshots s ON s.id = w.snapshot_id \
+         WHERE w.enabled AND w.event_pattern IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let candidates = rules::readable_workflows(&rows, rows::current_workflow);
     Ok(event_types
         .iter()
         .map(|event_type| Ok(rules::triggered_workflows(candidates.clone(), event_type)))
@@ -47,6 +50,8 @@ pub(crate) struct WaitingScan {
     pub(crate) event_type: String,
     pub(crate) after: Option<Uuid>,
     pub(crate) limit: i64,
+    /// When an unreadable row met by the scan is quarantined.
+    pub(crate) now: Timestamp,
 }
 
 /// A batch of waiting scans in one statement: each scan is its own index range on the
@@ -58,12 +63,13 @@ pub(crate) async fn waiting_batch(
     let event_types: Vec<&str> = scans.iter().map(|s| s.event_type.as_str()).collect();
     let afters: Vec<Option<Uuid>> = scans.iter().map(|s| s.after).collect();
     let limits: Vec<i64> = scans.iter().map(|s| s.limit).collect();
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
          CROSS JOIN LATERAL (SELECT * FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
-            AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
+            AND e.format <= {} AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
          ORDER BY q.ord, x.id",
-    )
+        tollgate_store::STORED_FORMAT
+    ))
     .bind(&event_types)
     .bind(&afters)
     .bind(&limits)
@@ -73,13 +79,39 @@ pub(crate) async fn waiting_batch(
     let mut pages: Vec<Vec<Execution>> = vec![Vec::new(); scans.len()];
     for row in &rows {
         let scan: i64 = row.try_get("scan").map_err(backend)?;
-        let page = usize::try_from(scan - 1)
-            .ok()
-            .and_then(|i| pages.get_mut(i))
+        let page_index = usize::try_from(scan - 1).unwrap_or(usize::MAX);
+        let page = pages
+            .get_mut(page_index)
             .ok_or_else(|| Error::Backend(format!("waiting scan {scan} out of range").into()))?;
-        page.push(rows::execution(row)?);
+        match rows::execution_to_change(row) {
+            Ok(execution) => page.push(execution),
+            // A waiting execution nobody can read would fail every event of its type:
+            // set it aside, and answer the scan with the others.
+            Err(Error::Unreadable(detail)) => {
+                if let (Some(id), Some(scan)) = (rows::execution_id(row), scans.get(page_index)) {
+                    quarantine_now(conn, id, &detail, scan.now).await;
+                }
+            }
+            Err(err) => return Err(err),
+        }
     }
     Ok(pages.into_iter().map(Ok).collect())
+}
+
+/// Quarantines one execution in a transaction of its own, logging a failure (the row is
+/// then met again by the next scan).
+async fn quarantine_now(conn: &mut PgConnection, id: Uuid, detail: &str, now: Timestamp) {
+    let done = async {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(backend)?;
+        super::sql::quarantine(&mut tx, id, detail, now).await?;
+        tx.commit().await.map_err(backend)
+    };
+    match done.await {
+        Ok(()) => rules::report_quarantine(id, detail),
+        Err(err) => {
+            tracing::error!(execution_id = %id, "could not quarantine an unreadable execution: {err}");
+        }
+    }
 }
 
 /// Group commit for events ([`tollgate_store::group_commit::Batcher`] with

@@ -53,7 +53,7 @@ pub(super) fn limit(n: u32) -> i64 {
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
     trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
-    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, format";
 
 pub(super) fn upsert_execution_sql() -> String {
     let sets: Vec<String> = EXECUTION_COLUMNS
@@ -62,7 +62,7 @@ pub(super) fn upsert_execution_sql() -> String {
         .skip(1)
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
-    let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
+    let params: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
     format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}", params.join(", "), sets.join(", "))
 }
 
@@ -105,6 +105,7 @@ pub(super) fn bind_execution<'q>(
         .bind(e.error.as_ref().map(to_json))
         .bind(e.requested_by.clone())
         .bind(e.consumed_events.clone())
+        .bind(tollgate_store::STORED_FORMAT)
 }
 
 pub(super) async fn write_execution(conn: &mut PgConnection, e: &Execution) -> Result<()> {
@@ -130,8 +131,13 @@ pub(super) async fn load_execution(
         .fetch_optional(conn)
         .await
         .map_err(backend)?;
+    let decode = if lock {
+        rows::execution_to_change
+    } else {
+        rows::execution
+    };
     row.as_ref()
-        .map(rows::execution)
+        .map(decode)
         .transpose()?
         .ok_or_else(|| Error::not_found("execution", id))
 }
@@ -208,6 +214,59 @@ pub(super) async fn audit(
         error: None,
     };
     insert_resume_request(conn, &row).await
+}
+
+/// Quarantines one execution in the caller's transaction (the contract is
+/// `ExecutionStore::quarantine_execution`): the row is kept verbatim, then ended `failed`
+/// with every column that holds structured state reset to a value that decodes. The
+/// caller reports it (`rules::report_quarantine`) once committed.
+pub(super) async fn quarantine(
+    conn: &mut PgConnection,
+    id: Uuid,
+    detail: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let format: Option<i64> =
+        sqlx::query_scalar("SELECT format FROM executions WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    match format {
+        None => return Err(Error::not_found("execution", id)),
+        Some(format) if format > tollgate_store::STORED_FORMAT => {
+            return Err(Error::NewerFormat {
+                what: "execution",
+                id: id.to_string(),
+                format,
+            })
+        }
+        Some(_) => {}
+    }
+    sqlx::query(
+        "INSERT INTO quarantined_executions (execution_id, detail, original, quarantined_at) \
+         SELECT id, $2, to_jsonb(e), $3 FROM executions e WHERE id = $1 ON CONFLICT (execution_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(detail)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "UPDATE executions SET status = 'failed', result = NULL, cursor = NULL, visits = '{}'::jsonb, \
+         lease_owner = NULL, lease_expires_at = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, \
+         gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, wake = NULL, pause_requested = false, \
+         completed_at = $2, updated_at = $2, error = $3, version = version + 1, format = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(to_json(&rules::quarantine_error(detail)))
+    .bind(tollgate_store::STORED_FORMAT)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    close_approvals(conn, id, ApprovalStatus::Cancelled, now).await
 }
 
 pub(super) async fn close_approvals(
@@ -363,7 +422,7 @@ pub(super) fn steps_from_recordset(param: usize) -> String {
 
 /// Inserts a new execution row.
 pub(super) async fn insert_execution(conn: &mut PgConnection, execution: &Execution) -> Result<()> {
-    let params: Vec<String> = (1..=33).map(|i| format!("${i}")).collect();
+    let params: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
         params.join(", ")

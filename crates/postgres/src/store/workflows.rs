@@ -35,10 +35,11 @@ pub(super) async fn insert_snapshot(
     definition: &WorkflowDefinition,
     now: Timestamp,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO snapshots (id, definition, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+    sqlx::query("INSERT INTO snapshots (id, definition, created_at, format) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
         .bind(id)
         .bind(to_json(definition))
         .bind(now)
+        .bind(tollgate_store::STORED_FORMAT)
         .execute(conn)
         .await
         .map_err(backend)?;
@@ -220,7 +221,7 @@ impl WorkflowStore for PgStore {
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
-        let row = sqlx::query("SELECT definition FROM snapshots WHERE id = $1")
+        let row = sqlx::query("SELECT definition, format FROM snapshots WHERE id = $1")
             .bind(snapshot_id)
             .fetch_optional(&self.pool)
             .await
@@ -228,6 +229,14 @@ impl WorkflowStore for PgStore {
         let Some(row) = row else {
             return Err(Error::not_found("snapshot", snapshot_id));
         };
+        let format: i64 = row.try_get("format").map_err(backend)?;
+        if format > tollgate_store::STORED_FORMAT {
+            return Err(Error::NewerFormat {
+                what: "snapshot",
+                id: snapshot_id.to_owned(),
+                format,
+            });
+        }
         let Json(value): Json<Value> = row.try_get("definition").map_err(backend)?;
         let definition: WorkflowDefinition =
             serde_json::from_value(value).map_err(|e| rows::corrupt("snapshot", e))?;

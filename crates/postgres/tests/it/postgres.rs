@@ -97,7 +97,7 @@ async fn the_schema_matches_what_the_code_expects() {
         columns("executions").await,
         "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, trigger_payload, context, cursor, visits, \
          steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, gate_deadline, gate_event, gate_approval_id, paused_at, wake, \
-         pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token"
+         pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token, format"
     );
     assert_eq!(columns("approvals").await, "id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at");
     assert_eq!(columns("step_records").await, "seq, id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error");
@@ -267,7 +267,7 @@ async fn batched_event_lookups_answer_each_caller_its_own() {
             let mut seen = Vec::new();
             loop {
                 let page = store
-                    .waiting_for_event(&event_type, after, 3)
+                    .waiting_for_event(&event_type, after, 3, tollgate_store::testkit::t0())
                     .await
                     .unwrap();
                 seen.extend(page.iter().map(|e| e.id));
@@ -677,4 +677,45 @@ async fn schema_policies_and_a_newer_schema() {
     // `migrate` itself (the subcommand) also runs on the newer schema.
     store.migrate().await.unwrap();
     store.close().await;
+}
+
+/// A store on a fresh database, and a way to run SQL on it behind its back (to damage
+/// rows as a bug, a hand edit or a newer release would).
+async fn store_and_sql() -> (
+    Arc<dyn Store>,
+    impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    let (store, url) = fresh_database().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let sql = move |statement: String| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let done = sqlx::query(&statement).execute(&pool).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "{statement}");
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    (Arc::new(store) as Arc<dyn Store>, sql)
+}
+
+#[tokio::test]
+async fn unreadable_executions_are_quarantined_and_the_pass_goes_on() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::unreadable_executions_are_quarantined_and_the_pass_goes_on(store, sql)
+        .await;
+}
+
+#[tokio::test]
+async fn rows_of_a_newer_release_are_left_alone() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::rows_of_a_newer_release_are_left_alone(store, sql).await;
+}
+
+#[tokio::test]
+async fn unreadable_workflows_do_not_stop_other_workflows() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::unreadable_workflows_do_not_stop_other_workflows(store, sql).await;
 }

@@ -570,3 +570,80 @@ async fn an_event_stored_but_not_delivered_is_delivered_by_the_worker() {
     );
     assert_eq!(h.worker.tick().await.unwrap().events, 0, "marked delivered");
 }
+
+/// A stored definition this release cannot compile (here a regular expression the
+/// validator of the day would refuse, stored before it did) will not compile on a retry
+/// either: the worker that takes the execution over quarantines it (failed, `interrupted`,
+/// listed with its stored row) instead of taking it over again on every lease expiry.
+#[tokio::test]
+async fn an_execution_whose_definition_no_longer_compiles_is_quarantined() {
+    use std::sync::Arc;
+    use tollgate_engine::StartRequest;
+    use tollgate_model::records::{snapshot_id, Workflow};
+    use tollgate_store::PageRequest;
+
+    let h = Harness::new();
+    // Read as stored definitions are read (leniently, not re-validated).
+    let definition: tollgate_model::WorkflowDefinition = serde_json::from_value(json!({
+        "workflow_id": "legacy", "version": "1",
+        "steps": [
+            {"id": "check", "type": "condition", "condition": {"field": "sku", "operator": "regex", "value": "(unclosed"},
+             "on_true": "yes", "on_false": "no"},
+            {"id": "yes", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}
+        ]
+    }))
+    .unwrap();
+    let definition = Arc::new(definition);
+    let now = tollgate_engine::Clock::now(h.clock.as_ref());
+    let workflow = h
+        .store
+        .create_workflow(Workflow {
+            id: uuid::Uuid::now_v7(),
+            snapshot_id: snapshot_id(&definition),
+            enabled: true,
+            definition,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    // Created by a process that died before running it.
+    let created = h
+        .engine
+        .create(StartRequest {
+            workflow,
+            trigger_event: "manual".into(),
+            payload: json!({"sku": "A-1"}),
+            event_id: None,
+            event_key: None,
+            source: None,
+            requested_by: None,
+        })
+        .await
+        .unwrap();
+
+    h.advance(60);
+    let report = h.worker.tick().await.unwrap();
+    assert_eq!(report.leases, 1);
+    let stored = h.store.get_execution(created.id).await.unwrap();
+    assert_eq!(stored.status, ExecutionStatus::Failed);
+    let error = stored.error.unwrap();
+    assert_eq!(error.kind, ErrorKind::Interrupted);
+    assert!(error.message.contains("quarantined"), "{}", error.message);
+    assert!(error.message.contains("unclosed"), "{}", error.message);
+    let listed = h
+        .store
+        .list_quarantined(&PageRequest {
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].execution_id, created.id);
+
+    // Nothing left to take over.
+    h.advance(60);
+    assert_eq!(h.worker.tick().await.unwrap().total(), 0);
+}

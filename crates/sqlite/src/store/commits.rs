@@ -36,7 +36,7 @@ impl SqliteStore {
             held.rollback().await;
             return Err(Error::not_found("execution", step.execution_id));
         };
-        let mut execution = match rows::execution(row) {
+        let mut execution = match rows::execution_to_change(row) {
             Ok(e) => e,
             Err(err) => {
                 held.rollback().await;

@@ -47,7 +47,7 @@ impl SqliteStore {
             return Err(Error::not_found("approval", approval_id));
         };
         let mut approval = rows::approval(approval_row)?;
-        let mut execution = rows::execution(execution_row)?;
+        let mut execution = rows::execution_to_change(execution_row)?;
         let (decided_by, reason, data, kind) = (
             decision.decided_by.clone(),
             decision.reason.clone(),

@@ -10,8 +10,8 @@ use tollgate_model::records::{
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
-    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Result, StepCommit,
-    Transition,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Quarantined, Result,
+    StepCommit, Transition, STORED_FORMAT,
 };
 use uuid::Uuid;
 
@@ -20,7 +20,7 @@ use crate::{rows, SqliteStore};
 
 use super::sql::{
     apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
-    load_execution, status_counts, upsert_step, write_execution,
+    load_execution, quarantine, status_counts, upsert_step, write_execution,
 };
 
 #[async_trait]
@@ -48,8 +48,15 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn get_execution(&self, id: Uuid) -> Result<Execution> {
-        let mut conn = self.reader.acquire().await.map_err(backend)?;
-        load_execution(&mut conn, id).await
+        let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref()
+            .map(rows::execution)
+            .transpose()?
+            .ok_or_else(|| Error::not_found("execution", id))
     }
 
     async fn list_executions(
@@ -290,11 +297,12 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Execution>> {
         // One statement: pick and claim in the same UPDATE, so no row is handed out twice.
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "UPDATE executions SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ? \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?) \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? AND format <= {STORED_FORMAT} \
+                ORDER BY lease_expires_at LIMIT ?) \
              RETURNING *",
-        )
+        ))
         .bind(claim.owner.clone())
         .bind(ts(claim.expires_at))
         .bind(ts(now))
@@ -303,7 +311,9 @@ impl ExecutionStore for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(backend)?;
-        rows.iter().map(rows::execution).collect()
+        let (claimed, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(claimed)
     }
 
     async fn claim_due_gates(
@@ -318,14 +328,15 @@ impl ExecutionStore for SqliteStore {
         // that token.
         let token = Uuid::new_v4().to_string();
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let sql = "BEGIN IMMEDIATE; \
+        let sql = &format!("BEGIN IMMEDIATE; \
             UPDATE executions SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, version = version + 1, updated_at = ?3, \
                 resume_count = resume_count + 1, last_resumed_at = ?3, commit_token = ?4, \
                 wake = CASE WHEN gate_reason = 'approval' AND gate_approval_id IS NOT NULL \
                     THEN json_object('kind', 'approval', 'approval_id', gate_approval_id, 'outcome', 'expired', 'decided_by', NULL, \
                         'reason', NULL, 'data', NULL, 'decided_at', ?5) \
                     ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
-              WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 ORDER BY gate_deadline LIMIT ?6) \
+              WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 \
+                AND format <= {STORED_FORMAT} ORDER BY gate_deadline LIMIT ?6) \
               RETURNING *; \
             UPDATE approvals SET status = 'expired', decided_at = ?3 \
               WHERE status = 'pending' AND id IN (SELECT gate_approval_id FROM executions WHERE commit_token = ?4); \
@@ -334,7 +345,7 @@ impl ExecutionStore for SqliteStore {
                 json_object('deadline', strftime('%Y-%m-%dT%H:%M:%fZ', gate_deadline / 1000000.0, 'unixepoch'), 'step_id', json_extract(gate, '$.step_id')), \
                 ?3, ?3, 'resumed', NULL \
               FROM executions WHERE commit_token = ?4; \
-            COMMIT;";
+            COMMIT;");
         let mut held = self.held().await?;
         let result = sqlx::query(sql)
             .bind(claim.owner.clone())
@@ -355,15 +366,19 @@ impl ExecutionStore for SqliteStore {
                 return Err(backend(err));
             }
         };
-        rows.iter().map(rows::execution).collect()
+        drop(held);
+        let (claimed, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(claimed)
     }
 
     async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
         let mut tx = self.write_tx().await?;
-        let ids: Vec<String> = sqlx::query(
+        let ids: Vec<String> = sqlx::query(&format!(
             "SELECT id FROM executions WHERE deadline <= ? AND (status IN ('paused', 'waiting') \
-             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) ORDER BY deadline LIMIT ?",
-        )
+             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) AND format <= {STORED_FORMAT} \
+             ORDER BY deadline LIMIT ?",
+        ))
         .bind(ts(now))
         .bind(ts(now))
         .bind(i64::from(limit))
@@ -375,9 +390,18 @@ impl ExecutionStore for SqliteStore {
         .collect::<Result<_, _>>()
         .map_err(backend)?;
         let mut ended = Vec::with_capacity(ids.len());
+        let mut quarantined = Vec::new();
         for id in ids {
             let id = Uuid::parse_str(&id).map_err(|e| rows::corrupt("execution id", e))?;
-            let mut execution = load_execution(&mut tx, id).await?;
+            let mut execution = match load_execution(&mut tx, id).await {
+                Ok(execution) => execution,
+                Err(Error::Unreadable(detail)) => {
+                    quarantine(&mut tx, id, &detail, now).await?;
+                    quarantined.push((id, detail));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let Some(deadline) = execution
                 .deadline
                 .filter(|_| rules::is_overdue(&execution, now))
@@ -399,6 +423,9 @@ impl ExecutionStore for SqliteStore {
             ended.push(execution);
         }
         commit(tx).await?;
+        for (id, detail) in quarantined {
+            rules::report_quarantine(id, &detail);
+        }
         Ok(ended)
     }
 
@@ -491,14 +518,57 @@ impl ExecutionStore for SqliteStore {
         event_type: &str,
         after: Option<Uuid>,
         limit: u32,
+        now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        let rows = sqlx::query("SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? ORDER BY id LIMIT ?")
-            .bind(event_type)
-            .bind(after.map_or_else(String::new, |a| a.to_string()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(rows::execution).collect()
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? AND format <= {STORED_FORMAT} \
+             ORDER BY id LIMIT ?"
+        ))
+        .bind(event_type)
+        .bind(after.map_or_else(String::new, |a| a.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        // A waiting execution nobody can read would fail every event of its type: it is
+        // set aside, and the scan answers with the others.
+        let (waiting, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(waiting)
+    }
+
+    async fn quarantine_execution(
+        &self,
+        id: Uuid,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        quarantine(&mut tx, id, detail, now).await?;
+        let execution = load_execution(&mut tx, id).await?;
+        commit(tx).await?;
+        self.wakeups.notify_one();
+        rules::report_quarantine(id, detail);
+        Ok(execution)
+    }
+
+    async fn list_quarantined(&self, page: &PageRequest) -> Result<Page<Quarantined>> {
+        let after = id_after(page)?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT execution_id, detail, original, quarantined_at FROM quarantined_executions WHERE 1 = 1",
+        );
+        if let Some(after) = after {
+            q.push(" AND execution_id < ").push_bind(after);
+        }
+        q.push(" ORDER BY execution_id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let items = rows
+            .iter()
+            .map(rows::quarantined)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page_from_overfetch(items, page.limit, |q| {
+            encode_id_cursor(q.execution_id)
+        }))
     }
 }

@@ -85,7 +85,7 @@ pub(super) async fn load_execution(conn: &mut SqliteConnection, id: Uuid) -> Res
         .await
         .map_err(backend)?;
     row.as_ref()
-        .map(rows::execution)
+        .map(rows::execution_to_change)
         .transpose()?
         .ok_or_else(|| Error::not_found("execution", id))
 }
@@ -93,7 +93,7 @@ pub(super) async fn load_execution(conn: &mut SqliteConnection, id: Uuid) -> Res
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
     trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
-    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, format";
 
 pub(super) fn bind_execution<'q>(
     query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -134,12 +134,13 @@ pub(super) fn bind_execution<'q>(
         .bind(e.error.as_ref().map(json))
         .bind(e.requested_by.clone())
         .bind(json(&e.consumed_events))
+        .bind(tollgate_store::STORED_FORMAT)
 }
 
 pub(super) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
     let sql = format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
-        vec!["?"; 33].join(", ")
+        vec!["?"; 34].join(", ")
     );
     bind_execution(sqlx::query(&sql), e)
         .execute(conn)
@@ -158,7 +159,7 @@ pub(super) fn upsert_execution_sql() -> String {
         .collect();
     format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}",
-        vec!["?"; 33].join(", "),
+        vec!["?"; 34].join(", "),
         sets.join(", ")
     )
 }
@@ -250,6 +251,64 @@ pub(super) async fn audit(
         error: None,
     };
     insert_resume_request(conn, &row).await
+}
+
+/// Quarantines one execution in the caller's transaction (the contract is
+/// `ExecutionStore::quarantine_execution`): the row is kept verbatim, then ended `failed`
+/// with every column that holds structured state reset to a value that decodes. The
+/// caller reports it (`rules::report_quarantine`) once committed.
+pub(super) async fn quarantine(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+    detail: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let Some(row) = row else {
+        return Err(Error::not_found("execution", id));
+    };
+    let original = rows::verbatim(&row);
+    let format = original
+        .get("format")
+        .and_then(Value::as_i64)
+        .unwrap_or(tollgate_store::STORED_FORMAT);
+    if format > tollgate_store::STORED_FORMAT {
+        return Err(Error::NewerFormat {
+            what: "execution",
+            id: id.to_string(),
+            format,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO quarantined_executions (execution_id, detail, original, quarantined_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (execution_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(detail)
+    .bind(json(&original))
+    .bind(ts(now))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query(
+        "UPDATE executions SET status = 'failed', result = NULL, cursor = NULL, visits = '{}', \
+         lease_owner = NULL, lease_expires_at = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, \
+         gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, wake = NULL, pause_requested = 0, \
+         consumed_events = '[]', completed_at = ?, updated_at = ?, error = ?, version = version + 1, format = ? WHERE id = ?",
+    )
+    .bind(ts(now))
+    .bind(ts(now))
+    .bind(json(&rules::quarantine_error(detail)))
+    .bind(tollgate_store::STORED_FORMAT)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    close_approvals(conn, id, ApprovalStatus::Cancelled, now).await
 }
 
 pub(super) async fn close_approvals(

@@ -32,10 +32,11 @@ pub(super) async fn insert_snapshot(
     definition: &WorkflowDefinition,
     now: Timestamp,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO snapshots (id, definition, created_at) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING")
+    sqlx::query("INSERT INTO snapshots (id, definition, created_at, format) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
         .bind(id)
         .bind(json(definition))
         .bind(ts(now))
+        .bind(tollgate_store::STORED_FORMAT)
         .execute(conn)
         .await
         .map_err(backend)?;
@@ -224,17 +225,19 @@ impl WorkflowStore for SqliteStore {
     }
 
     async fn workflows_for_event(&self, event_type: &str) -> Result<Vec<Workflow>> {
-        let rows =
-            sqlx::query("SELECT * FROM workflows WHERE enabled = 1 AND event_pattern IS NOT NULL")
-                .fetch_all(&self.reader)
-                .await
-                .map_err(backend)?;
-        let candidates = rules::readable_workflows(&rows, rows::workflow);
+        let rows = sqlx::query(
+            "SELECT w.*, s.format AS snapshot_format FROM workflows w JOIN snapshots s ON s.id = w.snapshot_id \
+             WHERE w.enabled = 1 AND w.event_pattern IS NOT NULL",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        let candidates = rules::readable_workflows(&rows, rows::current_workflow);
         Ok(rules::triggered_workflows(candidates, event_type))
     }
 
     async fn get_snapshot(&self, snapshot_id: &str) -> Result<Arc<WorkflowDefinition>> {
-        let row = sqlx::query("SELECT definition FROM snapshots WHERE id = ?")
+        let row = sqlx::query("SELECT definition, format FROM snapshots WHERE id = ?")
             .bind(snapshot_id)
             .fetch_optional(&self.reader)
             .await
@@ -242,6 +245,14 @@ impl WorkflowStore for SqliteStore {
         let Some(row) = row else {
             return Err(Error::not_found("snapshot", snapshot_id));
         };
+        let format: i64 = row.try_get("format").map_err(backend)?;
+        if format > tollgate_store::STORED_FORMAT {
+            return Err(Error::NewerFormat {
+                what: "snapshot",
+                id: snapshot_id.to_owned(),
+                format,
+            });
+        }
         let text: String = row.try_get("definition").map_err(backend)?;
         let definition: WorkflowDefinition =
             serde_json::from_str(&text).map_err(|e| rows::corrupt("snapshot", e))?;

@@ -340,3 +340,49 @@ async fn readiness_fails_while_writes_cannot_happen() {
     store.ping().await.unwrap();
     store.close().await;
 }
+
+/// A store on a fresh file, and a way to run SQL on that file behind its back (to damage
+/// rows as a bug, a hand edit or a newer release would).
+async fn store_and_sql() -> (
+    Arc<dyn Store>,
+    impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let sql = move |statement: String| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let done = sqlx::query(&statement).execute(&pool).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "{statement}");
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    (Arc::new(store) as Arc<dyn Store>, sql)
+}
+
+#[tokio::test]
+async fn unreadable_executions_are_quarantined_and_the_pass_goes_on() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::unreadable_executions_are_quarantined_and_the_pass_goes_on(store, sql)
+        .await;
+}
+
+#[tokio::test]
+async fn rows_of_a_newer_release_are_left_alone() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::rows_of_a_newer_release_are_left_alone(store, sql).await;
+}
+
+#[tokio::test]
+async fn unreadable_workflows_do_not_stop_other_workflows() {
+    let (store, sql) = store_and_sql().await;
+    tollgate_store::testkit::unreadable_workflows_do_not_stop_other_workflows(store, sql).await;
+}

@@ -14,7 +14,8 @@ use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
 use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::ExecutionStore;
 use crate::types::{
-    Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, StepCommit, Transition,
+    Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, Quarantined, StepCommit,
+    Transition,
 };
 use crate::{rules, Error, Result};
 
@@ -407,6 +408,7 @@ impl ExecutionStore for MemoryStore {
         event_type: &str,
         after: Option<Uuid>,
         limit: u32,
+        _now: Timestamp,
     ) -> Result<Vec<Execution>> {
         let state = self.lock();
         Ok(state
@@ -420,5 +422,38 @@ impl ExecutionStore for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    async fn quarantine_execution(
+        &self,
+        id: Uuid,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        let original = serde_json::to_value(&*execution).unwrap_or(Value::Null);
+        rules::quarantine(execution, detail, now);
+        let ended = execution.clone();
+        state.close_approvals(id, ApprovalStatus::Cancelled, now);
+        rules::report_quarantine(id, detail);
+        state.quarantined.entry(id).or_insert_with(|| Quarantined {
+            execution_id: id,
+            detail: detail.to_owned(),
+            original,
+            quarantined_at: now,
+        });
+        Ok(ended)
+    }
+
+    async fn list_quarantined(&self, page: &PageRequest) -> Result<Page<Quarantined>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let keyed = state
+            .quarantined
+            .values()
+            .map(|q| (q.execution_id, q.clone()))
+            .collect();
+        Ok(paginate(keyed, true, after, page.limit, encode_id))
     }
 }

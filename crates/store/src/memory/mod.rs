@@ -59,6 +59,7 @@ struct State {
     ticks: BTreeMap<Uuid, Tick>,
     sessions: HashMap<String, ConsoleSession>,
     workers: HashMap<String, WorkerBeat>,
+    quarantined: BTreeMap<Uuid, crate::types::Quarantined>,
 }
 
 impl MemoryStore {

@@ -20,7 +20,7 @@ pub async fn waits_claim_events_once(store: Arc<dyn Store>) {
     let other = waiting(&store, &w, None).await;
     assert_eq!(e.status, ExecutionStatus::Waiting);
     let listed: Vec<Uuid> = store
-        .waiting_for_event("payment.received", None, 10)
+        .waiting_for_event("payment.received", None, 10, t0())
         .await
         .unwrap()
         .iter()
@@ -29,14 +29,14 @@ pub async fn waits_claim_events_once(store: Arc<dyn Store>) {
     assert_eq!(listed, [e.id, other.id]);
     assert_eq!(
         store
-            .waiting_for_event("payment.received", Some(e.id), 10)
+            .waiting_for_event("payment.received", Some(e.id), 10, t0())
             .await
             .unwrap()
             .len(),
         1
     );
     assert!(store
-        .waiting_for_event("nothing", None, 10)
+        .waiting_for_event("nothing", None, 10, t0())
         .await
         .unwrap()
         .is_empty());

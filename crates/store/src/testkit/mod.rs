@@ -25,6 +25,7 @@ mod events;
 mod executions;
 mod fixtures;
 mod keys;
+mod quarantine;
 mod schedules;
 mod workflows;
 
@@ -35,6 +36,7 @@ pub use events::*;
 pub use executions::*;
 pub use fixtures::*;
 pub use keys::*;
+pub use quarantine::*;
 pub use schedules::*;
 pub use workflows::*;
 
@@ -45,6 +47,7 @@ macro_rules! contract_tests {
     ($factory:expr) => {
         $crate::contract_tests!(@cases $factory;
             workflows_create_get_list_and_conflict,
+            quarantine_keeps_the_row_and_ends_the_execution,
             worker_heartbeats_are_kept_per_worker,
             workflow_replace_keeps_old_snapshots,
             workflows_for_event_pick_highest_enabled_version,
