@@ -29,6 +29,9 @@ const DECISION_BATCHES_IN_FLIGHT: usize = 2;
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// Longest a batch connection's ping may take before the connection is given up.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Options of [`PgStore::connect`].
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -77,6 +80,18 @@ impl Default for PgSession {
 }
 
 impl PgOptions {
+    /// The client-side bound of one batch call on a batch connection: the statement
+    /// timeout plus 5 s for the round trips (60 s when statements are unbounded). The
+    /// server's limits end slow statements; this ends calls whose connection stopped
+    /// answering (a dropped network), which no server-side limit can.
+    pub fn call_timeout(&self) -> Duration {
+        if self.session.statement_timeout.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            self.session.statement_timeout + Duration::from_secs(5)
+        }
+    }
+
     /// Defaults for `url`: 16 connections, 10 s acquire timeout, the default session
     /// limits.
     pub fn new(url: impl Into<String>) -> Self {
@@ -185,20 +200,42 @@ struct Dedicated {
     connect_timeout: Duration,
     /// What each new connection runs before its first batch.
     prepare: Option<Prepare>,
+    /// Longest a batch (or a ping) may take before its connection is given up and its
+    /// requests answered [`tollgate_store::Error::Unavailable`]: the server's
+    /// `statement_timeout` cannot end a call whose packets never reach it.
+    call_timeout: Duration,
     slots: Arc<[tokio::sync::Mutex<Option<Opened>>]>,
+    /// When the batch on each slot started, while one runs (for readiness).
+    busy_since: Arc<[std::sync::Mutex<Option<Instant>>]>,
 }
 
 impl Dedicated {
     /// `n` connections, one per batch the task writes at once.
-    fn new(options: Arc<PgConnectOptions>, connect_timeout: Duration, n: usize) -> Self {
+    fn new(
+        options: Arc<PgConnectOptions>,
+        connect_timeout: Duration,
+        call_timeout: Duration,
+        n: usize,
+    ) -> Self {
         Self {
             options,
             connect_timeout,
             prepare: None,
+            call_timeout,
             slots: (0..n.max(1))
                 .map(|_| tokio::sync::Mutex::default())
                 .collect(),
+            busy_since: (0..n.max(1)).map(|_| std::sync::Mutex::default()).collect(),
         }
+    }
+
+    /// How long the oldest batch still running on these connections has run.
+    fn longest_busy(&self) -> Option<Duration> {
+        self.busy_since
+            .iter()
+            .filter_map(|b| *b.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .map(|since| since.elapsed())
+            .max()
     }
 
     /// Has each new connection run `prepare` — the task's statements on no rows — before
@@ -263,13 +300,10 @@ impl Dedicated {
         })
         .await
         .map_err(|_| {
-            tollgate_store::Error::Backend(
-                format!(
-                    "could not connect to PostgreSQL within {:?}",
-                    self.connect_timeout
-                )
-                .into(),
-            )
+            tollgate_store::Error::Unavailable(format!(
+                "could not connect to PostgreSQL within {:?}",
+                self.connect_timeout
+            ))
         })?
     }
 
@@ -280,13 +314,23 @@ impl Dedicated {
         &self,
         batch: impl AsyncFnOnce(&mut PgConnection) -> tollgate_store::Result<R>,
     ) -> tollgate_store::Result<R> {
-        let free = self.slots.iter().find_map(|s| s.try_lock().ok());
-        let mut slot = match free {
-            Some(slot) => slot,
-            None => self.slots[0].lock().await,
+        let free = self
+            .slots
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.try_lock().ok().map(|s| (i, s)));
+        let (index, mut slot) = match free {
+            Some(free) => free,
+            None => (0, self.slots[0].lock().await),
         };
+        let bound = self.call_timeout;
         if let Some((conn, used)) = &mut *slot {
-            if used.elapsed() >= PING_IF_IDLE_FOR && conn.ping().await.is_err() {
+            if used.elapsed() >= PING_IF_IDLE_FOR
+                && !matches!(
+                    tokio::time::timeout(PING_TIMEOUT, conn.ping()).await,
+                    Ok(Ok(()))
+                )
+            {
                 *slot = None;
             }
         }
@@ -294,9 +338,33 @@ impl Dedicated {
             Some(open) => open,
             None => slot.insert((self.open().await?, Instant::now())),
         };
-        let result = batch(conn).await;
+        let busy = self.busy_since.get(index);
+        let mark = |at: Option<Instant>| {
+            if let Some(busy) = busy {
+                *busy
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+            }
+        };
+        mark(Some(Instant::now()));
+        let result = tokio::time::timeout(bound, batch(conn)).await;
+        mark(None);
         *used = Instant::now();
-        if result.is_err() && conn.ping().await.is_err() {
+        let Ok(result) = result else {
+            // The connection is in an unknown state (a statement may still be running, or
+            // the network dropped): it is closed by dropping it, and a new one is opened
+            // for the next batch.
+            *slot = None;
+            return Err(tollgate_store::Error::Unavailable(format!(
+                "PostgreSQL did not answer a batch within {bound:?}; whether it was written is unknown"
+            )));
+        };
+        if result.is_err()
+            && !matches!(
+                tokio::time::timeout(PING_TIMEOUT, conn.ping()).await,
+                Ok(Ok(()))
+            )
+        {
             *slot = None;
         }
         result
@@ -345,7 +413,15 @@ impl PgStore {
         // no pool checkout and release (with its ping) per batch, prepared statements
         // that stay warm, and the socket's readiness driven by the runtime the task runs
         // on rather than by whichever request handler happened to open a pooled one.
-        let dedicated = |n| Dedicated::new(pool.connect_options(), options.acquire_timeout, n);
+        let call_timeout = options.call_timeout();
+        let dedicated = |n| {
+            Dedicated::new(
+                pool.connect_options(),
+                options.acquire_timeout,
+                call_timeout,
+                n,
+            )
+        };
         let connections = [
             dedicated(1),
             dedicated(DECISION_BATCHES_IN_FLIGHT)
@@ -403,6 +479,16 @@ impl PgStore {
         for connections in self.batch_connections.iter() {
             connections.open_ahead();
         }
+    }
+
+    /// How long the oldest batch now in flight on a batch connection has run (`None`
+    /// when none runs): readiness reports a batch writer stuck longer than its probe
+    /// allows, since the requests queued behind it wait too.
+    pub(crate) fn longest_batch(&self) -> Option<Duration> {
+        self.batch_connections
+            .iter()
+            .filter_map(Dedicated::longest_busy)
+            .max()
     }
 
     /// Applies pending migrations.

@@ -18,6 +18,9 @@ pub(crate) fn backend(err: sqlx::Error) -> Error {
             db.table().unwrap_or_default(),
             db.constraint().unwrap_or_default(),
         ),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::Unavailable(err.to_string())
+        }
         _ => Error::Backend(Box::new(err)),
     }
 }

@@ -109,9 +109,9 @@ impl From<tollgate_store::Error> for Error {
             tollgate_store::Error::Refused { refusal, .. } => Self::Conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::Invalid(message),
             err @ tollgate_store::Error::NewerFormat { .. } => Self::Conflict(err.to_string()),
-            other @ (tollgate_store::Error::Backend(_) | tollgate_store::Error::Unreadable(_)) => {
-                Self::Store(other)
-            }
+            other @ (tollgate_store::Error::Backend(_)
+            | tollgate_store::Error::Unreadable(_)
+            | tollgate_store::Error::Unavailable(_)) => Self::Store(other),
         }
     }
 }

@@ -184,6 +184,13 @@ where
                 let _ = reply.send(answer);
             }
         }
+        // No answer in time: the batch may have been written, and a request written alone
+        // would wait as long again. Every request gets the error.
+        Err(Error::Unavailable(message)) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Unavailable(message.clone())));
+            }
+        }
         Err(err) if replies.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
                 let _ = reply.send(Err(err));
@@ -233,6 +240,39 @@ mod tests {
                 })
                 .collect())
         })
+    }
+
+    /// A batch that got no answer in time may have been written: its requests all get
+    /// the error, and none is written again alone (which would wait as long again, once
+    /// per request).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unanswered_batch_is_not_retried_request_by_request() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let (open, gate) = watch::channel(false);
+        let batcher: Batcher<u32, u32> = Batcher::spawn(move |_items: Arc<Vec<u32>>| {
+            let counted = counted.clone();
+            let mut gate = gate.clone();
+            async move {
+                // Hold the first batch until every request has queued behind it.
+                let _ = gate.wait_for(|open| *open).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err(Error::Unavailable("no answer in time".into()))
+            }
+        });
+        let submitted: Vec<_> = (0..4)
+            .map(|i| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.submit(i).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open.send(true).unwrap();
+        for answer in submitted {
+            assert!(matches!(answer.await.unwrap(), Err(Error::Unavailable(_))));
+        }
+        // Without the rule: the first batch, then each of the others alone.
+        assert!(calls.load(Ordering::SeqCst) <= 2, "{calls:?}");
     }
 
     /// A batch write that panics fails only its own requests: the batching task lives

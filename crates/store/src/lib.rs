@@ -85,6 +85,12 @@ pub enum Error {
         /// The format it was written in.
         format: i64,
     },
+    /// The backend did not answer within its bound, or cannot be reached (a dropped
+    /// network, a database that is down, no free connection in time). Like
+    /// [`Error::Backend`], the change may or may not have happened where the method says
+    /// so; callers answer it as "try again shortly" (`503`), not as a bug.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed (connection lost, disk full, …). The change may or may not have
     /// happened only where the method's documentation says so; otherwise nothing changed.
     #[error("storage backend error: {0}")]

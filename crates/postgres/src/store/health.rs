@@ -27,6 +27,13 @@ impl Health for PgStore {
                 ));
             }
         }
+        // A batch connection that stopped answering holds every request of its kind
+        // queued behind it until the call bound ends it: not ready meanwhile.
+        if let Some(busy) = self.longest_batch().filter(|b| *b > WRITE_PROBE_LIMIT) {
+            return Err(Error::Unavailable(format!(
+                "a batch write has waited {busy:?} for the database"
+            )));
+        }
         // A database that answers reads may still refuse writes (a full disk, a
         // read-only standby after a failover): one committed write, bounded.
         let probe =
@@ -34,13 +41,10 @@ impl Health for PgStore {
         match tokio::time::timeout(WRITE_PROBE_LIMIT, probe).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(backend(err)),
-            Err(_) => Err(Error::Backend(
-                format!(
-                    "the database did not complete a write within {} s",
-                    WRITE_PROBE_LIMIT.as_secs()
-                )
-                .into(),
-            )),
+            Err(_) => Err(Error::Unavailable(format!(
+                "the database did not complete a write within {} s",
+                WRITE_PROBE_LIMIT.as_secs()
+            ))),
         }
     }
 }

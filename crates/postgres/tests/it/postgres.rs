@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 use tollgate_model::records::{DecisionKind, StepStatus};
 use tollgate_model::status::ExecutionStatus;
 use tollgate_store::testkit::{
@@ -718,4 +718,182 @@ async fn rows_of_a_newer_release_are_left_alone() {
 async fn unreadable_workflows_do_not_stop_other_workflows() {
     let (store, sql) = store_and_sql().await;
     tollgate_store::testkit::unreadable_workflows_do_not_stop_other_workflows(store, sql).await;
+}
+
+/// A TCP proxy to the test server that can drop everything (a network partition whose
+/// packets vanish: no reset, no error, just silence) and be restored.
+struct Partition {
+    port: u16,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    async fn to(upstream: (String, u16)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = dropped.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(Self::pipe(cr, sw, flag.clone()));
+                    tokio::spawn(Self::pipe(sr, cw, flag));
+                });
+            }
+        });
+        Self { port, dropped }
+    }
+
+    /// Forwards bytes while the link is up; while it is down they are read and lost.
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn set_down(&self, down: bool) {
+        self.dropped
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The network to the database goes silent under load: batched writes and readiness
+/// answer `Unavailable` within their bounds instead of waiting for TCP to give up (about
+/// 15 minutes), nothing committed is lost, and writes succeed again within seconds of
+/// the network's return. (Before, a batch call had no client-side bound: the step
+/// committer, and every commit queued behind it, hung while readiness stayed green.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_fails_batched_writes_fast_and_recovers() {
+    let (direct, url) = fresh_database().await;
+    let direct: Arc<dyn Store> = Arc::new(direct);
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let partition = Partition::to((options.get_host().to_owned(), options.get_port())).await;
+    let proxied_url = options
+        .host("127.0.0.1")
+        .port(partition.port)
+        .to_url_lossy()
+        .to_string();
+    let store = PgStore::connect(&PgOptions {
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(2),
+        session: tollgate_postgres::PgSession {
+            statement_timeout: Duration::from_secs(1),
+            ..tollgate_postgres::PgSession::default()
+        },
+        ..PgOptions::new(&proxied_url)
+    })
+    .await
+    .unwrap();
+    let bound = PgOptions {
+        session: tollgate_postgres::PgSession {
+            statement_timeout: Duration::from_secs(1),
+            ..tollgate_postgres::PgSession::default()
+        },
+        ..PgOptions::new(&proxied_url)
+    }
+    .call_timeout();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&direct, "orders", "1", "order.created").await;
+    let mut executions = Vec::new();
+    for _ in 0..8 {
+        executions.push(running(&direct, &w, "w1").await);
+    }
+    // Under load: every execution commits steps in a loop, each with the version its
+    // last commit returned.
+    let mut versions: Vec<i64> = executions.iter().map(|e| e.version).collect();
+    let committed_before = {
+        let mut n = 0;
+        for (e, v) in executions.iter().zip(versions.iter_mut()) {
+            let done = store
+                .commit_step(commit(e, "w1", *v, Transition::Continue))
+                .await
+                .unwrap();
+            *v = done.version;
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(committed_before, 8);
+    store.ping().await.unwrap();
+
+    partition.set_down(true);
+    // One bound for the batch in flight, one more at most for the batch queued behind it
+    // (plus the pings that find the connection dead): not TCP's quarter of an hour.
+    let writes =
+        futures_util::future::join_all(executions.iter().zip(versions.iter()).map(|(e, v)| {
+            let store = store.clone();
+            let c = commit(e, "w1", *v, Transition::Continue);
+            async move { store.commit_step(c).await }
+        }));
+    let during = tokio::time::timeout(bound * 3, writes)
+        .await
+        .unwrap_or_else(|_| panic!("batched writes still waiting after {:?}", bound * 3));
+    for result in &during {
+        assert!(
+            matches!(result, Err(tollgate_store::Error::Unavailable(_))),
+            "{result:?}"
+        );
+    }
+    let ready = tokio::time::timeout(Duration::from_secs(10), store.ping()).await;
+    assert!(
+        matches!(ready, Ok(Err(_))),
+        "readiness must fail while the database is unreachable: {ready:?}"
+    );
+
+    partition.set_down(false);
+    // Service returns: a commit succeeds again within seconds (the outcome of the commits
+    // that timed out is unknown to the caller; the version says which happened).
+    let recovered = std::time::Instant::now();
+    let mut ok = false;
+    while recovered.elapsed() < Duration::from_secs(30) {
+        let e = &executions[0];
+        let stored = direct.get_execution(e.id).await.unwrap();
+        if store
+            .commit_step(commit(e, "w1", stored.version, Transition::Continue))
+            .await
+            .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ok,
+        "no commit succeeded within 30 s of the network's return"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        "readiness must return once the database answers again"
+    );
+    // Nothing committed before the partition was lost.
+    for (e, v) in executions.iter().zip(versions.iter()) {
+        let stored = direct.get_execution(e.id).await.unwrap();
+        assert!(stored.version >= *v, "{} lost commits", e.id);
+        assert_eq!(stored.steps_run, 1, "{stored:?}");
+    }
 }
