@@ -305,7 +305,8 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         args.metrics_terminal_refresh,
     )
     .with_overdue_warning(args.ready_overdue_warning)
-    .with_worker_warning(args.ready_worker_warning);
+    .with_worker_warning(args.ready_worker_warning)
+    .with_request_timeout(args.request_timeout);
     crate::telemetry::metrics();
 
     let shutdown = CancellationToken::new();

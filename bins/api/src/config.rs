@@ -39,6 +39,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_WAIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 
+    /// Longest a request may take before it is answered `503` (a `?wait=true` call gets
+    /// `--wait-timeout` more): a database that stopped answering fails requests instead
+    /// of holding them, and their connections, until TCP gives up. Whether a change the
+    /// request asked for was applied is then unknown; retrying is safe.
+    #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT", default_value = "30s", value_parser = tollgate_bootstrap::config::parse_positive_duration)]
+    pub request_timeout: Duration,
+
     /// How long a verified API key is trusted before it is looked up again. A key
     /// revoked through this server stops working at once; one revoked through another
     /// server stops working here within this time. `0s` looks the key up on every

@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// Machine-readable code: `bad_request`, `validation_failed`, `unauthorized`,
     /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
-    /// `unsupported_media_type`, `internal`, `unavailable`.
+    /// `unsupported_media_type`, `internal`, `unavailable` (the database cannot be reached), `timeout`
+    /// (the request outlived `--request-timeout`).
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -128,6 +129,17 @@ impl ApiError {
                 "internal error; the server log has the details under this response's X-Request-Id",
             )
         }
+    }
+
+    /// `503 timeout`: the request did not complete within `budget` (`--request-timeout`).
+    pub fn timed_out(budget: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request did not complete within {budget:?} (the database may be unreachable); whether it changed anything is unknown, and retrying it is safe"
+            ),
+        )
     }
 
     /// `503`: the process is stopping (readiness during `--shutdown-grace`).

@@ -27,6 +27,9 @@ pub struct AppState {
     pub tasks: Tasks,
     /// Upper bound of `?wait=true`.
     pub wait_timeout: Duration,
+    /// Longest a request may take before it is answered `503` (plus `wait_timeout` for
+    /// a `?wait=true` call).
+    pub request_timeout: Duration,
     /// Largest accepted body, in bytes.
     pub max_body_size: usize,
     /// Recently verified API keys.
@@ -61,6 +64,7 @@ impl AppState {
             engine,
             tasks,
             wait_timeout,
+            request_timeout: Duration::from_secs(30),
             max_body_size,
             keys: Arc::new(KeyCache::new(key_cache_ttl)),
             status_gauges: Arc::new(StatusGauges::new(terminal_refresh)),
@@ -68,6 +72,12 @@ impl AppState {
             worker_warning: Duration::from_secs(60),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Requests taking longer than this are answered `503`.
+    pub fn with_request_timeout(mut self, after: Duration) -> Self {
+        self.request_timeout = after;
+        self
     }
 
     /// `/health/ready` warns once a gate has been overdue this long.

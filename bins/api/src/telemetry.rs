@@ -1,7 +1,7 @@
 //! Logs, metrics and the per-request middleware.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -65,9 +65,37 @@ pub async fn observe(
     let began = Instant::now();
     // A panic in a handler is a bug; it must still end as a 500 envelope (logged with
     // the request id), never as a dropped connection.
-    let outcome = std::panic::AssertUnwindSafe(next.call(req).instrument(span.clone()))
-        .catch_unwind()
-        .await;
+    // A request that outlives its budget (a database that stopped answering) is answered
+    // 503 and its handler dropped, which releases what it held.
+    let budget = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|state| {
+            let waits = req.query_string().split('&').any(|p| p == "wait=true");
+            state.request_timeout
+                + if waits {
+                    state.wait_timeout
+                } else {
+                    Duration::ZERO
+                }
+        });
+    let call = std::panic::AssertUnwindSafe(next.call(req).instrument(span.clone())).catch_unwind();
+    let outcome = match budget {
+        Some(budget) => match tokio::time::timeout(budget, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                span.in_scope(|| tracing::error!(budget = ?budget, "request timed out"));
+                metrics::histogram!(
+                    "tollgate_http_request_duration_seconds",
+                    "method" => method.to_string(),
+                    "route" => "timed_out".to_owned(),
+                    "status" => "503".to_owned()
+                )
+                .record(began.elapsed().as_secs_f64());
+                return Err(ApiError::timed_out(budget).into());
+            }
+        },
+        None => call.await,
+    };
     let mut res = match outcome {
         Ok(Ok(res)) => res.map_into_boxed_body(),
         Ok(Err(err)) => {

@@ -105,6 +105,10 @@ pub fn describe_metrics() {
         "tollgate_worker_restarts_total",
         "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
     );
+    describe_gauge!(
+        "tollgate_database_reachable",
+        "1 when the database answered this scrape's reads within 2 s, 0 when it did not (the database gauges then keep their last values)."
+    );
     describe_counter!(
         "tollgate_quarantined_executions_total",
         "Executions this process set aside because their stored row or definition could not be read (GET /api/v1/executions/quarantined lists them)."

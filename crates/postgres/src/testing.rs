@@ -50,3 +50,67 @@ pub async fn fresh_database_url(prefix: &str) -> Result<String, sqlx::Error> {
     conn.close().await?;
     Ok(admin.database(&name).to_url_lossy().to_string())
 }
+
+/// A TCP proxy to the test server that can cut the network and restore it, as a
+/// partition looks to TCP: while it is down nothing passes and nobody is told (no reset,
+/// no error); once it is up, what was sent meanwhile arrives (TCP's retransmission), so
+/// connections that were waiting carry on.
+#[derive(Debug)]
+pub struct Partition {
+    /// The local port to connect to instead of the server's.
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    /// Starts forwarding to `upstream` (host, port).
+    pub async fn to(upstream: (String, u16)) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = down.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(Self::pipe(cr, sw, flag.clone()));
+                    tokio::spawn(Self::pipe(sr, cw, flag));
+                });
+            }
+        });
+        Ok(Self { port, down })
+    }
+
+    /// Forwards bytes while the link is up; while it is down, holds them.
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            while down.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Cuts (`true`) or restores (`false`) the network.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -98,60 +98,92 @@ fn worker_silence(
     ))
 }
 
+/// How long a scrape waits for the database's gauges.
+const DATABASE_GAUGES_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match state.status_gauges.read(state.store.as_ref()).await {
-        Ok(counts) => {
-            for (status, n) in counts {
-                metrics::gauge!("tollgate_executions", "status" => status.as_str()).set(n as f64);
-            }
-        }
-        Err(err) => tracing::warn!("cannot count executions for /metrics: {err}"),
-    }
     metrics::gauge!("tollgate_executions_in_flight").set(state.tasks.in_flight() as f64);
-    // What waits for people and for workers: a deadline that passed with nobody claiming
-    // it means no worker loop is running against this database.
-    let now = state.engine.clock().now();
-    match state.store.overdue_gates(now).await {
-        Ok(overdue) => {
-            metrics::gauge!("tollgate_gates_overdue").set(overdue.count as f64);
-            let age = overdue
-                .oldest_deadline
-                .map_or(0.0, |d| (now - d).num_milliseconds().max(0) as f64 / 1000.0);
-            metrics::gauge!("tollgate_gates_overdue_oldest_seconds").set(age);
-        }
-        Err(err) => tracing::warn!("cannot count overdue gates for /metrics: {err}"),
-    }
-    match state.store.count_pending_approvals().await {
-        Ok(n) => metrics::gauge!("tollgate_approvals_pending").set(n as f64),
-        Err(err) => tracing::warn!("cannot count pending approvals for /metrics: {err}"),
-    }
-    // Which worker loops run: those that beat within `--ready-worker-warning`, and how
-    // long ago the latest beat came (absent until a worker has beaten in the last hour).
-    match state
-        .store
-        .list_workers(now - chrono::TimeDelta::hours(1))
-        .await
-    {
-        Ok(workers) => {
-            let alive = workers
-                .iter()
-                .filter(|w| {
-                    (now - w.beat_at)
-                        .to_std()
-                        .map_or(true, |s| s <= state.worker_warning)
-                })
-                .count();
-            metrics::gauge!("tollgate_workers_alive").set(alive as f64);
-            if let Some(latest) = workers.first() {
-                let age = (now - latest.beat_at).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics::gauge!("tollgate_worker_heartbeat_age_seconds").set(age);
+    // The database's view, bounded: a scrape while the database does not answer still
+    // serves this process's metrics (its gauges keep their last values) and says so in
+    // `tollgate_database_reachable`, instead of failing the whole scrape.
+    let read = async {
+        let mut answered = true;
+        match state.status_gauges.read(state.store.as_ref()).await {
+            Ok(counts) => {
+                for (status, n) in counts {
+                    metrics::gauge!("tollgate_executions", "status" => status.as_str())
+                        .set(n as f64);
+                }
+            }
+            Err(err) => {
+                answered = false;
+                tracing::warn!("cannot count executions for /metrics: {err}");
             }
         }
-        Err(err) => tracing::warn!("cannot read worker heartbeats for /metrics: {err}"),
+        // What waits for people and for workers: a deadline that passed with nobody claiming
+        // it means no worker loop is running against this database.
+        let now = state.engine.clock().now();
+        match state.store.overdue_gates(now).await {
+            Ok(overdue) => {
+                metrics::gauge!("tollgate_gates_overdue").set(overdue.count as f64);
+                let age = overdue
+                    .oldest_deadline
+                    .map_or(0.0, |d| (now - d).num_milliseconds().max(0) as f64 / 1000.0);
+                metrics::gauge!("tollgate_gates_overdue_oldest_seconds").set(age);
+            }
+            Err(err) => {
+                answered = false;
+                tracing::warn!("cannot count overdue gates for /metrics: {err}");
+            }
+        }
+        match state.store.count_pending_approvals().await {
+            Ok(n) => metrics::gauge!("tollgate_approvals_pending").set(n as f64),
+            Err(err) => {
+                answered = false;
+                tracing::warn!("cannot count pending approvals for /metrics: {err}");
+            }
+        }
+        // Which worker loops run: those that beat within `--ready-worker-warning`, and how
+        // long ago the latest beat came (absent until a worker has beaten in the last hour).
+        match state
+            .store
+            .list_workers(now - chrono::TimeDelta::hours(1))
+            .await
+        {
+            Ok(workers) => {
+                let alive = workers
+                    .iter()
+                    .filter(|w| {
+                        (now - w.beat_at)
+                            .to_std()
+                            .map_or(true, |s| s <= state.worker_warning)
+                    })
+                    .count();
+                metrics::gauge!("tollgate_workers_alive").set(alive as f64);
+                if let Some(latest) = workers.first() {
+                    let age = (now - latest.beat_at).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::gauge!("tollgate_worker_heartbeat_age_seconds").set(age);
+                }
+            }
+            Err(err) => {
+                answered = false;
+                tracing::warn!("cannot read worker heartbeats for /metrics: {err}");
+            }
+        }
+        answered
+    };
+    let reachable = tokio::time::timeout(DATABASE_GAUGES_LIMIT, read)
+        .await
+        .is_ok();
+    if !reachable {
+        tracing::warn!(
+            "the database did not answer the /metrics reads within {DATABASE_GAUGES_LIMIT:?}"
+        );
     }
+    metrics::gauge!("tollgate_database_reachable").set(if reachable { 1.0 } else { 0.0 });
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::metrics().render())

@@ -16,6 +16,7 @@ mod admin_key;
 mod auth_matrix;
 mod console;
 mod openapi;
+mod partition;
 mod process;
 mod robustness;
 mod routes;
@@ -68,6 +69,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         },
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
         key_cache_ttl: Duration::from_secs(1),
         metrics_terminal_refresh: Duration::from_secs(60),
         ready_overdue_warning: Duration::from_secs(300),

@@ -720,65 +720,6 @@ async fn unreadable_workflows_do_not_stop_other_workflows() {
     tollgate_store::testkit::unreadable_workflows_do_not_stop_other_workflows(store, sql).await;
 }
 
-/// A TCP proxy to the test server that can drop everything (a network partition whose
-/// packets vanish: no reset, no error, just silence) and be restored.
-struct Partition {
-    port: u16,
-    dropped: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Partition {
-    async fn to(upstream: (String, u16)) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = dropped.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let flag = flag.clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::spawn(Self::pipe(cr, sw, flag.clone()));
-                    tokio::spawn(Self::pipe(sr, cw, flag));
-                });
-            }
-        });
-        Self { port, dropped }
-    }
-
-    /// Forwards bytes while the link is up; while it is down they are read and lost.
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        dropped: Arc<std::sync::atomic::AtomicBool>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = match from.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if dropped.load(std::sync::atomic::Ordering::SeqCst) {
-                continue;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn set_down(&self, down: bool) {
-        self.dropped
-            .store(down, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// The network to the database goes silent under load: batched writes and readiness
 /// answer `Unavailable` within their bounds instead of waiting for TCP to give up (about
 /// 15 minutes), nothing committed is lost, and writes succeed again within seconds of
@@ -789,7 +730,12 @@ async fn a_silent_network_fails_batched_writes_fast_and_recovers() {
     let (direct, url) = fresh_database().await;
     let direct: Arc<dyn Store> = Arc::new(direct);
     let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
-    let partition = Partition::to((options.get_host().to_owned(), options.get_port())).await;
+    let partition = tollgate_postgres::testing::Partition::to((
+        options.get_host().to_owned(),
+        options.get_port(),
+    ))
+    .await
+    .unwrap();
     let proxied_url = options
         .host("127.0.0.1")
         .port(partition.port)
