@@ -8,6 +8,8 @@
 //! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
+#[cfg(test)]
+mod migration_rules;
 mod rows;
 mod store;
 #[cfg(feature = "testing")]
