@@ -1,5 +1,8 @@
 -- Stored layout versions and the quarantine list; same shape as the PostgreSQL migration.
-ALTER TABLE executions ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE execution_formats (
+    execution_id  TEXT PRIMARY KEY REFERENCES executions (id) ON DELETE CASCADE,
+    format        INTEGER NOT NULL
+) STRICT;
 ALTER TABLE snapshots ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
 
 CREATE TABLE quarantined_executions (

@@ -1,5 +1,6 @@
-//! The rule every PostgreSQL migration from 0009 on follows, checked on the files: an
-//! index on an existing table is built without blocking writes.
+//! The rules every PostgreSQL migration from 0009 on follows, checked on the files: an
+//! index on an existing table is built without blocking writes, and no existing table
+//! gains a column.
 //!
 //! `CREATE INDEX` takes a lock that blocks every write to the table for the whole build —
 //! minutes on a large `executions` table, during which no step commits. `CREATE INDEX
@@ -9,6 +10,15 @@
 //! under the connection's `lock_timeout`, so it never queues every later write behind a
 //! long transaction. Migrations up to 0008 predate the rule (they built their indexes
 //! when the tables were new).
+//!
+//! No column is added to an existing table because the previous release, which keeps
+//! running during a rolling upgrade, reads whole rows (`SELECT *`, `RETURNING *`) through
+//! prepared statements, and PostgreSQL refuses to run a prepared statement whose result
+//! columns changed ("cached plan must not change result type") — every process of the
+//! previous release would fail on every such statement until its connections were
+//! replaced. New data about an existing row goes into a new table keyed by the row's id
+//! (as `execution_formats` does). The rule can be lifted once the previous release reads
+//! every table by named columns.
 
 /// The first migration version the rule applies to.
 const FIRST: i64 = 9;
@@ -25,6 +35,28 @@ fn violations(version: i64, sql: &str) -> Vec<String> {
         .collect();
     let text = code.join(" ").to_ascii_uppercase();
     let mut problems = Vec::new();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        if *w != "ALTER" || words.get(i + 1) != Some(&"TABLE") {
+            continue;
+        }
+        let rest = &words[i + 2..];
+        let skip = if rest.starts_with(&["IF", "EXISTS"]) {
+            2
+        } else {
+            0
+        };
+        let rest = &rest[skip.min(rest.len())..];
+        let table = rest.first().map_or("", |t| t.trim_start_matches("ONLY"));
+        let created = text.contains(&format!("CREATE TABLE {table} "))
+            || text.contains(&format!("CREATE TABLE IF NOT EXISTS {table} "));
+        if rest.get(1) == Some(&"ADD") && rest.get(2) != Some(&"CONSTRAINT") && !created {
+            problems.push(format!(
+                "adds a column to the existing table {}: the previous release's whole-row prepared statements would fail; put it in a new table",
+                table.to_ascii_lowercase()
+            ));
+        }
+    }
     let creates_index = text.contains("CREATE INDEX") || text.contains("CREATE UNIQUE INDEX");
     if !creates_index {
         return problems;
@@ -85,7 +117,30 @@ mod tests {
         assert!(violations(9, good).is_empty(), "{:?}", violations(9, good));
         // Tables are new in older migrations: their plain index builds stand.
         assert!(violations(1, blocking).is_empty());
-        // No index: nothing to say.
-        assert!(violations(9, "ALTER TABLE executions ADD COLUMN x int;").is_empty());
+        // No index, no new column: nothing to say.
+        assert!(violations(9, "CREATE TABLE x (id uuid PRIMARY KEY);").is_empty());
+    }
+
+    #[test]
+    fn the_rule_refuses_new_columns_on_existing_tables() {
+        for sql in [
+            "ALTER TABLE executions ADD COLUMN x int;",
+            "alter table if exists executions add x int;",
+            "ALTER TABLE snapshots ADD COLUMN format bigint NOT NULL DEFAULT 1;",
+        ] {
+            assert_eq!(
+                violations(9, sql).len(),
+                1,
+                "{sql}: {:?}",
+                violations(9, sql)
+            );
+        }
+        // A table the migration itself creates may grow; a constraint adds no column.
+        let new = "CREATE TABLE t (id uuid PRIMARY KEY);\nALTER TABLE t ADD COLUMN x int;";
+        assert!(violations(9, new).is_empty(), "{:?}", violations(9, new));
+        let check = "ALTER TABLE executions ADD CONSTRAINT c CHECK (steps_run >= 0);";
+        assert!(violations(9, check).is_empty());
+        // Migrations up to 0008 predate the rule.
+        assert!(violations(8, "ALTER TABLE executions ADD COLUMN x int;").is_empty());
     }
 }

@@ -6,6 +6,24 @@
 //! lets run alongside the writer. Every execution transition is
 //! [`tollgate_store::rules`]' — the same as every other backend.
 
+/// `SELECT` of whole execution rows with their stored format (`format`, NULL for
+/// format 1): an execution's format is a row of `execution_formats`, present only when a
+/// newer release wrote it, not a column of `executions` (PostgreSQL's reason, kept on
+/// both backends so that they hold the same shape; see the 0008 migration).
+macro_rules! select_executions {
+    () => {
+        "SELECT *, (SELECT f.format FROM execution_formats f WHERE f.execution_id = executions.id) AS format FROM executions"
+    };
+}
+
+/// A condition true for the execution rows this release can read (none of a newer
+/// release's): what claims and scans filter on.
+macro_rules! readable_execution {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM execution_formats f WHERE f.execution_id = executions.id AND f.format > 1)"
+    };
+}
+
 mod rows;
 mod store;
 

@@ -113,7 +113,7 @@ pub(super) fn execution_changes(e: &Execution) -> Value {
         "wake": e.wake, "pause_requested": e.pause_requested, "deadline": e.deadline,
         "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at,
         "completed_at": e.completed_at, "updated_at": e.updated_at, "error": e.error,
-        "consumed_events": e.consumed_events, "format": tollgate_store::STORED_FORMAT,
+        "consumed_events": e.consumed_events,
     })
 }
 
@@ -240,11 +240,15 @@ pub(crate) async fn decide_batch(
 /// due gates — also locks the execution before its requests, so two of them can wait
 /// for each other but never deadlock.
 pub(super) async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<PgRow>> {
-    sqlx::query(
-        "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
-         SELECT e.*, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
-         WHERE a.id = ANY($1) AND (SELECT count(*) FROM locked) >= 0 ORDER BY a.id FOR UPDATE OF a",
-    )
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
+             SELECT e.*, {}, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
+             WHERE a.id = ANY($1) AND (SELECT count(*) FROM locked) >= 0 ORDER BY a.id FOR UPDATE OF a",
+            super::sql::format_of("e")
+        )
+    });
+    sqlx::query(SQL.as_str())
         .bind(ids)
         .fetch_all(conn)
         .await

@@ -12,7 +12,7 @@ use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
     ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Quarantined, Result,
-    StepCommit, Transition, STORED_FORMAT,
+    StepCommit, Transition,
 };
 use uuid::Uuid;
 
@@ -22,9 +22,9 @@ use crate::{rows, PgStore, WAKEUP_CHANNEL};
 use super::commits::locked_ids;
 use super::intake::WaitingScan;
 use super::sql::{
-    apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
-    limit, load_execution, notify_workers, quarantine, refuse, status_counts, upsert_steps,
-    write_execution, STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
+    apply_effect, audit, close_approvals, commit, format_of, id_after, insert_approval,
+    insert_execution, limit, load_execution, notify_workers, quarantine, readable, refuse,
+    status_counts, upsert_steps, write_execution, STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
 };
 
 #[async_trait]
@@ -46,7 +46,10 @@ impl ExecutionStore for PgStore {
         page: &PageRequest,
     ) -> Result<Page<Execution>> {
         let after = id_after(page)?;
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM executions WHERE TRUE");
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT *, {} FROM executions WHERE TRUE",
+            format_of("executions")
+        ));
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -127,9 +130,10 @@ impl ExecutionStore for PgStore {
                 Ok::<_, Error>((at, id))
             })
             .transpose()?;
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT * FROM executions WHERE status IN ('paused', 'waiting')",
-        );
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT *, {} FROM executions WHERE status IN ('paused', 'waiting')",
+            format_of("executions")
+        ));
         if let Some((at, id)) = after {
             q.push(" AND (paused_at, id) > (")
                 .push_bind(at)
@@ -276,9 +280,10 @@ impl ExecutionStore for PgStore {
         claim: &LeaseClaim,
         n: u32,
     ) -> Result<Vec<Execution>> {
+        let readable = readable("executions");
         let rows = sqlx::query(&format!(
             "UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 AND format <= {STORED_FORMAT} \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 AND {readable} \
                 ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING *",
         ))
@@ -303,9 +308,10 @@ impl ExecutionStore for PgStore {
         // Set-based, one statement: pick due gates (SKIP LOCKED), resume them with the
         // wake signal of `rules::deadline_wake`, expire their approval requests, and write
         // the `timer` audit rows — one round trip whatever the batch size.
+        let readable = readable("executions");
         let rows = sqlx::query(&format!(
             "WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 \
-                AND format <= {STORED_FORMAT} ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                AND {readable} ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
              upd AS (UPDATE executions e SET status = 'running', lease_owner = $3, lease_expires_at = $4, version = e.version + 1, \
                 updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
                 wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL \
@@ -334,12 +340,13 @@ impl ExecutionStore for PgStore {
     }
 
     async fn time_out_overdue(&self, now: Timestamp, n: u32) -> Result<Vec<Execution>> {
+        let readable = readable("executions");
         let mut tx = self.tx().await?;
         let ids = locked_ids(
             &mut tx,
             &format!(
                 "SELECT id FROM executions WHERE deadline <= $1 AND (status IN ('paused', 'waiting') \
-                 OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) AND format <= {STORED_FORMAT} \
+                 OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= $1))) AND {readable} \
                  ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED"
             ),
             now,

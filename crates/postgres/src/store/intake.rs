@@ -66,9 +66,9 @@ pub(crate) async fn waiting_batch(
     let rows = sqlx::query(&format!(
         "SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
          CROSS JOIN LATERAL (SELECT * FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
-            AND e.format <= {} AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
+            AND {} AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
          ORDER BY q.ord, x.id",
-        tollgate_store::STORED_FORMAT
+        super::sql::readable("e")
     ))
     .bind(&event_types)
     .bind(&afters)

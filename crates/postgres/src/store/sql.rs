@@ -1,6 +1,8 @@
 //! What every write shares: transactions, execution, step, approval and audit rows, and
 //! the effects a commit applies.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgConnection, Postgres};
 use sqlx::query::Query;
@@ -53,7 +55,39 @@ pub(super) fn limit(n: u32) -> i64 {
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
     trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
-    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, format";
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+
+/// The stored format of the execution row `alias` (NULL: format 1), selected `AS format`
+/// where a read must tell a newer release's row from a damaged one.
+///
+/// It lives in `execution_formats`, which holds a row only for executions a release with
+/// a format above 1 wrote (this release writes none), rather than in a column of
+/// `executions`: the previous release reads that table with whole-row selects, and
+/// PostgreSQL refuses a prepared statement whose result columns changed, so a new
+/// column would break every running process of the previous release in a rolling
+/// upgrade.
+pub(super) fn format_of(alias: &str) -> String {
+    format!(
+        "(SELECT f.format FROM execution_formats f WHERE f.execution_id = {alias}.id) AS format"
+    )
+}
+
+/// A condition true for execution rows `alias` this release can read: claims and scans
+/// leave a newer release's rows to that release.
+pub(super) fn readable(alias: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM execution_formats f WHERE f.execution_id = {alias}.id AND f.format > {})",
+        tollgate_store::STORED_FORMAT
+    )
+}
+
+/// `$1, …, $n`, one per column of [`EXECUTION_COLUMNS`] (what [`bind_execution`] binds).
+fn execution_params() -> String {
+    (1..=EXECUTION_COLUMNS.split(',').count())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub(super) fn upsert_execution_sql() -> String {
     let sets: Vec<String> = EXECUTION_COLUMNS
@@ -62,8 +96,8 @@ pub(super) fn upsert_execution_sql() -> String {
         .skip(1)
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
-    let params: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
-    format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}", params.join(", "), sets.join(", "))
+    let params = execution_params();
+    format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({params}) ON CONFLICT (id) DO UPDATE SET {}", sets.join(", "))
 }
 
 pub(super) fn bind_execution<'q>(
@@ -105,7 +139,6 @@ pub(super) fn bind_execution<'q>(
         .bind(e.error.as_ref().map(to_json))
         .bind(e.requested_by.clone())
         .bind(e.consumed_events.clone())
-        .bind(tollgate_store::STORED_FORMAT)
 }
 
 pub(super) async fn write_execution(conn: &mut PgConnection, e: &Execution) -> Result<()> {
@@ -121,12 +154,20 @@ pub(super) async fn load_execution(
     id: Uuid,
     lock: bool,
 ) -> Result<Execution> {
-    let sql = if lock {
-        "SELECT * FROM executions WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT * FROM executions WHERE id = $1"
-    };
-    let row = sqlx::query(sql)
+    static LOCKED: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT *, {} FROM executions WHERE id = $1 FOR UPDATE",
+            format_of("executions")
+        )
+    });
+    static PLAIN: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT *, {} FROM executions WHERE id = $1",
+            format_of("executions")
+        )
+    });
+    let sql = if lock { &LOCKED } else { &PLAIN };
+    let row = sqlx::query(sql.as_str())
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -226,15 +267,17 @@ pub(super) async fn quarantine(
     detail: &str,
     now: Timestamp,
 ) -> Result<()> {
-    let format: Option<i64> =
-        sqlx::query_scalar("SELECT format FROM executions WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
+    let format: Option<Option<i64>> = sqlx::query_scalar(&format!(
+        "SELECT {} FROM executions WHERE id = $1 FOR UPDATE",
+        format_of("executions")
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
     match format {
         None => return Err(Error::not_found("execution", id)),
-        Some(format) if format > tollgate_store::STORED_FORMAT => {
+        Some(Some(format)) if format > tollgate_store::STORED_FORMAT => {
             return Err(Error::NewerFormat {
                 what: "execution",
                 id: id.to_string(),
@@ -257,12 +300,11 @@ pub(super) async fn quarantine(
         "UPDATE executions SET status = 'failed', result = NULL, cursor = NULL, visits = '{}'::jsonb, \
          lease_owner = NULL, lease_expires_at = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, \
          gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, wake = NULL, pause_requested = false, \
-         completed_at = $2, updated_at = $2, error = $3, version = version + 1, format = $4 WHERE id = $1",
+         completed_at = $2, updated_at = $2, error = $3, version = version + 1 WHERE id = $1",
     )
     .bind(id)
     .bind(now)
     .bind(to_json(&rules::quarantine_error(detail)))
-    .bind(tollgate_store::STORED_FORMAT)
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -422,11 +464,8 @@ pub(super) fn steps_from_recordset(param: usize) -> String {
 
 /// Inserts a new execution row.
 pub(super) async fn insert_execution(conn: &mut PgConnection, execution: &Execution) -> Result<()> {
-    let params: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
-        params.join(", ")
-    );
+    let params = execution_params();
+    let sql = format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({params})");
     bind_execution(sqlx::query(&sql), execution)
         .execute(conn)
         .await

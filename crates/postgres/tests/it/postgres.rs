@@ -97,7 +97,7 @@ async fn the_schema_matches_what_the_code_expects() {
         columns("executions").await,
         "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, trigger_payload, context, cursor, visits, \
          steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, gate_deadline, gate_event, gate_approval_id, paused_at, wake, \
-         pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token, format"
+         pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, commit_token"
     );
     assert_eq!(columns("approvals").await, "id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at");
     assert_eq!(columns("step_records").await, "seq, id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error");
@@ -112,6 +112,8 @@ async fn the_schema_matches_what_the_code_expects() {
         "notifications",
         "api_keys",
         "console_sessions",
+        "execution_formats",
+        "quarantined_executions",
     ] {
         assert!(!columns(table).await.is_empty(), "{table}");
     }

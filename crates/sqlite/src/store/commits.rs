@@ -21,10 +21,14 @@ impl SqliteStore {
     /// the commit as one batch.
     pub(super) async fn commit_in_two_hops(&self, step: StepCommit) -> Result<Committed> {
         let mut held = self.held().await?;
-        let read = sqlx::query("BEGIN IMMEDIATE; SELECT * FROM executions WHERE id = ?")
-            .bind(step.execution_id.to_string())
-            .fetch_all(held.conn()?)
-            .await;
+        let read = sqlx::query(concat!(
+            "BEGIN IMMEDIATE; ",
+            select_executions!(),
+            " WHERE id = ?"
+        ))
+        .bind(step.execution_id.to_string())
+        .fetch_all(held.conn()?)
+        .await;
         let rows = match read {
             Ok(rows) => rows,
             Err(err) => {

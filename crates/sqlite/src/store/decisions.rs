@@ -24,11 +24,15 @@ impl SqliteStore {
     ) -> Result<Decided> {
         // Hop 1: open the transaction and read the request and its execution.
         let mut held = self.held().await?;
-        let read = sqlx::query("BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id = ?; SELECT * FROM executions WHERE id = (SELECT execution_id FROM approvals WHERE id = ?)")
-            .bind(approval_id.to_string())
-            .bind(approval_id.to_string())
-            .fetch_all(held.conn()?)
-            .await;
+        let read = sqlx::query(concat!(
+            "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id = ?; ",
+            select_executions!(),
+            " WHERE id = (SELECT execution_id FROM approvals WHERE id = ?)"
+        ))
+        .bind(approval_id.to_string())
+        .bind(approval_id.to_string())
+        .fetch_all(held.conn()?)
+        .await;
         let rows = match read {
             Ok(rows) => rows,
             Err(err) => {

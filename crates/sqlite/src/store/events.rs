@@ -38,7 +38,7 @@ impl EventStore for SqliteStore {
         const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
         let insert_one = format!(
             " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
-            vec!["?"; 34].join(", ")
+            vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", ")
         );
         let insert_step = format!(
             " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \

@@ -11,7 +11,7 @@ use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
     ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Quarantined, Result,
-    StepCommit, Transition, STORED_FORMAT,
+    StepCommit, Transition,
 };
 use uuid::Uuid;
 
@@ -22,6 +22,13 @@ use super::sql::{
     apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
     load_execution, quarantine, status_counts, upsert_step, write_execution,
 };
+
+/// What claims and scans filter on: the execution rows this release can read.
+const READABLE: &str = readable_execution!();
+const _: () = assert!(
+    tollgate_store::STORED_FORMAT == 1,
+    "readable_execution! names this release's format; raise it with STORED_FORMAT"
+);
 
 #[async_trait]
 impl ExecutionStore for SqliteStore {
@@ -48,7 +55,7 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn get_execution(&self, id: Uuid) -> Result<Execution> {
-        let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+        let row = sqlx::query(concat!(select_executions!(), " WHERE id = ?"))
             .bind(id.to_string())
             .fetch_optional(&self.reader)
             .await
@@ -65,7 +72,7 @@ impl ExecutionStore for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<Execution>> {
         let after = id_after(page)?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM executions WHERE 1 = 1");
+        let mut q = QueryBuilder::<Sqlite>::new(concat!(select_executions!(), " WHERE 1 = 1"));
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -146,9 +153,10 @@ impl ExecutionStore for SqliteStore {
                 Ok::<_, Error>((at, id.to_string()))
             })
             .transpose()?;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT * FROM executions WHERE status IN ('paused', 'waiting')",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(concat!(
+            select_executions!(),
+            " WHERE status IN ('paused', 'waiting')"
+        ));
         if let Some((at, id)) = after {
             q.push(" AND (paused_at > ")
                 .push_bind(at)
@@ -299,7 +307,7 @@ impl ExecutionStore for SqliteStore {
         // One statement: pick and claim in the same UPDATE, so no row is handed out twice.
         let rows = sqlx::query(&format!(
             "UPDATE executions SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ? \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? AND format <= {STORED_FORMAT} \
+             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? AND {READABLE} \
                 ORDER BY lease_expires_at LIMIT ?) \
              RETURNING *",
         ))
@@ -336,7 +344,7 @@ impl ExecutionStore for SqliteStore {
                         'reason', NULL, 'data', NULL, 'decided_at', ?5) \
                     ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
               WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 \
-                AND format <= {STORED_FORMAT} ORDER BY gate_deadline LIMIT ?6) \
+                AND {READABLE} ORDER BY gate_deadline LIMIT ?6) \
               RETURNING *; \
             UPDATE approvals SET status = 'expired', decided_at = ?3 \
               WHERE status = 'pending' AND id IN (SELECT gate_approval_id FROM executions WHERE commit_token = ?4); \
@@ -376,7 +384,7 @@ impl ExecutionStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let ids: Vec<String> = sqlx::query(&format!(
             "SELECT id FROM executions WHERE deadline <= ? AND (status IN ('paused', 'waiting') \
-             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) AND format <= {STORED_FORMAT} \
+             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) AND {READABLE} \
              ORDER BY deadline LIMIT ?",
         ))
         .bind(ts(now))
@@ -521,7 +529,7 @@ impl ExecutionStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
         let rows = sqlx::query(&format!(
-            "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? AND format <= {STORED_FORMAT} \
+            "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? AND {READABLE} \
              ORDER BY id LIMIT ?"
         ))
         .bind(event_type)

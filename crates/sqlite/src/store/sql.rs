@@ -79,7 +79,7 @@ pub(super) fn id_after(page: &PageRequest) -> Result<Option<String>> {
 }
 
 pub(super) async fn load_execution(conn: &mut SqliteConnection, id: Uuid) -> Result<Execution> {
-    let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+    let row = sqlx::query(concat!(select_executions!(), " WHERE id = ?"))
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await
@@ -93,7 +93,7 @@ pub(super) async fn load_execution(conn: &mut SqliteConnection, id: Uuid) -> Res
 pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
     trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
-    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events, format";
+    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
 
 pub(super) fn bind_execution<'q>(
     query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
@@ -134,13 +134,12 @@ pub(super) fn bind_execution<'q>(
         .bind(e.error.as_ref().map(json))
         .bind(e.requested_by.clone())
         .bind(json(&e.consumed_events))
-        .bind(tollgate_store::STORED_FORMAT)
 }
 
 pub(super) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
     let sql = format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({})",
-        vec!["?"; 34].join(", ")
+        vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", ")
     );
     bind_execution(sqlx::query(&sql), e)
         .execute(conn)
@@ -159,7 +158,7 @@ pub(super) fn upsert_execution_sql() -> String {
         .collect();
     format!(
         "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES ({}) ON CONFLICT(id) DO UPDATE SET {}",
-        vec!["?"; 34].join(", "),
+        vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", "),
         sets.join(", ")
     )
 }
@@ -263,7 +262,7 @@ pub(super) async fn quarantine(
     detail: &str,
     now: Timestamp,
 ) -> Result<()> {
-    let row = sqlx::query("SELECT * FROM executions WHERE id = ?")
+    let row = sqlx::query(concat!(select_executions!(), " WHERE id = ?"))
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await
@@ -298,12 +297,11 @@ pub(super) async fn quarantine(
         "UPDATE executions SET status = 'failed', result = NULL, cursor = NULL, visits = '{}', \
          lease_owner = NULL, lease_expires_at = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, \
          gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, wake = NULL, pause_requested = 0, \
-         consumed_events = '[]', completed_at = ?, updated_at = ?, error = ?, version = version + 1, format = ? WHERE id = ?",
+         consumed_events = '[]', completed_at = ?, updated_at = ?, error = ?, version = version + 1 WHERE id = ?",
     )
     .bind(ts(now))
     .bind(ts(now))
     .bind(json(&rules::quarantine_error(detail)))
-    .bind(tollgate_store::STORED_FORMAT)
     .bind(id.to_string())
     .execute(&mut *conn)
     .await

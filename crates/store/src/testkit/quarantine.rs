@@ -198,7 +198,7 @@ where
     let waits = waiting(&store, &w, None).await;
     for e in [&expired, &due, &waits] {
         sql(format!(
-            "UPDATE executions SET format = {newer} WHERE id = '{}'",
+            "INSERT INTO execution_formats (execution_id, format) VALUES ('{}', {newer})",
             e.id
         ))
         .await;
