@@ -35,7 +35,13 @@ fn main() -> Result<()> {
                 }
             };
             let browser = browser::ensure();
+            let previous = previous::build();
             let result = test(&args[1..]);
+            if let Err(err) = &previous {
+                eprintln!("\n************************************************************");
+                eprintln!("xtask: THE ROLLING-UPGRADE TEST WAS SKIPPED: {err:#}");
+                eprintln!("************************************************************\n");
+            }
             if !browser {
                 eprintln!("\n************************************************************");
                 eprintln!("xtask: BROWSER TESTS WERE SKIPPED: chromium/chromedriver could not be installed");
@@ -156,6 +162,75 @@ fn bench(extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["bench", "--workspace"]).args(extra);
     run("cargo bench --workspace", &mut cmd)
+}
+
+mod previous {
+    //! The previous release's `tollgate-api`, for the rolling-upgrade test (the previous
+    //! release and this one on one database while this one migrates it).
+
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use anyhow::{bail, Context, Result};
+
+    /// The commit of the previous release: the last commit before this release's first
+    /// migration (0008). Move it forward when a release is cut, so the test always pairs
+    /// a release with the one before.
+    pub const RELEASE: &str = "41a0e53a92cd1c8219b0285d0242aae4a7731cdb";
+
+    /// Extracts [`RELEASE`] from the repository's history and builds its `tollgate-api`
+    /// (debug, in a target directory of its own next to the usual one, so repeated runs
+    /// reuse it), then sets `TOLLGATE_PREVIOUS_API_BIN` to it, which makes the upgrade
+    /// test run (and fail rather than skip).
+    pub fn build() -> Result<()> {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+            .join("previous-release");
+        let source = target.join(format!("src-{}", &RELEASE[..12]));
+        if !source.join("Cargo.toml").exists() {
+            std::fs::create_dir_all(&source)?;
+            let archive = Command::new("git")
+                .args(["archive", "--format=tar", RELEASE])
+                .output()
+                .context("could not run git archive")?;
+            if !archive.status.success() {
+                bail!(
+                    "the previous release {RELEASE} is not in this clone's history: {}",
+                    String::from_utf8_lossy(&archive.stderr).trim()
+                );
+            }
+            let mut tar = Command::new("tar")
+                .arg("-x")
+                .arg("-C")
+                .arg(&source)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .context("could not run tar")?;
+            if let Some(mut stdin) = tar.stdin.take() {
+                use std::io::Write;
+                stdin.write_all(&archive.stdout)?;
+            }
+            if !tar.wait()?.success() {
+                bail!("could not extract the previous release");
+            }
+        }
+        eprintln!(
+            "xtask: building the previous release's tollgate-api ({})",
+            &RELEASE[..12]
+        );
+        let status = super::cargo()
+            .args(["build", "--quiet", "--bin", "tollgate-api"])
+            .current_dir(&source)
+            .env("CARGO_TARGET_DIR", target.join("target"))
+            .status()
+            .context("could not build the previous release")?;
+        if !status.success() {
+            bail!("building the previous release failed ({status})");
+        }
+        let bin = target.join("target").join("debug").join("tollgate-api");
+        std::env::set_var("TOLLGATE_PREVIOUS_API_BIN", &bin);
+        Ok(())
+    }
 }
 
 mod browser {

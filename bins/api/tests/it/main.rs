@@ -22,6 +22,7 @@ mod robustness;
 mod routes;
 mod schedules;
 mod shutdown;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -211,6 +212,18 @@ impl TestApp {
         }
         let (_, last) = self.get(&path, &self.admin.clone()).await;
         panic!("execution {execution} never reached the expected state; it is {last}");
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Runs one statement on the server's database behind its back (to damage a row as a

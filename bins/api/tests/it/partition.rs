@@ -107,14 +107,7 @@ async fn a_silent_database_network_fails_requests_fast_and_service_returns() {
     }
     let (s, _) = app.get("/health/ready", "").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     // The scrape still works, and says the database did not answer.
     assert!(
         metrics.contains("tollgate_database_reachable 0"),
@@ -134,14 +127,7 @@ async fn a_silent_database_network_fails_requests_fast_and_service_returns() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(served, "not serving 30 s after the network returned");
-    let metrics = client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tollgate_database_reachable 1"),
         "{metrics}"

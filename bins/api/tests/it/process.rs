@@ -18,9 +18,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Server {
@@ -30,8 +30,26 @@ impl Server {
 
     /// With extra arguments, a log level and where its log (stderr) goes.
     async fn start_with(data_dir: &Path, args: &[&str], log: &str, stderr: Stdio) -> Self {
+        Self::start_bin(
+            Path::new(env!("CARGO_BIN_EXE_tollgate-api")),
+            data_dir,
+            args,
+            log,
+            stderr,
+        )
+        .await
+    }
+
+    /// `bin` (this release's `tollgate-api` or another's) on `data_dir`, ready.
+    pub async fn start_bin(
+        bin: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        log: &str,
+        stderr: Stdio,
+    ) -> Self {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+        let mut child = Command::new(bin)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
@@ -57,7 +75,7 @@ impl Server {
         panic!("tollgate-api did not become ready");
     }
 
-    fn kill9(mut self) -> String {
+    pub fn kill9(mut self) -> String {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
         let mut out = String::new();
@@ -69,7 +87,16 @@ impl Server {
     }
 }
 
-async fn send(
+/// A test that fails midway still stops its servers (which would otherwise outlive it,
+/// holding the test harness's output open).
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn send(
     client: &reqwest::Client,
     key: &str,
     url: String,

@@ -952,15 +952,7 @@ async fn execution_routes(app: TestApp) {
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"));
 
     // Metrics reflect what happened.
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains("tollgate_executions{status=\"completed\"}"),
         "{text}"
@@ -1218,15 +1210,7 @@ async fn unreadable_executions_are_quarantined(app: TestApp) {
     );
     let (s, _) = app.get("/api/v1/executions/quarantined", &viewer).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tollgate_quarantined_executions_total"),
         "{metrics}"
