@@ -372,6 +372,19 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
             }
         });
     }
+    // A clock that drifts beyond --max-clock-skew after start stops the server as a
+    // signal does, and the process then exits non-zero; its restart is refused until
+    // the clock is fixed.
+    let clock = {
+        let backend = backend.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let err = backend.watch_clock().await;
+            tracing::error!("{err}; stopping");
+            stop.cancel();
+            err
+        })
+    };
     let timeout = args.shutdown_timeout;
     let grace = args.shutdown_grace;
     let kind = backend.kind;
@@ -415,6 +428,13 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         };
         backend.close().await;
         tracing::info!("stopped");
+        if clock.is_finished() {
+            if let Ok(skew) = clock.await {
+                return Err(anyhow::Error::new(skew).context("stopped: the clock drifted"));
+            }
+        } else {
+            clock.abort();
+        }
         match served {
             Ok(result) => result.context("HTTP server failed"),
             Err(err) => Err(anyhow::anyhow!("HTTP server task failed: {err}")),

@@ -50,7 +50,8 @@ struct Cli {
     migrate: MigrateMode,
 
     /// Refuse to start when this host's clock differs from the database server's by
-    /// more than this (a host ahead by a lease would take over running executions).
+    /// more than this, and stop (exit non-zero) when the check every minute finds it so
+    /// later (a host ahead by a lease would take over running executions).
     #[arg(long, env = "TOLLGATE_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_positive_duration)]
     max_clock_skew: Duration,
 
@@ -170,15 +171,34 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run_supervised(shutdown.clone()));
     println!("tollgate-resume-worker {worker_id} running");
-    wait_for_signal().await?;
-    tracing::info!(worker = %worker_id, "shutting down: finishing executions in flight");
+    // A signal stops the worker; so does a clock that drifts beyond --max-clock-skew
+    // after start (a host ahead by a lease would take over executions still running
+    // elsewhere), which then exits non-zero.
+    let drifted = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        skew = backend.watch_clock() => Some(skew),
+    };
+    match &drifted {
+        None => {
+            tracing::info!(worker = %worker_id, "shutting down: finishing executions in flight");
+        }
+        Some(skew) => {
+            tracing::error!(worker = %worker_id, "{skew}; shutting down: finishing executions in flight");
+        }
+    }
     shutdown.cancel();
     tokio::time::timeout(cli.shutdown_timeout, running)
         .await
         .context("executions in flight did not finish in time; their leases will expire")?
         .context("worker loop panicked")?;
     backend.close().await;
-    Ok(())
+    match drifted {
+        None => Ok(()),
+        Some(skew) => Err(anyhow::Error::new(skew).context("stopped: the clock drifted")),
+    }
 }
 
 /// Installs the process's metrics recorder with an HTTP listener on `addr`. Histograms of

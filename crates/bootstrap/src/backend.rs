@@ -32,7 +32,12 @@ pub struct Backend {
     /// Which backend.
     pub kind: Kind,
     closer: Closer,
+    /// `--max-clock-skew`, for [`Backend::watch_clock`].
+    max_clock_skew: Duration,
 }
+
+/// How often a running process measures its clock against the database server's.
+pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 enum Closer {
@@ -63,6 +68,7 @@ impl Backend {
                     wakeups: store.wakeups(),
                     kind: Kind::Sqlite,
                     closer: Closer::Sqlite(store),
+                    max_clock_skew: args.max_clock_skew,
                 })
             }
             DatabaseTarget::Postgres(url) => {
@@ -103,6 +109,7 @@ impl Backend {
                     wakeups: store.wakeups(),
                     kind: Kind::Postgres,
                     closer: Closer::Postgres(store),
+                    max_clock_skew: args.max_clock_skew,
                 })
             }
         }
@@ -127,11 +134,61 @@ impl Backend {
         }
     }
 
+    /// Measures this host's clock against the database server's every
+    /// [`CLOCK_CHECK_INTERVAL`] for as long as the process runs, and returns
+    /// [`Error::ClockSkew`] once it is beyond `--max-clock-skew` — what the start-up check
+    /// refuses, for a clock that jumps later (a VM resumed from suspend, NTP stepping a
+    /// drifted clock). The caller stops the process on it: a host ahead by a lease takes
+    /// over executions that are still running elsewhere. Never returns on SQLite (one
+    /// process, one clock).
+    pub async fn watch_clock(&self) -> Error {
+        match &self.closer {
+            Closer::Sqlite(_) => std::future::pending().await,
+            Closer::Postgres(store) => {
+                watch_clock(
+                    || async {
+                        store
+                            .clock_skew()
+                            .await
+                            .map_err(|err| {
+                                tracing::debug!("cannot read the database's clock: {err}");
+                            })
+                            .ok()
+                    },
+                    self.max_clock_skew,
+                    CLOCK_CHECK_INTERVAL,
+                )
+                .await
+            }
+        }
+    }
+
     /// Closes connections (after the last writer finished).
     pub async fn close(&self) {
         match &self.closer {
             Closer::Sqlite(store) => store.close().await,
             Closer::Postgres(store) => store.close().await,
+        }
+    }
+}
+
+/// Every `every`, takes a measurement of the skew (`None`: the database did not answer,
+/// which its own health checks report), publishes it as `tollgate_clock_skew_seconds`,
+/// and returns the refusal of the first one beyond `limit`.
+async fn watch_clock<M, F>(mut measure: M, limit: Duration, every: Duration) -> Error
+where
+    M: FnMut() -> F,
+    F: std::future::Future<Output = Option<chrono::TimeDelta>>,
+{
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(skew) = measure().await else {
+            continue;
+        };
+        #[allow(clippy::cast_precision_loss)] // milliseconds of skew: far below 2^52
+        metrics::gauge!("tollgate_clock_skew_seconds").set(skew.num_milliseconds() as f64 / 1e3);
+        if let Err(err) = check_clock_skew(skew, limit) {
+            return err;
         }
     }
 }
@@ -177,6 +234,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(behind.contains("6000 ms behind"), "{behind}");
+    }
+
+    /// A clock that drifts after start is caught by the next measurement beyond the
+    /// limit, in either direction; measurements the database did not answer are skipped.
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_that_jumps_after_start_is_caught() {
+        let limit = std::time::Duration::from_secs(5);
+        let every = std::time::Duration::from_secs(60);
+        for (jump, said) in [(31_000, "31000 ms ahead of"), (-6_000, "6000 ms behind")] {
+            let readings = std::sync::Mutex::new(
+                vec![
+                    Some(chrono::TimeDelta::milliseconds(20)),
+                    None,
+                    Some(chrono::TimeDelta::milliseconds(-4_000)),
+                    Some(chrono::TimeDelta::milliseconds(jump)),
+                ]
+                .into_iter(),
+            );
+            let started = tokio::time::Instant::now();
+            let watch = super::watch_clock(
+                || {
+                    let next = readings.lock().unwrap().next().flatten();
+                    async move { next }
+                },
+                limit,
+                every,
+            );
+            let err = tokio::time::timeout(every * 10, watch)
+                .await
+                .expect("the jump was not caught")
+                .to_string();
+            assert!(err.contains(said), "{err}");
+            // Three readings within the limit (one missing), the fourth beyond it.
+            assert_eq!(started.elapsed(), every * 4);
+        }
     }
 
     /// On one host the database's clock and this process's agree to well under the

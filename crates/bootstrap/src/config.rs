@@ -59,9 +59,10 @@ pub struct DatabaseArgs {
     pub migrate: MigrateMode,
 
     /// PostgreSQL: refuse to start when this host's clock differs from the database
-    /// server's by more than this (leases and deadlines are compared against each
-    /// process's clock: a host ahead by a lease would take over running executions).
-    /// Above a fifth of it, a warning is logged.
+    /// server's by more than this, and stop (exit non-zero) when a check every minute
+    /// finds it so later (leases and deadlines are compared against each process's
+    /// clock: a host ahead by a lease would take over running executions). Above a
+    /// fifth of it, a warning is logged.
     #[arg(long, env = "TOLLGATE_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_positive_duration)]
     pub max_clock_skew: Duration,
 }

@@ -109,6 +109,10 @@ pub fn describe_metrics() {
         "tollgate_database_reachable",
         "1 when the database answered this scrape's reads within 2 s, 0 when it did not (the database gauges then keep their last values)."
     );
+    describe_gauge!(
+        "tollgate_clock_skew_seconds",
+        "How far this host's clock was from the PostgreSQL server's at the last check (positive: ahead); beyond --max-clock-skew the process stops."
+    );
     describe_counter!(
         "tollgate_quarantined_executions_total",
         "Executions this process set aside because their stored row or definition could not be read (GET /api/v1/executions/quarantined lists them)."
