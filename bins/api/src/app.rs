@@ -319,6 +319,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 poll_interval: args.worker.poll_interval,
                 delivery_grace: args.worker.lease,
                 heartbeat_interval: args.worker.heartbeat_interval,
+                pass_timeout: args.worker.worker_pass_timeout,
             },
         )
         .with_waker(backend.wakeups.clone());

@@ -80,6 +80,13 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     heartbeat_interval: Duration,
 
+    /// The longest the loop waits for the database in one pass (its claims, its
+    /// heartbeat); past it the pass is abandoned and the next starts on fresh
+    /// connections, so a connection a network partition black-holed stops the loop for
+    /// this long rather than the many minutes TCP takes to give up.
+    #[arg(long, env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pass_timeout: Duration,
+
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
     #[arg(long, env = "TOLLGATE_WORKER_ID")]
@@ -154,6 +161,7 @@ async fn run(cli: Cli) -> Result<()> {
             worker_concurrency: cli.concurrency,
             lease: cli.lease,
             heartbeat_interval: cli.heartbeat_interval,
+            worker_pass_timeout: cli.pass_timeout,
         },
         worker_id.clone(),
     )?;
@@ -165,6 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
             poll_interval: cli.poll_interval,
             delivery_grace: cli.lease,
             heartbeat_interval: cli.heartbeat_interval,
+            pass_timeout: cli.pass_timeout,
         },
     )
     .with_waker(backend.wakeups.clone());

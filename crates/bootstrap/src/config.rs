@@ -141,6 +141,13 @@ pub struct WorkerArgs {
     /// `/health/ready` and `/metrics` of every API server report.
     #[arg(long, env = "TOLLGATE_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub heartbeat_interval: Duration,
+
+    /// The longest the worker loop waits for the database in one pass (its claims, its
+    /// heartbeat); past it the pass is abandoned and the next starts on fresh
+    /// connections, so a connection a network partition black-holed stops the loop for
+    /// this long rather than the many minutes TCP takes to give up.
+    #[arg(long, env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub worker_pass_timeout: Duration,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same

@@ -40,6 +40,13 @@ pub struct WorkerOptions {
     /// How often the loop records its heartbeat (`WorkerStore::heartbeat`), so that the
     /// API can say which loops run and warn when none does.
     pub heartbeat_interval: Duration,
+    /// The longest a pass's claims, its heartbeat or its schedule look-up may take. A
+    /// call the database never answers (a connection black-holed by a network
+    /// partition or a failover: TCP gives up only after about 15 minutes) would
+    /// otherwise stop the loop for that long; past this bound the pass is abandoned
+    /// and the next one starts on fresh connections. What an abandoned pass had
+    /// claimed is taken over once its lease expires, as after a crash.
+    pub pass_timeout: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -50,6 +57,7 @@ impl Default for WorkerOptions {
             poll_interval: Duration::from_secs(1),
             delivery_grace: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
+            pass_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -342,7 +350,13 @@ impl Worker {
     /// fires sooner, so that ticks start on time rather than up to a poll interval late.
     async fn until_next_tick(&self) -> Duration {
         let poll = self.options.poll_interval;
-        match self.engine.store().next_fire_at().await {
+        let next = tokio::time::timeout(
+            self.options.pass_timeout,
+            self.engine.store().next_fire_at(),
+        )
+        .await
+        .unwrap_or_else(|_| Err(unanswered(self.options.pass_timeout)));
+        match next {
             // Never below a few milliseconds: a schedule another process is claiming
             // right now looks due until that claim commits.
             Ok(Some(at)) => (at - self.engine.clock().now())
@@ -376,7 +390,11 @@ impl Worker {
             // execution never holds back deadlines, take-overs or schedule ticks.
             let free = concurrency.saturating_sub(in_flight.len());
             let limit = (self.options.batch as usize).min(free) as u32;
-            let full = match self.pass(limit).await {
+            let bound = self.options.pass_timeout;
+            let pass = tokio::time::timeout(bound, self.pass(limit))
+                .await
+                .unwrap_or_else(|_| Err(unanswered(bound).into()));
+            let full = match pass {
                 Ok((report, started)) => {
                     in_flight.extend(started);
                     heart.claimed += report.total() as u64;
@@ -388,7 +406,12 @@ impl Worker {
                     false
                 }
             };
-            heart.beat_if_due(&self).await;
+            if tokio::time::timeout(bound, heart.beat_if_due(&self))
+                .await
+                .is_err()
+            {
+                tracing::warn!(worker = %self.engine.worker_id(), "the heartbeat was not recorded within {bound:?}");
+            }
             let slots_left = in_flight.len() < concurrency;
             if full && slots_left {
                 continue;
@@ -428,6 +451,13 @@ impl Worker {
         }
         tracing::info!(worker = %self.engine.worker_id(), "worker loop stopped");
     }
+}
+
+/// A pass the database did not answer within `bound`.
+fn unanswered(bound: Duration) -> tollgate_store::Error {
+    tollgate_store::Error::Unavailable(format!(
+        "the database did not answer within {bound:?}; the pass was abandoned"
+    ))
 }
 
 /// First pause before a panicked loop is started again; it doubles per panic, up to

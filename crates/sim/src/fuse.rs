@@ -68,6 +68,7 @@ pub struct Fuse {
     notify: Notify,
     names: Mutex<Vec<&'static str>>,
     jitter: Option<Mutex<StdRng>>,
+    black_hole: AtomicBool,
 }
 
 impl Fuse {
@@ -107,6 +108,15 @@ impl Fuse {
             .clone()
     }
 
+    /// While `on`, every call the process makes goes unanswered, forever: what a
+    /// connection black-holed by a network partition or a failover does (the database
+    /// never hears of it, TCP gives up only after many minutes). Calls made after it is
+    /// turned off go through, as on a fresh connection; the swallowed ones stay
+    /// unanswered.
+    pub fn black_hole(&self, on: bool) {
+        self.black_hole.store(on, Ordering::SeqCst);
+    }
+
     /// Whether the process has died.
     pub fn is_blown(&self) -> bool {
         self.blown.load(Ordering::SeqCst)
@@ -142,7 +152,7 @@ impl Fuse {
     /// Runs one store call under the fuse.
     async fn run<T>(&self, name: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
         self.jitter().await;
-        if self.is_blown() {
+        if self.is_blown() || self.black_hole.load(Ordering::SeqCst) {
             return std::future::pending().await;
         }
         let index = self.calls.fetch_add(1, Ordering::SeqCst);

@@ -67,6 +67,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             worker_concurrency: 8,
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(200),
+            worker_pass_timeout: Duration::from_secs(60),
         },
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),

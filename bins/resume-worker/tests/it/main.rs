@@ -48,6 +48,7 @@ impl Api {
                 worker_concurrency: 4,
                 lease: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_millis(200),
+                worker_pass_timeout: Duration::from_secs(60),
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),
