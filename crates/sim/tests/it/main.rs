@@ -5,6 +5,75 @@
 mod partition;
 mod races;
 
+/// One process's engine on the in-memory store behind `fuse`, with the workflow `doc`
+/// deployed and started by an event `event`, settled at its first stop.
+pub struct Started {
+    /// The store itself, past the fuse: what survives the process.
+    pub durable: std::sync::Arc<dyn tollgate_store::Store>,
+    pub engine: tollgate_engine::Engine,
+    pub clock: std::sync::Arc<tollgate_engine::TestClock>,
+    pub events: tollgate_resumer::EventService,
+    pub execution: tollgate_model::records::Execution,
+}
+
+pub async fn started(
+    fuse: std::sync::Arc<tollgate_sim::fuse::Fuse>,
+    doc: &serde_json::Value,
+    event: &str,
+) -> Started {
+    use std::sync::Arc;
+    use tollgate_engine::{Clock, Engine, EngineOptions, TestClock};
+    use tollgate_model::records::{snapshot_id, Workflow};
+    use tollgate_store::{MemoryStore, Store};
+
+    let durable: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> =
+        Arc::new(tollgate_sim::fuse::CrashStore::new(durable.clone(), fuse));
+    let clock = Arc::new(TestClock::new(chrono::DateTime::UNIX_EPOCH));
+    let engine = Engine::builder(store)
+        .clock(clock.clone())
+        .options(EngineOptions {
+            worker_id: "p".into(),
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    let definition = Arc::new(tollgate_model::load(doc).unwrap().definition);
+    durable
+        .create_workflow(Workflow {
+            id: uuid::Uuid::now_v7(),
+            snapshot_id: snapshot_id(&definition),
+            enabled: true,
+            definition,
+            created_at: clock.now(),
+            updated_at: clock.now(),
+        })
+        .await
+        .unwrap();
+    let events = tollgate_resumer::EventService::new(engine.clone());
+    let mut ingested = events
+        .ingest(tollgate_resumer::NewEvent {
+            event_type: event.into(),
+            payload: serde_json::json!({}),
+            ..tollgate_resumer::NewEvent::default()
+        })
+        .await
+        .unwrap();
+    let execution = ingested
+        .started
+        .remove(0)
+        .settled(&engine, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    Started {
+        durable,
+        engine,
+        clock,
+        events,
+        execution,
+    }
+}
+
 use tollgate_sim::sweep::{exhaustive, randomised, SweepReport};
 use tollgate_sim::{named, Backend};
 

@@ -3,71 +3,30 @@
 //! the pass it is stuck in and carries on, instead of waiting the quarter of an hour TCP
 //! takes to give up.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::TimeZone;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tollgate_engine::{Clock, Engine, EngineOptions, TestClock};
-use tollgate_model::records::{snapshot_id, Workflow};
 use tollgate_model::{ExecutionResult, ExecutionStatus};
-use tollgate_resumer::{EventService, NewEvent, Worker, WorkerOptions};
-use tollgate_sim::fuse::{CrashStore, Fuse};
-use tollgate_store::{MemoryStore, Store};
-use uuid::Uuid;
+use tollgate_resumer::{Worker, WorkerOptions};
+use tollgate_sim::fuse::Fuse;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_the_database_never_answers_is_abandoned() {
-    let durable: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let fuse = Fuse::counting();
-    let store: Arc<dyn Store> = Arc::new(CrashStore::new(durable.clone(), fuse.clone()));
-    let clock = Arc::new(TestClock::new(
-        chrono::Utc.with_ymd_and_hms(2026, 6, 1, 9, 0, 0).unwrap(),
-    ));
-    let engine = Engine::builder(store.clone())
-        .clock(clock.clone())
-        .options(EngineOptions {
-            worker_id: "worker-a".into(),
-            ..EngineOptions::default()
-        })
-        .build()
-        .unwrap();
-    let definition = Arc::new(
-        tollgate_model::load(&json!({
-            "workflow_id": "big", "version": "1", "trigger": {"type": "event", "event": "order.created"},
-            "steps": [{"id": "a", "type": "approval",
-                       "approval": {"approvers": {"role": "m"}, "timeout": "1h", "on_timeout": "approve"},
-                       "on_approve": "ok"},
-                      {"id": "ok", "type": "action", "action": "allow"}]}))
-        .unwrap()
-        .definition,
-    );
-    store
-        .create_workflow(Workflow {
-            id: Uuid::now_v7(),
-            snapshot_id: snapshot_id(&definition),
-            enabled: true,
-            definition,
-            created_at: clock.now(),
-            updated_at: clock.now(),
-        })
-        .await
-        .unwrap();
-    let mut ingested = EventService::new(engine.clone())
-        .ingest(NewEvent {
-            event_type: "order.created".into(),
-            payload: json!({}),
-            ..NewEvent::default()
-        })
-        .await
-        .unwrap();
-    let paused = ingested
-        .started
-        .remove(0)
-        .settled(&engine, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let doc = json!({
+        "workflow_id": "big", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [{"id": "a", "type": "approval",
+                   "approval": {"approvers": {"role": "m"}, "timeout": "1h", "on_timeout": "approve"},
+                   "on_approve": "ok"},
+                  {"id": "ok", "type": "action", "action": "allow"}]});
+    let crate::Started {
+        durable,
+        engine,
+        clock,
+        execution: paused,
+        ..
+    } = crate::started(fuse.clone(), &doc, "order.created").await;
     assert_eq!(paused.status, ExecutionStatus::Paused);
     let execution = paused.id;
 

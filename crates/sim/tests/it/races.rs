@@ -1,17 +1,12 @@
 //! Races the sequential sweep cannot produce: concurrent callers whose store calls
 //! interleave (the fuse's seeded yields, no crash).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
 use serde_json::json;
-use tollgate_engine::{Clock, Engine, EngineOptions, TestClock};
-use tollgate_model::records::{snapshot_id, Workflow};
 use tollgate_model::ExecutionStatus;
-use tollgate_resumer::{EventService, NewEvent};
-use tollgate_sim::fuse::{CrashStore, Fuse};
-use tollgate_store::{MemoryStore, Store};
+use tollgate_sim::fuse::Fuse;
 
 /// Two direct deliveries race for one waiting execution: one resumes it, the other is
 /// refused — and the refused one stored nothing, so the execution's next wait does not
@@ -20,52 +15,18 @@ use tollgate_store::{MemoryStore, Store};
 async fn a_delivery_that_loses_its_race_stores_nothing() {
     let mut raced = 0;
     for seed in 0..200u64 {
-        let memory: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let fuse = Fuse::with_jitter(None, rand::rngs::StdRng::seed_from_u64(seed));
-        let store: Arc<dyn Store> = Arc::new(CrashStore::new(memory.clone(), fuse));
-        let clock = Arc::new(TestClock::new(chrono::DateTime::UNIX_EPOCH));
-        let engine = Engine::builder(store.clone())
-            .clock(clock.clone())
-            .options(EngineOptions {
-                worker_id: "p".into(),
-                ..EngineOptions::default()
-            })
-            .build()
-            .unwrap();
-        let definition = Arc::new(
-            tollgate_model::load(&json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
-                "steps": [{"id": "first", "type": "wait", "wait": {"event": "signed"}, "next": "second"},
-                          {"id": "second", "type": "wait", "wait": {"event": "signed"}, "next": "ok"},
-                          {"id": "ok", "type": "action", "action": "allow"}]}))
-            .unwrap()
-            .definition,
-        );
-        memory
-            .create_workflow(Workflow {
-                id: uuid::Uuid::now_v7(),
-                snapshot_id: snapshot_id(&definition),
-                enabled: true,
-                definition,
-                created_at: clock.now(),
-                updated_at: clock.now(),
-            })
-            .await
-            .unwrap();
-        let events = EventService::new(engine.clone());
-        let mut started = events
-            .ingest(NewEvent {
-                event_type: "go".into(),
-                payload: json!({}),
-                ..NewEvent::default()
-            })
-            .await
-            .unwrap();
-        let waiting = started
-            .started
-            .remove(0)
-            .settled(&engine, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let doc = json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+            "steps": [{"id": "first", "type": "wait", "wait": {"event": "signed"}, "next": "second"},
+                      {"id": "second", "type": "wait", "wait": {"event": "signed"}, "next": "ok"},
+                      {"id": "ok", "type": "action", "action": "allow"}]});
+        let crate::Started {
+            durable: memory,
+            engine,
+            events,
+            execution: waiting,
+            ..
+        } = crate::started(fuse, &doc, "go").await;
         assert_eq!(waiting.status, ExecutionStatus::Waiting);
         let (a, b) = tokio::join!(
             events.deliver_to(waiting.id, "signed", json!({"n": 1}), None, Some("a")),
