@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::order_workflow;
 use crate::process::{send, Server};
@@ -29,20 +29,28 @@ async fn big_order(client: &reqwest::Client, key: &str, server: &Server, order: 
     b["started"][0].as_str().unwrap().to_owned()
 }
 
-/// Approves `execution`'s request on `server`, and checks it completed.
-async fn approve(client: &reqwest::Client, key: &str, server: &Server, execution: &str) {
-    let list = client
-        .get(format!(
-            "{}/api/v1/approvals?execution_id={execution}",
-            server.base
-        ))
+/// `GET path` on `server` as `key`, as JSON.
+async fn get(client: &reqwest::Client, key: &str, server: &Server, path: &str) -> Value {
+    client
+        .get(format!("{}{path}", server.base))
         .bearer_auth(key)
         .send()
         .await
         .unwrap()
-        .json::<serde_json::Value>()
+        .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Approves `execution`'s request on `server`, and checks it completed.
+async fn approve(client: &reqwest::Client, key: &str, server: &Server, execution: &str) {
+    let list = get(
+        client,
+        key,
+        server,
+        &format!("/api/v1/approvals?execution_id={execution}"),
+    )
+    .await;
     let approval = list["items"][0]["id"].as_str().unwrap().to_owned();
     let (s, b) = send(
         client,
@@ -55,15 +63,13 @@ async fn approve(client: &reqwest::Client, key: &str, server: &Server, execution
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let done = client
-        .get(format!("{}/api/v1/executions/{execution}", server.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let done = get(
+        client,
+        key,
+        server,
+        &format!("/api/v1/executions/{execution}"),
+    )
+    .await;
     assert_eq!(done["status"], "completed", "{done}");
 }
 

@@ -368,21 +368,4 @@ async fn store_and_sql() -> (
     (Arc::new(store) as Arc<dyn Store>, sql)
 }
 
-#[tokio::test]
-async fn unreadable_executions_are_quarantined_and_the_pass_goes_on() {
-    let (store, sql) = store_and_sql().await;
-    tollgate_store::testkit::unreadable_executions_are_quarantined_and_the_pass_goes_on(store, sql)
-        .await;
-}
-
-#[tokio::test]
-async fn rows_of_a_newer_release_are_left_alone() {
-    let (store, sql) = store_and_sql().await;
-    tollgate_store::testkit::rows_of_a_newer_release_are_left_alone(store, sql).await;
-}
-
-#[tokio::test]
-async fn unreadable_workflows_do_not_stop_other_workflows() {
-    let (store, sql) = store_and_sql().await;
-    tollgate_store::testkit::unreadable_workflows_do_not_stop_other_workflows(store, sql).await;
-}
+tollgate_store::sql_rule_tests!(store_and_sql);

@@ -104,3 +104,27 @@ macro_rules! contract_tests {
         )*
     };
 }
+
+/// Generates one `#[tokio::test]` per rule that needs SQL on the rows (damaged or newer
+/// rows), each with a fresh store and its SQL runner from `$factory` (an async function
+/// returning `(Arc<dyn Store>, run)`, `run` executing one statement that changes one
+/// row).
+#[macro_export]
+macro_rules! sql_rule_tests {
+    ($factory:path) => {
+        $crate::sql_rule_tests!(@cases $factory;
+            unreadable_executions_are_quarantined_and_the_pass_goes_on,
+            rows_of_a_newer_release_are_left_alone,
+            unreadable_workflows_do_not_stop_other_workflows
+        );
+    };
+    (@cases $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, sql) = $factory().await;
+                $crate::testkit::$name(store, sql).await;
+            }
+        )*
+    };
+}
