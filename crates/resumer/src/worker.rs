@@ -92,6 +92,9 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// One permit per execution advanced at once.
     slots: Arc<Semaphore>,
+    /// Cancelled when the loop is told to stop: claimed executions still waiting for a
+    /// slot then give their lease up instead of starting.
+    stopping: CancellationToken,
 }
 
 impl Worker {
@@ -102,6 +105,7 @@ impl Worker {
             engine,
             options,
             wake: Arc::new(Notify::new()),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -196,9 +200,10 @@ impl Worker {
     fn spawn_advance(&self, execution: Execution) -> JoinHandle<()> {
         let engine = self.engine.clone();
         let slots = self.slots.clone();
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
             let id = execution.id;
-            let Some(_slot) = wait_for_slot(&engine, &slots, id).await else {
+            let Some(_slot) = wait_for_slot(&engine, &slots, &stopping, id).await else {
                 return;
             };
             match engine.advance(execution).await {
@@ -373,7 +378,8 @@ impl Worker {
     /// Runs passes until `shutdown` is cancelled: immediately again after a full batch,
     /// otherwise after the poll interval or a wake-up. Work in flight finishes before it
     /// returns.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stopping = shutdown.clone();
         tracing::info!(worker = %self.engine.worker_id(), "worker loop started");
         let concurrency = self.options.concurrency.max(1);
         let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
@@ -548,10 +554,11 @@ impl Heart {
 
 /// Waits for a free slot, renewing the execution's lease every third of its length
 /// meanwhile; `None` when a renewal is refused (the execution was cancelled or taken
-/// over while it queued).
+/// over while it queued), or when the loop is stopping (the lease is then given up).
 async fn wait_for_slot(
     engine: &Engine,
     slots: &Arc<Semaphore>,
+    stopping: &CancellationToken,
     id: uuid::Uuid,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let period = (engine.lease() / 3).max(Duration::from_millis(10));
@@ -560,6 +567,17 @@ async fn wait_for_slot(
     tokio::pin!(acquire);
     loop {
         tokio::select! {
+            biased;
+            // Stopping: not started, so given back for another process to take at once
+            // rather than when the lease runs out.
+            () = stopping.cancelled() => {
+                let owner = engine.claim().owner;
+                match engine.store().release_lease(id, &owner, engine.clock().now()).await {
+                    Ok(()) => tracing::info!(execution_id = %id, "stopping: lease given up before starting"),
+                    Err(err) => tracing::warn!(execution_id = %id, "stopping: could not give the lease up (it runs out on its own): {err}"),
+                }
+                return None;
+            }
             permit = &mut acquire => return permit.ok(),
             _ = renew.tick() => {
                 let claim = engine.claim();

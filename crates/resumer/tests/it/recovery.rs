@@ -516,6 +516,114 @@ async fn a_slow_execution_does_not_hold_back_deadlines() {
     );
 }
 
+/// A stopping worker gives up the lease of an execution it claimed but has not started
+/// (it waited for a slot), so another process takes it at once instead of when the
+/// lease runs out; the execution already running finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_gives_up_claims_it_has_not_started() {
+    let slow_api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&slow_api)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "slow", "version": "1", "trigger": {"type": "event", "event": "slow.go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m", "on_timeout": "call"}},
+                              {"id": "call", "type": "action", "action": "allow",
+                               "execute": [{"type": "webhook", "url": format!("{}/slow", slow_api.uri())}]}]}))
+        .await;
+    h.deploy(
+        json!({"workflow_id": "pay", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "paid"}, "next": "ok"},
+                              {"id": "ok", "type": "action", "action": "allow"}]}),
+    )
+    .await;
+    let slow = h.start("slow.go", json!({})).await;
+    let queued = h.start("go", json!({})).await;
+    let worker = tollgate_resumer::Worker::new(
+        h.engine.clone(),
+        tollgate_resumer::WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            concurrency: 1,
+            delivery_grace: Duration::from_secs(5),
+            ..tollgate_resumer::WorkerOptions::default()
+        },
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    // The one slot: the slow execution, in its webhook.
+    h.advance(120);
+    let began = std::time::Instant::now();
+    while slow_api.received_requests().await.unwrap().is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "the slow webhook was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A payment its ingesting process never delivered: the worker delivers it, which
+    // claims the waiting execution, and it queues for the slot.
+    let event = tollgate_model::records::Event {
+        id: uuid::Uuid::now_v7(),
+        event_id: Some("pay-1".into()),
+        event_type: "paid".into(),
+        payload: json!({}),
+        source: None,
+        correlation_id: None,
+        submitted_by: Some("shop".into()),
+        received_at: tollgate_engine::Clock::now(h.clock.as_ref()),
+        started: Vec::new(),
+        resumed: Vec::new(),
+    };
+    h.store
+        .insert_event_starting(event, Vec::new())
+        .await
+        .unwrap();
+    // Past the delivery grace, well within the slow execution's lease (the test clock
+    // moves leases too).
+    h.advance(6);
+    let began = std::time::Instant::now();
+    loop {
+        let now = h.store.get_execution(queued.id).await.unwrap();
+        if now.status == ExecutionStatus::Running {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "the payment was not delivered: {:?}",
+            now.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    shutdown.cancel();
+    let other = tollgate_store::LeaseClaim {
+        owner: "worker-b".into(),
+        expires_at: tollgate_engine::Clock::now(h.clock.as_ref()) + chrono::TimeDelta::seconds(30),
+    };
+    let began = std::time::Instant::now();
+    let taken = loop {
+        let now = tollgate_engine::Clock::now(h.clock.as_ref());
+        let taken = h.store.claim_expired_leases(now, &other, 10).await.unwrap();
+        if !taken.is_empty() {
+            break taken;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "the stopping worker still holds the lease of an execution it never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, queued.id);
+    running.await.unwrap();
+    assert_eq!(
+        h.store.get_execution(slow.id).await.unwrap().status,
+        ExecutionStatus::Completed,
+        "the execution that had started finished before the loop returned"
+    );
+}
+
 /// An event stored whose ingesting process died before offering it to the executions
 /// waiting for it is delivered by the worker once the grace period is over.
 #[tokio::test]
