@@ -8,6 +8,74 @@
 //! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
 
+/// The columns of `$table`'s rows as this release reads them, each prefixed with
+/// `$prefix` (`"e."`), as a string literal for `concat!`.
+///
+/// Reads name their columns instead of `SELECT *` / `RETURNING *`: a prepared statement
+/// whose result columns change is refused by PostgreSQL ("cached plan must not change
+/// result type"), so a release that read whole rows would fail on every such statement
+/// once a newer release's migration added a column — in the middle of a rolling
+/// upgrade. With named columns, the release after this one may add columns (see
+/// `migration_rules`).
+macro_rules! columns {
+    ($table:ident) => {
+        columns!($table, "")
+    };
+    (executions, $p:literal) => {
+        columns!(@list $p; id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result,
+            trigger_event, trigger_payload, context, cursor, visits, steps_run, version, lease_owner,
+            lease_expires_at, gate, gate_reason, gate_deadline, gate_event, gate_approval_id, paused_at,
+            wake, pause_requested, deadline, resume_count, last_resumed_at, started_at, completed_at,
+            updated_at, error, requested_by, consumed_events)
+    };
+    (approvals, $p:literal) => {
+        columns!(@list $p; id, execution_id, step_id, visit, entity_type, entity_id, approver_roles,
+            approver_users, required, status, reason, data, decisions, requested_by,
+            allow_self_approval, requested_at, expires_at, decided_at)
+    };
+    (step_records, $p:literal) => {
+        columns!(@list $p; seq, id, execution_id, step_id, step_type, parent_step_id, iteration, visit,
+            attempt, status, input, output, warnings, started_at, completed_at, error)
+    };
+    (events, $p:literal) => {
+        columns!(@list $p; id, event_id, event_type, payload, source, correlation_id, submitted_by,
+            received_at, started, resumed, delivered)
+    };
+    (workflows, $p:literal) => {
+        columns!(@list $p; id, workflow_id, version, enabled, definition, snapshot_id, tags,
+            event_pattern, created_at, updated_at)
+    };
+    (schedules, $p:literal) => {
+        columns!(@list $p; id, workflow_id, cron, timezone, enabled, catch_up, from_trigger,
+            next_fire_at, last_fired_at, created_at, updated_at)
+    };
+    (schedule_ticks, $p:literal) => {
+        columns!(@list $p; id, schedule_id, tick_time, status, owner, lease_expires_at, claimed_at,
+            started_at, execution_id, error)
+    };
+    (api_keys, $p:literal) => {
+        columns!(@list $p; id, name, roles, key_hash, created_at)
+    };
+    (console_sessions, $p:literal) => {
+        columns!(@list $p; id_hash, key_hash, csrf, created_at, expires_at)
+    };
+    (worker_heartbeats, $p:literal) => {
+        columns!(@list $p; worker_id, started_at, beat_at, last_claim_at, claimed)
+    };
+    (notifications, $p:literal) => {
+        columns!(@list $p; id, execution_id, step_id, recipients, message, channel, status, created_at)
+    };
+    (records, $p:literal) => {
+        columns!(@list $p; entity, entity_id, data, version, updated_at)
+    };
+    (resume_requests, "") => {
+        "seq, id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error"
+    };
+    (@list $p:literal; $first:ident $(, $c:ident)* $(,)?) => {
+        concat!($p, stringify!($first) $(, ", ", $p, stringify!($c))*)
+    };
+}
+
 #[cfg(test)]
 mod migration_rules;
 mod rows;

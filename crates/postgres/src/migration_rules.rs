@@ -17,8 +17,9 @@
 //! columns changed ("cached plan must not change result type") — every process of the
 //! previous release would fail on every such statement until its connections were
 //! replaced. New data about an existing row goes into a new table keyed by the row's id
-//! (as `execution_formats` does). The rule can be lifted once the previous release reads
-//! every table by named columns.
+//! (as `execution_formats` does). This release reads every table by named columns
+//! (checked below, and by `reads_survive_columns_a_newer_release_adds`), so the rule can
+//! be lifted once this release is the previous one (`previous::RELEASE` in xtask).
 
 /// The first migration version the rule applies to.
 const FIRST: i64 = 9;
@@ -119,6 +120,41 @@ mod tests {
         assert!(violations(1, blocking).is_empty());
         // No index, no new column: nothing to say.
         assert!(violations(9, "CREATE TABLE x (id uuid PRIMARY KEY);").is_empty());
+    }
+
+    /// Whole-row reads (`SELECT *`, `RETURNING *`, `alias.*` of a table) would make the
+    /// next release's new columns break this one mid-upgrade; reads name their columns
+    /// (`columns!`). Whole rows of a subquery or CTE (whose columns the query fixes) and
+    /// of record sets built from parameters are fine.
+    #[test]
+    fn queries_name_their_columns() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let whole_row =
+            regex::Regex::new(r"SELECT \*(,| FROM (\w+))|RETURNING (\w+\.)?\*|\b(\w+)\.\*")
+                .unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for found in whole_row.captures_iter(line) {
+                    let fine = match (found.get(2), found.get(4)) {
+                        (Some(from), _) => matches!(from.as_str(), "jsonb_to_recordset" | "UNNEST"),
+                        (None, Some(alias)) => matches!(alias.as_str(), "x" | "upd"),
+                        _ => false,
+                    };
+                    assert!(
+                        fine,
+                        "{}:{}: a whole-row read: {}",
+                        path.display(),
+                        n + 1,
+                        line.trim()
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 10);
     }
 
     #[test]

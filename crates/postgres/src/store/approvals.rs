@@ -39,7 +39,11 @@ impl ApprovalStore for PgStore {
         page: &PageRequest,
     ) -> Result<Page<ApprovalRequest>> {
         let after = id_after(page)?;
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM approvals WHERE TRUE");
+        let mut q = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            columns!(approvals),
+            " FROM approvals WHERE TRUE"
+        ));
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }

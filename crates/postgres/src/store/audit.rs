@@ -26,12 +26,15 @@ impl ResumeRequestStore for PgStore {
         if exists.is_none() {
             return Err(Error::not_found("execution", execution_id));
         }
-        let rows =
-            sqlx::query("SELECT * FROM resume_requests WHERE execution_id = $1 ORDER BY seq")
-                .bind(execution_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(resume_requests),
+            " FROM resume_requests WHERE execution_id = $1 ORDER BY seq"
+        ))
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         rows.iter().map(rows::resume_request).collect()
     }
 }

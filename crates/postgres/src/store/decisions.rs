@@ -243,8 +243,9 @@ pub(super) async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> 
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
-             SELECT e.*, {}, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
+             SELECT {}, {}, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
              WHERE a.id = ANY($1) AND (SELECT count(*) FROM locked) >= 0 ORDER BY a.id FOR UPDATE OF a",
+            columns!(executions, "e."),
             super::sql::format_of("e")
         )
     });

@@ -34,14 +34,16 @@ impl EventStore for PgStore {
         started: Vec<Uuid>,
         resumed: Vec<Uuid>,
     ) -> Result<Event> {
-        let row =
-            sqlx::query("UPDATE events SET started = $1, resumed = $2 WHERE id = $3 RETURNING *")
-                .bind(started)
-                .bind(resumed)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "UPDATE events SET started = $1, resumed = $2 WHERE id = $3 RETURNING ",
+            columns!(events)
+        ))
+        .bind(started)
+        .bind(resumed)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref()
             .map(rows::event)
             .transpose()?
@@ -49,11 +51,15 @@ impl EventStore for PgStore {
     }
 
     async fn get_event(&self, id: Uuid) -> Result<Event> {
-        let row = sqlx::query("SELECT * FROM events WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(events),
+            " FROM events WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref()
             .map(rows::event)
             .transpose()?
@@ -73,11 +79,15 @@ impl EventStore for PgStore {
         // the same everywhere.
         let mut execution = load_execution(&mut tx, target, true).await?;
         if let Some(key) = &event.event_id {
-            let first = sqlx::query("SELECT * FROM events WHERE event_id = $1")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
+            let first = sqlx::query(concat!(
+                "SELECT ",
+                columns!(events),
+                " FROM events WHERE event_id = $1"
+            ))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
             if let Some(first) = first {
                 let first = rows::event(&first)?;
                 commit(tx).await?;
@@ -143,8 +153,8 @@ impl EventStore for PgStore {
         // Keyset paging on (received_at, id), through the (event_type, received_at, id)
         // index: a page costs the same however many events of the type came before it.
         let rows = sqlx::query(
-            "SELECT * FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) \
-             AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5)) ORDER BY received_at, id LIMIT $6",
+            concat!("SELECT ", columns!(events), " FROM events WHERE event_type = $1 AND received_at >= $2 AND (correlation_id IS NULL OR correlation_id = $3) \
+             AND ($4::timestamptz IS NULL OR (received_at, id) > ($4, $5)) ORDER BY received_at, id LIMIT $6"),
         )
         .bind(event_type)
         .bind(since)
@@ -160,7 +170,7 @@ impl EventStore for PgStore {
 
     async fn undelivered_events(&self, received_before: Timestamp, n: u32) -> Result<Vec<Event>> {
         let rows = sqlx::query(
-            "SELECT * FROM events WHERE NOT delivered AND received_at <= $1 ORDER BY received_at, id LIMIT $2",
+            concat!("SELECT ", columns!(events), " FROM events WHERE NOT delivered AND received_at <= $1 ORDER BY received_at, id LIMIT $2"),
         )
         .bind(received_before)
         .bind(limit(n))

@@ -47,7 +47,11 @@ impl ExecutionStore for PgStore {
     ) -> Result<Page<Execution>> {
         let after = id_after(page)?;
         let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT *, {} FROM executions WHERE TRUE",
+            concat!(
+                "SELECT ",
+                columns!(executions),
+                ", {} FROM executions WHERE TRUE"
+            ),
             format_of("executions")
         ));
         if let Some(status) = filter.status {
@@ -131,7 +135,11 @@ impl ExecutionStore for PgStore {
             })
             .transpose()?;
         let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT *, {} FROM executions WHERE status IN ('paused', 'waiting')",
+            concat!(
+                "SELECT ",
+                columns!(executions),
+                ", {} FROM executions WHERE status IN ('paused', 'waiting')"
+            ),
             format_of("executions")
         ));
         if let Some((at, id)) = after {
@@ -166,11 +174,15 @@ impl ExecutionStore for PgStore {
         if exists.is_none() {
             return Err(Error::not_found("execution", execution_id));
         }
-        let rows = sqlx::query("SELECT * FROM step_records WHERE execution_id = $1 ORDER BY seq")
-            .bind(execution_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(step_records),
+            " FROM step_records WHERE execution_id = $1 ORDER BY seq"
+        ))
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
         rows.iter().map(rows::step_record).collect()
     }
 
@@ -282,10 +294,11 @@ impl ExecutionStore for PgStore {
     ) -> Result<Vec<Execution>> {
         let readable = readable("executions");
         let rows = sqlx::query(&format!(
-            "UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
+            concat!("UPDATE executions SET lease_owner = $1, lease_expires_at = $2, version = version + 1, updated_at = $3 \
              WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= $3 AND {readable} \
                 ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING *",
+             RETURNING ", columns!(executions)),
+            readable = readable,
         ))
         .bind(claim.owner.clone())
         .bind(claim.expires_at)
@@ -309,6 +322,7 @@ impl ExecutionStore for PgStore {
         // wake signal of `rules::deadline_wake`, expire their approval requests, and write
         // the `timer` audit rows — one round trip whatever the batch size.
         let readable = readable("executions");
+        let returned = columns!(executions, "e.");
         let rows = sqlx::query(&format!(
             "WITH due AS (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= $1 \
                 AND {readable} ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
@@ -318,7 +332,7 @@ impl ExecutionStore for PgStore {
                     THEN jsonb_build_object('kind', 'approval', 'approval_id', e.gate_approval_id, 'outcome', 'expired', \
                         'decided_by', NULL, 'reason', NULL, 'data', NULL, 'decided_at', $1::timestamptz) \
                     ELSE jsonb_build_object('kind', 'wait_timeout', 'at', $1::timestamptz) END \
-                FROM due WHERE e.id = due.id RETURNING e.*), \
+                FROM due WHERE e.id = due.id RETURNING {returned}), \
              expired AS (UPDATE approvals SET status = 'expired', decided_at = $1 \
                 WHERE id IN (SELECT gate_approval_id FROM upd) AND status = 'pending' RETURNING 1), \
              audited AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \

@@ -29,10 +29,12 @@ pub(crate) async fn triggered_batch(
     conn: &mut PgConnection,
     event_types: &[String],
 ) -> Result<Vec<Result<Vec<Workflow>>>> {
-    let rows = sqlx::query(
-        "SELECT w.*, s.format AS snapshot_format FROM workflows w JOIN snapshots s ON s.id = w.snapshot_id \
-         WHERE w.enabled AND w.event_pattern IS NOT NULL",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(workflows, "w."),
+        ", s.format AS snapshot_format FROM workflows w JOIN snapshots s ON s.id = w.snapshot_id \
+         WHERE w.enabled AND w.event_pattern IS NOT NULL"
+    ))
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
@@ -64,10 +66,10 @@ pub(crate) async fn waiting_batch(
     let afters: Vec<Option<Uuid>> = scans.iter().map(|s| s.after).collect();
     let limits: Vec<i64> = scans.iter().map(|s| s.limit).collect();
     let rows = sqlx::query(&format!(
-        "SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
-         CROSS JOIN LATERAL (SELECT * FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+        concat!("SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
+         CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
             AND {} AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
-         ORDER BY q.ord, x.id",
+         ORDER BY q.ord, x.id"),
         super::sql::readable("e")
     ))
     .bind(&event_types)
@@ -207,11 +209,15 @@ pub(crate) async fn insert_events(
         .collect();
     let mut ours = std::collections::HashMap::new();
     if !retried.is_empty() {
-        for row in sqlx::query("SELECT * FROM events WHERE id = ANY($1)")
-            .bind(&retried)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
+        for row in sqlx::query(concat!(
+            "SELECT ",
+            columns!(events),
+            " FROM events WHERE id = ANY($1)"
+        ))
+        .bind(&retried)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
         {
             let stored = rows::event(&row)?;
             ours.insert(stored.id, stored);
@@ -219,11 +225,15 @@ pub(crate) async fn insert_events(
     }
     let mut firsts = std::collections::HashMap::new();
     if !repeated.is_empty() {
-        for row in sqlx::query("SELECT * FROM events WHERE event_id = ANY($1)")
-            .bind(&repeated)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(backend)?
+        for row in sqlx::query(concat!(
+            "SELECT ",
+            columns!(events),
+            " FROM events WHERE event_id = ANY($1)"
+        ))
+        .bind(&repeated)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
         {
             let first = rows::event(&row)?;
             if let Some(key) = first.event_id.clone() {

@@ -36,9 +36,11 @@ impl ApiKeyStore for PgStore {
 
     async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>> {
         let after = id_after(page)?;
-        let rows = sqlx::query(
-            "SELECT * FROM api_keys WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(api_keys),
+            " FROM api_keys WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        ))
         .bind(after)
         .bind(limit(page.limit) + 1)
         .fetch_all(&self.pool)
@@ -63,11 +65,15 @@ impl ApiKeyStore for PgStore {
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
-        let row = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1")
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(api_keys),
+            " FROM api_keys WHERE key_hash = $1"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(rows::api_key).transpose()
     }
 }

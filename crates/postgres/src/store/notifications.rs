@@ -41,7 +41,11 @@ impl NotificationStore for PgStore {
         page: &PageRequest,
     ) -> Result<Page<Notification>> {
         let after = id_after(page)?;
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM notifications WHERE TRUE");
+        let mut q = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            columns!(notifications),
+            " FROM notifications WHERE TRUE"
+        ));
         if let Some(execution) = filter.execution_id {
             q.push(" AND execution_id = ").push_bind(execution);
         }

@@ -49,14 +49,18 @@ pub(crate) async fn sync_trigger_schedule(
     only_if_missing: bool,
 ) -> Result<()> {
     let id = rules::trigger_schedule_id(workflow.id);
-    let existing = sqlx::query("SELECT * FROM schedules WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?
-        .as_ref()
-        .map(rows::schedule)
-        .transpose()?;
+    let existing = sqlx::query(concat!(
+        "SELECT ",
+        columns!(schedules),
+        " FROM schedules WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?
+    .as_ref()
+    .map(rows::schedule)
+    .transpose()?;
     if only_if_missing && existing.is_some() {
         return Ok(());
     }
@@ -76,10 +80,14 @@ pub(crate) async fn sync_trigger_schedule(
 impl PgStore {
     /// `NotFound` or `Conflict` for a tick `owner` could not change.
     async fn tick_refusal(&self, tick_id: Uuid, owner: &str) -> Error {
-        match sqlx::query("SELECT * FROM schedule_ticks WHERE id = $1")
-            .bind(tick_id)
-            .fetch_optional(&self.pool)
-            .await
+        match sqlx::query(concat!(
+            "SELECT ",
+            columns!(schedule_ticks),
+            " FROM schedule_ticks WHERE id = $1"
+        ))
+        .bind(tick_id)
+        .fetch_optional(&self.pool)
+        .await
         {
             Ok(Some(row)) => match rows::tick(&row) {
                 Ok(tick) => rules::check_tick_owner(&tick, owner)
@@ -126,15 +134,19 @@ impl ScheduleStore for PgStore {
     }
 
     async fn get_schedule(&self, id: Uuid) -> Result<Schedule> {
-        sqlx::query("SELECT * FROM schedules WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(rows::schedule)
-            .transpose()?
-            .ok_or_else(|| Error::not_found("schedule", id))
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(schedules),
+            " FROM schedules WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(rows::schedule)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("schedule", id))
     }
 
     async fn list_schedules(
@@ -144,7 +156,7 @@ impl ScheduleStore for PgStore {
     ) -> Result<Page<Schedule>> {
         let after = tollgate_store::decode_id_cursor(page.cursor.as_deref())?;
         let rows = sqlx::query(
-            "SELECT * FROM schedules WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+            concat!("SELECT ", columns!(schedules), " FROM schedules WHERE ($1::uuid IS NULL OR workflow_id = $1) AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"),
         )
         .bind(filter.workflow_id)
         .bind(after)
@@ -163,7 +175,7 @@ impl ScheduleStore for PgStore {
 
     async fn update_schedule(&self, schedule: Schedule) -> Result<Schedule> {
         sqlx::query(
-            "UPDATE schedules SET cron = $1, timezone = $2, enabled = $3, catch_up = $4, next_fire_at = $5, updated_at = $6 WHERE id = $7 RETURNING *",
+            concat!("UPDATE schedules SET cron = $1, timezone = $2, enabled = $3, catch_up = $4, next_fire_at = $5, updated_at = $6 WHERE id = $7 RETURNING ", columns!(schedules)),
         )
         .bind(&schedule.cron)
         .bind(&schedule.timezone)
@@ -201,11 +213,12 @@ impl ScheduleStore for PgStore {
     ) -> Result<Vec<ClaimedTick>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Ticks whose claimer died before starting them.
-        let orphans = sqlx::query(
+        let orphans = sqlx::query(concat!(
             "UPDATE schedule_ticks SET owner = $1, lease_expires_at = $2 WHERE id IN \
              (SELECT id FROM schedule_ticks WHERE status = 'pending' AND lease_expires_at <= $3 \
-              ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING *",
-        )
+              ORDER BY lease_expires_at LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING ",
+            columns!(schedule_ticks)
+        ))
         .bind(&claim.owner)
         .bind(claim.expires_at)
         .bind(now)
@@ -217,11 +230,13 @@ impl ScheduleStore for PgStore {
         .map(rows::tick)
         .collect::<Result<Vec<_>>>()?;
         // Due schedules of enabled workflows; others' claims are skipped, not waited on.
-        let mut due = sqlx::query(
-            "SELECT s.* FROM schedules s JOIN workflows w ON w.id = s.workflow_id \
+        let mut due = sqlx::query(concat!(
+            "SELECT ",
+            columns!(schedules, "s."),
+            " FROM schedules s JOIN workflows w ON w.id = s.workflow_id \
              WHERE s.enabled AND w.enabled AND s.next_fire_at <= $1 \
-             ORDER BY s.next_fire_at LIMIT $2 FOR UPDATE OF s SKIP LOCKED",
-        )
+             ORDER BY s.next_fire_at LIMIT $2 FOR UPDATE OF s SKIP LOCKED"
+        ))
         .bind(now)
         .bind(limit(max))
         .fetch_all(&mut *tx)
@@ -248,9 +263,9 @@ impl ScheduleStore for PgStore {
         let mut inserted = Vec::new();
         if !fresh.is_empty() {
             let rows = sqlx::query(
-                "INSERT INTO schedule_ticks (id, schedule_id, tick_time, status, owner, lease_expires_at, claimed_at) \
+                concat!("INSERT INTO schedule_ticks (id, schedule_id, tick_time, status, owner, lease_expires_at, claimed_at) \
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[]) \
-                 ON CONFLICT DO NOTHING RETURNING *",
+                 ON CONFLICT DO NOTHING RETURNING ", columns!(schedule_ticks)),
             )
             .bind(fresh.iter().map(|t| t.id).collect::<Vec<_>>())
             .bind(fresh.iter().map(|t| t.schedule_id).collect::<Vec<_>>())
@@ -268,11 +283,15 @@ impl ScheduleStore for PgStore {
         let wanted: Vec<Uuid> = orphans.iter().map(|t| t.schedule_id).collect();
         let mut known = due;
         if !wanted.is_empty() {
-            let more = sqlx::query("SELECT * FROM schedules WHERE id = ANY($1)")
-                .bind(&wanted)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(backend)?;
+            let more = sqlx::query(concat!(
+                "SELECT ",
+                columns!(schedules),
+                " FROM schedules WHERE id = ANY($1)"
+            ))
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
             for row in &more {
                 known.push(rows::schedule(row)?);
             }
@@ -361,11 +380,13 @@ impl ScheduleStore for PgStore {
                     .ok_or_else(|| Error::Invalid("a cursor with an impossible time".into()))
             })
             .transpose()?;
-        let rows = sqlx::query(
-            "SELECT t.*, e.status AS outcome FROM schedule_ticks t LEFT JOIN executions e ON e.id = t.execution_id \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(schedule_ticks, "t."),
+            ", e.status AS outcome FROM schedule_ticks t LEFT JOIN executions e ON e.id = t.execution_id \
              WHERE t.schedule_id = $1 AND ($2::timestamptz IS NULL OR (t.tick_time, t.id) < ($2, $3)) \
-             ORDER BY t.tick_time DESC, t.id DESC LIMIT $4",
-        )
+             ORDER BY t.tick_time DESC, t.id DESC LIMIT $4"
+        ))
         .bind(schedule_id)
         .bind(after.map(|(at, _)| at))
         .bind(after.map(|(_, id)| id))

@@ -27,13 +27,16 @@ impl SessionStore for PgStore {
     }
 
     async fn get_session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>> {
-        let row =
-            sqlx::query("SELECT * FROM console_sessions WHERE id_hash = $1 AND expires_at > $2")
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(console_sessions),
+            " FROM console_sessions WHERE id_hash = $1 AND expires_at > $2"
+        ))
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(rows::console_session).transpose()
     }
 

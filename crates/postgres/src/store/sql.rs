@@ -52,10 +52,7 @@ pub(super) fn limit(n: u32) -> i64 {
     i64::from(n)
 }
 
-pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workflow_version, snapshot_id, status, result, trigger_event, \
-    trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
-    gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
-    last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
+pub(super) const EXECUTION_COLUMNS: &str = columns!(executions);
 
 /// The stored format of the execution row `alias` (NULL: format 1), selected `AS format`
 /// where a read must tell a newer release's row from a damaged one.
@@ -156,13 +153,21 @@ pub(super) async fn load_execution(
 ) -> Result<Execution> {
     static LOCKED: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT *, {} FROM executions WHERE id = $1 FOR UPDATE",
+            concat!(
+                "SELECT ",
+                columns!(executions),
+                ", {} FROM executions WHERE id = $1 FOR UPDATE"
+            ),
             format_of("executions")
         )
     });
     static PLAIN: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT *, {} FROM executions WHERE id = $1",
+            concat!(
+                "SELECT ",
+                columns!(executions),
+                ", {} FROM executions WHERE id = $1"
+            ),
             format_of("executions")
         )
     });
@@ -333,9 +338,17 @@ pub(super) async fn load_approval(
     lock: bool,
 ) -> Result<ApprovalRequest> {
     let sql = if lock {
-        "SELECT * FROM approvals WHERE id = $1 FOR UPDATE"
+        concat!(
+            "SELECT ",
+            columns!(approvals),
+            " FROM approvals WHERE id = $1 FOR UPDATE"
+        )
     } else {
-        "SELECT * FROM approvals WHERE id = $1"
+        concat!(
+            "SELECT ",
+            columns!(approvals),
+            " FROM approvals WHERE id = $1"
+        )
     };
     let row = sqlx::query(sql)
         .bind(id)

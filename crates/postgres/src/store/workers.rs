@@ -38,9 +38,11 @@ impl WorkerStore for PgStore {
     }
 
     async fn list_workers(&self, since: Timestamp) -> Result<Vec<WorkerBeat>> {
-        sqlx::query(
-            "SELECT * FROM worker_heartbeats WHERE beat_at >= $1 ORDER BY beat_at DESC, worker_id",
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(worker_heartbeats),
+            " FROM worker_heartbeats WHERE beat_at >= $1 ORDER BY beat_at DESC, worker_id"
+        ))
         .bind(since)
         .fetch_all(&self.pool)
         .await

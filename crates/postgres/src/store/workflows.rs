@@ -95,11 +95,15 @@ impl WorkflowStore for PgStore {
         now: Timestamp,
     ) -> Result<Workflow> {
         let mut tx = self.tx().await?;
-        let row = sqlx::query("SELECT * FROM workflows WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(workflows),
+            " FROM workflows WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
         let mut workflow = row
             .as_ref()
             .map(rows::workflow)
@@ -141,7 +145,7 @@ impl WorkflowStore for PgStore {
     ) -> Result<Workflow> {
         let mut tx = self.tx().await?;
         let row = sqlx::query(
-            "UPDATE workflows SET enabled = $1, definition = jsonb_set(definition, '{enabled}', to_jsonb($1)), updated_at = $2 WHERE id = $3 RETURNING *",
+            concat!("UPDATE workflows SET enabled = $1, definition = jsonb_set(definition, '{enabled}', to_jsonb($1)), updated_at = $2 WHERE id = $3 RETURNING ", columns!(workflows)),
         )
         .bind(enabled)
         .bind(now)
@@ -174,11 +178,15 @@ impl WorkflowStore for PgStore {
     }
 
     async fn get_workflow(&self, id: Uuid) -> Result<Workflow> {
-        let row = sqlx::query("SELECT * FROM workflows WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(workflows),
+            " FROM workflows WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref()
             .map(rows::workflow)
             .transpose()?
@@ -191,7 +199,11 @@ impl WorkflowStore for PgStore {
         page: &PageRequest,
     ) -> Result<Page<Workflow>> {
         let after = id_after(page)?;
-        let mut q = QueryBuilder::<Postgres>::new("SELECT * FROM workflows WHERE TRUE");
+        let mut q = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            columns!(workflows),
+            " FROM workflows WHERE TRUE"
+        ));
         if let Some(enabled) = filter.enabled {
             q.push(" AND enabled = ").push_bind(enabled);
         }

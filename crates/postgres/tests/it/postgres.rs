@@ -828,3 +828,71 @@ async fn a_silent_network_fails_batched_writes_fast_and_recovers() {
         assert_eq!(stored.steps_run, 1, "{stored:?}");
     }
 }
+
+/// The next release may add columns to existing tables: this release reads by named
+/// columns, so its prepared statements survive a column added under them while it
+/// runs. (The previous release read whole rows and failed every such statement with
+/// "cached plan must not change result type" — the rolling-upgrade test's 500.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_columns_a_newer_release_adds() {
+    let (setup, url) = fresh_database().await;
+    let pool = setup.pool().clone();
+    // One connection, so the reads after the change run on the statements prepared before.
+    let store = PgStore::connect(&PgOptions {
+        max_connections: 1,
+        ..PgOptions::new(&url)
+    })
+    .await
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (paused, approval) = paused_at_approval(&store, &w, 1, Some(t0())).await;
+    let page = tollgate_store::PageRequest {
+        limit: 10,
+        cursor: None,
+    };
+    let reads = || async {
+        store.get_workflow(w.id).await.unwrap();
+        store
+            .list_workflows(&tollgate_store::WorkflowFilter::default(), &page)
+            .await
+            .unwrap();
+        store.get_execution(paused.id).await.unwrap();
+        store
+            .list_executions(&tollgate_store::ExecutionFilter::default(), &page)
+            .await
+            .unwrap();
+        store.list_gated(&page).await.unwrap();
+        store.list_steps(paused.id).await.unwrap();
+        store.get_approval(approval.id).await.unwrap();
+        store
+            .list_approvals(&tollgate_store::ApprovalFilter::default(), &page)
+            .await
+            .unwrap();
+        store.list_resume_requests(paused.id).await.unwrap();
+    };
+    reads().await;
+    for table in [
+        "workflows",
+        "executions",
+        "step_records",
+        "approvals",
+        "resume_requests",
+        "events",
+        "schedules",
+        "schedule_ticks",
+    ] {
+        sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN added_later int"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    reads().await;
+    // Claims too (`RETURNING`): the gate is due, and comes back decoded.
+    let claim = lease("w2", t0() + chrono::TimeDelta::seconds(90));
+    let claimed = store
+        .claim_due_gates(t0() + chrono::TimeDelta::seconds(60), &claim, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+}
