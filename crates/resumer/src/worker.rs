@@ -127,25 +127,26 @@ impl Worker {
     /// `concurrency` at once). For tests and tools that want a pass to be over when it
     /// returns; [`Self::run`] does not wait.
     pub async fn tick(&self) -> Result<TickReport> {
-        let (report, advancing) = self.pass(self.options.batch).await?;
+        let mut advancing = Vec::new();
+        let report = self.pass(self.options.batch, &mut advancing).await;
         for task in advancing {
             if let Err(err) = task.await {
                 tracing::error!("advancing task failed: {err}");
             }
         }
-        Ok(report)
+        report
     }
 
     /// Claims up to `limit` executions of each kind and starts advancing each in a task
-    /// of its own; returns without waiting for them.
-    async fn pass(&self, limit: u32) -> Result<(TickReport, Vec<JoinHandle<()>>)> {
+    /// of its own, kept in `advancing` as it starts (so a pass abandoned half-way still
+    /// leaves the caller every task it started); returns without waiting for them.
+    async fn pass(&self, limit: u32, advancing: &mut Vec<JoinHandle<()>>) -> Result<TickReport> {
         let store = self.engine.store();
         let now = self.engine.clock().now();
         let ended = store.time_out_overdue(now, self.options.batch).await?;
         for execution in &ended {
             tracing::info!(execution_id = %execution.id, "execution timed out (workflow deadline)");
         }
-        let mut advancing = Vec::new();
         let mut left = limit;
         let gates = if left > 0 {
             store
@@ -191,7 +192,7 @@ impl Worker {
             ticks: report_ticks,
             events,
         };
-        Ok((report, advancing))
+        Ok(report)
     }
 
     /// Advances a claimed execution in a task of its own, once a slot is free. While it
@@ -397,12 +398,11 @@ impl Worker {
             let free = concurrency.saturating_sub(in_flight.len());
             let limit = (self.options.batch as usize).min(free) as u32;
             let bound = self.options.pass_timeout;
-            let pass = tokio::time::timeout(bound, self.pass(limit))
+            let pass = tokio::time::timeout(bound, self.pass(limit, &mut in_flight))
                 .await
                 .unwrap_or_else(|_| Err(unanswered(bound).into()));
             let full = match pass {
-                Ok((report, started)) => {
-                    in_flight.extend(started);
+                Ok(report) => {
                     heart.claimed += report.total() as u64;
                     let claimed = report.gates + report.leases + report.ticks + report.events;
                     limit > 0 && claimed >= limit as usize

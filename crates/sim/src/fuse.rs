@@ -69,6 +69,7 @@ pub struct Fuse {
     names: Mutex<Vec<&'static str>>,
     jitter: Option<Mutex<StdRng>>,
     black_hole: AtomicBool,
+    black_holed_calls: Mutex<Vec<&'static str>>,
 }
 
 impl Fuse {
@@ -117,6 +118,24 @@ impl Fuse {
         self.black_hole.store(on, Ordering::SeqCst);
     }
 
+    /// From now on, calls named `name` (a store method) go unanswered, forever, as in
+    /// [`Self::black_hole`]; the others go through.
+    pub fn black_hole_call(&self, name: &'static str) {
+        self.black_holed_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(name);
+    }
+
+    fn swallows(&self, name: &str) -> bool {
+        self.black_hole.load(Ordering::SeqCst)
+            || self
+                .black_holed_calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&name)
+    }
+
     /// Whether the process has died.
     pub fn is_blown(&self) -> bool {
         self.blown.load(Ordering::SeqCst)
@@ -152,7 +171,7 @@ impl Fuse {
     /// Runs one store call under the fuse.
     async fn run<T>(&self, name: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
         self.jitter().await;
-        if self.is_blown() || self.black_hole.load(Ordering::SeqCst) {
+        if self.is_blown() || self.swallows(name) {
             return std::future::pending().await;
         }
         let index = self.calls.fetch_add(1, Ordering::SeqCst);
