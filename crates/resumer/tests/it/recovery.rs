@@ -446,17 +446,8 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
 /// (Before, a pass waited for every execution it had claimed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_execution_does_not_hold_back_deadlines() {
-    let slow_api = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
-        .mount(&slow_api)
-        .await;
     let h = Harness::new();
-    h.deploy(json!({"workflow_id": "slow", "version": "1", "trigger": {"type": "event", "event": "slow.go"},
-                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m", "on_timeout": "call"}},
-                              {"id": "call", "type": "action", "action": "allow",
-                               "execute": [{"type": "webhook", "url": format!("{}/slow", slow_api.uri())}]}]}))
-        .await;
+    let slow_api = deploy_slow_webhook(&h, Duration::from_secs(5)).await;
     h.deploy(json!({"workflow_id": "fast", "version": "1", "trigger": {"type": "event", "event": "fast.go"},
                     "steps": [{"id": "a", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}, "on_approve": "ok"},
                               {"id": "ok", "type": "action", "action": "allow"}]}))
@@ -476,14 +467,7 @@ async fn a_slow_execution_does_not_hold_back_deadlines() {
     let running = tokio::spawn(worker.run(shutdown.clone()));
     h.advance(120);
     // The worker takes the slow execution's deadline and sits in its webhook.
-    let began = std::time::Instant::now();
-    while slow_api.received_requests().await.unwrap().is_empty() {
-        assert!(
-            began.elapsed() < Duration::from_secs(5),
-            "the slow webhook was never called"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    called(&slow_api, Duration::from_secs(5)).await;
     let fast = h.start("fast.go", json!({})).await;
     assert_eq!(fast.status, ExecutionStatus::Paused);
     h.advance(120);
@@ -521,17 +505,8 @@ async fn a_slow_execution_does_not_hold_back_deadlines() {
 /// lease runs out; the execution already running finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_worker_gives_up_claims_it_has_not_started() {
-    let slow_api = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
-        .mount(&slow_api)
-        .await;
     let h = Harness::new();
-    h.deploy(json!({"workflow_id": "slow", "version": "1", "trigger": {"type": "event", "event": "slow.go"},
-                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m", "on_timeout": "call"}},
-                              {"id": "call", "type": "action", "action": "allow",
-                               "execute": [{"type": "webhook", "url": format!("{}/slow", slow_api.uri())}]}]}))
-        .await;
+    let slow_api = deploy_slow_webhook(&h, Duration::from_secs(3)).await;
     h.deploy(
         json!({"workflow_id": "pay", "version": "1", "trigger": {"type": "event", "event": "go"},
                     "steps": [{"id": "w", "type": "wait", "wait": {"event": "paid"}, "next": "ok"},
@@ -553,32 +528,10 @@ async fn a_stopping_worker_gives_up_claims_it_has_not_started() {
     let running = tokio::spawn(worker.run(shutdown.clone()));
     // The one slot: the slow execution, in its webhook.
     h.advance(120);
-    let began = std::time::Instant::now();
-    while slow_api.received_requests().await.unwrap().is_empty() {
-        assert!(
-            began.elapsed() < Duration::from_secs(3),
-            "the slow webhook was never called"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    called(&slow_api, Duration::from_secs(3)).await;
     // A payment its ingesting process never delivered: the worker delivers it, which
     // claims the waiting execution, and it queues for the slot.
-    let event = tollgate_model::records::Event {
-        id: uuid::Uuid::now_v7(),
-        event_id: Some("pay-1".into()),
-        event_type: "paid".into(),
-        payload: json!({}),
-        source: None,
-        correlation_id: None,
-        submitted_by: Some("shop".into()),
-        received_at: tollgate_engine::Clock::now(h.clock.as_ref()),
-        started: Vec::new(),
-        resumed: Vec::new(),
-    };
-    h.store
-        .insert_event_starting(event, Vec::new())
-        .await
-        .unwrap();
+    store_undelivered(&h, "paid", json!({})).await;
     // Past the delivery grace, well within the slow execution's lease (the test clock
     // moves leases too).
     h.advance(6);
@@ -638,22 +591,7 @@ async fn an_event_stored_but_not_delivered_is_delivered_by_the_worker() {
     let waiting = h.start("go", json!({})).await;
     assert_eq!(waiting.status, ExecutionStatus::Waiting);
     // What a process that died right after storing the event leaves behind.
-    let event = tollgate_model::records::Event {
-        id: uuid::Uuid::now_v7(),
-        event_id: Some("pay-1".into()),
-        event_type: "paid".into(),
-        payload: json!({"amount": 1}),
-        source: None,
-        correlation_id: None,
-        submitted_by: Some("shop".into()),
-        received_at: tollgate_engine::Clock::now(h.clock.as_ref()),
-        started: Vec::new(),
-        resumed: Vec::new(),
-    };
-    h.store
-        .insert_event_starting(event.clone(), Vec::new())
-        .await
-        .unwrap();
+    let event = store_undelivered(&h, "paid", json!({"amount": 1})).await;
     assert_eq!(
         h.worker.tick().await.unwrap().events,
         0,
@@ -754,4 +692,58 @@ async fn an_execution_whose_definition_no_longer_compiles_is_quarantined() {
     // Nothing left to take over.
     h.advance(60);
     assert_eq!(h.worker.tick().await.unwrap().total(), 0);
+}
+
+/// Deploys `slow`: a wait that times out after a minute into a webhook answering after
+/// `delay`; returns the webhook's server.
+async fn deploy_slow_webhook(h: &Harness, delay: Duration) -> MockServer {
+    let slow_api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay))
+        .mount(&slow_api)
+        .await;
+    h.deploy(json!({"workflow_id": "slow", "version": "1", "trigger": {"type": "event", "event": "slow.go"},
+                    "steps": [{"id": "w", "type": "wait", "wait": {"event": "never", "timeout": "1m", "on_timeout": "call"}},
+                              {"id": "call", "type": "action", "action": "allow",
+                               "execute": [{"type": "webhook", "url": format!("{}/slow", slow_api.uri())}]}]}))
+        .await;
+    slow_api
+}
+
+/// Waits until `server` received a request, at most `within`.
+async fn called(server: &MockServer, within: Duration) {
+    let began = std::time::Instant::now();
+    while server.received_requests().await.unwrap().is_empty() {
+        assert!(
+            began.elapsed() < within,
+            "the slow webhook was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Stores an event as a process that died right after storing it leaves it: not
+/// offered to the executions waiting for it.
+async fn store_undelivered(
+    h: &Harness,
+    event_type: &str,
+    payload: serde_json::Value,
+) -> tollgate_model::records::Event {
+    let event = tollgate_model::records::Event {
+        id: uuid::Uuid::now_v7(),
+        event_id: Some("pay-1".into()),
+        event_type: event_type.into(),
+        payload,
+        source: None,
+        correlation_id: None,
+        submitted_by: Some("shop".into()),
+        received_at: tollgate_engine::Clock::now(h.clock.as_ref()),
+        started: Vec::new(),
+        resumed: Vec::new(),
+    };
+    h.store
+        .insert_event_starting(event.clone(), Vec::new())
+        .await
+        .unwrap();
+    event
 }
