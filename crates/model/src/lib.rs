@@ -18,6 +18,7 @@
 //! assert_eq!(loaded.definition.steps.len(), 2);
 //! ```
 
+pub mod builder;
 pub mod condition;
 pub mod definition;
 pub mod duration;
