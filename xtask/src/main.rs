@@ -99,7 +99,58 @@ fn lint() -> Result<()> {
         ]),
     )?;
     layering()?;
+    backend_features()?;
     migrations()
+}
+
+/// An embedder that turns one backend off does not compile it: the `tollgate` crate
+/// builds with each feature alone, and its dependency tree then lacks the other.
+fn backend_features() -> Result<()> {
+    for (feature, absent) in [
+        ("sqlite", "tollgate-postgres"),
+        ("postgres", "tollgate-sqlite"),
+    ] {
+        run(
+            &format!("cargo clippy -p tollgate --features {feature} alone"),
+            cargo().args([
+                "clippy",
+                "-p",
+                "tollgate",
+                "--no-default-features",
+                "--features",
+                feature,
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+        let tree = cargo()
+            .args([
+                "tree",
+                "-p",
+                "tollgate",
+                "--no-default-features",
+                "--features",
+                feature,
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .context("could not run cargo tree")?;
+        if !tree.status.success() {
+            bail!(
+                "cargo tree failed: {}",
+                String::from_utf8_lossy(&tree.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&tree.stdout);
+        if tree.lines().any(|line| line.starts_with(absent)) {
+            bail!("tollgate with only the `{feature}` feature still depends on {absent}");
+        }
+    }
+    Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {
@@ -458,16 +509,28 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "tollgate-sqlite",
             ][..],
         ),
-        // What both binaries compose at start-up: the one library that may name the
-        // concrete backends. Only binaries (and the server library) depend on it.
+        // The embedders' crate: the handle, and the one module that names the concrete
+        // backends (each behind its cargo feature).
+        (
+            "tollgate",
+            &[
+                "tollgate-model",
+                "tollgate-store",
+                "tollgate-engine",
+                "tollgate-resumer",
+                "tollgate-sqlite",
+                "tollgate-postgres",
+            ][..],
+        ),
+        // What both binaries compose at start-up; it opens backends through the
+        // `tollgate` crate. Only binaries (and the server library) depend on it.
         (
             "tollgate-bootstrap",
             &[
                 "tollgate-model",
                 "tollgate-store",
                 "tollgate-engine",
-                "tollgate-sqlite",
-                "tollgate-postgres",
+                "tollgate",
             ][..],
         ),
         // The HTTP server and console behind `tollgate-api`: it reaches a backend only

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tollgate_bootstrap::{build_engine, default_worker_id, Backend, Kind};
+use tollgate_bootstrap::{build_engine, default_worker_id, Kind};
 use tollgate_model::records::ApiKey;
 use tollgate_resumer::{Tasks, Worker, WorkerOptions};
 use tollgate_store::ApiKeyStore;
@@ -274,7 +274,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let backend = Backend::open(&args.database).await?;
+    let backend = args.database.open().await?;
     backend.warm_up();
     if backend.kind == Kind::Sqlite && !args.embedded_worker {
         anyhow::bail!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 pub use tollgate_bootstrap::config::{
-    parse_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat, NotifierConfig, WorkerArgs,
+    parse_duration, DatabaseArgs, FileConfig, LogFormat, NotifierConfig, WorkerArgs,
 };
 
 /// Everything `tollgate-api` needs to serve.
@@ -109,6 +109,7 @@ pub struct ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_bootstrap::DatabaseTarget;
 
     fn db(url: Option<&str>) -> DatabaseArgs {
         DatabaseArgs {

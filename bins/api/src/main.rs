@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tollgate_api::app::{self, AdminKey};
 use tollgate_api::config::{DatabaseArgs, ServeArgs};
-use tollgate_bootstrap::{init_logging, run_main, Backend};
+use tollgate_bootstrap::{init_logging, run_main};
 
 /// Tollgate: durable workflows that stop at approvals, events and deadlines.
 ///
@@ -100,7 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Migrate { mut database }) => {
             // `migrate` applies whatever `--migrate` says for starts.
             database.migrate = tollgate_bootstrap::MigrateMode::Auto;
-            let backend = Backend::open(&database).await?;
+            let backend = database.open().await?;
             backend.close().await;
             println!("migrations applied ({:?})", backend.kind);
             Ok(())
@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
         Some(Command::Backup { file, mut database }) => {
             // A backup reads; it never changes the schema.
             database.migrate = tollgate_bootstrap::MigrateMode::Off;
-            let backend = Backend::open(&database).await?;
+            let backend = database.open().await?;
             let written = backend.backup(&file).await;
             backend.close().await;
             written?;
@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> Result<()> {
                     database,
                 },
         }) => {
-            let backend = Backend::open(&database).await?;
+            let backend = database.open().await?;
             let created = tollgate_api::routes::keys::create_key(
                 backend.store.as_ref(),
                 name,

@@ -18,8 +18,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
     build_engine, default_worker_id, describe_metrics, init_logging, parse_duration,
-    parse_positive_duration, run_main, wait_for_signal, Backend, DatabaseArgs, DatabaseTarget,
-    FileConfig, Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
+    parse_positive_duration, run_main, wait_for_signal, DatabaseArgs, DatabaseTarget, FileConfig,
+    Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
 };
 use tollgate_resumer::{Worker, WorkerOptions};
 
@@ -147,7 +147,7 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(addr) = cli.metrics_listen {
         serve_metrics(addr)?;
     }
-    let backend = Backend::open(&database).await?;
+    let backend = database.open().await?;
     debug_assert_eq!(backend.kind, Kind::Postgres);
     let worker_id = cli
         .worker_id

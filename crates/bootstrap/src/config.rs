@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use tollgate::backend::{Backend, BackendOptions, DatabaseTarget};
+
 use crate::Error;
 
 /// Log line format.
@@ -95,29 +97,30 @@ impl DatabaseArgs {
     pub fn target(&self) -> Result<DatabaseTarget, Error> {
         match self.database_url.as_deref() {
             None => Ok(DatabaseTarget::Sqlite(self.data_dir.join("tollgate.db"))),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(DatabaseTarget::Postgres(url.to_owned()))
-            }
-            Some(url) => match url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-            {
-                Some(path) if !path.is_empty() => Ok(DatabaseTarget::Sqlite(PathBuf::from(
-                    path.split('?').next().unwrap_or(path),
-                ))),
-                _ => Err(Error::DatabaseUrl(url.to_owned())),
-            },
+            Some(url) => Ok(DatabaseTarget::parse(url)?),
         }
     }
-}
 
-/// A parsed `--database-url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseTarget {
-    /// An SQLite file.
-    Sqlite(PathBuf),
-    /// A PostgreSQL URL.
-    Postgres(String),
+    /// How [`Backend::open`] opens it.
+    pub fn backend_options(&self) -> Result<BackendOptions, Error> {
+        let mut options = BackendOptions::new(self.target()?);
+        options.schema = self.migrate.policy();
+        options.max_connections = self.database_max_connections;
+        options.statement_timeout = self.database_statement_timeout;
+        options.lock_timeout = self.database_lock_timeout;
+        options.idle_in_transaction_timeout = self.database_idle_in_transaction_timeout;
+        options.max_clock_skew = self.max_clock_skew;
+        // The process in `pg_stat_activity`: `tollgate-api`, `tollgate-resume-worker`.
+        if !options.application_name.starts_with("tollgate") {
+            options.application_name = "tollgate".into();
+        }
+        Ok(options)
+    }
+
+    /// Opens the database and prepares its schema as `--migrate` says.
+    pub async fn open(&self) -> Result<Backend, Error> {
+        Ok(Backend::open(&self.backend_options()?).await?)
+    }
 }
 
 /// How the worker loop runs.

@@ -7,7 +7,6 @@ use tollgate_engine::{
     RecordingNotifier, WebhookNotifier,
 };
 use tollgate_store::Store;
-use uuid::Uuid;
 
 use crate::config::{FileConfig, WorkerArgs};
 use crate::Error;
@@ -58,14 +57,7 @@ pub fn build_engine(
         .build()?)
 }
 
-/// A unique id for this process's worker: host, pid and a random suffix.
+/// A unique id for this process's worker: `prefix`, host, pid and a random suffix.
 pub fn default_worker_id(prefix: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    let suffix = Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{host}-{}-{}", std::process::id(), &suffix[..6])
+    tollgate::default_worker_id(prefix)
 }

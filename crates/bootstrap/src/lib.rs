@@ -4,21 +4,20 @@
 //! ([`build_engine`]), and the process frame — the runtime, the exit code, the shutdown
 //! signal ([`process`]).
 //!
-//! This is the one library besides the binaries that names the concrete backends; the
+//! The concrete backends are named only in the `tollgate` crate's `backend` module; the
 //! crates below it see only `Arc<dyn Store>`.
 
-pub mod backend;
 pub mod config;
 mod engine;
 pub mod process;
 
-pub use backend::{Backend, Kind};
 pub use config::{
-    parse_duration, parse_positive_duration, DatabaseArgs, DatabaseTarget, FileConfig, LogFormat,
-    MigrateMode, NotifierConfig, WorkerArgs,
+    parse_duration, parse_positive_duration, DatabaseArgs, FileConfig, LogFormat, MigrateMode,
+    NotifierConfig, WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
 pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
+pub use tollgate::backend::{Backend, BackendOptions, DatabaseTarget, Kind, CLOCK_CHECK_INTERVAL};
 
 use std::path::PathBuf;
 
@@ -27,9 +26,9 @@ use std::path::PathBuf;
 /// of an `anyhow::Error`, as the binaries print it) names every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--database-url` names neither backend.
-    #[error("--database-url `{0}` is neither `sqlite:PATH` nor `postgres://…`")]
-    DatabaseUrl(String),
+    /// The database cannot be opened or used (bad URL, schema, clock, connection).
+    #[error(transparent)]
+    Backend(#[from] tollgate::BackendError),
     /// The config file cannot be read.
     #[error("cannot read config file {}", path.display())]
     ConfigRead {
@@ -55,33 +54,6 @@ pub enum Error {
         field: String,
         /// What is wrong with it.
         message: String,
-    },
-    /// The SQLite database cannot be opened.
-    #[error("cannot open the SQLite database")]
-    Sqlite(#[from] tollgate_sqlite::OpenError),
-    /// An SQLite backup could not be written.
-    #[error(transparent)]
-    Backup(#[from] tollgate_sqlite::BackupError),
-    /// This host's clock is too far from the database server's.
-    #[error("this host's clock is {skew_ms} ms {direction} the database server's (more than --max-clock-skew {limit_ms} ms): leases and deadlines compare against this clock, so fix the time synchronisation (NTP) first")]
-    ClockSkew {
-        /// How far, in milliseconds.
-        skew_ms: i64,
-        /// `ahead of` or `behind`.
-        direction: &'static str,
-        /// The limit, in milliseconds.
-        limit_ms: u128,
-    },
-    /// `backup` on PostgreSQL: its own tools do it better.
-    #[error("`backup` copies the embedded SQLite database; back PostgreSQL up with pg_dump or base backups and WAL archiving")]
-    BackupUnsupported,
-    /// PostgreSQL is unreachable, refused us, or its migrations failed.
-    #[error("cannot {what} PostgreSQL")]
-    Postgres {
-        /// `connect to` or `prepare the schema of`.
-        what: &'static str,
-        /// Why.
-        source: tollgate_postgres::ConnectError,
     },
     /// An HTTP client (notifier, context providers) cannot be built.
     #[error("cannot build the {what}'s HTTP client")]

@@ -321,10 +321,14 @@ impl Cond {
     pub fn any<I: IntoIterator<Item = Cond>>(conditions: I) -> Self {
         Self(json!({"or": conditions.into_iter().map(|c| c.0).collect::<Vec<_>>()}))
     }
+}
 
-    /// True when `condition` is not.
-    pub fn not(condition: Cond) -> Self {
-        Self(json!({"not": condition.0}))
+/// `!condition`: true when `condition` is not.
+impl std::ops::Not for Cond {
+    type Output = Cond;
+
+    fn not(self) -> Cond {
+        Cond(json!({"not": self.0}))
     }
 }
 
@@ -706,7 +710,7 @@ mod tests {
                             "known",
                             Cond::any([
                                 Cond::field("customer.tier").one_of(["gold", "silver"]),
-                                Cond::not(Cond::field("customer.new").eq(true)),
+                                !Cond::field("customer.new").eq(true),
                             ]),
                         ),
                         StepBuilder::condition(
@@ -726,7 +730,10 @@ mod tests {
                     "each",
                     "order.lines",
                     "line",
-                    [StepBuilder::execute("note", [SubAction::log("line {{line.sku}}")])],
+                    [StepBuilder::execute(
+                        "note",
+                        [SubAction::log("line {{line.sku}}")],
+                    )],
                 )
                 .next("yes"),
             )

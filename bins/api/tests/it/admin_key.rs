@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tollgate_api::app::{ensure_admin_key, AdminKey, BootstrapAdminKey};
 use tollgate_api::auth::{generate_key, hash_key};
-use tollgate_bootstrap::{Backend, DatabaseArgs};
+use tollgate_bootstrap::DatabaseArgs;
 use tollgate_store::{ApiKeyStore, PageRequest, Store};
 
 use crate::fresh_pg_database;
 
 async fn open(url: &str, dir: &Path) -> std::sync::Arc<dyn Store> {
-    Backend::open(&DatabaseArgs {
+    DatabaseArgs {
         data_dir: dir.to_path_buf(),
         database_url: Some(url.to_owned()),
         database_max_connections: 4,
@@ -22,7 +22,8 @@ async fn open(url: &str, dir: &Path) -> std::sync::Arc<dyn Store> {
         database_idle_in_transaction_timeout: Duration::from_secs(60),
         migrate: tollgate_bootstrap::MigrateMode::Auto,
         max_clock_skew: Duration::from_secs(5),
-    })
+    }
+    .open()
     .await
     .unwrap()
     .store

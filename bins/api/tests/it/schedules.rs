@@ -7,7 +7,6 @@ use chrono::TimeZone;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tollgate_api::config::DatabaseArgs;
-use tollgate_bootstrap::Backend;
 use tollgate_engine::{Engine, EngineOptions, TestClock};
 use tollgate_model::records::{snapshot_id, Workflow};
 use tollgate_model::schedule::{CatchUp, Schedule};
@@ -303,7 +302,7 @@ fn t0() -> chrono::DateTime<chrono::Utc> {
 
 async fn pg_store() -> Arc<dyn Store> {
     let url = fresh_pg_database().await;
-    let backend = Backend::open(&DatabaseArgs {
+    let backend = DatabaseArgs {
         data_dir: std::env::temp_dir(),
         database_url: Some(url),
         database_max_connections: 16,
@@ -312,7 +311,8 @@ async fn pg_store() -> Arc<dyn Store> {
         database_idle_in_transaction_timeout: Duration::from_secs(60),
         migrate: tollgate_bootstrap::MigrateMode::Auto,
         max_clock_skew: Duration::from_secs(5),
-    })
+    }
+    .open()
     .await
     .unwrap();
     backend.store
