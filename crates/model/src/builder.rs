@@ -582,6 +582,22 @@ impl SubAction {
         Self(json!({"type": "create_record", "entity": entity.into(), "data": data}))
     }
 
+    /// The id of the record a [`create_record`](Self::create_record) stores (a
+    /// template, e.g. `{{order_id}}`; a new id when absent).
+    pub fn entity_id(self, id: impl Into<String>) -> Self {
+        self.set("entity_id", id.into())
+    }
+
+    /// Merges `data` into the record `entity`/`entity_id` (templates allowed).
+    pub fn update_record(
+        entity: impl Into<String>,
+        entity_id: impl Into<String>,
+        data: Value,
+    ) -> Self {
+        Self(json!({"type": "update_record", "entity": entity.into(),
+                    "entity_id": entity_id.into(), "data": data}))
+    }
+
     /// A failure of this sub-action does not fail the step.
     pub fn continue_on_error(self) -> Self {
         self.set("continue_on_error", true)

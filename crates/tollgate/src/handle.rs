@@ -11,7 +11,8 @@ use tollgate_engine::{
 };
 use tollgate_model::builder::WorkflowBuilder;
 use tollgate_model::records::{
-    ApprovalRequest, DecisionKind, Event, Execution, Principal, ResumeRequest, StepRecord, Workflow,
+    ApprovalRequest, DecisionKind, Event, Execution, Principal, Record, ResumeRequest, StepRecord,
+    Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
 use tollgate_model::WorkflowDefinition;
@@ -548,6 +549,16 @@ impl Tollgate {
         reason: Option<&str>,
     ) -> Result<Execution> {
         Ok(self.inner.control.cancel(id, actor, reason).await?)
+    }
+
+    /// A record that workflows keep with `create_record` / `update_record`.
+    pub async fn record(&self, entity: &str, entity_id: &str) -> Result<Record> {
+        Ok(self
+            .inner
+            .engine
+            .store()
+            .get_record(entity, entity_id)
+            .await?)
     }
 
     // ---- approvals ------------------------------------------------------------

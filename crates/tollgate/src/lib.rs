@@ -87,8 +87,8 @@ pub use handle::{
 /// The typed workflow builder ([`tollgate_model::builder`]).
 pub use tollgate_model::builder;
 pub use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, DecisionKind, Event, Execution, Principal, ResumeRequest,
-    StepRecord, Workflow,
+    ApprovalRequest, ApprovalStatus, DecisionKind, Event, Execution, Principal, Record,
+    ResumeRequest, StepRecord, Workflow,
 };
 pub use tollgate_model::schedule::{CatchUp, Schedule};
 pub use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason, WorkflowDefinition};
