@@ -1,5 +1,5 @@
 //! Rebuilds the crate when a migration is added or changed: `sqlx::migrate!` embeds the
 //! migrations at compile time, and Cargo does not otherwise know to look at them.
 fn main() {
-    println!("cargo:rerun-if-changed=../../migrations/sqlite");
+    println!("cargo:rerun-if-changed=migrations");
 }

@@ -630,8 +630,8 @@ fn migrations() -> Result<()> {
         names.sort();
         Ok(names)
     };
-    let pg = list("migrations/postgres")?;
-    let lite = list("migrations/sqlite")?;
+    let pg = list("crates/postgres/migrations")?;
+    let lite = list("crates/sqlite/migrations")?;
     if pg != lite {
         bail!("migrations differ between backends:\n  postgres: {pg:?}\n  sqlite:   {lite:?}");
     }

@@ -69,7 +69,7 @@ impl KeyCache {
     }
 
     /// The cache's generation: read it before looking a key up in the store, and hand it
-    /// to [`Self::put`].
+    /// to `put`.
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -82,7 +82,7 @@ impl KeyCache {
     }
 
     /// Waits until no other request is looking `hash` up, then holds that right until
-    /// the returned turn is dropped; the caller checks [`Self::get`] again before its
+    /// the returned turn is dropped; the caller checks `get` again before its
     /// own lookup. `None` when caching is off (every request looks up on its own).
     pub async fn lookup_turn(&self, hash: &str) -> Option<LookupTurn<'_>> {
         if self.ttl.is_zero() {

@@ -1,11 +1,28 @@
 //! What every Tollgate process composes at start-up, written once for `tollgate-api` and
 //! `tollgate-resume-worker`: settings from flags, environment and a JSON file
-//! ([`config`]), the backend a database URL names ([`backend`]), logging, the engine
+//! ([`config`]), the backend a database URL names ([`Backend`], from the `tollgate`
+//! crate, which embedders use too), logging, the engine
 //! ([`build_engine`]), and the process frame — the runtime, the exit code, the shutdown
 //! signal ([`process`]).
 //!
 //! The concrete backends are named only in the `tollgate` crate's `backend` module; the
 //! crates below it see only `Arc<dyn Store>`.
+//!
+//! ```
+//! use tollgate_bootstrap::{parse_duration, DatabaseArgs, DatabaseTarget};
+//! use clap::Parser;
+//!
+//! #[derive(Parser)]
+//! struct Flags {
+//!     #[command(flatten)]
+//!     database: DatabaseArgs,
+//! }
+//!
+//! let flags = Flags::parse_from(["tollgate-api", "--database-url", "postgres://db/tollgate"]);
+//! assert!(matches!(flags.database.target()?, DatabaseTarget::Postgres(_)));
+//! assert_eq!(parse_duration("1h30m")?, std::time::Duration::from_secs(5400));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod config;
 mod engine;

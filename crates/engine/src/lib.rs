@@ -27,6 +27,8 @@
 //!
 //! See `examples/embedded.rs` for a complete program.
 
+#![deny(missing_docs)]
+
 pub mod clock;
 pub mod condition;
 mod engine;

@@ -18,6 +18,8 @@
 //! assert_eq!(loaded.definition.steps.len(), 2);
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod builder;
 pub mod condition;
 pub mod definition;

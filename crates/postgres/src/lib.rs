@@ -7,6 +7,23 @@
 //! round trip). Commits that create due work `NOTIFY tollgate_wakeup`, which
 //! [`PgStore::wakeups`] turns into a wake-up for the worker loop, reconnecting by itself.
 //! Every execution transition is [`tollgate_store::rules`]' — the same as every backend.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_postgres::{PgOptions, PgStore};
+//! use tollgate_store::{Health, SchemaPolicy};
+//!
+//! # let url = tollgate_postgres::testing::fresh_database_url("doc").await?;
+//! let store = PgStore::connect(&PgOptions::new(url)).await?;
+//! // Applies this release's missing migrations; a newer release's are left alone.
+//! store.prepare_schema(SchemaPolicy::Apply).await?;
+//! store.ping().await?;
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 /// The columns of `$table`'s rows as this release reads them, each prefixed with
 /// `$prefix` (`"e."`), as a string literal for `concat!`.
@@ -175,13 +192,13 @@ impl PgOptions {
     }
 }
 
-/// The embedded migrations (`migrations/postgres/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+/// The embedded migrations (`crates/postgres/migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// [`MIGRATOR`] as the store runs it: migrations applied by a newer release are ignored,
 /// not refused (see [`tollgate_store::SchemaPolicy`]).
 fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator
 }

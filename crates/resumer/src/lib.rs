@@ -9,6 +9,48 @@
 //! Claimed executions are advanced in a spawned task, so a caller that stops waiting
 //! (an HTTP request that times out) never abandons an execution half-way; see
 //! [`Progress::settled`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tollgate_engine::Engine;
+//! use tollgate_model::records::{snapshot_id, DecisionKind, Principal, Workflow};
+//! use tollgate_resumer::{ApprovalService, EventService, NewEvent};
+//! use tollgate_store::{MemoryStore, Store};
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let engine = Engine::builder(store.clone()).build()?;
+//! let doc = serde_json::json!({"workflow_id": "refunds", "version": "1",
+//!     "trigger": {"type": "event", "event": "refund.requested"},
+//!     "steps": [{"id": "ok", "type": "approval", "approval": {"approvers": {"role": "finance"}},
+//!                "on_approve": "pay"},
+//!               {"id": "pay", "type": "action", "action": "allow"}]});
+//! let definition = Arc::new(tollgate_model::load(&doc).map_err(|r| format!("{:?}", r.errors))?.definition);
+//! let now = engine.clock().now();
+//! store.create_workflow(Workflow { id: uuid::Uuid::now_v7(), snapshot_id: snapshot_id(&definition),
+//!     enabled: true, definition, created_at: now, updated_at: now }).await?;
+//!
+//! // An event starts the workflow; it stops at the approval.
+//! let events = EventService::new(engine.clone());
+//! let ingested = events.ingest(NewEvent { event_type: "refund.requested".into(),
+//!     payload: serde_json::json!({"amount": 80}), ..NewEvent::default() }).await?;
+//! let paused = ingested.started.into_iter().next().ok_or("nothing started")?
+//!     .settled(&engine, std::time::Duration::from_secs(5)).await?;
+//! let approval_id = paused.gate.and_then(|g| g.approval_id).ok_or("no approval")?;
+//!
+//! // A decision claims the execution and resumes it; a second one is refused.
+//! let approvals = ApprovalService::new(engine.clone());
+//! let fin = Principal { subject: "fin".into(), roles: vec!["finance".into()] };
+//! let decided = approvals.decide(approval_id, &fin, DecisionKind::Approve, None, serde_json::json!({})).await?;
+//! let done = decided.progress.settled(&engine, std::time::Duration::from_secs(5)).await?;
+//! assert_eq!(done.result, Some(tollgate_model::ExecutionResult::Allowed));
+//! let twice = approvals.decide(approval_id, &fin, DecisionKind::Approve, None, serde_json::json!({})).await;
+//! assert!(matches!(twice, Err(tollgate_resumer::Error::Conflict(_))));
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 mod approvals;
 mod control;

@@ -16,6 +16,21 @@
 //! `cargo xtask test` runs the exhaustive sweep on the in-memory store (and a subset on
 //! SQLite); `cargo xtask sim --seeds N` runs the randomised mode: two crashes per run,
 //! concurrent callers and random interleavings, each run replayable from its seed.
+//!
+//! ```
+//! use tollgate_sim::fuse::{CrashPoint, Phase};
+//! use tollgate_sim::run::{run_blocking, Backend, Plan};
+//!
+//! let scenario = tollgate_sim::scenario::all().into_iter().next().expect("a scenario");
+//! // Once without a crash, to count its store calls, then killed after the third call
+//! // committed: every invariant must hold both times.
+//! let dry = run_blocking(&scenario, Backend::Memory, &Plan::default())?;
+//! assert!(dry.violations.is_empty(), "{:?}", dry.violations);
+//! let plan = Plan { crashes: vec![CrashPoint { call: 3.min(dry.calls - 1), phase: Phase::After }], jitter: None };
+//! let crashed = run_blocking(&scenario, Backend::Memory, &plan)?;
+//! assert!(crashed.violations.is_empty(), "{:?}", crashed.violations);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
 
 pub mod check;
 mod client;

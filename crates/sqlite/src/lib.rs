@@ -5,6 +5,22 @@
 //! of failing with `SQLITE_BUSY`; reads use a separate pool of connections, which WAL mode
 //! lets run alongside the writer. Every execution transition is
 //! [`tollgate_store::rules`]' — the same as every other backend.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tollgate_sqlite::{SqliteOptions, SqliteStore};
+//! use tollgate_store::Health;
+//!
+//! let dir = tempfile::tempdir()?;
+//! // Creates the file and applies the embedded migrations.
+//! let store = SqliteStore::open(&SqliteOptions::new(dir.path().join("tollgate.db"))).await?;
+//! store.ping().await?;
+//! store.close().await;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 /// `SELECT` of whole execution rows with their stored format (`format`, NULL for
 /// format 1): an execution's format is a row of `execution_formats`, present only when a
@@ -154,13 +170,13 @@ pub enum OpenError {
     },
 }
 
-/// The embedded migrations (`migrations/sqlite/`).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// The embedded migrations (`crates/sqlite/migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// [`MIGRATOR`] as opening runs it: migrations applied by a newer release are ignored,
 /// not refused (see [`tollgate_store::SchemaPolicy`]).
 fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate!("../../migrations/sqlite");
+    let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator
 }

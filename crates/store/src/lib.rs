@@ -11,6 +11,31 @@
 //!   nothing. Every change increments the version.
 //! - **Pagination is keyset-based** ([`PageRequest`], [`Page`]): a page costs the same at
 //!   item 10 as at item 1,000,000.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tollgate_model::records::{snapshot_id, Workflow};
+//! use tollgate_store::{MemoryStore, PageRequest, Store, WorkflowFilter};
+//!
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let doc = serde_json::json!({"workflow_id": "w", "version": "1",
+//!     "steps": [{"id": "ok", "type": "action", "action": "allow"}]});
+//! let definition = Arc::new(tollgate_model::load(&doc).map_err(|r| format!("{:?}", r.errors))?.definition);
+//! let now = chrono::Utc::now();
+//! let workflow = Workflow { id: uuid::Uuid::now_v7(), snapshot_id: snapshot_id(&definition),
+//!     enabled: true, definition, created_at: now, updated_at: now };
+//! store.create_workflow(workflow.clone()).await?;
+//! // (workflow_id, version) is unique: a second create is a conflict and changes nothing.
+//! let again = store.create_workflow(Workflow { id: uuid::Uuid::now_v7(), ..workflow }).await;
+//! assert!(matches!(again, Err(tollgate_store::Error::Conflict(_))));
+//! let page = store.list_workflows(&WorkflowFilter::default(), &PageRequest::first(10)).await?;
+//! assert_eq!(page.items.len(), 1);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
 
 mod cursor;
 pub mod group_commit;

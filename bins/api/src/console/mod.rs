@@ -1,7 +1,7 @@
 //! The web console: server-rendered HTML for approvers and operators, at `/`.
 //!
 //! It goes through the same services and permission checks as the REST API (the
-//! `ApprovalService`, `ExecutionControl`, the store, [`Caller::require`]), never around
+//! `ApprovalService`, `ExecutionControl`, the store, [`Caller::require`](crate::auth::Caller::require)), never around
 //! them. Pages work without JavaScript; `console.js` only refreshes the inbox and keeps
 //! relative times current. Every form carries the session's CSRF token, every page is
 //! served with a `Content-Security-Policy` that allows no inline script.
