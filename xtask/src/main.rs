@@ -36,7 +36,7 @@ fn main() -> Result<()> {
             };
             let browser = browser::ensure();
             let previous = previous::build();
-            let result = test(&args[1..]);
+            let result = test(&args[1..]).and_then(|()| package());
             if let Err(err) = &previous {
                 eprintln!("\n************************************************************");
                 eprintln!("xtask: THE ROLLING-UPGRADE TEST WAS SKIPPED: {err:#}");
@@ -53,8 +53,12 @@ fn main() -> Result<()> {
         Some("sim") => sim(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("layering") => layering(),
+        Some("package") => package(),
+        Some("msrv") => msrv(),
         _ => {
-            eprintln!("usage: cargo xtask <test|lint|bench|layering|sim> [extra args]");
+            eprintln!(
+                "usage: cargo xtask <test|lint|bench|layering|msrv|package|sim> [extra args]"
+            );
             std::process::exit(2);
         }
     }
@@ -100,7 +104,85 @@ fn lint() -> Result<()> {
     )?;
     layering()?;
     backend_features()?;
-    migrations()
+    migrations()?;
+    msrv()?;
+    run(
+        "cargo doc --no-deps, warnings denied",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+}
+
+/// The workspace's `rust-version` is true of what it links: no dependency in the lock
+/// file declares a newer one, and clippy's `incompatible_msrv` (on under `-D warnings`)
+/// refuses standard-library items newer than it in our own code. Only the one
+/// toolchain the machine has can build, so language features are not checked against
+/// an older compiler (docs/testing.md).
+fn msrv() -> Result<()> {
+    eprintln!("xtask: minimum supported Rust version");
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let packages = metadata["packages"]
+        .as_array()
+        .context("no packages in cargo metadata")?;
+    let version = |text: &str| -> Vec<u64> {
+        let mut parts: Vec<u64> = text.split('.').filter_map(|p| p.parse().ok()).collect();
+        parts.resize(3, 0);
+        parts
+    };
+    let ours = packages
+        .iter()
+        .find(|p| p["name"] == "tollgate")
+        .and_then(|p| p["rust_version"].as_str())
+        .context("the tollgate crate declares no rust-version")?;
+    let newer: Vec<String> = packages
+        .iter()
+        .filter_map(|p| {
+            let needs = p["rust_version"].as_str()?;
+            (version(needs) > version(ours)).then(|| {
+                format!(
+                    "{} {} needs Rust {needs}",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["version"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect();
+    if !newer.is_empty() {
+        bail!(
+            "the workspace declares rust-version {ours}, but:\n  {}\nraise rust-version (and say so in the release notes) or hold the dependency back",
+            newer.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Every crate packs and builds from its package alone, against the packages of the
+/// crates it depends on (`cargo package --workspace` verifies each in a scratch
+/// registry): no file outside a crate, no dependency without a version, metadata
+/// complete.
+fn package() -> Result<()> {
+    run(
+        "cargo package --workspace",
+        cargo().args([
+            "package",
+            "--workspace",
+            "--allow-dirty",
+            "--exclude",
+            "xtask",
+            "--exclude",
+            "tollgate-example-orders",
+        ]),
+    )
 }
 
 /// An embedder that turns one backend off does not compile it: the `tollgate` crate

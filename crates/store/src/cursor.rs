@@ -21,7 +21,7 @@ pub fn encode_cursor(parts: &[&str]) -> String {
 /// Decodes a cursor into its `n` sort-key parts.
 pub fn decode_cursor(cursor: &str, n: usize) -> Result<Vec<String>, Error> {
     let invalid = || Error::Invalid(format!("`{cursor}` is not a cursor returned by this list"));
-    if cursor.len() % 2 != 0 || cursor.len() > 1024 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 1024 {
         return Err(invalid());
     }
     let bytes = (0..cursor.len())
