@@ -1,5 +1,9 @@
-//! Tollgate embedded in a Rust program: an in-memory store, one approval workflow, run to
-//! its gate, decided, and run to the end. No server, no database.
+//! The engine's own layer, without the `tollgate` crate: an in-memory store, one approval
+//! workflow, run to its gate, decided, and run to the end. No server, no database.
+//!
+//! Services should use the `tollgate` crate's handle (`docs/embedding.md`), which does
+//! this wiring — and the decision rules, events and the worker loop — for them; this
+//! example shows what lies underneath.
 //!
 //! `cargo run -p tollgate-engine --example embedded`
 

@@ -220,6 +220,15 @@ pub enum ConnectError {
     /// applying them.
     #[error("the database schema lacks migrations {0:?} of this release: run `tollgate-api migrate` first (or start with `--migrate auto`)")]
     SchemaBehind(Vec<i64>),
+    /// A newer release migrated the schema and declared that this release cannot run
+    /// on it (`schema_compatibility`).
+    #[error("the database schema was migrated by a newer release that this one cannot run on: it needs a release that knows migration {needs}, and this one knows up to {knows}; upgrade")]
+    SchemaAhead {
+        /// The highest migration a release must know to run on this schema.
+        needs: i64,
+        /// The highest migration this release knows.
+        knows: i64,
+    },
 }
 
 /// A Tollgate store in a PostgreSQL database.
@@ -610,6 +619,11 @@ impl PgStore {
         policy: tollgate_store::SchemaPolicy,
     ) -> Result<(), ConnectError> {
         let (missing, newer) = self.schema_difference().await?;
+        let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        let floor = self.schema_floor().await.map_err(ConnectError::Connect)?;
+        if let Some((needs, knows)) = tollgate_store::SchemaPolicy::too_old_for(floor, &known) {
+            return Err(ConnectError::SchemaAhead { needs, knows });
+        }
         if !newer.is_empty() {
             tracing::info!(?newer, "the database has migrations of a newer release; running on it as the previous release");
         }
@@ -620,6 +634,20 @@ impl PgStore {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The schema's compatibility floor (`None` before migration 9 created its table).
+    async fn schema_floor(&self) -> Result<Option<i64>, sqlx::Error> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('schema_compatibility')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        if table.is_none() {
+            return Ok(None);
+        }
+        sqlx::query_scalar("SELECT min_reader_migration FROM schema_compatibility WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// This release's migrations the database has not applied, and those it has that

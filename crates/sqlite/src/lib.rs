@@ -159,6 +159,17 @@ pub enum OpenError {
         /// The versions missing.
         missing: Vec<i64>,
     },
+    /// A newer release migrated the schema and declared that this release cannot run
+    /// on it (`schema_compatibility`).
+    #[error("the schema of {path} was migrated by a newer release that this one cannot run on: it needs a release that knows migration {needs}, and this one knows up to {knows}; upgrade")]
+    SchemaAhead {
+        /// The file.
+        path: PathBuf,
+        /// The highest migration a release must know to run on this schema.
+        needs: i64,
+        /// The highest migration this release knows.
+        knows: i64,
+    },
     /// Applying the schema failed.
     #[error("cannot apply migrations to {path}")]
     Migrate {
@@ -179,6 +190,21 @@ fn migrator() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator
+}
+
+/// The schema's compatibility floor (`None` before migration 9 created its table).
+async fn schema_floor(pool: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_compatibility'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT min_reader_migration FROM schema_compatibility WHERE id = 1")
+        .fetch_optional(pool)
+        .await
 }
 
 /// This release's migrations the database has not applied, and those it has that this
@@ -260,6 +286,15 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         let (missing, newer) = schema_difference(&writer).await.map_err(open_err)?;
+        let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        let floor = schema_floor(&writer).await.map_err(open_err)?;
+        if let Some((needs, knows)) = tollgate_store::SchemaPolicy::too_old_for(floor, &known) {
+            return Err(OpenError::SchemaAhead {
+                path: options.path.clone(),
+                needs,
+                knows,
+            });
+        }
         match options.schema {
             tollgate_store::SchemaPolicy::Apply if !missing.is_empty() => migrator()
                 .run(&writer)

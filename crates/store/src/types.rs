@@ -28,6 +28,19 @@ pub enum SchemaPolicy {
 }
 
 impl SchemaPolicy {
+    /// Of a database's compatibility floor (`schema_compatibility.min_reader_migration`:
+    /// the highest migration a release must know to run on it; `None` before the table
+    /// exists) and a release's `known` migrations: `Some((floor, highest known))` when
+    /// this release is too old for the schema and must not open it. Checked in every
+    /// policy: a newer release's schema that declares itself unreadable by this one is
+    /// never run on.
+    pub fn too_old_for(floor: Option<i64>, known: &[i64]) -> Option<(i64, i64)> {
+        let knows = known.iter().copied().max().unwrap_or(0);
+        floor
+            .filter(|&needs| needs > knows)
+            .map(|needs| (needs, knows))
+    }
+
     /// Of a release's `known` migration versions and a database's `applied` ones: those
     /// the database lacks, and those it has from a newer release.
     pub fn difference(known: &[i64], applied: Vec<i64>) -> (Vec<i64>, Vec<i64>) {

@@ -144,7 +144,8 @@ impl std::fmt::Debug for Builder {
 impl Builder {
     /// What opening does with the schema: apply missing migrations (the default),
     /// `Check` (refuse a schema that lacks one), `Skip`. A schema one release newer is
-    /// accepted in every mode (rolling upgrades; see `docs/embedding.md`).
+    /// accepted in every mode (rolling upgrades); one whose release declared this one
+    /// too old for it is refused in every mode (see `docs/embedding.md`).
     pub fn schema(mut self, policy: SchemaPolicy) -> Self {
         self.schema = policy;
         self
@@ -176,7 +177,7 @@ impl Builder {
         self
     }
 
-    /// Time limit of each webhook call and context load (default 10 s).
+    /// Time limit of each webhook call and context load (default 30 s).
     pub fn http_timeout(mut self, timeout: Duration) -> Self {
         self.options.http_timeout = timeout;
         self

@@ -649,7 +649,8 @@ async fn the_wakeup_listener_does_not_take_a_pool_connection() {
 }
 
 /// `--migrate check` refuses a schema that lacks this release's migrations; a schema
-/// with a newer release's migrations opens in every mode (rolling upgrades, rollbacks).
+/// with a newer release's migrations opens in every mode (rolling upgrades, rollbacks),
+/// unless that release declared this one too old for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_policies_and_a_newer_schema() {
     use tollgate_store::SchemaPolicy;
@@ -678,6 +679,25 @@ async fn schema_policies_and_a_newer_schema() {
     }
     // `migrate` itself (the subcommand) also runs on the newer schema.
     store.migrate().await.unwrap();
+    // A release after that one declared that a release knowing only this one's
+    // migrations cannot run on its schema: refused, whatever the policy.
+    sqlx::query("UPDATE schema_compatibility SET min_reader_migration = 99990101000000")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let knows = tollgate_postgres::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    for schema in [SchemaPolicy::Apply, SchemaPolicy::Check, SchemaPolicy::Skip] {
+        let refused = store.prepare_schema(schema).await.unwrap_err();
+        assert!(
+            matches!(&refused, tollgate_postgres::ConnectError::SchemaAhead { needs: 99_990_101_000_000, knows: k } if *k == knows),
+            "{schema:?}: {refused}"
+        );
+        assert!(refused.to_string().contains("upgrade"), "{refused}");
+    }
     store.close().await;
 }
 

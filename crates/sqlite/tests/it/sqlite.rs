@@ -274,6 +274,34 @@ async fn schema_policies_and_a_newer_schema() {
             .unwrap_or_else(|e| panic!("{schema:?}: {e}"));
         store.close().await;
     }
+    // A release after that one declared that a release knowing only this one's
+    // migrations cannot run on its schema: refused, whatever the policy.
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE schema_compatibility SET min_reader_migration = 99990101000000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let knows = tollgate_sqlite::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    for schema in [SchemaPolicy::Apply, SchemaPolicy::Check, SchemaPolicy::Skip] {
+        let refused = open(schema).await.unwrap_err();
+        assert!(
+            matches!(&refused, OpenError::SchemaAhead { needs: 99_990_101_000_000, knows: k, .. } if *k == knows),
+            "{schema:?}: {refused}"
+        );
+        assert!(refused.to_string().contains("upgrade"), "{refused}");
+    }
 }
 
 /// `VACUUM INTO` while the store is in use, then a restore: the copy opens as a store

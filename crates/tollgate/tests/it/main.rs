@@ -328,3 +328,42 @@ async fn processes_on_one_postgres_cooperate() {
     let done = b.wait_until_stopped(id, WAIT).await.unwrap();
     assert!(done.status.is_terminal());
 }
+
+/// A schema that a newer release declared this one too old for is refused when the
+/// handle opens, with both sides named; nothing runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_too_new_for_the_library_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let url = format!("sqlite:{}", path.display());
+    Tollgate::open(&url).await.unwrap().close(WAIT).await;
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("UPDATE schema_compatibility SET min_reader_migration = 99990101000000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let refused = Tollgate::open(&url).await.unwrap_err();
+    let chain = {
+        let mut text = refused.to_string();
+        let mut cause = std::error::Error::source(&refused);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    };
+    assert!(matches!(refused, Error::Backend(_)), "{chain}");
+    assert!(
+        chain.contains("needs a release that knows migration 99990101000000"),
+        "{chain}"
+    );
+}
