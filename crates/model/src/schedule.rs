@@ -68,6 +68,17 @@ pub struct CronSchedule {
 }
 
 impl CronSchedule {
+    /// Checks a schedule's expression and zone together, as the API and the embedding
+    /// handle take them: every problem, each at its field (`cron`, `timezone`).
+    pub fn checked(expression: &str, timezone: &str) -> Result<Self, Vec<crate::Problem>> {
+        let cron = parse_cron(expression).map_err(|m| crate::Problem::new("cron", m));
+        let zone = parse_timezone(timezone).map_err(|m| crate::Problem::new("timezone", m));
+        match (cron, zone) {
+            (Ok(cron), Ok(zone)) => Ok(Self { cron, zone }),
+            (cron, zone) => Err(cron.err().into_iter().chain(zone.err()).collect()),
+        }
+    }
+
     /// Parses `expression` in `timezone` (UTC when `None`); the error says which is wrong.
     pub fn new(expression: &str, timezone: Option<&str>) -> Result<Self, String> {
         let cron = parse_cron(expression)?;

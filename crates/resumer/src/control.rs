@@ -1,13 +1,14 @@
-//! Operator commands: pause, resume, cancel.
+//! Operator commands: start by hand, pause, resume, cancel.
 
 use serde_json::{json, Value};
-use tollgate_engine::Engine;
+use tollgate_engine::{Engine, StartRequest};
 use tollgate_model::records::{Execution, ResumeTrigger};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 
-/// Pauses, resumes and cancels executions by hand (docs/execution-semantics.md, "Gates").
+/// Starts, pauses, resumes and cancels executions by hand (docs/execution-semantics.md,
+/// "Gates").
 #[derive(Debug, Clone)]
 pub struct ExecutionControl {
     engine: Engine,
@@ -27,6 +28,42 @@ impl ExecutionControl {
     pub fn with_tasks(mut self, tasks: Tasks) -> Self {
         self.tasks = Some(tasks);
         self
+    }
+
+    /// Starts an execution of workflow `workflow_id` by hand (`trigger_event` =
+    /// `manual`); `requested_by` is the requester of its approvals. `Conflict` for a
+    /// disabled workflow, `NotFound` for a missing one.
+    pub async fn execute(
+        &self,
+        workflow_id: Uuid,
+        payload: Value,
+        requested_by: Option<&str>,
+    ) -> Result<Progress> {
+        let workflow = self.engine.store().get_workflow(workflow_id).await?;
+        if !workflow.enabled {
+            return Err(Error::Conflict(format!(
+                "workflow {workflow_id} ({}) is disabled; enable it first",
+                workflow.workflow_id()
+            )));
+        }
+        let execution = self
+            .engine
+            .create(StartRequest {
+                workflow,
+                trigger_event: "manual".into(),
+                payload,
+                event_id: None,
+                event_key: None,
+                source: None,
+                requested_by: requested_by.map(str::to_owned),
+            })
+            .await?;
+        Ok(Progress::spawn(
+            &self.engine,
+            self.tasks.as_ref(),
+            execution,
+            "start",
+        ))
     }
 
     /// Pauses a running execution at its next step boundary (at once when no worker

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tollgate_engine::{
-    Clock, ContextProvider, Engine, EngineOptions, Notifier, Secrets, StartRequest,
-};
+use tollgate_engine::{Clock, ContextProvider, Engine, EngineOptions, Notifier, Secrets};
 use tollgate_model::builder::WorkflowBuilder;
 use tollgate_model::records::{
     ApprovalRequest, DecisionKind, Event, Execution, Principal, Record, ResumeRequest, StepRecord,
@@ -17,8 +15,7 @@ use tollgate_model::records::{
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
 use tollgate_model::WorkflowDefinition;
 use tollgate_resumer::{
-    ApprovalService, EventService, ExecutionControl, NewEvent, Progress, Tasks, Worker,
-    WorkerOptions,
+    ApprovalService, EventService, ExecutionControl, NewEvent, Tasks, Worker, WorkerOptions,
 };
 use tollgate_store::{
     ApprovalFilter, ExecutionFilter, Page, PageRequest, ScheduleFilter, SchemaPolicy, TickView,
@@ -412,32 +409,11 @@ impl Tollgate {
         payload: Value,
         requested_by: Option<&str>,
     ) -> Result<Execution> {
-        let workflow = self.workflow(workflow_id).await?;
-        if !workflow.enabled {
-            return Err(Error::Conflict(format!(
-                "workflow {workflow_id} ({}) is disabled; enable it first",
-                workflow.workflow_id()
-            )));
-        }
-        let execution = self
+        let progress = self
             .inner
-            .engine
-            .create(StartRequest {
-                workflow,
-                trigger_event: "manual".into(),
-                payload,
-                event_id: None,
-                event_key: None,
-                source: None,
-                requested_by: requested_by.map(str::to_owned),
-            })
+            .control
+            .execute(workflow_id, payload, requested_by)
             .await?;
-        let progress = Progress::spawn(
-            &self.inner.engine,
-            Some(&self.inner.tasks),
-            execution,
-            "start",
-        );
         Ok(progress.execution)
     }
 
@@ -796,33 +772,16 @@ impl Tollgate {
 }
 
 fn checked_cron(cron: &str, timezone: &str) -> Result<CronSchedule> {
-    let mut problems = Vec::new();
-    if let Err(message) = tollgate_model::schedule::parse_cron(cron) {
-        problems.push(Problem {
-            path: "cron".into(),
-            message,
-        });
-    }
-    if let Err(message) = tollgate_model::schedule::parse_timezone(timezone) {
-        problems.push(Problem {
-            path: "timezone".into(),
-            message,
-        });
-    }
-    match CronSchedule::new(cron, Some(timezone)) {
-        Ok(schedule) if problems.is_empty() => Ok(schedule),
-        Err(message) if problems.is_empty() => Err(Error::Validation {
-            message: "the schedule has 1 error(s)".into(),
-            problems: vec![Problem {
-                path: "cron".into(),
-                message,
-            }],
-        }),
-        _ => Err(Error::Validation {
-            message: format!("the schedule has {} error(s)", problems.len()),
-            problems,
-        }),
-    }
+    CronSchedule::checked(cron, timezone).map_err(|problems| Error::Validation {
+        message: format!("the schedule has {} error(s)", problems.len()),
+        problems: problems
+            .into_iter()
+            .map(|p| Problem {
+                path: p.path,
+                message: p.message,
+            })
+            .collect(),
+    })
 }
 
 /// A worker id unique to this process: `prefix`, host, pid and a random suffix.

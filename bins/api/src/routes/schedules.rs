@@ -139,24 +139,17 @@ pub struct ScheduleQuery {
 /// Checks the expression and zone; every problem is a detail with its field.
 fn checked(body: &ScheduleBody) -> ApiResult<(CronSchedule, String)> {
     let timezone = body.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
-    let mut details = Vec::new();
-    if let Err(message) = tollgate_model::schedule::parse_cron(&body.cron) {
-        details.push(Detail {
-            path: "cron".into(),
-            message,
-        });
-    }
-    if let Err(message) = tollgate_model::schedule::parse_timezone(&timezone) {
-        details.push(Detail {
-            path: "timezone".into(),
-            message,
-        });
-    }
-    match CronSchedule::new(&body.cron, Some(&timezone)) {
-        Ok(cron) if details.is_empty() => Ok((cron, timezone)),
-        _ => Err(ApiError::validation(
-            format!("the schedule has {} error(s)", details.len().max(1)),
-            details,
+    match CronSchedule::checked(&body.cron, &timezone) {
+        Ok(cron) => Ok((cron, timezone)),
+        Err(problems) => Err(ApiError::validation(
+            format!("the schedule has {} error(s)", problems.len()),
+            problems
+                .into_iter()
+                .map(|p| Detail {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect(),
         )),
     }
 }

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate_engine::StartRequest;
 use tollgate_model::records::{snapshot_id, Workflow};
 use tollgate_model::WorkflowDefinition;
-use tollgate_resumer::Progress;
 use tollgate_store::WorkflowFilter;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -253,26 +251,10 @@ pub async fn execute(
     caller.require(Permission::Execute)?;
     let id = parse_id(&id, "workflow")?;
     let payload = super::object_or_empty("payload", body.0.payload)?;
-    let workflow = state.store.get_workflow(id).await?;
-    if !workflow.enabled {
-        return Err(ApiError::conflict(format!(
-            "workflow {id} ({}) is disabled; enable it first",
-            workflow.workflow_id()
-        )));
-    }
-    let execution = state
-        .engine
-        .create(StartRequest {
-            workflow,
-            trigger_event: "manual".into(),
-            payload,
-            event_id: None,
-            event_key: None,
-            source: None,
-            requested_by: Some(caller.subject().to_owned()),
-        })
+    let progress = state
+        .control
+        .execute(id, payload, Some(caller.subject()))
         .await?;
-    let progress = Progress::spawn(&state.engine, Some(&state.tasks), execution, "start");
     let execution = settle(&state, progress, wait.wait).await?;
     Ok(HttpResponse::Created().json(ExecutionDto::from(&execution)))
 }

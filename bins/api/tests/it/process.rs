@@ -456,7 +456,7 @@ fn keys_create_and_migrate_subcommands_work_on_a_fresh_data_dir() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("neither `sqlite:PATH` nor `postgres://"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is neither `sqlite:PATH`"));
 }
 
 /// A secret in a webhook's URL, header and body, sent to a closed port and to a server
