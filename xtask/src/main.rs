@@ -166,22 +166,96 @@ fn msrv() -> Result<()> {
     Ok(())
 }
 
+/// Cargo verifies a package against the packages of its workspace dependencies, which
+/// it unpacks from a scratch registry into `$CARGO_HOME/registry/src/<scratch>/` — and
+/// reuses an unpacked `name-version` from an earlier run, even though the version did
+/// not change and the source did. Removes those copies so that every run verifies
+/// against this tree (crates.io's own copies are left alone).
+fn forget_unpacked_packages() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    );
+    let Ok(registries) = std::fs::read_dir(home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let ours: Vec<String> = std::fs::read_dir("crates")?
+        .chain(std::fs::read_dir("bins")?)
+        .filter_map(|entry| {
+            let manifest = std::fs::read_to_string(entry.ok()?.path().join("Cargo.toml")).ok()?;
+            let name = manifest
+                .lines()
+                .find_map(|line| line.strip_prefix("name = "))?
+                .trim_matches('"')
+                .to_owned();
+            Some(format!("{name}-"))
+        })
+        .collect();
+    for registry in registries {
+        let registry = registry?;
+        if registry.file_name().to_string_lossy().starts_with("index.") {
+            continue;
+        }
+        for unpacked in std::fs::read_dir(registry.path())? {
+            let unpacked = unpacked?;
+            let name = unpacked.file_name().to_string_lossy().into_owned();
+            let is_ours = ours.iter().any(|prefix| {
+                name.strip_prefix(prefix.as_str())
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if is_ours {
+                std::fs::remove_dir_all(unpacked.path())
+                    .with_context(|| format!("cannot remove {}", unpacked.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every crate packs and builds from its package alone, against the packages of the
 /// crates it depends on (`cargo package --workspace` verifies each in a scratch
 /// registry): no file outside a crate, no dependency without a version, metadata
 /// complete.
+///
+/// The packages build in a target directory of their own, where only our crates are
+/// removed before each run: cargo takes a registry crate's build as final for its
+/// version, and ours keep one version while their source changes.
 fn package() -> Result<()> {
+    forget_unpacked_packages()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("package-verify");
+    for dir in ["debug/.fingerprint", "debug/deps"] {
+        let Ok(entries) = std::fs::read_dir(target.join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tollgate") || name.starts_with("libtollgate") {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                }
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+    }
     run(
         "cargo package --workspace",
-        cargo().args([
-            "package",
-            "--workspace",
-            "--allow-dirty",
-            "--exclude",
-            "xtask",
-            "--exclude",
-            "tollgate-example-orders",
-        ]),
+        cargo()
+            .args([
+                "package",
+                "--workspace",
+                "--allow-dirty",
+                "--exclude",
+                "xtask",
+                "--exclude",
+                "tollgate-example-orders",
+            ])
+            .env("CARGO_TARGET_DIR", &target),
     )
 }
 

@@ -757,6 +757,13 @@ impl Tollgate {
         outcome
     }
 
+    /// Writes a consistent copy of an SQLite database to `to` (a new file, owner-only)
+    /// while the handle stays in use; on PostgreSQL [`Error::Backend`] says to use its
+    /// own tools (`pg_dump`, base backups).
+    pub async fn backup(&self, to: &std::path::Path) -> Result<()> {
+        Ok(self.inner.backend.backup(to).await?)
+    }
+
     /// Waits up to `timeout` for the executions this process is advancing to reach a
     /// step boundary; returns whether all did. Call it before the host exits.
     pub async fn drain(&self, timeout: Duration) -> bool {

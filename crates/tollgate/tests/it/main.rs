@@ -133,6 +133,16 @@ async fn a_decision_after_reopening_completes_the_execution() {
     drop(first);
 
     let second = Tollgate::open(&url).await.unwrap();
+    // A copy taken while in use opens on its own with the paused execution in it.
+    let copy = dir.path().join("copy.db");
+    second.backup(&copy).await.unwrap();
+    let restored = Tollgate::open(format!("sqlite:{}", copy.display()))
+        .await
+        .unwrap();
+    assert_eq!(
+        restored.execution(id).await.unwrap().status,
+        ExecutionStatus::Paused
+    );
     let approval = second
         .inbox(&maria(), &PageRequest::first(10))
         .await
