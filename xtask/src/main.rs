@@ -121,19 +121,7 @@ fn lint() -> Result<()> {
 /// an older compiler (docs/testing.md).
 fn msrv() -> Result<()> {
     eprintln!("xtask: minimum supported Rust version");
-    let output = cargo()
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let packages = metadata["packages"]
-        .as_array()
-        .context("no packages in cargo metadata")?;
+    let packages = packages("--locked")?;
     let version = |text: &str| -> Vec<u64> {
         let mut parts: Vec<u64> = text.split('.').filter_map(|p| p.parse().ok()).collect();
         parts.resize(3, 0);
@@ -705,10 +693,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     ])
 }
 
-fn layering() -> Result<()> {
-    eprintln!("xtask: layering");
+/// The packages `cargo metadata <flag>` lists.
+fn packages(flag: &str) -> Result<Vec<serde_json::Value>> {
     let output = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .args(["metadata", "--format-version", "1", flag])
         .output()?;
     if !output.status.success() {
         bail!(
@@ -716,14 +704,20 @@ fn layering() -> Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let packages = metadata["packages"]
-        .as_array()
-        .context("no packages in cargo metadata")?;
+    let mut metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    match metadata["packages"].take() {
+        serde_json::Value::Array(packages) => Ok(packages),
+        _ => bail!("no packages in cargo metadata"),
+    }
+}
+
+fn layering() -> Result<()> {
+    eprintln!("xtask: layering");
+    let packages = packages("--no-deps")?;
     let members: BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
     let rules = allowed();
     let mut problems = Vec::new();
-    for package in packages {
+    for package in &packages {
         let name = package["name"].as_str().unwrap_or_default();
         let internal: Vec<&str> = package["dependencies"]
             .as_array()

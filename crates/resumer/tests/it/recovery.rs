@@ -449,7 +449,7 @@ async fn a_slow_execution_does_not_hold_back_deadlines() {
     let h = Harness::new();
     let slow_api = deploy_slow_webhook(&h, Duration::from_secs(5)).await;
     h.deploy(json!({"workflow_id": "fast", "version": "1", "trigger": {"type": "event", "event": "fast.go"},
-                    "steps": [{"id": "a", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "1m", "on_timeout": "approve"}, "on_approve": "ok"},
+                    "steps": [{"id": "a", "type": "approval", "approval": {"approvers": {"role": "m"}, "timeout": "10s", "on_timeout": "approve"}, "on_approve": "ok"},
                               {"id": "ok", "type": "action", "action": "allow"}]}))
         .await;
     let slow = h.start("slow.go", json!({})).await;
@@ -470,7 +470,10 @@ async fn a_slow_execution_does_not_hold_back_deadlines() {
     called(&slow_api, Duration::from_secs(5)).await;
     let fast = h.start("fast.go", json!({})).await;
     assert_eq!(fast.status, ExecutionStatus::Paused);
-    h.advance(120);
+    // Past the fast approval's deadline but within the slow execution's lease (30 s,
+    // renewed from the test clock): a longer jump would expire the lease of a webhook
+    // that is still in flight, and the loop would rightly take that execution over.
+    h.advance(11);
     waker.notify_one();
     let began = std::time::Instant::now();
     let done = loop {
