@@ -7,38 +7,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// The `error` object of every failed response.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code: `bad_request`, `validation_failed`, `unauthorized`,
-    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
-    /// `unsupported_media_type`, `internal`, `unavailable` (the database cannot be reached), `timeout`
-    /// (the request outlived `--request-timeout`).
-    pub code: &'static str,
-    /// What went wrong, for people.
-    pub message: String,
-    /// Per-field problems (`validation_failed`): `[{path, message}]`.
-    pub details: Vec<Detail>,
-}
-
-/// One problem with a JSON path.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Detail {
-    /// Where, e.g. `steps[2].on_true`.
-    pub path: String,
-    /// Why.
-    pub message: String,
-}
-
-/// The envelope.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    /// The error.
-    pub error: ErrorBody,
-}
+pub use tollgate_model::wire::{Detail, ErrorBody, ErrorEnvelope};
 
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +147,7 @@ impl ApiError {
     pub fn envelope(&self) -> ErrorEnvelope {
         ErrorEnvelope {
             error: ErrorBody {
-                code: self.code,
+                code: self.code.to_owned(),
                 message: self.message.clone(),
                 details: self.details.clone(),
             },

@@ -15,7 +15,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
     info(title = "Tollgate", description = "Durable workflows that stop at approvals, events and deadlines."),
     paths(
         meta::live, meta::ready, meta::metrics, meta::openapi,
-        keys::create, keys::list, keys::delete,
+        keys::create, keys::list, keys::delete, keys::whoami,
         workflows::create, workflows::validate, workflows::list, workflows::get, workflows::replace,
         workflows::delete, workflows::enable, workflows::disable, workflows::execute,
         events::ingest, events::get,
@@ -34,11 +34,11 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         dto::ApprovalDto, dto::ApprovalList, dto::DecisionDto, dto::DecidedDto, dto::EventDto,
         dto::EventAcceptedDto, dto::ExecutionStateDto, dto::ResumeRequestDto, dto::ResumeRequestList, dto::RecordDto,
         dto::NotificationDto, dto::NotificationList, dto::ApiKeyDto, dto::ApiKeyList,
-        dto::CreatedApiKeyDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
+        dto::CreatedApiKeyDto, dto::WhoAmIDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
         dto::ExecuteDto, dto::ReasonDto, dto::ResumeDto, dto::DecisionBody, dto::ValidationDto,
         dto::HealthDto, dto::WorkerDto,
-        schedules::ScheduleDto, schedules::ScheduleList, schedules::ScheduleBody, schedules::TickDto,
-        schedules::TickList, schedules::NextFiresDto,
+        dto::ScheduleDto, dto::ScheduleList, dto::ScheduleBody, dto::TickDto,
+        dto::TickList, dto::NextFiresDto,
     )),
     modifiers(&BearerAuth, &CommonAnswers),
     tags(

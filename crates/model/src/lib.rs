@@ -32,6 +32,7 @@ pub mod schedule;
 pub mod status;
 pub mod template;
 pub mod validate;
+pub mod wire;
 
 pub use condition::{Condition, Leaf, Operator};
 pub use definition::{Step, StepKind, Trigger, WorkflowDefinition};

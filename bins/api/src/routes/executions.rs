@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
 use crate::dto::{
-    DirectEventDto, ExecutionDto, ExecutionList, QuarantinedDto, QuarantinedList, ReasonDto,
-    ResumeDto, ResumeRequestDto, ResumeRequestList, StepRecordDto, TraceDto,
+    DirectEventDto, ExecutionDto, ExecutionList, QuarantinedList, ReasonDto, ResumeDto,
+    ResumeRequestDto, ResumeRequestList, StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
@@ -138,7 +138,7 @@ pub async fn quarantined(
     caller.require(Permission::ControlExecutions)?;
     let page = state.store.list_quarantined(&page.request()?).await?;
     Ok(HttpResponse::Ok().json(QuarantinedList {
-        items: page.items.iter().map(QuarantinedDto::from).collect(),
+        items: page.items.iter().map(crate::dto::quarantined).collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{parse_id, Json, PageParams};
 use crate::auth::{generate_key, hash_key, Caller, Permission};
-use crate::dto::{ApiKeyDto, ApiKeyList, CreatedApiKeyDto, NewApiKey};
+use crate::dto::{ApiKeyDto, ApiKeyList, CreatedApiKeyDto, NewApiKey, WhoAmIDto};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
 
@@ -114,4 +114,15 @@ pub async fn delete(
     state.keys.clear();
     tracing::info!(key_id = %id, by = %caller.subject(), "API key revoked");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The calling key's name and roles (what a client shows after logging in).
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "api-keys",
+    responses((status = 200, body = WhoAmIDto), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn whoami(caller: Caller) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(WhoAmIDto {
+        name: caller.0.subject.clone(),
+        roles: caller.0.roles.clone(),
+    }))
 }

@@ -11,7 +11,7 @@ use crate::state::AppState;
     responses((status = 200, description = "The process is alive", body = HealthDto)))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(HealthDto {
-        status: "ok",
+        status: "ok".to_owned(),
         database: None,
         overdue_gates: None,
         warning: None,
@@ -64,8 +64,8 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         tracing::warn!("{warning}");
     }
     Ok(HttpResponse::Ok().json(HealthDto {
-        status: "ready",
-        database: Some("ok"),
+        status: "ready".to_owned(),
+        database: Some("ok".to_owned()),
         overdue_gates: Some(overdue.count),
         warning,
         workers: Some(workers.iter().map(WorkerDto::from).collect()),

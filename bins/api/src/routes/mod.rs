@@ -42,6 +42,7 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
         at(Method::GET, "/api/v1/api-keys", keys::list),
         at(Method::POST, "/api/v1/api-keys", keys::create),
         at(Method::DELETE, "/api/v1/api-keys/{id}", keys::delete),
+        at(Method::GET, "/api/v1/whoami", keys::whoami),
         at(Method::GET, "/api/v1/workflows", workflows::list),
         at(Method::POST, "/api/v1/workflows", workflows::create),
         at(

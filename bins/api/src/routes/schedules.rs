@@ -1,124 +1,17 @@
 //! Schedules: cron triggers attached to workflows, their next fire times and history.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
+use serde::Deserialize;
+use tollgate_model::schedule::{CronSchedule, Schedule};
 use tollgate_store::ScheduleFilter;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{parse_id, Json, PageParams};
 use crate::auth::{Caller, Permission};
+use crate::dto::{NextFiresDto, ScheduleBody, ScheduleDto, ScheduleList, TickDto, TickList};
 use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 use crate::state::AppState;
-
-/// A schedule: each tick of `cron` in `timezone` starts one execution of the workflow.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScheduleDto {
-    /// Id.
-    pub id: Uuid,
-    /// The workflow's uuid.
-    pub workflow_id: Uuid,
-    /// Cron expression: 5 fields, 6 fields (leading seconds) or a descriptor (`@hourly`).
-    pub cron: String,
-    /// IANA time zone the expression is read in.
-    pub timezone: String,
-    /// Paused schedules fire nothing (nor do schedules of disabled workflows).
-    pub enabled: bool,
-    /// `skip` (missed ticks collapse into one) or `all` (each fires, at most 100).
-    pub catch_up: String,
-    /// True for the schedule of the workflow's own `schedule` trigger: its cron and zone
-    /// follow the definition.
-    pub from_trigger: bool,
-    /// Next tick (null when the expression never fires again).
-    pub next_fire_at: Option<DateTime<Utc>>,
-    /// Last tick fired.
-    pub last_fired_at: Option<DateTime<Utc>>,
-    /// Creation.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&Schedule> for ScheduleDto {
-    fn from(s: &Schedule) -> Self {
-        Self {
-            id: s.id,
-            workflow_id: s.workflow_id,
-            cron: s.cron.clone(),
-            timezone: s.timezone.clone(),
-            enabled: s.enabled,
-            catch_up: s.catch_up.as_str().to_owned(),
-            from_trigger: s.from_trigger,
-            next_fire_at: s.next_fire_at,
-            last_fired_at: s.last_fired_at,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-        }
-    }
-}
-
-/// A page of schedules.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ScheduleList {
-    /// The schedules.
-    pub items: Vec<ScheduleDto>,
-    /// Cursor of the next page.
-    pub next_cursor: Option<String>,
-}
-
-/// `POST /workflows/{id}/schedules` and `PUT /schedules/{id}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleBody {
-    /// Cron expression.
-    pub cron: String,
-    /// IANA zone (default `UTC`).
-    pub timezone: Option<String>,
-    /// Default true.
-    pub enabled: Option<bool>,
-    /// `skip` (default) or `all`.
-    #[schema(value_type = Option<String>)]
-    pub catch_up: Option<CatchUp>,
-}
-
-/// One tick in a schedule's history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TickDto {
-    /// The scheduled time.
-    pub tick_time: DateTime<Utc>,
-    /// `pending` (claimed, not started yet), `started` or `failed`.
-    pub status: String,
-    /// The execution it started.
-    pub execution_id: Option<Uuid>,
-    /// That execution's status now.
-    pub outcome: Option<String>,
-    /// When a worker claimed it.
-    pub claimed_at: DateTime<Utc>,
-    /// When its execution started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-/// A page of ticks, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TickList {
-    /// The ticks.
-    pub items: Vec<TickDto>,
-    /// Cursor of the next page.
-    pub next_cursor: Option<String>,
-}
-
-/// `GET /schedules/{id}/next`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NextFiresDto {
-    /// The schedule.
-    pub schedule_id: Uuid,
-    /// The coming fire times, first = `next_fire_at`.
-    pub next: Vec<DateTime<Utc>>,
-}
 
 /// `?count=` of `GET /schedules/{id}/next`.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,0 +1,1013 @@
+//! The REST API's wire shapes: what `tollgate-api` sends and accepts, as the typed client
+//! reads and writes them.
+//!
+//! These are the resources as clients see them, separate from the stored records in
+//! [`crate::records`] (which carry leases, cursors and other internals clients never
+//! see). The server and the client share these definitions, so the two cannot drift
+//! apart; with the `openapi` feature each also describes itself for the server's
+//! OpenAPI document. Responses ignore fields they do not know (a newer server may add
+//! some); request bodies refuse them, as the server does.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::records::{
+    ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
+    StepRecord, Workflow,
+};
+use crate::schedule::{CatchUp, Schedule};
+use crate::{ExecutionStatus, PauseReason};
+
+/// The `error` object of every failed response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// Machine-readable code: `bad_request`, `validation_failed`, `unauthorized`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `payload_too_large`,
+    /// `unsupported_media_type`, `internal`, `unavailable` (the database cannot be reached), `timeout`
+    /// (the request outlived `--request-timeout`).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Per-field problems (`validation_failed`): `[{path, message}]`.
+    pub details: Vec<Detail>,
+}
+
+/// One problem with a JSON path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Detail {
+    /// Where, e.g. `steps[2].on_true`.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}
+
+/// The envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// A workflow: its current definition plus identity and state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkflowDto {
+    /// Server-assigned id (UUID v7).
+    pub id: Uuid,
+    /// The author's stable id, shared by all versions.
+    pub workflow_id: String,
+    /// Version label.
+    pub version: String,
+    /// Human name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Whether events start it.
+    pub enabled: bool,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// What starts it.
+    pub trigger: Value,
+    /// Context loading.
+    pub context: Value,
+    /// Whole-execution deadline, e.g. `7d`.
+    pub timeout: Option<String>,
+    /// Step budget per execution.
+    pub max_steps: Option<u32>,
+    /// The author's opaque data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// The declared shape of the trigger payload (a JSON Schema) that paths are checked
+    /// against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    /// Whether a missing path fails the step (and an undeclared one fails validation).
+    pub strict_paths: bool,
+    /// The steps (canonical form).
+    pub steps: Value,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// In the answer to a create or replace: what validation found suspicious but not
+    /// wrong (an unreachable step, a path `input_schema` does not declare), with paths.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Detail>,
+}
+
+impl From<&Workflow> for WorkflowDto {
+    fn from(w: &Workflow) -> Self {
+        let d = &w.definition;
+        let json = serde_json::to_value(d.as_ref()).unwrap_or(Value::Null);
+        let field = |name: &str| json.get(name).cloned().unwrap_or(Value::Null);
+        Self {
+            id: w.id,
+            workflow_id: d.workflow_id.clone(),
+            version: d.version.clone(),
+            name: d.name.clone(),
+            description: d.description.clone(),
+            enabled: w.enabled,
+            tags: d.tags.clone(),
+            trigger: field("trigger"),
+            context: field("context"),
+            timeout: d.timeout.map(|t| t.to_string()),
+            max_steps: d.max_steps,
+            metadata: d.metadata.clone(),
+            input_schema: d.input_schema.clone(),
+            strict_paths: d.strict_paths,
+            steps: field("steps"),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A wait gate's event and deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitDto {
+    /// The awaited event type.
+    pub event: Option<String>,
+    /// When the wait times out.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// Why an execution did not complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionErrorDto {
+    /// `step_failed`, `timed_out`, `max_steps_exceeded`, `cancelled` or `interrupted`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// One run of a workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionDto {
+    /// Id (UUID v7).
+    pub id: Uuid,
+    /// The workflow's uuid.
+    pub workflow_id: Uuid,
+    /// The workflow's string id.
+    pub workflow_key: String,
+    /// The definition version it runs (pinned at start).
+    pub workflow_version: String,
+    /// `running`, `paused`, `waiting`, `completed`, `failed`, `cancelled`, `timed_out`.
+    pub status: String,
+    /// `allowed`, `blocked`, `executed` or null.
+    pub result: Option<String>,
+    /// The event type that started it, or `manual`.
+    pub trigger_event: String,
+    /// The triggering payload.
+    pub trigger_payload: Value,
+    /// The execution's context.
+    pub context: Value,
+    /// The step it is at (null once ended).
+    pub current_step_id: Option<String>,
+    /// When it stopped at its current gate.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// `approval`, `manual` or `event`.
+    pub paused_reason: Option<String>,
+    /// The gate step.
+    pub paused_step_id: Option<String>,
+    /// The open approval request of an approval gate.
+    pub approval_id: Option<Uuid>,
+    /// The wait of a waiting execution.
+    pub wait: Option<WaitDto>,
+    /// Whole-execution deadline.
+    pub deadline: Option<DateTime<Utc>>,
+    /// A pause was asked for while a step was in flight; it takes effect at the next
+    /// step boundary.
+    pub pause_requested: bool,
+    /// Times it was resumed.
+    pub resume_count: u32,
+    /// Last resume.
+    pub last_resumed_at: Option<DateTime<Utc>>,
+    /// Subject of the key that started it (the requester of its approvals).
+    pub requested_by: Option<String>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// End minus start.
+    pub duration_ms: Option<i64>,
+    /// Why it did not complete.
+    pub error: Option<ExecutionErrorDto>,
+}
+
+impl From<&Execution> for ExecutionDto {
+    fn from(e: &Execution) -> Self {
+        let gate = e.gate.as_ref().filter(|_| e.status.is_gated());
+        let terminal = e.status.is_terminal();
+        Self {
+            id: e.id,
+            workflow_id: e.workflow_id,
+            workflow_key: e.workflow_key.clone(),
+            workflow_version: e.workflow_version.clone(),
+            status: e.status.as_str().to_owned(),
+            result: e.result.map(|r| r.as_str().to_owned()),
+            trigger_event: e.trigger_event.clone(),
+            trigger_payload: e.trigger_payload.clone(),
+            context: e.context.clone(),
+            current_step_id: if terminal {
+                None
+            } else {
+                gate.map(|g| g.step_id.clone())
+                    .or_else(|| e.cursor.as_ref().map(|c| c.step_id.clone()))
+            },
+            paused_at: gate.map(|g| g.paused_at),
+            paused_reason: gate.map(|g| g.reason.as_str().to_owned()),
+            paused_step_id: gate.map(|g| g.step_id.clone()),
+            approval_id: gate.and_then(|g| g.approval_id),
+            wait: gate
+                .filter(|g| g.reason == PauseReason::Event)
+                .map(|g| WaitDto {
+                    event: g.event.clone(),
+                    deadline: g.deadline,
+                }),
+            deadline: e.deadline,
+            pause_requested: e.pause_requested && e.status == ExecutionStatus::Running,
+            resume_count: e.resume_count,
+            last_resumed_at: e.last_resumed_at,
+            requested_by: e.requested_by.clone(),
+            started_at: e.started_at,
+            completed_at: e.completed_at,
+            duration_ms: e.duration_ms(),
+            error: e.error.as_ref().map(|err| ExecutionErrorDto {
+                kind: serde_json::to_value(err.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                message: err.message.clone(),
+            }),
+        }
+    }
+}
+
+/// A step failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepErrorDto {
+    /// `retryable` or `permanent` (see docs/execution-semantics.md).
+    pub class: Value,
+    /// What happened.
+    pub message: String,
+}
+
+/// One attempt of one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepRecordDto {
+    /// Id.
+    pub id: Uuid,
+    /// The step.
+    pub step_id: String,
+    /// Its type.
+    pub step_type: String,
+    /// The enclosing parallel/foreach step, for children.
+    pub parent_step_id: Option<String>,
+    /// Foreach iteration.
+    pub iteration: Option<u32>,
+    /// Which visit of the step (loops revisit).
+    pub visit: u32,
+    /// Which attempt (retries).
+    pub attempt: u32,
+    /// `running`, `completed`, `failed`, `paused`, `waiting`, `skipped`.
+    pub status: String,
+    /// What it worked on.
+    pub input: Value,
+    /// What it produced.
+    pub output: Value,
+    /// Non-fatal problems.
+    pub warnings: Vec<String>,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Duration.
+    pub duration_ms: Option<i64>,
+    /// Failure.
+    pub error: Option<StepErrorDto>,
+}
+
+impl From<&StepRecord> for StepRecordDto {
+    fn from(r: &StepRecord) -> Self {
+        Self {
+            id: r.id,
+            step_id: r.step_id.clone(),
+            step_type: r.step_type.clone(),
+            parent_step_id: r.parent_step_id.clone(),
+            iteration: r.iteration,
+            visit: r.visit,
+            attempt: r.attempt,
+            status: r.status.as_str().to_owned(),
+            input: r.input.clone(),
+            output: r.output.clone(),
+            warnings: r.warnings.clone(),
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            duration_ms: r.duration_ms(),
+            error: r.error.as_ref().map(|e| StepErrorDto {
+                class: serde_json::to_value(e.class).unwrap_or(Value::Null),
+                message: e.message.clone(),
+            }),
+        }
+    }
+}
+
+/// `GET /executions/{id}/trace`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TraceDto {
+    /// The execution.
+    pub execution: ExecutionDto,
+    /// Its step records in order.
+    pub steps: Vec<StepRecordDto>,
+    /// The definition it runs (its pinned snapshot).
+    pub definition: Value,
+}
+
+/// One decision on an approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DecisionDto {
+    /// Subject of the deciding key.
+    pub decided_by: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Data merged into the context.
+    pub data: Value,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+}
+
+impl From<&Decision> for DecisionDto {
+    fn from(d: &Decision) -> Self {
+        Self {
+            decided_by: d.decided_by.clone(),
+            decision: serde_json::to_value(d.decision)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            reason: d.reason.clone(),
+            data: d.data.clone(),
+            decided_at: d.decided_at,
+        }
+    }
+}
+
+/// An approval request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalDto {
+    /// Id.
+    pub id: Uuid,
+    /// The gated execution.
+    pub execution_id: Uuid,
+    /// The approval step.
+    pub step_id: String,
+    /// What is being approved.
+    pub entity_type: Option<String>,
+    /// Which one.
+    pub entity_id: Option<String>,
+    /// Roles that may decide.
+    pub approver_roles: Vec<String>,
+    /// Subjects that may decide.
+    pub approver_users: Vec<String>,
+    /// Approvals needed.
+    pub required: u32,
+    /// `pending`, `approved`, `rejected`, `expired`, `cancelled`.
+    pub status: String,
+    /// Why approval is needed.
+    pub reason: Option<String>,
+    /// Information for the approvers: the approval step's `data`, rendered when the
+    /// execution reached the gate (`{}` when the step has none).
+    pub data: Value,
+    /// Decisions so far.
+    pub decisions: Vec<DecisionDto>,
+    /// Subject that triggered the execution.
+    pub requested_by: Option<String>,
+    /// Whether the requester may decide.
+    pub allow_self_approval: bool,
+    /// When requested.
+    pub requested_at: DateTime<Utc>,
+    /// Deadline.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When settled.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApprovalRequest> for ApprovalDto {
+    fn from(a: &ApprovalRequest) -> Self {
+        Self {
+            id: a.id,
+            execution_id: a.execution_id,
+            step_id: a.step_id.clone(),
+            entity_type: a.entity_type.clone(),
+            entity_id: a.entity_id.clone(),
+            approver_roles: a.approver_roles.clone(),
+            approver_users: a.approver_users.clone(),
+            required: a.required,
+            status: a.status.as_str().to_owned(),
+            reason: a.reason.clone(),
+            data: a.data.clone(),
+            decisions: a.decisions.iter().map(DecisionDto::from).collect(),
+            requested_by: a.requested_by.clone(),
+            allow_self_approval: a.allow_self_approval,
+            requested_at: a.requested_at,
+            expires_at: a.expires_at,
+            decided_at: a.decided_at,
+        }
+    }
+}
+
+/// The result of a decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DecidedDto {
+    /// The approval after the decision.
+    pub approval: ApprovalDto,
+    /// The execution (after it settled, with `?wait=true`).
+    pub execution: ExecutionDto,
+}
+
+/// A stored event and what it did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventDto {
+    /// Server id.
+    pub id: Uuid,
+    /// The sender's idempotency id.
+    pub event_id: Option<String>,
+    /// Type.
+    pub event_type: String,
+    /// Payload.
+    pub payload: Value,
+    /// Sending system.
+    pub source: Option<String>,
+    /// Addressed execution.
+    pub correlation_id: Option<Uuid>,
+    /// Subject of the sending key.
+    pub submitted_by: Option<String>,
+    /// Arrival.
+    pub received_at: DateTime<Utc>,
+    /// Executions it started.
+    pub started: Vec<Uuid>,
+    /// Executions it resumed.
+    pub resumed: Vec<Uuid>,
+}
+
+impl From<&Event> for EventDto {
+    fn from(e: &Event) -> Self {
+        Self {
+            id: e.id,
+            event_id: e.event_id.clone(),
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            source: e.source.clone(),
+            correlation_id: e.correlation_id,
+            submitted_by: e.submitted_by.clone(),
+            received_at: e.received_at,
+            started: e.started.clone(),
+            resumed: e.resumed.clone(),
+        }
+    }
+}
+
+/// One attempt to wake an execution (the audit).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResumeRequestDto {
+    /// Id.
+    pub id: Uuid,
+    /// `approval`, `event`, `manual` or `timer`.
+    pub trigger: String,
+    /// Who.
+    pub actor: Option<String>,
+    /// What came with it.
+    pub data: Value,
+    /// When asked.
+    pub requested_at: DateTime<Utc>,
+    /// When carried out.
+    pub executed_at: Option<DateTime<Utc>>,
+    /// `resumed`, `refused` or `failed`.
+    pub outcome: String,
+    /// Why refused or failed.
+    pub error: Option<String>,
+}
+
+fn wire_name<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl From<&ResumeRequest> for ResumeRequestDto {
+    fn from(r: &ResumeRequest) -> Self {
+        Self {
+            id: r.id,
+            trigger: wire_name(r.trigger),
+            actor: r.actor.clone(),
+            data: r.data.clone(),
+            requested_at: r.requested_at,
+            executed_at: r.executed_at,
+            outcome: wire_name(r.outcome),
+            error: r.error.clone(),
+        }
+    }
+}
+
+/// A business record written by `create_record`/`update_record`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordDto {
+    /// Entity type.
+    pub entity: String,
+    /// Entity id.
+    pub entity_id: String,
+    /// Data.
+    pub data: Value,
+    /// Starts at 1, grows by one per update.
+    pub version: i64,
+    /// Last write.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Record> for RecordDto {
+    fn from(r: &Record) -> Self {
+        Self {
+            entity: r.entity.clone(),
+            entity_id: r.entity_id.clone(),
+            data: r.data.clone(),
+            version: r.version,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A notification sent by a `notify` action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotificationDto {
+    /// Id.
+    pub id: Uuid,
+    /// Sending execution.
+    pub execution_id: Uuid,
+    /// Sending step.
+    pub step_id: String,
+    /// Recipients.
+    pub recipients: Vec<String>,
+    /// Text.
+    pub message: String,
+    /// Channel.
+    pub channel: String,
+    /// Delivery status.
+    pub status: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Notification> for NotificationDto {
+    fn from(n: &Notification) -> Self {
+        Self {
+            id: n.id,
+            execution_id: n.execution_id,
+            step_id: n.step_id.clone(),
+            recipients: n.recipients.clone(),
+            message: n.message.clone(),
+            channel: n.channel.clone(),
+            status: n.status.clone(),
+            created_at: n.created_at,
+        }
+    }
+}
+
+/// An API key as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiKeyDto {
+    /// Id.
+    pub id: Uuid,
+    /// Subject name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&ApiKey> for ApiKeyDto {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name.clone(),
+            roles: k.roles.clone(),
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// A key just created: the only response that shows the secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedApiKeyDto {
+    /// Id.
+    pub id: Uuid,
+    /// Subject name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// The key; store it now, it is never shown again.
+    pub key: String,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /whoami`: the key a client calls with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmIDto {
+    /// The key's name (the subject its decisions and events are recorded under).
+    pub name: String,
+    /// Its roles.
+    pub roles: Vec<String>,
+}
+
+/// `POST /api-keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// Unique subject name.
+    pub name: String,
+    /// Roles: `admin`, `operator`, `service`, `viewer`, or approver roles.
+    pub roles: Vec<String>,
+}
+
+/// `POST /events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewEventDto {
+    /// Type, e.g. `order.created`.
+    pub event_type: String,
+    /// Payload (an object).
+    #[serde(default)]
+    pub payload: Value,
+    /// Sending system.
+    pub source: Option<String>,
+    /// Idempotency id: a repeat returns the first response and changes nothing.
+    pub event_id: Option<String>,
+    /// Deliver only to this execution.
+    pub correlation_id: Option<Uuid>,
+}
+
+/// `POST /events` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventAcceptedDto {
+    /// Server id.
+    pub id: Uuid,
+    /// The sender's idempotency id.
+    pub event_id: Option<String>,
+    /// Type.
+    pub event_type: String,
+    /// Arrival.
+    pub received_at: DateTime<Utc>,
+    /// Executions started.
+    pub started: Vec<Uuid>,
+    /// Executions resumed.
+    pub resumed: Vec<Uuid>,
+    /// Whether a resend is recognised: `false` when the event came without an
+    /// `event_id`, so sending it again would start its workflows again.
+    pub idempotent: bool,
+    /// How many workflows it started (the highest enabled version of each workflow whose
+    /// trigger matches its type); `0` with nothing resumed means nobody listened.
+    pub matched_workflows: usize,
+    /// With `?wait=true`: each started or resumed execution as it stood when the answer
+    /// was sent (its next gate or its end, unless the wait timed out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executions: Option<Vec<ExecutionStateDto>>,
+}
+
+/// Where an execution stands, in an event's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionStateDto {
+    /// Id.
+    pub id: Uuid,
+    /// Status (`paused`, `completed`, …).
+    pub status: String,
+    /// `allowed` or `blocked` once decided.
+    pub result: Option<String>,
+}
+
+impl From<&Execution> for ExecutionStateDto {
+    fn from(e: &Execution) -> Self {
+        Self {
+            id: e.id,
+            status: e.status.as_str().to_owned(),
+            result: e.result.map(|r| r.as_str().to_owned()),
+        }
+    }
+}
+
+impl From<&Event> for EventAcceptedDto {
+    fn from(e: &Event) -> Self {
+        Self {
+            id: e.id,
+            event_id: e.event_id.clone(),
+            event_type: e.event_type.clone(),
+            received_at: e.received_at,
+            started: e.started.clone(),
+            resumed: e.resumed.clone(),
+            idempotent: e.event_id.is_some(),
+            matched_workflows: e.started.len(),
+            executions: None,
+        }
+    }
+}
+
+/// `POST /executions/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DirectEventDto {
+    /// Must be the type the execution waits for.
+    pub event_type: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: Value,
+    /// The sender's idempotency id: a resend with the same id changes nothing and is
+    /// answered with the execution as it is now (header `Idempotent-Replay: true`).
+    #[serde(default)]
+    pub event_id: Option<String>,
+}
+
+/// `POST /workflows/{id}/execute`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteDto {
+    /// The trigger payload (an object).
+    #[serde(default)]
+    pub payload: Value,
+}
+
+/// `POST /executions/{id}/pause` and `/cancel`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReasonDto {
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /executions/{id}/resume`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResumeDto {
+    /// Merged into the context.
+    #[serde(default)]
+    pub data: Value,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /approvals/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why (required to reject).
+    pub reason: Option<String>,
+    /// Data merged into the context.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// `POST /workflows/validate` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ValidationDto {
+    /// No errors.
+    pub valid: bool,
+    /// Errors with paths.
+    pub errors: Vec<Detail>,
+    /// Warnings with paths.
+    pub warnings: Vec<Detail>,
+}
+
+/// `/health/live` and `/health/ready`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthDto {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// `ok` (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Gated executions past their deadline that no worker has claimed (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdue_gates: Option<u64>,
+    /// Set when the oldest of them is older than `--ready-overdue-warning`: no worker
+    /// loop seems to run against this database. The server still answers ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Worker loops that recorded a heartbeat in the last hour, latest first
+    /// (readiness only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<WorkerDto>>,
+}
+
+/// A worker loop as its heartbeats describe it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerDto {
+    /// Its worker id (`--worker-id`, or host, pid and a random suffix).
+    pub worker_id: String,
+    /// When the loop started.
+    pub started_at: DateTime<Utc>,
+    /// Its latest heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// The latest heartbeat after which it had claimed work (a due deadline, an
+    /// abandoned execution, a schedule tick, an event delivery); null if never.
+    pub last_claim_at: Option<DateTime<Utc>>,
+    /// What it claimed since it started.
+    pub claimed: u64,
+}
+
+impl From<&crate::records::WorkerBeat> for WorkerDto {
+    fn from(w: &crate::records::WorkerBeat) -> Self {
+        Self {
+            worker_id: w.worker_id.clone(),
+            started_at: w.started_at,
+            last_heartbeat: w.beat_at,
+            last_claim_at: w.last_claim_at,
+            claimed: w.claimed,
+        }
+    }
+}
+
+/// An execution set aside because what was stored for it could not be read (a damaged
+/// row, or a definition this release cannot compile). The execution itself is `failed`
+/// with an `interrupted` error; this keeps what was stored, as it was, for repair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuarantinedDto {
+    /// The execution (`GET /api/v1/executions/{id}` shows it, `failed`).
+    pub execution_id: Uuid,
+    /// Why it could not be read: the column or definition and the decode error.
+    pub detail: String,
+    /// The stored row before quarantine, column by column.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub original: Value,
+    /// When it was set aside.
+    pub quarantined_at: DateTime<Utc>,
+}
+
+macro_rules! list_type {
+    ($name:ident, $item:ty) => {
+        /// A page of a list: `next_cursor` fetches the next one (null on the last).
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub struct $name {
+            /// The items.
+            pub items: Vec<$item>,
+            /// Opaque cursor of the next page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
+list_type!(WorkflowList, WorkflowDto);
+list_type!(ExecutionList, ExecutionDto);
+list_type!(QuarantinedList, QuarantinedDto);
+list_type!(ApprovalList, ApprovalDto);
+list_type!(ResumeRequestList, ResumeRequestDto);
+list_type!(NotificationList, NotificationDto);
+list_type!(ApiKeyList, ApiKeyDto);
+/// A schedule: each tick of `cron` in `timezone` starts one execution of the workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleDto {
+    /// Id.
+    pub id: Uuid,
+    /// The workflow's uuid.
+    pub workflow_id: Uuid,
+    /// Cron expression: 5 fields, 6 fields (leading seconds) or a descriptor (`@hourly`).
+    pub cron: String,
+    /// IANA time zone the expression is read in.
+    pub timezone: String,
+    /// Paused schedules fire nothing (nor do schedules of disabled workflows).
+    pub enabled: bool,
+    /// `skip` (missed ticks collapse into one) or `all` (each fires, at most 100).
+    pub catch_up: String,
+    /// True for the schedule of the workflow's own `schedule` trigger: its cron and zone
+    /// follow the definition.
+    pub from_trigger: bool,
+    /// Next tick (null when the expression never fires again).
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Last tick fired.
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Schedule> for ScheduleDto {
+    fn from(s: &Schedule) -> Self {
+        Self {
+            id: s.id,
+            workflow_id: s.workflow_id,
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            enabled: s.enabled,
+            catch_up: s.catch_up.as_str().to_owned(),
+            from_trigger: s.from_trigger,
+            next_fire_at: s.next_fire_at,
+            last_fired_at: s.last_fired_at,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A page of schedules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleList {
+    /// The schedules.
+    pub items: Vec<ScheduleDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /workflows/{id}/schedules` and `PUT /schedules/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// Cron expression.
+    pub cron: String,
+    /// IANA zone (default `UTC`).
+    pub timezone: Option<String>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// `skip` (default) or `all`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// One tick in a schedule's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TickDto {
+    /// The scheduled time.
+    pub tick_time: DateTime<Utc>,
+    /// `pending` (claimed, not started yet), `started` or `failed`.
+    pub status: String,
+    /// The execution it started.
+    pub execution_id: Option<Uuid>,
+    /// That execution's status now.
+    pub outcome: Option<String>,
+    /// When a worker claimed it.
+    pub claimed_at: DateTime<Utc>,
+    /// When its execution started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A page of ticks, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TickList {
+    /// The ticks.
+    pub items: Vec<TickDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /schedules/{id}/next`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NextFiresDto {
+    /// The schedule.
+    pub schedule_id: Uuid,
+    /// The coming fire times, first = `next_fire_at`.
+    pub next: Vec<DateTime<Utc>>,
+}
