@@ -1,34 +1,15 @@
 //! Approvals: the inbox and decisions.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use tollgate_model::records::{ApprovalStatus, DecisionKind};
 use tollgate_store::ApprovalFilter;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
 use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
+use crate::dto::ApprovalQuery;
 use crate::dto::{ApprovalDto, ApprovalList, DecidedDto, DecisionBody, ExecutionDto};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
-
-/// Filters of `GET /approvals`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ApprovalQuery {
-    /// `pending`, `approved`, `rejected`, `expired` or `cancelled`.
-    pub status: Option<String>,
-    /// Addressed to this approver role.
-    pub role: Option<String>,
-    /// Of this execution.
-    pub execution_id: Option<Uuid>,
-    /// Only those the caller may decide now (pending, addressed to one of its roles or
-    /// to it by name, not requested by it unless self-approval is allowed, not already
-    /// approved by it).
-    #[serde(default)]
-    pub mine: bool,
-}
 
 /// Parses an approval status filter.
 pub fn parse_status(text: &str) -> ApiResult<ApprovalStatus> {

@@ -1,38 +1,20 @@
 //! Executions: lists, traces, the resume audit, and operator commands.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use serde_json::Value;
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::ExecutionFilter;
-use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
+use crate::dto::ExecutionQuery;
 use crate::dto::{
     DirectEventDto, ExecutionDto, ExecutionList, QuarantinedList, ReasonDto, ResumeDto,
     ResumeRequestDto, ResumeRequestList, StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
-
-/// Filters of `GET /executions`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ExecutionQuery {
-    /// `running`, `paused`, `waiting`, `completed`, `failed`, `cancelled` or `timed_out`.
-    pub status: Option<String>,
-    /// The workflow: the server's uuid of one version, or the author's `workflow_id`
-    /// (every version), as the definition names it.
-    pub workflow_id: Option<String>,
-    /// The author's `workflow_id` (every version).
-    pub workflow_key: Option<String>,
-    /// `approval`, `manual` or `event`.
-    pub paused_reason: Option<String>,
-    /// Executions at an approval gate addressed to this role.
-    pub approver_role: Option<String>,
-}
 
 /// Parses a `paused_reason` filter.
 pub fn parse_reason(text: &str) -> ApiResult<PauseReason> {

@@ -1,13 +1,11 @@
 //! Business records and notifications written by actions.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use tollgate_store::NotificationFilter;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
 use super::PageParams;
 use crate::auth::Caller;
+use crate::dto::NotificationQuery;
 use crate::dto::{NotificationDto, NotificationList, RecordDto};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::state::AppState;
@@ -25,14 +23,6 @@ pub async fn get_record(
     let (entity, entity_id) = path.into_inner();
     let record = state.store.get_record(&entity, &entity_id).await?;
     Ok(HttpResponse::Ok().json(RecordDto::from(&record)))
-}
-
-/// Filters of `GET /notifications`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct NotificationQuery {
-    /// Only those sent by this execution.
-    pub execution_id: Option<Uuid>,
 }
 
 /// Notifications sent by `notify` actions, newest first.

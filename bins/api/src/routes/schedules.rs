@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{parse_id, Json, PageParams};
 use crate::auth::{Caller, Permission};
+use crate::dto::ScheduleQuery;
 use crate::dto::{NextFiresDto, ScheduleBody, ScheduleDto, ScheduleList, TickDto, TickList};
 use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 use crate::state::AppState;
@@ -19,14 +20,6 @@ use crate::state::AppState;
 pub struct CountParams {
     /// How many, 1–100 (default 10).
     pub count: Option<usize>,
-}
-
-/// Filters of `GET /schedules`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ScheduleQuery {
-    /// Only this workflow's schedules.
-    pub workflow_id: Option<Uuid>,
 }
 
 /// Checks the expression and zone; every problem is a detail with its field.

@@ -3,16 +3,15 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use serde_json::Value;
 use tollgate_model::records::{snapshot_id, Workflow};
 use tollgate_model::WorkflowDefinition;
 use tollgate_store::WorkflowFilter;
-use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
+use crate::dto::WorkflowQuery;
 use crate::dto::{ExecuteDto, ExecutionDto, ValidationDto, WorkflowDto, WorkflowList};
 use crate::error::{ApiError, ApiResult, Detail, ErrorEnvelope};
 use crate::state::AppState;
@@ -94,18 +93,6 @@ pub async fn validate(_caller: Caller, body: Json<Value>) -> ApiResult<HttpRespo
         },
     };
     Ok(HttpResponse::Ok().json(dto))
-}
-
-/// Filters of `GET /workflows`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WorkflowQuery {
-    /// Only enabled (or disabled) workflows.
-    pub enabled: Option<bool>,
-    /// Only versions of this string id.
-    pub workflow_id: Option<String>,
-    /// Only workflows with this tag.
-    pub tag: Option<String>,
 }
 
 /// Lists workflows.
