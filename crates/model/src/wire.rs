@@ -80,11 +80,11 @@ pub struct WorkflowDto {
     /// Step budget per execution.
     pub max_steps: Option<u32>,
     /// The author's opaque data.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// The declared shape of the trigger payload (a JSON Schema) that paths are checked
     /// against.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
     /// Whether a missing path fails the step (and an undeclared one fails validation).
     pub strict_paths: bool,
@@ -96,7 +96,7 @@ pub struct WorkflowDto {
     pub updated_at: DateTime<Utc>,
     /// In the answer to a create or replace: what validation found suspicious but not
     /// wrong (an unreachable step, a path `input_schema` does not declare), with paths.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Detail>,
 }
 
@@ -673,6 +673,31 @@ pub struct NewEventDto {
     pub correlation_id: Option<Uuid>,
 }
 
+impl NewEventDto {
+    /// An event of `event_type` with `payload` (an object), sent to whoever listens.
+    pub fn new(event_type: impl Into<String>, payload: Value) -> Self {
+        Self {
+            event_type: event_type.into(),
+            payload,
+            source: None,
+            event_id: None,
+            correlation_id: None,
+        }
+    }
+
+    /// With the sender's idempotency id: a repeat changes nothing, so a client may retry.
+    pub fn with_id(mut self, event_id: impl Into<String>) -> Self {
+        self.event_id = Some(event_id.into());
+        self
+    }
+
+    /// With the sending system's name.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+}
+
 /// `POST /events` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -697,7 +722,7 @@ pub struct EventAcceptedDto {
     pub matched_workflows: usize,
     /// With `?wait=true`: each started or resumed execution as it stood when the answer
     /// was sent (its next gate or its end, unless the wait timed out).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executions: Option<Vec<ExecutionStateDto>>,
 }
 
@@ -798,6 +823,16 @@ pub struct DecisionBody {
     pub data: Value,
 }
 
+impl DecisionBody {
+    /// A decision with a reason (required to reject) and no data.
+    pub fn because(reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            data: Value::Null,
+        }
+    }
+}
+
 /// `POST /workflows/validate` response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -817,18 +852,18 @@ pub struct HealthDto {
     /// `ok` or `ready`.
     pub status: String,
     /// `ok` (readiness only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     /// Gated executions past their deadline that no worker has claimed (readiness only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_gates: Option<u64>,
     /// Set when the oldest of them is older than `--ready-overdue-warning`: no worker
     /// loop seems to run against this database. The server still answers ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
     /// Worker loops that recorded a heartbeat in the last hour, latest first
     /// (readiness only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<Vec<WorkerDto>>,
 }
 
