@@ -4,6 +4,8 @@
 //!   every test of the workspace.
 //! - `bench`: the benchmarks whose figures go into `docs/benchmarks.md`.
 //! - `lint`: the checks of `test` without running tests.
+//! - `dist`: release binaries plus the CLI's shell completions and man pages, in
+//!   `target/dist`.
 //! - `sim`: the crash-point explorer (`--seeds N` randomised runs, `--seed S` replays
 //!   one, `--exhaustive` kills at every store call of every scenario).
 
@@ -55,9 +57,10 @@ fn main() -> Result<()> {
         Some("layering") => layering(),
         Some("package") => package(),
         Some("msrv") => msrv(),
+        Some("dist") => dist(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|bench|layering|msrv|package|sim> [extra args]"
+                "usage: cargo xtask <test|lint|bench|layering|msrv|package|dist|sim> [extra args]"
             );
             std::process::exit(2);
         }
@@ -78,6 +81,58 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     if !status.success() {
         bail!("{what} failed ({status})");
     }
+    Ok(())
+}
+
+/// Release binaries and, generated from the CLI's clap definitions, its completions
+/// (bash, zsh, fish) and man pages: everything a package of Tollgate ships.
+fn dist() -> Result<()> {
+    let root = workspace_root();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    run(
+        "cargo build --release (tollgate, tollgate-api, tollgate-resume-worker)",
+        cargo().current_dir(&root).args([
+            "build",
+            "--release",
+            "--bin",
+            "tollgate",
+            "--bin",
+            "tollgate-api",
+            "--bin",
+            "tollgate-resume-worker",
+        ]),
+    )?;
+    let release = target.join("release");
+    let dist = target.join("dist");
+    let _ = std::fs::remove_dir_all(&dist);
+    for dir in ["bin", "completions", "man/man1"] {
+        std::fs::create_dir_all(dist.join(dir))?;
+    }
+    for bin in ["tollgate", "tollgate-api", "tollgate-resume-worker"] {
+        let name = format!("{bin}{}", std::env::consts::EXE_SUFFIX);
+        std::fs::copy(release.join(&name), dist.join("bin").join(&name))
+            .with_context(|| format!("copying {name}"))?;
+    }
+    let cli = dist
+        .join("bin")
+        .join(format!("tollgate{}", std::env::consts::EXE_SUFFIX));
+    for (shell, file) in [
+        ("bash", "tollgate.bash"),
+        ("zsh", "_tollgate"),
+        ("fish", "tollgate.fish"),
+    ] {
+        let out = Command::new(&cli).args(["completions", shell]).output()?;
+        if !out.status.success() {
+            bail!("tollgate completions {shell} failed");
+        }
+        std::fs::write(dist.join("completions").join(file), out.stdout)?;
+    }
+    run(
+        "tollgate man",
+        Command::new(&cli).arg("man").arg(dist.join("man/man1")),
+    )?;
+    eprintln!("xtask: dist is in {}", dist.display());
     Ok(())
 }
 
@@ -677,6 +732,11 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "tollgate",
             ][..],
         ),
+        // The typed client of the REST API: the wire types come from the model, nothing
+        // from the server.
+        ("tollgate-client", &["tollgate-model"][..]),
+        // The `tollgate` command-line tool: a client of the server, never an engine.
+        ("tollgate-cli", &["tollgate-client", "tollgate-model"][..]),
         // The HTTP server and console behind `tollgate-api`: it reaches a backend only
         // through tollgate-bootstrap, and nothing depends on it but its binary (and the
         // worker's tests, which run a server beside the worker).

@@ -874,3 +874,71 @@ fn completions_and_man_pages() {
     assert!(page.contains(".TH") && page.contains("quorum"), "{page}");
     assert!(dir.path().join("tollgate.1").exists());
 }
+
+/// The README's quickstart, as written there, run by bash against a real server (the
+/// `cargo` lines and the ones with a `<placeholder>` left out).
+#[test]
+fn readme_quickstart_runs_as_written() {
+    let s = Server::start(None);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let quickstart = readme
+        .split("## Quickstart")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    let mut script = String::from("set -euo pipefail\n");
+    let mut in_block = false;
+    for line in quickstart.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```sh";
+            continue;
+        }
+        let placeholder = line.contains("<id>") || line.contains("<execution id>");
+        if in_block && !line.starts_with("cargo ") && !placeholder {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    assert!(script.contains("tollgate login"), "{script}");
+    // The walk-through runs in a directory that has what the README's paths name.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("tollgate-data")).unwrap();
+    std::fs::write(work.path().join("tollgate-data/admin.key"), &s.admin).unwrap();
+    std::os::unix::fs::symlink(root.join("examples"), work.path().join("examples")).unwrap();
+    let path = format!(
+        "{}:{}",
+        Path::new(CLI).parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for run in 1..=2 {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(work.path())
+            .env("PATH", &path)
+            .env("TOLLGATE_URL", &s.url)
+            .env("TOLLGATE_CONFIG_DIR", work.path().join("config"))
+            .env("NO_COLOR", "1")
+            .env_remove("TOLLGATE_KEY")
+            .env_remove("TOLLGATE_PROFILE")
+            .output()
+            .unwrap();
+        let stdout = ok(&out);
+        assert!(
+            stdout.contains("completed (allowed)"),
+            "run {run}:\n{stdout}"
+        );
+        assert!(
+            stdout.contains("approve (approval)"),
+            "run {run}:\n{stdout}"
+        );
+        let applied = if run == 1 { "created" } else { "unchanged" };
+        assert!(
+            stdout.contains(&format!("big_orders version 1 {applied}")),
+            "run {run}:\n{stdout}"
+        );
+        // `date +%s` names the second run's keys: let a second pass.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+}
