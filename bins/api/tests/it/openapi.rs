@@ -341,3 +341,53 @@ fn route_reference(doc: &serde_json::Value) -> String {
     }
     out
 }
+
+/// The typed client (`crates/client`) has a method for every registered route: each
+/// method's doc names its route as "`METHOD /path`", and the set of those is the table's.
+#[test]
+fn the_typed_client_covers_every_route() {
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/client/src/lib.rs"),
+    )
+    .unwrap();
+    let normalize = |path: &str| {
+        let mut out = String::new();
+        let mut in_param = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    in_param = true;
+                    out.push_str("{}");
+                }
+                '}' => in_param = false,
+                c if !in_param => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let mut covered = BTreeSet::new();
+    for line in source.lines() {
+        let Some(doc) = line.trim().strip_prefix("/// `") else {
+            continue;
+        };
+        let Some((route, _)) = doc.split_once('`') else {
+            continue;
+        };
+        if let Some((method, path)) = route.split_once(' ') {
+            if ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&method) {
+                covered.insert((method.to_owned(), normalize(path)));
+            }
+        }
+    }
+    let registered: BTreeSet<(String, String)> = tollgate_api::routes::registered()
+        .into_iter()
+        .map(|(m, p)| (m.as_str().to_owned(), normalize(p)))
+        .collect();
+    let missing: Vec<_> = registered.difference(&covered).collect();
+    let unknown: Vec<_> = covered.difference(&registered).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "routes without a client method: {missing:?}; client methods for no route: {unknown:?}"
+    );
+}
