@@ -1,5 +1,7 @@
 //! The real `tollgate` binary against a real `tollgate-api` started by the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

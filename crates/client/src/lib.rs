@@ -527,8 +527,12 @@ impl Client {
     /// `PUT /api/v1/workflows/{id}`: replaces the definition of that version (running
     /// executions keep the one they started with).
     pub async fn replace_workflow(&self, id: Uuid, definition: &Value) -> Result<WorkflowDto> {
-        self.json(Call::new(Method::PUT, format!("/api/v1/workflows/{id}")).body(definition)?)
-            .await
+        self.json(
+            Call::new(Method::PUT, format!("/api/v1/workflows/{id}"))
+                .body(definition)?
+                .repeatable(true),
+        )
+        .await
     }
 
     /// `DELETE /api/v1/workflows/{id}` (its executions stay readable).

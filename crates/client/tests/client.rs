@@ -2,6 +2,8 @@
 //! errors with the request id, timeouts, pages followed as a stream. (Every route against
 //! the real server is exercised by the CLI's tests, which are built on this client.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -55,7 +57,10 @@ fn scripted(script: Vec<Answer>) -> (String, Arc<Mutex<Vec<String>>>) {
                     a.body.len()
                 );
                 for (k, v) in &a.headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
+                    head.push_str(k);
+                    head.push_str(": ");
+                    head.push_str(v);
+                    head.push_str("\r\n");
                 }
                 let _ = stream.write_all(format!("{head}\r\n{}", a.body).as_bytes());
             });
