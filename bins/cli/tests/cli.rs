@@ -324,6 +324,29 @@ fn walkthrough_and_every_subcommand_on_sqlite() {
         ],
     ));
     assert!(out.contains("2.0.0 disabled"), "{out}");
+    let enabled = json_of(&s.tg(
+        "",
+        &[
+            "workflows",
+            "enable",
+            "high_value_order_approval",
+            "--version",
+            "2.0.0",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(enabled["enabled"], true);
+    ok(&s.tg(
+        "",
+        &[
+            "workflows",
+            "disable",
+            "high_value_order_approval",
+            "--version",
+            "2.0.0",
+        ],
+    ));
     let out = ok(&s.tg(
         "",
         &[

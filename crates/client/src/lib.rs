@@ -297,6 +297,15 @@ impl Client {
         Self::builder(base_url).key(key).build()
     }
 
+    /// This client with another timeout for the calls made through the copy (it shares
+    /// the connection pool): `client.with_timeout(Duration::from_secs(2)).execution(id)`.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     /// The server's base URL, as given (without a trailing `/`).
     pub fn base_url(&self) -> &str {
         &self.base

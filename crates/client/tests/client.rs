@@ -202,9 +202,21 @@ async fn a_slow_server_is_a_timeout_and_nobody_listening_is_connect() {
         .build()
         .unwrap();
     let err = c.whoami().await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_millis(200)),
+        "{err:?}"
+    );
+    let err = c
+        .with_timeout(Duration::from_millis(50))
+        .whoami()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_millis(50)),
+        "{err:?}"
+    );
     assert!(err.is_unreachable());
-    assert_eq!(seen.lock().unwrap().len(), 2, "a read is retried once");
+    assert_eq!(seen.lock().unwrap().len(), 4, "each read is retried once");
 
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
