@@ -43,7 +43,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
     modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "meta", description = "Health, metrics, this document (no key needed)"),
-        (name = "api-keys", description = "Admin only"),
+        (name = "api-keys", description = "Managing keys (admin only); `whoami` for any key"),
         (name = "workflows"), (name = "events"), (name = "executions"), (name = "approvals"),
         (name = "records", description = "Records and notifications written by actions"),
         (name = "schedules", description = "Cron schedules: each tick starts one execution"),

@@ -300,7 +300,10 @@ fn logout(cli: &Cli) -> Result<()> {
 fn man_pages(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = 0;
-    let mut pending = vec![(String::from("tollgate"), crate::command())];
+    // Built first, so that every subcommand carries the global options (--url, --key, …).
+    let mut root = crate::command();
+    root.build();
+    let mut pending = vec![(String::from("tollgate"), root)];
     while let Some((name, cmd)) = pending.pop() {
         let cmd = cmd
             .display_name(name.clone())

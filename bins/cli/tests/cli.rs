@@ -897,6 +897,10 @@ fn completions_and_man_pages() {
     assert!(out.contains("man pages written"), "{out}");
     let page = std::fs::read_to_string(dir.path().join("tollgate-approvals-approve.1")).unwrap();
     assert!(page.contains(".TH") && page.contains("quorum"), "{page}");
+    assert!(
+        page.contains("Example") && page.contains("\\-\\-url"),
+        "{page}"
+    );
     assert!(dir.path().join("tollgate.1").exists());
 }
 

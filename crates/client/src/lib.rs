@@ -239,6 +239,20 @@ impl Call {
         Ok(self)
     }
 
+    /// A body whose `field` is sent as `{}` when it was left null (the server wants an
+    /// object there, and "nothing" means an empty one).
+    fn body_with_object(mut self, body: &impl Serialize, field: &str) -> Result<Self> {
+        let mut value = serde_json::to_value(body)
+            .map_err(|e| Error::Config(format!("cannot encode the request body: {e}")))?;
+        if let Some(map) = value.as_object_mut() {
+            if map.get(field).is_some_and(Value::is_null) {
+                map.insert(field.to_owned(), Value::Object(serde_json::Map::new()));
+            }
+        }
+        self.body = Some(value);
+        Ok(self)
+    }
+
     fn query(mut self, filter: &impl Serialize) -> Self {
         self.query.extend(query_pairs(filter));
         self
@@ -661,7 +675,7 @@ impl Client {
         let repeatable = event.event_id.is_some();
         self.json(
             Call::post("/api/v1/events")
-                .body(&object_or_empty(event, "payload")?)?
+                .body_with_object(event, "payload")?
                 .wait(wait)
                 .repeatable(repeatable),
         )
@@ -743,7 +757,7 @@ impl Client {
     pub async fn resume(&self, id: Uuid, body: &ResumeDto, wait: bool) -> Result<ExecutionDto> {
         self.json(
             Call::post(format!("/api/v1/executions/{id}/resume"))
-                .body(&object_or_empty(body, "data")?)?
+                .body_with_object(body, "data")?
                 .wait(wait),
         )
         .await
@@ -769,7 +783,7 @@ impl Client {
         let repeatable = event.event_id.is_some();
         self.json(
             Call::post(format!("/api/v1/executions/{id}/events"))
-                .body(&object_or_empty(event, "payload")?)?
+                .body_with_object(event, "payload")?
                 .wait(wait)
                 .repeatable(repeatable),
         )
@@ -830,7 +844,7 @@ impl Client {
     pub async fn approve(&self, id: Uuid, body: &DecisionBody, wait: bool) -> Result<DecidedDto> {
         self.json(
             Call::post(format!("/api/v1/approvals/{id}/approve"))
-                .body(&object_or_empty(body, "data")?)?
+                .body_with_object(body, "data")?
                 .wait(wait),
         )
         .await
@@ -840,7 +854,7 @@ impl Client {
     pub async fn reject(&self, id: Uuid, body: &DecisionBody, wait: bool) -> Result<DecidedDto> {
         self.json(
             Call::post(format!("/api/v1/approvals/{id}/reject"))
-                .body(&object_or_empty(body, "data")?)?
+                .body_with_object(body, "data")?
                 .wait(wait),
         )
         .await
@@ -867,19 +881,6 @@ impl Client {
         )))
         .await
     }
-}
-
-/// A body whose `field` is sent as `{}` when it was left null (the server wants an
-/// object there, and "nothing" means an empty one).
-fn object_or_empty(body: &impl Serialize, field: &str) -> Result<Value> {
-    let mut value = serde_json::to_value(body)
-        .map_err(|e| Error::Config(format!("cannot encode the request body: {e}")))?;
-    if let Some(map) = value.as_object_mut() {
-        if map.get(field).is_some_and(Value::is_null) {
-            map.insert(field.to_owned(), Value::Object(serde_json::Map::new()));
-        }
-    }
-    Ok(value)
 }
 
 /// `text` as one path segment (percent-encoded).
