@@ -391,7 +391,7 @@ pub enum ApprovalCommand {
 pub enum EventCommand {
     /// Sends an event: starts what it triggers and resumes what waits for it.
     #[command(
-        after_help = "Examples:\n  tollgate events send order.created --id order-1042 --data '{\"total\": 25000}'\n  cat event.json | tollgate events send order.created -f -\n  tollgate events send payment.settled --to 0193… --data '{}'   # to one waiting execution"
+        after_help = "Examples:\n  tollgate events send order.created --id order-1042 --data '{\"total\": 25000}'\n  cat event.json | tollgate events send order.created -\n  tollgate events send payment.settled --to 0193… --data '{}'   # to one waiting execution"
     )]
     Send {
         /// The event type, e.g. `order.created`.
@@ -402,6 +402,9 @@ pub enum EventCommand {
         /// The payload (a JSON object).
         #[command(flatten)]
         data: DataArgs,
+        /// `-`: the payload (a JSON object) from standard input, like `-f -`.
+        #[arg(value_name = "-", value_parser = ["-"], conflicts_with_all = ["data", "data_file"])]
+        stdin: Option<String>,
         /// The sending system.
         #[arg(long)]
         source: Option<String>,

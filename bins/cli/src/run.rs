@@ -1065,11 +1065,15 @@ impl Ctx {
             EventCommand::Send {
                 event_type,
                 id,
-                data,
+                mut data,
+                stdin,
                 source,
                 to,
                 wait,
             } => {
+                if stdin.is_some() {
+                    data.data_file = Some(PathBuf::from("-"));
+                }
                 let payload = data_object(&data)?;
                 if let Some(to) = to {
                     let body = DirectEventDto {

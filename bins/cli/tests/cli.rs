@@ -435,6 +435,21 @@ fn walkthrough_and_every_subcommand_on_sqlite() {
         ],
     ));
     assert_eq!(again["started"], sent["started"]);
+    // The payload from standard input (`-`): an unknown type starts nothing, and says so.
+    let piped = ok(&s.tg_in(
+        &shop,
+        &["events", "send", "nobody.listens", "-"],
+        Some(r#"{"n": 1}"#),
+    ));
+    assert!(
+        piped.contains("nobody listens to `nobody.listens`"),
+        "{piped}"
+    );
+    let err = fails(
+        &s.tg_in(&shop, &["events", "send", "x", "-"], Some("[1]")),
+        2,
+    );
+    assert!(err.contains("JSON object"), "{err}");
     let ev = ok(&s.tg("", &["events", "get", &event_id]));
     assert!(
         ev.contains("order.checkout.initiated") && ev.contains(&exec),
