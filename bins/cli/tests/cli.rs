@@ -63,32 +63,26 @@ impl Server {
         let admin = new_key();
         std::fs::write(dir.path().join("admin.key"), &admin).unwrap();
         let port = free_port();
-        let mut cmd = Command::new(server_bin());
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--admin-key-file")
-            .arg(dir.path().join("admin.key"))
-            .args(["--poll-interval", "100ms"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        let child = cmd.spawn().unwrap();
-        let server = Self {
-            child,
+        let mut server = Self {
+            child: spawn_server(dir.path(), database_url, port),
             url: format!("http://127.0.0.1:{port}"),
             admin,
             dir,
         };
         let start = Instant::now();
-        while server.tg(&server.admin, &["health"]).status.code() != Some(0) {
+        // Ready when *this* server knows our admin key: a port picked by `free_port` can
+        // be taken by another test's server in between (ours then exits: start it again
+        // on another port).
+        while server.tg(&server.admin, &["whoami"]).status.code() != Some(0) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "tollgate-api did not become ready"
             );
+            if server.child.try_wait().unwrap().is_some() {
+                let port = free_port();
+                server.child = spawn_server(server.dir.path(), database_url, port);
+                server.url = format!("http://127.0.0.1:{port}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         server
@@ -127,6 +121,24 @@ impl Server {
         }
         child.wait_with_output().unwrap()
     }
+}
+
+/// `tollgate-api` on `port` with its data (and admin key file) in `dir`.
+fn spawn_server(dir: &Path, database_url: Option<&str>, port: u16) -> Child {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--admin-key-file")
+        .arg(dir.join("admin.key"))
+        .args(["--poll-interval", "100ms"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    cmd.spawn().unwrap()
 }
 
 impl Drop for Server {
@@ -762,8 +774,14 @@ fn bad_input_has_clear_messages_and_documented_exit_codes() {
     let out = s.tg(&admin, &["approvals", "reject", &unknown]);
     assert_eq!(out.status.code(), Some(2));
 
-    // Server down: exit 5, saying where it tried.
-    let port = free_port();
+    // Server down: exit 5, saying where it tried. Port 1 (tcpmux) has no listener on any
+    // machine this runs on; a port picked with `free_port` could be taken meanwhile by a
+    // server another test starts.
+    let port = 1;
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on port 1"
+    );
     let out = Command::new(CLI)
         .args([
             "--url",
