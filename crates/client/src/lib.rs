@@ -200,6 +200,7 @@ pub struct Client {
 }
 
 /// One call, kept whole so that a retry can send it again.
+#[derive(Clone)]
 struct Call {
     method: Method,
     path: String,
@@ -326,7 +327,7 @@ impl Client {
     }
 
     async fn send(&self, call: &Call) -> Result<(u16, Option<String>, Vec<u8>)> {
-        let url = format!("{}{}", self.base, call.path);
+        let url = self.url(call);
         let timeout = if call.wait {
             self.wait_timeout
         } else {
@@ -372,7 +373,7 @@ impl Client {
     /// Sends `call` and reads a JSON answer of type `T` (or the error envelope).
     async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
         let (status, request_id, body) = self.send(&call).await?;
-        let url = format!("{}{}", self.base, call.path);
+        let url = self.url(&call);
         if !(200..300).contains(&status) {
             return Err(refusal(&url, status, request_id, &body));
         }
@@ -390,7 +391,7 @@ impl Client {
         if (200..300).contains(&status) {
             Ok(())
         } else {
-            let url = format!("{}{}", self.base, call.path);
+            let url = self.url(&call);
             Err(refusal(&url, status, request_id, &body))
         }
     }
@@ -408,15 +409,8 @@ impl Client {
                 let Some(page) = next else {
                     return Ok(None);
                 };
-                let this = Call {
-                    method: call.method.clone(),
-                    path: call.path.clone(),
-                    query: call.query.clone(),
-                    body: None,
-                    repeatable: true,
-                    wait: false,
-                }
-                .page(&page);
+                // Each page is a GET of the same list: repeatable.
+                let this = call.clone().page(&page);
                 let got: Page<T> = self.json(this).await?;
                 let next = got.next_cursor.as_ref().map(|c| page.after(c.clone()));
                 Ok(Some((
