@@ -43,43 +43,7 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// What a caller may do beyond reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// Create, change, delete, enable and disable workflows.
-    WriteWorkflows,
-    /// Start a workflow by hand.
-    Execute,
-    /// Send events (and deliver them to one execution).
-    SendEvents,
-    /// Pause, resume and cancel executions.
-    ControlExecutions,
-    /// Manage API keys.
-    ManageKeys,
-}
-
-impl Permission {
-    fn granted_to(self, role: &str) -> bool {
-        match role {
-            "admin" => true,
-            "operator" => self != Self::ManageKeys,
-            "service" => self == Self::SendEvents,
-            _ => false,
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Self::WriteWorkflows => "change workflows (roles: operator, admin)",
-            Self::Execute => "execute workflows (roles: operator, admin)",
-            Self::SendEvents => "send events (roles: service, operator, admin)",
-            Self::ControlExecutions => {
-                "pause, resume or cancel executions (roles: operator, admin)"
-            }
-            Self::ManageKeys => "manage API keys (role: admin)",
-        }
-    }
-}
+pub use tollgate_model::records::Permission;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -88,7 +52,7 @@ pub struct Caller(pub Principal);
 impl Caller {
     /// `Forbidden` unless one of the caller's roles grants `permission`.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
-        if self.0.roles.iter().any(|r| permission.granted_to(r)) {
+        if self.0.may(permission) {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
@@ -105,42 +69,35 @@ impl Caller {
     }
 }
 
+/// The API key of a request's `Authorization: Bearer <key>` header (not yet checked
+/// against the store); `Unauthorized` saying what is wrong with the header otherwise.
+pub fn bearer_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <api key>` header"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => Ok(key.trim().to_owned()),
+        _ => Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer <api key>`",
+        )),
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().map(str::to_owned));
+        let key = bearer_key(req);
         Box::pin(async move {
             let Some(state) = state else {
                 return Err(ApiError::internal("application state missing"));
             };
-            let key = match header {
-                None => {
-                    return Err(ApiError::unauthorized(
-                        "missing `Authorization: Bearer <api key>` header",
-                    ))
-                }
-                Some(Err(_)) => {
-                    return Err(ApiError::unauthorized(
-                        "the Authorization header is not valid text",
-                    ))
-                }
-                Some(Ok(value)) => match value.split_once(' ') {
-                    Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => {
-                        key.trim().to_owned()
-                    }
-                    _ => {
-                        return Err(ApiError::unauthorized(
-                            "the Authorization header must be `Bearer <api key>`",
-                        ))
-                    }
-                },
-            };
+            let key = key?;
             let hash = hash_key(&key);
             // The cache is keyed by the hash too: a timing difference in its lookup can
             // only reveal hash prefixes, as the store's own index would.

@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use futures_util::stream::{self, Stream, TryStreamExt};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,15 @@ impl PageRequest {
     }
 }
 
+/// The `Authorization` header for `key`, marked sensitive so that it is never logged.
+fn bearer(key: &str) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+        Error::Config("the API key holds characters a header cannot carry".to_owned())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -162,17 +171,8 @@ impl ClientBuilder {
                 self.base
             )));
         }
-        let mut headers = HeaderMap::new();
-        if let Some(key) = &self.key {
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
-                    Error::Config("the API key holds characters a header cannot carry".to_owned())
-                })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
+        let auth = self.key.as_deref().map(bearer).transpose()?;
         let http = reqwest::Client::builder()
-            .default_headers(headers)
             .user_agent(self.user_agent)
             .connect_timeout(self.timeout.min(Duration::from_secs(10)))
             .build()
@@ -180,6 +180,7 @@ impl ClientBuilder {
         Ok(Client {
             http,
             base,
+            auth,
             timeout: self.timeout,
             wait_timeout: self.wait_timeout,
             retries: self.retries,
@@ -193,6 +194,8 @@ impl ClientBuilder {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// `Bearer <key>`, sent with every call.
+    auth: Option<HeaderValue>,
     timeout: Duration,
     wait_timeout: Duration,
     retries: u32,
@@ -321,6 +324,16 @@ impl Client {
         }
     }
 
+    /// This client acting with another API key (it shares the connection pool): a
+    /// gateway that forwards each of its callers' own keys needs one pool, not one per
+    /// caller. [`Error::Config`] for a key that cannot travel in a header.
+    pub fn with_key(&self, key: &str) -> Result<Self> {
+        Ok(Self {
+            auth: Some(bearer(key)?),
+            ..self.clone()
+        })
+    }
+
     /// The server's base URL, as given (without a trailing `/`).
     pub fn base_url(&self) -> &str {
         &self.base
@@ -340,6 +353,9 @@ impl Client {
                 .request(call.method.clone(), &url)
                 .timeout(timeout)
                 .query(&call.query);
+            if let Some(auth) = &self.auth {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
             if let Some(body) = &call.body {
                 request = request.json(body);
             }
@@ -578,7 +594,22 @@ impl Client {
         payload: Value,
         wait: bool,
     ) -> Result<ExecutionDto> {
-        let body = ExecuteDto { payload };
+        self.execute_workflow_from(id, payload, None, wait).await
+    }
+
+    /// `POST /api/v1/workflows/{id}/execute` recording `source`, the channel the
+    /// request came through (e.g. `mcp`), as the trigger's source.
+    pub async fn execute_workflow_from(
+        &self,
+        id: Uuid,
+        payload: Value,
+        source: Option<&str>,
+        wait: bool,
+    ) -> Result<ExecutionDto> {
+        let body = ExecuteDto {
+            payload,
+            source: source.map(str::to_owned),
+        };
         self.json(
             Call::post(format!("/api/v1/workflows/{id}/execute"))
                 .body(&body)?

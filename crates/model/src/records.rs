@@ -428,6 +428,46 @@ pub struct ApprovalRequest {
     pub decided_at: Option<Timestamp>,
 }
 
+/// What a caller may do beyond reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Create, change, delete, enable and disable workflows.
+    WriteWorkflows,
+    /// Start a workflow by hand.
+    Execute,
+    /// Send events (and deliver them to one execution).
+    SendEvents,
+    /// Pause, resume and cancel executions.
+    ControlExecutions,
+    /// Manage API keys.
+    ManageKeys,
+}
+
+impl Permission {
+    /// Whether `role` grants it.
+    pub fn granted_to(self, role: &str) -> bool {
+        match role {
+            "admin" => true,
+            "operator" => self != Self::ManageKeys,
+            "service" => self == Self::SendEvents,
+            _ => false,
+        }
+    }
+
+    /// What it allows and which roles grant it, for refusals.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::WriteWorkflows => "change workflows (roles: operator, admin)",
+            Self::Execute => "execute workflows (roles: operator, admin)",
+            Self::SendEvents => "send events (roles: service, operator, admin)",
+            Self::ControlExecutions => {
+                "pause, resume or cancel executions (roles: operator, admin)"
+            }
+            Self::ManageKeys => "manage API keys (role: admin)",
+        }
+    }
+}
+
 /// Who is calling: the subject and roles of an API key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
@@ -440,6 +480,11 @@ pub struct Principal {
 impl Principal {
     /// The built-in administrator role.
     pub const ADMIN: &'static str = "admin";
+
+    /// Whether one of its roles grants `permission`.
+    pub fn may(&self, permission: Permission) -> bool {
+        self.roles.iter().any(|r| permission.granted_to(r))
+    }
 
     /// Whether the principal holds `role`.
     pub fn has_role(&self, role: &str) -> bool {

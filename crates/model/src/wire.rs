@@ -788,6 +788,10 @@ pub struct ExecuteDto {
     /// The trigger payload (an object).
     #[serde(default)]
     pub payload: Value,
+    /// The channel the request came through, e.g. `mcp` for an agent's tool call; kept
+    /// as the trigger's source (`context.trigger.source`) for the audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// `POST /executions/{id}/pause` and `/cancel`.

@@ -39,6 +39,19 @@ impl ExecutionControl {
         payload: Value,
         requested_by: Option<&str>,
     ) -> Result<Progress> {
+        self.execute_from(workflow_id, payload, requested_by, None)
+            .await
+    }
+
+    /// [`Self::execute`], recording `source` — the channel the request came through,
+    /// e.g. `mcp` — as the trigger's source (`context.trigger.source`).
+    pub async fn execute_from(
+        &self,
+        workflow_id: Uuid,
+        payload: Value,
+        requested_by: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<Progress> {
         let workflow = self.engine.store().get_workflow(workflow_id).await?;
         if !workflow.enabled {
             return Err(Error::Conflict(format!(
@@ -54,7 +67,7 @@ impl ExecutionControl {
                 payload,
                 event_id: None,
                 event_key: None,
-                source: None,
+                source: source.map(str::to_owned),
                 requested_by: requested_by.map(str::to_owned),
             })
             .await?;

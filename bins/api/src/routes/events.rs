@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// Longest accepted `event_type`, `event_id` and `source`.
 const MAX_NAME: usize = 200;
 
-fn check_name(field: &str, value: &str) -> ApiResult<()> {
+pub(crate) fn check_name(field: &str, value: &str) -> ApiResult<()> {
     if value.trim().is_empty() || value.len() > MAX_NAME {
         return Err(ApiError::bad_request(format!(
             "`{field}` must be 1–{MAX_NAME} characters"

@@ -237,10 +237,14 @@ pub async fn execute(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::Execute)?;
     let id = parse_id(&id, "workflow")?;
-    let payload = super::object_or_empty("payload", body.0.payload)?;
+    let body = body.0;
+    if let Some(source) = &body.source {
+        super::events::check_name("source", source)?;
+    }
+    let payload = super::object_or_empty("payload", body.payload)?;
     let progress = state
         .control
-        .execute(id, payload, Some(caller.subject()))
+        .execute_from(id, payload, Some(caller.subject()), body.source.as_deref())
         .await?;
     let execution = settle(&state, progress, wait.wait).await?;
     Ok(HttpResponse::Created().json(ExecutionDto::from(&execution)))
