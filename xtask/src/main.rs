@@ -37,11 +37,17 @@ fn main() -> Result<()> {
                 }
             };
             let browser = browser::ensure();
+            let mcp_sdk = mcp_sdk::ensure(&root);
             let previous = previous::build();
             let result = test(&args[1..]).and_then(|()| package());
             if let Err(err) = &previous {
                 eprintln!("\n************************************************************");
                 eprintln!("xtask: THE ROLLING-UPGRADE TEST WAS SKIPPED: {err:#}");
+                eprintln!("************************************************************\n");
+            }
+            if let Err(err) = &mcp_sdk {
+                eprintln!("\n************************************************************");
+                eprintln!("xtask: MCP SDK TESTS WERE SKIPPED: {err:#}");
                 eprintln!("************************************************************\n");
             }
             if !browser {
@@ -483,6 +489,62 @@ mod previous {
     }
 }
 
+mod mcp_sdk {
+    //! The official MCP Python SDK, which the MCP tests drive Tollgate with as an agent's
+    //! runtime would: installed from the Python package index into a virtual environment under the target
+    //! directory (once; later runs reuse it).
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use anyhow::{bail, Context, Result};
+
+    /// The SDK release the tests are written against.
+    const MCP: &str = "mcp==2.3.0";
+
+    /// Makes the SDK available and points the tests at its interpreter
+    /// (`TOLLGATE_MCP_PYTHON`), requiring them to run (`TOLLGATE_REQUIRE_MCP_SDK`).
+    pub fn ensure(root: &Path) -> Result<()> {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let venv = target.join("mcp-sdk");
+        let python = venv.join("bin").join("python");
+        let ready = |python: &Path| {
+            Command::new(python)
+                .args([
+                    "-c",
+                    "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '2.3.0')",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ready(&python) {
+            eprintln!(
+                "xtask: installing the MCP Python SDK ({MCP}) into {}",
+                venv.display()
+            );
+            let made = Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .status()
+                .context("python3 is needed for the MCP SDK tests")?;
+            if !made.success() {
+                bail!("python3 -m venv failed");
+            }
+            let installed = Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check", MCP])
+                .status()
+                .context("cannot run pip")?;
+            if !installed.success() || !ready(&python) {
+                bail!("pip install {MCP} failed");
+            }
+        }
+        std::env::set_var("TOLLGATE_MCP_PYTHON", &python);
+        std::env::set_var("TOLLGATE_REQUIRE_MCP_SDK", "1");
+        Ok(())
+    }
+}
+
 mod browser {
     //! Debian's chromium and chromedriver for the console's browser tests.
 
@@ -735,8 +797,14 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         // The typed client of the REST API: the wire types come from the model, nothing
         // from the server.
         ("tollgate-client", &["tollgate-model"][..]),
+        // The MCP server for agents: every tool is a REST call through the client (with
+        // the caller's own key), so it never reaches around the API's checks.
+        ("tollgate-mcp", &["tollgate-client", "tollgate-model"][..]),
         // The `tollgate` command-line tool: a client of the server, never an engine.
-        ("tollgate-cli", &["tollgate-client", "tollgate-model"][..]),
+        (
+            "tollgate-cli",
+            &["tollgate-client", "tollgate-model", "tollgate-mcp"][..],
+        ),
         // The HTTP server and console behind `tollgate-api`: it reaches a backend only
         // through tollgate-bootstrap, and nothing depends on it but its binary (and the
         // worker's tests, which run a server beside the worker).
@@ -748,6 +816,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "tollgate-engine",
                 "tollgate-resumer",
                 "tollgate-bootstrap",
+                "tollgate-client",
+                "tollgate-mcp",
             ][..],
         ),
     ])

@@ -335,9 +335,24 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         serde_json::to_vec(&crate::openapi::ApiDoc::openapi())
             .context("cannot serialise the OpenAPI document")?,
     )));
+    let gateway = if args.mcp {
+        Some(web::Data::new(crate::mcp::Gateway::new(
+            addr,
+            args.request_timeout,
+            args.wait_timeout,
+            args.mcp_wait_limit,
+        )?))
+    } else {
+        None
+    };
+    let mcp = gateway.is_some();
     let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
+        let app = App::new();
+        let app = match &gateway {
+            Some(gateway) => app.app_data(gateway.clone()),
+            None => app,
+        };
+        app.app_data(data.clone())
             .app_data(document.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
@@ -350,6 +365,11 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
             .wrap(middleware::from_fn(crate::telemetry::observe))
             .configure(routes::configure)
             .configure(crate::console::configure)
+            .configure(|cfg| {
+                if mcp {
+                    crate::mcp::configure(cfg);
+                }
+            })
             .default_service(web::to(routes::not_found))
     })
     .listen(listener)?

@@ -46,6 +46,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_REQUEST_TIMEOUT", default_value = "30s", value_parser = tollgate_bootstrap::config::parse_positive_duration)]
     pub request_timeout: Duration,
 
+    /// Serve the Model Context Protocol endpoint `/mcp`, through which AI agents request
+    /// approvals and start workflows with their API keys (docs/agents.md).
+    #[arg(long, env = "TOLLGATE_MCP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mcp: bool,
+
+    /// Longest an MCP `wait_for_approval` call waits for a decision before it answers
+    /// "still pending" (the agent then calls again); `/mcp` requests get this much more
+    /// than `--request-timeout`.
+    #[arg(long, env = "TOLLGATE_MCP_WAIT_LIMIT", default_value = "60s", value_parser = tollgate_bootstrap::config::parse_positive_duration)]
+    pub mcp_wait_limit: Duration,
+
     /// How long a verified API key is trusted before it is looked up again. A key
     /// revoked through this server stops working at once; one revoked through another
     /// server stops working here within this time. `0s` looks the key up on every

@@ -71,11 +71,15 @@ pub async fn observe(
         .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .map(|state| {
             let waits = req.query_string().split('&').any(|p| p == "wait=true");
+            let mcp_wait = (req.path() == "/mcp")
+                .then(|| req.app_data::<actix_web::web::Data<crate::mcp::Gateway>>())
+                .flatten()
+                .map(|gateway| gateway.wait_limit);
             state.request_timeout
-                + if waits {
-                    state.wait_timeout
-                } else {
-                    Duration::ZERO
+                + match mcp_wait {
+                    Some(limit) => limit,
+                    None if waits => state.wait_timeout,
+                    None => Duration::ZERO,
                 }
         });
     let call = std::panic::AssertUnwindSafe(next.call(req).instrument(span.clone())).catch_unwind();

@@ -118,6 +118,16 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Serves Tollgate's tools to an AI agent over the Model Context Protocol on
+    /// standard input and output, acting with this connection's key (docs/agents.md).
+    #[command(
+        after_help = "Example:\n  tollgate mcp --profile agent\n\nAs an MCP client's server entry:\n  {\"command\": \"tollgate\", \"args\": [\"mcp\", \"--profile\", \"agent\"]}\n\nNothing but MCP messages is written to standard output; problems go to standard error."
+    )]
+    Mcp {
+        /// Longest a `wait_for_approval` call waits before it answers "still pending".
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait_limit: std::time::Duration,
+    },
     /// Whether the server is up and its database answers (readiness).
     #[command(after_help = "Example:\n  tollgate health")]
     Health,

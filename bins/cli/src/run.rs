@@ -124,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         style,
     };
     match cli.command {
+        Command::Mcp { wait_limit } => mcp(ctx.client, wait_limit).await,
         Command::Whoami => ctx.whoami().await,
         Command::Workflows(cmd) => ctx.workflows(cmd).await,
         Command::Executions(cmd) => ctx.executions(cmd).await,
@@ -196,6 +197,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tollgate mcp`: identifies the key (a missing or revoked one ends here, before any
+/// tool can run), then serves MCP on stdin/stdout until the client closes them.
+async fn mcp(client: tollgate_client::Client, wait_limit: std::time::Duration) -> Result<()> {
+    let caller = match tollgate_mcp::Caller::identify(client).await {
+        Ok(caller) => caller,
+        Err(tollgate_mcp::Error::Api(e)) => return Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!(
+        "tollgate mcp: serving as `{}` (roles: {}) on stdin/stdout",
+        caller.principal().subject,
+        caller.principal().roles.join(", ")
+    );
+    let server = tollgate_mcp::Server::for_caller(caller).with_max_wait(wait_limit);
+    tollgate_mcp::serve_stdio(server).await?;
+    Ok(())
 }
 
 /// The client for the connection the flags, the environment or the profile name.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+mod mcp;
+
 const CLI: &str = env!("CARGO_BIN_EXE_tollgate");
 
 /// `tollgate-api`, built beside this binary (by the workspace build, or here when this
@@ -59,12 +61,17 @@ struct Server {
 
 impl Server {
     fn start(database_url: Option<&str>) -> Self {
+        Self::start_with(database_url, &[])
+    }
+
+    /// A server started with `extra` arguments too.
+    fn start_with(database_url: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let admin = new_key();
         std::fs::write(dir.path().join("admin.key"), &admin).unwrap();
         let port = free_port();
         let mut server = Self {
-            child: spawn_server(dir.path(), database_url, port),
+            child: spawn_server(dir.path(), database_url, port, extra),
             url: format!("http://127.0.0.1:{port}"),
             admin,
             dir,
@@ -80,7 +87,7 @@ impl Server {
             );
             if server.child.try_wait().unwrap().is_some() {
                 let port = free_port();
-                server.child = spawn_server(server.dir.path(), database_url, port);
+                server.child = spawn_server(server.dir.path(), database_url, port, extra);
                 server.url = format!("http://127.0.0.1:{port}");
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -124,9 +131,10 @@ impl Server {
 }
 
 /// `tollgate-api` on `port` with its data (and admin key file) in `dir`.
-fn spawn_server(dir: &Path, database_url: Option<&str>, port: u16) -> Child {
+fn spawn_server(dir: &Path, database_url: Option<&str>, port: u16, extra: &[&str]) -> Child {
     let mut cmd = Command::new(server_bin());
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--admin-key-file")

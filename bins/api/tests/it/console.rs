@@ -583,3 +583,90 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
     c.close().await.unwrap();
     app.stop().await;
 }
+
+/// One MCP `tools/call` to `/mcp` with `key` (JSON-RPC, stateless): the tool's result.
+async fn mcp_call(app: &TestApp, key: &str, tool: &str, arguments: Value) -> Value {
+    let res = reqwest::Client::new()
+        .post(app.url("/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": tool, "arguments": arguments}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    body["result"]["structuredContent"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_request_over_mcp_is_decided_in_the_console() {
+    let Some(driver_path) = chromedriver() else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
+            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
+        );
+        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver ***\n");
+        return;
+    };
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let agent = app.key("refund-bot", &["operator"]).await;
+    let maria = app.key("maria", &["finance"]).await;
+    let asked = mcp_call(
+        &app,
+        &agent,
+        "request_approval",
+        json!({"title": "Refund $740 to order 1042", "summary": "Arrived damaged",
+               "data": {"order_id": "1042", "amount": 740}, "approvers": {"roles": ["finance"]}}),
+    )
+    .await;
+    assert_eq!(asked["status"], "pending", "{asked}");
+    let approval = asked["approval_id"].as_str().unwrap().to_owned();
+    let link = asked["console_url"].as_str().unwrap().to_owned();
+    assert_eq!(link, app.url(&format!("/approvals/{approval}")));
+
+    let driver = start_driver(&driver_path).await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &maria).await;
+    // The link the agent got opens the request, with what the agent wants to do.
+    c.goto(&link).await.unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Refund $740 to order 1042"), "the title");
+    assert!(page.contains("Arrived damaged"), "the summary");
+    assert!(
+        page.contains("1042") && page.contains("740"),
+        "the arguments"
+    );
+    assert!(page.contains("refund-bot"), "who asked");
+    shot(&c, "mcp-approval").await;
+    let form = c
+        .form(Locator::Css(&format!(
+            "form[action='/approvals/{approval}/approve']"
+        )))
+        .await
+        .unwrap();
+    form.set_by_name("reason", "photos checked").await.unwrap();
+    form.submit().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("p.notice"))
+        .await
+        .unwrap();
+
+    // The agent reads the decision.
+    let decided = mcp_call(
+        &app,
+        &agent,
+        "get_approval",
+        json!({"approval_id": approval}),
+    )
+    .await;
+    assert_eq!(decided["status"], "approved", "{decided}");
+    assert_eq!(decided["may_proceed"], true);
+    assert_eq!(decided["decisions"][0]["decided_by"], "maria");
+    assert_eq!(decided["decisions"][0]["reason"], "photos checked");
+    c.close().await.unwrap();
+    app.stop().await;
+}

@@ -72,6 +72,8 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
+        mcp: true,
+        mcp_wait_limit: Duration::from_secs(60),
         key_cache_ttl: Duration::from_secs(1),
         metrics_terminal_refresh: Duration::from_secs(60),
         ready_overdue_warning: Duration::from_secs(300),

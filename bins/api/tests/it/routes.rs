@@ -1217,3 +1217,41 @@ async fn unreadable_executions_are_quarantined(app: TestApp) {
     );
     app.stop().await;
 }
+
+/// `POST /mcp` with `tools/list` (stateless, protocol 2025-06-18): status and body.
+async fn mcp_tools_list(app: &TestApp, key: Option<&str>) -> (StatusCode, String) {
+    let mut req = reqwest::Client::new()
+        .post(app.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_endpoint_authenticates_first_and_can_be_switched_off() {
+    let app = TestApp::spawn(crate::Db::Sqlite).await;
+    let (status, body) = mcp_tools_list(&app, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+    let viewer = app.key("auditor", &["viewer"]).await;
+    let (status, body) = mcp_tools_list(&app, Some(&viewer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""name":"get_approval""#), "{body}");
+    assert!(
+        !body.contains(r#""name":"request_approval""#),
+        "a viewer sees read tools only: {body}"
+    );
+    app.stop().await;
+
+    let off = TestApp::spawn_with(crate::Db::Sqlite, |args| args.mcp = false).await;
+    let admin = off.admin.clone();
+    let (status, body) = mcp_tools_list(&off, Some(&admin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("\"not_found\""), "{body}");
+    off.stop().await;
+}

@@ -53,6 +53,8 @@ impl Api {
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            mcp: true,
+            mcp_wait_limit: Duration::from_secs(60),
             key_cache_ttl: Duration::from_secs(1),
             metrics_terminal_refresh: Duration::from_secs(60),
             ready_overdue_warning: Duration::from_millis(500),
