@@ -9,7 +9,13 @@
 //!   at concurrency `C`; decisions per second, and per decision the latency from sending
 //!   it to the answer that the execution is `completed` (p50/p95/p99).
 //!
+//! The `webhook` variant puts a side effect after the approval — a `webhook` step that
+//! POSTs to a receiver inside this driver, which answers at once — the shape of a real
+//! approval (the refund is paid once approved). The driver checks that the receiver got
+//! exactly one call per approved execution.
+//!
 //! Settings (env): `TOLLGATE_BENCH_N` (10000), `TOLLGATE_BENCH_CONCURRENCY` (32),
+//! `TOLLGATE_BENCH_VARIANTS` (`plain,webhook`),
 //! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another
 //! build of the server), `TOLLGATE_BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
@@ -258,7 +264,42 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
+/// A receiver for the webhook variant: answers every request `200 {}` at once, on its
+/// own thread and runtime (so that it takes nothing from the driver's), and counts them.
+struct Receiver {
+    url: String,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/paid", listener.local_addr().unwrap());
+        let counted = calls.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                HttpServer::new(move || {
+                    let counted = counted.clone();
+                    App::new().default_service(web::to(move || {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        async { HttpResponse::Ok().json(json!({})) }
+                    }))
+                })
+                .workers(1)
+                .listen(listener)
+                .unwrap()
+                .run()
+                .await
+                .unwrap();
+            });
+        });
+        Self { url, calls }
+    }
+}
+
+async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhook: bool) {
     let server = start(database_url).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(c)
@@ -266,17 +307,37 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
         .unwrap();
     let base = server.base.clone();
     let admin = server.admin.clone();
-    let (s, _) = post(&client, format!("{base}/api/v1/workflows"), &admin, json!({
+    let receiver = webhook.then(Receiver::start);
+    let approved_next = if webhook { "pay" } else { "ok" };
+    let mut steps = vec![
+        json!({"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 10000},
+               "on_true": "approve", "on_false": "ok"}),
+        json!({"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales_manager"}},
+               "on_approve": approved_next, "on_reject": "no"}),
+        json!({"id": "ok", "type": "action", "action": "allow"}),
+        json!({"id": "no", "type": "action", "action": "block"}),
+    ];
+    if let Some(receiver) = &receiver {
+        steps.push(json!({"id": "pay", "type": "execute", "next": "ok",
+            "execute": [{"type": "webhook", "url": receiver.url, "method": "POST",
+                         "body": {"order": "{{order_id}}", "amount": "{{total}}"}, "timeout": "10s"}]}));
+    }
+    let (s, b) = post(
+        &client,
+        format!("{base}/api/v1/workflows"),
+        &admin,
+        json!({
         "workflow_id": "approval_workload", "version": "1",
         "trigger": {"type": "event", "event": "order.created"},
-        "steps": [
-            {"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 10000},
-             "on_true": "approve", "on_false": "ok"},
-            {"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales_manager"}},
-             "on_approve": "ok", "on_reject": "no"},
-            {"id": "ok", "type": "action", "action": "allow"},
-            {"id": "no", "type": "action", "action": "block"}]})).await;
-    assert_eq!(s, 201);
+        "steps": steps}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let label = if webhook {
+        format!("{label} + webhook after the approval")
+    } else {
+        label.to_owned()
+    };
     let (_, shop) = post(
         &client,
         format!("{base}/api/v1/api-keys"),
@@ -385,6 +446,15 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize) {
     for status in ["running", "paused", "waiting"] {
         assert_eq!(gauge(&client, &base, status).await, 0, "{status}");
     }
+    // Exactly one side effect per approved execution.
+    if let Some(receiver) = &receiver {
+        let approved = n - n / 10;
+        assert_eq!(
+            receiver.calls.load(std::sync::atomic::Ordering::Relaxed),
+            approved,
+            "webhook calls"
+        );
+    }
     if let Ok(path) = std::env::var("TOLLGATE_BENCH_TRACE") {
         let mut text = String::new();
         for (at, took) in &latencies {
@@ -424,18 +494,29 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let variants =
+        std::env::var("TOLLGATE_BENCH_VARIANTS").unwrap_or_else(|_| "plain,webhook".into());
     runtime.block_on(async {
-        for backend in backends.split(',') {
-            match backend.trim() {
-                "sqlite" => run("SQLite", None, n, c).await,
-                "postgres" => {
-                    let admin = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
-                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                    let (url, name) = fresh_pg(&admin).await;
-                    run("PostgreSQL", Some(&url), n, c).await;
-                    drop_pg(&admin, &name).await;
+        for variant in variants.split(',') {
+            let webhook = match variant.trim() {
+                "plain" => false,
+                "webhook" => true,
+                other => panic!("unknown variant `{other}` in TOLLGATE_BENCH_VARIANTS"),
+            };
+            for backend in backends.split(',') {
+                match backend.trim() {
+                    "sqlite" => run("SQLite", None, n, c, webhook).await,
+                    "postgres" => {
+                        let admin =
+                            std::env::var("TOLLGATE_BENCH_DATABASE_URL").unwrap_or_else(|_| {
+                                "postgres://postgres@127.0.0.1:5432/postgres".into()
+                            });
+                        let (url, name) = fresh_pg(&admin).await;
+                        run("PostgreSQL", Some(&url), n, c, webhook).await;
+                        drop_pg(&admin, &name).await;
+                    }
+                    other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
                 }
-                other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
             }
         }
     });
