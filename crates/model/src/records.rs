@@ -757,6 +757,26 @@ pub struct ResumeRequest {
     pub error: Option<String>,
 }
 
+/// An operator's retry of a `failed` or `timed_out` execution, as the store applies it
+/// (docs/operations.md, "Retrying a failed execution"): everything the engine decided
+/// beforehand — where it starts again, with which context and deadline — so that the
+/// store's change is one atomic step that can be refused as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    /// The execution's version the retry was planned against; another change since
+    /// (a second retry, say) makes the store refuse it.
+    pub expected_version: i64,
+    /// Where it continues: the chosen step's next visit, first attempt, so side effects
+    /// get new idempotency keys.
+    pub cursor: Cursor,
+    /// Its context from then on.
+    pub context: Value,
+    /// Its new workflow deadline, if the workflow has one.
+    pub deadline: Option<Timestamp>,
+    /// What the audit row (`manual` trigger) records: command, step, reason, origin.
+    pub audit: Value,
+}
+
 /// A notification sent by a `notify` sub-action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

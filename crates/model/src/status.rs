@@ -50,7 +50,8 @@ impl ExecutionStatus {
         }
     }
 
-    /// Terminal statuses are final: no transition leaves them.
+    /// Ended: no worker moves it again. Only an operator's retry takes a `failed` or
+    /// `timed_out` execution back to `running`; `completed` and `cancelled` are final.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -66,8 +67,9 @@ impl ExecutionStatus {
     /// Whether the status machine (docs/execution-semantics.md) allows `self → to`.
     ///
     /// `running → paused | waiting | completed | failed | cancelled | timed_out`;
-    /// `paused | waiting → running | cancelled | timed_out | failed`; nothing leaves a
-    /// terminal status, and no status transitions to itself.
+    /// `paused | waiting → running | cancelled | timed_out | failed`;
+    /// `failed | timed_out → running` (an operator's retry); nothing leaves `completed`
+    /// or `cancelled`, and no status transitions to itself.
     pub fn can_transition_to(self, to: Self) -> bool {
         use ExecutionStatus::{Cancelled, Completed, Failed, Paused, Running, TimedOut, Waiting};
         match self {
@@ -76,7 +78,8 @@ impl ExecutionStatus {
                 Paused | Waiting | Completed | Failed | Cancelled | TimedOut
             ),
             Paused | Waiting => matches!(to, Running | Cancelled | TimedOut | Failed),
-            Completed | Failed | Cancelled | TimedOut => false,
+            Failed | TimedOut => to == Running,
+            Completed | Cancelled => false,
         }
     }
 
@@ -208,6 +211,8 @@ mod tests {
             (Waiting, Cancelled),
             (Waiting, TimedOut),
             (Waiting, Failed),
+            (Failed, Running),
+            (TimedOut, Running),
         ];
         for from in ExecutionStatus::ALL {
             for to in ExecutionStatus::ALL {
@@ -219,11 +224,18 @@ mod tests {
     }
 
     #[test]
-    fn terminal_statuses_have_no_exit() {
+    fn ended_statuses_leave_only_by_a_retry() {
         for from in ExecutionStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
-            assert!(ExecutionStatus::ALL
-                .iter()
-                .all(|to| !from.can_transition_to(*to)));
+            let exits: Vec<ExecutionStatus> = ExecutionStatus::ALL
+                .into_iter()
+                .filter(|to| from.can_transition_to(*to))
+                .collect();
+            let expected = if matches!(from, Failed | TimedOut) {
+                vec![Running]
+            } else {
+                vec![]
+            };
+            assert_eq!(exits, expected, "{from}");
         }
     }
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
-    Record, ResumeRequest, StepRecord, Timestamp, Workflow,
+    Record, ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -264,6 +264,7 @@ through_fuse!(ExecutionStore {
     fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Vec<Execution>;
     fn request_pause(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn resume_manual(&self, id: Uuid, actor: Option<&str>, data: Value, claim: &LeaseClaim, now: Timestamp) -> Execution;
+    fn retry_execution(&self, id: Uuid, retry: &Retry, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn claim_wait(&self, id: Uuid, expected_version: Option<i64>, event: &Event, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn waiting_for_event(&self, event_type: &str, after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;

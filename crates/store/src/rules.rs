@@ -7,7 +7,7 @@ use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event, Execution,
-    ExecutionError, Gate, Lease, Principal, StepRecord, Timestamp, Wake, Workflow,
+    ExecutionError, Gate, Lease, Principal, Retry, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
@@ -544,6 +544,45 @@ pub fn cancel(
         }),
         now,
     );
+    Ok(())
+}
+
+/// Applies an operator's [`Retry`] to a `failed` or `timed_out` execution: `running`
+/// under `claim` at the retry's cursor, with its context and deadline, the error and end
+/// time cleared. `Conflict` (nothing changed) if it is in another status or has changed
+/// since the retry was planned.
+pub fn retry(
+    execution: &mut Execution,
+    retry: &Retry,
+    claim_of: &LeaseClaim,
+    now: Timestamp,
+) -> Result<()> {
+    let id = execution.id;
+    if !matches!(
+        execution.status,
+        ExecutionStatus::Failed | ExecutionStatus::TimedOut
+    ) {
+        return Err(Error::Conflict(format!(
+            "execution {id} is {}: only failed or timed_out executions can be retried",
+            execution.status
+        )));
+    }
+    if execution.version != retry.expected_version {
+        return Err(Error::Conflict(format!(
+            "execution {id} changed while its retry was prepared (version {} is now {}); \
+             read it again",
+            retry.expected_version, execution.version
+        )));
+    }
+    claim(execution, claim_of, now);
+    execution.cursor = Some(retry.cursor.clone());
+    execution.context = retry.context.clone();
+    execution.deadline = retry.deadline;
+    execution.error = None;
+    execution.completed_at = None;
+    execution.gate = None;
+    execution.wake = None;
+    execution.pause_requested = false;
     Ok(())
 }
 

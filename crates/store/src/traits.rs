@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
     ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
-    Record, ResumeRequest, StepRecord, Timestamp, WorkerBeat, Workflow,
+    Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -186,6 +186,19 @@ pub trait ExecutionStore: Send + Sync {
         id: Uuid,
         actor: Option<&str>,
         data: Value,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution>;
+
+    /// Starts a `failed` or `timed_out` execution again as `retry` says (see
+    /// [`tollgate_model::records::Retry`]): `running` under `claim`, and a `manual`
+    /// resume request from `actor` carrying `retry.audit`. `Conflict` if it is in another
+    /// status or no longer at `retry.expected_version`, with nothing changed.
+    async fn retry_execution(
+        &self,
+        id: Uuid,
+        retry: &Retry,
+        actor: Option<&str>,
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Execution>;

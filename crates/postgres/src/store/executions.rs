@@ -6,7 +6,7 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, ResumeTrigger, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
@@ -447,6 +447,33 @@ impl ExecutionStore for PgStore {
         );
         write_execution(&mut tx, &execution).await?;
         audit(&mut tx, id, ResumeTrigger::Manual, actor, data, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn retry_execution(
+        &self,
+        id: Uuid,
+        retry: &Retry,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::retry(&mut execution, retry, claim, now) {
+            return refuse(tx, err).await;
+        }
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Manual,
+            actor,
+            retry.audit.clone(),
+            now,
+        )
+        .await?;
         commit(tx).await?;
         Ok(execution)
     }

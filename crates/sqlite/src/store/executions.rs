@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, ResumeTrigger, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
@@ -474,6 +474,31 @@ impl ExecutionStore for SqliteStore {
         );
         write_execution(&mut tx, &execution).await?;
         audit(&mut tx, id, ResumeTrigger::Manual, actor, data, now).await?;
+        commit(tx).await?;
+        Ok(execution)
+    }
+
+    async fn retry_execution(
+        &self,
+        id: Uuid,
+        retry: &Retry,
+        actor: Option<&str>,
+        claim: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::retry(&mut execution, retry, claim, now)?;
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Manual,
+            actor,
+            retry.audit.clone(),
+            now,
+        )
+        .await?;
         commit(tx).await?;
         Ok(execution)
     }

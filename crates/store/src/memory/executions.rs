@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, Lease, ResumeTrigger, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, Lease, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
@@ -361,6 +361,22 @@ impl ExecutionStore for MemoryStore {
         );
         let snapshot = execution.clone();
         state.audit(id, ResumeTrigger::Manual, actor, data, now);
+        Ok(snapshot)
+    }
+
+    async fn retry_execution(
+        &self,
+        id: Uuid,
+        retry: &Retry,
+        actor: Option<&str>,
+        lease: &LeaseClaim,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::retry(execution, retry, lease, now)?;
+        let snapshot = execution.clone();
+        state.audit(id, ResumeTrigger::Manual, actor, retry.audit.clone(), now);
         Ok(snapshot)
     }
 

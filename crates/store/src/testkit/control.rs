@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, DecisionKind, ExecutionError, Lease, ResumeTrigger, StepStatus, Wake,
+    ApprovalStatus, Cursor, DecisionKind, ExecutionError, Lease, ResumeTrigger, Retry, StepStatus,
+    Wake,
 };
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
 use uuid::Uuid;
@@ -515,4 +516,127 @@ pub async fn overdue_gates_and_pending_approvals_are_counted(store: Arc<dyn Stor
         1,
         "the expired request is no longer pending"
     );
+}
+
+pub async fn retry_restarts_only_an_unchanged_failed_execution(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    let fail = Transition::Finish {
+        status: ExecutionStatus::Failed,
+        error: Some(ExecutionError {
+            kind: ErrorKind::StepFailed,
+            message: "step `gate` failed: 503".into(),
+        }),
+    };
+    store
+        .commit_step(commit(&e, "w1", e.version, fail))
+        .await
+        .unwrap();
+    let failed = store.get_execution(e.id).await.unwrap();
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    let retry = Retry {
+        expected_version: failed.version,
+        cursor: Cursor::new("gate", 2),
+        context: json!({"order": {"id": "o-1"}, "retry": {"from_step": "gate", "count": 1}}),
+        deadline: Some(t0() + secs(3600)),
+        audit: json!({"command": "retry", "reason": "ledger is back"}),
+    };
+
+    // Planned against an older version: refused, nothing changed.
+    let stale = Retry {
+        expected_version: failed.version - 1,
+        ..retry.clone()
+    };
+    assert!(store
+        .retry_execution(
+            e.id,
+            &stale,
+            Some("ops"),
+            &lease("api", t0() + secs(30)),
+            t0()
+        )
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(store.get_execution(e.id).await.unwrap(), failed);
+
+    let now = t0() + secs(5);
+    let retried = store
+        .retry_execution(
+            e.id,
+            &retry,
+            Some("ops"),
+            &lease("api", now + secs(30)),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried, store.get_execution(e.id).await.unwrap());
+    assert_eq!(retried.status, ExecutionStatus::Running);
+    assert_eq!(retried.cursor, Some(Cursor::new("gate", 2)));
+    assert_eq!(retried.context, retry.context);
+    assert_eq!(retried.deadline, retry.deadline);
+    assert_eq!((retried.error.as_ref(), retried.completed_at), (None, None));
+    assert_eq!(retried.version, failed.version + 1);
+    assert_eq!(
+        retried.lease,
+        Some(Lease {
+            owner: Some("api".into()),
+            expires_at: now + secs(30)
+        })
+    );
+    let audit = store.list_resume_requests(e.id).await.unwrap();
+    let row = audit.last().unwrap();
+    assert_eq!(
+        (row.trigger, row.actor.as_deref(), &row.data),
+        (ResumeTrigger::Manual, Some("ops"), &retry.audit)
+    );
+
+    // The same retry again (a second operator, same plan): the first one won.
+    let again = Retry {
+        expected_version: retried.version,
+        ..retry.clone()
+    };
+    assert!(store
+        .retry_execution(e.id, &again, Some("ops2"), &lease("api", now), now)
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(
+        store.list_resume_requests(e.id).await.unwrap().len(),
+        audit.len()
+    );
+
+    // The retried execution's worker commits as any worker does.
+    store
+        .commit_step(commit(
+            &retried,
+            "api",
+            retried.version,
+            Transition::Continue,
+        ))
+        .await
+        .unwrap();
+
+    // Completed and cancelled executions are never retried.
+    let done = running(&store, &w, "w1").await;
+    let finish = Transition::Finish {
+        status: ExecutionStatus::Completed,
+        error: None,
+    };
+    store
+        .commit_step(commit(&done, "w1", done.version, finish))
+        .await
+        .unwrap();
+    let done = store.get_execution(done.id).await.unwrap();
+    let attempt = Retry {
+        expected_version: done.version,
+        ..retry.clone()
+    };
+    assert!(store
+        .retry_execution(done.id, &attempt, None, &lease("api", now), now)
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(store.get_execution(done.id).await.unwrap(), done);
 }

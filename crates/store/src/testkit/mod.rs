@@ -61,6 +61,7 @@ macro_rules! contract_tests {
             decisions_are_authorised_in_their_transaction,
             decisions_store_their_continuation,
             due_gates_are_claimed_once_across_claimers,
+            retry_restarts_only_an_unchanged_failed_execution,
             expired_leases_are_reclaimed_and_old_owner_fenced,
             released_lease_waits_until_its_time,
             overdue_executions_time_out_unless_held,
