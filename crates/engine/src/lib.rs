@@ -42,7 +42,9 @@ pub mod template;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use condition::{CompileError, CompiledCondition};
-pub use engine::{wait_matches, Ahead, Engine, EngineBuilder, EngineOptions, StartRequest};
+pub use engine::{
+    wait_matches, Ahead, Engine, EngineBuilder, EngineOptions, StartRequest, RETRY_ROOT,
+};
 pub use error::{Error, Result};
 pub use notify::{Delivery, Notifier, RecordingNotifier, WebhookNotifier};
 pub use provider::{ContextProvider, HttpContextProvider, LoadError, NoProviders};

@@ -11,8 +11,8 @@ use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
 /// "Gates").
 #[derive(Debug, Clone)]
 pub struct ExecutionControl {
-    engine: Engine,
-    tasks: Option<Tasks>,
+    pub(crate) engine: Engine,
+    pub(crate) tasks: Option<Tasks>,
 }
 
 impl ExecutionControl {

@@ -55,6 +55,7 @@
 mod approvals;
 mod control;
 mod events;
+mod retry;
 mod worker;
 
 use std::time::Duration;
@@ -65,6 +66,9 @@ use tollgate_model::records::Execution;
 pub use approvals::{ApprovalService, Decided};
 pub use control::ExecutionControl;
 pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
+pub use retry::{
+    RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK_RETRY,
+};
 pub use worker::{TickReport, Worker, WorkerOptions};
 
 /// Where claimed executions are advanced: a runtime plus a tracker, so that a process

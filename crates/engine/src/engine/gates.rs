@@ -16,6 +16,10 @@ use crate::template::{render_value, Mode, Scope, Template};
 
 use super::run::{merge_output, Outcome, Run, MAX_PURE_BATCH};
 
+/// The context root where an operator's retry leaves its marker (`from_step`, `count`,
+/// `by`, `reason`, `at`, and `kept`: the approval steps whose earlier grant was reused).
+pub const RETRY_ROOT: &str = "retry";
+
 /// Early events are looked up in pages of this many.
 pub(super) const EARLY_EVENT_PAGE: u32 = 500;
 
@@ -98,6 +102,43 @@ impl Run<'_> {
             gate,
             approval: Some(Box::new(approval)),
         }
+    }
+
+    /// On a retried execution, an approval this run already granted is kept rather than
+    /// asked again (docs/operations.md, "Retrying a failed execution"): when the context's
+    /// `retry` marker names another step as the retry's start, `approvals.<step>` holds an
+    /// `approved` decision, and this retry has not kept that step's decision before. Returns
+    /// the step's output and its successor, and notes the step in `retry.kept`, so a loop
+    /// that comes back to the gate asks again.
+    pub(super) fn kept_approval(
+        step: &Step,
+        context: &mut Value,
+        next_after: Option<String>,
+    ) -> Option<(Value, Option<String>)> {
+        let marker = context.get(RETRY_ROOT)?.as_object()?;
+        let from_step = marker.get("from_step")?.as_str()?;
+        let already = marker
+            .get("kept")
+            .and_then(Value::as_array)
+            .is_some_and(|kept| kept.iter().any(|k| k.as_str() == Some(step.id.as_str())));
+        if from_step == step.id || already {
+            return None;
+        }
+        let decision = context.get("approvals")?.get(&step.id)?;
+        if decision.get("status").and_then(Value::as_str) != Some("approved") {
+            return None;
+        }
+        let mut output = decision.clone();
+        if let Value::Object(map) = &mut output {
+            map.insert("kept".into(), Value::Bool(true));
+        }
+        if let Some(Value::Object(marker)) = context.get_mut(RETRY_ROOT) {
+            let kept = marker.entry("kept").or_insert_with(|| json!([]));
+            if let Value::Array(list) = kept {
+                list.push(Value::String(step.id.clone()));
+            }
+        }
+        Some((output, next_after))
     }
 
     pub(super) async fn enter_wait(

@@ -755,7 +755,15 @@ impl<'e> Run<'e> {
             };
         }
         match &step.kind {
-            StepKind::Approval { approval, .. } => {
+            StepKind::Approval {
+                approval,
+                on_approve,
+                ..
+            } => {
+                if let Some((output, next)) = Self::kept_approval(step, context, on_approve.clone())
+                {
+                    return kept(output, next);
+                }
                 let body = Body::default();
                 self.enter_approval(step, approval, context, env, body)
             }
@@ -769,6 +777,22 @@ impl<'e> Run<'e> {
                     return Outcome::Failed { body, error };
                 }
                 if let Some(spec) = step.compat_approval() {
+                    let after = match &step.kind {
+                        StepKind::Action {
+                            on_approve, next, ..
+                        } => on_approve.clone().or_else(|| next.clone()),
+                        _ => None,
+                    };
+                    if let Some((output, next)) = Self::kept_approval(step, context, after) {
+                        let mut body = body;
+                        body.output = merge_output(body.output, output);
+                        body.verb_result = Some(tollgate_model::ExecutionResult::Allowed);
+                        return Outcome::Done {
+                            body,
+                            next,
+                            consumed: Vec::new(),
+                        };
+                    }
                     return self.enter_approval(step, spec, context, env, body);
                 }
                 let next = match &step.kind {
@@ -902,4 +926,20 @@ pub(super) fn jittered(delay: Duration, jitter: bool) -> Duration {
     let random = Uuid::new_v4().as_u128() % 10_000;
     let factor = 0.8 + 0.4 * (random as f64 / 10_000.0);
     delay.mul_f64(factor)
+}
+
+/// The outcome of an approval gate whose earlier grant a retry keeps: the step completes
+/// with the decision as its output and the execution's result `allowed`, as the grant
+/// itself did.
+fn kept(output: Value, next: Option<String>) -> Outcome {
+    let body = Body {
+        output,
+        verb_result: Some(tollgate_model::ExecutionResult::Allowed),
+        ..Body::default()
+    };
+    Outcome::Done {
+        body,
+        next,
+        consumed: Vec::new(),
+    }
 }
