@@ -327,6 +327,53 @@ pub enum ExecutionCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Starts a failed or timed-out execution again, from the step that stopped it or
+    /// from `--from-step` (side effects run again with new idempotency keys).
+    #[command(
+        after_help = "Example:\n  tollgate executions retry 0193… --reason \"ledger is back\" --wait"
+    )]
+    Retry {
+        /// Execution id.
+        id: String,
+        /// Why (required; kept in the audit).
+        #[arg(long)]
+        reason: String,
+        /// A top-level step of its pinned definition to continue from.
+        #[arg(long)]
+        from_step: Option<String>,
+        /// Answer once it reached its next gate or ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Retries the failed (or timed-out) executions a filter selects, at most `--limit`
+    /// per call; `--dry-run` only says what each retry would do.
+    #[command(
+        name = "retry-many",
+        after_help = "Example:\n  tollgate executions retry-many --workflow refunds --failed-step pay --reason \"ledger is back\" --dry-run"
+    )]
+    RetryMany {
+        /// Why (required; kept in each execution's audit).
+        #[arg(long)]
+        reason: String,
+        /// `failed` or `timed_out`.
+        #[arg(long, default_value = "failed")]
+        status: String,
+        /// Only executions of this workflow (its `workflow_id`).
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only executions that stopped at this step.
+        #[arg(long)]
+        failed_step: Option<String>,
+        /// Continue each from this step instead of the one that stopped it.
+        #[arg(long)]
+        from_step: Option<String>,
+        /// Look at this many executions (1–100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Change nothing; list what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Follows an execution, showing each step as it happens, until it stops at a gate
     /// or ends.
     #[command(after_help = "Example:\n  tollgate executions watch 0193… --timeout 10m")]

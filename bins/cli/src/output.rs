@@ -31,9 +31,10 @@ impl Style {
     /// `text` in the color of a status (green done, red failed, yellow stopped at a gate).
     pub fn status(&self, text: &str) -> String {
         let code = match text {
-            "completed" | "approved" | "allowed" | "executed" | "started" | "resumed" => "32",
+            "completed" | "approved" | "allowed" | "executed" | "started" | "resumed"
+            | "retried" => "32",
             "failed" | "rejected" | "blocked" | "timed_out" | "expired" | "refused" => "31",
-            "paused" | "waiting" | "pending" => "33",
+            "paused" | "waiting" | "pending" | "would_retry" => "33",
             "cancelled" => "90",
             _ => return text.to_owned(),
         };

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tollgate_client::wire::{
-    ApprovalDto, ApprovalQuery, DecisionBody, DirectEventDto, ExecutionDto, ExecutionQuery,
-    NewEventDto, NotificationQuery, ResumeDto, ScheduleBody, ScheduleDto, ScheduleQuery,
-    StepRecordDto, WorkflowDto, WorkflowQuery,
+    ApprovalDto, ApprovalQuery, BulkRetryDto, DecisionBody, DirectEventDto, ExecutionDto,
+    ExecutionQuery, NewEventDto, NotificationQuery, ResumeDto, RetryDto, ScheduleBody, ScheduleDto,
+    ScheduleQuery, StepRecordDto, WorkflowDto, WorkflowQuery,
 };
 use tollgate_client::{Client, PageRequest};
 use uuid::Uuid;
@@ -832,6 +832,52 @@ impl Ctx {
                     .cancel(parse_id(&id, "execution")?, reason.as_deref())
                     .await?;
                 self.execution_summary(&e)
+            }
+            ExecutionCommand::Retry {
+                id,
+                reason,
+                from_step,
+                wait,
+            } => {
+                let body = RetryDto { from_step, reason };
+                let e = self
+                    .client
+                    .retry(parse_id(&id, "execution")?, &body, wait)
+                    .await?;
+                self.execution_summary(&e)
+            }
+            ExecutionCommand::RetryMany {
+                reason,
+                status,
+                workflow,
+                failed_step,
+                from_step,
+                limit,
+                dry_run,
+            } => {
+                let body = BulkRetryDto {
+                    status: Some(status),
+                    workflow_id: workflow,
+                    failed_step,
+                    from_step,
+                    reason,
+                    limit: Some(limit),
+                    dry_run,
+                    cursor: None,
+                };
+                let report = self.client.retry_many(&body).await?;
+                self.list(
+                    &report.items,
+                    |item| {
+                        vec![
+                            item.execution_id.to_string(),
+                            self.style.status(&item.outcome),
+                            or_dash(item.from_step.as_deref()),
+                            or_dash(item.reason.as_deref()),
+                        ]
+                    },
+                    &["id", "outcome", "from step", "reason"],
+                )
             }
             ExecutionCommand::Watch { id, timeout } => {
                 self.watch(parse_id(&id, "execution")?, timeout).await

@@ -650,6 +650,62 @@ fn walkthrough_and_every_subcommand_on_sqlite() {
     let err = fails(&s.tg("", &["executions", "resume", &second_id]), 4);
     assert!(!err.is_empty());
 
+    // Retry: a webhook to a port nobody listens on fails; a dry run lists the execution,
+    // a retry runs the step again (and it fails again: the port is still closed).
+    let broken = json!({"workflow_id": "broken", "version": "1", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": "http://127.0.0.1:1/hook"}], "next": "done"},
+            {"id": "done", "type": "action", "action": "allow"}]});
+    let broken_file = write_json(tmp.path(), "broken.json", &broken);
+    ok(&s.tg("", &["workflows", "apply", "-f", &broken_file]));
+    let failed = json_of(&s.tg(
+        "",
+        &["workflows", "execute", "broken", "--wait", "-o", "json"],
+    ));
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let failed_id = failed["id"].as_str().unwrap().to_owned();
+    let preview = ok(&s.tg(
+        "",
+        &[
+            "executions",
+            "retry-many",
+            "--workflow",
+            "broken",
+            "--reason",
+            "port is open again",
+            "--dry-run",
+        ],
+    ));
+    assert!(
+        preview.contains(&failed_id) && preview.contains("would_retry") && preview.contains("call"),
+        "{preview}"
+    );
+    let retried = json_of(&s.tg(
+        "",
+        &[
+            "executions",
+            "retry",
+            &failed_id,
+            "--reason",
+            "port is open again",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(
+        (&retried["status"], &retried["context"]["retry"]["count"]),
+        (&json!("failed"), &json!(1)),
+        "{retried}"
+    );
+    let err = fails(
+        &s.tg("", &["executions", "retry", &second_id, "--reason", "x"]),
+        4,
+    );
+    assert!(err.contains("cancelled"), "{err}");
+    let audit = ok(&s.tg("", &["executions", "audit", &failed_id]));
+    assert!(audit.contains("retry"), "{audit}");
+
     // Schedules: create, list, get, next, ticks, disable, enable, delete.
     let sched = json_of(&s.tg(
         "",

@@ -44,12 +44,12 @@ pub use error::Error;
 pub use tollgate_model::wire;
 
 use wire::{
-    ApiKeyDto, ApprovalDto, ApprovalQuery, CreatedApiKeyDto, DecidedDto, DecisionBody,
-    DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto, ExecutionDto,
-    ExecutionQuery, HealthDto, NewApiKey, NewEventDto, NextFiresDto, NotificationDto,
-    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto,
-    ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto,
-    WorkflowDto, WorkflowQuery,
+    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkRetryDto, CreatedApiKeyDto, DecidedDto,
+    DecisionBody, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto,
+    ExecutionDto, ExecutionQuery, HealthDto, NewApiKey, NewEventDto, NextFiresDto, NotificationDto,
+    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
+    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
+    WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -786,6 +786,24 @@ impl Client {
                 .wait(wait),
         )
         .await
+    }
+
+    /// `POST /api/v1/executions/{id}/retry`: starts a failed or timed-out execution
+    /// again (from `body.from_step`, or the step that stopped it).
+    pub async fn retry(&self, id: Uuid, body: &RetryDto, wait: bool) -> Result<ExecutionDto> {
+        self.json(
+            Call::post(format!("/api/v1/executions/{id}/retry"))
+                .body(body)?
+                .wait(wait),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/executions/retry`: retries (or, `dry_run`, previews) the executions
+    /// a filter selects, at most `limit` per call.
+    pub async fn retry_many(&self, body: &BulkRetryDto) -> Result<RetryReportDto> {
+        self.json(Call::post("/api/v1/executions/retry").body(body)?)
+            .await
     }
 
     /// `POST /api/v1/executions/{id}/cancel`.

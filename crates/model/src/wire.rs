@@ -815,6 +815,80 @@ pub struct ResumeDto {
     pub reason: Option<String>,
 }
 
+/// `POST /executions/{id}/retry`: start a `failed` or `timed_out` execution again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetryDto {
+    /// The top-level step of its pinned definition to continue from; absent: the step
+    /// that stopped it (the failed step, or the gate it timed out at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<String>,
+    /// Why (required: it is kept in the audit and in the context's `retry.reason`).
+    pub reason: String,
+}
+
+/// `POST /executions/retry`: retry the executions a filter selects, at most `limit` per
+/// call, or (`dry_run`) say what a retry of each would do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkRetryDto {
+    /// `failed` (default) or `timed_out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only executions of this workflow (its string id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    /// Only executions that stopped at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// As in the single retry; applied to each execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// How many executions to look at (1–100, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Change nothing; report what each retry would do.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// A dry run's `next_cursor`, to preview the next executions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// What a bulk retry did (or, in a dry run, would do) to one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetryItemDto {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// `retried`, `would_retry` (dry run) or `refused`.
+    pub outcome: String,
+    /// The step it continues (or would continue) from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_step: Option<String>,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer of `POST /executions/retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetryReportDto {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// One entry per execution looked at, newest first.
+    pub items: Vec<RetryItemDto>,
+    /// More matching executions exist (a dry run's next page; after a real run, call
+    /// again: the retried ones no longer match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// `POST /approvals/{id}/approve` and `/reject`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

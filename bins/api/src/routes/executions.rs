@@ -1,6 +1,6 @@
 //! Executions: lists, traces, the resume audit, and operator commands.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::ExecutionFilter;
@@ -10,11 +10,13 @@ use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
 use crate::dto::ExecutionQuery;
 use crate::dto::{
-    DirectEventDto, ExecutionDto, ExecutionList, QuarantinedList, ReasonDto, ResumeDto,
-    ResumeRequestDto, ResumeRequestList, StepRecordDto, TraceDto,
+    BulkRetryDto, DirectEventDto, ExecutionDto, ExecutionList, QuarantinedList, ReasonDto,
+    ResumeDto, ResumeRequestDto, ResumeRequestList, RetryDto, RetryItemDto, RetryReportDto,
+    StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
+use tollgate_resumer::{RetryCommand, RetryOutcome, RetrySelection};
 
 /// Parses a `paused_reason` filter.
 pub fn parse_reason(text: &str) -> ApiResult<PauseReason> {
@@ -251,6 +253,117 @@ pub async fn cancel(
         .cancel(id, Some(caller.subject()), body.0.reason.as_deref())
         .await?;
     Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// Starts a `failed` or `timed_out` execution again, from the step that stopped it or
+/// a chosen top-level step (docs/operations.md, "Retrying a failed execution").
+#[utoipa::path(post, path = "/api/v1/executions/{id}/retry", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id"), WaitParams), request_body = RetryDto,
+    responses((status = 200, body = ExecutionDto), (status = 400, description = "no reason, or an unknown step", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "not failed or timed_out, or retried by someone else first", body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn retry(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    id: web::Path<String>,
+    wait: web::Query<WaitParams>,
+    body: Json<RetryDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let id = parse_id(&id, "execution")?;
+    let origin = origin(&req);
+    let progress = state
+        .control
+        .retry(
+            id,
+            RetryCommand {
+                from_step: body.0.from_step.as_deref(),
+                reason: &body.0.reason,
+                actor: Some(caller.subject()),
+                origin: origin.as_deref(),
+            },
+        )
+        .await?;
+    let execution = settle(&state, progress, wait.wait).await?;
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+}
+
+/// Retries the `failed` (or `timed_out`) executions a filter selects, at most `limit`
+/// per call, each on its own; `dry_run` changes nothing and says what each retry would do.
+#[utoipa::path(post, path = "/api/v1/executions/retry", tag = "executions",
+    request_body = BulkRetryDto,
+    responses((status = 200, body = RetryReportDto), (status = 400, description = "bad filter, limit or reason", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn retry_bulk(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Json<BulkRetryDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let body = body.0;
+    let status = match body.status.as_deref() {
+        None => ExecutionStatus::Failed,
+        Some(text) => text
+            .parse::<ExecutionStatus>()
+            .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?,
+    };
+    let selection = RetrySelection {
+        status,
+        workflow_key: body.workflow_id,
+        failed_step: body.failed_step,
+        limit: body.limit.unwrap_or(DEFAULT_BULK_RETRY),
+        cursor: body.cursor,
+    };
+    let origin = origin(&req);
+    let report = state
+        .control
+        .retry_many(
+            &selection,
+            RetryCommand {
+                from_step: body.from_step.as_deref(),
+                reason: &body.reason,
+                actor: Some(caller.subject()),
+                origin: origin.as_deref(),
+            },
+            body.dry_run,
+        )
+        .await?;
+    let items = report
+        .items
+        .into_iter()
+        .map(|item| {
+            let (outcome, reason) = match item.outcome {
+                RetryOutcome::Retried => ("retried", None),
+                RetryOutcome::WouldRetry => ("would_retry", None),
+                RetryOutcome::Refused(reason) => ("refused", Some(reason)),
+            };
+            RetryItemDto {
+                execution_id: item.execution_id,
+                outcome: outcome.into(),
+                from_step: item.from_step,
+                reason,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(RetryReportDto {
+        dry_run: body.dry_run,
+        items,
+        next_cursor: report.next_cursor,
+    }))
+}
+
+/// How many executions a bulk retry looks at when the request does not say.
+const DEFAULT_BULK_RETRY: u32 = 50;
+
+/// Where a command came from, for the audit: the peer's address as the server saw it
+/// (not a forwarding header a client could write).
+fn origin(req: &HttpRequest) -> Option<String> {
+    req.peer_addr()
+        .map(|addr| format!("api from {}", addr.ip()))
 }
 
 /// Delivers an event to one waiting execution.

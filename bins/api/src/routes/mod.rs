@@ -97,6 +97,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             "/api/v1/executions/quarantined",
             executions::quarantined,
         ),
+        at(
+            Method::POST,
+            "/api/v1/executions/retry",
+            executions::retry_bulk,
+        ),
         at(Method::GET, "/api/v1/executions/{id}", executions::get),
         at(
             Method::GET,
@@ -122,6 +127,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             Method::POST,
             "/api/v1/executions/{id}/cancel",
             executions::cancel,
+        ),
+        at(
+            Method::POST,
+            "/api/v1/executions/{id}/retry",
+            executions::retry,
         ),
         at(
             Method::POST,
