@@ -537,6 +537,68 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         .await;
     assert_eq!(e2["status"], "cancelled");
 
+    // An operator retries a payment that failed while its ledger was down.
+    let ledger = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&ledger)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&ledger)
+        .await;
+    let refund = app
+        .workflow(json!({
+            "workflow_id": "refund", "version": "1", "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "pay", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/pay", ledger.uri())}], "next": "done"},
+                {"id": "done", "type": "action", "action": "allow"}]
+        }))
+        .await;
+    let (_, started) = app
+        .post(
+            &format!("/api/v1/workflows/{refund}/execute?wait=true"),
+            &ops,
+            json!({}),
+        )
+        .await;
+    let failed = started["id"].as_str().unwrap().to_owned();
+    app.until(&failed, |e| e["status"] == "failed").await;
+    c.goto(&app.url(&format!("/executions/{failed}")))
+        .await
+        .unwrap();
+    let retry_form = format!("form[action='/executions/{failed}/retry']");
+    c.find(Locator::Css(&format!("{retry_form} input[name='reason']")))
+        .await
+        .unwrap()
+        .send_keys("ledger is back")
+        .await
+        .unwrap();
+    shot(&c, "execution-retry").await;
+    c.find(Locator::Css(&format!("{retry_form} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status.completed"))
+        .await
+        .unwrap();
+    let source = c.source().await.unwrap();
+    assert!(
+        source.contains("retry from pay: ledger is back"),
+        "the audit says who retried and why"
+    );
+    assert!(
+        source.contains("visit 2"),
+        "the timeline shows the new visit"
+    );
+    shot(&c, "execution-retried").await;
+
     // A revoked key's session ends at once.
     let ops_cookie = c
         .get_named_cookie("tg_session")

@@ -36,6 +36,7 @@ on_both_backends!(
     workflow_routes,
     execution_routes,
     operator_commands_and_direct_events,
+    failed_executions_are_retried,
     unreadable_executions_are_quarantined,
 );
 
@@ -1144,6 +1145,139 @@ async fn operator_commands_and_direct_events(app: TestApp) {
             && triggers.contains(&("event", "resumed")),
         "{triggers:?}"
     );
+    app.stop().await;
+}
+
+/// A payment that failed while its ledger was down is retried through HTTP: refusals
+/// first (viewer, no reason, unknown step), then a bulk dry run, then the retry; the
+/// payment runs again under a new idempotency key, and the audit shows who retried.
+async fn failed_executions_are_retried(app: TestApp) {
+    let operator = app.key("ops", &["operator"]).await;
+    let viewer = app.key("viewer", &["viewer"]).await;
+    let ledger = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&ledger)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&ledger)
+        .await;
+    let wf = app
+        .workflow(json!({
+            "workflow_id": "refund", "version": "1", "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "pay", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/pay", ledger.uri())}], "next": "done"},
+                {"id": "done", "type": "action", "action": "allow"}]
+        }))
+        .await;
+    let (s, e) = app
+        .post(
+            &format!("/api/v1/workflows/{wf}/execute?wait=true"),
+            &operator,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+    let failed = app.until(&id, |e| e["status"] == "failed").await;
+    assert_eq!(failed["error"]["kind"], "step_failed");
+
+    let retry = format!("/api/v1/executions/{id}/retry");
+    let (s, b) = app
+        .post(&retry, &viewer, json!({"reason": "ledger is back"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app.post(&retry, &operator, json!({"reason": ""})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = app
+        .post(
+            &retry,
+            &operator,
+            json!({"reason": "x", "from_step": "ship"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("`ship`"),
+        "{b}"
+    );
+    assert_eq!(
+        app.until(&id, |_| true).await["status"],
+        "failed",
+        "nothing changed"
+    );
+
+    let (s, preview) = app
+        .post(
+            "/api/v1/executions/retry",
+            &operator,
+            json!({"workflow_id": "refund", "failed_step": "pay", "reason": "ledger is back", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{preview}");
+    assert_eq!(
+        preview["items"],
+        json!([{"execution_id": id, "outcome": "would_retry", "from_step": "pay"}])
+    );
+
+    let (s, b) = app
+        .post(
+            &format!("{retry}?wait=true"),
+            &operator,
+            json!({"reason": "ledger is back"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["status"], &b["result"], &b["context"]["retry"]["reason"]),
+        (
+            &json!("completed"),
+            &json!("allowed"),
+            &json!("ledger is back")
+        )
+    );
+    let keys: Vec<String> = ledger
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, [format!("{id}:pay:1"), format!("{id}:pay:2")]);
+
+    let (s, b) = app
+        .post(&retry, &operator, json!({"reason": "again"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    let (_, audit) = app
+        .get(
+            &format!("/api/v1/executions/{id}/resume-requests"),
+            &operator,
+        )
+        .await;
+    let rows: Vec<(&str, &str, &str)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["actor"].as_str().unwrap_or("-"),
+                r["data"]["command"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("resumed", "ops", "retry"), ("refused", "ops", "retry")],
+        "{audit}"
+    );
+    let origin = audit["items"][0]["data"]["origin"].as_str().unwrap();
+    assert!(origin.starts_with("api from 127.0.0.1"), "{origin}");
     app.stop().await;
 }
 

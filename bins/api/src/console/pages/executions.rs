@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tollgate_model::records::{ApprovalStatus, Execution, StepRecord};
 use tollgate_model::{ExecutionStatus, PauseReason};
+use tollgate_resumer::RetryCommand;
 use tollgate_store::{ApprovalFilter, ExecutionFilter, PageRequest};
 use uuid::Uuid;
 
@@ -335,6 +336,17 @@ pub async fn execution(
     let operator = Caller(user.principal.clone())
         .require(Permission::ControlExecutions)
         .is_ok();
+    // The steps a retry may start from: the top-level steps of the pinned definition.
+    let retry_steps: Vec<String> = if operator && retryable(&e) {
+        state
+            .store
+            .get_snapshot(&e.snapshot_id)
+            .await
+            .map(|d| d.steps.iter().map(|s| s.id.clone()).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -359,7 +371,7 @@ pub async fn execution(
                     }
                     @if let Some(err) = &e.error { dt { "Error" } dd.error { (err.message) } }
                 }
-                @if operator { (commands(&user, &e)) }
+                @if operator { (commands(&user, &e, &retry_steps)) }
             }
             section.card {
                 h2 { "Path" }
@@ -378,7 +390,9 @@ pub async fn execution(
                                 @if badge == "expired" || badge == "timed_out" {
                                     @if let Some(next) = steps.get(i + 1) { " → " code { (next.step_id) } }
                                 }
+                                @if r.visit > 1 { " " span.muted { "visit " (r.visit) } }
                                 @if r.attempt > 1 { " " span.muted { "attempt " (r.attempt) } }
+                                @if r.output.get("kept") == Some(&Value::Bool(true)) { " " span.muted { "kept from before the retry" } }
                                 @if let Some(ms) = r.duration_ms() { " " span.muted { (ms) " ms" } }
                                 " " (when(r.started_at, now))
                             }
@@ -403,7 +417,7 @@ pub async fn execution(
                                 td { (serde_json::to_value(a.trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
                                 td { (a.actor.as_deref().unwrap_or("—")) }
                                 td { (serde_json::to_value(a.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
-                                td.muted { (a.error.as_deref().unwrap_or("")) }
+                                td.muted { (audit_note(a)) }
                             }
                         }
                     }
@@ -417,7 +431,39 @@ pub async fn execution(
     )
 }
 
-pub(super) fn commands(user: &User, e: &Execution) -> Markup {
+/// How long a retry from the console waits for the execution's next stop before it
+/// shows the page (well inside the request's time limit).
+const CONSOLE_RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether an operator may retry it (docs/operations.md, "Retrying a failed execution").
+fn retryable(e: &Execution) -> bool {
+    matches!(
+        e.status,
+        ExecutionStatus::Failed | ExecutionStatus::TimedOut
+    )
+}
+
+/// The note column of the resume audit: a refusal's reason, or what an operator's
+/// retry asked for.
+fn audit_note(a: &tollgate_model::records::ResumeRequest) -> String {
+    let retry = (a.data.get("command").and_then(Value::as_str) == Some("retry")).then(|| {
+        let step = a
+            .data
+            .get("from_step")
+            .and_then(Value::as_str)
+            .unwrap_or("the step that stopped it");
+        let reason = a.data.get("reason").and_then(Value::as_str).unwrap_or("");
+        format!("retry from {step}: {reason}")
+    });
+    match (retry, a.error.as_deref()) {
+        (Some(retry), Some(error)) => format!("{retry} — {error}"),
+        (Some(retry), None) => retry,
+        (None, error) => error.unwrap_or("").to_owned(),
+    }
+}
+
+pub(super) fn commands(user: &User, e: &Execution, retry_steps: &[String]) -> Markup {
+    let stopped_at = e.cursor.as_ref().map(|c| c.step_id.as_str());
     let manual = e
         .gate
         .as_ref()
@@ -431,6 +477,20 @@ pub(super) fn commands(user: &User, e: &Execution) -> Markup {
             @if manual {
                 form method="post" action={"/executions/" (e.id) "/resume"} { (csrf_field(user)) button.approve type="submit" { "Resume" } }
             }
+            @if retryable(e) {
+                form.retry method="post" action={"/executions/" (e.id) "/retry"} {
+                    (csrf_field(user))
+                    label { "Retry from "
+                        select name="from_step" aria-label="Step to retry from" {
+                            option value="" selected { "the step that stopped it" @if let Some(step) = stopped_at { " (" (step) ")" } }
+                            @for step in retry_steps { option value=(step) { (step) } }
+                        }
+                    }
+                    input type="text" name="reason" required placeholder="Reason (required)" aria-label="Reason for retrying";
+                    button.approve type="submit" { "Retry" }
+                    p.muted { "Side effects on the way run again with new idempotency keys; approvals already granted are kept unless you retry from the approval itself." }
+                }
+            }
             @if !e.status.is_terminal() {
                 form method="post" action={"/executions/" (e.id) "/cancel"} {
                     (csrf_field(user))
@@ -442,7 +502,7 @@ pub(super) fn commands(user: &User, e: &Execution) -> Markup {
     }
 }
 
-/// `POST /executions/{id}/{pause|resume|cancel}`.
+/// `POST /executions/{id}/{pause|resume|cancel|retry}`.
 pub async fn command(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -475,9 +535,36 @@ pub async fn command(
             .await
             .map(|_| ()),
         "cancel" => state.control.cancel(id, actor, reason).await.map(|_| ()),
+        "retry" => {
+            let origin = req.peer_addr().map(|a| format!("console from {}", a.ip()));
+            let command = RetryCommand {
+                from_step: Some(form.from_step.trim()).filter(|s| !s.is_empty()),
+                reason: reason.unwrap_or(""),
+                actor,
+                origin: origin.as_deref(),
+            };
+            match state.control.retry(id, command).await {
+                // The page then shows where the retry led (its next gate or its end),
+                // not the moment it started.
+                Ok(progress) => {
+                    let patience = state.wait_timeout.min(CONSOLE_RETRY_WAIT);
+                    if let Err(err) = progress.settled(&state.engine, patience).await {
+                        tracing::warn!(execution_id = %id, "retried execution not settled: {err}");
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            }
+        }
         _ => return not_found(&user, "command"),
     };
     match outcome {
+        Err(tollgate_resumer::Error::Invalid(message)) => problem(
+            StatusCode::BAD_REQUEST,
+            Some(&user),
+            "Not retried",
+            &message,
+        ),
         Ok(()) | Err(tollgate_resumer::Error::Conflict(_)) => {
             see_other(&format!("/executions/{id}"))
         }

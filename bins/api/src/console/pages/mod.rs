@@ -90,6 +90,8 @@ pub struct Form {
     key: String,
     #[serde(default)]
     definition: String,
+    #[serde(default)]
+    from_step: String,
 }
 
 /// Refuses a POST whose CSRF token is missing or wrong.
