@@ -79,6 +79,10 @@ pub struct WorkflowDto {
     pub timeout: Option<String>,
     /// Step budget per execution.
     pub max_steps: Option<u32>,
+    /// How long ended executions are kept, e.g. `90d` (absent: the server's
+    /// `--retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
     /// The author's opaque data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
@@ -117,6 +121,7 @@ impl From<&Workflow> for WorkflowDto {
             context: field("context"),
             timeout: d.timeout.map(|t| t.to_string()),
             max_steps: d.max_steps,
+            retention: d.retention.map(|t| t.to_string()),
             metadata: d.metadata.clone(),
             input_schema: d.input_schema.clone(),
             strict_paths: d.strict_paths,
@@ -825,6 +830,7 @@ pub struct RetryDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_step: Option<String>,
     /// Why (required: it is kept in the audit and in the context's `retry.reason`).
+    #[serde(default)]
     pub reason: String,
 }
 
@@ -846,7 +852,8 @@ pub struct BulkRetryDto {
     /// As in the single retry; applied to each execution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_step: Option<String>,
-    /// Why.
+    /// Why (required).
+    #[serde(default)]
     pub reason: String,
     /// How many executions to look at (1–100, default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
