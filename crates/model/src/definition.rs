@@ -39,6 +39,10 @@ pub struct WorkflowDefinition {
     /// Step budget per execution (revision loops are bounded by it); default 1000.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
+    /// How long its ended executions are kept before the worker loop deletes them
+    /// (overrides the server's `--retention`; docs/operations.md, "History retention").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
     /// Opaque data kept for the author's tools.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,

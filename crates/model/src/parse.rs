@@ -290,6 +290,7 @@ impl Parser {
         let steps = pick(self, &mut top, "steps");
         let timeout = pick(self, &mut top, "timeout");
         let max_steps = pick(self, &mut top, "max_steps");
+        let retention = pick(self, &mut top, "retention");
 
         let workflow_id = self.req_string(&mut top, "workflow_id", "the workflow's string id");
         let version = self.req_string(&mut top, "version", "e.g. \"1.0.0\"");
@@ -327,6 +328,17 @@ impl Parser {
             None => ContextSpec::default(),
         };
         let timeout = timeout.and_then(|(value, path)| self.duration_at(&value, &path));
+        let retention = retention.and_then(|(value, path)| {
+            let retention = self.duration_at(&value, &path)?;
+            if retention.as_std() < std::time::Duration::from_secs(60) {
+                self.report.error(
+                    &path,
+                    "must be at least 1m: ended executions are deleted this long after they end",
+                );
+                return None;
+            }
+            Some(retention)
+        });
         let max_steps = max_steps.and_then(|(value, path)| {
             match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
                 Some(n) if n >= 1 => Some(n),
@@ -360,6 +372,7 @@ impl Parser {
             context,
             timeout,
             max_steps,
+            retention,
             metadata,
             input_schema,
             strict_paths,

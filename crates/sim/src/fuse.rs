@@ -25,9 +25,9 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
     Delivery, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
-    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Quarantined, RecordStore,
-    Result, ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit,
-    Store, TickView, WorkerStore, WorkflowFilter, WorkflowStore,
+    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Purge, Purged, Quarantined,
+    RecordStore, Result, ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting,
+    StepCommit, Store, TickView, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -264,6 +264,7 @@ through_fuse!(ExecutionStore {
     fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Vec<Execution>;
     fn request_pause(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn resume_manual(&self, id: Uuid, actor: Option<&str>, data: Value, claim: &LeaseClaim, now: Timestamp) -> Execution;
+    fn purge_ended(&self, purge: &Purge, limit: u32) -> Vec<Purged>;
     fn retry_execution(&self, id: Uuid, retry: &Retry, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn claim_wait(&self, id: Uuid, expected_version: Option<i64>, event: &Event, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Quarantined,
-    ScheduleFilter, Starting, StepCommit, TickView, WorkflowFilter,
+    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge, Purged,
+    Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WorkflowFilter,
 };
 use crate::Result;
 
@@ -202,6 +202,15 @@ pub trait ExecutionStore: Send + Sync {
         claim: &LeaseClaim,
         now: Timestamp,
     ) -> Result<Execution>;
+
+    /// Deletes up to `limit` ended executions (oldest end first) that ended before the
+    /// cutoff `purge` gives their workflow, each with its step records, approvals, resume
+    /// requests, notifications and quarantine row, and the events it consumed that
+    /// arrived before that cutoff; returns what it deleted. Running, paused and waiting
+    /// executions are never touched. One transaction: an execution is gone whole or not
+    /// at all. While another caller is purging (another node), it deletes nothing and
+    /// returns an empty list rather than waiting.
+    async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>>;
 
     /// Cancels a non-terminal execution: `cancelled`, error kind `cancelled`, lease
     /// dropped, pending approvals `cancelled`. `Conflict` if it is already terminal.

@@ -376,3 +376,40 @@ pub struct TickView {
     /// is gone).
     pub outcome: Option<ExecutionStatus>,
 }
+
+/// Which ended executions [`crate::ExecutionStore::purge_ended`] deletes: those that ended
+/// before their workflow's cutoff (docs/operations.md, "History retention").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// The cutoff of workflows not listed in `per_workflow`; `None` keeps them.
+    pub default_before: Option<Timestamp>,
+    /// Cutoffs by workflow string id, for workflows whose definition sets `retention`.
+    pub per_workflow: Vec<(String, Timestamp)>,
+}
+
+impl Purge {
+    /// Whether it deletes nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.default_before.is_none() && self.per_workflow.is_empty()
+    }
+
+    /// The cutoff that applies to executions of `workflow_key`.
+    pub fn cutoff(&self, workflow_key: &str) -> Option<Timestamp> {
+        self.per_workflow
+            .iter()
+            .find(|(key, _)| key == workflow_key)
+            .map(|(_, before)| *before)
+            .or(self.default_before)
+    }
+}
+
+/// An execution [`crate::ExecutionStore::purge_ended`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// Its workflow's string id.
+    pub workflow_key: String,
+    /// When it had ended.
+    pub ended_at: Timestamp,
+}

@@ -412,3 +412,34 @@ fn typos_are_answered_with_the_nearest_known_name() {
         "no guess when nothing is close: {far}"
     );
 }
+
+#[test]
+fn retention_is_a_duration_of_at_least_a_minute() {
+    let with = |retention: Value| {
+        let mut doc = wf(json!([{"id": "a", "type": "action", "action": "allow"}]));
+        doc["retention"] = retention;
+        doc
+    };
+    let loaded = tollgate_model::load(&with(json!("90d"))).unwrap();
+    assert_eq!(
+        loaded
+            .definition
+            .retention
+            .map(tollgate_model::Duration::as_std),
+        Some(std::time::Duration::from_secs(90 * 24 * 3600))
+    );
+    let short = errors(&with(json!("30s")));
+    assert_eq!(short.len(), 1, "{short:?}");
+    assert_eq!(short[0].0, "retention");
+    assert!(short[0].1.contains("at least 1m"), "{short:?}");
+    assert_eq!(paths(&with(json!("ninety days"))), ["retention"]);
+    // A definition without it keeps its snapshot id: the field is not written when absent.
+    let plain = tollgate_model::load(&wf(
+        json!([{"id": "a", "type": "action", "action": "allow"}]),
+    ))
+    .unwrap();
+    assert!(serde_json::to_value(&plain.definition)
+        .unwrap()
+        .get("retention")
+        .is_none());
+}

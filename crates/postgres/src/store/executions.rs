@@ -11,8 +11,8 @@ use tollgate_model::records::{
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
-    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Quarantined, Result,
-    StepCommit, Transition,
+    ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Purge, Purged,
+    Quarantined, Result, StepCommit, Transition,
 };
 use uuid::Uuid;
 
@@ -476,6 +476,10 @@ impl ExecutionStore for PgStore {
         .await?;
         commit(tx).await?;
         Ok(execution)
+    }
+
+    async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        self.purge(purge, limit).await
     }
 
     async fn cancel_execution(

@@ -13,6 +13,7 @@ mod intake;
 mod keys;
 mod notifications;
 mod records;
+mod retention;
 mod schedules;
 mod sessions;
 mod sql;

@@ -916,3 +916,46 @@ async fn reads_survive_columns_a_newer_release_adds() {
         .unwrap();
     assert_eq!(claimed.len(), 1);
 }
+
+/// One node purges at a time: while another transaction holds the purge lock, a purge
+/// deletes nothing and returns at once instead of queueing; afterwards it proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_purges_at_a_time() {
+    let (store, _) = fresh_database().await;
+    let pool = store.pool().clone();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    let finish = Transition::Finish {
+        status: ExecutionStatus::Completed,
+        error: None,
+    };
+    store
+        .commit_step(commit(&e, "w1", e.version, finish))
+        .await
+        .unwrap();
+    let purge = tollgate_store::Purge {
+        default_before: Some(t0() + chrono::TimeDelta::days(1)),
+        per_workflow: Vec::new(),
+    };
+    // Another node's purge, in flight.
+    let mut other = pool.begin().await.unwrap();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(0x746f_6c6c_7075_7267_i64)
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(locked);
+    let skipped = tokio::time::timeout(Duration::from_secs(5), store.purge_ended(&purge, 10))
+        .await
+        .expect("a purge never waits for another node's")
+        .unwrap();
+    assert!(skipped.is_empty());
+    assert!(store.get_execution(e.id).await.is_ok());
+    other.rollback().await.unwrap();
+    let purged = store.purge_ended(&purge, 10).await.unwrap();
+    assert_eq!(
+        purged.iter().map(|p| p.execution_id).collect::<Vec<_>>(),
+        [e.id]
+    );
+}

@@ -13,6 +13,7 @@ mod health;
 mod keys;
 mod notifications;
 mod records;
+mod retention;
 mod schedules;
 mod sessions;
 mod sql;

@@ -14,8 +14,8 @@ use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
 use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::ExecutionStore;
 use crate::types::{
-    Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, Quarantined, StepCommit,
-    Transition,
+    Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, Purge, Purged, Quarantined,
+    StepCommit, Transition,
 };
 use crate::{rules, Error, Result};
 
@@ -378,6 +378,54 @@ impl ExecutionStore for MemoryStore {
         let snapshot = execution.clone();
         state.audit(id, ResumeTrigger::Manual, actor, retry.audit.clone(), now);
         Ok(snapshot)
+    }
+
+    async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        let mut state = self.lock();
+        let mut due: Vec<(Timestamp, Uuid, Timestamp)> = state
+            .executions
+            .values()
+            .filter_map(|e| {
+                let ended = e.completed_at?;
+                let cutoff = purge.cutoff(&e.workflow_key)?;
+                (ended < cutoff).then_some((ended, e.id, cutoff))
+            })
+            .collect();
+        due.sort();
+        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut purged = Vec::with_capacity(due.len());
+        for (ended_at, id, cutoff) in due {
+            let Some(execution) = state.executions.remove(&id) else {
+                continue;
+            };
+            state.steps.remove(&id);
+            state.resume_requests.remove(&id);
+            state.quarantined.remove(&id);
+            for approval in state.approvals_by_execution.remove(&id).unwrap_or_default() {
+                state.approvals.remove(&approval);
+            }
+            state.notifications.retain(|_, n| n.execution_id != id);
+            for event_id in &execution.consumed_events {
+                let old = state
+                    .events
+                    .get(event_id)
+                    .is_some_and(|event| event.received_at < cutoff);
+                if old {
+                    if let Some(event) = state.events.remove(event_id) {
+                        if let Some(sender_id) = &event.event_id {
+                            state.event_ids.remove(sender_id);
+                        }
+                        state.undelivered.remove(event_id);
+                    }
+                }
+            }
+            purged.push(Purged {
+                execution_id: id,
+                workflow_key: execution.workflow_key,
+                ended_at,
+            });
+        }
+        Ok(purged)
     }
 
     async fn cancel_execution(

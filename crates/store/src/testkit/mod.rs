@@ -26,6 +26,7 @@ mod executions;
 mod fixtures;
 mod keys;
 mod quarantine;
+mod retention;
 mod schedules;
 mod workflows;
 
@@ -37,6 +38,7 @@ pub use executions::*;
 pub use fixtures::*;
 pub use keys::*;
 pub use quarantine::*;
+pub use retention::*;
 pub use schedules::*;
 pub use workflows::*;
 
@@ -62,6 +64,7 @@ macro_rules! contract_tests {
             decisions_store_their_continuation,
             due_gates_are_claimed_once_across_claimers,
             retry_restarts_only_an_unchanged_failed_execution,
+            purges_delete_ended_executions_whole_by_their_workflows_cutoff,
             expired_leases_are_reclaimed_and_old_owner_fenced,
             released_lease_waits_until_its_time,
             overdue_executions_time_out_unless_held,

@@ -1,0 +1,92 @@
+//! History retention: deleting ended executions in batches ([`ExecutionStore::purge_ended`]).
+//!
+//! [`ExecutionStore::purge_ended`]: tollgate_store::ExecutionStore::purge_ended
+
+use sqlx::sqlite::Sqlite;
+use sqlx::{QueryBuilder, Row};
+use tollgate_store::{Purge, Purged, Result};
+use uuid::Uuid;
+
+use crate::rows::{backend, from_ts, ts};
+use crate::{rows, SqliteStore};
+
+use super::sql::commit;
+
+impl SqliteStore {
+    /// One `BEGIN IMMEDIATE` transaction on the single writer, so no other node can
+    /// purge at the same time (SQLite has one writer process).
+    pub(super) async fn purge(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        if purge.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.write_tx().await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, workflow_key, completed_at, consumed_events FROM executions \
+             WHERE completed_at IS NOT NULL AND (",
+        );
+        let mut first = true;
+        for (key, before) in &purge.per_workflow {
+            if !std::mem::take(&mut first) {
+                q.push(" OR ");
+            }
+            q.push("(workflow_key = ")
+                .push_bind(key.clone())
+                .push(" AND completed_at < ")
+                .push_bind(ts(*before))
+                .push(")");
+        }
+        if let Some(before) = purge.default_before {
+            if !std::mem::take(&mut first) {
+                q.push(" OR ");
+            }
+            q.push("(completed_at < ").push_bind(ts(before));
+            for (key, _) in &purge.per_workflow {
+                q.push(" AND workflow_key <> ").push_bind(key.clone());
+            }
+            q.push(")");
+        }
+        q.push(") ORDER BY completed_at, id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(backend)?;
+        let mut purged = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id").map_err(backend)?;
+            let workflow_key: String = row.try_get("workflow_key").map_err(backend)?;
+            let ended: i64 = row.try_get("completed_at").map_err(backend)?;
+            let consumed: String = row.try_get("consumed_events").map_err(backend)?;
+            let consumed: Vec<Uuid> = serde_json::from_str(&consumed).unwrap_or_default();
+            let Some(cutoff) = purge.cutoff(&workflow_key) else {
+                continue;
+            };
+            for event in consumed {
+                sqlx::query("DELETE FROM events WHERE id = ? AND received_at < ?")
+                    .bind(event.to_string())
+                    .bind(ts(cutoff))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            for table in ["notifications", "quarantined_executions"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE execution_id = ?"))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
+            // Step records, approvals, resume requests and the format row go with it
+            // (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM executions WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            purged.push(Purged {
+                execution_id: Uuid::parse_str(&id).map_err(|e| rows::corrupt("execution id", e))?,
+                workflow_key,
+                ended_at: from_ts(ended),
+            });
+        }
+        commit(tx).await?;
+        Ok(purged)
+    }
+}
