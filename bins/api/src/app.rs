@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{build_engine, default_worker_id, Kind};
 use tollgate_model::records::ApiKey;
-use tollgate_resumer::{Tasks, Worker, WorkerOptions};
+use tollgate_resumer::{RetentionOptions, Tasks, Worker, WorkerOptions};
 use tollgate_store::ApiKeyStore;
 use utoipa::OpenApi as _;
 use uuid::Uuid;
@@ -320,6 +320,11 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 delivery_grace: args.worker.lease,
                 heartbeat_interval: args.worker.heartbeat_interval,
                 pass_timeout: args.worker.worker_pass_timeout,
+                retention: RetentionOptions {
+                    default: args.worker.retention,
+                    batch: args.worker.retention_batch,
+                    ..RetentionOptions::default()
+                },
             },
         )
         .with_waker(backend.wakeups.clone());

@@ -21,7 +21,7 @@ use tollgate_bootstrap::{
     parse_positive_duration, run_main, wait_for_signal, DatabaseArgs, DatabaseTarget, FileConfig,
     Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
 };
-use tollgate_resumer::{Worker, WorkerOptions};
+use tollgate_resumer::{RetentionOptions, Worker, WorkerOptions};
 
 /// Runs Tollgate's worker loop against a shared PostgreSQL database.
 #[derive(Debug, Parser)]
@@ -86,6 +86,16 @@ struct Cli {
     /// this long rather than the many minutes TCP takes to give up.
     #[arg(long, env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pass_timeout: Duration,
+
+    /// Delete ended executions this long after they end (e.g. `90d`), in small batches;
+    /// off when not given. A workflow's own `retention` overrides it. One node purges at
+    /// a time, so every worker may have it.
+    #[arg(long, env = "TOLLGATE_RETENTION", value_parser = parse_positive_duration)]
+    retention: Option<Duration>,
+
+    /// Ended executions deleted per transaction by retention.
+    #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    retention_batch: u32,
 
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
@@ -162,6 +172,8 @@ async fn run(cli: Cli) -> Result<()> {
             lease: cli.lease,
             heartbeat_interval: cli.heartbeat_interval,
             worker_pass_timeout: cli.pass_timeout,
+            retention: cli.retention,
+            retention_batch: cli.retention_batch,
         },
         worker_id.clone(),
     )?;
@@ -174,6 +186,11 @@ async fn run(cli: Cli) -> Result<()> {
             delivery_grace: cli.lease,
             heartbeat_interval: cli.heartbeat_interval,
             pass_timeout: cli.pass_timeout,
+            retention: RetentionOptions {
+                default: cli.retention,
+                batch: cli.retention_batch,
+                ..RetentionOptions::default()
+            },
         },
     )
     .with_waker(backend.wakeups.clone());

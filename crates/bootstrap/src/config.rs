@@ -151,6 +151,16 @@ pub struct WorkerArgs {
     /// this long rather than the many minutes TCP takes to give up.
     #[arg(long, env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub worker_pass_timeout: Duration,
+
+    /// Delete ended executions this long after they end (e.g. `90d`), with their steps,
+    /// audit and notifications, in small batches by the worker loop; off when not given.
+    /// A workflow's own `retention` overrides it.
+    #[arg(long, env = "TOLLGATE_RETENTION", value_parser = parse_positive_duration)]
+    pub retention: Option<Duration>,
+
+    /// Ended executions deleted per transaction by retention (small: no long locks).
+    #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub retention_batch: u32,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same

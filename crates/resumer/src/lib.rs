@@ -55,6 +55,7 @@
 mod approvals;
 mod control;
 mod events;
+mod retention;
 mod retry;
 mod worker;
 
@@ -66,6 +67,7 @@ use tollgate_model::records::Execution;
 pub use approvals::{ApprovalService, Decided};
 pub use control::ExecutionControl;
 pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
+pub use retention::RetentionOptions;
 pub use retry::{
     RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK_RETRY,
 };

@@ -13,6 +13,7 @@ use tollgate_engine::StartRequest;
 use tollgate_model::records::Execution;
 use tollgate_store::ClaimedTick;
 
+use crate::retention::{Retention, RetentionOptions};
 use crate::Result;
 
 /// After a wake-up, the worker waits this long before its pass, so that a burst of
@@ -47,6 +48,8 @@ pub struct WorkerOptions {
     /// and the next one starts on fresh connections. What an abandoned pass had
     /// claimed is taken over once its lease expires, as after a crash.
     pub pass_timeout: Duration,
+    /// History retention: which ended executions are deleted, and how fast.
+    pub retention: RetentionOptions,
 }
 
 impl Default for WorkerOptions {
@@ -58,6 +61,7 @@ impl Default for WorkerOptions {
             delivery_grace: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             pass_timeout: Duration::from_secs(60),
+            retention: RetentionOptions::default(),
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct TickReport {
     pub ticks: usize,
     /// Events whose delivery this pass finished (their ingesting process had not).
     pub events: usize,
+    /// Ended executions deleted because their retention passed (not counted in
+    /// [`Self::total`]: deleting history advances nothing).
+    pub purged: usize,
 }
 
 impl TickReport {
@@ -95,6 +102,7 @@ pub struct Worker {
     /// Cancelled when the loop is told to stop: claimed executions still waiting for a
     /// slot then give their lease up instead of starting.
     stopping: CancellationToken,
+    retention: Retention,
 }
 
 impl Worker {
@@ -102,6 +110,7 @@ impl Worker {
     pub fn new(engine: Engine, options: WorkerOptions) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
+            retention: Retention::new(engine.clone(), options.retention.clone()),
             engine,
             options,
             wake: Arc::new(Notify::new()),
@@ -191,6 +200,7 @@ impl Worker {
             leases: report_leases,
             ticks: report_ticks,
             events,
+            purged: self.retention.pass(now).await?,
         };
         Ok(report)
     }

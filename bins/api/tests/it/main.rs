@@ -68,6 +68,8 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             lease: Duration::from_secs(30),
             heartbeat_interval: Duration::from_millis(200),
             worker_pass_timeout: Duration::from_secs(60),
+            retention: None,
+            retention_batch: 500,
         },
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),

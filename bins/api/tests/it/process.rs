@@ -731,3 +731,124 @@ async fn waiting_executions_all_resume_after_a_kill_9_during_an_event_burst() {
     }
     drop(second.kill9());
 }
+
+/// What the SQLite file holds for executions: each one's (step records, notifications),
+/// and notifications or step records whose execution is gone (a half-deleted one).
+async fn purge_state(data: &Path) -> (Vec<(i64, i64)>, i64) {
+    use sqlx::Row;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data.join("tollgate.db"))
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT (SELECT count(*) FROM step_records s WHERE s.execution_id = e.id) AS steps, \
+                (SELECT count(*) FROM notifications n WHERE n.execution_id = e.id) AS notes \
+         FROM executions e",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let per_execution = rows
+        .iter()
+        .map(|r| (r.get::<i64, _>("steps"), r.get::<i64, _>("notes")))
+        .collect();
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM notifications WHERE execution_id NOT IN (SELECT id FROM executions)) + \
+                (SELECT count(*) FROM step_records WHERE execution_id NOT IN (SELECT id FROM executions))",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (per_execution, orphans)
+}
+
+/// History retention deletes ended executions in batches while the server runs; a
+/// `kill -9` wherever it lands — between batches or inside one — leaves every execution
+/// either whole (its step records and notification) or gone entirely, and the restarted
+/// server finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_a_purge_leaves_no_half_deleted_execution() {
+    const N: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let client = reqwest::Client::new();
+    let first = Server::start(&data).await;
+    let admin = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let workflow = json!({
+        "workflow_id": "orders", "version": "1",
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "tell", "type": "execute", "execute": [{"type": "notify", "recipients": ["ops"], "message": "order {{order_id}}"}], "next": "done"},
+            {"id": "done", "type": "action", "action": "allow"}
+        ]
+    });
+    let (s, _) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", first.base),
+        workflow,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for i in 0..N {
+        let (s, _) = send(
+            &client,
+            &admin,
+            format!("{}/api/v1/events?wait=true", first.base),
+            json!({"event_type": "order.created", "payload": {"order_id": i}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    first.kill9();
+    let (before, orphans) = purge_state(&data).await;
+    assert_eq!((before.len(), orphans), (N, 0));
+    assert!(
+        before.iter().all(|c| *c == (2, 1)),
+        "each has 2 steps and 1 notification"
+    );
+
+    // Each start purges with a 1 s retention, 100 executions per transaction, and is
+    // killed after a different delay. (Once all are past their retention, every batch is
+    // full, so each start purges from its first pass on.)
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let args = ["--retention", "1s", "--retention-batch", "100"];
+    let mut left = N;
+    for delay_ms in [0_u64, 40, 95, 150, 230] {
+        let server = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        server.kill9();
+        let (now, orphans) = purge_state(&data).await;
+        assert_eq!(
+            orphans, 0,
+            "no step record or notification outlives its execution"
+        );
+        assert!(
+            now.iter().all(|c| *c == (2, 1)),
+            "every execution left is whole"
+        );
+        eprintln!(
+            "killed after {delay_ms} ms: {} of {N} executions left",
+            now.len()
+        );
+        assert!(now.len() <= left);
+        left = now.len();
+    }
+    let last = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+    for _ in 0..100 {
+        if purge_state(&data).await.0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        purge_state(&data).await,
+        (Vec::new(), 0),
+        "the restarted server finished"
+    );
+    drop(last);
+}

@@ -49,6 +49,8 @@ impl Api {
                 lease: Duration::from_secs(30),
                 heartbeat_interval: Duration::from_millis(200),
                 worker_pass_timeout: Duration::from_secs(60),
+                retention: None,
+                retention_batch: 500,
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),

@@ -10,6 +10,7 @@ mod examples;
 mod gates;
 mod paths;
 mod recovery;
+mod retention;
 mod retry;
 mod schedules;
 mod wiring;
