@@ -777,6 +777,26 @@ pub struct Retry {
     pub audit: Value,
 }
 
+/// An operator's move of a paused or waiting execution to another version of its
+/// workflow (docs/operations.md, "Migrating paused executions"), as the store applies it:
+/// planned and checked beforehand, applied as one compare-and-set. The gate (its pending
+/// approval or wait, with its id, decisions and deadline) carries over unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The execution's version the plan was made against.
+    pub expected_version: i64,
+    /// The target workflow row.
+    pub workflow_id: Uuid,
+    /// The target version label.
+    pub workflow_version: String,
+    /// The target definition snapshot, which the execution runs from now on.
+    pub snapshot_id: String,
+    /// The gate's step id in the target definition (the same id unless mapped).
+    pub gate_step: String,
+    /// What the audit row (`manual` trigger) records.
+    pub audit: Value,
+}
+
 /// A notification sent by a `notify` sub-action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

@@ -17,8 +17,8 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
-    Record, ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Migration, Notification,
+    Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -264,6 +264,7 @@ through_fuse!(ExecutionStore {
     fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Vec<Execution>;
     fn request_pause(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn resume_manual(&self, id: Uuid, actor: Option<&str>, data: Value, claim: &LeaseClaim, now: Timestamp) -> Execution;
+    fn migrate_execution(&self, id: Uuid, migration: &Migration, actor: Option<&str>, now: Timestamp) -> Execution;
     fn purge_ended(&self, purge: &Purge, limit: u32) -> Vec<Purged>;
     fn retry_execution(&self, id: Uuid, retry: &Retry, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;

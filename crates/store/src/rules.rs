@@ -7,7 +7,8 @@ use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event, Execution,
-    ExecutionError, Gate, Lease, Principal, Retry, StepRecord, Timestamp, Wake, Workflow,
+    ExecutionError, Gate, Lease, Migration, Principal, Retry, StepRecord, Timestamp, Wake,
+    Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
@@ -583,6 +584,45 @@ pub fn retry(
     execution.gate = None;
     execution.wake = None;
     execution.pause_requested = false;
+    Ok(())
+}
+
+/// Applies an operator's [`Migration`] to a paused or waiting execution: it runs the
+/// target snapshot from now on, its gate (renamed when mapped) and everything else kept.
+/// `Conflict` (nothing changed) if it is not at a gate or changed since the plan.
+pub fn migrate(execution: &mut Execution, migration: &Migration, now: Timestamp) -> Result<()> {
+    let id = execution.id;
+    if !execution.status.is_gated() || execution.gate.is_none() {
+        return Err(Error::Conflict(format!(
+            "execution {id} is {}: only paused or waiting executions can be migrated",
+            execution.status
+        )));
+    }
+    if execution.version != migration.expected_version {
+        return Err(Error::Conflict(format!(
+            "execution {id} changed while its migration was prepared (version {} is now {}); \
+             read it again",
+            migration.expected_version, execution.version
+        )));
+    }
+    if let Some(gate) = execution.gate.as_mut() {
+        if gate.step_id != migration.gate_step {
+            let old = std::mem::replace(&mut gate.step_id, migration.gate_step.clone());
+            if let Some(visit) = execution.visits.remove(&old) {
+                execution.visits.insert(migration.gate_step.clone(), visit);
+            }
+            if let Some(cursor) = execution.cursor.as_mut().filter(|c| c.step_id == old) {
+                cursor.step_id.clone_from(&migration.gate_step);
+            }
+        }
+    }
+    execution.workflow_id = migration.workflow_id;
+    execution
+        .workflow_version
+        .clone_from(&migration.workflow_version);
+    execution.snapshot_id.clone_from(&migration.snapshot_id);
+    execution.version += 1;
+    execution.updated_at = now;
     Ok(())
 }
 

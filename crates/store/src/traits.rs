@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Notification, Principal,
-    Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
+    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Migration, Notification,
+    Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
@@ -211,6 +211,19 @@ pub trait ExecutionStore: Send + Sync {
     /// at all. While another caller is purging (another node), it deletes nothing and
     /// returns an empty list rather than waiting.
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>>;
+
+    /// Moves a paused or waiting execution to another version of its workflow as
+    /// `migration` says (see [`tollgate_model::records::Migration`]), with a `manual`
+    /// resume request from `actor` carrying `migration.audit`. Its gate, pending approval
+    /// and deadline are kept. `Conflict` if it is not at a gate or no longer at
+    /// `migration.expected_version`, with nothing changed.
+    async fn migrate_execution(
+        &self,
+        id: Uuid,
+        migration: &Migration,
+        actor: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution>;
 
     /// Cancels a non-terminal execution: `cancelled`, error kind `cancelled`, lease
     /// dropped, pending approvals `cancelled`. `Conflict` if it is already terminal.

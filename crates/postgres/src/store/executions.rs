@@ -6,7 +6,7 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, Migration, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
@@ -480,6 +480,32 @@ impl ExecutionStore for PgStore {
 
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
         self.purge(purge, limit).await
+    }
+
+    async fn migrate_execution(
+        &self,
+        id: Uuid,
+        migration: &Migration,
+        actor: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.tx().await?;
+        let mut execution = load_execution(&mut tx, id, true).await?;
+        if let Err(err) = rules::migrate(&mut execution, migration, now) {
+            return refuse(tx, err).await;
+        }
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Manual,
+            actor,
+            migration.audit.clone(),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(execution)
     }
 
     async fn cancel_execution(

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, Migration, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
@@ -505,6 +505,30 @@ impl ExecutionStore for SqliteStore {
 
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
         self.purge(purge, limit).await
+    }
+
+    async fn migrate_execution(
+        &self,
+        id: Uuid,
+        migration: &Migration,
+        actor: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut tx = self.write_tx().await?;
+        let mut execution = load_execution(&mut tx, id).await?;
+        rules::migrate(&mut execution, migration, now)?;
+        write_execution(&mut tx, &execution).await?;
+        audit(
+            &mut tx,
+            id,
+            ResumeTrigger::Manual,
+            actor,
+            migration.audit.clone(),
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(execution)
     }
 
     async fn cancel_execution(

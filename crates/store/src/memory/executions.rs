@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, Lease, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, Lease, Migration, ResumeTrigger, Retry, StepRecord,
+    Timestamp, Wake,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
@@ -426,6 +427,27 @@ impl ExecutionStore for MemoryStore {
             });
         }
         Ok(purged)
+    }
+
+    async fn migrate_execution(
+        &self,
+        id: Uuid,
+        migration: &Migration,
+        actor: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Execution> {
+        let mut state = self.lock();
+        let execution = state.execution_mut(id)?;
+        rules::migrate(execution, migration, now)?;
+        let snapshot = execution.clone();
+        state.audit(
+            id,
+            ResumeTrigger::Manual,
+            actor,
+            migration.audit.clone(),
+            now,
+        );
+        Ok(snapshot)
     }
 
     async fn cancel_execution(

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, Cursor, DecisionKind, ExecutionError, Lease, ResumeTrigger, Retry, StepStatus,
-    Wake,
+    ApprovalStatus, Cursor, DecisionKind, ExecutionError, Lease, Migration, ResumeTrigger, Retry,
+    StepStatus, Wake,
 };
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
 use uuid::Uuid;
@@ -639,4 +639,90 @@ pub async fn retry_restarts_only_an_unchanged_failed_execution(store: Arc<dyn St
         .unwrap_err()
         .is_conflict());
     assert_eq!(store.get_execution(done.id).await.unwrap(), done);
+}
+
+pub async fn migration_moves_a_gated_execution_and_keeps_its_gate(store: Arc<dyn Store>) {
+    let v1 = workflow(&store, "orders", "1", "order.created").await;
+    let v2 = workflow(&store, "orders", "2", "order.created").await;
+    let (paused, approval) = paused_at_approval(&store, &v1, 1, Some(t0() + secs(3600))).await;
+    let mut visits = paused.visits.clone();
+    visits.insert("gate".into(), 1);
+    let migration = Migration {
+        expected_version: paused.version,
+        workflow_id: v2.id,
+        workflow_version: "2".into(),
+        snapshot_id: v2.snapshot_id.clone(),
+        gate_step: "review".into(),
+        audit: json!({"command": "migrate", "to_version": "2"}),
+    };
+
+    let stale = Migration {
+        expected_version: paused.version - 1,
+        ..migration.clone()
+    };
+    assert!(store
+        .migrate_execution(paused.id, &stale, Some("ops"), t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
+    assert_eq!(store.get_execution(paused.id).await.unwrap(), paused);
+
+    let moved = store
+        .migrate_execution(paused.id, &migration, Some("ops"), t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(moved, store.get_execution(paused.id).await.unwrap());
+    assert_eq!(
+        (
+            moved.workflow_id,
+            moved.workflow_version.as_str(),
+            moved.snapshot_id.as_str()
+        ),
+        (v2.id, "2", v2.snapshot_id.as_str())
+    );
+    assert_eq!(moved.status, ExecutionStatus::Paused);
+    assert_eq!(moved.version, paused.version + 1);
+    let (before, after) = (paused.gate.clone().unwrap(), moved.gate.clone().unwrap());
+    assert_eq!(after.step_id, "review");
+    assert_eq!(
+        (after.approval_id, after.deadline, after.visit, after.reason),
+        (
+            before.approval_id,
+            before.deadline,
+            before.visit,
+            before.reason
+        ),
+        "the gate carries over"
+    );
+    let audit = store.list_resume_requests(paused.id).await.unwrap();
+    let row = audit.last().unwrap();
+    assert_eq!(
+        (row.trigger, row.actor.as_deref(), &row.data),
+        (ResumeTrigger::Manual, Some("ops"), &migration.audit)
+    );
+    // The pending approval is the same request and still decides the execution.
+    let decided = decide_as(
+        &store,
+        approval.id,
+        "ann",
+        DecisionKind::Approve,
+        &manager("ann"),
+    )
+    .await
+    .unwrap();
+    assert!(decided.claimed);
+    let claimed = store.get_execution(paused.id).await.unwrap();
+    assert_eq!(claimed.status, ExecutionStatus::Running);
+    assert_eq!(claimed.snapshot_id, v2.snapshot_id);
+
+    // Only gated executions move.
+    let again = Migration {
+        expected_version: claimed.version,
+        ..migration
+    };
+    assert!(store
+        .migrate_execution(paused.id, &again, None, t0())
+        .await
+        .unwrap_err()
+        .is_conflict());
 }
