@@ -55,6 +55,7 @@
 mod approvals;
 mod control;
 mod events;
+mod migrate;
 mod retention;
 mod retry;
 mod worker;
@@ -67,6 +68,9 @@ use tollgate_model::records::Execution;
 pub use approvals::{ApprovalService, Decided};
 pub use control::ExecutionControl;
 pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
+pub use migrate::{
+    MigrateCommand, MigrationItem, MigrationOutcome, MigrationReport, MigrationSelection,
+};
 pub use retention::RetentionOptions;
 pub use retry::{
     RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK_RETRY,

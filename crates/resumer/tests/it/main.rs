@@ -8,6 +8,7 @@
 
 mod examples;
 mod gates;
+mod migrate;
 mod paths;
 mod recovery;
 mod retention;
