@@ -374,6 +374,59 @@ pub enum ExecutionCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Moves a paused or waiting execution to another version of its workflow; its
+    /// pending approval or wait carries over.
+    #[command(
+        after_help = "Example:\n  tollgate executions migrate 0193… --to-version 2 --map await_payment=payment --dry-run"
+    )]
+    Migrate {
+        /// Execution id.
+        id: String,
+        /// The target version.
+        #[arg(long)]
+        to_version: String,
+        /// `OLD=NEW`: the gate's step is called NEW in the target version (repeatable).
+        #[arg(long = "map", value_parser = step_pair)]
+        map: Vec<(String, String)>,
+        /// Why (kept in the audit).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Change nothing; say whether the move would be accepted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Moves a workflow's paused (or waiting) executions to another version, at most
+    /// `--limit` per call; `--dry-run` only says what each move would do.
+    #[command(
+        name = "migrate-many",
+        after_help = "Example:\n  tollgate executions migrate-many --workflow orders --from-version 1 --to-version 2 --dry-run"
+    )]
+    MigrateMany {
+        /// The workflow (its `workflow_id`).
+        #[arg(long)]
+        workflow: String,
+        /// The target version.
+        #[arg(long)]
+        to_version: String,
+        /// Only executions on this version.
+        #[arg(long)]
+        from_version: Option<String>,
+        /// `paused` or `waiting`.
+        #[arg(long, default_value = "paused")]
+        status: String,
+        /// `OLD=NEW` step renames (repeatable).
+        #[arg(long = "map", value_parser = step_pair)]
+        map: Vec<(String, String)>,
+        /// Look at this many executions (1–100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Why (kept in each audit).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Change nothing; list what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Follows an execution, showing each step as it happens, until it stops at a gate
     /// or ends.
     #[command(after_help = "Example:\n  tollgate executions watch 0193… --timeout 10m")]
@@ -576,4 +629,16 @@ pub enum KeyCommand {
         /// Key id.
         id: String,
     },
+}
+
+/// `OLD=NEW` of `--map`.
+fn step_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => {
+            Ok((old.to_owned(), new.to_owned()))
+        }
+        _ => Err(format!(
+            "`{text}` is not OLD=NEW (a step id, `=`, the new step id)"
+        )),
+    }
 }

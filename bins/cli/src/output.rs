@@ -34,7 +34,7 @@ impl Style {
             "completed" | "approved" | "allowed" | "executed" | "started" | "resumed"
             | "retried" => "32",
             "failed" | "rejected" | "blocked" | "timed_out" | "expired" | "refused" => "31",
-            "paused" | "waiting" | "pending" | "would_retry" => "33",
+            "paused" | "waiting" | "pending" | "would_retry" | "would_migrate" => "33",
             "cancelled" => "90",
             _ => return text.to_owned(),
         };

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tollgate_client::wire::{
-    ApprovalDto, ApprovalQuery, BulkRetryDto, DecisionBody, DirectEventDto, ExecutionDto,
-    ExecutionQuery, NewEventDto, NotificationQuery, ResumeDto, RetryDto, ScheduleBody, ScheduleDto,
-    ScheduleQuery, StepRecordDto, WorkflowDto, WorkflowQuery,
+    ApprovalDto, ApprovalQuery, BulkMigrateDto, BulkRetryDto, DecisionBody, DirectEventDto,
+    ExecutionDto, ExecutionQuery, MigrateDto, MigrationItemDto, NewEventDto, NotificationQuery,
+    ResumeDto, RetryDto, ScheduleBody, ScheduleDto, ScheduleQuery, StepRecordDto, WorkflowDto,
+    WorkflowQuery,
 };
 use tollgate_client::{Client, PageRequest};
 use uuid::Uuid;
@@ -879,10 +880,63 @@ impl Ctx {
                     &["id", "outcome", "from step", "reason"],
                 )
             }
+            ExecutionCommand::Migrate {
+                id,
+                to_version,
+                map,
+                reason,
+                dry_run,
+            } => {
+                let body = MigrateDto {
+                    to_version,
+                    step_map: map.into_iter().collect(),
+                    dry_run,
+                    reason,
+                };
+                let item = self
+                    .client
+                    .migrate(parse_id(&id, "execution")?, &body)
+                    .await?;
+                self.list(&[item], |i| self.migration_row(i), MIGRATION_HEADERS)
+            }
+            ExecutionCommand::MigrateMany {
+                workflow,
+                to_version,
+                from_version,
+                status,
+                map,
+                limit,
+                reason,
+                dry_run,
+            } => {
+                let body = BulkMigrateDto {
+                    workflow_id: workflow,
+                    from_version,
+                    to_version,
+                    status: Some(status),
+                    step_map: map.into_iter().collect(),
+                    limit: Some(limit),
+                    dry_run,
+                    cursor: None,
+                    reason,
+                };
+                let report = self.client.migrate_many(&body).await?;
+                self.list(&report.items, |i| self.migration_row(i), MIGRATION_HEADERS)
+            }
             ExecutionCommand::Watch { id, timeout } => {
                 self.watch(parse_id(&id, "execution")?, timeout).await
             }
         }
+    }
+
+    fn migration_row(&self, i: &MigrationItemDto) -> Vec<String> {
+        vec![
+            i.execution_id.to_string(),
+            self.style.status(&i.outcome),
+            i.from_version.clone(),
+            or_dash(i.gate_step.as_deref()),
+            or_dash(i.reason.as_deref()),
+        ]
     }
 
     fn execution_fields(&self, e: &ExecutionDto) {
@@ -1415,6 +1469,9 @@ fn watch_line(ctx: &Ctx, step: Option<&StepRecordDto>) -> String {
         row[6]
     )
 }
+
+/// Columns of a migration's answer.
+const MIGRATION_HEADERS: &[&str] = &["id", "outcome", "from version", "gate step", "reason"];
 
 const STEP_HEADERS: &[&str] = &["at", "step", "type", "status", "visit", "took", "output"];
 

@@ -706,6 +706,53 @@ fn walkthrough_and_every_subcommand_on_sqlite() {
     let audit = ok(&s.tg("", &["executions", "audit", &failed_id]));
     assert!(audit.contains("retry"), "{audit}");
 
+    // Migrate: a migration of a completed execution is refused with the reason; a dry
+    // run over a workflow with nothing paused lists nothing.
+    let err = fails(
+        &s.tg(
+            "",
+            &[
+                "executions",
+                "migrate",
+                &failed_id,
+                "--to-version",
+                "1",
+                "--dry-run",
+            ],
+        ),
+        4,
+    );
+    assert!(err.contains("only paused or waiting"), "{err}");
+    let none = ok(&s.tg(
+        "",
+        &[
+            "executions",
+            "migrate-many",
+            "--workflow",
+            "broken",
+            "--to-version",
+            "1",
+            "--dry-run",
+        ],
+    ));
+    assert!(!none.contains(&failed_id), "{none}");
+    let bad = fails(
+        &s.tg(
+            "",
+            &[
+                "executions",
+                "migrate",
+                &failed_id,
+                "--to-version",
+                "2",
+                "--map",
+                "nope",
+            ],
+        ),
+        2,
+    );
+    assert!(bad.contains("OLD=NEW"), "{bad}");
+
     // Schedules: create, list, get, next, ticks, disable, enable, delete.
     let sched = json_of(&s.tg(
         "",

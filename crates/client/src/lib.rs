@@ -44,12 +44,13 @@ pub use error::Error;
 pub use tollgate_model::wire;
 
 use wire::{
-    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkRetryDto, CreatedApiKeyDto, DecidedDto,
-    DecisionBody, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto,
-    ExecutionDto, ExecutionQuery, HealthDto, NewApiKey, NewEventDto, NextFiresDto, NotificationDto,
-    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
-    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
-    WhoAmIDto, WorkflowDto, WorkflowQuery,
+    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkMigrateDto, BulkRetryDto, CreatedApiKeyDto,
+    DecidedDto, DecisionBody, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto,
+    ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
+    MigrationReportDto, NewApiKey, NewEventDto, NextFiresDto, NotificationDto, NotificationQuery,
+    QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto,
+    ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto,
+    WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -803,6 +804,19 @@ impl Client {
     /// a filter selects, at most `limit` per call.
     pub async fn retry_many(&self, body: &BulkRetryDto) -> Result<RetryReportDto> {
         self.json(Call::post("/api/v1/executions/retry").body(body)?)
+            .await
+    }
+
+    /// `POST /api/v1/executions/{id}/migrate`: moves a paused or waiting execution to
+    /// another version (or, `dry_run`, says whether it could).
+    pub async fn migrate(&self, id: Uuid, body: &MigrateDto) -> Result<MigrationItemDto> {
+        self.json(Call::post(format!("/api/v1/executions/{id}/migrate")).body(body)?)
+            .await
+    }
+
+    /// `POST /api/v1/executions/migrate`: the same for a workflow's executions at a gate.
+    pub async fn migrate_many(&self, body: &BulkMigrateDto) -> Result<MigrationReportDto> {
+        self.json(Call::post("/api/v1/executions/migrate").body(body)?)
             .await
     }
 

@@ -896,6 +896,92 @@ pub struct RetryReportDto {
     pub next_cursor: Option<String>,
 }
 
+/// `POST /executions/{id}/migrate`: move a paused or waiting execution to another
+/// version of its workflow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MigrateDto {
+    /// The target version of the same workflow.
+    #[serde(default)]
+    pub to_version: String,
+    /// Old step id → new step id, for a gate whose step the new version renamed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub step_map: std::collections::BTreeMap<String, String>,
+    /// Change nothing; say whether the move would be accepted.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Why (kept in the audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /executions/migrate`: the same for the executions of a workflow at a gate, at
+/// most `limit` per call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkMigrateDto {
+    /// The workflow (its string id).
+    #[serde(default)]
+    pub workflow_id: String,
+    /// Only executions on this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// The target version.
+    #[serde(default)]
+    pub to_version: String,
+    /// `paused` (default) or `waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// As in the single migration.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub step_map: std::collections::BTreeMap<String, String>,
+    /// How many executions to look at (1–100, default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Change nothing; report what each move would do.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The previous answer's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Why (kept in each execution's audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a migration did (or, in a dry run, would do) to one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MigrationItemDto {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// `migrated`, `would_migrate` (dry run) or `refused`.
+    pub outcome: String,
+    /// The version it ran.
+    pub from_version: String,
+    /// Its gate's step in the target version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_step: Option<String>,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer of `POST /executions/migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MigrationReportDto {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// One entry per execution looked at, newest first.
+    pub items: Vec<MigrationItemDto>,
+    /// More executions of that status exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// `POST /approvals/{id}/approve` and `/reject`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

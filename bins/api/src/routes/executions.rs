@@ -10,13 +10,16 @@ use super::{parse_id, settle, Json, OptionalJson, PageParams, WaitParams};
 use crate::auth::{Caller, Permission};
 use crate::dto::ExecutionQuery;
 use crate::dto::{
-    BulkRetryDto, DirectEventDto, ExecutionDto, ExecutionList, QuarantinedList, ReasonDto,
-    ResumeDto, ResumeRequestDto, ResumeRequestList, RetryDto, RetryItemDto, RetryReportDto,
-    StepRecordDto, TraceDto,
+    BulkMigrateDto, BulkRetryDto, DirectEventDto, ExecutionDto, ExecutionList, MigrateDto,
+    MigrationItemDto, MigrationReportDto, QuarantinedList, ReasonDto, ResumeDto, ResumeRequestDto,
+    ResumeRequestList, RetryDto, RetryItemDto, RetryReportDto, StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
-use tollgate_resumer::{RetryCommand, RetryOutcome, RetrySelection};
+use tollgate_resumer::{
+    MigrateCommand, MigrationItem, MigrationOutcome, MigrationSelection, RetryCommand,
+    RetryOutcome, RetrySelection,
+};
 
 /// Parses a `paused_reason` filter.
 pub fn parse_reason(text: &str) -> ApiResult<PauseReason> {
@@ -354,6 +357,108 @@ pub async fn retry_bulk(
         items,
         next_cursor: report.next_cursor,
     }))
+}
+
+/// Moves a paused or waiting execution to another version of its workflow; its gate
+/// (pending approval or wait, deadline) carries over (docs/operations.md, "Migrating
+/// paused executions").
+#[utoipa::path(post, path = "/api/v1/executions/{id}/migrate", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id")), request_body = MigrateDto,
+    responses((status = 200, body = MigrationItemDto), (status = 400, description = "unknown version", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "not at a gate, or the target cannot continue its gate (the reason says why)", body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn migrate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Json<MigrateDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let id = parse_id(&id, "execution")?;
+    let body = body.0;
+    let origin = origin(&req);
+    let item = state
+        .control
+        .migrate(
+            id,
+            MigrateCommand {
+                to_version: &body.to_version,
+                step_map: &body.step_map,
+                reason: body.reason.as_deref(),
+                actor: Some(caller.subject()),
+                origin: origin.as_deref(),
+            },
+            body.dry_run,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(migration_item(item)))
+}
+
+/// Moves the paused (or waiting) executions of a workflow to another version, at most
+/// `limit` per call, each on its own; `dry_run` changes nothing.
+#[utoipa::path(post, path = "/api/v1/executions/migrate", tag = "executions",
+    request_body = BulkMigrateDto,
+    responses((status = 200, body = MigrationReportDto), (status = 400, description = "unknown version, bad status or limit", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn migrate_bulk(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: Json<BulkMigrateDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::ControlExecutions)?;
+    let body = body.0;
+    let status = match body.status.as_deref() {
+        None => ExecutionStatus::Paused,
+        Some(text) => text
+            .parse::<ExecutionStatus>()
+            .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?,
+    };
+    let selection = MigrationSelection {
+        workflow_key: body.workflow_id,
+        from_version: body.from_version,
+        status,
+        limit: body.limit.unwrap_or(DEFAULT_BULK_RETRY),
+        cursor: body.cursor,
+    };
+    let origin = origin(&req);
+    let report = state
+        .control
+        .migrate_many(
+            &selection,
+            MigrateCommand {
+                to_version: &body.to_version,
+                step_map: &body.step_map,
+                reason: body.reason.as_deref(),
+                actor: Some(caller.subject()),
+                origin: origin.as_deref(),
+            },
+            body.dry_run,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(MigrationReportDto {
+        dry_run: body.dry_run,
+        items: report.items.into_iter().map(migration_item).collect(),
+        next_cursor: report.next_cursor,
+    }))
+}
+
+fn migration_item(item: MigrationItem) -> MigrationItemDto {
+    let (outcome, reason) = match item.outcome {
+        MigrationOutcome::Migrated => ("migrated", None),
+        MigrationOutcome::WouldMigrate => ("would_migrate", None),
+        MigrationOutcome::Refused(reason) => ("refused", Some(reason)),
+    };
+    MigrationItemDto {
+        execution_id: item.execution_id,
+        outcome: outcome.into(),
+        from_version: item.from_version,
+        gate_step: item.gate_step,
+        reason,
+    }
 }
 
 /// How many executions a bulk retry looks at when the request does not say.

@@ -102,6 +102,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             "/api/v1/executions/retry",
             executions::retry_bulk,
         ),
+        at(
+            Method::POST,
+            "/api/v1/executions/migrate",
+            executions::migrate_bulk,
+        ),
         at(Method::GET, "/api/v1/executions/{id}", executions::get),
         at(
             Method::GET,
@@ -132,6 +137,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             Method::POST,
             "/api/v1/executions/{id}/retry",
             executions::retry,
+        ),
+        at(
+            Method::POST,
+            "/api/v1/executions/{id}/migrate",
+            executions::migrate,
         ),
         at(
             Method::POST,

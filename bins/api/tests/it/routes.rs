@@ -37,6 +37,7 @@ on_both_backends!(
     execution_routes,
     operator_commands_and_direct_events,
     failed_executions_are_retried,
+    paused_executions_are_migrated,
     unreadable_executions_are_quarantined,
 );
 
@@ -1278,6 +1279,96 @@ async fn failed_executions_are_retried(app: TestApp) {
     );
     let origin = audit["items"][0]["data"]["origin"].as_str().unwrap();
     assert!(origin.starts_with("api from 127.0.0.1"), "{origin}");
+    app.stop().await;
+}
+
+/// An order waiting for approval on version 1.0.0 is moved to 2.0.0 through HTTP (dry
+/// run first), then approved: it follows 2.0.0's branch. Refusals say why.
+async fn paused_executions_are_migrated(app: TestApp) {
+    let operator = app.key("ops", &["operator"]).await;
+    let viewer = app.key("viewer", &["viewer"]).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    app.workflow(order_workflow("orders")).await;
+    let (s, ev) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &operator,
+            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ev}");
+    let id = ev["started"][0].as_str().unwrap().to_owned();
+    let paused = app.until(&id, |e| e["status"] == "paused").await;
+    let mut v2 = order_workflow("orders");
+    v2["version"] = json!("2.0.0");
+    v2["steps"][1]["on_approve"] = json!("fast");
+    v2["steps"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "fast", "type": "execute", "execute": [{"type": "set", "path": "lane", "value": "fast"}], "next": "ok"}));
+    app.workflow(v2).await;
+
+    let migrate = format!("/api/v1/executions/{id}/migrate");
+    let (s, b) = app
+        .post(&migrate, &viewer, json!({"to_version": "2.0.0"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"));
+    let (s, b) = app
+        .post(&migrate, &operator, json!({"to_version": "9"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, preview) = app
+        .post(
+            "/api/v1/executions/migrate",
+            &operator,
+            json!({"workflow_id": "orders", "from_version": "1.0.0", "to_version": "2.0.0", "dry_run": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{preview}");
+    assert_eq!(
+        preview["items"],
+        json!([{"execution_id": id, "outcome": "would_migrate", "from_version": "1.0.0", "gate_step": "approve"}])
+    );
+    let (s, b) = app
+        .post(
+            &migrate,
+            &operator,
+            json!({"to_version": "2.0.0", "reason": "fast lane"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["outcome"], "migrated");
+    let moved = app.until(&id, |_| true).await;
+    assert_eq!(moved["workflow_version"], "2.0.0");
+    assert_eq!(
+        moved["approval_id"], paused["approval_id"],
+        "the same request waits"
+    );
+
+    let (s, b) = app
+        .post(
+            &format!(
+                "/api/v1/approvals/{}/approve?wait=true",
+                paused["approval_id"].as_str().unwrap()
+            ),
+            &maria,
+            json!({"reason": "fine"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let done = app.until(&id, |e| e["status"] == "completed").await;
+    assert_eq!(done["context"]["lane"], "fast", "{done}");
+    let (s, b) = app
+        .post(&migrate, &operator, json!({"to_version": "1.0.0"}))
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{b}"
+    );
     app.stop().await;
 }
 
