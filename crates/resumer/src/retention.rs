@@ -64,6 +64,10 @@ impl Retention {
         if !due || self.options.batch == 0 {
             return Ok(0);
         }
+        let later = now
+            + chrono::TimeDelta::from_std(self.options.interval).unwrap_or(chrono::TimeDelta::MAX);
+        // A failed look is tried again after the interval, not on every pass.
+        *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(later);
         let purge = self.policy(now).await?;
         let purged = if purge.is_empty() {
             Vec::new()
@@ -74,13 +78,9 @@ impl Retention {
                 .await?
         };
         let full = purged.len() >= self.options.batch as usize;
-        let next = if full {
-            now
-        } else {
-            now + chrono::TimeDelta::from_std(self.options.interval)
-                .unwrap_or(chrono::TimeDelta::MAX)
-        };
-        *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(next);
+        if full {
+            *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        }
         if !purged.is_empty() {
             metrics::counter!("tollgate_executions_purged_total").increment(purged.len() as u64);
             let oldest = purged.iter().map(|p| p.ended_at).min();

@@ -599,6 +599,65 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
     );
     shot(&c, "execution-retried").await;
 
+    // An operator checks, then moves a waiting order to a new version of its workflow.
+    let (_, ev3) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &shop,
+            json!({"event_type": "order.created", "payload": {"total": 42000, "order_id": "o-9"}}),
+        )
+        .await;
+    let exec3 = ev3["started"][0].as_str().unwrap().to_owned();
+    let mut v2 = order_workflow("orders");
+    v2["version"] = json!("2.0.0");
+    app.workflow(v2).await;
+    c.goto(&app.url(&format!("/executions/{exec3}")))
+        .await
+        .unwrap();
+    c.find(Locator::Css("select[name='check_version']"))
+        .await
+        .unwrap()
+        .select_by_value("2.0.0")
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!(
+        "form[action='/executions/{exec3}'] button"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let check = c
+        .wait()
+        .for_element(Locator::Css("#migrate-check"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        check.contains("can continue this execution at approve"),
+        "{check}"
+    );
+    shot(&c, "execution-migrate-check").await;
+    c.find(Locator::Css(&format!(
+        "form[action='/executions/{exec3}/migrate'] button"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status.paused"))
+        .await
+        .unwrap();
+    let (_, e3): (StatusCode, Value) = app
+        .get(&format!("/api/v1/executions/{exec3}"), &app.admin.clone())
+        .await;
+    assert_eq!(e3["workflow_version"], "2.0.0", "{e3}");
+
     // A revoked key's session ends at once.
     let ops_cookie = c
         .get_named_cookie("tg_session")

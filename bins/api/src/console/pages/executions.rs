@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tollgate_model::records::{ApprovalStatus, Execution, StepRecord};
 use tollgate_model::{ExecutionStatus, PauseReason};
-use tollgate_resumer::RetryCommand;
+use tollgate_resumer::{MigrateCommand, RetryCommand};
 use tollgate_store::{ApprovalFilter, ExecutionFilter, PageRequest};
 use uuid::Uuid;
 
@@ -317,6 +317,7 @@ pub async fn execution(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    query: web::Query<ExecutionPageQuery>,
 ) -> Page {
     let user = signed_in!(req, state);
     let Ok(id) = Uuid::parse_str(&id) else {
@@ -347,6 +348,12 @@ pub async fn execution(
     } else {
         Vec::new()
     };
+    // The versions a gated execution may move to, and, when asked, whether it can.
+    let (migrate_versions, migrate_check) = if operator && e.status.is_gated() {
+        migration_preview(&state, &e, query.check_version.as_deref()).await
+    } else {
+        (Vec::new(), None)
+    };
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -372,6 +379,7 @@ pub async fn execution(
                     @if let Some(err) = &e.error { dt { "Error" } dd.error { (err.message) } }
                 }
                 @if operator { (commands(&user, &e, &retry_steps)) }
+                @if !migrate_versions.is_empty() { (migrate_form(&user, &e, &migrate_versions, migrate_check.as_ref())) }
             }
             section.card {
                 h2 { "Path" }
@@ -429,6 +437,90 @@ pub async fn execution(
             }
         },
     )
+}
+
+/// Query of the execution page: `check_version` previews a migration to that version.
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecutionPageQuery {
+    #[serde(default)]
+    check_version: Option<String>,
+}
+
+/// The other versions of a gated execution's workflow, and the dry run of a move to
+/// `check` when one is asked for: `Ok(gate step there)` or `Err(why not)`.
+async fn migration_preview(
+    state: &AppState,
+    e: &Execution,
+    check: Option<&str>,
+) -> (Vec<String>, Option<(String, Result<String, String>)>) {
+    let filter = tollgate_store::WorkflowFilter {
+        workflow_id: Some(e.workflow_key.clone()),
+        ..tollgate_store::WorkflowFilter::default()
+    };
+    let mut versions: Vec<String> = state
+        .store
+        .list_workflows(&filter, &PageRequest::first(100))
+        .await
+        .map(|p| p.items.iter().map(|w| w.version().to_owned()).collect())
+        .unwrap_or_default();
+    versions.retain(|v| *v != e.workflow_version);
+    versions.sort_by(|a, b| tollgate_model::definition::compare_versions(b, a));
+    let check = match check.filter(|v| !v.is_empty()) {
+        Some(version) => {
+            let map = BTreeMap::new();
+            let command = MigrateCommand {
+                to_version: version,
+                step_map: &map,
+                reason: None,
+                actor: None,
+                origin: None,
+            };
+            let result = match state.control.migrate(e.id, command, true).await {
+                Ok(item) => Ok(item.gate_step.unwrap_or_default()),
+                Err(err) => Err(err.to_string()),
+            };
+            Some((version.to_owned(), result))
+        }
+        None => None,
+    };
+    (versions, check)
+}
+
+/// Check (a dry run, shown on the page) and move a gated execution to another version.
+fn migrate_form(
+    user: &User,
+    e: &Execution,
+    versions: &[String],
+    check: Option<&(String, Result<String, String>)>,
+) -> Markup {
+    html! {
+        div.commands {
+            form.retry method="get" action={"/executions/" (e.id)} {
+                label { "Move to version "
+                    select name="check_version" aria-label="Version to move to" {
+                        @for v in versions {
+                            option value=(v) selected[check.is_some_and(|(c, _)| c == v)] { (v) }
+                        }
+                    }
+                }
+                button type="submit" { "Check" }
+            }
+            @if let Some((version, result)) = check {
+                @match result {
+                    Ok(step) => {
+                        p #migrate-check.muted { "Version " (version) " can continue this execution at " code { (step) } "; its pending gate carries over." }
+                        form method="post" action={"/executions/" (e.id) "/migrate"} {
+                            (csrf_field(user))
+                            input type="hidden" name="to_version" value=(version);
+                            input type="text" name="reason" placeholder="Reason (optional)" aria-label="Reason for moving";
+                            button.approve type="submit" { "Move to " (version) }
+                        }
+                    }
+                    Err(why) => { p #migrate-check.error { (why) } }
+                }
+            }
+        }
+    }
 }
 
 /// How long a retry from the console waits for the execution's next stop before it
@@ -502,7 +594,7 @@ pub(super) fn commands(user: &User, e: &Execution, retry_steps: &[String]) -> Ma
     }
 }
 
-/// `POST /executions/{id}/{pause|resume|cancel|retry}`.
+/// `POST /executions/{id}/{pause|resume|cancel|retry|migrate}`.
 pub async fn command(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -556,15 +648,24 @@ pub async fn command(
                 Err(err) => Err(err),
             }
         }
+        "migrate" => {
+            let origin = req.peer_addr().map(|a| format!("console from {}", a.ip()));
+            let map = BTreeMap::new();
+            let command = MigrateCommand {
+                to_version: form.to_version.trim(),
+                step_map: &map,
+                reason,
+                actor,
+                origin: origin.as_deref(),
+            };
+            state.control.migrate(id, command, false).await.map(|_| ())
+        }
         _ => return not_found(&user, "command"),
     };
     match outcome {
-        Err(tollgate_resumer::Error::Invalid(message)) => problem(
-            StatusCode::BAD_REQUEST,
-            Some(&user),
-            "Not retried",
-            &message,
-        ),
+        Err(tollgate_resumer::Error::Invalid(message)) => {
+            problem(StatusCode::BAD_REQUEST, Some(&user), "Refused", &message)
+        }
         Ok(()) | Err(tollgate_resumer::Error::Conflict(_)) => {
             see_other(&format!("/executions/{id}"))
         }

@@ -92,6 +92,8 @@ pub struct Form {
     definition: String,
     #[serde(default)]
     from_step: String,
+    #[serde(default)]
+    to_version: String,
 }
 
 /// Refuses a POST whose CSRF token is missing or wrong.
