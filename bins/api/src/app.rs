@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{build_engine, default_worker_id, Kind};
 use tollgate_model::records::ApiKey;
-use tollgate_resumer::{RetentionOptions, Tasks, Worker, WorkerOptions};
+use tollgate_resumer::{ArchiveDir, RetentionOptions, Tasks, Worker, WorkerOptions};
 use tollgate_store::ApiKeyStore;
 use utoipa::OpenApi as _;
 use uuid::Uuid;
@@ -323,6 +323,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 retention: RetentionOptions {
                     default: args.worker.retention,
                     batch: args.worker.retention_batch,
+                    archive: args.worker.archive_dir.clone().map(ArchiveDir::new),
                     ..RetentionOptions::default()
                 },
             },

@@ -21,7 +21,7 @@ use tollgate_bootstrap::{
     parse_positive_duration, run_main, wait_for_signal, DatabaseArgs, DatabaseTarget, FileConfig,
     Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
 };
-use tollgate_resumer::{RetentionOptions, Worker, WorkerOptions};
+use tollgate_resumer::{ArchiveDir, RetentionOptions, Worker, WorkerOptions};
 
 /// Runs Tollgate's worker loop against a shared PostgreSQL database.
 #[derive(Debug, Parser)]
@@ -96,6 +96,11 @@ struct Cli {
     /// Ended executions deleted per transaction by retention.
     #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     retention_batch: u32,
+
+    /// Before retention deletes a batch, write it here (gzip JSON Lines, a directory per
+    /// day the executions ended).
+    #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]
+    archive_dir: Option<std::path::PathBuf>,
 
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
@@ -174,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
             worker_pass_timeout: cli.pass_timeout,
             retention: cli.retention,
             retention_batch: cli.retention_batch,
+            archive_dir: cli.archive_dir.clone(),
         },
         worker_id.clone(),
     )?;
@@ -189,6 +195,7 @@ async fn run(cli: Cli) -> Result<()> {
             retention: RetentionOptions {
                 default: cli.retention,
                 batch: cli.retention_batch,
+                archive: cli.archive_dir.clone().map(ArchiveDir::new),
                 ..RetentionOptions::default()
             },
         },

@@ -161,6 +161,11 @@ pub struct WorkerArgs {
     /// Ended executions deleted per transaction by retention (small: no long locks).
     #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub retention_batch: u32,
+
+    /// Before retention deletes a batch, write it here (gzip JSON Lines, a directory per
+    /// day the executions ended); nothing is deleted that could not be written.
+    #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same

@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod approvals;
+mod archive;
 mod control;
 mod events;
 mod migrate;
@@ -66,6 +67,7 @@ use tollgate_engine::Engine;
 use tollgate_model::records::Execution;
 
 pub use approvals::{ApprovalService, Decided};
+pub use archive::ArchiveDir;
 pub use control::ExecutionControl;
 pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
 pub use migrate::{

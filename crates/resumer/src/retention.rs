@@ -11,6 +11,7 @@ use tollgate_model::definition::compare_versions;
 use tollgate_model::records::Timestamp;
 use tollgate_store::{PageRequest, Purge, WorkflowFilter};
 
+use crate::archive::ArchiveDir;
 use crate::Result;
 
 /// How long ended executions are kept, and how fast they are deleted.
@@ -24,6 +25,8 @@ pub struct RetentionOptions {
     /// How often the loop looks for expired history when the last batch was not full
     /// (a full batch is followed by the next one on the next pass).
     pub interval: Duration,
+    /// Where each batch is written before it is deleted; `None`: deleted only.
+    pub archive: Option<ArchiveDir>,
 }
 
 impl Default for RetentionOptions {
@@ -32,6 +35,7 @@ impl Default for RetentionOptions {
             default: None,
             batch: 500,
             interval: Duration::from_secs(60),
+            archive: None,
         }
     }
 }
@@ -71,6 +75,28 @@ impl Retention {
         let purge = self.policy(now).await?;
         let purged = if purge.is_empty() {
             Vec::new()
+        } else if let Some(archive) = &self.options.archive {
+            // Archive first, then delete only what the archive holds. A crash between
+            // the two leaves the batch in the database, and the next pass archives it
+            // again (lines may repeat; none is lost).
+            let batch = self
+                .engine
+                .store()
+                .purgeable(&purge, self.options.batch)
+                .await?;
+            if batch.is_empty() {
+                Vec::new()
+            } else {
+                archive.keep(&self.engine, &batch).await?;
+                let archived = Purge {
+                    only: Some(batch.iter().map(|p| p.execution_id).collect()),
+                    ..purge
+                };
+                self.engine
+                    .store()
+                    .purge_ended(&archived, self.options.batch)
+                    .await?
+            }
         } else {
             self.engine
                 .store()
@@ -126,6 +152,7 @@ impl Retention {
                 .into_iter()
                 .filter_map(|(key, (_, keep))| Some((key, before(keep?.as_std())?)))
                 .collect(),
+            only: None,
         })
     }
 }

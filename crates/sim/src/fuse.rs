@@ -266,6 +266,7 @@ through_fuse!(ExecutionStore {
     fn resume_manual(&self, id: Uuid, actor: Option<&str>, data: Value, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn migrate_execution(&self, id: Uuid, migration: &Migration, actor: Option<&str>, now: Timestamp) -> Execution;
     fn purge_ended(&self, purge: &Purge, limit: u32) -> Vec<Purged>;
+    fn purgeable(&self, purge: &Purge, limit: u32) -> Vec<Purged>;
     fn retry_execution(&self, id: Uuid, retry: &Retry, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn claim_wait(&self, id: Uuid, expected_version: Option<i64>, event: &Event, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;

@@ -212,6 +212,10 @@ pub trait ExecutionStore: Send + Sync {
     /// returns an empty list rather than waiting.
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>>;
 
+    /// The executions [`Self::purge_ended`] would delete now with the same arguments,
+    /// oldest end first, deleting nothing (so that they can be archived first).
+    async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>>;
+
     /// Moves a paused or waiting execution to another version of its workflow as
     /// `migration` says (see [`tollgate_model::records::Migration`]), with a `manual`
     /// resume request from `actor` carrying `migration.audit`. Its gate, pending approval

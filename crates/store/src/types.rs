@@ -385,12 +385,15 @@ pub struct Purge {
     pub default_before: Option<Timestamp>,
     /// Cutoffs by workflow string id, for workflows whose definition sets `retention`.
     pub per_workflow: Vec<(String, Timestamp)>,
+    /// When set, only these executions are considered (those an archive already holds).
+    pub only: Option<Vec<Uuid>>,
 }
 
 impl Purge {
     /// Whether it deletes nothing at all.
     pub fn is_empty(&self) -> bool {
-        self.default_before.is_none() && self.per_workflow.is_empty()
+        (self.default_before.is_none() && self.per_workflow.is_empty())
+            || self.only.as_ref().is_some_and(Vec::is_empty)
     }
 
     /// The cutoff that applies to executions of `workflow_key`.

@@ -482,6 +482,10 @@ impl ExecutionStore for PgStore {
         self.purge(purge, limit).await
     }
 
+    async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        PgStore::purgeable(self, purge, limit).await
+    }
+
     async fn migrate_execution(
         &self,
         id: Uuid,

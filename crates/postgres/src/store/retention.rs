@@ -34,36 +34,8 @@ impl PgStore {
             tx.rollback().await.map_err(backend)?;
             return Ok(Vec::new());
         }
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT id, workflow_key, completed_at, consumed_events FROM executions \
-             WHERE completed_at IS NOT NULL AND (",
-        );
-        let mut first = true;
-        for (key, before) in &purge.per_workflow {
-            if !std::mem::take(&mut first) {
-                q.push(" OR ");
-            }
-            q.push("(workflow_key = ")
-                .push_bind(key.clone())
-                .push(" AND completed_at < ")
-                .push_bind(*before)
-                .push(")");
-        }
-        if let Some(before) = purge.default_before {
-            if !std::mem::take(&mut first) {
-                q.push(" OR ");
-            }
-            let overridden: Vec<String> =
-                purge.per_workflow.iter().map(|(k, _)| k.clone()).collect();
-            q.push("(completed_at < ")
-                .push_bind(before)
-                .push(" AND workflow_key <> ALL(")
-                .push_bind(overridden)
-                .push("))");
-        }
-        q.push(") ORDER BY completed_at, id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(" FOR UPDATE SKIP LOCKED");
+        let mut q = candidates(purge, limit);
+        q.push(" FOR UPDATE SKIP LOCKED");
         let rows = q.build().fetch_all(&mut *tx).await.map_err(backend)?;
         let mut purged = Vec::with_capacity(rows.len());
         let mut events: Vec<Uuid> = Vec::new();
@@ -116,4 +88,65 @@ impl PgStore {
         commit(tx).await?;
         Ok(purged)
     }
+}
+
+impl PgStore {
+    /// What [`Self::purge`] would delete now, read without deleting or locking.
+    pub(super) async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        if purge.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = candidates(purge, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Purged {
+                    execution_id: row.try_get("id").map_err(backend)?,
+                    workflow_key: row.try_get("workflow_key").map_err(backend)?,
+                    ended_at: row.try_get("completed_at").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The ended executions past their cutoff, oldest end first (the `executions_ended`
+/// index), at most `limit`, restricted to `purge.only` when set.
+fn candidates(purge: &Purge, limit: u32) -> QueryBuilder<'static, Postgres> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT id, workflow_key, completed_at, consumed_events FROM executions \
+         WHERE completed_at IS NOT NULL AND (",
+    );
+    let mut first = true;
+    for (key, before) in &purge.per_workflow {
+        if !std::mem::take(&mut first) {
+            q.push(" OR ");
+        }
+        q.push("(workflow_key = ")
+            .push_bind(key.clone())
+            .push(" AND completed_at < ")
+            .push_bind(*before)
+            .push(")");
+    }
+    if let Some(before) = purge.default_before {
+        if !std::mem::take(&mut first) {
+            q.push(" OR ");
+        }
+        let overridden: Vec<String> = purge.per_workflow.iter().map(|(k, _)| k.clone()).collect();
+        q.push("(completed_at < ")
+            .push_bind(before)
+            .push(" AND workflow_key <> ALL(")
+            .push_bind(overridden)
+            .push("))");
+    }
+    q.push(")");
+    if let Some(only) = &purge.only {
+        q.push(" AND id = ANY(").push_bind(only.clone()).push(")");
+    }
+    q.push(" ORDER BY completed_at, id LIMIT ")
+        .push_bind(i64::from(limit));
+    q
 }

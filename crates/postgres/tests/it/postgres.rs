@@ -937,6 +937,7 @@ async fn one_node_purges_at_a_time() {
     let purge = tollgate_store::Purge {
         default_before: Some(t0() + chrono::TimeDelta::days(1)),
         per_workflow: Vec::new(),
+        only: None,
     };
     // Another node's purge, in flight.
     let mut other = pool.begin().await.unwrap();

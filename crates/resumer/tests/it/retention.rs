@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_model::ExecutionStatus;
-use tollgate_resumer::{RetentionOptions, Worker, WorkerOptions};
+use tollgate_resumer::{ArchiveDir, RetentionOptions, Worker, WorkerOptions};
 
 use crate::Harness;
 
@@ -30,6 +30,7 @@ async fn ended_executions_are_deleted_in_batches_once_their_retention_passed() {
                 default: Some(Duration::from_secs(30 * DAY)),
                 batch: 2,
                 interval: Duration::from_secs(60),
+                archive: None,
             },
             ..WorkerOptions::default()
         },
@@ -112,6 +113,98 @@ async fn without_a_retention_nothing_is_deleted() {
     let e = h.start("order.created", json!({})).await;
     h.advance(3650 * DAY);
     assert_eq!(h.worker.tick().await.unwrap().purged, 0);
+    assert_eq!(
+        h.store.get_execution(e.id).await.unwrap().status,
+        ExecutionStatus::Completed
+    );
+}
+
+fn retention_with(h: &Harness, archive: &std::path::Path) -> Worker {
+    Worker::new(
+        h.engine.clone(),
+        WorkerOptions {
+            retention: RetentionOptions {
+                default: Some(Duration::from_secs(DAY)),
+                batch: 10,
+                interval: Duration::from_secs(60),
+                archive: Some(ArchiveDir::new(archive)),
+            },
+            ..WorkerOptions::default()
+        },
+    )
+}
+
+/// Every line of every archive file under `root`.
+fn archived(root: &std::path::Path) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let mut lines = Vec::new();
+    for day in std::fs::read_dir(root).unwrap() {
+        let day = day.unwrap().path();
+        for file in std::fs::read_dir(&day).unwrap() {
+            let file = file.unwrap().path();
+            assert!(
+                file.to_string_lossy().ends_with(".jsonl.gz"),
+                "{}",
+                file.display()
+            );
+            let gz = flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap());
+            for line in std::io::BufReader::new(gz).lines() {
+                lines.push(serde_json::from_str(&line.unwrap()).unwrap());
+            }
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn what_is_deleted_is_archived_first_by_the_day_it_ended() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "orders", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [{"id": "tell", "type": "execute", "execute": [{"type": "notify", "recipients": ["ops"], "message": "order {{n}}"}], "next": "done"},
+                  {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(h.start("order.created", json!({"n": n})).await.id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let worker = retention_with(&h, dir.path());
+    h.advance(2 * DAY);
+    assert_eq!(worker.tick().await.unwrap().purged, 3);
+    let lines = archived(dir.path());
+    assert_eq!(lines.len(), 3);
+    let day = crate::start_time().format("%Y-%m-%d").to_string();
+    assert!(
+        dir.path().join(&day).is_dir(),
+        "filed under the day they ended"
+    );
+    for line in &lines {
+        let id = line["execution"]["id"].as_str().unwrap();
+        assert!(ids.iter().any(|i| i.to_string() == id));
+        assert_eq!(line["steps"].as_array().unwrap().len(), 2);
+        assert_eq!(line["notifications"].as_array().unwrap().len(), 1);
+        assert!(line["resume_requests"].is_array() && line["approvals"].is_array());
+    }
+    for id in ids {
+        assert!(h.store.get_execution(id).await.unwrap_err().is_not_found());
+    }
+}
+
+/// An archive that cannot be written deletes nothing: history is never lost to a full
+/// disk or a wrong path.
+#[tokio::test]
+async fn nothing_is_deleted_when_the_archive_cannot_be_written() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "orders", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [{"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let e = h.start("order.created", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let worker = retention_with(&h, &not_a_dir);
+    h.advance(2 * DAY);
+    assert_eq!(worker.tick().await.unwrap().purged, 0);
     assert_eq!(
         h.store.get_execution(e.id).await.unwrap().status,
         ExecutionStatus::Completed

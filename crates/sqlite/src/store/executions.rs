@@ -507,6 +507,10 @@ impl ExecutionStore for SqliteStore {
         self.purge(purge, limit).await
     }
 
+    async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        SqliteStore::purgeable(self, purge, limit).await
+    }
+
     async fn migrate_execution(
         &self,
         id: Uuid,

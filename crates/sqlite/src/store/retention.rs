@@ -20,33 +20,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.write_tx().await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, workflow_key, completed_at, consumed_events FROM executions \
-             WHERE completed_at IS NOT NULL AND (",
-        );
-        let mut first = true;
-        for (key, before) in &purge.per_workflow {
-            if !std::mem::take(&mut first) {
-                q.push(" OR ");
-            }
-            q.push("(workflow_key = ")
-                .push_bind(key.clone())
-                .push(" AND completed_at < ")
-                .push_bind(ts(*before))
-                .push(")");
-        }
-        if let Some(before) = purge.default_before {
-            if !std::mem::take(&mut first) {
-                q.push(" OR ");
-            }
-            q.push("(completed_at < ").push_bind(ts(before));
-            for (key, _) in &purge.per_workflow {
-                q.push(" AND workflow_key <> ").push_bind(key.clone());
-            }
-            q.push(")");
-        }
-        q.push(") ORDER BY completed_at, id LIMIT ")
-            .push_bind(i64::from(limit));
+        let mut q = candidates(purge, limit);
         let rows = q.build().fetch_all(&mut *tx).await.map_err(backend)?;
         let mut purged = Vec::with_capacity(rows.len());
         for row in rows {
@@ -89,4 +63,71 @@ impl SqliteStore {
         commit(tx).await?;
         Ok(purged)
     }
+}
+
+impl SqliteStore {
+    /// What [`Self::purge`] would delete now, read without deleting.
+    pub(super) async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        if purge.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = candidates(purge, limit)
+            .build()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(backend)?;
+                Ok(Purged {
+                    execution_id: Uuid::parse_str(&id)
+                        .map_err(|e| rows::corrupt("execution id", e))?,
+                    workflow_key: row.try_get("workflow_key").map_err(backend)?,
+                    ended_at: from_ts(row.try_get("completed_at").map_err(backend)?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The ended executions past their cutoff, oldest end first (the `executions_ended`
+/// index), at most `limit`, restricted to `purge.only` when set.
+fn candidates(purge: &Purge, limit: u32) -> QueryBuilder<'static, Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT id, workflow_key, completed_at, consumed_events FROM executions \
+         WHERE completed_at IS NOT NULL AND (",
+    );
+    let mut first = true;
+    for (key, before) in &purge.per_workflow {
+        if !std::mem::take(&mut first) {
+            q.push(" OR ");
+        }
+        q.push("(workflow_key = ")
+            .push_bind(key.clone())
+            .push(" AND completed_at < ")
+            .push_bind(ts(*before))
+            .push(")");
+    }
+    if let Some(before) = purge.default_before {
+        if !std::mem::take(&mut first) {
+            q.push(" OR ");
+        }
+        q.push("(completed_at < ").push_bind(ts(before));
+        for (key, _) in &purge.per_workflow {
+            q.push(" AND workflow_key <> ").push_bind(key.clone());
+        }
+        q.push(")");
+    }
+    q.push(")");
+    if let Some(only) = &purge.only {
+        q.push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in only {
+            list.push_bind(id.to_string());
+        }
+        q.push(")");
+    }
+    q.push(" ORDER BY completed_at, id LIMIT ")
+        .push_bind(i64::from(limit));
+    q
 }

@@ -383,17 +383,7 @@ impl ExecutionStore for MemoryStore {
 
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
         let mut state = self.lock();
-        let mut due: Vec<(Timestamp, Uuid, Timestamp)> = state
-            .executions
-            .values()
-            .filter_map(|e| {
-                let ended = e.completed_at?;
-                let cutoff = purge.cutoff(&e.workflow_key)?;
-                (ended < cutoff).then_some((ended, e.id, cutoff))
-            })
-            .collect();
-        due.sort();
-        due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let due = purge_candidates(&state.executions, purge, limit);
         let mut purged = Vec::with_capacity(due.len());
         for (ended_at, id, cutoff) in due {
             let Some(execution) = state.executions.remove(&id) else {
@@ -448,6 +438,20 @@ impl ExecutionStore for MemoryStore {
             now,
         );
         Ok(snapshot)
+    }
+
+    async fn purgeable(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
+        let state = self.lock();
+        Ok(purge_candidates(&state.executions, purge, limit)
+            .into_iter()
+            .filter_map(|(ended_at, id, _)| {
+                state.executions.get(&id).map(|e| Purged {
+                    execution_id: id,
+                    workflow_key: e.workflow_key.clone(),
+                    ended_at,
+                })
+            })
+            .collect())
     }
 
     async fn cancel_execution(
@@ -542,4 +546,27 @@ impl ExecutionStore for MemoryStore {
             .collect();
         Ok(paginate(keyed, true, after, page.limit, encode_id))
     }
+}
+
+/// (end, id, cutoff) of the executions a purge takes, oldest end first, at most `limit`.
+fn purge_candidates(
+    executions: &BTreeMap<Uuid, Execution>,
+    purge: &Purge,
+    limit: u32,
+) -> Vec<(Timestamp, Uuid, Timestamp)> {
+    if purge.is_empty() {
+        return Vec::new();
+    }
+    let mut due: Vec<(Timestamp, Uuid, Timestamp)> = executions
+        .values()
+        .filter(|e| purge.only.as_ref().is_none_or(|only| only.contains(&e.id)))
+        .filter_map(|e| {
+            let ended = e.completed_at?;
+            let cutoff = purge.cutoff(&e.workflow_key)?;
+            (ended < cutoff).then_some((ended, e.id, cutoff))
+        })
+        .collect();
+    due.sort();
+    due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    due
 }

@@ -133,7 +133,22 @@ pub async fn purges_delete_ended_executions_whole_by_their_workflows_cutoff(stor
     let purge = Purge {
         default_before: Some(t0() + days(1)),
         per_workflow: vec![("refunds".into(), t0() - days(1))],
+        only: None,
     };
+    // What a purge would take, read first (to archive it), deletes nothing.
+    let listed = store.purgeable(&purge, 100).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|p| p.execution_id).collect::<Vec<_>>(),
+        [old.id]
+    );
+    assert!(store.get_execution(old.id).await.is_ok());
+    // Restricted to other executions, it takes nothing.
+    let elsewhere = Purge {
+        only: Some(vec![recent.id, live.id]),
+        ..purge.clone()
+    };
+    assert!(store.purge_ended(&elsewhere, 100).await.unwrap().is_empty());
+    assert!(store.get_execution(old.id).await.is_ok());
     let purged = store.purge_ended(&purge, 100).await.unwrap();
     assert_eq!(
         purged
@@ -180,6 +195,7 @@ pub async fn purges_delete_ended_executions_whole_by_their_workflows_cutoff(stor
     let everything = Purge {
         default_before: Some(t0() + days(30)),
         per_workflow: Vec::new(),
+        only: None,
     };
     let first = store.purge_ended(&everything, 1).await.unwrap();
     assert_eq!(
