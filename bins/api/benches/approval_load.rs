@@ -20,6 +20,13 @@
 //! build of the server), `TOLLGATE_BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
 //!
+//! History (env, PostgreSQL only): `TOLLGATE_BENCH_HISTORY=H` fills the database with
+//! `H` executions that ended two days ago (each with its step records, copied from a
+//! real one) before the workload, so its figures can be compared with an empty
+//! database; `TOLLGATE_BENCH_PURGE=1` starts the server with `--retention 1d`, so that it
+//! deletes that history in batches (of 500, looking again every second) while the
+//! workload runs.
+//!
 //! Diagnostics (env): `TOLLGATE_BENCH_TRACE=FILE` writes each decision of phase B as
 //! "ms since the phase began, latency ms" (where in the phase the slow ones were);
 //! `TOLLGATE_BENCH_SERVER_LOG=FILE` keeps the server's log there, at the level
@@ -60,7 +67,7 @@ impl Drop for Server {
     }
 }
 
-async fn start(database_url: Option<&str>) -> Server {
+async fn start(database_url: Option<&str>, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -87,6 +94,7 @@ async fn start(database_url: Option<&str>) -> Server {
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
+    cmd.args(extra);
     let mut child = cmd.spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -300,7 +308,18 @@ impl Receiver {
 }
 
 async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhook: bool) {
-    let server = start(database_url).await;
+    let history: usize = if database_url.is_some() {
+        env_or("TOLLGATE_BENCH_HISTORY", 0)
+    } else {
+        0
+    };
+    let purge = history > 0 && env_or("TOLLGATE_BENCH_PURGE", 0) == 1;
+    let extra: &[&str] = if purge {
+        &["--retention", "1d", "--retention-interval", "1s"]
+    } else {
+        &[]
+    };
+    let server = start(database_url, extra).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(c)
         .build()
@@ -354,6 +373,18 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
     )
     .await;
     let manager = Arc::new(manager["key"].as_str().unwrap().to_owned());
+    let label = match (history, purge) {
+        (0, _) => label,
+        (_, false) => format!("{label} with {history} ended executions in the tables"),
+        (_, true) => format!("{label} with {history} ended executions being purged"),
+    };
+    let before = match database_url {
+        Some(url) if history > 0 => {
+            fill_history(&client, &base, &shop, url, history).await;
+            count_executions(url).await
+        }
+        _ => 0,
+    };
 
     // Phase A: starts.
     let cpu_a = CpuMeter::start(server.child.id());
@@ -463,6 +494,13 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
         }
         std::fs::write(path, text).unwrap();
     }
+    if let (true, Some(url)) = (purge, database_url) {
+        let left = count_executions(url).await;
+        println!(
+            "history purged while the workload ran: {} of {history} ended executions",
+            (before + n as i64 - left).max(0)
+        );
+    }
     let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
     println!(
@@ -479,6 +517,73 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
         percentile(&sorted, 0.99),
         percentile(&sorted, 1.0),
     );
+}
+
+/// `h` executions that ended two days ago, each with the step records of a real one,
+/// written straight into the database in chunks (the server never saw them start).
+async fn fill_history(client: &reqwest::Client, base: &str, shop: &str, url: &str, h: usize) {
+    let (s, b) = post(
+        client,
+        format!("{base}/api/v1/events?wait=true"),
+        shop,
+        json!({"event_type": "order.created", "payload": {"total": 5, "order_id": "history"}}),
+    )
+    .await;
+    assert_eq!(s, 202, "{b}");
+    let template = uuid::Uuid::parse_str(b["started"][0].as_str().unwrap()).unwrap();
+    let mut conn: PgConnection = url
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let mut done = 0;
+    while done < h {
+        let chunk = (h - done).min(100_000) as i64;
+        sqlx::query(
+            "WITH new AS (INSERT INTO executions SELECT gen_random_uuid(), workflow_id, workflow_key, workflow_version, snapshot_id, status, result, \
+             trigger_event, trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
+             gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, last_resumed_at, \
+             started_at - interval '2 days' - make_interval(secs => n), completed_at - interval '2 days' - make_interval(secs => n), \
+             updated_at, error, requested_by, consumed_events, commit_token FROM executions, generate_series(1, $2) AS n WHERE id = $1 RETURNING id) \
+             INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, \
+             warnings, started_at, completed_at, error) \
+             SELECT gen_random_uuid(), new.id, s.step_id, s.step_type, s.parent_step_id, s.iteration, s.visit, s.attempt, s.status, s.input, \
+             s.output, s.warnings, s.started_at, s.completed_at, s.error FROM new, step_records s WHERE s.execution_id = $1",
+        )
+        .bind(template)
+        .bind(chunk)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        done += chunk as usize;
+    }
+    sqlx::query("ANALYZE executions")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE step_records")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    println!(
+        "history: {h} ended executions written in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+}
+
+async fn count_executions(url: &str) -> i64 {
+    let mut conn: PgConnection = url
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM executions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
 }
 
 fn main() {

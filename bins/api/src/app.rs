@@ -323,8 +323,8 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                 retention: RetentionOptions {
                     default: args.worker.retention,
                     batch: args.worker.retention_batch,
+                    interval: args.worker.retention_interval,
                     archive: args.worker.archive_dir.clone().map(ArchiveDir::new),
-                    ..RetentionOptions::default()
                 },
             },
         )

@@ -97,6 +97,10 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     retention_batch: u32,
 
+    /// How often to look for history past its retention when the last batch was not full.
+    #[arg(long, env = "TOLLGATE_RETENTION_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    retention_interval: Duration,
+
     /// Before retention deletes a batch, write it here (gzip JSON Lines, a directory per
     /// day the executions ended).
     #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]
@@ -179,6 +183,7 @@ async fn run(cli: Cli) -> Result<()> {
             worker_pass_timeout: cli.pass_timeout,
             retention: cli.retention,
             retention_batch: cli.retention_batch,
+            retention_interval: cli.retention_interval,
             archive_dir: cli.archive_dir.clone(),
         },
         worker_id.clone(),
@@ -195,8 +200,8 @@ async fn run(cli: Cli) -> Result<()> {
             retention: RetentionOptions {
                 default: cli.retention,
                 batch: cli.retention_batch,
+                interval: cli.retention_interval,
                 archive: cli.archive_dir.clone().map(ArchiveDir::new),
-                ..RetentionOptions::default()
             },
         },
     )

@@ -162,6 +162,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "TOLLGATE_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub retention_batch: u32,
 
+    /// How often the worker loop looks for history past its retention when its last
+    /// batch was not full (a full batch is followed by the next at once).
+    #[arg(long, env = "TOLLGATE_RETENTION_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub retention_interval: Duration,
+
     /// Before retention deletes a batch, write it here (gzip JSON Lines, a directory per
     /// day the executions ended); nothing is deleted that could not be written.
     #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]

@@ -70,6 +70,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             worker_pass_timeout: Duration::from_secs(60),
             retention: None,
             retention_batch: 500,
+            retention_interval: Duration::from_secs(60),
             archive_dir: None,
         },
         max_body_size: 64 * 1024,

@@ -51,6 +51,7 @@ impl Api {
                 worker_pass_timeout: Duration::from_secs(60),
                 retention: None,
                 retention_batch: 500,
+                retention_interval: Duration::from_secs(60),
                 archive_dir: None,
             },
             max_body_size: 1 << 20,
