@@ -74,9 +74,7 @@ pub use migrate::{
     MigrateCommand, MigrationItem, MigrationOutcome, MigrationReport, MigrationSelection,
 };
 pub use retention::RetentionOptions;
-pub use retry::{
-    RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK_RETRY,
-};
+pub use retry::{RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK};
 pub use worker::{TickReport, Worker, WorkerOptions};
 
 /// Where claimed executions are advanced: a runtime plus a tracker, so that a process

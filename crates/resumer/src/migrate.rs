@@ -11,7 +11,7 @@ use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{ExecutionFilter, PageRequest, WorkflowFilter};
 use uuid::Uuid;
 
-use crate::retry::MAX_BULK_RETRY;
+use crate::retry::MAX_BULK;
 use crate::{audit_refusal, refused, Error, ExecutionControl, Result};
 
 /// Where to move executions, who asks, and why.
@@ -148,9 +148,9 @@ impl ExecutionControl {
                 selection.status
             )));
         }
-        if selection.limit == 0 || selection.limit > MAX_BULK_RETRY {
+        if selection.limit == 0 || selection.limit > MAX_BULK {
             return Err(Error::Invalid(format!(
-                "`limit` must be between 1 and {MAX_BULK_RETRY}, not {}",
+                "`limit` must be between 1 and {MAX_BULK}, not {}",
                 selection.limit
             )));
         }

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, ExecutionControl, Progress, Result};
 
-/// Most executions one bulk retry looks at.
-pub const MAX_BULK_RETRY: u32 = 100;
+/// Most executions one bulk retry or migration looks at.
+pub const MAX_BULK: u32 = 100;
 
 /// Who retries, why, and from where.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ pub struct RetrySelection {
     pub workflow_key: Option<String>,
     /// Only executions that stopped at this step.
     pub failed_step: Option<String>,
-    /// How many executions to look at (at most [`MAX_BULK_RETRY`]).
+    /// How many executions to look at (at most [`MAX_BULK`]).
     pub limit: u32,
     /// Where a previous dry run stopped.
     pub cursor: Option<String>,
@@ -81,7 +81,17 @@ impl ExecutionControl {
     pub async fn retry(&self, id: Uuid, command: RetryCommand<'_>) -> Result<Progress> {
         check_reason(command.reason)?;
         let execution = self.engine.store().get_execution(id).await?;
-        let retry = match self.plan(&execution, command).await {
+        self.retry_loaded(&execution, command).await
+    }
+
+    /// [`Self::retry`] of `execution` as just read.
+    async fn retry_loaded(
+        &self,
+        execution: &Execution,
+        command: RetryCommand<'_>,
+    ) -> Result<Progress> {
+        let id = execution.id;
+        let retry = match self.plan(execution, command).await {
             Ok(planned) => planned,
             Err(Error::Conflict(message)) => {
                 self.refuse(id, command, &message).await;
@@ -132,9 +142,9 @@ impl ExecutionControl {
                 selection.status
             )));
         }
-        if selection.limit == 0 || selection.limit > MAX_BULK_RETRY {
+        if selection.limit == 0 || selection.limit > MAX_BULK {
             return Err(Error::Invalid(format!(
-                "`limit` must be between 1 and {MAX_BULK_RETRY}, not {}",
+                "`limit` must be between 1 and {MAX_BULK}, not {}",
                 selection.limit
             )));
         }
@@ -176,37 +186,33 @@ impl ExecutionControl {
         dry_run: bool,
     ) -> Result<RetryItem> {
         let id = execution.id;
-        let planned = match self.plan(execution, command).await {
-            Ok(retry) => retry,
-            Err(Error::Conflict(reason) | Error::Invalid(reason)) => {
-                return Ok(RetryItem {
-                    execution_id: id,
-                    from_step: command.from_step.map(str::to_owned),
-                    outcome: RetryOutcome::Refused(reason),
-                })
-            }
-            Err(err) => return Err(err),
-        };
-        let from_step = Some(planned.cursor.step_id.clone());
-        if dry_run {
-            return Ok(RetryItem {
-                execution_id: id,
-                from_step,
-                outcome: RetryOutcome::WouldRetry,
-            });
-        }
-        let outcome = match self.retry(id, command).await {
-            Ok(_progress) => RetryOutcome::Retried,
-            Err(Error::Conflict(reason) | Error::Invalid(reason) | Error::NotFound(reason)) => {
-                RetryOutcome::Refused(reason)
-            }
-            Err(err) => return Err(err),
-        };
-        Ok(RetryItem {
+        let refused = |reason: String| RetryItem {
             execution_id: id,
-            from_step,
-            outcome,
-        })
+            from_step: command.from_step.map(str::to_owned),
+            outcome: RetryOutcome::Refused(reason),
+        };
+        if !dry_run {
+            return match self.retry_loaded(execution, command).await {
+                Ok(progress) => Ok(RetryItem {
+                    execution_id: id,
+                    from_step: progress.execution.cursor.map(|c| c.step_id),
+                    outcome: RetryOutcome::Retried,
+                }),
+                Err(Error::Conflict(reason) | Error::Invalid(reason) | Error::NotFound(reason)) => {
+                    Ok(refused(reason))
+                }
+                Err(err) => Err(err),
+            };
+        }
+        match self.plan(execution, command).await {
+            Ok(planned) => Ok(RetryItem {
+                execution_id: id,
+                from_step: Some(planned.cursor.step_id),
+                outcome: RetryOutcome::WouldRetry,
+            }),
+            Err(Error::Conflict(reason) | Error::Invalid(reason)) => Ok(refused(reason)),
+            Err(err) => Err(err),
+        }
     }
 
     /// Decides where and how `execution` would start again, or why it cannot.

@@ -318,7 +318,7 @@ pub async fn retry_bulk(
         status,
         workflow_key: body.workflow_id,
         failed_step: body.failed_step,
-        limit: body.limit.unwrap_or(DEFAULT_BULK_RETRY),
+        limit: body.limit.unwrap_or(DEFAULT_BULK),
         cursor: body.cursor,
     };
     let origin = origin(&req);
@@ -421,7 +421,7 @@ pub async fn migrate_bulk(
         workflow_key: body.workflow_id,
         from_version: body.from_version,
         status,
-        limit: body.limit.unwrap_or(DEFAULT_BULK_RETRY),
+        limit: body.limit.unwrap_or(DEFAULT_BULK),
         cursor: body.cursor,
     };
     let origin = origin(&req);
@@ -461,8 +461,8 @@ fn migration_item(item: MigrationItem) -> MigrationItemDto {
     }
 }
 
-/// How many executions a bulk retry looks at when the request does not say.
-const DEFAULT_BULK_RETRY: u32 = 50;
+/// How many executions a bulk retry or migration looks at when the request does not say.
+const DEFAULT_BULK: u32 = 50;
 
 /// Where a command came from, for the audit: the peer's address as the server saw it
 /// (not a forwarding header a client could write).
