@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 use tollgate_model::definition::{GateKind, Step, StepKind};
-use tollgate_model::records::{Execution, Migration, ResumeTrigger, Workflow};
+use tollgate_model::records::{Execution, Migration, Workflow};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{ExecutionFilter, PageRequest, WorkflowFilter};
 use uuid::Uuid;
 
-use crate::retry::MAX_BULK;
-use crate::{audit_refusal, refused, Error, ExecutionControl, Result};
+use crate::retry::check_bulk_limit;
+use crate::{Error, ExecutionControl, Result};
 
 /// Where to move executions, who asks, and why.
 #[derive(Debug, Clone, Copy)]
@@ -148,12 +148,7 @@ impl ExecutionControl {
                 selection.status
             )));
         }
-        if selection.limit == 0 || selection.limit > MAX_BULK {
-            return Err(Error::Invalid(format!(
-                "`limit` must be between 1 and {MAX_BULK}, not {}",
-                selection.limit
-            )));
-        }
+        check_bulk_limit(selection.limit)?;
         // An unknown target version is the caller's mistake, said once.
         self.target(&selection.workflow_key, command.to_version)
             .await?;
@@ -305,18 +300,9 @@ impl ExecutionControl {
     }
 
     async fn refuse_migration(&self, id: Uuid, command: MigrateCommand<'_>, message: &str) {
-        audit_refusal(
-            &self.engine,
-            refused(
-                &self.engine,
-                id,
-                ResumeTrigger::Manual,
-                command.actor,
-                json!({"command": "migrate", "to_version": command.to_version, "reason": command.reason, "origin": command.origin}),
-                message,
-            ),
-        )
-        .await;
+        let data = json!({"command": "migrate", "to_version": command.to_version, "reason": command.reason, "origin": command.origin});
+        self.audit_command_refusal(id, command.actor, data, message)
+            .await;
     }
 }
 

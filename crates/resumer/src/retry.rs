@@ -142,12 +142,7 @@ impl ExecutionControl {
                 selection.status
             )));
         }
-        if selection.limit == 0 || selection.limit > MAX_BULK {
-            return Err(Error::Invalid(format!(
-                "`limit` must be between 1 and {MAX_BULK}, not {}",
-                selection.limit
-            )));
-        }
+        check_bulk_limit(selection.limit)?;
         let filter = ExecutionFilter {
             status: Some(selection.status),
             workflow_key: selection.workflow_key.clone(),
@@ -335,19 +330,43 @@ impl ExecutionControl {
     }
 
     async fn refuse(&self, id: Uuid, command: RetryCommand<'_>, message: &str) {
+        let data = json!({"command": "retry", "from_step": command.from_step, "reason": command.reason, "origin": command.origin});
+        self.audit_command_refusal(id, command.actor, data, message)
+            .await;
+    }
+
+    /// Records an operator command's refusal (`data` says which command, with what) in
+    /// the execution's resume audit.
+    pub(crate) async fn audit_command_refusal(
+        &self,
+        id: Uuid,
+        actor: Option<&str>,
+        data: Value,
+        message: &str,
+    ) {
         audit_refusal(
             &self.engine,
             refused(
                 &self.engine,
                 id,
                 ResumeTrigger::Manual,
-                command.actor,
-                json!({"command": "retry", "from_step": command.from_step, "reason": command.reason, "origin": command.origin}),
+                actor,
+                data,
                 message,
             ),
         )
         .await;
     }
+}
+
+/// `Invalid` unless a bulk command's `limit` is between 1 and [`MAX_BULK`].
+pub(crate) fn check_bulk_limit(limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_BULK {
+        return Err(Error::Invalid(format!(
+            "`limit` must be between 1 and {MAX_BULK}, not {limit}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_reason(reason: &str) -> Result<()> {

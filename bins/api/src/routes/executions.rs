@@ -276,7 +276,7 @@ pub async fn retry(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::ControlExecutions)?;
     let id = parse_id(&id, "execution")?;
-    let origin = origin(&req);
+    let origin = origin(&req, "api");
     let progress = state
         .control
         .retry(
@@ -308,12 +308,7 @@ pub async fn retry_bulk(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::ControlExecutions)?;
     let body = body.0;
-    let status = match body.status.as_deref() {
-        None => ExecutionStatus::Failed,
-        Some(text) => text
-            .parse::<ExecutionStatus>()
-            .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?,
-    };
+    let status = bulk_status(body.status.as_deref(), ExecutionStatus::Failed)?;
     let selection = RetrySelection {
         status,
         workflow_key: body.workflow_id,
@@ -321,7 +316,7 @@ pub async fn retry_bulk(
         limit: body.limit.unwrap_or(DEFAULT_BULK),
         cursor: body.cursor,
     };
-    let origin = origin(&req);
+    let origin = origin(&req, "api");
     let report = state
         .control
         .retry_many(
@@ -378,7 +373,7 @@ pub async fn migrate(
     caller.require(Permission::ControlExecutions)?;
     let id = parse_id(&id, "execution")?;
     let body = body.0;
-    let origin = origin(&req);
+    let origin = origin(&req, "api");
     let item = state
         .control
         .migrate(
@@ -411,12 +406,7 @@ pub async fn migrate_bulk(
 ) -> ApiResult<HttpResponse> {
     caller.require(Permission::ControlExecutions)?;
     let body = body.0;
-    let status = match body.status.as_deref() {
-        None => ExecutionStatus::Paused,
-        Some(text) => text
-            .parse::<ExecutionStatus>()
-            .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))?,
-    };
+    let status = bulk_status(body.status.as_deref(), ExecutionStatus::Paused)?;
     let selection = MigrationSelection {
         workflow_key: body.workflow_id,
         from_version: body.from_version,
@@ -424,7 +414,7 @@ pub async fn migrate_bulk(
         limit: body.limit.unwrap_or(DEFAULT_BULK),
         cursor: body.cursor,
     };
-    let origin = origin(&req);
+    let origin = origin(&req, "api");
     let report = state
         .control
         .migrate_many(
@@ -464,11 +454,19 @@ fn migration_item(item: MigrationItem) -> MigrationItemDto {
 /// How many executions a bulk retry or migration looks at when the request does not say.
 const DEFAULT_BULK: u32 = 50;
 
-/// Where a command came from, for the audit: the peer's address as the server saw it
-/// (not a forwarding header a client could write).
-fn origin(req: &HttpRequest) -> Option<String> {
+/// Where a command came from, for the audit: the channel and the peer's address as the
+/// server saw it (not a forwarding header a client could write).
+pub(crate) fn origin(req: &HttpRequest, channel: &str) -> Option<String> {
     req.peer_addr()
-        .map(|addr| format!("api from {}", addr.ip()))
+        .map(|addr| format!("{channel} from {}", addr.ip()))
+}
+
+/// A bulk command's `status`: `default` when absent.
+fn bulk_status(text: Option<&str>, default: ExecutionStatus) -> ApiResult<ExecutionStatus> {
+    text.map_or(Ok(default), |text| {
+        text.parse::<ExecutionStatus>()
+            .map_err(|e| ApiError::bad_request(format!("`status`: {e}")))
+    })
 }
 
 /// Delivers an event to one waiting execution.

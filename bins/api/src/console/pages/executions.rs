@@ -628,7 +628,7 @@ pub async fn command(
             .map(|_| ()),
         "cancel" => state.control.cancel(id, actor, reason).await.map(|_| ()),
         "retry" => {
-            let origin = req.peer_addr().map(|a| format!("console from {}", a.ip()));
+            let origin = crate::routes::executions::origin(&req, "console");
             let command = RetryCommand {
                 from_step: Some(form.from_step.trim()).filter(|s| !s.is_empty()),
                 reason: reason.unwrap_or(""),
@@ -649,7 +649,7 @@ pub async fn command(
             }
         }
         "migrate" => {
-            let origin = req.peer_addr().map(|a| format!("console from {}", a.ip()));
+            let origin = crate::routes::executions::origin(&req, "console");
             let map = BTreeMap::new();
             let command = MigrateCommand {
                 to_version: form.to_version.trim(),
