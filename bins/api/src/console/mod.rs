@@ -37,6 +37,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/executions", web::get().to(pages::executions))
         .route("/executions/waiting", web::get().to(pages::waiting))
         .route("/executions/{id}", web::get().to(pages::execution))
+        .route(
+            "/executions/bulk/{command}",
+            web::post().to(pages::bulk_command),
+        )
         .route("/executions/{id}/{command}", web::post().to(pages::command))
         .route("/workflows", web::get().to(pages::workflows))
         .route("/workflows/validate", web::get().to(pages::validate_form))

@@ -658,6 +658,154 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         .await;
     assert_eq!(e3["workflow_version"], "2.0.0", "{e3}");
 
+    // Bulk: the list of failed charges previews a retry of those stopped at `pay`, then
+    // retries exactly the ones the preview accepted.
+    let bank = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&bank)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&bank)
+        .await;
+    let charge = app
+        .workflow(json!({
+            "workflow_id": "charge", "version": "1", "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "pay", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/pay", bank.uri())}], "next": "done"},
+                {"id": "done", "type": "action", "action": "allow"}]
+        }))
+        .await;
+    let mut charges = Vec::new();
+    for _ in 0..2 {
+        let (_, started) = app
+            .post(
+                &format!("/api/v1/workflows/{charge}/execute?wait=true"),
+                &ops,
+                json!({}),
+            )
+            .await;
+        let id = started["id"].as_str().unwrap().to_owned();
+        app.until(&id, |e| e["status"] == "failed").await;
+        charges.push(id);
+    }
+    c.goto(&app.url("/executions?status=failed&workflow=charge"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#bulk-retry input[name='failed_step']"))
+        .await
+        .unwrap()
+        .send_keys("pay")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#bulk-retry form[method='get'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let preview = c
+        .wait()
+        .for_element(Locator::Css("table#bulk-preview"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(preview.matches("would retry").count(), 2, "{preview}");
+    for id in &charges {
+        let (_, e): (StatusCode, Value) = app
+            .get(&format!("/api/v1/executions/{id}"), &app.admin.clone())
+            .await;
+        assert_eq!(e["status"], "failed", "a preview changes nothing");
+    }
+    shot(&c, "executions-bulk-retry-preview").await;
+    c.find(Locator::Css(
+        "form[action='/executions/bulk/retry'] input[name='reason']",
+    ))
+    .await
+    .unwrap()
+    .send_keys("bank is back")
+    .await
+    .unwrap();
+    c.find(Locator::Css("form[action='/executions/bulk/retry'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let result = c
+        .wait()
+        .for_element(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(result, "Retried 2 of 2");
+    for id in &charges {
+        app.until(id, |e| e["status"] == "completed").await;
+        let (_, audit): (StatusCode, Value) = app
+            .get(
+                &format!("/api/v1/executions/{id}/resume-requests"),
+                &app.admin.clone(),
+            )
+            .await;
+        assert!(
+            audit.to_string().contains("bank is back"),
+            "each retry is audited with the reason: {audit}"
+        );
+    }
+
+    // Bulk: the paused orders are previewed for a move to 3.0.0, then moved.
+    let mut v3 = order_workflow("orders");
+    v3["version"] = json!("3.0.0");
+    app.workflow(v3).await;
+    c.goto(&app.url("/executions?status=paused&workflow=orders"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("#bulk-migrate select[name='to_version']"))
+        .await
+        .unwrap()
+        .select_by_value("3.0.0")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#bulk-migrate form[method='get'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let preview = c
+        .wait()
+        .for_element(Locator::Css("table#bulk-preview"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(preview.contains("would move from 2.0.0"), "{preview}");
+    c.find(Locator::Css(
+        "form[action='/executions/bulk/migrate'] button",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#bulk-result"))
+        .await
+        .unwrap();
+    let (_, e3): (StatusCode, Value) = app
+        .get(&format!("/api/v1/executions/{exec3}"), &app.admin.clone())
+        .await;
+    assert_eq!(e3["workflow_version"], "3.0.0", "{e3}");
+
     // A revoked key's session ends at once.
     let ops_cookie = c
         .get_named_cookie("tg_session")

@@ -29,6 +29,8 @@ pub struct ExecutionQuery {
     paused_reason: Option<String>,
     approver_role: Option<String>,
     cursor: Option<String>,
+    #[serde(flatten)]
+    bulk: super::bulk::BulkQuery,
 }
 
 /// The badge of a step record: a gate's outcome — an approval `approved`, `rejected` or
@@ -119,6 +121,14 @@ pub async fn executions(
             urlencode(c)
         )
     });
+    let bulk = super::bulk::section(
+        &state,
+        &user,
+        status,
+        filter.workflow_key.as_deref(),
+        &query.bulk,
+    )
+    .await;
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -150,6 +160,7 @@ pub async fn executions(
                 }
                 button type="submit" { "Filter" }
             }
+            (bulk)
             div.table-wrap {
                 table.stack {
                     thead { tr { th { "Execution" } th { "About" } th { "Workflow" } th { "Status" } th { "At" } th { "Started" } } }

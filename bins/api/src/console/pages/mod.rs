@@ -22,11 +22,13 @@ macro_rules! signed_in {
 }
 
 mod approvals;
+mod bulk;
 mod executions;
 mod sign_in;
 mod workflows;
 
 pub(super) use approvals::{approval, approve, inbox, reject};
+pub(super) use bulk::bulk_command;
 pub(super) use executions::{command, execution, executions, waiting};
 pub(super) use sign_in::{sign_in, sign_in_form, sign_out};
 pub(super) use workflows::{graph_svg, toggle, validate, validate_form, workflow, workflows};
@@ -94,6 +96,9 @@ pub struct Form {
     from_step: String,
     #[serde(default)]
     to_version: String,
+    /// Bulk commands: the comma-separated executions their preview accepted.
+    #[serde(default)]
+    ids: String,
 }
 
 /// Refuses a POST whose CSRF token is missing or wrong.
