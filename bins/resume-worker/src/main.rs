@@ -84,7 +84,8 @@ struct Cli {
     /// heartbeat); past it the pass is abandoned and the next starts on fresh
     /// connections, so a connection a network partition black-holed stops the loop for
     /// this long rather than the many minutes TCP takes to give up.
-    #[arg(long, env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    /// (`--worker-pass-timeout`, as on `tollgate-api`; `--pass-timeout` is its old name.)
+    #[arg(long = "worker-pass-timeout", alias = "pass-timeout", env = "TOLLGATE_WORKER_PASS_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pass_timeout: Duration,
 
     /// Delete ended executions this long after they end (e.g. `90d`), in small batches;
@@ -252,4 +253,25 @@ fn serve_metrics(addr: SocketAddr) -> Result<()> {
     // Present from the first scrape: this process is up and advancing nothing yet.
     metrics::gauge!("tollgate_executions_in_flight").set(0.0);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_timeout_flag_has_the_api_servers_name_and_keeps_its_old_one() {
+        for flag in ["--worker-pass-timeout", "--pass-timeout"] {
+            let cli = Cli::try_parse_from([
+                "tollgate-resume-worker",
+                "--database-url",
+                "postgres://localhost/x",
+                flag,
+                "5s",
+            ])
+            .unwrap();
+            assert_eq!(cli.pass_timeout, Duration::from_secs(5), "{flag}");
+        }
+    }
 }

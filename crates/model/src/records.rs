@@ -198,7 +198,9 @@ pub struct Execution {
     pub trigger_payload: Value,
     /// The context (docs/execution-semantics.md, "Starting"), persisted with every step commit.
     pub context: Value,
-    /// Next step to run; `None` once ended.
+    /// Where it continues: the next step to run, or the gate it waits at. An ended
+    /// execution keeps the step it was at when it ended (the failed step, the gate it
+    /// timed out at, the last step run), which a retry starts from by default.
     pub cursor: Option<Cursor>,
     /// How many times each top-level step has been entered.
     pub visits: BTreeMap<String, u32>,
