@@ -111,7 +111,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // `tollgate_database_reachable`, instead of failing the whole scrape.
     let read = async {
         let mut answered = true;
-        match state.status_gauges.read(state.store.as_ref()).await {
+        match state.status_gauges.read(&state.store).await {
             Ok(counts) => {
                 for (status, n) in counts {
                     metrics::gauge!("tollgate_executions", "status" => status.as_str())
