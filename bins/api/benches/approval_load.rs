@@ -542,18 +542,26 @@ async fn fill_history(client: &reqwest::Client, base: &str, shop: &str, url: &st
     while done < h {
         let chunk = (h - done).min(100_000) as i64;
         sqlx::query(
-            "WITH new AS (INSERT INTO executions SELECT gen_random_uuid(), workflow_id, workflow_key, workflow_version, snapshot_id, status, result, \
+            // Ids are UUIDv7 of the start they are given (as the engine makes them), so
+            // the history sits in the indexes where real history would: before the new.
+            "WITH new AS (INSERT INTO executions SELECT (lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0') || '7' \
+             || substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid, workflow_id, workflow_key, \
+             workflow_version, snapshot_id, status, result, \
              trigger_event, trigger_payload, context, cursor, visits, steps_run, version, lease_owner, lease_expires_at, gate, gate_reason, \
              gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, last_resumed_at, \
-             started_at - interval '2 days' - make_interval(secs => n), completed_at - interval '2 days' - make_interval(secs => n), \
-             updated_at, error, requested_by, consumed_events, commit_token FROM executions, generate_series(1, $2) AS n WHERE id = $1 RETURNING id) \
+             t.at, t.at + (completed_at - started_at), \
+             updated_at, error, requested_by, consumed_events, commit_token FROM executions, generate_series($3 + 1, $3 + $2) AS n, \
+             LATERAL (SELECT started_at - interval '2 days' - make_interval(secs => n) AS at) AS t WHERE id = $1 RETURNING id, started_at) \
              INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, \
              warnings, started_at, completed_at, error) \
-             SELECT gen_random_uuid(), new.id, s.step_id, s.step_type, s.parent_step_id, s.iteration, s.visit, s.attempt, s.status, s.input, \
-             s.output, s.warnings, s.started_at, s.completed_at, s.error FROM new, step_records s WHERE s.execution_id = $1",
+             SELECT (lpad(to_hex((extract(epoch FROM new.started_at) * 1000)::bigint), 12, '0') || '7' \
+             || substr(md5(random()::text), 1, 3) || '8' || substr(md5(random()::text), 1, 15))::uuid, new.id, s.step_id, s.step_type, \
+             s.parent_step_id, s.iteration, s.visit, s.attempt, s.status, s.input, \
+             s.output, s.warnings, new.started_at, new.started_at, s.error FROM new, step_records s WHERE s.execution_id = $1",
         )
         .bind(template)
         .bind(chunk)
+        .bind(done as i64)
         .execute(&mut conn)
         .await
         .unwrap();
