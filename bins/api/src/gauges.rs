@@ -215,12 +215,17 @@ mod tests {
                 "the first scrapes give up waiting"
             );
         }
-        assert_eq!(started.load(Ordering::SeqCst), 1, "one count, not one per scrape");
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "one count, not one per scrape"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let counts = tokio::time::timeout(Duration::from_secs(2), gauges.read_with(in_flight(), full))
-            .await
-            .expect("the count that the scrapes gave up on landed")
-            .unwrap();
+        let counts =
+            tokio::time::timeout(Duration::from_secs(2), gauges.read_with(in_flight(), full))
+                .await
+                .expect("the count that the scrapes gave up on landed")
+                .unwrap();
         assert_eq!(count(&counts, ExecutionStatus::Completed), 7);
         assert_eq!(count(&counts, ExecutionStatus::Running), 1);
         assert_eq!(started.load(Ordering::SeqCst), 1);
