@@ -262,7 +262,7 @@ fn migration_row(item: tollgate_resumer::MigrationItem) -> Row {
 }
 
 /// The versions of `workflow`, newest first.
-async fn versions_of(state: &AppState, workflow: &str) -> Vec<String> {
+pub(super) async fn versions_of(state: &AppState, workflow: &str) -> Vec<String> {
     let filter = tollgate_store::WorkflowFilter {
         workflow_id: Some(workflow.to_owned()),
         ..tollgate_store::WorkflowFilter::default()
@@ -380,13 +380,8 @@ pub async fn bulk_command(
                         accepted: true,
                         note: "retried".to_owned(),
                     },
-                    Err(err) => match refusal(err) {
-                        Ok(why) => Row {
-                            id,
-                            at: None,
-                            accepted: false,
-                            note: why,
-                        },
+                    Err(err) => match refusal(id, err) {
+                        Ok(row) => row,
                         Err(err) => return internal(Some(&user), err),
                     },
                 });
@@ -405,13 +400,8 @@ pub async fn bulk_command(
                 };
                 rows.push(match state.control.migrate(id, command, false).await {
                     Ok(item) => migration_row(item),
-                    Err(err) => match refusal(err) {
-                        Ok(why) => Row {
-                            id,
-                            at: None,
-                            accepted: false,
-                            note: why,
-                        },
+                    Err(err) => match refusal(id, err) {
+                        Ok(row) => row,
                         Err(err) => return internal(Some(&user), err),
                     },
                 });
@@ -436,12 +426,17 @@ pub async fn bulk_command(
     )
 }
 
-/// A per-execution refusal (its reason, shown in the row), or an error that ends the page.
-fn refusal(err: tollgate_resumer::Error) -> Result<String, tollgate_resumer::Error> {
+/// The row of a per-execution refusal (its reason), or an error that ends the page.
+fn refusal(id: Uuid, err: tollgate_resumer::Error) -> Result<Row, tollgate_resumer::Error> {
     match err {
         tollgate_resumer::Error::Conflict(why)
         | tollgate_resumer::Error::Invalid(why)
-        | tollgate_resumer::Error::NotFound(why) => Ok(why),
+        | tollgate_resumer::Error::NotFound(why) => Ok(Row {
+            id,
+            at: None,
+            accepted: false,
+            note: why,
+        }),
         err => Err(err),
     }
 }

@@ -464,18 +464,8 @@ async fn migration_preview(
     e: &Execution,
     check: Option<&str>,
 ) -> (Vec<String>, Option<(String, Result<String, String>)>) {
-    let filter = tollgate_store::WorkflowFilter {
-        workflow_id: Some(e.workflow_key.clone()),
-        ..tollgate_store::WorkflowFilter::default()
-    };
-    let mut versions: Vec<String> = state
-        .store
-        .list_workflows(&filter, &PageRequest::first(100))
-        .await
-        .map(|p| p.items.iter().map(|w| w.version().to_owned()).collect())
-        .unwrap_or_default();
+    let mut versions = super::bulk::versions_of(state, &e.workflow_key).await;
     versions.retain(|v| *v != e.workflow_version);
-    versions.sort_by(|a, b| tollgate_model::definition::compare_versions(b, a));
     let check = match check.filter(|v| !v.is_empty()) {
         Some(version) => {
             let map = BTreeMap::new();
