@@ -18,7 +18,7 @@ use tollgate_store::PageRequest;
 use uuid::Uuid;
 
 use super::executions::short;
-use super::{check_csrf, internal, not_found, problem, Form, Page};
+use super::{internal, not_found, operator_post, problem, Form, Page};
 use crate::auth::{Caller, Permission};
 use crate::console::session::User;
 use crate::console::{csrf_field, page, Section};
@@ -336,16 +336,8 @@ pub async fn bulk_command(
     form: web::Form<Form>,
 ) -> Page {
     let user = signed_in!(req, state);
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Err(refused) = operator_post(&user, &form) {
         return *refused;
-    }
-    if let Err(err) = Caller(user.principal.clone()).require(Permission::ControlExecutions) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&user),
-            "Not allowed",
-            &err.to_string(),
-        );
     }
     let ids = match parse_ids(&form.ids) {
         Ok(ids) => ids,

@@ -14,7 +14,7 @@ use tollgate_resumer::{MigrateCommand, RetryCommand};
 use tollgate_store::{ApprovalFilter, ExecutionFilter, PageRequest};
 use uuid::Uuid;
 
-use super::{check_csrf, internal, not_found, now, problem, see_other, urlencode, Form, Page};
+use super::{internal, not_found, now, operator_post, problem, see_other, urlencode, Form, Page};
 use crate::auth::{Caller, Permission};
 use crate::console::session::User;
 use crate::console::{csrf_field, page, pretty, when, Section};
@@ -603,21 +603,13 @@ pub async fn command(
     form: web::Form<Form>,
 ) -> Page {
     let user = signed_in!(req, state);
-    if let Err(refused) = check_csrf(&user, &form) {
+    if let Err(refused) = operator_post(&user, &form) {
         return *refused;
     }
     let (id, command) = path.into_inner();
     let Ok(id) = Uuid::parse_str(&id) else {
         return not_found(&user, "execution");
     };
-    if let Err(err) = Caller(user.principal.clone()).require(Permission::ControlExecutions) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            Some(&user),
-            "Not allowed",
-            &err.to_string(),
-        );
-    }
     let actor = Some(user.principal.subject.as_str());
     let reason = Some(form.reason.trim()).filter(|r| !r.is_empty());
     let outcome = match command.as_str() {

@@ -101,6 +101,22 @@ pub struct Form {
     ids: String,
 }
 
+/// Refuses an operator's command POST: a missing or wrong CSRF token, or a signed-in
+/// subject who may not control executions.
+pub(super) fn operator_post(user: &User, form: &Form) -> Result<(), Box<Page>> {
+    check_csrf(user, form)?;
+    crate::auth::Caller(user.principal.clone())
+        .require(crate::auth::Permission::ControlExecutions)
+        .map_err(|err| {
+            Box::new(problem(
+                StatusCode::FORBIDDEN,
+                Some(user),
+                "Not allowed",
+                &err.to_string(),
+            ))
+        })
+}
+
 /// Refuses a POST whose CSRF token is missing or wrong.
 pub(super) fn check_csrf(user: &User, form: &Form) -> Result<(), Box<Page>> {
     if session::tokens_match(&user.csrf, &form.csrf) {
