@@ -31,6 +31,7 @@ pub mod records;
 pub mod schedule;
 pub mod status;
 pub mod template;
+pub mod undo;
 pub mod validate;
 pub mod wire;
 

@@ -773,6 +773,10 @@ pub struct Retry {
     pub cursor: Cursor,
     /// Its context from then on.
     pub context: Value,
+    /// What the retry replaced in the context (rewinding it, adding its marker), stored
+    /// on the execution's undo trail so that a later retry can rewind across this one.
+    #[serde(default)]
+    pub undo: Vec<crate::undo::ContextUndo>,
     /// Its new workflow deadline, if the workflow has one.
     pub deadline: Option<Timestamp>,
     /// What the audit row (`manual` trigger) records: command, step, reason, origin.

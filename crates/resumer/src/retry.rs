@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 use tollgate_engine::RETRY_ROOT;
 use tollgate_model::records::{Cursor, Execution, ResumeTrigger, Retry, StepStatus};
+use tollgate_model::undo::{diff, rewind, ContextUndo};
 use tollgate_model::{ErrorKind, ExecutionStatus};
 use tollgate_store::{ExecutionFilter, PageRequest};
 use uuid::Uuid;
@@ -278,7 +279,7 @@ impl ExecutionControl {
             .and_then(Value::as_u64)
             .unwrap_or(0)
             + 1;
-        let mut context = execution.context.clone();
+        let (mut context, rewound) = self.context_at_entry(execution, &step_id).await?;
         if let Value::Object(map) = &mut context {
             map.insert(
                 RETRY_ROOT.into(),
@@ -292,10 +293,13 @@ impl ExecutionControl {
                 }),
             );
         }
+        let mut undo = ContextUndo::new(None, 0);
+        diff(&execution.context, &context, &mut undo.prior);
         let mut audit = Map::new();
         audit.insert("command".into(), json!("retry"));
         audit.insert("from_step".into(), json!(step_id));
         audit.insert("visit".into(), json!(visit));
+        audit.insert("context_of_visit".into(), json!(rewound));
         audit.insert("reason".into(), json!(command.reason));
         audit.insert("previous_status".into(), json!(execution.status));
         if let Some(error) = &execution.error {
@@ -308,9 +312,45 @@ impl ExecutionControl {
             expected_version: execution.version,
             cursor: Cursor::new(step_id, visit),
             context,
+            undo: vec![undo],
             deadline: definition.timeout.map(|t| now + t.as_chrono()),
             audit: Value::Object(audit),
         })
+    }
+
+    /// The context `execution` had when it last entered `step_id`, played back from its
+    /// undo trail, with the decisions it ended with (`approvals`, `approval`) kept — that
+    /// is how granted approvals on the way are passed without asking again — and the
+    /// visit it was rewound to. A step it never entered, or whose visit the trail does
+    /// not cover (history from before the trail was kept), gives the context it ended
+    /// with and `None`.
+    async fn context_at_entry(
+        &self,
+        execution: &Execution,
+        step_id: &str,
+    ) -> Result<(Value, Option<u32>)> {
+        let ended = &execution.context;
+        let Some(&visit) = execution.visits.get(step_id) else {
+            return Ok((ended.clone(), None));
+        };
+        let trail = self.engine.store().context_trail(execution.id).await?;
+        let mut context = ended.clone();
+        if !rewind(&mut context, &trail, step_id, visit) {
+            return Ok((context, None));
+        }
+        if let Value::Object(map) = &mut context {
+            for kept in ["approvals", "approval"] {
+                match ended.get(kept) {
+                    Some(value) => {
+                        map.insert(kept.into(), value.clone());
+                    }
+                    None => {
+                        map.remove(kept);
+                    }
+                }
+            }
+        }
+        Ok((context, Some(visit)))
     }
 
     /// The top-level step that stopped an ended execution: where its cursor stood when

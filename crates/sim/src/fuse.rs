@@ -21,6 +21,7 @@ use tollgate_model::records::{
     Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
@@ -255,6 +256,7 @@ through_fuse!(ExecutionStore {
     fn overdue_gates(&self, now: Timestamp) -> Overdue;
     fn list_gated(&self, page: &PageRequest) -> Page<Execution>;
     fn list_steps(&self, execution_id: Uuid) -> Vec<StepRecord>;
+    fn context_trail(&self, execution_id: Uuid) -> Vec<ContextUndo>;
     fn begin_step(&self, execution_id: Uuid, owner: &str, expected_version: i64, record: StepRecord, now: Timestamp) -> i64;
     fn commit_step(&self, commit: StepCommit) -> Committed;
     fn renew_lease(&self, id: Uuid, owner: &str, expires_at: Timestamp) -> ();

@@ -11,6 +11,7 @@ use tollgate_model::records::{
     Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ErrorKind, ExecutionStatus, PauseReason};
 use uuid::Uuid;
 
@@ -266,6 +267,10 @@ pub struct CommitWrites {
     pub approval: Option<ApprovalRequest>,
     /// Pending approvals of the execution to close with this status (ending).
     pub close_approvals: Option<ApprovalStatus>,
+    /// What to add to the execution's undo trail under `committed.version`.
+    pub undo: Vec<ContextUndo>,
+    /// The execution completed: its undo trail is deleted.
+    pub drop_trail: bool,
     /// What to return to the worker.
     pub committed: Committed,
 }
@@ -323,6 +328,7 @@ pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<Com
         transition,
         lease_expires_at,
         now,
+        undo,
         ..
     } = commit;
     execution.context = context;
@@ -367,11 +373,14 @@ pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<Com
             close_approvals = Some(closing_status(status));
         }
     }
+    let drop_trail = execution.status == ExecutionStatus::Completed;
     Ok(CommitWrites {
         records,
         effects,
         approval,
         close_approvals,
+        undo: if drop_trail { Vec::new() } else { undo },
+        drop_trail,
         committed: Committed {
             version: execution.version,
             pause_requested: execution.pause_requested,

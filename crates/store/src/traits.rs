@@ -11,6 +11,7 @@ use tollgate_model::records::{
     Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
@@ -106,6 +107,12 @@ pub trait ExecutionStore: Send + Sync {
 
     /// Step records of an execution in the order they were created.
     async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>>;
+
+    /// The execution's context undo trail, oldest entry first (see
+    /// [`tollgate_model::undo`]): what its commits' steps, and its retries, replaced in
+    /// the context. Empty for a completed execution, whose trail is dropped when it
+    /// completes. `NotFound` for an unknown execution.
+    async fn context_trail(&self, execution_id: Uuid) -> Result<Vec<ContextUndo>>;
 
     /// Records a step attempt as `running` before it acts (docs/ARCHITECTURE.md, "The flow of an execution"), inserting or
     /// replacing the record by id, and increments the version. Checks that the execution
@@ -230,7 +237,8 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<Execution>;
 
     /// Cancels a non-terminal execution: `cancelled`, error kind `cancelled`, lease
-    /// dropped, pending approvals `cancelled`. `Conflict` if it is already terminal.
+    /// dropped, pending approvals `cancelled`, context undo trail dropped (a cancelled
+    /// execution cannot be retried). `Conflict` if it is already terminal.
     async fn cancel_execution(
         &self,
         id: Uuid,

@@ -7,6 +7,7 @@ use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Cursor, Event, Execution, ExecutionError, Gate, Notification,
     Principal, StepRecord, Timestamp,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
 use uuid::Uuid;
 
@@ -224,6 +225,11 @@ pub struct StepCommit {
     pub result: Option<ExecutionResult>,
     /// Events consumed by this commit (appended to the execution's list).
     pub consumed_events: Vec<Uuid>,
+    /// What the committed steps replaced in the context, oldest first; stored on the
+    /// execution's undo trail under the commit's new version (see
+    /// [`tollgate_model::undo`]). Left out of a commit that completes the execution: a
+    /// completed execution cannot be retried, so its trail is dropped with that commit.
+    pub undo: Vec<ContextUndo>,
     /// Record and notification writes.
     pub effects: Vec<Effect>,
     /// Status change.
@@ -305,6 +311,9 @@ pub struct Starting {
     pub records: Vec<StepRecord>,
     /// The approval request of the gate it stopped at.
     pub approval: Option<ApprovalRequest>,
+    /// What its steps replaced in the context (see [`StepCommit::undo`]), stored under
+    /// the execution's version.
+    pub undo: Vec<ContextUndo>,
 }
 
 impl From<Execution> for Starting {
@@ -313,6 +322,7 @@ impl From<Execution> for Starting {
             execution,
             records: Vec::new(),
             approval: None,
+            undo: Vec::new(),
         }
     }
 }

@@ -490,6 +490,7 @@ impl Ahead {
             execution: self.starting.execution.clone(),
             records: std::mem::take(&mut self.starting.records),
             approval: self.starting.approval.take(),
+            undo: std::mem::take(&mut self.starting.undo),
         }
     }
 

@@ -10,6 +10,7 @@ use tollgate_model::records::{
     ApprovalRequest, Cursor, Execution, ExecutionError, Gate, StepError, StepRecord, StepStatus,
     Timestamp, Wake,
 };
+use tollgate_model::undo::{diff, ContextUndo, Prior};
 use tollgate_model::{
     ErrorKind, ExecutionResult, ExecutionStatus, PauseReason, WorkflowDefinition,
 };
@@ -44,6 +45,12 @@ pub(super) struct Run<'e> {
     /// so only side-effect-free steps run, and the first commit is kept here instead of
     /// being sent — it stops the run.
     pub(super) ahead: Option<Deferred>,
+    /// What the context changes since the last commit replaced, for the execution's undo
+    /// trail (see [`tollgate_model::undo`]); it rides on the next commit.
+    pub(super) trail: Vec<ContextUndo>,
+    /// The top-level step visit the context changes belong to: the one entered last,
+    /// `None` before the run enters one (a context load, a resume at a step boundary).
+    pub(super) visit_at: Option<(String, u32)>,
 }
 
 /// The commit a run ahead stopped with, and the metrics to record once it is stored.
@@ -141,6 +148,13 @@ impl<'e> Run<'e> {
         compiled: Arc<Compiled>,
         ahead: bool,
     ) -> Self {
+        // A run that starts inside a visit (at a gate, or between attempts) goes on
+        // changing that visit's context; one at a step not entered yet changes nobody's.
+        let visit_at = exec
+            .cursor
+            .as_ref()
+            .filter(|c| exec.visits.get(&c.step_id) == Some(&c.visit))
+            .map(|c| (c.step_id.clone(), c.visit));
         Self {
             engine,
             exec,
@@ -148,27 +162,40 @@ impl<'e> Run<'e> {
             pending: Vec::new(),
             exact: false,
             ahead: ahead.then(Deferred::default),
+            trail: Vec::new(),
+            visit_at,
         }
     }
 
     /// The run ahead as it stopped (see [`Engine::run_ahead`]).
     pub(super) fn into_ahead(mut self) -> Ahead {
         let deferred = self.ahead.take().unwrap_or_default();
-        let (records, approval, transition) = match deferred.commit {
+        let (records, approval, transition, mut undo) = match deferred.commit {
             Some(commit) => {
                 let approval = match &commit.transition {
                     Transition::Gate { approval, .. } => approval.as_deref().cloned(),
                     _ => None,
                 };
-                (commit.records, approval, Some(commit.transition))
+                (
+                    commit.records,
+                    approval,
+                    Some(commit.transition),
+                    commit.undo,
+                )
             }
-            None => (Vec::new(), None, None),
+            None => (Vec::new(), None, None, Vec::new()),
         };
+        if self.exec.status == ExecutionStatus::Completed {
+            undo.clear();
+        } else {
+            undo.append(&mut self.trail);
+        }
         Ahead {
             starting: Starting {
                 execution: self.exec,
                 records,
                 approval,
+                undo,
             },
             metrics: deferred.metrics,
             ended_or_gated: transition,
@@ -260,6 +287,19 @@ impl<'e> Run<'e> {
             all.extend(records);
             all
         };
+        // A completed execution cannot be retried: its trail is dropped, not extended.
+        let undo = if matches!(
+            transition,
+            Transition::Finish {
+                status: ExecutionStatus::Completed,
+                ..
+            }
+        ) {
+            self.trail.clear();
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.trail)
+        };
         let commit_records: Vec<(String, Option<i64>)> = records
             .iter()
             .map(|r| (r.step_type.clone(), r.duration_ms()))
@@ -275,6 +315,7 @@ impl<'e> Run<'e> {
             steps_run: self.exec.steps_run,
             result: self.exec.result,
             consumed_events: consumed.clone(),
+            undo,
             effects,
             transition: transition.clone(),
             lease_expires_at: self.engine.lease_until(),
@@ -316,6 +357,7 @@ impl<'e> Run<'e> {
             steps_run: self.exec.steps_run,
             result: self.exec.result,
             consumed_events: consumed,
+            undo: Vec::new(),
             effects: Vec::new(),
             transition,
             lease_expires_at,
@@ -393,6 +435,45 @@ impl<'e> Run<'e> {
         Ok(())
     }
 
+    /// Adds a replaced value to the undo trail, under the visit changing the context.
+    pub(super) fn note(&mut self, prior: Prior) {
+        let current = self.trail.last_mut().filter(|entry| match &self.visit_at {
+            Some((step, visit)) => entry.is_of(step, *visit),
+            None => entry.step_id.is_none(),
+        });
+        match current {
+            Some(entry) => entry.prior.push(prior),
+            None => {
+                let (step, visit) = self
+                    .visit_at
+                    .clone()
+                    .map_or((None, 0), |(s, v)| (Some(s), v));
+                let mut entry = ContextUndo::new(step, visit);
+                entry.prior.push(prior);
+                self.trail.push(entry);
+            }
+        }
+    }
+
+    /// Adds what turning `before` into `after` replaced to the undo trail.
+    pub(super) fn note_changes(&mut self, before: &Value, after: &Value) {
+        let mut priors = Vec::new();
+        diff(before, after, &mut priors);
+        for prior in priors {
+            self.note(prior);
+        }
+    }
+
+    /// Applies `change` to the context, noting on the undo trail what it replaced (for
+    /// changes off the step loop's hot path: a decision, an event, an operator's data).
+    pub(super) fn change_context(&mut self, change: impl FnOnce(&mut Value)) {
+        let before = self.exec.context.clone();
+        change(&mut self.exec.context);
+        let after = std::mem::take(&mut self.exec.context);
+        self.note_changes(&before, &after);
+        self.exec.context = after;
+    }
+
     pub(super) fn scope<'a>(&'a self, context: &'a Value, step_id: Option<&'a str>) -> Scope<'a> {
         Scope {
             context,
@@ -451,6 +532,7 @@ impl<'e> Run<'e> {
             completed_at: Some(self.now()),
             error: None,
         };
+        self.note_changes(&self.exec.context.clone(), &context);
         self.exec.context = context;
         self.exec.visits.insert(CONTEXT_STEP.into(), 1);
         self.commit(vec![record], Vec::new(), Vec::new(), Transition::Continue)
@@ -513,6 +595,7 @@ impl<'e> Run<'e> {
             self.exec.version = version;
         }
         self.exec.visits.insert(step.id.clone(), cursor.visit);
+        self.visit_at = Some((step.id.clone(), cursor.visit));
         self.exec.steps_run += 1;
         tracing::debug!(execution_id = %self.exec.id, step_id = %step.id, visit = cursor.visit, attempt = cursor.attempt, "step");
 
@@ -573,7 +656,11 @@ impl<'e> Run<'e> {
                 if let Some(result) = body.verb_result {
                     self.exec.result = Some(result);
                 }
-                set_step_output(&mut context, &step.id, body.output.clone());
+                if let Some(before) = &backup {
+                    self.note_changes(before, &context);
+                }
+                let prior = set_step_output(&mut context, &step.id, body.output.clone());
+                self.note(prior);
                 self.exec.context = context;
                 let mut records = body.children;
                 records.push(record);
@@ -603,6 +690,9 @@ impl<'e> Run<'e> {
                 fill(&mut record, &mut body);
                 if let Some(result) = body.verb_result {
                     self.exec.result = Some(result);
+                }
+                if let Some(before) = &backup {
+                    self.note_changes(before, &context);
                 }
                 self.exec.context = context;
                 let is_wait = gate.reason == PauseReason::Event;
@@ -703,11 +793,12 @@ impl<'e> Run<'e> {
             return Ok(false);
         }
         if let Some(target) = step.on_error.clone() {
-            set_step_output(
+            let prior = set_step_output(
                 &mut self.exec.context,
                 &step.id,
                 json!({"error": {"class": error.class, "message": error.message}}),
             );
+            self.note(prior);
             return self
                 .goto(Some(target), records, Vec::new(), Vec::new())
                 .await;
@@ -877,6 +968,8 @@ pub(super) fn writes_context(step: &Step) -> bool {
                 )
             })
         }
+        // An early event lands in the context during the wait's attempt.
+        StepKind::Wait { .. } => true,
         _ => false,
     };
     own || step.children().iter().any(writes_context)
@@ -893,18 +986,35 @@ pub(super) fn merge_output(base: Value, extra: Value) -> Value {
     }
 }
 
-/// `steps.<id>` = output (ids may contain dots, so this is not a dotted path).
-pub(crate) fn set_step_output(context: &mut Value, step_id: &str, output: Value) {
+/// `steps.<id>` = output (ids may contain dots, so this is not a dotted path). Returns
+/// what it replaced, for the undo trail.
+pub(crate) fn set_step_output(context: &mut Value, step_id: &str, output: Value) -> Prior {
+    let whole = |value: Option<Value>| Prior {
+        path: Vec::new(),
+        value,
+    };
     if !context.is_object() {
-        *context = json!({});
+        let replaced = whole(Some(std::mem::replace(context, json!({}))));
+        set_step_output(context, step_id, output);
+        return replaced;
     }
-    if let Value::Object(map) = context {
-        let steps = map.entry("steps").or_insert_with(|| json!({}));
-        if !steps.is_object() {
-            *steps = json!({});
-        }
-        if let Value::Object(steps) = steps {
+    let Value::Object(map) = context else {
+        return whole(None);
+    };
+    match map.get_mut("steps") {
+        Some(Value::Object(steps)) => Prior {
+            path: vec!["steps".into(), step_id.to_owned()],
+            value: steps.insert(step_id.to_owned(), output),
+        },
+        other => {
+            let value = other.map(std::mem::take);
+            let mut steps = serde_json::Map::new();
             steps.insert(step_id.to_owned(), output);
+            map.insert("steps".into(), Value::Object(steps));
+            Prior {
+                path: vec!["steps".into()],
+                value,
+            }
         }
     }
 }

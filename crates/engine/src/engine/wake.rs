@@ -30,14 +30,14 @@ impl Run<'_> {
         let Some(gate) = self.exec.gate.clone() else {
             // A manual resume of an execution paused at a step boundary.
             if let Wake::Manual { data, .. } = &wake {
-                merge_into(&mut self.exec.context, data);
+                self.change_context(|context| merge_into(context, data));
             }
             self.exec.wake = None;
             return Ok(());
         };
         match wake {
             Wake::Manual { data, .. } => {
-                merge_into(&mut self.exec.context, &data);
+                self.change_context(|context| merge_into(context, &data));
                 self.exec.wake = None;
                 self.exec.gate = None;
                 Ok(())
@@ -106,17 +106,19 @@ impl Run<'_> {
         let Some((step, mut record)) = self.gate_step(gate) else {
             return self.lost_step(&gate.step_id).await;
         };
-        set_step_output(&mut self.exec.context, &step.id, decision.clone());
-        if let Value::Object(map) = &mut self.exec.context {
-            let approvals = map.entry("approvals").or_insert_with(|| json!({}));
-            if !approvals.is_object() {
-                *approvals = json!({});
+        self.change_context(|context| {
+            set_step_output(context, &step.id, decision.clone());
+            if let Value::Object(map) = context {
+                let approvals = map.entry("approvals").or_insert_with(|| json!({}));
+                if !approvals.is_object() {
+                    *approvals = json!({});
+                }
+                if let Value::Object(a) = approvals {
+                    a.insert(step.id.clone(), decision.clone());
+                }
+                map.insert("approval".into(), decision.clone());
             }
-            if let Value::Object(a) = approvals {
-                a.insert(step.id.clone(), decision.clone());
-            }
-            map.insert("approval".into(), decision.clone());
-        }
+        });
         record.output = decision;
         let records = vec![record];
         let (on_approve, on_reject, next) = match &step.kind {
@@ -172,7 +174,7 @@ impl Run<'_> {
         let Some((step, mut record)) = self.gate_step(gate) else {
             return self.lost_step(&gate.step_id).await;
         };
-        apply_event(&mut self.exec.context, &step.id, payload);
+        self.change_context(|context| apply_event(context, &step.id, payload));
         record.output = json!({"event_id": event_id, "event_type": event_type});
         let next = match &step.kind {
             StepKind::Wait { next, .. } => next.clone(),
@@ -198,7 +200,8 @@ impl Run<'_> {
             _ => None,
         };
         let output = json!({"timed_out": true, "at": at});
-        set_step_output(&mut self.exec.context, &step.id, output.clone());
+        let prior = set_step_output(&mut self.exec.context, &step.id, output.clone());
+        self.note(prior);
         record.output = output;
         match on_timeout {
             Some(target) => {

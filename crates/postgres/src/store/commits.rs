@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
+use sqlx::types::Json;
 use sqlx::Row;
 use tollgate_model::records::Timestamp;
 use tollgate_store::{rules, Committed, Error, ExecutionStore, Result, StepCommit, Transition};
@@ -49,7 +50,7 @@ pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::Laz
         completed_at = CASE WHEN v.kind = 'finish' THEN v.now ELSE e.completed_at END, \
         version = e.version + 1, updated_at = v.now \
         FROM v WHERE e.id = ANY($5) AND e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
-        RETURNING v.slot, e.id, e.version, e.pause_requested, v.kind, v.close, v.wakes, v.now), \
+        RETURNING v.slot, e.id, e.version, e.pause_requested, v.kind, v.status, v.close, v.wakes, v.now), \
      ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
         SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
             COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error \
@@ -59,6 +60,9 @@ pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::Laz
         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, warnings = EXCLUDED.warnings, \
             started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error RETURNING 1), \
      appr AS ({} JOIN upd ON upd.slot = a.slot RETURNING 1), \
+     trail AS (INSERT INTO context_trail (execution_id, version, undo) SELECT upd.id, upd.version, t.undo \
+        FROM jsonb_to_recordset($6) AS t(slot int, undo jsonb) JOIN upd ON upd.slot = t.slot AND upd.status <> 'completed' RETURNING 1), \
+     untrail AS (DELETE FROM context_trail c USING upd WHERE upd.status = 'completed' AND c.execution_id = upd.id RETURNING 1), \
      closed AS (UPDATE approvals a SET status = upd.close, decided_at = upd.now FROM upd \
         WHERE upd.close IS NOT NULL AND a.execution_id = upd.id AND a.status = 'pending' RETURNING 1), \
      note AS (SELECT pg_notify($4, 'commit') WHERE EXISTS (SELECT 1 FROM upd WHERE kind = 'release' OR wakes)) \
@@ -106,6 +110,7 @@ pub(crate) async fn commit_batch(
     let mut executions = Vec::with_capacity(commits.len());
     let mut records = Vec::new();
     let mut approvals = Vec::new();
+    let mut trails = Vec::new();
     let slotted = |slot: usize, mut value: Value| -> Value {
         if let Value::Object(map) = &mut value {
             map.insert("slot".into(), json!(slot));
@@ -114,6 +119,9 @@ pub(crate) async fn commit_batch(
     };
     for (slot, c) in commits.iter().enumerate() {
         executions.push(batch_row(slot, c));
+        if !c.undo.is_empty() {
+            trails.push(json!({"slot": slot, "undo": c.undo}));
+        }
         for record in &c.records {
             records.push(slotted(
                 slot,
@@ -137,6 +145,7 @@ pub(crate) async fn commit_batch(
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(commits.iter().map(|c| c.execution_id).collect::<Vec<_>>())
+        .bind(Json(Value::Array(trails)))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, commits) {

@@ -17,7 +17,8 @@ use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
 
 use super::sql::{
-    approvals_from_recordset, steps_from_recordset, EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
+    approvals_from_recordset, steps_from_recordset, trail_from_recordset, trail_row,
+    EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
 };
 
 /// One decision waiting for the decider.
@@ -83,6 +84,10 @@ pub(super) struct DecisionWrites {
     new_approvals: Vec<ApprovalRequest>,
     /// Whether a continued execution stopped where the worker loops must look.
     wakes: bool,
+    /// Context undo trail rows of continued executions ([`trail_row`]).
+    trails: Vec<Value>,
+    /// Continued executions that completed: their trails are deleted.
+    completed: Vec<Uuid>,
 }
 
 /// Columns an execution never changes after its insert: a decision's update leaves them
@@ -172,12 +177,15 @@ pub(super) static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::
             FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1), \
          st AS ({} ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
          ap AS ({} RETURNING 1), \
-         nt AS (SELECT pg_notify($8, 'gate') WHERE $9) \
+         nt AS (SELECT pg_notify($8, 'gate') WHERE $9), \
+         tr AS ({} RETURNING 1), \
+         untr AS (DELETE FROM context_trail WHERE execution_id = ANY($11) RETURNING 1) \
          SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits, \
             (SELECT count(*) FROM st) AS steps, (SELECT count(*) FROM ap) AS new_approvals, (SELECT count(*) FROM nt) AS notified",
         execution_set_from_v(),
         steps_from_recordset(6),
         approvals_from_recordset(7),
+        trail_from_recordset(10),
     )
     },
 );
@@ -277,6 +285,8 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
         .bind(to_json(&writes.new_approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(writes.wakes)
+        .bind(Json(Value::Array(writes.trails)))
+        .bind(writes.completed)
         .execute(conn)
         .await
         .map_err(backend)?;
@@ -362,6 +372,10 @@ pub(super) fn decide_one(
         next_execution = next.execution.clone();
         writes.records.extend(next.records.iter().cloned());
         writes.new_approvals.extend(next.approval.iter().cloned());
+        writes.trails.extend(trail_row(&next_execution, &next.undo));
+        if next_execution.status == tollgate_model::ExecutionStatus::Completed {
+            writes.completed.push(next_execution.id);
+        }
     }
     writes
         .approvals

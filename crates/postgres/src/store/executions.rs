@@ -3,11 +3,13 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::postgres::Postgres;
+use sqlx::types::Json;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
     ApprovalStatus, Event, Execution, Migration, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
@@ -24,7 +26,8 @@ use super::intake::WaitingScan;
 use super::sql::{
     apply_effect, audit, close_approvals, commit, format_of, id_after, insert_approval,
     insert_execution, limit, load_execution, notify_workers, quarantine, readable, refuse,
-    status_counts, upsert_steps, write_execution, STEP_RECORDSET, STEP_SELECT, STEP_UPSERT_TAIL,
+    status_counts, upsert_steps, write_execution, write_trail, STEP_RECORDSET, STEP_SELECT,
+    STEP_UPSERT_TAIL,
 };
 
 #[async_trait]
@@ -165,6 +168,33 @@ impl ExecutionStore for PgStore {
         }))
     }
 
+    async fn context_trail(&self, execution_id: Uuid) -> Result<Vec<ContextUndo>> {
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = $1")
+            .bind(execution_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows =
+            sqlx::query("SELECT undo FROM context_trail WHERE execution_id = $1 ORDER BY version")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        let mut trail = Vec::new();
+        for row in &rows {
+            let Json(entries): Json<Vec<ContextUndo>> = row.try_get("undo").map_err(|err| {
+                Error::Unreadable(format!(
+                    "execution {execution_id}'s context undo trail: {err}"
+                ))
+            })?;
+            trail.extend(entries);
+        }
+        Ok(trail)
+    }
+
     async fn list_steps(&self, execution_id: Uuid) -> Result<Vec<StepRecord>> {
         let exists = sqlx::query("SELECT 1 FROM executions WHERE id = $1")
             .bind(execution_id)
@@ -239,6 +269,7 @@ impl ExecutionStore for PgStore {
         let writes = rules::apply_commit(&mut execution, step)?;
         write_execution(&mut tx, &execution).await?;
         upsert_steps(&mut tx, &writes.records).await?;
+        write_trail(&mut tx, &execution, &writes.undo, writes.drop_trail).await?;
         for effect in &writes.effects {
             apply_effect(&mut tx, effect, now).await?;
         }
@@ -465,6 +496,7 @@ impl ExecutionStore for PgStore {
             return refuse(tx, err).await;
         }
         write_execution(&mut tx, &execution).await?;
+        write_trail(&mut tx, &execution, &retry.undo, false).await?;
         audit(
             &mut tx,
             id,
@@ -526,6 +558,7 @@ impl ExecutionStore for PgStore {
         }
         write_execution(&mut tx, &execution).await?;
         close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
+        write_trail(&mut tx, &execution, &[], true).await?;
         commit(tx).await?;
         Ok(execution)
     }

@@ -14,7 +14,8 @@ use crate::{rows, WAKEUP_CHANNEL};
 
 use super::decisions::execution_row;
 use super::sql::{
-    approvals_from_recordset, steps_from_recordset, EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
+    approvals_from_recordset, steps_from_recordset, trail_from_recordset, trail_row,
+    EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
 };
 
 /// Batched reads. An event's lookups — the workflows it triggers, the executions waiting
@@ -125,7 +126,8 @@ async fn quarantine_now(conn: &mut PgConnection, id: Uuid, detail: &str, now: Ti
 /// Stores a batch of events with what they start, in one statement: the events whose
 /// `event_id` is new ($1), the executions listed in an inserted event's `started` ($2),
 /// the step records and approval requests of inserted executions ($3, $4), a wake-up
-/// ($5 the channel, $6 whether any start needs one).
+/// ($5 the channel, $6 whether any start needs one), and the starts' context undo trail
+/// rows ($7).
 pub(super) static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let select: Vec<String> = EXECUTION_COLUMNS
         .split(',')
@@ -144,12 +146,14 @@ pub(super) static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::La
             WHERE EXISTS (SELECT 1 FROM ev WHERE v.id = ANY(ev.started)) RETURNING id), \
          st AS ({} WHERE r.execution_id IN (SELECT id FROM ex) ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
          ap AS ({} JOIN ex ON ex.id = a.execution_id RETURNING 1), \
+         tr AS ({} WHERE t.execution_id IN (SELECT id FROM ex) RETURNING 1), \
          nt AS (SELECT pg_notify($5, 'gate') WHERE $6 AND EXISTS (SELECT 1 FROM ex)) \
          SELECT id, (SELECT count(*) FROM ex) AS executions, (SELECT count(*) FROM st) AS steps, \
             (SELECT count(*) FROM ap) AS approvals, (SELECT count(*) FROM nt) AS notified FROM ev",
         select.join(", "),
         steps_from_recordset(3),
         approvals_from_recordset(4),
+        trail_from_recordset(7),
     )
 });
 
@@ -172,6 +176,10 @@ pub(crate) async fn insert_events(
     let approvals: Vec<&ApprovalRequest> =
         starts.clone().filter_map(|s| s.approval.as_ref()).collect();
     let wakes = starts.clone().any(Starting::wakes_workers);
+    let trails: Vec<Value> = starts
+        .clone()
+        .filter_map(|s| trail_row(&s.execution, &s.undo))
+        .collect();
     let rows = sqlx::query(&INSERT_EVENTS_SQL)
         .bind(Json(Value::Array(events)))
         .bind(Json(Value::Array(executions)))
@@ -179,6 +187,7 @@ pub(crate) async fn insert_events(
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(wakes)
+        .bind(Json(Value::Array(trails)))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, items) {

@@ -71,7 +71,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        for table in ["notifications", "quarantined_executions"] {
+        for table in ["notifications", "quarantined_executions", "context_trail"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE execution_id = ANY($1)"))
                 .bind(&ids)
                 .execute(&mut *tx)

@@ -11,6 +11,7 @@ use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Execution, ResumeOutcome, ResumeRequest, ResumeTrigger,
     StepRecord, Timestamp,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{decode_id_cursor, rules, Effect, Error, PageRequest, Result};
 use uuid::Uuid;
@@ -462,6 +463,48 @@ pub(super) fn approvals_from_recordset(param: usize) -> String {
     FROM jsonb_to_recordset(${param}) AS a(slot int, id uuid, execution_id uuid, step_id text, visit int, entity_type text, entity_id text, \
         approver_roles text[], approver_users text[], required int, status text, reason text, data jsonb, decisions jsonb, requested_by text, \
         allow_self_approval boolean, requested_at timestamptz, expires_at timestamptz, decided_at timestamptz)")
+}
+
+/// Inserts context undo trail rows (see [`tollgate_store::StepCommit::undo`]) from the
+/// JSON recordset parameter `$param` of [`trail_row`]s (alias `t`); the statement appends
+/// its filter and `RETURNING`.
+pub(super) fn trail_from_recordset(param: usize) -> String {
+    format!(
+        "INSERT INTO context_trail (execution_id, version, undo) SELECT t.execution_id, t.version, t.undo \
+        FROM jsonb_to_recordset(${param}) AS t(execution_id uuid, version bigint, undo jsonb)"
+    )
+}
+
+/// One row for [`trail_from_recordset`]: `execution`'s trail entries under its version,
+/// `None` when there are none or it completed (a completed execution keeps no trail).
+pub(super) fn trail_row(execution: &Execution, undo: &[ContextUndo]) -> Option<Value> {
+    (!undo.is_empty() && execution.status != ExecutionStatus::Completed).then(|| {
+        serde_json::json!({"execution_id": execution.id, "version": execution.version, "undo": undo})
+    })
+}
+
+/// Writes one commit's part of the context undo trail: its entries under the
+/// execution's version, or, when it completed (`drop`), the deletion of its trail.
+pub(super) async fn write_trail(
+    conn: &mut PgConnection,
+    execution: &Execution,
+    undo: &[ContextUndo],
+    drop: bool,
+) -> Result<()> {
+    if drop {
+        sqlx::query("DELETE FROM context_trail WHERE execution_id = $1")
+            .bind(execution.id)
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+    } else if let Some(row) = trail_row(execution, undo) {
+        sqlx::query(&trail_from_recordset(1))
+            .bind(Json(Value::Array(vec![row])))
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Inserts step records from the JSON recordset parameter `$param` (alias `r`, with its

@@ -240,6 +240,92 @@ async fn a_retry_from_an_earlier_step_keeps_the_grant_unless_it_starts_at_the_ap
     assert_eq!(api.received_requests().await.unwrap().len(), 3);
 }
 
+/// tag → bump (overwrites the trigger's `amount`) → pay (webhook) → done.
+async fn bumped_refunds(h: &Harness, api: &MockServer) {
+    h.deploy(json!({"workflow_id": "bumped", "version": "1", "trigger": {"type": "event", "event": "refund.bumped"},
+        "steps": [
+            {"id": "tag", "type": "execute", "execute": [{"type": "set", "path": "stage", "value": "tagged"}], "next": "bump"},
+            {"id": "bump", "type": "execute", "execute": [{"type": "set", "values": {"amount": 999, "stage": "bumped", "audit.by": "bump"}}], "next": "pay"},
+            {"id": "pay", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/pay", api.uri())}], "next": "done"},
+            {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_retry_from_an_earlier_step_sees_the_context_of_that_steps_entry() {
+    let api = ledger(2).await;
+    let h = Harness::new();
+    bumped_refunds(&h, &api).await;
+    let failed = h.start("refund.bumped", json!({"amount": 120})).await;
+    assert_eq!(failed.status, ExecutionStatus::Failed);
+    assert_eq!(
+        (&failed.context["amount"], &failed.context["stage"]),
+        (&json!(999), &json!("bumped"))
+    );
+
+    // From `bump`: what `bump` and `pay` wrote is gone, what `tag` wrote is there.
+    let from_bump = h
+        .control
+        .retry(failed.id, command(Some("bump"), "recompute the amount"))
+        .await
+        .unwrap();
+    let context = &from_bump.execution.context;
+    assert_eq!(
+        (&context["amount"], &context["stage"], &context["audit"]),
+        (&json!(120), &json!("tagged"), &Value::Null)
+    );
+    assert!(context["steps"].get("tag").is_some(), "{context}");
+    assert!(context["steps"].get("bump").is_none(), "{context}");
+    assert!(context["steps"].get("pay").is_none(), "{context}");
+    assert_eq!(context["retry"]["from_step"], "bump");
+    let audit = h.store.list_resume_requests(failed.id).await.unwrap();
+    assert_eq!(audit.last().unwrap().data["context_of_visit"], 1);
+    let failed_again = settle(&h, from_bump).await;
+    assert_eq!(failed_again.status, ExecutionStatus::Failed);
+    assert_eq!(failed_again.context["amount"], 999);
+
+    // From `tag`, across the first retry: the context the execution started with.
+    let from_tag = h
+        .control
+        .retry(failed.id, command(Some("tag"), "start over"))
+        .await
+        .unwrap();
+    let context = &from_tag.execution.context;
+    assert_eq!(
+        (&context["amount"], &context["stage"], &context["audit"]),
+        (&json!(120), &Value::Null, &Value::Null)
+    );
+    assert_eq!(context.get("steps"), None, "{context}");
+    assert_eq!(context["retry"]["count"], 2);
+    let done = settle(&h, from_tag).await;
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(
+        (&done.context["amount"], &done.context["stage"]),
+        (&json!(999), &json!("bumped"))
+    );
+    // A completed execution cannot be retried: its trail is gone with its completion.
+    assert_eq!(h.store.context_trail(failed.id).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn a_retry_from_a_step_never_entered_keeps_the_context_it_ended_with() {
+    let api = ledger(1).await;
+    let h = Harness::new();
+    refunds(&h, &api).await;
+    let failed = failed_payment(&h).await;
+    let retried = h
+        .control
+        .retry(failed.id, command(Some("done"), "skip the payment"))
+        .await
+        .unwrap();
+    let mut ended = failed.context.clone();
+    ended["retry"] = retried.execution.context["retry"].clone();
+    assert_eq!(retried.execution.context, ended);
+    let audit = h.store.list_resume_requests(failed.id).await.unwrap();
+    assert_eq!(audit.last().unwrap().data["context_of_visit"], Value::Null);
+    assert_eq!(settle(&h, retried).await.status, ExecutionStatus::Completed);
+}
+
 #[tokio::test]
 async fn a_timed_out_execution_gets_a_fresh_deadline_and_a_new_request() {
     let h = Harness::new();
@@ -381,6 +467,7 @@ async fn a_retry_whose_process_dies_before_advancing_is_taken_over() {
         expected_version: failed.version,
         cursor: Cursor::new("pay", 2),
         context: failed.context.clone(),
+        undo: Vec::new(),
         deadline: None,
         audit: json!({"command": "retry"}),
     };

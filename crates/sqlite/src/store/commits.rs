@@ -11,8 +11,8 @@ use crate::rows::{backend, json, opt_ts, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    bind_approval, bind_execution, bind_step, upsert_execution_sql, Held, INSERT_APPROVAL_SQL,
-    UPSERT_STEP_SQL,
+    bind_approval, bind_execution, bind_step, bind_trail, trail_sql, upsert_execution_sql, Held,
+    INSERT_APPROVAL_SQL, UPSERT_STEP_SQL,
 };
 
 impl SqliteStore {
@@ -74,6 +74,7 @@ impl SqliteStore {
         if writes.close_approvals.is_some() {
             sql.push_str(" UPDATE approvals SET status = ?, decided_at = ? WHERE execution_id = ? AND status = 'pending';");
         }
+        sql.push_str(trail_sql(&writes.undo, writes.drop_trail));
         sql.push_str(" COMMIT;");
         let mut query = bind_execution(sqlx::query(&sql), &execution);
         for record in &writes.records {
@@ -88,6 +89,7 @@ impl SqliteStore {
                 .bind(ts(now))
                 .bind(execution.id.to_string());
         }
+        query = bind_trail(query, &execution, &writes.undo, writes.drop_trail);
         match query.execute(held.conn()?).await {
             Ok(_) => held.settled = true,
             Err(err) => {
@@ -182,6 +184,17 @@ pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: us
             .push(" AND commit_token = ")
             .push_bind(token.to_owned())
             .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
+    }
+    // The batch never completes an execution (continue and release only), so the trail
+    // only grows here; under the version the update just gave the row.
+    if !c.undo.is_empty() {
+        q.push(" INSERT INTO context_trail (execution_id, version, undo) SELECT id, version, ")
+            .push_bind(json(&c.undo))
+            .push(" FROM executions WHERE id = ")
+            .push_bind(id.clone())
+            .push(" AND commit_token = ")
+            .push_bind(token.to_owned())
+            .push(";");
     }
 }
 

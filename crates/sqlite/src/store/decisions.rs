@@ -4,13 +4,17 @@
 use serde_json::json;
 use sqlx::Row;
 use tollgate_model::records::{Decision, Principal, StepRecord, Timestamp};
+use tollgate_model::ExecutionStatus;
 use tollgate_store::{rules, Continuation, Decided, Error, LeaseClaim, Result, Starting};
 use uuid::Uuid;
 
 use crate::rows::{backend, json, opt_ts, ts};
 use crate::{rows, SqliteStore};
 
-use super::sql::{bind_approval, bind_execution, bind_step, upsert_execution_sql, UPSERT_STEP_SQL};
+use super::sql::{
+    bind_approval, bind_execution, bind_step, bind_trail, trail_sql, upsert_execution_sql,
+    UPSERT_STEP_SQL,
+};
 
 impl SqliteStore {
     pub(super) async fn decide_with(
@@ -78,6 +82,7 @@ impl SqliteStore {
             execution = next.execution.clone();
         }
         let records: &[StepRecord] = next.as_ref().map_or(&[], |n| &n.records);
+        let completed = execution.status == ExecutionStatus::Completed;
         let new_approval = next.as_ref().and_then(|n| n.approval.as_ref());
         // Hop 2: every write and the commit, in one batch.
         let mut sql = String::from(
@@ -91,6 +96,9 @@ impl SqliteStore {
                 sql.push(' ');
                 sql.push_str(UPSERT_STEP_SQL);
                 sql.push(';');
+            }
+            if let Some(next) = &next {
+                sql.push_str(trail_sql(&next.undo, completed));
             }
             if new_approval.is_some() {
                 sql.push_str(" INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) VALUES (");
@@ -114,6 +122,9 @@ impl SqliteStore {
                 .bind(ts(now));
             for record in records {
                 write = bind_step(write, record);
+            }
+            if let Some(next) = &next {
+                write = bind_trail(write, &execution, &next.undo, completed);
             }
             if let Some(new_approval) = &new_approval {
                 write = bind_approval(write, new_approval);

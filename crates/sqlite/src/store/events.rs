@@ -45,6 +45,9 @@ impl EventStore for SqliteStore {
              SELECT {} {IF_INSERTED}",
             vec!["?"; 15].join(", ")
         );
+        let insert_trail = format!(
+            " INSERT INTO context_trail (execution_id, version, undo) SELECT ?, ?, ? {IF_INSERTED}"
+        );
         let insert_approval = format!(
             " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
              SELECT {} {IF_INSERTED}",
@@ -57,6 +60,9 @@ impl EventStore for SqliteStore {
             }
             if start.approval.is_some() {
                 sql.push_str(&insert_approval);
+            }
+            if trail_of(start).is_some() {
+                sql.push_str(&insert_trail);
             }
         }
         sql.push_str(
@@ -80,6 +86,13 @@ impl EventStore for SqliteStore {
             }
             if let Some(approval) = &start.approval {
                 query = bind_approval(query, approval).bind(event.id.to_string());
+            }
+            if let Some(undo) = trail_of(start) {
+                query = query
+                    .bind(start.execution.id.to_string())
+                    .bind(start.execution.version)
+                    .bind(json(undo))
+                    .bind(event.id.to_string());
             }
         }
         query = query
@@ -276,4 +289,11 @@ impl EventStore for SqliteStore {
         .map_err(backend)?;
         Ok(())
     }
+}
+
+/// The undo entries a start stores with its execution: none for one that already
+/// completed (a completed execution keeps no trail).
+fn trail_of(start: &Starting) -> Option<&[tollgate_model::undo::ContextUndo]> {
+    (!start.undo.is_empty() && start.execution.status != tollgate_model::ExecutionStatus::Completed)
+        .then_some(start.undo.as_slice())
 }

@@ -7,6 +7,7 @@ use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{
     ApprovalStatus, Event, Execution, Migration, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
@@ -20,7 +21,7 @@ use crate::{rows, SqliteStore};
 
 use super::sql::{
     apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
-    load_execution, quarantine, status_counts, upsert_step, write_execution,
+    load_execution, quarantine, status_counts, upsert_step, write_execution, write_trail,
 };
 
 /// What claims and scans filter on: the execution rows this release can read.
@@ -197,6 +198,35 @@ impl ExecutionStore for SqliteStore {
         rows.iter().map(rows::step_record).collect()
     }
 
+    async fn context_trail(&self, execution_id: Uuid) -> Result<Vec<ContextUndo>> {
+        let mut conn = self.reader.acquire().await.map_err(backend)?;
+        let exists = sqlx::query("SELECT 1 FROM executions WHERE id = ?")
+            .bind(execution_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let rows =
+            sqlx::query("SELECT undo FROM context_trail WHERE execution_id = ? ORDER BY version")
+                .bind(execution_id.to_string())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?;
+        let mut trail = Vec::new();
+        for row in &rows {
+            let text: String = row.try_get("undo").map_err(backend)?;
+            let entries: Vec<ContextUndo> = serde_json::from_str(&text).map_err(|err| {
+                Error::Unreadable(format!(
+                    "execution {execution_id}'s context undo trail: {err}"
+                ))
+            })?;
+            trail.extend(entries);
+        }
+        Ok(trail)
+    }
+
     async fn begin_step(
         &self,
         execution_id: Uuid,
@@ -246,6 +276,7 @@ impl ExecutionStore for SqliteStore {
         for record in &writes.records {
             upsert_step(&mut tx, record).await?;
         }
+        write_trail(&mut tx, &execution, &writes.undo, writes.drop_trail).await?;
         for effect in &writes.effects {
             apply_effect(&mut tx, effect, now).await?;
         }
@@ -490,6 +521,7 @@ impl ExecutionStore for SqliteStore {
         let mut execution = load_execution(&mut tx, id).await?;
         rules::retry(&mut execution, retry, claim, now)?;
         write_execution(&mut tx, &execution).await?;
+        write_trail(&mut tx, &execution, &retry.undo, false).await?;
         audit(
             &mut tx,
             id,
@@ -547,6 +579,7 @@ impl ExecutionStore for SqliteStore {
         rules::cancel(&mut execution, actor, reason, now)?;
         write_execution(&mut tx, &execution).await?;
         close_approvals(&mut tx, id, ApprovalStatus::Cancelled, now).await?;
+        write_trail(&mut tx, &execution, &[], true).await?;
         commit(tx).await?;
         Ok(execution)
     }

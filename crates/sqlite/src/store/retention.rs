@@ -40,7 +40,7 @@ impl SqliteStore {
                     .await
                     .map_err(backend)?;
             }
-            for table in ["notifications", "quarantined_executions"] {
+            for table in ["notifications", "quarantined_executions", "context_trail"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE execution_id = ?"))
                     .bind(&id)
                     .execute(&mut *tx)

@@ -8,6 +8,7 @@ use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Execution, ResumeOutcome, ResumeRequest, ResumeTrigger,
     StepRecord, Timestamp,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use tollgate_store::{decode_id_cursor, rules, Effect, Error, PageRequest, Result};
 use uuid::Uuid;
@@ -197,6 +198,57 @@ pub(super) fn bind_step<'q>(query: Bound<'q>, r: &StepRecord) -> Bound<'q> {
         .bind(ts(r.started_at))
         .bind(opt_ts(r.completed_at))
         .bind(r.error.as_ref().map(json))
+}
+
+/// The statement writing one commit's part of the context undo trail (see
+/// [`tollgate_store::StepCommit::undo`]): its entries under the execution's new version,
+/// or, for an execution that completed (`drop`), the deletion of its trail; empty when
+/// there is nothing to write. Its parameters are bound by [`bind_trail`].
+pub(super) fn trail_sql(undo: &[ContextUndo], drop: bool) -> &'static str {
+    if drop {
+        " DELETE FROM context_trail WHERE execution_id = ?;"
+    } else if undo.is_empty() {
+        ""
+    } else {
+        " INSERT INTO context_trail (execution_id, version, undo) VALUES (?, ?, ?);"
+    }
+}
+
+/// Binds the parameters of [`trail_sql`] for the same arguments.
+pub(super) fn bind_trail<'q>(
+    query: Bound<'q>,
+    execution: &Execution,
+    undo: &[ContextUndo],
+    drop: bool,
+) -> Bound<'q> {
+    if drop {
+        query.bind(execution.id.to_string())
+    } else if undo.is_empty() {
+        query
+    } else {
+        query
+            .bind(execution.id.to_string())
+            .bind(execution.version)
+            .bind(json(&undo))
+    }
+}
+
+/// Writes one commit's part of the context undo trail (see [`trail_sql`]).
+pub(super) async fn write_trail(
+    conn: &mut SqliteConnection,
+    execution: &Execution,
+    undo: &[ContextUndo],
+    drop: bool,
+) -> Result<()> {
+    let sql = trail_sql(undo, drop);
+    if sql.is_empty() {
+        return Ok(());
+    }
+    bind_trail(sqlx::query(sql), execution, undo, drop)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
 }
 
 pub(super) async fn upsert_step(conn: &mut SqliteConnection, r: &StepRecord) -> Result<()> {

@@ -5,6 +5,7 @@ use serde_json::json;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
 };
+use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
 use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
@@ -108,6 +109,12 @@ impl MemoryStore {
                 // Leaving the gate closed its only open request (the decided one), so
                 // an ending here has no other request to close.
                 execution = next.execution.clone();
+                state.extend_trail(
+                    execution.id,
+                    execution.version,
+                    next.undo.clone(),
+                    execution.status == ExecutionStatus::Completed,
+                );
                 let steps = state.steps.entry(execution.id).or_default();
                 for record in &next.records {
                     upsert_step(steps, record.clone());

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
+use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
 use super::{upsert_step, MemoryStore};
@@ -55,6 +56,8 @@ impl EventStore for MemoryStore {
         }
         for start in starts {
             let id = start.execution.id;
+            let completed = start.execution.status == ExecutionStatus::Completed;
+            state.extend_trail(id, start.execution.version, start.undo, completed);
             state.executions.insert(id, start.execution);
             let steps = state.steps.entry(id).or_default();
             for record in start.records {

@@ -8,6 +8,7 @@ use tollgate_model::records::{
     ApprovalStatus, Event, Execution, Lease, Migration, ResumeTrigger, Retry, StepRecord,
     Timestamp, Wake,
 };
+use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
@@ -154,6 +155,16 @@ impl ExecutionStore for MemoryStore {
         Ok(state.steps.get(&execution_id).cloned().unwrap_or_default())
     }
 
+    async fn context_trail(&self, execution_id: Uuid) -> Result<Vec<ContextUndo>> {
+        let state = self.lock();
+        if !state.executions.contains_key(&execution_id) {
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let mut trail = state.trails.get(&execution_id).cloned().unwrap_or_default();
+        trail.sort_by_key(|(version, _)| *version);
+        Ok(trail.into_iter().flat_map(|(_, undo)| undo).collect())
+    }
+
     async fn begin_step(
         &self,
         execution_id: Uuid,
@@ -193,6 +204,12 @@ impl ExecutionStore for MemoryStore {
         for record in writes.records {
             upsert_step(steps, record);
         }
+        state.extend_trail(
+            execution_id,
+            writes.committed.version,
+            writes.undo,
+            writes.drop_trail,
+        );
         for effect in writes.effects {
             state.apply_effect(effect, now);
         }
@@ -377,6 +394,7 @@ impl ExecutionStore for MemoryStore {
         let execution = state.execution_mut(id)?;
         rules::retry(execution, retry, lease, now)?;
         let snapshot = execution.clone();
+        state.extend_trail(id, snapshot.version, retry.undo.clone(), false);
         state.audit(id, ResumeTrigger::Manual, actor, retry.audit.clone(), now);
         Ok(snapshot)
     }
@@ -390,6 +408,7 @@ impl ExecutionStore for MemoryStore {
                 continue;
             };
             state.steps.remove(&id);
+            state.trails.remove(&id);
             state.resume_requests.remove(&id);
             state.quarantined.remove(&id);
             for approval in state.approvals_by_execution.remove(&id).unwrap_or_default() {
@@ -466,6 +485,7 @@ impl ExecutionStore for MemoryStore {
         rules::cancel(execution, actor, reason, now)?;
         let snapshot = execution.clone();
         state.close_approvals(id, ApprovalStatus::Cancelled, now);
+        state.trails.remove(&id);
         Ok(snapshot)
     }
 

@@ -44,6 +44,8 @@ struct State {
     snapshots: HashMap<String, Arc<WorkflowDefinition>>,
     executions: BTreeMap<Uuid, Execution>,
     steps: HashMap<Uuid, Vec<StepRecord>>,
+    /// Each execution's context undo trail: (version, entries), oldest first.
+    trails: HashMap<Uuid, Vec<(i64, Vec<tollgate_model::undo::ContextUndo>)>>,
     approvals: BTreeMap<Uuid, ApprovalRequest>,
     /// Approval ids by execution, so ending an execution does not scan every request.
     approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
@@ -210,6 +212,24 @@ impl State {
     }
 
     /// Stores a new approval request and indexes it by execution.
+    /// Adds a commit's undo entries under `version`; `drop` deletes the trail instead.
+    fn extend_trail(
+        &mut self,
+        execution_id: Uuid,
+        version: i64,
+        undo: Vec<tollgate_model::undo::ContextUndo>,
+        drop: bool,
+    ) {
+        if drop {
+            self.trails.remove(&execution_id);
+        } else if !undo.is_empty() {
+            self.trails
+                .entry(execution_id)
+                .or_default()
+                .push((version, undo));
+        }
+    }
+
     fn insert_approval(&mut self, approval: ApprovalRequest) {
         self.approvals_by_execution
             .entry(approval.execution_id)

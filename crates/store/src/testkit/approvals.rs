@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::fixtures::{
     approval_for, commit, decide_as, decision, gate, lease, manager, paused_at_approval, running,
-    secs, step_record, t0, workflow,
+    secs, step_record, t0, undo_of, workflow,
 };
 use crate::{ApprovalFilter, Error, PageRequest, Starting, Store, Transition};
 
@@ -257,12 +257,14 @@ fn continue_with(transition: Transition) -> crate::Continuation {
         let mut step = commit(claimed, "api", claimed.version, transition.clone());
         step.records = vec![step_record(claimed.id, "after", StepStatus::Completed)];
         step.lease_expires_at = t0() + secs(30);
+        step.undo = vec![undo_of("after", 1)];
         let records = step.records.clone();
         let writes = crate::rules::apply_commit(&mut next, step).ok()?;
         Some(Starting {
             execution: next,
             records,
             approval: writes.approval,
+            undo: writes.undo,
         })
     })
 }
@@ -324,6 +326,11 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
         ["after"]
     );
     assert_eq!(audits(e.id).await, 1);
+    assert_eq!(
+        store.context_trail(e.id).await.unwrap(),
+        [undo_of("after", 1)],
+        "the continuation's undo trail is stored with the decision"
+    );
     // The new request is decidable like any other, and this time the execution
     // ends with the decision.
     let ended = store
@@ -346,6 +353,11 @@ pub async fn decisions_store_their_continuation(store: Arc<dyn Store>) {
     assert_eq!(stored.status, ExecutionStatus::Completed);
     assert!(stored.lease.is_none() && stored.gate.is_none() && stored.completed_at.is_some());
     assert_eq!(audits(e.id).await, 2);
+    assert_eq!(
+        store.context_trail(e.id).await.unwrap(),
+        [],
+        "a completed execution's trail is dropped"
+    );
     assert_eq!(
         store.get_approval(second.id).await.unwrap().status,
         ApprovalStatus::Rejected

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::fixtures::{
     approval_for, commit, decide_as, gate, lease, manager, paused_at_approval, running, secs,
-    step_record, t0, waiting, workflow,
+    step_record, t0, undo_of, waiting, workflow,
 };
 use crate::{Overdue, Store, Transition};
 
@@ -518,6 +518,123 @@ pub async fn overdue_gates_and_pending_approvals_are_counted(store: Arc<dyn Stor
     );
 }
 
+/// The context undo trail grows with each commit's entries (the hot path, a gate, a
+/// failure, a retry), is read back oldest first, and is dropped when the execution
+/// completes.
+pub async fn the_context_trail_grows_with_commits_until_completion(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let e = running(&store, &w, "w1").await;
+    assert_eq!(store.context_trail(e.id).await.unwrap(), []);
+    assert!(store
+        .context_trail(Uuid::now_v7())
+        .await
+        .unwrap_err()
+        .is_not_found());
+    let mut on = commit(&e, "w1", e.version, Transition::Continue);
+    on.undo = vec![undo_of("a", 1), undo_of("b", 1)];
+    store.commit_step(on).await.unwrap();
+    let mut nothing = commit(&e, "w1", e.version + 1, Transition::Continue);
+    nothing.undo = Vec::new();
+    store.commit_step(nothing).await.unwrap();
+    let mut fail = commit(
+        &e,
+        "w1",
+        e.version + 2,
+        Transition::Finish {
+            status: ExecutionStatus::Failed,
+            error: Some(ExecutionError {
+                kind: ErrorKind::StepFailed,
+                message: "step `c` failed".into(),
+            }),
+        },
+    );
+    fail.undo = vec![undo_of("c", 1)];
+    store.commit_step(fail).await.unwrap();
+    let failed = store.get_execution(e.id).await.unwrap();
+    assert_eq!(
+        store.context_trail(e.id).await.unwrap(),
+        [undo_of("a", 1), undo_of("b", 1), undo_of("c", 1)]
+    );
+    let mut rewound = undo_of("c", 1);
+    rewound.step_id = None;
+    let retry = Retry {
+        expected_version: failed.version,
+        cursor: Cursor::new("a", 2),
+        context: json!({}),
+        undo: vec![rewound.clone()],
+        deadline: None,
+        audit: json!({"command": "retry", "reason": "again"}),
+    };
+    let retried = store
+        .retry_execution(
+            e.id,
+            &retry,
+            Some("ops"),
+            &lease("w1", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.context_trail(e.id).await.unwrap(),
+        [undo_of("a", 1), undo_of("b", 1), undo_of("c", 1), rewound]
+    );
+    let mut gated = commit(
+        &retried,
+        "w1",
+        retried.version,
+        Transition::Gate {
+            gate: gate(PauseReason::Manual, None),
+            approval: None,
+        },
+    );
+    gated.undo = vec![undo_of("a", 2)];
+    store.commit_step(gated).await.unwrap();
+    assert_eq!(store.context_trail(e.id).await.unwrap().len(), 5);
+    let paused = store.get_execution(e.id).await.unwrap();
+    let resumed = store
+        .resume_manual(
+            e.id,
+            Some("ops"),
+            json!({}),
+            &lease("w1", t0() + secs(30)),
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resumed.version, paused.version + 1);
+    let mut done = commit(
+        &resumed,
+        "w1",
+        resumed.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    done.undo = vec![undo_of("d", 1)];
+    store.commit_step(done).await.unwrap();
+    assert_eq!(
+        store.context_trail(e.id).await.unwrap(),
+        [],
+        "a completed execution cannot be retried: its trail is dropped"
+    );
+    let other = running(&store, &w, "w1").await;
+    let mut on = commit(&other, "w1", other.version, Transition::Continue);
+    on.undo = vec![undo_of("a", 1)];
+    store.commit_step(on).await.unwrap();
+    assert_eq!(store.context_trail(other.id).await.unwrap().len(), 1);
+    store
+        .cancel_execution(other.id, Some("ops"), None, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.context_trail(other.id).await.unwrap(),
+        [],
+        "a cancelled execution cannot be retried: its trail is dropped"
+    );
+}
+
 pub async fn retry_restarts_only_an_unchanged_failed_execution(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
     let e = running(&store, &w, "w1").await;
@@ -538,6 +655,7 @@ pub async fn retry_restarts_only_an_unchanged_failed_execution(store: Arc<dyn St
         expected_version: failed.version,
         cursor: Cursor::new("gate", 2),
         context: json!({"order": {"id": "o-1"}, "retry": {"from_step": "gate", "count": 1}}),
+        undo: Vec::new(),
         deadline: Some(t0() + secs(3600)),
         audit: json!({"command": "retry", "reason": "ledger is back"}),
     };

@@ -9,8 +9,8 @@ use tollgate_model::{ExecutionStatus, PauseReason};
 use uuid::Uuid;
 
 use super::fixtures::{
-    approval_for, commit, event, gate, lease, new_execution, secs, step_record, t0, waiting,
-    workflow,
+    approval_for, commit, event, gate, lease, new_execution, secs, step_record, t0, undo_of,
+    waiting, workflow,
 };
 use crate::{Error, EventInsert, Starting, Store, Transition};
 
@@ -458,11 +458,14 @@ pub async fn events_store_executions_already_at_their_gate(store: Arc<dyn Store>
             step_record(e.id, "check", StepStatus::Completed),
             step_record(e.id, "gate", StepStatus::Paused),
         ];
+        step.undo = vec![undo_of("check", 1), undo_of("gate", 1)];
         let writes = crate::rules::apply_commit(&mut e, step).unwrap();
         Starting {
             execution: e,
             records: writes.records,
             approval: writes.approval,
+            // As the engine sends them: none for an execution that completed.
+            undo: writes.undo,
         }
     };
     let fresh = new_execution(&w, "api");
@@ -517,6 +520,16 @@ pub async fn events_store_executions_already_at_their_gate(store: Arc<dyn Store>
             .unwrap()
             .status,
         ExecutionStatus::Paused
+    );
+    assert_eq!(
+        store.context_trail(paused.execution.id).await.unwrap(),
+        [undo_of("check", 1), undo_of("gate", 1)],
+        "the undo trail is stored with the start"
+    );
+    assert_eq!(
+        store.context_trail(ended.execution.id).await.unwrap(),
+        [],
+        "a completed execution keeps no trail"
     );
     assert_eq!(store.get_approval(approval.id).await.unwrap(), approval);
     // It is due like any other paused execution.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tollgate_model::undo::{ContextUndo, Prior};
 
 use chrono::{TimeDelta, TimeZone, Utc};
 use serde_json::json;
@@ -139,10 +140,23 @@ pub fn commit(e: &Execution, owner: &str, version: i64, transition: Transition) 
         steps_run: e.steps_run + 1,
         result: e.result,
         consumed_events: Vec::new(),
+        undo: Vec::new(),
         effects: Vec::new(),
         transition,
         lease_expires_at: t0() + secs(30),
         now: t0(),
+    }
+}
+
+/// A context undo entry of visit `visit` of `step` that replaced `steps.<step>` (absent).
+pub fn undo_of(step: &str, visit: u32) -> ContextUndo {
+    ContextUndo {
+        step_id: Some(step.into()),
+        visit,
+        prior: vec![Prior {
+            path: vec!["steps".into(), step.into()],
+            value: None,
+        }],
     }
 }
 

@@ -64,6 +64,7 @@ macro_rules! contract_tests {
             decisions_store_their_continuation,
             due_gates_are_claimed_once_across_claimers,
             retry_restarts_only_an_unchanged_failed_execution,
+            the_context_trail_grows_with_commits_until_completion,
             migration_moves_a_gated_execution_and_keeps_its_gate,
             purges_delete_ended_executions_whole_by_their_workflows_cutoff,
             expired_leases_are_reclaimed_and_old_owner_fenced,
