@@ -23,9 +23,9 @@
 //! History (env, PostgreSQL only): `TOLLGATE_BENCH_HISTORY=H` fills the database with
 //! `H` executions that ended two days ago (each with its step records, copied from a
 //! real one), vacuumed as a long-lived database's history is, before the workload, so
-//! its figures can be compared with an empty database; `TOLLGATE_BENCH_PURGE=1` starts the server with `--retention 1d`, so that it
-//! deletes that history in batches (of 500, looking again every second) while the
-//! workload runs.
+//! its figures can be compared with an empty database; `TOLLGATE_BENCH_PURGE=1` starts
+//! the server with `--retention 1d`, so that it deletes that history in batches (of 500,
+//! looking again every second) while the workload runs.
 //!
 //! Diagnostics (env): `TOLLGATE_BENCH_TRACE=FILE` writes each decision of phase B as
 //! "ms since the phase began, latency ms" (where in the phase the slow ones were);
