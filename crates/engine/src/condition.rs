@@ -138,7 +138,7 @@ fn literal(value: Value) -> Operand {
 }
 
 /// The numeric rule: numbers, and strings that parse as finite numbers.
-fn as_number(value: &Value) -> Option<f64> {
+pub(crate) fn as_number(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => {

@@ -31,6 +31,7 @@
 
 pub mod clock;
 pub mod condition;
+pub mod correlation;
 mod engine;
 pub mod error;
 mod http;

@@ -150,6 +150,33 @@ impl Serialize for Operator {
 }
 
 impl Condition {
+    /// The leaves a wait's correlation key is made of: `eq` comparisons of an event field
+    /// (`event`, `event.…`) with a scalar value, reached from the root through `and`s
+    /// only — every one of them must hold for the whole condition to hold. Leaves under
+    /// `or` or `not`, and other operators, filter the candidates a key finds.
+    pub fn key_leaves(&self) -> Vec<&Leaf> {
+        let mut out = Vec::new();
+        self.collect_key_leaves(&mut out);
+        out
+    }
+
+    fn collect_key_leaves<'a>(&'a self, out: &mut Vec<&'a Leaf>) {
+        match self {
+            Self::And { and } => and.iter().for_each(|c| c.collect_key_leaves(out)),
+            Self::Leaf(leaf)
+                if leaf.operator == Operator::Eq
+                    && (leaf.field == "event" || leaf.field.starts_with("event."))
+                    && leaf
+                        .value
+                        .as_ref()
+                        .is_some_and(|v| !v.is_null() && !v.is_array() && !v.is_object()) =>
+            {
+                out.push(leaf);
+            }
+            Self::Or { .. } | Self::Not { .. } | Self::Leaf(_) => {}
+        }
+    }
+
     /// Calls `f` on every leaf, depth first.
     pub fn for_each_leaf<'a>(&'a self, f: &mut impl FnMut(&'a Leaf)) {
         match self {

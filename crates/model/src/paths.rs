@@ -295,7 +295,7 @@ mod tests {
                 {"id": "say", "type": "execute", "execute": [{"type": "log", "message": "{{line.sku}} {{index}}"}]}]},
              "next": "wait"},
             {"id": "wait", "type": "wait", "wait": {"event": "paid",
-              "match": {"field": "payload.ref", "operator": "eq", "value": "{{amount}}"}}},
+              "match": {"field": "event.ref", "operator": "eq", "value": "{{amount}}"}}},
         ]})
     }
 

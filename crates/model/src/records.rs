@@ -117,6 +117,32 @@ pub struct Gate {
     pub approval_id: Option<Uuid>,
     /// For manual pauses: the operator's reason.
     pub note: Option<String>,
+    /// For waits: the correlation key of its `match`, when the match has equality parts
+    /// on event fields (an incoming event finds the wait by this key instead of being
+    /// checked against every wait of its type). Absent on gates stored by releases
+    /// before keys existed: such a wait is checked against every event of its type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Box<Correlation>>,
+}
+
+/// A wait's correlation key: the equality parts of its resolved `match` that compare an
+/// event field with a value, as sorted (field, value) pairs (docs/execution-semantics.md,
+/// "Correlation keys"). The store indexes `(event type, shape, hash)`; the values are
+/// kept so that what a key stands for can be read back, and every candidate found by
+/// the key is checked against its whole `match`, so a hash collision never resumes a
+/// wait the event does not satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correlation {
+    /// Identifies the sorted field paths (16 hex digits of their SHA-256): waits whose
+    /// keys read the same event fields share a shape.
+    pub shape: String,
+    /// The event field paths compared, sorted (`event.order_id`).
+    pub fields: Vec<String>,
+    /// The canonical value each field must equal, in `fields`' order (`n:` and the
+    /// number for values the numeric rule reads as numbers, else `j:` and the JSON).
+    pub values: Vec<String>,
+    /// 16 hex digits of the SHA-256 of the shape and the values: what is indexed.
+    pub hash: String,
 }
 
 /// The signal that woke a gated execution, stored with the claim so a worker that picks

@@ -297,6 +297,15 @@ impl<'d> Walker<'_, 'd> {
                 if let Some(m) = &wait.match_ {
                     let at = p.key("wait").key("match");
                     check_condition(m, &at, self.report);
+                    if m.key_leaves().is_empty() {
+                        self.report.warning(
+                            &at,
+                            format!(
+                                "wait step `{}` has no `eq` of an event field (`event.…`) with a value outside `or`/`not`: every `{}` event will be checked against every execution waiting here instead of finding them by key",
+                                step.id, wait.event
+                            ),
+                        );
+                    }
                     if uses_secrets(m) {
                         self.report.error(
                             &at,

@@ -253,12 +253,10 @@ pub struct PgStore {
     /// Batched reads of the workflows events trigger (see `store::triggered_batch`).
     pub(crate) triggered:
         tollgate_store::group_commit::Batcher<String, Vec<tollgate_model::records::Workflow>>,
-    /// Batched scans for executions waiting for an event type (see
-    /// `store::waiting_batch`).
-    pub(crate) waiting: tollgate_store::group_commit::Batcher<
-        store::WaitingScan,
-        Vec<tollgate_model::records::Execution>,
-    >,
+    /// Batched reads of the executions waiting for an event type and of their
+    /// correlation shapes (see `store::waiting_batch`).
+    pub(crate) waiting:
+        tollgate_store::group_commit::Batcher<store::WaitingRead, store::WaitingAnswer>,
     /// The batching tasks' connections, for [`PgStore::open_batch_connections`].
     batch_connections: Arc<[Dedicated]>,
 }
@@ -545,7 +543,7 @@ impl PgStore {
         let triggered = triggered
             .batcher(|c, types| Box::pin(async move { store::triggered_batch(c, &types).await }));
         let waiting = waiting
-            .batcher(|c, scans| Box::pin(async move { store::waiting_batch(c, &scans).await }));
+            .batcher(|c, reads| Box::pin(async move { store::waiting_batch(c, &reads).await }));
         // The listener holds its connection for the life of the process: a pool of its
         // own (one connection, the same settings, opened only when listening starts).
         let listening = PgPoolOptions::new()

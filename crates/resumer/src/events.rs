@@ -1,10 +1,11 @@
 //! Ingesting events: starting workflows and resuming waits.
 
 use serde_json::{json, Value};
+use tollgate_engine::correlation::event_hash;
 use tollgate_engine::{wait_matches, Ahead, Engine, StartRequest};
 use tollgate_model::records::{Event, Execution, ResumeTrigger};
 use tollgate_model::{ExecutionStatus, PauseReason};
-use tollgate_store::{Delivery, EventInsert};
+use tollgate_store::{Delivery, EventInsert, WaitKey};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -46,7 +47,7 @@ pub struct EventService {
     tasks: Option<Tasks>,
 }
 
-/// Waiting executions are scanned in pages of this size.
+/// Waiting executions are read in pages of this size.
 const SCAN_PAGE: u32 = 200;
 
 impl EventService {
@@ -298,8 +299,9 @@ pub struct DirectDelivery {
     pub progress: Progress,
 }
 
-/// Offers a stored event to every execution it may resume: its addressee, or every
-/// execution waiting for its type. Idempotent — an execution consumes an event once, and
+/// Offers a stored event to every execution it may resume: its addressee, or the
+/// executions waiting for its type whose correlation key it has or that have none.
+/// Idempotent — an execution consumes an event once, and
 /// one that started after the event arrived, or that the event started, never takes it
 /// — so the ingesting request, a retry of it and the worker's sweep of undelivered
 /// events may all run it. Returns the executions resumed (`true`: claimed by this call,
@@ -319,10 +321,31 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
             Err(err) => return Err(err.into()),
         },
         None => {
+            // The waits it may satisfy: those whose correlation key it has (one index
+            // probe per shape waiting on its type) and those without a key. Each is then
+            // checked against its whole match (`try_claim`).
+            let keys: Vec<WaitKey> = store
+                .wait_shapes(&event.event_type)
+                .await?
+                .into_iter()
+                .filter_map(|shape| {
+                    let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
+                    Some(WaitKey {
+                        shape: shape.shape,
+                        hash,
+                    })
+                })
+                .collect();
             let mut after = None;
             loop {
                 let page = store
-                    .waiting_for_event(&event.event_type, after, SCAN_PAGE, engine.clock().now())
+                    .waiting_for_keys(
+                        &event.event_type,
+                        &keys,
+                        after,
+                        SCAN_PAGE,
+                        engine.clock().now(),
+                    )
                     .await?;
                 let full = page.len() == SCAN_PAGE as usize;
                 after = page.last().map(|e| e.id);

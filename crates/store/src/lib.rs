@@ -60,8 +60,8 @@ pub use traits::{
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
     ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, ScheduleFilter, SchemaPolicy, Starting, StepCommit, TickView, Transition,
-    WorkflowFilter,
+    Quarantined, ScheduleFilter, SchemaPolicy, Starting, StepCommit, TickView, Transition, WaitKey,
+    WaitShape, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

@@ -428,6 +428,7 @@ pub fn request_pause(
         event_match: None,
         approval_id: None,
         note: reason.map(str::to_owned),
+        correlation: None,
     });
     execution.version += 1;
     Ok(())

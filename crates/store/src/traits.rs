@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
     ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WorkflowFilter,
+    Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WaitKey, WaitShape,
+    WorkflowFilter,
 };
 use crate::Result;
 
@@ -269,6 +270,24 @@ pub trait ExecutionStore: Send + Sync {
     async fn waiting_for_event(
         &self,
         event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>>;
+
+    /// The distinct correlation shapes of the `waiting` executions whose wait is for
+    /// `event_type` (waits without a key have none). Few per type: one per wait step
+    /// whose `match` has a key, in practice.
+    async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>>;
+
+    /// `waiting` executions whose wait is for `event_type` and either has no correlation
+    /// key or has one of `keys` (shape and hash), by id, after `after` — an index probe
+    /// per key, not a scan of the type's waits. Unreadable rows are quarantined and rows
+    /// of a newer release left out, as by [`Self::waiting_for_event`].
+    async fn waiting_for_keys(
+        &self,
+        event_type: &str,
+        keys: &[WaitKey],
         after: Option<Uuid>,
         limit: u32,
         now: Timestamp,

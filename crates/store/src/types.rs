@@ -426,3 +426,23 @@ pub struct Purged {
     /// When it had ended.
     pub ended_at: Timestamp,
 }
+
+/// A correlation shape waiting on an event type: the event fields its waits' keys read
+/// (see [`tollgate_model::records::Correlation`]). An incoming event computes its own
+/// hash for each shape and looks the waits up by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitShape {
+    /// The shape's id.
+    pub shape: String,
+    /// The event field paths, sorted.
+    pub fields: Vec<String>,
+}
+
+/// One correlation key an event has: the waits with this shape and hash may match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitKey {
+    /// The shape's id.
+    pub shape: String,
+    /// The event's hash for that shape.
+    pub hash: String,
+}

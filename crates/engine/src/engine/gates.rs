@@ -9,7 +9,6 @@ use tollgate_model::records::{
 use tollgate_model::PauseReason;
 use uuid::Uuid;
 
-use crate::condition::CompiledCondition;
 use crate::error::Result;
 use crate::steps::{Body, Env};
 use crate::template::{render_value, Mode, Scope, Template};
@@ -96,6 +95,7 @@ impl Run<'_> {
             event_match: None,
             approval_id: Some(approval_id),
             note: None,
+            correlation: None,
         };
         Outcome::Gate {
             body,
@@ -192,6 +192,10 @@ impl Run<'_> {
             paused_at: now,
             deadline: wait.timeout.map(|t| now + t.as_chrono()),
             event: Some(wait.event.clone()),
+            correlation: resolved
+                .as_ref()
+                .and_then(crate::correlation::key_of_match)
+                .map(Box::new),
             event_match: resolved,
             approval_id: None,
             note: None,
@@ -372,10 +376,7 @@ pub fn wait_matches(
     let Some(resolved) = resolved else {
         return true;
     };
-    let Ok(condition) = tollgate_model::parse_condition(resolved) else {
-        return false;
-    };
-    let Ok(compiled) = CompiledCondition::compile(&condition) else {
+    let Some(compiled) = crate::correlation::compiled_match(resolved) else {
         return false;
     };
     let locals = [("event", payload)];

@@ -420,6 +420,7 @@ impl<'e> Run<'e> {
             event_match: None,
             approval_id: None,
             note: None,
+            correlation: None,
         };
         tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
         self.commit(

@@ -443,3 +443,42 @@ fn retention_is_a_duration_of_at_least_a_minute() {
         .get("retention")
         .is_none());
 }
+
+/// A wait whose `match` gives no correlation key (no `eq` of an event field with a
+/// value outside `or`/`not`) works, but every event of its type is checked against
+/// every such wait: the validator says so, naming the step. A keyed match, or no match
+/// at all, is not warned about.
+#[test]
+fn waits_without_a_correlation_key_are_warned_about() {
+    let wait = |m: Option<serde_json::Value>| {
+        let mut w = json!({"event": "paid"});
+        if let Some(m) = m {
+            w["match"] = m;
+        }
+        wf(json!([
+            {"id": "a", "type": "action", "action": "allow", "next": "settle"},
+            {"id": "settle", "type": "wait", "wait": w}
+        ]))
+    };
+    let ranged = load(&wait(Some(json!({"or": [
+        {"field": "event.order_id", "operator": "eq", "value": "{{order.id}}"},
+        {"field": "event.amount", "operator": "gt", "value": 5}]}))))
+    .unwrap();
+    assert_eq!(ranged.warnings.len(), 1, "{:?}", ranged.warnings);
+    assert_eq!(ranged.warnings[0].path, "steps[1].wait.match");
+    assert!(
+        ranged.warnings[0].message.contains("wait step `settle`")
+            && ranged.warnings[0].message.contains("`paid`"),
+        "{}",
+        ranged.warnings[0].message
+    );
+    for quiet in [
+        Some(json!({"and": [
+            {"field": "event.order_id", "operator": "eq", "value": "{{order.id}}"},
+            {"field": "event.amount", "operator": "gt", "value": 5}]})),
+        None,
+    ] {
+        let loaded = load(&wait(quiet)).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+}

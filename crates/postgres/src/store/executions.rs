@@ -14,7 +14,7 @@ use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
     ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, Result, StepCommit, Transition,
+    Quarantined, Result, StepCommit, Transition, WaitKey, WaitShape,
 };
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use crate::rows::{backend, to_json};
 use crate::{rows, PgStore, WAKEUP_CHANNEL};
 
 use super::commits::locked_ids;
-use super::intake::WaitingScan;
+use super::intake::{WaitingAnswer, WaitingRead, WaitingScan};
 use super::sql::{
     apply_effect, audit, close_approvals, commit, format_of, id_after, insert_approval,
     insert_execution, limit, load_execution, notify_workers, quarantine, readable, refuse,
@@ -599,14 +599,45 @@ impl ExecutionStore for PgStore {
         n: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        self.waiting
-            .submit(WaitingScan {
-                event_type: event_type.to_owned(),
-                after,
-                limit: limit(n),
-                now,
-            })
-            .await
+        self.waits(WaitingScan {
+            event_type: event_type.to_owned(),
+            keys: None,
+            after,
+            limit: limit(n),
+            now,
+        })
+        .await
+    }
+
+    async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        match self
+            .waiting
+            .submit(WaitingRead::Shapes(event_type.to_owned()))
+            .await?
+        {
+            WaitingAnswer::Shapes(shapes) => Ok(shapes),
+            WaitingAnswer::Waits(_) => {
+                Err(Error::Backend("a shape read answered with waits".into()))
+            }
+        }
+    }
+
+    async fn waiting_for_keys(
+        &self,
+        event_type: &str,
+        keys: &[WaitKey],
+        after: Option<Uuid>,
+        n: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        self.waits(WaitingScan {
+            event_type: event_type.to_owned(),
+            keys: Some(keys.to_vec()),
+            after,
+            limit: limit(n),
+            now,
+        })
+        .await
     }
 
     async fn quarantine_execution(
@@ -641,5 +672,17 @@ impl ExecutionStore for PgStore {
         Ok(page_from_overfetch(items, page.limit, |q| {
             encode_id_cursor(q.execution_id)
         }))
+    }
+}
+
+impl PgStore {
+    /// One page of waits, read in the waiting batch.
+    async fn waits(&self, scan: WaitingScan) -> Result<Vec<Execution>> {
+        match self.waiting.submit(WaitingRead::Scan(scan)).await? {
+            WaitingAnswer::Waits(waits) => Ok(waits),
+            WaitingAnswer::Shapes(_) => {
+                Err(Error::Backend("a waiting scan answered with shapes".into()))
+            }
+        }
     }
 }

@@ -46,26 +46,99 @@ pub(crate) async fn triggered_batch(
         .collect())
 }
 
-/// One page of the scan for executions waiting for an event type
-/// ([`ExecutionStore::waiting_for_event`]).
+/// A waiting execution's correlation shape and hash, exactly as the `executions_wait_key`
+/// index spells them (the planner uses an expression index only for the same expression).
+macro_rules! wait_shape {
+    () => {
+        "COALESCE(e.gate #>> '{correlation,shape}', '')"
+    };
+}
+macro_rules! wait_hash {
+    () => {
+        "COALESCE(e.gate #>> '{correlation,hash}', '')"
+    };
+}
+
+/// One page of the executions waiting for an event type: all of them
+/// ([`ExecutionStore::waiting_for_event`], `keys: None`), or those with one of `keys`
+/// and those without a key ([`ExecutionStore::waiting_for_keys`]).
 #[derive(Debug, Clone)]
 pub(crate) struct WaitingScan {
     pub(crate) event_type: String,
+    pub(crate) keys: Option<Vec<tollgate_store::WaitKey>>,
     pub(crate) after: Option<Uuid>,
     pub(crate) limit: i64,
     /// When an unreadable row met by the scan is quarantined.
     pub(crate) now: Timestamp,
 }
 
-/// A batch of waiting scans in one statement: each scan is its own index range on the
-/// partial index of waiting executions, tagged with its position in the batch.
+/// A read of the waiting executions, batched with the others queued at that moment.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitingRead {
+    /// A page of waits.
+    Scan(WaitingScan),
+    /// The correlation shapes waiting on an event type ([`ExecutionStore::wait_shapes`]).
+    Shapes(String),
+}
+
+/// What a [`WaitingRead`] found.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitingAnswer {
+    /// The page.
+    Waits(Vec<Execution>),
+    /// The shapes.
+    Shapes(Vec<tollgate_store::WaitShape>),
+}
+
+/// A batch of waiting reads in at most three statements — full scans, key probes and
+/// shape lists — each a set of index ranges tagged with their read's position.
 pub(crate) async fn waiting_batch(
     conn: &mut PgConnection,
-    scans: &[WaitingScan],
-) -> Result<Vec<Result<Vec<Execution>>>> {
-    let event_types: Vec<&str> = scans.iter().map(|s| s.event_type.as_str()).collect();
-    let afters: Vec<Option<Uuid>> = scans.iter().map(|s| s.after).collect();
-    let limits: Vec<i64> = scans.iter().map(|s| s.limit).collect();
+    reads: &[WaitingRead],
+) -> Result<Vec<Result<WaitingAnswer>>> {
+    let mut answers: Vec<Option<WaitingAnswer>> = vec![None; reads.len()];
+    let mut full = Vec::new();
+    let mut keyed = Vec::new();
+    let mut shapes = Vec::new();
+    for (i, read) in reads.iter().enumerate() {
+        match read {
+            WaitingRead::Scan(scan) if scan.keys.is_none() => full.push((i, scan)),
+            WaitingRead::Scan(scan) => keyed.push((i, scan)),
+            WaitingRead::Shapes(event_type) => shapes.push((i, event_type.as_str())),
+        }
+    }
+    if !full.is_empty() {
+        let pages = full_scans(conn, &full).await?;
+        for ((i, _), page) in full.iter().zip(pages) {
+            answers[*i] = Some(WaitingAnswer::Waits(page));
+        }
+    }
+    if !keyed.is_empty() {
+        let pages = key_probes(conn, &keyed).await?;
+        for ((i, _), page) in keyed.iter().zip(pages) {
+            answers[*i] = Some(WaitingAnswer::Waits(page));
+        }
+    }
+    if !shapes.is_empty() {
+        let lists = wait_shapes(conn, &shapes).await?;
+        for ((i, _), list) in shapes.iter().zip(lists) {
+            answers[*i] = Some(WaitingAnswer::Shapes(list));
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.ok_or_else(|| Error::Backend("a waiting read was not answered".into())))
+        .collect())
+}
+
+/// Full scans: each is its own index range on the partial index of waiting executions.
+async fn full_scans(
+    conn: &mut PgConnection,
+    scans: &[(usize, &WaitingScan)],
+) -> Result<Vec<Vec<Execution>>> {
+    let event_types: Vec<&str> = scans.iter().map(|(_, s)| s.event_type.as_str()).collect();
+    let afters: Vec<Option<Uuid>> = scans.iter().map(|(_, s)| s.after).collect();
+    let limits: Vec<i64> = scans.iter().map(|(_, s)| s.limit).collect();
     let rows = sqlx::query(&format!(
         concat!("SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
          CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
@@ -79,8 +152,79 @@ pub(crate) async fn waiting_batch(
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
+    pages_of(conn, &rows, scans).await
+}
+
+/// Key probes: one index range per key of each scan, and one for its waits without a
+/// key, each cut at the scan's limit; a scan's ranges are merged by id and cut again.
+async fn key_probes(
+    conn: &mut PgConnection,
+    scans: &[(usize, &WaitingScan)],
+) -> Result<Vec<Vec<Execution>>> {
+    let keyless = tollgate_store::WaitKey {
+        shape: String::new(),
+        hash: String::new(),
+    };
+    let (mut ords, mut event_types, mut shapes, mut hashes, mut afters, mut limits) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (n, (_, scan)) in scans.iter().enumerate() {
+        for key in std::iter::once(&keyless).chain(scan.keys.iter().flatten()) {
+            ords.push(i64::try_from(n + 1).unwrap_or(i64::MAX));
+            event_types.push(scan.event_type.as_str());
+            shapes.push(key.shape.as_str());
+            hashes.push(key.hash.as_str());
+            afters.push(scan.after);
+            limits.push(scan.limit);
+        }
+    }
+    let rows = sqlx::query(&KEY_PROBES_SQL)
+        .bind(&ords)
+        .bind(&event_types)
+        .bind(&shapes)
+        .bind(&hashes)
+        .bind(&afters)
+        .bind(&limits)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    let mut pages = pages_of(conn, &rows, scans).await?;
+    for (page, (_, scan)) in pages.iter_mut().zip(scans) {
+        page.sort_by_key(|e| e.id);
+        page.dedup_by_key(|e| e.id);
+        page.truncate(usize::try_from(scan.limit).unwrap_or(usize::MAX));
+    }
+    Ok(pages)
+}
+
+/// [`key_probes`]' statement: one row of (read, event type, shape, hash, after, limit)
+/// per probe.
+static KEY_PROBES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    concat!(
+        "SELECT q.ord AS scan, x.* FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[]) \
+           AS q(ord, event_type, shape, hash, after, lim) \
+         CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+            AND ", wait_shape!(), " = q.shape AND ", wait_hash!(), " = q.hash \
+            AND READABLE AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x"
+    )
+    .replace("READABLE", &super::sql::readable("e"))
+});
+
+/// Sorts rows tagged with their scan's position (1-based) into pages, quarantining the
+/// rows that do not read: a waiting execution nobody can read would fail every event of
+/// its type, so it is set aside and the scan answered with the others.
+async fn pages_of(
+    conn: &mut PgConnection,
+    rows: &[sqlx::postgres::PgRow],
+    scans: &[(usize, &WaitingScan)],
+) -> Result<Vec<Vec<Execution>>> {
     let mut pages: Vec<Vec<Execution>> = vec![Vec::new(); scans.len()];
-    for row in &rows {
+    for row in rows {
         let scan: i64 = row.try_get("scan").map_err(backend)?;
         let page_index = usize::try_from(scan - 1).unwrap_or(usize::MAX);
         let page = pages
@@ -88,17 +232,67 @@ pub(crate) async fn waiting_batch(
             .ok_or_else(|| Error::Backend(format!("waiting scan {scan} out of range").into()))?;
         match rows::execution_to_change(row) {
             Ok(execution) => page.push(execution),
-            // A waiting execution nobody can read would fail every event of its type:
-            // set it aside, and answer the scan with the others.
             Err(Error::Unreadable(detail)) => {
-                if let (Some(id), Some(scan)) = (rows::execution_id(row), scans.get(page_index)) {
+                if let (Some(id), Some((_, scan))) =
+                    (rows::execution_id(row), scans.get(page_index))
+                {
                     quarantine_now(conn, id, &detail, scan.now).await;
                 }
             }
             Err(err) => return Err(err),
         }
     }
-    Ok(pages.into_iter().map(Ok).collect())
+    Ok(pages)
+}
+
+/// The correlation shapes waiting on each of a batch of event types: per type, a skip
+/// scan over the key index (one probe per distinct shape) and the fields of one wait of
+/// each shape.
+async fn wait_shapes(
+    conn: &mut PgConnection,
+    reads: &[(usize, &str)],
+) -> Result<Vec<Vec<tollgate_store::WaitShape>>> {
+    let event_types: Vec<&str> = reads.iter().map(|(_, t)| *t).collect();
+    let rows = sqlx::query(concat!(
+        "SELECT q.ord AS read, s.shape, s.fields FROM unnest($1::text[]) WITH ORDINALITY AS q(event_type, ord) \
+         CROSS JOIN LATERAL ( \
+           WITH RECURSIVE r(shape) AS ( \
+             (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+                AND ", wait_shape!(), " > '' ORDER BY ", wait_shape!(), " LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+                AND ", wait_shape!(), " > r.shape ORDER BY ", wait_shape!(), " LIMIT 1) \
+             FROM r WHERE r.shape IS NOT NULL) \
+           SELECT r.shape, (SELECT e.gate #> '{correlation,fields}' FROM executions e \
+                WHERE e.status = 'waiting' AND e.gate_event = q.event_type AND ", wait_shape!(), " = r.shape LIMIT 1) AS fields \
+           FROM r WHERE r.shape IS NOT NULL) s \
+         ORDER BY q.ord, s.shape"
+    ))
+    .bind(&event_types)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let mut lists: Vec<Vec<tollgate_store::WaitShape>> = vec![Vec::new(); reads.len()];
+    for row in &rows {
+        let read: i64 = row.try_get("read").map_err(backend)?;
+        let list = usize::try_from(read - 1)
+            .ok()
+            .and_then(|i| lists.get_mut(i))
+            .ok_or_else(|| Error::Backend(format!("shape read {read} out of range").into()))?;
+        let shape: String = row.try_get("shape").map_err(backend)?;
+        match row.try_get::<Option<Json<Vec<String>>>, _>("fields") {
+            Ok(Some(Json(fields))) => list.push(tollgate_store::WaitShape { shape, fields }),
+            // Its last wait left between the two reads: nothing waits with it any more.
+            Ok(None) => {}
+            // Fields that do not read (a gate not written by Tollgate): events cannot
+            // compute that shape's key, so its waits take only direct deliveries until
+            // they are repaired or time out. Said loudly.
+            Err(err) => {
+                tracing::error!(shape, "a correlation shape's fields do not read; its waits are not found by key: {err}");
+            }
+        }
+    }
+    Ok(lists)
 }
 
 /// Quarantines one execution in a transaction of its own, logging a failure (the row is

@@ -22,4 +22,6 @@ mod workflows;
 
 pub(crate) use commits::commit_batch;
 pub(crate) use decisions::{decide_batch, prepare_decisions, DecideRequest};
-pub(crate) use intake::{insert_events, triggered_batch, waiting_batch, WaitingScan};
+pub(crate) use intake::{
+    insert_events, triggered_batch, waiting_batch, WaitingAnswer, WaitingRead,
+};

@@ -956,3 +956,66 @@ async fn an_early_event_behind_a_thousand_others_is_found() {
     assert_eq!(done.status, ExecutionStatus::Completed, "{:?}", done.gate);
     assert_eq!(done.context["events"]["w"]["order"], "o-mine");
 }
+
+/// Events find their waits by correlation key: a wait stores the key of its resolved
+/// match, an event resumes the one wait with its key among many (under the numeric rule:
+/// `"42"` finds a wait for `42`), the rest of a match still filters what the key finds,
+/// and waits without a key — a match without an event equality, or no match — are
+/// still offered every event.
+#[tokio::test]
+async fn events_find_their_waits_by_key_and_the_rest_of_the_match_still_filters() {
+    let h = Harness::new();
+    let flow = |id: &str, wait: Value| {
+        json!({"workflow_id": id, "version": "1", "trigger": {"type": "event", "event": format!("{id}.start")},
+               "steps": [{"id": "w", "type": "wait", "wait": wait, "next": "x"},
+                         {"id": "x", "type": "action", "action": "allow"}]})
+    };
+    h.deploy(flow(
+        "keyed",
+        json!({"event": "paid", "match": {"and": [
+        {"field": "event.order_id", "operator": "eq", "value": "{{order}}"},
+        {"field": "event.amount", "operator": "gte", "value": 10}]}}),
+    ))
+    .await;
+    h.deploy(flow(
+        "ranged",
+        json!({"event": "paid",
+        "match": {"field": "event.amount", "operator": "gt", "value": 100}}),
+    ))
+    .await;
+    h.deploy(flow("any", json!({"event": "paid"}))).await;
+    let mut keyed = Vec::new();
+    for order in 0..40 {
+        keyed.push(h.start("keyed.start", json!({"order": order})).await);
+    }
+    let correlation = keyed[7].gate.as_ref().unwrap().correlation.clone().unwrap();
+    assert_eq!(correlation.fields, ["event.order_id"]);
+    assert_eq!(correlation.values, ["n:7"]);
+    let ranged = h.start("ranged.start", json!({})).await;
+    assert!(ranged.gate.as_ref().unwrap().correlation.is_none());
+
+    // Order 7, too small: the key finds its wait, the rest of its match refuses it.
+    let small = h.send("paid", json!({"order_id": "7", "amount": 5})).await;
+    assert!(small.resumed.is_empty(), "{:?}", small.resumed);
+    // The `any` wait takes the first event it is offered (started after `small`, it may
+    // not take it).
+    h.clock.advance(Duration::from_secs(1));
+    let any = h.start("any.start", json!({})).await;
+    assert_eq!(any.status, ExecutionStatus::Waiting);
+    let first = h.send("paid", json!({"order_id": "7", "amount": 50})).await;
+    let resumed: Vec<_> = first.resumed.iter().map(|p| p.execution.id).collect();
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    assert!(resumed.contains(&keyed[7].id) && resumed.contains(&any.id));
+    // A large payment for order 12 resumes it and the ranged wait, nothing else.
+    let large = h
+        .send("paid", json!({"order_id": 12.0, "amount": 500}))
+        .await;
+    let resumed: Vec<_> = large.resumed.iter().map(|p| p.execution.id).collect();
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    assert!(resumed.contains(&keyed[12].id) && resumed.contains(&ranged.id));
+    for (i, e) in keyed.iter().enumerate() {
+        let status = h.store.get_execution(e.id).await.unwrap().status;
+        let done = i == 7 || i == 12;
+        assert_eq!(status == ExecutionStatus::Waiting, !done, "order {i}");
+    }
+}

@@ -12,7 +12,7 @@ use tollgate_model::ExecutionStatus;
 use tollgate_store::{
     decode_cursor, encode_cursor, encode_id_cursor, page_from_overfetch, rules, Committed, Error,
     ExecutionFilter, ExecutionStore, LeaseClaim, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, Result, StepCommit, Transition,
+    Quarantined, Result, StepCommit, Transition, WaitKey, WaitShape,
 };
 use uuid::Uuid;
 
@@ -26,6 +26,11 @@ use super::sql::{
 
 /// What claims and scans filter on: the execution rows this release can read.
 const READABLE: &str = readable_execution!();
+
+/// A waiting execution's correlation shape and hash, exactly as the `executions_wait_key`
+/// index spells them (SQLite uses an expression index only for the same expression).
+const WAIT_SHAPE: &str = "coalesce(json_extract(gate, '$.correlation.shape'), '')";
+const WAIT_HASH: &str = "coalesce(json_extract(gate, '$.correlation.hash'), '')";
 const _: () = assert!(
     tollgate_store::STORED_FORMAT == 1,
     "readable_execution! names this release's format; raise it with STORED_FORMAT"
@@ -632,6 +637,81 @@ impl ExecutionStore for SqliteStore {
         // set aside, and the scan answers with the others.
         let (waiting, unreadable) = rows::decode_claimed(&rows);
         rules::quarantine_each(self, unreadable, now).await;
+        Ok(waiting)
+    }
+
+    async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        // A skip scan over the key index: one probe per distinct shape.
+        let mut shapes = Vec::new();
+        let mut after = String::new();
+        loop {
+            let row = sqlx::query(&format!(
+                "SELECT {WAIT_SHAPE} AS shape, json_extract(gate, '$.correlation.fields') AS fields \
+                 FROM executions WHERE status = 'waiting' AND gate_event = ? AND {WAIT_SHAPE} > ? \
+                 ORDER BY {WAIT_SHAPE} LIMIT 1"
+            ))
+            .bind(event_type)
+            .bind(&after)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+            let Some(row) = row else { break };
+            let shape: String = row.try_get("shape").map_err(backend)?;
+            let fields: Option<String> = row.try_get("fields").map_err(backend)?;
+            // A shape whose fields do not read is skipped: its waits are then found by
+            // nothing but a direct delivery, so say so loudly.
+            match fields.as_deref().map(serde_json::from_str::<Vec<String>>) {
+                Some(Ok(fields)) => shapes.push(WaitShape {
+                    shape: shape.clone(),
+                    fields,
+                }),
+                _ => tracing::error!(
+                    event_type,
+                    shape,
+                    "a correlation shape without readable fields"
+                ),
+            }
+            after = shape;
+        }
+        Ok(shapes)
+    }
+
+    async fn waiting_for_keys(
+        &self,
+        event_type: &str,
+        keys: &[WaitKey],
+        after: Option<Uuid>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let keyless = WaitKey {
+            shape: String::new(),
+            hash: String::new(),
+        };
+        let after = after.map_or_else(String::new, |a| a.to_string());
+        let mut rows = Vec::new();
+        for key in std::iter::once(&keyless).chain(keys) {
+            rows.extend(
+                sqlx::query(&format!(
+                    "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? \
+                     AND {WAIT_SHAPE} = ? AND {WAIT_HASH} = ? AND id > ? AND {READABLE} \
+                     ORDER BY id LIMIT ?"
+                ))
+                .bind(event_type)
+                .bind(&key.shape)
+                .bind(&key.hash)
+                .bind(&after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?,
+            );
+        }
+        let (mut waiting, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        waiting.sort_by_key(|e| e.id);
+        waiting.dedup_by_key(|e| e.id);
+        waiting.truncate(limit as usize);
         Ok(waiting)
     }
 

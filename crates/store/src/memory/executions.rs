@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, Lease, Migration, ResumeTrigger, Retry, StepRecord,
+    ApprovalStatus, Event, Execution, Gate, Lease, Migration, ResumeTrigger, Retry, StepRecord,
     Timestamp, Wake,
 };
 use tollgate_model::undo::ContextUndo;
@@ -17,7 +17,7 @@ use crate::cursor::{decode_cursor, encode_cursor};
 use crate::traits::ExecutionStore;
 use crate::types::{
     Committed, ExecutionFilter, LeaseClaim, Overdue, Page, PageRequest, Purge, Purged, Quarantined,
-    StepCommit, Transition,
+    StepCommit, Transition, WaitKey, WaitShape,
 };
 use crate::{rules, Error, Result};
 
@@ -534,6 +534,51 @@ impl ExecutionStore for MemoryStore {
             .collect())
     }
 
+    async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        let state = self.lock();
+        let mut shapes: Vec<WaitShape> = Vec::new();
+        for execution in state.executions.values() {
+            let Some(key) = waits_for(execution, event_type).and_then(|g| g.correlation.as_ref())
+            else {
+                continue;
+            };
+            if !shapes.iter().any(|s| s.shape == key.shape) {
+                shapes.push(WaitShape {
+                    shape: key.shape.clone(),
+                    fields: key.fields.clone(),
+                });
+            }
+        }
+        shapes.sort_by(|a, b| a.shape.cmp(&b.shape));
+        Ok(shapes)
+    }
+
+    async fn waiting_for_keys(
+        &self,
+        event_type: &str,
+        keys: &[WaitKey],
+        after: Option<Uuid>,
+        limit: u32,
+        _now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let state = self.lock();
+        Ok(state
+            .executions
+            .values()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .filter(|e| {
+                waits_for(e, event_type).is_some_and(|g| match &g.correlation {
+                    None => true,
+                    Some(key) => keys
+                        .iter()
+                        .any(|k| k.shape == key.shape && k.hash == key.hash),
+                })
+            })
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
     async fn quarantine_execution(
         &self,
         id: Uuid,
@@ -589,4 +634,11 @@ fn purge_candidates(
     due.sort();
     due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     due
+}
+
+/// The gate of an execution waiting for `event_type`.
+fn waits_for<'a>(execution: &'a Execution, event_type: &str) -> Option<&'a Gate> {
+    let gate = execution.gate.as_ref()?;
+    (execution.status == ExecutionStatus::Waiting && gate.event.as_deref() == Some(event_type))
+        .then_some(gate)
 }

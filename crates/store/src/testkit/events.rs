@@ -4,15 +4,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tollgate_model::records::{Event, Execution, ResumeTrigger, StepStatus, Wake};
+use tollgate_model::records::{
+    Correlation, Event, Execution, ResumeTrigger, StepStatus, Wake, Workflow,
+};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use uuid::Uuid;
 
 use super::fixtures::{
-    approval_for, commit, event, gate, lease, new_execution, secs, step_record, t0, undo_of,
-    waiting, workflow,
+    approval_for, commit, event, gate, lease, new_execution, running, secs, step_record, t0,
+    undo_of, waiting, workflow,
 };
-use crate::{Error, EventInsert, Starting, Store, Transition};
+use crate::{Error, EventInsert, Starting, Store, Transition, WaitKey, WaitShape};
 
 pub async fn waits_claim_events_once(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
@@ -183,6 +185,127 @@ pub async fn a_retried_event_write_answers_with_the_stored_event(store: Arc<dyn 
         );
         assert_eq!(store.get_execution(start.id).await.unwrap(), start);
     }
+}
+
+/// An execution waiting for `event_type` with the correlation key `(shape, hash)` over
+/// `fields` (`None`: a wait without a key).
+async fn waiting_keyed(
+    store: &Arc<dyn Store>,
+    w: &Workflow,
+    event_type: &str,
+    key: Option<(&str, &[&str], &str)>,
+) -> Execution {
+    let e = running(store, w, "w1").await;
+    let mut g = gate(PauseReason::Event, None);
+    g.event = Some(event_type.to_owned());
+    g.correlation = key.map(|(shape, fields, hash)| {
+        Box::new(Correlation {
+            shape: shape.to_owned(),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            values: fields.iter().map(|_| "n:1".to_owned()).collect(),
+            hash: hash.to_owned(),
+        })
+    });
+    store
+        .commit_step(commit(
+            &e,
+            "w1",
+            e.version,
+            Transition::Gate {
+                gate: g,
+                approval: None,
+            },
+        ))
+        .await
+        .unwrap();
+    store.get_execution(e.id).await.unwrap()
+}
+
+/// Waits are found by correlation key: the shapes waiting on a type are listed once
+/// each, a probe returns the waits with one of the given keys and every wait without a
+/// key, by id and in pages, and a wait that is no longer waiting drops out of both.
+pub async fn waits_are_found_by_their_correlation_key(store: Arc<dyn Store>) {
+    let flow = workflow(&store, "orders", "1", "order.created").await;
+    let by_order: &[&str] = &["event.order_id"];
+    let by_order_region: &[&str] = &["event.order_id", "event.region"];
+    let first = waiting_keyed(&store, &flow, "paid", Some(("s1", by_order, "h1"))).await;
+    let second = waiting_keyed(&store, &flow, "paid", Some(("s1", by_order, "h2"))).await;
+    let wider = waiting_keyed(&store, &flow, "paid", Some(("s2", by_order_region, "h1"))).await;
+    let keyless = waiting_keyed(&store, &flow, "paid", None).await;
+    let other_type = waiting_keyed(&store, &flow, "refunded", Some(("s3", by_order, "h1"))).await;
+    let first_again = waiting_keyed(&store, &flow, "paid", Some(("s1", by_order, "h1"))).await;
+
+    let shapes = store.wait_shapes("paid").await.unwrap();
+    assert_eq!(
+        shapes,
+        [
+            WaitShape {
+                shape: "s1".into(),
+                fields: vec!["event.order_id".into()]
+            },
+            WaitShape {
+                shape: "s2".into(),
+                fields: vec!["event.order_id".into(), "event.region".into()]
+            },
+        ]
+    );
+    assert_eq!(store.wait_shapes("refunded").await.unwrap().len(), 1);
+    assert!(store.wait_shapes("nothing").await.unwrap().is_empty());
+
+    let key = |shape: &str, hash: &str| WaitKey {
+        shape: shape.into(),
+        hash: hash.into(),
+    };
+    let ids = |found: Vec<Execution>| found.iter().map(|e| e.id).collect::<Vec<_>>();
+    let probe = |keys: Vec<WaitKey>, after: Option<Uuid>, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .waiting_for_keys("paid", &keys, after, limit, t0())
+                .await
+                .unwrap()
+        }
+    };
+    // No key: only the waits without one.
+    assert_eq!(ids(probe(Vec::new(), None, 10).await), [keyless.id]);
+    assert_eq!(
+        ids(probe(vec![key("s1", "h1")], None, 10).await),
+        [first.id, keyless.id, first_again.id]
+    );
+    // A hash is only looked for under its own shape.
+    assert_eq!(
+        ids(probe(vec![key("s2", "h1"), key("s1", "h9")], None, 10).await),
+        [wider.id, keyless.id]
+    );
+    // Pages by id, each key's range cut at the limit and merged.
+    let all = vec![key("s1", "h1"), key("s1", "h2"), key("s2", "h1")];
+    let page = ids(probe(all.clone(), None, 3).await);
+    assert_eq!(page, [first.id, second.id, wider.id]);
+    assert_eq!(
+        ids(probe(all.clone(), page.last().copied(), 3).await),
+        [keyless.id, first_again.id]
+    );
+    assert!(!ids(probe(all.clone(), None, 10).await).contains(&other_type.id));
+
+    // A claimed wait is no longer found, by key or among the shapes.
+    let paid = event("paid", None, t0());
+    for e in [&first, &first_again, &wider] {
+        store
+            .claim_wait(e.id, None, &paid, None, &lease("api", t0()), t0())
+            .await
+            .unwrap();
+    }
+    assert_eq!(ids(probe(all, None, 10).await), [second.id, keyless.id]);
+    assert_eq!(
+        store
+            .wait_shapes("paid")
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.shape.as_str())
+            .collect::<Vec<_>>(),
+        ["s1"]
+    );
 }
 
 /// Early-event look-ups page by (`received_at`, id): every candidate is reachable, however

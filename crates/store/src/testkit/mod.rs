@@ -73,6 +73,7 @@ macro_rules! contract_tests {
             overdue_gates_and_pending_approvals_are_counted,
             manual_pause_resume_and_cancel,
             waits_claim_events_once,
+            waits_are_found_by_their_correlation_key,
             events_are_idempotent_by_event_id,
             early_events_are_paged_without_a_cap,
             decisions_after_the_deadline_are_refused,

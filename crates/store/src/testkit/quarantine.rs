@@ -117,7 +117,7 @@ pub async fn unreadable_executions_are_quarantined_and_the_pass_goes_on<F, Fut>(
             .0
             .id,
     ];
-    // Waiting for an event with no deadline (`waiting_for_event`).
+    // Waiting for an event with no deadline (`waiting_for_keys`, `waiting_for_event`).
     let waits = [
         waiting(&store, &w, None).await.id,
         waiting(&store, &w, None).await.id,
@@ -141,6 +141,13 @@ pub async fn unreadable_executions_are_quarantined_and_the_pass_goes_on<F, Fut>(
     assert!(!claimed_leases.contains(&expired[0]));
     let gates = store.claim_due_gates(now, &claim, 10).await.unwrap();
     assert_eq!(ids(&gates), [due[1]]);
+    // The probe by correlation key meets the damaged wait (it has no key) first.
+    let by_key = store
+        .waiting_for_keys("payment.received", &[], None, 10, now)
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_key), [waits[1]]);
+    assert_quarantined(&store.get_execution(waits[0]).await.unwrap(), "cursor");
     let waiting_now = store
         .waiting_for_event("payment.received", None, 10, now)
         .await
