@@ -11,6 +11,10 @@
 //!   finding the waits it may satisfy, which must not grow with `W`;
 //! - the server's resident memory.
 //!
+//! On PostgreSQL the driver runs `ANALYZE executions` after each fill, as autovacuum does
+//! on a live database (without it the planner keeps its idea of a table it last saw
+//! empty: see docs/benchmarks.md).
+//!
 //! Last, `M` events that each resume one of the waiting executions (found by key among
 //! all the others), timed the same way.
 //!
@@ -18,7 +22,8 @@
 //! (2000), `TOLLGATE_BENCH_CONCURRENCY` (8), `TOLLGATE_BENCH_BACKENDS`
 //! (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another build of the server),
 //! `TOLLGATE_BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh
-//! database is created in it).
+//! database is created in it; `TOLLGATE_BENCH_KEEP_DATABASE=1` keeps it afterwards, to
+//! read the plans of the intake's queries on it).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod support;
@@ -147,6 +152,19 @@ async fn run(label: &str, database_url: Option<&str>, levels: &[usize], m: usize
             );
         }
         waiting = level;
+        // A live database's statistics follow its tables (autovacuum); measure the
+        // intake on them, not on the planner's guesses about a table it last saw empty.
+        if let Some(url) = database_url {
+            let mut conn: sqlx::PgConnection = sqlx::ConnectOptions::connect(
+                &url.parse::<sqlx::postgres::PgConnectOptions>().unwrap(),
+            )
+            .await
+            .unwrap();
+            sqlx::query("ANALYZE executions")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
         // Events for orders nobody waits for.
         let orders = (0..m).map(|i| format!("none-{round}-{i}")).collect();
         let cpu = CpuMeter::start(pid);
@@ -221,7 +239,11 @@ fn main() {
                         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
                     let (url, name) = fresh_pg(&admin).await;
                     run("PostgreSQL", Some(&url), &levels, m, c).await;
-                    drop_pg(&admin, &name).await;
+                    if std::env::var_os("TOLLGATE_BENCH_KEEP_DATABASE").is_some() {
+                        eprintln!("PostgreSQL database kept: {url}");
+                    } else {
+                        drop_pg(&admin, &name).await;
+                    }
                 }
                 other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
             }

@@ -34,7 +34,12 @@ impl Drop for Server {
 }
 
 pub(crate) async fn start(database_url: Option<&str>, extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // `TOLLGATE_BENCH_KEEP_DATABASE` keeps the data directory (the SQLite database) too.
+    if std::env::var_os("TOLLGATE_BENCH_KEEP_DATABASE").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("data directory kept: {}", dir.path().display());
+    }
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -73,6 +73,55 @@ async fn approve(client: &reqwest::Client, key: &str, server: &Server, execution
     assert_eq!(done["status"], "completed", "{done}");
 }
 
+/// A workflow whose executions wait for their order's payment (a `match` with a
+/// correlation key on this release; none on releases before keys).
+fn payment_workflow() -> Value {
+    json!({
+        "workflow_id": "payments", "version": "1",
+        "trigger": {"type": "event", "event": "order.placed"},
+        "steps": [
+            {"id": "paid", "type": "wait", "wait": {"event": "payment.settled",
+              "match": {"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"}},
+             "next": "ship"},
+            {"id": "ship", "type": "action", "action": "allow"}
+        ]
+    })
+}
+
+/// Starts an execution on `server` that waits for `order`'s payment; returns it.
+async fn awaiting_payment(
+    client: &reqwest::Client,
+    key: &str,
+    server: &Server,
+    order: &str,
+) -> String {
+    let (s, b) = send(
+        client,
+        key,
+        format!("{}/api/v1/events?wait=true", server.base),
+        json!({"event_type": "order.placed", "payload": {"order_id": order}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["executions"][0]["status"], "waiting", "{b}");
+    b["started"][0].as_str().unwrap().to_owned()
+}
+
+/// Sends `order`'s payment to `server` and checks that it resumed `execution` (and
+/// nothing else) to completion.
+async fn pay(client: &reqwest::Client, key: &str, server: &Server, order: &str, execution: &str) {
+    let (s, b) = send(
+        client,
+        key,
+        format!("{}/api/v1/events?wait=true", server.base),
+        json!({"event_type": "payment.settled", "payload": {"order_id": order}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["resumed"], json!([execution]), "{b}");
+    assert_eq!(b["executions"][0]["status"], "completed", "{b}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_previous_release_and_this_one_share_a_database_during_the_upgrade() {
     let Some(previous) = std::env::var_os("TOLLGATE_PREVIOUS_API_BIN").map(PathBuf::from) else {
@@ -100,6 +149,14 @@ async fn the_previous_release_and_this_one_share_a_database_during_the_upgrade()
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", old.base),
+        payment_workflow(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
     let mut keys = Vec::new();
     for (name, role) in [("shop", "service"), ("maria", "sales_manager")] {
         let (s, b) = send(
@@ -114,6 +171,9 @@ async fn the_previous_release_and_this_one_share_a_database_during_the_upgrade()
     }
     let (shop, maria) = (keys[0].as_str(), keys[1].as_str());
     let before = big_order(&client, shop, &old, "before").await;
+    // Waits stored before the migration have no correlation key.
+    let unkeyed = awaiting_payment(&client, shop, &old, "p-before").await;
+    let unkeyed_too = awaiting_payment(&client, shop, &old, "p-before-2").await;
 
     // This release starts on the same database while the previous one runs, and
     // migrates it.
@@ -140,6 +200,14 @@ async fn the_previous_release_and_this_one_share_a_database_during_the_upgrade()
     approve(&client, maria, &new, &before).await;
     let during = big_order(&client, shop, &new, "during").await;
     approve(&client, maria, &old, &during).await;
+    // A wait the previous release stored (no key) is found by this one's intake, and
+    // one this release stored (keyed) by the previous one's scan — and by this one's.
+    pay(&client, shop, &new, "p-before", &unkeyed).await;
+    let keyed = awaiting_payment(&client, shop, &new, "p-during").await;
+    let keyed_too = awaiting_payment(&client, shop, &new, "p-during-2").await;
+    pay(&client, shop, &old, "p-during", &keyed).await;
+    pay(&client, shop, &new, "p-during-2", &keyed_too).await;
+    pay(&client, shop, &new, "p-before-2", &unkeyed_too).await;
 
     // The previous release restarts on the migrated schema (a rollback, or an old pod
     // restarting mid-rollout) and keeps working.

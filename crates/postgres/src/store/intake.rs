@@ -142,7 +142,7 @@ async fn full_scans(
     let rows = sqlx::query(&format!(
         concat!("SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
          CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
-            AND {} AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x \
+            AND {} AND e.id > COALESCE(q.after, '00000000-0000-0000-0000-000000000000'::uuid) ORDER BY e.id LIMIT q.lim) x \
          ORDER BY q.ord, x.id"),
         super::sql::readable("e")
     ))
@@ -210,7 +210,7 @@ static KEY_PROBES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
            AS q(ord, event_type, shape, hash, after, lim) \
          CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
             AND ", wait_shape!(), " = q.shape AND ", wait_hash!(), " = q.hash \
-            AND READABLE AND (q.after IS NULL OR e.id > q.after) ORDER BY e.id LIMIT q.lim) x"
+            AND READABLE AND e.id > COALESCE(q.after, '00000000-0000-0000-0000-000000000000'::uuid) ORDER BY e.id LIMIT q.lim) x"
     )
     .replace("READABLE", &super::sql::readable("e"))
 });

@@ -27,6 +27,45 @@ use super::sql::{
 /// What claims and scans filter on: the execution rows this release can read.
 const READABLE: &str = readable_execution!();
 
+/// The scans of gated and running executions name their partial index (`INDEXED BY`,
+/// which makes preparing fail rather than fall back to a worse plan). SQLite keeps no
+/// statistics unless `ANALYZE` runs, and without them its planner preferred
+/// `executions_status (status, id)` for each of these: it read every waiting row — 50 ms
+/// per query at 100,000 waiting executions, four of them in every worker pass, one
+/// holding the writer (docs/benchmarks.md, "Waits at scale").
+const DUE_GATES_PICK: &str = concat!(
+    "SELECT id FROM executions INDEXED BY executions_gate_due WHERE status IN ('paused', 'waiting') \
+     AND gate_deadline IS NOT NULL AND gate_deadline <= ?3 AND ",
+    readable_execution!(),
+    " ORDER BY gate_deadline LIMIT ?6"
+);
+/// The rows `claim_due_gates` just claimed: running, with the lease expiry and batch
+/// token it wrote (through the lease index, not a scan for the token).
+const CLAIMED_BY_TOKEN: &str = "FROM executions INDEXED BY executions_lease_due \
+     WHERE status = 'running' AND lease_expires_at = ?2 AND commit_token = ?4";
+const EXPIRED_LEASES_PICK: &str = concat!(
+    "SELECT id FROM executions INDEXED BY executions_lease_due WHERE status = 'running' \
+     AND lease_expires_at <= ? AND ",
+    readable_execution!(),
+    " ORDER BY lease_expires_at LIMIT ?"
+);
+const OVERDUE_PICK: &str = concat!(
+    "SELECT id FROM executions INDEXED BY executions_deadline WHERE deadline IS NOT NULL AND deadline <= ? \
+     AND status IN ('running', 'paused', 'waiting') \
+     AND (status IN ('paused', 'waiting') OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) AND ",
+    readable_execution!(),
+    " ORDER BY deadline LIMIT ?"
+);
+const OVERDUE_GATES_COUNT: &str =
+    "SELECT COUNT(*), MIN(gate_deadline) FROM executions INDEXED BY executions_gate_due \
+     WHERE status IN ('paused', 'waiting') AND gate_deadline IS NOT NULL AND gate_deadline <= ?";
+const WAITING_SCAN: &str = concat!(
+    "SELECT * FROM executions INDEXED BY executions_waiting_event WHERE status = 'waiting' AND gate_event = ? \
+     AND id > ? AND ",
+    readable_execution!(),
+    " ORDER BY id LIMIT ?"
+);
+
 /// A waiting execution's correlation shape and hash, exactly as the `executions_wait_key`
 /// index spells them (SQLite uses an expression index only for the same expression).
 const WAIT_SHAPE: &str = "coalesce(json_extract(gate, '$.correlation.shape'), '')";
@@ -133,14 +172,11 @@ impl ExecutionStore for SqliteStore {
 
     async fn overdue_gates(&self, now: Timestamp) -> Result<Overdue> {
         // The due-gates partial index (`executions_gate_due`) answers this.
-        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(gate_deadline) FROM executions \
-             WHERE status IN ('paused', 'waiting') AND gate_deadline IS NOT NULL AND gate_deadline <= ?",
-        )
-        .bind(ts(now))
-        .fetch_one(&self.reader)
-        .await
-        .map_err(backend)?;
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(OVERDUE_GATES_COUNT)
+            .bind(ts(now))
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
         Ok(Overdue {
             count: u64::try_from(count).unwrap_or(0),
             oldest_deadline: oldest.map(from_ts),
@@ -343,9 +379,7 @@ impl ExecutionStore for SqliteStore {
         // One statement: pick and claim in the same UPDATE, so no row is handed out twice.
         let rows = sqlx::query(&format!(
             "UPDATE executions SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ? \
-             WHERE id IN (SELECT id FROM executions WHERE status = 'running' AND lease_expires_at <= ? AND {READABLE} \
-                ORDER BY lease_expires_at LIMIT ?) \
-             RETURNING *",
+             WHERE id IN ({EXPIRED_LEASES_PICK}) RETURNING *",
         ))
         .bind(claim.owner.clone())
         .bind(ts(claim.expires_at))
@@ -379,16 +413,15 @@ impl ExecutionStore for SqliteStore {
                     THEN json_object('kind', 'approval', 'approval_id', gate_approval_id, 'outcome', 'expired', 'decided_by', NULL, \
                         'reason', NULL, 'data', NULL, 'decided_at', ?5) \
                     ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
-              WHERE id IN (SELECT id FROM executions WHERE status IN ('paused', 'waiting') AND gate_deadline <= ?3 \
-                AND {READABLE} ORDER BY gate_deadline LIMIT ?6) \
+              WHERE id IN ({DUE_GATES_PICK}) \
               RETURNING *; \
             UPDATE approvals SET status = 'expired', decided_at = ?3 \
-              WHERE status = 'pending' AND id IN (SELECT gate_approval_id FROM executions WHERE commit_token = ?4); \
+              WHERE status = 'pending' AND id IN (SELECT gate_approval_id {CLAIMED_BY_TOKEN}); \
             INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
               SELECT lower(hex(randomblob(16))), id, 'timer', NULL, \
                 json_object('deadline', strftime('%Y-%m-%dT%H:%M:%fZ', gate_deadline / 1000000.0, 'unixepoch'), 'step_id', json_extract(gate, '$.step_id')), \
                 ?3, ?3, 'resumed', NULL \
-              FROM executions WHERE commit_token = ?4; \
+              {CLAIMED_BY_TOKEN}; \
             COMMIT;");
         let mut held = self.held().await?;
         let result = sqlx::query(sql)
@@ -418,21 +451,17 @@ impl ExecutionStore for SqliteStore {
 
     async fn time_out_overdue(&self, now: Timestamp, limit: u32) -> Result<Vec<Execution>> {
         let mut tx = self.write_tx().await?;
-        let ids: Vec<String> = sqlx::query(&format!(
-            "SELECT id FROM executions WHERE deadline <= ? AND (status IN ('paused', 'waiting') \
-             OR (status = 'running' AND (lease_owner IS NULL OR lease_expires_at <= ?))) AND {READABLE} \
-             ORDER BY deadline LIMIT ?",
-        ))
-        .bind(ts(now))
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()
-        .map_err(backend)?;
+        let ids: Vec<String> = sqlx::query(OVERDUE_PICK)
+            .bind(ts(now))
+            .bind(ts(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
         let mut ended = Vec::with_capacity(ids.len());
         let mut quarantined = Vec::new();
         for id in ids {
@@ -623,16 +652,13 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? AND id > ? AND {READABLE} \
-             ORDER BY id LIMIT ?"
-        ))
-        .bind(event_type)
-        .bind(after.map_or_else(String::new, |a| a.to_string()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
+        let rows = sqlx::query(WAITING_SCAN)
+            .bind(event_type)
+            .bind(after.map_or_else(String::new, |a| a.to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
         // A waiting execution nobody can read would fail every event of its type: it is
         // set aside, and the scan answers with the others.
         let (waiting, unreadable) = rows::decode_claimed(&rows);
@@ -647,7 +673,7 @@ impl ExecutionStore for SqliteStore {
         loop {
             let row = sqlx::query(&format!(
                 "SELECT {WAIT_SHAPE} AS shape, json_extract(gate, '$.correlation.fields') AS fields \
-                 FROM executions WHERE status = 'waiting' AND gate_event = ? AND {WAIT_SHAPE} > ? \
+                 FROM executions INDEXED BY executions_wait_key WHERE status = 'waiting' AND gate_event = ? AND {WAIT_SHAPE} > ? \
                  ORDER BY {WAIT_SHAPE} LIMIT 1"
             ))
             .bind(event_type)
@@ -693,7 +719,7 @@ impl ExecutionStore for SqliteStore {
         for key in std::iter::once(&keyless).chain(keys) {
             rows.extend(
                 sqlx::query(&format!(
-                    "SELECT * FROM executions WHERE status = 'waiting' AND gate_event = ? \
+                    "SELECT * FROM executions INDEXED BY executions_wait_key WHERE status = 'waiting' AND gate_event = ? \
                      AND {WAIT_SHAPE} = ? AND {WAIT_HASH} = ? AND id > ? AND {READABLE} \
                      ORDER BY id LIMIT ?"
                 ))
@@ -748,5 +774,62 @@ impl ExecutionStore for SqliteStore {
         Ok(page_from_overfetch(items, page.limit, |q| {
             encode_id_cursor(q.execution_id)
         }))
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Row;
+
+    use super::*;
+    use crate::SqliteOptions;
+
+    /// The worker's scans and the intake's probes go through their partial indexes, not
+    /// `executions_status` nor a scan of the table: each statement's plan names only the
+    /// index it is meant to use. Without `INDEXED BY` these plans read every waiting row
+    /// on a database without statistics (SQLite keeps none unless `ANALYZE` runs).
+    #[tokio::test]
+    async fn gated_scans_use_their_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&SqliteOptions::new(dir.path().join("plans.db")))
+            .await
+            .unwrap();
+        let statements = [
+            (DUE_GATES_PICK.to_owned(), "executions_gate_due"),
+            (format!("SELECT gate_approval_id {CLAIMED_BY_TOKEN}"), "executions_lease_due"),
+            (EXPIRED_LEASES_PICK.to_owned(), "executions_lease_due"),
+            (OVERDUE_PICK.to_owned(), "executions_deadline"),
+            (OVERDUE_GATES_COUNT.to_owned(), "executions_gate_due"),
+            (WAITING_SCAN.to_owned(), "executions_waiting_event"),
+            (
+                format!(
+                    "SELECT * FROM executions INDEXED BY executions_wait_key WHERE status = 'waiting' \
+                     AND gate_event = ? AND {WAIT_SHAPE} = ? AND {WAIT_HASH} = ? AND id > ? ORDER BY id LIMIT ?"
+                ),
+                "executions_wait_key",
+            ),
+        ];
+        for (sql, index) in statements {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            let on_executions: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.contains(" executions"))
+                .collect();
+            assert!(
+                !on_executions.is_empty()
+                    && on_executions
+                        .iter()
+                        .all(|step| step.contains(&format!("USING INDEX {index} "))),
+                "{sql}\n{plan:#?}"
+            );
+        }
     }
 }
