@@ -301,10 +301,9 @@ pub struct DirectDelivery {
 
 /// Offers a stored event to every execution it may resume: its addressee, or the
 /// executions waiting for its type whose correlation key it has or that have none.
-/// Idempotent — an execution consumes an event once, and
-/// one that started after the event arrived, or that the event started, never takes it
-/// — so the ingesting request, a retry of it and the worker's sweep of undelivered
-/// events may all run it. Returns the executions resumed (`true`: claimed by this call,
+/// Idempotent — an execution consumes an event once, and one that started after the
+/// event arrived, or that the event started, never takes it — so the ingesting request,
+/// a retry of it and the worker's sweep of undelivered events may all run it. Returns the executions resumed (`true`: claimed by this call,
 /// to be advanced by the caller).
 pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execution, bool)>> {
     let store = engine.store();
