@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 
-use support::{drop_pg, env_or, fresh_pg, gauge, percentile, post, start, CpuMeter};
+use support::{each_backend, env_or, gauge, percentile, post, start, CpuMeter};
 
 /// A receiver for the webhook variant: answers every request `200 {}` at once, on its
 /// own thread and runtime (so that it takes nothing from the driver's), and counts them.
@@ -378,8 +378,6 @@ fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
     let n: usize = env_or("TOLLGATE_BENCH_N", if benching { 10_000 } else { 50 });
     let c: usize = env_or("TOLLGATE_BENCH_CONCURRENCY", 32);
-    let backends =
-        std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -394,21 +392,7 @@ fn main() {
                 "webhook" => true,
                 other => panic!("unknown variant `{other}` in TOLLGATE_BENCH_VARIANTS"),
             };
-            for backend in backends.split(',') {
-                match backend.trim() {
-                    "sqlite" => run("SQLite", None, n, c, webhook).await,
-                    "postgres" => {
-                        let admin =
-                            std::env::var("TOLLGATE_BENCH_DATABASE_URL").unwrap_or_else(|_| {
-                                "postgres://postgres@127.0.0.1:5432/postgres".into()
-                            });
-                        let (url, name) = fresh_pg(&admin).await;
-                        run("PostgreSQL", Some(&url), n, c, webhook).await;
-                        drop_pg(&admin, &name).await;
-                    }
-                    other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
-                }
-            }
+            each_backend(async |label, url| run(label, url, n, c, webhook).await).await;
         }
     });
 }

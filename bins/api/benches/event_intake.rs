@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
-use support::{drop_pg, env_or, fresh_pg, gauge, percentile, post, start, CpuMeter};
+use support::{each_backend, env_or, gauge, percentile, post, start, CpuMeter};
 
 /// How long the driver waits before each measurement for the delivery sweep of the
 /// events sent before it: the worker's 30 s delivery grace and a few passes.
@@ -235,30 +235,12 @@ fn main() {
         .collect();
     let m: usize = env_or("TOLLGATE_BENCH_EVENTS", if benching { 2000 } else { 10 });
     let c: usize = env_or("TOLLGATE_BENCH_CONCURRENCY", 8);
-    let backends =
-        std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        for backend in backends.split(',') {
-            match backend.trim() {
-                "sqlite" => run("SQLite", None, &levels, m, c).await,
-                "postgres" => {
-                    let admin = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
-                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-                    let (url, name) = fresh_pg(&admin).await;
-                    run("PostgreSQL", Some(&url), &levels, m, c).await;
-                    if std::env::var_os("TOLLGATE_BENCH_KEEP_DATABASE").is_some() {
-                        eprintln!("PostgreSQL database kept: {url}");
-                    } else {
-                        drop_pg(&admin, &name).await;
-                    }
-                }
-                other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
-            }
-        }
-    });
+    runtime.block_on(each_backend(async |label, url| {
+        run(label, url, &levels, m, c).await;
+    }));
 }

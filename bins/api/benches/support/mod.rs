@@ -247,3 +247,29 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
 }
+
+/// Runs `run` once per backend named in `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`):
+/// with no database URL for SQLite (the server's own file), and with a fresh database in
+/// `TOLLGATE_BENCH_DATABASE_URL`'s server for PostgreSQL, dropped afterwards unless
+/// `TOLLGATE_BENCH_KEEP_DATABASE` is set.
+pub(crate) async fn each_backend(mut run: impl AsyncFnMut(&'static str, Option<&str>)) {
+    let backends =
+        std::env::var("TOLLGATE_BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    for backend in backends.split(',') {
+        match backend.trim() {
+            "sqlite" => run("SQLite", None).await,
+            "postgres" => {
+                let admin = std::env::var("TOLLGATE_BENCH_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let (url, name) = fresh_pg(&admin).await;
+                run("PostgreSQL", Some(&url)).await;
+                if std::env::var_os("TOLLGATE_BENCH_KEEP_DATABASE").is_some() {
+                    eprintln!("PostgreSQL database kept: {url}");
+                } else {
+                    drop_pg(&admin, &name).await;
+                }
+            }
+            other => panic!("unknown backend `{other}` in TOLLGATE_BENCH_BACKENDS"),
+        }
+    }
+}
