@@ -525,10 +525,7 @@ impl ExecutionStore for MemoryStore {
             .executions
             .values()
             .filter(|e| after.is_none_or(|a| e.id > a))
-            .filter(|e| {
-                e.status == ExecutionStatus::Waiting
-                    && e.gate.as_ref().and_then(|g| g.event.as_deref()) == Some(event_type)
-            })
+            .filter(|e| waits_for(e, event_type).is_some())
             .take(limit as usize)
             .cloned()
             .collect())
