@@ -281,6 +281,7 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
+            .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(base.clone())
             .await
@@ -317,6 +318,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .test_before_acquire(false)
+            .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
             .connect_with(base.read_only(true))
             .await
             .map_err(|source| OpenError::Open {
@@ -395,6 +397,31 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Whether a connection going back to its pool may stay open: `false` (close it, which
+/// rolls back) when it is still inside a transaction nobody can finish.
+///
+/// A caller that stops waiting at the wrong moment — an HTTP request whose client went
+/// away, a timeout, a process shutting down — can drop `begin_with("BEGIN IMMEDIATE")`
+/// after SQLite ran the `BEGIN` but before the `Transaction` that would roll it back on
+/// drop exists. Returned to the pool as it is, the single writer would hold the database's
+/// write lock for good: every later write in this process fails and every other process
+/// waits out its busy timeout. A transaction that was dropped normally has its rollback
+/// queued; the ping runs it first, so only the orphan costs a new connection.
+async fn no_transaction_left(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a connection came back inside an unfinished transaction; closing it rolls that back"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Every `interval`, a passive checkpoint on the writer connection (between commits);

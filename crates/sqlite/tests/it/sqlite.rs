@@ -369,6 +369,70 @@ async fn readiness_fails_while_writes_cannot_happen() {
     store.close().await;
 }
 
+/// A write whose caller stops waiting between SQLite running its `BEGIN IMMEDIATE` and
+/// sqlx handing back the transaction (a client that went away, a timeout, a process
+/// shutting down) leaves no transaction open: the store's next write works and another
+/// process can take the write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_dropped_inside_its_begin_leaves_no_lock() {
+    use sqlx::{ConnectOptions, Connection};
+    use std::task::{Context, Waker};
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap();
+    // Whether the store holds the write lock (taken and given back at once when free).
+    async fn locked(other: &mut sqlx::SqliteConnection) -> bool {
+        if sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *other)
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+        false
+    }
+    let now = t0();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut cut = 0;
+    for _ in 0..20 {
+        // `time_out_overdue` opens its transaction first. Poll it until SQLite has run
+        // the BEGIN, poll once more so that sqlx takes the answer, and drop it there.
+        let mut write = store.time_out_overdue(now, 10);
+        for _ in 0..500 {
+            if write.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if locked(&mut other).await {
+                if write.as_mut().poll(&mut cx).is_pending() {
+                    cut += 1;
+                }
+                break;
+            }
+        }
+        drop(write);
+        // The dropped connection goes back to the pool on a task of its own.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cut > 0, "no write was ever cut inside its BEGIN");
+    tokio::time::timeout(Duration::from_secs(10), store.time_out_overdue(now, 10))
+        .await
+        .expect("the next write is not stuck behind the lock")
+        .expect("the next write works");
+    assert!(
+        !locked(&mut other).await,
+        "no transaction was left holding the write lock"
+    );
+    other.close().await.unwrap();
+    store.close().await;
+}
+
 /// A store on a fresh file, and a way to run SQL on that file behind its back (to damage
 /// rows as a bug, a hand edit or a newer release would).
 async fn store_and_sql() -> (
