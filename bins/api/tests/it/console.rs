@@ -649,8 +649,12 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
     .click()
     .await
     .unwrap();
+    // The page before the click was already `paused`: wait for the heading that only the
+    // migrated execution's page shows, not for the status badge.
     c.wait()
-        .for_element(Locator::Css("#status.paused"))
+        .for_element(Locator::XPath(
+            "//h1/span[@class='muted' and text()='2.0.0']",
+        ))
         .await
         .unwrap();
     let (_, e3): (StatusCode, Value) = app
@@ -738,9 +742,10 @@ async fn approvers_and_operators_use_the_console_in_a_browser() {
         .click()
         .await
         .unwrap();
+    // The preview page has a heading too: wait for the result's own.
     let result = c
         .wait()
-        .for_element(Locator::Css("h1"))
+        .for_element(Locator::XPath("//h1[starts-with(text(), 'Retried')]"))
         .await
         .unwrap()
         .text()
