@@ -25,10 +25,11 @@ use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
-    Delivery, EventInsert, EventStore, ExecutionFilter, ExecutionStore, Health, LeaseClaim,
-    NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Purge, Purged, Quarantined,
-    RecordStore, Result, ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Starting,
-    StepCommit, Store, TickView, WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
+    Delivery, EventInsert, EventPurge, EventStore, ExecutionFilter, ExecutionStore, Health,
+    LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Purge, Purged,
+    Quarantined, RecordStore, Result, ResumeRequestStore, ScheduleFilter, ScheduleStore,
+    SessionStore, Starting, StepCommit, Store, TickView, WaitKey, WaitShape, WorkerStore,
+    WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -334,6 +335,7 @@ through_fuse!(EventStore {
     fn events_for_wait(&self, event_type: &str, since: Timestamp, execution_id: Uuid, after: Option<(Timestamp, Uuid)>, limit: u32) -> Vec<Event>;
     fn undelivered_events(&self, received_before: Timestamp, limit: u32) -> Vec<Event>;
     fn mark_events_delivered(&self, ids: &[Uuid]) -> ();
+    fn purge_events(&self, purge: &EventPurge, limit: u32) -> u64;
 });
 
 through_fuse!(ResumeRequestStore {

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
-    ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WaitKey, WaitShape,
+    EventPurge, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge,
+    Purged, Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WaitKey, WaitShape,
     WorkflowFilter,
 };
 use crate::Result;
@@ -389,7 +389,9 @@ pub trait EventStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Delivery>;
 
-    /// Records which executions an event started and resumed. `NotFound` if absent.
+    /// Records which executions an event started, and adds those it resumed to its
+    /// `resumed` list (executions that took it meanwhile stay listed). `NotFound` if
+    /// absent.
     async fn set_event_outcome(
         &self,
         id: Uuid,
@@ -427,6 +429,12 @@ pub trait EventStore: Send + Sync {
     /// Marks events delivered: offered to every execution that waited for them when
     /// they were stored. Unknown ids are ignored.
     async fn mark_events_delivered(&self, ids: &[Uuid]) -> Result<()>;
+
+    /// Deletes, in one transaction, up to `limit` events that nobody took — delivered,
+    /// started no execution, in no execution's `resumed` list (an execution that
+    /// consumes an event, however it finds it, is added there) — received before their
+    /// type's cutoff, oldest first. Returns how many it deleted.
+    async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64>;
 }
 
 /// The resume-request audit (docs/execution-semantics.md, "Statuses and the audit").

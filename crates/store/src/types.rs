@@ -416,6 +416,27 @@ impl Purge {
     }
 }
 
+/// Which events [`crate::EventStore::purge_events`] deletes: those nobody took, received
+/// before their type's cutoff (docs/operations.md, "Event retention").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPurge {
+    /// The cutoff of event types not listed in `per_type`.
+    pub before: Timestamp,
+    /// Earlier cutoffs by event type, for types a wait step keeps longer
+    /// (its `early_events`).
+    pub per_type: Vec<(String, Timestamp)>,
+}
+
+impl EventPurge {
+    /// The cutoff that applies to events of `event_type`.
+    pub fn cutoff(&self, event_type: &str) -> Timestamp {
+        self.per_type
+            .iter()
+            .find(|(t, _)| t == event_type)
+            .map_or(self.before, |(_, before)| *before)
+    }
+}
+
 /// An execution [`crate::ExecutionStore::purge_ended`] deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purged {

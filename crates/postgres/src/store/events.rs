@@ -5,7 +5,7 @@ use serde_json::json;
 use sqlx::types::Json;
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
 use tollgate_store::{
-    rules, Delivery, Error, EventInsert, EventStore, LeaseClaim, Result, Starting,
+    rules, Delivery, Error, EventInsert, EventPurge, EventStore, LeaseClaim, Result, Starting,
 };
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ impl EventStore for PgStore {
         resumed: Vec<Uuid>,
     ) -> Result<Event> {
         let row = sqlx::query(concat!(
-            "UPDATE events SET started = $1, resumed = $2 WHERE id = $3 RETURNING ",
+            "UPDATE events SET started = $1, resumed = ARRAY(SELECT DISTINCT unnest(resumed || $2::uuid[])) WHERE id = $3 RETURNING ",
             columns!(events)
         ))
         .bind(started)
@@ -191,4 +191,40 @@ impl EventStore for PgStore {
             .map_err(backend)?;
         Ok(())
     }
+
+    async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // One range of the partial index of untaken events, up to the latest cutoff;
+        // each type's own cutoff filters within it. Rows another purge holds are skipped.
+        let latest = purge
+            .per_type
+            .iter()
+            .map(|(_, at)| *at)
+            .fold(purge.before, Timestamp::max);
+        let (types, cutoffs): (Vec<String>, Vec<Timestamp>) =
+            purge.per_type.iter().cloned().unzip();
+        let done = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT e.id FROM events e \
+               LEFT JOIN unnest($3::text[], $4::timestamptz[]) AS t(event_type, before) ON t.event_type = e.event_type \
+             WHERE cardinality(e.started) = 0 AND cardinality(e.resumed) = 0 AND e.delivered \
+               AND e.received_at < $1 AND e.received_at < COALESCE(t.before, $2) \
+             ORDER BY e.received_at, e.id LIMIT $5 FOR UPDATE OF e SKIP LOCKED)",
+        )
+        .bind(latest)
+        .bind(purge.before)
+        .bind(types)
+        .bind(cutoffs)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }
+
+/// Adds `$1` (an execution) to the `resumed` list of the event `$2` it consumed, once:
+/// how retention knows the event was taken.
+pub(super) const NOTE_CONSUMED: &str = "UPDATE events SET resumed = array_append(resumed, $1) \
+    WHERE id = $2 AND NOT ($1 = ANY(resumed))";

@@ -266,8 +266,10 @@ impl ExecutionStore for PgStore {
         let now = step.now;
         let wakes =
             matches!(&step.transition, Transition::Gate { gate, .. } if gate.deadline.is_some());
+        let consumed = step.consumed_events.clone();
         let writes = rules::apply_commit(&mut execution, step)?;
         write_execution(&mut tx, &execution).await?;
+        note_consumed(&mut tx, execution.id, &consumed).await?;
         upsert_steps(&mut tx, &writes.records).await?;
         write_trail(&mut tx, &execution, &writes.undo, writes.drop_trail).await?;
         for effect in &writes.effects {
@@ -579,6 +581,7 @@ impl ExecutionStore for PgStore {
         }
         rules::claim_wait(&mut execution, event, claim, now);
         write_execution(&mut tx, &execution).await?;
+        note_consumed(&mut tx, id, &[event.id]).await?;
         audit(
             &mut tx,
             id,
@@ -685,4 +688,18 @@ impl PgStore {
             }
         }
     }
+}
+
+/// Lists `execution` in the `resumed` list of each event it consumed, inside the
+/// transaction that records the consumption.
+async fn note_consumed(tx: &mut super::sql::Tx, execution: Uuid, events: &[Uuid]) -> Result<()> {
+    for event in events {
+        sqlx::query(super::events::NOTE_CONSUMED)
+            .bind(execution)
+            .bind(event)
+            .execute(&mut **tx)
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }

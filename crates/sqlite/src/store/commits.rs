@@ -52,6 +52,7 @@ impl SqliteStore {
             step.transition,
             Transition::Release { .. } | Transition::Gate { .. }
         );
+        let consumed = step.consumed_events.clone();
         let writes = match rules::apply_commit(&mut execution, step) {
             Ok(writes) => writes,
             Err(err) => {
@@ -75,6 +76,10 @@ impl SqliteStore {
             sql.push_str(" UPDATE approvals SET status = ?, decided_at = ? WHERE execution_id = ? AND status = 'pending';");
         }
         sql.push_str(trail_sql(&writes.undo, writes.drop_trail));
+        for _ in &consumed {
+            sql.push(' ');
+            sql.push_str(super::events::NOTE_CONSUMED);
+        }
         sql.push_str(" COMMIT;");
         let mut query = bind_execution(sqlx::query(&sql), &execution);
         for record in &writes.records {
@@ -90,6 +95,12 @@ impl SqliteStore {
                 .bind(execution.id.to_string());
         }
         query = bind_trail(query, &execution, &writes.undo, writes.drop_trail);
+        for event in &consumed {
+            query = query
+                .bind(execution.id.to_string())
+                .bind(event.to_string())
+                .bind(execution.id.to_string());
+        }
         match query.execute(held.conn()?).await {
             Ok(_) => held.settled = true,
             Err(err) => {

@@ -2,9 +2,11 @@
 
 use async_trait::async_trait;
 use serde_json::json;
+use sqlx::sqlite::Sqlite;
+use sqlx::QueryBuilder;
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
 use tollgate_store::{
-    rules, Delivery, Error, EventInsert, EventStore, LeaseClaim, Result, Starting,
+    rules, Delivery, Error, EventInsert, EventPurge, EventStore, LeaseClaim, Result, Starting,
 };
 use uuid::Uuid;
 
@@ -144,7 +146,8 @@ impl EventStore for SqliteStore {
         resumed: Vec<Uuid>,
     ) -> Result<Event> {
         let row =
-            sqlx::query("UPDATE events SET started = ?, resumed = ? WHERE id = ? RETURNING *")
+            sqlx::query("UPDATE events SET started = ?, resumed = (SELECT json_group_array(value) FROM \
+                (SELECT value FROM json_each(events.resumed) UNION SELECT value FROM json_each(?))) WHERE id = ? RETURNING *")
                 .bind(json(&started))
                 .bind(json(&resumed))
                 .bind(id.to_string())
@@ -289,7 +292,49 @@ impl EventStore for SqliteStore {
         .map_err(backend)?;
         Ok(())
     }
+
+    async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // One range of the partial index of untaken events, up to the latest cutoff;
+        // each type's own cutoff filters within it.
+        let latest = purge
+            .per_type
+            .iter()
+            .map(|(_, at)| *at)
+            .fold(purge.before, Timestamp::max);
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events INDEXED BY events_untaken \
+             WHERE started = '[]' AND resumed = '[]' AND delivered = 1 AND received_at < ",
+        );
+        q.push_bind(ts(latest));
+        q.push(" AND received_at < ");
+        if purge.per_type.is_empty() {
+            q.push_bind(ts(purge.before));
+        } else {
+            q.push("CASE event_type");
+            for (event_type, before) in &purge.per_type {
+                q.push(" WHEN ")
+                    .push_bind(event_type.clone())
+                    .push(" THEN ")
+                    .push_bind(ts(*before));
+            }
+            q.push(" ELSE ").push_bind(ts(purge.before)).push(" END");
+        }
+        q.push(" ORDER BY received_at, id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(")");
+        let done = q.build().execute(&self.writer).await.map_err(backend)?;
+        Ok(done.rows_affected())
+    }
 }
+
+/// Adds `execution` to the `resumed` list of the event it consumed, once (three binds:
+/// execution, event, execution): how retention knows the event was taken.
+pub(super) const NOTE_CONSUMED: &str =
+    "UPDATE events SET resumed = json_insert(resumed, '$[#]', ?) \
+    WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(events.resumed) WHERE value = ?);";
 
 /// The undo entries a start stores with its execution: none for one that already
 /// completed (a completed execution keeps no trail).

@@ -632,6 +632,13 @@ impl ExecutionStore for SqliteStore {
         rules::check_wait_claim(&execution, expected_version, event)?;
         rules::claim_wait(&mut execution, event, claim, now);
         write_execution(&mut tx, &execution).await?;
+        sqlx::query(super::events::NOTE_CONSUMED)
+            .bind(id.to_string())
+            .bind(event.id.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         audit(
             &mut tx,
             id,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{upsert_step, MemoryStore};
 use crate::traits::EventStore;
-use crate::types::{Delivery, EventInsert, LeaseClaim, Starting};
+use crate::types::{Delivery, EventInsert, EventPurge, LeaseClaim, Starting};
 use crate::{rules, Error, Result};
 
 #[async_trait]
@@ -121,7 +121,11 @@ impl EventStore for MemoryStore {
             .get_mut(&id)
             .ok_or_else(|| Error::not_found("event", id))?;
         event.started = started;
-        event.resumed = resumed;
+        for id in resumed {
+            if !event.resumed.contains(&id) {
+                event.resumed.push(id);
+            }
+        }
         Ok(event.clone())
     }
 
@@ -175,5 +179,27 @@ impl EventStore for MemoryStore {
             state.undelivered.remove(id);
         }
         Ok(())
+    }
+
+    async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {
+        let mut state = self.lock();
+        let mut expired: Vec<(Timestamp, Uuid)> = state
+            .events
+            .values()
+            .filter(|e| e.started.is_empty() && e.resumed.is_empty())
+            .filter(|e| !state.undelivered.contains(&e.id))
+            .filter(|e| e.received_at < purge.cutoff(&e.event_type))
+            .map(|e| (e.received_at, e.id))
+            .collect();
+        expired.sort();
+        expired.truncate(limit as usize);
+        for (_, id) in &expired {
+            if let Some(event) = state.events.remove(id) {
+                if let Some(key) = event.event_id {
+                    state.event_ids.remove(&key);
+                }
+            }
+        }
+        Ok(expired.len() as u64)
     }
 }

@@ -199,7 +199,11 @@ impl ExecutionStore for MemoryStore {
         }
         let execution_id = commit.execution_id;
         let now = commit.now;
+        let consumed = commit.consumed_events.clone();
         let writes = rules::apply_commit(state.execution_mut(execution_id)?, commit)?;
+        for event in consumed {
+            state.note_consumed(event, execution_id);
+        }
         let steps = state.steps.entry(execution_id).or_default();
         for record in writes.records {
             upsert_step(steps, record);
@@ -503,6 +507,7 @@ impl ExecutionStore for MemoryStore {
         rules::check_wait_claim(execution, expected_version, event)?;
         rules::claim_wait(execution, event, lease, now);
         let snapshot = execution.clone();
+        state.note_consumed(event.id, id);
         state.audit(
             id,
             ResumeTrigger::Event,

@@ -211,6 +211,15 @@ impl State {
         Ok(())
     }
 
+    /// Lists `execution` in the `resumed` list of the event it consumed (if still kept).
+    fn note_consumed(&mut self, event: Uuid, execution: Uuid) {
+        if let Some(event) = self.events.get_mut(&event) {
+            if !event.resumed.contains(&execution) {
+                event.resumed.push(execution);
+            }
+        }
+    }
+
     /// Stores a new approval request and indexes it by execution.
     /// Adds a commit's undo entries under `version`; `drop` deletes the trail instead.
     fn extend_trail(

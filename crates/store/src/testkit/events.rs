@@ -14,7 +14,7 @@ use super::fixtures::{
     approval_for, commit, event, gate, lease, new_execution, running, secs, step_record, t0,
     undo_of, waiting, workflow,
 };
-use crate::{Error, EventInsert, Starting, Store, Transition, WaitKey, WaitShape};
+use crate::{Error, EventInsert, EventPurge, Starting, Store, Transition, WaitKey, WaitShape};
 
 pub async fn waits_claim_events_once(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
@@ -748,4 +748,108 @@ pub async fn concurrent_repeats_of_an_event_store_it_once(store: Arc<dyn Store>)
     }
     assert_eq!(stored, 1, "exactly one delivery is stored");
     assert_eq!(firsts.len(), 1, "every answer is the one stored event");
+}
+
+/// Retention deletes only the events nobody took — delivered, starting nothing, in no
+/// execution's `resumed` list — received before their type's cutoff, oldest first and in
+/// batches; an execution that consumes an event, by a claim or in a step's commit, is
+/// listed in its `resumed` list, and recording an outcome adds to that list.
+pub async fn untaken_events_are_purged_by_their_types_cutoff(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let stored = |e: Event| {
+        let store = store.clone();
+        async move {
+            store.insert_event(e.clone()).await.unwrap();
+            store.mark_events_delivered(&[e.id]).await.unwrap();
+            e
+        }
+    };
+    let old = stored(event("doc.signed", Some("old"), t0())).await;
+    let older = stored(event("doc.signed", None, t0() - secs(5))).await;
+    let young = stored(event("doc.signed", None, t0() + secs(100))).await;
+    let kept_longer = stored(event("order.paid", None, t0())).await;
+    let mut starting = event("doc.signed", None, t0());
+    starting.started = vec![Uuid::now_v7()];
+    let starting = stored(starting).await;
+    let undelivered = event("doc.signed", None, t0());
+    store.insert_event(undelivered.clone()).await.unwrap();
+    // Taken by a delivery's outcome, by a claim, and by a step that found it early.
+    let resumed = stored(event("doc.signed", None, t0())).await;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .set_event_outcome(resumed.id, Vec::new(), vec![first])
+        .await
+        .unwrap();
+    let outcome = store
+        .set_event_outcome(resumed.id, Vec::new(), vec![second, first])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.resumed.iter().collect::<HashSet<_>>(),
+        [first, second].iter().collect::<HashSet<_>>(),
+        "an outcome adds to the executions that took the event"
+    );
+    let claimed = stored(event("payment.received", None, t0())).await;
+    let waiter = waiting(&store, &w, None).await;
+    store
+        .claim_wait(waiter.id, None, &claimed, None, &lease("api", t0()), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_event(claimed.id).await.unwrap().resumed,
+        [waiter.id]
+    );
+    let early = stored(event("doc.signed", None, t0())).await;
+    let taker = running(&store, &w, "w1").await;
+    let mut step = commit(&taker, "w1", taker.version, Transition::Continue);
+    step.consumed_events = vec![early.id];
+    store.commit_step(step).await.unwrap();
+    assert_eq!(store.get_event(early.id).await.unwrap().resumed, [taker.id]);
+
+    let purge = EventPurge {
+        before: t0() + secs(10),
+        per_type: vec![("order.paid".into(), t0() - secs(60))],
+    };
+    assert_eq!(store.purge_events(&purge, 1).await.unwrap(), 1, "a batch");
+    assert!(
+        store.get_event(older.id).await.unwrap_err().is_not_found(),
+        "oldest first"
+    );
+    store.get_event(old.id).await.unwrap();
+    assert_eq!(store.purge_events(&purge, 100).await.unwrap(), 1);
+    assert!(store.get_event(old.id).await.unwrap_err().is_not_found());
+    assert_eq!(store.purge_events(&purge, 100).await.unwrap(), 0);
+    for kept in [
+        &young,
+        &kept_longer,
+        &starting,
+        &undelivered,
+        &resumed,
+        &claimed,
+        &early,
+    ] {
+        store.get_event(kept.id).await.unwrap();
+    }
+    // The deleted event's `event_id` is free again: a repeat is a new event.
+    assert!(matches!(
+        store
+            .insert_event(event("doc.signed", Some("old"), t0() + secs(200)))
+            .await
+            .unwrap(),
+        EventInsert::Inserted(_)
+    ));
+    let later = EventPurge {
+        before: t0() + secs(10),
+        per_type: vec![("order.paid".into(), t0() + secs(1))],
+    };
+    assert_eq!(
+        store.purge_events(&later, 100).await.unwrap(),
+        1,
+        "its type's own cutoff"
+    );
+    assert!(store
+        .get_event(kept_longer.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
 }
