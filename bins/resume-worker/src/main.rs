@@ -107,6 +107,11 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]
     archive_dir: Option<std::path::PathBuf>,
 
+    /// Delete events nobody took this long after they arrive, in batches; `off` keeps
+    /// them. A wait step's `early_events` keeps its event type longer.
+    #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = tollgate_bootstrap::config::parse_duration_or_off)]
+    event_retention: Option<Duration>,
+
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
     #[arg(long, env = "TOLLGATE_WORKER_ID")]
@@ -186,6 +191,7 @@ async fn run(cli: Cli) -> Result<()> {
             retention_batch: cli.retention_batch,
             retention_interval: cli.retention_interval,
             archive_dir: cli.archive_dir.clone(),
+            event_retention: cli.event_retention,
         },
         worker_id.clone(),
     )?;
@@ -203,6 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
                 batch: cli.retention_batch,
                 interval: cli.retention_interval,
                 archive: cli.archive_dir.clone().map(ArchiveDir::new),
+                events: cli.event_retention,
             },
         },
     )

@@ -171,6 +171,12 @@ pub struct WorkerArgs {
     /// day the executions ended); nothing is deleted that could not be written.
     #[arg(long, env = "TOLLGATE_ARCHIVE_DIR")]
     pub archive_dir: Option<std::path::PathBuf>,
+
+    /// Delete events nobody took (started nothing, no wait consumed them) this long after
+    /// they arrive, in batches by the worker loop; `off` keeps them. A wait step's
+    /// `early_events` keeps its event type longer.
+    #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = parse_duration_or_off)]
+    pub event_retention: Option<Duration>,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same
@@ -199,6 +205,14 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be longer than zero"));
     }
     Ok(duration)
+}
+
+/// A positive duration, or `off` (`None`).
+pub fn parse_duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    parse_positive_duration(text).map(Some)
 }
 
 /// `--config FILE`: settings that are maps rather than flags.

@@ -511,6 +511,12 @@ impl Wait {
     pub fn on_timeout(self, step: impl Into<String>) -> Self {
         self.set("on_timeout", step.into())
     }
+
+    /// How far back from entering the wait an event that came before it may be taken
+    /// (`24h`; `0s`: none).
+    pub fn early_events(self, window: impl Into<String>) -> Self {
+        self.set("early_events", window.into())
+    }
 }
 
 /// One sub-action of an `execute` step.

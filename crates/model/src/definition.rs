@@ -654,6 +654,12 @@ pub struct WaitSpec {
     /// Step to continue at on deadline; absent: the execution fails `timed_out`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<String>,
+    /// How far back from entering the wait an event that arrived before it may be taken
+    /// (never from before the execution started; `0s`: none). Absent: any since the
+    /// execution started that event retention still keeps. Longer than the server's
+    /// event retention, it keeps that event type's untaken events this long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_events: Option<Duration>,
 }
 
 /// A parallel step's body.

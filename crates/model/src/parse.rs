@@ -512,6 +512,7 @@ impl Parser {
                             match_: None,
                             timeout: None,
                             on_timeout: None,
+                            early_events: None,
                         }
                     }
                 };
@@ -1093,6 +1094,7 @@ impl Parser {
                 match_: None,
                 timeout: None,
                 on_timeout: None,
+                early_events: None,
             };
         };
         let spec = WaitSpec {
@@ -1102,6 +1104,7 @@ impl Parser {
                 .map(|v| self.condition(v, &path.key("match"))),
             timeout: self.opt_duration(&mut f, "timeout"),
             on_timeout: self.opt_string(&mut f, "on_timeout"),
+            early_events: self.opt_duration(&mut f, "early_events"),
         };
         f.finish(&mut self.report, "`wait`");
         spec

@@ -73,7 +73,7 @@ pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
 pub use migrate::{
     MigrateCommand, MigrationItem, MigrationOutcome, MigrationReport, MigrationSelection,
 };
-pub use retention::RetentionOptions;
+pub use retention::{RetentionOptions, DEFAULT_EVENT_RETENTION};
 pub use retry::{RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK};
 pub use worker::{TickReport, Worker, WorkerOptions};
 

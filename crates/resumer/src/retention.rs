@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tollgate_engine::Engine;
-use tollgate_model::definition::compare_versions;
+use tollgate_model::definition::{compare_versions, Step, StepKind, WaitSpec};
 use tollgate_model::records::Timestamp;
-use tollgate_store::{PageRequest, Purge, WorkflowFilter};
+use tollgate_model::WorkflowDefinition;
+use tollgate_store::{EventPurge, PageRequest, Purge, WorkflowFilter};
 
 use crate::archive::ArchiveDir;
 use crate::Result;
@@ -27,7 +28,13 @@ pub struct RetentionOptions {
     pub interval: Duration,
     /// Where each batch is written before it is deleted; `None`: deleted only.
     pub archive: Option<ArchiveDir>,
+    /// Events nobody took are kept this long after they arrive (longer for an event
+    /// type a wait step's `early_events` asks to keep longer); `None` keeps them.
+    pub events: Option<Duration>,
 }
+
+/// The default of [`RetentionOptions::events`]: a week.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for RetentionOptions {
     fn default() -> Self {
@@ -36,6 +43,7 @@ impl Default for RetentionOptions {
             batch: 500,
             interval: Duration::from_secs(60),
             archive: None,
+            events: Some(DEFAULT_EVENT_RETENTION),
         }
     }
 }
@@ -57,22 +65,90 @@ impl Retention {
         }
     }
 
-    /// Deletes one batch of expired history when it is time to look; returns how many
-    /// executions it deleted.
-    pub(crate) async fn pass(&self, now: Timestamp) -> Result<usize> {
+    /// Deletes one batch of expired history and one of expired untaken events when it
+    /// is time to look; returns how many executions and events it deleted. One failing
+    /// does not keep the other from running.
+    pub(crate) async fn pass(&self, now: Timestamp) -> (Result<usize>, Result<u64>) {
         let due = self
             .next_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_none_or(|at| at <= now);
         if !due || self.options.batch == 0 {
-            return Ok(0);
+            return (Ok(0), Ok(0));
         }
         let later = now
             + chrono::TimeDelta::from_std(self.options.interval).unwrap_or(chrono::TimeDelta::MAX);
         // A failed look is tried again after the interval, not on every pass.
         *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(later);
-        let purge = self.policy(now).await?;
+        // Without the definitions neither cutoff is known (a wait step may keep its
+        // events longer): both wait for the next look.
+        let workflows = match self.highest_definitions().await {
+            Ok(workflows) => workflows,
+            Err(err) => return (Err(err), Ok(0)),
+        };
+        let executions = self.purge_executions(now, &workflows).await;
+        let events = self.purge_events(now, &workflows).await;
+        let batch = self.options.batch as usize;
+        let full = executions.as_ref().is_ok_and(|n| *n >= batch)
+            || events.as_ref().is_ok_and(|n| *n >= batch as u64);
+        if full {
+            *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        }
+        (executions, events)
+    }
+
+    /// One batch of untaken events past their type's cutoff.
+    async fn purge_events(&self, now: Timestamp, workflows: &Definitions) -> Result<u64> {
+        let Some(default) = self.options.events else {
+            return Ok(0);
+        };
+        let before = |keep: Duration| {
+            chrono::TimeDelta::from_std(keep)
+                .ok()
+                .and_then(|keep| now.checked_sub_signed(keep))
+        };
+        let Some(cutoff) = before(default) else {
+            return Ok(0);
+        };
+        // Every stored version counts: executions of an older version still wait with
+        // its steps.
+        let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
+        for definition in workflows.values().flat_map(|(_, all)| all) {
+            for_each_wait(&definition.steps, &mut |wait| {
+                if let Some(keep) = wait.early_events.map(tollgate_model::Duration::as_std) {
+                    if keep > default {
+                        let entry = longest.entry(wait.event.clone()).or_insert(keep);
+                        *entry = (*entry).max(keep);
+                    }
+                }
+            });
+        }
+        let purge = EventPurge {
+            before: cutoff,
+            per_type: longest
+                .into_iter()
+                .map(|(event_type, keep)| (event_type, before(keep).unwrap_or(Timestamp::MIN_UTC)))
+                .collect(),
+        };
+        let deleted = self
+            .engine
+            .store()
+            .purge_events(&purge, self.options.batch)
+            .await?;
+        if deleted > 0 {
+            metrics::counter!("tollgate_events_purged_total").increment(deleted);
+            tracing::info!(
+                count = deleted,
+                "deleted untaken events past their retention"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// One batch of ended executions past their workflow's retention.
+    async fn purge_executions(&self, now: Timestamp, workflows: &Definitions) -> Result<usize> {
+        let purge = self.policy(now, workflows);
         let purged = if purge.is_empty() {
             Vec::new()
         } else if let Some(archive) = &self.options.archive {
@@ -103,10 +179,6 @@ impl Retention {
                 .purge_ended(&purge, self.options.batch)
                 .await?
         };
-        let full = purged.len() >= self.options.batch as usize;
-        if full {
-            *self.next_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-        }
         if !purged.is_empty() {
             metrics::counter!("tollgate_executions_purged_total").increment(purged.len() as u64);
             let oldest = purged.iter().map(|p| p.ended_at).min();
@@ -115,12 +187,11 @@ impl Retention {
         Ok(purged.len())
     }
 
-    /// The cutoffs at `now`: the server's default, and each workflow whose highest
-    /// version's definition sets `retention`.
-    async fn policy(&self, now: Timestamp) -> Result<Purge> {
+    /// Every stored workflow's definitions by string id: the highest version's (which
+    /// decides its retention) and all of them.
+    async fn highest_definitions(&self) -> Result<Definitions> {
         let store = self.engine.store();
-        let mut highest: BTreeMap<String, (String, Option<tollgate_model::Duration>)> =
-            BTreeMap::new();
+        let mut all: Definitions = BTreeMap::new();
         let mut page = PageRequest::first(500);
         loop {
             let workflows = store
@@ -129,30 +200,56 @@ impl Retention {
             for w in &workflows.items {
                 let key = w.workflow_id().to_owned();
                 let version = w.version().to_owned();
-                let newer = highest
-                    .get(&key)
-                    .is_none_or(|(seen, _)| compare_versions(&version, seen).is_gt());
-                if newer {
-                    highest.insert(key, (version, w.definition.retention));
+                let entry = all
+                    .entry(key)
+                    .or_insert_with(|| (version.clone(), Vec::new()));
+                if compare_versions(&version, &entry.0).is_gt() {
+                    entry.0 = version;
                 }
+                entry.1.push(w.definition.clone());
             }
             match workflows.next_cursor {
                 Some(cursor) => page.cursor = Some(cursor),
                 None => break,
             }
         }
+        Ok(all)
+    }
+
+    /// The cutoffs at `now`: the server's default, and each workflow whose highest
+    /// version's definition sets `retention`.
+    fn policy(&self, now: Timestamp, workflows: &Definitions) -> Purge {
         let before = |keep: Duration| {
             chrono::TimeDelta::from_std(keep)
                 .ok()
                 .and_then(|keep| now.checked_sub_signed(keep))
         };
-        Ok(Purge {
+        Purge {
             default_before: self.options.default.and_then(before),
-            per_workflow: highest
-                .into_iter()
-                .filter_map(|(key, (_, keep))| Some((key, before(keep?.as_std())?)))
+            per_workflow: workflows
+                .iter()
+                .filter_map(|(key, (highest, all))| {
+                    let keep = all
+                        .iter()
+                        .find(|d| &d.version == highest)
+                        .and_then(|d| d.retention)?;
+                    Some((key.clone(), before(keep.as_std())?))
+                })
                 .collect(),
             only: None,
-        })
+        }
+    }
+}
+
+/// Stored definitions by workflow string id: the highest version, and every version.
+type Definitions = BTreeMap<String, (String, Vec<Arc<WorkflowDefinition>>)>;
+
+/// Calls `f` with every wait step, children of parallel and foreach steps included.
+fn for_each_wait(steps: &[Step], f: &mut impl FnMut(&WaitSpec)) {
+    for step in steps {
+        if let StepKind::Wait { wait, .. } = &step.kind {
+            f(wait);
+        }
+        for_each_wait(step.children(), f);
     }
 }

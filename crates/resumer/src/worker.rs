@@ -82,6 +82,8 @@ pub struct TickReport {
     /// Ended executions deleted because their retention passed (not counted in
     /// [`Self::total`]: deleting history advances nothing).
     pub purged: usize,
+    /// Events nobody took deleted because their retention passed (not counted either).
+    pub events_purged: u64,
 }
 
 impl TickReport {
@@ -194,21 +196,23 @@ impl Worker {
         // an execution one does resume waits for a slot with its lease renewed.
         let (events, resumed) = self.deliver_pending(now, self.options.batch).await?;
         advancing.extend(resumed.into_iter().map(|e| self.spawn_advance(e)));
+        // Deleting history is housekeeping: its failure is logged and retried on a later
+        // pass, never a reason to count the pass as failed.
+        let (purged, events_purged) = self.retention.pass(now).await;
         let report = TickReport {
             timed_out: ended.len(),
             gates: report_gates,
             leases: report_leases,
             ticks: report_ticks,
             events,
-            // Deleting history is housekeeping: its failure is logged and retried on a
-            // later pass, never a reason to count the pass as failed.
-            purged: match self.retention.pass(now).await {
-                Ok(purged) => purged,
-                Err(err) => {
-                    tracing::warn!("history retention failed (retried later): {err}");
-                    0
-                }
-            },
+            purged: purged.unwrap_or_else(|err| {
+                tracing::warn!("history retention failed (retried later): {err}");
+                0
+            }),
+            events_purged: events_purged.unwrap_or_else(|err| {
+                tracing::warn!("event retention failed (retried later): {err}");
+                0
+            }),
         };
         Ok(report)
     }

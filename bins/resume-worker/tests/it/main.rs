@@ -53,6 +53,7 @@ impl Api {
                 retention_batch: 500,
                 retention_interval: Duration::from_secs(60),
                 archive_dir: None,
+                event_retention: Some(tollgate_resumer::DEFAULT_EVENT_RETENTION),
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),

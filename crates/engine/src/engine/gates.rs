@@ -161,8 +161,9 @@ impl Run<'_> {
         });
         // An event that arrived after the execution started but before this wait is not
         // lost: it is looked for first, through every page (no cap may hide a match).
+        let since = self.early_since(wait, now);
         let early = self
-            .find_early_event(&wait.event, |event| {
+            .find_early_event(&wait.event, since, |event| {
                 !env.consumed.contains(&event.id)
                     && wait_matches(resolved.as_ref(), context, &event.payload, now)
             })
@@ -218,8 +219,14 @@ impl Run<'_> {
             return Ok(false);
         };
         let now = self.now();
+        let since = match self.definition().step(&gate.step_id).map(|s| &s.kind) {
+            Some(tollgate_model::definition::StepKind::Wait { wait, .. }) => {
+                self.early_since(wait, gate.paused_at)
+            }
+            _ => self.exec.started_at,
+        };
         let early = self
-            .find_early_event(&event_type, |event| {
+            .find_early_event(&event_type, since, |event| {
                 !self.exec.consumed_events.contains(&event.id)
                     && wait_matches(
                         gate.event_match.as_ref(),
@@ -254,12 +261,27 @@ impl Run<'_> {
         }
     }
 
-    /// The oldest event of `event_type` this execution may consume (received since it
-    /// started, addressed to nobody or to it, not the event that started it) for which
-    /// `accept` holds, looked for page by page.
+    /// The earliest arrival a wait entered at `entered` takes: since the execution
+    /// started, or its `early_events` window when that is shorter.
+    fn early_since(
+        &self,
+        wait: &tollgate_model::definition::WaitSpec,
+        entered: tollgate_model::records::Timestamp,
+    ) -> tollgate_model::records::Timestamp {
+        let window = wait
+            .early_events
+            .and_then(|d| chrono::TimeDelta::from_std(d.as_std()).ok())
+            .and_then(|d| entered.checked_sub_signed(d));
+        window.map_or(self.exec.started_at, |w| w.max(self.exec.started_at))
+    }
+
+    /// The oldest event of `event_type` this execution may consume (received at or
+    /// after `since`, which is never before it started; addressed to nobody or to it;
+    /// not the event that started it) for which `accept` holds, looked for page by page.
     pub(super) async fn find_early_event(
         &self,
         event_type: &str,
+        since: tollgate_model::records::Timestamp,
         mut accept: impl FnMut(&tollgate_model::records::Event) -> bool,
     ) -> tollgate_store::Result<Option<tollgate_model::records::Event>> {
         let mut after = None;
@@ -267,13 +289,7 @@ impl Run<'_> {
             let page = self
                 .inner()
                 .store
-                .events_for_wait(
-                    event_type,
-                    self.exec.started_at,
-                    self.exec.id,
-                    after,
-                    EARLY_EVENT_PAGE,
-                )
+                .events_for_wait(event_type, since, self.exec.id, after, EARLY_EVENT_PAGE)
                 .await?;
             let full = page.len() == EARLY_EVENT_PAGE as usize;
             after = page.last().map(|e| (e.received_at, e.id));

@@ -482,3 +482,24 @@ fn waits_without_a_correlation_key_are_warned_about() {
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 }
+
+#[test]
+fn a_waits_early_events_window_is_a_duration() {
+    let wait = |window: serde_json::Value| {
+        wf(json!([
+            {"id": "a", "type": "action", "action": "allow", "next": "settle"},
+            {"id": "settle", "type": "wait", "wait": {"event": "paid", "early_events": window}}
+        ]))
+    };
+    let loaded = load(&wait(json!("24h"))).unwrap();
+    match &loaded.definition.steps[1].kind {
+        tollgate_model::definition::StepKind::Wait { wait, .. } => assert_eq!(
+            wait.early_events.map(tollgate_model::Duration::as_std),
+            Some(std::time::Duration::from_secs(24 * 3600))
+        ),
+        other => panic!("{other:?}"),
+    }
+    load(&wait(json!("0s"))).unwrap();
+    let refused = load(&wait(json!("a day"))).unwrap_err();
+    assert_eq!(refused.errors[0].path, "steps[1].wait.early_events");
+}

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tollgate_model::records::DecisionKind;
 use tollgate_model::ExecutionStatus;
 use tollgate_resumer::{ArchiveDir, RetentionOptions, Worker, WorkerOptions};
 
@@ -31,6 +32,7 @@ async fn ended_executions_are_deleted_in_batches_once_their_retention_passed() {
                 batch: 2,
                 interval: Duration::from_secs(60),
                 archive: None,
+                events: None,
             },
             ..WorkerOptions::default()
         },
@@ -128,6 +130,7 @@ fn retention_with(h: &Harness, archive: &std::path::Path) -> Worker {
                 batch: 10,
                 interval: Duration::from_secs(60),
                 archive: Some(ArchiveDir::new(archive)),
+                events: None,
             },
             ..WorkerOptions::default()
         },
@@ -209,4 +212,137 @@ async fn nothing_is_deleted_when_the_archive_cannot_be_written() {
         h.store.get_execution(e.id).await.unwrap().status,
         ExecutionStatus::Completed
     );
+}
+
+/// An order that is approved, then waits for its payment — which may already be there —
+/// looking back `window` for it when given.
+fn paid_orders(workflow_id: &str, trigger: &str, window: Option<&str>) -> serde_json::Value {
+    let mut wait = json!({"event": "payment.settled",
+        "match": {"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"}});
+    if let Some(window) = window {
+        wait["early_events"] = json!(window);
+    }
+    json!({"workflow_id": workflow_id, "version": "1", "trigger": {"type": "event", "event": trigger},
+        "steps": [{"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales"}}, "on_approve": "pay"},
+                  {"id": "pay", "type": "wait", "wait": wait, "next": "done"},
+                  {"id": "done", "type": "action", "action": "allow"}]})
+}
+
+fn event_retention(h: &Harness, keep: Duration) -> Worker {
+    Worker::new(
+        h.engine.clone(),
+        WorkerOptions {
+            retention: RetentionOptions {
+                events: Some(keep),
+                ..RetentionOptions::default()
+            },
+            ..WorkerOptions::default()
+        },
+    )
+}
+
+/// Events nobody took go after `--event-retention`; events that started an execution
+/// or that a wait took (also one it found as an early event) stay with their
+/// executions; a wait step's `early_events` keeps its type longer.
+#[tokio::test]
+async fn untaken_events_are_deleted_once_their_retention_passed() {
+    let h = Harness::new();
+    h.deploy(paid_orders("orders", "order.created", None)).await;
+    h.deploy(json!({"workflow_id": "shipping", "version": "1", "trigger": {"type": "event", "event": "ship.requested"},
+        "steps": [{"id": "sent", "type": "wait", "wait": {"event": "shipment.sent", "early_events": "30d"}, "next": "done"},
+                  {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let worker = event_retention(&h, Duration::from_secs(7 * DAY));
+
+    let order = h
+        .start("order.created", json!({"order_id": "o-1", "total": 500}))
+        .await;
+    assert_eq!(order.status, ExecutionStatus::Paused);
+    let paid = h.send("payment.settled", json!({"order_id": "o-1"})).await;
+    let stray = h
+        .send("payment.settled", json!({"order_id": "nobody"}))
+        .await;
+    let shipped = h.send("shipment.sent", json!({})).await;
+    h.advance(3600);
+    let order = h
+        .decide(&order, "sam", &["sales"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        order.status,
+        ExecutionStatus::Completed,
+        "took the early payment"
+    );
+    assert_eq!(
+        h.store.get_event(paid.event.id).await.unwrap().resumed,
+        vec![order.id],
+        "an event a wait found early is listed as taken"
+    );
+
+    h.advance(6 * DAY);
+    assert_eq!(
+        worker.tick().await.unwrap().events_purged,
+        0,
+        "not yet 7 days"
+    );
+    h.advance(DAY);
+    assert_eq!(worker.tick().await.unwrap().events_purged, 1);
+    assert!(h
+        .store
+        .get_event(stray.event.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    for kept in [&paid.event, &shipped.event] {
+        h.store.get_event(kept.id).await.unwrap();
+    }
+    let trigger = h.store.get_execution(order.id).await.unwrap().context["trigger"]["event_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    h.store.get_event(trigger).await.unwrap();
+
+    h.advance(23 * DAY);
+    assert_eq!(
+        worker.tick().await.unwrap().events_purged,
+        1,
+        "the type a wait keeps 30 days goes after 30 days"
+    );
+    assert!(h
+        .store
+        .get_event(shipped.event.id)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    h.store.get_event(paid.event.id).await.unwrap();
+}
+
+/// `early_events` bounds how far back a wait looks for an event that came before it.
+#[tokio::test]
+async fn a_wait_takes_early_events_only_within_its_window() {
+    let h = Harness::new();
+    h.deploy(paid_orders("short", "short.created", Some("1h")))
+        .await;
+    h.deploy(paid_orders("long", "long.created", Some("3h")))
+        .await;
+    let short = h.start("short.created", json!({"order_id": "s-1"})).await;
+    let long = h.start("long.created", json!({"order_id": "l-1"})).await;
+    h.send("payment.settled", json!({"order_id": "s-1"})).await;
+    h.send("payment.settled", json!({"order_id": "l-1"})).await;
+    h.advance(2 * 3600);
+    let short = h
+        .decide(&short, "sam", &["sales"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    let long = h
+        .decide(&long, "sam", &["sales"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        short.status,
+        ExecutionStatus::Waiting,
+        "the payment came 2h before the wait; it looks back 1h"
+    );
+    assert_eq!(long.status, ExecutionStatus::Completed, "it looks back 3h");
 }
