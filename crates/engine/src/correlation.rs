@@ -62,6 +62,43 @@ pub fn key_of_match(resolved: &Value) -> Option<Correlation> {
     })
 }
 
+/// The shapes a definition's wait steps will have, by event type — those whose `match`
+/// has equality parts, assuming every template in them renders to a scalar (a wait
+/// whose template does not gets another shape when entered, and finds its early events
+/// without keys). Stored events are keyed for these shapes, so that entering such a wait
+/// finds an early event by one probe.
+pub fn definition_shapes(
+    definition: &tollgate_model::WorkflowDefinition,
+) -> Vec<(String, String, Vec<String>)> {
+    fn walk(
+        steps: &[tollgate_model::definition::Step],
+        out: &mut Vec<(String, String, Vec<String>)>,
+    ) {
+        for step in steps {
+            if let tollgate_model::definition::StepKind::Wait { wait, .. } = &step.kind {
+                if let Some(condition) = &wait.match_ {
+                    let mut fields: Vec<String> = condition
+                        .key_leaves()
+                        .into_iter()
+                        .map(|leaf| Path::parse(&leaf.field).as_str().to_owned())
+                        .collect();
+                    if !fields.is_empty() {
+                        fields.sort();
+                        let shape = shape_of(&fields);
+                        if !out.iter().any(|(t, s, _)| *t == wait.event && *s == shape) {
+                            out.push((wait.event.clone(), shape, fields));
+                        }
+                    }
+                }
+            }
+            walk(step.children(), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&definition.steps, &mut out);
+    out
+}
+
 /// The hash an event with `payload` has for a shape reading `fields`, or `None` when one
 /// of those fields is missing or not a scalar: then no wait of that shape can match it.
 pub fn event_hash(shape: &str, fields: &[String], payload: &Value) -> Option<String> {

@@ -56,6 +56,7 @@ mod approvals;
 mod archive;
 mod control;
 mod events;
+mod keying;
 mod migrate;
 mod retention;
 mod retry;

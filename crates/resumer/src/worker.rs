@@ -13,6 +13,7 @@ use tollgate_engine::StartRequest;
 use tollgate_model::records::Execution;
 use tollgate_store::ClaimedTick;
 
+use crate::keying::Keying;
 use crate::retention::{Retention, RetentionOptions};
 use crate::Result;
 
@@ -84,6 +85,8 @@ pub struct TickReport {
     pub purged: usize,
     /// Events nobody took deleted because their retention passed (not counted either).
     pub events_purged: u64,
+    /// Stored events given their correlation keys (not counted either).
+    pub events_keyed: u64,
 }
 
 impl TickReport {
@@ -105,6 +108,7 @@ pub struct Worker {
     /// slot then give their lease up instead of starting.
     stopping: CancellationToken,
     retention: Retention,
+    keying: Keying,
 }
 
 impl Worker {
@@ -113,6 +117,7 @@ impl Worker {
         Self {
             slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
             retention: Retention::new(engine.clone(), options.retention.clone()),
+            keying: Keying::new(engine.clone(), options.delivery_grace),
             engine,
             options,
             wake: Arc::new(Notify::new()),
@@ -199,6 +204,10 @@ impl Worker {
         // Deleting history is housekeeping: its failure is logged and retried on a later
         // pass, never a reason to count the pass as failed.
         let (purged, events_purged) = self.retention.pass(now).await;
+        let events_keyed = self.keying.pass(now).await.unwrap_or_else(|err| {
+            tracing::warn!("keying stored events failed (retried later): {err}");
+            0
+        });
         let report = TickReport {
             timed_out: ended.len(),
             gates: report_gates,
@@ -213,6 +222,7 @@ impl Worker {
                 tracing::warn!("event retention failed (retried later): {err}");
                 0
             }),
+            events_keyed,
         };
         Ok(report)
     }

@@ -25,11 +25,11 @@ use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
-    Delivery, EventInsert, EventPurge, EventStore, ExecutionFilter, ExecutionStore, Health,
-    LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page, PageRequest, Purge, Purged,
-    Quarantined, RecordStore, Result, ResumeRequestStore, ScheduleFilter, ScheduleStore,
-    SessionStore, Starting, StepCommit, Store, TickView, WaitKey, WaitShape, WorkerStore,
-    WorkflowFilter, WorkflowStore,
+    Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore, ExecutionFilter,
+    ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page,
+    PageRequest, Purge, Purged, Quarantined, RecordStore, Result, ResumeRequestStore,
+    ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit, Store, TickView, WaitKey,
+    WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -336,6 +336,11 @@ through_fuse!(EventStore {
     fn undelivered_events(&self, received_before: Timestamp, limit: u32) -> Vec<Event>;
     fn mark_events_delivered(&self, ids: &[Uuid]) -> ();
     fn purge_events(&self, purge: &EventPurge, limit: u32) -> u64;
+    fn event_shapes(&self, event_type: Option<&str>) -> Vec<EventShape>;
+    fn add_event_shape(&self, event_type: &str, shape: &str, fields: &[String]) -> ();
+    fn events_to_key(&self, event_type: &str, after: Option<(Timestamp, Uuid)>, up_to: Timestamp, limit: u32) -> Vec<Event>;
+    fn add_event_keys(&self, event_type: &str, shape: &str, keys: &[EventKey], from: Option<(Timestamp, Uuid)>, through: (Timestamp, Uuid)) -> ();
+    fn keyed_events_for_wait(&self, event_type: &str, shape: &str, hash: &str, since: Timestamp, execution_id: Uuid, after: Option<(Timestamp, Uuid)>, through: (Timestamp, Uuid), limit: u32) -> Vec<Event>;
 });
 
 through_fuse!(ResumeRequestStore {

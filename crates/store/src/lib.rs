@@ -59,9 +59,9 @@ pub use traits::{
 };
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
-    EventPurge, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge,
-    Purged, Quarantined, ScheduleFilter, SchemaPolicy, Starting, StepCommit, TickView, Transition,
-    WaitKey, WaitShape, WorkflowFilter,
+    EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue,
+    Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, SchemaPolicy, Starting,
+    StepCommit, TickView, Transition, WaitKey, WaitShape, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

@@ -16,10 +16,10 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert,
-    EventPurge, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge,
-    Purged, Quarantined, ScheduleFilter, Starting, StepCommit, TickView, WaitKey, WaitShape,
-    WorkflowFilter,
+    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert, EventKey,
+    EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page,
+    PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Starting, StepCommit, TickView,
+    WaitKey, WaitShape, WorkflowFilter,
 };
 use crate::Result;
 
@@ -435,6 +435,53 @@ pub trait EventStore: Send + Sync {
     /// consumes an event, however it finds it, is added there) — received before their
     /// type's cutoff, oldest first. Returns how many it deleted.
     async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64>;
+
+    /// The shapes stored events are keyed for: of `event_type`, or all of them.
+    async fn event_shapes(&self, event_type: Option<&str>) -> Result<Vec<EventShape>>;
+
+    /// Registers a shape (with nothing keyed yet) unless it is registered already.
+    async fn add_event_shape(&self, event_type: &str, shape: &str, fields: &[String])
+        -> Result<()>;
+
+    /// Events of `event_type` after `after` (a `(received_at, id)`) received at or before
+    /// `up_to`, oldest first: the next ones to key.
+    async fn events_to_key(
+        &self,
+        event_type: &str,
+        after: Option<(Timestamp, Uuid)>,
+        up_to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+
+    /// Stores `keys` for a shape and moves its `keyed_through` from `from` to
+    /// `through`, in one transaction. `Conflict` (nothing stored) when the shape is not
+    /// at `from` — another worker keyed those events meanwhile; `NotFound` when the
+    /// shape is not registered. A key of an event deleted meanwhile is skipped.
+    async fn add_event_keys(
+        &self,
+        event_type: &str,
+        shape: &str,
+        keys: &[EventKey],
+        from: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+    ) -> Result<()>;
+
+    /// Like [`Self::events_for_wait`], but only events keyed with `hash` for `shape`, and
+    /// only up to `through` (a `(received_at, id)`; the shape's `keyed_through`): the
+    /// candidates of a wait with that key, found by an index probe however many other
+    /// events of its type are kept.
+    #[allow(clippy::too_many_arguments)]
+    async fn keyed_events_for_wait(
+        &self,
+        event_type: &str,
+        shape: &str,
+        hash: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+        limit: u32,
+    ) -> Result<Vec<Event>>;
 }
 
 /// The resume-request audit (docs/execution-semantics.md, "Statuses and the audit").

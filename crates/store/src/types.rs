@@ -437,6 +437,33 @@ impl EventPurge {
     }
 }
 
+/// A correlation shape stored events are keyed for (docs/execution-semantics.md,
+/// "Correlation keys"): the event fields a definition's wait steps compare, and how far
+/// the events of its type are keyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventShape {
+    /// The event type whose events carry the keys.
+    pub event_type: String,
+    /// The shape's id (as in [`tollgate_model::records::Correlation::shape`]).
+    pub shape: String,
+    /// The event field paths, sorted.
+    pub fields: Vec<String>,
+    /// Every event of the type up to this `(received_at, id)` has its key stored (one
+    /// without the fields has none); `None`: none is keyed yet. Only ever moves forward.
+    pub keyed_through: Option<(Timestamp, Uuid)>,
+}
+
+/// One stored event's key for a shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKey {
+    /// The event.
+    pub event_id: Uuid,
+    /// When it arrived (keys are read oldest first).
+    pub received_at: Timestamp,
+    /// Its hash for the shape.
+    pub hash: String,
+}
+
 /// An execution [`crate::ExecutionStore::purge_ended`] deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purged {

@@ -162,8 +162,9 @@ impl Run<'_> {
         // An event that arrived after the execution started but before this wait is not
         // lost: it is looked for first, through every page (no cap may hide a match).
         let since = self.early_since(wait, now);
+        let correlation = resolved.as_ref().and_then(crate::correlation::key_of_match);
         let early = self
-            .find_early_event(&wait.event, since, |event| {
+            .find_early_event(&wait.event, since, correlation.as_ref(), |event| {
                 !env.consumed.contains(&event.id)
                     && wait_matches(resolved.as_ref(), context, &event.payload, now)
             })
@@ -193,10 +194,7 @@ impl Run<'_> {
             paused_at: now,
             deadline: wait.timeout.map(|t| now + t.as_chrono()),
             event: Some(wait.event.clone()),
-            correlation: resolved
-                .as_ref()
-                .and_then(crate::correlation::key_of_match)
-                .map(Box::new),
+            correlation: correlation.map(Box::new),
             event_match: resolved,
             approval_id: None,
             note: None,
@@ -226,7 +224,7 @@ impl Run<'_> {
             _ => self.exec.started_at,
         };
         let early = self
-            .find_early_event(&event_type, since, |event| {
+            .find_early_event(&event_type, since, gate.correlation.as_deref(), |event| {
                 !self.exec.consumed_events.contains(&event.id)
                     && wait_matches(
                         gate.event_match.as_ref(),
@@ -278,13 +276,56 @@ impl Run<'_> {
     /// The oldest event of `event_type` this execution may consume (received at or
     /// after `since`, which is never before it started; addressed to nobody or to it;
     /// not the event that started it) for which `accept` holds, looked for page by page.
+    /// With the wait's correlation `key`, the events keyed for its shape are found by
+    /// that key — one probe however many others of the type are kept — and only those
+    /// newer than the keying has reached are read one by one.
     pub(super) async fn find_early_event(
         &self,
         event_type: &str,
         since: tollgate_model::records::Timestamp,
+        key: Option<&tollgate_model::records::Correlation>,
         mut accept: impl FnMut(&tollgate_model::records::Event) -> bool,
     ) -> tollgate_store::Result<Option<tollgate_model::records::Event>> {
+        let store = &self.inner().store;
         let mut after = None;
+        let keyed_through = match key {
+            Some(key) => store
+                .event_shapes(Some(event_type))
+                .await?
+                .into_iter()
+                .find(|s| s.shape == key.shape)
+                .and_then(|s| s.keyed_through),
+            None => None,
+        };
+        if let (Some(key), Some(through)) = (key, keyed_through) {
+            let mut keyed_after = None;
+            loop {
+                let page = store
+                    .keyed_events_for_wait(
+                        event_type,
+                        &key.shape,
+                        &key.hash,
+                        since,
+                        self.exec.id,
+                        keyed_after,
+                        through,
+                        EARLY_EVENT_PAGE,
+                    )
+                    .await?;
+                let full = page.len() == EARLY_EVENT_PAGE as usize;
+                keyed_after = page.last().map(|e| (e.received_at, e.id));
+                if let Some(found) = page
+                    .into_iter()
+                    .find(|e| !e.started.contains(&self.exec.id) && accept(e))
+                {
+                    return Ok(Some(found));
+                }
+                if !full {
+                    break;
+                }
+            }
+            after = Some(through);
+        }
         loop {
             let page = self
                 .inner()

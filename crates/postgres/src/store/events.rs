@@ -3,9 +3,11 @@
 use async_trait::async_trait;
 use serde_json::json;
 use sqlx::types::Json;
+use sqlx::Row;
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
 use tollgate_store::{
-    rules, Delivery, Error, EventInsert, EventPurge, EventStore, LeaseClaim, Result, Starting,
+    rules, Delivery, Error, EventInsert, EventKey, EventPurge, EventShape, EventStore, LeaseClaim,
+    Result, Starting,
 };
 use uuid::Uuid;
 
@@ -190,6 +192,161 @@ impl EventStore for PgStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn event_shapes(&self, event_type: Option<&str>) -> Result<Vec<EventShape>> {
+        let rows = sqlx::query(
+            "SELECT event_type, shape, fields, keyed_at, keyed_id FROM event_shapes \
+             WHERE $1::text IS NULL OR event_type = $1 ORDER BY event_type, shape",
+        )
+        .bind(event_type)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let Json(fields): Json<Vec<String>> = row.try_get("fields").map_err(backend)?;
+                let keyed_at: Option<Timestamp> = row.try_get("keyed_at").map_err(backend)?;
+                let keyed_id: Option<Uuid> = row.try_get("keyed_id").map_err(backend)?;
+                Ok(EventShape {
+                    event_type: row.try_get("event_type").map_err(backend)?,
+                    shape: row.try_get("shape").map_err(backend)?,
+                    fields,
+                    keyed_through: keyed_at.zip(keyed_id),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_event_shape(
+        &self,
+        event_type: &str,
+        shape: &str,
+        fields: &[String],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO event_shapes (event_type, shape, fields) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_type, shape) DO NOTHING",
+        )
+        .bind(event_type)
+        .bind(shape)
+        .bind(Json(fields))
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events_to_key(
+        &self,
+        event_type: &str,
+        after: Option<(Timestamp, Uuid)>,
+        up_to: Timestamp,
+        n: u32,
+    ) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(events),
+            " FROM events WHERE event_type = $1 AND received_at <= $2 \
+             AND ($3::timestamptz IS NULL OR (received_at, id) > ($3, $4)) ORDER BY received_at, id LIMIT $5"
+        ))
+        .bind(event_type)
+        .bind(up_to)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn add_event_keys(
+        &self,
+        event_type: &str,
+        shape: &str,
+        keys: &[EventKey],
+        from: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+    ) -> Result<()> {
+        // One statement: the cursor moves only from `from`, and the keys land only if
+        // it did (an event deleted meanwhile has nothing to key).
+        let hashes: Vec<&str> = keys.iter().map(|k| k.hash.as_str()).collect();
+        let times: Vec<Timestamp> = keys.iter().map(|k| k.received_at).collect();
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.event_id).collect();
+        let row = sqlx::query(
+            "WITH moved AS (UPDATE event_shapes SET keyed_at = $3, keyed_id = $4 \
+                 WHERE event_type = $1 AND shape = $2 \
+                   AND keyed_at IS NOT DISTINCT FROM $5 AND keyed_id IS NOT DISTINCT FROM $6 RETURNING 1), \
+             added AS (INSERT INTO event_keys (event_type, shape, hash, received_at, event_id) \
+                 SELECT $1, $2, k.hash, k.received_at, k.event_id \
+                 FROM unnest($7::text[], $8::timestamptz[], $9::uuid[]) AS k(hash, received_at, event_id) \
+                 WHERE EXISTS (SELECT 1 FROM moved) AND EXISTS (SELECT 1 FROM events e WHERE e.id = k.event_id) \
+                 ON CONFLICT DO NOTHING) \
+             SELECT EXISTS (SELECT 1 FROM moved) AS moved, \
+                    EXISTS (SELECT 1 FROM event_shapes WHERE event_type = $1 AND shape = $2) AS known",
+        )
+        .bind(event_type)
+        .bind(shape)
+        .bind(through.0)
+        .bind(through.1)
+        .bind(from.map(|f| f.0))
+        .bind(from.map(|f| f.1))
+        .bind(hashes)
+        .bind(times)
+        .bind(ids)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        let moved: bool = row.try_get("moved").map_err(backend)?;
+        let known: bool = row.try_get("known").map_err(backend)?;
+        match (moved, known) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Error::Conflict(format!(
+                "the events of `{event_type}` were keyed for shape {shape} meanwhile"
+            ))),
+            (false, false) => Err(Error::not_found(
+                "event shape",
+                format!("{event_type}/{shape}"),
+            )),
+        }
+    }
+
+    async fn keyed_events_for_wait(
+        &self,
+        event_type: &str,
+        shape: &str,
+        hash: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+        n: u32,
+    ) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(events, "e."),
+            " FROM event_keys k JOIN events e ON e.id = k.event_id \
+             WHERE k.event_type = $1 AND k.shape = $2 AND k.hash = $3 AND k.received_at >= $4 \
+               AND ($5::timestamptz IS NULL OR (k.received_at, k.event_id) > ($5, $6)) \
+               AND (k.received_at, k.event_id) <= ($7, $8) \
+               AND (e.correlation_id IS NULL OR e.correlation_id = $9) \
+             ORDER BY k.received_at, k.event_id LIMIT $10"
+        ))
+        .bind(event_type)
+        .bind(shape)
+        .bind(hash)
+        .bind(since)
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(through.0)
+        .bind(through.1)
+        .bind(execution_id)
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
     }
 
     async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {

@@ -346,3 +346,82 @@ async fn a_wait_takes_early_events_only_within_its_window() {
     );
     assert_eq!(long.status, ExecutionStatus::Completed, "it looks back 3h");
 }
+
+/// The worker keys stored events for the shapes of the definitions' waits; a wait
+/// entered later finds its early event among more than a thousand of its type by that
+/// key, and one that arrived after keying reached finds its event too.
+#[tokio::test]
+async fn an_early_event_is_found_by_its_key_among_thousands() {
+    let h = Harness::new();
+    h.deploy(paid_orders("orders", "order.created", None)).await;
+    let first = h.start("order.created", json!({"order_id": "o-600"})).await;
+    let second = h
+        .start("order.created", json!({"order_id": "o-late"}))
+        .await;
+    for i in 0..1_200 {
+        h.send("payment.settled", json!({"order_id": format!("o-{i}")}))
+            .await;
+    }
+    h.advance(60);
+    let report = h.worker.tick().await.unwrap();
+    assert_eq!(report.events_keyed, 1_200, "every stored event of the type");
+    let shapes = h.store.event_shapes(Some("payment.settled")).await.unwrap();
+    assert_eq!(shapes.len(), 1);
+    assert_eq!(shapes[0].fields, ["event.order_id"]);
+    let keyed_through = shapes[0].keyed_through.expect("keyed");
+    // Not keyed yet: it arrived after keying reached.
+    let late = h
+        .send("payment.settled", json!({"order_id": "o-late"}))
+        .await;
+
+    let first = h
+        .decide(&first, "sam", &["sales"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ExecutionStatus::Completed);
+    let took = &first.context["events"]["pay"]["order_id"];
+    assert_eq!(took, "o-600");
+    let consumed = h
+        .store
+        .get_execution(first.id)
+        .await
+        .unwrap()
+        .consumed_events[0];
+    let gate_key = tollgate_engine::correlation::key_of_match(
+        &json!({"field": "event.order_id", "operator": "eq", "value": "o-600"}),
+    )
+    .unwrap();
+    let found = h
+        .store
+        .keyed_events_for_wait(
+            "payment.settled",
+            &gate_key.shape,
+            &gate_key.hash,
+            crate::start_time(),
+            first.id,
+            None,
+            keyed_through,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [consumed],
+        "one probe finds exactly the event it took"
+    );
+
+    let second = h
+        .decide(&second, "sam", &["sales"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    assert_eq!(second.status, ExecutionStatus::Completed);
+    assert_eq!(
+        h.store
+            .get_execution(second.id)
+            .await
+            .unwrap()
+            .consumed_events,
+        [late.event.id]
+    );
+}

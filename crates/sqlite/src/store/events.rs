@@ -3,14 +3,15 @@
 use async_trait::async_trait;
 use serde_json::json;
 use sqlx::sqlite::Sqlite;
-use sqlx::QueryBuilder;
+use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
 use tollgate_store::{
-    rules, Delivery, Error, EventInsert, EventPurge, EventStore, LeaseClaim, Result, Starting,
+    rules, Delivery, Error, EventInsert, EventKey, EventPurge, EventShape, EventStore, LeaseClaim,
+    Result, Starting,
 };
 use uuid::Uuid;
 
-use crate::rows::{backend, json, ts};
+use crate::rows::{backend, from_ts, json, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
@@ -291,6 +292,188 @@ impl EventStore for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    async fn event_shapes(&self, event_type: Option<&str>) -> Result<Vec<EventShape>> {
+        let rows = sqlx::query(
+            "SELECT event_type, shape, fields, keyed_at, keyed_id FROM event_shapes \
+             WHERE ? IS NULL OR event_type = ? ORDER BY event_type, shape",
+        )
+        .bind(event_type)
+        .bind(event_type)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let fields: String = row.try_get("fields").map_err(backend)?;
+                let keyed_at: Option<i64> = row.try_get("keyed_at").map_err(backend)?;
+                let keyed_id: Option<String> = row.try_get("keyed_id").map_err(backend)?;
+                let keyed_through = match (keyed_at, keyed_id) {
+                    (Some(at), Some(id)) => Some((
+                        from_ts(at),
+                        Uuid::parse_str(&id).map_err(|e| rows::corrupt("event shape cursor", e))?,
+                    )),
+                    _ => None,
+                };
+                Ok(EventShape {
+                    event_type: row.try_get("event_type").map_err(backend)?,
+                    shape: row.try_get("shape").map_err(backend)?,
+                    fields: serde_json::from_str(&fields)
+                        .map_err(|e| rows::corrupt("event shape fields", e))?,
+                    keyed_through,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_event_shape(
+        &self,
+        event_type: &str,
+        shape: &str,
+        fields: &[String],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO event_shapes (event_type, shape, fields) VALUES (?, ?, ?) \
+             ON CONFLICT (event_type, shape) DO NOTHING",
+        )
+        .bind(event_type)
+        .bind(shape)
+        .bind(json(&fields))
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events_to_key(
+        &self,
+        event_type: &str,
+        after: Option<(Timestamp, Uuid)>,
+        up_to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(ts(at)), Some(id.to_string())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE event_type = ? AND received_at <= ? \
+             AND (? IS NULL OR (received_at, id) > (?, ?)) ORDER BY received_at, id LIMIT ?",
+        )
+        .bind(event_type)
+        .bind(ts(up_to))
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn add_event_keys(
+        &self,
+        event_type: &str,
+        shape: &str,
+        keys: &[EventKey],
+        from: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+    ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let moved = sqlx::query(
+            "UPDATE event_shapes SET keyed_at = ?, keyed_id = ? WHERE event_type = ? AND shape = ? \
+             AND keyed_at IS ? AND keyed_id IS ?",
+        )
+        .bind(ts(through.0))
+        .bind(through.1.to_string())
+        .bind(event_type)
+        .bind(shape)
+        .bind(from.map(|f| ts(f.0)))
+        .bind(from.map(|f| f.1.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if moved.rows_affected() == 0 {
+            let known =
+                sqlx::query("SELECT 1 FROM event_shapes WHERE event_type = ? AND shape = ?")
+                    .bind(event_type)
+                    .bind(shape)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            return Err(match known {
+                None => Error::not_found("event shape", format!("{event_type}/{shape}")),
+                Some(_) => Error::Conflict(format!(
+                    "the events of `{event_type}` were keyed for shape {shape} meanwhile"
+                )),
+            });
+        }
+        for chunk in keys.chunks(1000) {
+            // An event deleted meanwhile (retention) has nothing to key.
+            let sql = format!(
+                "WITH k(hash, received_at, event_id) AS (VALUES {}) \
+                 INSERT INTO event_keys (event_type, shape, hash, received_at, event_id) \
+                 SELECT ?, ?, k.hash, k.received_at, k.event_id FROM k \
+                 WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = k.event_id) ON CONFLICT DO NOTHING",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query
+                    .bind(key.hash.clone())
+                    .bind(ts(key.received_at))
+                    .bind(key.event_id.to_string());
+            }
+            query
+                .bind(event_type)
+                .bind(shape)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        commit(tx).await
+    }
+
+    async fn keyed_events_for_wait(
+        &self,
+        event_type: &str,
+        shape: &str,
+        hash: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(ts(at)), Some(id.to_string())),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT e.* FROM event_keys k JOIN events e ON e.id = k.event_id \
+             WHERE k.event_type = ? AND k.shape = ? AND k.hash = ? AND k.received_at >= ? \
+               AND (? IS NULL OR (k.received_at, k.event_id) > (?, ?)) \
+               AND (k.received_at, k.event_id) <= (?, ?) \
+               AND (e.correlation_id IS NULL OR e.correlation_id = ?) \
+             ORDER BY k.received_at, k.event_id LIMIT ?",
+        )
+        .bind(event_type)
+        .bind(shape)
+        .bind(hash)
+        .bind(ts(since))
+        .bind(after_at)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(ts(through.0))
+        .bind(through.1.to_string())
+        .bind(execution_id.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::event).collect()
     }
 
     async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {

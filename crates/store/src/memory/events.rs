@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{upsert_step, MemoryStore};
 use crate::traits::EventStore;
-use crate::types::{Delivery, EventInsert, EventPurge, LeaseClaim, Starting};
+use crate::types::{Delivery, EventInsert, EventKey, EventPurge, EventShape, LeaseClaim, Starting};
 use crate::{rules, Error, Result};
 
 #[async_trait]
@@ -181,6 +181,114 @@ impl EventStore for MemoryStore {
         Ok(())
     }
 
+    async fn event_shapes(&self, event_type: Option<&str>) -> Result<Vec<EventShape>> {
+        Ok(self
+            .lock()
+            .event_shapes
+            .iter()
+            .filter(|s| event_type.is_none_or(|t| s.event_type == t))
+            .cloned()
+            .collect())
+    }
+
+    async fn add_event_shape(
+        &self,
+        event_type: &str,
+        shape: &str,
+        fields: &[String],
+    ) -> Result<()> {
+        let mut state = self.lock();
+        if !state
+            .event_shapes
+            .iter()
+            .any(|s| s.event_type == event_type && s.shape == shape)
+        {
+            state.event_shapes.push(EventShape {
+                event_type: event_type.to_owned(),
+                shape: shape.to_owned(),
+                fields: fields.to_vec(),
+                keyed_through: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn events_to_key(
+        &self,
+        event_type: &str,
+        after: Option<(Timestamp, Uuid)>,
+        up_to: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let mut events: Vec<&Event> = state
+            .events
+            .values()
+            .filter(|e| e.event_type == event_type && e.received_at <= up_to)
+            .filter(|e| after.is_none_or(|a| (e.received_at, e.id) > a))
+            .collect();
+        events.sort_by_key(|e| (e.received_at, e.id));
+        Ok(events.into_iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn add_event_keys(
+        &self,
+        event_type: &str,
+        shape: &str,
+        keys: &[EventKey],
+        from: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let registered = state
+            .event_shapes
+            .iter_mut()
+            .find(|s| s.event_type == event_type && s.shape == shape)
+            .ok_or_else(|| Error::not_found("event shape", format!("{event_type}/{shape}")))?;
+        if registered.keyed_through != from {
+            return Err(Error::Conflict(format!(
+                "the events of `{event_type}` were keyed for shape {shape} meanwhile"
+            )));
+        }
+        registered.keyed_through = Some(through);
+        for key in keys {
+            if state.events.contains_key(&key.event_id) {
+                state
+                    .event_keys
+                    .entry((event_type.to_owned(), shape.to_owned(), key.hash.clone()))
+                    .or_default()
+                    .insert((key.received_at, key.event_id));
+            }
+        }
+        Ok(())
+    }
+
+    async fn keyed_events_for_wait(
+        &self,
+        event_type: &str,
+        shape: &str,
+        hash: &str,
+        since: Timestamp,
+        execution_id: Uuid,
+        after: Option<(Timestamp, Uuid)>,
+        through: (Timestamp, Uuid),
+        limit: u32,
+    ) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let key = (event_type.to_owned(), shape.to_owned(), hash.to_owned());
+        let Some(keyed) = state.event_keys.get(&key) else {
+            return Ok(Vec::new());
+        };
+        Ok(keyed
+            .iter()
+            .filter(|k| k.0 >= since && after.is_none_or(|a| **k > a) && **k <= through)
+            .filter_map(|(_, id)| state.events.get(id))
+            .filter(|e| e.correlation_id.is_none_or(|c| c == execution_id))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
     async fn purge_events(&self, purge: &EventPurge, limit: u32) -> Result<u64> {
         let mut state = self.lock();
         let mut expired: Vec<(Timestamp, Uuid)> = state
@@ -198,6 +306,11 @@ impl EventStore for MemoryStore {
                 if let Some(key) = event.event_id {
                     state.event_ids.remove(&key);
                 }
+            }
+        }
+        for keyed in state.event_keys.values_mut() {
+            for gone in &expired {
+                keyed.remove(gone);
             }
         }
         Ok(expired.len() as u64)

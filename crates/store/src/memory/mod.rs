@@ -62,6 +62,10 @@ struct State {
     sessions: HashMap<String, ConsoleSession>,
     workers: HashMap<String, WorkerBeat>,
     quarantined: BTreeMap<Uuid, crate::types::Quarantined>,
+    /// Shapes stored events are keyed for.
+    event_shapes: Vec<crate::types::EventShape>,
+    /// Stored event keys by (event type, shape, hash): (`received_at`, event id).
+    event_keys: BTreeMap<(String, String, String), BTreeSet<(Timestamp, Uuid)>>,
 }
 
 impl MemoryStore {

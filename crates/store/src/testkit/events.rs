@@ -14,7 +14,9 @@ use super::fixtures::{
     approval_for, commit, event, gate, lease, new_execution, running, secs, step_record, t0,
     undo_of, waiting, workflow,
 };
-use crate::{Error, EventInsert, EventPurge, Starting, Store, Transition, WaitKey, WaitShape};
+use crate::{
+    Error, EventInsert, EventKey, EventPurge, Starting, Store, Transition, WaitKey, WaitShape,
+};
 
 pub async fn waits_claim_events_once(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
@@ -852,4 +854,132 @@ pub async fn untaken_events_are_purged_by_their_types_cutoff(store: Arc<dyn Stor
         .await
         .unwrap_err()
         .is_not_found());
+}
+
+/// Event keys: shapes are registered once; keys land with the cursor only from where it
+/// was (a second keyer of the same events is refused); a keyed probe returns the events
+/// with that hash, oldest first, up to the cursor and from `since`, addressed to nobody
+/// or to the execution; a deleted event takes its keys with it.
+pub async fn events_are_found_by_their_stored_keys(store: Arc<dyn Store>) {
+    let fields = vec!["event.order_id".to_owned()];
+    store.add_event_shape("paid", "s1", &fields).await.unwrap();
+    store
+        .add_event_shape("paid", "s1", &["other".to_owned()])
+        .await
+        .unwrap();
+    store.add_event_shape("sent", "s2", &fields).await.unwrap();
+    let shapes = store.event_shapes(Some("paid")).await.unwrap();
+    assert_eq!(shapes.len(), 1);
+    assert_eq!(shapes[0].fields, fields, "registered once, as first given");
+    assert_eq!(shapes[0].keyed_through, None);
+    assert_eq!(store.event_shapes(None).await.unwrap().len(), 2);
+
+    let exec = Uuid::now_v7();
+    let mut events = Vec::new();
+    for i in 0..6 {
+        let mut e = event("paid", None, t0() + secs(i));
+        if i == 4 {
+            e.correlation_id = Some(Uuid::now_v7());
+        }
+        store.insert_event(e.clone()).await.unwrap();
+        events.push(e);
+    }
+    let to_key = store
+        .events_to_key("paid", None, t0() + secs(3), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        to_key.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events[..4].iter().map(|e| e.id).collect::<Vec<_>>(),
+        "up to the given arrival"
+    );
+    let key = |e: &Event, hash: &str| EventKey {
+        event_id: e.id,
+        received_at: e.received_at,
+        hash: hash.into(),
+    };
+    let through = (events[3].received_at, events[3].id);
+    store
+        .add_event_keys(
+            "paid",
+            "s1",
+            &[
+                key(&events[0], "h"),
+                key(&events[1], "x"),
+                key(&events[3], "h"),
+            ],
+            None,
+            through,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .add_event_keys("paid", "s1", &[key(&events[2], "h")], None, through)
+            .await
+            .unwrap_err()
+            .is_conflict(),
+        "keyed meanwhile"
+    );
+    assert!(store
+        .add_event_keys("paid", "nope", &[], None, through)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert_eq!(
+        store.event_shapes(Some("paid")).await.unwrap()[0].keyed_through,
+        Some(through)
+    );
+    let last = (events[5].received_at, events[5].id);
+    store
+        .add_event_keys(
+            "paid",
+            "s1",
+            &[key(&events[4], "h"), key(&events[5], "h")],
+            Some(through),
+            last,
+        )
+        .await
+        .unwrap();
+    let probe = |since, after, through, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .keyed_events_for_wait("paid", "s1", "h", since, exec, after, through, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        probe(t0(), None, last, 10).await,
+        [events[0].id, events[3].id, events[5].id],
+        "by hash, oldest first, not addressed elsewhere"
+    );
+    assert_eq!(
+        probe(t0(), None, through, 10).await,
+        [events[0].id, events[3].id]
+    );
+    assert_eq!(
+        probe(t0() + secs(1), None, last, 10).await,
+        [events[3].id, events[5].id]
+    );
+    assert_eq!(probe(t0(), None, last, 1).await, [events[0].id]);
+    assert_eq!(
+        probe(t0(), Some((events[0].received_at, events[0].id)), last, 10).await,
+        [events[3].id, events[5].id]
+    );
+    // Retention deletes the event, and its key with it.
+    store.mark_events_delivered(&[events[0].id]).await.unwrap();
+    let purge = EventPurge {
+        before: t0() + secs(1),
+        per_type: Vec::new(),
+    };
+    assert_eq!(store.purge_events(&purge, 10).await.unwrap(), 1);
+    assert_eq!(
+        probe(t0(), None, last, 10).await,
+        [events[3].id, events[5].id]
+    );
 }

@@ -77,6 +77,7 @@ macro_rules! contract_tests {
             events_are_idempotent_by_event_id,
             early_events_are_paged_without_a_cap,
             untaken_events_are_purged_by_their_types_cutoff,
+            events_are_found_by_their_stored_keys,
             decisions_after_the_deadline_are_refused,
             a_retried_event_write_answers_with_the_stored_event,
             pauses_keep_a_stored_wake,
