@@ -107,6 +107,13 @@ impl Process {
                     concurrency: 1,
                     poll_interval: Duration::from_secs(3600),
                     delivery_grace: LEASE,
+                    // The scenarios move the clock by days; the invariants say every
+                    // event answered 2xx stays stored, so nothing is deleted by age here
+                    // (retention has its own tests).
+                    retention: tollgate_resumer::RetentionOptions {
+                        events: None,
+                        ..tollgate_resumer::RetentionOptions::default()
+                    },
                     ..WorkerOptions::default()
                 },
             ),

@@ -21,7 +21,14 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) base: String,
     pub(crate) admin: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// The server's data directory (its SQLite database is `tollgate.db` there).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
 }
 
 impl Drop for Server {
@@ -80,7 +87,7 @@ pub(crate) async fn start(database_url: Option<&str>, extra: &[&str]) -> Server 
                     child,
                     base,
                     admin,
-                    _dir: dir,
+                    dir,
                 };
             }
         }
