@@ -325,7 +325,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                     batch: args.worker.retention_batch,
                     interval: args.worker.retention_interval,
                     archive: args.worker.archive_dir.clone().map(ArchiveDir::new),
-                    events: args.worker.event_retention,
+                    events: args.worker.event_retention.0,
                 },
             },
         )

@@ -110,7 +110,7 @@ struct Cli {
     /// Delete events nobody took this long after they arrive, in batches; `off` keeps
     /// them. A wait step's `early_events` keeps its event type longer.
     #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = tollgate_bootstrap::config::parse_duration_or_off)]
-    event_retention: Option<Duration>,
+    event_retention: tollgate_bootstrap::DurationOrOff,
 
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
                 batch: cli.retention_batch,
                 interval: cli.retention_interval,
                 archive: cli.archive_dir.clone().map(ArchiveDir::new),
-                events: cli.event_retention,
+                events: cli.event_retention.0,
             },
         },
     )

@@ -176,7 +176,7 @@ pub struct WorkerArgs {
     /// they arrive, in batches by the worker loop; `off` keeps them. A wait step's
     /// `early_events` keeps its event type longer.
     #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = parse_duration_or_off)]
-    pub event_retention: Option<Duration>,
+    pub event_retention: DurationOrOff,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same
@@ -207,12 +207,17 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A positive duration, or `off` (`None`).
-pub fn parse_duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+/// A setting that is a positive duration or `off` (`None`). (A plain `Option` would
+/// read as "absent" to clap, and could not have a default that `off` turns off.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationOrOff(pub Option<Duration>);
+
+/// Parses a positive duration, or `off`.
+pub fn parse_duration_or_off(text: &str) -> Result<DurationOrOff, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(DurationOrOff(None));
     }
-    parse_positive_duration(text).map(Some)
+    parse_positive_duration(text).map(|d| DurationOrOff(Some(d)))
 }
 
 /// `--config FILE`: settings that are maps rather than flags.
@@ -307,6 +312,35 @@ mod tests {
             migrate: MigrateMode::Auto,
             max_clock_skew: Duration::from_secs(5),
         }
+    }
+
+    /// The flags as clap reads them: the default, a duration, `off`, and nonsense.
+    #[test]
+    fn event_retention_defaults_to_a_week_and_can_be_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            worker: WorkerArgs,
+        }
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(std::iter::once("x").chain(extra.iter().copied()))
+                .map(|c| c.worker.event_retention)
+        };
+        assert_eq!(
+            parse(&[]).unwrap(),
+            DurationOrOff(Some(Duration::from_secs(7 * 24 * 3600)))
+        );
+        assert_eq!(
+            parse(&["--event-retention", "2d"]).unwrap(),
+            DurationOrOff(Some(Duration::from_secs(2 * 24 * 3600)))
+        );
+        assert_eq!(
+            parse(&["--event-retention", "off"]).unwrap(),
+            DurationOrOff(None)
+        );
+        assert!(parse(&["--event-retention", "0s"]).is_err());
+        assert!(parse(&["--event-retention", "a week"]).is_err());
     }
 
     #[test]

@@ -29,8 +29,8 @@ mod engine;
 pub mod process;
 
 pub use config::{
-    parse_duration, parse_duration_or_off, parse_positive_duration, DatabaseArgs, FileConfig,
-    LogFormat, MigrateMode, NotifierConfig, WorkerArgs,
+    parse_duration, parse_duration_or_off, parse_positive_duration, DatabaseArgs, DurationOrOff,
+    FileConfig, LogFormat, MigrateMode, NotifierConfig, WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
 pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};

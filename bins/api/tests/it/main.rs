@@ -72,7 +72,9 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             retention_batch: 500,
             retention_interval: Duration::from_secs(60),
             archive_dir: None,
-            event_retention: Some(tollgate_resumer::DEFAULT_EVENT_RETENTION),
+            event_retention: tollgate_bootstrap::DurationOrOff(Some(
+                tollgate_resumer::DEFAULT_EVENT_RETENTION,
+            )),
         },
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),

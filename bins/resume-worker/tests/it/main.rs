@@ -53,7 +53,9 @@ impl Api {
                 retention_batch: 500,
                 retention_interval: Duration::from_secs(60),
                 archive_dir: None,
-                event_retention: Some(tollgate_resumer::DEFAULT_EVENT_RETENTION),
+                event_retention: tollgate_bootstrap::DurationOrOff(Some(
+                    tollgate_resumer::DEFAULT_EVENT_RETENTION,
+                )),
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),
