@@ -21,6 +21,10 @@ fn free_port() -> u16 {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Everything the server wrote to stdout (its log), read as it comes: a pipe nobody
+    /// reads fills up and freezes a server that logs at `debug`.
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -61,11 +65,30 @@ impl Server {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = child.stdout.take().map(|mut stdout| {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = stdout.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            })
+        });
         let client = reqwest::Client::new();
         for _ in 0..200 {
             if let Ok(res) = client.get(format!("{base}/health/ready")).send().await {
                 if res.status() == StatusCode::OK {
-                    return Self { child, base };
+                    return Self {
+                        child,
+                        base,
+                        out,
+                        reader,
+                    };
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -78,12 +101,11 @@ impl Server {
     pub fn kill9(mut self) -> String {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.stdout.take() {
-            use std::io::Read;
-            stdout.read_to_string(&mut out).unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
         }
-        out
+        let out = std::mem::take(&mut *self.out.lock().unwrap());
+        String::from_utf8(out).unwrap()
     }
 }
 
