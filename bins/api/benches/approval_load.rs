@@ -41,11 +41,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 
-use support::{each_backend, env_or, gauge, percentile, post, start, CpuMeter};
+use support::{each_backend, env_or, gauge, pending_approvals, percentile, post, start, CpuMeter};
 
 /// A receiver for the webhook variant: answers every request `200 {}` at once, on its
 /// own thread and runtime (so that it takes nothing from the driver's), and counts them.
@@ -184,34 +184,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
     let cpu_a = cpu_a.report(n, all_paused, "start");
 
     // The approval ids, paged.
-    let mut ids = Vec::with_capacity(n);
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/approvals?status=pending&limit=500");
-        if let Some(c) = &cursor {
-            url = format!("{url}&cursor={c}");
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(&*admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_owned()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let ids = pending_approvals(&client, &base, &admin).await;
     assert_eq!(ids.len(), n);
 
     // Phase B: decisions.

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{ConnectOptions, Connection, Row};
 
-use support::{each_backend, env_or, gauge, percentile, post, start, CpuMeter};
+use support::{each_backend, env_or, gauge, pending_approvals, percentile, post, start, CpuMeter};
 
 /// One connection to the server's database, behind its back.
 enum Db {
@@ -252,34 +252,7 @@ async fn run(label: &str, url: Option<&str>, retained: usize, n: usize, c: usize
             .unwrap();
     }
 
-    let mut ids = Vec::with_capacity(n);
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/api/v1/approvals?status=pending&limit=500");
-        if let Some(c) = &cursor {
-            url = format!("{url}&cursor={c}");
-        }
-        let page: Value = client
-            .get(url)
-            .bearer_auth(&server.admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_owned()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let ids = pending_approvals(&client, &base, &server.admin).await;
     assert_eq!(ids.len(), n);
     let cpu = CpuMeter::start(pid);
     let began = Instant::now();

@@ -280,3 +280,40 @@ pub(crate) async fn each_backend(mut run: impl AsyncFnMut(&'static str, Option<&
         }
     }
 }
+
+/// The ids of every pending approval request, paged.
+pub(crate) async fn pending_approvals(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/approvals?status=pending&limit=500");
+        if let Some(c) = &cursor {
+            url = format!("{url}&cursor={c}");
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    ids
+}
