@@ -20,4 +20,3 @@ CREATE TABLE IF NOT EXISTS event_keys (
     event_id     uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     PRIMARY KEY (event_type, shape, hash, received_at, event_id)
 );
-CREATE INDEX IF NOT EXISTS event_keys_event ON event_keys (event_id);

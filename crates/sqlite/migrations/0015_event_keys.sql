@@ -19,4 +19,3 @@ CREATE TABLE IF NOT EXISTS event_keys (
     event_id     TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     PRIMARY KEY (event_type, shape, hash, received_at, event_id)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS event_keys_event ON event_keys (event_id);
