@@ -35,7 +35,7 @@ impl Style {
             | "retried" => "32",
             "failed" | "rejected" | "blocked" | "timed_out" | "expired" | "refused" => "31",
             "paused" | "waiting" | "pending" | "would_retry" | "would_migrate" => "33",
-            "cancelled" => "90",
+            "cancelled" | "superseded" => "90",
             _ => return text.to_owned(),
         };
         paint(self.color, code, text)

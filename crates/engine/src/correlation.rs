@@ -75,19 +75,36 @@ pub fn definition_shapes(
         out: &mut Vec<(String, String, Vec<String>)>,
     ) {
         for step in steps {
-            if let tollgate_model::definition::StepKind::Wait { wait, .. } = &step.kind {
-                if let Some(condition) = &wait.match_ {
-                    let mut fields: Vec<String> = condition
-                        .key_leaves()
-                        .into_iter()
-                        .map(|leaf| Path::parse(&leaf.field).as_str().to_owned())
-                        .collect();
-                    if !fields.is_empty() {
-                        fields.sort();
-                        let shape = shape_of(&fields);
-                        if !out.iter().any(|(t, s, _)| *t == wait.event && *s == shape) {
-                            out.push((wait.event.clone(), shape, fields));
+            let mut awaited = Vec::new();
+            match &step.kind {
+                tollgate_model::definition::StepKind::Wait { wait, .. } => {
+                    awaited.push((&wait.event, wait.match_.as_ref()));
+                }
+                tollgate_model::definition::StepKind::FirstOf { first_of } => {
+                    for branch in first_of {
+                        if let tollgate_model::definition::Branch::Event { event, match_, .. } =
+                            branch
+                        {
+                            awaited.push((event, match_.as_ref()));
                         }
+                    }
+                }
+                _ => {}
+            }
+            for (event, condition) in awaited {
+                let Some(condition) = condition else {
+                    continue;
+                };
+                let mut fields: Vec<String> = condition
+                    .key_leaves()
+                    .into_iter()
+                    .map(|leaf| Path::parse(&leaf.field).as_str().to_owned())
+                    .collect();
+                if !fields.is_empty() {
+                    fields.sort();
+                    let shape = shape_of(&fields);
+                    if !out.iter().any(|(t, s, _)| t == event && *s == shape) {
+                        out.push((event.clone(), shape, fields));
                     }
                 }
             }

@@ -44,7 +44,8 @@ pub mod template;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use condition::{CompileError, CompiledCondition};
 pub use engine::{
-    wait_matches, Ahead, Engine, EngineBuilder, EngineOptions, StartRequest, RETRY_ROOT,
+    gate_accepts, wait_matches, Ahead, Engine, EngineBuilder, EngineOptions, StartRequest,
+    RETRY_ROOT,
 };
 pub use error::{Error, Result};
 pub use notify::{Delivery, Notifier, RecordingNotifier, WebhookNotifier};

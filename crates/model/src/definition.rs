@@ -224,6 +224,12 @@ pub enum StepKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         next: Option<String>,
     },
+    /// Pause until the first of several gates fires (an event, an approval, a
+    /// deadline); the winner's successor runs and the others are closed with it.
+    FirstOf {
+        /// The gates, in the order a tie between them is settled.
+        first_of: Vec<Branch>,
+    },
     /// Run children concurrently.
     Parallel {
         /// Strategy and children.
@@ -254,6 +260,7 @@ impl StepKind {
             Self::Execute { .. } => "execute",
             Self::Approval { .. } => "approval",
             Self::Wait { .. } => "wait",
+            Self::FirstOf { .. } => "first_of",
             Self::Parallel { .. } => "parallel",
             Self::Foreach { .. } => "foreach",
         }
@@ -267,6 +274,8 @@ pub enum GateKind {
     Approval,
     /// Wait step.
     Wait,
+    /// `first_of` step: whichever of its gates fires first.
+    FirstOf,
 }
 
 /// One successor edge of a step.
@@ -284,6 +293,7 @@ impl Step {
         match &self.kind {
             StepKind::Approval { .. } => Some(GateKind::Approval),
             StepKind::Wait { .. } => Some(GateKind::Wait),
+            StepKind::FirstOf { .. } => Some(GateKind::FirstOf),
             StepKind::Action { .. } if self.compat_approval().is_some() => Some(GateKind::Approval),
             _ => None,
         }
@@ -344,6 +354,22 @@ impl Step {
                 edges.push(("next", next.as_deref()));
                 edges.push(("on_false", on_false.as_deref()));
             }
+            StepKind::FirstOf { first_of } => {
+                for branch in first_of {
+                    match branch {
+                        Branch::Event { next, .. } => edges.push(("event", next.as_deref())),
+                        Branch::Approval {
+                            on_approve,
+                            on_reject,
+                            ..
+                        } => {
+                            edges.push(("on_approve", on_approve.as_deref()));
+                            edges.push(("on_reject", on_reject.as_deref()));
+                        }
+                        Branch::After { next, .. } => edges.push(("after", next.as_deref())),
+                    }
+                }
+            }
         }
         edges.push(("on_error", self.on_error.as_deref()));
         edges
@@ -374,7 +400,7 @@ impl Step {
     /// approval gate has none: the request is inserted in the gate's own commit.
     pub fn has_side_effects(&self) -> bool {
         match &self.kind {
-            StepKind::Condition { .. } | StepKind::Wait { .. } => false,
+            StepKind::Condition { .. } | StepKind::Wait { .. } | StepKind::FirstOf { .. } => false,
             StepKind::Action { execute, .. } | StepKind::Execute { execute, .. } => {
                 !execute.is_empty()
             }
@@ -660,6 +686,57 @@ pub struct WaitSpec {
     /// event retention, it keeps that event type's untaken events this long.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_events: Option<Duration>,
+}
+
+/// One gate of a `first_of` step, with where the execution goes when it fires first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Branch {
+    /// An event of a type, optionally matching a condition (as a wait step's).
+    Event {
+        /// Event type awaited.
+        event: String,
+        /// Filter on the event (`event.*` = its payload), templates resolved at entry.
+        #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+        match_: Option<Condition>,
+        /// How far back an event that arrived before the step may be taken (as a wait's).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        early_events: Option<Duration>,
+        /// Successor; absent: the execution ends.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+    /// An approval request (without a timeout of its own: an `after` branch is the
+    /// step's deadline).
+    Approval {
+        /// Who decides and how many.
+        approval: ApprovalSpec,
+        /// Successor after approval; absent: the execution ends `allowed`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_approve: Option<String>,
+        /// Successor after rejection; absent: the execution ends `blocked`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_reject: Option<String>,
+    },
+    /// A deadline, counted from entering the step.
+    After {
+        /// How long after entering the step it fires.
+        after: Duration,
+        /// Successor; absent: the execution ends.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
+}
+
+impl Branch {
+    /// What kind of gate the branch is: `event`, `approval` or `after`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Event { .. } => "event",
+            Self::Approval { .. } => "approval",
+            Self::After { .. } => "after",
+        }
+    }
 }
 
 /// A parallel step's body.

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::condition::{Condition, Leaf, Operator};
 use crate::definition::{
-    ActionSpec, ApprovalSpec, Approvers, Backoff, CompatApproval, ContextSpec, EntityRef,
+    ActionSpec, ApprovalSpec, Approvers, Backoff, Branch, CompatApproval, ContextSpec, EntityRef,
     ErrorClass, ForeachSpec, HttpRequest, LogLevel, OnTimeout, ParallelSpec, Required, RetryPolicy,
     Step, StepKind, Strategy, SubAction, SubActionKind, Trigger, Verb, WaitSpec,
     WorkflowDefinition,
@@ -521,6 +521,19 @@ impl Parser {
                     next: self.opt_string(&mut f, "next"),
                 }
             }
+            "first_of" => {
+                let first_of = match f.get("first_of") {
+                    Some(v) => self.first_of(v, &f.at("first_of")),
+                    None => {
+                        self.report.error(
+                            &f.at("first_of"),
+                            "missing required field `first_of` (an array of gates: event, approval or after)",
+                        );
+                        Vec::new()
+                    }
+                };
+                StepKind::FirstOf { first_of }
+            }
             "parallel" => {
                 let parallel = match f.get("parallel") {
                     Some(v) => self.parallel(v, &f.at("parallel")),
@@ -565,7 +578,7 @@ impl Parser {
             other => {
                 self.report.error(
                     &f.at("type"),
-                    format!("unknown step type `{other}` (expected condition, action, execute, approval, wait, parallel or foreach){}", did_you_mean(other, ["condition", "action", "execute", "approval", "wait", "parallel", "foreach"])),
+                    format!("unknown step type `{other}` (expected condition, action, execute, approval, wait, first_of, parallel or foreach){}", did_you_mean(other, ["condition", "action", "execute", "approval", "wait", "first_of", "parallel", "foreach"])),
                 );
                 return stand_in(id);
             }
@@ -1108,6 +1121,84 @@ impl Parser {
         };
         f.finish(&mut self.report, "`wait`");
         spec
+    }
+
+    fn first_of(&mut self, value: &Value, path: &Path) -> Vec<Branch> {
+        let Value::Array(items) = value else {
+            self.report.error(
+                path,
+                format!(
+                    "must be an array of gates (event, approval or after), not {}",
+                    type_name(value)
+                ),
+            );
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.branch(item, &path.index(i)))
+            .collect()
+    }
+
+    /// One gate of a `first_of` step: the key among `event`, `approval` and `after` that
+    /// it has says which kind it is.
+    fn branch(&mut self, value: &Value, path: &Path) -> Option<Branch> {
+        let mut f = self.object(value, path, "a `first_of` gate")?;
+        let kinds: Vec<&str> = ["event", "approval", "after"]
+            .into_iter()
+            .filter(|k| f.map.get(*k).is_some_and(|v| !v.is_null()))
+            .collect();
+        let branch = match kinds.as_slice() {
+            ["event"] => Branch::Event {
+                event: self.req_string(&mut f, "event", "the event type awaited"),
+                match_: f
+                    .get("match")
+                    .map(|v| self.condition(v, &path.key("match"))),
+                early_events: self.opt_duration(&mut f, "early_events"),
+                next: self.opt_string(&mut f, "next"),
+            },
+            ["approval"] => {
+                let approval = match f.get("approval") {
+                    Some(v) => self.approval(v, &f.at("approval")),
+                    None => empty_approval(),
+                };
+                Branch::Approval {
+                    approval,
+                    on_approve: self.opt_string(&mut f, "on_approve"),
+                    on_reject: self.opt_string(&mut f, "on_reject"),
+                }
+            }
+            ["after"] => {
+                let after = self.opt_duration(&mut f, "after");
+                Branch::After {
+                    after: after?,
+                    next: self.opt_string(&mut f, "next"),
+                }
+            }
+            [] => {
+                self.report.error(
+                    path,
+                    "a `first_of` gate needs one of `event`, `approval` or `after`",
+                );
+                return None;
+            }
+            several => {
+                self.report.error(
+                    path,
+                    format!(
+                        "a `first_of` gate is one of `event`, `approval` or `after`, not several ({})",
+                        several.join(", ")
+                    ),
+                );
+                return None;
+            }
+        };
+        f.finish(
+            &mut self.report,
+            &format!("a `first_of` {} gate", branch.kind_name()),
+        );
+        Some(branch)
     }
 
     fn parallel(&mut self, value: &Value, path: &Path) -> ParallelSpec {

@@ -123,6 +123,50 @@ pub struct Gate {
     /// before keys existed: such a wait is checked against every event of its type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<Box<Correlation>>,
+    /// For `first_of` steps (present, possibly empty, on those only): the event gates,
+    /// each with its own type, match and key. The step's approval is `approval_id` and
+    /// its `after` gate is `deadline`; whichever fires first wins, and a pending approval
+    /// is closed `superseded` in the same transaction when another gate wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<GateBranch>>,
+}
+
+impl Gate {
+    /// Whether this is a `first_of` step's gate.
+    pub fn is_first_of(&self) -> bool {
+        self.branches.is_some()
+    }
+
+    /// Whether the gate waits for an event of `event_type`: a wait's event, or one of a
+    /// `first_of` step's event gates.
+    pub fn awaits(&self, event_type: &str) -> bool {
+        self.event.as_deref() == Some(event_type)
+            || self
+                .branches
+                .as_ref()
+                .is_some_and(|b| b.iter().any(|b| b.event == event_type))
+    }
+
+    /// The approval another gate's win closes as `superseded`: a `first_of` step's.
+    pub fn superseded_approval(&self) -> Option<Uuid> {
+        self.approval_id.filter(|_| self.is_first_of())
+    }
+}
+
+/// One event gate of a `first_of` step, as entered: the type, the resolved `match` and
+/// its correlation key (as [`Gate`]'s for a wait).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateBranch {
+    /// The gate's position in the step's `first_of` list.
+    pub index: u32,
+    /// The awaited event type.
+    pub event: String,
+    /// The match condition with templates already resolved (JSON form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_match: Option<Value>,
+    /// The correlation key of its `match`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Box<Correlation>>,
 }
 
 /// A wait's correlation key: the equality parts of its resolved `match` that compare an
@@ -375,6 +419,8 @@ pub enum ApprovalStatus {
     Expired,
     /// The execution was cancelled.
     Cancelled,
+    /// Another gate of its `first_of` step fired first.
+    Superseded,
 }
 
 impl ApprovalStatus {
@@ -386,6 +432,7 @@ impl ApprovalStatus {
             Self::Rejected => "rejected",
             Self::Expired => "expired",
             Self::Cancelled => "cancelled",
+            Self::Superseded => "superseded",
         }
     }
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::condition::{Condition, Operator};
 use crate::definition::{
-    Approvers, Required, Step, StepKind, SubActionKind, Trigger, Verb, WorkflowDefinition,
+    Approvers, Branch, OnTimeout, Required, Step, StepKind, SubActionKind, Trigger, Verb,
+    WorkflowDefinition,
 };
 use crate::problem::{Path, Report};
 
@@ -188,37 +189,34 @@ impl<'d> Walker<'_, 'd> {
                     let what = match gate {
                         crate::definition::GateKind::Approval => "an approval gate",
                         crate::definition::GateKind::Wait => "a wait gate",
+                        crate::definition::GateKind::FirstOf => "a first_of gate",
                     };
                     self.report.error(p, format!(
                         "step `{}` is {what}, and gates cannot be inside {}: move it to the top level",
                         step.id, parent.describe()
                     ));
                 }
-                for edge in step.edges() {
+                for (path, label, _) in edge_locations(step, p) {
                     self.report.error(
-                        &edge_path(step, p, edge.label),
+                        &path,
                         format!(
-                            "steps inside {} run as a group and cannot jump elsewhere: remove `{}`",
+                            "steps inside {} run as a group and cannot jump elsewhere: remove `{label}`",
                             parent.describe(),
-                            edge.label
                         ),
                     );
                 }
             }
             None => {
-                for edge in step.edges() {
-                    if self.top_ids.contains(edge.target) {
+                for (path, _, target) in edge_locations(step, p) {
+                    if self.top_ids.contains(target) {
                         continue;
                     }
-                    let msg = if self.all_ids.contains(edge.target) {
-                        format!(
-                            "`{}` is inside a parallel or foreach step and cannot be jumped to",
-                            edge.target
-                        )
+                    let msg = if self.all_ids.contains(target) {
+                        format!("`{target}` is inside a parallel or foreach step and cannot be jumped to")
                     } else {
-                        format!("references step `{}`, which does not exist", edge.target)
+                        format!("references step `{target}`, which does not exist")
                     };
-                    self.report.error(&edge_path(step, p, edge.label), msg);
+                    self.report.error(&path, msg);
                 }
             }
         }
@@ -314,6 +312,7 @@ impl<'d> Walker<'_, 'd> {
                     }
                 }
             }
+            StepKind::FirstOf { first_of } => self.first_of(step, first_of, &p.key("first_of")),
             StepKind::Parallel { parallel, .. } => {
                 let children = p.key("parallel").key("steps");
                 if parallel.steps.is_empty() {
@@ -411,10 +410,142 @@ impl<'d> Walker<'_, 'd> {
         }
     }
 
+    /// A `first_of` step: at least two gates, at most one approval and one `after`, each
+    /// gate checked as its own step kind would be.
+    fn first_of(&mut self, step: &Step, branches: &[Branch], p: &Path) {
+        if branches.len() < 2
+            && !self
+                .report
+                .errors
+                .iter()
+                .any(|e| e.path.starts_with(&p.to_string()))
+        {
+            self.report.error(
+                p,
+                format!("a first_of step needs at least two gates (it has {}): with one, use a wait or approval step", branches.len()),
+            );
+        }
+        let mut approval_at = None;
+        let mut after_at = None;
+        for (j, branch) in branches.iter().enumerate() {
+            let bp = p.index(j);
+            match branch {
+                Branch::Event { event, match_, .. } => {
+                    if event.is_empty() && !self.has_error_at(&bp.key("event")) {
+                        self.report
+                            .error(&bp.key("event"), "must name the event type awaited");
+                    }
+                    if let Some(m) = match_ {
+                        let at = bp.key("match");
+                        check_condition(m, &at, self.report);
+                        if m.key_leaves().is_empty() {
+                            self.report.warning(
+                                &at,
+                                format!(
+                                    "gate {j} of first_of step `{}` has no `eq` of an event field (`event.…`) with a value outside `or`/`not`: every `{event}` event will be checked against every execution waiting here instead of finding them by key",
+                                    step.id
+                                ),
+                            );
+                        }
+                        if uses_secrets(m) {
+                            self.report.error(
+                                &at,
+                                "a gate's `match` may not use `secrets.…`: its values are rendered when the step is entered and stored with the execution, where any reader would see them",
+                            );
+                        }
+                    }
+                }
+                Branch::Approval { approval, .. } => {
+                    if let Some(first) = approval_at {
+                        self.report.error(
+                            &bp.key("approval"),
+                            format!("a first_of step may request only one approval (the first is gate {first})"),
+                        );
+                    }
+                    approval_at.get_or_insert(j);
+                    check_approvers(
+                        &approval.approvers,
+                        approval.required,
+                        &bp.key("approval"),
+                        self.report,
+                    );
+                    if approval.timeout.is_some() {
+                        self.report.error(
+                            &bp.key("approval").key("timeout"),
+                            "an approval inside first_of has no timeout of its own: add an `after` gate, which closes the approval as superseded when it fires first",
+                        );
+                    }
+                    if approval.on_timeout != OnTimeout::Reject {
+                        self.report.error(
+                            &bp.key("approval").key("on_timeout"),
+                            "an approval inside first_of has no timeout of its own: put the step to go to on an `after` gate",
+                        );
+                    }
+                }
+                Branch::After { after, .. } => {
+                    if let Some(first) = after_at {
+                        self.report.error(
+                            &bp.key("after"),
+                            format!("a first_of step may have only one `after` gate (the first is gate {first}): only the earliest could ever fire"),
+                        );
+                    }
+                    after_at.get_or_insert(j);
+                    if after.as_millis() == 0 {
+                        self.report
+                            .error(&bp.key("after"), "must be longer than zero");
+                    }
+                }
+            }
+        }
+        if !branches.is_empty() && branches.iter().all(|b| matches!(b, Branch::After { .. })) {
+            self.report.error(
+                p,
+                "a first_of step needs an event or approval gate besides `after` (a deadline alone never has anything to race)",
+            );
+        }
+    }
+
     fn has_error_at(&self, path: &Path) -> bool {
         let path = path.to_string();
         self.report.errors.iter().any(|e| e.path == path)
     }
+}
+
+/// Every successor edge of `step` with the path of the field that names it.
+fn edge_locations<'s>(step: &'s Step, p: &Path) -> Vec<(Path, &'static str, &'s str)> {
+    let StepKind::FirstOf { first_of } = &step.kind else {
+        return step
+            .edges()
+            .into_iter()
+            .map(|e| (edge_path(step, p, e.label), e.label, e.target))
+            .collect();
+    };
+    let mut out = Vec::new();
+    for (j, branch) in first_of.iter().enumerate() {
+        let bp = p.key("first_of").index(j);
+        let targets: [(&'static str, Option<&'s String>); 2] = match branch {
+            Branch::Event { next, .. } | Branch::After { next, .. } => {
+                [("next", next.as_ref()), ("next", None)]
+            }
+            Branch::Approval {
+                on_approve,
+                on_reject,
+                ..
+            } => [
+                ("on_approve", on_approve.as_ref()),
+                ("on_reject", on_reject.as_ref()),
+            ],
+        };
+        for (label, target) in targets {
+            if let Some(target) = target {
+                out.push((bp.key(label), label, target.as_str()));
+            }
+        }
+    }
+    if let Some(target) = &step.on_error {
+        out.push((p.key("on_error"), "on_error", target.as_str()));
+    }
+    out
 }
 
 fn edge_path(step: &Step, p: &Path, label: &str) -> Path {

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 use tollgate_engine::correlation::event_hash;
-use tollgate_engine::{wait_matches, Ahead, Engine, StartRequest};
+use tollgate_engine::{gate_accepts, Ahead, Engine, StartRequest};
 use tollgate_model::records::{Event, Execution, ResumeTrigger};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{Delivery, EventInsert, WaitKey};
@@ -188,29 +188,38 @@ impl EventService {
         let execution = store.get_execution(execution_id).await?;
         let now = self.engine.clock().now();
         let audit = json!({"event_type": event_type, "payload": payload, "event_id": event_id});
-        let waits_for = execution
+        let gate = execution
             .gate
             .as_ref()
-            .filter(|g| g.reason == PauseReason::Event)
-            .and_then(|g| g.event.clone());
-        let refusal = if execution.status != ExecutionStatus::Waiting
-            || waits_for.as_deref() != Some(event_type)
-        {
-            Some(match waits_for {
-                Some(other) if execution.status == ExecutionStatus::Waiting => {
-                    format!("execution {execution_id} waits for `{other}`, not `{event_type}`")
-                }
-                _ => format!(
-                    "execution {execution_id} is {} and not waiting for an event",
-                    execution.status
-                ),
+            .filter(|g| g.reason == PauseReason::Event);
+        let awaited: Vec<&str> = gate
+            .map(|g| {
+                g.event
+                    .iter()
+                    .map(String::as_str)
+                    .chain(g.branches.iter().flatten().map(|b| b.event.as_str()))
+                    .collect()
             })
-        } else if !wait_matches(
-            execution.gate.as_ref().and_then(|g| g.event_match.as_ref()),
-            &execution.context,
-            &payload,
-            now,
-        ) {
+            .unwrap_or_default();
+        let refusal = if execution.status != ExecutionStatus::Waiting
+            || !gate.is_some_and(|g| g.awaits(event_type))
+        {
+            Some(
+                if execution.status == ExecutionStatus::Waiting && !awaited.is_empty() {
+                    format!(
+                        "execution {execution_id} waits for `{}`, not `{event_type}`",
+                        awaited.join("` or `")
+                    )
+                } else {
+                    format!(
+                        "execution {execution_id} is {} and not waiting for an event",
+                        execution.status
+                    )
+                },
+            )
+        } else if !gate
+            .is_some_and(|g| gate_accepts(g, &execution.context, event_type, &payload, now))
+        {
             Some(format!(
                 "the event does not satisfy the `match` of execution {execution_id}'s wait"
             ))
@@ -335,6 +344,23 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
                     })
                 })
                 .collect();
+            // And the `first_of` steps with an event gate of its type (their own index).
+            let mut after = None;
+            loop {
+                let page = store
+                    .waiting_at_first_of(&event.event_type, after, SCAN_PAGE, engine.clock().now())
+                    .await?;
+                let full = page.len() == SCAN_PAGE as usize;
+                after = page.last().map(|e| e.id);
+                for execution in &page {
+                    if let Some(claimed) = try_claim(engine, execution, event).await? {
+                        resumed.push(claimed);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
             let mut after = None;
             loop {
                 let page = store
@@ -402,15 +428,16 @@ async fn try_claim(
         return Ok(None);
     };
     if execution.status != ExecutionStatus::Waiting
-        || gate.event.as_deref() != Some(event.event_type.as_str())
+        || !gate.awaits(&event.event_type)
         || !tollgate_store::rules::may_take(execution, event)
     {
         return Ok(None);
     }
     let now = engine.clock().now();
-    if !wait_matches(
-        gate.event_match.as_ref(),
+    if !gate_accepts(
+        gate,
         &execution.context,
+        &event.event_type,
         &event.payload,
         now,
     ) {

@@ -268,8 +268,12 @@ impl ExecutionControl {
         let source_step = source
             .as_ref()
             .and_then(|d| d.steps.iter().find(|s| s.id == gate.step_id));
-        if let Some(mismatch) = gate_mismatch(gate.reason, gate.event.as_deref(), source_step, step)
-        {
+        let mismatch = if gate.is_first_of() || matches!(step.kind, StepKind::FirstOf { .. }) {
+            first_of_mismatch(gate, step)
+        } else {
+            gate_mismatch(gate.reason, gate.event.as_deref(), source_step, step)
+        };
+        if let Some(mismatch) = mismatch {
             return Err(Error::Conflict(format!(
                 "execution {id} cannot move to version {}: {mismatch}",
                 command.to_version
@@ -304,6 +308,58 @@ impl ExecutionControl {
         self.audit_command_refusal(id, command.actor, data, message)
             .await;
     }
+}
+
+/// Why a `first_of` step's gate cannot continue at `target`, if it cannot: the target
+/// must be a `first_of` step with the same gates open — an event gate of the same type at
+/// each stored event gate's position, an approval gate if an approval is pending, an
+/// `after` gate if a deadline is set — so that every signal the stored gate can still
+/// receive has a branch to take. A wait or approval never moves to a `first_of` step.
+fn first_of_mismatch(gate: &tollgate_model::records::Gate, target: &Step) -> Option<String> {
+    use tollgate_model::definition::Branch;
+    let id = &target.id;
+    let StepKind::FirstOf { first_of } = &target.kind else {
+        return Some(format!(
+            "it waits at a first_of step, but `{id}` there is a {} step",
+            target.kind.type_name()
+        ));
+    };
+    let Some(branches) = gate.branches.as_ref() else {
+        return Some(format!(
+            "it waits at a {} gate, but `{id}` there is a first_of step",
+            if gate.reason == PauseReason::Approval {
+                "approval"
+            } else {
+                "wait"
+            }
+        ));
+    };
+    for branch in branches {
+        match first_of.get(branch.index as usize) {
+            Some(Branch::Event { event, .. }) if *event == branch.event => {}
+            _ => {
+                return Some(format!(
+                    "its gate {} waits for `{}`, but gate {} of `{id}` there does not",
+                    branch.index, branch.event, branch.index
+                ))
+            }
+        }
+    }
+    if gate.approval_id.is_some()
+        && !first_of
+            .iter()
+            .any(|b| matches!(b, Branch::Approval { .. }))
+    {
+        return Some(format!(
+            "its approval is pending, but `{id}` there has no approval gate"
+        ));
+    }
+    if gate.deadline.is_some() && !first_of.iter().any(|b| matches!(b, Branch::After { .. })) {
+        return Some(format!(
+            "it has a deadline, but `{id}` there has no `after` gate"
+        ));
+    }
+    None
 }
 
 /// Why the gate cannot continue at `target`, if it cannot: an approval needs an approval

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tollgate_engine::Engine;
-use tollgate_model::definition::{compare_versions, Step, StepKind, WaitSpec};
+use tollgate_model::definition::{compare_versions, Step, StepKind};
 use tollgate_model::records::Timestamp;
 use tollgate_model::WorkflowDefinition;
 use tollgate_store::{EventPurge, PageRequest, Purge, WorkflowFilter};
@@ -115,10 +115,10 @@ impl Retention {
         // its steps.
         let mut longest: BTreeMap<String, Duration> = BTreeMap::new();
         for definition in workflows.values().flat_map(|(_, all)| all) {
-            for_each_wait(&definition.steps, &mut |wait| {
-                if let Some(keep) = wait.early_events.map(tollgate_model::Duration::as_std) {
+            for_each_wait(&definition.steps, &mut |event, early_events| {
+                if let Some(keep) = early_events.map(tollgate_model::Duration::as_std) {
                     if keep > default {
-                        let entry = longest.entry(wait.event.clone()).or_insert(keep);
+                        let entry = longest.entry(event.to_owned()).or_insert(keep);
                         *entry = (*entry).max(keep);
                     }
                 }
@@ -244,11 +244,25 @@ impl Retention {
 /// Stored definitions by workflow string id: the highest version, and every version.
 type Definitions = BTreeMap<String, (String, Vec<Arc<WorkflowDefinition>>)>;
 
-/// Calls `f` with every wait step, children of parallel and foreach steps included.
-fn for_each_wait(steps: &[Step], f: &mut impl FnMut(&WaitSpec)) {
+/// Calls `f` with the event type and `early_events` window of every wait step and every
+/// event gate of a `first_of` step, children of parallel and foreach steps included.
+fn for_each_wait(steps: &[Step], f: &mut impl FnMut(&str, Option<tollgate_model::Duration>)) {
     for step in steps {
-        if let StepKind::Wait { wait, .. } = &step.kind {
-            f(wait);
+        match &step.kind {
+            StepKind::Wait { wait, .. } => f(&wait.event, wait.early_events),
+            StepKind::FirstOf { first_of } => {
+                for branch in first_of {
+                    if let tollgate_model::definition::Branch::Event {
+                        event,
+                        early_events,
+                        ..
+                    } = branch
+                    {
+                        f(event, *early_events);
+                    }
+                }
+            }
+            _ => {}
         }
         for_each_wait(step.children(), f);
     }

@@ -179,7 +179,8 @@ pub fn decide(
         *approval = next;
         return Ok(false);
     }
-    let at_gate = execution.status == ExecutionStatus::Paused
+    // A `first_of` step with event gates waits (`waiting`) while its approval is open.
+    let at_gate = execution.status.is_gated()
         && execution.gate.as_ref().and_then(|g| g.approval_id) == Some(approval.id);
     if !at_gate {
         return Err(refused(DecisionRefusal::NotAtGate {
@@ -429,6 +430,7 @@ pub fn request_pause(
         approval_id: None,
         note: reason.map(str::to_owned),
         correlation: None,
+        branches: None,
     });
     execution.version += 1;
     Ok(())
@@ -456,13 +458,11 @@ pub fn check_wait_claim(
     event: &Event,
 ) -> Result<()> {
     let id = execution.id;
-    let waits_for = execution
+    let waits = execution
         .gate
         .as_ref()
-        .filter(|g| g.reason == PauseReason::Event)
-        .and_then(|g| g.event.as_deref());
-    if execution.status != ExecutionStatus::Waiting || waits_for != Some(event.event_type.as_str())
-    {
+        .is_some_and(|g| g.reason == PauseReason::Event && g.awaits(&event.event_type));
+    if execution.status != ExecutionStatus::Waiting || !waits {
         return Err(Error::Conflict(format!(
             "execution {id} is not waiting for `{}`",
             event.event_type
@@ -704,9 +704,10 @@ pub fn is_overdue(execution: &Execution, now: Timestamp) -> bool {
 }
 
 /// The wake signal for a gate whose deadline passed (approvals become `expired`).
+/// A `first_of` step's deadline is its `after` gate: a timeout, its approval superseded.
 pub fn deadline_wake(gate: &Gate, now: Timestamp) -> Wake {
     match (gate.reason, gate.approval_id) {
-        (PauseReason::Approval, Some(approval_id)) => Wake::Approval {
+        (PauseReason::Approval, Some(approval_id)) if !gate.is_first_of() => Wake::Approval {
             approval_id,
             outcome: ApprovalStatus::Expired,
             decided_by: None,

@@ -275,6 +275,18 @@ pub trait ExecutionStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Vec<Execution>>;
 
+    /// `waiting` executions stopped at a `first_of` step with an event gate for
+    /// `event_type`, by id, after `after` — one index probe of the type (the gates'
+    /// matches are then checked by the caller). Unreadable rows are quarantined and rows
+    /// of a newer release left out, as by [`Self::waiting_for_event`].
+    async fn waiting_at_first_of(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>>;
+
     /// The distinct correlation shapes of the `waiting` executions whose wait is for
     /// `event_type` (waits without a key have none). Few per type: one per wait step
     /// whose `match` has a key, in practice.

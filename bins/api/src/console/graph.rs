@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use tollgate_model::definition::StepKind;
+use tollgate_model::definition::{Branch, StepKind};
 use tollgate_model::records::StepRecord;
 use tollgate_model::WorkflowDefinition;
 
@@ -71,9 +71,53 @@ fn kind_label(kind: &StepKind) -> &'static str {
         StepKind::Execute { .. } => "execute",
         StepKind::Approval { .. } => "approval",
         StepKind::Wait { .. } => "wait",
+        StepKind::FirstOf { .. } => "first of",
         StepKind::Parallel { .. } => "parallel",
         StepKind::Foreach { .. } => "foreach",
     }
+}
+
+/// A step's edges with the labels drawn on them: a `first_of` step's branches say which
+/// gate takes them (the event type, the approval's outcome, `after` and its delay).
+fn labelled_edges(step: &tollgate_model::Step) -> Vec<(String, &str)> {
+    let StepKind::FirstOf { first_of } = &step.kind else {
+        return step
+            .edges()
+            .into_iter()
+            .map(|e| (e.label.to_owned(), e.target))
+            .collect();
+    };
+    let mut edges = Vec::new();
+    for branch in first_of {
+        match branch {
+            Branch::Event { event, next, .. } => {
+                if let Some(next) = next {
+                    edges.push((event.clone(), next.as_str()));
+                }
+            }
+            Branch::Approval {
+                on_approve,
+                on_reject,
+                ..
+            } => {
+                if let Some(next) = on_approve {
+                    edges.push(("approved".to_owned(), next.as_str()));
+                }
+                if let Some(next) = on_reject {
+                    edges.push(("rejected".to_owned(), next.as_str()));
+                }
+            }
+            Branch::After { after, next } => {
+                if let Some(next) = next {
+                    edges.push((format!("after {after}"), next.as_str()));
+                }
+            }
+        }
+    }
+    if let Some(target) = &step.on_error {
+        edges.push(("on_error".to_owned(), target.as_str()));
+    }
+    edges
 }
 
 /// The definition as DOT text.
@@ -81,7 +125,7 @@ pub fn dot(definition: &WorkflowDefinition, path: Option<&Path>) -> String {
     let mut out = String::from("digraph workflow {\n");
     let taken = |id: &str| path.is_some_and(|p| p.steps.contains(id));
     for step in &definition.steps {
-        let gate = matches!(step.kind, StepKind::Approval { .. } | StepKind::Wait { .. });
+        let gate = step.gate_kind().is_some();
         let (fill, color) = match (taken(&step.id), gate) {
             (true, true) => ("#fde68a", "#b45309"),
             (true, false) => ("#bbf7d0", "#15803d"),
@@ -103,19 +147,18 @@ pub fn dot(definition: &WorkflowDefinition, path: Option<&Path>) -> String {
         );
     }
     for step in &definition.steps {
-        for edge in step.edges() {
-            if definition.step(edge.target).is_none() {
+        for (label, target) in labelled_edges(step) {
+            if definition.step(target).is_none() {
                 continue;
             }
-            let hot =
-                path.is_some_and(|p| p.edges.contains(&(step.id.clone(), edge.target.to_owned())));
+            let hot = path.is_some_and(|p| p.edges.contains(&(step.id.clone(), target.to_owned())));
             let (color, width) = if hot { ("#15803d", 3) } else { ("#64748b", 1) };
             let _ = writeln!(
                 out,
                 "  {} -> {} [label={} color=\"{color}\" penwidth={width}];",
                 quoted(&step.id),
-                quoted(edge.target),
-                quoted(edge.label)
+                quoted(target),
+                quoted(&label)
             );
         }
     }

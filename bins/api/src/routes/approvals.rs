@@ -19,12 +19,13 @@ pub fn parse_status(text: &str) -> ApiResult<ApprovalStatus> {
         ApprovalStatus::Rejected,
         ApprovalStatus::Expired,
         ApprovalStatus::Cancelled,
+        ApprovalStatus::Superseded,
     ]
     .into_iter()
     .find(|s| s.as_str() == text)
     .ok_or_else(|| {
         ApiError::bad_request(format!(
-            "unknown approval status `{text}` (expected pending, approved, rejected, expired or cancelled)"
+            "unknown approval status `{text}` (expected pending, approved, rejected, expired, cancelled or superseded)"
         ))
     })
 }

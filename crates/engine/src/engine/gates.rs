@@ -2,9 +2,9 @@
 //! events that arrived before it.
 
 use serde_json::{json, Map, Value};
-use tollgate_model::definition::{ApprovalSpec, Required, Step};
+use tollgate_model::definition::{ApprovalSpec, Branch, Required, Step, StepKind};
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Cursor, Gate, StepRecord, Timestamp,
+    ApprovalRequest, ApprovalStatus, Cursor, Gate, GateBranch, StepRecord, Timestamp,
 };
 use tollgate_model::PauseReason;
 use uuid::Uuid;
@@ -31,6 +31,40 @@ impl Run<'_> {
         env: &Env,
         mut body: Body,
     ) -> Outcome {
+        let now = self.now();
+        let expires_at = spec.timeout.map(|t| now + t.as_chrono());
+        let approval = self.approval_request(step, spec, context, env, expires_at, &mut body);
+        let gate = Gate {
+            reason: PauseReason::Approval,
+            step_id: step.id.clone(),
+            visit: env.visit,
+            paused_at: now,
+            deadline: expires_at,
+            event: None,
+            event_match: None,
+            approval_id: Some(approval.id),
+            note: None,
+            correlation: None,
+            branches: None,
+        };
+        Outcome::Gate {
+            body,
+            gate,
+            approval: Some(Box::new(approval)),
+        }
+    }
+
+    /// The approval request `spec` asks for at `step` (its templates rendered now), with
+    /// its id, quorum and deadline in the step's output.
+    fn approval_request(
+        &self,
+        step: &Step,
+        spec: &ApprovalSpec,
+        context: &Value,
+        env: &Env,
+        expires_at: Option<Timestamp>,
+        body: &mut Body,
+    ) -> ApprovalRequest {
         let now = self.now();
         let scope = self.scope(context, Some(&step.id));
         let warnings = &mut body.warnings;
@@ -60,8 +94,11 @@ impl Run<'_> {
             &self.exec.id,
             format!("approval:{}:{}", step.id, env.visit).as_bytes(),
         );
-        let expires_at = spec.timeout.map(|t| now + t.as_chrono());
-        let approval = ApprovalRequest {
+        body.output = merge_output(
+            std::mem::take(&mut body.output),
+            json!({"approval_id": approval_id, "required": required, "expires_at": expires_at}),
+        );
+        ApprovalRequest {
             id: approval_id,
             execution_id: self.exec.id,
             step_id: step.id.clone(),
@@ -80,28 +117,132 @@ impl Run<'_> {
             requested_at: now,
             expires_at,
             decided_at: None,
-        };
+        }
+    }
+
+    /// Enters a `first_of` step (docs/execution-semantics.md, "First-of gates"): an event
+    /// that arrived early for one of its event gates wins at once (the oldest such event,
+    /// across gates); otherwise the step stops with every gate open in one gate record —
+    /// its event gates each with their own type, match and key, its approval requested,
+    /// its `after` gate as the deadline.
+    pub(super) async fn enter_first_of(
+        &self,
+        step: &Step,
+        branches: &[Branch],
+        context: &mut Value,
+        env: &Env,
+    ) -> Outcome {
+        let now = self.now();
+        let mut body = Body::default();
+        let mut gates = Vec::new();
+        for (index, branch) in branches.iter().enumerate() {
+            let Branch::Event { event, match_, .. } = branch else {
+                continue;
+            };
+            let resolved = match_.as_ref().map(|m| {
+                let scope = self.scope(context, Some(&step.id));
+                resolve_match(
+                    &serde_json::to_value(m).unwrap_or(Value::Null),
+                    &scope,
+                    &mut body.warnings,
+                )
+            });
+            let correlation = resolved
+                .as_ref()
+                .and_then(crate::correlation::key_of_match)
+                .map(Box::new);
+            gates.push(GateBranch {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                event: event.clone(),
+                event_match: resolved,
+                correlation,
+            });
+        }
+        let mut early: Option<(u32, tollgate_model::records::Event)> = None;
+        for gate in &gates {
+            let since = self.branch_since(branches, gate.index, now);
+            let found = self
+                .find_early_event(&gate.event, since, gate.correlation.as_deref(), |event| {
+                    !env.consumed.contains(&event.id)
+                        && wait_matches(gate.event_match.as_ref(), context, &event.payload, now)
+                })
+                .await;
+            match found {
+                Ok(Some(event)) => {
+                    let older = early
+                        .as_ref()
+                        .is_none_or(|(_, e)| (event.received_at, event.id) < (e.received_at, e.id));
+                    if older {
+                        early = Some((gate.index, event));
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => body.warnings.push(format!(
+                    "could not look for `{}` events that arrived early: {err}",
+                    gate.event
+                )),
+            }
+        }
+        if let Some((index, event)) = early {
+            apply_event(context, &step.id, &event.payload);
+            let next = match branches.get(index as usize) {
+                Some(Branch::Event { next, .. }) => next.clone(),
+                _ => None,
+            };
+            body.output = json!({"gate": "event", "branch": index, "event_id": event.id,
+                "event_type": event.event_type, "early": true});
+            return Outcome::Done {
+                body,
+                next,
+                consumed: vec![event.id],
+            };
+        }
+        let deadline = branches.iter().find_map(|b| match b {
+            Branch::After { after, .. } => Some(now + after.as_chrono()),
+            _ => None,
+        });
+        let approval = branches.iter().find_map(|b| match b {
+            Branch::Approval { approval, .. } => {
+                Some(self.approval_request(step, approval, context, env, deadline, &mut body))
+            }
+            _ => None,
+        });
         body.output = merge_output(
-            body.output,
-            json!({"approval_id": approval_id, "required": required, "expires_at": expires_at}),
+            std::mem::take(&mut body.output),
+            json!({"events": gates.iter().map(|g| &g.event).collect::<Vec<_>>(), "deadline": deadline}),
         );
         let gate = Gate {
-            reason: PauseReason::Approval,
+            reason: if gates.is_empty() {
+                PauseReason::Approval
+            } else {
+                PauseReason::Event
+            },
             step_id: step.id.clone(),
             visit: env.visit,
             paused_at: now,
-            deadline: expires_at,
+            deadline,
             event: None,
             event_match: None,
-            approval_id: Some(approval_id),
+            approval_id: approval.as_ref().map(|a| a.id),
             note: None,
             correlation: None,
+            branches: Some(gates),
         };
         Outcome::Gate {
             body,
             gate,
-            approval: Some(Box::new(approval)),
+            approval: approval.map(Box::new),
         }
+    }
+
+    /// The earliest arrival the event gate at `index` of a `first_of` step entered at
+    /// `entered` takes (as [`Self::early_since`] for a wait).
+    fn branch_since(&self, branches: &[Branch], index: u32, entered: Timestamp) -> Timestamp {
+        let window = match branches.get(index as usize) {
+            Some(Branch::Event { early_events, .. }) => *early_events,
+            _ => None,
+        };
+        self.window_since(window, entered)
     }
 
     /// On a retried execution, an approval this run already granted is kept rather than
@@ -198,6 +339,7 @@ impl Run<'_> {
             event_match: resolved,
             approval_id: None,
             note: None,
+            branches: None,
         };
         Outcome::Gate {
             body,
@@ -206,34 +348,65 @@ impl Run<'_> {
         }
     }
 
-    /// After committing a wait: an event stored while we were entering it may have been
-    /// missed both by our look-up and by its sender's scan of waiting executions. Look
-    /// once more now that the wait is visible; claim it ourselves if one matches.
+    /// After committing a wait (or a `first_of` step with event gates): an event stored
+    /// while we were entering it may have been missed both by our look-up and by its
+    /// sender's scan of waiting executions. Look once more, for each awaited type, now
+    /// that the wait is visible; claim it ourselves if one matches.
     pub(super) async fn recheck_wait(&mut self) -> Result<bool> {
         let Some(gate) = self.exec.gate.clone() else {
             return Ok(false);
         };
-        let Some(event_type) = gate.event.clone() else {
-            return Ok(false);
-        };
         let now = self.now();
-        let since = match self.definition().step(&gate.step_id).map(|s| &s.kind) {
-            Some(tollgate_model::definition::StepKind::Wait { wait, .. }) => {
-                self.early_since(wait, gate.paused_at)
+        let step = self.definition().step(&gate.step_id).cloned();
+        let mut awaited = Vec::new();
+        if let Some(event_type) = gate.event.clone() {
+            let since = match step.as_ref().map(|s| &s.kind) {
+                Some(StepKind::Wait { wait, .. }) => self.early_since(wait, gate.paused_at),
+                _ => self.exec.started_at,
+            };
+            awaited.push((
+                event_type,
+                gate.event_match.clone(),
+                gate.correlation.clone(),
+                since,
+            ));
+        }
+        for branch in gate.branches.iter().flatten() {
+            let since = match step.as_ref().map(|s| &s.kind) {
+                Some(StepKind::FirstOf { first_of }) => {
+                    self.branch_since(first_of, branch.index, gate.paused_at)
+                }
+                _ => self.exec.started_at,
+            };
+            awaited.push((
+                branch.event.clone(),
+                branch.event_match.clone(),
+                branch.correlation.clone(),
+                since,
+            ));
+        }
+        let mut early: Option<tollgate_model::records::Event> = None;
+        for (event_type, event_match, correlation, since) in awaited {
+            let found = self
+                .find_early_event(&event_type, since, correlation.as_deref(), |event| {
+                    !self.exec.consumed_events.contains(&event.id)
+                        && wait_matches(
+                            event_match.as_ref(),
+                            &self.exec.context,
+                            &event.payload,
+                            now,
+                        )
+                })
+                .await?;
+            if let Some(event) = found {
+                if early
+                    .as_ref()
+                    .is_none_or(|e| (event.received_at, event.id) < (e.received_at, e.id))
+                {
+                    early = Some(event);
+                }
             }
-            _ => self.exec.started_at,
-        };
-        let early = self
-            .find_early_event(&event_type, since, gate.correlation.as_deref(), |event| {
-                !self.exec.consumed_events.contains(&event.id)
-                    && wait_matches(
-                        gate.event_match.as_ref(),
-                        &self.exec.context,
-                        &event.payload,
-                        now,
-                    )
-            })
-            .await?;
+        }
         let Some(event) = early else {
             return Ok(false);
         };
@@ -266,8 +439,16 @@ impl Run<'_> {
         wait: &tollgate_model::definition::WaitSpec,
         entered: tollgate_model::records::Timestamp,
     ) -> tollgate_model::records::Timestamp {
-        let window = wait
-            .early_events
+        self.window_since(wait.early_events, entered)
+    }
+
+    /// `entered` less an `early_events` window, never before the execution started.
+    fn window_since(
+        &self,
+        window: Option<tollgate_model::duration::Duration>,
+        entered: Timestamp,
+    ) -> Timestamp {
+        let window = window
             .and_then(|d| chrono::TimeDelta::from_std(d.as_std()).ok())
             .and_then(|d| entered.checked_sub_signed(d));
         window.map_or(self.exec.started_at, |w| w.max(self.exec.started_at))
@@ -419,6 +600,25 @@ pub(super) fn resolve_match(
         }
         other => other.clone(),
     }
+}
+
+/// Whether `gate` takes an event of `event_type` with `payload`: a wait's event whose
+/// match holds, or any event gate of a `first_of` step of that type whose match holds.
+pub fn gate_accepts(
+    gate: &Gate,
+    context: &Value,
+    event_type: &str,
+    payload: &Value,
+    now: Timestamp,
+) -> bool {
+    (gate.event.as_deref() == Some(event_type)
+        && wait_matches(gate.event_match.as_ref(), context, payload, now))
+        || gate
+            .branches
+            .iter()
+            .flatten()
+            .filter(|b| b.event == event_type)
+            .any(|b| wait_matches(b.event_match.as_ref(), context, payload, now))
 }
 
 /// Whether an event payload satisfies a wait's resolved `match` (absent: any event of

@@ -16,7 +16,7 @@ mod gates;
 mod run;
 mod wake;
 
-pub use gates::{wait_matches, RETRY_ROOT};
+pub use gates::{gate_accepts, wait_matches, RETRY_ROOT};
 
 use std::sync::Arc;
 use std::time::Duration;

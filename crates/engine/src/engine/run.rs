@@ -135,7 +135,7 @@ impl<'e> Run<'e> {
             .step(&cursor.step_id)
             .is_none_or(|step| {
                 !step.has_side_effects()
-                    && !matches!(step.kind, StepKind::Wait { .. })
+                    && !matches!(step.kind, StepKind::Wait { .. } | StepKind::FirstOf { .. })
                     && step.retry.is_none()
                     && step.timeout.is_none()
             })
@@ -421,6 +421,7 @@ impl<'e> Run<'e> {
             approval_id: None,
             note: None,
             correlation: None,
+            branches: None,
         };
         tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
         self.commit(
@@ -863,6 +864,9 @@ impl<'e> Run<'e> {
                 self.enter_wait(step, wait, next.clone(), context, env)
                     .await
             }
+            StepKind::FirstOf { first_of } => {
+                self.enter_first_of(step, first_of, context, env).await
+            }
             _ => {
                 let body = crate::steps::run_body(&self.tools(), step, context, env).await;
                 if let Some(error) = body.error.clone() {
@@ -913,7 +917,9 @@ impl<'e> Run<'e> {
                             return Outcome::Failed { body, error };
                         }
                     }
-                    StepKind::Approval { .. } | StepKind::Wait { .. } => None,
+                    StepKind::Approval { .. }
+                    | StepKind::Wait { .. }
+                    | StepKind::FirstOf { .. } => None,
                 };
                 Outcome::Done {
                     body,
@@ -970,7 +976,7 @@ pub(super) fn writes_context(step: &Step) -> bool {
             })
         }
         // An early event lands in the context during the wait's attempt.
-        StepKind::Wait { .. } => true,
+        StepKind::Wait { .. } | StepKind::FirstOf { .. } => true,
         _ => false,
     };
     own || step.children().iter().any(writes_context)

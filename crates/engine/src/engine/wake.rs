@@ -3,7 +3,7 @@
 //! awaited event, a wait's deadline.
 
 use serde_json::{json, Value};
-use tollgate_model::definition::{ErrorClass, OnTimeout, Step, StepKind};
+use tollgate_model::definition::{Branch, ErrorClass, OnTimeout, Step, StepKind};
 use tollgate_model::records::{ApprovalStatus, Gate, StepError, StepRecord, StepStatus, Wake};
 use tollgate_model::{ErrorKind, ExecutionResult, ExecutionStatus};
 use uuid::Uuid;
@@ -119,6 +119,38 @@ impl Run<'_> {
                 map.insert("approval".into(), decision.clone());
             }
         });
+        if let StepKind::FirstOf { first_of } = &step.kind {
+            // The approval gate of a `first_of` step won: its branches say where to go.
+            let (index, on_approve, on_reject) = first_of
+                .iter()
+                .enumerate()
+                .find_map(|(j, b)| match b {
+                    Branch::Approval {
+                        on_approve,
+                        on_reject,
+                        ..
+                    } => Some((j, on_approve.clone(), on_reject.clone())),
+                    _ => None,
+                })
+                .unwrap_or((0, None, None));
+            let mut output = decision;
+            if let Value::Object(map) = &mut output {
+                map.insert("gate".into(), json!("approval"));
+                map.insert("branch".into(), json!(index));
+            }
+            let prior = set_step_output(&mut self.exec.context, &step.id, output.clone());
+            self.note(prior);
+            record.output = output;
+            let records = vec![record];
+            if outcome == ApprovalStatus::Approved {
+                self.exec.result = Some(ExecutionResult::Allowed);
+                self.leave_gate(on_approve, records).await?;
+            } else {
+                self.exec.result = Some(ExecutionResult::Blocked);
+                self.leave_gate(on_reject, records).await?;
+            }
+            return Ok(());
+        }
         record.output = decision;
         let records = vec![record];
         let (on_approve, on_reject, next) = match &step.kind {
@@ -178,6 +210,40 @@ impl Run<'_> {
         record.output = json!({"event_id": event_id, "event_type": event_type});
         let next = match &step.kind {
             StepKind::Wait { next, .. } => next.clone(),
+            StepKind::FirstOf { first_of } => {
+                // The first event gate of this type whose match the event satisfies (the
+                // claim checked that one does); its position is recorded with the output.
+                let now = self.now();
+                let won = gate
+                    .branches
+                    .iter()
+                    .flatten()
+                    .filter(|b| b.event == event_type)
+                    .find(|b| {
+                        super::gates::wait_matches(
+                            b.event_match.as_ref(),
+                            &self.exec.context,
+                            payload,
+                            now,
+                        )
+                    })
+                    .or_else(|| {
+                        gate.branches
+                            .iter()
+                            .flatten()
+                            .find(|b| b.event == event_type)
+                    })
+                    .map(|b| b.index);
+                let output = json!({"gate": "event", "branch": won, "event_id": event_id,
+                    "event_type": event_type});
+                let prior = set_step_output(&mut self.exec.context, &step.id, output.clone());
+                self.note(prior);
+                record.output = output;
+                match won.and_then(|j| first_of.get(j as usize)) {
+                    Some(Branch::Event { next, .. }) => next.clone(),
+                    _ => None,
+                }
+            }
             _ => None,
         };
         self.goto(next, vec![record], Vec::new(), Vec::new())
@@ -195,6 +261,21 @@ impl Run<'_> {
         let Some((step, mut record)) = self.gate_step(gate) else {
             return self.lost_step(&gate.step_id).await;
         };
+        if let StepKind::FirstOf { first_of } = &step.kind {
+            // The `after` gate won (any approval was closed `superseded` by the claim).
+            if let Some((index, next)) = first_of.iter().enumerate().find_map(|(j, b)| match b {
+                Branch::After { next, .. } => Some((j, next.clone())),
+                _ => None,
+            }) {
+                let output = json!({"gate": "after", "branch": index, "timed_out": true, "at": at});
+                let prior = set_step_output(&mut self.exec.context, &step.id, output.clone());
+                self.note(prior);
+                record.output = output;
+                self.goto(next, vec![record], Vec::new(), Vec::new())
+                    .await?;
+                return Ok(());
+            }
+        }
         let on_timeout = match &step.kind {
             StepKind::Wait { wait, .. } => wait.on_timeout.clone(),
             _ => None,

@@ -263,7 +263,7 @@ pub(crate) fn run_body<'a>(
                 body.output = json!({"items": items.len(), "results": results});
                 body
             }
-            StepKind::Approval { .. } | StepKind::Wait { .. } => {
+            StepKind::Approval { .. } | StepKind::Wait { .. } | StepKind::FirstOf { .. } => {
                 // Validation keeps gates out of bodies; reaching here is a bug, reported as a failure.
                 Body {
                     error: Some(StepError {

@@ -503,3 +503,71 @@ fn a_waits_early_events_window_is_a_duration() {
     let refused = load(&wait(json!("a day"))).unwrap_err();
     assert_eq!(refused.errors[0].path, "steps[1].wait.early_events");
 }
+
+/// A `first_of` step is checked gate by gate, each problem at its gate's path.
+#[test]
+fn first_of_gates_are_checked_at_their_own_paths() {
+    let doc = wf(json!([
+        {"id": "start", "type": "action", "action": "allow", "next": "settle"},
+        {"id": "settle", "type": "first_of", "first_of": [
+            {"event": "payment.settled", "match": {"field": "event.order_id", "operator": "bigger", "value": 1}, "next": "ship"},
+            {"event": "order.cancelled", "next": "nowhere"},
+            {"approval": {"approvers": {}, "timeout": "1h"}, "on_approve": "ship"},
+            {"approval": {"approvers": {"role": "ops"}}},
+            {"after": "3d", "next": "ship", "nxt": "x"},
+            {"after": "0s"},
+            {"event": "x", "after": "1h"},
+            {}]},
+        {"id": "ship", "type": "action", "action": "allow"}
+    ]));
+    let found = errors(&doc);
+    let located: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        located,
+        [
+            "steps[1].first_of[0].match.operator",
+            "steps[1].first_of[4].nxt",
+            "steps[1].first_of[6]",
+            "steps[1].first_of[7]",
+            "steps[1].first_of[1].next",
+            "steps[1].first_of[2].approval.approvers",
+            "steps[1].first_of[2].approval.timeout",
+            "steps[1].first_of[3].approval",
+            "steps[1].first_of[5].after",
+            "steps[1].first_of[5].after",
+        ],
+        "{found:#?}"
+    );
+    // One gate is not a race; `after` alone has nothing to race with.
+    let one = wf(json!([{"id": "s", "type": "first_of", "first_of": [{"event": "a"}]}]));
+    assert_eq!(paths(&one), ["steps[0].first_of"]);
+    let timers = wf(
+        json!([{"id": "s", "type": "first_of", "first_of": [{"after": "1h"}, {"after": "2h"}]}]),
+    );
+    assert!(
+        paths(&timers).contains(&"steps[0].first_of".to_owned()),
+        "{:?}",
+        errors(&timers)
+    );
+    // Gates cannot sit inside parallel steps; a valid one loads and keeps its branches.
+    let nested = wf(
+        json!([{"id": "p", "type": "parallel", "parallel": {"steps": [
+        {"id": "s", "type": "first_of", "first_of": [{"event": "a"}, {"after": "1h"}]}]}}]),
+    );
+    assert_eq!(paths(&nested), ["steps[0].parallel.steps[0]"]);
+    let ok = wf(json!([
+        {"id": "s", "type": "first_of", "first_of": [
+            {"event": "a", "match": {"field": "event.id", "operator": "eq", "value": "{{id}}"}, "next": "t"},
+            {"approval": {"approvers": {"role": "ops"}}, "on_reject": "t"},
+            {"after": "1h", "next": "t"}]},
+        {"id": "t", "type": "action", "action": "allow"}]));
+    let loaded = load(&ok).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The canonical form it is stored in loads back to the same definition.
+    let round_trip = serde_json::to_value(&loaded.definition).unwrap();
+    assert_eq!(
+        round_trip["steps"][0]["first_of"][2],
+        json!({"after": "1h", "next": "t"})
+    );
+    assert_eq!(load(&round_trip).unwrap().definition, loaded.definition);
+}

@@ -101,6 +101,20 @@ impl EventStore for PgStore {
         }
         rules::claim_wait(&mut execution, &event, claim, now);
         write_execution(&mut tx, &execution).await?;
+        if execution
+            .gate
+            .as_ref()
+            .and_then(tollgate_model::records::Gate::superseded_approval)
+            .is_some()
+        {
+            super::sql::close_approvals(
+                &mut tx,
+                target,
+                tollgate_model::records::ApprovalStatus::Superseded,
+                now,
+            )
+            .await?;
+        }
         event.resumed = vec![target];
         let inserted = sqlx::query(
             "INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \

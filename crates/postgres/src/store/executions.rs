@@ -361,12 +361,13 @@ impl ExecutionStore for PgStore {
                 AND {readable} ORDER BY gate_deadline LIMIT $2 FOR UPDATE SKIP LOCKED), \
              upd AS (UPDATE executions e SET status = 'running', lease_owner = $3, lease_expires_at = $4, version = e.version + 1, \
                 updated_at = $1, resume_count = e.resume_count + 1, last_resumed_at = $1, \
-                wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL \
+                wake = CASE WHEN e.gate_reason = 'approval' AND e.gate_approval_id IS NOT NULL AND NOT (e.gate ? 'branches') \
                     THEN jsonb_build_object('kind', 'approval', 'approval_id', e.gate_approval_id, 'outcome', 'expired', \
                         'decided_by', NULL, 'reason', NULL, 'data', NULL, 'decided_at', $1::timestamptz) \
                     ELSE jsonb_build_object('kind', 'wait_timeout', 'at', $1::timestamptz) END \
                 FROM due WHERE e.id = due.id RETURNING {returned}), \
-             expired AS (UPDATE approvals SET status = 'expired', decided_at = $1 \
+             expired AS (UPDATE approvals SET status = CASE WHEN id IN (SELECT gate_approval_id FROM upd WHERE gate ? 'branches') \
+                    THEN 'superseded' ELSE 'expired' END, decided_at = $1 \
                 WHERE id IN (SELECT gate_approval_id FROM upd) AND status = 'pending' RETURNING 1), \
              audited AS (INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
                 SELECT gen_random_uuid(), id, 'timer', NULL, jsonb_build_object('deadline', gate_deadline, 'step_id', gate->>'step_id'), $1, $1, 'resumed', NULL \
@@ -581,6 +582,14 @@ impl ExecutionStore for PgStore {
         }
         rules::claim_wait(&mut execution, event, claim, now);
         write_execution(&mut tx, &execution).await?;
+        if execution
+            .gate
+            .as_ref()
+            .and_then(tollgate_model::records::Gate::superseded_approval)
+            .is_some()
+        {
+            close_approvals(&mut tx, id, ApprovalStatus::Superseded, now).await?;
+        }
         note_consumed(&mut tx, id, &[event.id]).await?;
         audit(
             &mut tx,
@@ -610,6 +619,33 @@ impl ExecutionStore for PgStore {
             now,
         })
         .await
+    }
+
+    async fn waiting_at_first_of(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        n: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        // The type's rows in `gate_events` (kept by triggers), then each execution by id,
+        // still waiting: an index range and a primary-key probe per row.
+        let readable = readable("e");
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM gate_events g JOIN executions e ON e.id = g.execution_id \
+             WHERE g.event_type = $1 AND g.execution_id > $2 AND e.status = 'waiting' AND {readable} \
+             ORDER BY g.execution_id LIMIT $3",
+            columns!(executions, "e.")
+        ))
+        .bind(event_type)
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(limit(n))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let (waiting, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(waiting)
     }
 
     async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {

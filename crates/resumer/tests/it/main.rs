@@ -7,6 +7,7 @@
 )]
 
 mod examples;
+mod first_of;
 mod gates;
 mod migrate;
 mod paths;

@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{
-    ApprovalStatus, Event, Execution, Migration, ResumeTrigger, Retry, StepRecord, Timestamp, Wake,
+    ApprovalStatus, Event, Execution, Gate, Migration, ResumeTrigger, Retry, StepRecord, Timestamp,
+    Wake,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
@@ -66,6 +67,14 @@ const WAITING_SCAN: &str = concat!(
     " ORDER BY id LIMIT ?"
 );
 
+/// Executions waiting at a `first_of` step with an event gate of a type: its rows in
+/// `gate_events` (kept by triggers), then the execution by id, still waiting.
+const FIRST_OF_SCAN: &str = concat!(
+    "SELECT executions.* FROM gate_events JOIN executions ON executions.id = gate_events.execution_id \
+     WHERE gate_events.event_type = ? AND gate_events.execution_id > ? AND executions.status = 'waiting' AND ",
+    readable_execution!(),
+    " ORDER BY gate_events.execution_id LIMIT ?"
+);
 /// A waiting execution's correlation shape and hash, exactly as the `executions_wait_key`
 /// index spells them (SQLite uses an expression index only for the same expression).
 const WAIT_SHAPE: &str = "coalesce(json_extract(gate, '$.correlation.shape'), '')";
@@ -409,14 +418,16 @@ impl ExecutionStore for SqliteStore {
         let sql = &format!("BEGIN IMMEDIATE; \
             UPDATE executions SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, version = version + 1, updated_at = ?3, \
                 resume_count = resume_count + 1, last_resumed_at = ?3, commit_token = ?4, \
-                wake = CASE WHEN gate_reason = 'approval' AND gate_approval_id IS NOT NULL \
+                wake = CASE WHEN gate_reason = 'approval' AND gate_approval_id IS NOT NULL AND json_extract(gate, '$.branches') IS NULL \
                     THEN json_object('kind', 'approval', 'approval_id', gate_approval_id, 'outcome', 'expired', 'decided_by', NULL, \
                         'reason', NULL, 'data', NULL, 'decided_at', ?5) \
                     ELSE json_object('kind', 'wait_timeout', 'at', ?5) END \
               WHERE id IN ({DUE_GATES_PICK}) \
               RETURNING *; \
             UPDATE approvals SET status = 'expired', decided_at = ?3 \
-              WHERE status = 'pending' AND id IN (SELECT gate_approval_id {CLAIMED_BY_TOKEN}); \
+              WHERE status = 'pending' AND id IN (SELECT gate_approval_id {CLAIMED_BY_TOKEN} AND json_extract(gate, '$.branches') IS NULL); \
+            UPDATE approvals SET status = 'superseded', decided_at = ?3 \
+              WHERE status = 'pending' AND id IN (SELECT gate_approval_id {CLAIMED_BY_TOKEN} AND json_extract(gate, '$.branches') IS NOT NULL); \
             INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
               SELECT lower(hex(randomblob(16))), id, 'timer', NULL, \
                 json_object('deadline', strftime('%Y-%m-%dT%H:%M:%fZ', gate_deadline / 1000000.0, 'unixepoch'), 'step_id', json_extract(gate, '$.step_id')), \
@@ -632,6 +643,14 @@ impl ExecutionStore for SqliteStore {
         rules::check_wait_claim(&execution, expected_version, event)?;
         rules::claim_wait(&mut execution, event, claim, now);
         write_execution(&mut tx, &execution).await?;
+        if execution
+            .gate
+            .as_ref()
+            .and_then(Gate::superseded_approval)
+            .is_some()
+        {
+            close_approvals(&mut tx, id, ApprovalStatus::Superseded, now).await?;
+        }
         sqlx::query(super::events::NOTE_CONSUMED)
             .bind(id.to_string())
             .bind(event.id.to_string())
@@ -668,6 +687,25 @@ impl ExecutionStore for SqliteStore {
             .map_err(backend)?;
         // A waiting execution nobody can read would fail every event of its type: it is
         // set aside, and the scan answers with the others.
+        let (waiting, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        Ok(waiting)
+    }
+
+    async fn waiting_at_first_of(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let rows = sqlx::query(FIRST_OF_SCAN)
+            .bind(event_type)
+            .bind(after.map_or_else(String::new, |a| a.to_string()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
         let (waiting, unreadable) = rows::decode_claimed(&rows);
         rules::quarantine_each(self, unreadable, now).await;
         Ok(waiting)

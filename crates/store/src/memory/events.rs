@@ -91,6 +91,18 @@ impl EventStore for MemoryStore {
         rules::check_wait_claim(execution, expected_version, &event)?;
         rules::claim_wait(execution, &event, claim, now);
         let claimed = execution.clone();
+        if claimed
+            .gate
+            .as_ref()
+            .and_then(tollgate_model::records::Gate::superseded_approval)
+            .is_some()
+        {
+            state.close_approvals(
+                target,
+                tollgate_model::records::ApprovalStatus::Superseded,
+                now,
+            );
+        }
         event.resumed = vec![target];
         if let Some(key) = &event.event_id {
             state.event_ids.insert(key.clone(), event.id);

@@ -303,7 +303,12 @@ impl ExecutionStore for MemoryStore {
             };
             if let Some(approval) = gate.approval_id.and_then(|a| state.approvals.get_mut(&a)) {
                 if approval.status == ApprovalStatus::Pending {
-                    approval.status = ApprovalStatus::Expired;
+                    // A `first_of` step's deadline is another gate winning, not an expiry.
+                    approval.status = if gate.is_first_of() {
+                        ApprovalStatus::Superseded
+                    } else {
+                        ApprovalStatus::Expired
+                    };
                     approval.decided_at = Some(now);
                 }
             }
@@ -507,6 +512,14 @@ impl ExecutionStore for MemoryStore {
         rules::check_wait_claim(execution, expected_version, event)?;
         rules::claim_wait(execution, event, lease, now);
         let snapshot = execution.clone();
+        if snapshot
+            .gate
+            .as_ref()
+            .and_then(Gate::superseded_approval)
+            .is_some()
+        {
+            state.close_approvals(id, ApprovalStatus::Superseded, now);
+        }
         state.note_consumed(event.id, id);
         state.audit(
             id,
@@ -531,6 +544,29 @@ impl ExecutionStore for MemoryStore {
             .values()
             .filter(|e| after.is_none_or(|a| e.id > a))
             .filter(|e| waits_for(e, event_type).is_some())
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn waiting_at_first_of(
+        &self,
+        event_type: &str,
+        after: Option<Uuid>,
+        limit: u32,
+        _now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let state = self.lock();
+        Ok(state
+            .executions
+            .values()
+            .filter(|e| after.is_none_or(|a| e.id > a))
+            .filter(|e| {
+                e.status == ExecutionStatus::Waiting
+                    && e.gate
+                        .as_ref()
+                        .is_some_and(|g| g.branches.iter().flatten().any(|b| b.event == event_type))
+            })
             .take(limit as usize)
             .cloned()
             .collect())

@@ -198,6 +198,7 @@ pub(crate) fn gate(reason: PauseReason, deadline: Option<Timestamp>) -> Gate {
         event_match: None,
         approval_id: None,
         note: None,
+        branches: None,
         correlation: None,
     }
 }

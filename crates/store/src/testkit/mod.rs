@@ -23,6 +23,7 @@ mod audit;
 mod control;
 mod events;
 mod executions;
+mod first_of;
 mod fixtures;
 mod keys;
 mod quarantine;
@@ -35,6 +36,7 @@ pub use audit::*;
 pub use control::*;
 pub use events::*;
 pub use executions::*;
+pub use first_of::*;
 pub use fixtures::*;
 pub use keys::*;
 pub use quarantine::*;
@@ -78,6 +80,8 @@ macro_rules! contract_tests {
             early_events_are_paged_without_a_cap,
             untaken_events_are_purged_by_their_types_cutoff,
             events_are_found_by_their_stored_keys,
+            first_of_gates_are_found_by_each_type_and_an_event_supersedes_the_approval,
+            a_first_of_step_is_decided_while_waiting_and_its_deadline_supersedes,
             decisions_after_the_deadline_are_refused,
             a_retried_event_write_answers_with_the_stored_event,
             pauses_keep_a_stored_wake,
