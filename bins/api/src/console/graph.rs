@@ -244,4 +244,34 @@ mod tests {
             assert!(svg.contains(id), "{id} missing");
         }
     }
+
+    #[test]
+    fn a_first_of_step_draws_each_gate_as_its_own_edge() {
+        let doc = serde_json::json!({"workflow_id": "w", "version": "1", "steps": [
+            {"id": "settle", "type": "first_of", "first_of": [
+                {"event": "payment.settled", "next": "ship"},
+                {"event": "order.cancelled", "next": "refund"},
+                {"approval": {"approvers": {"role": "ops"}}, "on_approve": "ship", "on_reject": "refund"},
+                {"after": "3d", "next": "escalate"}]},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "refund", "type": "action", "action": "block"},
+            {"id": "escalate", "type": "action", "action": "block"}]});
+        let definition = tollgate_model::load(&doc).unwrap().definition;
+        let text = dot(&definition, None);
+        for edge in [
+            r#""settle" -> "ship" [label="payment.settled""#,
+            r#""settle" -> "refund" [label="order.cancelled""#,
+            r#""settle" -> "ship" [label="approved""#,
+            r#""settle" -> "refund" [label="rejected""#,
+            r#""settle" -> "escalate" [label="after 3d""#,
+        ] {
+            assert!(text.contains(edge), "{edge} missing from {text}");
+        }
+        assert!(text.contains("first of"), "{text}");
+        let svg = svg(&definition, None);
+        assert!(
+            svg.contains("payment.settled") && svg.contains("after 3d"),
+            "{svg}"
+        );
+    }
 }

@@ -39,6 +39,7 @@ on_both_backends!(
     failed_executions_are_retried,
     paused_executions_are_migrated,
     unreadable_executions_are_quarantined,
+    first_of_gates_through_http,
 );
 
 fn code(body: &Value) -> &str {
@@ -1479,4 +1480,74 @@ async fn the_mcp_endpoint_authenticates_first_and_can_be_switched_off() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("\"not_found\""), "{body}");
     off.stop().await;
+}
+
+/// A `first_of` step through the API: the execution waits for an event and a decision at
+/// once; the event wins, and its approval is `superseded` — listed under that status,
+/// refusing decisions with 409.
+async fn first_of_gates_through_http(app: TestApp) {
+    let service = app.key("shop", &["service"]).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    app.workflow(json!({
+        "workflow_id": "settle", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "settle", "type": "first_of", "first_of": [
+                {"event": "payment.settled", "match": {"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"}, "next": "ship"},
+                {"approval": {"approvers": {"role": "sales_manager"}}, "on_approve": "ship", "on_reject": "refund"},
+                {"after": "3d", "next": "refund"}]},
+            {"id": "ship", "type": "action", "action": "allow"},
+            {"id": "refund", "type": "action", "action": "block"}]
+    }))
+    .await;
+    let (s, ev) = app
+        .post(
+            "/api/v1/events",
+            &service,
+            json!({"event_type": "order.created", "payload": {"order_id": "o-7"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{ev}");
+    let id = ev["started"][0].as_str().unwrap().to_owned();
+    let waiting = app.until(&id, |e| e["status"] == "waiting").await;
+    let approval = waiting["approval_id"].as_str().unwrap().to_owned();
+    let (s, pending) = app.get("/api/v1/approvals?status=pending", &maria).await;
+    assert_eq!(s, StatusCode::OK, "{pending}");
+    assert_eq!(pending["items"][0]["id"], approval.as_str(), "{pending}");
+
+    let (s, paid) = app
+        .post(
+            "/api/v1/events",
+            &service,
+            json!({"event_type": "payment.settled", "payload": {"order_id": "o-7"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{paid}");
+    assert_eq!(paid["resumed"], json!([id]), "{paid}");
+    let done = app.until(&id, |e| e["status"] == "completed").await;
+    assert_eq!(done["result"], "allowed", "{done}");
+    assert_eq!(
+        done["context"]["steps"]["settle"]["gate"], "event",
+        "{done}"
+    );
+
+    let (s, closed) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &maria)
+        .await;
+    assert_eq!(
+        (s, closed["status"].as_str()),
+        (StatusCode::OK, Some("superseded")),
+        "{closed}"
+    );
+    let (s, listed) = app.get("/api/v1/approvals?status=superseded", &maria).await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    assert_eq!(listed["items"][0]["id"], approval.as_str(), "{listed}");
+    let (s, b) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/approve"),
+            &maria,
+            json!({"reason": "late"}),
+        )
+        .await;
+    assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "conflict"), "{b}");
+    app.stop().await;
 }

@@ -223,6 +223,13 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                 h1 { (entity(&a)) }
                 span class={"badge " (a.status.as_str())} { (a.status.as_str()) }
             }
+            @if a.status == ApprovalStatus::Superseded {
+                p.notice id="superseded" {
+                    "Superseded: another gate of step " code { (a.step_id) } " fired first"
+                    @if let Some(won) = superseded_by(execution.as_ref(), &a.step_id) { " (" (won) ")" }
+                    ", so this request decides nothing."
+                }
+            }
             section.card {
                 @if let Some(reason) = &a.reason { p.reason { (reason) } }
                 (approval_data(&a.data))
@@ -420,5 +427,19 @@ mod tests {
             decision_notice(&request(1, Approved, &[("bob", Approve)]), "ann"),
             "expense e-5 was already approved by bob."
         );
+    }
+}
+
+/// What won the `first_of` step whose approval was superseded, as its execution's
+/// context records it: the event type, or the deadline.
+fn superseded_by(
+    execution: Option<&tollgate_model::records::Execution>,
+    step_id: &str,
+) -> Option<String> {
+    let output = &execution?.context.get("steps")?.get(step_id)?;
+    match output.get("gate")?.as_str()? {
+        "event" => Some(format!("event `{}`", output.get("event_type")?.as_str()?)),
+        "after" => Some("its deadline".to_owned()),
+        _ => None,
     }
 }
