@@ -449,7 +449,7 @@ pub enum ApprovalCommand {
     /// Lists approval requests, newest first.
     #[command(after_help = "Example:\n  tollgate approvals list --status pending --role finance")]
     List {
-        /// `pending`, `approved`, `rejected`, `expired` or `cancelled`.
+        /// `pending`, `approved`, `rejected`, `expired`, `cancelled` or `superseded`.
         #[arg(long)]
         status: Option<String>,
         /// Addressed to this approver role.

@@ -391,7 +391,7 @@ pub struct ApprovalDto {
     pub approver_users: Vec<String>,
     /// Approvals needed.
     pub required: u32,
-    /// `pending`, `approved`, `rejected`, `expired`, `cancelled`.
+    /// `pending`, `approved`, `rejected`, `expired`, `cancelled`, `superseded` (another gate of its `first_of` step won).
     pub status: String,
     /// Why approval is needed.
     pub reason: Option<String>,
@@ -1241,7 +1241,7 @@ pub struct WorkflowQuery {
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct ApprovalQuery {
-    /// `pending`, `approved`, `rejected`, `expired` or `cancelled`.
+    /// `pending`, `approved`, `rejected`, `expired`, `cancelled` or `superseded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// Addressed to this approver role.

@@ -98,7 +98,7 @@ async fn decide(
     responses((status = 200, body = DecidedDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
         (status = 403, description = "the caller may not decide this request", body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
-        (status = 409, description = "already decided, expired or cancelled, or already approved by this caller", body = ErrorEnvelope)),
+        (status = 409, description = "already decided, expired, cancelled or superseded, or already approved by this caller", body = ErrorEnvelope)),
     security(("bearer" = ["approver", "admin"])))]
 pub async fn approve(
     state: web::Data<AppState>,

@@ -409,6 +409,11 @@ pub async fn execution(
                                 @if badge == "expired" || badge == "timed_out" {
                                     @if let Some(next) = steps.get(i + 1) { " → " code { (next.step_id) } }
                                 }
+                                // A `first_of` step: which of its gates won.
+                                @if let Some(gate) = r.output.get("gate").and_then(Value::as_str) {
+                                    " " span.muted.won { "won by " (gate)
+                                        @if let Some(t) = r.output.get("event_type").and_then(Value::as_str) { " " code { (t) } } }
+                                }
                                 @if r.visit > 1 { " " span.muted { "visit " (r.visit) } }
                                 @if r.attempt > 1 { " " span.muted { "attempt " (r.attempt) } }
                                 @if r.output.get("kept") == Some(&Value::Bool(true)) { " " span.muted { "kept from before the retry" } }
