@@ -154,6 +154,30 @@ fn wait_flow(name: &'static str, wait: Value, before: Value, script: Vec<Act>) -
     }
 }
 
+/// A `first_of` step racing a payment, a manager's decision and a one-hour deadline.
+fn first_of_flow(name: &'static str, script: Vec<Act>) -> Scenario {
+    Scenario {
+        name,
+        workflows: vec![json!({
+            "workflow_id": name, "version": "1",
+            "trigger": {"type": "event", "event": "order.created"},
+            "steps": [
+                {"id": "settle", "type": "first_of", "first_of": [
+                    {"event": "payment.received",
+                     "match": {"field": "event.order_id", "operator": "eq", "value": "{{order.id}}"},
+                     "next": "ship"},
+                    {"approval": {"approvers": {"role": "manager"}}, "on_approve": "ship", "on_reject": "late"},
+                    {"after": "1h", "next": "late"}]},
+                {"id": "ship", "type": "action", "action": "allow",
+                 "execute": [{"type": "webhook", "url": "{{remote}}/ship", "body": {"order": "{{order.id}}"}}]},
+                {"id": "late", "type": "action", "action": "block"}
+            ]
+        })],
+        script,
+        remote: Remote::Healthy,
+    }
+}
+
 fn order(id: &str) -> Value {
     json!({"order": {"id": id, "total": 25000}})
 }
@@ -264,6 +288,26 @@ pub fn scenarios() -> Vec<Scenario> {
                     payload: paid("o-1"),
                     to: Some("o-1"),
                 },
+            ],
+        ),
+        first_of_flow(
+            "first-of-event-beats-decision",
+            vec![
+                send("order.created", "o-1", order("o-1")),
+                send("payment.received", "p-1", paid("o-1")),
+                decide("o-1", "ana", &["manager"], false),
+                Act::Advance(HOUR),
+                Act::Tick,
+            ],
+        ),
+        first_of_flow(
+            "first-of-deadline-beats-event",
+            vec![
+                send("order.created", "o-1", order("o-1")),
+                Act::Advance(HOUR),
+                send("payment.received", "p-1", paid("o-1")),
+                Act::Tick,
+                decide("o-1", "ana", &["manager"], true),
             ],
         ),
         approval_flow(

@@ -132,6 +132,8 @@ every_crash_point! {
     wait_late_event => "wait-late-event",
     wait_event_races_timer => "wait-event-races-timer",
     wait_direct_delivery => "wait-direct-delivery",
+    first_of_event_beats_decision => "first-of-event-beats-decision",
+    first_of_deadline_beats_event => "first-of-deadline-beats-event",
     operator_at_a_gate => "operator-at-a-gate",
     operator_pauses_a_woken_wait => "operator-pauses-a-woken-wait",
     operator_pauses_a_decided_gate => "operator-pauses-a-decided-gate",
@@ -163,6 +165,11 @@ fn sqlite_wait_late_event() {
 #[test]
 fn sqlite_operator_pauses_a_woken_wait() {
     sweep("operator-pauses-a-woken-wait", Backend::Sqlite, 1);
+}
+
+#[test]
+fn sqlite_first_of_event_beats_decision() {
+    sweep("first-of-event-beats-decision", Backend::Sqlite, 1);
 }
 
 #[test]
