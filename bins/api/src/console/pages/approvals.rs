@@ -364,6 +364,20 @@ pub async fn reject(
     .await
 }
 
+/// What won the `first_of` step whose approval was superseded, as its execution's
+/// context records it: the event type, or the deadline.
+fn superseded_by(
+    execution: Option<&tollgate_model::records::Execution>,
+    step_id: &str,
+) -> Option<String> {
+    let output = &execution?.context.get("steps")?.get(step_id)?;
+    match output.get("gate")?.as_str()? {
+        "event" => Some(format!("event `{}`", output.get("event_type")?.as_str()?)),
+        "after" => Some("its deadline".to_owned()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -427,19 +441,5 @@ mod tests {
             decision_notice(&request(1, Approved, &[("bob", Approve)]), "ann"),
             "expense e-5 was already approved by bob."
         );
-    }
-}
-
-/// What won the `first_of` step whose approval was superseded, as its execution's
-/// context records it: the event type, or the deadline.
-fn superseded_by(
-    execution: Option<&tollgate_model::records::Execution>,
-    step_id: &str,
-) -> Option<String> {
-    let output = &execution?.context.get("steps")?.get(step_id)?;
-    match output.get("gate")?.as_str()? {
-        "event" => Some(format!("event `{}`", output.get("event_type")?.as_str()?)),
-        "after" => Some("its deadline".to_owned()),
-        _ => None,
     }
 }
