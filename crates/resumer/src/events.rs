@@ -344,21 +344,42 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
                     })
                 })
                 .collect();
-            // And the `first_of` steps with an event gate of its type (their own index).
-            let mut after = None;
-            loop {
-                let page = store
-                    .waiting_at_first_of(&event.event_type, after, SCAN_PAGE, engine.clock().now())
-                    .await?;
-                let full = page.len() == SCAN_PAGE as usize;
-                after = page.last().map(|e| e.id);
-                for execution in &page {
-                    if let Some(claimed) = try_claim(engine, execution, event).await? {
-                        resumed.push(claimed);
+            // And the `first_of` steps with an event gate of its type: by key too, in
+            // their own index; nothing more to read when no such step awaits the type.
+            let shapes = store.first_of_shapes(&event.event_type).await?;
+            if !shapes.is_empty() {
+                let keys: Vec<WaitKey> = shapes
+                    .into_iter()
+                    .filter(|s| !s.shape.is_empty())
+                    .filter_map(|shape| {
+                        let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
+                        Some(WaitKey {
+                            shape: shape.shape,
+                            hash,
+                        })
+                    })
+                    .collect();
+                let mut after = None;
+                loop {
+                    let page = store
+                        .waiting_at_first_of(
+                            &event.event_type,
+                            &keys,
+                            after,
+                            SCAN_PAGE,
+                            engine.clock().now(),
+                        )
+                        .await?;
+                    let full = page.len() == SCAN_PAGE as usize;
+                    after = page.last().map(|e| e.id);
+                    for execution in &page {
+                        if let Some(claimed) = try_claim(engine, execution, event).await? {
+                            resumed.push(claimed);
+                        }
                     }
-                }
-                if !full {
-                    break;
+                    if !full {
+                        break;
+                    }
                 }
             }
             let mut after = None;

@@ -274,7 +274,8 @@ through_fuse!(ExecutionStore {
     fn cancel_execution(&self, id: Uuid, actor: Option<&str>, reason: Option<&str>, now: Timestamp) -> Execution;
     fn claim_wait(&self, id: Uuid, expected_version: Option<i64>, event: &Event, actor: Option<&str>, claim: &LeaseClaim, now: Timestamp) -> Execution;
     fn waiting_for_event(&self, event_type: &str, after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;
-    fn waiting_at_first_of(&self, event_type: &str, after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;
+    fn first_of_shapes(&self, event_type: &str) -> Vec<WaitShape>;
+    fn waiting_at_first_of(&self, event_type: &str, keys: &[WaitKey], after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;
     fn wait_shapes(&self, event_type: &str) -> Vec<WaitShape>;
     fn waiting_for_keys(&self, event_type: &str, keys: &[WaitKey], after: Option<Uuid>, limit: u32, now: Timestamp) -> Vec<Execution>;
     fn quarantine_execution(&self, id: Uuid, detail: &str, now: Timestamp) -> Execution;

@@ -1,7 +1,8 @@
 -- Why: a `first_of` step waits for several event types at once (docs/execution-semantics.md,
 -- "First-of gates"), but an execution row names one awaited type (`gate_event`). Each
--- event gate of a waiting first_of step gets a row here, so an incoming event finds those
--- executions by one index probe of its type. The rows follow the gate column by
+-- event gate of a waiting first_of step gets a row here under its correlation key (shape
+-- and hash; both '' for a gate without one), so an incoming event finds those executions
+-- by one index probe per key, as it finds plain waits. The rows follow the gate column by
 -- triggers, so every path that writes a gate (commits, decisions, intake, retries,
 -- migrations, previous releases during an upgrade) keeps them right without knowing of
 -- them; a reader still checks that the execution is waiting at that gate. (No `OR
@@ -9,35 +10,56 @@
 -- policy, so duplicates are left out by the SELECT instead.)
 CREATE TABLE IF NOT EXISTS gate_events (
     event_type    TEXT NOT NULL,
+    shape         TEXT NOT NULL,
+    hash          TEXT NOT NULL,
     execution_id  TEXT NOT NULL,
-    PRIMARY KEY (event_type, execution_id)
+    fields        TEXT NOT NULL,
+    PRIMARY KEY (event_type, shape, hash, execution_id)
 ) STRICT, WITHOUT ROWID;
 
 CREATE TRIGGER IF NOT EXISTS gate_events_on_insert AFTER INSERT ON executions
 WHEN instr(NEW.gate, '"branches"') > 0
 BEGIN
-    INSERT INTO gate_events (event_type, execution_id)
-        SELECT DISTINCT json_extract(b.value, '$.event'), NEW.id FROM json_each(NEW.gate, '$.branches') b
-        WHERE NOT EXISTS (SELECT 1 FROM gate_events g
-            WHERE g.event_type = json_extract(b.value, '$.event') AND g.execution_id = NEW.id);
+    INSERT INTO gate_events (event_type, shape, hash, execution_id, fields)
+        SELECT event_type, shape, hash, NEW.id, min(fields) FROM (
+            SELECT json_extract(b.value, '$.event') AS event_type,
+                coalesce(json_extract(b.value, '$.correlation.shape'), '') AS shape,
+                coalesce(json_extract(b.value, '$.correlation.hash'), '') AS hash,
+                coalesce(json_extract(b.value, '$.correlation.fields'), '[]') AS fields
+            FROM json_each(NEW.gate, '$.branches') b) k
+        WHERE NOT EXISTS (SELECT 1 FROM gate_events g WHERE g.event_type = k.event_type
+            AND g.shape = k.shape AND g.hash = k.hash AND g.execution_id = NEW.id)
+        GROUP BY event_type, shape, hash;
 END;
 
 CREATE TRIGGER IF NOT EXISTS gate_events_on_update AFTER UPDATE OF gate ON executions
 WHEN instr(OLD.gate, '"branches"') > 0 OR instr(NEW.gate, '"branches"') > 0
 BEGIN
-    DELETE FROM gate_events WHERE execution_id = OLD.id AND event_type IN
-        (SELECT json_extract(value, '$.event') FROM json_each(coalesce(OLD.gate, '{}'), '$.branches'));
-    INSERT INTO gate_events (event_type, execution_id)
-        SELECT DISTINCT json_extract(b.value, '$.event'), NEW.id FROM json_each(coalesce(NEW.gate, '{}'), '$.branches') b
-        WHERE NOT EXISTS (SELECT 1 FROM gate_events g
-            WHERE g.event_type = json_extract(b.value, '$.event') AND g.execution_id = NEW.id);
+    DELETE FROM gate_events WHERE execution_id = OLD.id
+        AND (event_type, shape, hash) IN (SELECT json_extract(value, '$.event'),
+            coalesce(json_extract(value, '$.correlation.shape'), ''),
+            coalesce(json_extract(value, '$.correlation.hash'), '')
+            FROM json_each(coalesce(OLD.gate, '{}'), '$.branches'));
+    INSERT INTO gate_events (event_type, shape, hash, execution_id, fields)
+        SELECT event_type, shape, hash, NEW.id, min(fields) FROM (
+            SELECT json_extract(b.value, '$.event') AS event_type,
+                coalesce(json_extract(b.value, '$.correlation.shape'), '') AS shape,
+                coalesce(json_extract(b.value, '$.correlation.hash'), '') AS hash,
+                coalesce(json_extract(b.value, '$.correlation.fields'), '[]') AS fields
+            FROM json_each(coalesce(NEW.gate, '{}'), '$.branches') b) k
+        WHERE NOT EXISTS (SELECT 1 FROM gate_events g WHERE g.event_type = k.event_type
+            AND g.shape = k.shape AND g.hash = k.hash AND g.execution_id = NEW.id)
+        GROUP BY event_type, shape, hash;
 END;
 
 CREATE TRIGGER IF NOT EXISTS gate_events_on_delete AFTER DELETE ON executions
 WHEN instr(OLD.gate, '"branches"') > 0
 BEGIN
-    DELETE FROM gate_events WHERE execution_id = OLD.id AND event_type IN
-        (SELECT json_extract(value, '$.event') FROM json_each(OLD.gate, '$.branches'));
+    DELETE FROM gate_events WHERE execution_id = OLD.id
+        AND (event_type, shape, hash) IN (SELECT json_extract(value, '$.event'),
+            coalesce(json_extract(value, '$.correlation.shape'), ''),
+            coalesce(json_extract(value, '$.correlation.hash'), '')
+            FROM json_each(OLD.gate, '$.branches'));
 END;
 
 -- A first_of step's approval that another gate beat is closed `superseded`. SQLite cannot

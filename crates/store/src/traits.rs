@@ -275,13 +275,21 @@ pub trait ExecutionStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Vec<Execution>>;
 
+    /// The correlation shapes of the event gates of type `event_type` of executions at
+    /// `first_of` steps (a gate without a key has the empty shape, no fields). Empty —
+    /// the usual answer — when no `first_of` step awaits the type: then an event need not
+    /// look further.
+    async fn first_of_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>>;
+
     /// `waiting` executions stopped at a `first_of` step with an event gate for
-    /// `event_type`, by id, after `after` — one index probe of the type (the gates'
-    /// matches are then checked by the caller). Unreadable rows are quarantined and rows
-    /// of a newer release left out, as by [`Self::waiting_for_event`].
+    /// `event_type` that has no correlation key or one of `keys`, by id, after `after` —
+    /// an index probe per key (each gate's whole match is then checked by the caller).
+    /// Unreadable rows are quarantined and rows of a newer release left out, as by
+    /// [`Self::waiting_for_event`].
     async fn waiting_at_first_of(
         &self,
         event_type: &str,
+        keys: &[WaitKey],
         after: Option<Uuid>,
         limit: u32,
         now: Timestamp,

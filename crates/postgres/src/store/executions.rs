@@ -621,23 +621,61 @@ impl ExecutionStore for PgStore {
         .await
     }
 
+    async fn first_of_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        // A skip scan over `gate_events`' key: one index probe per distinct shape.
+        let rows = sqlx::query(
+            "WITH RECURSIVE s AS ( \
+                (SELECT shape, fields FROM gate_events WHERE event_type = $1 ORDER BY shape LIMIT 1) \
+                UNION ALL \
+                SELECT n.shape, n.fields FROM s CROSS JOIN LATERAL \
+                    (SELECT shape, fields FROM gate_events WHERE event_type = $1 AND shape > s.shape \
+                     ORDER BY shape LIMIT 1) n) \
+             SELECT shape, fields FROM s",
+        )
+        .bind(event_type)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut shapes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let shape: String = row.try_get("shape").map_err(backend)?;
+            let fields: Json<Vec<String>> = row.try_get("fields").map_err(backend)?;
+            shapes.push(WaitShape {
+                shape,
+                fields: fields.0,
+            });
+        }
+        Ok(shapes)
+    }
+
     async fn waiting_at_first_of(
         &self,
         event_type: &str,
+        keys: &[WaitKey],
         after: Option<Uuid>,
         n: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        // The type's rows in `gate_events` (kept by triggers), then each execution by id,
-        // still waiting: an index range and a primary-key probe per row.
+        // The type's rows in `gate_events` without a key or with one of `keys` (kept by
+        // triggers; an index range per key), then each execution by id, still waiting.
         let readable = readable("e");
+        let mut shapes = vec![String::new()];
+        let mut hashes = vec![String::new()];
+        for key in keys {
+            shapes.push(key.shape.clone());
+            hashes.push(key.hash.clone());
+        }
         let rows = sqlx::query(&format!(
-            "SELECT {} FROM gate_events g JOIN executions e ON e.id = g.execution_id \
-             WHERE g.event_type = $1 AND g.execution_id > $2 AND e.status = 'waiting' AND {readable} \
-             ORDER BY g.execution_id LIMIT $3",
+            "SELECT {} FROM executions e WHERE e.id IN ( \
+                SELECT g.execution_id FROM gate_events g \
+                JOIN unnest($2::text[], $3::text[]) AS k(shape, hash) ON g.shape = k.shape AND g.hash = k.hash \
+                WHERE g.event_type = $1 AND g.execution_id > $4) \
+             AND e.status = 'waiting' AND {readable} ORDER BY e.id LIMIT $5",
             columns!(executions, "e.")
         ))
         .bind(event_type)
+        .bind(&shapes)
+        .bind(&hashes)
         .bind(after.unwrap_or(Uuid::nil()))
         .bind(limit(n))
         .fetch_all(&self.pool)

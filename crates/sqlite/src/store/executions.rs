@@ -67,11 +67,13 @@ const WAITING_SCAN: &str = concat!(
     " ORDER BY id LIMIT ?"
 );
 
-/// Executions waiting at a `first_of` step with an event gate of a type: its rows in
-/// `gate_events` (kept by triggers), then the execution by id, still waiting.
+/// Executions waiting at a `first_of` step with an event gate of a type and key: its
+/// rows in `gate_events` (kept by triggers; one index range), then each execution by id,
+/// still waiting.
 const FIRST_OF_SCAN: &str = concat!(
     "SELECT executions.* FROM gate_events JOIN executions ON executions.id = gate_events.execution_id \
-     WHERE gate_events.event_type = ? AND gate_events.execution_id > ? AND executions.status = 'waiting' AND ",
+     WHERE gate_events.event_type = ? AND gate_events.shape = ? AND gate_events.hash = ? \
+     AND gate_events.execution_id > ? AND executions.status = 'waiting' AND ",
     readable_execution!(),
     " ORDER BY gate_events.execution_id LIMIT ?"
 );
@@ -692,22 +694,72 @@ impl ExecutionStore for SqliteStore {
         Ok(waiting)
     }
 
+    async fn first_of_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        // A skip scan over `gate_events`' key: one probe per distinct shape of the type.
+        let mut shapes = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let row = sqlx::query(
+                "SELECT shape, fields FROM gate_events WHERE event_type = ? AND (? IS NULL OR shape > ?) \
+                 ORDER BY shape LIMIT 1",
+            )
+            .bind(event_type)
+            .bind(after.clone())
+            .bind(after.clone())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+            let Some(row) = row else { break };
+            let shape: String = row.try_get("shape").map_err(backend)?;
+            let fields: String = row.try_get("fields").map_err(backend)?;
+            match serde_json::from_str::<Vec<String>>(&fields) {
+                Ok(fields) => shapes.push(WaitShape {
+                    shape: shape.clone(),
+                    fields,
+                }),
+                Err(_) => tracing::error!(
+                    event_type,
+                    shape,
+                    "a first_of correlation shape without readable fields"
+                ),
+            }
+            after = Some(shape);
+        }
+        Ok(shapes)
+    }
+
     async fn waiting_at_first_of(
         &self,
         event_type: &str,
+        keys: &[WaitKey],
         after: Option<Uuid>,
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        let rows = sqlx::query(FIRST_OF_SCAN)
-            .bind(event_type)
-            .bind(after.map_or_else(String::new, |a| a.to_string()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        let (waiting, unreadable) = rows::decode_claimed(&rows);
+        let keyless = WaitKey {
+            shape: String::new(),
+            hash: String::new(),
+        };
+        let after = after.map_or_else(String::new, |a| a.to_string());
+        let mut rows = Vec::new();
+        for key in std::iter::once(&keyless).chain(keys) {
+            rows.extend(
+                sqlx::query(FIRST_OF_SCAN)
+                    .bind(event_type)
+                    .bind(&key.shape)
+                    .bind(&key.hash)
+                    .bind(&after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(backend)?,
+            );
+        }
+        let (mut waiting, unreadable) = rows::decode_claimed(&rows);
         rules::quarantine_each(self, unreadable, now).await;
+        waiting.sort_by_key(|e| e.id);
+        waiting.dedup_by_key(|e| e.id);
+        waiting.truncate(limit as usize);
         Ok(waiting)
     }
 

@@ -549,9 +549,37 @@ impl ExecutionStore for MemoryStore {
             .collect())
     }
 
+    async fn first_of_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
+        let state = self.lock();
+        let mut shapes: Vec<WaitShape> = Vec::new();
+        for branch in state
+            .executions
+            .values()
+            .filter_map(|e| e.gate.as_ref())
+            .flat_map(|g| g.branches.iter().flatten())
+            .filter(|b| b.event == event_type)
+        {
+            let shape = branch.correlation.as_ref().map_or_else(
+                || WaitShape {
+                    shape: String::new(),
+                    fields: Vec::new(),
+                },
+                |c| WaitShape {
+                    shape: c.shape.clone(),
+                    fields: c.fields.clone(),
+                },
+            );
+            if !shapes.iter().any(|s| s.shape == shape.shape) {
+                shapes.push(shape);
+            }
+        }
+        Ok(shapes)
+    }
+
     async fn waiting_at_first_of(
         &self,
         event_type: &str,
+        keys: &[WaitKey],
         after: Option<Uuid>,
         limit: u32,
         _now: Timestamp,
@@ -563,9 +591,14 @@ impl ExecutionStore for MemoryStore {
             .filter(|e| after.is_none_or(|a| e.id > a))
             .filter(|e| {
                 e.status == ExecutionStatus::Waiting
-                    && e.gate
-                        .as_ref()
-                        .is_some_and(|g| g.branches.iter().flatten().any(|b| b.event == event_type))
+                    && e.gate.as_ref().is_some_and(|g| {
+                        g.branches.iter().flatten().any(|b| {
+                            b.event == event_type
+                                && b.correlation.as_ref().is_none_or(|c| {
+                                    keys.iter().any(|k| k.shape == c.shape && k.hash == c.hash)
+                                })
+                        })
+                    })
             })
             .take(limit as usize)
             .cloned()

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, DecisionKind, Execution, GateBranch, Timestamp, Wake, Workflow,
+    ApprovalRequest, ApprovalStatus, Correlation, DecisionKind, Execution, GateBranch, Timestamp,
+    Wake, Workflow,
 };
 use tollgate_model::{ExecutionStatus, PauseReason};
 use uuid::Uuid;
@@ -14,7 +15,7 @@ use super::fixtures::{
     approval_for, commit, decide_as, event, gate, lease, manager, running, secs, t0, waiting,
     workflow,
 };
-use crate::{Store, Transition};
+use crate::{Store, Transition, WaitKey, WaitShape};
 
 /// A running execution stopped at a `first_of` step with event gates for `events`, an
 /// approval and, with `deadline`, an `after` gate.
@@ -65,7 +66,7 @@ async fn at_first_of(
 
 async fn first_of_ids(store: &Arc<dyn Store>, event_type: &str, after: Option<Uuid>) -> Vec<Uuid> {
     store
-        .waiting_at_first_of(event_type, after, 10, t0())
+        .waiting_at_first_of(event_type, &[], after, 10, t0())
         .await
         .unwrap()
         .iter()
@@ -236,4 +237,103 @@ pub async fn a_first_of_step_is_decided_while_waiting_and_its_deadline_supersede
     let closed = store.get_approval(request.id).await.unwrap();
     assert_eq!(closed.status, ApprovalStatus::Superseded);
     assert_eq!(closed.decided_at, Some(deadline));
+}
+
+pub async fn first_of_gates_are_found_by_their_correlation_keys(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    assert!(store
+        .first_of_shapes("payment.settled")
+        .await
+        .unwrap()
+        .is_empty());
+    let keyed = |hash: &str| {
+        Some(Box::new(Correlation {
+            shape: "s1".into(),
+            fields: vec!["event.order_id".into()],
+            values: vec![format!("j:{hash}")],
+            hash: hash.into(),
+        }))
+    };
+    let mut ids = Vec::new();
+    for hash in ["h-a", "h-b"] {
+        let e = running(&store, &w, "w1").await;
+        let mut g = gate(PauseReason::Event, None);
+        g.event = None;
+        g.branches = Some(vec![
+            GateBranch {
+                index: 0,
+                event: "payment.settled".into(),
+                event_match: None,
+                correlation: keyed(hash),
+            },
+            GateBranch {
+                index: 1,
+                event: "order.cancelled".into(),
+                event_match: None,
+                correlation: None,
+            },
+        ]);
+        store
+            .commit_step(commit(
+                &e,
+                "w1",
+                e.version,
+                Transition::Gate {
+                    gate: g,
+                    approval: None,
+                },
+            ))
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    let shapes = store.first_of_shapes("payment.settled").await.unwrap();
+    assert_eq!(
+        shapes,
+        [WaitShape {
+            shape: "s1".into(),
+            fields: vec!["event.order_id".into()]
+        }]
+    );
+    assert_eq!(
+        store.first_of_shapes("order.cancelled").await.unwrap(),
+        [WaitShape {
+            shape: String::new(),
+            fields: Vec::new()
+        }]
+    );
+    let by_key = |hash: &str| WaitKey {
+        shape: "s1".into(),
+        hash: hash.into(),
+    };
+    let found: Vec<Uuid> = store
+        .waiting_at_first_of("payment.settled", &[by_key("h-b")], None, 10, t0())
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(found, [ids[1]], "only the key's execution");
+    assert!(store
+        .waiting_at_first_of("payment.settled", &[by_key("h-z")], None, 10, t0())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        store
+            .waiting_at_first_of("payment.settled", &[], None, 10, t0())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a keyed gate is not in the keyless range"
+    );
+    // A gate without a key is found whatever keys the event has.
+    let keyless: Vec<Uuid> = store
+        .waiting_at_first_of("order.cancelled", &[by_key("h-a")], None, 10, t0())
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(keyless, ids);
 }

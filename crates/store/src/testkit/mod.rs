@@ -82,6 +82,7 @@ macro_rules! contract_tests {
             events_are_found_by_their_stored_keys,
             first_of_gates_are_found_by_each_type_and_an_event_supersedes_the_approval,
             a_first_of_step_is_decided_while_waiting_and_its_deadline_supersedes,
+            first_of_gates_are_found_by_their_correlation_keys,
             decisions_after_the_deadline_are_refused,
             a_retried_event_write_answers_with_the_stored_event,
             pauses_keep_a_stored_wake,
