@@ -275,10 +275,12 @@ impl Worker {
                 let waits = match awaited.get(&event.event_type) {
                     Some(waits) => *waits,
                     None => {
+                        // Plain waits, or event gates of `first_of` steps.
                         let waits = !store
                             .waiting_for_event(&event.event_type, None, 1, now)
                             .await?
-                            .is_empty();
+                            .is_empty()
+                            || !store.first_of_shapes(&event.event_type).await?.is_empty();
                         awaited.insert(event.event_type.clone(), waits);
                         waits
                     }

@@ -620,6 +620,36 @@ async fn an_event_stored_but_not_delivered_is_delivered_by_the_worker() {
     assert_eq!(h.worker.tick().await.unwrap().events, 0, "marked delivered");
 }
 
+/// The same for an execution at a `first_of` step, when no plain wait awaits the type:
+/// the worker's "does anybody wait for this type" probe must count first_of gates too,
+/// or the payment would be marked delivered without being offered.
+#[tokio::test]
+async fn an_event_stored_but_not_delivered_reaches_a_first_of_step() {
+    let h = Harness::new();
+    h.deploy(
+        json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+        "steps": [{"id": "settle", "type": "first_of", "first_of": [
+                      {"event": "paid", "next": "ok"},
+                      {"after": "3d", "next": "late"}]},
+                  {"id": "ok", "type": "action", "action": "allow"},
+                  {"id": "late", "type": "action", "action": "block"}]}),
+    )
+    .await;
+    let waiting = h.start("go", json!({})).await;
+    assert_eq!(waiting.status, ExecutionStatus::Waiting);
+    let event = store_undelivered(&h, "paid", json!({"amount": 1})).await;
+    h.advance(31);
+    h.worker.tick().await.unwrap();
+    let done = h.store.get_execution(waiting.id).await.unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.consumed_events, [event.id]);
+    assert_eq!(done.context["steps"]["settle"]["branch"], json!(0));
+    assert_eq!(
+        h.store.get_event(event.id).await.unwrap().resumed,
+        [waiting.id]
+    );
+}
+
 /// A stored definition this release cannot compile (here a regular expression the
 /// validator of the day would refuse, stored before it did) will not compile on a retry
 /// either: the worker that takes the execution over quarantines it (failed, `interrupted`,
