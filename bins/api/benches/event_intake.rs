@@ -20,8 +20,11 @@
 //! Last, `M` events that each resume one of the waiting executions (found by key among
 //! all the others), timed the same way.
 //!
+//! With `TOLLGATE_BENCH_GATE=first_of` the executions wait at a `first_of` step instead
+//! (the payment, the order's cancellation or a 30-day deadline, whichever comes first).
+//!
 //! Settings (env): `TOLLGATE_BENCH_WAITING` (`0,10000,100000`), `TOLLGATE_BENCH_EVENTS`
-//! (2000), `TOLLGATE_BENCH_CONCURRENCY` (8), `TOLLGATE_BENCH_BACKENDS`
+//! (2000), `TOLLGATE_BENCH_CONCURRENCY` (8), `TOLLGATE_BENCH_GATE` (`wait`), `TOLLGATE_BENCH_BACKENDS`
 //! (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another build of the server),
 //! `TOLLGATE_BENCH_DATABASE_URL` (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh
 //! database is created in it; `TOLLGATE_BENCH_KEEP_DATABASE=1` keeps it afterwards, to
@@ -99,7 +102,41 @@ fn line(label: &str, latencies: &[Duration], wall: Duration, cpu: &str, rss: f64
     )
 }
 
-async fn run(label: &str, database_url: Option<&str>, levels: &[usize], m: usize, c: usize) {
+/// The workflow: its executions wait for their order's payment — at a `wait` step, or
+/// (`first_of`) at a `first_of` step that also awaits the order's cancellation and a
+/// 30-day deadline.
+fn definition(first_of: bool) -> serde_json::Value {
+    let paid = json!({"and": [{"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"},
+                              {"field": "event.amount", "operator": "gt", "value": 0}]});
+    let gate = if first_of {
+        json!({"id": "paid", "type": "first_of", "first_of": [
+                 {"event": "payment.settled", "match": paid, "next": "ship"},
+                 {"event": "order.cancelled", "next": "stop",
+                  "match": {"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"}},
+                 {"after": "30d", "next": "stop"}]})
+    } else {
+        json!({"id": "paid", "type": "wait", "wait": {"event": "payment.settled", "match": paid},
+               "next": "ship"})
+    };
+    json!({"workflow_id": "settle", "version": "1",
+           "trigger": {"type": "event", "event": "order.placed"},
+           "steps": [gate,
+                     {"id": "ship", "type": "action", "action": "allow"},
+                     {"id": "stop", "type": "action", "action": "block"}]})
+}
+
+async fn run(
+    label: &str,
+    database_url: Option<&str>,
+    levels: &[usize],
+    (m, c): (usize, usize),
+    first_of: bool,
+) {
+    let label = &if first_of {
+        format!("{label}, first_of")
+    } else {
+        label.to_owned()
+    };
     let server = start(database_url, &[]).await;
     let pid = server.child.id();
     let client = reqwest::Client::builder()
@@ -111,14 +148,7 @@ async fn run(label: &str, database_url: Option<&str>, levels: &[usize], m: usize
         &client,
         format!("{base}/api/v1/workflows"),
         &server.admin,
-        json!({"workflow_id": "settle", "version": "1",
-               "trigger": {"type": "event", "event": "order.placed"},
-               "steps": [
-                 {"id": "paid", "type": "wait", "wait": {"event": "payment.settled",
-                   "match": {"and": [{"field": "event.order_id", "operator": "eq", "value": "{{order_id}}"},
-                                     {"field": "event.amount", "operator": "gt", "value": 0}]}},
-                  "next": "ship"},
-                 {"id": "ship", "type": "action", "action": "allow"}]}),
+        definition(first_of),
     )
     .await;
     assert_eq!(s, 201, "{b}");
@@ -235,12 +265,17 @@ fn main() {
         .collect();
     let m: usize = env_or("TOLLGATE_BENCH_EVENTS", if benching { 2000 } else { 10 });
     let c: usize = env_or("TOLLGATE_BENCH_CONCURRENCY", 8);
+    let first_of = match std::env::var("TOLLGATE_BENCH_GATE").as_deref() {
+        Ok("first_of") => true,
+        Ok("wait") | Err(_) => false,
+        Ok(other) => panic!("TOLLGATE_BENCH_GATE: wait or first_of, not {other}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(each_backend(async |label, url| {
-        run(label, url, &levels, m, c).await;
+        run(label, url, &levels, (m, c), first_of).await;
     }));
 }

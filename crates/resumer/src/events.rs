@@ -331,10 +331,13 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
         None => {
             // The waits it may satisfy: those whose correlation key it has (one index
             // probe per shape waiting on its type) and those without a key. Each is then
-            // checked against its whole match (`try_claim`).
-            let keys: Vec<WaitKey> = store
-                .wait_shapes(&event.event_type)
-                .await?
+            // checked against its whole match (`try_claim`). The shapes of plain waits and
+            // of `first_of` steps' event gates are read at once: two reads, one wait.
+            let (wait_shapes, first_of_shapes) = tokio::try_join!(
+                store.wait_shapes(&event.event_type),
+                store.first_of_shapes(&event.event_type)
+            )?;
+            let keys: Vec<WaitKey> = wait_shapes
                 .into_iter()
                 .filter_map(|shape| {
                     let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
@@ -346,9 +349,8 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
                 .collect();
             // And the `first_of` steps with an event gate of its type: by key too, in
             // their own index; nothing more to read when no such step awaits the type.
-            let shapes = store.first_of_shapes(&event.event_type).await?;
-            if !shapes.is_empty() {
-                let keys: Vec<WaitKey> = shapes
+            if !first_of_shapes.is_empty() {
+                let keys: Vec<WaitKey> = first_of_shapes
                     .into_iter()
                     .filter(|s| !s.shape.is_empty())
                     .filter_map(|shape| {

@@ -621,7 +621,7 @@ async fn an_event_stored_but_not_delivered_is_delivered_by_the_worker() {
 }
 
 /// The same for an execution at a `first_of` step, when no plain wait awaits the type:
-/// the worker's "does anybody wait for this type" probe must count first_of gates too,
+/// the worker's "does anybody wait for this type" probe must count `first_of` gates too,
 /// or the payment would be marked delivered without being offered.
 #[tokio::test]
 async fn an_event_stored_but_not_delivered_reaches_a_first_of_step() {
