@@ -77,6 +77,13 @@ const FIRST_OF_SCAN: &str = concat!(
     readable_execution!(),
     " ORDER BY gate_events.execution_id LIMIT ?"
 );
+/// The first `first_of` correlation shape of a type (every shape is >= '', the keyless
+/// one's), and the next one after a shape: each one seek of `gate_events`' key (a bound
+/// with an `OR`, or a filter on the shape, would read every row of the type).
+const FIRST_OF_FIRST_SHAPE: &str =
+    "SELECT shape, fields FROM gate_events WHERE event_type = ? AND shape >= ? ORDER BY shape LIMIT 1";
+const FIRST_OF_NEXT_SHAPE: &str =
+    "SELECT shape, fields FROM gate_events WHERE event_type = ? AND shape > ? ORDER BY shape LIMIT 1";
 /// A waiting execution's correlation shape and hash, exactly as the `executions_wait_key`
 /// index spells them (SQLite uses an expression index only for the same expression).
 const WAIT_SHAPE: &str = "coalesce(json_extract(gate, '$.correlation.shape'), '')";
@@ -699,16 +706,17 @@ impl ExecutionStore for SqliteStore {
         let mut shapes = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let row = sqlx::query(
-                "SELECT shape, fields FROM gate_events WHERE event_type = ? AND (? IS NULL OR shape > ?) \
-                 ORDER BY shape LIMIT 1",
-            )
-            .bind(event_type)
-            .bind(after.clone())
-            .bind(after.clone())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
+            let sql = if after.is_some() {
+                FIRST_OF_NEXT_SHAPE
+            } else {
+                FIRST_OF_FIRST_SHAPE
+            };
+            let row = sqlx::query(sql)
+                .bind(event_type)
+                .bind(after.clone().unwrap_or_default())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
             let Some(row) = row else { break };
             let shape: String = row.try_get("shape").map_err(backend)?;
             let fields: String = row.try_get("fields").map_err(backend)?;
@@ -908,6 +916,22 @@ mod plans {
                 "executions_wait_key",
             ),
         ];
+        // The first_of shape skip scan seeks past each shape (with 100,000 executions
+        // at one shape, a scan of the type read all of them per event).
+        for sql in [FIRST_OF_FIRST_SHAPE, FIRST_OF_NEXT_SHAPE] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("event_type=? AND shape>?")),
+                "{sql}\n{plan:#?}"
+            );
+        }
         for (sql, index) in statements {
             let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .fetch_all(&store.reader)
