@@ -5,7 +5,7 @@ use tollgate_engine::correlation::event_hash;
 use tollgate_engine::{gate_accepts, Ahead, Engine, StartRequest};
 use tollgate_model::records::{Event, Execution, ResumeTrigger};
 use tollgate_model::{ExecutionStatus, PauseReason};
-use tollgate_store::{Delivery, EventInsert, WaitKey};
+use tollgate_store::{Delivery, EventInsert, WaitKey, WaitShape};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -337,78 +337,68 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
                 store.wait_shapes(&event.event_type),
                 store.first_of_shapes(&event.event_type)
             )?;
-            let keys: Vec<WaitKey> = wait_shapes
-                .into_iter()
-                .filter_map(|shape| {
-                    let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
-                    Some(WaitKey {
-                        shape: shape.shape,
-                        hash,
-                    })
-                })
-                .collect();
+            let now = engine.clock().now();
             // And the `first_of` steps with an event gate of its type: by key too, in
             // their own index; nothing more to read when no such step awaits the type.
             if !first_of_shapes.is_empty() {
-                let keys: Vec<WaitKey> = first_of_shapes
-                    .into_iter()
-                    .filter(|s| !s.shape.is_empty())
-                    .filter_map(|shape| {
-                        let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
-                        Some(WaitKey {
-                            shape: shape.shape,
-                            hash,
-                        })
-                    })
-                    .collect();
-                let mut after = None;
-                loop {
-                    let page = store
-                        .waiting_at_first_of(
-                            &event.event_type,
-                            &keys,
-                            after,
-                            SCAN_PAGE,
-                            engine.clock().now(),
-                        )
-                        .await?;
-                    let full = page.len() == SCAN_PAGE as usize;
-                    after = page.last().map(|e| e.id);
-                    for execution in &page {
-                        if let Some(claimed) = try_claim(engine, execution, event).await? {
-                            resumed.push(claimed);
-                        }
-                    }
-                    if !full {
-                        break;
-                    }
-                }
+                let keys = keys_of(event, first_of_shapes);
+                offer_pages(engine, event, &mut resumed, |after| {
+                    store.waiting_at_first_of(&event.event_type, &keys, after, SCAN_PAGE, now)
+                })
+                .await?;
             }
-            let mut after = None;
-            loop {
-                let page = store
-                    .waiting_for_keys(
-                        &event.event_type,
-                        &keys,
-                        after,
-                        SCAN_PAGE,
-                        engine.clock().now(),
-                    )
-                    .await?;
-                let full = page.len() == SCAN_PAGE as usize;
-                after = page.last().map(|e| e.id);
-                for execution in &page {
-                    if let Some(claimed) = try_claim(engine, execution, event).await? {
-                        resumed.push(claimed);
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
+            let keys = keys_of(event, wait_shapes);
+            offer_pages(engine, event, &mut resumed, |after| {
+                store.waiting_for_keys(&event.event_type, &keys, after, SCAN_PAGE, now)
+            })
+            .await?;
         }
     }
     Ok(resumed)
+}
+
+/// The event's own key for each of `shapes` it has the fields of (the keyless shape
+/// needs none: its waits are read without a key).
+fn keys_of(event: &Event, shapes: Vec<WaitShape>) -> Vec<WaitKey> {
+    shapes
+        .into_iter()
+        .filter(|s| !s.shape.is_empty())
+        .filter_map(|shape| {
+            let hash = event_hash(&shape.shape, &shape.fields, &event.payload)?;
+            Some(WaitKey {
+                shape: shape.shape,
+                hash,
+            })
+        })
+        .collect()
+}
+
+/// Offers `event` to each execution of the pages `page` reads (given the last id of
+/// the one before), until a page is not full; adds those it resumed to `resumed`.
+async fn offer_pages<F, Fut>(
+    engine: &Engine,
+    event: &Event,
+    resumed: &mut Vec<(Execution, bool)>,
+    mut page: F,
+) -> Result<()>
+where
+    F: FnMut(Option<Uuid>) -> Fut,
+    Fut: std::future::Future<Output = tollgate_store::Result<Vec<Execution>>>,
+{
+    let mut after = None;
+    loop {
+        let executions = page(after).await?;
+        let full = executions.len() == SCAN_PAGE as usize;
+        after = executions.last().map(|e| e.id);
+        for execution in &executions {
+            if let Some(claimed) = try_claim(engine, execution, event).await? {
+                resumed.push(claimed);
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// Adds the executions just resumed to the event's `resumed` list (informational).

@@ -744,31 +744,8 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        let keyless = WaitKey {
-            shape: String::new(),
-            hash: String::new(),
-        };
-        let after = after.map_or_else(String::new, |a| a.to_string());
-        let mut rows = Vec::new();
-        for key in std::iter::once(&keyless).chain(keys) {
-            rows.extend(
-                sqlx::query(FIRST_OF_SCAN)
-                    .bind(event_type)
-                    .bind(&key.shape)
-                    .bind(&key.hash)
-                    .bind(&after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.reader)
-                    .await
-                    .map_err(backend)?,
-            );
-        }
-        let (mut waiting, unreadable) = rows::decode_claimed(&rows);
-        rules::quarantine_each(self, unreadable, now).await;
-        waiting.sort_by_key(|e| e.id);
-        waiting.dedup_by_key(|e| e.id);
-        waiting.truncate(limit as usize);
-        Ok(waiting)
+        self.by_keys(FIRST_OF_SCAN, event_type, keys, after, limit, now)
+            .await
     }
 
     async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
@@ -815,35 +792,13 @@ impl ExecutionStore for SqliteStore {
         limit: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        let keyless = WaitKey {
-            shape: String::new(),
-            hash: String::new(),
-        };
-        let after = after.map_or_else(String::new, |a| a.to_string());
-        let mut rows = Vec::new();
-        for key in std::iter::once(&keyless).chain(keys) {
-            rows.extend(
-                sqlx::query(&format!(
-                    "SELECT * FROM executions INDEXED BY executions_wait_key WHERE status = 'waiting' AND gate_event = ? \
-                     AND {WAIT_SHAPE} = ? AND {WAIT_HASH} = ? AND id > ? AND {READABLE} \
-                     ORDER BY id LIMIT ?"
-                ))
-                .bind(event_type)
-                .bind(&key.shape)
-                .bind(&key.hash)
-                .bind(&after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(backend)?,
-            );
-        }
-        let (mut waiting, unreadable) = rows::decode_claimed(&rows);
-        rules::quarantine_each(self, unreadable, now).await;
-        waiting.sort_by_key(|e| e.id);
-        waiting.dedup_by_key(|e| e.id);
-        waiting.truncate(limit as usize);
-        Ok(waiting)
+        let sql = format!(
+            "SELECT * FROM executions INDEXED BY executions_wait_key WHERE status = 'waiting' AND gate_event = ? \
+             AND {WAIT_SHAPE} = ? AND {WAIT_HASH} = ? AND id > ? AND {READABLE} \
+             ORDER BY id LIMIT ?"
+        );
+        self.by_keys(&sql, event_type, keys, after, limit, now)
+            .await
     }
 
     async fn quarantine_execution(
@@ -879,6 +834,47 @@ impl ExecutionStore for SqliteStore {
         Ok(page_from_overfetch(items, page.limit, |q| {
             encode_id_cursor(q.execution_id)
         }))
+    }
+}
+
+impl SqliteStore {
+    /// The executions `sql` finds (bound to the type, a key's shape and hash, `after`
+    /// and `limit`) for the keyless key and each of `keys`: the first `limit` by id,
+    /// each once, unreadable rows quarantined.
+    async fn by_keys(
+        &self,
+        sql: &str,
+        event_type: &str,
+        keys: &[WaitKey],
+        after: Option<Uuid>,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Execution>> {
+        let keyless = WaitKey {
+            shape: String::new(),
+            hash: String::new(),
+        };
+        let after = after.map_or_else(String::new, |a| a.to_string());
+        let mut rows = Vec::new();
+        for key in std::iter::once(&keyless).chain(keys) {
+            rows.extend(
+                sqlx::query(sql)
+                    .bind(event_type)
+                    .bind(&key.shape)
+                    .bind(&key.hash)
+                    .bind(&after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(backend)?,
+            );
+        }
+        let (mut waiting, unreadable) = rows::decode_claimed(&rows);
+        rules::quarantine_each(self, unreadable, now).await;
+        waiting.sort_by_key(|e| e.id);
+        waiting.dedup_by_key(|e| e.id);
+        waiting.truncate(limit as usize);
+        Ok(waiting)
     }
 }
 
