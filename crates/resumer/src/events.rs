@@ -332,26 +332,41 @@ pub(crate) async fn deliver(engine: &Engine, event: &Event) -> Result<Vec<(Execu
             // The waits it may satisfy: those whose correlation key it has (one index
             // probe per shape waiting on its type) and those without a key. Each is then
             // checked against its whole match (`try_claim`). The shapes of plain waits and
-            // of `first_of` steps' event gates are read at once: two reads, one wait.
+            // of `first_of` steps' event gates are read at once, then the waits of both
+            // kinds at once: an execution is at one step, so the two sets never meet.
             let (wait_shapes, first_of_shapes) = tokio::try_join!(
                 store.wait_shapes(&event.event_type),
                 store.first_of_shapes(&event.event_type)
             )?;
             let now = engine.clock().now();
-            // And the `first_of` steps with an event gate of its type: by key too, in
+            // The `first_of` steps with an event gate of its type are found by key too, in
             // their own index; nothing more to read when no such step awaits the type.
-            if !first_of_shapes.is_empty() {
-                let keys = keys_of(event, first_of_shapes);
-                offer_pages(engine, event, &mut resumed, |after| {
-                    store.waiting_at_first_of(&event.event_type, &keys, after, SCAN_PAGE, now)
-                })
-                .await?;
-            }
+            let first_of_keys =
+                (!first_of_shapes.is_empty()).then(|| keys_of(event, first_of_shapes));
             let keys = keys_of(event, wait_shapes);
-            offer_pages(engine, event, &mut resumed, |after| {
+            let at_first_of = async {
+                match &first_of_keys {
+                    Some(keys) => {
+                        offer_pages(engine, event, |after| {
+                            store.waiting_at_first_of(
+                                &event.event_type,
+                                keys,
+                                after,
+                                SCAN_PAGE,
+                                now,
+                            )
+                        })
+                        .await
+                    }
+                    None => Ok(Vec::new()),
+                }
+            };
+            let at_waits = offer_pages(engine, event, |after| {
                 store.waiting_for_keys(&event.event_type, &keys, after, SCAN_PAGE, now)
-            })
-            .await?;
+            });
+            let (at_first_of, at_waits) = tokio::try_join!(at_first_of, at_waits)?;
+            resumed.extend(at_first_of);
+            resumed.extend(at_waits);
         }
     }
     Ok(resumed)
@@ -374,17 +389,17 @@ fn keys_of(event: &Event, shapes: Vec<WaitShape>) -> Vec<WaitKey> {
 }
 
 /// Offers `event` to each execution of the pages `page` reads (given the last id of
-/// the one before), until a page is not full; adds those it resumed to `resumed`.
+/// the one before), until a page is not full; returns those it resumed.
 async fn offer_pages<F, Fut>(
     engine: &Engine,
     event: &Event,
-    resumed: &mut Vec<(Execution, bool)>,
     mut page: F,
-) -> Result<()>
+) -> Result<Vec<(Execution, bool)>>
 where
     F: FnMut(Option<Uuid>) -> Fut,
     Fut: std::future::Future<Output = tollgate_store::Result<Vec<Execution>>>,
 {
+    let mut resumed = Vec::new();
     let mut after = None;
     loop {
         let executions = page(after).await?;
@@ -396,7 +411,7 @@ where
             }
         }
         if !full {
-            return Ok(());
+            return Ok(resumed);
         }
     }
 }
