@@ -611,41 +611,19 @@ impl ExecutionStore for PgStore {
         n: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        self.waits(WaitingScan {
+        self.waits(WaitingRead::Scan(WaitingScan {
             event_type: event_type.to_owned(),
             keys: None,
             after,
             limit: limit(n),
             now,
-        })
+        }))
         .await
     }
 
     async fn first_of_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
-        // A skip scan over `gate_events`' key: one index probe per distinct shape.
-        let rows = sqlx::query(
-            "WITH RECURSIVE s AS ( \
-                (SELECT shape, fields FROM gate_events WHERE event_type = $1 ORDER BY shape LIMIT 1) \
-                UNION ALL \
-                SELECT n.shape, n.fields FROM s CROSS JOIN LATERAL \
-                    (SELECT shape, fields FROM gate_events WHERE event_type = $1 AND shape > s.shape \
-                     ORDER BY shape LIMIT 1) n) \
-             SELECT shape, fields FROM s",
-        )
-        .bind(event_type)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        let mut shapes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let shape: String = row.try_get("shape").map_err(backend)?;
-            let fields: Json<Vec<String>> = row.try_get("fields").map_err(backend)?;
-            shapes.push(WaitShape {
-                shape,
-                fields: fields.0,
-            });
-        }
-        Ok(shapes)
+        self.shapes(WaitingRead::FirstOfShapes(event_type.to_owned()))
+            .await
     }
 
     async fn waiting_at_first_of(
@@ -656,47 +634,19 @@ impl ExecutionStore for PgStore {
         n: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        // The type's rows in `gate_events` without a key or with one of `keys` (kept by
-        // triggers; an index range per key), then each execution by id, still waiting.
-        let readable = readable("e");
-        let mut shapes = vec![String::new()];
-        let mut hashes = vec![String::new()];
-        for key in keys {
-            shapes.push(key.shape.clone());
-            hashes.push(key.hash.clone());
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM executions e WHERE e.id IN ( \
-                SELECT g.execution_id FROM gate_events g \
-                JOIN unnest($2::text[], $3::text[]) AS k(shape, hash) ON g.shape = k.shape AND g.hash = k.hash \
-                WHERE g.event_type = $1 AND g.execution_id > $4) \
-             AND e.status = 'waiting' AND {readable} ORDER BY e.id LIMIT $5",
-            columns!(executions, "e.")
-        ))
-        .bind(event_type)
-        .bind(&shapes)
-        .bind(&hashes)
-        .bind(after.unwrap_or(Uuid::nil()))
-        .bind(limit(n))
-        .fetch_all(&self.pool)
+        self.waits(WaitingRead::FirstOf(WaitingScan {
+            event_type: event_type.to_owned(),
+            keys: Some(keys.to_vec()),
+            after,
+            limit: limit(n),
+            now,
+        }))
         .await
-        .map_err(backend)?;
-        let (waiting, unreadable) = rows::decode_claimed(&rows);
-        rules::quarantine_each(self, unreadable, now).await;
-        Ok(waiting)
     }
 
     async fn wait_shapes(&self, event_type: &str) -> Result<Vec<WaitShape>> {
-        match self
-            .waiting
-            .submit(WaitingRead::Shapes(event_type.to_owned()))
-            .await?
-        {
-            WaitingAnswer::Shapes(shapes) => Ok(shapes),
-            WaitingAnswer::Waits(_) => {
-                Err(Error::Backend("a shape read answered with waits".into()))
-            }
-        }
+        self.shapes(WaitingRead::Shapes(event_type.to_owned()))
+            .await
     }
 
     async fn waiting_for_keys(
@@ -707,13 +657,13 @@ impl ExecutionStore for PgStore {
         n: u32,
         now: Timestamp,
     ) -> Result<Vec<Execution>> {
-        self.waits(WaitingScan {
+        self.waits(WaitingRead::Scan(WaitingScan {
             event_type: event_type.to_owned(),
             keys: Some(keys.to_vec()),
             after,
             limit: limit(n),
             now,
-        })
+        }))
         .await
     }
 
@@ -753,12 +703,24 @@ impl ExecutionStore for PgStore {
 }
 
 impl PgStore {
-    /// One page of waits, read in the waiting batch.
-    async fn waits(&self, scan: WaitingScan) -> Result<Vec<Execution>> {
-        match self.waiting.submit(WaitingRead::Scan(scan)).await? {
+    /// One page of waits (a [`WaitingRead::Scan`] or [`WaitingRead::FirstOf`]), read in
+    /// the waiting batch.
+    async fn waits(&self, read: WaitingRead) -> Result<Vec<Execution>> {
+        match self.waiting.submit(read).await? {
             WaitingAnswer::Waits(waits) => Ok(waits),
             WaitingAnswer::Shapes(_) => {
                 Err(Error::Backend("a waiting scan answered with shapes".into()))
+            }
+        }
+    }
+
+    /// One list of correlation shapes (a [`WaitingRead::Shapes`] or
+    /// [`WaitingRead::FirstOfShapes`]), read in the waiting batch.
+    async fn shapes(&self, read: WaitingRead) -> Result<Vec<WaitShape>> {
+        match self.waiting.submit(read).await? {
+            WaitingAnswer::Shapes(shapes) => Ok(shapes),
+            WaitingAnswer::Waits(_) => {
+                Err(Error::Backend("a shape read answered with waits".into()))
             }
         }
     }

@@ -79,6 +79,12 @@ pub(crate) enum WaitingRead {
     Scan(WaitingScan),
     /// The correlation shapes waiting on an event type ([`ExecutionStore::wait_shapes`]).
     Shapes(String),
+    /// A page of the executions at `first_of` steps with an event gate of the type
+    /// keyed with one of `keys` or without a key ([`ExecutionStore::waiting_at_first_of`]).
+    FirstOf(WaitingScan),
+    /// The correlation shapes of `first_of` steps' event gates of an event type
+    /// ([`ExecutionStore::first_of_shapes`]).
+    FirstOfShapes(String),
 }
 
 /// What a [`WaitingRead`] found.
@@ -90,8 +96,9 @@ pub(crate) enum WaitingAnswer {
     Shapes(Vec<tollgate_store::WaitShape>),
 }
 
-/// A batch of waiting reads in at most three statements — full scans, key probes and
-/// shape lists — each a set of index ranges tagged with their read's position.
+/// A batch of waiting reads in at most five statements — full scans, key probes and
+/// shape lists of plain waits, key probes and shape lists of `first_of` gates — each a
+/// set of index ranges tagged with their read's position.
 pub(crate) async fn waiting_batch(
     conn: &mut PgConnection,
     reads: &[WaitingRead],
@@ -100,11 +107,17 @@ pub(crate) async fn waiting_batch(
     let mut full = Vec::new();
     let mut keyed = Vec::new();
     let mut shapes = Vec::new();
+    let mut first_of = Vec::new();
+    let mut first_of_shapes = Vec::new();
     for (i, read) in reads.iter().enumerate() {
         match read {
             WaitingRead::Scan(scan) if scan.keys.is_none() => full.push((i, scan)),
             WaitingRead::Scan(scan) => keyed.push((i, scan)),
             WaitingRead::Shapes(event_type) => shapes.push((i, event_type.as_str())),
+            WaitingRead::FirstOf(scan) => first_of.push((i, scan)),
+            WaitingRead::FirstOfShapes(event_type) => {
+                first_of_shapes.push((i, event_type.as_str()));
+            }
         }
     }
     if !full.is_empty() {
@@ -113,16 +126,26 @@ pub(crate) async fn waiting_batch(
             answers[*i] = Some(WaitingAnswer::Waits(page));
         }
     }
-    if !keyed.is_empty() {
-        let pages = key_probes(conn, &keyed).await?;
-        for ((i, _), page) in keyed.iter().zip(pages) {
-            answers[*i] = Some(WaitingAnswer::Waits(page));
+    for (probes, sql) in [
+        (&keyed, &*KEY_PROBES_SQL),
+        (&first_of, &*FIRST_OF_PROBES_SQL),
+    ] {
+        if !probes.is_empty() {
+            let pages = key_probes(conn, probes, sql).await?;
+            for ((i, _), page) in probes.iter().zip(pages) {
+                answers[*i] = Some(WaitingAnswer::Waits(page));
+            }
         }
     }
-    if !shapes.is_empty() {
-        let lists = wait_shapes(conn, &shapes).await?;
-        for ((i, _), list) in shapes.iter().zip(lists) {
-            answers[*i] = Some(WaitingAnswer::Shapes(list));
+    for (reads, sql) in [
+        (&shapes, WAIT_SHAPES_SQL),
+        (&first_of_shapes, FIRST_OF_SHAPES_SQL),
+    ] {
+        if !reads.is_empty() {
+            let lists = shape_lists(conn, reads, sql).await?;
+            for ((i, _), list) in reads.iter().zip(lists) {
+                answers[*i] = Some(WaitingAnswer::Shapes(list));
+            }
         }
     }
     Ok(answers
@@ -156,10 +179,12 @@ async fn full_scans(
 }
 
 /// Key probes: one index range per key of each scan, and one for its waits without a
-/// key, each cut at the scan's limit; a scan's ranges are merged by id and cut again.
+/// key, each cut at the scan's limit; a scan's ranges are merged by id and cut again
+/// (an execution at a `first_of` step may be found under two of its gates).
 async fn key_probes(
     conn: &mut PgConnection,
     scans: &[(usize, &WaitingScan)],
+    sql: &str,
 ) -> Result<Vec<Vec<Execution>>> {
     let keyless = tollgate_store::WaitKey {
         shape: String::new(),
@@ -183,7 +208,7 @@ async fn key_probes(
             limits.push(scan.limit);
         }
     }
-    let rows = sqlx::query(&KEY_PROBES_SQL)
+    let rows = sqlx::query(sql)
         .bind(&ords)
         .bind(&event_types)
         .bind(&shapes)
@@ -202,8 +227,8 @@ async fn key_probes(
     Ok(pages)
 }
 
-/// [`key_probes`]' statement: one row of (read, event type, shape, hash, after, limit)
-/// per probe.
+/// [`key_probes`]' statement for plain waits: one row of (read, event type, shape,
+/// hash, after, limit) per probe.
 static KEY_PROBES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     concat!(
         "SELECT q.ord AS scan, x.* FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[]) \
@@ -211,6 +236,21 @@ static KEY_PROBES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
          CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
             AND ", wait_shape!(), " = q.shape AND ", wait_hash!(), " = q.hash \
             AND READABLE AND e.id > COALESCE(q.after, '00000000-0000-0000-0000-000000000000'::uuid) ORDER BY e.id LIMIT q.lim) x"
+    )
+    .replace("READABLE", &super::sql::readable("e"))
+});
+
+/// [`key_probes`]' statement for `first_of` gates: the same probes, as index ranges of
+/// `gate_events` (its key is (event type, shape, hash, execution)), each row then read
+/// from `executions` by id and kept only while the execution is still waiting.
+static FIRST_OF_PROBES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    concat!(
+        "SELECT q.ord AS scan, x.* FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::bigint[]) \
+           AS q(ord, event_type, shape, hash, after, lim) \
+         CROSS JOIN LATERAL (SELECT ", columns!(executions, "e."), " FROM gate_events g JOIN executions e ON e.id = g.execution_id \
+            WHERE g.event_type = q.event_type AND g.shape = q.shape AND g.hash = q.hash \
+            AND g.execution_id > COALESCE(q.after, '00000000-0000-0000-0000-000000000000'::uuid) \
+            AND e.status = 'waiting' AND READABLE ORDER BY g.execution_id LIMIT q.lim) x"
     )
     .replace("READABLE", &super::sql::readable("e"))
 });
@@ -245,33 +285,52 @@ async fn pages_of(
     Ok(pages)
 }
 
-/// The correlation shapes waiting on each of a batch of event types: per type, a skip
-/// scan over the key index (one probe per distinct shape) and the fields of one wait of
-/// each shape.
-async fn wait_shapes(
+/// The correlation shapes of plain waits on each of a batch of event types: per type, a
+/// skip scan over the key index (one probe per distinct shape) and the fields of one
+/// wait of each shape.
+const WAIT_SHAPES_SQL: &str = concat!(
+    "SELECT q.ord AS read, s.shape, s.fields FROM unnest($1::text[]) WITH ORDINALITY AS q(event_type, ord) \
+     CROSS JOIN LATERAL ( \
+       WITH RECURSIVE r(shape) AS ( \
+         (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+            AND ", wait_shape!(), " > '' ORDER BY ", wait_shape!(), " LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
+            AND ", wait_shape!(), " > r.shape ORDER BY ", wait_shape!(), " LIMIT 1) \
+         FROM r WHERE r.shape IS NOT NULL) \
+       SELECT r.shape, (SELECT e.gate #> '{correlation,fields}' FROM executions e \
+            WHERE e.status = 'waiting' AND e.gate_event = q.event_type AND ", wait_shape!(), " = r.shape LIMIT 1) AS fields \
+       FROM r WHERE r.shape IS NOT NULL) s \
+     ORDER BY q.ord, s.shape"
+);
+
+/// The correlation shapes of `first_of` steps' event gates of each of a batch of event
+/// types, the keyless one ('') included: per type, a skip scan over `gate_events`' key,
+/// one probe per distinct shape.
+const FIRST_OF_SHAPES_SQL: &str =
+    "SELECT q.ord AS read, s.shape, s.fields FROM unnest($1::text[]) WITH ORDINALITY AS q(event_type, ord) \
+     CROSS JOIN LATERAL ( \
+       WITH RECURSIVE r AS ( \
+         (SELECT g.shape, g.fields FROM gate_events g WHERE g.event_type = q.event_type ORDER BY g.shape LIMIT 1) \
+         UNION ALL \
+         SELECT n.shape, n.fields FROM r CROSS JOIN LATERAL \
+           (SELECT g.shape, g.fields FROM gate_events g WHERE g.event_type = q.event_type AND g.shape > r.shape \
+            ORDER BY g.shape LIMIT 1) n) \
+       SELECT r.shape, r.fields FROM r) s \
+     ORDER BY q.ord, s.shape";
+
+/// The shapes each of a batch of shape reads asks for, by `sql` (one of the two above).
+async fn shape_lists(
     conn: &mut PgConnection,
     reads: &[(usize, &str)],
+    sql: &str,
 ) -> Result<Vec<Vec<tollgate_store::WaitShape>>> {
     let event_types: Vec<&str> = reads.iter().map(|(_, t)| *t).collect();
-    let rows = sqlx::query(concat!(
-        "SELECT q.ord AS read, s.shape, s.fields FROM unnest($1::text[]) WITH ORDINALITY AS q(event_type, ord) \
-         CROSS JOIN LATERAL ( \
-           WITH RECURSIVE r(shape) AS ( \
-             (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
-                AND ", wait_shape!(), " > '' ORDER BY ", wait_shape!(), " LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT ", wait_shape!(), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
-                AND ", wait_shape!(), " > r.shape ORDER BY ", wait_shape!(), " LIMIT 1) \
-             FROM r WHERE r.shape IS NOT NULL) \
-           SELECT r.shape, (SELECT e.gate #> '{correlation,fields}' FROM executions e \
-                WHERE e.status = 'waiting' AND e.gate_event = q.event_type AND ", wait_shape!(), " = r.shape LIMIT 1) AS fields \
-           FROM r WHERE r.shape IS NOT NULL) s \
-         ORDER BY q.ord, s.shape"
-    ))
-    .bind(&event_types)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?;
+    let rows = sqlx::query(sql)
+        .bind(&event_types)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
     let mut lists: Vec<Vec<tollgate_store::WaitShape>> = vec![Vec::new(); reads.len()];
     for row in &rows {
         let read: i64 = row.try_get("read").map_err(backend)?;
