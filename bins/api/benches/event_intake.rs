@@ -13,7 +13,7 @@
 //!
 //! Before each measurement the driver waits 36 s, for the worker's delivery sweep (which
 //! offers every event again 30 s after it arrived) to be done with the events sent
-//! before. On PostgreSQL it then runs `ANALYZE executions`, as autovacuum does on a
+//! before. On PostgreSQL it then runs `ANALYZE` (every table), as autovacuum does on a
 //! live database (without it the planner keeps its idea of a table it last saw empty:
 //! see docs/benchmarks.md).
 //!
@@ -202,10 +202,7 @@ async fn run(
             )
             .await
             .unwrap();
-            sqlx::query("ANALYZE executions")
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            sqlx::query("ANALYZE").execute(&mut conn).await.unwrap();
         }
         // Events for orders nobody waits for.
         let orders = (0..m).map(|i| format!("none-{round}-{i}")).collect();
