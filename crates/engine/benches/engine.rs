@@ -89,6 +89,7 @@ async fn approval_cycle(store: &Arc<dyn Store>, engine: &Engine, cycle: &Workflo
         reason: None,
         data: json!({}),
         decided_at: now,
+        channel: None,
     };
     let decided = store
         .decide(approval_id, decision, &manager, &engine.claim(), now, None)

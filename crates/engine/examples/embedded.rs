@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reason: Some("known customer".into()),
         data: json!({}),
         decided_at: now,
+        channel: None,
     };
     let decided = store
         .decide(approval_id, decision, &manager, &engine.claim(), now, None)

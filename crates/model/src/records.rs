@@ -460,6 +460,11 @@ pub struct Decision {
     pub data: Value,
     /// When.
     pub decided_at: Timestamp,
+    /// How it reached Tollgate when not through the API or console with the decider's
+    /// own key: `link` for a signed decision link (docs/notifications.md). Absent in
+    /// decisions stored before channels were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A request for approval created by an approval gate.
@@ -516,6 +521,9 @@ pub enum Permission {
     ControlExecutions,
     /// Manage API keys.
     ManageKeys,
+    /// Make signed decision links for approval requests (whoever holds one decides as
+    /// its subject, so this is an operator's power, not an approver's).
+    MakeLinks,
 }
 
 impl Permission {
@@ -539,6 +547,7 @@ impl Permission {
                 "pause, resume or cancel executions (roles: operator, admin)"
             }
             Self::ManageKeys => "manage API keys (role: admin)",
+            Self::MakeLinks => "make decision links (roles: operator, admin)",
         }
     }
 }
@@ -1061,6 +1070,7 @@ mod tests {
             reason: None,
             data: Value::Null,
             decided_at: Timestamp::default(),
+            channel: None,
         }
     }
 

@@ -354,6 +354,10 @@ pub struct DecisionDto {
     pub data: Value,
     /// When.
     pub decided_at: DateTime<Utc>,
+    /// `link` when decided through a signed decision link; absent for decisions made
+    /// with the decider's own key (API, console, CLI, MCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl From<&Decision> for DecisionDto {
@@ -367,6 +371,7 @@ impl From<&Decision> for DecisionDto {
             reason: d.reason.clone(),
             data: d.data.clone(),
             decided_at: d.decided_at,
+            channel: d.channel.clone(),
         }
     }
 }
@@ -992,6 +997,57 @@ pub struct DecisionBody {
     /// Data merged into the context.
     #[serde(default)]
     pub data: Value,
+}
+
+/// The body of `POST /approvals/{id}/links`: whom to make signed decision links for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewLinksDto {
+    /// One link each. Empty or absent: one for each user the request names and one for
+    /// each of its approver roles.
+    #[serde(default)]
+    pub recipients: Vec<LinkRecipientDto>,
+    /// How long the links work (`"24h"`), never past the request's deadline. Default:
+    /// until the deadline, or the server's `--link-lifetime` for a request without one.
+    pub expires_in: Option<String>,
+}
+
+/// One recipient of a decision link: a user the request names, or one of its approver
+/// roles (optionally with the address the link goes to).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LinkRecipientDto {
+    /// A user the request names; the link decides as this user.
+    pub user: Option<String>,
+    /// An approver role of the request; the link decides as `address` holding the role.
+    pub role: Option<String>,
+    /// For a role: where the link is sent (a mailing list, a chat channel), recorded as
+    /// the decider. Default `role:<role>`.
+    pub address: Option<String>,
+}
+
+/// A signed decision link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DecisionLinkDto {
+    /// Who decides through it (recorded as the decision's `decided_by`).
+    pub subject: String,
+    /// The approver role it grants, for a role's link.
+    pub role: Option<String>,
+    /// The link: `GET` shows the decision page, which decides nothing until submitted.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The links made by `POST /approvals/{id}/links`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DecisionLinksDto {
+    /// One per recipient, in the order asked.
+    pub links: Vec<DecisionLinkDto>,
 }
 
 impl DecisionBody {

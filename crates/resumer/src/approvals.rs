@@ -57,6 +57,21 @@ impl ApprovalService {
         reason: Option<String>,
         data: Value,
     ) -> Result<Decided> {
+        self.decide_through(approval_id, principal, None, kind, reason, data)
+            .await
+    }
+
+    /// [`Self::decide`] for a decision that reached Tollgate through `channel` (`link`:
+    /// a signed decision link), recorded with the decision. The same rules apply.
+    pub async fn decide_through(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+        channel: Option<&str>,
+        kind: DecisionKind,
+        reason: Option<String>,
+        data: Value,
+    ) -> Result<Decided> {
         let store = self.engine.store();
         let audit_data =
             json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
@@ -72,6 +87,7 @@ impl ApprovalService {
             reason,
             data,
             decided_at: now,
+            channel: channel.map(str::to_owned),
         };
         // The store authorises the decider against the request as it stands in the
         // decision's own transaction: no separate read, and no window between the check

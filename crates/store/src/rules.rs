@@ -203,6 +203,17 @@ pub fn decide(
     Ok(true)
 }
 
+/// The audit row's data for a decision that settled its request: what was decided, why,
+/// with which data, and the channel it came through when it has one.
+pub fn decision_audit(approval_id: uuid::Uuid, decision: &Decision) -> serde_json::Value {
+    let mut audit = serde_json::json!({"approval_id": approval_id, "decision": decision.decision,
+        "reason": decision.reason, "data": decision.data});
+    if let (Some(channel), Some(map)) = (&decision.channel, audit.as_object_mut()) {
+        map.insert("channel".into(), channel.clone().into());
+    }
+    audit
+}
+
 /// Whether `decision` — this very one: decider, kind, reason, data and time — is already
 /// on the request. A backend that retries a write whose outcome it could not know (the
 /// connection died during COMMIT) uses it to answer that write as done instead of

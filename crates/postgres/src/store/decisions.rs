@@ -331,11 +331,9 @@ pub(super) fn decide_one(
         });
     }
     let decision = request.decision.clone();
-    let (decided_by, reason, data, kind) = (
+    let (decided_by, audit) = (
         decision.decided_by.clone(),
-        decision.reason.clone(),
-        decision.data.clone(),
-        decision.decision,
+        rules::decision_audit(approval_id, &decision),
     );
     // Refusals change nothing: work on copies and keep them only on success.
     let mut next_approval = approval.clone();
@@ -385,7 +383,7 @@ pub(super) fn decide_one(
         .insert(next_execution.id, execution_changes(&next_execution));
     writes.audits.push(json!({
         "id": Uuid::now_v7(), "execution_id": next_execution.id, "actor": decided_by, "at": now,
-        "data": {"approval_id": approval_id, "decision": kind, "reason": reason, "data": data},
+        "data": audit,
     }));
     *approval = next_approval;
     *execution = next_execution;

@@ -411,6 +411,7 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
                 reason: Some("over budget".into()),
                 data: json!({}),
                 decided_at: now,
+                channel: None,
             },
             &tollgate_model::records::Principal {
                 subject: "fin".into(),

@@ -1,7 +1,6 @@
 //! Approval decisions in two hops on the writer: read the request and its execution
 //! under `BEGIN IMMEDIATE`, judge with [`tollgate_store::rules`], write and commit.
 
-use serde_json::json;
 use sqlx::Row;
 use tollgate_model::records::{Decision, Principal, StepRecord, Timestamp};
 use tollgate_model::ExecutionStatus;
@@ -56,11 +55,9 @@ impl SqliteStore {
         };
         let mut approval = rows::approval(approval_row)?;
         let mut execution = rows::execution_to_change(execution_row)?;
-        let (decided_by, reason, data, kind) = (
+        let (decided_by, audit) = (
             decision.decided_by.clone(),
-            decision.reason.clone(),
-            decision.data.clone(),
-            decision.decision,
+            rules::decision_audit(approval_id, &decision),
         );
         let claimed =
             match rules::decide(&mut approval, &mut execution, decision, decider, claim, now) {
@@ -117,7 +114,7 @@ impl SqliteStore {
                 .bind(Uuid::now_v7().to_string())
                 .bind(execution.id.to_string())
                 .bind(decided_by.clone())
-                .bind(json(&json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data})))
+                .bind(json(&audit))
                 .bind(ts(now))
                 .bind(ts(now));
             for record in records {

@@ -1,7 +1,6 @@
 //! [`ApprovalStore`] in memory.
 
 use async_trait::async_trait;
-use serde_json::json;
 use tollgate_model::records::{
     ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
 };
@@ -96,7 +95,7 @@ impl MemoryStore {
             .get(&approval.execution_id)
             .cloned()
             .ok_or_else(|| Error::not_found("execution", approval.execution_id))?;
-        let audit = json!({"approval_id": approval_id, "decision": decision.decision, "reason": decision.reason, "data": decision.data});
+        let audit = rules::decision_audit(approval_id, &decision);
         let decided_by = decision.decided_by.clone();
         let claimed = rules::decide(&mut approval, &mut execution, decision, decider, lease, now)?;
         let next = match then {

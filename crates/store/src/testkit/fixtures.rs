@@ -286,6 +286,7 @@ pub fn decision(who: &str, kind: DecisionKind) -> Decision {
         reason: Some("ok".into()),
         data: json!({"note": who}),
         decided_at: t0(),
+        channel: None,
     }
 }
 
