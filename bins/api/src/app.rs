@@ -306,7 +306,19 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     )
     .with_overdue_warning(args.ready_overdue_warning)
     .with_worker_warning(args.ready_worker_warning)
-    .with_request_timeout(args.request_timeout);
+    .with_request_timeout(args.request_timeout)
+    .with_links(crate::state::Links {
+        keys: crate::links::LinkKeys::open(
+            &args.links.key_file(&args.database.data_dir),
+            args.links.link_key_overlap,
+        )?,
+        lifetime: args.links.link_lifetime,
+        public_url: args
+            .links
+            .public_url
+            .as_deref()
+            .map(|url| url.trim_end_matches('/').to_owned()),
+    });
     crate::telemetry::metrics();
 
     let shutdown = CancellationToken::new();

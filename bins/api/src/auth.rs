@@ -157,6 +157,7 @@ mod tests {
             SendEvents,
             ControlExecutions,
             ManageKeys,
+            MakeLinks,
         ];
         for p in all {
             assert!(caller(&["admin"]).require(p).is_ok());

@@ -115,6 +115,57 @@ pub struct ServeArgs {
     /// before it stops accepting: time for a load balancer to stop sending requests.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Signed decision links.
+    #[command(flatten)]
+    pub links: LinkArgs,
+}
+
+/// Signed decision links (docs/notifications.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LinkArgs {
+    /// The file of the keys that sign decision links (default: `<data-dir>/link.key`,
+    /// made on first start, owner-only). Servers sharing a database must share it.
+    #[arg(long, env = "TOLLGATE_LINK_KEY_FILE")]
+    pub link_key_file: Option<PathBuf>,
+
+    /// How long a key replaced by `tollgate-api link-keys rotate` still verifies the
+    /// links it signed.
+    #[arg(long, env = "TOLLGATE_LINK_KEY_OVERLAP", default_value = "7d", value_parser = parse_duration)]
+    pub link_key_overlap: Duration,
+
+    /// How long a link to a request without a deadline works (a request with one: until
+    /// its deadline).
+    #[arg(long, env = "TOLLGATE_LINK_LIFETIME", default_value = "7d", value_parser = tollgate_bootstrap::config::parse_positive_duration)]
+    pub link_lifetime: Duration,
+
+    /// The address approvers reach this server at, e.g. `https://tollgate.example.com`:
+    /// the start of every link. Default: the scheme and host of the request that made
+    /// the link.
+    #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl Default for LinkArgs {
+    /// The flags' defaults: the key file in the data directory, a week's overlap, links
+    /// that work a week, addresses from the request.
+    fn default() -> Self {
+        Self {
+            link_key_file: None,
+            link_key_overlap: Duration::from_secs(7 * 86_400),
+            link_lifetime: Duration::from_secs(7 * 86_400),
+            public_url: None,
+        }
+    }
+}
+
+impl LinkArgs {
+    /// The key file: `--link-key-file`, or `link.key` in `data_dir`.
+    pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.link_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("link.key"))
+    }
 }
 
 #[cfg(test)]

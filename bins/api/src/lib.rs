@@ -35,6 +35,7 @@ pub mod dto;
 pub mod error;
 pub mod gauges;
 pub mod key_cache;
+pub mod links;
 pub mod mcp;
 pub mod openapi;
 pub mod routes;

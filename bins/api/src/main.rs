@@ -56,6 +56,25 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the keys that sign decision links.
+    LinkKeys {
+        #[command(subcommand)]
+        command: LinkKeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkKeysCommand {
+    /// Replace the key that signs new decision links. Links signed with the old one keep
+    /// working for `--link-key-overlap`, then stop; running servers read the new key at
+    /// their next link. Example: `tollgate-api link-keys rotate --data-dir /var/lib/tollgate`
+    Rotate {
+        /// The data directory whose `link.key` is rotated.
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        links: tollgate_api::config::LinkArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +161,31 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("(store it now: it is not shown again)");
             Ok(())
         }
+        Some(Command::LinkKeys {
+            command: LinkKeysCommand::Rotate { data_dir, links },
+        }) => {
+            let path = links.key_file(&data_dir);
+            let id =
+                tollgate_api::links::rotate(&path, links.link_key_overlap, chrono::Utc::now())?;
+            println!(
+                "link key {id} now signs new links ({}); the keys it replaced verify for {} more",
+                path.display(),
+                humanize(links.link_key_overlap)
+            );
+            Ok(())
+        }
         None => serve(&cli.serve).await,
+    }
+}
+
+/// `7d`, `12h`, `90s`: a duration as the flags write it.
+fn humanize(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

@@ -42,6 +42,21 @@ pub struct AppState {
     pub worker_warning: Duration,
     /// Set when the process begins to stop: `/health/ready` answers 503.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Signed decision links: their keys and settings; `None` when links are off (no
+    /// key file could be read or made).
+    pub links: Option<Arc<Links>>,
+}
+
+/// What signed decision links need: the keys, how long a link to a request without a
+/// deadline works, and the address links start with.
+#[derive(Debug)]
+pub struct Links {
+    /// Signs and verifies the tokens.
+    pub keys: crate::links::LinkKeys,
+    /// Lifetime of a link to a request without a deadline.
+    pub lifetime: Duration,
+    /// `--public-url`, without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 impl AppState {
@@ -71,7 +86,14 @@ impl AppState {
             overdue_warning: Duration::from_secs(300),
             worker_warning: Duration::from_secs(60),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            links: None,
         }
+    }
+
+    /// Serves signed decision links with `links`.
+    pub fn with_links(mut self, links: Links) -> Self {
+        self.links = Some(Arc::new(links));
+        self
     }
 
     /// Requests taking longer than this are answered `503`.

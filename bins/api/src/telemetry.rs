@@ -60,7 +60,11 @@ pub async fn observe(
     let id = RequestId(Uuid::now_v7());
     req.extensions_mut().insert(id);
     let method = req.method().clone();
-    let path = req.path().to_owned();
+    // A decision link's path is its secret: logged without the token.
+    let path = match req.path().strip_prefix("/d/") {
+        Some(_) => "/d/…".to_owned(),
+        None => req.path().to_owned(),
+    };
     let span = tracing::info_span!("request", request_id = %id.0, method = %method, path = %path);
     let began = Instant::now();
     // A panic in a handler is a bug; it must still end as a 500 envelope (logged with

@@ -45,12 +45,12 @@ pub use tollgate_model::wire;
 
 use wire::{
     ApiKeyDto, ApprovalDto, ApprovalQuery, BulkMigrateDto, BulkRetryDto, CreatedApiKeyDto,
-    DecidedDto, DecisionBody, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto,
-    ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
-    MigrationReportDto, NewApiKey, NewEventDto, NextFiresDto, NotificationDto, NotificationQuery,
-    QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto,
-    ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto,
-    WorkflowDto, WorkflowQuery,
+    DecidedDto, DecisionBody, DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto,
+    EventDto, ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
+    MigrationReportDto, NewApiKey, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto,
+    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
+    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
+    WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -915,6 +915,13 @@ impl Client {
                 .wait(wait),
         )
         .await
+    }
+
+    /// `POST /api/v1/approvals/{id}/links`: signed decision links for the recipients
+    /// in `body` (operator or admin).
+    pub async fn decision_links(&self, id: Uuid, body: &NewLinksDto) -> Result<DecisionLinksDto> {
+        self.json(Call::post(format!("/api/v1/approvals/{id}/links")).body(body)?)
+            .await
     }
 
     // --- records ---------------------------------------------------------------------

@@ -48,6 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/workflows/{id}", web::get().to(pages::workflow))
         .route("/workflows/{id}/graph.svg", web::get().to(pages::graph_svg))
         .route("/workflows/{id}/{command}", web::post().to(pages::toggle))
+        .route("/d/{token}", web::get().to(pages::link_form))
+        .route("/d/{token}", web::post().to(pages::link_decide))
         .route("/assets/console.css", web::get().to(css))
         .route("/assets/console.js", web::get().to(js));
 }

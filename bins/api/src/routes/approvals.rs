@@ -1,14 +1,18 @@
 //! Approvals: the inbox and decisions.
 
-use actix_web::{web, HttpResponse};
-use tollgate_model::records::{ApprovalStatus, DecisionKind};
+use actix_web::{web, HttpRequest, HttpResponse};
+use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind, Permission};
 use tollgate_store::ApprovalFilter;
 
 use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
 use crate::dto::ApprovalQuery;
-use crate::dto::{ApprovalDto, ApprovalList, DecidedDto, DecisionBody, ExecutionDto};
+use crate::dto::{
+    ApprovalDto, ApprovalList, DecidedDto, DecisionBody, DecisionLinkDto, DecisionLinksDto,
+    ExecutionDto, LinkRecipientDto, NewLinksDto,
+};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::links::LinkClaims;
 use crate::state::AppState;
 
 /// Parses an approval status filter.
@@ -141,4 +145,186 @@ pub async fn reject(
         wait.wait,
     )
     .await
+}
+
+/// Makes signed decision links: one per recipient, each deciding once as its subject
+/// under the same rules as this API (docs/notifications.md, "Decision links").
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/links", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")), request_body = NewLinksDto,
+    responses((status = 201, body = DecisionLinksDto),
+        (status = 400, description = "a recipient the request does not address, or a malformed `expires_in`", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "the request is no longer pending, or its deadline has passed", body = ErrorEnvelope),
+        (status = 503, description = "decision links are off on this server", body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn links(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: OptionalJson<NewLinksDto>,
+) -> ApiResult<HttpResponse> {
+    caller.require(Permission::MakeLinks)?;
+    let id = parse_id(&id, "approval")?;
+    let Some(links) = state.links.clone() else {
+        return Err(ApiError::unavailable(
+            "decision links are off on this server",
+        ));
+    };
+    let body = body.0;
+    let now = state.engine.clock().now();
+    let until = match body.expires_in.as_deref() {
+        Some(text) => {
+            let lifetime = tollgate_bootstrap::config::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "expires_in: `{text}` is not a positive duration (e.g. \"30m\", \"24h\", \"7d\")"
+                    ))
+                })?;
+            Some(now + lifetime)
+        }
+        None => None,
+    };
+    let approval = state.store.get_approval(id).await?;
+    if approval.status != ApprovalStatus::Pending {
+        return Err(ApiError::conflict(format!(
+            "approval {id} is {}: a link to it would decide nothing",
+            approval.status.as_str()
+        )));
+    }
+    let default_end =
+        now + chrono::Duration::from_std(links.lifetime).unwrap_or(chrono::Duration::days(7));
+    let expires_at = match (until, approval.expires_at) {
+        (Some(until), Some(deadline)) => until.min(deadline),
+        (Some(until), None) => until,
+        (None, Some(deadline)) => deadline,
+        (None, None) => default_end,
+    };
+    if expires_at <= now {
+        return Err(ApiError::conflict(format!(
+            "approval {id}'s deadline has passed: a link to it would decide nothing"
+        )));
+    }
+    let recipients = recipients(&approval, &body.recipients)?;
+    let base = links.public_url.clone().unwrap_or_else(|| {
+        let info = req.connection_info();
+        format!("{}://{}", info.scheme(), info.host())
+    });
+    let digest = crate::links::digest(&approval);
+    let made: Vec<DecisionLinkDto> = recipients
+        .into_iter()
+        .map(|(subject, role)| {
+            let token = links.keys.mint(&LinkClaims {
+                approval_id: id,
+                subject: subject.clone(),
+                role: role.clone(),
+                digest: digest.clone(),
+                expires_at: expires_at.timestamp(),
+            });
+            DecisionLinkDto {
+                subject,
+                role,
+                url: format!("{base}/d/{token}"),
+                expires_at,
+            }
+        })
+        .collect();
+    tracing::info!(execution_id = %approval.execution_id, step_id = %approval.step_id, approval_id = %id,
+        made_by = %caller.subject(), links = made.len(), "decision links made");
+    Ok(HttpResponse::Created().json(DecisionLinksDto { links: made }))
+}
+
+/// The (subject, role) each link decides as: the recipients asked for, each checked
+/// against whom the request addresses, or by default each named user and each role.
+fn recipients(
+    approval: &ApprovalRequest,
+    asked: &[LinkRecipientDto],
+) -> ApiResult<Vec<(String, Option<String>)>> {
+    let addressed = || {
+        let mut who: Vec<String> = approval
+            .approver_users
+            .iter()
+            .map(|u| format!("user `{u}`"))
+            .collect();
+        who.extend(
+            approval
+                .approver_roles
+                .iter()
+                .map(|r| format!("role `{r}`")),
+        );
+        if who.is_empty() {
+            "nobody by name or role".to_owned()
+        } else {
+            who.join(", ")
+        }
+    };
+    let mut out = Vec::new();
+    if asked.is_empty() {
+        out.extend(approval.approver_users.iter().map(|u| (u.clone(), None)));
+        out.extend(
+            approval
+                .approver_roles
+                .iter()
+                .map(|r| (format!("role:{r}"), Some(r.clone()))),
+        );
+        if out.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "recipients: approval {} names no approvers to make links for; name them",
+                approval.id
+            )));
+        }
+    }
+    for (i, r) in asked.iter().enumerate() {
+        let at = format!("recipients[{i}]");
+        let (subject, role) = match (&r.user, &r.role, &r.address) {
+            (Some(user), None, None) if approval.approver_users.contains(user) => {
+                (user.clone(), None)
+            }
+            (Some(user), None, None) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.user: `{user}` is not named by approval {} (it addresses {})",
+                    approval.id,
+                    addressed()
+                )))
+            }
+            (Some(_), _, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: name a `user`, or a `role` with an optional `address`, not both"
+                )))
+            }
+            (None, Some(role), address) if approval.approver_roles.contains(role) => (
+                address.clone().unwrap_or_else(|| format!("role:{role}")),
+                Some(role.clone()),
+            ),
+            (None, Some(role), _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}.role: `{role}` is not an approver role of approval {} (it addresses {})",
+                    approval.id,
+                    addressed()
+                )))
+            }
+            (None, None, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{at}: name a `user` or a `role`"
+                )))
+            }
+        };
+        if subject.trim().is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{at}.address: must not be empty"
+            )));
+        }
+        out.push((subject, role));
+    }
+    for (subject, _) in &out {
+        if !approval.allow_self_approval && approval.requested_by.as_deref() == Some(subject) {
+            return Err(ApiError::bad_request(format!(
+                "recipients: `{subject}` requested this approval and may not decide it (self-approval is off)"
+            )));
+        }
+    }
+    Ok(out)
 }

@@ -161,6 +161,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             approvals::reject,
         ),
         at(
+            Method::POST,
+            "/api/v1/approvals/{id}/links",
+            approvals::links,
+        ),
+        at(
             Method::GET,
             "/api/v1/records/{entity}/{entity_id}",
             records::get_record,

@@ -166,6 +166,11 @@ async fn every_route_for_every_kind_of_caller() {
                 format!("/api/v1/approvals/{}/approve", approvals[0]),
                 Some(json!({})),
             ),
+            ("POST", "/api/v1/approvals/{id}/links") => (
+                Needs::Control,
+                format!("/api/v1/approvals/{}/links", approvals[0]),
+                Some(json!({})),
+            ),
             ("POST", "/api/v1/approvals/{id}/reject") => (
                 Needs::Decide,
                 format!("/api/v1/approvals/{}/reject", approvals[1]),

@@ -944,3 +944,123 @@ async fn an_agents_request_over_mcp_is_decided_in_the_console() {
     c.close().await.unwrap();
     app.stop().await;
 }
+
+/// A decision link opened in a real browser by someone with no key or session: the
+/// page shows the request, the reject form insists on a reason, and the approval
+/// completes the execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_decides_through_a_link_in_a_browser() {
+    let Some(driver_path) = chromedriver() else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
+            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
+        );
+        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+        return;
+    };
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let shop = app.key("shop", &["service"]).await;
+    let ops = app.key("ops", &["operator"]).await;
+    app.workflow(order_workflow("orders")).await;
+    let (_, ev) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &shop,
+            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-9"}}),
+        )
+        .await;
+    let exec = ev["started"][0].as_str().unwrap().to_owned();
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals?execution_id={exec}"), &ops)
+        .await;
+    let approval = a["items"][0]["id"].as_str().unwrap().to_owned();
+    let (s, links) = app
+        .post(
+            &format!("/api/v1/approvals/{approval}/links"),
+            &ops,
+            json!({"recipients": [{"role": "sales_manager", "address": "sales@example.com"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{links}");
+    let url = links["links"][0]["url"].as_str().unwrap().to_owned();
+
+    let driver = start_driver(&driver_path).await;
+    let c = browser(&driver).await;
+    c.goto(&url).await.unwrap();
+    shot(&c, "link-page").await;
+    let source = c.source().await.unwrap();
+    assert!(
+        source.contains("o-9") && source.contains("sales@example.com"),
+        "{source}"
+    );
+    // Reject without a reason: the browser keeps the form (the field is required).
+    c.find(Locator::Id("reject"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().as_str(), url);
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &ops)
+        .await;
+    assert_eq!(a["status"], "pending");
+    // Approve with a comment.
+    c.find(Locator::Id("approve-reason"))
+        .await
+        .unwrap()
+        .send_keys("checked the margin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let outcome = c
+        .wait()
+        .for_element(Locator::Id("outcome"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shot(&c, "link-approved").await;
+    assert!(outcome.contains("Approved"), "{outcome}");
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &ops)
+        .await;
+    assert_eq!(
+        (
+            &a["status"],
+            &a["decisions"][0]["decided_by"],
+            &a["decisions"][0]["channel"]
+        ),
+        (
+            &json!("approved"),
+            &json!("sales@example.com"),
+            &json!("link")
+        )
+    );
+    // Opening the link again: it was used.
+    c.goto(&url).await.unwrap();
+    let text = c
+        .find(Locator::Id("outcome"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("Already approved"), "{text}");
+    c.close().await.unwrap();
+    for _ in 0..100 {
+        let (_, e) = app.get(&format!("/api/v1/executions/{exec}"), &ops).await;
+        if e["status"] == "completed" {
+            assert_eq!(e["result"], "allowed");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the approved execution did not complete");
+}

@@ -15,6 +15,7 @@
 mod admin_key;
 mod auth_matrix;
 mod console;
+mod links;
 mod openapi;
 mod partition;
 mod process;
@@ -92,6 +93,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
         config: None,
         shutdown_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::ZERO,
+        links: tollgate_api::config::LinkArgs::default(),
     }
 }
 

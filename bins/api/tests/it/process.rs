@@ -874,3 +874,53 @@ async fn a_kill_9_during_a_purge_leaves_no_half_deleted_execution() {
     );
     drop(last);
 }
+
+/// `link-keys rotate` replaces the signing key; the replaced one stays in the file (it
+/// verifies for the overlap) and the file stays owner-only.
+#[test]
+fn link_keys_rotate_subcommand_keeps_the_replaced_key_for_the_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rotate = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate-api"))
+            .args([
+                "link-keys",
+                "rotate",
+                "--link-key-overlap",
+                "2h",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = rotate();
+    let second = rotate();
+    assert!(second.contains("verify for 2h more"), "{second}");
+    assert_ne!(
+        first.split_whitespace().nth(2),
+        second.split_whitespace().nth(2)
+    );
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("link.key")).unwrap()).unwrap();
+    let keys = file["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{file}");
+    assert!(keys[0]["retired_at"].is_string() && keys[1].get("retired_at").is_none());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("link.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

@@ -73,6 +73,7 @@ impl Api {
             config: None,
             shutdown_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::ZERO,
+            links: tollgate_api::config::LinkArgs::default(),
         };
         let running = app::start(&args, false).await.unwrap();
         let AdminKey::Created { key, .. } = &running.admin_key else {

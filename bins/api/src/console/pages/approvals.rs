@@ -261,6 +261,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                                 (if d.decision == DecisionKind::Approve { "approved" } else { "rejected" })
                             }
                             " " (when(d.decided_at, now))
+                            @if let Some(channel) = &d.channel { " " span.muted { "by " (channel) } }
                             @if let Some(r) = &d.reason { p { (r) } }
                         }
                     }
@@ -406,6 +407,7 @@ mod tests {
                 reason: None,
                 data: serde_json::Value::Null,
                 decided_at: a.requested_at,
+                channel: None,
             })
             .collect();
         a

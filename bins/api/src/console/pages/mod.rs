@@ -24,12 +24,14 @@ macro_rules! signed_in {
 mod approvals;
 mod bulk;
 mod executions;
+mod link;
 mod sign_in;
 mod workflows;
 
 pub(super) use approvals::{approval, approve, inbox, reject};
 pub(super) use bulk::bulk_command;
 pub(super) use executions::{command, execution, executions, waiting};
+pub(super) use link::{link_decide, link_form};
 pub(super) use sign_in::{sign_in, sign_in_form, sign_out};
 pub(super) use workflows::{graph_svg, toggle, validate, validate_form, workflow, workflows};
 
