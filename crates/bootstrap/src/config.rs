@@ -245,6 +245,10 @@ pub struct FileConfig {
 pub struct NotifierConfig {
     /// Notifications are sent here (HTTP `POST`) as JSON; without it they are only recorded.
     pub webhook_url: String,
+    /// Signs each post in a `Tollgate-Signature` header (HMAC-SHA256 over the timestamp
+    /// and body) that the receiver checks with the same secret; unsigned without it.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
 }
 
 impl FileConfig {
@@ -271,6 +275,16 @@ impl FileConfig {
         if let Some(notifier) = &config.notifier {
             check_url(&notifier.webhook_url)
                 .map_err(|m| invalid("notifier.webhook_url".into(), m))?;
+            if notifier
+                .signing_secret
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
+                return Err(invalid(
+                    "notifier.signing_secret".into(),
+                    "must not be empty (leave it out for unsigned posts)".into(),
+                ));
+            }
         }
         let mut providers: Vec<_> = config.context_providers.iter().collect();
         providers.sort();
@@ -437,6 +451,16 @@ mod tests {
             let err = FileConfig::load(&path).unwrap_err().to_string();
             assert!(err.contains(&format!("tollgate.json: {field}: `")), "{err}");
         }
+        std::fs::write(
+            &path,
+            r#"{"notifier": {"webhook_url": "https://hooks.example/", "signing_secret": " "}}"#,
+        )
+        .unwrap();
+        let err = FileConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("tollgate.json: notifier.signing_secret: must not be empty"),
+            "{err}"
+        );
         std::fs::write(
             &path,
             r#"{"notifier": {"webhook_url": "https://hooks.example/notify"},

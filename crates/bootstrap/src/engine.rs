@@ -21,14 +21,19 @@ pub fn build_engine(
 ) -> Result<Engine, Error> {
     let http_timeout = config.http_timeout();
     let notifier: Arc<dyn Notifier> = match &config.notifier {
-        Some(n) => Arc::new(
-            WebhookNotifier::new(n.webhook_url.clone(), http_timeout).map_err(|source| {
-                Error::HttpClient {
-                    what: "notifier",
-                    source,
-                }
-            })?,
-        ),
+        Some(n) => {
+            let webhook =
+                WebhookNotifier::new(n.webhook_url.clone(), http_timeout).map_err(|source| {
+                    Error::HttpClient {
+                        what: "notifier",
+                        source,
+                    }
+                })?;
+            Arc::new(match &n.signing_secret {
+                Some(secret) => webhook.signed_with(secret.clone()),
+                None => webhook,
+            })
+        }
         None => Arc::new(RecordingNotifier),
     };
     let provider: Arc<dyn ContextProvider> = if config.context_providers.is_empty() {

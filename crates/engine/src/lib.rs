@@ -48,6 +48,9 @@ pub use engine::{
     RETRY_ROOT,
 };
 pub use error::{Error, Result};
-pub use notify::{Delivery, Notifier, RecordingNotifier, WebhookNotifier};
+pub use notify::{
+    signature, verify_signature, Delivery, Notifier, RecordingNotifier, WebhookNotifier,
+    SIGNATURE_HEADER,
+};
 pub use provider::{ContextProvider, HttpContextProvider, LoadError, NoProviders};
 pub use template::{redact_secrets, redact_value, Mode, Scope, Secrets, Template};

@@ -90,7 +90,9 @@ async fn the_webhook_notifier_posts_with_a_stable_key_and_records_the_outcome() 
     let engine = Engine::builder(base.store.clone())
         .clock(base.clock.clone())
         .notifier(Arc::new(
-            WebhookNotifier::new(hook.uri(), Duration::from_secs(5)).unwrap(),
+            WebhookNotifier::new(hook.uri(), Duration::from_secs(5))
+                .unwrap()
+                .signed_with("whsec-test"),
         ))
         .build()
         .unwrap();
@@ -137,6 +139,39 @@ async fn the_webhook_notifier_posts_with_a_stable_key_and_records_the_outcome() 
             .unwrap(),
         format!("{}:tell:1:notify", done.id)
     );
+    // Signed: the receiver's check passes with the secret, and fails for a changed
+    // body, another secret, or a signature replayed ten minutes later.
+    let signed = sent
+        .headers
+        .get(tollgate_engine::SIGNATURE_HEADER)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(tollgate_engine::verify_signature(
+        "whsec-test",
+        signed,
+        &sent.body,
+        now,
+        300
+    ));
+    assert!(!tollgate_engine::verify_signature(
+        "whsec-test",
+        signed,
+        b"{}",
+        now,
+        300
+    ));
+    assert!(!tollgate_engine::verify_signature(
+        "other", signed, &sent.body, now, 300
+    ));
+    assert!(!tollgate_engine::verify_signature(
+        "whsec-test",
+        signed,
+        &sent.body,
+        now + 600,
+        300
+    ));
     let body: serde_json::Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(body["message"], "hi Bo ");
 }
