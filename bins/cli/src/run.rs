@@ -1058,6 +1058,7 @@ impl Ctx {
                         .map(|e| parse_id(e, "execution"))
                         .transpose()?,
                     mine: false,
+                    ..ApprovalQuery::default()
                 };
                 let items: Vec<ApprovalDto> = self
                     .client

@@ -44,13 +44,13 @@ pub use error::Error;
 pub use tollgate_model::wire;
 
 use wire::{
-    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkMigrateDto, BulkRetryDto, CreatedApiKeyDto,
-    DecidedDto, DecisionBody, DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto,
-    EventDto, ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
-    MigrationReportDto, NewApiKey, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto,
-    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
-    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
-    WhoAmIDto, WorkflowDto, WorkflowQuery,
+    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkDecidedDto, BulkDecisionDto, BulkMigrateDto,
+    BulkRetryDto, CreatedApiKeyDto, DecidedDto, DecisionBody, DecisionLinksDto, DirectEventDto,
+    ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto,
+    MigrateDto, MigrationItemDto, MigrationReportDto, NewApiKey, NewEventDto, NewLinksDto,
+    NextFiresDto, NotificationDto, NotificationQuery, QuarantinedDto, ReasonDto, RecordDto,
+    ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto, ScheduleBody, ScheduleDto,
+    ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -915,6 +915,13 @@ impl Client {
                 .wait(wait),
         )
         .await
+    }
+
+    /// `POST /api/v1/approvals/decide`: one decision on many requests (by id or filter),
+    /// each under its own rules; `dry_run` decides nothing.
+    pub async fn decide_bulk(&self, body: &BulkDecisionDto) -> Result<BulkDecidedDto> {
+        self.json(Call::post("/api/v1/approvals/decide").body(body)?)
+            .await
     }
 
     /// `POST /api/v1/approvals/{id}/links`: signed decision links for the recipients

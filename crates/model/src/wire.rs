@@ -999,6 +999,72 @@ pub struct DecisionBody {
     pub data: Value,
 }
 
+/// The body of `POST /approvals/decide`: one decision applied to many pending requests,
+/// each under its own rules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkDecisionDto {
+    /// The requests, by id (at most 1,000). Give `ids` or `filter`, not both.
+    #[serde(default)]
+    pub ids: Vec<Uuid>,
+    /// The pending requests that match, newest first, at most 1,000 per call.
+    pub filter: Option<BulkFilterDto>,
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Why (required to reject); recorded on each decision.
+    pub reason: Option<String>,
+    /// Report what each request would do, deciding nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Which pending requests a bulk decision takes: all of the given conditions hold (at
+/// least one is needed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilterDto {
+    /// Executions of this workflow (its `workflow_id`).
+    pub workflow: Option<String>,
+    /// Requests made by this step.
+    pub step: Option<String>,
+    /// Requests addressed to this approver role.
+    pub role: Option<String>,
+    /// Requests older than this (`"2h"`).
+    pub older_than: Option<String>,
+}
+
+/// What a bulk decision did, request by request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkDecidedDto {
+    /// Nothing was decided: `outcome` says what would have happened.
+    pub dry_run: bool,
+    /// Requests decided (or, in a dry run, that would be).
+    pub decided: usize,
+    /// Requests refused.
+    pub refused: usize,
+    /// The filter matched more than 1,000 pending requests: call again for the rest.
+    pub more: bool,
+    /// One per request, in the order taken.
+    pub items: Vec<BulkItemDto>,
+}
+
+/// One request's outcome in a bulk decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkItemDto {
+    /// The request.
+    pub approval_id: Uuid,
+    /// `decided` (or `would_decide` in a dry run) or `refused`.
+    pub outcome: String,
+    /// The request's status after the decision (before it, in a dry run or a refusal).
+    pub status: Option<String>,
+    /// Why it was refused: the code and message the single decision would get.
+    pub error: Option<ErrorBody>,
+}
+
 /// The body of `POST /approvals/{id}/links`: whom to make signed decision links for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -1311,6 +1377,12 @@ pub struct ApprovalQuery {
     /// approved by it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mine: bool,
+    /// Of executions of this workflow (its `workflow_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_key: Option<String>,
+    /// Made by this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
 }
 
 /// Filters of `GET /executions`.

@@ -135,6 +135,12 @@ pub struct ApprovalFilter {
     pub execution_id: Option<Uuid>,
     /// Only pending requests this principal may decide (`?mine=true`).
     pub decidable_by: Option<Principal>,
+    /// Only requests of executions of this workflow (its `workflow_id`).
+    pub workflow_key: Option<String>,
+    /// Only requests made by this step.
+    pub step_id: Option<String>,
+    /// Only requests made before this time.
+    pub requested_before: Option<Timestamp>,
 }
 
 /// Filters of the notification list.

@@ -8,8 +8,8 @@ use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
 use crate::dto::ApprovalQuery;
 use crate::dto::{
-    ApprovalDto, ApprovalList, DecidedDto, DecisionBody, DecisionLinkDto, DecisionLinksDto,
-    ExecutionDto, LinkRecipientDto, NewLinksDto,
+    ApprovalDto, ApprovalList, BulkDecidedDto, BulkDecisionDto, BulkItemDto, DecidedDto,
+    DecisionBody, DecisionLinkDto, DecisionLinksDto, ExecutionDto, LinkRecipientDto, NewLinksDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::links::LinkClaims;
@@ -49,6 +49,9 @@ pub async fn list(
         role: query.role.clone(),
         execution_id: query.execution_id,
         decidable_by: query.mine.then(|| caller.0.clone()),
+        workflow_key: query.workflow_key.clone(),
+        step_id: query.step_id.clone(),
+        requested_before: None,
     };
     let page = state
         .store
@@ -327,4 +330,223 @@ fn recipients(
         }
     }
     Ok(out)
+}
+
+/// Most requests one bulk decision takes.
+pub const BULK_LIMIT: usize = 1_000;
+
+/// Applies one decision to many pending requests (by id or by filter), each under its own
+/// rules exactly as a single decision, recorded with channel `bulk`; or, with
+/// `dry_run`, reports what each would do and decides nothing.
+#[utoipa::path(post, path = "/api/v1/approvals/decide", tag = "approvals", request_body = BulkDecisionDto,
+    responses((status = 200, description = "each request's outcome; refusals are per item", body = BulkDecidedDto),
+        (status = 400, description = "neither or both of `ids` and `filter`, more than 1,000 ids, an empty filter, an unknown decision, or a rejection without a reason", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn decide_bulk(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: crate::routes::Json<BulkDecisionDto>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let kind = match body.decision.as_str() {
+        "approve" => DecisionKind::Approve,
+        "reject" => DecisionKind::Reject,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "decision: `{other}` is neither `approve` nor `reject`"
+            )))
+        }
+    };
+    let reason = body.reason.clone().filter(|r| !r.trim().is_empty());
+    if kind == DecisionKind::Reject && reason.is_none() {
+        return Err(ApiError::bad_request(
+            "reason: a rejection needs a non-empty `reason`",
+        ));
+    }
+    let now = state.engine.clock().now();
+    let (approvals, more) = match (&body.filter, body.ids.is_empty()) {
+        (Some(_), false) | (None, true) => {
+            return Err(ApiError::bad_request(
+                "give the requests either by `ids` or by `filter`, one of the two",
+            ))
+        }
+        (None, false) => {
+            if body.ids.len() > BULK_LIMIT {
+                return Err(ApiError::bad_request(format!(
+                    "ids: {} requests, at most {BULK_LIMIT} per call",
+                    body.ids.len()
+                )));
+            }
+            let mut found = Vec::with_capacity(body.ids.len());
+            for id in &body.ids {
+                match state.store.get_approval(*id).await {
+                    Ok(a) => found.push(Ok(a)),
+                    Err(err) if err.is_not_found() => found.push(Err(*id)),
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            (found, false)
+        }
+        (Some(f), true) => {
+            let older = match f.older_than.as_deref() {
+                Some(text) => Some(
+                    tollgate_bootstrap::config::parse_duration(text)
+                        .ok()
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .map(|d| now - d)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "filter.older_than: `{text}` is not a duration (e.g. \"2h\", \"3d\")"
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            if f.workflow.is_none() && f.step.is_none() && f.role.is_none() && older.is_none() {
+                return Err(ApiError::bad_request(
+                    "filter: name at least one of `workflow`, `step`, `role` or `older_than`",
+                ));
+            }
+            let filter = ApprovalFilter {
+                status: Some(ApprovalStatus::Pending),
+                role: f.role.clone(),
+                workflow_key: f.workflow.clone(),
+                step_id: f.step.clone(),
+                requested_before: older,
+                ..ApprovalFilter::default()
+            };
+            let mut found = Vec::new();
+            let mut page = tollgate_store::PageRequest::first(200);
+            let more = loop {
+                let listed = state.store.list_approvals(&filter, &page).await?;
+                for a in listed.items {
+                    if found.len() == BULK_LIMIT {
+                        break;
+                    }
+                    found.push(Ok(a));
+                }
+                match listed.next_cursor {
+                    Some(_) if found.len() == BULK_LIMIT => break true,
+                    Some(cursor) => page = tollgate_store::PageRequest::after(200, cursor),
+                    None => break false,
+                }
+            };
+            (found, more)
+        }
+    };
+    let principal = &caller.0;
+    let mut items = Vec::with_capacity(approvals.len());
+    for found in approvals {
+        let a = match found {
+            Ok(a) => a,
+            Err(id) => {
+                items.push(refused(
+                    id,
+                    None,
+                    &ApiError::not_found(format!("approval {id} not found")),
+                ));
+                continue;
+            }
+        };
+        if body.dry_run {
+            items.push(match would_decide(&a, principal, kind, now) {
+                Ok(()) => BulkItemDto {
+                    approval_id: a.id,
+                    outcome: "would_decide".into(),
+                    status: Some(a.status.as_str().into()),
+                    error: None,
+                },
+                Err(err) => refused(a.id, Some(a.status), &err),
+            });
+            continue;
+        }
+        let decided = state
+            .approvals
+            .decide_through(
+                a.id,
+                principal,
+                Some("bulk"),
+                kind,
+                reason.clone(),
+                serde_json::Value::Object(serde_json::Map::new()),
+            )
+            .await;
+        items.push(match decided {
+            Ok(decided) => BulkItemDto {
+                approval_id: a.id,
+                outcome: "decided".into(),
+                status: Some(decided.approval.status.as_str().into()),
+                error: None,
+            },
+            Err(err @ (tollgate_resumer::Error::Store(_) | tollgate_resumer::Error::Engine(_))) => {
+                // The store failed: the items so far stand, the rest are not tried.
+                tracing::error!(approval_id = %a.id, "bulk decision stopped: {err}");
+                items.push(refused(a.id, Some(a.status), &ApiError::from(err)));
+                break;
+            }
+            Err(err) => refused(a.id, Some(a.status), &ApiError::from(err)),
+        });
+    }
+    let decided = items.iter().filter(|i| i.error.is_none()).count();
+    tracing::info!(decided_by = %principal.subject, dry_run = body.dry_run, decided,
+        refused = items.len() - decided, "bulk decision");
+    Ok(HttpResponse::Ok().json(BulkDecidedDto {
+        dry_run: body.dry_run,
+        decided,
+        refused: items.len() - decided,
+        more,
+        items,
+    }))
+}
+
+/// A refused item, with the error a single decision would get.
+fn refused(id: uuid::Uuid, status: Option<ApprovalStatus>, err: &ApiError) -> BulkItemDto {
+    BulkItemDto {
+        approval_id: id,
+        outcome: "refused".into(),
+        status: status.map(|s| s.as_str().into()),
+        error: Some(err.envelope().error),
+    }
+}
+
+/// What a decision by `principal` would meet, without deciding: the checks of the
+/// decision itself, in its order (still pending, an approver, not a second decision, the
+/// deadline).
+fn would_decide(
+    a: &ApprovalRequest,
+    principal: &tollgate_model::records::Principal,
+    kind: DecisionKind,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ApiResult<()> {
+    if a.status != ApprovalStatus::Pending {
+        return Err(ApiError::conflict(format!(
+            "approval {} is {}",
+            a.id,
+            a.status.as_str()
+        )));
+    }
+    let authorized = match kind {
+        DecisionKind::Approve => a.authorize_approval(principal),
+        DecisionKind::Reject => a.authorize(principal),
+    };
+    if let Err(refusal) = authorized {
+        return Err(ApiError::forbidden(refusal.to_string()));
+    }
+    if a.decisions
+        .iter()
+        .any(|d| d.decided_by == principal.subject)
+    {
+        return Err(ApiError::conflict(format!(
+            "{} already decided approval {}",
+            principal.subject, a.id
+        )));
+    }
+    if a.expires_at.is_some_and(|deadline| deadline <= now) {
+        return Err(ApiError::conflict(format!(
+            "approval {}'s deadline has passed",
+            a.id
+        )));
+    }
+    Ok(())
 }

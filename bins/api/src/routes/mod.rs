@@ -149,6 +149,12 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             executions::deliver,
         ),
         at(Method::GET, "/api/v1/approvals", approvals::list),
+        // Before `{id}`: a resource matches by its pattern first, then by method.
+        at(
+            Method::POST,
+            "/api/v1/approvals/decide",
+            approvals::decide_bulk,
+        ),
         at(Method::GET, "/api/v1/approvals/{id}", approvals::get),
         at(
             Method::POST,

@@ -166,6 +166,13 @@ async fn every_route_for_every_kind_of_caller() {
                 format!("/api/v1/approvals/{}/approve", approvals[0]),
                 Some(json!({})),
             ),
+            // Any key may call it; each request is then refused or decided by its own
+            // rules (a dry run here, so that nothing changes).
+            ("POST", "/api/v1/approvals/decide") => (
+                Needs::AnyKey,
+                path.into(),
+                Some(json!({"ids": [approvals[0]], "decision": "approve", "dry_run": true})),
+            ),
             ("POST", "/api/v1/approvals/{id}/links") => (
                 Needs::Control,
                 format!("/api/v1/approvals/{}/links", approvals[0]),

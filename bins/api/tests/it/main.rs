@@ -14,6 +14,7 @@
 
 mod admin_key;
 mod auth_matrix;
+mod bulk;
 mod console;
 mod links;
 mod openapi;

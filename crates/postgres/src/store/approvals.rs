@@ -68,6 +68,17 @@ impl ApprovalStore for PgStore {
                 .push_bind(p.subject.clone())
                 .push("::text))");
         }
+        if let Some(key) = &filter.workflow_key {
+            q.push(" AND execution_id IN (SELECT id FROM executions WHERE workflow_key = ")
+                .push_bind(key.clone())
+                .push(")");
+        }
+        if let Some(step) = &filter.step_id {
+            q.push(" AND step_id = ").push_bind(step.clone());
+        }
+        if let Some(before) = filter.requested_before {
+            q.push(" AND requested_at < ").push_bind(before);
+        }
         if let Some(after) = after {
             q.push(" AND id < ").push_bind(after);
         }

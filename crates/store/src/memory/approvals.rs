@@ -50,6 +50,16 @@ impl ApprovalStore for MemoryStore {
             })
             .filter(|a| filter.execution_id.is_none_or(|e| a.execution_id == e))
             .filter(|a| {
+                filter.workflow_key.as_ref().is_none_or(|key| {
+                    state
+                        .executions
+                        .get(&a.execution_id)
+                        .is_some_and(|e| &e.workflow_key == key)
+                })
+            })
+            .filter(|a| filter.step_id.as_ref().is_none_or(|s| &a.step_id == s))
+            .filter(|a| filter.requested_before.is_none_or(|t| a.requested_at < t))
+            .filter(|a| {
                 filter.decidable_by.as_ref().is_none_or(|p| {
                     a.status == ApprovalStatus::Pending
                         && a.authorize(p).is_ok()

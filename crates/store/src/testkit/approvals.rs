@@ -527,6 +527,63 @@ pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
     );
 }
 
+/// The filters a bulk decision selects by: the execution's workflow, the step, and how
+/// old the request is.
+pub async fn approval_lists_filter_by_workflow_step_and_age(store: Arc<dyn Store>) {
+    let orders = workflow(&store, "orders", "1", "order.created").await;
+    let refunds = workflow(&store, "refunds", "1", "refund.created").await;
+    let (_, a1) = paused_at_approval(&store, &orders, 1, None).await;
+    let (_, a2) = paused_at_approval(&store, &orders, 1, None).await;
+    let (_, a3) = paused_at_approval(&store, &refunds, 1, None).await;
+    let list = |f: ApprovalFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_approvals(&f, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_workflow = |key: &str| ApprovalFilter {
+        workflow_key: Some(key.into()),
+        ..Default::default()
+    };
+    assert_eq!(list(by_workflow("orders")).await, [a2.id, a1.id]);
+    assert_eq!(list(by_workflow("refunds")).await, [a3.id]);
+    assert!(list(by_workflow("nope")).await.is_empty());
+    let by_step = |step: &str| ApprovalFilter {
+        step_id: Some(step.into()),
+        ..Default::default()
+    };
+    assert_eq!(list(by_step("gate")).await.len(), 3);
+    assert!(list(by_step("other")).await.is_empty());
+    let before = |t| ApprovalFilter {
+        requested_before: Some(t),
+        ..Default::default()
+    };
+    assert!(
+        list(before(t0())).await.is_empty(),
+        "made at t0, not before"
+    );
+    assert_eq!(list(before(t0() + secs(1))).await.len(), 3);
+    assert_eq!(
+        list(ApprovalFilter {
+            workflow_key: Some("refunds".into()),
+            step_id: Some("gate".into()),
+            requested_before: Some(t0() + secs(1)),
+            status: Some(ApprovalStatus::Pending),
+            ..Default::default()
+        })
+        .await,
+        [a3.id],
+        "the conditions hold together"
+    );
+}
+
 pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
     let (_, a1) = paused_at_approval(&store, &w, 2, None).await;
