@@ -45,12 +45,13 @@ pub use tollgate_model::wire;
 
 use wire::{
     ApiKeyDto, ApprovalDto, ApprovalQuery, BulkDecidedDto, BulkDecisionDto, BulkMigrateDto,
-    BulkRetryDto, CreatedApiKeyDto, DecidedDto, DecisionBody, DecisionLinksDto, DirectEventDto,
-    ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto,
-    MigrateDto, MigrationItemDto, MigrationReportDto, NewApiKey, NewEventDto, NewLinksDto,
-    NextFiresDto, NotificationDto, NotificationQuery, QuarantinedDto, ReasonDto, RecordDto,
-    ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto, ScheduleBody, ScheduleDto,
-    ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto, WorkflowDto, WorkflowQuery,
+    BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto, DecisionBody, DecisionLinksDto,
+    DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto, ExecutionDto,
+    ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto, MigrationReportDto, NewApiKey,
+    NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto, NotificationQuery,
+    QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto,
+    ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto,
+    WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -913,6 +914,21 @@ impl Client {
             Call::post(format!("/api/v1/approvals/{id}/reject"))
                 .body_with_object(body, "data")?
                 .wait(wait),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/approvals/{id}/comments`: one page of the thread, oldest first.
+    pub async fn comments(&self, id: Uuid, page: &PageRequest) -> Result<Page<CommentDto>> {
+        self.json(Call::get(format!("/api/v1/approvals/{id}/comments")).page(page))
+            .await
+    }
+
+    /// `POST /api/v1/approvals/{id}/comments`: comments without deciding.
+    pub async fn comment(&self, id: Uuid, body: impl Into<String>) -> Result<CommentDto> {
+        self.json(
+            Call::post(format!("/api/v1/approvals/{id}/comments"))
+                .body(&NewCommentDto { body: body.into() })?,
         )
         .await
     }

@@ -467,6 +467,21 @@ pub struct Decision {
     pub channel: Option<String>,
 }
 
+/// A comment on an approval request: a question or a note, deciding nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalComment {
+    /// UUID v7: comments list in the order they were made.
+    pub id: Uuid,
+    /// The request.
+    pub approval_id: Uuid,
+    /// Subject of the commenting key.
+    pub author: String,
+    /// What was said.
+    pub body: String,
+    /// When.
+    pub created_at: Timestamp,
+}
+
 /// A request for approval created by an approval gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRequest {

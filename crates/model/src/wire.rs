@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::records::{
-    ApiKey, ApprovalRequest, Decision, Event, Execution, Notification, Record, ResumeRequest,
-    StepRecord, Workflow,
+    ApiKey, ApprovalComment, ApprovalRequest, Decision, Event, Execution, Notification, Record,
+    ResumeRequest, StepRecord, Workflow,
 };
 use crate::schedule::{CatchUp, Schedule};
 use crate::{ExecutionStatus, PauseReason};
@@ -997,6 +997,53 @@ pub struct DecisionBody {
     /// Data merged into the context.
     #[serde(default)]
     pub data: Value,
+}
+
+/// A comment on an approval request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommentDto {
+    /// UUID v7.
+    pub id: Uuid,
+    /// The request.
+    pub approval_id: Uuid,
+    /// Subject of the key that wrote it.
+    pub author: String,
+    /// What was said.
+    pub body: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&ApprovalComment> for CommentDto {
+    fn from(c: &ApprovalComment) -> Self {
+        Self {
+            id: c.id,
+            approval_id: c.approval_id,
+            author: c.author.clone(),
+            body: c.body.clone(),
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// A page of comments, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommentList {
+    /// The comments.
+    pub items: Vec<CommentDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `POST /approvals/{id}/comments`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewCommentDto {
+    /// What to say (1 to 4,000 characters).
+    pub body: String,
 }
 
 /// The body of `POST /approvals/decide`: one decision applied to many pending requests,

@@ -77,6 +77,18 @@ async fn history(engine: &Engine, id: Uuid) -> Result<Value> {
             None => break,
         }
     }
+    let mut comments = Vec::new();
+    for approval in &approvals {
+        let mut page = PageRequest::first(200);
+        loop {
+            let found = store.list_comments(approval.id, &page).await?;
+            comments.extend(found.items);
+            match found.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+    }
     let mut notifications = Vec::new();
     let mut page = PageRequest::first(200);
     let notes = NotificationFilter {
@@ -94,6 +106,7 @@ async fn history(engine: &Engine, id: Uuid) -> Result<Value> {
         "execution": execution,
         "steps": steps,
         "approvals": approvals,
+        "comments": comments,
         "resume_requests": audit,
         "notifications": notifications,
     }))

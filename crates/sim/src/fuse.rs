@@ -326,6 +326,22 @@ impl ApprovalStore for CrashStore {
             )
             .await
     }
+
+    async fn add_comment(&self, comment: &tollgate_model::records::ApprovalComment) -> Result<()> {
+        self.fuse
+            .run("add_comment", self.inner.add_comment(comment))
+            .await
+    }
+
+    async fn list_comments(
+        &self,
+        approval_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<tollgate_model::records::ApprovalComment>> {
+        self.fuse
+            .run("list_comments", self.inner.list_comments(approval_id, page))
+            .await
+    }
 }
 
 through_fuse!(EventStore {

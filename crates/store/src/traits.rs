@@ -7,8 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Migration, Notification,
-    Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
+    ApiKey, ApprovalComment, ApprovalRequest, ConsoleSession, Decision, Event, Execution,
+    Migration, Notification, Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp,
+    WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
@@ -370,6 +371,19 @@ pub trait ApprovalStore: Send + Sync {
         now: Timestamp,
         then: Option<Continuation>,
     ) -> Result<Decided>;
+
+    /// Adds a comment to its request, whatever the request's status (a thread outlives
+    /// the decision). `NotFound` if the request is absent. Comments go with their
+    /// request when retention deletes it.
+    async fn add_comment(&self, comment: &ApprovalComment) -> Result<()>;
+
+    /// A request's comments, oldest first. `NotFound` if the request is absent;
+    /// `Invalid` for a foreign cursor.
+    async fn list_comments(
+        &self,
+        approval_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalComment>>;
 }
 
 /// Incoming events.

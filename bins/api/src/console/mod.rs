@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/approvals/{id}", web::get().to(pages::approval))
         .route("/approvals/{id}/approve", web::post().to(pages::approve))
         .route("/approvals/{id}/reject", web::post().to(pages::reject))
+        .route("/approvals/{id}/comments", web::post().to(pages::comment))
         .route("/executions", web::get().to(pages::executions))
         .route("/executions/waiting", web::get().to(pages::waiting))
         .route("/executions/{id}", web::get().to(pages::execution))

@@ -8,8 +8,9 @@ use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
 use crate::dto::ApprovalQuery;
 use crate::dto::{
-    ApprovalDto, ApprovalList, BulkDecidedDto, BulkDecisionDto, BulkItemDto, DecidedDto,
-    DecisionBody, DecisionLinkDto, DecisionLinksDto, ExecutionDto, LinkRecipientDto, NewLinksDto,
+    ApprovalDto, ApprovalList, BulkDecidedDto, BulkDecisionDto, BulkItemDto, CommentDto,
+    CommentList, DecidedDto, DecisionBody, DecisionLinkDto, DecisionLinksDto, ExecutionDto,
+    LinkRecipientDto, NewCommentDto, NewLinksDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::links::LinkClaims;
@@ -549,4 +550,76 @@ fn would_decide(
         )));
     }
     Ok(())
+}
+
+/// Longest comment, in characters.
+pub const COMMENT_LIMIT: usize = 4_000;
+
+/// Adds `body` to a request's thread as `author` (shared by the API and the console).
+/// `400` for an empty or overlong body, `404` for an unknown request.
+pub(crate) async fn add_comment(
+    state: &AppState,
+    approval_id: uuid::Uuid,
+    author: &str,
+    body: &str,
+) -> ApiResult<tollgate_model::records::ApprovalComment> {
+    let body = body.trim();
+    if body.is_empty() {
+        return Err(ApiError::bad_request("body: a comment needs some text"));
+    }
+    let length = body.chars().count();
+    if length > COMMENT_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "body: {length} characters, at most {COMMENT_LIMIT}"
+        )));
+    }
+    let comment = tollgate_model::records::ApprovalComment {
+        id: uuid::Uuid::now_v7(),
+        approval_id,
+        author: author.to_owned(),
+        body: body.to_owned(),
+        created_at: state.engine.clock().now(),
+    };
+    state.store.add_comment(&comment).await?;
+    tracing::info!(approval_id = %approval_id, author, "approval comment");
+    Ok(comment)
+}
+
+/// A request's comment thread, oldest first.
+#[utoipa::path(get, path = "/api/v1/approvals/{id}/comments", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id"), PageParams),
+    responses((status = 200, body = CommentList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn comments(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    let page = state.store.list_comments(id, &page.request()?).await?;
+    Ok(HttpResponse::Ok().json(CommentList {
+        items: page.items.iter().map(CommentDto::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Comments on a request without deciding it: a question to the requester, a note for
+/// the other approvers. Any key that can read the request may comment, before or after
+/// the decision.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/comments", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")), request_body = NewCommentDto,
+    responses((status = 201, body = CommentDto), (status = 400, description = "an empty or overlong body", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn comment(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: crate::routes::Json<NewCommentDto>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    let comment = add_comment(&state, id, caller.subject(), &body.0.body).await?;
+    Ok(HttpResponse::Created().json(CommentDto::from(&comment)))
 }

@@ -173,6 +173,16 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
         ),
         at(
             Method::GET,
+            "/api/v1/approvals/{id}/comments",
+            approvals::comments,
+        ),
+        at(
+            Method::POST,
+            "/api/v1/approvals/{id}/comments",
+            approvals::comment,
+        ),
+        at(
+            Method::GET,
             "/api/v1/records/{entity}/{entity_id}",
             records::get_record,
         ),

@@ -173,6 +173,11 @@ async fn every_route_for_every_kind_of_caller() {
                 path.into(),
                 Some(json!({"ids": [approvals[0]], "decision": "approve", "dry_run": true})),
             ),
+            ("POST", "/api/v1/approvals/{id}/comments") => (
+                Needs::AnyKey,
+                format!("/api/v1/approvals/{}/comments", approvals[0]),
+                Some(json!({"body": "a question"})),
+            ),
             ("POST", "/api/v1/approvals/{id}/links") => (
                 Needs::Control,
                 format!("/api/v1/approvals/{}/links", approvals[0]),

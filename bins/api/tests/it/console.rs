@@ -1064,3 +1064,72 @@ async fn an_approver_decides_through_a_link_in_a_browser() {
     }
     panic!("the approved execution did not complete");
 }
+
+/// A comment from the approval page: it joins the thread and decides nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_comments_on_a_request_in_a_browser() {
+    let Some(driver_path) = chromedriver() else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
+            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
+        );
+        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+        return;
+    };
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    let shop = app.key("shop", &["service"]).await;
+    app.workflow(order_workflow("orders")).await;
+    let (_, ev) = app
+        .post(
+            "/api/v1/events?wait=true",
+            &shop,
+            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-5"}}),
+        )
+        .await;
+    let exec = ev["started"][0].as_str().unwrap().to_owned();
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals?execution_id={exec}"), &maria)
+        .await;
+    let approval = a["items"][0]["id"].as_str().unwrap().to_owned();
+    let driver = start_driver(&driver_path).await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &maria).await;
+    c.goto(&app.url(&format!("/approvals/{approval}")))
+        .await
+        .unwrap();
+    c.find(Locator::Id("comment"))
+        .await
+        .unwrap()
+        .send_keys("is the customer new?")
+        .await
+        .unwrap();
+    c.find(Locator::Id("add-comment"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let thread = c
+        .wait()
+        .for_element(Locator::Css("#comments li.comment"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shot(&c, "approval-comment").await;
+    assert!(
+        thread.contains("maria") && thread.contains("is the customer new?"),
+        "{thread}"
+    );
+    c.close().await.unwrap();
+    let (_, a) = app
+        .get(&format!("/api/v1/approvals/{approval}"), &maria)
+        .await;
+    assert_eq!(a["status"], "pending", "a comment decides nothing");
+    let (_, thread) = app
+        .get(&format!("/api/v1/approvals/{approval}/comments"), &maria)
+        .await;
+    assert_eq!(thread["items"][0]["author"], "maria");
+}

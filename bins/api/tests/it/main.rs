@@ -15,6 +15,7 @@
 mod admin_key;
 mod auth_matrix;
 mod bulk;
+mod comments;
 mod console;
 mod links;
 mod openapi;

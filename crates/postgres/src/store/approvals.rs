@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
-use tollgate_model::records::{ApprovalRequest, Decision, Principal, Timestamp};
+use sqlx::Row;
+use tollgate_model::records::{ApprovalComment, ApprovalRequest, Decision, Principal, Timestamp};
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, ApprovalFilter, ApprovalStore, Continuation, Decided,
     LeaseClaim, Page, PageRequest, Result,
@@ -113,5 +114,67 @@ impl ApprovalStore for PgStore {
                 then,
             ))
             .await
+    }
+
+    async fn add_comment(&self, comment: &ApprovalComment) -> Result<()> {
+        // One statement: the request's existence and the insert are one atomic change.
+        let done = sqlx::query(
+            "INSERT INTO approval_comments (approval_id, id, author, body, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = $1)",
+        )
+        .bind(comment.approval_id)
+        .bind(comment.id)
+        .bind(&comment.author)
+        .bind(&comment.body)
+        .bind(comment.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(tollgate_store::Error::not_found(
+                "approval",
+                comment.approval_id,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn list_comments(
+        &self,
+        approval_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalComment>> {
+        let after = id_after(page)?;
+        let exists = sqlx::query("SELECT 1 FROM approvals WHERE id = $1")
+            .bind(approval_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(tollgate_store::Error::not_found("approval", approval_id));
+        }
+        let found = sqlx::query(
+            "SELECT id, author, body, created_at FROM approval_comments \
+             WHERE approval_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(approval_id)
+        .bind(after.unwrap_or(Uuid::nil()))
+        .bind(limit(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut items = Vec::with_capacity(found.len());
+        for row in &found {
+            items.push(ApprovalComment {
+                id: row.try_get("id").map_err(backend)?,
+                approval_id,
+                author: row.try_get("author").map_err(backend)?,
+                body: row.try_get("body").map_err(backend)?,
+                created_at: row.try_get("created_at").map_err(backend)?,
+            });
+        }
+        Ok(page_from_overfetch(items, page.limit, |c| {
+            encode_id_cursor(c.id)
+        }))
     }
 }

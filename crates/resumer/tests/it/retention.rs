@@ -193,6 +193,41 @@ async fn what_is_deleted_is_archived_first_by_the_day_it_ended() {
     }
 }
 
+/// An approval's comment thread is archived with its execution.
+#[tokio::test]
+async fn an_archived_execution_keeps_its_approvals_comments() {
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "orders", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+        "steps": [{"id": "gate", "type": "approval", "approval": {"approvers": {"role": "m"}}, "on_approve": "done", "on_reject": "done"},
+                  {"id": "done", "type": "action", "action": "allow"}]}))
+        .await;
+    let paused = h.start("order.created", json!({})).await;
+    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    h.store
+        .add_comment(&tollgate_model::records::ApprovalComment {
+            id: uuid::Uuid::now_v7(),
+            approval_id,
+            author: "ann".into(),
+            body: "is this customer new?".into(),
+            created_at: crate::start_time(),
+        })
+        .await
+        .unwrap();
+    h.decide(&paused, "ann", &["m"], DecisionKind::Approve, None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = retention_with(&h, dir.path());
+    h.advance(2 * DAY);
+    assert_eq!(worker.tick().await.unwrap().purged, 1);
+    let lines = archived(dir.path());
+    assert_eq!(lines[0]["comments"][0]["body"], "is this customer new?");
+    assert_eq!(
+        lines[0]["comments"][0]["approval_id"],
+        approval_id.to_string()
+    );
+}
+
 /// An archive that cannot be written deletes nothing: history is never lost to a full
 /// disk or a wrong path.
 #[tokio::test]

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
-use tollgate_model::records::{ApprovalRequest, Decision, Principal, Timestamp};
+use sqlx::Row;
+use tollgate_model::records::{ApprovalComment, ApprovalRequest, Decision, Principal, Timestamp};
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, ApprovalFilter, ApprovalStore, Continuation, Decided,
-    LeaseClaim, Page, PageRequest, Result,
+    Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -103,5 +104,66 @@ impl ApprovalStore for SqliteStore {
     ) -> Result<Decided> {
         self.decide_with(approval_id, decision, decider, claim, now, then.as_ref())
             .await
+    }
+
+    async fn add_comment(&self, comment: &ApprovalComment) -> Result<()> {
+        // One statement: the request's existence and the insert are one atomic change.
+        let done = sqlx::query(
+            "INSERT INTO approval_comments (approval_id, id, author, body, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = ?1)",
+        )
+        .bind(comment.approval_id.to_string())
+        .bind(comment.id.to_string())
+        .bind(&comment.author)
+        .bind(&comment.body)
+        .bind(rows::ts(comment.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("approval", comment.approval_id));
+        }
+        Ok(())
+    }
+
+    async fn list_comments(
+        &self,
+        approval_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalComment>> {
+        let after = id_after(page)?;
+        let exists = sqlx::query("SELECT 1 FROM approvals WHERE id = ?")
+            .bind(approval_id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        if exists.is_none() {
+            return Err(Error::not_found("approval", approval_id));
+        }
+        let found = sqlx::query(
+            "SELECT id, author, body, created_at FROM approval_comments \
+             WHERE approval_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(approval_id.to_string())
+        .bind(after.unwrap_or_default())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        let mut items = Vec::with_capacity(found.len());
+        for row in &found {
+            let id: String = row.try_get("id").map_err(backend)?;
+            items.push(ApprovalComment {
+                id: Uuid::parse_str(&id)
+                    .map_err(|e| Error::Unreadable(format!("comment id `{id}`: {e}")))?,
+                approval_id,
+                author: row.try_get("author").map_err(backend)?,
+                body: row.try_get("body").map_err(backend)?,
+                created_at: rows::from_ts(row.try_get("created_at").map_err(backend)?),
+            });
+        }
+        Ok(page_from_overfetch(items, page.limit, |c| {
+            encode_id_cursor(c.id)
+        }))
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
+    ApprovalComment, ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
@@ -81,6 +81,39 @@ impl ApprovalStore for MemoryStore {
         then: Option<Continuation>,
     ) -> Result<Decided> {
         self.decide_with(approval_id, decision, decider, lease, now, then.as_ref())
+    }
+
+    async fn add_comment(&self, comment: &ApprovalComment) -> Result<()> {
+        let mut state = self.lock();
+        if !state.approvals.contains_key(&comment.approval_id) {
+            return Err(Error::not_found("approval", comment.approval_id));
+        }
+        state
+            .comments
+            .entry(comment.approval_id)
+            .or_default()
+            .push(comment.clone());
+        Ok(())
+    }
+
+    async fn list_comments(
+        &self,
+        approval_id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalComment>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        if !state.approvals.contains_key(&approval_id) {
+            return Err(Error::not_found("approval", approval_id));
+        }
+        let items = state
+            .comments
+            .get(&approval_id)
+            .into_iter()
+            .flatten()
+            .map(|c| (c.id, c.clone()))
+            .collect();
+        Ok(paginate(items, false, after, page.limit, encode_id))
     }
 }
 

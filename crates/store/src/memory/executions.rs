@@ -422,6 +422,7 @@ impl ExecutionStore for MemoryStore {
             state.quarantined.remove(&id);
             for approval in state.approvals_by_execution.remove(&id).unwrap_or_default() {
                 state.approvals.remove(&approval);
+                state.comments.remove(&approval);
             }
             state.notifications.retain(|_, n| n.execution_id != id);
             for event_id in &execution.consumed_events {

@@ -49,6 +49,8 @@ struct State {
     approvals: BTreeMap<Uuid, ApprovalRequest>,
     /// Approval ids by execution, so ending an execution does not scan every request.
     approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
+    /// Each request's comments, oldest first.
+    comments: HashMap<Uuid, Vec<tollgate_model::records::ApprovalComment>>,
     events: BTreeMap<Uuid, Event>,
     event_ids: HashMap<String, Uuid>,
     /// Events stored but not yet marked delivered (see `EventStore::undelivered_events`).

@@ -527,6 +527,109 @@ pub async fn decisions_after_the_deadline_are_refused(store: Arc<dyn Store>) {
     );
 }
 
+/// A request's comment thread: oldest first, paged, kept after the decision, refused
+/// for a request that does not exist, and deleted with the request by retention.
+pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (_, a) = paused_at_approval(&store, &w, 1, None).await;
+    let comment = |body: &str, approval_id: Uuid| tollgate_model::records::ApprovalComment {
+        id: Uuid::now_v7(),
+        approval_id,
+        author: "ann".into(),
+        body: body.into(),
+        created_at: t0(),
+    };
+    let said = ["why so big?", "a new customer", "ok"];
+    for body in said {
+        store.add_comment(&comment(body, a.id)).await.unwrap();
+    }
+    let first = store
+        .list_comments(a.id, &PageRequest::first(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .items
+            .iter()
+            .map(|c| c.body.as_str())
+            .collect::<Vec<_>>(),
+        said[..2]
+    );
+    assert_eq!(
+        (first.items[0].author.as_str(), first.items[0].created_at),
+        ("ann", t0())
+    );
+    let rest = store
+        .list_comments(
+            a.id,
+            &PageRequest::after(2, first.next_cursor.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items
+            .iter()
+            .map(|c| c.body.as_str())
+            .collect::<Vec<_>>(),
+        said[2..]
+    );
+    assert!(rest.next_cursor.is_none());
+    let nowhere = Uuid::now_v7();
+    assert!(store
+        .add_comment(&comment("hello?", nowhere))
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(store
+        .list_comments(nowhere, &PageRequest::first(5))
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // Decided: the thread stays open. Ended and purged: it goes with its request.
+    let decided = store
+        .decide(
+            a.id,
+            decision("bob", DecisionKind::Reject),
+            &manager("bob"),
+            &lease("api", t0()),
+            t0(),
+            None,
+        )
+        .await
+        .unwrap();
+    store.add_comment(&comment("noted", a.id)).await.unwrap();
+    let e = decided.execution;
+    let mut end = commit(
+        &e,
+        "api",
+        e.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    end.now = t0();
+    store.commit_step(end).await.unwrap();
+    let purged = store
+        .purge_ended(
+            &crate::Purge {
+                default_before: Some(t0() + secs(1)),
+                per_workflow: Vec::new(),
+                only: None,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert!(store
+        .list_comments(a.id, &PageRequest::first(5))
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
 /// The filters a bulk decision selects by: the execution's workflow, the step, and how
 /// old the request is.
 pub async fn approval_lists_filter_by_workflow_step_and_age(store: Arc<dyn Store>) {

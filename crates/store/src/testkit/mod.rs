@@ -91,6 +91,7 @@ macro_rules! contract_tests {
             waits_refuse_events_from_before_they_started,
             execution_lists_use_keyset_pagination_and_filters,
             approval_lists_filter_by_decider,
+            approval_comments_are_a_thread_that_goes_with_its_request,
             approval_lists_filter_by_workflow_step_and_age,
             api_keys_are_unique_findable_and_revocable,
             finishing_closes_open_approvals,

@@ -212,6 +212,13 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         None => None,
     };
     let may_decide = a.status == ApprovalStatus::Pending && a.authorize(&user.principal).is_ok();
+    // The thread's first page (200 comments); a longer one is in the API.
+    let comments = state
+        .store
+        .list_comments(a.id, &PageRequest::first(200))
+        .await
+        .map(|page| page.items)
+        .unwrap_or_default();
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -265,6 +272,24 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                             @if let Some(r) = &d.reason { p { (r) } }
                         }
                     }
+                }
+            }
+            section.card id="comments" {
+                h2 { "Comments" }
+                @if comments.is_empty() { p.muted { "None yet." } }
+                ol.timeline {
+                    @for c in &comments {
+                        li.comment {
+                            strong { (c.author) } " " (when(c.created_at, now))
+                            p { (c.body) }
+                        }
+                    }
+                }
+                form method="post" action={"/approvals/" (a.id) "/comments"} {
+                    (csrf_field(&user))
+                    textarea name="comment" id="comment" rows="2" required maxlength="4000"
+                        aria-label="Comment" placeholder="Ask a question or leave a note (decides nothing)" {}
+                    button type="submit" id="add-comment" { "Comment" }
                 }
             }
             @if let Some(e) = &execution {
@@ -328,6 +353,39 @@ pub(super) async fn decide(
             &message,
         ),
         Err(err) => internal(Some(&user), err),
+    }
+}
+
+/// `POST /approvals/{id}/comments`: adds to the thread, back to the request's page.
+pub async fn comment(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<Form>,
+) -> Page {
+    let user = signed_in!(req, state);
+    if let Err(refused) = check_csrf(&user, &form) {
+        return *refused;
+    }
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found(&user, "approval");
+    };
+    match crate::routes::approvals::add_comment(&state, id, &user.principal.subject, &form.comment)
+        .await
+    {
+        Ok(_) => see_other(&format!("/approvals/{id}#comments")),
+        Err(err) if err.code() == "not_found" => not_found(&user, "approval"),
+        Err(err) if err.code() == "bad_request" => problem(
+            StatusCode::BAD_REQUEST,
+            Some(&user),
+            "Not accepted",
+            &err.envelope().error.message,
+        ),
+        Err(err) => internal(
+            Some(&user),
+            err.cause()
+                .map_or_else(|| err.envelope().error.message, str::to_owned),
+        ),
     }
 }
 

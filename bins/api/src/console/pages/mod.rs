@@ -28,7 +28,7 @@ mod link;
 mod sign_in;
 mod workflows;
 
-pub(super) use approvals::{approval, approve, inbox, reject};
+pub(super) use approvals::{approval, approve, comment, inbox, reject};
 pub(super) use bulk::bulk_command;
 pub(super) use executions::{command, execution, executions, waiting};
 pub(super) use link::{link_decide, link_form};
@@ -90,6 +90,8 @@ pub struct Form {
     csrf: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    comment: String,
     #[serde(default)]
     key: String,
     #[serde(default)]

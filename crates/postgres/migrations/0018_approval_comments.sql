@@ -1,0 +1,11 @@
+-- Why: approvers ask questions and leave notes on a request without deciding it
+-- (docs/approvals.md, "Comments"). A thread per request, kept after the decision and
+-- deleted with the request. A new table only: the previous release's reads are unchanged.
+CREATE TABLE IF NOT EXISTS approval_comments (
+    approval_id  uuid NOT NULL REFERENCES approvals(id) ON DELETE CASCADE,
+    id           uuid NOT NULL,
+    author       text NOT NULL,
+    body         text NOT NULL,
+    created_at   timestamptz NOT NULL,
+    PRIMARY KEY (approval_id, id)
+);
