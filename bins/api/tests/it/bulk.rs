@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{Db, TestApp};
+use crate::{start_at_approval, until_completed, Db, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_decisions_on_sqlite() {
@@ -32,22 +32,9 @@ fn workflow(id: &str) -> Value {
 
 /// Starts one execution of `workflow`; returns its approval's id.
 async fn start(app: &TestApp, service: &str, workflow: &str) -> String {
-    let (s, b) = app
-        .post(
-            "/api/v1/events?wait=true",
-            service,
-            json!({"event_type": format!("{workflow}.created"), "payload": {}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let execution = b["started"][0].as_str().unwrap().to_owned();
-    let (_, b) = app
-        .get(
-            &format!("/api/v1/approvals?execution_id={execution}"),
-            &app.admin,
-        )
-        .await;
-    b["items"][0]["id"].as_str().unwrap().to_owned()
+    start_at_approval(app, service, &format!("{workflow}.created"), json!({}))
+        .await
+        .1
 }
 
 async fn statuses(app: &TestApp, ids: &[&String]) -> Vec<String> {
@@ -251,15 +238,5 @@ async fn bulk_decisions(app: TestApp) {
         .get(&format!("/api/v1/approvals/{of_b}"), &app.admin)
         .await;
     let execution = a["execution_id"].as_str().unwrap().to_owned();
-    for _ in 0..100 {
-        let (_, e) = app
-            .get(&format!("/api/v1/executions/{execution}"), &app.admin)
-            .await;
-        if e["status"] == "completed" {
-            assert_eq!(e["result"], "blocked");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the rejected execution did not complete");
+    assert_eq!(until_completed(&app, &execution).await["result"], "blocked");
 }

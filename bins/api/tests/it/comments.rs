@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::{order_workflow, Db, TestApp};
+use crate::{order_workflow, start_at_approval, Db, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comments_on_sqlite() {
@@ -21,18 +21,13 @@ async fn comments(app: TestApp) {
     let viewer = app.key("viewer", &["viewer"]).await;
     let shop = app.key("shop", &["service"]).await;
     app.workflow(order_workflow("orders")).await;
-    let (_, ev) = app
-        .post(
-            "/api/v1/events?wait=true",
-            &shop,
-            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-1"}}),
-        )
-        .await;
-    let exec = ev["started"][0].as_str().unwrap().to_owned();
-    let (_, a) = app
-        .get(&format!("/api/v1/approvals?execution_id={exec}"), &viewer)
-        .await;
-    let id = a["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, id) = start_at_approval(
+        &app,
+        &shop,
+        "order.created",
+        json!({"total": 25000, "order_id": "o-1"}),
+    )
+    .await;
     let thread = format!("/api/v1/approvals/{id}/comments");
 
     // Anyone who can read the request comments; a comment decides nothing.

@@ -14,7 +14,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::{order_workflow, Db, TestApp};
+use crate::{order_workflow, start_at_approval, until_completed, Db, TestApp};
 
 struct Driver {
     child: Child,
@@ -40,6 +40,20 @@ fn chromedriver() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")))
         .filter(|p| p.exists())
+}
+
+/// The chromedriver to run, or `None` to skip the test, said loudly (a failure instead
+/// with `TOLLGATE_REQUIRE_BROWSER`, as `cargo xtask test` sets).
+fn driver_or_skip() -> Option<PathBuf> {
+    let found = chromedriver();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
+            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
+        );
+        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+    }
+    found
 }
 
 async fn start_driver(path: &PathBuf) -> Driver {
@@ -155,12 +169,7 @@ async fn hand_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvers_and_operators_use_the_console_in_a_browser() {
-    let Some(driver_path) = chromedriver() else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
-            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
-        );
-        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+    let Some(driver_path) = driver_or_skip() else {
         return;
     };
     let app = TestApp::spawn(Db::Sqlite).await;
@@ -950,30 +959,20 @@ async fn an_agents_request_over_mcp_is_decided_in_the_console() {
 /// completes the execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approver_decides_through_a_link_in_a_browser() {
-    let Some(driver_path) = chromedriver() else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
-            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
-        );
-        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+    let Some(driver_path) = driver_or_skip() else {
         return;
     };
     let app = TestApp::spawn(Db::Sqlite).await;
     let shop = app.key("shop", &["service"]).await;
     let ops = app.key("ops", &["operator"]).await;
     app.workflow(order_workflow("orders")).await;
-    let (_, ev) = app
-        .post(
-            "/api/v1/events?wait=true",
-            &shop,
-            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-9"}}),
-        )
-        .await;
-    let exec = ev["started"][0].as_str().unwrap().to_owned();
-    let (_, a) = app
-        .get(&format!("/api/v1/approvals?execution_id={exec}"), &ops)
-        .await;
-    let approval = a["items"][0]["id"].as_str().unwrap().to_owned();
+    let (exec, approval) = start_at_approval(
+        &app,
+        &shop,
+        "order.created",
+        json!({"total": 25000, "order_id": "o-9"}),
+    )
+    .await;
     let (s, links) = app
         .post(
             &format!("/api/v1/approvals/{approval}/links"),
@@ -1054,44 +1053,26 @@ async fn an_approver_decides_through_a_link_in_a_browser() {
         .unwrap();
     assert!(text.contains("Already approved"), "{text}");
     c.close().await.unwrap();
-    for _ in 0..100 {
-        let (_, e) = app.get(&format!("/api/v1/executions/{exec}"), &ops).await;
-        if e["status"] == "completed" {
-            assert_eq!(e["result"], "allowed");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the approved execution did not complete");
+    assert_eq!(until_completed(&app, &exec).await["result"], "allowed");
 }
 
 /// A comment from the approval page: it joins the thread and decides nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approver_comments_on_a_request_in_a_browser() {
-    let Some(driver_path) = chromedriver() else {
-        assert!(
-            std::env::var_os("TOLLGATE_REQUIRE_BROWSER").is_none(),
-            "chromedriver is missing but TOLLGATE_REQUIRE_BROWSER is set"
-        );
-        eprintln!("\n*** BROWSER TESTS SKIPPED: no chromedriver (install chromium and chromium-driver, or run `cargo xtask test`) ***\n");
+    let Some(driver_path) = driver_or_skip() else {
         return;
     };
     let app = TestApp::spawn(Db::Sqlite).await;
     let maria = app.key("maria", &["sales_manager"]).await;
     let shop = app.key("shop", &["service"]).await;
     app.workflow(order_workflow("orders")).await;
-    let (_, ev) = app
-        .post(
-            "/api/v1/events?wait=true",
-            &shop,
-            json!({"event_type": "order.created", "payload": {"total": 25000, "order_id": "o-5"}}),
-        )
-        .await;
-    let exec = ev["started"][0].as_str().unwrap().to_owned();
-    let (_, a) = app
-        .get(&format!("/api/v1/approvals?execution_id={exec}"), &maria)
-        .await;
-    let approval = a["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, approval) = start_at_approval(
+        &app,
+        &shop,
+        "order.created",
+        json!({"total": 25000, "order_id": "o-5"}),
+    )
+    .await;
     let driver = start_driver(&driver_path).await;
     let c = browser(&driver).await;
     sign_in(&c, &app, &maria).await;

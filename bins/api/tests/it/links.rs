@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tollgate_api::links::{LinkClaims, LinkKeys};
 
-use crate::{Db, TestApp};
+use crate::{start_at_approval, until_completed, Db, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_links_on_sqlite() {
@@ -36,23 +36,14 @@ fn workflow() -> Value {
 
 /// Starts an execution for `order`; returns its pending approval's id.
 async fn start(app: &TestApp, service: &str, order: &str) -> String {
-    let (s, b) = app
-        .post(
-            "/api/v1/events?wait=true",
-            service,
-            json!({"event_type": "order.created", "payload": {"order_id": order, "total": 20000}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let execution = b["started"][0].as_str().unwrap().to_owned();
-    let (s, b) = app
-        .get(
-            &format!("/api/v1/approvals?execution_id={execution}"),
-            &app.admin,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    b["items"][0]["id"].as_str().unwrap().to_owned()
+    start_at_approval(
+        app,
+        service,
+        "order.created",
+        json!({"order_id": order, "total": 20000}),
+    )
+    .await
+    .1
 }
 
 /// The page at `url` (a link): status and HTML.
@@ -343,15 +334,5 @@ async fn decision_links(app: TestApp) {
         (&json!("sales@example.com"), &json!("link"))
     );
     let execution = a["execution_id"].as_str().unwrap();
-    for _ in 0..100 {
-        let (_, e) = app
-            .get(&format!("/api/v1/executions/{execution}"), &app.admin)
-            .await;
-        if e["status"] == "completed" {
-            assert_eq!(e["result"], "blocked");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the rejected execution did not complete");
+    assert_eq!(until_completed(&app, execution).await["result"], "blocked");
 }

@@ -274,6 +274,48 @@ impl TestApp {
 }
 
 /// The approval workflow most tests use: amount > 10,000 needs a sales manager.
+/// Sends `event_type` with `payload` as `key`, waiting until the execution it starts
+/// stops; returns the execution's id and its pending approval's.
+pub async fn start_at_approval(
+    app: &TestApp,
+    key: &str,
+    event_type: &str,
+    payload: Value,
+) -> (String, String) {
+    let (s, b) = app
+        .post(
+            "/api/v1/events?wait=true",
+            key,
+            json!({"event_type": event_type, "payload": payload}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let execution = b["started"][0].as_str().unwrap().to_owned();
+    let (s, a) = app
+        .get(
+            &format!("/api/v1/approvals?execution_id={execution}"),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let approval = a["items"][0]["id"].as_str().unwrap().to_owned();
+    (execution, approval)
+}
+
+/// The execution once it completed (within 5 s, or the test fails).
+pub async fn until_completed(app: &TestApp, execution: &str) -> Value {
+    for _ in 0..100 {
+        let (_, e) = app
+            .get(&format!("/api/v1/executions/{execution}"), &app.admin)
+            .await;
+        if e["status"] == "completed" {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("execution {execution} did not complete");
+}
+
 pub fn order_workflow(workflow_id: &str) -> Value {
     json!({
         "workflow_id": workflow_id, "version": "1.0.0", "name": "Big orders",

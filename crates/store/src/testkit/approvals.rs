@@ -630,6 +630,18 @@ pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Ar
         .is_not_found());
 }
 
+/// The ids of the first ten requests `f` lists.
+async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
+    store
+        .list_approvals(&f, &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.id)
+        .collect()
+}
+
 /// The filters a bulk decision selects by: the execution's workflow, the step, and how
 /// old the request is.
 pub async fn approval_lists_filter_by_workflow_step_and_age(store: Arc<dyn Store>) {
@@ -638,19 +650,7 @@ pub async fn approval_lists_filter_by_workflow_step_and_age(store: Arc<dyn Store
     let (_, a1) = paused_at_approval(&store, &orders, 1, None).await;
     let (_, a2) = paused_at_approval(&store, &orders, 1, None).await;
     let (_, a3) = paused_at_approval(&store, &refunds, 1, None).await;
-    let list = |f: ApprovalFilter| {
-        let store = store.clone();
-        async move {
-            store
-                .list_approvals(&f, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .map(|a| a.id)
-                .collect::<Vec<_>>()
-        }
-    };
+    let list = |f: ApprovalFilter| listed(&store, f);
     let by_workflow = |key: &str| ApprovalFilter {
         workflow_key: Some(key.into()),
         ..Default::default()
@@ -703,19 +703,7 @@ pub async fn approval_lists_filter_by_decider(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    let list = |f: ApprovalFilter| {
-        let store = store.clone();
-        async move {
-            store
-                .list_approvals(&f, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .map(|a| a.id)
-                .collect::<Vec<_>>()
-        }
-    };
+    let list = |f: ApprovalFilter| listed(&store, f);
     assert_eq!(
         list(ApprovalFilter::default()).await,
         [a2.id, a1.id],
