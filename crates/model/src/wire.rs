@@ -1055,8 +1055,10 @@ pub struct BulkDecisionDto {
     /// The requests, by id (at most 1,000). Give `ids` or `filter`, not both.
     #[serde(default)]
     pub ids: Vec<Uuid>,
-    /// The pending requests that match, newest first, at most 1,000 per call.
+    /// The pending requests that match, newest first, at most `limit` per call.
     pub filter: Option<BulkFilterDto>,
+    /// With `filter`: the most requests one call takes (1 to 1,000; default 1,000).
+    pub limit: Option<usize>,
     /// `approve` or `reject`.
     pub decision: String,
     /// Why (required to reject); recorded on each decision.
@@ -1092,7 +1094,8 @@ pub struct BulkDecidedDto {
     pub decided: usize,
     /// Requests refused.
     pub refused: usize,
-    /// The filter matched more than 1,000 pending requests: call again for the rest.
+    /// The filter matched more pending requests than the call's `limit`: call again for
+    /// the rest.
     pub more: bool,
     /// One per request, in the order taken.
     pub items: Vec<BulkItemDto>,

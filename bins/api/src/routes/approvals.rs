@@ -373,6 +373,11 @@ pub async fn decide_bulk(
             ))
         }
         (None, false) => {
+            if body.limit.is_some() {
+                return Err(ApiError::bad_request(
+                    "limit: only with `filter` (`ids` are all taken)",
+                ));
+            }
             if body.ids.len() > BULK_LIMIT {
                 return Err(ApiError::bad_request(format!(
                     "ids: {} requests, at most {BULK_LIMIT} per call",
@@ -404,6 +409,12 @@ pub async fn decide_bulk(
                 ),
                 None => None,
             };
+            let cap = body.limit.unwrap_or(BULK_LIMIT);
+            if !(1..=BULK_LIMIT).contains(&cap) {
+                return Err(ApiError::bad_request(format!(
+                    "limit: {cap}, expected 1 to {BULK_LIMIT}"
+                )));
+            }
             if f.workflow.is_none() && f.step.is_none() && f.role.is_none() && older.is_none() {
                 return Err(ApiError::bad_request(
                     "filter: name at least one of `workflow`, `step`, `role` or `older_than`",
@@ -421,14 +432,17 @@ pub async fn decide_bulk(
             let mut page = tollgate_store::PageRequest::first(200);
             let more = loop {
                 let listed = state.store.list_approvals(&filter, &page).await?;
+                let mut left = false;
                 for a in listed.items {
-                    if found.len() == BULK_LIMIT {
+                    if found.len() == cap {
+                        left = true;
                         break;
                     }
                     found.push(Ok(a));
                 }
                 match listed.next_cursor {
-                    Some(_) if found.len() == BULK_LIMIT => break true,
+                    _ if left => break true,
+                    Some(_) if found.len() == cap => break true,
                     Some(cursor) => page = tollgate_store::PageRequest::after(200, cursor),
                     None => break false,
                 }

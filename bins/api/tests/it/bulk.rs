@@ -143,6 +143,26 @@ async fn bulk_decisions(app: TestApp) {
         vec![("would_decide".to_owned(), String::new()); 3]
     );
     assert_eq!(statuses(&app, &all).await, vec!["pending"; 4]);
+    // In chunks: a limit takes the newest, and says there are more.
+    for (limit, more) in [(2, true), (3, false)] {
+        let (s, b) = app
+            .post("/api/v1/approvals/decide", &maria, json!({"filter": {"workflow": "a"}, "limit": limit, "decision": "approve", "dry_run": true}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            (b["items"].as_array().unwrap().len(), b["more"].as_bool()),
+            (limit, Some(more)),
+            "{b}"
+        );
+    }
+    let (s, _) = app
+        .post(
+            "/api/v1/approvals/decide",
+            &maria,
+            json!({"filter": {"workflow": "a"}, "limit": 0, "decision": "approve"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     // A caller who may decide none of them: each refused as a single decision would be.
     let (s, b) = app
         .post(
