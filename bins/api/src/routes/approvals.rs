@@ -158,8 +158,7 @@ pub async fn reject(
     responses((status = 201, body = DecisionLinksDto),
         (status = 400, description = "a recipient the request does not address, or a malformed `expires_in`", body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
-        (status = 409, description = "the request is no longer pending, or its deadline has passed", body = ErrorEnvelope),
-        (status = 503, description = "decision links are off on this server", body = ErrorEnvelope)),
+        (status = 409, description = "the request is no longer pending, its deadline has passed, or this server serves no links", body = ErrorEnvelope)),
     security(("bearer" = ["operator", "admin"])))]
 pub async fn links(
     req: HttpRequest,
@@ -171,25 +170,14 @@ pub async fn links(
     caller.require(Permission::MakeLinks)?;
     let id = parse_id(&id, "approval")?;
     let Some(links) = state.links.clone() else {
-        return Err(ApiError::unavailable(
-            "decision links are off on this server",
+        return Err(ApiError::conflict(
+            "decision links are off on this server (it was started without link keys)",
         ));
     };
     let body = body.0;
     let now = state.engine.clock().now();
     let until = match body.expires_in.as_deref() {
-        Some(text) => {
-            let lifetime = tollgate_bootstrap::config::parse_duration(text)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .and_then(|d| chrono::Duration::from_std(d).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "expires_in: `{text}` is not a positive duration (e.g. \"30m\", \"24h\", \"7d\")"
-                    ))
-                })?;
-            Some(now + lifetime)
-        }
+        Some(text) => Some(now + positive_duration("expires_in", text)?),
         None => None,
     };
     let approval = state.store.get_approval(id).await?;
@@ -333,6 +321,20 @@ fn recipients(
     Ok(out)
 }
 
+/// `text` as a positive duration (`"30m"`, `"24h"`, `"7d"`); `400` naming `field`
+/// otherwise.
+fn positive_duration(field: &str, text: &str) -> ApiResult<chrono::Duration> {
+    tollgate_bootstrap::config::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{field}: `{text}` is not a positive duration (e.g. \"30m\", \"24h\", \"7d\")"
+            ))
+        })
+}
+
 /// Most requests one bulk decision takes.
 pub const BULK_LIMIT: usize = 1_000;
 
@@ -396,17 +398,7 @@ pub async fn decide_bulk(
         }
         (Some(f), true) => {
             let older = match f.older_than.as_deref() {
-                Some(text) => Some(
-                    tollgate_bootstrap::config::parse_duration(text)
-                        .ok()
-                        .and_then(|d| chrono::Duration::from_std(d).ok())
-                        .map(|d| now - d)
-                        .ok_or_else(|| {
-                            ApiError::bad_request(format!(
-                                "filter.older_than: `{text}` is not a duration (e.g. \"2h\", \"3d\")"
-                            ))
-                        })?,
-                ),
+                Some(text) => Some(now - positive_duration("filter.older_than", text)?),
                 None => None,
             };
             let cap = body.limit.unwrap_or(BULK_LIMIT);

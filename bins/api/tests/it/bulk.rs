@@ -164,29 +164,20 @@ async fn bulk_decisions(app: TestApp) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // A caller who may decide none of them: each refused as a single decision would be.
-    let (s, b) = app
-        .post(
-            "/api/v1/approvals/decide",
-            &viewer,
-            json!({"ids": [of_b], "decision": "approve", "dry_run": true}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(
-        outcomes(&b),
-        vec![("refused".to_owned(), "forbidden".to_owned())]
-    );
-    let (_, b) = app
-        .post(
-            "/api/v1/approvals/decide",
-            &viewer,
-            json!({"ids": [of_b], "decision": "approve"}),
-        )
-        .await;
-    assert_eq!(
-        outcomes(&b),
-        vec![("refused".to_owned(), "forbidden".to_owned())]
-    );
+    for dry_run in [true, false] {
+        let (s, b) = app
+            .post(
+                "/api/v1/approvals/decide",
+                &viewer,
+                json!({"ids": [of_b], "decision": "approve", "dry_run": dry_run}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            outcomes(&b),
+            vec![("refused".to_owned(), "forbidden".to_owned())]
+        );
+    }
     // Nothing is older than an hour yet.
     let (_, b) = app
         .post(

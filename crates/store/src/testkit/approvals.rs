@@ -587,15 +587,7 @@ pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Ar
         .is_not_found());
 
     // Decided: the thread stays open. Ended and purged: it goes with its request.
-    let decided = store
-        .decide(
-            a.id,
-            decision("bob", DecisionKind::Reject),
-            &manager("bob"),
-            &lease("api", t0()),
-            t0(),
-            None,
-        )
+    let decided = decide_as(&store, a.id, "bob", DecisionKind::Reject, &manager("bob"))
         .await
         .unwrap();
     store.add_comment(&comment("noted", a.id)).await.unwrap();
