@@ -102,6 +102,10 @@ pub fn describe_metrics() {
         "Approval requests waiting for a decision (the database's view)."
     );
     describe_counter!(
+        "tollgate_decisions_total",
+        "Approval decisions this process recorded, by channel (direct: the decider's own key; link; bulk) and decision."
+    );
+    describe_counter!(
         "tollgate_worker_restarts_total",
         "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
     );

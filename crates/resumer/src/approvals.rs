@@ -111,6 +111,10 @@ impl ApprovalService {
             .await
         {
             Ok(decided) => {
+                metrics::counter!("tollgate_decisions_total",
+                    "channel" => channel.unwrap_or("direct").to_owned(),
+                    "decision" => if kind == DecisionKind::Approve { "approve" } else { "reject" })
+                .increment(1);
                 tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, continued = decided.continued.is_some(), "approval decision");
                 if let Some(stored) = &decided.continued {
                     self.engine.record_continued(stored);

@@ -963,6 +963,10 @@ async fn execution_routes(app: TestApp) {
     assert!(text.contains("tollgate_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/executions/{id}\""), "routes are labelled by template");
     assert!(text.contains("tollgate_resume_latency_seconds"));
     assert!(text.contains("tollgate_step_duration_seconds"));
+    assert!(
+        text.contains("tollgate_decisions_total{channel=\"direct\",decision=\"approve\"}"),
+        "decisions are counted by channel: {text}"
+    );
     // What waits: nothing is overdue (the embedded worker runs); the gauges are there.
     assert!(text.contains("tollgate_gates_overdue 0"), "{text}");
     assert!(
