@@ -79,6 +79,23 @@ async fn bulk_decisions(app: TestApp) {
     let of_b = start(&app, &service, "b").await;
     let all: Vec<&String> = of_a.iter().chain([&of_b]).collect();
 
+    // The list filters a bulk decision's filter shares.
+    for (query, expected) in [
+        ("workflow_key=a", 3),
+        ("workflow_key=b&step_id=approve", 1),
+        ("step_id=other", 0),
+    ] {
+        let (s, b) = app
+            .get(&format!("/api/v1/approvals?{query}"), &viewer)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(
+            b["items"].as_array().unwrap().len(),
+            expected,
+            "{query}: {b}"
+        );
+    }
+
     // Malformed calls are refused whole, naming what is wrong.
     let too_many: Vec<String> = (0..1001)
         .map(|_| uuid::Uuid::now_v7().to_string())
