@@ -308,6 +308,13 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
     )
 }
 
+/// The approval a form posted by `user` is about: `Err` with the page to answer when the
+/// form did not come from this session or the id is not an approval's.
+fn form_on_approval(user: &User, form: &Form, id: &str) -> Result<Uuid, Box<Page>> {
+    check_csrf(user, form)?;
+    Uuid::parse_str(id).map_err(|_| Box::new(not_found(user, "approval")))
+}
+
 pub(super) async fn decide(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -316,11 +323,9 @@ pub(super) async fn decide(
     kind: DecisionKind,
 ) -> Page {
     let user = signed_in!(req, state);
-    if let Err(refused) = check_csrf(&user, &form) {
-        return *refused;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return not_found(&user, "approval");
+    let id = match form_on_approval(&user, &form, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
     if kind == DecisionKind::Reject && reason.is_none() {
@@ -364,11 +369,9 @@ pub async fn comment(
     form: web::Form<Form>,
 ) -> Page {
     let user = signed_in!(req, state);
-    if let Err(refused) = check_csrf(&user, &form) {
-        return *refused;
-    }
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return not_found(&user, "approval");
+    let id = match form_on_approval(&user, &form, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
     };
     match crate::routes::approvals::add_comment(&state, id, &user.principal.subject, &form.comment)
         .await
