@@ -289,11 +289,25 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         args.admin_key_file.as_deref(),
     )
     .await?;
+    let link_keys = std::sync::Arc::new(crate::links::LinkKeys::open(
+        &args.links.key_file(&args.database.data_dir),
+        args.links.link_key_overlap,
+    )?);
+    let public_url = args
+        .links
+        .public_url
+        .as_deref()
+        .map(|url| url.trim_end_matches('/').to_owned());
     let engine = build_engine(
         backend.store.clone(),
         &config,
         &args.worker,
         default_worker_id("api"),
+        Some(tollgate_bootstrap::LinkSource {
+            keys: link_keys.clone(),
+            lifetime: args.links.link_lifetime,
+        }),
+        public_url.clone(),
     )?;
     let tasks = Tasks::new(tokio::runtime::Handle::current());
     let state = AppState::new(
@@ -308,16 +322,9 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     .with_worker_warning(args.ready_worker_warning)
     .with_request_timeout(args.request_timeout)
     .with_links(crate::state::Links {
-        keys: crate::links::LinkKeys::open(
-            &args.links.key_file(&args.database.data_dir),
-            args.links.link_key_overlap,
-        )?,
+        keys: link_keys,
         lifetime: args.links.link_lifetime,
-        public_url: args
-            .links
-            .public_url
-            .as_deref()
-            .map(|url| url.trim_end_matches('/').to_owned()),
+        public_url,
     });
     crate::telemetry::metrics();
 
@@ -339,6 +346,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                     archive: args.worker.archive_dir.clone().map(ArchiveDir::new),
                     events: args.worker.event_retention.0,
                 },
+                outbox: Default::default(),
             },
         )
         .with_waker(backend.wakeups.clone());

@@ -52,7 +52,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct Links {
     /// Signs and verifies the tokens.
-    pub keys: crate::links::LinkKeys,
+    pub keys: Arc<crate::links::LinkKeys>,
     /// Lifetime of a link to a request without a deadline.
     pub lifetime: Duration,
     /// `--public-url`, without a trailing `/`.

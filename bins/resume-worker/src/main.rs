@@ -178,6 +178,17 @@ async fn run(cli: Cli) -> Result<()> {
         .worker_id
         .clone()
         .unwrap_or_else(|| default_worker_id("worker"));
+    // Decision links in messages need the API servers' key file (`channels.link_key_file`).
+    let links = match &config.channels.link_key_file {
+        Some(path) => Some(tollgate_bootstrap::LinkSource {
+            keys: std::sync::Arc::new(tollgate_bootstrap::links::LinkKeys::open(
+                path,
+                std::time::Duration::from_secs(7 * 24 * 3600),
+            )?),
+            lifetime: std::time::Duration::from_secs(7 * 24 * 3600),
+        }),
+        None => None,
+    };
     let engine = build_engine(
         backend.store.clone(),
         &config,
@@ -194,6 +205,8 @@ async fn run(cli: Cli) -> Result<()> {
             event_retention: cli.event_retention,
         },
         worker_id.clone(),
+        links,
+        None,
     )?;
     let worker = Worker::new(
         engine,
@@ -211,6 +224,7 @@ async fn run(cli: Cli) -> Result<()> {
                 archive: cli.archive_dir.clone().map(ArchiveDir::new),
                 events: cli.event_retention.0,
             },
+            outbox: Default::default(),
         },
     )
     .with_waker(backend.wakeups.clone());

@@ -231,9 +231,14 @@ pub struct FileConfig {
     /// Values for `{{secrets.NAME}}` in definitions.
     #[serde(default)]
     pub secrets: HashMap<String, String>,
-    /// Where `notify` actions are delivered.
+    /// Where `notify` actions are delivered (the `webhook` channel; `channels.webhook`
+    /// says the same and wins).
     #[serde(default)]
     pub notifier: Option<NotifierConfig>,
+    /// The channels queued notifications are sent through (docs/notifications.md,
+    /// "Channels"). Every process that runs a worker needs the same.
+    #[serde(default)]
+    pub channels: ChannelsConfig,
     /// Time limit of outgoing HTTP calls without their own `timeout` (default `30s`).
     #[serde(default)]
     pub http_timeout: Option<String>,
@@ -249,6 +254,53 @@ pub struct NotifierConfig {
     /// and body) that the receiver checks with the same secret; unsigned without it.
     #[serde(default)]
     pub signing_secret: Option<String>,
+}
+
+/// `channels` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Email over SMTP.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    /// A Slack-compatible incoming webhook.
+    #[serde(default)]
+    pub slack: Option<ChatConfig>,
+    /// A Microsoft Teams-compatible incoming webhook (Adaptive Card messages).
+    #[serde(default)]
+    pub teams: Option<ChatConfig>,
+    /// The generic signed webhook.
+    #[serde(default)]
+    pub webhook: Option<NotifierConfig>,
+    /// Where the server is reached from outside (`https://tollgate.example.com`): the
+    /// start of decision links and console links in messages. `tollgate-api` falls
+    /// back to its `--public-url`; without either, messages carry no links.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The decision-link key file, for processes without `tollgate-api`'s own
+    /// (`tollgate-resume-worker`): it must be the API servers' file, or their links
+    /// refuse the links this worker sends.
+    #[serde(default)]
+    pub link_key_file: Option<PathBuf>,
+}
+
+/// `channels.email`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server: `smtp://host:25` (plain), `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), `smtps://user:pass@host:465` (TLS from the start).
+    pub smtp_url: String,
+    /// The sender, e.g. `Tollgate <approvals@example.com>`.
+    pub from: String,
+}
+
+/// `channels.slack` and `channels.teams`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// The incoming webhook's URL.
+    pub webhook_url: String,
 }
 
 impl FileConfig {
@@ -285,6 +337,23 @@ impl FileConfig {
                     "must not be empty (leave it out for unsigned posts)".into(),
                 ));
             }
+        }
+        let channels = &config.channels;
+        if let Some(email) = &channels.email {
+            crate::channels::check_email(email).map_err(|m| invalid("channels.email".into(), m))?;
+        }
+        for (name, chat) in [("slack", &channels.slack), ("teams", &channels.teams)] {
+            if let Some(chat) = chat {
+                check_url(&chat.webhook_url)
+                    .map_err(|m| invalid(format!("channels.{name}.webhook_url"), m))?;
+            }
+        }
+        if let Some(webhook) = &channels.webhook {
+            check_url(&webhook.webhook_url)
+                .map_err(|m| invalid("channels.webhook.webhook_url".into(), m))?;
+        }
+        if let Some(url) = &channels.public_url {
+            check_url(url).map_err(|m| invalid("channels.public_url".into(), m))?;
         }
         let mut providers: Vec<_> = config.context_providers.iter().collect();
         providers.sort();

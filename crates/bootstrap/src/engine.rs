@@ -4,37 +4,43 @@ use std::sync::Arc;
 
 use tollgate_engine::{
     ContextProvider, Engine, EngineOptions, HttpContextProvider, NoProviders, Notifier,
-    RecordingNotifier, WebhookNotifier,
+    RecordingNotifier,
 };
 use tollgate_store::Store;
 
+use crate::channels::{ChannelNotifier, LinkSource};
 use crate::config::{FileConfig, WorkerArgs};
 use crate::Error;
 
 /// Builds the engine the way every Tollgate process does: `config` supplies context
-/// providers, secrets and the notifier.
+/// providers, secrets and the notification channels; `links` (the API servers' link
+/// keys) lets its messages carry decision links, under `public_url` unless the config
+/// names one.
 pub fn build_engine(
     store: Arc<dyn Store>,
     config: &FileConfig,
     worker: &WorkerArgs,
     worker_id: String,
+    links: Option<LinkSource>,
+    public_url: Option<String>,
 ) -> Result<Engine, Error> {
     let http_timeout = config.http_timeout();
-    let notifier: Arc<dyn Notifier> = match &config.notifier {
-        Some(n) => {
-            let webhook =
-                WebhookNotifier::new(n.webhook_url.clone(), http_timeout).map_err(|source| {
-                    Error::HttpClient {
-                        what: "notifier",
-                        source,
-                    }
-                })?;
-            Arc::new(match &n.signing_secret {
-                Some(secret) => webhook.signed_with(secret.clone()),
-                None => webhook,
-            })
-        }
-        None => Arc::new(RecordingNotifier),
+    let channels = &config.channels;
+    let configured = channels.email.is_some()
+        || channels.slack.is_some()
+        || channels.teams.is_some()
+        || channels.webhook.is_some()
+        || config.notifier.is_some();
+    let notifier: Arc<dyn Notifier> = if configured {
+        Arc::new(ChannelNotifier::new(
+            channels,
+            config.notifier.as_ref(),
+            http_timeout,
+            links,
+            public_url,
+        )?)
+    } else {
+        Arc::new(RecordingNotifier)
     };
     let provider: Arc<dyn ContextProvider> = if config.context_providers.is_empty() {
         Arc::new(NoProviders)

@@ -24,13 +24,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod channels;
 pub mod config;
 mod engine;
+pub mod links;
 pub mod process;
 
+pub use channels::{ChannelNotifier, LinkSource};
 pub use config::{
-    parse_duration, parse_duration_or_off, parse_positive_duration, DatabaseArgs, DurationOrOff,
-    FileConfig, LogFormat, MigrateMode, NotifierConfig, WorkerArgs,
+    parse_duration, parse_duration_or_off, parse_positive_duration, ChannelsConfig, ChatConfig,
+    DatabaseArgs, DurationOrOff, EmailConfig, FileConfig, LogFormat, MigrateMode, NotifierConfig,
+    WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
 pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
@@ -83,6 +87,9 @@ pub enum Error {
     /// The engine refused its settings.
     #[error(transparent)]
     Engine(#[from] tollgate_engine::Error),
+    /// A notification channel cannot be set up from its configuration.
+    #[error("notification channel: {0}")]
+    Channel(String),
     /// The process cannot listen for shutdown signals.
     #[error("cannot listen for {signal}")]
     Signal {

@@ -49,8 +49,8 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use notify::{
-    signature, verify_signature, Delivery, Notifier, RecordingNotifier, WebhookNotifier,
-    SIGNATURE_HEADER,
+    http_outcome, not_configured, signature, verify_signature, Notifier, Outgoing,
+    RecordingNotifier, SendError, WebhookNotifier, SIGNATURE_HEADER,
 };
 pub use provider::{ContextProvider, HttpContextProvider, LoadError, NoProviders};
 pub use template::{redact_secrets, redact_value, Mode, Scope, Secrets, Template};

@@ -1,52 +1,86 @@
-//! Delivering `notify` sub-actions.
+//! Sending notifications out of the outbox.
 //!
-//! Every notification is recorded in the store with the step commit (so it is recorded
-//! exactly once). The [`Notifier`] decides what else happens: the default only logs it;
-//! [`WebhookNotifier`] also posts it to a configured URL.
+//! A notification is committed with the step that makes it (a `notify` sub-action, an
+//! approval's `notify`, a rung of its ladder) as `queued`; a worker claims it and hands
+//! it to the [`Notifier`], and records how the attempt ended (docs/notifications.md,
+//! "The outbox"). [`WebhookNotifier`] posts to one URL; the servers' notifier (email,
+//! Slack, Teams and the webhook, with decision links) is built from their config file.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use tollgate_model::records::Notification;
+use tollgate_model::records::{ApprovalRequest, Notification};
 
-/// How a notification left the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// Channel name stored with the notification (`recorded`, `webhook`).
-    pub channel: String,
-    /// `recorded`, `sent` or `failed`.
-    pub status: String,
+/// A queued notification on its way out, with the approval request it is about (read
+/// when it is sent, so the message shows the request as it is then).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The notification; its id is stable across attempts (the receivers' dedupe key).
+    pub notification: Notification,
+    /// Its request, when it is about one.
+    pub approval: Option<ApprovalRequest>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth trying again later (a timeout, a 5xx, a channel not configured yet).
+    #[error("{0}")]
+    Retry(String),
+    /// Will fail the same way every time (the receiver refused the message itself).
+    #[error("{0}")]
+    Permanent(String),
 }
 
 /// Sends notifications somewhere.
 #[async_trait]
 pub trait Notifier: Send + Sync + std::fmt::Debug {
-    /// Delivers one notification. `idempotency_key` is the same every time this
-    /// notification is attempted (a step re-run after a crash), so a receiver can drop
-    /// repeats. Delivery problems are reported in the result, not as errors: a
-    /// notification that could not be sent is still recorded, as `failed`.
-    async fn deliver(&self, notification: &Notification, idempotency_key: &str) -> Delivery;
+    /// The channel a `notify` sub-action naming `requested` (or none) is queued on;
+    /// `None` means it is only recorded and logged.
+    fn channel(&self, requested: Option<&str>) -> Option<String>;
+
+    /// Makes one attempt at `outgoing`. At-least-once: an attempt whose outcome was not
+    /// recorded (the worker died) is made again, with the same notification id.
+    async fn send(&self, outgoing: &Outgoing) -> Result<(), SendError>;
 }
 
-/// The default notifier: the notification is recorded by the engine and logged here.
+/// The default notifier: nothing is configured, so a `notify` without a channel is
+/// recorded and logged, and a message for a named channel fails with "not configured"
+/// (retried, so a configuration rolled out later still sends it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordingNotifier;
 
 #[async_trait]
 impl Notifier for RecordingNotifier {
-    async fn deliver(&self, n: &Notification, _idempotency_key: &str) -> Delivery {
-        tracing::info!(
-            execution_id = %n.execution_id,
-            step_id = %n.step_id,
-            recipients = ?n.recipients,
-            message = %n.message,
-            "notification"
-        );
-        Delivery {
-            channel: "recorded".into(),
-            status: "recorded".into(),
-        }
+    fn channel(&self, requested: Option<&str>) -> Option<String> {
+        requested.map(str::to_owned)
+    }
+
+    async fn send(&self, outgoing: &Outgoing) -> Result<(), SendError> {
+        Err(not_configured(&outgoing.notification.channel))
+    }
+}
+
+/// The error for a message on a channel this process has no configuration for.
+pub fn not_configured(channel: &str) -> SendError {
+    SendError::Retry(format!(
+        "no `{channel}` channel is configured on this worker (docs/notifications.md, \"Channels\")"
+    ))
+}
+
+/// Classifies an HTTP answer: 2xx is sent; 408, 429 and 5xx are worth retrying; any
+/// other refusal will not change.
+pub fn http_outcome(status: reqwest::StatusCode, what: &str) -> Result<(), SendError> {
+    if status.is_success() {
+        Ok(())
+    } else if status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+    {
+        Err(SendError::Retry(format!("{what} answered {status}")))
+    } else {
+        Err(SendError::Permanent(format!("{what} refused it: {status}")))
     }
 }
 
@@ -159,39 +193,52 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-#[async_trait]
-impl Notifier for WebhookNotifier {
-    async fn deliver(&self, n: &Notification, idempotency_key: &str) -> Delivery {
-        let body = json!({
-            "id": n.id, "execution_id": n.execution_id, "step_id": n.step_id,
-            "recipients": n.recipients, "message": n.message, "created_at": n.created_at,
+impl WebhookNotifier {
+    /// Posts `outgoing` as JSON, signed when there is a secret. The body carries the
+    /// notification (id, kind, execution, step, recipients, message, subject) and the
+    /// request's id; the `Idempotency-Key` header is the notification id.
+    pub async fn post(
+        &self,
+        outgoing: &Outgoing,
+        extra: serde_json::Value,
+    ) -> Result<(), SendError> {
+        let n = &outgoing.notification;
+        let mut body = json!({
+            "id": n.id, "kind": n.kind, "execution_id": n.execution_id, "step_id": n.step_id,
+            "recipients": n.recipients, "message": n.message, "subject": n.subject,
+            "approval_id": n.approval_id, "created_at": n.created_at,
         });
+        if let (Some(map), serde_json::Value::Object(more)) = (body.as_object_mut(), extra) {
+            map.extend(more);
+        }
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut request = self
             .client
             .post(&self.url)
-            .header("Idempotency-Key", idempotency_key)
+            .header("Idempotency-Key", n.id.to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.secret {
             let at = chrono::Utc::now().timestamp();
             request = request.header(SIGNATURE_HEADER, signature(secret, at, &body));
         }
-        let result = request.body(body).send().await;
-        let status = match result {
-            Ok(response) if response.status().is_success() => "sent",
-            Ok(response) => {
-                tracing::warn!(execution_id = %n.execution_id, step_id = %n.step_id, status = %response.status(), "notification webhook refused");
-                "failed"
-            }
-            Err(err) => {
-                tracing::warn!(execution_id = %n.execution_id, step_id = %n.step_id, error = %err, "notification webhook failed");
-                "failed"
-            }
-        };
-        Delivery {
-            channel: "webhook".into(),
-            status: status.into(),
+        match request.body(body).send().await {
+            Ok(response) => http_outcome(response.status(), "the webhook"),
+            Err(err) => Err(SendError::Retry(format!("the webhook: {err}"))),
         }
+    }
+}
+
+#[async_trait]
+impl Notifier for WebhookNotifier {
+    fn channel(&self, requested: Option<&str>) -> Option<String> {
+        Some(requested.unwrap_or("webhook").to_owned())
+    }
+
+    async fn send(&self, outgoing: &Outgoing) -> Result<(), SendError> {
+        if outgoing.notification.channel != "webhook" {
+            return Err(not_configured(&outgoing.notification.channel));
+        }
+        self.post(outgoing, json!({})).await
     }
 }
 

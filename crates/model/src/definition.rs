@@ -601,7 +601,56 @@ pub struct ApprovalSpec {
     /// Extra information for the approvers (templates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// Who is told that the request waits, and through which channel: queued in the
+    /// outbox with the gate, so a crash between the gate and the send loses nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+    /// When the `notify` recipients are reminded, counted from the request (ascending,
+    /// before the deadline). Each fires once, and only while the request is pending.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reminders: Vec<Duration>,
+    /// Escalation rungs, counted from the request (ascending, before the deadline):
+    /// each adds approvers, who decide alongside the earlier ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escalate: Vec<EscalationRung>,
 }
+
+/// A message to send through a configured channel (docs/notifications.md, "Channels").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotifySpec {
+    /// `email`, `slack`, `teams` or `webhook`.
+    pub channel: String,
+    /// The address (a template); required for `email`, otherwise the channel's own
+    /// destination is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Overrides the default subject (a template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Overrides the default first paragraph (a template).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A named approver the message's decision link decides as (a template). Without
+    /// it, a request with approver roles gets a link deciding as the address `to` (or
+    /// the channel) in the first role; a request naming only users gets no link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// One escalation rung of an approval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationRung {
+    /// Counted from the request.
+    pub after: Duration,
+    /// Added to the request's approvers.
+    pub approvers: Approvers,
+    /// Who is told.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySpec>,
+}
+
+/// The channels a [`NotifySpec`] may name.
+pub const NOTIFY_CHANNELS: [&str; 4] = ["email", "slack", "teams", "webhook"];
 
 /// Approver roles and/or users.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

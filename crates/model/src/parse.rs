@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 use crate::condition::{Condition, Leaf, Operator};
 use crate::definition::{
     ActionSpec, ApprovalSpec, Approvers, Backoff, Branch, CompatApproval, ContextSpec, EntityRef,
-    ErrorClass, ForeachSpec, HttpRequest, LogLevel, OnTimeout, ParallelSpec, Required, RetryPolicy,
-    Step, StepKind, Strategy, SubAction, SubActionKind, Trigger, Verb, WaitSpec,
-    WorkflowDefinition,
+    ErrorClass, EscalationRung, ForeachSpec, HttpRequest, LogLevel, NotifySpec, OnTimeout,
+    ParallelSpec, Required, RetryPolicy, Step, StepKind, Strategy, SubAction, SubActionKind,
+    Trigger, Verb, WaitSpec, WorkflowDefinition,
 };
 use crate::duration::Duration;
 use crate::problem::{Path, Report};
@@ -987,6 +987,9 @@ impl Parser {
                 } else {
                     Some(Value::Object(extra))
                 },
+                notify: Vec::new(),
+                reminders: Vec::new(),
+                escalate: Vec::new(),
             },
         }
     }
@@ -1044,25 +1047,7 @@ impl Parser {
         let Some(mut f) = self.object(value, path, "`approval`") else {
             return empty_approval();
         };
-        let approvers = match f.get("approvers") {
-            Some(v) => {
-                let ap = f.at("approvers");
-                match self.object(v, &ap, "`approvers`") {
-                    Some(mut a) => {
-                        let mut approvers = Approvers::default();
-                        if let Some(role) = self.opt_string(&mut a, "role") {
-                            approvers.roles.push(role);
-                        }
-                        approvers.roles.extend(self.string_list(&mut a, "roles"));
-                        approvers.users.extend(self.string_list(&mut a, "users"));
-                        a.finish(&mut self.report, "`approvers` (role, roles, users)");
-                        approvers
-                    }
-                    None => Approvers::default(),
-                }
-            }
-            None => Approvers::default(),
-        };
+        let approvers = self.approvers(&mut f);
         let required = match f.get("required") {
             Some(v) => self.required(v, &f.at("required")),
             None => Required::Count(1),
@@ -1095,9 +1080,143 @@ impl Parser {
                 .opt_bool(&mut f, "allow_self_approval")
                 .unwrap_or(false),
             data: f.get("data").cloned(),
+            notify: self.notify_list(&mut f),
+            reminders: self.duration_list(&mut f, "reminders"),
+            escalate: self.escalate(&mut f),
         };
         f.finish(&mut self.report, "`approval`");
         spec
+    }
+
+    /// `approvers: {role, roles, users}` of an approval or an escalation rung.
+    fn approvers(&mut self, f: &mut Fields<'_>) -> Approvers {
+        let Some(v) = f.get("approvers") else {
+            return Approvers::default();
+        };
+        let ap = f.at("approvers");
+        match self.object(v, &ap, "`approvers`") {
+            Some(mut a) => {
+                let mut approvers = Approvers::default();
+                if let Some(role) = self.opt_string(&mut a, "role") {
+                    approvers.roles.push(role);
+                }
+                approvers.roles.extend(self.string_list(&mut a, "roles"));
+                approvers.users.extend(self.string_list(&mut a, "users"));
+                a.finish(&mut self.report, "`approvers` (role, roles, users)");
+                approvers
+            }
+            None => Approvers::default(),
+        }
+    }
+
+    /// `notify: [{channel, to, subject, message, user}]`.
+    fn notify_list(&mut self, f: &mut Fields<'_>) -> Vec<NotifySpec> {
+        let Some(value) = f.get("notify") else {
+            return Vec::new();
+        };
+        let path = f.at("notify");
+        let Value::Array(items) = value else {
+            self.report.error(
+                &path,
+                format!(
+                    "must be an array of {{\"channel\": …}} objects, not {}",
+                    type_name(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut specs = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(mut n) = self.object(item, &path.index(i), "a `notify` entry") else {
+                continue;
+            };
+            let spec = NotifySpec {
+                channel: self.req_string(&mut n, "channel", "email, slack, teams or webhook"),
+                to: self.opt_string(&mut n, "to"),
+                subject: self.opt_string(&mut n, "subject"),
+                message: self.opt_string(&mut n, "message"),
+                user: self.opt_string(&mut n, "user"),
+            };
+            n.finish(
+                &mut self.report,
+                "a `notify` entry (channel, to, subject, message, user)",
+            );
+            specs.push(spec);
+        }
+        specs
+    }
+
+    /// An array of durations, e.g. `reminders: ["4h", "24h"]`.
+    fn duration_list(&mut self, f: &mut Fields<'_>, key: &'static str) -> Vec<Duration> {
+        let Some(value) = f.get(key) else {
+            return Vec::new();
+        };
+        let path = f.at(key);
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.duration_at(item, &path.index(i)))
+                .collect(),
+            other => {
+                self.report.error(
+                    &path,
+                    format!(
+                        "must be an array of durations such as \"4h\", not {}",
+                        type_name(other)
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// `escalate: [{after, approvers, notify}]`.
+    fn escalate(&mut self, f: &mut Fields<'_>) -> Vec<EscalationRung> {
+        let Some(value) = f.get("escalate") else {
+            return Vec::new();
+        };
+        let path = f.at("escalate");
+        let Value::Array(items) = value else {
+            self.report.error(
+                &path,
+                format!(
+                    "must be an array of {{\"after\": …, \"approvers\": …}} objects, not {}",
+                    type_name(value)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut rungs = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(mut r) = self.object(item, &path.index(i), "an `escalate` rung") else {
+                continue;
+            };
+            let after = match r.get("after") {
+                Some(v) => self.duration_at(v, &r.at("after")),
+                None => {
+                    self.report.error(
+                        &r.at("after"),
+                        "missing required field `after` (when the rung fires, e.g. \"48h\")",
+                    );
+                    None
+                }
+            };
+            let approvers = self.approvers(&mut r);
+            let notify = self.notify_list(&mut r);
+            r.finish(
+                &mut self.report,
+                "an `escalate` rung (after, approvers, notify)",
+            );
+            if let Some(after) = after {
+                rungs.push(EscalationRung {
+                    after,
+                    approvers,
+                    notify,
+                });
+            }
+        }
+        rungs
     }
 
     fn wait(&mut self, value: &Value, path: &Path) -> WaitSpec {
@@ -1351,6 +1470,9 @@ fn empty_approval() -> ApprovalSpec {
         on_timeout: OnTimeout::Reject,
         allow_self_approval: false,
         data: None,
+        notify: Vec::new(),
+        reminders: Vec::new(),
+        escalate: Vec::new(),
     }
 }
 

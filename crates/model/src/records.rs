@@ -916,12 +916,106 @@ pub struct Notification {
     pub recipients: Vec<String>,
     /// Rendered message.
     pub message: String,
-    /// Channel (`recorded`, `webhook`, …).
+    /// Channel (`email`, `slack`, `teams`, `webhook`, or `recorded` for one that is
+    /// only recorded).
     pub channel: String,
-    /// Delivery status (`recorded`, `sent`, `failed`).
+    /// `queued` (in the outbox), `sent`, `failed` (gave up after its attempts),
+    /// `dropped` (its approval was decided before it went out) or `recorded` (no
+    /// channel: logged, not sent).
     pub status: String,
     /// When.
     pub created_at: Timestamp,
+    /// What it is about: `notify` (a `notify` sub-action), `approval` (a request
+    /// waits), `reminder` or `escalation` (a rung of the request's ladder).
+    #[serde(default = "notify_kind")]
+    pub kind: String,
+    /// The approval request it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<Uuid>,
+    /// The subject line (rendered); the channel's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The named approver its decision link decides as (rendered), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_user: Option<String>,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the next attempt is due (`queued` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    /// When a receiver accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+}
+
+fn notify_kind() -> String {
+    "notify".to_owned()
+}
+
+impl Notification {
+    /// A notification about to be queued: `queued`, due at `created_at`, no attempts.
+    pub fn queued(
+        execution_id: Uuid,
+        step_id: impl Into<String>,
+        kind: &str,
+        channel: impl Into<String>,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            execution_id,
+            step_id: step_id.into(),
+            recipients: Vec::new(),
+            message: String::new(),
+            channel: channel.into(),
+            status: "queued".into(),
+            created_at,
+            kind: kind.to_owned(),
+            approval_id: None,
+            subject: None,
+            link_user: None,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: Some(created_at),
+            sent_at: None,
+        }
+    }
+}
+
+/// One rung of an approval request's ladder (docs/notifications.md, "Reminders and
+/// escalation"): fired once, by whichever worker claims it first once it is due, and
+/// kept as the audit of what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRung {
+    /// The request.
+    pub approval_id: Uuid,
+    /// Its execution.
+    pub execution_id: Uuid,
+    /// Place in the ladder (reminders first, then escalations, each in order).
+    pub position: u32,
+    /// `reminder` or `escalation`.
+    pub kind: String,
+    /// When it fires.
+    pub due_at: Timestamp,
+    /// Roles an escalation adds to the request's approvers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_roles: Vec<String>,
+    /// Users an escalation adds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_users: Vec<String>,
+    /// The messages it queues when it fires (rendered when the request was made; each
+    /// gets its id when queued).
+    pub notify: Vec<Notification>,
+    /// When it fired (or was skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<Timestamp>,
+    /// `fired`, or `skipped` when the request was no longer pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// A record written by `create_record`/`update_record`.

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::condition::{Condition, Operator};
 use crate::definition::{
-    Approvers, Branch, OnTimeout, Required, Step, StepKind, SubActionKind, Trigger, Verb,
-    WorkflowDefinition,
+    ApprovalSpec, Approvers, Branch, NotifySpec, OnTimeout, Required, Step, StepKind,
+    SubActionKind, Trigger, Verb, WorkflowDefinition, NOTIFY_CHANNELS,
 };
 use crate::problem::{Path, Report};
 
@@ -278,6 +278,7 @@ impl<'d> Walker<'_, 'd> {
                         "must be longer than zero",
                     );
                 }
+                check_ladder(approval, &p.key("approval"), self.report);
             }
             StepKind::Wait { wait, .. } => {
                 if wait.event.is_empty()
@@ -716,5 +717,78 @@ fn warn_unreachable(def: &WorkflowDefinition, steps_path: &Path, report: &mut Re
                 ),
             );
         }
+    }
+}
+
+/// An approval's `notify`, `reminders` and `escalate` (docs/notifications.md): known
+/// channels, an address for email, and rungs after the request, in order, before the
+/// deadline.
+fn check_ladder(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
+    fn check_notify(specs: &[NotifySpec], at: &Path, report: &mut Report) {
+        for (i, n) in specs.iter().enumerate() {
+            let p = at.index(i);
+            if !NOTIFY_CHANNELS.contains(&n.channel.as_str()) && !n.channel.is_empty() {
+                report.error(
+                    &p.key("channel"),
+                    format!(
+                        "unknown channel `{}`: use one of {}",
+                        n.channel,
+                        NOTIFY_CHANNELS.join(", ")
+                    ),
+                );
+            }
+            if n.channel == "email" && n.to.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                report.error(
+                    &p.key("to"),
+                    "an email needs `to`, the address (a template such as \"{{context.manager_email}}\")",
+                );
+            }
+        }
+    }
+    check_notify(&approval.notify, &at.key("notify"), report);
+    let deadline = approval.timeout.map(|t| t.as_millis());
+    let check_rung = |after: u64, previous: Option<u64>, p: Path, report: &mut Report| {
+        if after == 0 {
+            report.error(&p, "must be longer than zero");
+        } else if previous.is_some_and(|prev| after <= prev) {
+            report.error(
+                &p,
+                "must come after the rung before it (rungs are in order)",
+            );
+        } else if deadline.is_some_and(|d| after >= d) {
+            report.error(
+                &p,
+                "must come before the approval's `timeout`: a rung at or after the deadline never fires",
+            );
+        }
+    };
+    let mut previous = None;
+    for (i, r) in approval.reminders.iter().enumerate() {
+        check_rung(
+            r.as_millis(),
+            previous,
+            at.key("reminders").index(i),
+            report,
+        );
+        previous = Some(r.as_millis());
+    }
+    if !approval.reminders.is_empty() && approval.notify.is_empty() {
+        report.error(
+            &at.key("reminders"),
+            "reminders go to the `notify` recipients: add `notify`",
+        );
+    }
+    let mut previous = None;
+    for (i, rung) in approval.escalate.iter().enumerate() {
+        let p = at.key("escalate").index(i);
+        check_rung(rung.after.as_millis(), previous, p.key("after"), report);
+        previous = Some(rung.after.as_millis());
+        if rung.approvers.roles.is_empty() && rung.approvers.users.is_empty() {
+            report.error(
+                &p.key("approvers"),
+                "an escalation adds approvers: name a role or users",
+            );
+        }
+        check_notify(&rung.notify, &p.key("notify"), report);
     }
 }

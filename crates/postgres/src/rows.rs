@@ -7,8 +7,8 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, Event, Execution, Lease, Notification, Record, ResumeRequest,
-    StepRecord, Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ApprovalRung, Event, Execution, Lease, Notification, Record,
+    ResumeRequest, StepRecord, Timestamp, Workflow,
 };
 use tollgate_store::Error;
 
@@ -283,6 +283,29 @@ pub(crate) fn notification(row: &PgRow) -> Result<Notification, Error> {
         channel: get(row, "channel")?,
         status: get(row, "status")?,
         created_at: get(row, "created_at")?,
+        kind: get::<Option<String>>(row, "kind")?.unwrap_or_else(|| "notify".into()),
+        approval_id: get(row, "approval_id")?,
+        subject: get(row, "subject")?,
+        link_user: get(row, "link_user")?,
+        attempts: u32::try_from(get::<Option<i32>>(row, "attempts")?.unwrap_or(0)).unwrap_or(0),
+        last_error: get(row, "last_error")?,
+        next_attempt_at: get(row, "next_attempt_at")?,
+        sent_at: get(row, "sent_at")?,
+    })
+}
+
+pub(crate) fn rung(row: &PgRow) -> Result<ApprovalRung, Error> {
+    Ok(ApprovalRung {
+        approval_id: get(row, "approval_id")?,
+        execution_id: get(row, "execution_id")?,
+        position: u32::try_from(get::<i32>(row, "position")?).unwrap_or(0),
+        kind: get(row, "kind")?,
+        due_at: get(row, "due_at")?,
+        add_roles: get(row, "add_roles")?,
+        add_users: get(row, "add_users")?,
+        notify: get::<Json<Vec<Notification>>>(row, "notify")?.0,
+        fired_at: get(row, "fired_at")?,
+        outcome: get(row, "outcome")?,
     })
 }
 

@@ -58,6 +58,7 @@ mod control;
 mod events;
 mod keying;
 mod migrate;
+mod outbox;
 mod retention;
 mod retry;
 mod worker;
@@ -74,6 +75,7 @@ pub use events::{DirectDelivery, EventService, Ingested, NewEvent};
 pub use migrate::{
     MigrateCommand, MigrationItem, MigrationOutcome, MigrationReport, MigrationSelection,
 };
+pub use outbox::{OutboxOptions, OutboxReport};
 pub use retention::{RetentionOptions, DEFAULT_EVENT_RETENTION};
 pub use retry::{RetryCommand, RetryItem, RetryOutcome, RetryReport, RetrySelection, MAX_BULK};
 pub use worker::{TickReport, Worker, WorkerOptions};

@@ -14,6 +14,7 @@ use tollgate_model::records::Execution;
 use tollgate_store::ClaimedTick;
 
 use crate::keying::Keying;
+use crate::outbox::{OutboxOptions, OutboxReport};
 use crate::retention::{Retention, RetentionOptions};
 use crate::Result;
 
@@ -51,6 +52,8 @@ pub struct WorkerOptions {
     pub pass_timeout: Duration,
     /// History retention: which ended executions are deleted, and how fast.
     pub retention: RetentionOptions,
+    /// Sending queued notifications and firing approval ladders.
+    pub outbox: OutboxOptions,
 }
 
 impl Default for WorkerOptions {
@@ -63,6 +66,7 @@ impl Default for WorkerOptions {
             heartbeat_interval: Duration::from_secs(10),
             pass_timeout: Duration::from_secs(60),
             retention: RetentionOptions::default(),
+            outbox: OutboxOptions::default(),
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct TickReport {
     pub events_purged: u64,
     /// Stored events given their correlation keys (not counted either).
     pub events_keyed: u64,
+    /// Approval rungs fired and notifications sent (not counted either: they advance
+    /// no execution).
+    pub outbox: OutboxReport,
 }
 
 impl TickReport {
@@ -208,6 +215,13 @@ impl Worker {
             tracing::warn!("keying stored events failed (retried later): {err}");
             0
         });
+        // Sends run in tasks of their own: a slow receiver never holds up the pass.
+        let outbox = crate::outbox::pass(&self.engine, &self.options.outbox, now, advancing)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!("the outbox pass failed (retried later): {err}");
+                OutboxReport::default()
+            });
         let report = TickReport {
             timed_out: ended.len(),
             gates: report_gates,
@@ -223,6 +237,7 @@ impl Worker {
                 0
             }),
             events_keyed,
+            outbox,
         };
         Ok(report)
     }

@@ -28,8 +28,8 @@ use tollgate_store::{
     Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore, ExecutionFilter,
     ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page,
     PageRequest, Purge, Purged, Quarantined, RecordStore, Result, ResumeRequestStore,
-    ScheduleFilter, ScheduleStore, SessionStore, Starting, StepCommit, Store, TickView, WaitKey,
-    WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
+    ScheduleFilter, ScheduleStore, SessionStore, Settle, Starting, StepCommit, Store, TickView,
+    WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -342,6 +342,25 @@ impl ApprovalStore for CrashStore {
             .run("list_comments", self.inner.list_comments(approval_id, page))
             .await
     }
+
+    async fn fire_due_rungs(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<tollgate_model::records::ApprovalRung>> {
+        self.fuse
+            .run("fire_due_rungs", self.inner.fire_due_rungs(now, limit))
+            .await
+    }
+
+    async fn list_rungs(
+        &self,
+        approval_id: Uuid,
+    ) -> Result<Vec<tollgate_model::records::ApprovalRung>> {
+        self.fuse
+            .run("list_rungs", self.inner.list_rungs(approval_id))
+            .await
+    }
 }
 
 through_fuse!(EventStore {
@@ -373,6 +392,8 @@ through_fuse!(RecordStore {
 through_fuse!(NotificationStore {
     fn put_notification(&self, notification: Notification) -> ();
     fn list_notifications(&self, filter: &NotificationFilter, page: &PageRequest) -> Page<Notification>;
+    fn claim_notifications(&self, now: Timestamp, claim: &LeaseClaim, limit: u32) -> Vec<Notification>;
+    fn settle_notification(&self, id: Uuid, owner: &str, now: Timestamp, settle: &Settle) -> ();
 });
 
 through_fuse!(ApiKeyStore {

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, Event, Execution, Notification, Record, ResumeRequest, StepRecord,
-    Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ApprovalRung, Event, Execution, Notification, Record, ResumeRequest,
+    StepRecord, Timestamp, Workflow,
 };
 use tollgate_store::Error;
 use uuid::Uuid;
@@ -349,6 +349,29 @@ pub(crate) fn notification(row: &SqliteRow) -> Result<Notification, Error> {
         channel: get(row, "channel")?,
         status: get(row, "status")?,
         created_at: time(row, "created_at")?,
+        kind: get::<Option<String>>(row, "kind")?.unwrap_or_else(|| "notify".into()),
+        approval_id: opt_uuid(row, "approval_id")?,
+        subject: get(row, "subject")?,
+        link_user: get(row, "link_user")?,
+        attempts: u32::try_from(get::<Option<i64>>(row, "attempts")?.unwrap_or(0)).unwrap_or(0),
+        last_error: get(row, "last_error")?,
+        next_attempt_at: opt_time(row, "next_attempt_at")?,
+        sent_at: opt_time(row, "sent_at")?,
+    })
+}
+
+pub(crate) fn rung(row: &SqliteRow) -> Result<ApprovalRung, Error> {
+    Ok(ApprovalRung {
+        approval_id: uuid(row, "approval_id")?,
+        execution_id: uuid(row, "execution_id")?,
+        position: u32::try_from(get::<i64>(row, "position")?).unwrap_or(0),
+        kind: get(row, "kind")?,
+        due_at: time(row, "due_at")?,
+        add_roles: parse(row, "add_roles")?,
+        add_users: parse(row, "add_users")?,
+        notify: parse(row, "notify")?,
+        fired_at: opt_time(row, "fired_at")?,
+        outcome: get(row, "outcome")?,
     })
 }
 

@@ -60,7 +60,7 @@ pub use traits::{
 pub use types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
     EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue,
-    Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, SchemaPolicy, Starting,
+    Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, SchemaPolicy, Settle, Starting,
     StepCommit, TickView, Transition, WaitKey, WaitShape, WorkflowFilter,
 };
 

@@ -6,9 +6,9 @@
 use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event, Execution,
-    ExecutionError, Gate, Lease, Migration, Principal, Retry, StepRecord, Timestamp, Wake,
-    Workflow,
+    ApprovalRequest, ApprovalRung, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event,
+    Execution, ExecutionError, Gate, Lease, Migration, Notification, Principal, Retry, StepRecord,
+    Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::undo::ContextUndo;
@@ -854,4 +854,75 @@ pub fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(ExecutionStatus, u
             Ok((parsed, u64::try_from(n).unwrap_or(0)))
         })
         .collect()
+}
+
+/// Fires `rung` at `now` against its request (`ApprovalStore::fire_due_rungs`): for a
+/// pending request, an escalation adds its approvers (those not there yet) and the
+/// rung's notifications are returned to be queued, each with a fresh id, due now;
+/// for any other request the rung is `skipped` and nothing is queued. Changes
+/// `approval` and `rung` in place; the caller writes both and the notifications in one
+/// transaction.
+pub fn fire_rung(
+    approval: &mut ApprovalRequest,
+    rung: &mut ApprovalRung,
+    now: Timestamp,
+) -> Vec<Notification> {
+    rung.fired_at = Some(now);
+    if approval.status != ApprovalStatus::Pending {
+        rung.outcome = Some("skipped".into());
+        return Vec::new();
+    }
+    rung.outcome = Some("fired".into());
+    for role in &rung.add_roles {
+        if !approval.approver_roles.contains(role) {
+            approval.approver_roles.push(role.clone());
+        }
+    }
+    for user in &rung.add_users {
+        if !approval.approver_users.contains(user) {
+            approval.approver_users.push(user.clone());
+        }
+    }
+    rung.notify
+        .iter()
+        .map(|n| Notification {
+            id: Uuid::now_v7(),
+            kind: rung.kind.clone(),
+            approval_id: Some(approval.id),
+            status: "queued".into(),
+            created_at: now,
+            next_attempt_at: Some(now),
+            attempts: 0,
+            last_error: None,
+            sent_at: None,
+            ..n.clone()
+        })
+        .collect()
+}
+
+/// The notification after `settle` at `now` (`NotificationStore::settle_notification`):
+/// one more attempt, and the status, error and due time that follow.
+pub fn settle(notification: &mut Notification, now: Timestamp, settle: &crate::Settle) {
+    notification.attempts = notification.attempts.saturating_add(1);
+    match settle {
+        crate::Settle::Sent => {
+            notification.status = "sent".into();
+            notification.sent_at = Some(now);
+            notification.next_attempt_at = None;
+        }
+        crate::Settle::Retry { at, error } => {
+            notification.last_error = Some(error.clone());
+            notification.next_attempt_at = Some(*at);
+        }
+        crate::Settle::Failed { error } => {
+            notification.status = "failed".into();
+            notification.last_error = Some(error.clone());
+            notification.next_attempt_at = None;
+        }
+        crate::Settle::Dropped { why } => {
+            notification.status = "dropped".into();
+            notification.last_error = Some(why.clone());
+            notification.next_attempt_at = None;
+        }
+    }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalComment, ApprovalRequest, ConsoleSession, Decision, Event, Execution,
-    Migration, Notification, Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp,
-    WorkerBeat, Workflow,
+    ApiKey, ApprovalComment, ApprovalRequest, ApprovalRung, ConsoleSession, Decision, Event,
+    Execution, Migration, Notification, Principal, Record, ResumeRequest, Retry, StepRecord,
+    Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
@@ -19,8 +19,8 @@ use uuid::Uuid;
 use crate::types::{
     ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert, EventKey,
     EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page,
-    PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Starting, StepCommit, TickView,
-    WaitKey, WaitShape, WorkflowFilter,
+    PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Settle, Starting, StepCommit,
+    TickView, WaitKey, WaitShape, WorkflowFilter,
 };
 use crate::Result;
 
@@ -377,6 +377,16 @@ pub trait ApprovalStore: Send + Sync {
     /// request when retention deletes it.
     async fn add_comment(&self, comment: &ApprovalComment) -> Result<()>;
 
+    /// Fires up to `limit` ladder rungs due at or before `now`, each in one transaction
+    /// and each once across concurrent callers: for a pending request, an escalation
+    /// adds its approvers, and the rung's notifications are queued (fresh ids, due
+    /// now); for a request no longer pending, the rung is marked `skipped`. Returns the
+    /// rungs as fired.
+    async fn fire_due_rungs(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalRung>>;
+
+    /// A request's ladder, in order, fired or not. `NotFound` for an unknown request.
+    async fn list_rungs(&self, approval_id: Uuid) -> Result<Vec<ApprovalRung>>;
+
     /// A request's comments, oldest first. `NotFound` if the request is absent;
     /// `Invalid` for a foreign cursor.
     async fn list_comments(
@@ -549,6 +559,29 @@ pub trait NotificationStore: Send + Sync {
         filter: &NotificationFilter,
         page: &PageRequest,
     ) -> Result<Page<Notification>>;
+
+    /// Claims up to `limit` `queued` notifications due at or before `now` that no live
+    /// claim holds, oldest due first, for `claim.owner` until `claim.expires_at`: one
+    /// sender at a time, across any number of workers. A claim that lapses (its worker
+    /// died mid-send) makes the notification claimable again, so it is sent at least
+    /// once; receivers drop repeats by its id.
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Notification>>;
+
+    /// Records how an attempt of a notification `owner` claimed ended, counting the
+    /// attempt and releasing the claim. `Conflict` when the claim is no longer
+    /// `owner`'s (it lapsed and another worker took it), `NotFound` for an unknown id.
+    async fn settle_notification(
+        &self,
+        id: Uuid,
+        owner: &str,
+        now: Timestamp,
+        settle: &Settle,
+    ) -> Result<()>;
 }
 
 /// API keys (hashes only).

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Cursor, Event, Execution, ExecutionError, Gate, Notification,
-    Principal, StepRecord, Timestamp,
+    ApprovalRequest, ApprovalRung, ApprovalStatus, Cursor, Event, Execution, ExecutionError, Gate,
+    Notification, Principal, StepRecord, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
@@ -177,6 +177,34 @@ pub enum Effect {
     },
     /// Store a notification; a notification whose id already exists is left as it is.
     Notify(Notification),
+    /// Schedule a rung of an approval request's ladder (a reminder or an escalation),
+    /// fired later by [`crate::ApprovalStore::fire_due_rungs`].
+    Rung(ApprovalRung),
+}
+
+/// How a delivery attempt of a queued notification ended
+/// ([`crate::NotificationStore::settle_notification`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// The receiver accepted it: `sent`.
+    Sent,
+    /// It failed and is tried again at `at` (still `queued`).
+    Retry {
+        /// The next attempt.
+        at: Timestamp,
+        /// Why this one failed.
+        error: String,
+    },
+    /// It failed for the last time: `failed`.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// It is no longer worth sending (its approval was decided): `dropped`.
+    Dropped {
+        /// Why.
+        why: String,
+    },
 }
 
 /// What a step commit does to the execution's status.

@@ -2,11 +2,15 @@
 //! events that arrived before it.
 
 use serde_json::{json, Map, Value};
-use tollgate_model::definition::{ApprovalSpec, Branch, Required, Step, StepKind};
+use tollgate_model::definition::{
+    ApprovalSpec, Approvers, Branch, NotifySpec, Required, Step, StepKind,
+};
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Cursor, Gate, GateBranch, StepRecord, Timestamp,
+    ApprovalRequest, ApprovalRung, ApprovalStatus, Cursor, Gate, GateBranch, Notification,
+    StepRecord, Timestamp,
 };
 use tollgate_model::PauseReason;
+use tollgate_store::Effect;
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -98,7 +102,7 @@ impl Run<'_> {
             std::mem::take(&mut body.output),
             json!({"approval_id": approval_id, "required": required, "expires_at": expires_at}),
         );
-        ApprovalRequest {
+        let approval = ApprovalRequest {
             id: approval_id,
             execution_id: self.exec.id,
             step_id: step.id.clone(),
@@ -117,7 +121,9 @@ impl Run<'_> {
             requested_at: now,
             expires_at,
             decided_at: None,
-        }
+        };
+        queue_ladder(spec, &approval, &scope, body);
+        approval
     }
 
     /// Enters a `first_of` step (docs/execution-semantics.md, "First-of gates"): an event
@@ -642,4 +648,73 @@ pub fn wait_matches(
         ..Scope::new(context, now)
     };
     compiled.evaluate(&scope, &mut Vec::new())
+}
+
+/// Queues what an approval request sends (docs/notifications.md): its `notify` messages
+/// now, in the gate's own commit, and its reminders and escalations as rungs fired
+/// later. Everything is rendered now, from the context at the gate, redacted.
+fn queue_ladder(spec: &ApprovalSpec, approval: &ApprovalRequest, scope: &Scope, body: &mut Body) {
+    let now = approval.requested_at;
+    // Whom a message's decision link decides as when the entry names no `user`: the
+    // first approver role the message is about, as the address it goes to.
+    let role_link = |approvers: &Approvers| approvers.roles.first().map(|r| format!("role:{r}"));
+    let render = |specs: &[NotifySpec],
+                  kind: &str,
+                  default_link: Option<String>,
+                  warnings: &mut Vec<String>| {
+        specs
+            .iter()
+            .map(|n| {
+                let mut text = |t: &Option<String>| {
+                    t.as_ref()
+                        .map(|t| Template::parse(t).render_text(scope, Mode::Redacted, warnings))
+                };
+                let mut out = Notification::queued(
+                    approval.execution_id,
+                    &approval.step_id,
+                    kind,
+                    &n.channel,
+                    now,
+                );
+                out.recipients = text(&n.to).into_iter().collect();
+                out.message = text(&n.message).unwrap_or_default();
+                out.subject = text(&n.subject);
+                out.link_user = text(&n.user).or_else(|| default_link.clone());
+                out.approval_id = Some(approval.id);
+                out
+            })
+            .collect::<Vec<_>>()
+    };
+    let warnings = &mut body.warnings;
+    let first_link = role_link(&spec.approvers);
+    let first = render(&spec.notify, "approval", first_link.clone(), warnings);
+    let mut rungs = Vec::new();
+    for after in &spec.reminders {
+        let notify = render(&spec.notify, "reminder", first_link.clone(), warnings);
+        rungs.push((after, "reminder", Approvers::default(), notify));
+    }
+    for rung in &spec.escalate {
+        let notify = render(
+            &rung.notify,
+            "escalation",
+            role_link(&rung.approvers),
+            warnings,
+        );
+        rungs.push((&rung.after, "escalation", rung.approvers.clone(), notify));
+    }
+    body.effects.extend(first.into_iter().map(Effect::Notify));
+    for (position, (after, kind, approvers, notify)) in rungs.into_iter().enumerate() {
+        body.effects.push(Effect::Rung(ApprovalRung {
+            approval_id: approval.id,
+            execution_id: approval.execution_id,
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+            kind: kind.to_owned(),
+            due_at: now + after.as_chrono(),
+            add_roles: approvers.roles,
+            add_users: approvers.users,
+            notify,
+            fired_at: None,
+            outcome: None,
+        }));
+    }
 }

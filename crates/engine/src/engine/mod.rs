@@ -175,7 +175,8 @@ impl EngineBuilder {
         self
     }
 
-    /// Uses this notifier (default: record and log).
+    /// Uses this notifier for the outbox (default: [`RecordingNotifier`], which sends
+    /// nothing).
     pub fn notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifier = notifier;
         self
@@ -238,6 +239,11 @@ impl Engine {
     /// The clock it reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// The notifier the workers send queued notifications with.
+    pub fn notifier(&self) -> &Arc<dyn Notifier> {
+        &self.inner.notifier
     }
 
     /// A lease claim for this worker, from now.

@@ -147,9 +147,9 @@ async fn webhook(
     }
 }
 
-/// Hands a notification to the notifier and stores it with the step's commit, so it is
-/// recorded once however often the step runs; the id orders notifications by creation,
-/// and the key lets a delivering notifier's receiver drop repeats.
+/// Queues a notification in the step's commit, so it is recorded once however often
+/// the step runs and sent later by a worker (docs/notifications.md, "The outbox"); with
+/// no channel to send it on, it is recorded and logged only.
 async fn notify(
     call: &Call<'_>,
     kind: &str,
@@ -164,28 +164,31 @@ async fn notify(
         .map(|r| text(call, r, Mode::Redacted, warnings))
         .collect();
     let message = text(call, message, Mode::Redacted, warnings);
-    let idempotency_key = key(call, ":notify");
-    let mut notification = Notification {
-        id: Uuid::now_v7(),
-        execution_id: call.env.run_exec_id,
-        step_id: call.step.id.clone(),
-        recipients,
-        message,
-        channel: channel.unwrap_or_default().to_owned(),
-        status: String::new(),
-        created_at: call.scope.now,
+    let now = call.scope.now;
+    let mut notification = match call.tools.notifier.channel(channel) {
+        Some(channel) => {
+            Notification::queued(call.env.run_exec_id, &call.step.id, "notify", channel, now)
+        }
+        None => {
+            tracing::info!(
+                execution_id = %call.env.run_exec_id,
+                step_id = %call.step.id,
+                recipients = ?recipients,
+                message = %message,
+                "notification (recorded: no channel is configured)"
+            );
+            Notification {
+                channel: "recorded".into(),
+                status: "recorded".into(),
+                next_attempt_at: None,
+                ..Notification::queued(call.env.run_exec_id, &call.step.id, "notify", "", now)
+            }
+        }
     };
-    let delivery = call
-        .tools
-        .notifier
-        .deliver(&notification, &idempotency_key)
-        .await;
-    if notification.channel.is_empty() {
-        notification.channel = delivery.channel;
-    }
-    notification.status = delivery.status;
+    notification.recipients = recipients;
+    notification.message = message;
     let input = json!({"type": kind, "recipients": notification.recipients, "message": notification.message});
-    let output = json!({"notification_id": notification.id, "status": notification.status});
+    let output = json!({"notification_id": notification.id, "status": notification.status, "channel": notification.channel});
     body.effects.push(Effect::Notify(notification));
     Ok((input, output, Vec::new()))
 }

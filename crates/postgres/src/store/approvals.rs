@@ -4,10 +4,12 @@ use async_trait::async_trait;
 use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalComment, ApprovalRequest, Decision, Principal, Timestamp};
+use tollgate_model::records::{
+    ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal, Timestamp,
+};
 use tollgate_store::{
-    encode_id_cursor, page_from_overfetch, ApprovalFilter, ApprovalStore, Continuation, Decided,
-    LeaseClaim, Page, PageRequest, Result,
+    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, Continuation,
+    Decided, Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -15,7 +17,7 @@ use crate::rows::backend;
 use crate::{rows, PgStore};
 
 use super::decisions::DecideRequest;
-use super::sql::{id_after, limit, load_approval};
+use super::sql::{commit, id_after, insert_notification, limit, load_approval, RUNG_COLUMNS};
 
 #[async_trait]
 impl ApprovalStore for PgStore {
@@ -137,6 +139,75 @@ impl ApprovalStore for PgStore {
             ));
         }
         Ok(())
+    }
+
+    async fn fire_due_rungs(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalRung>> {
+        // SKIP LOCKED: a rung another worker is firing is passed over, and once it
+        // commits it is no longer due, so each rung fires once.
+        let mut tx = self.tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RUNG_COLUMNS} FROM approval_rungs WHERE fired_at IS NULL AND due_at <= $1              ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut fired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut rung = rows::rung(row)?;
+            let mut approval = match load_approval(&mut tx, rung.approval_id, true).await {
+                Ok(approval) => approval,
+                Err(Error::NotFound { .. }) => {
+                    sqlx::query("DELETE FROM approval_rungs WHERE approval_id = $1")
+                        .bind(rung.approval_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let queued = rules::fire_rung(&mut approval, &mut rung, now);
+            sqlx::query(
+                "UPDATE approvals SET approver_roles = $1, approver_users = $2 WHERE id = $3",
+            )
+            .bind(&approval.approver_roles)
+            .bind(&approval.approver_users)
+            .bind(approval.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            sqlx::query(
+                "UPDATE approval_rungs SET fired_at = $1, outcome = $2 WHERE approval_id = $3 AND position = $4",
+            )
+            .bind(rung.fired_at)
+            .bind(rung.outcome.clone())
+            .bind(rung.approval_id)
+            .bind(i32::try_from(rung.position).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            for n in &queued {
+                insert_notification(&mut tx, n).await?;
+            }
+            fired.push(rung);
+        }
+        commit(tx).await?;
+        Ok(fired)
+    }
+
+    async fn list_rungs(&self, approval_id: Uuid) -> Result<Vec<ApprovalRung>> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        load_approval(&mut conn, approval_id, false).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RUNG_COLUMNS} FROM approval_rungs WHERE approval_id = $1 ORDER BY position"
+        ))
+        .bind(approval_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(rows::rung).collect()
     }
 
     async fn list_comments(

@@ -8,8 +8,8 @@ use sqlx::postgres::{PgArguments, PgConnection, Postgres};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Execution, ResumeOutcome, ResumeRequest, ResumeTrigger,
-    StepRecord, Timestamp,
+    ApprovalRequest, ApprovalStatus, Execution, Notification, ResumeOutcome, ResumeRequest,
+    ResumeTrigger, StepRecord, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
@@ -425,16 +425,20 @@ pub(super) async fn apply_effect(
                 .await
                 .map_err(backend)?;
         }
-        Effect::Notify(n) => {
-            sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING")
-                .bind(n.id)
-                .bind(n.execution_id)
-                .bind(n.step_id.clone())
-                .bind(n.recipients.clone())
-                .bind(n.message.clone())
-                .bind(n.channel.clone())
-                .bind(n.status.clone())
-                .bind(n.created_at)
+        Effect::Notify(n) => insert_notification(conn, n).await?,
+        Effect::Rung(r) => {
+            sqlx::query("INSERT INTO approval_rungs (approval_id, position, execution_id, kind, due_at, add_roles, add_users, notify, fired_at, outcome) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (approval_id, position) DO NOTHING")
+                .bind(r.approval_id)
+                .bind(i32::try_from(r.position).unwrap_or(i32::MAX))
+                .bind(r.execution_id)
+                .bind(r.kind.clone())
+                .bind(r.due_at)
+                .bind(r.add_roles.clone())
+                .bind(r.add_users.clone())
+                .bind(Json(&r.notify))
+                .bind(r.fired_at)
+                .bind(r.outcome.clone())
                 .execute(conn)
                 .await
                 .map_err(backend)?;
@@ -545,3 +549,61 @@ pub(super) async fn status_counts(
     let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.map_err(backend)?;
     rules::status_counts(rows)
 }
+
+/// Inserts a notification and its delivery row (kind, outbox state) once: a second
+/// insert of the same id changes nothing.
+pub(super) async fn insert_notification(conn: &mut PgConnection, n: &Notification) -> Result<()> {
+    sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING")
+        .bind(n.id)
+        .bind(n.execution_id)
+        .bind(n.step_id.clone())
+        .bind(n.recipients.clone())
+        .bind(n.message.clone())
+        .bind(n.channel.clone())
+        .bind(n.status.clone())
+        .bind(n.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    write_delivery(conn, n, false).await
+}
+
+/// Writes a notification's delivery row; `replace` overwrites an existing one and
+/// releases its claim.
+pub(super) async fn write_delivery(
+    conn: &mut PgConnection,
+    n: &Notification,
+    replace: bool,
+) -> Result<()> {
+    let conflict = if replace {
+        "ON CONFLICT (notification_id) DO UPDATE SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, \
+         next_attempt_at = EXCLUDED.next_attempt_at, claimed_by = NULL, claim_until = NULL, sent_at = EXCLUDED.sent_at"
+    } else {
+        "ON CONFLICT (notification_id) DO NOTHING"
+    };
+    sqlx::query(&format!("INSERT INTO notification_deliveries (notification_id, execution_id, kind, approval_id, subject, link_user, attempts, last_error, next_attempt_at, sent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {conflict}"))
+        .bind(n.id)
+        .bind(n.execution_id)
+        .bind(n.kind.clone())
+        .bind(n.approval_id)
+        .bind(n.subject.clone())
+        .bind(n.link_user.clone())
+        .bind(i32::try_from(n.attempts).unwrap_or(i32::MAX))
+        .bind(n.last_error.clone())
+        .bind(n.next_attempt_at)
+        .bind(n.sent_at)
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// A notification with its delivery state; the `WHERE` follows.
+pub(super) const NOTIFICATION_SELECT: &str = "SELECT n.id, n.execution_id, n.step_id, n.recipients, n.message, n.channel, n.status, n.created_at, \
+    d.kind, d.approval_id, d.subject, d.link_user, d.attempts, d.last_error, d.next_attempt_at, d.sent_at, d.claimed_by \
+    FROM notifications n LEFT JOIN notification_deliveries d ON d.notification_id = n.id";
+
+/// The columns of `approval_rungs`, in [`crate::rows::rung`]'s terms.
+pub(super) const RUNG_COLUMNS: &str =
+    "approval_id, position, execution_id, kind, due_at, add_roles, add_users, notify, fired_at, outcome";

@@ -354,23 +354,23 @@ async fn context_loading_renews_the_lease() {
     assert_eq!(done.status, ExecutionStatus::Completed);
 }
 
-/// Shuts the worker loop down when it delivers a notification: the shutdown and the end
-/// of the execution in flight arrive at the same moment.
+/// Shuts the worker loop down when a step queues a notification: the shutdown and the
+/// end of the execution in flight arrive at the same moment.
 #[derive(Debug)]
 struct ShutdownOnNotify(CancellationToken);
 
 #[async_trait::async_trait]
 impl tollgate_engine::Notifier for ShutdownOnNotify {
-    async fn deliver(
-        &self,
-        _notification: &tollgate_model::records::Notification,
-        _key: &str,
-    ) -> tollgate_engine::Delivery {
+    fn channel(&self, _requested: Option<&str>) -> Option<String> {
         self.0.cancel();
-        tollgate_engine::Delivery {
-            channel: "test".into(),
-            status: "sent".into(),
-        }
+        None
+    }
+
+    async fn send(
+        &self,
+        _outgoing: &tollgate_engine::Outgoing,
+    ) -> Result<(), tollgate_engine::SendError> {
+        Ok(())
     }
 }
 

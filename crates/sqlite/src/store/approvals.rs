@@ -4,17 +4,19 @@ use async_trait::async_trait;
 use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalComment, ApprovalRequest, Decision, Principal, Timestamp};
+use tollgate_model::records::{
+    ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal, Timestamp,
+};
 use tollgate_store::{
-    encode_id_cursor, page_from_overfetch, ApprovalFilter, ApprovalStore, Continuation, Decided,
-    Error, LeaseClaim, Page, PageRequest, Result,
+    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, Continuation,
+    Decided, Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
-use crate::rows::{backend, json};
+use crate::rows::{backend, json, opt_ts, ts};
 use crate::{rows, SqliteStore};
 
-use super::sql::{id_after, load_approval};
+use super::sql::{commit, id_after, insert_notification, load_approval};
 
 #[async_trait]
 impl ApprovalStore for SqliteStore {
@@ -124,6 +126,72 @@ impl ApprovalStore for SqliteStore {
             return Err(Error::not_found("approval", comment.approval_id));
         }
         Ok(())
+    }
+
+    async fn fire_due_rungs(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalRung>> {
+        // One writer transaction for the batch: SQLite's single writer makes each rung
+        // fire once, whichever worker asks.
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM approval_rungs WHERE fired_at IS NULL AND due_at <= ? ORDER BY due_at LIMIT ?",
+        )
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let mut fired = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut rung = rows::rung(row)?;
+            let mut approval = match load_approval(&mut tx, rung.approval_id).await {
+                Ok(approval) => approval,
+                Err(Error::NotFound { .. }) => {
+                    sqlx::query("DELETE FROM approval_rungs WHERE approval_id = ?")
+                        .bind(rung.approval_id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let queued = rules::fire_rung(&mut approval, &mut rung, now);
+            sqlx::query("UPDATE approvals SET approver_roles = ?, approver_users = ? WHERE id = ?")
+                .bind(json(&approval.approver_roles))
+                .bind(json(&approval.approver_users))
+                .bind(approval.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            sqlx::query(
+                "UPDATE approval_rungs SET fired_at = ?, outcome = ? WHERE approval_id = ? AND position = ?",
+            )
+            .bind(opt_ts(rung.fired_at))
+            .bind(rung.outcome.clone())
+            .bind(rung.approval_id.to_string())
+            .bind(i64::from(rung.position))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            for n in &queued {
+                insert_notification(&mut tx, n).await?;
+            }
+            fired.push(rung);
+        }
+        commit(tx).await?;
+        Ok(fired)
+    }
+
+    async fn list_rungs(&self, approval_id: Uuid) -> Result<Vec<ApprovalRung>> {
+        let mut conn = self.reader.acquire().await.map_err(backend)?;
+        load_approval(&mut conn, approval_id).await?;
+        let rows =
+            sqlx::query("SELECT * FROM approval_rungs WHERE approval_id = ? ORDER BY position")
+                .bind(approval_id.to_string())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(backend)?;
+        rows.iter().map(rows::rung).collect()
     }
 
     async fn list_comments(

@@ -40,6 +40,17 @@ impl SqliteStore {
                     .await
                     .map_err(backend)?;
             }
+            // Through the indexed parent rows: these tables are keyed by their own ids.
+            for sql in [
+                "DELETE FROM notification_deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE execution_id = ?)",
+                "DELETE FROM approval_rungs WHERE approval_id IN (SELECT id FROM approvals WHERE execution_id = ?)",
+            ] {
+                sqlx::query(sql)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            }
             for table in ["notifications", "quarantined_executions", "context_trail"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE execution_id = ?"))
                     .bind(&id)

@@ -5,8 +5,8 @@
 use serde_json::Value;
 use sqlx::sqlite::{Sqlite, SqliteConnection};
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalStatus, Execution, ResumeOutcome, ResumeRequest, ResumeTrigger,
-    StepRecord, Timestamp,
+    ApprovalRequest, ApprovalStatus, Execution, Notification, ResumeOutcome, ResumeRequest,
+    ResumeTrigger, StepRecord, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
@@ -470,16 +470,20 @@ pub(super) async fn apply_effect(
                 }
             }
         }
-        Effect::Notify(n) => {
-            sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
-                .bind(n.id.to_string())
-                .bind(n.execution_id.to_string())
-                .bind(n.step_id.clone())
-                .bind(json(&n.recipients))
-                .bind(n.message.clone())
-                .bind(n.channel.clone())
-                .bind(n.status.clone())
-                .bind(ts(n.created_at))
+        Effect::Notify(n) => insert_notification(conn, n).await?,
+        Effect::Rung(r) => {
+            sqlx::query("INSERT INTO approval_rungs (approval_id, position, execution_id, kind, due_at, add_roles, add_users, notify, fired_at, outcome) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(approval_id, position) DO NOTHING")
+                .bind(r.approval_id.to_string())
+                .bind(i64::from(r.position))
+                .bind(r.execution_id.to_string())
+                .bind(r.kind.clone())
+                .bind(ts(r.due_at))
+                .bind(json(&r.add_roles))
+                .bind(json(&r.add_users))
+                .bind(json(&r.notify))
+                .bind(opt_ts(r.fired_at))
+                .bind(r.outcome.clone())
                 .execute(conn)
                 .await
                 .map_err(backend)?;
@@ -496,3 +500,59 @@ pub(super) async fn status_counts(
     let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await.map_err(backend)?;
     rules::status_counts(rows)
 }
+
+/// Inserts a notification and its delivery row (kind, outbox state) once: a second
+/// insert of the same id changes nothing.
+pub(super) async fn insert_notification(
+    conn: &mut SqliteConnection,
+    n: &Notification,
+) -> Result<()> {
+    sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
+        .bind(n.id.to_string())
+        .bind(n.execution_id.to_string())
+        .bind(n.step_id.clone())
+        .bind(json(&n.recipients))
+        .bind(n.message.clone())
+        .bind(n.channel.clone())
+        .bind(n.status.clone())
+        .bind(ts(n.created_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    write_delivery(conn, n, false).await
+}
+
+/// Writes a notification's delivery row; `replace` overwrites an existing one.
+pub(super) async fn write_delivery(
+    conn: &mut SqliteConnection,
+    n: &Notification,
+    replace: bool,
+) -> Result<()> {
+    let conflict = if replace {
+        "ON CONFLICT(notification_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, \
+         next_attempt_at = excluded.next_attempt_at, claimed_by = NULL, claim_until = NULL, sent_at = excluded.sent_at"
+    } else {
+        "ON CONFLICT(notification_id) DO NOTHING"
+    };
+    sqlx::query(&format!("INSERT INTO notification_deliveries (notification_id, execution_id, kind, approval_id, subject, link_user, attempts, last_error, next_attempt_at, sent_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {conflict}"))
+        .bind(n.id.to_string())
+        .bind(n.execution_id.to_string())
+        .bind(n.kind.clone())
+        .bind(n.approval_id.map(|a| a.to_string()))
+        .bind(n.subject.clone())
+        .bind(n.link_user.clone())
+        .bind(i64::from(n.attempts))
+        .bind(n.last_error.clone())
+        .bind(opt_ts(n.next_attempt_at))
+        .bind(opt_ts(n.sent_at))
+        .execute(conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// A notification with its delivery state; the `WHERE` follows.
+pub(super) const NOTIFICATION_SELECT: &str = "SELECT n.id, n.execution_id, n.step_id, n.recipients, n.message, n.channel, n.status, n.created_at, \
+    d.kind, d.approval_id, d.subject, d.link_user, d.attempts, d.last_error, d.next_attempt_at, d.sent_at, d.claimed_by \
+    FROM notifications n LEFT JOIN notification_deliveries d ON d.notification_id = n.id";

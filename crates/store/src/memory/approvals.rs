@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use tollgate_model::records::{
-    ApprovalComment, ApprovalRequest, ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
+    ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalStatus, Decision, Principal,
+    ResumeTrigger, Timestamp,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
@@ -94,6 +95,46 @@ impl ApprovalStore for MemoryStore {
             .or_default()
             .push(comment.clone());
         Ok(())
+    }
+
+    async fn fire_due_rungs(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalRung>> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut due: Vec<(Timestamp, (Uuid, u32))> = state
+            .rungs
+            .iter()
+            .filter(|(_, r)| r.fired_at.is_none() && r.due_at <= now)
+            .map(|(k, r)| (r.due_at, *k))
+            .collect();
+        due.sort();
+        due.truncate(limit as usize);
+        let mut fired = Vec::with_capacity(due.len());
+        for (_, key) in due {
+            let (Some(rung), Some(approval)) =
+                (state.rungs.get_mut(&key), state.approvals.get_mut(&key.0))
+            else {
+                // A rung whose request is gone (purged) has nothing to do.
+                state.rungs.remove(&key);
+                continue;
+            };
+            for n in rules::fire_rung(approval, rung, now) {
+                state.notifications.insert(n.id, n);
+            }
+            fired.push(rung.clone());
+        }
+        Ok(fired)
+    }
+
+    async fn list_rungs(&self, approval_id: Uuid) -> Result<Vec<ApprovalRung>> {
+        let state = self.lock();
+        if !state.approvals.contains_key(&approval_id) {
+            return Err(Error::not_found("approval", approval_id));
+        }
+        Ok(state
+            .rungs
+            .range((approval_id, 0)..=(approval_id, u32::MAX))
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 
     async fn list_comments(

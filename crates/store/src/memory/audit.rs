@@ -1,13 +1,13 @@
 //! [`ResumeRequestStore`], [`RecordStore`] and [`NotificationStore`] in memory.
 
 use async_trait::async_trait;
-use tollgate_model::records::{Notification, Record, ResumeRequest};
+use tollgate_model::records::{Notification, Record, ResumeRequest, Timestamp};
 use uuid::Uuid;
 
 use super::{encode_id, id_cursor, paginate, MemoryStore};
 use crate::traits::{NotificationStore, RecordStore, ResumeRequestStore};
-use crate::types::{NotificationFilter, Page, PageRequest};
-use crate::{Error, Result};
+use crate::types::{LeaseClaim, NotificationFilter, Page, PageRequest, Settle};
+use crate::{rules, Error, Result};
 
 #[async_trait]
 impl ResumeRequestStore for MemoryStore {
@@ -67,5 +67,65 @@ impl NotificationStore for MemoryStore {
             .map(|n| (n.id, n.clone()))
             .collect();
         Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        claim: &LeaseClaim,
+        limit: u32,
+    ) -> Result<Vec<Notification>> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut due: Vec<(Timestamp, Uuid)> = state
+            .notifications
+            .values()
+            .filter(|n| n.status == "queued" && n.next_attempt_at.is_some_and(|at| at <= now))
+            .filter(|n| {
+                state
+                    .notification_claims
+                    .get(&n.id)
+                    .is_none_or(|(_, until)| *until <= now)
+            })
+            .filter_map(|n| n.next_attempt_at.map(|at| (at, n.id)))
+            .collect();
+        due.sort();
+        due.truncate(limit as usize);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            state
+                .notification_claims
+                .insert(id, (claim.owner.clone(), claim.expires_at));
+            if let Some(n) = state.notifications.get(&id) {
+                claimed.push(n.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn settle_notification(
+        &self,
+        id: Uuid,
+        owner: &str,
+        now: Timestamp,
+        settle: &Settle,
+    ) -> Result<()> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(notification) = state.notifications.get_mut(&id) else {
+            return Err(Error::not_found("notification", id));
+        };
+        let held = state
+            .notification_claims
+            .get(&id)
+            .is_some_and(|(o, _)| o == owner);
+        if !held || notification.status != "queued" {
+            return Err(Error::Conflict(format!(
+                "notification {id} is not claimed by {owner}"
+            )));
+        }
+        rules::settle(notification, now, settle);
+        state.notification_claims.remove(&id);
+        Ok(())
     }
 }

@@ -409,7 +409,8 @@ impl ExecutionStore for MemoryStore {
     }
 
     async fn purge_ended(&self, purge: &Purge, limit: u32) -> Result<Vec<Purged>> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let due = purge_candidates(&state.executions, purge, limit);
         let mut purged = Vec::with_capacity(due.len());
         for (ended_at, id, cutoff) in due {
@@ -423,7 +424,12 @@ impl ExecutionStore for MemoryStore {
             for approval in state.approvals_by_execution.remove(&id).unwrap_or_default() {
                 state.approvals.remove(&approval);
                 state.comments.remove(&approval);
+                state.rungs.retain(|(a, _), _| *a != approval);
             }
+            let notifications = &state.notifications;
+            state
+                .notification_claims
+                .retain(|n, _| notifications.get(n).is_some_and(|n| n.execution_id != id));
             state.notifications.retain(|_, n| n.execution_id != id);
             for event_id in &execution.consumed_events {
                 let old = state

@@ -58,6 +58,10 @@ struct State {
     resume_requests: HashMap<Uuid, Vec<ResumeRequest>>,
     records: HashMap<(String, String), Record>,
     notifications: BTreeMap<Uuid, Notification>,
+    /// Live claims on queued notifications: owner and until when.
+    notification_claims: HashMap<Uuid, (String, Timestamp)>,
+    /// Approval ladders by (request, position).
+    rungs: BTreeMap<(Uuid, u32), tollgate_model::records::ApprovalRung>,
     api_keys: BTreeMap<Uuid, ApiKey>,
     schedules: BTreeMap<Uuid, Schedule>,
     ticks: BTreeMap<Uuid, Tick>,
@@ -286,6 +290,11 @@ impl State {
                 self.notifications
                     .entry(notification.id)
                     .or_insert(notification);
+            }
+            Effect::Rung(rung) => {
+                self.rungs
+                    .entry((rung.approval_id, rung.position))
+                    .or_insert(rung);
             }
         }
     }

@@ -197,7 +197,8 @@ pub async fn effects_apply_once_with_the_commit(store: Arc<dyn Store>) {
         message: "hello".into(),
         channel: "recorded".into(),
         status: "recorded".into(),
-        created_at: t0(),
+        next_attempt_at: None,
+        ..Notification::queued(e.id, "notify", "notify", "recorded", t0())
     };
     let mut c = commit(&e, "w1", e.version, Transition::Continue);
     c.effects = vec![

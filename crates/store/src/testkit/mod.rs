@@ -26,6 +26,7 @@ mod executions;
 mod first_of;
 mod fixtures;
 mod keys;
+mod outbox;
 mod quarantine;
 mod retention;
 mod schedules;
@@ -39,6 +40,7 @@ pub use executions::*;
 pub use first_of::*;
 pub use fixtures::*;
 pub use keys::*;
+pub use outbox::*;
 pub use quarantine::*;
 pub use retention::*;
 pub use schedules::*;
@@ -92,6 +94,8 @@ macro_rules! contract_tests {
             execution_lists_use_keyset_pagination_and_filters,
             approval_lists_filter_by_decider,
             approval_comments_are_a_thread_that_goes_with_its_request,
+            the_outbox_hands_each_notification_to_one_sender_until_it_is_settled,
+            ladder_rungs_fire_once_add_approvers_and_skip_decided_requests,
             approval_lists_filter_by_workflow_step_and_age,
             api_keys_are_unique_findable_and_revocable,
             finishing_closes_open_approvals,

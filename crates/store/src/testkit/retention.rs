@@ -73,7 +73,8 @@ async fn ended(
             message: "done".into(),
             channel: "recorded".into(),
             status: "recorded".into(),
-            created_at: at,
+            next_attempt_at: None,
+            ..Notification::queued(e.id, "gate", "notify", "recorded", at)
         })
         .await
         .unwrap();
