@@ -410,6 +410,19 @@ impl Step {
             }
         }
     }
+
+    /// Whether entering the step queues notifications or schedules an approval ladder
+    /// (written with its commit, so its execution must be stored first).
+    pub fn queues_notifications(&self) -> bool {
+        match &self.kind {
+            StepKind::Approval { approval, .. } => {
+                !approval.notify.is_empty()
+                    || !approval.reminders.is_empty()
+                    || !approval.escalate.is_empty()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The verb of an action step.

@@ -135,6 +135,7 @@ impl<'e> Run<'e> {
             .step(&cursor.step_id)
             .is_none_or(|step| {
                 !step.has_side_effects()
+                    && !step.queues_notifications()
                     && !matches!(step.kind, StepKind::Wait { .. } | StepKind::FirstOf { .. })
                     && step.retry.is_none()
                     && step.timeout.is_none()

@@ -10,6 +10,7 @@ mod examples;
 mod first_of;
 mod gates;
 mod migrate;
+mod outbox;
 mod paths;
 mod recovery;
 mod retention;

@@ -112,6 +112,9 @@ async fn the_webhook_notifier_posts_with_a_stable_key_and_records_the_outcome() 
         })
         .await
         .unwrap();
+    // Queued with the step; the worker sends it.
+    let worker = Worker::new(engine.clone(), WorkerOptions::default());
+    worker.tick().await.unwrap();
     let notes = base
         .store
         .list_notifications(
@@ -137,7 +140,7 @@ async fn the_webhook_notifier_posts_with_a_stable_key_and_records_the_outcome() 
             .unwrap()
             .to_str()
             .unwrap(),
-        format!("{}:tell:1:notify", done.id)
+        notes.items[0].id.to_string()
     );
     // Signed: the receiver's check passes with the secret, and fails for a changed
     // body, another secret, or a signature replayed ten minutes later.
