@@ -38,11 +38,17 @@ fn main() -> Result<()> {
             };
             let browser = browser::ensure();
             let mcp_sdk = mcp_sdk::ensure(&root);
+            let smtp = smtp::ensure(&root);
             let previous = previous::build();
             let result = test(&args[1..]).and_then(|()| package());
             if let Err(err) = &previous {
                 eprintln!("\n************************************************************");
                 eprintln!("xtask: THE ROLLING-UPGRADE TEST WAS SKIPPED: {err:#}");
+                eprintln!("************************************************************\n");
+            }
+            if let Err(err) = &smtp {
+                eprintln!("\n************************************************************");
+                eprintln!("xtask: SMTP TESTS WERE SKIPPED: {err:#}");
                 eprintln!("************************************************************\n");
             }
             if let Err(err) = &mcp_sdk {
@@ -541,6 +547,62 @@ mod mcp_sdk {
         }
         std::env::set_var("TOLLGATE_MCP_PYTHON", &python);
         std::env::set_var("TOLLGATE_REQUIRE_MCP_SDK", "1");
+        Ok(())
+    }
+}
+
+mod smtp {
+    //! A real SMTP server for the notification tests: `aiosmtpd` from the Python package index, in a virtual
+    //! environment under the target directory (once; later runs reuse it).
+
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use anyhow::{bail, Context, Result};
+
+    const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+    /// Makes aiosmtpd available and points the tests at its interpreter
+    /// (`TOLLGATE_SMTP_PYTHON`), requiring them to run (`TOLLGATE_REQUIRE_SMTP`).
+    pub fn ensure(root: &Path) -> Result<()> {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let venv = target.join("smtp-server");
+        let python = venv.join("bin").join("python");
+        let ready = |python: &Path| {
+            Command::new(python)
+                .args([
+                    "-c",
+                    "import importlib.metadata as m, sys; sys.exit(m.version('aiosmtpd') != '1.4.6')",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ready(&python) {
+            eprintln!("xtask: installing {AIOSMTPD} into {}", venv.display());
+            let made = Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .status()
+                .context("python3 is needed for the SMTP tests")?;
+            if !made.success() {
+                bail!("python3 -m venv failed");
+            }
+            let installed = Command::new(venv.join("bin").join("pip"))
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    AIOSMTPD,
+                ])
+                .status()
+                .context("cannot run pip")?;
+            if !installed.success() || !ready(&python) {
+                bail!("pip install {AIOSMTPD} failed");
+            }
+        }
+        std::env::set_var("TOLLGATE_SMTP_PYTHON", &python);
+        std::env::set_var("TOLLGATE_REQUIRE_SMTP", "1");
         Ok(())
     }
 }

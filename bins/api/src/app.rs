@@ -346,7 +346,10 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
                     archive: args.worker.archive_dir.clone().map(ArchiveDir::new),
                     events: args.worker.event_retention.0,
                 },
-                outbox: Default::default(),
+                outbox: tollgate_resumer::OutboxOptions {
+                    claim_for: args.worker.notification_claim,
+                    ..Default::default()
+                },
             },
         )
         .with_waker(backend.wakeups.clone());

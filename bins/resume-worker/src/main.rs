@@ -112,6 +112,11 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = tollgate_bootstrap::config::parse_duration_or_off)]
     event_retention: tollgate_bootstrap::DurationOrOff,
 
+    /// How long a claim on a notification being sent lasts: a worker that dies mid-send
+    /// leaves it to another after this.
+    #[arg(long, env = "TOLLGATE_NOTIFICATION_CLAIM", default_value = "2m", value_parser = tollgate_bootstrap::parse_positive_duration)]
+    notification_claim: std::time::Duration,
+
     /// This worker's name in leases and logs (default: hostname, pid and a random
     /// suffix). Must be unique among running workers.
     #[arg(long, env = "TOLLGATE_WORKER_ID")]
@@ -203,6 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
             retention_interval: cli.retention_interval,
             archive_dir: cli.archive_dir.clone(),
             event_retention: cli.event_retention,
+            notification_claim: cli.notification_claim,
         },
         worker_id.clone(),
         links,
@@ -224,7 +230,10 @@ async fn run(cli: Cli) -> Result<()> {
                 archive: cli.archive_dir.clone().map(ArchiveDir::new),
                 events: cli.event_retention.0,
             },
-            outbox: Default::default(),
+            outbox: tollgate_resumer::OutboxOptions {
+                claim_for: cli.notification_claim,
+                ..Default::default()
+            },
         },
     )
     .with_waker(backend.wakeups.clone());

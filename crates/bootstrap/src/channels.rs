@@ -3,6 +3,7 @@
 //! in the config file's `channels`. Messages about an approval request carry a signed
 //! decision link when the process has the link keys and a public URL.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ impl std::fmt::Debug for ChannelNotifier {
             .field("webhook", &self.webhook.is_some())
             .field("links", &self.links.is_some())
             .field("public_url", &self.public_url)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -311,14 +312,14 @@ pub fn compose(outgoing: &Outgoing, link: Option<&str>, console: Option<&str>) -
         (prefix, w) if w.is_empty() => prefix.to_owned(),
         (prefix, w) => format!("{prefix}: {w}"),
     });
-    let opening = if !n.message.is_empty() {
-        n.message.clone()
-    } else {
+    let opening = if n.message.is_empty() {
         match n.kind.as_str() {
             "reminder" => "This approval request is still waiting for a decision.".to_owned(),
             "escalation" => "This approval request has been escalated to you: it is still waiting for a decision.".to_owned(),
             _ => "An approval request is waiting for a decision.".to_owned(),
         }
+    } else {
+        n.message.clone()
     };
     let mut facts: Vec<(&str, String)> = Vec::new();
     if let Some(a) = approval {
@@ -359,45 +360,49 @@ pub fn compose(outgoing: &Outgoing, link: Option<&str>, console: Option<&str>) -
     }
     let mut text = format!("{opening}\n\n");
     for (label, value) in &facts {
-        text.push_str(&format!("{label}: {value}\n"));
+        let _ = writeln!(text, "{label}: {value}");
     }
     if let Some(link) = link {
-        text.push_str(&format!(
+        let _ = write!(text,
             "\nReview and decide: {link}\n(The page asks you to confirm; opening it decides nothing.)\n"
-        ));
+        );
     }
     if let Some(console) = console {
-        text.push_str(&format!("\nIn the console: {console}\n"));
+        let _ = writeln!(text, "\nIn the console: {console}");
     }
-    text.push_str(&format!("\nNotification {}\n", n.id));
+    let _ = writeln!(text, "\nNotification {}", n.id);
     let mut html = format!(
         "<!DOCTYPE html><html><body style=\"font-family:sans-serif\"><p>{}</p><table>",
         escape(&opening)
     );
     for (label, value) in &facts {
-        html.push_str(&format!(
+        let _ = write!(
+            html,
             "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
             escape(label),
             escape(value)
-        ));
+        );
     }
     html.push_str("</table>");
     if let Some(link) = link {
-        html.push_str(&format!(
+        let _ = write!(
+            html,
             "<p><a href=\"{}\" style=\"font-weight:bold\">Review and decide</a></p>",
             escape(link)
-        ));
+        );
     }
     if let Some(console) = console {
-        html.push_str(&format!(
+        let _ = write!(
+            html,
             "<p><a href=\"{}\">Open in the console</a></p>",
             escape(console)
-        ));
+        );
     }
-    html.push_str(&format!(
+    let _ = write!(
+        html,
         "<p style=\"color:#777;font-size:small\">Notification {}</p></body></html>",
         n.id
-    ));
+    );
     Message {
         subject,
         text,

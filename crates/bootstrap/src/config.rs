@@ -177,6 +177,12 @@ pub struct WorkerArgs {
     /// `early_events` keeps its event type longer.
     #[arg(long, env = "TOLLGATE_EVENT_RETENTION", default_value = "7d", value_parser = parse_duration_or_off)]
     pub event_retention: DurationOrOff,
+
+    /// How long a worker's claim on a notification it is sending lasts: a worker that
+    /// dies mid-send leaves it to another after this (docs/notifications.md, "The
+    /// outbox"). Longer than a send takes (`http_timeout`, the SMTP timeout).
+    #[arg(long, env = "TOLLGATE_NOTIFICATION_CLAIM", default_value = "2m", value_parser = parse_positive_duration)]
+    pub notification_claim: Duration,
 }
 
 /// Parses `1s`, `250ms`, `2m`, `1h30m`: the one duration format of Tollgate, the same

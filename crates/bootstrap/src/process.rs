@@ -106,6 +106,14 @@ pub fn describe_metrics() {
         "Approval decisions this process recorded, by channel (direct: the decider's own key; link; bulk) and decision."
     );
     describe_counter!(
+        "tollgate_notifications_total",
+        "Notification send attempts this process made from the outbox, by channel and outcome (sent, retry, failed, dropped)."
+    );
+    describe_counter!(
+        "tollgate_approval_rungs_total",
+        "Approval ladder rungs this process fired, by kind (reminder, escalation) and outcome (fired, skipped)."
+    );
+    describe_counter!(
         "tollgate_worker_restarts_total",
         "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
     );

@@ -44,14 +44,14 @@ pub use error::Error;
 pub use tollgate_model::wire;
 
 use wire::{
-    ApiKeyDto, ApprovalDto, ApprovalQuery, BulkDecidedDto, BulkDecisionDto, BulkMigrateDto,
-    BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto, DecisionBody, DecisionLinksDto,
-    DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto, ExecutionDto,
-    ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto, MigrationReportDto, NewApiKey,
-    NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto, NotificationQuery,
-    QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto,
-    ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto,
-    WorkflowDto, WorkflowQuery,
+    ApiKeyDto, ApprovalDto, ApprovalQuery, ApprovalRungDto, BulkDecidedDto, BulkDecisionDto,
+    BulkMigrateDto, BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto, DecisionBody,
+    DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto,
+    ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto, MigrationReportDto,
+    NewApiKey, NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto,
+    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
+    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
+    WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -770,6 +770,17 @@ impl Client {
         Ok(page.items)
     }
 
+    /// `GET /api/v1/executions/{id}/notifications`: one page of its notifications with
+    /// their delivery state, oldest first.
+    pub async fn execution_notifications(
+        &self,
+        id: Uuid,
+        page: &PageRequest,
+    ) -> Result<Page<NotificationDto>> {
+        self.json(Call::get(format!("/api/v1/executions/{id}/notifications")).page(page))
+            .await
+    }
+
     /// `POST /api/v1/executions/{id}/pause`.
     pub async fn pause(&self, id: Uuid, reason: Option<&str>) -> Result<ExecutionDto> {
         let body = ReasonDto {
@@ -922,6 +933,15 @@ impl Client {
     pub async fn comments(&self, id: Uuid, page: &PageRequest) -> Result<Page<CommentDto>> {
         self.json(Call::get(format!("/api/v1/approvals/{id}/comments")).page(page))
             .await
+    }
+
+    /// `GET /api/v1/approvals/{id}/ladder`: its reminders and escalations, and which
+    /// fired.
+    pub async fn ladder(&self, id: Uuid) -> Result<Vec<ApprovalRungDto>> {
+        let page: Page<ApprovalRungDto> = self
+            .json(Call::get(format!("/api/v1/approvals/{id}/ladder")))
+            .await?;
+        Ok(page.items)
     }
 
     /// `POST /api/v1/approvals/{id}/comments`: comments without deciding.

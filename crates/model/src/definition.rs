@@ -522,7 +522,7 @@ pub enum SubActionKind {
         data: Value,
     },
     /// Compatibility approval gate (docs/workflow-format.md, "Approval").
-    CreateApprovalRequest(CompatApproval),
+    CreateApprovalRequest(Box<CompatApproval>),
 }
 
 impl SubActionKind {

@@ -907,7 +907,7 @@ impl Parser {
                     .unwrap_or_else(|| Value::Object(Map::new())),
             },
             "create_approval_request" => {
-                SubActionKind::CreateApprovalRequest(self.compat_approval(&mut f))
+                SubActionKind::CreateApprovalRequest(Box::new(self.compat_approval(&mut f)))
             }
             "" => return None,
             other => {

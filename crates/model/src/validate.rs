@@ -746,7 +746,7 @@ fn check_ladder(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
         }
     }
     check_notify(&approval.notify, &at.key("notify"), report);
-    let deadline = approval.timeout.map(|t| t.as_millis());
+    let deadline = approval.timeout.map(crate::duration::Duration::as_millis);
     let check_rung = |after: u64, previous: Option<u64>, p: Path, report: &mut Report| {
         if after == 0 {
             report.error(&p, "must be longer than zero");

@@ -582,10 +582,67 @@ pub struct NotificationDto {
     pub message: String,
     /// Channel.
     pub channel: String,
-    /// Delivery status.
+    /// `queued`, `sent`, `failed`, `dropped` or `recorded`.
     pub status: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// `notify`, `approval`, `reminder` or `escalation`.
+    #[serde(default)]
+    pub kind: String,
+    /// The approval request it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<Uuid>,
+    /// The subject line, when the step set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the next attempt is due (`queued` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When a receiver accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// A rung of an approval request's ladder: a reminder or an escalation, and whether it
+/// fired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApprovalRungDto {
+    /// `reminder` or `escalation`.
+    pub kind: String,
+    /// When it fires.
+    pub due_at: DateTime<Utc>,
+    /// Roles an escalation adds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_roles: Vec<String>,
+    /// Users an escalation adds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_users: Vec<String>,
+    /// When it fired (or was skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<DateTime<Utc>>,
+    /// `fired`, or `skipped` (the request was no longer pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+impl From<&crate::records::ApprovalRung> for ApprovalRungDto {
+    fn from(r: &crate::records::ApprovalRung) -> Self {
+        Self {
+            kind: r.kind.clone(),
+            due_at: r.due_at,
+            add_roles: r.add_roles.clone(),
+            add_users: r.add_users.clone(),
+            fired_at: r.fired_at,
+            outcome: r.outcome.clone(),
+        }
+    }
 }
 
 impl From<&Notification> for NotificationDto {
@@ -599,6 +656,13 @@ impl From<&Notification> for NotificationDto {
             channel: n.channel.clone(),
             status: n.status.clone(),
             created_at: n.created_at,
+            kind: n.kind.clone(),
+            approval_id: n.approval_id,
+            subject: n.subject.clone(),
+            attempts: n.attempts,
+            last_error: n.last_error.clone(),
+            next_attempt_at: n.next_attempt_at,
+            sent_at: n.sent_at,
         }
     }
 }
@@ -1276,6 +1340,7 @@ list_type!(QuarantinedList, QuarantinedDto);
 list_type!(ApprovalList, ApprovalDto);
 list_type!(ResumeRequestList, ResumeRequestDto);
 list_type!(NotificationList, NotificationDto);
+list_type!(ApprovalRungList, ApprovalRungDto);
 list_type!(ApiKeyList, ApiKeyDto);
 /// A schedule: each tick of `cron` in `timezone` starts one execution of the workflow.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,9 +8,9 @@ use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
 use crate::dto::ApprovalQuery;
 use crate::dto::{
-    ApprovalDto, ApprovalList, BulkDecidedDto, BulkDecisionDto, BulkItemDto, CommentDto,
-    CommentList, DecidedDto, DecisionBody, DecisionLinkDto, DecisionLinksDto, ExecutionDto,
-    LinkRecipientDto, NewCommentDto, NewLinksDto,
+    ApprovalDto, ApprovalList, ApprovalRungDto, ApprovalRungList, BulkDecidedDto, BulkDecisionDto,
+    BulkItemDto, CommentDto, CommentList, DecidedDto, DecisionBody, DecisionLinkDto,
+    DecisionLinksDto, ExecutionDto, LinkRecipientDto, NewCommentDto, NewLinksDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::links::LinkClaims;
@@ -589,6 +589,24 @@ pub(crate) async fn add_comment(
     state.store.add_comment(&comment).await?;
     tracing::info!(approval_id = %approval_id, author, "approval comment");
     Ok(comment)
+}
+
+/// A request's reminders and escalations, in order, and which fired when.
+#[utoipa::path(get, path = "/api/v1/approvals/{id}/ladder", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")),
+    responses((status = 200, body = ApprovalRungList), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn ladder(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    let rungs = state.store.list_rungs(id).await?;
+    Ok(HttpResponse::Ok().json(ApprovalRungList {
+        items: rungs.iter().map(ApprovalRungDto::from).collect(),
+        next_cursor: None,
+    }))
 }
 
 /// A request's comment thread, oldest first.

@@ -11,8 +11,9 @@ use crate::auth::{Caller, Permission};
 use crate::dto::ExecutionQuery;
 use crate::dto::{
     BulkMigrateDto, BulkRetryDto, DirectEventDto, ExecutionDto, ExecutionList, MigrateDto,
-    MigrationItemDto, MigrationReportDto, QuarantinedList, ReasonDto, ResumeDto, ResumeRequestDto,
-    ResumeRequestList, RetryDto, RetryItemDto, RetryReportDto, StepRecordDto, TraceDto,
+    MigrationItemDto, MigrationReportDto, NotificationDto, NotificationList, QuarantinedList,
+    ReasonDto, ResumeDto, ResumeRequestDto, ResumeRequestList, RetryDto, RetryItemDto,
+    RetryReportDto, StepRecordDto, TraceDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
@@ -182,6 +183,34 @@ pub async fn resume_requests(
     Ok(HttpResponse::Ok().json(ResumeRequestList {
         items: rows.iter().map(ResumeRequestDto::from).collect(),
         next_cursor: None,
+    }))
+}
+
+/// The execution's notifications with their delivery: status, attempts, the last
+/// error and the next attempt (docs/notifications.md, "The outbox").
+#[utoipa::path(get, path = "/api/v1/executions/{id}/notifications", tag = "executions",
+    params(("id" = Uuid, Path, description = "execution id"), PageParams),
+    responses((status = 200, body = NotificationList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn notifications(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    id: web::Path<String>,
+    page: web::Query<PageParams>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "execution")?;
+    state.store.get_execution(id).await?;
+    let filter = tollgate_store::NotificationFilter {
+        execution_id: Some(id),
+    };
+    let page = state
+        .store
+        .list_notifications(&filter, &page.request()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(NotificationList {
+        items: page.items.iter().map(NotificationDto::from).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 

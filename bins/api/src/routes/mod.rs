@@ -119,6 +119,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             executions::resume_requests,
         ),
         at(
+            Method::GET,
+            "/api/v1/executions/{id}/notifications",
+            executions::notifications,
+        ),
+        at(
             Method::POST,
             "/api/v1/executions/{id}/pause",
             executions::pause,
@@ -175,6 +180,11 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             Method::GET,
             "/api/v1/approvals/{id}/comments",
             approvals::comments,
+        ),
+        at(
+            Method::GET,
+            "/api/v1/approvals/{id}/ladder",
+            approvals::ladder,
         ),
         at(
             Method::POST,

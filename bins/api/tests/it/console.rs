@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::{order_workflow, start_at_approval, until_completed, Db, TestApp};
 
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
     /// The browser's profile directory: also how its processes are found and ended if
@@ -44,7 +44,7 @@ fn chromedriver() -> Option<PathBuf> {
 
 /// The chromedriver to run, or `None` to skip the test, said loudly (a failure instead
 /// with `TOLLGATE_REQUIRE_BROWSER`, as `cargo xtask test` sets).
-fn driver_or_skip() -> Option<PathBuf> {
+pub(crate) fn driver_or_skip() -> Option<PathBuf> {
     let found = chromedriver();
     if found.is_none() {
         assert!(
@@ -56,7 +56,7 @@ fn driver_or_skip() -> Option<PathBuf> {
     found
 }
 
-async fn start_driver(path: &PathBuf) -> Driver {
+pub(crate) async fn start_driver(path: &PathBuf) -> Driver {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -83,7 +83,7 @@ async fn start_driver(path: &PathBuf) -> Driver {
     }
 }
 
-async fn browser(driver: &Driver) -> Client {
+pub(crate) async fn browser(driver: &Driver) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -106,7 +106,7 @@ fn shots() -> PathBuf {
     dir
 }
 
-async fn shot(c: &Client, name: &str) {
+pub(crate) async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
 }

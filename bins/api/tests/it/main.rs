@@ -18,6 +18,7 @@ mod bulk;
 mod comments;
 mod console;
 mod links;
+mod notify;
 mod openapi;
 mod partition;
 mod process;
@@ -78,6 +79,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             event_retention: tollgate_bootstrap::DurationOrOff(Some(
                 tollgate_resumer::DEFAULT_EVENT_RETENTION,
             )),
+            notification_claim: Duration::from_secs(120),
         },
         max_body_size: 64 * 1024,
         wait_timeout: Duration::from_secs(10),

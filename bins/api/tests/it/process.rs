@@ -924,3 +924,119 @@ fn link_keys_rotate_subcommand_keeps_the_replaced_key_for_the_overlap() {
         assert_eq!(mode & 0o777, 0o700);
     }
 }
+
+/// `kill -9` while a notification is being sent — claimed, posted, its outcome not yet
+/// recorded: after a restart it is sent again, once, with the same id as its key, and
+/// recorded as sent (docs/notifications.md, "The outbox").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_cut_off_by_kill_9_is_sent_once_after_restart_with_its_id() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hook = MockServer::start().await;
+    // The first post hangs: the server is killed while it waits. Later ones answer.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .up_to_n_times(1)
+        .mount(&hook)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        serde_json::to_vec(
+            &json!({"channels": {"webhook": {"webhook_url": hook.uri()}},
+                                   "http_timeout": "90s"}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let args = ["--config", &config, "--notification-claim", "2s"];
+    let client = reqwest::Client::new();
+    let first = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+    let admin = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (s, _) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/workflows", first.base),
+        json!({"workflow_id": "orders", "version": "1", "trigger": {"type": "event", "event": "order.created"},
+               "steps": [{"id": "approve", "type": "approval",
+                          "approval": {"approvers": {"role": "sales_manager"}, "notify": [{"channel": "webhook"}]},
+                          "on_approve": "ok"},
+                         {"id": "ok", "type": "action", "action": "allow"}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = send(
+        &client,
+        &admin,
+        format!("{}/api/v1/events?wait=true", first.base),
+        json!({"event_type": "order.created", "payload": {"order_id": "o-1"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let execution = b["started"][0].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        if !hook.received_requests().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hook.received_requests().await.unwrap().len(),
+        1,
+        "the send is under way"
+    );
+    first.kill9();
+
+    let second = Server::start_with(&data, &args, "warn", Stdio::null()).await;
+    let mut listed = Value::Null;
+    for _ in 0..200 {
+        let res = client
+            .get(format!(
+                "{}/api/v1/executions/{execution}/notifications",
+                second.base
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        listed = res.json().await.unwrap();
+        if listed["items"][0]["status"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n = &listed["items"][0];
+    assert_eq!(
+        (&n["status"], &n["attempts"]),
+        (&json!("sent"), &json!(1)),
+        "{listed}"
+    );
+    let posts = hook.received_requests().await.unwrap();
+    assert_eq!(
+        posts.len(),
+        2,
+        "once before the kill, once after the restart"
+    );
+    for post in &posts {
+        assert_eq!(
+            post.headers
+                .get("idempotency-key")
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            n["id"].as_str().unwrap(),
+            "the receiver drops the repeat by its key"
+        );
+    }
+    drop(second.kill9());
+}

@@ -56,6 +56,7 @@ impl Api {
                 event_retention: tollgate_bootstrap::DurationOrOff(Some(
                     tollgate_resumer::DEFAULT_EVENT_RETENTION,
                 )),
+                notification_claim: Duration::from_secs(120),
             },
             max_body_size: 1 << 20,
             wait_timeout: Duration::from_secs(10),

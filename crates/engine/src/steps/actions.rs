@@ -31,7 +31,14 @@ pub(super) async fn run(
             recipients,
             message,
             channel,
-        } => notify(call, kind, recipients, message, channel.as_deref(), body).await,
+        } => Ok(notify(
+            call,
+            kind,
+            recipients,
+            message,
+            channel.as_deref(),
+            body,
+        )),
         SubActionKind::Log { message, level } => {
             Ok(log(call, kind, message, *level, &mut body.warnings))
         }
@@ -150,14 +157,14 @@ async fn webhook(
 /// Queues a notification in the step's commit, so it is recorded once however often
 /// the step runs and sent later by a worker (docs/notifications.md, "The outbox"); with
 /// no channel to send it on, it is recorded and logged only.
-async fn notify(
+fn notify(
     call: &Call<'_>,
     kind: &str,
     recipients: &[String],
     message: &str,
     channel: Option<&str>,
     body: &mut Body,
-) -> Result<SubOk, SubErr> {
+) -> SubOk {
     let warnings = &mut body.warnings;
     let recipients: Vec<String> = recipients
         .iter()
@@ -190,7 +197,7 @@ async fn notify(
     let input = json!({"type": kind, "recipients": notification.recipients, "message": notification.message});
     let output = json!({"notification_id": notification.id, "status": notification.status, "channel": notification.channel});
     body.effects.push(Effect::Notify(notification));
-    Ok((input, output, Vec::new()))
+    (input, output, Vec::new())
 }
 
 /// Writes a line to the process's log, with the execution and step.

@@ -72,7 +72,7 @@ impl NotificationStore for PgStore {
         limit: u32,
     ) -> Result<Vec<Notification>> {
         // SKIP LOCKED: concurrent senders take disjoint batches instead of queueing.
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "WITH picked AS (SELECT notification_id FROM notification_deliveries \
                WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $3 AND (claim_until IS NULL OR claim_until <= $3) \
                ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED), \
@@ -82,7 +82,7 @@ impl NotificationStore for PgStore {
              SELECT n.id, n.execution_id, n.step_id, n.recipients, n.message, n.channel, n.status, n.created_at, \
                d.kind, d.approval_id, d.subject, d.link_user, d.attempts, d.last_error, d.next_attempt_at, d.sent_at, d.claimed_by \
              FROM claimed d JOIN notifications n ON n.id = d.notification_id ORDER BY d.next_attempt_at, n.id"
-        ))
+        )
         .bind(&claim.owner)
         .bind(claim.expires_at)
         .bind(now)

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind};
+use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind, Timestamp};
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
 
@@ -219,6 +219,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         .await
         .map(|page| page.items)
         .unwrap_or_default();
+    let rungs = state.store.list_rungs(a.id).await.unwrap_or_default();
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -254,6 +255,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                         dt { "Decided" } dd id="decided" { @match a.decided_at.or(a.expires_at) { Some(at) => { (when(at, now)) } None => { "—" } } }
                     }
                     dt { "Approvals" } dd { (a.approvals()) " of " (a.quorum()) }
+                    @if !rungs.is_empty() { dt { "Reminders" } dd id="ladder" { (ladder_summary(&rungs, now)) } }
                 }
                 @if may_decide { (decision_forms(&user, &a)) }
             }
@@ -437,6 +439,31 @@ fn superseded_by(
         "event" => Some(format!("event `{}`", output.get("event_type")?.as_str()?)),
         "after" => Some("its deadline".to_owned()),
         _ => None,
+    }
+}
+
+/// "reminded 2×, escalated to director 3 h ago; next: reminder in 20 h" — what the
+/// request's ladder did and will do.
+fn ladder_summary(rungs: &[tollgate_model::records::ApprovalRung], now: Timestamp) -> Markup {
+    let fired = |r: &&tollgate_model::records::ApprovalRung| r.outcome.as_deref() == Some("fired");
+    let reminded = rungs
+        .iter()
+        .filter(fired)
+        .filter(|r| r.kind == "reminder")
+        .count();
+    let escalations: Vec<_> = rungs
+        .iter()
+        .filter(fired)
+        .filter(|r| r.kind == "escalation")
+        .collect();
+    let next = rungs.iter().find(|r| r.fired_at.is_none());
+    html! {
+        @if reminded > 0 { "reminded " (reminded) "×" } @else { "not reminded yet" }
+        @for r in &escalations {
+            ", escalated to " (r.add_roles.iter().chain(&r.add_users).cloned().collect::<Vec<_>>().join(", "))
+            @if let Some(at) = r.fired_at { " " (when(at, now)) }
+        }
+        @if let Some(r) = next { span.muted { "; next: " (r.kind) " " (when(r.due_at, now)) } }
     }
 }
 

@@ -345,6 +345,18 @@ pub async fn execution(
         .list_resume_requests(id)
         .await
         .unwrap_or_default();
+    // The first 200 notifications; the API pages through the rest.
+    let notifications = state
+        .store
+        .list_notifications(
+            &tollgate_store::NotificationFilter {
+                execution_id: Some(id),
+            },
+            &tollgate_store::PageRequest::first(200),
+        )
+        .await
+        .map(|page| page.items)
+        .unwrap_or_default();
     let operator = Caller(user.principal.clone())
         .require(Permission::ControlExecutions)
         .is_ok();
@@ -446,6 +458,29 @@ pub async fn execution(
                         }
                     }
                 } }
+            }
+            @if !notifications.is_empty() {
+                section.card id="notifications" {
+                    h2 { "Notifications" }
+                    div.table-wrap { table {
+                        thead { tr { th { "Queued" } th { "Kind" } th { "Channel" } th { "To" } th { "Status" } th { "Attempts" } th { "Last error" } } }
+                        tbody {
+                            @for n in &notifications {
+                                tr class={"notification " (n.status)} {
+                                    td { (when(n.created_at, now)) }
+                                    td { (n.kind) }
+                                    td { (n.channel) }
+                                    td { (if n.recipients.is_empty() { "—".to_owned() } else { n.recipients.join(", ") }) }
+                                    td { span class={"badge " (n.status)} { (n.status) }
+                                        @if let Some(at) = n.sent_at { " " (when(at, now)) }
+                                        @if let Some(at) = n.next_attempt_at.filter(|_| n.status == "queued") { " " span.muted { "next " (when(at, now)) } } }
+                                    td { (n.attempts) }
+                                    td.muted { (n.last_error.as_deref().unwrap_or("")) }
+                                }
+                            }
+                        }
+                    } }
+                }
             }
             section.card {
                 h2 { "Context" }
