@@ -189,7 +189,7 @@ impl ApprovalStore for PgStore {
             .await
             .map_err(backend)?;
             for n in &queued {
-                insert_notification(&mut tx, n).await?;
+                insert_notification(&mut tx, n, false).await?;
             }
             fired.push(rung);
         }

@@ -14,28 +14,15 @@ use uuid::Uuid;
 use crate::rows::backend;
 use crate::{rows, PgStore};
 
-use super::sql::{commit, id_after, limit, refuse, write_delivery, NOTIFICATION_SELECT};
+use super::sql::{
+    commit, id_after, insert_notification, limit, refuse, write_delivery, NOTIFICATION_SELECT,
+};
 
 #[async_trait]
 impl NotificationStore for PgStore {
     async fn put_notification(&self, n: Notification) -> Result<()> {
         let mut tx = self.tx().await?;
-        sqlx::query(
-            "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (id) DO UPDATE SET recipients = EXCLUDED.recipients, message = EXCLUDED.message, channel = EXCLUDED.channel, status = EXCLUDED.status",
-        )
-        .bind(n.id)
-        .bind(n.execution_id)
-        .bind(n.step_id.clone())
-        .bind(n.recipients.clone())
-        .bind(n.message.clone())
-        .bind(n.channel.clone())
-        .bind(n.status.clone())
-        .bind(n.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        write_delivery(&mut tx, &n, true).await?;
+        insert_notification(&mut tx, &n, true).await?;
         commit(tx).await
     }
 

@@ -425,7 +425,7 @@ pub(super) async fn apply_effect(
                 .await
                 .map_err(backend)?;
         }
-        Effect::Notify(n) => insert_notification(conn, n).await?,
+        Effect::Notify(n) => insert_notification(conn, n, false).await?,
         Effect::Rung(r) => {
             sqlx::query("INSERT INTO approval_rungs (approval_id, position, execution_id, kind, due_at, add_roles, add_users, notify, fired_at, outcome) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (approval_id, position) DO NOTHING")
@@ -550,10 +550,19 @@ pub(super) async fn status_counts(
     rules::status_counts(rows)
 }
 
-/// Inserts a notification and its delivery row (kind, outbox state) once: a second
-/// insert of the same id changes nothing.
-pub(super) async fn insert_notification(conn: &mut PgConnection, n: &Notification) -> Result<()> {
-    sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING")
+/// Inserts a notification and its delivery row (kind, outbox state). A second insert of
+/// the same id changes nothing, unless `replace` (a notifier reporting an outcome).
+pub(super) async fn insert_notification(
+    conn: &mut PgConnection,
+    n: &Notification,
+    replace: bool,
+) -> Result<()> {
+    sqlx::query(if replace {
+        "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (id) DO UPDATE SET recipients = EXCLUDED.recipients, message = EXCLUDED.message, channel = EXCLUDED.channel, status = EXCLUDED.status"
+    } else {
+        "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING"
+    })
         .bind(n.id)
         .bind(n.execution_id)
         .bind(n.step_id.clone())
@@ -565,7 +574,7 @@ pub(super) async fn insert_notification(conn: &mut PgConnection, n: &Notificatio
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-    write_delivery(conn, n, false).await
+    write_delivery(conn, n, replace).await
 }
 
 /// Writes a notification's delivery row; `replace` overwrites an existing one and

@@ -174,7 +174,7 @@ impl ApprovalStore for SqliteStore {
             .await
             .map_err(backend)?;
             for n in &queued {
-                insert_notification(&mut tx, n).await?;
+                insert_notification(&mut tx, n, false).await?;
             }
             fired.push(rung);
         }

@@ -11,31 +11,16 @@ use tollgate_store::{
 };
 use uuid::Uuid;
 
-use crate::rows::{backend, json, ts};
+use crate::rows::{backend, ts};
 use crate::{rows, SqliteStore};
 
-use super::sql::{commit, id_after, write_delivery, NOTIFICATION_SELECT};
+use super::sql::{commit, id_after, insert_notification, write_delivery, NOTIFICATION_SELECT};
 
 #[async_trait]
 impl NotificationStore for SqliteStore {
     async fn put_notification(&self, n: Notification) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT(id) DO UPDATE SET recipients = excluded.recipients, message = excluded.message, channel = excluded.channel, status = excluded.status",
-        )
-        .bind(n.id.to_string())
-        .bind(n.execution_id.to_string())
-        .bind(n.step_id.clone())
-        .bind(json(&n.recipients))
-        .bind(n.message.clone())
-        .bind(n.channel.clone())
-        .bind(n.status.clone())
-        .bind(ts(n.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        write_delivery(&mut tx, &n, true).await?;
+        insert_notification(&mut tx, &n, true).await?;
         commit(tx).await
     }
 

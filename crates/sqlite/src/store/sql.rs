@@ -470,7 +470,7 @@ pub(super) async fn apply_effect(
                 }
             }
         }
-        Effect::Notify(n) => insert_notification(conn, n).await?,
+        Effect::Notify(n) => insert_notification(conn, n, false).await?,
         Effect::Rung(r) => {
             sqlx::query("INSERT INTO approval_rungs (approval_id, position, execution_id, kind, due_at, add_roles, add_users, notify, fired_at, outcome) \
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(approval_id, position) DO NOTHING")
@@ -501,13 +501,19 @@ pub(super) async fn status_counts(
     rules::status_counts(rows)
 }
 
-/// Inserts a notification and its delivery row (kind, outbox state) once: a second
-/// insert of the same id changes nothing.
+/// Inserts a notification and its delivery row (kind, outbox state). A second insert of
+/// the same id changes nothing, unless `replace` (a notifier reporting an outcome).
 pub(super) async fn insert_notification(
     conn: &mut SqliteConnection,
     n: &Notification,
+    replace: bool,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
+    sqlx::query(if replace {
+        "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT(id) DO UPDATE SET recipients = excluded.recipients, message = excluded.message, channel = excluded.channel, status = excluded.status"
+    } else {
+        "INSERT INTO notifications (id, execution_id, step_id, recipients, message, channel, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+    })
         .bind(n.id.to_string())
         .bind(n.execution_id.to_string())
         .bind(n.step_id.clone())
@@ -519,7 +525,7 @@ pub(super) async fn insert_notification(
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
-    write_delivery(conn, n, false).await
+    write_delivery(conn, n, replace).await
 }
 
 /// Writes a notification's delivery row; `replace` overwrites an existing one.
