@@ -571,3 +571,46 @@ fn first_of_gates_are_checked_at_their_own_paths() {
     );
     assert_eq!(load(&round_trip).unwrap().definition, loaded.definition);
 }
+
+/// An approval's ladder (docs/notifications.md): known channels, an address for email,
+/// rungs after the request, in order, before the deadline; a reminder needs recipients.
+#[test]
+fn approval_ladders_are_checked_rung_by_rung() {
+    let gate = |approval: Value| {
+        wf(
+            json!([{"id": "a", "type": "approval", "approval": approval, "on_approve": "ok"},
+                  {"id": "ok", "type": "action", "action": "allow"}]),
+        )
+    };
+    let good = gate(json!({"approvers": {"role": "m"}, "timeout": "72h",
+        "notify": [{"channel": "email", "to": "{{m}}"}, {"channel": "slack"}],
+        "reminders": ["4h", "24h"],
+        "escalate": [{"after": "48h", "approvers": {"role": "d"}, "notify": [{"channel": "teams"}]}]}));
+    assert_eq!(errors(&good), []);
+    let loaded = load(&good).unwrap().definition;
+    let step = loaded.step("a").unwrap();
+    assert!(step.queues_notifications());
+
+    let bad = gate(json!({"approvers": {"role": "m"}, "timeout": "24h",
+        "notify": [{"channel": "pager"}, {"channel": "email"}],
+        "reminders": ["4h", "2h", "24h"],
+        "escalate": [{"after": "0s", "approvers": {}}, {"after": "30h", "approvers": {"role": "d"}}]}));
+    assert_eq!(
+        paths(&bad),
+        [
+            "steps[0].approval.notify[0].channel",
+            "steps[0].approval.notify[1].to",
+            "steps[0].approval.reminders[1]",
+            "steps[0].approval.reminders[2]",
+            "steps[0].approval.escalate[0].after",
+            "steps[0].approval.escalate[0].approvers",
+            "steps[0].approval.escalate[1].after",
+        ]
+    );
+    let lonely = gate(json!({"approvers": {"role": "m"}, "reminders": ["4h"]}));
+    assert_eq!(paths(&lonely), ["steps[0].approval.reminders"]);
+    let unknown = gate(
+        json!({"approvers": {"role": "m"}, "notify": [{"channel": "email", "to": "x", "cc": "y"}]}),
+    );
+    assert_eq!(paths(&unknown), ["steps[0].approval.notify[0].cc"]);
+}
