@@ -901,8 +901,21 @@ pub fn fire_rung(
 }
 
 /// The notification after `settle` at `now` (`NotificationStore::settle_notification`):
-/// one more attempt, and the status, error and due time that follow.
-pub fn settle(notification: &mut Notification, now: Timestamp, settle: &crate::Settle) {
+/// one more attempt, and the status, error and due time that follow. `Conflict` (and
+/// nothing changed) unless it is still queued and `holder`, its claim's owner, is `owner`.
+pub fn settle(
+    notification: &mut Notification,
+    holder: Option<&str>,
+    owner: &str,
+    now: Timestamp,
+    settle: &crate::Settle,
+) -> Result<()> {
+    if holder != Some(owner) || notification.status != "queued" {
+        return Err(Error::Conflict(format!(
+            "notification {} is not claimed by {owner}",
+            notification.id
+        )));
+    }
     notification.attempts = notification.attempts.saturating_add(1);
     match settle {
         crate::Settle::Sent => {
@@ -925,4 +938,5 @@ pub fn settle(notification: &mut Notification, now: Timestamp, settle: &crate::S
             notification.next_attempt_at = None;
         }
     }
+    Ok(())
 }

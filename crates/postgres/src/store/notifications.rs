@@ -111,14 +111,9 @@ impl NotificationStore for PgStore {
         };
         let mut n = rows::notification(&row)?;
         let holder: Option<String> = row.try_get("claimed_by").map_err(backend)?;
-        if holder.as_deref() != Some(owner) || n.status != "queued" {
-            return refuse(
-                tx,
-                Error::Conflict(format!("notification {id} is not claimed by {owner}")),
-            )
-            .await;
+        if let Err(err) = rules::settle(&mut n, holder.as_deref(), owner, now, settle) {
+            return refuse(tx, err).await;
         }
-        rules::settle(&mut n, now, settle);
         sqlx::query("UPDATE notifications SET status = $1 WHERE id = $2")
             .bind(n.status.clone())
             .bind(id)

@@ -110,12 +110,7 @@ impl NotificationStore for SqliteStore {
         };
         let mut n = rows::notification(&row)?;
         let holder: Option<String> = row.try_get("claimed_by").map_err(backend)?;
-        if holder.as_deref() != Some(owner) || n.status != "queued" {
-            return Err(Error::Conflict(format!(
-                "notification {id} is not claimed by {owner}"
-            )));
-        }
-        rules::settle(&mut n, now, settle);
+        rules::settle(&mut n, holder.as_deref(), owner, now, settle)?;
         sqlx::query("UPDATE notifications SET status = ? WHERE id = ?")
             .bind(n.status.clone())
             .bind(id.to_string())

@@ -115,16 +115,8 @@ impl NotificationStore for MemoryStore {
         let Some(notification) = state.notifications.get_mut(&id) else {
             return Err(Error::not_found("notification", id));
         };
-        let held = state
-            .notification_claims
-            .get(&id)
-            .is_some_and(|(o, _)| o == owner);
-        if !held || notification.status != "queued" {
-            return Err(Error::Conflict(format!(
-                "notification {id} is not claimed by {owner}"
-            )));
-        }
-        rules::settle(notification, now, settle);
+        let holder = state.notification_claims.get(&id).map(|(o, _)| o.as_str());
+        rules::settle(notification, holder, owner, now, settle)?;
         state.notification_claims.remove(&id);
         Ok(())
     }
