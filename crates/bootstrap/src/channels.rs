@@ -17,7 +17,7 @@ use tollgate_engine::{
 };
 use tollgate_model::records::{ApprovalRequest, ApprovalStatus};
 
-use crate::config::{ChannelsConfig, EmailConfig};
+use crate::config::{ChannelsConfig, ChatConfig, EmailConfig};
 use crate::links::{digest, LinkClaims, LinkKeys};
 use crate::Error;
 
@@ -33,8 +33,8 @@ pub struct LinkSource {
 /// Sends queued notifications through the configured channels.
 pub struct ChannelNotifier {
     email: Option<Email>,
-    slack: Option<String>,
-    teams: Option<String>,
+    slack: Option<ChatConfig>,
+    teams: Option<ChatConfig>,
     webhook: Option<WebhookNotifier>,
     http: reqwest::Client,
     links: Option<LinkSource>,
@@ -115,8 +115,8 @@ impl ChannelNotifier {
         };
         Ok(Self {
             email,
-            slack: channels.slack.as_ref().map(|c| c.webhook_url.clone()),
-            teams: channels.teams.as_ref().map(|c| c.webhook_url.clone()),
+            slack: channels.slack.clone(),
+            teams: channels.teams.clone(),
             webhook,
             http: reqwest::Client::builder()
                 .timeout(timeout)
@@ -248,14 +248,14 @@ impl Notifier for ChannelNotifier {
         let message = compose(outgoing, link.as_deref(), console.as_deref());
         match outgoing.notification.channel.as_str() {
             "email" => self.send_email(outgoing, &message).await,
-            "slack" => match &self.slack {
-                Some(url) => self.post_json(url, "Slack", &slack_body(&message)).await,
-                None => Err(not_configured("slack")),
-            },
-            "teams" => match &self.teams {
-                Some(url) => self.post_json(url, "Teams", &teams_body(&message)).await,
-                None => Err(not_configured("teams")),
-            },
+            "slack" => {
+                let url = chat_url(self.slack.as_ref(), "slack", &outgoing.notification)?;
+                self.post_json(url, "Slack", &slack_body(&message)).await
+            }
+            "teams" => {
+                let url = chat_url(self.teams.as_ref(), "teams", &outgoing.notification)?;
+                self.post_json(url, "Teams", &teams_body(&message)).await
+            }
             "webhook" => match &self.webhook {
                 Some(hook) => {
                     hook.post(
@@ -268,6 +268,31 @@ impl Notifier for ChannelNotifier {
             },
             other => Err(not_configured(other)),
         }
+    }
+}
+
+/// The incoming webhook a chat message goes to: the one its `to` names when the
+/// channel has named webhooks, otherwise the channel's default.
+fn chat_url<'a>(
+    chat: Option<&'a ChatConfig>,
+    channel: &str,
+    n: &tollgate_model::records::Notification,
+) -> Result<&'a str, SendError> {
+    let chat = chat.ok_or_else(|| not_configured(channel))?;
+    match n.recipients.first() {
+        Some(to) if !chat.webhooks.is_empty() => {
+            chat.webhooks.get(to).map(String::as_str).ok_or_else(|| {
+                SendError::Permanent(format!(
+                    "no {channel} webhook named `{to}`: channels.{channel}.webhooks has {}",
+                    chat.webhooks
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        }
+        _ => Ok(&chat.webhook_url),
     }
 }
 

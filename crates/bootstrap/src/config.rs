@@ -305,8 +305,13 @@ pub struct EmailConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatConfig {
-    /// The incoming webhook's URL.
+    /// The incoming webhook's URL: where messages go when no named webhook is asked for.
     pub webhook_url: String,
+    /// More incoming webhooks by name (one per chat channel, say `directors`): a message
+    /// whose `to` names one goes there. Once any is named, a `to` that names none is a
+    /// permanent failure, so a typo never posts approvals into the wrong room.
+    #[serde(default)]
+    pub webhooks: std::collections::BTreeMap<String, String>,
 }
 
 impl FileConfig {
@@ -352,6 +357,10 @@ impl FileConfig {
             if let Some(chat) = chat {
                 check_url(&chat.webhook_url)
                     .map_err(|m| invalid(format!("channels.{name}.webhook_url"), m))?;
+                for (hook, url) in &chat.webhooks {
+                    check_url(url)
+                        .map_err(|m| invalid(format!("channels.{name}.webhooks.{hook}"), m))?;
+                }
             }
         }
         if let Some(webhook) = &channels.webhook {

@@ -111,7 +111,7 @@ pub(crate) async fn shot(c: &Client, name: &str) {
     std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
 }
 
-async fn sign_in(c: &Client, app: &TestApp, key: &str) {
+pub(crate) async fn sign_in(c: &Client, app: &TestApp, key: &str) {
     c.goto(&app.url("/")).await.unwrap();
     assert!(
         c.current_url().await.unwrap().path().ends_with("/sign-in"),

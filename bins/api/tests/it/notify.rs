@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::console::{browser, driver_or_skip, shot, start_driver};
+use crate::console::{browser, driver_or_skip, shot, sign_in, start_driver};
 use crate::{start_at_approval, until_completed, Db, TestApp};
 
 /// A real SMTP server storing what it receives in a Maildir.
@@ -429,5 +429,170 @@ async fn an_unreachable_smtp_server_leaves_the_email_queued_with_its_error() {
             .contains("no `slack` channel"),
         "{slack}"
     );
+    app.stop().await;
+}
+
+/// A ladder on the real clock: a reminder after 1 s to the default Slack webhook, an
+/// escalation after 2 s to the `directors` room's own webhook. An operator then sees
+/// who was told in the console's Notifications table, and what the ladder did on the
+/// approval page; the added director decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_reminds_escalates_to_its_own_room_and_shows_in_the_console() {
+    let (room, directors) = (receiver().await, receiver().await);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        serde_json::to_vec(&json!({"channels": {
+            "slack": {"webhook_url": room.uri(), "webhooks": {"sales": room.uri(), "directors": directors.uri()}}
+        }}))
+        .unwrap(),
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(Db::Sqlite, |args| {
+        args.config = Some(config.path().to_owned());
+    })
+    .await;
+    let shop = app.key("shop", &["service"]).await;
+    let dana = app.key("dana", &["director"]).await;
+    app.workflow(json!({
+        "workflow_id": "orders", "version": "1",
+        "trigger": {"type": "event", "event": "order.created"},
+        "steps": [
+            {"id": "approve", "type": "approval",
+             "approval": {"approvers": {"role": "sales_manager"}, "timeout": "1h", "on_timeout": "reject",
+                          "entity": {"type": "order", "id": "{{order_id}}"},
+                          "notify": [{"channel": "slack", "to": "sales"}],
+                          "reminders": ["1s"],
+                          "escalate": [{"after": "2s", "approvers": {"role": "director"},
+                                        "notify": [{"channel": "slack", "to": "directors"},
+                                                   {"channel": "slack", "to": "board"}]}]},
+             "on_approve": "ok", "on_reject": "no"},
+            {"id": "ok", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}
+        ]
+    }))
+    .await;
+    let (exec, approval) = start_at_approval(
+        &app,
+        &shop,
+        "order.created",
+        json!({"order_id": "o-90", "total": 25000}),
+    )
+    .await;
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let (_, body) = app
+            .get(
+                &format!("/api/v1/executions/{exec}/notifications"),
+                &app.admin.clone(),
+            )
+            .await;
+        listed = body;
+        if listed["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 4 && i.iter().all(|n| n["status"] != "queued"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outcome = |kind: &str, to: &str| {
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == kind && n["recipients"][0] == to)
+            .map(|n| n["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        outcome("approval", "sales").as_deref(),
+        Some("sent"),
+        "{listed}"
+    );
+    assert_eq!(
+        outcome("reminder", "sales").as_deref(),
+        Some("sent"),
+        "{listed}"
+    );
+    assert_eq!(
+        outcome("escalation", "directors").as_deref(),
+        Some("sent"),
+        "{listed}"
+    );
+    // A room nobody configured is refused at once, not posted to the default room.
+    assert_eq!(
+        outcome("escalation", "board").as_deref(),
+        Some("failed"),
+        "{listed}"
+    );
+    assert_eq!(room.received_requests().await.unwrap().len(), 2);
+    let escalated: Value =
+        serde_json::from_slice(&directors.received_requests().await.unwrap()[0].body).unwrap();
+    assert!(
+        escalated["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Escalated:"),
+        "{escalated}"
+    );
+
+    if let Some(driver_path) = driver_or_skip() {
+        let driver = start_driver(&driver_path).await;
+        let c = browser(&driver).await;
+        sign_in(&c, &app, &app.admin.clone()).await;
+        c.goto(&app.url(&format!("/executions/{exec}")))
+            .await
+            .unwrap();
+        let rows = c
+            .find_all(Locator::Css("#notifications tr.notification"))
+            .await
+            .unwrap();
+        let mut texts = Vec::new();
+        for row in &rows {
+            texts.push(row.text().await.unwrap());
+        }
+        shot(&c, "execution-notifications").await;
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t.contains("escalation")
+                && t.contains("board")
+                && t.contains("failed")
+                && t.contains("no slack webhook named `board`")),
+            "{texts:?}"
+        );
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.contains("reminder") && t.contains("sales") && t.contains("sent")),
+            "{texts:?}"
+        );
+        c.goto(&app.url(&format!("/approvals/{approval}")))
+            .await
+            .unwrap();
+        let ladder = c
+            .find(Locator::Id("ladder"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        shot(&c, "approval-ladder").await;
+        assert!(
+            ladder.contains("reminded 1×") && ladder.contains("escalated to director"),
+            "{ladder}"
+        );
+        c.close().await.unwrap();
+    }
+    // The escalation added the director, who decides.
+    let (s, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/approvals/{approval}/approve"),
+            Some(&dana),
+            Some(json!({"reason": "covering for sales"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(until_completed(&app, &exec).await["result"], "allowed");
     app.stop().await;
 }
