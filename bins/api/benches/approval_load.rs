@@ -14,8 +14,14 @@
 //! approval (the refund is paid once approved). The driver checks that the receiver got
 //! exactly one call per approved execution.
 //!
+//! The `notify` variant measures the outbox instead: the approval step queues a message
+//! to the signed `webhook` channel (`"notify": [{"channel": "webhook"}]`, pointed at the
+//! driver's receiver), committed with each gate. Phase A then also times how long after
+//! its start the receiver has all `N` messages (the embedded worker claims and sends
+//! them in batches of 50), and checks that it got each once.
+//!
 //! Settings (env): `TOLLGATE_BENCH_N` (10000), `TOLLGATE_BENCH_CONCURRENCY` (32),
-//! `TOLLGATE_BENCH_VARIANTS` (`plain,webhook`),
+//! `TOLLGATE_BENCH_VARIANTS` (`plain,webhook,notify`),
 //! `TOLLGATE_BENCH_BACKENDS` (`sqlite,postgres`), `TOLLGATE_BENCH_API_BIN` (another
 //! build of the server), `TOLLGATE_BENCH_DATABASE_URL`
 //! (`postgres://postgres@127.0.0.1:5432/postgres`; a fresh database is created in it).
@@ -82,36 +88,68 @@ impl Receiver {
     }
 }
 
-async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhook: bool) {
+/// What follows the approval, or what the gate sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// Only side-effect-free steps.
+    Plain,
+    /// A `webhook` step after the approval.
+    Webhook,
+    /// The approval queues a notification to the `webhook` channel.
+    Notify,
+}
+
+async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, variant: Variant) {
+    let webhook = variant == Variant::Webhook;
     let history: usize = if database_url.is_some() {
         env_or("TOLLGATE_BENCH_HISTORY", 0)
     } else {
         0
     };
     let purge = history > 0 && env_or("TOLLGATE_BENCH_PURGE", 0) == 1;
-    let extra: &[&str] = if purge {
-        &["--retention", "1d", "--retention-interval", "1s"]
+    let mut extra: Vec<String> = if purge {
+        ["--retention", "1d", "--retention-interval", "1s"]
+            .map(str::to_owned)
+            .to_vec()
     } else {
-        &[]
+        Vec::new()
     };
-    let server = start(database_url, extra).await;
+    let receiver = (variant != Variant::Plain).then(Receiver::start);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    if let (Variant::Notify, Some(receiver)) = (variant, &receiver) {
+        std::fs::write(
+            config.path(),
+            json!({"channels": {"webhook": {"webhook_url": receiver.url, "signing_secret": "whsec-bench"}}})
+                .to_string(),
+        )
+        .unwrap();
+        extra.push("--config".into());
+        extra.push(config.path().display().to_string());
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let server = start(database_url, &extra).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(c)
         .build()
         .unwrap();
     let base = server.base.clone();
     let admin = server.admin.clone();
-    let receiver = webhook.then(Receiver::start);
     let approved_next = if webhook { "pay" } else { "ok" };
     let mut steps = vec![
         json!({"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 10000},
                "on_true": "approve", "on_false": "ok"}),
-        json!({"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales_manager"}},
-               "on_approve": approved_next, "on_reject": "no"}),
+        if variant == Variant::Notify {
+            json!({"id": "approve", "type": "approval",
+                   "approval": {"approvers": {"role": "sales_manager"}, "notify": [{"channel": "webhook"}]},
+                   "on_approve": approved_next, "on_reject": "no"})
+        } else {
+            json!({"id": "approve", "type": "approval", "approval": {"approvers": {"role": "sales_manager"}},
+                   "on_approve": approved_next, "on_reject": "no"})
+        },
         json!({"id": "ok", "type": "action", "action": "allow"}),
         json!({"id": "no", "type": "action", "action": "block"}),
     ];
-    if let Some(receiver) = &receiver {
+    if let (Variant::Webhook, Some(receiver)) = (variant, &receiver) {
         steps.push(json!({"id": "pay", "type": "execute", "next": "ok",
             "execute": [{"type": "webhook", "url": receiver.url, "method": "POST",
                          "body": {"order": "{{order_id}}", "amount": "{{total}}"}, "timeout": "10s"}]}));
@@ -127,10 +165,10 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    let label = if webhook {
-        format!("{label} + webhook after the approval")
-    } else {
-        label.to_owned()
+    let label = match variant {
+        Variant::Plain => label.to_owned(),
+        Variant::Webhook => format!("{label} + webhook after the approval"),
+        Variant::Notify => format!("{label} + a notification queued at the gate"),
     };
     let (_, shop) = post(
         &client,
@@ -182,6 +220,23 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
     }
     let all_paused = began.elapsed();
     let cpu_a = cpu_a.report(n, all_paused, "start");
+    let mut delivered = String::new();
+    if let (Variant::Notify, Some(receiver)) = (variant, &receiver) {
+        let calls = || receiver.calls.load(std::sync::atomic::Ordering::Relaxed);
+        while calls() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let all_sent = began.elapsed();
+        // Each message once: nothing more arrives after the last claim settles.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(calls(), n, "notifications received");
+        delivered = format!(
+            ", all {n} notifications received after {:.2} s = {:.0} messages/s ({:.2} s after the last pause)",
+            all_sent.as_secs_f64(),
+            n as f64 / all_sent.as_secs_f64(),
+            (all_sent.saturating_sub(all_paused)).as_secs_f64()
+        );
+    }
 
     // The approval ids, paged.
     let ids = pending_approvals(&client, &base, &admin).await;
@@ -226,7 +281,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
         assert_eq!(gauge(&client, &base, status).await, 0, "{status}");
     }
     // Exactly one side effect per approved execution.
-    if let Some(receiver) = &receiver {
+    if let (Variant::Webhook, Some(receiver)) = (variant, &receiver) {
         let approved = n - n / 10;
         assert_eq!(
             receiver.calls.load(std::sync::atomic::Ordering::Relaxed),
@@ -252,7 +307,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, webhoo
     let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
     println!(
-        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s, {cpu_a} | \
+        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a} | \
          phase B: {:.0} decisions/s ({:.2} s), {cpu_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         n as f64 / accepted.as_secs_f64(),
         accepted.as_secs_f64(),
@@ -357,15 +412,16 @@ fn main() {
         .build()
         .unwrap();
     let variants =
-        std::env::var("TOLLGATE_BENCH_VARIANTS").unwrap_or_else(|_| "plain,webhook".into());
+        std::env::var("TOLLGATE_BENCH_VARIANTS").unwrap_or_else(|_| "plain,webhook,notify".into());
     runtime.block_on(async {
         for variant in variants.split(',') {
-            let webhook = match variant.trim() {
-                "plain" => false,
-                "webhook" => true,
+            let variant = match variant.trim() {
+                "plain" => Variant::Plain,
+                "webhook" => Variant::Webhook,
+                "notify" => Variant::Notify,
                 other => panic!("unknown variant `{other}` in TOLLGATE_BENCH_VARIANTS"),
             };
-            each_backend(async |label, url| run(label, url, n, c, webhook).await).await;
+            each_backend(async |label, url| run(label, url, n, c, variant).await).await;
         }
     });
 }

@@ -467,6 +467,28 @@ pub struct Decision {
     pub channel: Option<String>,
 }
 
+/// Who is on an approval request: an approver who claimed it ("I'm on it"), or whom an
+/// operator assigned it to. A signal to the other approvers, not a lock: anyone the
+/// request addresses may still decide it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalAssignment {
+    /// The request.
+    pub approval_id: Uuid,
+    /// Who is on it.
+    pub assignee: String,
+    /// Who made it so: the assignee for a claim, the operator for an assignment.
+    pub assigned_by: String,
+    /// When.
+    pub assigned_at: Timestamp,
+}
+
+impl ApprovalAssignment {
+    /// Whether the assignee took it themselves rather than being given it.
+    pub fn is_claim(&self) -> bool {
+        self.assignee == self.assigned_by
+    }
+}
+
 /// A comment on an approval request: a question or a note, deciding nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalComment {

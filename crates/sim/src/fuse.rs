@@ -343,6 +343,29 @@ impl ApprovalStore for CrashStore {
             .await
     }
 
+    async fn assign_approval(
+        &self,
+        approval_id: Uuid,
+        change: &tollgate_store::AssignmentChange,
+        now: Timestamp,
+    ) -> Result<Option<tollgate_model::records::ApprovalAssignment>> {
+        self.fuse
+            .run(
+                "assign_approval",
+                self.inner.assign_approval(approval_id, change, now),
+            )
+            .await
+    }
+
+    async fn assignments(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<tollgate_model::records::ApprovalAssignment>> {
+        self.fuse
+            .run("assignments", self.inner.assignments(ids))
+            .await
+    }
+
     async fn fire_due_rungs(
         &self,
         now: Timestamp,

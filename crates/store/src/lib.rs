@@ -58,10 +58,11 @@ pub use traits::{
     WORKERS_FORGOTTEN_AFTER,
 };
 pub use types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, Effect, EventInsert,
-    EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue,
-    Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, SchemaPolicy, Settle, Starting,
-    StepCommit, TickView, Transition, WaitKey, WaitShape, WorkflowFilter,
+    ApprovalFilter, AssignmentChange, ClaimedTick, Committed, Continuation, Decided, Delivery,
+    Effect, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter,
+    SchemaPolicy, Settle, Starting, StepCommit, TickView, Transition, WaitKey, WaitShape,
+    WorkflowFilter,
 };
 
 /// What can go wrong in a store call.

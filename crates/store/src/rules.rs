@@ -6,9 +6,9 @@
 use serde_json::Value;
 use tollgate_model::definition::Trigger;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalRung, ApprovalStatus, Decision, DecisionKind, DecisionRefusal, Event,
-    Execution, ExecutionError, Gate, Lease, Migration, Notification, Principal, Retry, StepRecord,
-    Timestamp, Wake, Workflow,
+    ApprovalAssignment, ApprovalRequest, ApprovalRung, ApprovalStatus, Decision, DecisionKind,
+    DecisionRefusal, Event, Execution, ExecutionError, Gate, Lease, Migration, Notification,
+    Principal, Retry, StepRecord, Timestamp, Wake, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule, Tick, TickStatus};
 use tollgate_model::undo::ContextUndo;
@@ -201,6 +201,53 @@ pub fn decide(
     resume(execution, wake, claim, now);
     *approval = next;
     Ok(true)
+}
+
+/// Who holds a request after `change`, given its status and who holds it now
+/// (`None`: nobody). Every backend applies it inside the transaction that reads both.
+/// `Conflict` when the request is no longer pending, when a claim meets someone else's
+/// hold, and when someone lets go of a hold that is not theirs without `force`.
+pub fn assign(
+    approval_id: uuid::Uuid,
+    status: ApprovalStatus,
+    current: Option<&ApprovalAssignment>,
+    change: &crate::AssignmentChange,
+    now: Timestamp,
+) -> Result<Option<ApprovalAssignment>> {
+    if status != ApprovalStatus::Pending {
+        return Err(Error::Conflict(format!(
+            "approval {approval_id} is {} and can no longer be claimed or assigned",
+            status.as_str()
+        )));
+    }
+    let held = |who: &str, by: &str| ApprovalAssignment {
+        approval_id,
+        assignee: who.to_owned(),
+        assigned_by: by.to_owned(),
+        assigned_at: now,
+    };
+    match change {
+        crate::AssignmentChange::Claim { by } => match current {
+            Some(c) if c.assignee == *by => Ok(Some(c.clone())),
+            Some(c) => Err(Error::Conflict(format!(
+                "approval {approval_id} is already {} {}",
+                if c.is_claim() { "claimed by" } else { "assigned to" },
+                c.assignee
+            ))),
+            None => Ok(Some(held(by, by))),
+        },
+        crate::AssignmentChange::Release { by, force } => match current {
+            Some(c) if c.assignee != *by && !force => Err(Error::Conflict(format!(
+                "approval {approval_id} is held by {}, not {by}: only they or an operator can release it",
+                c.assignee
+            ))),
+            _ => Ok(None),
+        },
+        crate::AssignmentChange::Assign { to, by } => match current {
+            Some(c) if c.assignee == *to => Ok(Some(c.clone())),
+            _ => Ok(Some(held(to, by))),
+        },
+    }
 }
 
 /// The audit row's data for a decision that settled its request: what was decided, why,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalComment, ApprovalRequest, ApprovalRung, ConsoleSession, Decision, Event,
-    Execution, Migration, Notification, Principal, Record, ResumeRequest, Retry, StepRecord,
-    Timestamp, WorkerBeat, Workflow,
+    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ConsoleSession,
+    Decision, Event, Execution, Migration, Notification, Principal, Record, ResumeRequest, Retry,
+    StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
@@ -17,10 +17,10 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, ClaimedTick, Committed, Continuation, Decided, Delivery, EventInsert, EventKey,
-    EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter, Overdue, Page,
-    PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Settle, Starting, StepCommit,
-    TickView, WaitKey, WaitShape, WorkflowFilter,
+    ApprovalFilter, AssignmentChange, ClaimedTick, Committed, Continuation, Decided, Delivery,
+    EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter,
+    Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Settle, Starting,
+    StepCommit, TickView, WaitKey, WaitShape, WorkflowFilter,
 };
 use crate::Result;
 
@@ -394,6 +394,22 @@ pub trait ApprovalStore: Send + Sync {
         approval_id: Uuid,
         page: &PageRequest,
     ) -> Result<Page<ApprovalComment>>;
+
+    /// Claims, releases or assigns a request, under [`crate::rules::assign`], reading
+    /// the request and its holder and writing the outcome in one transaction, so two
+    /// approvers claiming at once get one claim and one `Conflict`. Returns who holds it
+    /// now. `NotFound` if the request is absent; `Conflict` if it is no longer pending
+    /// or the rule refuses. The caller checks who may make the change.
+    async fn assign_approval(
+        &self,
+        approval_id: Uuid,
+        change: &AssignmentChange,
+        now: Timestamp,
+    ) -> Result<Option<ApprovalAssignment>>;
+
+    /// Who holds each of `ids` (requests nobody holds, and absent ids, are left out).
+    /// The hold stays after the decision: it says who was on the request.
+    async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>>;
 }
 
 /// Incoming events.

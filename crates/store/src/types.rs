@@ -182,6 +182,33 @@ pub enum Effect {
     Rung(ApprovalRung),
 }
 
+/// A change of who is on a pending approval request
+/// ([`crate::ApprovalStore::assign_approval`], ruled by [`crate::rules::assign`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    /// `by` takes the request. Refused while someone else holds it; taking one's own
+    /// again changes nothing.
+    Claim {
+        /// The claimer.
+        by: String,
+    },
+    /// `by` lets go of it. Refused unless `by` holds it, or `force` (an operator
+    /// clearing someone else's). Releasing an unheld request changes nothing.
+    Release {
+        /// Who lets go.
+        by: String,
+        /// Whether `by` may clear another's hold.
+        force: bool,
+    },
+    /// An operator `by` gives it to `to`, whoever held it before.
+    Assign {
+        /// The new assignee.
+        to: String,
+        /// The operator.
+        by: String,
+    },
+}
+
 /// How a delivery attempt of a queued notification ended
 /// ([`crate::NotificationStore::settle_notification`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

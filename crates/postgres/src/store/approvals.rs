@@ -5,11 +5,12 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal, Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal,
+    Timestamp,
 };
 use tollgate_store::{
-    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, Continuation,
-    Decided, Error, LeaseClaim, Page, PageRequest, Result,
+    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, AssignmentChange,
+    Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -248,4 +249,75 @@ impl ApprovalStore for PgStore {
             encode_id_cursor(c.id)
         }))
     }
+
+    async fn assign_approval(
+        &self,
+        approval_id: Uuid,
+        change: &AssignmentChange,
+        now: Timestamp,
+    ) -> Result<Option<ApprovalAssignment>> {
+        // The request row is locked first (as a decision locks it), so a claim and a
+        // decision, or two claims, run one after the other.
+        let mut tx = self.tx().await?;
+        let approval = load_approval(&mut tx, approval_id, true).await?;
+        let current = sqlx::query(
+            "SELECT approval_id, assignee, assigned_by, assigned_at FROM approval_assignments \
+             WHERE approval_id = $1",
+        )
+        .bind(approval_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(assignment)
+        .transpose()?;
+        let next = rules::assign(approval_id, approval.status, current.as_ref(), change, now)?;
+        if next != current {
+            match &next {
+                Some(a) => sqlx::query(
+                    "INSERT INTO approval_assignments (approval_id, assignee, assigned_by, assigned_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (approval_id) DO UPDATE SET \
+                     assignee = excluded.assignee, assigned_by = excluded.assigned_by, \
+                     assigned_at = excluded.assigned_at",
+                )
+                .bind(approval_id)
+                .bind(&a.assignee)
+                .bind(&a.assigned_by)
+                .bind(a.assigned_at),
+                None => {
+                    sqlx::query("DELETE FROM approval_assignments WHERE approval_id = $1")
+                        .bind(approval_id)
+                }
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        commit(tx).await?;
+        Ok(next)
+    }
+
+    async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = sqlx::query(
+            "SELECT approval_id, assignee, assigned_by, assigned_at FROM approval_assignments \
+             WHERE approval_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        found.iter().map(assignment).collect()
+    }
+}
+
+fn assignment(row: &sqlx::postgres::PgRow) -> Result<ApprovalAssignment> {
+    Ok(ApprovalAssignment {
+        approval_id: row.try_get("approval_id").map_err(backend)?,
+        assignee: row.try_get("assignee").map_err(backend)?,
+        assigned_by: row.try_get("assigned_by").map_err(backend)?,
+        assigned_at: row.try_get("assigned_at").map_err(backend)?,
+    })
 }

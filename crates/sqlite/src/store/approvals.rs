@@ -5,11 +5,12 @@ use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal, Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal,
+    Timestamp,
 };
 use tollgate_store::{
-    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, Continuation,
-    Decided, Error, LeaseClaim, Page, PageRequest, Result,
+    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, AssignmentChange,
+    Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -234,4 +235,75 @@ impl ApprovalStore for SqliteStore {
             encode_id_cursor(c.id)
         }))
     }
+
+    async fn assign_approval(
+        &self,
+        approval_id: Uuid,
+        change: &AssignmentChange,
+        now: Timestamp,
+    ) -> Result<Option<ApprovalAssignment>> {
+        // Under the single writer's transaction, the read and the write are one change.
+        let mut tx = self.write_tx().await?;
+        let approval = load_approval(&mut tx, approval_id).await?;
+        let current = sqlx::query(
+            "SELECT approval_id, assignee, assigned_by, assigned_at FROM approval_assignments \
+             WHERE approval_id = ?",
+        )
+        .bind(approval_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(assignment)
+        .transpose()?;
+        let next = rules::assign(approval_id, approval.status, current.as_ref(), change, now)?;
+        if next != current {
+            match &next {
+                Some(a) => sqlx::query(
+                    "INSERT INTO approval_assignments (approval_id, assignee, assigned_by, assigned_at) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (approval_id) DO UPDATE SET \
+                     assignee = excluded.assignee, assigned_by = excluded.assigned_by, \
+                     assigned_at = excluded.assigned_at",
+                )
+                .bind(approval_id.to_string())
+                .bind(&a.assignee)
+                .bind(&a.assigned_by)
+                .bind(ts(a.assigned_at)),
+                None => sqlx::query("DELETE FROM approval_assignments WHERE approval_id = ?")
+                    .bind(approval_id.to_string()),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        commit(tx).await?;
+        Ok(next)
+    }
+
+    async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let found = sqlx::query(
+            "SELECT approval_id, assignee, assigned_by, assigned_at FROM approval_assignments \
+             WHERE approval_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&ids))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        found.iter().map(assignment).collect()
+    }
+}
+
+fn assignment(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalAssignment> {
+    let id: String = row.try_get("approval_id").map_err(backend)?;
+    Ok(ApprovalAssignment {
+        approval_id: Uuid::parse_str(&id)
+            .map_err(|e| Error::Unreadable(format!("assignment of `{id}`: {e}")))?,
+        assignee: row.try_get("assignee").map_err(backend)?,
+        assigned_by: row.try_get("assigned_by").map_err(backend)?,
+        assigned_at: rows::from_ts(row.try_get("assigned_at").map_err(backend)?),
+    })
 }

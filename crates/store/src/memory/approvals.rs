@@ -2,15 +2,17 @@
 
 use async_trait::async_trait;
 use tollgate_model::records::{
-    ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalStatus, Decision, Principal,
-    ResumeTrigger, Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalStatus, Decision,
+    Principal, ResumeTrigger, Timestamp,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
 use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
 use crate::traits::ApprovalStore;
-use crate::types::{ApprovalFilter, Continuation, Decided, LeaseClaim, Page, PageRequest};
+use crate::types::{
+    ApprovalFilter, AssignmentChange, Continuation, Decided, LeaseClaim, Page, PageRequest,
+};
 use crate::{rules, Error, Result};
 
 #[async_trait]
@@ -155,6 +157,40 @@ impl ApprovalStore for MemoryStore {
             .map(|c| (c.id, c.clone()))
             .collect();
         Ok(paginate(items, false, after, page.limit, encode_id))
+    }
+
+    async fn assign_approval(
+        &self,
+        approval_id: Uuid,
+        change: &AssignmentChange,
+        now: Timestamp,
+    ) -> Result<Option<ApprovalAssignment>> {
+        let mut state = self.lock();
+        let status = state
+            .approvals
+            .get(&approval_id)
+            .ok_or_else(|| Error::not_found("approval", approval_id))?
+            .status;
+        let next = rules::assign(
+            approval_id,
+            status,
+            state.assignments.get(&approval_id),
+            change,
+            now,
+        )?;
+        match &next {
+            Some(a) => state.assignments.insert(approval_id, a.clone()),
+            None => state.assignments.remove(&approval_id),
+        };
+        Ok(next)
+    }
+
+    async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>> {
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.assignments.get(id).cloned())
+            .collect())
     }
 }
 

@@ -424,6 +424,7 @@ impl ExecutionStore for MemoryStore {
             for approval in state.approvals_by_execution.remove(&id).unwrap_or_default() {
                 state.approvals.remove(&approval);
                 state.comments.remove(&approval);
+                state.assignments.remove(&approval);
                 state.rungs.retain(|(a, _), _| *a != approval);
             }
             let notifications = &state.notifications;

@@ -51,6 +51,8 @@ struct State {
     approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
     /// Each request's comments, oldest first.
     comments: HashMap<Uuid, Vec<tollgate_model::records::ApprovalComment>>,
+    /// Who holds each request that someone holds.
+    assignments: HashMap<Uuid, tollgate_model::records::ApprovalAssignment>,
     events: BTreeMap<Uuid, Event>,
     event_ids: HashMap<String, Uuid>,
     /// Events stored but not yet marked delivered (see `EventStore::undelivered_events`).

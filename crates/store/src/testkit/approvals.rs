@@ -622,6 +622,175 @@ pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Ar
         .is_not_found());
 }
 
+/// Claims, releases and assignments: one holder at a time (two concurrent claimers get
+/// one claim and one `Conflict`), only the holder or an operator lets go, the hold
+/// stays after the decision but no longer changes, and goes with its request.
+pub async fn approval_claims_have_one_holder_and_go_with_their_request(store: Arc<dyn Store>) {
+    use crate::AssignmentChange::{Assign, Claim, Release};
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (_, a) = paused_at_approval(&store, &w, 1, None).await;
+    let (_, other) = paused_at_approval(&store, &w, 1, None).await;
+    let claim = |by: &str| Claim { by: by.into() };
+
+    // Two at once: exactly one holds it.
+    let (by_ann, by_bob) = (claim("ann"), claim("bob"));
+    let (x, y) = tokio::join!(
+        store.assign_approval(a.id, &by_ann, t0()),
+        store.assign_approval(a.id, &by_bob, t0()),
+    );
+    let (winner, loser) = match (&x, &y) {
+        (Ok(_), Err(Error::Conflict(m))) => ("ann", m.clone()),
+        (Err(Error::Conflict(m)), Ok(_)) => ("bob", m.clone()),
+        other => panic!("one claim and one conflict, not {other:?}"),
+    };
+    assert!(loser.contains(&format!("claimed by {winner}")), "{loser}");
+    let held = store.assignments(&[a.id, other.id]).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (
+            held[0].approval_id,
+            held[0].assignee.as_str(),
+            held[0].is_claim()
+        ),
+        (a.id, winner, true)
+    );
+    // Claiming one's own again changes nothing, not even the time.
+    let again = store
+        .assign_approval(a.id, &claim(winner), t0() + secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.assigned_at, t0());
+
+    // Someone else may not let go of it; an operator may; then anyone may claim it.
+    let stranger = if winner == "ann" { "bob" } else { "ann" };
+    let refused = store
+        .assign_approval(
+            a.id,
+            &Release {
+                by: stranger.into(),
+                force: false,
+            },
+            t0(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused:?}");
+    assert_eq!(store.assignments(&[a.id]).await.unwrap().len(), 1);
+    let cleared = store
+        .assign_approval(
+            a.id,
+            &Release {
+                by: "ops".into(),
+                force: true,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, None);
+    assert!(store.assignments(&[a.id]).await.unwrap().is_empty());
+
+    // An operator assigns over a claim; the assignee is told apart from a claimer.
+    store
+        .assign_approval(a.id, &claim("ann"), t0())
+        .await
+        .unwrap();
+    let given = store
+        .assign_approval(
+            a.id,
+            &Assign {
+                to: "carl".into(),
+                by: "ops".into(),
+            },
+            t0() + secs(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            given.assignee.as_str(),
+            given.assigned_by.as_str(),
+            given.is_claim()
+        ),
+        ("carl", "ops", false)
+    );
+    assert_eq!(
+        store.assignments(&[a.id]).await.unwrap(),
+        vec![given.clone()]
+    );
+    let busy = store
+        .assign_approval(a.id, &claim("ann"), t0())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&busy, Error::Conflict(m) if m.contains("assigned to carl")),
+        "{busy:?}"
+    );
+    // The holder themselves may let go.
+    store
+        .assign_approval(
+            a.id,
+            &Release {
+                by: "carl".into(),
+                force: false,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .assign_approval(a.id, &claim("carl"), t0())
+        .await
+        .unwrap();
+
+    // Decided: the hold stays as the record of who was on it, and is frozen.
+    let decided = decide_as(&store, a.id, "carl", DecisionKind::Reject, &manager("carl"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.assignments(&[a.id]).await.unwrap()[0].assignee,
+        "carl"
+    );
+    let late = store
+        .assign_approval(a.id, &claim("ann"), t0())
+        .await
+        .unwrap_err();
+    assert!(matches!(late, Error::Conflict(_)), "{late:?}");
+    assert!(store
+        .assign_approval(Uuid::now_v7(), &claim("ann"), t0())
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // Ended and purged: the hold goes with its request.
+    let e = decided.execution;
+    let mut end = commit(
+        &e,
+        "api",
+        e.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    end.now = t0();
+    store.commit_step(end).await.unwrap();
+    store
+        .purge_ended(
+            &crate::Purge {
+                default_before: Some(t0() + secs(1)),
+                per_workflow: Vec::new(),
+                only: Some(vec![e.id]),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(store.assignments(&[a.id]).await.unwrap().is_empty());
+}
+
 /// The ids of the first ten requests `f` lists.
 async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
     store
