@@ -44,14 +44,14 @@ pub use error::Error;
 pub use tollgate_model::wire;
 
 use wire::{
-    ApiKeyDto, ApprovalDto, ApprovalQuery, ApprovalRungDto, BulkDecidedDto, BulkDecisionDto,
-    BulkMigrateDto, BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto, DecisionBody,
-    DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto, ExecuteDto,
-    ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto, MigrationReportDto,
-    NewApiKey, NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto, NotificationDto,
-    NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto, ResumeRequestDto, RetryDto,
-    RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto, TraceDto, ValidationDto,
-    WhoAmIDto, WorkflowDto, WorkflowQuery,
+    ApiKeyDto, ApprovalDto, ApprovalQuery, ApprovalRungDto, AssignDto, BulkDecidedDto,
+    BulkDecisionDto, BulkMigrateDto, BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto,
+    DecisionBody, DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto,
+    ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
+    MigrationReportDto, NewApiKey, NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto,
+    NotificationDto, NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto,
+    ResumeRequestDto, RetryDto, RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto,
+    TraceDto, ValidationDto, WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -949,6 +949,28 @@ impl Client {
         self.json(
             Call::post(format!("/api/v1/approvals/{id}/comments"))
                 .body(&NewCommentDto { body: body.into() })?,
+        )
+        .await
+    }
+
+    /// `POST /api/v1/approvals/{id}/claim`: the caller takes the request ("I'm on it").
+    pub async fn claim(&self, id: Uuid) -> Result<ApprovalDto> {
+        self.json(Call::post(format!("/api/v1/approvals/{id}/claim")))
+            .await
+    }
+
+    /// `POST /api/v1/approvals/{id}/unclaim`: the caller lets go of it (an operator, of
+    /// anyone's).
+    pub async fn unclaim(&self, id: Uuid) -> Result<ApprovalDto> {
+        self.json(Call::post(format!("/api/v1/approvals/{id}/unclaim")))
+            .await
+    }
+
+    /// `POST /api/v1/approvals/{id}/assign`: an operator gives the request to `to`.
+    pub async fn assign(&self, id: Uuid, to: impl Into<String>) -> Result<ApprovalDto> {
+        self.json(
+            Call::post(format!("/api/v1/approvals/{id}/assign"))
+                .body(&AssignDto { to: to.into() })?,
         )
         .await
     }

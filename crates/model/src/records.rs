@@ -561,6 +561,8 @@ pub enum Permission {
     /// Make signed decision links for approval requests (whoever holds one decides as
     /// its subject, so this is an operator's power, not an approver's).
     MakeLinks,
+    /// Assign approval requests to an approver, and release anyone's claim.
+    AssignApprovals,
 }
 
 impl Permission {
@@ -585,6 +587,9 @@ impl Permission {
             }
             Self::ManageKeys => "manage API keys (role: admin)",
             Self::MakeLinks => "make decision links (roles: operator, admin)",
+            Self::AssignApprovals => {
+                "assign approval requests or release another's claim (roles: operator, admin)"
+            }
         }
     }
 }

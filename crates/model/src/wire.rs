@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::records::{
-    ApiKey, ApprovalComment, ApprovalRequest, Decision, Event, Execution, Notification, Record,
-    ResumeRequest, StepRecord, Workflow,
+    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, Decision, Event, Execution,
+    Notification, Record, ResumeRequest, StepRecord, Workflow,
 };
 use crate::schedule::{CatchUp, Schedule};
 use crate::{ExecutionStatus, PauseReason};
@@ -415,6 +415,56 @@ pub struct ApprovalDto {
     pub expires_at: Option<DateTime<Utc>>,
     /// When settled.
     pub decided_at: Option<DateTime<Utc>>,
+    /// Who is on it: an approver who claimed it, or whom an operator assigned it to.
+    /// `null` when nobody holds it. Kept after the decision.
+    #[serde(default)]
+    pub assignee: Option<AssignmentDto>,
+}
+
+impl ApprovalDto {
+    /// The request with who holds it, from `held` (any order, any requests).
+    pub fn held(mut self, held: &[ApprovalAssignment]) -> Self {
+        self.assignee = held
+            .iter()
+            .find(|h| h.approval_id == self.id)
+            .map(AssignmentDto::from);
+        self
+    }
+}
+
+/// Who holds an approval request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AssignmentDto {
+    /// Who is on it.
+    pub subject: String,
+    /// Who made it so: the subject for a claim, the operator for an assignment.
+    pub assigned_by: String,
+    /// Whether the subject claimed it (`false`: an operator assigned it).
+    pub claimed: bool,
+    /// When.
+    pub since: DateTime<Utc>,
+}
+
+impl From<&ApprovalAssignment> for AssignmentDto {
+    fn from(a: &ApprovalAssignment) -> Self {
+        Self {
+            subject: a.assignee.clone(),
+            assigned_by: a.assigned_by.clone(),
+            claimed: a.is_claim(),
+            since: a.assigned_at,
+        }
+    }
+}
+
+/// `POST /approvals/{id}/assign`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AssignDto {
+    /// The subject (API key name) to give the request to. It must be someone the
+    /// request addresses: a listed user, or a key holding one of its approver roles.
+    pub to: String,
 }
 
 impl From<&ApprovalRequest> for ApprovalDto {
@@ -437,6 +487,7 @@ impl From<&ApprovalRequest> for ApprovalDto {
             requested_at: a.requested_at,
             expires_at: a.expires_at,
             decided_at: a.decided_at,
+            assignee: None,
         }
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tollgate_engine::Engine;
 use tollgate_model::records::{
-    ApprovalRequest, Decision, DecisionKind, Execution, Principal, ResumeTrigger,
+    ApprovalAssignment, ApprovalRequest, Decision, DecisionKind, Execution, Permission, Principal,
+    ResumeTrigger,
 };
-use tollgate_store::Continuation;
+use tollgate_store::{AssignmentChange, Continuation};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -59,6 +60,83 @@ impl ApprovalService {
     ) -> Result<Decided> {
         self.decide_through(approval_id, principal, None, kind, reason, data)
             .await
+    }
+
+    /// `principal` takes the pending request ("I'm on it"), so the other approvers see
+    /// who is on it. Only someone the request addresses may claim it (the rules of
+    /// [`ApprovalRequest::authorize`]). `Conflict` while someone else holds it.
+    pub async fn claim(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        let store = self.engine.store();
+        let request = store.get_approval(approval_id).await?;
+        request
+            .authorize(principal)
+            .map_err(|refusal| Error::Forbidden(format!("cannot claim: {refusal}")))?;
+        let change = AssignmentChange::Claim {
+            by: principal.subject.clone(),
+        };
+        self.change_assignment(approval_id, &change).await
+    }
+
+    /// `principal` lets go of the request: their own claim or assignment, or anyone's
+    /// for an operator ([`Permission::AssignApprovals`]). `Conflict` for someone else's
+    /// without that permission.
+    pub async fn unclaim(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        let change = AssignmentChange::Release {
+            by: principal.subject.clone(),
+            force: principal.may(Permission::AssignApprovals),
+        };
+        self.change_assignment(approval_id, &change).await
+    }
+
+    /// An operator (`principal`, [`Permission::AssignApprovals`]) gives the request to
+    /// `to`, replacing whoever held it. `to` must be someone the request addresses (a
+    /// listed user or a holder of an approver role), or the assignment would hand work
+    /// to someone who cannot do it: `Invalid` with the reason.
+    pub async fn assign(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+        to: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        if !principal.may(Permission::AssignApprovals) {
+            return Err(Error::Forbidden(format!(
+                "{} may not {}",
+                principal.subject,
+                Permission::AssignApprovals.describe()
+            )));
+        }
+        let request = self.engine.store().get_approval(approval_id).await?;
+        request.authorize(to).map_err(|refusal| {
+            Error::Invalid(format!("cannot assign to {}: {refusal}", to.subject))
+        })?;
+        let change = AssignmentChange::Assign {
+            to: to.subject.clone(),
+            by: principal.subject.clone(),
+        };
+        self.change_assignment(approval_id, &change).await
+    }
+
+    async fn change_assignment(
+        &self,
+        approval_id: Uuid,
+        change: &AssignmentChange,
+    ) -> Result<Option<ApprovalAssignment>> {
+        let now = self.engine.clock().now();
+        let held = self
+            .engine
+            .store()
+            .assign_approval(approval_id, change, now)
+            .await?;
+        tracing::info!(approval_id = %approval_id, ?change, holder = held.as_ref().map(|h| h.assignee.as_str()), "approval assignment changed");
+        Ok(held)
     }
 
     /// [`Self::decide`] for a decision that reached Tollgate through `channel` (`link`:

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::{Clock, ContextProvider, Engine, EngineOptions, Notifier, Secrets};
 use tollgate_model::builder::WorkflowBuilder;
 use tollgate_model::records::{
-    ApprovalRequest, DecisionKind, Event, Execution, Principal, Record, ResumeRequest, StepRecord,
-    Workflow,
+    ApprovalAssignment, ApprovalRequest, DecisionKind, Event, Execution, Principal, Record,
+    ResumeRequest, StepRecord, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
 use tollgate_model::WorkflowDefinition;
@@ -634,6 +634,46 @@ impl Tollgate {
             Value::Object(serde_json::Map::new()),
         )
         .await
+    }
+
+    /// `principal` claims the pending request ("I'm on it"), under the API's rules:
+    /// only someone it addresses, one holder at a time ([`Error::Conflict`] while
+    /// someone else holds it). Returns who holds it now.
+    pub async fn claim(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        Ok(self.inner.approvals.claim(approval_id, principal).await?)
+    }
+
+    /// `principal` lets go of the request: their own hold, or anyone's for an operator.
+    pub async fn unclaim(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        Ok(self.inner.approvals.unclaim(approval_id, principal).await?)
+    }
+
+    /// An operator (`principal`) gives the request to `to`, who must be someone it
+    /// addresses (your service knows their roles; pass them in `to`).
+    pub async fn assign(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+        to: &Principal,
+    ) -> Result<Option<ApprovalAssignment>> {
+        Ok(self
+            .inner
+            .approvals
+            .assign(approval_id, principal, to)
+            .await?)
+    }
+
+    /// Who holds each of `ids` (requests nobody holds are left out).
+    pub async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>> {
+        Ok(self.inner.engine.store().assignments(ids).await?)
     }
 
     // ---- schedules ------------------------------------------------------------

@@ -35,6 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/approvals/{id}/approve", web::post().to(pages::approve))
         .route("/approvals/{id}/reject", web::post().to(pages::reject))
         .route("/approvals/{id}/comments", web::post().to(pages::comment))
+        .route(
+            "/approvals/{id}/hold/{command}",
+            web::post().to(pages::hold),
+        )
         .route("/executions", web::get().to(pages::executions))
         .route("/executions/waiting", web::get().to(pages::waiting))
         .route("/executions/{id}", web::get().to(pages::execution))

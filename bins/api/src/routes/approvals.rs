@@ -1,16 +1,18 @@
 //! Approvals: the inbox and decisions.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind, Permission};
+use tollgate_model::records::{
+    ApprovalRequest, ApprovalStatus, DecisionKind, Permission, Principal,
+};
 use tollgate_store::ApprovalFilter;
 
 use super::{parse_id, settle, OptionalJson, PageParams, WaitParams};
 use crate::auth::Caller;
 use crate::dto::ApprovalQuery;
 use crate::dto::{
-    ApprovalDto, ApprovalList, ApprovalRungDto, ApprovalRungList, BulkDecidedDto, BulkDecisionDto,
-    BulkItemDto, CommentDto, CommentList, DecidedDto, DecisionBody, DecisionLinkDto,
-    DecisionLinksDto, ExecutionDto, LinkRecipientDto, NewCommentDto, NewLinksDto,
+    ApprovalDto, ApprovalList, ApprovalRungDto, ApprovalRungList, AssignDto, BulkDecidedDto,
+    BulkDecisionDto, BulkItemDto, CommentDto, CommentList, DecidedDto, DecisionBody,
+    DecisionLinkDto, DecisionLinksDto, ExecutionDto, LinkRecipientDto, NewCommentDto, NewLinksDto,
 };
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::links::LinkClaims;
@@ -58,10 +60,22 @@ pub async fn list(
         .store
         .list_approvals(&filter, &page.request()?)
         .await?;
+    let ids: Vec<_> = page.items.iter().map(|a| a.id).collect();
+    let held = state.store.assignments(&ids).await?;
     Ok(HttpResponse::Ok().json(ApprovalList {
-        items: page.items.iter().map(ApprovalDto::from).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|a| ApprovalDto::from(a).held(&held))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// The request as the API shows it: with who holds it.
+pub async fn approval_dto(state: &AppState, approval: &ApprovalRequest) -> ApiResult<ApprovalDto> {
+    let held = state.store.assignments(&[approval.id]).await?;
+    Ok(ApprovalDto::from(approval).held(&held))
 }
 
 /// One approval request with its decisions.
@@ -76,7 +90,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id, "approval")?;
     let approval = state.store.get_approval(id).await?;
-    Ok(HttpResponse::Ok().json(ApprovalDto::from(&approval)))
+    Ok(HttpResponse::Ok().json(approval_dto(&state, &approval).await?))
 }
 
 async fn decide(
@@ -95,7 +109,7 @@ async fn decide(
         .await?;
     let execution = settle(state, decided.progress, wait).await?;
     Ok(HttpResponse::Ok().json(DecidedDto {
-        approval: ApprovalDto::from(&decided.approval),
+        approval: approval_dto(state, &decided.approval).await?,
         execution: ExecutionDto::from(&execution),
     }))
 }
@@ -646,4 +660,93 @@ pub async fn comment(
     let id = parse_id(&id, "approval")?;
     let comment = add_comment(&state, id, caller.subject(), &body.0.body).await?;
     Ok(HttpResponse::Created().json(CommentDto::from(&comment)))
+}
+
+/// Claims a pending request for the caller ("I'm on it"): the other approvers see who
+/// is on it. Only someone the request addresses may claim it; claiming one's own claim
+/// again changes nothing. A claim is a signal, not a lock: anyone addressed may still
+/// decide.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/claim", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")),
+    responses((status = 200, body = ApprovalDto), (status = 401, body = ErrorEnvelope),
+        (status = 403, description = "the request does not address the caller", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "someone else holds it, or it is no longer pending", body = ErrorEnvelope)),
+    security(("bearer" = ["approver", "admin"])))]
+pub async fn claim(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    state.approvals.claim(id, &caller.0).await?;
+    let approval = state.store.get_approval(id).await?;
+    Ok(HttpResponse::Ok().json(approval_dto(&state, &approval).await?))
+}
+
+/// Lets go of a pending request: the caller's own claim or assignment, or anyone's for
+/// an operator. Releasing a request nobody holds changes nothing.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/unclaim", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")),
+    responses((status = 200, body = ApprovalDto), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "someone else holds it (and the caller is no operator), or it is no longer pending", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
+pub async fn unclaim(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    state.approvals.unclaim(id, &caller.0).await?;
+    let approval = state.store.get_approval(id).await?;
+    Ok(HttpResponse::Ok().json(approval_dto(&state, &approval).await?))
+}
+
+/// Gives a pending request to an approver (roles `operator`, `admin`), replacing
+/// whoever held it. `to` must be someone the request addresses: a user it names, or the
+/// name of an API key holding one of its approver roles.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/assign", tag = "approvals",
+    params(("id" = Uuid, Path, description = "approval id")), request_body = AssignDto,
+    responses((status = 200, body = ApprovalDto),
+        (status = 400, description = "`to` is not someone the request addresses", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "it is no longer pending", body = ErrorEnvelope)),
+    security(("bearer" = ["operator", "admin"])))]
+pub async fn assign(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    body: crate::routes::Json<AssignDto>,
+) -> ApiResult<HttpResponse> {
+    let id = parse_id(&id, "approval")?;
+    caller.require(Permission::AssignApprovals)?;
+    let to = assignee_named(&state, &body.0.to).await?;
+    state.approvals.assign(id, &caller.0, &to).await?;
+    let approval = state.store.get_approval(id).await?;
+    Ok(HttpResponse::Ok().json(approval_dto(&state, &approval).await?))
+}
+
+/// Who `name` is, for an assignment: the API key of that name (its roles), or a bare
+/// subject when no key has it (the request must then name it as a user).
+pub async fn assignee_named(state: &AppState, name: &str) -> ApiResult<Principal> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("`to` must name a subject"));
+    }
+    let mut page = tollgate_store::PageRequest::first(500);
+    loop {
+        let keys = state.store.list_api_keys(&page).await?;
+        if let Some(key) = keys.items.iter().find(|k| k.name == name) {
+            return Ok(key.principal());
+        }
+        match keys.next_cursor {
+            Some(cursor) => page = tollgate_store::PageRequest::after(500, cursor),
+            None => {
+                return Ok(Principal {
+                    subject: name.to_owned(),
+                    roles: Vec::new(),
+                })
+            }
+        }
+    }
 }

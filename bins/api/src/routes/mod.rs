@@ -192,6 +192,21 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             approvals::comment,
         ),
         at(
+            Method::POST,
+            "/api/v1/approvals/{id}/claim",
+            approvals::claim,
+        ),
+        at(
+            Method::POST,
+            "/api/v1/approvals/{id}/unclaim",
+            approvals::unclaim,
+        ),
+        at(
+            Method::POST,
+            "/api/v1/approvals/{id}/assign",
+            approvals::assign,
+        ),
+        at(
             Method::GET,
             "/api/v1/records/{entity}/{entity_id}",
             records::get_record,

@@ -178,6 +178,23 @@ async fn every_route_for_every_kind_of_caller() {
                 format!("/api/v1/approvals/{}/comments", approvals[0]),
                 Some(json!({"body": "a question"})),
             ),
+            ("POST", "/api/v1/approvals/{id}/claim") => (
+                Needs::Decide,
+                format!("/api/v1/approvals/{}/claim", approvals[0]),
+                None,
+            ),
+            // Anyone may let go of their own hold (a release of nothing changes
+            // nothing); someone else's is a 409, not a 403.
+            ("POST", "/api/v1/approvals/{id}/unclaim") => (
+                Needs::AnyKey,
+                format!("/api/v1/approvals/{}/unclaim", approvals[0]),
+                None,
+            ),
+            ("POST", "/api/v1/approvals/{id}/assign") => (
+                Needs::Control,
+                format!("/api/v1/approvals/{}/assign", approvals[0]),
+                Some(json!({"to": "admin"})),
+            ),
             ("POST", "/api/v1/approvals/{id}/links") => (
                 Needs::Control,
                 format!("/api/v1/approvals/{}/links", approvals[0]),

@@ -136,7 +136,7 @@ pub(crate) async fn sign_in(c: &Client, app: &TestApp, key: &str) {
     assert_eq!(c.current_url().await.unwrap().path(), "/");
 }
 
-async fn sign_out(c: &Client) {
+pub(crate) async fn sign_out(c: &Client) {
     c.find(Locator::Css("form.signout button"))
         .await
         .unwrap()

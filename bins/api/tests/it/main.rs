@@ -13,6 +13,7 @@
 )]
 
 mod admin_key;
+mod assignments;
 mod auth_matrix;
 mod bulk;
 mod comments;

@@ -634,11 +634,11 @@ pub async fn approval_claims_have_one_holder_and_go_with_their_request(store: Ar
 
     // Two at once: exactly one holds it.
     let (by_ann, by_bob) = (claim("ann"), claim("bob"));
-    let (x, y) = tokio::join!(
+    let (first, second) = tokio::join!(
         store.assign_approval(a.id, &by_ann, t0()),
         store.assign_approval(a.id, &by_bob, t0()),
     );
-    let (winner, loser) = match (&x, &y) {
+    let (winner, loser) = match (&first, &second) {
         (Ok(_), Err(Error::Conflict(m))) => ("ann", m.clone()),
         (Err(Error::Conflict(m)), Ok(_)) => ("bob", m.clone()),
         other => panic!("one claim and one conflict, not {other:?}"),

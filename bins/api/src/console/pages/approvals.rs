@@ -5,7 +5,9 @@ use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
-use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind, Timestamp};
+use tollgate_model::records::{
+    ApprovalAssignment, ApprovalRequest, ApprovalStatus, DecisionKind, Permission, Timestamp,
+};
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
 
@@ -123,7 +125,7 @@ pub async fn inbox(
         decidable_by: Some(user.principal.clone()),
         ..ApprovalFilter::default()
     };
-    let approvals = match state
+    let mut approvals = match state
         .store
         .list_approvals(&filter, &PageRequest::first(200))
         .await
@@ -131,6 +133,19 @@ pub async fn inbox(
         Ok(page) => page.items,
         Err(err) => return internal(Some(&user), err),
     };
+    let ids: Vec<Uuid> = approvals.iter().map(|a| a.id).collect();
+    let held = match state.store.assignments(&ids).await {
+        Ok(held) => held,
+        Err(err) => return internal(Some(&user), err),
+    };
+    let holder = |id: Uuid| held.iter().find(|h| h.approval_id == id);
+    // Mine first, then nobody's, then someone else's; newest first within each.
+    let me = user.principal.subject.as_str();
+    approvals.sort_by_key(|a| match holder(a.id) {
+        Some(h) if h.assignee == me => 0,
+        None => 1,
+        Some(_) => 2,
+    });
     // What each request is about: its entity, else its workflow and step.
     let mut titles = Vec::with_capacity(approvals.len());
     for a in &approvals {
@@ -164,6 +179,7 @@ pub async fn inbox(
                     li.card.approval {
                         div.what {
                             a.title href={"/approvals/" (a.id)} { (title) }
+                            @if let Some(h) = holder(a.id) { " " (hold_badge(h, me)) }
                             @if let Some(reason) = &a.reason { p.reason { (reason) } }
                             (approval_data(&a.data))
                             dl.facts {
@@ -220,6 +236,15 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         .map(|page| page.items)
         .unwrap_or_default();
     let rungs = state.store.list_rungs(a.id).await.unwrap_or_default();
+    let held = state
+        .store
+        .assignments(&[a.id])
+        .await
+        .unwrap_or_default()
+        .pop();
+    let me = user.principal.subject.as_str();
+    let pending = a.status == ApprovalStatus::Pending;
+    let may_assign = pending && user.principal.may(Permission::AssignApprovals);
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -256,6 +281,34 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                     }
                     dt { "Approvals" } dd { (a.approvals()) " of " (a.quorum()) }
                     @if !rungs.is_empty() { dt { "Reminders" } dd id="ladder" { (ladder_summary(&rungs, now)) } }
+                    dt { "On it" }
+                    dd id="holder" {
+                        @match &held {
+                            Some(h) => { (hold_badge(h, me)) " " span.muted { (when(h.assigned_at, now)) } }
+                            None => { span.muted { "nobody" } }
+                        }
+                    }
+                }
+                div.decide {
+                    @if may_decide && held.is_none() {
+                        form method="post" action={"/approvals/" (a.id) "/hold/claim"} {
+                            (csrf_field(&user))
+                            button type="submit" id="claim" { "Claim" }
+                        }
+                    }
+                    @if pending && held.as_ref().is_some_and(|h| h.assignee == me || may_assign) {
+                        form method="post" action={"/approvals/" (a.id) "/hold/unclaim"} {
+                            (csrf_field(&user))
+                            button type="submit" id="unclaim" { "Release" }
+                        }
+                    }
+                    @if may_assign {
+                        form method="post" action={"/approvals/" (a.id) "/hold/assign"} {
+                            (csrf_field(&user))
+                            input type="text" name="to" id="assign-to" required placeholder="Assign to (key name)" aria-label="Assign to";
+                            button type="submit" id="assign" { "Assign" }
+                        }
+                    }
                 }
                 @if may_decide { (decision_forms(&user, &a)) }
             }
@@ -391,6 +444,81 @@ pub async fn comment(
             err.cause()
                 .map_or_else(|| err.envelope().error.message, str::to_owned),
         ),
+    }
+}
+
+/// "assigned to you", "claimed by maria": who holds a request, as `me` reads it.
+fn hold_badge(h: &ApprovalAssignment, me: &str) -> Markup {
+    let verb = if h.is_claim() {
+        "claimed by"
+    } else {
+        "assigned to"
+    };
+    html! {
+        @if h.assignee == me {
+            span.badge.mine { (verb) " you" }
+        } @else {
+            span.badge.held { (verb) " " (h.assignee) }
+        }
+    }
+}
+
+/// `POST /approvals/{id}/hold/{claim|unclaim|assign}`: claims, releases or assigns
+/// the request under the API's rules, back to its page.
+pub async fn hold(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    form: web::Form<Form>,
+) -> Page {
+    let user = signed_in!(req, state);
+    let (id, command) = path.into_inner();
+    let id = match form_on_approval(&user, &form, &id) {
+        Ok(id) => id,
+        Err(refused) => return *refused,
+    };
+    let done = match command.as_str() {
+        "claim" => state.approvals.claim(id, &user.principal).await,
+        "unclaim" => state.approvals.unclaim(id, &user.principal).await,
+        "assign" => {
+            if !user.principal.may(Permission::AssignApprovals) {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    Some(&user),
+                    "Not yours to assign",
+                    Permission::AssignApprovals.describe(),
+                );
+            }
+            match crate::routes::approvals::assignee_named(&state, &form.to).await {
+                Ok(to) => state.approvals.assign(id, &user.principal, &to).await,
+                Err(err) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        Some(&user),
+                        "Not accepted",
+                        &err.envelope().error.message,
+                    )
+                }
+            }
+        }
+        _ => return not_found(&user, "page"),
+    };
+    match done {
+        Ok(_) => see_other(&format!("/approvals/{id}")),
+        Err(tollgate_resumer::Error::NotFound(_)) => not_found(&user, "approval"),
+        Err(tollgate_resumer::Error::Forbidden(message)) => {
+            problem(StatusCode::FORBIDDEN, Some(&user), "Not allowed", &message)
+        }
+        Err(tollgate_resumer::Error::Conflict(message)) => {
+            problem(StatusCode::CONFLICT, Some(&user), "Not now", &message)
+        }
+        Err(tollgate_resumer::Error::Invalid(message)) => problem(
+            StatusCode::BAD_REQUEST,
+            Some(&user),
+            "Not accepted",
+            &message,
+        ),
+        Err(err) => internal(Some(&user), err),
     }
 }
 

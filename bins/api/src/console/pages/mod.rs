@@ -28,7 +28,7 @@ mod link;
 mod sign_in;
 mod workflows;
 
-pub(super) use approvals::{approval, approve, comment, inbox, reject};
+pub(super) use approvals::{approval, approve, comment, hold, inbox, reject};
 pub(super) use bulk::bulk_command;
 pub(super) use executions::{command, execution, executions, waiting};
 pub(super) use link::{link_decide, link_form};
@@ -92,6 +92,9 @@ pub struct Form {
     reason: String,
     #[serde(default)]
     comment: String,
+    /// Assign: whom to.
+    #[serde(default)]
+    to: String,
     #[serde(default)]
     key: String,
     #[serde(default)]
