@@ -27,9 +27,15 @@ pub fn metrics() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                Matcher::Suffix("_seconds".into()),
-                &tollgate_bootstrap::SECONDS_BUCKETS,
+                Matcher::Full(tollgate_bootstrap::DECISION_SECONDS.into()),
+                &tollgate_bootstrap::DECISION_SECONDS_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &tollgate_bootstrap::SECONDS_BUCKETS,
+                )
+            })
             .map_or_else(
                 |_| PrometheusBuilder::new().build_recorder(),
                 PrometheusBuilder::build_recorder,

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_bootstrap::{
     build_engine, default_worker_id, describe_metrics, init_logging, parse_duration,
     parse_positive_duration, run_main, wait_for_signal, DatabaseArgs, DatabaseTarget, FileConfig,
-    Kind, LogFormat, MigrateMode, WorkerArgs, SECONDS_BUCKETS,
+    Kind, LogFormat, MigrateMode, WorkerArgs, DECISION_SECONDS, DECISION_SECONDS_BUCKETS,
+    SECONDS_BUCKETS,
 };
 use tollgate_resumer::{ArchiveDir, RetentionOptions, Worker, WorkerOptions};
 
@@ -274,7 +275,13 @@ async fn run(cli: Cli) -> Result<()> {
 /// seconds get the same buckets as the API server's, so dashboards can add them up.
 fn serve_metrics(addr: SocketAddr) -> Result<()> {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full(DECISION_SECONDS.into()),
+            &DECISION_SECONDS_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        })
         .context("invalid histogram buckets")?
         .with_http_listener(addr)
         .install()

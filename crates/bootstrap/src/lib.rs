@@ -37,7 +37,10 @@ pub use config::{
     WorkerArgs,
 };
 pub use engine::{build_engine, default_worker_id};
-pub use process::{describe_metrics, init_logging, run_main, wait_for_signal, SECONDS_BUCKETS};
+pub use process::{
+    describe_metrics, init_logging, run_main, wait_for_signal, DECISION_SECONDS,
+    DECISION_SECONDS_BUCKETS, SECONDS_BUCKETS,
+};
 pub use tollgate::backend::{Backend, BackendOptions, DatabaseTarget, Kind, CLOCK_CHECK_INTERVAL};
 
 use std::path::PathBuf;

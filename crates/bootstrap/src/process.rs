@@ -84,6 +84,28 @@ pub const SECONDS_BUCKETS: [f64; 16] = [
     60.0,
 ];
 
+/// Bucket bounds of `tollgate_approval_decision_seconds` (request to decision), which
+/// people take minutes to weeks over: 1 minute to 4 weeks.
+pub const DECISION_SECONDS_BUCKETS: [f64; 14] = [
+    60.0,
+    300.0,
+    900.0,
+    1_800.0,
+    3_600.0,
+    7_200.0,
+    14_400.0,
+    28_800.0,
+    86_400.0,
+    172_800.0,
+    259_200.0,
+    604_800.0,
+    1_209_600.0,
+    2_419_200.0,
+];
+
+/// The name of the time-to-decision histogram, which has its own buckets.
+pub const DECISION_SECONDS: &str = "tollgate_approval_decision_seconds";
+
 /// `# HELP` for every metric Tollgate records (the exporter writes `# TYPE` itself), so
 /// a scrape says what each series means without the docs at hand. Call it once the
 /// process's recorder is installed.
@@ -100,6 +122,15 @@ pub fn describe_metrics() {
     describe_gauge!(
         "tollgate_approvals_pending",
         "Approval requests waiting for a decision (the database's view)."
+    );
+    describe_gauge!(
+        "tollgate_approvals_overdue",
+        "Pending approval requests past their due time (the step's `due`; the database's view)."
+    );
+    describe_histogram!(
+        DECISION_SECONDS,
+        Unit::Seconds,
+        "Time from an approval request to the decision that settled it, by workflow and step."
     );
     describe_counter!(
         "tollgate_decisions_total",

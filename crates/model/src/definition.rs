@@ -411,14 +411,16 @@ impl Step {
         }
     }
 
-    /// Whether entering the step queues notifications or schedules an approval ladder
-    /// (written with its commit, so its execution must be stored first).
+    /// Whether entering the step queues notifications, schedules an approval ladder or
+    /// stores a service level (written with its commit, so its execution must be stored
+    /// first).
     pub fn queues_notifications(&self) -> bool {
         match &self.kind {
             StepKind::Approval { approval, .. } => {
                 !approval.notify.is_empty()
                     || !approval.reminders.is_empty()
                     || !approval.escalate.is_empty()
+                    || approval.service.is_some()
             }
             _ => false,
         }
@@ -626,7 +628,29 @@ pub struct ApprovalSpec {
     /// each adds approvers, who decide alongside the earlier ones.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub escalate: Vec<EscalationRung>,
+    /// The request's service level (`priority`, `due`), when the step gives one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<ServiceLevelSpec>>,
 }
+
+/// An approval step's service level (docs/approvals.md, "Service levels").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceLevelSpec {
+    /// How urgent the request is: `low`, `normal`, `high` or `urgent`, or a template
+    /// rendering to one of them. Inboxes list the more urgent first among equal due
+    /// times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// When the request should be decided by (its service level, unlike `timeout`,
+    /// which decides it): a duration counted from the request (`"4h"`), or a template
+    /// rendering to an RFC 3339 time (`"{{now_plus_4h}}"`, `"{{context.sla_due}}"`).
+    /// A pending request past it is overdue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+}
+
+/// The priorities an approval step may give (`priority`), least urgent first.
+pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
 /// A message to send through a configured channel (docs/notifications.md, "Channels").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -771,8 +795,8 @@ pub enum Branch {
     /// An approval request (without a timeout of its own: an `after` branch is the
     /// step's deadline).
     Approval {
-        /// Who decides and how many.
-        approval: ApprovalSpec,
+        /// Who decides and how many (boxed: the largest branch by far).
+        approval: Box<ApprovalSpec>,
         /// Successor after approval; absent: the execution ends `allowed`.
         #[serde(skip_serializing_if = "Option::is_none")]
         on_approve: Option<String>,

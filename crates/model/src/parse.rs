@@ -14,8 +14,8 @@ use crate::condition::{Condition, Leaf, Operator};
 use crate::definition::{
     ActionSpec, ApprovalSpec, Approvers, Backoff, Branch, CompatApproval, ContextSpec, EntityRef,
     ErrorClass, EscalationRung, ForeachSpec, HttpRequest, LogLevel, NotifySpec, OnTimeout,
-    ParallelSpec, Required, RetryPolicy, Step, StepKind, Strategy, SubAction, SubActionKind,
-    Trigger, Verb, WaitSpec, WorkflowDefinition,
+    ParallelSpec, Required, RetryPolicy, ServiceLevelSpec, Step, StepKind, Strategy, SubAction,
+    SubActionKind, Trigger, Verb, WaitSpec, WorkflowDefinition,
 };
 use crate::duration::Duration;
 use crate::problem::{Path, Report};
@@ -990,6 +990,7 @@ impl Parser {
                 notify: Vec::new(),
                 reminders: Vec::new(),
                 escalate: Vec::new(),
+                service: None,
             },
         }
     }
@@ -1083,6 +1084,12 @@ impl Parser {
             notify: self.notify_list(&mut f),
             reminders: self.duration_list(&mut f, "reminders"),
             escalate: self.escalate(&mut f),
+            service: {
+                let priority = self.opt_string(&mut f, "priority");
+                let due = self.opt_string(&mut f, "due");
+                (priority.is_some() || due.is_some())
+                    .then(|| Box::new(ServiceLevelSpec { priority, due }))
+            },
         };
         f.finish(&mut self.report, "`approval`");
         spec
@@ -1283,7 +1290,7 @@ impl Parser {
                     None => empty_approval(),
                 };
                 Branch::Approval {
-                    approval,
+                    approval: Box::new(approval),
                     on_approve: self.opt_string(&mut f, "on_approve"),
                     on_reject: self.opt_string(&mut f, "on_reject"),
                 }
@@ -1473,6 +1480,7 @@ fn empty_approval() -> ApprovalSpec {
         notify: Vec::new(),
         reminders: Vec::new(),
         escalate: Vec::new(),
+        service: None,
     }
 }
 

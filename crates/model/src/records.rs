@@ -467,6 +467,33 @@ pub struct Decision {
     pub channel: Option<String>,
 }
 
+/// An approval request's service level: how urgent it is and when it should be decided
+/// by (docs/approvals.md, "Service levels"). Kept beside the request, written with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalSla {
+    /// The request.
+    pub approval_id: Uuid,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: String,
+    /// When it should be decided by; a pending request past it is overdue.
+    pub due_at: Option<Timestamp>,
+}
+
+impl ApprovalSla {
+    /// The priority's rank, `urgent` highest; an unknown name ranks as `normal`.
+    pub fn rank(&self) -> usize {
+        crate::definition::PRIORITIES
+            .iter()
+            .position(|p| *p == self.priority)
+            .unwrap_or(1)
+    }
+
+    /// Whether a request with this service level and `status` is overdue at `now`.
+    pub fn is_overdue(&self, status: ApprovalStatus, now: Timestamp) -> bool {
+        status == ApprovalStatus::Pending && self.due_at.is_some_and(|due| due <= now)
+    }
+}
+
 /// Who is on an approval request: an approver who claimed it ("I'm on it"), or whom an
 /// operator assigned it to. A signal to the other approvers, not a lock: anyone the
 /// request addresses may still decide it.

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::condition::{Condition, Operator};
 use crate::definition::{
     ApprovalSpec, Approvers, Branch, NotifySpec, OnTimeout, Required, Step, StepKind,
-    SubActionKind, Trigger, Verb, WorkflowDefinition, NOTIFY_CHANNELS,
+    SubActionKind, Trigger, Verb, WorkflowDefinition, NOTIFY_CHANNELS, PRIORITIES,
 };
 use crate::problem::{Path, Report};
 
@@ -723,6 +723,36 @@ fn warn_unreachable(def: &WorkflowDefinition, steps_path: &Path, report: &mut Re
 /// An approval's `notify`, `reminders` and `escalate` (docs/notifications.md): known
 /// channels, an address for email, and rungs after the request, in order, before the
 /// deadline.
+/// `priority` and `due`: a literal must be one of the priorities, or a duration; a
+/// template is checked when it renders (a bad value then counts as none, with a warning).
+fn check_sla(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
+    let Some(service) = &approval.service else {
+        return;
+    };
+    let literal = |t: &str| !t.contains("{{");
+    if let Some(p) = service.priority.as_deref().filter(|p| literal(p)) {
+        if !PRIORITIES.contains(&p) {
+            report.error(
+                &at.key("priority"),
+                format!(
+                    "unknown priority `{p}`: use one of {}, or a template",
+                    PRIORITIES.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(due) = service.due.as_deref().filter(|d| literal(d)) {
+        match crate::duration::Duration::from_str(due) {
+            Ok(d) if d.as_millis() == 0 => report.error(&at.key("due"), "must be longer than zero"),
+            Ok(_) => {}
+            Err(err) => report.error(
+                &at.key("due"),
+                format!("`{due}` is neither a duration (\"4h\") nor a template rendering to a time (\"{{{{now_plus_4h}}}}\"): {err}"),
+            ),
+        }
+    }
+}
+
 fn check_ladder(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
     fn check_notify(specs: &[NotifySpec], at: &Path, report: &mut Report) {
         for (i, n) in specs.iter().enumerate() {
@@ -746,6 +776,7 @@ fn check_ladder(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
         }
     }
     check_notify(&approval.notify, &at.key("notify"), report);
+    check_sla(approval, at, report);
     let deadline = approval.timeout.map(crate::duration::Duration::as_millis);
     let check_rung = |after: u64, previous: Option<u64>, p: Path, report: &mut Report| {
         if after == 0 {

@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::records::{
-    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, Decision, Event, Execution,
-    Notification, Record, ResumeRequest, StepRecord, Workflow,
+    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalSla, Decision, Event,
+    Execution, Notification, Record, ResumeRequest, StepRecord, Workflow,
 };
 use crate::schedule::{CatchUp, Schedule};
 use crate::{ExecutionStatus, PauseReason};
@@ -419,6 +419,19 @@ pub struct ApprovalDto {
     /// `null` when nobody holds it. Kept after the decision.
     #[serde(default)]
     pub assignee: Option<AssignmentDto>,
+    /// `low`, `normal`, `high` or `urgent` (the step's `priority`).
+    #[serde(default = "normal_priority")]
+    pub priority: String,
+    /// When it should be decided by (the step's `due`), if it says.
+    #[serde(default)]
+    pub due_at: Option<DateTime<Utc>>,
+    /// Pending and past `due_at`.
+    #[serde(default)]
+    pub overdue: bool,
+}
+
+fn normal_priority() -> String {
+    "normal".to_owned()
 }
 
 impl ApprovalDto {
@@ -428,6 +441,17 @@ impl ApprovalDto {
             .iter()
             .find(|h| h.approval_id == self.id)
             .map(AssignmentDto::from);
+        self
+    }
+
+    /// The request with its service level from `slas` (any order, any requests), as
+    /// it stands at `now`.
+    pub fn with_sla(mut self, slas: &[ApprovalSla], now: DateTime<Utc>) -> Self {
+        if let Some(sla) = slas.iter().find(|s| s.approval_id == self.id) {
+            self.priority = sla.priority.clone();
+            self.due_at = sla.due_at;
+            self.overdue = self.status == "pending" && sla.due_at.is_some_and(|d| d <= now);
+        }
         self
     }
 }
@@ -488,6 +512,9 @@ impl From<&ApprovalRequest> for ApprovalDto {
             expires_at: a.expires_at,
             decided_at: a.decided_at,
             assignee: None,
+            priority: normal_priority(),
+            due_at: None,
+            overdue: false,
         }
     }
 }
@@ -1549,6 +1576,10 @@ pub struct ApprovalQuery {
     /// Made by this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
+    /// `newest` (the default: newest first) or `due` (by due time, the most overdue
+    /// first, requests without a due time last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
 }
 
 /// Filters of `GET /executions`.

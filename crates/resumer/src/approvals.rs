@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tollgate_engine::Engine;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalRequest, Decision, DecisionKind, Execution, Permission, Principal,
-    ResumeTrigger,
+    ApprovalAssignment, ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Execution,
+    Permission, Principal, ResumeTrigger,
 };
 use tollgate_store::{AssignmentChange, Continuation};
 use uuid::Uuid;
@@ -194,6 +194,13 @@ impl ApprovalService {
                     "decision" => if kind == DecisionKind::Approve { "approve" } else { "reject" })
                 .increment(1);
                 tracing::info!(execution_id = %decided.execution.id, approval_id = %approval_id, decided_by = %principal.subject, status = ?decided.approval.status, continued = decided.continued.is_some(), "approval decision");
+                if decided.approval.status != ApprovalStatus::Pending {
+                    let waited = (now - decided.approval.requested_at).num_milliseconds();
+                    metrics::histogram!("tollgate_approval_decision_seconds",
+                        "workflow" => decided.execution.workflow_key.clone(),
+                        "step" => decided.approval.step_id.clone())
+                    .record(waited.max(0) as f64 / 1000.0);
+                }
                 if let Some(stored) = &decided.continued {
                     self.engine.record_continued(stored);
                 }

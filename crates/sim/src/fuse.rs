@@ -357,6 +357,19 @@ impl ApprovalStore for CrashStore {
             .await
     }
 
+    async fn slas(&self, ids: &[Uuid]) -> Result<Vec<tollgate_model::records::ApprovalSla>> {
+        self.fuse.run("slas", self.inner.slas(ids)).await
+    }
+
+    async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
+        self.fuse
+            .run(
+                "count_overdue_approvals",
+                self.inner.count_overdue_approvals(now),
+            )
+            .await
+    }
+
     async fn assignments(
         &self,
         ids: &[Uuid],

@@ -90,6 +90,38 @@ pub fn decode_time_id_cursor(cursor: Option<&str>) -> Result<Option<(i64, uuid::
         .transpose()
 }
 
+/// A cursor for lists in due order, (due time or none, id).
+pub fn encode_due_cursor(
+    due: Option<tollgate_model::records::Timestamp>,
+    id: uuid::Uuid,
+) -> String {
+    let due = due.map_or_else(|| "none".to_owned(), |d| d.timestamp_micros().to_string());
+    encode_cursor(&[&due, &id.to_string()])
+}
+
+/// The (due time, id) in a cursor made by [`encode_due_cursor`], if the page request
+/// has one; `Invalid` for anything else.
+#[allow(clippy::type_complexity)]
+pub fn decode_due_cursor(
+    cursor: Option<&str>,
+) -> Result<Option<(Option<tollgate_model::records::Timestamp>, uuid::Uuid)>, Error> {
+    cursor
+        .map(|c| {
+            let parts = decode_cursor(c, 2)?;
+            let bad = || Error::Invalid(format!("`{c}` is not a cursor returned by this list"));
+            let due = match parts[0].as_str() {
+                "none" => None,
+                micros => Some(
+                    chrono::DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?)
+                        .ok_or_else(bad)?,
+                ),
+            };
+            let id = uuid::Uuid::parse_str(&parts[1]).map_err(|_| bad())?;
+            Ok((due, id))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,8 +48,8 @@ mod types;
 pub mod testkit;
 
 pub use cursor::{
-    decode_cursor, decode_id_cursor, decode_time_id_cursor, encode_cursor, encode_id_cursor,
-    encode_time_id_cursor, page_from_overfetch,
+    decode_cursor, decode_due_cursor, decode_id_cursor, decode_time_id_cursor, encode_cursor,
+    encode_due_cursor, encode_id_cursor, encode_time_id_cursor, page_from_overfetch,
 };
 pub use memory::MemoryStore;
 pub use traits::{

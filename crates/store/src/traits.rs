@@ -7,9 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ConsoleSession,
-    Decision, Event, Execution, Migration, Notification, Principal, Record, ResumeRequest, Retry,
-    StepRecord, Timestamp, WorkerBeat, Workflow,
+    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla,
+    ConsoleSession, Decision, Event, Execution, Migration, Notification, Principal, Record,
+    ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
@@ -406,6 +406,13 @@ pub trait ApprovalStore: Send + Sync {
         change: &AssignmentChange,
         now: Timestamp,
     ) -> Result<Option<ApprovalAssignment>>;
+
+    /// The service levels of `ids` (requests without one, and absent ids, are left
+    /// out: they are `normal` with no due time).
+    async fn slas(&self, ids: &[Uuid]) -> Result<Vec<ApprovalSla>>;
+
+    /// How many pending requests are past their due time at `now` (a gauge).
+    async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64>;
 
     /// Who holds each of `ids` (requests nobody holds, and absent ids, are left out).
     /// The hold stays after the decision: it says who was on the request.

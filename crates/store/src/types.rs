@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalRung, ApprovalStatus, Cursor, Event, Execution, ExecutionError, Gate,
-    Notification, Principal, StepRecord, Timestamp,
+    ApprovalRequest, ApprovalRung, ApprovalSla, ApprovalStatus, Cursor, Event, Execution,
+    ExecutionError, Gate, Notification, Principal, StepRecord, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
@@ -141,6 +141,9 @@ pub struct ApprovalFilter {
     pub step_id: Option<String>,
     /// Only requests made before this time.
     pub requested_before: Option<Timestamp>,
+    /// List by due time, soonest (the most overdue) first, then the requests without
+    /// one; newest first among equals. Otherwise newest first.
+    pub by_due: bool,
 }
 
 /// Filters of the notification list.
@@ -180,6 +183,8 @@ pub enum Effect {
     /// Schedule a rung of an approval request's ladder (a reminder or an escalation),
     /// fired later by [`crate::ApprovalStore::fire_due_rungs`].
     Rung(ApprovalRung),
+    /// Store an approval request's service level (priority and due time).
+    Sla(ApprovalSla),
 }
 
 /// A change of who is on a pending approval request

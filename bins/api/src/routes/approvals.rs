@@ -55,27 +55,46 @@ pub async fn list(
         workflow_key: query.workflow_key.clone(),
         step_id: query.step_id.clone(),
         requested_before: None,
+        by_due: match query.sort.as_deref() {
+            None | Some("newest") => false,
+            Some("due") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown sort `{other}` (expected newest or due)"
+                )))
+            }
+        },
     };
     let page = state
         .store
         .list_approvals(&filter, &page.request()?)
         .await?;
-    let ids: Vec<_> = page.items.iter().map(|a| a.id).collect();
-    let held = state.store.assignments(&ids).await?;
     Ok(HttpResponse::Ok().json(ApprovalList {
-        items: page
-            .items
-            .iter()
-            .map(|a| ApprovalDto::from(a).held(&held))
-            .collect(),
+        items: approval_dtos(&state, &page.items).await?,
         next_cursor: page.next_cursor,
     }))
 }
 
-/// The request as the API shows it: with who holds it.
+/// Requests as the API shows them: with who holds each and its service level.
+pub async fn approval_dtos(
+    state: &AppState,
+    approvals: &[ApprovalRequest],
+) -> ApiResult<Vec<ApprovalDto>> {
+    let ids: Vec<_> = approvals.iter().map(|a| a.id).collect();
+    let held = state.store.assignments(&ids).await?;
+    let slas = state.store.slas(&ids).await?;
+    let now = state.engine.clock().now();
+    Ok(approvals
+        .iter()
+        .map(|a| ApprovalDto::from(a).held(&held).with_sla(&slas, now))
+        .collect())
+}
+
+/// The request as the API shows it: with who holds it and its service level.
 pub async fn approval_dto(state: &AppState, approval: &ApprovalRequest) -> ApiResult<ApprovalDto> {
-    let held = state.store.assignments(&[approval.id]).await?;
-    Ok(ApprovalDto::from(approval).held(&held))
+    let mut dtos = approval_dtos(state, std::slice::from_ref(approval)).await?;
+    dtos.pop()
+        .ok_or_else(|| ApiError::internal("no approval to show"))
 }
 
 /// One approval request with its decisions.

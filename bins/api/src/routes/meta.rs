@@ -146,6 +146,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 tracing::warn!("cannot count pending approvals for /metrics: {err}");
             }
         }
+        match state.store.count_overdue_approvals(now).await {
+            Ok(n) => metrics::gauge!("tollgate_approvals_overdue").set(n as f64),
+            Err(err) => {
+                answered = false;
+                tracing::warn!("cannot count overdue approvals for /metrics: {err}");
+            }
+        }
         // Which worker loops run: those that beat within `--ready-worker-warning`, and how
         // long ago the latest beat came (absent until a worker has beaten in the last hour).
         match state

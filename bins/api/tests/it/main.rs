@@ -27,6 +27,7 @@ mod robustness;
 mod routes;
 mod schedules;
 mod shutdown;
+mod sla;
 mod upgrade;
 
 use std::net::SocketAddr;

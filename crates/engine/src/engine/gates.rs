@@ -3,11 +3,11 @@
 
 use serde_json::{json, Map, Value};
 use tollgate_model::definition::{
-    ApprovalSpec, Approvers, Branch, NotifySpec, Required, Step, StepKind,
+    ApprovalSpec, Approvers, Branch, NotifySpec, Required, Step, StepKind, PRIORITIES,
 };
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalRung, ApprovalStatus, Cursor, Gate, GateBranch, Notification,
-    StepRecord, Timestamp,
+    ApprovalRequest, ApprovalRung, ApprovalSla, ApprovalStatus, Cursor, Gate, GateBranch,
+    Notification, StepRecord, Timestamp,
 };
 use tollgate_model::PauseReason;
 use tollgate_store::Effect;
@@ -123,6 +123,9 @@ impl Run<'_> {
             decided_at: None,
         };
         queue_ladder(spec, &approval, &scope, body);
+        if let Some(sla) = service_level(spec, &approval, &scope, &mut body.warnings) {
+            body.effects.push(Effect::Sla(sla));
+        }
         approval
     }
 
@@ -648,6 +651,63 @@ pub fn wait_matches(
         ..Scope::new(context, now)
     };
     compiled.evaluate(&scope, &mut Vec::new())
+}
+
+/// The request's service level from the step's `priority` and `due`, rendered now from
+/// the context at the gate (docs/approvals.md, "Service levels"); `None` when the step
+/// gives neither. A template that renders to no priority or no time counts as none,
+/// with a warning on the step record.
+fn service_level(
+    spec: &ApprovalSpec,
+    approval: &ApprovalRequest,
+    scope: &Scope,
+    warnings: &mut Vec<String>,
+) -> Option<ApprovalSla> {
+    let service = spec.service.as_deref()?;
+    let priority = match &service.priority {
+        Some(p) => {
+            let rendered = Template::parse(p).render_text(scope, Mode::Live, warnings);
+            let rendered = rendered.trim();
+            if rendered.is_empty() {
+                "normal".to_owned()
+            } else if PRIORITIES.contains(&rendered) {
+                rendered.to_owned()
+            } else {
+                warnings.push(format!(
+                    "priority `{rendered}` is not one of {}; the request is `normal`",
+                    PRIORITIES.join(", ")
+                ));
+                "normal".to_owned()
+            }
+        }
+        None => "normal".to_owned(),
+    };
+    let due_at = service.due.as_deref().and_then(|due| {
+        if !due.contains("{{") {
+            return due
+                .parse::<tollgate_model::duration::Duration>()
+                .ok()
+                .map(|d| approval.requested_at + d.as_chrono());
+        }
+        let rendered = Template::parse(due).render_text(scope, Mode::Live, warnings);
+        if rendered.trim().is_empty() {
+            return None;
+        }
+        match chrono::DateTime::parse_from_rfc3339(rendered.trim()) {
+            Ok(at) => Some(at.with_timezone(&chrono::Utc)),
+            Err(err) => {
+                warnings.push(format!(
+                    "due `{rendered}` is not an RFC 3339 time ({err}); the request has no due time"
+                ));
+                None
+            }
+        }
+    });
+    Some(ApprovalSla {
+        approval_id: approval.id,
+        priority,
+        due_at,
+    })
 }
 
 /// Queues what an approval request sends (docs/notifications.md): its `notify` messages

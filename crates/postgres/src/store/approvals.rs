@@ -5,8 +5,8 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal,
-    Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla, Decision,
+    Principal, Timestamp,
 };
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, AssignmentChange,
@@ -42,12 +42,25 @@ impl ApprovalStore for PgStore {
         filter: &ApprovalFilter,
         page: &PageRequest,
     ) -> Result<Page<ApprovalRequest>> {
-        let after = id_after(page)?;
-        let mut q = QueryBuilder::<Postgres>::new(concat!(
-            "SELECT ",
-            columns!(approvals),
-            " FROM approvals WHERE TRUE"
-        ));
+        // In due order the sort key is the due time, none last (as infinity).
+        const DUE_KEY: &str = "COALESCE(s.due_at, 'infinity'::timestamptz)";
+        let (after, due_after) = if filter.by_due {
+            (
+                None,
+                tollgate_store::decode_due_cursor(page.cursor.as_deref())?,
+            )
+        } else {
+            (id_after(page)?, None)
+        };
+        let mut q = QueryBuilder::<Postgres>::new(if filter.by_due {
+            concat!(
+                "SELECT ",
+                columns!(approvals),
+                ", s.due_at AS sla_due FROM approvals LEFT JOIN approval_sla s ON s.approval_id = approvals.id WHERE TRUE"
+            )
+        } else {
+            concat!("SELECT ", columns!(approvals), " FROM approvals WHERE TRUE")
+        });
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -86,9 +99,38 @@ impl ApprovalStore for PgStore {
         if let Some(after) = after {
             q.push(" AND id < ").push_bind(after);
         }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(limit(page.limit) + 1);
+        if let Some((due, id)) = due_after {
+            q.push(format!(" AND ({DUE_KEY} > COALESCE("))
+                .push_bind(due)
+                .push(format!(
+                    "::timestamptz, 'infinity') OR ({DUE_KEY} = COALESCE("
+                ))
+                .push_bind(due)
+                .push("::timestamptz, 'infinity') AND id < ")
+                .push_bind(id)
+                .push("))");
+        }
+        if filter.by_due {
+            q.push(format!(" ORDER BY {DUE_KEY}, id DESC LIMIT "));
+        } else {
+            q.push(" ORDER BY id DESC LIMIT ");
+        }
+        q.push_bind(limit(page.limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await.map_err(backend)?;
+        if filter.by_due {
+            let mut items = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let due: Option<Timestamp> = row.try_get("sla_due").map_err(backend)?;
+                items.push((due, rows::approval(row)?));
+            }
+            let listed = page_from_overfetch(items, page.limit, |(due, a)| {
+                tollgate_store::encode_due_cursor(*due, a.id)
+            });
+            return Ok(Page {
+                items: listed.items.into_iter().map(|(_, a)| a).collect(),
+                next_cursor: listed.next_cursor,
+            });
+        }
         let items = rows
             .iter()
             .map(rows::approval)
@@ -248,6 +290,40 @@ impl ApprovalStore for PgStore {
         Ok(page_from_overfetch(items, page.limit, |c| {
             encode_id_cursor(c.id)
         }))
+    }
+
+    async fn slas(&self, ids: &[Uuid]) -> Result<Vec<ApprovalSla>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = sqlx::query(
+            "SELECT approval_id, priority, due_at FROM approval_sla WHERE approval_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let mut slas = Vec::with_capacity(found.len());
+        for row in &found {
+            slas.push(ApprovalSla {
+                approval_id: row.try_get("approval_id").map_err(backend)?,
+                priority: row.try_get("priority").map_err(backend)?,
+                due_at: row.try_get("due_at").map_err(backend)?,
+            });
+        }
+        Ok(slas)
+    }
+
+    async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM approval_sla s JOIN approvals a ON a.id = s.approval_id \
+             WHERE s.due_at IS NOT NULL AND s.due_at <= $1 AND a.status = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn assign_approval(

@@ -443,6 +443,18 @@ pub(super) async fn apply_effect(
                 .await
                 .map_err(backend)?;
         }
+        Effect::Sla(sla) => {
+            sqlx::query(
+                "INSERT INTO approval_sla (approval_id, priority, due_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (approval_id) DO NOTHING",
+            )
+            .bind(sla.approval_id)
+            .bind(sla.priority.clone())
+            .bind(sla.due_at)
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+        }
     }
     Ok(())
 }

@@ -5,8 +5,8 @@ use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, Decision, Principal,
-    Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla, Decision,
+    Principal, Timestamp,
 };
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, AssignmentChange,
@@ -41,8 +41,21 @@ impl ApprovalStore for SqliteStore {
         filter: &ApprovalFilter,
         page: &PageRequest,
     ) -> Result<Page<ApprovalRequest>> {
-        let after = id_after(page)?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM approvals WHERE 1 = 1");
+        // In due order the sort key is the due time, none last (as the largest value).
+        const DUE_KEY: &str = "COALESCE(s.due_at, 9223372036854775807)";
+        let (after, due_after) = if filter.by_due {
+            (
+                None,
+                tollgate_store::decode_due_cursor(page.cursor.as_deref())?,
+            )
+        } else {
+            (id_after(page)?, None)
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(if filter.by_due {
+            "SELECT approvals.*, s.due_at AS sla_due FROM approvals LEFT JOIN approval_sla s ON s.approval_id = approvals.id WHERE 1 = 1"
+        } else {
+            "SELECT * FROM approvals WHERE 1 = 1"
+        });
         if let Some(status) = filter.status {
             q.push(" AND status = ").push_bind(status.as_str());
         }
@@ -84,9 +97,37 @@ impl ApprovalStore for SqliteStore {
         if let Some(after) = after {
             q.push(" AND id < ").push_bind(after);
         }
-        q.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(page.limit) + 1);
+        if let Some((due, id)) = due_after {
+            let due = due.map(ts);
+            q.push(format!(" AND ({DUE_KEY} > COALESCE("))
+                .push_bind(due)
+                .push(format!(", 9223372036854775807) OR ({DUE_KEY} = COALESCE("))
+                .push_bind(due)
+                .push(", 9223372036854775807) AND id < ")
+                .push_bind(id.to_string())
+                .push("))");
+        }
+        if filter.by_due {
+            q.push(format!(" ORDER BY {DUE_KEY}, id DESC LIMIT "));
+        } else {
+            q.push(" ORDER BY id DESC LIMIT ");
+        }
+        q.push_bind(i64::from(page.limit) + 1);
         let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        if filter.by_due {
+            let mut items = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let due: Option<i64> = row.try_get("sla_due").map_err(backend)?;
+                items.push((due.map(rows::from_ts), rows::approval(row)?));
+            }
+            let listed = page_from_overfetch(items, page.limit, |(due, a)| {
+                tollgate_store::encode_due_cursor(*due, a.id)
+            });
+            return Ok(Page {
+                items: listed.items.into_iter().map(|(_, a)| a).collect(),
+                next_cursor: listed.next_cursor,
+            });
+        }
         let items = rows
             .iter()
             .map(rows::approval)
@@ -234,6 +275,45 @@ impl ApprovalStore for SqliteStore {
         Ok(page_from_overfetch(items, page.limit, |c| {
             encode_id_cursor(c.id)
         }))
+    }
+
+    async fn slas(&self, ids: &[Uuid]) -> Result<Vec<ApprovalSla>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let found = sqlx::query(
+            "SELECT approval_id, priority, due_at FROM approval_sla \
+             WHERE approval_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json(&ids))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        let mut slas = Vec::with_capacity(found.len());
+        for row in &found {
+            let id: String = row.try_get("approval_id").map_err(backend)?;
+            let due: Option<i64> = row.try_get("due_at").map_err(backend)?;
+            slas.push(ApprovalSla {
+                approval_id: Uuid::parse_str(&id)
+                    .map_err(|e| Error::Unreadable(format!("service level of `{id}`: {e}")))?,
+                priority: row.try_get("priority").map_err(backend)?,
+                due_at: due.map(rows::from_ts),
+            });
+        }
+        Ok(slas)
+    }
+
+    async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM approval_sla s JOIN approvals a ON a.id = s.approval_id \
+             WHERE s.due_at IS NOT NULL AND s.due_at <= ? AND a.status = 'pending'",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn assign_approval(

@@ -488,6 +488,18 @@ pub(super) async fn apply_effect(
                 .await
                 .map_err(backend)?;
         }
+        Effect::Sla(sla) => {
+            sqlx::query(
+                "INSERT INTO approval_sla (approval_id, priority, due_at) VALUES (?, ?, ?) \
+                         ON CONFLICT(approval_id) DO NOTHING",
+            )
+            .bind(sla.approval_id.to_string())
+            .bind(sla.priority.clone())
+            .bind(opt_ts(sla.due_at))
+            .execute(conn)
+            .await
+            .map_err(backend)?;
+        }
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalStatus, Decision,
-    Principal, ResumeTrigger, Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla,
+    ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
@@ -39,39 +39,40 @@ impl ApprovalStore for MemoryStore {
         filter: &ApprovalFilter,
         page: &PageRequest,
     ) -> Result<Page<ApprovalRequest>> {
+        if filter.by_due {
+            return self.list_by_due(filter, page);
+        }
         let after = id_cursor(page)?;
         let state = self.lock();
         let items = state
             .approvals
             .values()
-            .filter(|a| filter.status.is_none_or(|s| a.status == s))
-            .filter(|a| {
-                filter
-                    .role
-                    .as_ref()
-                    .is_none_or(|r| a.approver_roles.contains(r))
-            })
-            .filter(|a| filter.execution_id.is_none_or(|e| a.execution_id == e))
-            .filter(|a| {
-                filter.workflow_key.as_ref().is_none_or(|key| {
-                    state
-                        .executions
-                        .get(&a.execution_id)
-                        .is_some_and(|e| &e.workflow_key == key)
-                })
-            })
-            .filter(|a| filter.step_id.as_ref().is_none_or(|s| &a.step_id == s))
-            .filter(|a| filter.requested_before.is_none_or(|t| a.requested_at < t))
-            .filter(|a| {
-                filter.decidable_by.as_ref().is_none_or(|p| {
-                    a.status == ApprovalStatus::Pending
-                        && a.authorize(p).is_ok()
-                        && !a.decisions.iter().any(|d| d.decided_by == p.subject)
-                })
-            })
+            .filter(|a| matches(&state, filter, a))
             .map(|a| (a.id, a.clone()))
             .collect();
         Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn slas(&self, ids: &[Uuid]) -> Result<Vec<ApprovalSla>> {
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.slas.get(id).cloned())
+            .collect())
+    }
+
+    async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
+        let state = self.lock();
+        Ok(state
+            .slas
+            .values()
+            .filter(|s| {
+                state
+                    .approvals
+                    .get(&s.approval_id)
+                    .is_some_and(|a| s.is_overdue(a.status, now))
+            })
+            .count() as u64)
     }
 
     async fn decide(
@@ -194,7 +195,59 @@ impl ApprovalStore for MemoryStore {
     }
 }
 
+/// Whether `a` passes `filter`.
+fn matches(state: &super::State, filter: &ApprovalFilter, a: &ApprovalRequest) -> bool {
+    filter.status.is_none_or(|s| a.status == s)
+        && filter
+            .role
+            .as_ref()
+            .is_none_or(|r| a.approver_roles.contains(r))
+        && filter.execution_id.is_none_or(|e| a.execution_id == e)
+        && filter.workflow_key.as_ref().is_none_or(|key| {
+            state
+                .executions
+                .get(&a.execution_id)
+                .is_some_and(|e| &e.workflow_key == key)
+        })
+        && filter.step_id.as_ref().is_none_or(|s| &a.step_id == s)
+        && filter.requested_before.is_none_or(|t| a.requested_at < t)
+        && filter.decidable_by.as_ref().is_none_or(|p| {
+            a.status == ApprovalStatus::Pending
+                && a.authorize(p).is_ok()
+                && !a.decisions.iter().any(|d| d.decided_by == p.subject)
+        })
+}
+
 impl MemoryStore {
+    /// [`ApprovalStore::list_approvals`] in due order: soonest first, none last,
+    /// newest first among equals.
+    fn list_by_due(
+        &self,
+        filter: &ApprovalFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApprovalRequest>> {
+        let after = crate::decode_due_cursor(page.cursor.as_deref())?;
+        let state = self.lock();
+        let key = |due: Option<Timestamp>, id: Uuid| (due.is_none(), due, std::cmp::Reverse(id));
+        let due_of = |id: &Uuid| state.slas.get(id).and_then(|s| s.due_at);
+        let mut items: Vec<(Option<Timestamp>, ApprovalRequest)> = state
+            .approvals
+            .values()
+            .filter(|a| matches(&state, filter, a))
+            .map(|a| (due_of(&a.id), a.clone()))
+            .filter(|(due, a)| after.is_none_or(|(d, id)| key(*due, a.id) > key(d, id)))
+            .collect();
+        items.sort_by_key(|(due, a)| key(*due, a.id));
+        items.truncate(page.limit as usize + 1);
+        let listed = crate::page_from_overfetch(items, page.limit, |(due, a)| {
+            crate::encode_due_cursor(*due, a.id)
+        });
+        Ok(Page {
+            items: listed.items.into_iter().map(|(_, a)| a).collect(),
+            next_cursor: listed.next_cursor,
+        })
+    }
+
     fn decide_with(
         &self,
         approval_id: Uuid,

@@ -425,6 +425,7 @@ impl ExecutionStore for MemoryStore {
                 state.approvals.remove(&approval);
                 state.comments.remove(&approval);
                 state.assignments.remove(&approval);
+                state.slas.remove(&approval);
                 state.rungs.retain(|(a, _), _| *a != approval);
             }
             let notifications = &state.notifications;

@@ -51,6 +51,8 @@ struct State {
     approvals_by_execution: HashMap<Uuid, Vec<Uuid>>,
     /// Each request's comments, oldest first.
     comments: HashMap<Uuid, Vec<tollgate_model::records::ApprovalComment>>,
+    /// Each request's service level, when it has one.
+    slas: HashMap<Uuid, tollgate_model::records::ApprovalSla>,
     /// Who holds each request that someone holds.
     assignments: HashMap<Uuid, tollgate_model::records::ApprovalAssignment>,
     events: BTreeMap<Uuid, Event>,
@@ -297,6 +299,9 @@ impl State {
                 self.rungs
                     .entry((rung.approval_id, rung.position))
                     .or_insert(rung);
+            }
+            Effect::Sla(sla) => {
+                self.slas.entry(sla.approval_id).or_insert(sla);
             }
         }
     }

@@ -791,6 +791,136 @@ pub async fn approval_claims_have_one_holder_and_go_with_their_request(store: Ar
     assert!(store.assignments(&[a.id]).await.unwrap().is_empty());
 }
 
+/// An execution stopped at an approval whose gate commit stored `sla` (priority, due).
+async fn gated_with_sla(
+    store: &Arc<dyn Store>,
+    w: &tollgate_model::records::Workflow,
+    priority: &str,
+    due_at: Option<tollgate_model::records::Timestamp>,
+) -> tollgate_model::records::ApprovalRequest {
+    let e = running(store, w, "w1").await;
+    let approval = approval_for(&e, 1, None);
+    let mut g = gate(PauseReason::Approval, None);
+    g.approval_id = Some(approval.id);
+    let mut c = commit(
+        &e,
+        "w1",
+        e.version,
+        Transition::Gate {
+            gate: g,
+            approval: Some(Box::new(approval.clone())),
+        },
+    );
+    c.effects = vec![crate::Effect::Sla(tollgate_model::records::ApprovalSla {
+        approval_id: approval.id,
+        priority: priority.into(),
+        due_at,
+    })];
+    store.commit_step(c).await.unwrap();
+    approval
+}
+
+/// Service levels: stored with the gate, listed in due order (the most overdue first,
+/// none last, newest first among equals) across pages, counted when overdue while
+/// pending, and gone with their request.
+pub async fn service_levels_order_the_inbox_and_count_the_overdue(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let late = gated_with_sla(&store, &w, "urgent", Some(t0() - secs(60))).await;
+    let (_, plain) = paused_at_approval(&store, &w, 1, None).await;
+    let soon = gated_with_sla(&store, &w, "high", Some(t0() + secs(3600))).await;
+    let later = gated_with_sla(&store, &w, "low", Some(t0() + secs(7200))).await;
+    let same = gated_with_sla(&store, &w, "normal", Some(t0() + secs(3600))).await;
+    let undated = gated_with_sla(&store, &w, "high", None).await;
+
+    let slas = store.slas(&[late.id, plain.id, soon.id]).await.unwrap();
+    assert_eq!(slas.len(), 2, "a request without one has none: {slas:?}");
+    let of_late = slas.iter().find(|s| s.approval_id == late.id).unwrap();
+    assert_eq!(
+        (of_late.priority.as_str(), of_late.due_at),
+        ("urgent", Some(t0() - secs(60)))
+    );
+
+    // Due order, two at a time: the cursor carries (due, id), including "none".
+    let by_due = ApprovalFilter {
+        status: Some(ApprovalStatus::Pending),
+        by_due: true,
+        ..ApprovalFilter::default()
+    };
+    let mut order = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let listed = store.list_approvals(&by_due, &page).await.unwrap();
+        assert!(listed.items.len() <= 2);
+        order.extend(listed.items.iter().map(|a| a.id));
+        match listed.next_cursor {
+            Some(c) => page = PageRequest::after(2, c),
+            None => break,
+        }
+    }
+    // `same` and `soon` share a due time: the newer (`same`) first; then the requests
+    // with no due time, newest first.
+    assert_eq!(
+        order,
+        vec![late.id, same.id, soon.id, later.id, undated.id, plain.id]
+    );
+    assert!(
+        store
+            .list_approvals(
+                &by_due,
+                &PageRequest::after(2, crate::encode_id_cursor(late.id))
+            )
+            .await
+            .is_err(),
+        "a cursor of the other order is refused"
+    );
+
+    // Overdue: pending and past due, at the time asked.
+    assert_eq!(store.count_overdue_approvals(t0()).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count_overdue_approvals(t0() + secs(3600))
+            .await
+            .unwrap(),
+        3
+    );
+    let decided = decide_as(
+        &store,
+        late.id,
+        "bob",
+        DecisionKind::Approve,
+        &manager("bob"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.count_overdue_approvals(t0()).await.unwrap(), 0);
+
+    // Ended and purged: the service level goes with its request.
+    let e = decided.execution;
+    let mut end = commit(
+        &e,
+        "api",
+        e.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    end.now = t0();
+    store.commit_step(end).await.unwrap();
+    store
+        .purge_ended(
+            &crate::Purge {
+                default_before: Some(t0() + secs(1)),
+                per_workflow: Vec::new(),
+                only: Some(vec![e.id]),
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(store.slas(&[late.id]).await.unwrap().is_empty());
+}
+
 /// The ids of the first ten requests `f` lists.
 async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
     store

@@ -6,7 +6,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalRequest, ApprovalStatus, DecisionKind, Permission, Timestamp,
+    ApprovalAssignment, ApprovalRequest, ApprovalSla, ApprovalStatus, DecisionKind, Permission,
+    Timestamp,
 };
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
@@ -138,13 +139,24 @@ pub async fn inbox(
         Ok(held) => held,
         Err(err) => return internal(Some(&user), err),
     };
+    let slas = match state.store.slas(&ids).await {
+        Ok(slas) => slas,
+        Err(err) => return internal(Some(&user), err),
+    };
     let holder = |id: Uuid| held.iter().find(|h| h.approval_id == id);
-    // Mine first, then nobody's, then someone else's; newest first within each.
+    let sla = |id: Uuid| slas.iter().find(|s| s.approval_id == id);
+    // Mine first, then nobody's, then someone else's. Within each, by due time (the
+    // most overdue first, none last), then the more urgent, then newest first.
     let me = user.principal.subject.as_str();
-    approvals.sort_by_key(|a| match holder(a.id) {
-        Some(h) if h.assignee == me => 0,
-        None => 1,
-        Some(_) => 2,
+    approvals.sort_by_key(|a| {
+        let group = match holder(a.id) {
+            Some(h) if h.assignee == me => 0,
+            None => 1,
+            Some(_) => 2,
+        };
+        let due = sla(a.id).and_then(|s| s.due_at);
+        let rank = sla(a.id).map_or(1, ApprovalSla::rank);
+        (group, due.is_none(), due, std::cmp::Reverse(rank))
     });
     // What each request is about: its entity, else its workflow and step.
     let mut titles = Vec::with_capacity(approvals.len());
@@ -180,6 +192,7 @@ pub async fn inbox(
                         div.what {
                             a.title href={"/approvals/" (a.id)} { (title) }
                             @if let Some(h) = holder(a.id) { " " (hold_badge(h, me)) }
+                            @if let Some(s) = sla(a.id) { (sla_badges(s, a.status, now)) }
                             @if let Some(reason) = &a.reason { p.reason { (reason) } }
                             (approval_data(&a.data))
                             dl.facts {
@@ -193,6 +206,7 @@ pub async fn inbox(
                                     }
                                 }
                                 dt { "Approvals" } dd.quorum { (a.approvals()) " of " (a.quorum()) }
+                                @if let Some(due) = sla(a.id).and_then(|s| s.due_at) { dt { "Due" } dd.due { (when(due, now)) } }
                             }
                         }
                         (decision_forms(&user, a))
@@ -242,6 +256,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         .await
         .unwrap_or_default()
         .pop();
+    let sla = state.store.slas(&[a.id]).await.unwrap_or_default().pop();
     let me = user.principal.subject.as_str();
     let pending = a.status == ApprovalStatus::Pending;
     let may_assign = pending && user.principal.may(Permission::AssignApprovals);
@@ -255,6 +270,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
             div.heading {
                 h1 { (entity(&a)) }
                 span class={"badge " (a.status.as_str())} { (a.status.as_str()) }
+                @if let Some(s) = &sla { (sla_badges(s, a.status, now)) }
             }
             @if a.status == ApprovalStatus::Superseded {
                 p.notice id="superseded" {
@@ -280,6 +296,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                         dt { "Decided" } dd id="decided" { @match a.decided_at.or(a.expires_at) { Some(at) => { (when(at, now)) } None => { "—" } } }
                     }
                     dt { "Approvals" } dd { (a.approvals()) " of " (a.quorum()) }
+                    @if let Some(due) = sla.as_ref().and_then(|s| s.due_at) { dt { "Due" } dd id="due" { (when(due, now)) } }
                     @if !rungs.is_empty() { dt { "Reminders" } dd id="ladder" { (ladder_summary(&rungs, now)) } }
                     dt { "On it" }
                     dd id="holder" {
@@ -444,6 +461,15 @@ pub async fn comment(
             err.cause()
                 .map_or_else(|| err.envelope().error.message, str::to_owned),
         ),
+    }
+}
+
+/// "urgent", "overdue": the badges of a request's service level (none for a `normal`
+/// request that is on time).
+fn sla_badges(s: &ApprovalSla, status: ApprovalStatus, now: Timestamp) -> Markup {
+    html! {
+        @if s.priority != "normal" { " " span class={"badge priority-" (s.priority)} { (s.priority) } }
+        @if s.is_overdue(status, now) { " " span.badge.overdue { "overdue" } }
     }
 }
 

@@ -262,7 +262,8 @@ pub async fn waiting(req: HttpRequest, state: web::Data<AppState>) -> Page {
             _ => break,
         }
     }
-    let mut by_role: BTreeMap<String, usize> = BTreeMap::new();
+    // Pending requests per role, and how many of them are past their due time.
+    let mut by_role: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut request = PageRequest::first(500);
     let pending = ApprovalFilter {
         status: Some(ApprovalStatus::Pending),
@@ -274,9 +275,19 @@ pub async fn waiting(req: HttpRequest, state: web::Data<AppState>) -> Page {
             Ok(p) => p,
             Err(err) => return internal(Some(&user), err),
         };
+        let ids: Vec<_> = page_of.items.iter().map(|a| a.id).collect();
+        let slas = match state.store.slas(&ids).await {
+            Ok(slas) => slas,
+            Err(err) => return internal(Some(&user), err),
+        };
         for a in &page_of.items {
+            let overdue = slas
+                .iter()
+                .any(|s| s.approval_id == a.id && s.is_overdue(a.status, now));
             for role in &a.approver_roles {
-                *by_role.entry(role.clone()).or_default() += 1;
+                let counts = by_role.entry(role.clone()).or_default();
+                counts.0 += 1;
+                counts.1 += usize::from(overdue);
             }
         }
         counted += page_of.items.len();
@@ -312,8 +323,9 @@ pub async fn waiting(req: HttpRequest, state: web::Data<AppState>) -> Page {
             section.card {
                 h2 { "Pending approvals by role" }
                 ul.counts {
-                    @for (role, n) in &by_role {
-                        li { a href={"/executions?approver_role=" (urlencode(role)) "&paused_reason=approval"} { (role) } " " strong { (n) } }
+                    @for (role, (n, overdue)) in &by_role {
+                        li { a href={"/executions?approver_role=" (urlencode(role)) "&paused_reason=approval"} { (role) } " " strong { (n) }
+                            @if *overdue > 0 { " " span.badge.overdue { (overdue) " overdue" } } }
                     }
                 }
                 @if by_role.is_empty() { p.muted { "No pending approvals." } }
