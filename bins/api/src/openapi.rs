@@ -7,7 +7,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error;
-use crate::routes::{approvals, events, executions, keys, meta, records, schedules, workflows};
+use crate::routes::{
+    approvals, delegations, events, executions, keys, meta, records, schedules, workflows,
+};
 
 /// Tollgate's REST API (docs/api.md).
 #[derive(OpenApi)]
@@ -25,6 +27,7 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         approvals::list, approvals::get, approvals::approve, approvals::reject, approvals::links, approvals::decide_bulk,
         approvals::comments, approvals::comment, approvals::ladder,
         approvals::claim, approvals::unclaim, approvals::assign,
+        delegations::create, delegations::list, delegations::revoke,
         records::get_record, records::notifications,
         schedules::list_for_workflow, schedules::create, schedules::list, schedules::get,
         schedules::replace, schedules::delete, schedules::next, schedules::ticks,
@@ -38,7 +41,8 @@ use crate::routes::{approvals, events, executions, keys, meta, records, schedule
         dto::NotificationDto, dto::NotificationList, dto::ApiKeyDto, dto::ApiKeyList,
         dto::CreatedApiKeyDto, dto::WhoAmIDto, dto::NewApiKey, dto::NewEventDto, dto::DirectEventDto,
         dto::ExecuteDto, dto::ReasonDto, dto::ResumeDto, dto::DecisionBody, dto::NewLinksDto, dto::BulkDecisionDto, dto::BulkFilterDto, dto::BulkDecidedDto, dto::BulkItemDto,
-        dto::CommentDto, dto::CommentList, dto::NewCommentDto, dto::AssignmentDto, dto::AssignDto, dto::ApprovalRungDto, dto::ApprovalRungList,
+        dto::CommentDto, dto::CommentList, dto::NewCommentDto, dto::AssignmentDto, dto::AssignDto,
+        dto::NewDelegationDto, dto::DelegationDto, dto::DelegationList, dto::ApprovalRungDto, dto::ApprovalRungList,
         dto::LinkRecipientDto, dto::DecisionLinkDto, dto::DecisionLinksDto, dto::ValidationDto,
         dto::HealthDto, dto::WorkerDto, dto::RetryDto, dto::BulkRetryDto, dto::RetryItemDto,
         dto::RetryReportDto, dto::MigrateDto, dto::BulkMigrateDto, dto::MigrationItemDto,

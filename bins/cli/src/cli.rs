@@ -478,6 +478,9 @@ pub enum ApprovalCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
+        /// Decide as this subject's delegate (a delegation from them must cover it).
+        #[arg(long, value_name = "SUBJECT")]
+        on_behalf_of: Option<String>,
         /// Data merged into the execution's context.
         #[command(flatten)]
         data: DataArgs,
@@ -490,6 +493,9 @@ pub enum ApprovalCommand {
         /// Why.
         #[arg(long, required = true)]
         reason: String,
+        /// Decide as this subject's delegate (a delegation from them must cover it).
+        #[arg(long, value_name = "SUBJECT")]
+        on_behalf_of: Option<String>,
         /// Data merged into the execution's context.
         #[command(flatten)]
         data: DataArgs,

@@ -1105,10 +1105,16 @@ impl Ctx {
                     }
                 })
             }
-            ApprovalCommand::Approve { id, reason, data } => {
+            ApprovalCommand::Approve {
+                id,
+                reason,
+                on_behalf_of,
+                data,
+            } => {
                 let body = DecisionBody {
                     reason,
                     data: data_object(&data)?,
+                    on_behalf_of,
                 };
                 let d = self
                     .client
@@ -1116,10 +1122,16 @@ impl Ctx {
                     .await?;
                 self.decided(&d)
             }
-            ApprovalCommand::Reject { id, reason, data } => {
+            ApprovalCommand::Reject {
+                id,
+                reason,
+                on_behalf_of,
+                data,
+            } => {
                 let body = DecisionBody {
                     reason: Some(reason),
                     data: data_object(&data)?,
+                    on_behalf_of,
                 };
                 let d = self
                     .client

@@ -46,12 +46,12 @@ pub use tollgate_model::wire;
 use wire::{
     ApiKeyDto, ApprovalDto, ApprovalQuery, ApprovalRungDto, AssignDto, BulkDecidedDto,
     BulkDecisionDto, BulkMigrateDto, BulkRetryDto, CommentDto, CreatedApiKeyDto, DecidedDto,
-    DecisionBody, DecisionLinksDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto, EventDto,
-    ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
-    MigrationReportDto, NewApiKey, NewCommentDto, NewEventDto, NewLinksDto, NextFiresDto,
-    NotificationDto, NotificationQuery, QuarantinedDto, ReasonDto, RecordDto, ResumeDto,
-    ResumeRequestDto, RetryDto, RetryReportDto, ScheduleBody, ScheduleDto, ScheduleQuery, TickDto,
-    TraceDto, ValidationDto, WhoAmIDto, WorkflowDto, WorkflowQuery,
+    DecisionBody, DecisionLinksDto, DelegationDto, DirectEventDto, ErrorEnvelope, EventAcceptedDto,
+    EventDto, ExecuteDto, ExecutionDto, ExecutionQuery, HealthDto, MigrateDto, MigrationItemDto,
+    MigrationReportDto, NewApiKey, NewCommentDto, NewDelegationDto, NewEventDto, NewLinksDto,
+    NextFiresDto, NotificationDto, NotificationQuery, QuarantinedDto, ReasonDto, RecordDto,
+    ResumeDto, ResumeRequestDto, RetryDto, RetryReportDto, ScheduleBody, ScheduleDto,
+    ScheduleQuery, TickDto, TraceDto, ValidationDto, WhoAmIDto, WorkflowDto, WorkflowQuery,
 };
 
 /// The result of a call.
@@ -972,6 +972,32 @@ impl Client {
             Call::post(format!("/api/v1/approvals/{id}/assign"))
                 .body(&AssignDto { to: to.into() })?,
         )
+        .await
+    }
+
+    /// `POST /api/v1/delegations`: lets another subject decide the caller's (or, for an
+    /// operator, `from`'s) approval requests for a period.
+    pub async fn delegate(&self, body: &NewDelegationDto) -> Result<DelegationDto> {
+        self.json(Call::post("/api/v1/delegations").body(body)?)
+            .await
+    }
+
+    /// `GET /api/v1/delegations`: those from or to the caller (everyone's with `all`).
+    pub async fn delegations(&self, all: bool, page: &PageRequest) -> Result<Page<DelegationDto>> {
+        let path = if all {
+            "/api/v1/delegations?all=true"
+        } else {
+            "/api/v1/delegations"
+        };
+        self.json(Call::get(path).page(page)).await
+    }
+
+    /// `DELETE /api/v1/delegations/{id}`: revokes it at once.
+    pub async fn revoke_delegation(&self, id: Uuid) -> Result<DelegationDto> {
+        self.json(Call::new(
+            Method::DELETE,
+            format!("/api/v1/delegations/{id}"),
+        ))
         .await
     }
 

@@ -90,6 +90,7 @@ async fn approval_cycle(store: &Arc<dyn Store>, engine: &Engine, cycle: &Workflo
         data: json!({}),
         decided_at: now,
         channel: None,
+        delegate: None,
     };
     let decided = store
         .decide(approval_id, decision, &manager, &engine.claim(), now, None)

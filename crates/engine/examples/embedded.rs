@@ -91,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         data: json!({}),
         decided_at: now,
         channel: None,
+        delegate: None,
     };
     let decided = store
         .decide(approval_id, decision, &manager, &engine.claim(), now, None)

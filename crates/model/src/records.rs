@@ -465,6 +465,75 @@ pub struct Decision {
     /// decisions stored before channels were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The delegate who decided in `decided_by`'s place, under a delegation from
+    /// `decided_by` ("by tom on behalf of maria"): the decision counts as
+    /// `decided_by`'s. Absent for a decision made by `decided_by` themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<String>,
+}
+
+impl Decision {
+    /// The people behind the decision: who it counts for, and the delegate who made it.
+    pub fn people(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.decided_by.as_str()).chain(self.delegate.as_deref())
+    }
+}
+
+/// Subject X lets subject Y decide X's approval requests for a period, all of them or
+/// those of one workflow or one role (docs/approvals.md, "Delegation"). Y's decisions
+/// count as X's; a delegation does not pass on (Y cannot delegate X's requests on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// Id.
+    pub id: Uuid,
+    /// Whose requests: X.
+    pub delegator: String,
+    /// X's roles when the delegation was made: Y decides with these, as X.
+    pub delegator_roles: Vec<String>,
+    /// Who may decide them: Y.
+    pub delegate: String,
+    /// Only requests of executions of this workflow (its `workflow_id`).
+    pub workflow_key: Option<String>,
+    /// Only requests addressed to this role.
+    pub role: Option<String>,
+    /// From when.
+    pub starts_at: Timestamp,
+    /// Until when (exclusive).
+    pub ends_at: Timestamp,
+    /// Why (shown with the delegate's decisions' context).
+    pub reason: Option<String>,
+    /// Who made it: X, or an operator.
+    pub created_by: String,
+    /// When.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Delegation {
+    /// Whether it lets its delegate decide at `now` a request addressed to roles
+    /// `roles` of an execution of workflow `workflow_key`.
+    pub fn covers(&self, workflow_key: &str, request: &ApprovalRequest, now: Timestamp) -> bool {
+        self.revoked_at.is_none()
+            && self.starts_at <= now
+            && now < self.ends_at
+            && self
+                .workflow_key
+                .as_deref()
+                .is_none_or(|w| w == workflow_key)
+            && self
+                .role
+                .as_ref()
+                .is_none_or(|r| request.approver_roles.contains(r))
+    }
+
+    /// The delegator as a decider: their subject with the roles they had.
+    pub fn delegator_principal(&self) -> Principal {
+        Principal {
+            subject: self.delegator.clone(),
+            roles: self.delegator_roles.clone(),
+        }
+    }
 }
 
 /// An approval request's service level: how urgent it is and when it should be decided
@@ -590,6 +659,8 @@ pub enum Permission {
     MakeLinks,
     /// Assign approval requests to an approver, and release anyone's claim.
     AssignApprovals,
+    /// Make, list and revoke delegations for other subjects.
+    ManageDelegations,
 }
 
 impl Permission {
@@ -616,6 +687,9 @@ impl Permission {
             Self::MakeLinks => "make decision links (roles: operator, admin)",
             Self::AssignApprovals => {
                 "assign approval requests or release another's claim (roles: operator, admin)"
+            }
+            Self::ManageDelegations => {
+                "manage other subjects' delegations (roles: operator, admin)"
             }
         }
     }
@@ -785,12 +859,14 @@ impl ApprovalRequest {
                 by,
             });
         }
-        if self
-            .decisions
-            .iter()
-            .any(|d| d.decided_by == decision.decided_by)
+        // One vote per person: whoever a decision counts for and whoever made it (a
+        // delegate) may not appear in another, so a delegate cannot vote twice (as
+        // themselves and for someone else) and a delegator cannot re-vote.
+        if let Some(person) = decision
+            .people()
+            .find(|p| self.decisions.iter().any(|d| d.people().any(|q| q == *p)))
         {
-            return Err(DecisionRefusal::AlreadyDecided(decision.decided_by));
+            return Err(DecisionRefusal::AlreadyDecided(person.to_owned()));
         }
         let at = decision.decided_at;
         let kind = decision.decision;
@@ -1234,6 +1310,7 @@ mod tests {
             data: Value::Null,
             decided_at: Timestamp::default(),
             channel: None,
+            delegate: None,
         }
     }
 
@@ -1302,5 +1379,34 @@ mod tests {
         );
         r.allow_self_approval = true;
         assert!(r.authorize(&principal("shop", &["admin"])).is_ok());
+    }
+
+    #[test]
+    fn one_vote_per_person_whether_for_themselves_or_as_a_delegate() {
+        let by = |who: &str, delegate: Option<&str>| Decision {
+            delegate: delegate.map(str::to_owned),
+            ..decision(who, DecisionKind::Approve)
+        };
+        // tom votes for maria; then neither tom nor maria may vote again.
+        let mut r = request(3);
+        assert_eq!(
+            r.apply(by("maria", Some("tom"))),
+            Ok(ApprovalStatus::Pending)
+        );
+        assert_eq!(
+            r.apply(by("tom", None)),
+            Err(DecisionRefusal::AlreadyDecided("tom".into()))
+        );
+        assert_eq!(
+            r.apply(by("maria", None)),
+            Err(DecisionRefusal::AlreadyDecided("maria".into()))
+        );
+        // Nor may tom vote for someone else too.
+        assert_eq!(
+            r.apply(by("ann", Some("tom"))),
+            Err(DecisionRefusal::AlreadyDecided("tom".into()))
+        );
+        assert_eq!(r.apply(by("ann", None)), Ok(ApprovalStatus::Pending));
+        assert_eq!(r.decisions.len(), 2);
     }
 }

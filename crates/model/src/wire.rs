@@ -14,8 +14,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::records::{
-    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalSla, Decision, Event,
-    Execution, Notification, Record, ResumeRequest, StepRecord, Workflow,
+    ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalSla, Decision,
+    Delegation, Event, Execution, Notification, Record, ResumeRequest, StepRecord, Workflow,
 };
 use crate::schedule::{CatchUp, Schedule};
 use crate::{ExecutionStatus, PauseReason};
@@ -358,6 +358,9 @@ pub struct DecisionDto {
     /// with the decider's own key (API, console, CLI, MCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The delegate who decided in `decided_by`'s place ("by tom on behalf of maria").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<String>,
 }
 
 impl From<&Decision> for DecisionDto {
@@ -372,6 +375,7 @@ impl From<&Decision> for DecisionDto {
             data: d.data.clone(),
             decided_at: d.decided_at,
             channel: d.channel.clone(),
+            delegate: d.delegate.clone(),
         }
     }
 }
@@ -479,6 +483,102 @@ impl From<&ApprovalAssignment> for AssignmentDto {
             since: a.assigned_at,
         }
     }
+}
+
+/// `POST /delegations`: let another subject decide your approval requests for a
+/// period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewDelegationDto {
+    /// The delegate: who may decide (a subject, an API key's name).
+    pub to: String,
+    /// Whose requests: the caller when absent. Naming someone else takes an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only requests of executions of this workflow (its `workflow_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Only requests addressed to this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// From when (default: now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Until when (exclusive); at most 366 days after the start.
+    pub ends_at: DateTime<Utc>,
+    /// Why (e.g. "on leave").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A delegation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelegationDto {
+    /// Id.
+    pub id: Uuid,
+    /// Whose requests.
+    pub from: String,
+    /// Their roles when it was made: the delegate decides with these, as them.
+    pub from_roles: Vec<String>,
+    /// Who may decide them.
+    pub to: String,
+    /// Only this workflow's requests.
+    pub workflow: Option<String>,
+    /// Only requests addressed to this role.
+    pub role: Option<String>,
+    /// From when.
+    pub starts_at: DateTime<Utc>,
+    /// Until when (exclusive).
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Delegation> for DelegationDto {
+    fn from(d: &Delegation) -> Self {
+        Self {
+            id: d.id,
+            from: d.delegator.clone(),
+            from_roles: d.delegator_roles.clone(),
+            to: d.delegate.clone(),
+            workflow: d.workflow_key.clone(),
+            role: d.role.clone(),
+            starts_at: d.starts_at,
+            ends_at: d.ends_at,
+            reason: d.reason.clone(),
+            created_by: d.created_by.clone(),
+            created_at: d.created_at,
+            revoked_at: d.revoked_at,
+        }
+    }
+}
+
+/// A page of delegations, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DelegationList {
+    /// The delegations.
+    pub items: Vec<DelegationDto>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /delegations`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct DelegationQuery {
+    /// Everyone's (operators and administrators); otherwise those from or to the caller.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 /// `POST /approvals/{id}/assign`.
@@ -1139,6 +1239,11 @@ pub struct DecisionBody {
     /// Data merged into the context.
     #[serde(default)]
     pub data: Value,
+    /// Decide as this subject's delegate: the caller must hold a delegation from them
+    /// that covers the request (`POST /delegations`). The decision counts as theirs and
+    /// is recorded with the caller as `delegate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 /// A comment on an approval request.
@@ -1314,6 +1419,7 @@ impl DecisionBody {
         Self {
             reason: Some(reason.into()),
             data: Value::Null,
+            on_behalf_of: None,
         }
     }
 }

@@ -150,6 +150,75 @@ impl ApprovalService {
         reason: Option<String>,
         data: Value,
     ) -> Result<Decided> {
+        self.record(approval_id, principal, None, channel, kind, reason, data)
+            .await
+    }
+
+    /// [`Self::decide`] by `delegate` in `delegator`'s place, under a delegation from
+    /// `delegator` to `delegate` that covers the request now (its workflow, role and
+    /// period). The decision is `delegator`'s, made with the roles the delegation
+    /// recorded, and says who made it. Neither may be the requester unless the step
+    /// allows self-approval. `Forbidden` without such a delegation; delegations do not
+    /// pass on, so only one made by `delegator` to `delegate` counts.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_on_behalf(
+        &self,
+        approval_id: Uuid,
+        delegate: &Principal,
+        delegator: &str,
+        channel: Option<&str>,
+        kind: DecisionKind,
+        reason: Option<String>,
+        data: Value,
+    ) -> Result<Decided> {
+        let store = self.engine.store();
+        let request = store.get_approval(approval_id).await?;
+        let execution = store.get_execution(request.execution_id).await?;
+        let now = self.engine.clock().now();
+        let delegation = store
+            .delegations_to(&delegate.subject, now)
+            .await?
+            .into_iter()
+            .find(|d| d.delegator == delegator && d.covers(&execution.workflow_key, &request, now))
+            .ok_or_else(|| {
+                Error::Forbidden(format!(
+                    "{} holds no delegation from {delegator} that covers this request now (workflow {}, step {})",
+                    delegate.subject, execution.workflow_key, request.step_id
+                ))
+            })?;
+        // The requester may not approve through someone else, nor for someone else.
+        if !request.allow_self_approval
+            && request.requested_by.as_deref() == Some(delegate.subject.as_str())
+        {
+            return Err(Error::Forbidden(
+                tollgate_model::records::DecisionRefusal::SelfApproval(delegate.subject.clone())
+                    .to_string(),
+            ));
+        }
+        self.record(
+            approval_id,
+            &delegation.delegator_principal(),
+            Some(&delegate.subject),
+            channel,
+            kind,
+            reason,
+            data,
+        )
+        .await
+    }
+
+    /// Records a decision by `principal` (made by `delegate` in their place, if given).
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        approval_id: Uuid,
+        principal: &Principal,
+        delegate: Option<&str>,
+        channel: Option<&str>,
+        kind: DecisionKind,
+        reason: Option<String>,
+        data: Value,
+    ) -> Result<Decided> {
         let store = self.engine.store();
         let audit_data =
             json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
@@ -166,6 +235,7 @@ impl ApprovalService {
             data,
             decided_at: now,
             channel: channel.map(str::to_owned),
+            delegate: delegate.map(str::to_owned),
         };
         // The store authorises the decider against the request as it stands in the
         // decision's own transaction: no separate read, and no window between the check

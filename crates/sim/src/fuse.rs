@@ -25,11 +25,11 @@ use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
     ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
-    Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore, ExecutionFilter,
-    ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page,
-    PageRequest, Purge, Purged, Quarantined, RecordStore, Result, ResumeRequestStore,
-    ScheduleFilter, ScheduleStore, SessionStore, Settle, Starting, StepCommit, Store, TickView,
-    WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
+    DelegationStore, Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore,
+    ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore,
+    Overdue, Page, PageRequest, Purge, Purged, Quarantined, RecordStore, Result,
+    ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Settle, Starting, StepCommit,
+    Store, TickView, WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -456,6 +456,13 @@ through_fuse!(SessionStore {
     fn create_session(&self, session: ConsoleSession, now: Timestamp) -> ();
     fn get_session(&self, id_hash: &str, now: Timestamp) -> Option<ConsoleSession>;
     fn delete_session(&self, id_hash: &str) -> ();
+});
+
+through_fuse!(DelegationStore {
+    fn create_delegation(&self, delegation: &tollgate_model::records::Delegation) -> ();
+    fn list_delegations(&self, subject: Option<&str>, page: &PageRequest) -> Page<tollgate_model::records::Delegation>;
+    fn revoke_delegation(&self, id: Uuid, now: Timestamp) -> tollgate_model::records::Delegation;
+    fn delegations_to(&self, delegate: &str, now: Timestamp) -> Vec<tollgate_model::records::Delegation>;
 });
 
 through_fuse!(WorkerStore {

@@ -53,9 +53,9 @@ pub use cursor::{
 };
 pub use memory::MemoryStore;
 pub use traits::{
-    ApiKeyStore, ApprovalStore, EventStore, ExecutionStore, Health, NotificationStore, RecordStore,
-    ResumeRequestStore, ScheduleStore, SessionStore, Store, WorkerStore, WorkflowStore,
-    WORKERS_FORGOTTEN_AFTER,
+    ApiKeyStore, ApprovalStore, DelegationStore, EventStore, ExecutionStore, Health,
+    NotificationStore, RecordStore, ResumeRequestStore, ScheduleStore, SessionStore, Store,
+    WorkerStore, WorkflowStore, WORKERS_FORGOTTEN_AFTER,
 };
 pub use types::{
     ApprovalFilter, AssignmentChange, ClaimedTick, Committed, Continuation, Decided, Delivery,

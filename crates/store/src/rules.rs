@@ -250,6 +250,29 @@ pub fn assign(
     }
 }
 
+/// Revokes `delegation` at `now`: `Conflict` if it was revoked already or has ended
+/// (there is nothing left to stop).
+pub fn revoke_delegation(
+    delegation: &mut tollgate_model::records::Delegation,
+    now: Timestamp,
+) -> Result<()> {
+    if delegation.revoked_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "delegation {} is already revoked",
+            delegation.id
+        )));
+    }
+    if delegation.ends_at <= now {
+        return Err(Error::Conflict(format!(
+            "delegation {} ended at {}",
+            delegation.id,
+            delegation.ends_at.to_rfc3339()
+        )));
+    }
+    delegation.revoked_at = Some(now);
+    Ok(())
+}
+
 /// The audit row's data for a decision that settled its request: what was decided, why,
 /// with which data, and the channel it came through when it has one.
 pub fn decision_audit(approval_id: uuid::Uuid, decision: &Decision) -> serde_json::Value {
@@ -257,6 +280,9 @@ pub fn decision_audit(approval_id: uuid::Uuid, decision: &Decision) -> serde_jso
         "reason": decision.reason, "data": decision.data});
     if let (Some(channel), Some(map)) = (&decision.channel, audit.as_object_mut()) {
         map.insert("channel".into(), channel.clone().into());
+    }
+    if let (Some(delegate), Some(map)) = (&decision.delegate, audit.as_object_mut()) {
+        map.insert("delegate".into(), delegate.clone().into());
     }
     audit
 }

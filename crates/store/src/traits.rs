@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tollgate_model::records::{
     ApiKey, ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla,
-    ConsoleSession, Decision, Event, Execution, Migration, Notification, Principal, Record,
-    ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
+    ConsoleSession, Decision, Delegation, Event, Execution, Migration, Notification, Principal,
+    Record, ResumeRequest, Retry, StepRecord, Timestamp, WorkerBeat, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
@@ -693,6 +693,29 @@ pub trait ScheduleStore: Send + Sync {
     async fn list_ticks(&self, schedule_id: Uuid, page: &PageRequest) -> Result<Page<TickView>>;
 }
 
+/// Delegations of approval requests from one subject to another for a period
+/// (docs/approvals.md, "Delegation").
+#[async_trait]
+pub trait DelegationStore: Send + Sync {
+    /// Stores a new delegation. `Conflict` if its id exists.
+    async fn create_delegation(&self, delegation: &Delegation) -> Result<()>;
+
+    /// Delegations from or to `subject` (all of them when `None`), newest first,
+    /// revoked and ended ones included. `Invalid` for a foreign cursor.
+    async fn list_delegations(
+        &self,
+        subject: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Delegation>>;
+
+    /// Revokes a delegation at `now`, so its delegate may no longer use it. `NotFound`
+    /// if absent; `Conflict` if it was already revoked or has ended.
+    async fn revoke_delegation(&self, id: Uuid, now: Timestamp) -> Result<Delegation>;
+
+    /// The delegations `delegate` may use at `now`: started, not ended, not revoked.
+    async fn delegations_to(&self, delegate: &str, now: Timestamp) -> Result<Vec<Delegation>>;
+}
+
 /// Web-console sessions, shared by every API process of a database.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -748,6 +771,7 @@ pub trait Store:
     + ApiKeyStore
     + ScheduleStore
     + SessionStore
+    + DelegationStore
     + WorkerStore
     + Health
 {
@@ -764,6 +788,7 @@ impl<T> Store for T where
         + ApiKeyStore
         + ScheduleStore
         + SessionStore
+        + DelegationStore
         + WorkerStore
         + Health
 {

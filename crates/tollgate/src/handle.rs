@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_engine::{Clock, ContextProvider, Engine, EngineOptions, Notifier, Secrets};
 use tollgate_model::builder::WorkflowBuilder;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalRequest, DecisionKind, Event, Execution, Principal, Record,
-    ResumeRequest, StepRecord, Workflow,
+    ApprovalAssignment, ApprovalRequest, DecisionKind, Delegation, Event, Execution, Principal,
+    Record, ResumeRequest, StepRecord, Workflow,
 };
 use tollgate_model::schedule::{CatchUp, CronSchedule, Schedule};
 use tollgate_model::WorkflowDefinition;
@@ -600,6 +600,49 @@ impl Tollgate {
             approval: decided.approval,
             execution: decided.progress.execution,
         })
+    }
+
+    /// Decides as `delegator`'s delegate (`delegate` holds a delegation from them that
+    /// covers the request now): the decision counts as `delegator`'s and records who
+    /// made it. Delegations are made with [`Self::delegate`].
+    pub async fn decide_on_behalf(
+        &self,
+        approval_id: Uuid,
+        delegate: &Principal,
+        delegator: &str,
+        decision: DecisionKind,
+        reason: Option<&str>,
+        data: Value,
+    ) -> Result<Decided> {
+        let decided = self
+            .inner
+            .approvals
+            .decide_on_behalf(
+                approval_id,
+                delegate,
+                delegator,
+                None,
+                decision,
+                reason.map(str::to_owned),
+                data,
+            )
+            .await?;
+        Ok(Decided {
+            approval: decided.approval,
+            execution: decided.progress.execution,
+        })
+    }
+
+    /// Stores a delegation (who may decide whose requests, for which workflow or role,
+    /// and when). Your service checks who may make it, as the API lets a subject
+    /// delegate only their own requests unless they are an operator.
+    pub async fn delegate(&self, delegation: &Delegation) -> Result<()> {
+        Ok(self
+            .inner
+            .engine
+            .store()
+            .create_delegation(delegation)
+            .await?)
     }
 
     /// Approves as `principal` (one vote towards the quorum).

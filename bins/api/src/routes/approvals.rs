@@ -122,10 +122,25 @@ async fn decide(
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(id, "approval")?;
     let data = super::object_or_empty("data", body.data)?;
-    let decided = state
-        .approvals
-        .decide(id, &caller.0, kind, body.reason, data)
-        .await?;
+    let decided = match body.on_behalf_of.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(ApiError::bad_request(
+                "`on_behalf_of` must name a subject (or be left out)",
+            ))
+        }
+        Some(delegator) => {
+            state
+                .approvals
+                .decide_on_behalf(id, &caller.0, delegator, None, kind, body.reason, data)
+                .await?
+        }
+        None => {
+            state
+                .approvals
+                .decide(id, &caller.0, kind, body.reason, data)
+                .await?
+        }
+    };
     let execution = settle(state, decided.progress, wait).await?;
     Ok(HttpResponse::Ok().json(DecidedDto {
         approval: approval_dto(state, &decided.approval).await?,

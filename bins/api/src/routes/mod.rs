@@ -21,6 +21,7 @@ use crate::state::AppState;
 use crate::telemetry::RouteTemplate;
 
 pub mod approvals;
+pub mod delegations;
 pub mod events;
 pub mod executions;
 pub mod keys;
@@ -195,6 +196,13 @@ pub fn table() -> Vec<(Method, &'static str, actix_web::Route)> {
             Method::POST,
             "/api/v1/approvals/{id}/claim",
             approvals::claim,
+        ),
+        at(Method::POST, "/api/v1/delegations", delegations::create),
+        at(Method::GET, "/api/v1/delegations", delegations::list),
+        at(
+            Method::DELETE,
+            "/api/v1/delegations/{id}",
+            delegations::revoke,
         ),
         at(
             Method::POST,

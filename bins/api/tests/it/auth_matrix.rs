@@ -178,6 +178,17 @@ async fn every_route_for_every_kind_of_caller() {
                 format!("/api/v1/approvals/{}/comments", approvals[0]),
                 Some(json!({"body": "a question"})),
             ),
+            // Anyone may delegate their own requests, list their delegations, and revoke
+            // their own (an unknown id is a 404 for everyone).
+            ("POST", "/api/v1/delegations") => (
+                Needs::AnyKey,
+                path.into(),
+                Some(
+                    json!({"to": "stand-in", "ends_at": "2999-01-01T00:00:00Z", "starts_at": "2998-06-01T00:00:00Z"}),
+                ),
+            ),
+            ("GET", "/api/v1/delegations") => (Needs::AnyKey, path.into(), None),
+            ("DELETE", "/api/v1/delegations/{id}") => (Needs::AnyKey, with_id(path), None),
             ("POST", "/api/v1/approvals/{id}/claim") => (
                 Needs::Decide,
                 format!("/api/v1/approvals/{}/claim", approvals[0]),

@@ -18,6 +18,7 @@ mod auth_matrix;
 mod bulk;
 mod comments;
 mod console;
+mod delegations;
 mod links;
 mod notify;
 mod openapi;

@@ -412,6 +412,7 @@ async fn a_decision_claimed_by_a_dead_worker_is_resolved_elsewhere() {
                 data: json!({}),
                 decided_at: now,
                 channel: None,
+                delegate: None,
             },
             &tollgate_model::records::Principal {
                 subject: "fin".into(),

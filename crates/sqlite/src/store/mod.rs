@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod commits;
 mod decisions;
+mod delegations;
 mod events;
 mod executions;
 mod health;

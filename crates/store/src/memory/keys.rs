@@ -1,11 +1,11 @@
-//! [`ApiKeyStore`], [`SessionStore`] and [`Health`] in memory.
+//! [`ApiKeyStore`], [`SessionStore`], [`DelegationStore`] and [`Health`] in memory.
 
 use async_trait::async_trait;
-use tollgate_model::records::{ApiKey, ConsoleSession, Timestamp};
+use tollgate_model::records::{ApiKey, ConsoleSession, Delegation, Timestamp};
 use uuid::Uuid;
 
 use super::{encode_id, id_cursor, paginate, MemoryStore};
-use crate::traits::{ApiKeyStore, Health, SessionStore};
+use crate::traits::{ApiKeyStore, DelegationStore, Health, SessionStore};
 use crate::types::{Page, PageRequest};
 use crate::{Error, Result};
 
@@ -79,5 +79,61 @@ impl SessionStore for MemoryStore {
 impl Health for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl DelegationStore for MemoryStore {
+    async fn create_delegation(&self, delegation: &Delegation) -> Result<()> {
+        let mut state = self.lock();
+        if state.delegations.contains_key(&delegation.id) {
+            return Err(Error::Conflict(format!(
+                "delegation {} exists",
+                delegation.id
+            )));
+        }
+        state.delegations.insert(delegation.id, delegation.clone());
+        Ok(())
+    }
+
+    async fn list_delegations(
+        &self,
+        subject: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Delegation>> {
+        let after = id_cursor(page)?;
+        let state = self.lock();
+        let items = state
+            .delegations
+            .values()
+            .filter(|d| subject.is_none_or(|s| d.delegator == s || d.delegate == s))
+            .map(|d| (d.id, d.clone()))
+            .collect();
+        Ok(paginate(items, true, after, page.limit, encode_id))
+    }
+
+    async fn revoke_delegation(&self, id: Uuid, now: Timestamp) -> Result<Delegation> {
+        let mut state = self.lock();
+        let d = state
+            .delegations
+            .get_mut(&id)
+            .ok_or_else(|| Error::not_found("delegation", id))?;
+        crate::rules::revoke_delegation(d, now)?;
+        Ok(d.clone())
+    }
+
+    async fn delegations_to(&self, delegate: &str, now: Timestamp) -> Result<Vec<Delegation>> {
+        let state = self.lock();
+        Ok(state
+            .delegations
+            .values()
+            .filter(|d| {
+                d.delegate == delegate
+                    && d.revoked_at.is_none()
+                    && d.starts_at <= now
+                    && now < d.ends_at
+            })
+            .cloned()
+            .collect())
     }
 }

@@ -53,6 +53,8 @@ struct State {
     comments: HashMap<Uuid, Vec<tollgate_model::records::ApprovalComment>>,
     /// Each request's service level, when it has one.
     slas: HashMap<Uuid, tollgate_model::records::ApprovalSla>,
+    /// Delegations by id.
+    delegations: BTreeMap<Uuid, tollgate_model::records::Delegation>,
     /// Who holds each request that someone holds.
     assignments: HashMap<Uuid, tollgate_model::records::ApprovalAssignment>,
     events: BTreeMap<Uuid, Event>,

@@ -287,6 +287,7 @@ pub fn decision(who: &str, kind: DecisionKind) -> Decision {
         data: json!({"note": who}),
         decided_at: t0(),
         channel: None,
+        delegate: None,
     }
 }
 

@@ -7,7 +7,7 @@ use tollgate_model::records::{ApiKey, Timestamp};
 use uuid::Uuid;
 
 use super::fixtures::{secs, t0};
-use crate::{PageRequest, Store};
+use crate::{Error, PageRequest, Store};
 
 pub async fn api_keys_are_unique_findable_and_revocable(store: Arc<dyn Store>) {
     let key = ApiKey {
@@ -159,4 +159,117 @@ pub async fn worker_heartbeats_are_kept_per_worker(store: Arc<dyn Store>) {
         vec!["w2"]
     );
     assert_eq!(all[0].started_at, t0() + secs(30));
+}
+
+/// Delegations: listed from and to a subject, newest first; usable between their
+/// start and end until revoked; revoked once.
+pub async fn delegations_are_listed_used_in_their_period_and_revoked_once(store: Arc<dyn Store>) {
+    use tollgate_model::records::Delegation;
+    let make = |from: &str, to: &str, start: i64, end: i64| Delegation {
+        id: uuid::Uuid::now_v7(),
+        delegator: from.into(),
+        delegator_roles: vec!["sales_manager".into()],
+        delegate: to.into(),
+        workflow_key: Some("orders".into()),
+        role: None,
+        starts_at: t0() + secs(start),
+        ends_at: t0() + secs(end),
+        reason: Some("on leave".into()),
+        created_by: from.into(),
+        created_at: t0(),
+        revoked_at: None,
+    };
+    let maria_to_tom = make("maria", "tom", 0, 3600);
+    let ann_to_tom = make("ann", "tom", 600, 1200);
+    let tom_to_zoe = make("tom", "zoe", 0, 3600);
+    for d in [&maria_to_tom, &ann_to_tom, &tom_to_zoe] {
+        store.create_delegation(d).await.unwrap();
+    }
+    assert!(matches!(
+        store.create_delegation(&maria_to_tom).await,
+        Err(Error::Conflict(_))
+    ));
+
+    // From or to tom, newest first, a page at a time; everyone's for `None`.
+    let first = store
+        .list_delegations(Some("tom"), &PageRequest::first(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [tom_to_zoe.id, ann_to_tom.id]
+    );
+    assert_eq!(first.items[1], ann_to_tom, "stored as given");
+    let rest = store
+        .list_delegations(
+            Some("tom"),
+            &PageRequest::after(2, first.next_cursor.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items, vec![maria_to_tom.clone()]);
+    assert_eq!(
+        store
+            .list_delegations(Some("maria"), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .list_delegations(None, &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+
+    // Usable by their delegate within their period only.
+    let ids = |ds: Vec<Delegation>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.delegations_to("tom", t0()).await.unwrap()),
+        [maria_to_tom.id]
+    );
+    let mut both = ids(store.delegations_to("tom", t0() + secs(600)).await.unwrap());
+    both.sort();
+    let mut expected = vec![maria_to_tom.id, ann_to_tom.id];
+    expected.sort();
+    assert_eq!(both, expected);
+    assert!(store
+        .delegations_to("tom", t0() + secs(3600))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Revoked once; then no longer usable. An ended one cannot be revoked.
+    let revoked = store
+        .revoke_delegation(maria_to_tom.id, t0() + secs(10))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(t0() + secs(10)));
+    assert!(matches!(
+        store
+            .revoke_delegation(maria_to_tom.id, t0() + secs(11))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(store
+        .delegations_to("tom", t0() + secs(20))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store
+            .revoke_delegation(ann_to_tom.id, t0() + secs(1200))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(store
+        .revoke_delegation(uuid::Uuid::now_v7(), t0())
+        .await
+        .unwrap_err()
+        .is_not_found());
 }

@@ -100,6 +100,7 @@ macro_rules! contract_tests {
             ladder_rungs_fire_once_add_approvers_and_skip_decided_requests,
             approval_lists_filter_by_workflow_step_and_age,
             api_keys_are_unique_findable_and_revocable,
+            delegations_are_listed_used_in_their_period_and_revoked_once,
             finishing_closes_open_approvals,
             resume_request_audit_is_kept_in_order,
             foreign_cursors_are_refused,

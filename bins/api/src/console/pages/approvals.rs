@@ -88,21 +88,58 @@ pub(super) fn entity(a: &ApprovalRequest) -> String {
     }
 }
 
-pub(super) fn decision_forms(user: &User, a: &ApprovalRequest) -> Markup {
+pub(super) fn decision_forms(user: &User, a: &ApprovalRequest, for_whom: Option<&str>) -> Markup {
     html! {
         div.decide {
             form method="post" action={"/approvals/" (a.id) "/approve"} {
                 (csrf_field(user))
+                @if let Some(x) = for_whom { input type="hidden" name="on_behalf_of" value=(x); }
                 input type="text" name="reason" placeholder="Reason (optional)" aria-label="Reason for approving";
-                button.approve type="submit" { "Approve" }
+                button.approve type="submit" { "Approve" @if let Some(x) = for_whom { " for " (x) } }
             }
             form method="post" action={"/approvals/" (a.id) "/reject"} {
                 (csrf_field(user))
+                @if let Some(x) = for_whom { input type="hidden" name="on_behalf_of" value=(x); }
                 input type="text" name="reason" required placeholder="Reason (required)" aria-label="Reason for rejecting";
-                button.reject type="submit" { "Reject" }
+                button.reject type="submit" { "Reject" @if let Some(x) = for_whom { " for " (x) } }
             }
         }
     }
+}
+
+/// The pending requests `user` may decide as a delegate now: for each delegation to
+/// them, its delegator's requests that it covers and that `user` has not voted on, with
+/// the delegator's name. Requests `user` may decide themselves are left to that.
+async fn delegated(
+    state: &AppState,
+    user: &User,
+    own: &[ApprovalRequest],
+    now: Timestamp,
+) -> Result<Vec<(ApprovalRequest, String)>, tollgate_store::Error> {
+    let me = user.principal.subject.as_str();
+    let mut found: Vec<(ApprovalRequest, String)> = Vec::new();
+    for d in state.store.delegations_to(me, now).await? {
+        let filter = ApprovalFilter {
+            status: Some(ApprovalStatus::Pending),
+            decidable_by: Some(d.delegator_principal()),
+            workflow_key: d.workflow_key.clone(),
+            role: d.role.clone(),
+            ..ApprovalFilter::default()
+        };
+        let page = state
+            .store
+            .list_approvals(&filter, &PageRequest::first(200))
+            .await?;
+        for a in page.items {
+            let voted = a.decisions.iter().any(|x| x.people().any(|p| p == me));
+            let requested = !a.allow_self_approval && a.requested_by.as_deref() == Some(me);
+            let taken = own.iter().any(|o| o.id == a.id) || found.iter().any(|(f, _)| f.id == a.id);
+            if !voted && !requested && !taken {
+                found.push((a, d.delegator.clone()));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `GET /`: what the signed-in subject may decide now.
@@ -126,7 +163,7 @@ pub async fn inbox(
         decidable_by: Some(user.principal.clone()),
         ..ApprovalFilter::default()
     };
-    let mut approvals = match state
+    let own = match state
         .store
         .list_approvals(&filter, &PageRequest::first(200))
         .await
@@ -134,7 +171,17 @@ pub async fn inbox(
         Ok(page) => page.items,
         Err(err) => return internal(Some(&user), err),
     };
-    let ids: Vec<Uuid> = approvals.iter().map(|a| a.id).collect();
+    let for_others = match delegated(&state, &user, &own, now(&state)).await {
+        Ok(found) => found,
+        Err(err) => return internal(Some(&user), err),
+    };
+    // Each request with whom the signed-in subject decides it for (none: themselves).
+    let mut approvals: Vec<(ApprovalRequest, Option<String>)> = own
+        .into_iter()
+        .map(|a| (a, None))
+        .chain(for_others.into_iter().map(|(a, x)| (a, Some(x))))
+        .collect();
+    let ids: Vec<Uuid> = approvals.iter().map(|(a, _)| a.id).collect();
     let held = match state.store.assignments(&ids).await {
         Ok(held) => held,
         Err(err) => return internal(Some(&user), err),
@@ -148,7 +195,7 @@ pub async fn inbox(
     // Mine first, then nobody's, then someone else's. Within each, by due time (the
     // most overdue first, none last), then the more urgent, then newest first.
     let me = user.principal.subject.as_str();
-    approvals.sort_by_key(|a| {
+    approvals.sort_by_key(|(a, _)| {
         let group = match holder(a.id) {
             Some(h) if h.assignee == me => 0,
             None => 1,
@@ -160,7 +207,7 @@ pub async fn inbox(
     });
     // What each request is about: its entity, else its workflow and step.
     let mut titles = Vec::with_capacity(approvals.len());
-    for a in &approvals {
+    for (a, _) in &approvals {
         let title = if a.entity_type.is_some() || a.entity_id.is_some() {
             entity(a)
         } else {
@@ -187,10 +234,11 @@ pub async fn inbox(
                 section.card.empty { p { "Nothing waits for your decision." } }
             }
             ul.inbox data-refresh="30" {
-                @for (a, title) in approvals.iter().zip(&titles) {
+                @for ((a, for_whom), title) in approvals.iter().zip(&titles) {
                     li.card.approval {
                         div.what {
                             a.title href={"/approvals/" (a.id)} { (title) }
+                            @if let Some(x) = for_whom { " " span.badge.delegated { "for " (x) } }
                             @if let Some(h) = holder(a.id) { " " (hold_badge(h, me)) }
                             @if let Some(s) = sla(a.id) { (sla_badges(s, a.status, now)) }
                             @if let Some(reason) = &a.reason { p.reason { (reason) } }
@@ -209,7 +257,7 @@ pub async fn inbox(
                                 @if let Some(due) = sla(a.id).and_then(|s| s.due_at) { dt { "Due" } dd.due { (when(due, now)) } }
                             }
                         }
-                        (decision_forms(&user, a))
+                        (decision_forms(&user, a, for_whom.as_deref()))
                     }
                 }
             }
@@ -242,6 +290,18 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
         None => None,
     };
     let may_decide = a.status == ApprovalStatus::Pending && a.authorize(&user.principal).is_ok();
+    // Whom else the signed-in subject may decide it for, by delegation.
+    let for_whom = if a.status == ApprovalStatus::Pending && !may_decide {
+        match delegated(&state, &user, &[], now(&state)).await {
+            Ok(found) => found
+                .into_iter()
+                .find(|(d, _)| d.id == a.id)
+                .map(|(_, x)| x),
+            Err(err) => return internal(Some(&user), err),
+        }
+    } else {
+        None
+    };
     // The thread's first page (200 comments); a longer one is in the API.
     let comments = state
         .store
@@ -327,7 +387,11 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                         }
                     }
                 }
-                @if may_decide { (decision_forms(&user, &a)) }
+                @if may_decide { (decision_forms(&user, &a, None)) }
+                @if let Some(x) = &for_whom {
+                    p.muted { "You may decide this for " (x) ", who delegated it to you." }
+                    (decision_forms(&user, &a, Some(x)))
+                }
             }
             section.card {
                 h2 { "Decisions" }
@@ -336,6 +400,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                     @for d in &a.decisions {
                         li {
                             strong { (d.decided_by) } " "
+                            @if let Some(by) = &d.delegate { span.muted { "(by " (by) " on their behalf) " } }
                             span class={"badge " (if d.decision == DecisionKind::Approve { "approved" } else { "rejected" })} {
                                 (if d.decision == DecisionKind::Approve { "approved" } else { "rejected" })
                             }
@@ -408,11 +473,27 @@ pub(super) async fn decide(
             "Say why you reject this request.",
         );
     }
-    match state
-        .approvals
-        .decide(id, &user.principal, kind, reason, serde_json::json!({}))
-        .await
-    {
+    let for_whom = form.on_behalf_of.trim();
+    let decided = if for_whom.is_empty() {
+        state
+            .approvals
+            .decide(id, &user.principal, kind, reason, serde_json::json!({}))
+            .await
+    } else {
+        state
+            .approvals
+            .decide_on_behalf(
+                id,
+                &user.principal,
+                for_whom,
+                None,
+                kind,
+                reason,
+                serde_json::json!({}),
+            )
+            .await
+    };
+    match decided {
         Ok(decided) => see_other(&format!("/?decided={}", decided.approval.id)),
         Err(tollgate_resumer::Error::Forbidden(message)) => problem(
             StatusCode::FORBIDDEN,
@@ -650,6 +731,7 @@ mod tests {
                 data: serde_json::Value::Null,
                 decided_at: a.requested_at,
                 channel: None,
+                delegate: None,
             })
             .collect();
         a

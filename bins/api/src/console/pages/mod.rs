@@ -95,6 +95,9 @@ pub struct Form {
     /// Assign: whom to.
     #[serde(default)]
     to: String,
+    /// A decision as this subject's delegate.
+    #[serde(default)]
+    on_behalf_of: String,
     #[serde(default)]
     key: String,
     #[serde(default)]
