@@ -31,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sign-in", web::get().to(pages::sign_in_form))
         .route("/sign-in", web::post().to(pages::sign_in))
         .route("/sign-out", web::post().to(pages::sign_out))
+        .route("/approvals/bulk", web::get().to(pages::decide_many))
+        .route("/approvals/bulk", web::post().to(pages::decide_many_post))
         .route("/approvals/{id}", web::get().to(pages::approval))
         .route("/approvals/{id}/approve", web::post().to(pages::approve))
         .route("/approvals/{id}/reject", web::post().to(pages::reject))

@@ -399,7 +399,16 @@ pub async fn decide_bulk(
     caller: Caller,
     body: crate::routes::Json<BulkDecisionDto>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
+    Ok(HttpResponse::Ok().json(bulk_decide(&state, &caller.0, body.0).await?))
+}
+
+/// A bulk decision (or its dry run) by `principal`, as `POST /approvals/decide` makes
+/// it; the console's bulk form calls it too.
+pub async fn bulk_decide(
+    state: &AppState,
+    principal: &Principal,
+    body: BulkDecisionDto,
+) -> ApiResult<BulkDecidedDto> {
     let kind = match body.decision.as_str() {
         "approve" => DecisionKind::Approve,
         "reject" => DecisionKind::Reject,
@@ -490,7 +499,6 @@ pub async fn decide_bulk(
             (found, more)
         }
     };
-    let principal = &caller.0;
     let mut items = Vec::with_capacity(approvals.len());
     for found in approvals {
         let a = match found {
@@ -546,13 +554,13 @@ pub async fn decide_bulk(
     let decided = items.iter().filter(|i| i.error.is_none()).count();
     tracing::info!(decided_by = %principal.subject, dry_run = body.dry_run, decided,
         refused = items.len() - decided, "bulk decision");
-    Ok(HttpResponse::Ok().json(BulkDecidedDto {
+    Ok(BulkDecidedDto {
         dry_run: body.dry_run,
         decided,
         refused: items.len() - decided,
         more,
         items,
-    }))
+    })
 }
 
 /// A refused item, with the error a single decision would get.
@@ -590,7 +598,7 @@ fn would_decide(
     }
     if a.decisions
         .iter()
-        .any(|d| d.decided_by == principal.subject)
+        .any(|d| d.people().any(|p| p == principal.subject))
     {
         return Err(ApiError::conflict(format!(
             "{} already decided approval {}",

@@ -268,3 +268,106 @@ async fn bulk_decisions(app: TestApp) {
     let execution = a["execution_id"].as_str().unwrap().to_owned();
     assert_eq!(until_completed(&app, &execution).await["result"], "blocked");
 }
+
+/// The console's bulk flow: a filter's dry run lists each request's outcome and decides
+/// nothing; the confirmation then approves exactly the requests the preview accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_previews_then_approves_many_in_the_console() {
+    use fantoccini::Locator;
+
+    use crate::console::{browser, driver_or_skip, shot, sign_in, start_driver};
+    let Some(driver_path) = driver_or_skip() else {
+        return;
+    };
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let maria = app.key("maria", &["sales_manager"]).await;
+    let shop = app.key("shop", &["service"]).await;
+    app.workflow(crate::order_workflow("orders")).await;
+    let mut executions = Vec::new();
+    for i in 0..3 {
+        let (exec, _) = crate::start_at_approval(
+            &app,
+            &shop,
+            "order.created",
+            json!({"total": 25000 + i, "order_id": format!("o-{i}")}),
+        )
+        .await;
+        executions.push(exec);
+    }
+    let driver = start_driver(&driver_path).await;
+    let c = browser(&driver).await;
+    sign_in(&c, &app, &maria).await;
+    c.find(Locator::Id("decide-many"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("bulk-workflow"))
+        .await
+        .unwrap()
+        .send_keys("orders")
+        .await
+        .unwrap();
+    c.find(Locator::Id("bulk-reason"))
+        .await
+        .unwrap()
+        .send_keys("incident 4411 cleared")
+        .await
+        .unwrap();
+    c.find(Locator::Id("bulk-preview"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows = c
+        .wait()
+        .for_element(Locator::Css("#preview h2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shot(&c, "bulk-preview").await;
+    assert!(rows.contains("3 would be decided"), "{rows}");
+    // The dry run decided nothing.
+    let (_, pending) = app.get("/api/v1/approvals?status=pending", &maria).await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 3);
+    c.find(Locator::Id("bulk-confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let done = c
+        .wait()
+        .for_element(Locator::Css("#result h2"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shot(&c, "bulk-decided").await;
+    assert!(done.contains("3 decided, 0 refused"), "{done}");
+    c.close().await.unwrap();
+    for exec in &executions {
+        assert_eq!(
+            crate::until_completed(&app, exec).await["result"],
+            "allowed"
+        );
+    }
+    let (_, a) = app
+        .get(
+            &format!("/api/v1/approvals?execution_id={}", executions[0]),
+            &maria,
+        )
+        .await;
+    assert_eq!(
+        (
+            &a["items"][0]["decisions"][0]["channel"],
+            &a["items"][0]["decisions"][0]["reason"]
+        ),
+        (&json!("bulk"), &json!("incident 4411 cleared"))
+    );
+}

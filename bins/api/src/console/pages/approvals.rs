@@ -228,6 +228,7 @@ pub async fn inbox(
             div.heading {
                 h1 { "Inbox" }
                 span.count { (approvals.len()) " waiting for you" }
+                a.button href="/approvals/bulk" id="decide-many" { "Decide many…" }
             }
             @if let Some(notice) = &notice { p.notice role="status" { (notice) } }
             @if approvals.is_empty() {

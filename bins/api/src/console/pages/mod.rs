@@ -23,6 +23,7 @@ macro_rules! signed_in {
 
 mod approvals;
 mod bulk;
+mod decide_many;
 mod executions;
 mod link;
 mod sign_in;
@@ -30,6 +31,7 @@ mod workflows;
 
 pub(super) use approvals::{approval, approve, comment, hold, inbox, reject};
 pub(super) use bulk::bulk_command;
+pub(super) use decide_many::{decide_many, decide_many_post};
 pub(super) use executions::{command, execution, executions, waiting};
 pub(super) use link::{link_decide, link_form};
 pub(super) use sign_in::{sign_in, sign_in_form, sign_out};
@@ -98,6 +100,9 @@ pub struct Form {
     /// A decision as this subject's delegate.
     #[serde(default)]
     on_behalf_of: String,
+    /// Bulk decisions: `approve` or `reject`.
+    #[serde(default)]
+    decision: String,
     #[serde(default)]
     key: String,
     #[serde(default)]
