@@ -216,6 +216,22 @@ impl From<tollgate_resumer::Error> for ApiError {
             E::Forbidden(message) => Self::forbidden(message),
             E::Conflict(message) => Self::conflict(message),
             E::Invalid(message) => Self::bad_request(message),
+            err @ E::FormInvalid(_) => {
+                let message = err.to_string();
+                let E::FormInvalid(problems) = err else {
+                    return Self::bad_request(message);
+                };
+                Self::validation(
+                    message,
+                    problems
+                        .into_iter()
+                        .map(|p| Detail {
+                            path: p.path,
+                            message: p.message,
+                        })
+                        .collect(),
+                )
+            }
             E::Store(store) => store.into(),
             E::Engine(engine) => engine.into(),
         }

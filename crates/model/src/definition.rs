@@ -411,6 +411,19 @@ impl Step {
         }
     }
 
+    /// The approval this step asks for: an approval step's, or the approval branch of a
+    /// `first_of` step.
+    pub fn approval_spec(&self) -> Option<&ApprovalSpec> {
+        match &self.kind {
+            StepKind::Approval { approval, .. } => Some(approval),
+            StepKind::FirstOf { first_of } => first_of.iter().find_map(|b| match b {
+                Branch::Approval { approval, .. } => Some(approval.as_ref()),
+                _ => None,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether entering the step queues notifications, schedules an approval ladder or
     /// stores a service level (written with its commit, so its execution must be stored
     /// first).
@@ -631,6 +644,26 @@ pub struct ApprovalSpec {
     /// The request's service level (`priority`, `due`), when the step gives one.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub service: Option<Box<ServiceLevelSpec>>,
+    /// The decision form (`form`, `editable`, `merge_into`), when the step has one.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub decision_form: Option<Box<FormSpec>>,
+}
+
+/// What an approver fills in to approve (docs/approvals.md, "Decision forms").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FormSpec {
+    /// A JSON Schema (a subset: an object of string, number, integer and boolean fields,
+    /// with `enum`, `format` date or date-time, `required`, bounds and `pattern`) that
+    /// an approval's `data` must satisfy before it counts.
+    pub form: Value,
+    /// Fields of the form the approver may change that start from the request's `data`
+    /// value of the same name (e.g. the approved amount).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
+    /// Where an approved request's decision data is merged into the context (a path
+    /// such as `order`), besides `approvals.<step>.data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_into: Option<String>,
 }
 
 /// An approval step's service level (docs/approvals.md, "Service levels").

@@ -24,6 +24,7 @@ pub mod builder;
 pub mod condition;
 pub mod definition;
 pub mod duration;
+pub mod form;
 pub mod parse;
 pub mod paths;
 pub mod problem;

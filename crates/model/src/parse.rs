@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 use crate::condition::{Condition, Leaf, Operator};
 use crate::definition::{
     ActionSpec, ApprovalSpec, Approvers, Backoff, Branch, CompatApproval, ContextSpec, EntityRef,
-    ErrorClass, EscalationRung, ForeachSpec, HttpRequest, LogLevel, NotifySpec, OnTimeout,
-    ParallelSpec, Required, RetryPolicy, ServiceLevelSpec, Step, StepKind, Strategy, SubAction,
-    SubActionKind, Trigger, Verb, WaitSpec, WorkflowDefinition,
+    ErrorClass, EscalationRung, ForeachSpec, FormSpec, HttpRequest, LogLevel, NotifySpec,
+    OnTimeout, ParallelSpec, Required, RetryPolicy, ServiceLevelSpec, Step, StepKind, Strategy,
+    SubAction, SubActionKind, Trigger, Verb, WaitSpec, WorkflowDefinition,
 };
 use crate::duration::Duration;
 use crate::problem::{Path, Report};
@@ -991,6 +991,7 @@ impl Parser {
                 reminders: Vec::new(),
                 escalate: Vec::new(),
                 service: None,
+                decision_form: None,
             },
         }
     }
@@ -1084,6 +1085,27 @@ impl Parser {
             notify: self.notify_list(&mut f),
             reminders: self.duration_list(&mut f, "reminders"),
             escalate: self.escalate(&mut f),
+            decision_form: {
+                let form = f.get("form").cloned();
+                let editable = self.string_list(&mut f, "editable");
+                let merge_into = self.opt_string(&mut f, "merge_into");
+                match form {
+                    Some(form) => Some(Box::new(FormSpec {
+                        form,
+                        editable,
+                        merge_into,
+                    })),
+                    None => {
+                        if !editable.is_empty() || merge_into.is_some() {
+                            self.report.error(
+                                &f.at("form"),
+                                "`editable` and `merge_into` belong to a decision form: add `form`",
+                            );
+                        }
+                        None
+                    }
+                }
+            },
             service: {
                 let priority = self.opt_string(&mut f, "priority");
                 let due = self.opt_string(&mut f, "due");
@@ -1481,6 +1503,7 @@ fn empty_approval() -> ApprovalSpec {
         reminders: Vec::new(),
         escalate: Vec::new(),
         service: None,
+        decision_form: None,
     }
 }
 

@@ -777,6 +777,19 @@ fn check_ladder(approval: &ApprovalSpec, at: &Path, report: &mut Report) {
     }
     check_notify(&approval.notify, &at.key("notify"), report);
     check_sla(approval, at, report);
+    if let Some(spec) = &approval.decision_form {
+        for p in crate::form::check_spec(spec) {
+            let mut path = if p.path == "editable" || p.path == "merge_into" {
+                at.clone()
+            } else {
+                at.key("form")
+            };
+            for part in p.path.split('.').filter(|s| !s.is_empty()) {
+                path = path.key(part);
+            }
+            report.error(&path, p.message);
+        }
+    }
     let deadline = approval.timeout.map(crate::duration::Duration::as_millis);
     let check_rung = |after: u64, previous: Option<u64>, p: Path, report: &mut Report| {
         if after == 0 {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tollgate_engine::Engine;
+use tollgate_model::definition::Step;
 use tollgate_model::records::{
     ApprovalAssignment, ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Execution,
     Permission, Principal, ResumeTrigger,
@@ -207,6 +208,45 @@ impl ApprovalService {
         .await
     }
 
+    /// An approval's `data` under the step's decision form, if it has one: the editable
+    /// fields the approver left out keep the request's values, and the whole must
+    /// satisfy the form (`FormInvalid`, field by field, otherwise). The definition is the
+    /// execution's pinned one, so a form added by a later version does not apply.
+    async fn fill_form(&self, approval_id: Uuid, data: Value) -> Result<Value> {
+        let store = self.engine.store();
+        let request = store.get_approval(approval_id).await?;
+        let execution = store.get_execution(request.execution_id).await?;
+        let definition = self
+            .engine
+            .definition(&execution.snapshot_id)
+            .await
+            .map_err(Error::Engine)?;
+        let Some(spec) = definition
+            .step(&request.step_id)
+            .and_then(Step::approval_spec)
+            .and_then(|a| a.decision_form.as_deref())
+        else {
+            return Ok(data);
+        };
+        let mut data = match data {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            other => other,
+        };
+        if let Value::Object(map) = &mut data {
+            for field in &spec.editable {
+                if let (false, Some(value)) = (map.contains_key(field), request.data.get(field)) {
+                    map.insert(field.clone(), value.clone());
+                }
+            }
+        }
+        let problems = tollgate_model::form::check_data(spec, &data);
+        if problems.is_empty() {
+            Ok(data)
+        } else {
+            Err(Error::FormInvalid(problems))
+        }
+    }
+
     /// Records a decision by `principal` (made by `delegate` in their place, if given).
     #[allow(clippy::too_many_arguments)]
     async fn record(
@@ -220,6 +260,11 @@ impl ApprovalService {
         data: Value,
     ) -> Result<Decided> {
         let store = self.engine.store();
+        let data = if kind == DecisionKind::Approve {
+            self.fill_form(approval_id, data).await?
+        } else {
+            data
+        };
         let audit_data =
             json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
         if kind == DecisionKind::Reject && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {

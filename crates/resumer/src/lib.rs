@@ -143,6 +143,10 @@ pub enum Error {
     /// The request itself is wrong (→ 400).
     #[error("{0}")]
     Invalid(String),
+    /// An approval's `data` does not satisfy the step's decision form (→ 400
+    /// `validation_failed`), field by field.
+    #[error("the decision's data does not satisfy the step's form")]
+    FormInvalid(Vec<tollgate_model::form::FormProblem>),
     /// The store failed.
     #[error(transparent)]
     Store(tollgate_store::Error),

@@ -32,7 +32,8 @@ pub enum Error {
     /// The request itself is wrong (a rejection without a reason).
     #[error("{0}")]
     Invalid(String),
-    /// A definition or schedule failed validation; every problem has its path.
+    /// A definition or schedule failed validation, or an approval's data its step's
+    /// decision form; every problem has its path.
     #[error("{message}")]
     Validation {
         /// A summary (`the workflow definition has 2 error(s)`).
@@ -84,6 +85,22 @@ impl From<tollgate_resumer::Error> for Error {
             R::Forbidden(message) => Self::Forbidden(message),
             R::Conflict(message) => Self::Conflict(message),
             R::Invalid(message) => Self::Invalid(message),
+            err @ R::FormInvalid(_) => {
+                let message = err.to_string();
+                let R::FormInvalid(problems) = err else {
+                    return Self::Invalid(message);
+                };
+                Self::Validation {
+                    message,
+                    problems: problems
+                        .into_iter()
+                        .map(|p| Problem {
+                            path: p.path,
+                            message: p.message,
+                        })
+                        .collect(),
+                }
+            }
             R::Store(store) => Self::Store(store),
             R::Engine(engine) => Self::Engine(engine),
         }

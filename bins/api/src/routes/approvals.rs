@@ -151,10 +151,12 @@ async fn decide(
 /// Approves (one vote towards the quorum).
 #[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals",
     params(("id" = Uuid, Path, description = "approval id"), WaitParams), request_body = DecisionBody,
-    responses((status = 200, body = DecidedDto), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
-        (status = 403, description = "the caller may not decide this request", body = ErrorEnvelope),
+    responses((status = 200, body = DecidedDto),
+        (status = 400, description = "`validation_failed` with a detail per field when `data` does not satisfy the step's decision form", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, description = "the caller may not decide this request (or holds no delegation covering it, with `on_behalf_of`)", body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
-        (status = 409, description = "already decided, expired, cancelled or superseded, or already approved by this caller", body = ErrorEnvelope)),
+        (status = 409, description = "already decided, expired, cancelled or superseded, or already voted on by this caller (for themselves or as a delegate)", body = ErrorEnvelope)),
     security(("bearer" = ["approver", "admin"])))]
 pub async fn approve(
     state: web::Data<AppState>,

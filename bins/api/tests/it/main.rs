@@ -19,6 +19,7 @@ mod bulk;
 mod comments;
 mod console;
 mod delegations;
+mod forms;
 mod links;
 mod notify;
 mod openapi;

@@ -270,6 +270,15 @@ impl Engine {
         self.inner.cache.get(snapshot_id)
     }
 
+    /// The workflow definition an execution is pinned to (its snapshot), from this
+    /// process's cache when it has compiled it already.
+    pub async fn definition(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Arc<tollgate_model::WorkflowDefinition>> {
+        Ok(self.compiled(snapshot_id).await?.definition.clone())
+    }
+
     pub(crate) async fn compiled(&self, snapshot_id: &str) -> Result<Arc<Compiled>> {
         self.inner
             .cache

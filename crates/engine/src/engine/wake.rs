@@ -106,8 +106,17 @@ impl Run<'_> {
         let Some((step, mut record)) = self.gate_step(gate) else {
             return self.lost_step(&gate.step_id).await;
         };
+        // An approved request's form data also lands where the step says.
+        let merge_at = (outcome == ApprovalStatus::Approved)
+            .then(|| step.approval_spec())
+            .flatten()
+            .and_then(|a| a.decision_form.as_ref())
+            .and_then(|f| f.merge_into.clone());
         self.change_context(|context| {
             set_step_output(context, &step.id, decision.clone());
+            if let (Some(path), Some(data)) = (&merge_at, decision.get("data")) {
+                merge_at_path(context, path, data);
+            }
             if let Value::Object(map) = context {
                 let approvals = map.entry("approvals").or_insert_with(|| json!({}));
                 if !approvals.is_object() {
@@ -341,5 +350,31 @@ fn verdict(step: &Step, outcome: ApprovalStatus) -> Verdict {
             }
         }
         _ => Verdict::Reject,
+    }
+}
+
+/// Merges the object `data` into the object at the dotted `path` of `context`,
+/// creating the objects on the way (a value in the way is replaced by an object).
+fn merge_at_path(context: &mut Value, path: &str, data: &Value) {
+    let Value::Object(source) = data else {
+        return;
+    };
+    let mut at = context;
+    for segment in path.split('.') {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        let Value::Object(map) = at else {
+            return;
+        };
+        at = map.entry(segment.to_owned()).or_insert_with(|| json!({}));
+    }
+    if !at.is_object() {
+        *at = json!({});
+    }
+    if let Value::Object(target) = at {
+        for (k, v) in source {
+            target.insert(k.clone(), v.clone());
+        }
     }
 }

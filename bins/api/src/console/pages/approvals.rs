@@ -511,6 +511,12 @@ pub(super) async fn decide(
             "Not accepted",
             &message,
         ),
+        Err(tollgate_resumer::Error::FormInvalid(problems)) => problem(
+            StatusCode::BAD_REQUEST,
+            Some(&user),
+            "The decision form is not filled in",
+            &form_problems(&problems),
+        ),
         Err(err) => internal(Some(&user), err),
     }
 }
@@ -544,6 +550,15 @@ pub async fn comment(
                 .map_or_else(|| err.envelope().error.message, str::to_owned),
         ),
     }
+}
+
+/// A decision form's problems in one sentence: "data.amount: … ; data.code: …".
+pub(super) fn form_problems(problems: &[tollgate_model::form::FormProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// "urgent", "overdue": the badges of a request's service level (none for a `normal`

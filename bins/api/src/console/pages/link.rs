@@ -120,6 +120,11 @@ pub async fn link_decide(
             "Nothing was decided",
             &format!("{message}. Go back and give one."),
         ),
+        Err(Error::FormInvalid(problems)) => said(
+            StatusCode::BAD_REQUEST,
+            "Nothing was decided",
+            &super::approvals::form_problems(&problems),
+        ),
         Err(Error::NotFound(_)) => invalid(),
         Err(err) => {
             tracing::error!(approval_id = %approval.id, "a decision by link failed: {err}");
