@@ -591,9 +591,18 @@ pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Ar
         .await
         .unwrap();
     store.add_comment(&comment("noted", a.id)).await.unwrap();
-    let e = decided.execution;
+    end_and_purge(&store, &decided.execution).await;
+    assert!(store
+        .list_comments(a.id, &PageRequest::first(5))
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+/// Ends the decided execution `e` and lets retention delete it with its requests.
+async fn end_and_purge(store: &Arc<dyn Store>, e: &Execution) {
     let mut end = commit(
-        &e,
+        e,
         "api",
         e.version,
         Transition::Finish {
@@ -608,18 +617,13 @@ pub async fn approval_comments_are_a_thread_that_goes_with_its_request(store: Ar
             &crate::Purge {
                 default_before: Some(t0() + secs(1)),
                 per_workflow: Vec::new(),
-                only: None,
+                only: Some(vec![e.id]),
             },
             10,
         )
         .await
         .unwrap();
     assert_eq!(purged.len(), 1);
-    assert!(store
-        .list_comments(a.id, &PageRequest::first(5))
-        .await
-        .unwrap_err()
-        .is_not_found());
 }
 
 /// Claims, releases and assignments: one holder at a time (two concurrent claimers get
@@ -765,29 +769,7 @@ pub async fn approval_claims_have_one_holder_and_go_with_their_request(store: Ar
         .is_not_found());
 
     // Ended and purged: the hold goes with its request.
-    let e = decided.execution;
-    let mut end = commit(
-        &e,
-        "api",
-        e.version,
-        Transition::Finish {
-            status: ExecutionStatus::Completed,
-            error: None,
-        },
-    );
-    end.now = t0();
-    store.commit_step(end).await.unwrap();
-    store
-        .purge_ended(
-            &crate::Purge {
-                default_before: Some(t0() + secs(1)),
-                per_workflow: Vec::new(),
-                only: Some(vec![e.id]),
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    end_and_purge(&store, &decided.execution).await;
     assert!(store.assignments(&[a.id]).await.unwrap().is_empty());
 }
 
@@ -895,29 +877,7 @@ pub async fn service_levels_order_the_inbox_and_count_the_overdue(store: Arc<dyn
     assert_eq!(store.count_overdue_approvals(t0()).await.unwrap(), 0);
 
     // Ended and purged: the service level goes with its request.
-    let e = decided.execution;
-    let mut end = commit(
-        &e,
-        "api",
-        e.version,
-        Transition::Finish {
-            status: ExecutionStatus::Completed,
-            error: None,
-        },
-    );
-    end.now = t0();
-    store.commit_step(end).await.unwrap();
-    store
-        .purge_ended(
-            &crate::Purge {
-                default_before: Some(t0() + secs(1)),
-                per_workflow: Vec::new(),
-                only: Some(vec![e.id]),
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    end_and_purge(&store, &decided.execution).await;
     assert!(store.slas(&[late.id]).await.unwrap().is_empty());
 }
 
