@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tollgate_engine::Engine;
-use tollgate_model::definition::Step;
+use tollgate_model::definition::{FormSpec, Step};
 use tollgate_model::records::{
     ApprovalAssignment, ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Execution,
     Permission, Principal, ResumeTrigger,
@@ -208,6 +208,26 @@ impl ApprovalService {
         .await
     }
 
+    /// The decision form of step `step_id` in the definition `snapshot_id` (an
+    /// execution's pinned one), if the step has one: what an approver of its requests
+    /// fills in to approve. Consoles render it; approvals are checked against it.
+    pub async fn decision_form(
+        &self,
+        snapshot_id: &str,
+        step_id: &str,
+    ) -> Result<Option<FormSpec>> {
+        let definition = self
+            .engine
+            .definition(snapshot_id)
+            .await
+            .map_err(Error::Engine)?;
+        Ok(definition
+            .step(step_id)
+            .and_then(Step::approval_spec)
+            .and_then(|a| a.decision_form.as_deref())
+            .cloned())
+    }
+
     /// An approval's `data` under the step's decision form, if it has one: the editable
     /// fields the approver left out keep the request's values, and the whole must
     /// satisfy the form (`FormInvalid`, field by field, otherwise). The definition is the
@@ -216,15 +236,9 @@ impl ApprovalService {
         let store = self.engine.store();
         let request = store.get_approval(approval_id).await?;
         let execution = store.get_execution(request.execution_id).await?;
-        let definition = self
-            .engine
-            .definition(&execution.snapshot_id)
-            .await
-            .map_err(Error::Engine)?;
-        let Some(spec) = definition
-            .step(&request.step_id)
-            .and_then(Step::approval_spec)
-            .and_then(|a| a.decision_form.as_deref())
+        let Some(spec) = self
+            .decision_form(&execution.snapshot_id, &request.step_id)
+            .await?
         else {
             return Ok(data);
         };
@@ -239,7 +253,7 @@ impl ApprovalService {
                 }
             }
         }
-        let problems = tollgate_model::form::check_data(spec, &data);
+        let problems = tollgate_model::form::check_data(&spec, &data);
         if problems.is_empty() {
             Ok(data)
         } else {

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest};
 use maud::{html, Markup};
 use serde::Deserialize;
 use serde_json::Value;
+use tollgate_model::definition::FormSpec;
 use tollgate_model::records::{
     ApprovalAssignment, ApprovalRequest, ApprovalSla, ApprovalStatus, DecisionKind, Permission,
     Timestamp,
@@ -12,6 +13,7 @@ use tollgate_model::records::{
 use tollgate_store::{ApprovalFilter, PageRequest};
 use uuid::Uuid;
 
+use super::decision_form::{self, Filled};
 use super::{check_csrf, internal, not_found, now, problem, see_other, Form, Page};
 use crate::console::session::User;
 use crate::console::{csrf_field, page, pretty, when, Section};
@@ -88,13 +90,24 @@ pub(super) fn entity(a: &ApprovalRequest) -> String {
     }
 }
 
-pub(super) fn decision_forms(user: &User, a: &ApprovalRequest, for_whom: Option<&str>) -> Markup {
+/// The approve and reject forms of request `a` for `user`, deciding for `for_whom` (a
+/// delegator) when given. With a decision form, approving takes its fields; `prefix`
+/// keeps their ids apart on a page with several requests.
+pub(super) fn decision_forms(
+    user: &User,
+    a: &ApprovalRequest,
+    for_whom: Option<&str>,
+    form: Option<&FormSpec>,
+    filled: Filled,
+    prefix: &str,
+) -> Markup {
     html! {
         div.decide {
-            form method="post" action={"/approvals/" (a.id) "/approve"} {
+            form.with-fields[form.is_some()] method="post" action={"/approvals/" (a.id) "/approve"} novalidate[form.is_some()] {
                 (csrf_field(user))
                 @if let Some(x) = for_whom { input type="hidden" name="on_behalf_of" value=(x); }
-                input type="text" name="reason" placeholder="Reason (optional)" aria-label="Reason for approving";
+                @if let Some(spec) = form { (decision_form::fields(spec, &a.data, prefix, filled)) }
+                input type="text" name="reason" value=[filled.reason] placeholder="Reason (optional)" aria-label="Reason for approving";
                 button.approve type="submit" { "Approve" @if let Some(x) = for_whom { " for " (x) } }
             }
             form method="post" action={"/approvals/" (a.id) "/reject"} {
@@ -205,18 +218,29 @@ pub async fn inbox(
         let rank = sla(a.id).map_or(1, ApprovalSla::rank);
         (group, due.is_none(), due, std::cmp::Reverse(rank))
     });
-    // What each request is about: its entity, else its workflow and step.
+    // What each request is about (its entity, else its workflow and step), and what
+    // approving it takes (its step's decision form, if any).
     let mut titles = Vec::with_capacity(approvals.len());
+    let mut forms = Vec::with_capacity(approvals.len());
     for (a, _) in &approvals {
-        let title = if a.entity_type.is_some() || a.entity_id.is_some() {
-            entity(a)
-        } else {
-            match state.store.get_execution(a.execution_id).await {
-                Ok(e) => format!("{} · {}", e.workflow_key, a.step_id),
-                Err(_) => entity(a),
-            }
+        let execution = match state.store.get_execution(a.execution_id).await {
+            Ok(e) => Some(e),
+            Err(err) if err.is_not_found() => None,
+            Err(err) => return internal(Some(&user), err),
         };
-        titles.push(title);
+        titles.push(match &execution {
+            Some(e) if a.entity_type.is_none() && a.entity_id.is_none() => {
+                format!("{} · {}", e.workflow_key, a.step_id)
+            }
+            _ => entity(a),
+        });
+        forms.push(match &execution {
+            Some(e) => match form_at(&state, &e.snapshot_id, &a.step_id).await {
+                Ok(form) => form,
+                Err(err) => return internal(Some(&user), err),
+            },
+            None => None,
+        });
     }
     let now = now(&state);
     page(
@@ -235,7 +259,7 @@ pub async fn inbox(
                 section.card.empty { p { "Nothing waits for your decision." } }
             }
             ul.inbox data-refresh="30" {
-                @for ((a, for_whom), title) in approvals.iter().zip(&titles) {
+                @for (((a, for_whom), title), form) in approvals.iter().zip(&titles).zip(&forms) {
                     li.card.approval {
                         div.what {
                             a.title href={"/approvals/" (a.id)} { (title) }
@@ -258,12 +282,21 @@ pub async fn inbox(
                                 @if let Some(due) = sla(a.id).and_then(|s| s.due_at) { dt { "Due" } dd.due { (when(due, now)) } }
                             }
                         }
-                        (decision_forms(&user, a, for_whom.as_deref()))
+                        (decision_forms(&user, a, for_whom.as_deref(), form.as_ref(), Filled::default(), &format!("a-{}-", a.id)))
                     }
                 }
             }
         },
     )
+}
+
+/// The decision form of step `step_id` in the definition `snapshot_id`, if it has one.
+async fn form_at(
+    state: &AppState,
+    snapshot_id: &str,
+    step_id: &str,
+) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
+    state.approvals.decision_form(snapshot_id, step_id).await
 }
 
 /// `GET /approvals/{id}`.
@@ -272,10 +305,22 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
     let Ok(id) = Uuid::parse_str(&id) else {
         return not_found(&user, "approval");
     };
+    approval_page(&state, &user, id, StatusCode::OK, Filled::default()).await
+}
+
+/// One approval's page; after a refused decision (`filled`), with what was posted and
+/// its problems in the decision form.
+async fn approval_page(
+    state: &AppState,
+    user: &User,
+    id: Uuid,
+    status: StatusCode,
+    filled: Filled<'_>,
+) -> Page {
     let a = match state.store.get_approval(id).await {
         Ok(a) => a,
-        Err(err) if err.is_not_found() => return not_found(&user, "approval"),
-        Err(err) => return internal(Some(&user), err),
+        Err(err) if err.is_not_found() => return not_found(user, "approval"),
+        Err(err) => return internal(Some(user), err),
     };
     let execution = state.store.get_execution(a.execution_id).await.ok();
     let step = match &execution {
@@ -290,15 +335,22 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
             }),
         None => None,
     };
+    let form = match &execution {
+        Some(e) => match form_at(state, &e.snapshot_id, &a.step_id).await {
+            Ok(form) => form,
+            Err(err) => return internal(Some(user), err),
+        },
+        None => None,
+    };
     let may_decide = a.status == ApprovalStatus::Pending && a.authorize(&user.principal).is_ok();
     // Whom else the signed-in subject may decide it for, by delegation.
     let for_whom = if a.status == ApprovalStatus::Pending && !may_decide {
-        match delegated(&state, &user, &[], now(&state)).await {
+        match delegated(state, user, &[], now(state)).await {
             Ok(found) => found
                 .into_iter()
                 .find(|(d, _)| d.id == a.id)
                 .map(|(_, x)| x),
-            Err(err) => return internal(Some(&user), err),
+            Err(err) => return internal(Some(user), err),
         }
     } else {
         None
@@ -321,11 +373,11 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
     let me = user.principal.subject.as_str();
     let pending = a.status == ApprovalStatus::Pending;
     let may_assign = pending && user.principal.may(Permission::AssignApprovals);
-    let now = now(&state);
+    let now = now(state);
     page(
-        StatusCode::OK,
+        status,
         &entity(&a),
-        Some(&user),
+        Some(user),
         Section::Inbox,
         html! {
             div.heading {
@@ -370,28 +422,28 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                 div.decide {
                     @if may_decide && held.is_none() {
                         form method="post" action={"/approvals/" (a.id) "/hold/claim"} {
-                            (csrf_field(&user))
+                            (csrf_field(user))
                             button type="submit" id="claim" { "Claim" }
                         }
                     }
                     @if pending && held.as_ref().is_some_and(|h| h.assignee == me || may_assign) {
                         form method="post" action={"/approvals/" (a.id) "/hold/unclaim"} {
-                            (csrf_field(&user))
+                            (csrf_field(user))
                             button type="submit" id="unclaim" { "Release" }
                         }
                     }
                     @if may_assign {
                         form method="post" action={"/approvals/" (a.id) "/hold/assign"} {
-                            (csrf_field(&user))
+                            (csrf_field(user))
                             input type="text" name="to" id="assign-to" required placeholder="Assign to (key name)" aria-label="Assign to";
                             button type="submit" id="assign" { "Assign" }
                         }
                     }
                 }
-                @if may_decide { (decision_forms(&user, &a, None)) }
+                @if may_decide { (decision_forms(user, &a, None, form.as_ref(), filled, "")) }
                 @if let Some(x) = &for_whom {
                     p.muted { "You may decide this for " (x) ", who delegated it to you." }
-                    (decision_forms(&user, &a, Some(x)))
+                    (decision_forms(user, &a, Some(x), form.as_ref(), filled, ""))
                 }
             }
             section.card {
@@ -424,7 +476,7 @@ pub async fn approval(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
                     }
                 }
                 form method="post" action={"/approvals/" (a.id) "/comments"} {
-                    (csrf_field(&user))
+                    (csrf_field(user))
                     textarea name="comment" id="comment" rows="2" required maxlength="4000"
                         aria-label="Comment" placeholder="Ask a question or leave a note (decides nothing)" {}
                     button type="submit" id="add-comment" { "Comment" }
@@ -474,24 +526,27 @@ pub(super) async fn decide(
             "Say why you reject this request.",
         );
     }
+    // An approval of a request with a decision form carries its fields, by type.
+    let posted = decision_form::posted_fields(&form.rest);
+    let data = match kind {
+        DecisionKind::Approve => match request_form(&state, id).await {
+            Ok(Some(spec)) => decision_form::posted_data(&spec, &posted),
+            Ok(None) => serde_json::json!({}),
+            Err(tollgate_resumer::Error::NotFound(_)) => return not_found(&user, "approval"),
+            Err(err) => return internal(Some(&user), err),
+        },
+        DecisionKind::Reject => serde_json::json!({}),
+    };
     let for_whom = form.on_behalf_of.trim();
     let decided = if for_whom.is_empty() {
         state
             .approvals
-            .decide(id, &user.principal, kind, reason, serde_json::json!({}))
+            .decide(id, &user.principal, kind, reason, data)
             .await
     } else {
         state
             .approvals
-            .decide_on_behalf(
-                id,
-                &user.principal,
-                for_whom,
-                None,
-                kind,
-                reason,
-                serde_json::json!({}),
-            )
+            .decide_on_behalf(id, &user.principal, for_whom, None, kind, reason, data)
             .await
     };
     match decided {
@@ -511,14 +566,35 @@ pub(super) async fn decide(
             "Not accepted",
             &message,
         ),
-        Err(tollgate_resumer::Error::FormInvalid(problems)) => problem(
-            StatusCode::BAD_REQUEST,
-            Some(&user),
-            "The decision form is not filled in",
-            &form_problems(&problems),
-        ),
+        // The request's page again, with what was typed and each problem at its field.
+        Err(tollgate_resumer::Error::FormInvalid(problems)) => {
+            let filled = Filled {
+                values: Some(&posted),
+                problems: &problems,
+                reason: Some(&form.reason),
+            };
+            approval_page(&state, &user, id, StatusCode::BAD_REQUEST, filled).await
+        }
         Err(err) => internal(Some(&user), err),
     }
+}
+
+/// The decision form of approval `id`'s step, in its execution's pinned definition.
+pub(super) async fn request_form(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
+    let a = state.store.get_approval(id).await?;
+    form_of(state, &a).await
+}
+
+/// The decision form of request `a`'s step, in its execution's pinned definition.
+pub(super) async fn form_of(
+    state: &AppState,
+    a: &ApprovalRequest,
+) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
+    let e = state.store.get_execution(a.execution_id).await?;
+    form_at(state, &e.snapshot_id, &a.step_id).await
 }
 
 /// `POST /approvals/{id}/comments`: adds to the thread, back to the request's page.
@@ -550,15 +626,6 @@ pub async fn comment(
                 .map_or_else(|| err.envelope().error.message, str::to_owned),
         ),
     }
-}
-
-/// A decision form's problems in one sentence: "data.amount: … ; data.code: …".
-pub(super) fn form_problems(problems: &[tollgate_model::form::FormProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// "urgent", "overdue": the badges of a request's service level (none for a `normal`

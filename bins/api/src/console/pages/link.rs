@@ -3,15 +3,19 @@
 //! shows (mail scanners and chat unfurlers fetch links); the form's `POST` decides, as
 //! the link's subject, under the API's rules (docs/notifications.md).
 
+use std::collections::BTreeMap;
+
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use maud::{html, Markup};
 use serde::Deserialize;
+use tollgate_model::definition::FormSpec;
 use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind};
 use tollgate_resumer::Error;
 
-use super::approvals::{approval_data, entity};
+use super::approvals::{approval_data, entity, form_of};
+use super::decision_form::{self, Filled};
 use super::{now, Page};
 use crate::console::{page, when, Section};
 use crate::links::LinkClaims;
@@ -24,24 +28,58 @@ pub struct LinkForm {
     decision: String,
     #[serde(default)]
     reason: String,
+    /// Everything else: the decision form's `field.<name>` inputs.
+    #[serde(flatten)]
+    rest: BTreeMap<String, String>,
 }
 
 /// `GET /d/{token}`: the decision page, or the page saying why the link decides nothing.
 /// Never decides.
 pub async fn link_form(state: web::Data<AppState>, token: web::Path<String>) -> Page {
     match open(&state, &token).await {
-        Ok((links, claims, approval)) => {
-            let nonce = links.keys.form_nonce(&token, now(&state));
-            private(page(
+        Ok((links, claims, approval)) => match form_of(&state, &approval).await {
+            Ok(spec) => decision_page(
+                &state,
+                &links,
+                &token,
+                &claims,
+                &approval,
                 StatusCode::OK,
-                &entity(&approval),
-                None,
-                Section::None,
-                form(&state, &token, &nonce, &claims, &approval),
-            ))
-        }
+                spec.as_ref(),
+                Filled::default(),
+            ),
+            Err(err) => unreadable(&approval, &err),
+        },
         Err(refused) => refused,
     }
+}
+
+/// The decision page with a fresh nonce; after a refused approval (`filled`), with what
+/// was typed and each problem next to its field.
+#[allow(clippy::too_many_arguments)]
+fn decision_page(
+    state: &AppState,
+    links: &Links,
+    token: &str,
+    claims: &LinkClaims,
+    approval: &ApprovalRequest,
+    status: StatusCode,
+    spec: Option<&FormSpec>,
+    filled: Filled,
+) -> Page {
+    let nonce = links.keys.form_nonce(token, now(state));
+    let body = form(state, token, &nonce, claims, approval, spec, filled);
+    private(page(status, &entity(approval), None, Section::None, body))
+}
+
+/// The page for a request whose definition did not read.
+fn unreadable(approval: &ApprovalRequest, err: &Error) -> Page {
+    tracing::error!(approval_id = %approval.id, "a decision link's form did not read: {err}");
+    said(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again in a moment",
+        "The server could not read this request.",
+    )
 }
 
 /// `POST /d/{token}`: decides as the link's subject, once.
@@ -73,6 +111,15 @@ pub async fn link_decide(
         }
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
+    let spec = match form_of(&state, &approval).await {
+        Ok(spec) => spec,
+        Err(err) => return unreadable(&approval, &err),
+    };
+    let posted = decision_form::posted_fields(&form.rest);
+    let data = match (&spec, kind) {
+        (Some(spec), DecisionKind::Approve) => decision_form::posted_data(spec, &posted),
+        _ => serde_json::Value::Object(serde_json::Map::new()),
+    };
     let decided = state
         .approvals
         .decide_through(
@@ -81,7 +128,7 @@ pub async fn link_decide(
             Some("link"),
             kind,
             reason,
-            serde_json::Value::Object(serde_json::Map::new()),
+            data,
         )
         .await;
     match decided {
@@ -120,10 +167,19 @@ pub async fn link_decide(
             "Nothing was decided",
             &format!("{message}. Go back and give one."),
         ),
-        Err(Error::FormInvalid(problems)) => said(
+        Err(Error::FormInvalid(problems)) => decision_page(
+            &state,
+            &links,
+            &token,
+            &claims,
+            &approval,
             StatusCode::BAD_REQUEST,
-            "Nothing was decided",
-            &super::approvals::form_problems(&problems),
+            spec.as_ref(),
+            Filled {
+                values: Some(&posted),
+                problems: &problems,
+                reason: Some(&form.reason),
+            },
         ),
         Err(Error::NotFound(_)) => invalid(),
         Err(err) => {
@@ -235,6 +291,8 @@ fn form(
     nonce: &str,
     claims: &LinkClaims,
     a: &ApprovalRequest,
+    spec: Option<&FormSpec>,
+    filled: Filled,
 ) -> Markup {
     let now = now(state);
     let action = format!("/d/{token}");
@@ -259,11 +317,12 @@ fn form(
             }
         }
         section.card.decide {
-            form method="post" action=(action) {
+            form.with-fields[spec.is_some()] method="post" action=(action) novalidate[spec.is_some()] {
                 input type="hidden" name="nonce" value=(nonce);
                 input type="hidden" name="decision" value="approve";
+                @if let Some(spec) = spec { (decision_form::fields(spec, &a.data, "", filled)) }
                 label for="approve-reason" { "Comment (optional)" }
-                textarea id="approve-reason" name="reason" rows="2" {}
+                textarea id="approve-reason" name="reason" rows="2" { (filled.reason.unwrap_or_default()) }
                 button.approve type="submit" id="approve" { "Approve" }
             }
             form method="post" action=(action) {

@@ -24,6 +24,7 @@ macro_rules! signed_in {
 mod approvals;
 mod bulk;
 mod decide_many;
+mod decision_form;
 mod executions;
 mod link;
 mod sign_in;
@@ -114,6 +115,9 @@ pub struct Form {
     /// Bulk commands: the comma-separated executions their preview accepted.
     #[serde(default)]
     ids: String,
+    /// Everything else the form posted: a decision form's `field.<name>` inputs.
+    #[serde(flatten)]
+    rest: std::collections::BTreeMap<String, String>,
 }
 
 /// Refuses an operator's command POST: a missing or wrong CSRF token, or a signed-in
