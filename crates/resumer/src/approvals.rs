@@ -233,15 +233,13 @@ impl ApprovalService {
     /// satisfy the form (`FormInvalid`, field by field, otherwise). The definition is the
     /// execution's pinned one, so a form added by a later version does not apply.
     async fn fill_form(&self, approval_id: Uuid, data: Value) -> Result<Value> {
+        // One read for every approval; the request itself only when there is a form.
         let store = self.engine.store();
-        let request = store.get_approval(approval_id).await?;
-        let execution = store.get_execution(request.execution_id).await?;
-        let Some(spec) = self
-            .decision_form(&execution.snapshot_id, &request.step_id)
-            .await?
-        else {
+        let pin = store.approval_pin(approval_id).await?;
+        let Some(spec) = self.decision_form(&pin.snapshot_id, &pin.step_id).await? else {
             return Ok(data);
         };
+        let request = store.get_approval(approval_id).await?;
         let mut data = match data {
             Value::Null => Value::Object(serde_json::Map::new()),
             other => other,

@@ -357,6 +357,12 @@ impl ApprovalStore for CrashStore {
             .await
     }
 
+    async fn approval_pin(&self, approval_id: Uuid) -> Result<tollgate_store::ApprovalPin> {
+        self.fuse
+            .run("approval_pin", self.inner.approval_pin(approval_id))
+            .await
+    }
+
     async fn slas(&self, ids: &[Uuid]) -> Result<Vec<tollgate_model::records::ApprovalSla>> {
         self.fuse.run("slas", self.inner.slas(ids)).await
     }

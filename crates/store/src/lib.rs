@@ -58,8 +58,8 @@ pub use traits::{
     WorkerStore, WorkflowStore, WORKERS_FORGOTTEN_AFTER,
 };
 pub use types::{
-    ApprovalFilter, AssignmentChange, ClaimedTick, Committed, Continuation, Decided, Delivery,
-    Effect, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim,
+    ApprovalFilter, ApprovalPin, AssignmentChange, ClaimedTick, Committed, Continuation, Decided,
+    Delivery, Effect, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim,
     NotificationFilter, Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter,
     SchemaPolicy, Settle, Starting, StepCommit, TickView, Transition, WaitKey, WaitShape,
     WorkflowFilter,

@@ -17,10 +17,10 @@ use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use uuid::Uuid;
 
 use crate::types::{
-    ApprovalFilter, AssignmentChange, ClaimedTick, Committed, Continuation, Decided, Delivery,
-    EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim, NotificationFilter,
-    Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter, Settle, Starting,
-    StepCommit, TickView, WaitKey, WaitShape, WorkflowFilter,
+    ApprovalFilter, ApprovalPin, AssignmentChange, ClaimedTick, Committed, Continuation, Decided,
+    Delivery, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim,
+    NotificationFilter, Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter,
+    Settle, Starting, StepCommit, TickView, WaitKey, WaitShape, WorkflowFilter,
 };
 use crate::Result;
 
@@ -337,6 +337,11 @@ pub trait ExecutionStore: Send + Sync {
 pub trait ApprovalStore: Send + Sync {
     /// One request. `NotFound` if absent.
     async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest>;
+
+    /// A request's step and its execution's pinned definition, in one read: what a
+    /// decision looks the step's decision form up by, on every approval. `NotFound` if
+    /// the request (or its execution) is absent.
+    async fn approval_pin(&self, approval_id: Uuid) -> Result<ApprovalPin>;
 
     /// How many requests are `pending` (a gauge: reads only the pending requests' index).
     async fn count_pending_approvals(&self) -> Result<u64>;

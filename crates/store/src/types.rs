@@ -342,6 +342,18 @@ pub struct Quarantined {
     pub quarantined_at: Timestamp,
 }
 
+/// What a request is decided under (see [`crate::ApprovalStore::approval_pin`]): its step,
+/// in its execution's pinned definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPin {
+    /// The gated execution.
+    pub execution_id: Uuid,
+    /// The approval step.
+    pub step_id: String,
+    /// The definition snapshot the execution is pinned to now (a migration moves it).
+    pub snapshot_id: String,
+}
+
 /// Result of [`crate::ApprovalStore::decide`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {

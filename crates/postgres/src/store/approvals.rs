@@ -9,8 +9,8 @@ use tollgate_model::records::{
     Principal, Timestamp,
 };
 use tollgate_store::{
-    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalStore, AssignmentChange,
-    Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
+    encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalPin, ApprovalStore,
+    AssignmentChange, Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -25,6 +25,23 @@ impl ApprovalStore for PgStore {
     async fn get_approval(&self, id: Uuid) -> Result<ApprovalRequest> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         load_approval(&mut conn, id, false).await
+    }
+
+    async fn approval_pin(&self, approval_id: Uuid) -> Result<ApprovalPin> {
+        let row = sqlx::query(
+            "SELECT a.execution_id, a.step_id, e.snapshot_id FROM approvals a \
+             JOIN executions e ON e.id = a.execution_id WHERE a.id = $1",
+        )
+        .bind(approval_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| Error::not_found("approval", approval_id))?;
+        Ok(ApprovalPin {
+            execution_id: row.try_get("execution_id").map_err(backend)?,
+            step_id: row.try_get("step_id").map_err(backend)?,
+            snapshot_id: row.try_get("snapshot_id").map_err(backend)?,
+        })
     }
 
     async fn count_pending_approvals(&self) -> Result<u64> {

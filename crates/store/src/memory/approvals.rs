@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
 use crate::traits::ApprovalStore;
 use crate::types::{
-    ApprovalFilter, AssignmentChange, Continuation, Decided, LeaseClaim, Page, PageRequest,
+    ApprovalFilter, ApprovalPin, AssignmentChange, Continuation, Decided, LeaseClaim, Page,
+    PageRequest,
 };
 use crate::{rules, Error, Result};
 
@@ -23,6 +24,23 @@ impl ApprovalStore for MemoryStore {
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::not_found("approval", id))
+    }
+
+    async fn approval_pin(&self, approval_id: Uuid) -> Result<ApprovalPin> {
+        let state = self.lock();
+        let a = state
+            .approvals
+            .get(&approval_id)
+            .ok_or_else(|| Error::not_found("approval", approval_id))?;
+        let e = state
+            .executions
+            .get(&a.execution_id)
+            .ok_or_else(|| Error::not_found("execution", a.execution_id))?;
+        Ok(ApprovalPin {
+            execution_id: a.execution_id,
+            step_id: a.step_id.clone(),
+            snapshot_id: e.snapshot_id.clone(),
+        })
     }
 
     async fn count_pending_approvals(&self) -> Result<u64> {

@@ -763,6 +763,21 @@ pub async fn migration_moves_a_gated_execution_and_keeps_its_gate(store: Arc<dyn
     let v1 = workflow(&store, "orders", "1", "order.created").await;
     let v2 = workflow(&store, "orders", "2", "order.created").await;
     let (paused, approval) = paused_at_approval(&store, &v1, 1, Some(t0() + secs(3600))).await;
+    // A request is decided under its execution's pinned definition: v1 until it moves.
+    let pin = |snapshot_id: &str| crate::ApprovalPin {
+        execution_id: paused.id,
+        step_id: approval.step_id.clone(),
+        snapshot_id: snapshot_id.to_owned(),
+    };
+    assert_eq!(
+        store.approval_pin(approval.id).await.unwrap(),
+        pin(&v1.snapshot_id)
+    );
+    assert!(store
+        .approval_pin(uuid::Uuid::now_v7())
+        .await
+        .unwrap_err()
+        .is_not_found());
     let mut visits = paused.visits.clone();
     visits.insert("gate".into(), 1);
     let migration = Migration {
@@ -797,6 +812,10 @@ pub async fn migration_moves_a_gated_execution_and_keeps_its_gate(store: Arc<dyn
             moved.snapshot_id.as_str()
         ),
         (v2.id, "2", v2.snapshot_id.as_str())
+    );
+    assert_eq!(
+        store.approval_pin(approval.id).await.unwrap(),
+        pin(&v2.snapshot_id)
     );
     assert_eq!(moved.status, ExecutionStatus::Paused);
     assert_eq!(moved.version, paused.version + 1);

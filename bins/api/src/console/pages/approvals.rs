@@ -584,8 +584,8 @@ pub(super) async fn request_form(
     state: &AppState,
     id: Uuid,
 ) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
-    let a = state.store.get_approval(id).await?;
-    form_of(state, &a).await
+    let pin = state.store.approval_pin(id).await?;
+    form_at(state, &pin.snapshot_id, &pin.step_id).await
 }
 
 /// The decision form of request `a`'s step, in its execution's pinned definition.
@@ -593,8 +593,7 @@ pub(super) async fn form_of(
     state: &AppState,
     a: &ApprovalRequest,
 ) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
-    let e = state.store.get_execution(a.execution_id).await?;
-    form_at(state, &e.snapshot_id, &a.step_id).await
+    request_form(state, a.id).await
 }
 
 /// `POST /approvals/{id}/comments`: adds to the thread, back to the request's page.
