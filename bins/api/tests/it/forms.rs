@@ -6,6 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::links::nonce;
 use crate::{start_at_approval, until_completed, Db, TestApp};
 
 fn workflow() -> Value {
@@ -343,13 +344,4 @@ async fn a_decision_link_page_carries_the_form() {
         "{done}"
     );
     app.stop().await;
-}
-
-/// The form nonce in a decision page.
-fn nonce(html: &str) -> String {
-    let at = html
-        .find("name=\"nonce\" value=\"")
-        .expect("a decision form")
-        + 20;
-    html[at..].split('"').next().unwrap().to_owned()
 }

@@ -72,7 +72,7 @@ async fn submit(url: &str, nonce: &str, decision: &str, reason: &str) -> (Status
 }
 
 /// The form nonce in a decision page.
-fn nonce(html: &str) -> String {
+pub(crate) fn nonce(html: &str) -> String {
     let at = html
         .find("name=\"nonce\" value=\"")
         .expect("a decision form")

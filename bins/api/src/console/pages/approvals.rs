@@ -219,29 +219,13 @@ pub async fn inbox(
         (group, due.is_none(), due, std::cmp::Reverse(rank))
     });
     // What each request is about (its entity, else its workflow and step), and what
-    // approving it takes (its step's decision form, if any).
-    let mut titles = Vec::with_capacity(approvals.len());
-    let mut forms = Vec::with_capacity(approvals.len());
-    for (a, _) in &approvals {
-        let execution = match state.store.get_execution(a.execution_id).await {
-            Ok(e) => Some(e),
-            Err(err) if err.is_not_found() => None,
-            Err(err) => return internal(Some(&user), err),
-        };
-        titles.push(match &execution {
-            Some(e) if a.entity_type.is_none() && a.entity_id.is_none() => {
-                format!("{} · {}", e.workflow_key, a.step_id)
-            }
-            _ => entity(a),
-        });
-        forms.push(match &execution {
-            Some(e) => match form_at(&state, &e.snapshot_id, &a.step_id).await {
-                Ok(form) => form,
-                Err(err) => return internal(Some(&user), err),
-            },
-            None => None,
-        });
-    }
+    // approving it takes (its step's decision form, if any), read side by side.
+    let looked_up =
+        futures_util::future::try_join_all(approvals.iter().map(|(a, _)| about(&state, a))).await;
+    let (titles, forms): (Vec<String>, Vec<Option<FormSpec>>) = match looked_up {
+        Ok(found) => found.into_iter().unzip(),
+        Err(err) => return internal(Some(&user), err),
+    };
     let now = now(&state);
     page(
         StatusCode::OK,
@@ -288,6 +272,27 @@ pub async fn inbox(
             }
         },
     )
+}
+
+/// What an inbox card says request `a` is about (its entity, else its workflow and
+/// step), and its step's decision form, if any.
+async fn about(
+    state: &AppState,
+    a: &ApprovalRequest,
+) -> Result<(String, Option<FormSpec>), tollgate_resumer::Error> {
+    let execution = match state.store.get_execution(a.execution_id).await {
+        Ok(e) => e,
+        // Purged under it: nothing more to say, and nothing to fill in.
+        Err(err) if err.is_not_found() => return Ok((entity(a), None)),
+        Err(err) => return Err(err.into()),
+    };
+    let title = if a.entity_type.is_none() && a.entity_id.is_none() {
+        format!("{} · {}", execution.workflow_key, a.step_id)
+    } else {
+        entity(a)
+    };
+    let form = form_at(state, &execution.snapshot_id, &a.step_id).await?;
+    Ok((title, form))
 }
 
 /// The decision form of step `step_id` in the definition `snapshot_id`, if it has one.
@@ -586,14 +591,6 @@ pub(super) async fn request_form(
 ) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
     let pin = state.store.approval_pin(id).await?;
     form_at(state, &pin.snapshot_id, &pin.step_id).await
-}
-
-/// The decision form of request `a`'s step, in its execution's pinned definition.
-pub(super) async fn form_of(
-    state: &AppState,
-    a: &ApprovalRequest,
-) -> Result<Option<FormSpec>, tollgate_resumer::Error> {
-    request_form(state, a.id).await
 }
 
 /// `POST /approvals/{id}/comments`: adds to the thread, back to the request's page.

@@ -14,7 +14,7 @@ use tollgate_model::definition::FormSpec;
 use tollgate_model::records::{ApprovalRequest, ApprovalStatus, DecisionKind};
 use tollgate_resumer::Error;
 
-use super::approvals::{approval_data, entity, form_of};
+use super::approvals::{approval_data, entity, request_form};
 use super::decision_form::{self, Filled};
 use super::{now, Page};
 use crate::console::{page, when, Section};
@@ -37,7 +37,7 @@ pub struct LinkForm {
 /// Never decides.
 pub async fn link_form(state: web::Data<AppState>, token: web::Path<String>) -> Page {
     match open(&state, &token).await {
-        Ok((links, claims, approval)) => match form_of(&state, &approval).await {
+        Ok((links, claims, approval)) => match request_form(&state, approval.id).await {
             Ok(spec) => decision_page(
                 &state,
                 &links,
@@ -111,7 +111,7 @@ pub async fn link_decide(
         }
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
-    let spec = match form_of(&state, &approval).await {
+    let spec = match request_form(&state, approval.id).await {
         Ok(spec) => spec,
         Err(err) => return unreadable(&approval, &err),
     };
