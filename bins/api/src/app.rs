@@ -327,6 +327,7 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         public_url,
     });
     crate::telemetry::metrics();
+    state.status_gauges.warm(&state.store);
 
     let shutdown = CancellationToken::new();
     let worker = if args.embedded_worker {

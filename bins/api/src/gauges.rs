@@ -60,23 +60,29 @@ impl StatusGauges {
         .await
     }
 
-    /// [`Self::read`] with the two counts given: `in_flight` now, and `full` (every
-    /// status) when the terminal counts are due.
-    async fn read_with<F, Fut>(
-        &self,
-        in_flight: impl Future<Output = Result<Counts>>,
-        full: F,
-    ) -> Result<StatusCounts>
+    /// Starts the first count of every status now, in the background, when none has
+    /// landed: the server calls it as it starts, so that neither the first scrape nor
+    /// the first requests after a start wait for, or run beside, a count of a long
+    /// history (seconds at ten million ended executions). With `0s`, every scrape counts
+    /// and there is nothing to start.
+    pub fn warm(&self, store: &Arc<dyn Store>) {
+        if self.refresh.is_zero() {
+            return;
+        }
+        let full = Arc::clone(store);
+        self.refresh_if_stale(move || async move { full.count_by_status().await });
+    }
+
+    /// Starts `full` in a task of its own when the terminal counts are due and no count
+    /// is under way.
+    fn refresh_if_stale<F, Fut>(&self, full: F)
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Counts>> + Send + 'static,
     {
-        // `0s`: the operator asked for exact counts on every scrape.
-        if self.refresh.is_zero() {
-            return Ok(by_status(&full().await?));
-        }
-        let cached = self.terminal.borrow().clone();
-        let stale = cached
+        let stale = self
+            .terminal
+            .borrow()
             .as_ref()
             .is_none_or(|(at, _)| at.elapsed() >= self.refresh);
         if stale && !self.refreshing.swap(true, Ordering::AcqRel) {
@@ -94,6 +100,25 @@ impl StatusGauges {
                 refreshing.store(false, Ordering::Release);
             });
         }
+    }
+
+    /// [`Self::read`] with the two counts given: `in_flight` now, and `full` (every
+    /// status) when the terminal counts are due.
+    async fn read_with<F, Fut>(
+        &self,
+        in_flight: impl Future<Output = Result<Counts>>,
+        full: F,
+    ) -> Result<StatusCounts>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Counts>> + Send + 'static,
+    {
+        // `0s`: the operator asked for exact counts on every scrape.
+        if self.refresh.is_zero() {
+            return Ok(by_status(&full().await?));
+        }
+        let cached = self.terminal.borrow().clone();
+        self.refresh_if_stale(full);
         let ended = match cached {
             Some((_, counts)) => counts,
             None => {
@@ -229,5 +254,32 @@ mod tests {
         assert_eq!(count(&counts, ExecutionStatus::Completed), 7);
         assert_eq!(count(&counts, ExecutionStatus::Running), 1);
         assert_eq!(started.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warmed_gauge_answers_its_first_scrape_without_counting_again() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let w = workflow(&store, "orders", "1", "order.created").await;
+        let done = running(&store, &w, "w1").await;
+        store
+            .cancel_execution(done.id, Some("ops"), None, t0())
+            .await
+            .unwrap();
+        let gauges = StatusGauges::new(Duration::from_secs(60));
+        gauges.warm(&store);
+        settle().await;
+        // The count landed before any scrape: the first one is served from it, and a
+        // full count that would block is never started.
+        let never = || async {
+            std::future::pending::<()>().await;
+            Ok(Vec::new())
+        };
+        let in_flight = || async { Ok(vec![(ExecutionStatus::Running, 0)]) };
+        let first =
+            tokio::time::timeout(Duration::from_secs(1), gauges.read_with(in_flight(), never))
+                .await
+                .expect("the first scrape does not wait")
+                .unwrap();
+        assert_eq!(count(&first, ExecutionStatus::Cancelled), 1);
     }
 }
