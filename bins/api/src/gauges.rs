@@ -49,9 +49,10 @@ impl StatusGauges {
     ///
     /// The full count runs in a task of its own, one at a time: a scrape that gives up
     /// on it (its time limit is shorter than a count of a large history) does not
-    /// abandon it, and the next scrape does not start another. Only the first scrape,
-    /// before any count finished, waits for it; later ones serve the last counts while
-    /// a fresher one is under way.
+    /// abandon it, and the next scrape does not start another. Only a scrape that comes
+    /// before any count finished waits for one (the server starts the first as it
+    /// starts: [`Self::warm`]); later ones serve the last counts while a fresher one is
+    /// under way.
     pub async fn read(&self, store: &Arc<dyn Store>) -> Result<StatusCounts> {
         let full = Arc::clone(store);
         self.read_with(store.count_in_flight(), move || async move {
