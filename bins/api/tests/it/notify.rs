@@ -75,6 +75,27 @@ async fn smtp_or_skip() -> Option<Smtp> {
     panic!("the SMTP server did not start on port {port}");
 }
 
+/// An execution's notifications (the list's body) once `done` holds for its items, or
+/// as they are after ten seconds (the caller's assertions then say what is missing).
+async fn notifications_until(app: &TestApp, exec: &str, done: impl Fn(&[Value]) -> bool) -> Value {
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = app
+            .get(
+                &format!("/api/v1/executions/{exec}/notifications"),
+                &app.admin.clone(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        listed = body;
+        if listed["items"].as_array().is_some_and(|i| done(i)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    listed
+}
+
 /// The messages in the Maildir, as received (headers and body).
 fn mailbox(dir: &Path) -> Vec<String> {
     let mut mails = Vec::new();
@@ -165,24 +186,10 @@ async fn an_approval_reaches_email_slack_teams_and_a_webhook_and_the_emailed_lin
     .await;
 
     // All four are sent by the embedded worker.
-    let mut listed = Value::Null;
-    for _ in 0..100 {
-        let (s, body) = app
-            .get(
-                &format!("/api/v1/executions/{exec}/notifications"),
-                &app.admin.clone(),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        listed = body;
-        if listed["items"]
-            .as_array()
-            .is_some_and(|i| i.len() == 4 && i.iter().all(|n| n["status"] == "sent"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listed = notifications_until(&app, &exec, |i| {
+        i.len() == 4 && i.iter().all(|n| n["status"] == "sent")
+    })
+    .await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 4, "{listed}");
     for n in items {
@@ -379,25 +386,17 @@ async fn an_unreachable_smtp_server_leaves_the_email_queued_with_its_error() {
         json!({"order_id": "o-78", "total": 25000, "manager_email": "mia@example.com"}),
     )
     .await;
-    let mut email = Value::Null;
-    for _ in 0..100 {
-        let (_, body) = app
-            .get(
-                &format!("/api/v1/executions/{exec}/notifications"),
-                &app.admin.clone(),
-            )
-            .await;
-        let items = body["items"].as_array().unwrap();
-        email = items
-            .iter()
-            .find(|n| n["channel"] == "email")
-            .cloned()
-            .unwrap_or(Value::Null);
-        if items.len() == 4 && items.iter().all(|n| n["attempts"] == 1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let tried = notifications_until(&app, &exec, |i| {
+        i.len() == 4 && i.iter().all(|n| n["attempts"] == 1)
+    })
+    .await;
+    let email = tried["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["channel"] == "email")
+        .cloned()
+        .unwrap_or(Value::Null);
     assert_eq!(
         (&email["status"], &email["attempts"]),
         (&json!("queued"), &json!(1)),
@@ -479,23 +478,10 @@ async fn a_ladder_reminds_escalates_to_its_own_room_and_shows_in_the_console() {
         json!({"order_id": "o-90", "total": 25000}),
     )
     .await;
-    let mut listed = Value::Null;
-    for _ in 0..100 {
-        let (_, body) = app
-            .get(
-                &format!("/api/v1/executions/{exec}/notifications"),
-                &app.admin.clone(),
-            )
-            .await;
-        listed = body;
-        if listed["items"]
-            .as_array()
-            .is_some_and(|i| i.len() == 4 && i.iter().all(|n| n["status"] != "queued"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listed = notifications_until(&app, &exec, |i| {
+        i.len() == 4 && i.iter().all(|n| n["status"] != "queued")
+    })
+    .await;
     let outcome = |kind: &str, to: &str| {
         listed["items"]
             .as_array()
