@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod cursor;
+pub mod decision_batch;
 pub mod group_commit;
 pub mod memory;
 pub mod rules;

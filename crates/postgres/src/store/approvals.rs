@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::rows::backend;
 use crate::{rows, PgStore};
 
-use super::decisions::DecideRequest;
 use super::sql::{commit, id_after, insert_notification, limit, load_approval, RUNG_COLUMNS};
+use tollgate_store::decision_batch::DecideRequest;
 
 #[async_trait]
 impl ApprovalStore for PgStore {

@@ -1,94 +1,22 @@
 //! The group-commit writer of approval decisions: each decision judged by
 //! [`tollgate_store::rules`] on rows read under lock, the batch written in one statement.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
 use sqlx::Row;
-use tollgate_model::records::{
-    ApprovalRequest, Decision, Execution, Principal, StepRecord, Timestamp,
-};
-use tollgate_store::{rules, Continuation, Decided, Error, LeaseClaim, Result};
+use tollgate_model::records::{ApprovalRequest, Execution};
+use tollgate_store::decision_batch::{DecideRequest, DecisionBatch, DecisionWrites};
+use tollgate_store::{Decided, Result};
 use uuid::Uuid;
 
 use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
 
 use super::sql::{
-    approvals_from_recordset, steps_from_recordset, trail_from_recordset, trail_row,
-    EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
+    approvals_from_recordset, steps_from_recordset, trail_from_recordset, EXECUTION_COLUMNS,
+    STEP_UPSERT_TAIL,
 };
-
-/// One decision waiting for the decider.
-#[derive(Clone)]
-pub(crate) struct DecideRequest {
-    pub(crate) approval_id: Uuid,
-    pub(crate) decision: Decision,
-    pub(crate) decider: Principal,
-    pub(crate) claim: LeaseClaim,
-    pub(crate) now: Timestamp,
-    /// What the claimed execution does next ([`ApprovalStore::decide`]).
-    pub(crate) then: Option<Continuation>,
-    /// Set when a batch first tries to write this request (shared by the clones the
-    /// batcher makes): found set, the request is being retried after a batch whose
-    /// outcome was unknown, and its own decision may already be stored.
-    pub(crate) tried: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl DecideRequest {
-    pub(super) fn new(
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Option<Continuation>,
-    ) -> Self {
-        Self {
-            approval_id,
-            decision,
-            decider: decider.clone(),
-            claim: claim.clone(),
-            now,
-            then,
-            tried: Arc::default(),
-        }
-    }
-}
-
-impl std::fmt::Debug for DecideRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecideRequest")
-            .field("approval_id", &self.approval_id)
-            .field("decided_by", &self.decision.decided_by)
-            .field("continues", &self.then.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The rows a batch of decisions writes, collected while the decisions are applied in
-/// arrival order and written together in one statement.
-#[derive(Default)]
-pub(super) struct DecisionWrites {
-    /// Final state of each touched request, by id.
-    approvals: std::collections::BTreeMap<Uuid, Value>,
-    /// Final state of each claimed execution, by id (as its table's columns).
-    executions: std::collections::BTreeMap<Uuid, Value>,
-    /// One audit row per claiming decision.
-    audits: Vec<Value>,
-    /// Step records of the steps continued executions ran after their decision.
-    records: Vec<StepRecord>,
-    /// Requests of the gates continued executions stopped at.
-    new_approvals: Vec<ApprovalRequest>,
-    /// Whether a continued execution stopped where the worker loops must look.
-    wakes: bool,
-    /// Context undo trail rows of continued executions ([`trail_row`]).
-    trails: Vec<Value>,
-    /// Continued executions that completed: their trails are deleted.
-    completed: Vec<Uuid>,
-}
 
 /// Columns an execution never changes after its insert: a decision's update leaves them
 /// out (its JSON then carries no copy of the trigger payload for the database to parse).
@@ -205,34 +133,22 @@ pub(crate) async fn decide_batch(
     ids.sort();
     ids.dedup();
     let rows = read_for_decision(&mut tx, &ids).await?;
-    let mut approvals = std::collections::HashMap::new();
-    let mut executions = std::collections::HashMap::new();
+    let mut approvals = Vec::with_capacity(rows.len());
+    let mut executions = Vec::with_capacity(rows.len());
     for row in &rows {
         let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
         let approval: ApprovalRequest =
             serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
-        let execution = rows::execution_to_change(row)?;
-        executions.insert(execution.id, execution);
-        approvals.insert(approval.id, approval);
+        executions.push(rows::execution_to_change(row)?);
+        approvals.push(approval);
     }
-    let mut writes = DecisionWrites::default();
+    let mut batch = DecisionBatch::new(approvals, executions);
     let results: Vec<Result<Decided>> = requests
         .iter()
-        .map(|request| {
-            let retried = request
-                .tried
-                .swap(true, std::sync::atomic::Ordering::SeqCst);
-            decide_one(
-                &mut approvals,
-                &mut executions,
-                &mut writes,
-                request,
-                retried,
-            )
-        })
+        .map(|request| batch.apply(request, request.retried()))
         .collect();
-    if !writes.approvals.is_empty() {
-        write_decisions(&mut tx, writes).await?;
+    if !batch.writes.is_empty() {
+        write_decisions(&mut tx, batch.writes).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(results)
@@ -271,21 +187,33 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
     // rows up by key, whatever its (possibly stale) estimate of the recordsets.
     let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
     let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
+    let executions: Vec<Value> = writes.executions.values().map(execution_changes).collect();
+    let approvals: Vec<Value> = writes
+        .approvals
+        .values()
+        .map(|a| json!({"id": a.id, "status": a.status.as_str(), "decisions": a.decisions, "decided_at": a.decided_at}))
+        .collect();
+    let audits: Vec<Value> = writes
+        .audits
+        .iter()
+        .map(|a| json!({"id": a.id, "execution_id": a.execution_id, "actor": a.actor, "at": a.at, "data": a.data}))
+        .collect();
+    let trails: Vec<Value> = writes
+        .trails
+        .iter()
+        .map(|t| json!({"execution_id": t.execution_id, "version": t.version, "undo": t.undo}))
+        .collect();
     sqlx::query(sql)
-        .bind(Json(Value::Array(
-            writes.executions.into_values().collect::<Vec<_>>(),
-        )))
-        .bind(Json(Value::Array(
-            writes.approvals.into_values().collect::<Vec<_>>(),
-        )))
-        .bind(Json(Value::Array(writes.audits)))
+        .bind(Json(Value::Array(executions)))
+        .bind(Json(Value::Array(approvals)))
+        .bind(Json(Value::Array(audits)))
         .bind(execution_ids)
         .bind(approval_ids)
         .bind(to_json(&writes.records))
         .bind(to_json(&writes.new_approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(writes.wakes)
-        .bind(Json(Value::Array(writes.trails)))
+        .bind(Json(Value::Array(trails)))
         .bind(writes.completed)
         .execute(conn)
         .await
@@ -299,154 +227,4 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
 pub(crate) async fn prepare_decisions(conn: &mut PgConnection) -> Result<()> {
     read_for_decision(&mut *conn, &[]).await?;
     write_decisions(conn, DecisionWrites::default()).await
-}
-
-/// Applies one decision to the batch's locked rows and records what to write; `Err` is
-/// this decision's refusal (nothing recorded for it).
-pub(super) fn decide_one(
-    approvals: &mut std::collections::HashMap<Uuid, ApprovalRequest>,
-    executions: &mut std::collections::HashMap<Uuid, Execution>,
-    writes: &mut DecisionWrites,
-    request: &DecideRequest,
-    retried: bool,
-) -> Result<Decided> {
-    let approval_id = request.approval_id;
-    let now = request.now;
-    let Some(approval) = approvals.get_mut(&approval_id) else {
-        return Err(Error::not_found("approval", approval_id));
-    };
-    let Some(execution) = executions.get_mut(&approval.execution_id) else {
-        return Err(Error::not_found("execution", approval.execution_id));
-    };
-    // A retry after a batch whose COMMIT outcome was unknown, finding its own decision
-    // stored: that write succeeded. Answered as done — not `409 already approved` — with
-    // nothing written again. If it claimed the execution, the claim's lease lapses and
-    // another worker advances it.
-    if retried && rules::holds_decision(approval, &request.decision) {
-        return Ok(Decided {
-            approval: approval.clone(),
-            execution: execution.clone(),
-            claimed: false,
-            continued: None,
-        });
-    }
-    let decision = request.decision.clone();
-    let (decided_by, audit) = (
-        decision.decided_by.clone(),
-        rules::decision_audit(approval_id, &decision),
-    );
-    // Refusals change nothing: work on copies and keep them only on success.
-    let mut next_approval = approval.clone();
-    let mut next_execution = execution.clone();
-    let claimed = rules::decide(
-        &mut next_approval,
-        &mut next_execution,
-        decision,
-        &request.decider,
-        &request.claim,
-        now,
-    )?;
-    let approval_row = |a: &ApprovalRequest| json!({"id": a.id, "status": a.status.as_str(), "decisions": a.decisions, "decided_at": a.decided_at});
-    if !claimed {
-        writes
-            .approvals
-            .insert(approval_id, approval_row(&next_approval));
-        *approval = next_approval;
-        return Ok(Decided {
-            approval: approval.clone(),
-            execution: execution.clone(),
-            claimed: false,
-            continued: None,
-        });
-    }
-    let next = request
-        .then
-        .as_ref()
-        .and_then(|then| rules::continuation(&next_execution, then));
-    if let Some(next) = &next {
-        // Leaving the gate closed its only open request (the decided one), so an ending
-        // here has no other request to close.
-        writes.wakes |= next.wakes_workers();
-        next_execution = next.execution.clone();
-        writes.records.extend(next.records.iter().cloned());
-        writes.new_approvals.extend(next.approval.iter().cloned());
-        writes.trails.extend(trail_row(&next_execution, &next.undo));
-        if next_execution.status == tollgate_model::ExecutionStatus::Completed {
-            writes.completed.push(next_execution.id);
-        }
-    }
-    writes
-        .approvals
-        .insert(approval_id, approval_row(&next_approval));
-    writes
-        .executions
-        .insert(next_execution.id, execution_changes(&next_execution));
-    writes.audits.push(json!({
-        "id": Uuid::now_v7(), "execution_id": next_execution.id, "actor": decided_by, "at": now,
-        "data": audit,
-    }));
-    *approval = next_approval;
-    *execution = next_execution;
-    Ok(Decided {
-        approval: approval.clone(),
-        execution: execution.clone(),
-        claimed: true,
-        continued: next,
-    })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use tollgate_model::records::DecisionKind;
-    use tollgate_store::testkit::{
-        approval_for, decision, definition, lease, manager, new_execution, t0,
-    };
-
-    use super::*;
-
-    /// A decision retried after a batch whose outcome was unknown finds itself stored:
-    /// answered as done, writing nothing. The same decision sent anew (not a retry) is
-    /// refused as a second approval by the same decider.
-    #[test]
-    fn a_retried_decision_recognises_itself() {
-        let definition = definition("orders", "1", "order.created");
-        let w = tollgate_model::records::Workflow {
-            id: Uuid::now_v7(),
-            snapshot_id: tollgate_model::records::snapshot_id(&definition),
-            enabled: true,
-            definition,
-            created_at: t0(),
-            updated_at: t0(),
-        };
-        let mut execution = new_execution(&w, "w1");
-        execution.status = tollgate_model::ExecutionStatus::Paused;
-        let mut approval = approval_for(&execution, 2, None);
-        let mine = decision("ann", DecisionKind::Approve);
-        approval.decisions.push(mine.clone());
-        let request = DecideRequest::new(
-            approval.id,
-            mine,
-            &manager("ann"),
-            &lease("api", t0()),
-            t0(),
-            None,
-        );
-        let mut approvals = std::collections::HashMap::from([(approval.id, approval.clone())]);
-        let mut executions = std::collections::HashMap::from([(execution.id, execution)]);
-        let mut writes = DecisionWrites::default();
-        let fresh = decide_one(
-            &mut approvals,
-            &mut executions,
-            &mut writes,
-            &request,
-            false,
-        );
-        assert!(fresh.unwrap_err().is_conflict(), "a new request is refused");
-        let retried =
-            decide_one(&mut approvals, &mut executions, &mut writes, &request, true).unwrap();
-        assert!(!retried.claimed);
-        assert_eq!(retried.approval, approval);
-        assert!(writes.approvals.is_empty(), "nothing written again");
-    }
 }

@@ -22,7 +22,8 @@ mod workers;
 mod workflows;
 
 pub(crate) use commits::commit_batch;
-pub(crate) use decisions::{decide_batch, prepare_decisions, DecideRequest};
+pub(crate) use decisions::{decide_batch, prepare_decisions};
 pub(crate) use intake::{
     insert_events, triggered_batch, waiting_batch, WaitingAnswer, WaitingRead,
 };
+pub(crate) use tollgate_store::decision_batch::DecideRequest;
