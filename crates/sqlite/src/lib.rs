@@ -81,9 +81,12 @@ pub struct SqliteOptions {
     pub wal_size_limit: u64,
     /// What opening does with the schema.
     pub schema: tollgate_store::SchemaPolicy,
-    /// How often a background checkpoint copies the log into the database even when no
-    /// commit triggers SQLite's own, so a burst followed by quiet does not leave the log
-    /// full. Passive: it never waits for readers nor blocks a commit.
+    /// How often the background checkpointer copies the log into the database. Commits
+    /// never checkpoint (SQLite's automatic checkpoint is off on the writer): a
+    /// checkpoint in the writer's commit stalled every write queued behind it. The
+    /// checkpointer runs on a connection of its own, passive: it never waits for
+    /// readers nor blocks a commit, and the writer starts the log over once it has all
+    /// been copied.
     pub checkpoint_interval: Duration,
 }
 
@@ -96,7 +99,7 @@ impl SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
             wal_size_limit: 64 * 1024 * 1024,
-            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_interval: Duration::from_millis(100),
             schema: tollgate_store::SchemaPolicy::Apply,
         }
     }
@@ -232,8 +235,14 @@ async fn schema_difference(pool: &SqlitePool) -> Result<(Vec<i64>, Vec<i64>), sq
 pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) reader: SqlitePool,
+    /// The background checkpointer's own connection.
+    checkpointer: SqlitePool,
     pub(crate) wakeups: Arc<Notify>,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
+    /// Group commit of approval decisions (see `store::decider`).
+    pub(crate) decider: store::Decider,
+    /// Group commit of events with the executions they start (see `store::intake`).
+    pub(crate) intake: store::Intake,
 }
 
 impl SqliteStore {
@@ -283,7 +292,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(base.clone())
+            .connect_with(base.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(open_err)?;
         let (missing, newer) = schema_difference(&writer).await.map_err(open_err)?;
@@ -319,7 +328,7 @@ impl SqliteStore {
             .max_connections(options.read_connections.max(1))
             .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await
             .map_err(|source| OpenError::Open {
                 path: options.path.clone(),
@@ -345,12 +354,27 @@ impl SqliteStore {
                 }
             })
         };
-        spawn_checkpointer(writer.clone(), options.checkpoint_interval);
+        let decider = store::decider(writer.clone(), wakeups.clone());
+        let intake = store::intake(writer.clone(), reader.clone(), wakeups.clone());
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .connect_with(base.clone())
+            .await
+            .map_err(|source| OpenError::Open {
+                path: options.path.clone(),
+                source,
+            })?;
+        spawn_checkpointer(checkpointer.clone(), options.checkpoint_interval);
         Ok(Self {
             writer,
             reader,
+            checkpointer,
             wakeups,
             committer,
+            decider,
+            intake,
         })
     }
 
@@ -392,8 +416,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Closes both pools, waiting for connections in use.
+    /// Closes the pools, waiting for connections in use; the writer's closes last, and
+    /// SQLite checkpoints the log as its last connection closes.
     pub async fn close(&self) {
+        self.checkpointer.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -424,23 +450,23 @@ async fn no_transaction_left(conn: &mut sqlx::SqliteConnection) -> Result<bool, 
     Ok(true)
 }
 
-/// Every `interval`, a passive checkpoint on the writer connection (between commits);
-/// ends when the pool closes.
-fn spawn_checkpointer(writer: SqlitePool, interval: Duration) {
+/// Every `interval`, a passive checkpoint on the checkpointer's own connection, beside
+/// the writer's commits; ends when that pool closes.
+fn spawn_checkpointer(checkpointer: SqlitePool, interval: Duration) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            if writer.is_closed() {
+            if checkpointer.is_closed() {
                 break;
             }
             if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&writer)
+                .execute(&checkpointer)
                 .await
             {
-                if writer.is_closed() {
+                if checkpointer.is_closed() {
                     break;
                 }
                 tracing::warn!("periodic WAL checkpoint failed: {err}");

@@ -8,6 +8,7 @@ use tollgate_model::records::{
     ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla, Decision,
     Principal, Timestamp,
 };
+use tollgate_store::decision_batch::DecideRequest;
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalPin, ApprovalStore,
     AssignmentChange, Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
@@ -166,7 +167,15 @@ impl ApprovalStore for SqliteStore {
         now: Timestamp,
         then: Option<Continuation>,
     ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, claim, now, then.as_ref())
+        self.decider
+            .submit(DecideRequest::new(
+                approval_id,
+                decision,
+                decider,
+                claim,
+                now,
+                then,
+            ))
             .await
     }
 

@@ -11,8 +11,8 @@ use crate::rows::{backend, json, opt_ts, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    bind_approval, bind_execution, bind_step, bind_trail, trail_sql, upsert_execution_sql, Held,
-    INSERT_APPROVAL_SQL, UPSERT_STEP_SQL,
+    bind_approval, bind_execution_update, bind_step, bind_trail, trail_sql, Held,
+    INSERT_APPROVAL_SQL, UPDATE_EXECUTION_SQL, UPSERT_STEP_SQL,
 };
 
 impl SqliteStore {
@@ -60,7 +60,7 @@ impl SqliteStore {
                 return Err(err);
             }
         };
-        let mut sql = upsert_execution_sql();
+        let mut sql = UPDATE_EXECUTION_SQL.clone();
         sql.push(';');
         for _ in &writes.records {
             sql.push(' ');
@@ -81,7 +81,7 @@ impl SqliteStore {
             sql.push_str(super::events::NOTE_CONSUMED);
         }
         sql.push_str(" COMMIT;");
-        let mut query = bind_execution(sqlx::query(&sql), &execution);
+        let mut query = bind_execution_update(sqlx::query(&sql), &execution);
         for record in &writes.records {
             query = bind_step(query, record);
         }

@@ -1,147 +1,184 @@
-//! Approval decisions in two hops on the writer: read the request and its execution
-//! under `BEGIN IMMEDIATE`, judge with [`tollgate_store::rules`], write and commit.
+//! The group-commit writer of approval decisions: the decisions queued at one moment are
+//! decided in one `BEGIN IMMEDIATE` transaction in two hops on the writer — read every
+//! request and its execution; then every write and the commit — each judged by
+//! [`tollgate_store::rules`] in arrival order ([`DecisionBatch`]).
+
+use std::sync::Arc;
 
 use sqlx::Row;
-use tollgate_model::records::{Decision, Principal, StepRecord, Timestamp};
-use tollgate_model::ExecutionStatus;
-use tollgate_store::{rules, Continuation, Decided, Error, LeaseClaim, Result, Starting};
-use uuid::Uuid;
+use tollgate_store::decision_batch::{DecideRequest, DecisionBatch, DecisionWrites};
+use tollgate_store::{Decided, Result};
 
+use crate::rows;
 use crate::rows::{backend, json, opt_ts, ts};
-use crate::{rows, SqliteStore};
 
 use super::sql::{
-    bind_approval, bind_execution, bind_step, bind_trail, trail_sql, upsert_execution_sql,
-    UPSERT_STEP_SQL,
+    bind_approval, bind_execution_update, bind_step, Bound, Held, INSERT_APPROVAL_SQL,
+    UPDATE_EXECUTION_SQL, UPSERT_STEP_SQL,
 };
 
-impl SqliteStore {
-    pub(super) async fn decide_with(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Option<&Continuation>,
-    ) -> Result<Decided> {
-        // Hop 1: open the transaction and read the request and its execution.
-        let mut held = self.held().await?;
-        let read = sqlx::query(concat!(
-            "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id = ?; ",
-            select_executions!(),
-            " WHERE id = (SELECT execution_id FROM approvals WHERE id = ?)"
-        ))
-        .bind(approval_id.to_string())
-        .bind(approval_id.to_string())
-        .fetch_all(held.conn()?)
-        .await;
-        let rows = match read {
-            Ok(rows) => rows,
-            Err(err) => {
-                held.rollback().await;
-                return Err(backend(err));
+/// The decisions' group committer.
+pub(crate) type Decider = tollgate_store::group_commit::Batcher<DecideRequest, Decided>;
+
+/// Starts the decisions' group committer on `writer`; `wake` is signalled after a batch
+/// that left due work for the worker loops.
+pub(crate) fn decider(writer: sqlx::SqlitePool, wake: Arc<tokio::sync::Notify>) -> Decider {
+    tollgate_store::group_commit::Batcher::spawn(move |requests: Arc<Vec<DecideRequest>>| {
+        let writer = writer.clone();
+        let wake = wake.clone();
+        async move {
+            let (results, wakes) = decide_batch(&writer, &requests).await?;
+            if wakes {
+                wake.notify_one();
             }
-        };
-        let approval_row = rows
-            .iter()
-            .find(|r| r.try_get::<String, _>("decisions").is_ok());
-        let execution_row = rows
-            .iter()
-            .find(|r| r.try_get::<String, _>("context").is_ok());
-        let (Some(approval_row), Some(execution_row)) = (approval_row, execution_row) else {
+            Ok(results)
+        }
+    })
+}
+
+/// Decides a batch in one transaction: one hop reads the requests and their executions
+/// under `BEGIN IMMEDIATE`, the rules apply in memory, one hop writes and commits. `Err`
+/// only for a database error (nothing written); otherwise one answer per request and
+/// whether a continued execution stopped where the worker loops must look.
+async fn decide_batch(
+    writer: &sqlx::SqlitePool,
+    requests: &[DecideRequest],
+) -> Result<(Vec<Result<Decided>>, bool)> {
+    let mut ids: Vec<String> = requests.iter().map(|r| r.approval_id.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    let marks = vec!["?"; ids.len()].join(", ");
+    let read_sql = format!(
+        "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id IN ({marks}); {} WHERE id IN (SELECT execution_id FROM approvals WHERE id IN ({marks}))",
+        select_executions!()
+    );
+    let mut read = sqlx::query(&read_sql);
+    for id in ids.iter().chain(&ids) {
+        read = read.bind(id.as_str());
+    }
+    let mut held = Held {
+        conn: Some(writer.acquire().await.map_err(backend)?),
+        settled: false,
+    };
+    let rows = match read.fetch_all(held.conn()?).await {
+        Ok(rows) => rows,
+        Err(err) => {
             held.rollback().await;
-            return Err(Error::not_found("approval", approval_id));
-        };
-        let mut approval = rows::approval(approval_row)?;
-        let mut execution = rows::execution_to_change(execution_row)?;
-        let (decided_by, audit) = (
-            decision.decided_by.clone(),
-            rules::decision_audit(approval_id, &decision),
-        );
-        let claimed =
-            match rules::decide(&mut approval, &mut execution, decision, decider, claim, now) {
-                Ok(claimed) => claimed,
-                Err(refusal) => {
-                    held.rollback().await;
-                    return Err(refusal);
-                }
-            };
-        // The side-effect-free steps after the decision, stored with it.
-        let next = match then {
-            Some(then) if claimed => rules::continuation(&execution, then),
-            _ => None,
-        };
-        // Leaving the gate closed its only open request (the decided one), so an ending
-        // here has no other request to close.
-        let wakes = next.as_ref().is_some_and(Starting::wakes_workers);
-        if let Some(next) = &next {
-            execution = next.execution.clone();
+            return Err(backend(err));
         }
-        let records: &[StepRecord] = next.as_ref().map_or(&[], |n| &n.records);
-        let completed = execution.status == ExecutionStatus::Completed;
-        let new_approval = next.as_ref().and_then(|n| n.approval.as_ref());
-        // Hop 2: every write and the commit, in one batch.
-        let mut sql = String::from(
-            "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?;",
-        );
-        if claimed {
-            sql.push(' ');
-            sql.push_str(&upsert_execution_sql());
-            sql.push_str("; INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL);");
-            for _ in records {
-                sql.push(' ');
-                sql.push_str(UPSERT_STEP_SQL);
-                sql.push(';');
-            }
-            if let Some(next) = &next {
-                sql.push_str(trail_sql(&next.undo, completed));
-            }
-            if new_approval.is_some() {
-                sql.push_str(" INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) VALUES (");
-                sql.push_str(&vec!["?"; 18].join(", "));
-                sql.push_str(");");
-            }
+    };
+    // Approval rows carry `decisions`, execution rows `context`.
+    let mut approvals = Vec::new();
+    let mut executions = Vec::new();
+    let parsed: Result<()> = rows.iter().try_for_each(|row| {
+        if row.try_get::<String, _>("decisions").is_ok() {
+            approvals.push(rows::approval(row)?);
+        } else {
+            executions.push(rows::execution_to_change(row)?);
         }
-        sql.push_str(" COMMIT;");
-        let mut write = sqlx::query(&sql)
+        Ok(())
+    });
+    if let Err(err) = parsed {
+        held.rollback().await;
+        return Err(err);
+    }
+    let mut batch = DecisionBatch::new(approvals, executions);
+    // A SQLite batch's outcome is never unknown: a failed batch rolled back, so a
+    // request written again alone is never a retry of a stored decision.
+    let results: Vec<Result<Decided>> = requests
+        .iter()
+        .map(|request| batch.apply(request, false))
+        .collect();
+    let writes = batch.writes;
+    let wakes = writes.wakes;
+    let sql = if writes.is_empty() {
+        String::from("COMMIT;")
+    } else {
+        write_sql(&writes)
+    };
+    let written = bind_writes(sqlx::query(&sql), &writes)
+        .execute(held.conn()?)
+        .await;
+    match written {
+        Ok(_) => held.settled = true,
+        Err(err) => {
+            held.rollback().await;
+            return Err(backend(err));
+        }
+    }
+    Ok((results, wakes))
+}
+
+/// Every write of a batch of decisions and the `COMMIT`, as one multi-statement query:
+/// the executions claimed or continued, the requests decided, an audit row per claiming
+/// decision, the continued executions' step records, trails and new requests.
+fn write_sql(writes: &DecisionWrites) -> String {
+    let mut sql = String::new();
+    for _ in &writes.executions {
+        sql.push_str(&UPDATE_EXECUTION_SQL);
+        sql.push_str("; ");
+    }
+    for _ in &writes.approvals {
+        sql.push_str(
+            "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?; ",
+        );
+    }
+    for _ in &writes.audits {
+        sql.push_str("INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL); ");
+    }
+    for _ in &writes.records {
+        sql.push_str(UPSERT_STEP_SQL);
+        sql.push_str("; ");
+    }
+    for _ in &writes.trails {
+        sql.push_str("INSERT INTO context_trail (execution_id, version, undo) VALUES (?, ?, ?); ");
+    }
+    for _ in &writes.completed {
+        sql.push_str("DELETE FROM context_trail WHERE execution_id = ?; ");
+    }
+    for _ in &writes.new_approvals {
+        sql.push_str(INSERT_APPROVAL_SQL);
+        sql.push_str("; ");
+    }
+    sql.push_str("COMMIT;");
+    sql
+}
+
+/// Binds the parameters of [`write_sql`] for the same writes.
+fn bind_writes<'q>(mut query: Bound<'q>, writes: &DecisionWrites) -> Bound<'q> {
+    for execution in writes.executions.values() {
+        query = bind_execution_update(query, execution);
+    }
+    for approval in writes.approvals.values() {
+        query = query
             .bind(approval.status.as_str())
             .bind(json(&approval.decisions))
             .bind(opt_ts(approval.decided_at))
-            .bind(approval_id.to_string());
-        if claimed {
-            write = bind_execution(write, &execution)
-                .bind(Uuid::now_v7().to_string())
-                .bind(execution.id.to_string())
-                .bind(decided_by.clone())
-                .bind(json(&audit))
-                .bind(ts(now))
-                .bind(ts(now));
-            for record in records {
-                write = bind_step(write, record);
-            }
-            if let Some(next) = &next {
-                write = bind_trail(write, &execution, &next.undo, completed);
-            }
-            if let Some(new_approval) = &new_approval {
-                write = bind_approval(write, new_approval);
-            }
-        }
-        match write.execute(held.conn()?).await {
-            Ok(_) => held.settled = true,
-            Err(err) => {
-                held.rollback().await;
-                return Err(backend(err));
-            }
-        }
-        if wakes {
-            self.wakeups.notify_one();
-        }
-        Ok(Decided {
-            approval,
-            execution,
-            claimed,
-            continued: next,
-        })
+            .bind(approval.id.to_string());
     }
+    for audit in &writes.audits {
+        query = query
+            .bind(audit.id.to_string())
+            .bind(audit.execution_id.to_string())
+            .bind(audit.actor.clone())
+            .bind(json(&audit.data))
+            .bind(ts(audit.at))
+            .bind(ts(audit.at));
+    }
+    for record in &writes.records {
+        query = bind_step(query, record);
+    }
+    for trail in &writes.trails {
+        query = query
+            .bind(trail.execution_id.to_string())
+            .bind(trail.version)
+            .bind(json(&trail.undo));
+    }
+    for id in &writes.completed {
+        query = query.bind(id.to_string());
+    }
+    for approval in &writes.new_approvals {
+        query = bind_approval(query, approval);
+    }
+    query
 }

@@ -1,5 +1,7 @@
 //! [`EventStore`] on SQLite.
 
+use std::fmt::Write as _;
+
 use async_trait::async_trait;
 use serde_json::json;
 use sqlx::sqlite::Sqlite;
@@ -16,7 +18,7 @@ use crate::{rows, SqliteStore};
 
 use super::sql::{
     audit, bind_approval, bind_execution, bind_step, commit, load_execution, write_execution,
-    EXECUTION_COLUMNS,
+    Bound, Held, EXECUTION_COLUMNS,
 };
 
 #[async_trait]
@@ -30,114 +32,7 @@ impl EventStore for SqliteStore {
         event: Event,
         starts: Vec<Starting>,
     ) -> Result<EventInsert> {
-        // One hop: the event is inserted unless its `event_id` exists; each execution, its
-        // step records and its approval request only if the event was (so a duplicate
-        // stores nothing); then the stored event with that `event_id` (ours, or the
-        // first) is read back.
-        let mut sql = String::from(
-            "BEGIN IMMEDIATE; INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING;",
-        );
-        const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
-        let insert_one = format!(
-            " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
-            vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", ")
-        );
-        let insert_step = format!(
-            " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-             SELECT {} {IF_INSERTED}",
-            vec!["?"; 15].join(", ")
-        );
-        let insert_trail = format!(
-            " INSERT INTO context_trail (execution_id, version, undo) SELECT ?, ?, ? {IF_INSERTED}"
-        );
-        let insert_approval = format!(
-            " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
-             SELECT {} {IF_INSERTED}",
-            vec!["?"; 18].join(", ")
-        );
-        for start in &starts {
-            sql.push_str(&insert_one);
-            for _ in &start.records {
-                sql.push_str(&insert_step);
-            }
-            if start.approval.is_some() {
-                sql.push_str(&insert_approval);
-            }
-            if trail_of(start).is_some() {
-                sql.push_str(&insert_trail);
-            }
-        }
-        sql.push_str(
-            " COMMIT; SELECT * FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);",
-        );
-        let mut query = sqlx::query(&sql)
-            .bind(event.id.to_string())
-            .bind(event.event_id.clone())
-            .bind(event.event_type.clone())
-            .bind(json(&event.payload))
-            .bind(event.source.clone())
-            .bind(event.correlation_id.map(|c| c.to_string()))
-            .bind(event.submitted_by.clone())
-            .bind(ts(event.received_at))
-            .bind(json(&event.started))
-            .bind(json(&event.resumed));
-        for start in &starts {
-            query = bind_execution(query, &start.execution).bind(event.id.to_string());
-            for record in &start.records {
-                query = bind_step(query, record).bind(event.id.to_string());
-            }
-            if let Some(approval) = &start.approval {
-                query = bind_approval(query, approval).bind(event.id.to_string());
-            }
-            if let Some(undo) = trail_of(start) {
-                query = query
-                    .bind(start.execution.id.to_string())
-                    .bind(start.execution.version)
-                    .bind(json(undo))
-                    .bind(event.id.to_string());
-            }
-        }
-        query = query
-            .bind(event.id.to_string())
-            .bind(event.event_id.clone())
-            .bind(event.event_id.clone());
-        let mut held = self.held().await?;
-        let rows = match query.fetch_all(held.conn()?).await {
-            Ok(rows) => {
-                held.settled = true;
-                rows
-            }
-            Err(err) => {
-                held.rollback().await;
-                drop(held);
-                if matches!(&err, sqlx::Error::Database(db) if db.is_unique_violation()) {
-                    // This very event (same id) is stored: a retried write of it.
-                    if let Ok(ours) = self.get_event(event.id).await {
-                        return Ok(EventInsert::Inserted(ours));
-                    }
-                    return Err(Error::Conflict(format!(
-                        "an execution of event {} already exists",
-                        event.id
-                    )));
-                }
-                return Err(backend(err));
-            }
-        };
-        let Some(row) = rows.first() else {
-            return Err(Error::Backend(
-                format!("event {} was neither stored nor found", event.id).into(),
-            ));
-        };
-        let stored = rows::event(row)?;
-        if stored.id == event.id {
-            if starts.iter().any(Starting::wakes_workers) {
-                self.wakeups.notify_one();
-            }
-            Ok(EventInsert::Inserted(event))
-        } else {
-            Ok(EventInsert::Duplicate(stored))
-        }
+        self.intake.submit((event, starts)).await
     }
 
     async fn set_event_outcome(
@@ -538,4 +433,197 @@ pub(super) const NOTE_CONSUMED: &str =
 fn trail_of(start: &Starting) -> Option<&[tollgate_model::undo::ContextUndo]> {
     (!start.undo.is_empty() && start.execution.status != tollgate_model::ExecutionStatus::Completed)
         .then_some(start.undo.as_slice())
+}
+
+/// An event with the executions it starts: what the events' group committer takes.
+pub(crate) type EventItem = (Event, Vec<Starting>);
+
+/// The events' group committer.
+pub(crate) type Intake = tollgate_store::group_commit::Batcher<EventItem, EventInsert>;
+
+/// Starts the events' group committer on `writer` (`reader` answers a retried write's
+/// look-up); `wake` is signalled after a batch that started executions the worker loops
+/// must look at.
+pub(crate) fn intake(
+    writer: sqlx::SqlitePool,
+    reader: sqlx::SqlitePool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) -> Intake {
+    tollgate_store::group_commit::Batcher::spawn(move |items: std::sync::Arc<Vec<EventItem>>| {
+        let (writer, reader, wake) = (writer.clone(), reader.clone(), wake.clone());
+        async move {
+            let (answers, wakes) = insert_events(&writer, &reader, &items).await?;
+            if wakes {
+                wake.notify_one();
+            }
+            Ok(answers)
+        }
+    })
+}
+
+/// Stores a batch of events in one transaction and one hop: each event is inserted
+/// unless its `event_id` exists; each execution it starts, with its step records,
+/// approval request and undo trail, only if that event was (so a duplicate stores
+/// nothing); after the commit, the stored event with each `event_id` (ours, or the
+/// first) is read back. `Err` only for a database error (nothing written); the batcher
+/// then writes each event alone, so the error reaches only the event that caused it.
+async fn insert_events(
+    writer: &sqlx::SqlitePool,
+    reader: &sqlx::SqlitePool,
+    items: &[EventItem],
+) -> Result<(Vec<Result<EventInsert>>, bool)> {
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for (_, starts) in items {
+        push_event_sql(&mut sql, starts);
+    }
+    sql.push_str(" COMMIT;");
+    for slot in 0..items.len() {
+        // Writing to a `String` cannot fail.
+        let _ = write!(
+            sql,
+            " SELECT *, {slot} AS slot FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);"
+        );
+    }
+    let mut query = sqlx::query(&sql);
+    for (event, starts) in items {
+        query = bind_event(query, event, starts);
+    }
+    for (event, _) in items {
+        query = query
+            .bind(event.id.to_string())
+            .bind(event.event_id.clone())
+            .bind(event.event_id.clone());
+    }
+    let mut held = Held {
+        conn: Some(writer.acquire().await.map_err(backend)?),
+        settled: false,
+    };
+    let rows = match query.fetch_all(held.conn()?).await {
+        Ok(rows) => {
+            held.settled = true;
+            rows
+        }
+        Err(err) => {
+            held.rollback().await;
+            drop(held);
+            let alone = match items {
+                [(event, _)] => Some(event),
+                _ => None,
+            };
+            if let (Some(event), sqlx::Error::Database(db)) = (alone, &err) {
+                if db.is_unique_violation() {
+                    // This very event (same id) is stored: a retried write of it.
+                    let ours = sqlx::query("SELECT * FROM events WHERE id = ?")
+                        .bind(event.id.to_string())
+                        .fetch_optional(reader)
+                        .await
+                        .map_err(backend)?;
+                    if ours.is_some() {
+                        return Ok((vec![Ok(EventInsert::Inserted(event.clone()))], false));
+                    }
+                    return Err(Error::Conflict(format!(
+                        "an execution of event {} already exists",
+                        event.id
+                    )));
+                }
+            }
+            return Err(backend(err));
+        }
+    };
+    let mut stored: Vec<Option<Event>> = vec![None; items.len()];
+    for row in &rows {
+        let slot: i64 = row.try_get("slot").map_err(backend)?;
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| stored.get_mut(s)) {
+            *entry = Some(rows::event(row)?);
+        }
+    }
+    let mut wakes = false;
+    let answers = items
+        .iter()
+        .zip(stored)
+        .map(|((event, starts), stored)| match stored {
+            None => Err(Error::Backend(
+                format!("event {} was neither stored nor found", event.id).into(),
+            )),
+            Some(stored) if stored.id == event.id => {
+                wakes |= starts.iter().any(Starting::wakes_workers);
+                Ok(EventInsert::Inserted(event.clone()))
+            }
+            Some(stored) => Ok(EventInsert::Duplicate(stored)),
+        })
+        .collect();
+    Ok((answers, wakes))
+}
+
+/// Appends one event's statements to a batch: the event's insert unless its `event_id`
+/// exists, then each start's rows, each only if the event's own insert happened.
+fn push_event_sql(sql: &mut String, starts: &[Starting]) {
+    static STATEMENTS: std::sync::LazyLock<[String; 5]> = std::sync::LazyLock::new(|| {
+        const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
+        [
+            " INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING;".to_owned(),
+            format!(
+                " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
+                vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", ")
+            ),
+            format!(
+                " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+                 SELECT {} {IF_INSERTED}",
+                vec!["?"; 15].join(", ")
+            ),
+            format!(
+                " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
+                 SELECT {} {IF_INSERTED}",
+                vec!["?"; 18].join(", ")
+            ),
+            format!(" INSERT INTO context_trail (execution_id, version, undo) SELECT ?, ?, ? {IF_INSERTED}"),
+        ]
+    });
+    let [event, execution, step, approval, trail] = &*STATEMENTS;
+    sql.push_str(event);
+    for start in starts {
+        sql.push_str(execution);
+        for _ in &start.records {
+            sql.push_str(step);
+        }
+        if start.approval.is_some() {
+            sql.push_str(approval);
+        }
+        if trail_of(start).is_some() {
+            sql.push_str(trail);
+        }
+    }
+}
+
+/// Binds the parameters of [`push_event_sql`] for the same event and starts.
+fn bind_event<'q>(query: Bound<'q>, event: &Event, starts: &[Starting]) -> Bound<'q> {
+    let mut query = query
+        .bind(event.id.to_string())
+        .bind(event.event_id.clone())
+        .bind(event.event_type.clone())
+        .bind(json(&event.payload))
+        .bind(event.source.clone())
+        .bind(event.correlation_id.map(|c| c.to_string()))
+        .bind(event.submitted_by.clone())
+        .bind(ts(event.received_at))
+        .bind(json(&event.started))
+        .bind(json(&event.resumed));
+    for start in starts {
+        query = bind_execution(query, &start.execution).bind(event.id.to_string());
+        for record in &start.records {
+            query = bind_step(query, record).bind(event.id.to_string());
+        }
+        if let Some(approval) = &start.approval {
+            query = bind_approval(query, approval).bind(event.id.to_string());
+        }
+        if let Some(undo) = trail_of(start) {
+            query = query
+                .bind(start.execution.id.to_string())
+                .bind(start.execution.version)
+                .bind(json(undo))
+                .bind(event.id.to_string());
+        }
+    }
+    query
 }

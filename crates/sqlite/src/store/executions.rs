@@ -21,8 +21,9 @@ use crate::rows::{backend, from_ts, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
-    load_execution, quarantine, status_counts, upsert_step, write_execution, write_trail,
+    apply_effect, audit, bind_step, close_approvals, commit, id_after, insert_approval,
+    insert_execution, load_execution, quarantine, status_counts, upsert_step, write_execution,
+    write_trail, UPSERT_STEP_SQL,
 };
 
 /// What claims and scans filter on: the execution rows this release can read.
@@ -294,20 +295,46 @@ impl ExecutionStore for SqliteStore {
         record: StepRecord,
         now: Timestamp,
     ) -> Result<i64> {
-        let mut tx = self.write_tx().await?;
-        let execution = load_execution(&mut tx, execution_id).await?;
-        rules::check_lease(&execution, owner, Some(expected_version))?;
-        let version = execution.version + 1;
-        sqlx::query("UPDATE executions SET version = ?, updated_at = ? WHERE id = ?")
-            .bind(version)
+        // One hop: the compare-and-set update, the step record only if it matched
+        // (`changes()` is the update's count), the commit. No match changed nothing; the
+        // row read afterwards says precisely why.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let upsert = UPSERT_STEP_SQL.replacen(
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1",
+                1,
+            );
+            format!(
+                "BEGIN IMMEDIATE; UPDATE executions SET version = version + 1, updated_at = ? \
+                 WHERE id = ? AND status = 'running' AND lease_owner = ? AND version = ? RETURNING version; \
+                 {upsert}; COMMIT;"
+            )
+        });
+        let query = sqlx::query(SQL.as_str())
             .bind(ts(now))
             .bind(execution_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        upsert_step(&mut tx, &record).await?;
-        commit(tx).await?;
-        Ok(version)
+            .bind(owner)
+            .bind(expected_version);
+        let query = bind_step(query, &record);
+        let mut held = self.held().await?;
+        let rows = match query.fetch_all(held.conn()?).await {
+            Ok(rows) => {
+                held.settled = true;
+                rows
+            }
+            Err(err) => {
+                held.rollback().await;
+                return Err(backend(err));
+            }
+        };
+        drop(held);
+        match rows.first() {
+            Some(row) => row.try_get("version").map_err(backend),
+            None => {
+                let execution = self.get_execution(execution_id).await?;
+                Err(rules::refusal(&execution, owner, Some(expected_version)))
+            }
+        }
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {

@@ -14,10 +14,16 @@ impl Health for SqliteStore {
     async fn ping(&self) -> Result<()> {
         // A stopped batching task would fail every step commit while the file still
         // answers: not ready.
-        if !self.committer.is_running() {
-            return Err(Error::Backend(
-                "the step commit batching task has stopped".into(),
-            ));
+        for (name, running) in [
+            ("step commit", self.committer.is_running()),
+            ("decision", self.decider.is_running()),
+            ("event", self.intake.is_running()),
+        ] {
+            if !running {
+                return Err(Error::Backend(
+                    format!("the {name} batching task has stopped").into(),
+                ));
+            }
         }
         sqlx::query("SELECT 1")
             .execute(&self.reader)

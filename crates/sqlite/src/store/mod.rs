@@ -1,6 +1,6 @@
 //! The trait implementations on SQLite: one file per store trait, beside the SQL every
 //! write shares (`sql`), step commits and their group-commit writer (`commits`), and
-//! decisions (`decisions`). Each method is one statement or one `BEGIN IMMEDIATE`
+//! the decisions' group-commit writer (`decisions`). Each method is one statement or one `BEGIN IMMEDIATE`
 //! transaction on the writer connection; reads use the read pool.
 
 mod approvals;
@@ -22,3 +22,5 @@ mod workers;
 mod workflows;
 
 pub(crate) use commits::commit_batch;
+pub(crate) use decisions::{decider, Decider};
+pub(crate) use events::{intake, Intake};

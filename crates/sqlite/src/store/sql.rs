@@ -149,6 +149,80 @@ pub(super) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution)
     Ok(())
 }
 
+/// The columns of an execution's row that change after its insert, in the order
+/// [`UPDATE_EXECUTION_SQL`] binds them. The others (its workflow, trigger and start)
+/// never change but by a migration, which writes the whole row.
+const CHANGING_COLUMNS: [&str; 24] = [
+    "status",
+    "result",
+    "context",
+    "cursor",
+    "visits",
+    "steps_run",
+    "version",
+    "lease_owner",
+    "lease_expires_at",
+    "gate",
+    "gate_reason",
+    "gate_deadline",
+    "gate_event",
+    "gate_approval_id",
+    "paused_at",
+    "wake",
+    "pause_requested",
+    "deadline",
+    "resume_count",
+    "last_resumed_at",
+    "completed_at",
+    "updated_at",
+    "error",
+    "consumed_events",
+];
+
+/// `UPDATE` of an existing execution's changing columns, bound by
+/// [`bind_execution_update`]. Cheaper than [`upsert_execution_sql`] on the hot paths: no
+/// insert attempt that conflicts, no copy of the trigger payload, and the indexes on the
+/// unchanging columns (the workflow's) are left alone.
+pub(super) static UPDATE_EXECUTION_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let sets: Vec<String> = CHANGING_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = ?"))
+            .collect();
+        format!("UPDATE executions SET {} WHERE id = ?", sets.join(", "))
+    });
+
+/// Binds the parameters of [`UPDATE_EXECUTION_SQL`] for `e`.
+pub(super) fn bind_execution_update<'q>(query: Bound<'q>, e: &Execution) -> Bound<'q> {
+    let gate = e.gate.as_ref();
+    query
+        .bind(e.status.as_str())
+        .bind(e.result.map(tollgate_model::ExecutionResult::as_str))
+        .bind(json(&e.context))
+        .bind(e.cursor.as_ref().map(json))
+        .bind(json(&e.visits))
+        .bind(i64::from(e.steps_run))
+        .bind(e.version)
+        .bind(e.lease.as_ref().and_then(|l| l.owner.clone()))
+        .bind(e.lease.as_ref().map(|l| ts(l.expires_at)))
+        .bind(gate.map(json))
+        .bind(gate.map(|g| g.reason.as_str()))
+        .bind(gate.and_then(|g| g.deadline).map(ts))
+        .bind(gate.and_then(|g| g.event.clone()))
+        .bind(gate.and_then(|g| g.approval_id).map(|a| a.to_string()))
+        .bind(gate.map(|g| ts(g.paused_at)))
+        .bind(e.wake.as_ref().map(json))
+        .bind(i64::from(e.pause_requested))
+        .bind(opt_ts(e.deadline))
+        .bind(i64::from(e.resume_count))
+        .bind(opt_ts(e.last_resumed_at))
+        .bind(opt_ts(e.completed_at))
+        .bind(ts(e.updated_at))
+        .bind(e.error.as_ref().map(json))
+        .bind(json(&e.consumed_events))
+        .bind(e.id.to_string())
+}
+
 /// `INSERT … ON CONFLICT DO UPDATE` of every column, bound by [`bind_execution`].
 pub(super) fn upsert_execution_sql() -> String {
     let sets: Vec<String> = EXECUTION_COLUMNS
