@@ -752,6 +752,55 @@ pub async fn concurrent_repeats_of_an_event_store_it_once(store: Arc<dyn Store>)
     assert_eq!(firsts.len(), 1, "every answer is the one stored event");
 }
 
+/// An event that must be refused (it would start an execution whose id exists),
+/// delivered together with twenty good ones (which a store may fold into one batch
+/// with it): it alone is refused and stores nothing; every other event is stored with
+/// its execution.
+pub async fn a_refused_event_spoils_no_other_of_its_batch(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let existing = new_execution(&w, "api");
+    let mut first = event("order.created", Some("o-first"), t0());
+    first.started = vec![existing.id];
+    store
+        .insert_event_starting(first, vec![existing.clone().into()])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..21 {
+        let store = store.clone();
+        let execution = if i == 10 {
+            existing.clone()
+        } else {
+            new_execution(&w, "api")
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut e = event("order.created", Some(&format!("o-{i}")), t0() + secs(i));
+            e.started = vec![execution.id];
+            let answer = store
+                .insert_event_starting(e.clone(), vec![execution.clone().into()])
+                .await;
+            (i, e, execution, answer)
+        }));
+    }
+    for task in tasks {
+        let (i, sent, execution, answer) = task.await.unwrap();
+        if i == 10 {
+            assert!(answer.unwrap_err().is_conflict(), "the clashing event");
+            assert!(store.get_event(sent.id).await.unwrap_err().is_not_found());
+            continue;
+        }
+        let EventInsert::Inserted(stored) = answer.unwrap() else {
+            panic!("event {i} is new")
+        };
+        assert_eq!(stored.id, sent.id);
+        assert_eq!(store.get_event(sent.id).await.unwrap().id, sent.id);
+        assert_eq!(
+            store.get_execution(execution.id).await.unwrap().id,
+            execution.id
+        );
+    }
+}
+
 /// Retention deletes only the events nobody took — delivered, starting nothing, in no
 /// execution's `resumed` list — received before their type's cutoff, oldest first and in
 /// batches; an execution that consumes an event, by a claim or in a step's commit, is

@@ -114,6 +114,7 @@ macro_rules! contract_tests {
             events_start_their_executions_atomically,
             events_store_executions_already_at_their_gate,
             concurrent_repeats_of_an_event_store_it_once,
+            a_refused_event_spoils_no_other_of_its_batch,
             console_sessions_live_until_they_expire
         );
     };
