@@ -196,7 +196,11 @@ where
                 let _ = reply.send(Err(err));
             }
         }
-        Err(_) => {
+        Err(err) => {
+            tracing::warn!(
+                batch = items.len(),
+                "a batch write failed ({err}); writing its requests one by one"
+            );
             for (item, reply) in items.iter().zip(replies) {
                 let answer =
                     write_batch(Arc::new(vec![item.clone()]))
