@@ -183,6 +183,7 @@ mod tests {
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: tollgate_bootstrap::MigrateMode::Auto,
             max_clock_skew: Duration::from_secs(5),
+            sqlite_synchronous: tollgate_bootstrap::config::SqliteSync::Normal,
         }
     }
 

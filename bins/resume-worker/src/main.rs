@@ -164,6 +164,7 @@ async fn run(cli: Cli) -> Result<()> {
         database_idle_in_transaction_timeout: cli.database_idle_in_transaction_timeout,
         migrate: cli.migrate,
         max_clock_skew: cli.max_clock_skew,
+        sqlite_synchronous: tollgate_bootstrap::config::SqliteSync::Normal,
     };
     if !matches!(database.target()?, DatabaseTarget::Postgres(_)) {
         bail!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use tollgate::backend::{Backend, BackendOptions, DatabaseTarget};
+use tollgate::backend::{Backend, BackendOptions, DatabaseTarget, SqliteSynchronous};
 
 use crate::Error;
 
@@ -67,6 +67,22 @@ pub struct DatabaseArgs {
     /// fifth of it, a warning is logged.
     #[arg(long, env = "TOLLGATE_MAX_CLOCK_SKEW", default_value = "5s", value_parser = parse_positive_duration)]
     pub max_clock_skew: Duration,
+
+    /// SQLite: `normal` — a commit survives the process being killed, a power loss may
+    /// lose the last transactions; `full` — every commit is synced to disk before it is
+    /// acknowledged, and survives a power loss too, at one sync per commit.
+    #[arg(long, env = "TOLLGATE_SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSync::Normal)]
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// `--sqlite-synchronous`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    /// `PRAGMA synchronous=NORMAL`.
+    #[default]
+    Normal,
+    /// `PRAGMA synchronous=FULL`.
+    Full,
 }
 
 /// `--migrate`.
@@ -110,6 +126,10 @@ impl DatabaseArgs {
         options.lock_timeout = self.database_lock_timeout;
         options.idle_in_transaction_timeout = self.database_idle_in_transaction_timeout;
         options.max_clock_skew = self.max_clock_skew;
+        options.sqlite_synchronous = match self.sqlite_synchronous {
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+            SqliteSync::Full => SqliteSynchronous::Full,
+        };
         // The process in `pg_stat_activity`: `tollgate-api`, `tollgate-resume-worker`.
         if !options.application_name.starts_with("tollgate") {
             options.application_name = "tollgate".into();
@@ -409,6 +429,7 @@ mod tests {
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: MigrateMode::Auto,
             max_clock_skew: Duration::from_secs(5),
+            sqlite_synchronous: SqliteSync::Normal,
         }
     }
 
@@ -458,6 +479,43 @@ mod tests {
         let refused = args(Some("mysql://db")).target().unwrap_err().to_string();
         assert!(refused.contains("`mysql://db`"), "{refused}");
         assert!(args(Some("sqlite:")).target().is_err());
+    }
+
+    /// `--sqlite-synchronous full` reaches the writer: the opened database reports the
+    /// level read back from SQLite, and the default stays `normal`.
+    #[tokio::test]
+    async fn sqlite_synchronous_is_what_the_database_runs_with() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            database: DatabaseArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        for (flags, want) in [
+            (vec![], SqliteSynchronous::Normal),
+            (
+                vec!["--sqlite-synchronous", "full"],
+                SqliteSynchronous::Full,
+            ),
+            (
+                vec!["--sqlite-synchronous", "normal"],
+                SqliteSynchronous::Normal,
+            ),
+        ] {
+            let cli = Cli::try_parse_from(
+                ["x", "--data-dir", data]
+                    .into_iter()
+                    .chain(flags.iter().copied()),
+            )
+            .unwrap();
+            let backend = cli.database.open().await.unwrap();
+            assert_eq!(backend.sqlite_synchronous(), Some(want), "{flags:?}");
+            backend.close().await;
+        }
+        let refused = Cli::try_parse_from(["x", "--sqlite-synchronous", "off"]);
+        assert!(refused.is_err(), "`off` would give up crash safety");
     }
 
     /// The error and its causes, as the binaries print them.

@@ -416,6 +416,21 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The durability the writer actually runs with (`PRAGMA synchronous` read back from
+    /// it), for start-up logs and checks: a setting that silently did not apply would
+    /// otherwise only show after a power loss.
+    pub async fn synchronous(&self) -> Result<Durability, sqlx::Error> {
+        let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await?;
+        // 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA: anything that syncs every commit is `Full`.
+        Ok(if level >= 2 {
+            Durability::Full
+        } else {
+            Durability::Normal
+        })
+    }
+
     /// Closes the pools, waiting for connections in use; the writer's closes last, and
     /// SQLite checkpoints the log as its last connection closes.
     pub async fn close(&self) {

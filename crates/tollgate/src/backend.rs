@@ -92,6 +92,14 @@ pub enum BackendError {
         /// The limit, in milliseconds.
         limit_ms: u128,
     },
+    /// SQLite did not take the `synchronous` level asked for.
+    #[error("SQLite runs with synchronous={got:?} although {wanted:?} was asked for")]
+    SynchronousNotApplied {
+        /// Asked for.
+        wanted: SqliteSynchronous,
+        /// Read back from the writer connection.
+        got: SqliteSynchronous,
+    },
     /// `backup` on PostgreSQL: its own tools do it better.
     #[error("`backup` copies the embedded SQLite database; back PostgreSQL up with pg_dump or base backups and WAL archiving")]
     BackupUnsupported,
@@ -104,6 +112,19 @@ pub enum BackendError {
         /// Why.
         source: tollgate_postgres::ConnectError,
     },
+}
+
+/// How durable an SQLite commit is (`PRAGMA synchronous` in WAL mode). PostgreSQL's own
+/// settings (`synchronous_commit`, `fsync`) govern it there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// `NORMAL` (the default): a commit survives the process being killed; a power loss
+    /// or kernel crash may lose the last transactions, never corrupting the file.
+    #[default]
+    Normal,
+    /// `FULL`: every commit syncs the log before it returns, so it survives a power loss
+    /// too, at the price of one sync per commit (per group commit of the writer).
+    Full,
 }
 
 /// How to open a backend. [`BackendOptions::new`] has the servers' defaults.
@@ -126,6 +147,8 @@ pub struct BackendOptions {
     pub max_clock_skew: Duration,
     /// PostgreSQL: the name `pg_stat_activity` shows for this process.
     pub application_name: String,
+    /// SQLite: how durable a commit is.
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl BackendOptions {
@@ -143,6 +166,7 @@ impl BackendOptions {
                 .ok()
                 .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "tollgate".into()),
+            sqlite_synchronous: SqliteSynchronous::Normal,
         }
     }
 }
@@ -158,6 +182,8 @@ pub struct Backend {
     /// Which backend.
     pub kind: Kind,
     closer: Closer,
+    /// SQLite: the durability read back from the writer at open (`None` on PostgreSQL).
+    sqlite_synchronous: Option<SqliteSynchronous>,
     /// `max_clock_skew`, for [`Backend::watch_clock`].
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     max_clock_skew: Duration,
@@ -209,10 +235,33 @@ impl Backend {
     ) -> Result<Self, BackendError> {
         let store = SqliteStore::open(&SqliteOptions {
             schema: options.schema,
+            durability: match options.sqlite_synchronous {
+                SqliteSynchronous::Normal => tollgate_sqlite::Durability::Normal,
+                SqliteSynchronous::Full => tollgate_sqlite::Durability::Full,
+            },
             ..SqliteOptions::new(path)
         })
         .await?;
+        // Read back, not assumed: what a power loss can cost depends on it.
+        let synchronous = match store.synchronous().await.map_err(|source| {
+            BackendError::Sqlite(tollgate_sqlite::OpenError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        })? {
+            tollgate_sqlite::Durability::Normal => SqliteSynchronous::Normal,
+            tollgate_sqlite::Durability::Full => SqliteSynchronous::Full,
+        };
+        if synchronous != options.sqlite_synchronous {
+            store.close().await;
+            return Err(BackendError::SynchronousNotApplied {
+                wanted: options.sqlite_synchronous,
+                got: synchronous,
+            });
+        }
+        tracing::info!(path = %path.display(), ?synchronous, "SQLite database open");
         Ok(Self {
+            sqlite_synchronous: Some(synchronous),
             store: Arc::new(store.clone()),
             wakeups: store.wakeups(),
             kind: Kind::Sqlite,
@@ -269,6 +318,7 @@ impl Backend {
             wakeups: store.wakeups(),
             kind: Kind::Postgres,
             closer: Closer::Postgres(store),
+            sqlite_synchronous: None,
             max_clock_skew: options.max_clock_skew,
             _temporary: None,
         })
@@ -278,6 +328,12 @@ impl Backend {
     #[allow(clippy::unused_async)]
     async fn open_postgres(_url: &str, _options: &BackendOptions) -> Result<Self, BackendError> {
         Err(BackendError::NotCompiled("postgres"))
+    }
+
+    /// SQLite: how durable a commit is, as read back from the writer when the database
+    /// was opened (`None` on PostgreSQL, whose server settings decide).
+    pub fn sqlite_synchronous(&self) -> Option<SqliteSynchronous> {
+        self.sqlite_synchronous
     }
 
     /// Opens the PostgreSQL batch writers' connections now rather than at their first

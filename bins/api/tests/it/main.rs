@@ -68,6 +68,7 @@ pub fn serve_args(data_dir: PathBuf, database_url: Option<String>) -> ServeArgs 
             database_idle_in_transaction_timeout: Duration::from_secs(60),
             migrate: tollgate_bootstrap::MigrateMode::Auto,
             max_clock_skew: Duration::from_secs(5),
+            sqlite_synchronous: tollgate_bootstrap::config::SqliteSync::Normal,
         },
         embedded_worker: true,
         worker: WorkerArgs {

@@ -41,6 +41,7 @@ impl Api {
                 database_idle_in_transaction_timeout: Duration::from_secs(60),
                 migrate: tollgate_bootstrap::MigrateMode::Auto,
                 max_clock_skew: Duration::from_secs(5),
+                sqlite_synchronous: tollgate_bootstrap::config::SqliteSync::Normal,
             },
             embedded_worker: false,
             worker: WorkerArgs {

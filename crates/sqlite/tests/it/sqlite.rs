@@ -461,3 +461,34 @@ async fn store_and_sql() -> (
 }
 
 tollgate_store::sql_rule_tests!(store_and_sql);
+
+/// The durability asked for is the one the writer runs with, per open: `FULL` on one
+/// open does not stick to the file, and the default is `NORMAL`.
+#[tokio::test]
+async fn the_writer_runs_with_the_durability_asked_for() {
+    use tollgate_sqlite::Durability;
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    assert_eq!(store.synchronous().await.unwrap(), Durability::Normal);
+    store.close().await;
+    let full = SqliteStore::open(&SqliteOptions {
+        durability: Durability::Full,
+        ..SqliteOptions::new(&path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(full.synchronous().await.unwrap(), Durability::Full);
+    let reopened = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    assert_eq!(
+        reopened.synchronous().await.unwrap(),
+        Durability::Normal,
+        "the level belongs to the connection, not the file"
+    );
+    reopened.close().await;
+    let written: Arc<dyn Store> = Arc::new(full.clone());
+    let w = workflow(&written, "orders", "1", "order.created").await;
+    full.close().await;
+    let again: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap());
+    assert_eq!(again.get_workflow(w.id).await.unwrap().id, w.id);
+}
