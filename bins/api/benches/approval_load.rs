@@ -33,6 +33,17 @@
 //! the server with `--retention 1d`, so that it deletes that history in batches (of 500,
 //! looking again every second) while the workload runs.
 //!
+//! Scale (env): `TOLLGATE_BENCH_DECISIONS=K` decides only the first `K` of the `N` paused
+//! executions (a million can be paused to measure memory without deciding them all).
+//! The server's resident memory is printed with `N` paused and at the end.
+//!
+//! Counts (env): `TOLLGATE_BENCH_COUNTS=1` adds, per start and per decision, the SQL
+//! statements (with `TOLLGATE_BENCH_SERVER_LOG` set and `TOLLGATE_BENCH_LOG_LEVEL`
+//! including `sqlx::query=debug`), the write transactions, the `fsync`/`fdatasync`
+//! calls of the whole machine (under `perf stat`, when `perf` is installed and
+//! allowed), PostgreSQL's WAL records, bytes and syncs, and the bytes the server and
+//! the database processes wrote to storage.
+//!
 //! Diagnostics (env): `TOLLGATE_BENCH_TRACE=FILE` writes each decision of phase B as
 //! "ms since the phase began, latency ms" (where in the phase the slow ones were);
 //! `TOLLGATE_BENCH_SERVER_LOG=FILE` keeps the server's log there, at the level
@@ -51,7 +62,10 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 
-use support::{each_backend, env_or, gauge, pending_approvals, percentile, post, start, CpuMeter};
+use support::{
+    each_backend, env_or, gauge, pending_approvals, percentile, post, rss_mib, start, Counts,
+    CpuMeter,
+};
 
 /// A receiver for the webhook variant: answers every request `200 {}` at once, on its
 /// own thread and runtime (so that it takes nothing from the driver's), and counts them.
@@ -200,6 +214,12 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     };
 
     // Phase A: starts.
+    let counting = Counts::enabled();
+    let counts_a = if counting {
+        Some(Counts::start(server.child.id(), &base, database_url).await)
+    } else {
+        None
+    };
     let cpu_a = CpuMeter::start(server.child.id());
     let began = Instant::now();
     stream::iter(0..n)
@@ -220,6 +240,11 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     }
     let all_paused = began.elapsed();
     let cpu_a = cpu_a.report(n, all_paused, "start");
+    let rss_paused = rss_mib(server.child.id());
+    let counts_a = match counts_a {
+        Some(counts) => format!(", {}", counts.report(n, "start").await),
+        None => String::new(),
+    };
     let mut delivered = String::new();
     if let (Variant::Notify, Some(receiver)) = (variant, &receiver) {
         let calls = || receiver.calls.load(std::sync::atomic::Ordering::Relaxed);
@@ -238,11 +263,19 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
         );
     }
 
-    // The approval ids, paged.
-    let ids = pending_approvals(&client, &base, &admin).await;
+    // The approval ids, paged; `TOLLGATE_BENCH_DECISIONS` decides only the first ones
+    // (a million paused executions need not all be decided to measure the decisions).
+    let mut ids = pending_approvals(&client, &base, &admin).await;
     assert_eq!(ids.len(), n);
+    let decisions: usize = env_or("TOLLGATE_BENCH_DECISIONS", n).min(n);
+    ids.truncate(decisions);
 
     // Phase B: decisions.
+    let counts_b = if counting {
+        Some(Counts::start(server.child.id(), &base, database_url).await)
+    } else {
+        None
+    };
     let cpu_b = CpuMeter::start(server.child.id());
     let began = Instant::now();
     let latencies: Vec<(Duration, Duration)> = stream::iter(ids.into_iter().enumerate())
@@ -274,15 +307,21 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
         .collect()
         .await;
     let decided = began.elapsed();
-    let cpu_b = cpu_b.report(n, decided, "decision");
-    // Every answer said `completed`; nothing may be left in flight either. (The gauge's
-    // terminal counts are refreshed once a minute, its in-flight ones on every scrape.)
-    for status in ["running", "paused", "waiting"] {
-        assert_eq!(gauge(&client, &base, status).await, 0, "{status}");
+    let cpu_b = cpu_b.report(decisions, decided, "decision");
+    let counts_b = match counts_b {
+        Some(counts) => format!(", {}", counts.report(decisions, "decision").await),
+        None => String::new(),
+    };
+    let rss_end = rss_mib(server.child.id());
+    // Every answer said `completed`; nothing may be left in flight either (but the
+    // executions left undecided). The gauge's terminal counts are refreshed once a
+    // minute, its in-flight ones on every scrape.
+    for (status, left) in [("running", 0), ("paused", n - decisions), ("waiting", 0)] {
+        assert_eq!(gauge(&client, &base, status).await, left as u64, "{status}");
     }
     // Exactly one side effect per approved execution.
     if let (Variant::Webhook, Some(receiver)) = (variant, &receiver) {
-        let approved = n - n / 10;
+        let approved = decisions - decisions / 10;
         assert_eq!(
             receiver.calls.load(std::sync::atomic::Ordering::Relaxed),
             approved,
@@ -307,13 +346,13 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
     println!(
-        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a} | \
-         phase B: {:.0} decisions/s ({:.2} s), {cpu_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a}{counts_a}; server RSS with {n} paused {rss_paused:.1} MiB | \
+         phase B: {decisions} decisions, {:.0}/s ({:.2} s), {cpu_b}{counts_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS at the end {rss_end:.1} MiB",
         n as f64 / accepted.as_secs_f64(),
         accepted.as_secs_f64(),
         all_paused.as_secs_f64(),
         n as f64 / all_paused.as_secs_f64(),
-        n as f64 / decided.as_secs_f64(),
+        decisions as f64 / decided.as_secs_f64(),
         decided.as_secs_f64(),
         percentile(&sorted, 0.50),
         percentile(&sorted, 0.95),

@@ -145,6 +145,10 @@ pub fn describe_metrics() {
         "Approval ladder rungs this process fired, by kind (reminder, escalation) and outcome (fired, skipped)."
     );
     describe_counter!(
+        "tollgate_sqlite_commits_total",
+        "SQLite: write transactions the writer committed (a group commit carries many decisions or events; under --sqlite-synchronous full each is one sync)."
+    );
+    describe_counter!(
         "tollgate_worker_restarts_total",
         "Times this process's worker loop stopped unexpectedly (a panic) and was started again."
     );

@@ -2,6 +2,7 @@
 //! it, and measuring CPU time and latency percentiles.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -316,4 +317,218 @@ pub(crate) async fn pending_approvals(
         }
     }
     ids
+}
+
+/// Resident memory of process `pid` now, in MiB (Linux `VmRSS`; 0 elsewhere).
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Bytes process `pid` caused to be written to storage so far (`write_bytes` of
+/// `/proc/PID/io`: the log, the database file and checkpoints, not the page cache).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn postgres_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .collect()
+}
+
+/// One reading of everything [`Counts`] compares.
+#[derive(Default)]
+struct Reading {
+    server_written: u64,
+    database_written: u64,
+    /// `sqlx::query` events in the server's log: statements sent (sqlx logs each at
+    /// `debug`; its own `BEGIN`/`COMMIT` on SQLite are not among them).
+    statements: Option<u64>,
+    /// SQLite: `tollgate_sqlite_commits_total`.
+    sqlite_commits: Option<f64>,
+    /// PostgreSQL: committed transactions of the run's database, WAL records, WAL
+    /// bytes, WAL syncs.
+    pg: Option<[i64; 4]>,
+}
+
+/// What a phase cost per operation besides CPU, with `TOLLGATE_BENCH_COUNTS=1`: SQL
+/// statements (from the server's log, when `TOLLGATE_BENCH_SERVER_LOG` is set and
+/// `TOLLGATE_BENCH_LOG_LEVEL` includes `sqlx::query=debug`), write transactions
+/// (SQLite's commit counter; PostgreSQL's `xact_commit`, which counts read-only
+/// transactions too), syncs (system-wide `fsync`/`fdatasync` calls under `perf stat`;
+/// PostgreSQL's `pg_stat_wal.wal_sync` besides), and bytes written to storage by the
+/// server and the database processes.
+pub(crate) struct Counts {
+    pid: u32,
+    base: String,
+    pg_url: Option<String>,
+    start: Reading,
+    perf: Option<(Child, std::path::PathBuf)>,
+}
+
+impl Counts {
+    /// Whether counting is on (`TOLLGATE_BENCH_COUNTS=1`).
+    pub(crate) fn enabled() -> bool {
+        std::env::var("TOLLGATE_BENCH_COUNTS").is_ok_and(|v| v == "1")
+    }
+
+    pub(crate) async fn start(pid: u32, base: &str, pg_url: Option<&str>) -> Self {
+        let start = read(pid, base, pg_url).await;
+        let file = std::env::temp_dir().join(format!("tollgate-bench-perf-{pid}.csv"));
+        let perf = Command::new("perf")
+            .args(["stat", "-a", "-x", ",", "-o"])
+            .arg(&file)
+            .args([
+                "-e",
+                "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .map(|child| (child, file));
+        // perf needs a moment to attach its tracepoints.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Self {
+            pid,
+            base: base.to_owned(),
+            pg_url: pg_url.map(str::to_owned),
+            start,
+            perf,
+        }
+    }
+
+    /// "per `what`: S statements, T write transactions, Y syncs, B bytes written".
+    pub(crate) async fn report(mut self, n: usize, what: &str) -> String {
+        // PostgreSQL backends publish their counters at most every second when busy and
+        // after ten when idle: wait them out so the phase's last second is included.
+        if self.pg_url.is_some() {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+        }
+        let end = read(self.pid, &self.base, self.pg_url.as_deref()).await;
+        let syncs = self.perf.take().and_then(|(child, file)| {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait_with_output();
+            let text = std::fs::read_to_string(&file).ok()?;
+            let _ = std::fs::remove_file(&file);
+            let total: u64 = text
+                .lines()
+                .filter(|l| l.contains("syscalls:"))
+                .filter_map(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+                .sum();
+            Some(total)
+        });
+        let n = n as f64;
+        let per = |v: f64| v / n;
+        let mut out = format!("per {what}:");
+        if let (Some(a), Some(b)) = (self.start.statements, end.statements) {
+            let _ = write!(out, " {:.1} statements,", per((b - a) as f64));
+        }
+        if let (Some(a), Some(b)) = (self.start.sqlite_commits, end.sqlite_commits) {
+            let _ = write!(out, " {:.2} write transactions,", per(b - a));
+        }
+        if let (Some(a), Some(b)) = (self.start.pg, end.pg) {
+            let _ = write!(
+                out,
+                " {:.2} transactions (all, reads too), {:.1} WAL records, {:.0} WAL bytes, {:.3} WAL syncs,",
+                per((b[0] - a[0]) as f64),
+                per((b[1] - a[1]) as f64),
+                per((b[2] - a[2]) as f64),
+                per((b[3] - a[3]) as f64),
+            );
+        }
+        if let Some(syncs) = syncs {
+            let _ = write!(
+                out,
+                " {:.3} fsync/fdatasync calls (system-wide),",
+                per(syncs as f64)
+            );
+        }
+        let _ = write!(
+            out,
+            " {:.0} bytes written (server {:.0}, database {:.0})",
+            per((end.server_written + end.database_written) as f64
+                - (self.start.server_written + self.start.database_written) as f64),
+            per(end.server_written.saturating_sub(self.start.server_written) as f64),
+            per(end
+                .database_written
+                .saturating_sub(self.start.database_written) as f64),
+        );
+        out
+    }
+}
+
+async fn read(pid: u32, base: &str, pg_url: Option<&str>) -> Reading {
+    let statements = std::env::var("TOLLGATE_BENCH_SERVER_LOG")
+        .ok()
+        .and_then(|path| std::fs::read(path).ok())
+        .map(|log| {
+            log.windows(b"sqlx::query:".len())
+                .filter(|w| *w == b"sqlx::query:")
+                .count() as u64
+        })
+        .filter(|n| *n > 0);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sqlite_commits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_sqlite_commits_total "))
+        .and_then(|v| v.trim().parse().ok());
+    let pg = match pg_url {
+        Some(url) => {
+            let mut conn: PgConnection = url
+                .parse::<PgConnectOptions>()
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let (xact,): (i64,) = sqlx::query_as(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            let (records, bytes, syncs): (i64, i64, i64) =
+                sqlx::query_as("SELECT wal_records, wal_bytes::bigint, wal_sync FROM pg_stat_wal")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            Some([xact, records, bytes, syncs])
+        }
+        None => None,
+    };
+    Reading {
+        server_written: written_bytes(pid),
+        database_written: postgres_pids().into_iter().map(written_bytes).sum(),
+        statements,
+        sqlite_commits,
+        pg,
+    }
 }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::{order_workflow, TestApp};
+use crate::{order_workflow, Db, TestApp};
 
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
@@ -974,6 +974,15 @@ async fn execution_routes(app: TestApp) {
         "{text}"
     );
     assert!(text.contains("tollgate_approvals_pending "), "{text}");
+    if app.db == Db::Sqlite {
+        // The writer's commits are counted (this test alone made dozens).
+        let commits: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tollgate_sqlite_commits_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no tollgate_sqlite_commits_total: {text}"));
+        assert!(commits >= 10.0, "{commits}");
+    }
     // Every metric family says what it is and what type it has.
     let families: std::collections::BTreeSet<&str> = text
         .lines()

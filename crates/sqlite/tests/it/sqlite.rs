@@ -225,6 +225,67 @@ async fn the_write_ahead_log_is_bounded_and_checkpointed_when_quiet() {
     store.close().await;
 }
 
+/// Under steady load — reads on every connection of the pool and a commit right after
+/// another — the log still starts over: the checkpointer restarts it once it passes a
+/// quarter of the limit. (A passive checkpoint alone let it grow with every commit: the
+/// writer never found it all copied with no reader in it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_stays_bounded_under_steady_reads_and_writes() {
+    use tollgate_model::records::ApiKey;
+    use tollgate_store::ApiKeyStore;
+
+    let path = fresh_path();
+    let wal = path.with_extension("db-wal");
+    let limit = 256 * 1024;
+    let store = Arc::new(
+        SqliteStore::open(&SqliteOptions {
+            wal_size_limit: limit,
+            checkpoint_interval: Duration::from_millis(10),
+            ..SqliteOptions::new(&path)
+        })
+        .await
+        .unwrap(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let page = tollgate_store::PageRequest::first(50);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.list_api_keys(&page).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    let mut written = 0;
+    for i in 0..3000 {
+        store
+            .create_api_key(ApiKey {
+                id: uuid::Uuid::now_v7(),
+                name: format!("key {i} {}", "x".repeat(400)),
+                roles: vec!["viewer".into()],
+                key_hash: format!("{i:064}"),
+                created_at: tollgate_store::testkit::t0(),
+            })
+            .await
+            .unwrap();
+        written += 1;
+        largest = largest.max(file_size(&wal));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // 3,000 commits of a page or more each would be over 12 MB of log.
+    assert!(
+        largest <= 16 * limit,
+        "the log reached {largest} bytes over {written} commits (limit {limit})"
+    );
+    store.close().await;
+}
+
 /// `--migrate check` refuses a schema that lacks this release's migrations; a schema
 /// with a newer release's migrations opens in every mode (rolling upgrades, rollbacks).
 #[tokio::test]
