@@ -35,7 +35,8 @@
 //!
 //! Scale (env): `TOLLGATE_BENCH_DECISIONS=K` decides only the first `K` of the `N` paused
 //! executions (a million can be paused to measure memory without deciding them all).
-//! The server's resident memory is printed with `N` paused and at the end.
+//! The server's resident memory is printed with `N` paused and at the end, each two
+//! seconds after its phase (once the phase's own buffers are gone).
 //!
 //! Counts (env): `TOLLGATE_BENCH_COUNTS=1` adds, per start and per decision, the SQL
 //! statements (with `TOLLGATE_BENCH_SERVER_LOG` set and `TOLLGATE_BENCH_LOG_LEVEL`
@@ -240,6 +241,9 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     }
     let all_paused = began.elapsed();
     let cpu_a = cpu_a.report(n, all_paused, "start");
+    // Memory once the phase's requests and their buffers are gone: what holding the
+    // paused executions costs, not the burst that made them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_paused = rss_mib(server.child.id());
     let counts_a = match counts_a {
         Some(counts) => format!(", {}", counts.report(n, "start").await),
@@ -312,6 +316,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
         Some(counts) => format!(", {}", counts.report(decisions, "decision").await),
         None => String::new(),
     };
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_end = rss_mib(server.child.id());
     // Every answer said `completed`; nothing may be left in flight either (but the
     // executions left undecided). The gauge's terminal counts are refreshed once a
