@@ -39,23 +39,11 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 
-use support::{each_backend, env_or, gauge, percentile, post, start, CpuMeter};
+use support::{each_backend, env_or, gauge, percentile, post, rss_mib, start, CpuMeter};
 
 /// How long the driver waits before each measurement for the delivery sweep of the
 /// events sent before it: the worker's 30 s delivery grace and a few passes.
 const SWEEP_SETTLES: Duration = Duration::from_secs(36);
-
-/// Resident memory of process `pid`, in MiB (Linux; 0 elsewhere).
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// Sends `payment.settled` for each order of `orders` at concurrency `c`; returns the
 /// latencies, sorted, and the wall time.

@@ -512,6 +512,12 @@ fn spawn_checkpointer(checkpointer: SqlitePool, interval: Duration, restart_byte
         // each failure doubles the rounds until the next try (up to 64), so that the
         // write lock is not taken every round for nothing.
         let (mut skip, mut backoff) = (0_u32, 1_u32);
+        // A frame is a page and its 24-byte header; the page size of a file is fixed.
+        let frame_bytes = sqlx::query_as::<_, (i64,)>("PRAGMA page_size")
+            .fetch_one(&checkpointer)
+            .await
+            .map_or(4096, |(size,)| size)
+            + 24;
         loop {
             ticks.tick().await;
             if checkpointer.is_closed() {
@@ -519,7 +525,7 @@ fn spawn_checkpointer(checkpointer: SqlitePool, interval: Duration, restart_byte
             }
             let restart = if skip == 0 { restart_bytes } else { u64::MAX };
             skip = skip.saturating_sub(1);
-            match checkpoint(&checkpointer, restart).await {
+            match checkpoint(&checkpointer, frame_bytes, restart).await {
                 Ok(Some(false)) => {
                     skip = backoff;
                     backoff = (backoff * 2).min(64);
@@ -537,16 +543,14 @@ fn spawn_checkpointer(checkpointer: SqlitePool, interval: Duration, restart_byte
 /// `restart_bytes`. Whether a restart was tried and succeeded.
 async fn checkpoint(
     checkpointer: &SqlitePool,
+    frame_bytes: i64,
     restart_bytes: u64,
 ) -> Result<Option<bool>, sqlx::Error> {
-    // (busy, frames in the log, frames copied), frames of one page each.
+    // (busy, frames in the log, frames copied).
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(checkpointer)
         .await?;
-    let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
-        .fetch_one(checkpointer)
-        .await?;
-    let log_bytes = u64::try_from(frames.saturating_mul(page_size + 24)).unwrap_or(0);
+    let log_bytes = u64::try_from(frames.saturating_mul(frame_bytes)).unwrap_or(0);
     if log_bytes > restart_bytes {
         let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
             .fetch_one(checkpointer)

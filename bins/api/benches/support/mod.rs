@@ -200,17 +200,7 @@ pub(crate) fn process_cpu_ms(pid: u32) -> f64 {
 /// backend that exits during the phase takes its time with it; the server's pooled
 /// connections live through a run.
 pub(crate) fn database_cpu_ms() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .map(process_cpu_ms)
-        .sum()
+    postgres_pids().into_iter().map(process_cpu_ms).sum()
 }
 
 /// CPU use over a phase: the machine's busy and stolen time, the server's own and the
@@ -344,6 +334,7 @@ fn written_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Every process named `postgres` (Linux; none elsewhere).
 fn postgres_pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
