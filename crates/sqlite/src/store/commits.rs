@@ -220,20 +220,11 @@ pub(crate) async fn commit_batch(
         push_commit(&mut q, c, slot, &Uuid::new_v4().to_string());
     }
     q.push(" COMMIT;");
-    let mut held = Held {
-        conn: Some(writer.acquire().await.map_err(backend)?),
-        settled: false,
-    };
-    let rows = match q.build().fetch_all(held.conn()?).await {
-        Ok(rows) => {
-            held.settled = true;
-            rows
-        }
-        Err(err) => {
-            held.rollback().await;
-            return Err(backend(err));
-        }
-    };
+    let rows = Held::acquire(writer)
+        .await?
+        .fetch_all(q.build())
+        .await
+        .map_err(backend)?;
     let mut results = vec![None; commits.len()];
     for row in rows {
         let slot: i64 = row.try_get("slot").map_err(backend)?;

@@ -56,10 +56,7 @@ async fn decide_batch(
     for id in ids.iter().chain(&ids) {
         read = read.bind(id.as_str());
     }
-    let mut held = Held {
-        conn: Some(writer.acquire().await.map_err(backend)?),
-        settled: false,
-    };
+    let mut held = Held::acquire(writer).await?;
     let rows = match read.fetch_all(held.conn()?).await {
         Ok(rows) => rows,
         Err(err) => {

@@ -494,17 +494,10 @@ async fn insert_events(
             .bind(event.event_id.clone())
             .bind(event.event_id.clone());
     }
-    let mut held = Held {
-        conn: Some(writer.acquire().await.map_err(backend)?),
-        settled: false,
-    };
-    let rows = match query.fetch_all(held.conn()?).await {
-        Ok(rows) => {
-            held.settled = true;
-            rows
-        }
+    let mut held = Held::acquire(writer).await?;
+    let rows = match held.fetch_all(query).await {
+        Ok(rows) => rows,
         Err(err) => {
-            held.rollback().await;
             drop(held);
             let alone = match items {
                 [(event, _)] => Some(event),

@@ -316,18 +316,7 @@ impl ExecutionStore for SqliteStore {
             .bind(owner)
             .bind(expected_version);
         let query = bind_step(query, &record);
-        let mut held = self.held().await?;
-        let rows = match query.fetch_all(held.conn()?).await {
-            Ok(rows) => {
-                held.settled = true;
-                rows
-            }
-            Err(err) => {
-                held.rollback().await;
-                return Err(backend(err));
-            }
-        };
-        drop(held);
+        let rows = self.held().await?.fetch_all(query).await.map_err(backend)?;
         match rows.first() {
             Some(row) => row.try_get("version").map_err(backend),
             None => {
@@ -470,27 +459,15 @@ impl ExecutionStore for SqliteStore {
                 ?3, ?3, 'resumed', NULL \
               {CLAIMED_BY_TOKEN}; \
             COMMIT;");
-        let mut held = self.held().await?;
-        let result = sqlx::query(sql)
+        // The held writer goes back before quarantining, which writes.
+        let query = sqlx::query(sql)
             .bind(claim.owner.clone())
             .bind(ts(claim.expires_at))
             .bind(ts(now))
             .bind(token)
             .bind(at)
-            .bind(i64::from(limit))
-            .fetch_all(held.conn()?)
-            .await;
-        let rows = match result {
-            Ok(rows) => {
-                held.settled = true;
-                rows
-            }
-            Err(err) => {
-                held.rollback().await;
-                return Err(backend(err));
-            }
-        };
-        drop(held);
+            .bind(i64::from(limit));
+        let rows = self.held().await?.fetch_all(query).await.map_err(backend)?;
         let (claimed, unreadable) = rows::decode_claimed(&rows);
         rules::quarantine_each(self, unreadable, now).await;
         Ok(claimed)

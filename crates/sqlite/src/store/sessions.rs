@@ -20,17 +20,8 @@ impl SessionStore for SqliteStore {
         .bind(&session.csrf)
         .bind(ts(session.created_at))
         .bind(ts(session.expires_at));
-        let mut held = self.held().await?;
-        match done.execute(held.conn()?).await {
-            Ok(_) => {
-                held.settled = true;
-                Ok(())
-            }
-            Err(err) => {
-                held.rollback().await;
-                Err(backend(err))
-            }
-        }
+        self.held().await?.fetch_all(done).await.map_err(backend)?;
+        Ok(())
     }
 
     async fn get_session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>> {

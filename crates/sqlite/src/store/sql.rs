@@ -28,10 +28,7 @@ impl SqliteStore {
 
     /// The writer connection for a transaction managed by hand ([`Held`]).
     pub(super) async fn held(&self) -> Result<Held> {
-        Ok(Held {
-            conn: Some(self.writer.acquire().await.map_err(backend)?),
-            settled: false,
-        })
+        Held::acquire(&self.writer).await
     }
 }
 
@@ -45,6 +42,34 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// The writer connection of `writer`, no transaction open yet.
+    pub(crate) async fn acquire(writer: &sqlx::SqlitePool) -> Result<Self> {
+        Ok(Self {
+            conn: Some(writer.acquire().await.map_err(backend)?),
+            settled: false,
+        })
+    }
+
+    /// Runs `query` — a whole transaction, `BEGIN IMMEDIATE` to `COMMIT`, in one text —
+    /// and returns its rows: settled when it succeeded, rolled back when it failed. The
+    /// error is SQLite's own, so that a caller can tell a clash from a failure.
+    pub(crate) async fn fetch_all<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> std::result::Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+        let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+        match query.fetch_all(conn).await {
+            Ok(rows) => {
+                self.settled = true;
+                Ok(rows)
+            }
+            Err(err) => {
+                self.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
     pub(crate) fn conn(&mut self) -> Result<&mut SqliteConnection> {
         self.conn
             .as_deref_mut()

@@ -34,17 +34,8 @@ impl WorkerStore for SqliteStore {
         .bind(claimed)
         .bind(ts(now))
         .bind(claimed);
-        let mut held = self.held().await?;
-        match done.execute(held.conn()?).await {
-            Ok(_) => {
-                held.settled = true;
-                Ok(())
-            }
-            Err(err) => {
-                held.rollback().await;
-                Err(backend(err))
-            }
-        }
+        self.held().await?.fetch_all(done).await.map_err(backend)?;
+        Ok(())
     }
 
     async fn list_workers(&self, since: Timestamp) -> Result<Vec<WorkerBeat>> {
