@@ -385,6 +385,18 @@ impl ApprovalStore for CrashStore {
             .await
     }
 
+    async fn assignments_and_slas(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(
+        Vec<tollgate_model::records::ApprovalAssignment>,
+        Vec<tollgate_model::records::ApprovalSla>,
+    )> {
+        self.fuse
+            .run("assignments_and_slas", self.inner.assignments_and_slas(ids))
+            .await
+    }
+
     async fn fire_due_rungs(
         &self,
         now: Timestamp,

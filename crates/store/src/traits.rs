@@ -422,6 +422,17 @@ pub trait ApprovalStore: Send + Sync {
     /// Who holds each of `ids` (requests nobody holds, and absent ids, are left out).
     /// The hold stays after the decision: it says who was on the request.
     async fn assignments(&self, ids: &[Uuid]) -> Result<Vec<ApprovalAssignment>>;
+
+    /// [`Self::assignments`] and [`Self::slas`] of `ids` in one read: what every request
+    /// shown by the API carries, a decision's answer included. A backend that answers
+    /// both in one statement spares a round trip (or, on SQLite, a hand-off to a reader
+    /// thread) per request shown; the default reads them side by side.
+    async fn assignments_and_slas(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Vec<ApprovalAssignment>, Vec<ApprovalSla>)> {
+        futures_util::future::try_join(self.assignments(ids), self.slas(ids)).await
+    }
 }
 
 /// Incoming events.

@@ -81,8 +81,7 @@ pub async fn approval_dtos(
     approvals: &[ApprovalRequest],
 ) -> ApiResult<Vec<ApprovalDto>> {
     let ids: Vec<_> = approvals.iter().map(|a| a.id).collect();
-    // Two independent reads: side by side, so a decision's answer waits for one.
-    let (held, slas) = tokio::try_join!(state.store.assignments(&ids), state.store.slas(&ids))?;
+    let (held, slas) = state.store.assignments_and_slas(&ids).await?;
     let now = state.engine.clock().now();
     Ok(approvals
         .iter()

@@ -320,15 +320,7 @@ impl ApprovalStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut slas = Vec::with_capacity(found.len());
-        for row in &found {
-            slas.push(ApprovalSla {
-                approval_id: row.try_get("approval_id").map_err(backend)?,
-                priority: row.try_get("priority").map_err(backend)?,
-                due_at: row.try_get("due_at").map_err(backend)?,
-            });
-        }
-        Ok(slas)
+        found.iter().map(sla).collect()
     }
 
     async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
@@ -404,6 +396,43 @@ impl ApprovalStore for PgStore {
         .map_err(backend)?;
         found.iter().map(assignment).collect()
     }
+
+    async fn assignments_and_slas(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Vec<ApprovalAssignment>, Vec<ApprovalSla>)> {
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        // One statement: one round trip and one connection instead of two.
+        let found = sqlx::query(
+            "SELECT true AS hold, approval_id, assignee, assigned_by, assigned_at, NULL::text AS priority, NULL::timestamptz AS due_at \
+             FROM approval_assignments WHERE approval_id = ANY($1) \
+             UNION ALL SELECT false, approval_id, NULL, NULL, NULL, priority, due_at \
+             FROM approval_sla WHERE approval_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        let (mut held, mut slas) = (Vec::new(), Vec::new());
+        for row in &found {
+            if row.try_get::<bool, _>("hold").map_err(backend)? {
+                held.push(assignment(row)?);
+            } else {
+                slas.push(sla(row)?);
+            }
+        }
+        Ok((held, slas))
+    }
+}
+
+fn sla(row: &sqlx::postgres::PgRow) -> Result<ApprovalSla> {
+    Ok(ApprovalSla {
+        approval_id: row.try_get("approval_id").map_err(backend)?,
+        priority: row.try_get("priority").map_err(backend)?,
+        due_at: row.try_get("due_at").map_err(backend)?,
+    })
 }
 
 fn assignment(row: &sqlx::postgres::PgRow) -> Result<ApprovalAssignment> {

@@ -319,18 +319,7 @@ impl ApprovalStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(backend)?;
-        let mut slas = Vec::with_capacity(found.len());
-        for row in &found {
-            let id: String = row.try_get("approval_id").map_err(backend)?;
-            let due: Option<i64> = row.try_get("due_at").map_err(backend)?;
-            slas.push(ApprovalSla {
-                approval_id: Uuid::parse_str(&id)
-                    .map_err(|e| Error::Unreadable(format!("service level of `{id}`: {e}")))?,
-                priority: row.try_get("priority").map_err(backend)?,
-                due_at: due.map(rows::from_ts),
-            });
-        }
-        Ok(slas)
+        found.iter().map(sla).collect()
     }
 
     async fn count_overdue_approvals(&self, now: Timestamp) -> Result<u64> {
@@ -404,6 +393,48 @@ impl ApprovalStore for SqliteStore {
         .map_err(backend)?;
         found.iter().map(assignment).collect()
     }
+
+    async fn assignments_and_slas(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<(Vec<ApprovalAssignment>, Vec<ApprovalSla>)> {
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        // One statement: one hand-off to a reader thread instead of two.
+        let found = sqlx::query(
+            "SELECT 'hold' AS kind, approval_id, assignee, assigned_by, assigned_at, NULL AS priority, NULL AS due_at \
+             FROM approval_assignments WHERE approval_id IN (SELECT value FROM json_each(?1)) \
+             UNION ALL SELECT 'sla', approval_id, NULL, NULL, NULL, priority, due_at \
+             FROM approval_sla WHERE approval_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json(&ids))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        let (mut held, mut slas) = (Vec::new(), Vec::new());
+        for row in &found {
+            let kind: &str = row.try_get("kind").map_err(backend)?;
+            if kind == "hold" {
+                held.push(assignment(row)?);
+            } else {
+                slas.push(sla(row)?);
+            }
+        }
+        Ok((held, slas))
+    }
+}
+
+fn sla(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalSla> {
+    let id: String = row.try_get("approval_id").map_err(backend)?;
+    let due: Option<i64> = row.try_get("due_at").map_err(backend)?;
+    Ok(ApprovalSla {
+        approval_id: Uuid::parse_str(&id)
+            .map_err(|e| Error::Unreadable(format!("service level of `{id}`: {e}")))?,
+        priority: row.try_get("priority").map_err(backend)?,
+        due_at: due.map(rows::from_ts),
+    })
 }
 
 fn assignment(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalAssignment> {

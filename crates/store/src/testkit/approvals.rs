@@ -881,6 +881,63 @@ pub async fn service_levels_order_the_inbox_and_count_the_overdue(store: Arc<dyn
     assert!(store.slas(&[late.id]).await.unwrap().is_empty());
 }
 
+/// The combined read of holds and service levels answers exactly what the two reads
+/// answer apart: each request's own rows, none for a request without, nothing for an
+/// absent id or an empty list.
+pub async fn holds_and_service_levels_read_together_as_apart(store: Arc<dyn Store>) {
+    use crate::AssignmentChange::Claim;
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let both = gated_with_sla(&store, &w, "urgent", Some(t0() + secs(60))).await;
+    let sla_only = gated_with_sla(&store, &w, "low", None).await;
+    let (_, held_only) = paused_at_approval(&store, &w, 1, None).await;
+    let (_, neither) = paused_at_approval(&store, &w, 1, None).await;
+    for (id, by) in [(both.id, "ann"), (held_only.id, "bob")] {
+        store
+            .assign_approval(id, &Claim { by: by.into() }, t0())
+            .await
+            .unwrap();
+    }
+    let ids = [
+        both.id,
+        sla_only.id,
+        held_only.id,
+        neither.id,
+        Uuid::now_v7(),
+    ];
+    let (mut held, mut slas) = store.assignments_and_slas(&ids).await.unwrap();
+    let mut held_apart = store.assignments(&ids).await.unwrap();
+    let mut slas_apart = store.slas(&ids).await.unwrap();
+    for list in [&mut held, &mut held_apart] {
+        list.sort_by_key(|h| h.approval_id);
+    }
+    for list in [&mut slas, &mut slas_apart] {
+        list.sort_by_key(|s| s.approval_id);
+    }
+    assert_eq!(held, held_apart);
+    assert_eq!(slas, slas_apart);
+    let holders: Vec<_> = held
+        .iter()
+        .map(|h| (h.approval_id, h.assignee.as_str(), h.assigned_at))
+        .collect();
+    let mut expected = vec![(both.id, "ann", t0()), (held_only.id, "bob", t0())];
+    expected.sort_by_key(|h| h.0);
+    assert_eq!(holders, expected);
+    let levels: Vec<_> = slas
+        .iter()
+        .map(|s| (s.approval_id, s.priority.as_str(), s.due_at))
+        .collect();
+    let mut expected = vec![
+        (both.id, "urgent", Some(t0() + secs(60))),
+        (sla_only.id, "low", None),
+    ];
+    expected.sort_by_key(|s| s.0);
+    assert_eq!(levels, expected);
+    let (none_held, no_slas) = store.assignments_and_slas(&[neither.id]).await.unwrap();
+    assert!(none_held.is_empty() && no_slas.is_empty());
+    let (none_held, no_slas) = store.assignments_and_slas(&[]).await.unwrap();
+    assert!(none_held.is_empty() && no_slas.is_empty());
+}
+
 /// The ids of the first ten requests `f` lists.
 async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
     store

@@ -195,12 +195,8 @@ pub async fn inbox(
         .chain(for_others.into_iter().map(|(a, x)| (a, Some(x))))
         .collect();
     let ids: Vec<Uuid> = approvals.iter().map(|(a, _)| a.id).collect();
-    let held = match state.store.assignments(&ids).await {
-        Ok(held) => held,
-        Err(err) => return internal(Some(&user), err),
-    };
-    let slas = match state.store.slas(&ids).await {
-        Ok(slas) => slas,
+    let (held, slas) = match state.store.assignments_and_slas(&ids).await {
+        Ok(both) => both,
         Err(err) => return internal(Some(&user), err),
     };
     let holder = |id: Uuid| held.iter().find(|h| h.approval_id == id);
@@ -368,13 +364,12 @@ async fn approval_page(
         .map(|page| page.items)
         .unwrap_or_default();
     let rungs = state.store.list_rungs(a.id).await.unwrap_or_default();
-    let held = state
+    let (mut held, mut slas) = state
         .store
-        .assignments(&[a.id])
+        .assignments_and_slas(&[a.id])
         .await
-        .unwrap_or_default()
-        .pop();
-    let sla = state.store.slas(&[a.id]).await.unwrap_or_default().pop();
+        .unwrap_or_default();
+    let (held, sla) = (held.pop(), slas.pop());
     let me = user.principal.subject.as_str();
     let pending = a.status == ApprovalStatus::Pending;
     let may_assign = pending && user.principal.may(Permission::AssignApprovals);
