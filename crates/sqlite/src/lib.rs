@@ -87,7 +87,7 @@ pub struct SqliteOptions {
     /// checkpointer runs on a connection of its own, passive: it never waits for
     /// readers nor blocks a commit. Under steady load a passive checkpoint alone never
     /// lets the writer start the log over (some reader or the next commit always needs
-    /// its tail), so once the log holds more than a quarter of `wal_size_limit` the
+    /// its tail), so once the log holds more than half of `wal_size_limit` the
     /// checkpointer also restarts it, on the writer's own connection between two of its
     /// transactions: the few frames left are copied and readers get at most
     /// [`CHECKPOINT_RESTART_WAIT`] to leave the log.
@@ -376,7 +376,7 @@ impl SqliteStore {
             checkpointer.clone(),
             Restarts {
                 writer: writer.clone(),
-                above_bytes: options.wal_size_limit / 4,
+                above_bytes: options.wal_size_limit / 2,
                 writer_busy_timeout: options.busy_timeout,
             },
             options.checkpoint_interval,
@@ -497,7 +497,7 @@ async fn no_transaction_left(conn: &mut sqlx::SqliteConnection) -> Result<bool, 
 /// The longest a restart of the log waits for readers to leave it, holding the write
 /// lock; past it the restart is left to the next round. Readers that begin meanwhile read
 /// the database file, not the log, so only reads already under way are waited for.
-pub const CHECKPOINT_RESTART_WAIT: Duration = Duration::from_millis(5);
+pub const CHECKPOINT_RESTART_WAIT: Duration = Duration::from_millis(2);
 
 /// How the checkpointer restarts the log: on `writer`'s connection once the log holds
 /// more than `above_bytes`; the writer's busy timeout is set back to
@@ -534,6 +534,9 @@ fn spawn_checkpointer(checkpointer: SqlitePool, restarts: Restarts, interval: Du
         // each failure doubles the rounds until the next try (up to 64), so that the
         // write lock is not taken every round for nothing.
         let (mut skip, mut backoff) = (0_u32, 1_u32);
+        // The log's length when it was last restarted: SQLite reports that length until
+        // the next commit writes the log again, so an idle log is not restarted again.
+        let mut restarted_at = None;
         // A frame is a page and its 24-byte header; the page size of a file is fixed.
         let frame_bytes = sqlx::query_as::<_, (i64,)>("PRAGMA page_size")
             .fetch_one(&checkpointer)
@@ -547,33 +550,39 @@ fn spawn_checkpointer(checkpointer: SqlitePool, restarts: Restarts, interval: Du
             }
             let may_restart = skip == 0;
             skip = skip.saturating_sub(1);
-            match checkpoint(&checkpointer, frame_bytes, may_restart.then_some(&restarts)).await {
+            let restarts = may_restart.then_some(&restarts);
+            match checkpoint(&checkpointer, frame_bytes, restarts, &mut restarted_at).await {
                 Ok(Some(false)) => {
                     skip = backoff;
                     backoff = (backoff * 2).min(64);
                 }
                 Ok(Some(true)) => backoff = 1,
                 Ok(None) => {}
-                Err(_) if checkpointer.is_closed() || restarts.writer.is_closed() => break,
+                Err(_) if checkpointer.is_closed() => break,
                 Err(err) => tracing::warn!("periodic WAL checkpoint failed: {err}"),
             }
         }
     });
 }
 
-/// One round of the checkpointer: passive, then a restart if `restarts` is given and
-/// the log is over its size. Whether a restart was tried and succeeded.
+/// One round of the checkpointer: passive, then a restart if `restarts` is given, the
+/// log is over its size and was written since it was last restarted (`restarted_at`,
+/// its length then, updated here). Whether a restart was tried and succeeded.
 async fn checkpoint(
     checkpointer: &SqlitePool,
     frame_bytes: i64,
     restarts: Option<&Restarts>,
+    restarted_at: &mut Option<i64>,
 ) -> Result<Option<bool>, sqlx::Error> {
     // (busy, frames in the log, frames copied).
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(checkpointer)
         .await?;
     let log_bytes = u64::try_from(frames.saturating_mul(frame_bytes)).unwrap_or(0);
-    let Some(restarts) = restarts.filter(|r| log_bytes > r.above_bytes) else {
+    let Some(restarts) = restarts
+        .filter(|r| log_bytes > r.above_bytes)
+        .filter(|_| *restarted_at != Some(frames))
+    else {
         return Ok(None);
     };
     // One hop on the writer: a short wait for readers, the restart, the writer's own
@@ -603,6 +612,9 @@ async fn checkpoint(
         .map(|row| sqlx::Row::try_get::<i64, _>(row, 0))
         .transpose()?;
     let restarted = busy == Some(0);
+    if restarted {
+        *restarted_at = Some(frames);
+    }
     tracing::debug!(log_bytes, restarted, "WAL restart checkpoint");
     Ok(Some(restarted))
 }
