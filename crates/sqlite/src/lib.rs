@@ -365,7 +365,7 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .test_before_acquire(false)
-            // A restart waits for readers while it holds the write lock: briefly.
+            // Passive checkpoints never wait; nothing here should wait long.
             .connect_with(base.clone().busy_timeout(CHECKPOINT_RESTART_WAIT))
             .await
             .map_err(|source| OpenError::Open {

@@ -204,13 +204,18 @@ async fn the_write_ahead_log_is_bounded_and_checkpointed_when_quiet() {
     assert!(grown > 4 * limit, "the log grew to {grown} bytes");
     sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
     reader.close().await.unwrap();
-    // Quiet now: the periodic checkpoint copies the log into the database file.
+    // Quiet now: the periodic checkpoint copies the log into the database file. The copy
+    // is done once the file stops growing for two checkpoint intervals (a commit in the
+    // middle of the copy would find the log's tail still needed, and go on from it).
     let before = file_size(&path);
-    let mut copied = false;
-    for _ in 0..100 {
+    let (mut copied, mut last, mut still) = (false, before, 0);
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if file_size(&path) > before {
-            copied = true;
+        let now = file_size(&path);
+        copied |= now > before;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if copied && still >= 5 {
             break;
         }
     }
@@ -287,12 +292,8 @@ async fn the_write_ahead_log_stays_bounded_under_steady_reads_and_writes() {
     // writer got its own back: a write lock held elsewhere for a moment is waited out,
     // not a `database is locked` error after the restarts' few milliseconds.
     let other = {
-        use sqlx::{ConnectOptions, Connection};
-        let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
+        use sqlx::Connection;
+        let mut other = another_connection(&path).await;
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut other)
             .await
@@ -345,12 +346,8 @@ async fn schema_policies_and_a_newer_schema() {
     store.close().await;
     // A newer release added a migration this one does not know.
     {
-        use sqlx::{ConnectOptions, Connection};
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
+        use sqlx::Connection;
+        let mut conn = another_connection(&path).await;
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
              VALUES (99990101000000, 'from the future', CURRENT_TIMESTAMP, TRUE, x'00', 0)",
@@ -369,12 +366,8 @@ async fn schema_policies_and_a_newer_schema() {
     // A release after that one declared that a release knowing only this one's
     // migrations cannot run on its schema: refused, whatever the policy.
     {
-        use sqlx::{ConnectOptions, Connection};
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
+        use sqlx::Connection;
+        let mut conn = another_connection(&path).await;
         sqlx::query("UPDATE schema_compatibility SET min_reader_migration = 99990101000000")
             .execute(&mut conn)
             .await
@@ -434,7 +427,7 @@ async fn a_backup_taken_while_running_restores() {
 /// store not ready even though reads still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_writes_cannot_happen() {
-    use sqlx::{ConnectOptions, Connection};
+    use sqlx::Connection;
     use tollgate_store::Health;
     let path = fresh_path();
     let store = SqliteStore::open(&SqliteOptions {
@@ -444,11 +437,7 @@ async fn readiness_fails_while_writes_cannot_happen() {
     .await
     .unwrap();
     store.ping().await.unwrap();
-    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
+    let mut other = another_connection(&path).await;
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
         .await
@@ -583,4 +572,14 @@ async fn the_writer_runs_with_the_durability_asked_for() {
     let again: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap());
     assert_eq!(again.get_workflow(w.id).await.unwrap().id, w.id);
+}
+
+/// A connection of its own to the database at `path`, as another process would open it.
+async fn another_connection(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
 }
