@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use tollgate_engine::Engine;
 use tollgate_model::definition::{FormSpec, Step};
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalRequest, ApprovalStatus, Decision, DecisionKind, Execution,
-    Permission, Principal, ResumeTrigger,
+    ApprovalAssignment, ApprovalRequest, ApprovalSla, ApprovalStatus, Decision, DecisionKind,
+    Execution, Permission, Principal, ResumeTrigger,
 };
 use tollgate_store::{AssignmentChange, Continuation};
 use uuid::Uuid;
@@ -28,6 +28,10 @@ pub struct Decided {
     pub approval: ApprovalRequest,
     /// The execution: being advanced when the decision settled the request.
     pub progress: Progress,
+    /// Who holds the request, as the decision's transaction read it.
+    pub assignment: Option<ApprovalAssignment>,
+    /// The request's service level, as the decision's transaction read it.
+    pub sla: Option<ApprovalSla>,
 }
 
 impl ApprovalService {
@@ -352,6 +356,8 @@ impl ApprovalService {
                 Ok(Decided {
                     approval: decided.approval,
                     progress,
+                    assignment: decided.assignment,
+                    sla: decided.sla,
                 })
             }
             Err(tollgate_store::Error::Refused {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tollgate_model::records::{
-    ApprovalRequest, Decision, Execution, Principal, StepRecord, Timestamp,
+    ApprovalAssignment, ApprovalRequest, ApprovalSla, Decision, Execution, Principal, StepRecord,
+    Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
@@ -143,6 +144,8 @@ impl DecisionWrites {
 pub struct DecisionBatch {
     approvals: HashMap<Uuid, ApprovalRequest>,
     executions: HashMap<Uuid, Execution>,
+    held: HashMap<Uuid, ApprovalAssignment>,
+    slas: HashMap<Uuid, ApprovalSla>,
     /// What the batch writes so far.
     pub writes: DecisionWrites,
 }
@@ -156,8 +159,24 @@ impl DecisionBatch {
         Self {
             approvals: approvals.into_iter().map(|a| (a.id, a)).collect(),
             executions: executions.into_iter().map(|e| (e.id, e)).collect(),
+            held: HashMap::new(),
+            slas: HashMap::new(),
             writes: DecisionWrites::default(),
         }
+    }
+
+    /// The batch with who holds its requests and their service levels, read with them:
+    /// each answer carries its own ([`Decided::assignment`], [`Decided::sla`]). A
+    /// decision changes neither.
+    #[must_use]
+    pub fn with_service(
+        mut self,
+        held: impl IntoIterator<Item = ApprovalAssignment>,
+        slas: impl IntoIterator<Item = ApprovalSla>,
+    ) -> Self {
+        self.held = held.into_iter().map(|h| (h.approval_id, h)).collect();
+        self.slas = slas.into_iter().map(|s| (s.approval_id, s)).collect();
+        self
     }
 
     /// Applies one decision to the batch's rows and records what to write; `Err` is this
@@ -180,6 +199,8 @@ impl DecisionBatch {
                 execution: execution.clone(),
                 claimed: false,
                 continued: None,
+                assignment: self.held.get(&approval_id).cloned(),
+                sla: self.slas.get(&approval_id).cloned(),
             });
         }
         let decision = request.decision.clone();
@@ -207,6 +228,8 @@ impl DecisionBatch {
                 execution: execution.clone(),
                 claimed: false,
                 continued: None,
+                assignment: self.held.get(&approval_id).cloned(),
+                sla: self.slas.get(&approval_id).cloned(),
             });
         }
         let next = request
@@ -248,6 +271,8 @@ impl DecisionBatch {
             execution: execution.clone(),
             claimed: true,
             continued: next,
+            assignment: self.held.get(&approval_id).cloned(),
+            sla: self.slas.get(&approval_id).cloned(),
         })
     }
 }

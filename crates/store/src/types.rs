@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tollgate_model::records::{
-    ApprovalRequest, ApprovalRung, ApprovalSla, ApprovalStatus, Cursor, Event, Execution,
-    ExecutionError, Gate, Notification, Principal, StepRecord, Timestamp,
+    ApprovalAssignment, ApprovalRequest, ApprovalRung, ApprovalSla, ApprovalStatus, Cursor, Event,
+    Execution, ExecutionError, Gate, Notification, Principal, StepRecord, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
@@ -368,6 +368,11 @@ pub struct Decided {
     /// execution is then `execution`); `None` when the execution was stored as the
     /// decision claimed it.
     pub continued: Option<Starting>,
+    /// Who holds the request, read in the decision's transaction: the answer shows it
+    /// without a read of its own.
+    pub assignment: Option<ApprovalAssignment>,
+    /// The request's service level, read in the decision's transaction.
+    pub sla: Option<ApprovalSla>,
 }
 
 /// What an execution does right after a decision settles its gate, computed by the

@@ -141,8 +141,12 @@ async fn decide(
         }
     };
     let execution = settle(state, decided.progress, wait).await?;
+    // Its holder and service level came with the decision: no read of their own.
+    let approval = ApprovalDto::from(&decided.approval)
+        .held(decided.assignment.as_slice())
+        .with_sla(decided.sla.as_slice(), state.engine.clock().now());
     Ok(HttpResponse::Ok().json(DecidedDto {
-        approval: approval_dto(state, &decided.approval).await?,
+        approval,
         execution: ExecutionDto::from(&execution),
     }))
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalRequest, Execution};
+use tollgate_model::records::{ApprovalAssignment, ApprovalRequest, ApprovalSla, Execution};
 use tollgate_store::decision_batch::{DecideRequest, DecisionBatch, DecisionWrites};
 use tollgate_store::{Decided, Result};
 use uuid::Uuid;
@@ -135,14 +135,20 @@ pub(crate) async fn decide_batch(
     let rows = read_for_decision(&mut tx, &ids).await?;
     let mut approvals = Vec::with_capacity(rows.len());
     let mut executions = Vec::with_capacity(rows.len());
+    let (mut held, mut slas) = (Vec::new(), Vec::new());
     for row in &rows {
         let Json(doc): Json<Value> = row.try_get("approval_doc").map_err(backend)?;
         let approval: ApprovalRequest =
             serde_json::from_value(doc).map_err(|e| rows::corrupt("approval", e))?;
+        let held_doc: Option<Json<ApprovalAssignment>> =
+            row.try_get("held_doc").map_err(backend)?;
+        held.extend(held_doc.map(|Json(h)| h));
+        let sla_doc: Option<Json<ApprovalSla>> = row.try_get("sla_doc").map_err(backend)?;
+        slas.extend(sla_doc.map(|Json(s)| s));
         executions.push(rows::execution_to_change(row)?);
         approvals.push(approval);
     }
-    let mut batch = DecisionBatch::new(approvals, executions);
+    let mut batch = DecisionBatch::new(approvals, executions).with_service(held, slas);
     let results: Vec<Result<Decided>> = requests
         .iter()
         .map(|request| batch.apply(request, request.retried()))
@@ -167,7 +173,10 @@ pub(super) async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> 
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
-             SELECT {}, {}, to_jsonb(a) AS approval_doc FROM approvals a JOIN executions e ON e.id = a.execution_id \
+             SELECT {}, {}, to_jsonb(a) AS approval_doc, \
+               (SELECT to_jsonb(h) FROM approval_assignments h WHERE h.approval_id = a.id) AS held_doc, \
+               (SELECT to_jsonb(s) FROM approval_sla s WHERE s.approval_id = a.id) AS sla_doc \
+             FROM approvals a JOIN executions e ON e.id = a.execution_id \
              WHERE a.id = ANY($1) AND (SELECT count(*) FROM locked) >= 0 ORDER BY a.id FOR UPDATE OF a",
             columns!(executions, "e."),
             super::sql::format_of("e")

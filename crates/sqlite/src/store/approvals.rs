@@ -403,27 +403,39 @@ impl ApprovalStore for SqliteStore {
         }
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         // One statement: one hand-off to a reader thread instead of two.
-        let found = sqlx::query(
-            "SELECT 'hold' AS kind, approval_id, assignee, assigned_by, assigned_at, NULL AS priority, NULL AS due_at \
-             FROM approval_assignments WHERE approval_id IN (SELECT value FROM json_each(?1)) \
-             UNION ALL SELECT 'sla', approval_id, NULL, NULL, NULL, priority, due_at \
-             FROM approval_sla WHERE approval_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json(&ids))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
-        let (mut held, mut slas) = (Vec::new(), Vec::new());
-        for row in &found {
-            let kind: &str = row.try_get("kind").map_err(backend)?;
-            if kind == "hold" {
-                held.push(assignment(row)?);
-            } else {
-                slas.push(sla(row)?);
-            }
-        }
-        Ok((held, slas))
+        let found = sqlx::query(SERVICE_SQL)
+            .bind(json(&ids))
+            .bind(json(&ids))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        service_rows(&found)
     }
+}
+
+/// The holders and service levels of the requests whose ids (a JSON array) bind its two
+/// parameters, as one statement whose rows `kind` tells apart (`hold`, `sla`); read by
+/// [`service_rows`].
+pub(super) const SERVICE_SQL: &str =
+    "SELECT 'hold' AS kind, approval_id, assignee, assigned_by, assigned_at, NULL AS priority, NULL AS due_at \
+     FROM approval_assignments WHERE approval_id IN (SELECT value FROM json_each(?)) \
+     UNION ALL SELECT 'sla', approval_id, NULL, NULL, NULL, priority, due_at \
+     FROM approval_sla WHERE approval_id IN (SELECT value FROM json_each(?))";
+
+/// The rows of [`SERVICE_SQL`] as holders and service levels.
+pub(super) fn service_rows<'r>(
+    rows: impl IntoIterator<Item = &'r sqlx::sqlite::SqliteRow>,
+) -> Result<(Vec<ApprovalAssignment>, Vec<ApprovalSla>)> {
+    let (mut held, mut slas) = (Vec::new(), Vec::new());
+    for row in rows {
+        let kind: &str = row.try_get("kind").map_err(backend)?;
+        if kind == "hold" {
+            held.push(assignment(row)?);
+        } else {
+            slas.push(sla(row)?);
+        }
+    }
+    Ok((held, slas))
 }
 
 fn sla(row: &sqlx::sqlite::SqliteRow) -> Result<ApprovalSla> {

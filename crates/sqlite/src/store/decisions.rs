@@ -48,14 +48,19 @@ async fn decide_batch(
     ids.sort();
     ids.dedup();
     let marks = vec!["?"; ids.len()].join(", ");
+    // The requests' holders and service levels come along for the answers (one row
+    // each, told apart by `kind`): no read of their own after the decision.
     let read_sql = format!(
-        "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id IN ({marks}); {} WHERE id IN (SELECT execution_id FROM approvals WHERE id IN ({marks}))",
-        select_executions!()
+        "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id IN ({marks}); {} WHERE id IN (SELECT execution_id FROM approvals WHERE id IN ({marks})); {}",
+        select_executions!(),
+        super::approvals::SERVICE_SQL,
     );
     let mut read = sqlx::query(&read_sql);
     for id in ids.iter().chain(&ids) {
         read = read.bind(id.as_str());
     }
+    let listed = json(&ids);
+    read = read.bind(listed.clone()).bind(listed);
     let mut held = Held::acquire(writer).await?;
     let rows = match read.fetch_all(held.conn()?).await {
         Ok(rows) => rows,
@@ -64,22 +69,30 @@ async fn decide_batch(
             return Err(backend(err));
         }
     };
-    // Approval rows carry `decisions`, execution rows `context`.
+    // Approval rows carry `decisions`, holder and service-level rows `kind`, execution
+    // rows `context`.
     let mut approvals = Vec::new();
     let mut executions = Vec::new();
+    let mut service = Vec::new();
     let parsed: Result<()> = rows.iter().try_for_each(|row| {
         if row.try_get::<String, _>("decisions").is_ok() {
             approvals.push(rows::approval(row)?);
+        } else if row.try_get::<String, _>("kind").is_ok() {
+            service.push(row);
         } else {
             executions.push(rows::execution_to_change(row)?);
         }
         Ok(())
     });
-    if let Err(err) = parsed {
-        held.rollback().await;
-        return Err(err);
-    }
-    let mut batch = DecisionBatch::new(approvals, executions);
+    let service = parsed.and_then(|()| super::approvals::service_rows(service));
+    let (held_by, slas) = match service {
+        Ok(service) => service,
+        Err(err) => {
+            held.rollback().await;
+            return Err(err);
+        }
+    };
+    let mut batch = DecisionBatch::new(approvals, executions).with_service(held_by, slas);
     // A SQLite batch's outcome is never unknown: a failed batch rolled back, so a
     // request written again alone is never a retry of a stored decision.
     let results: Vec<Result<Decided>> = requests

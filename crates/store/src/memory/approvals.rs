@@ -323,6 +323,8 @@ impl MemoryStore {
             );
         }
         Ok(Decided {
+            assignment: state.assignments.get(&approval.id).cloned(),
+            sla: state.slas.get(&approval.id).cloned(),
             approval,
             execution,
             claimed,

@@ -938,6 +938,90 @@ pub async fn holds_and_service_levels_read_together_as_apart(store: Arc<dyn Stor
     assert!(none_held.is_empty() && no_slas.is_empty());
 }
 
+/// A decision answers with its request's holder and service level as its own
+/// transaction read them — decisions of one batch each with their own, a vote short of
+/// the quorum as well as a settling one, `None` for a request without — and they stay
+/// after the decision.
+pub async fn a_decision_answers_with_its_holder_and_service_level(store: Arc<dyn Store>) {
+    use crate::AssignmentChange::Claim;
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let both = gated_with_sla(&store, &w, "urgent", Some(t0() + secs(60))).await;
+    let sla_only = gated_with_sla(&store, &w, "low", None).await;
+    let (_, held_only) = paused_at_approval(&store, &w, 2, None).await;
+    let (_, neither) = paused_at_approval(&store, &w, 1, None).await;
+    for (id, by) in [(both.id, "ann"), (held_only.id, "bob")] {
+        store
+            .assign_approval(id, &Claim { by: by.into() }, t0())
+            .await
+            .unwrap();
+    }
+    // Side by side, so that the batching backends decide them together.
+    let decided = futures_util::future::join_all(
+        [both.id, sla_only.id, held_only.id, neither.id].map(|id| {
+            let store = store.clone();
+            async move { decide_as(&store, id, "ann", DecisionKind::Approve, &manager("ann")).await }
+        }),
+    )
+    .await;
+    let answers: Vec<_> = decided
+        .into_iter()
+        .map(|d| {
+            let d = d.unwrap();
+            (
+                d.approval.id,
+                d.approval.status,
+                d.assignment
+                    .map(|h| (h.approval_id, h.assignee, h.assigned_at)),
+                d.sla.map(|s| (s.approval_id, s.priority, s.due_at)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (
+                both.id,
+                ApprovalStatus::Approved,
+                Some((both.id, "ann".to_owned(), t0())),
+                Some((both.id, "urgent".to_owned(), Some(t0() + secs(60)))),
+            ),
+            (
+                sla_only.id,
+                ApprovalStatus::Approved,
+                None,
+                Some((sla_only.id, "low".to_owned(), None)),
+            ),
+            (
+                held_only.id,
+                ApprovalStatus::Pending,
+                Some((held_only.id, "bob".to_owned(), t0())),
+                None,
+            ),
+            (neither.id, ApprovalStatus::Approved, None, None),
+        ]
+    );
+    // The second vote settles the request, and its answer still shows its holder.
+    let settled = decide_as(
+        &store,
+        held_only.id,
+        "bob",
+        DecisionKind::Approve,
+        &manager("bob"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(settled.approval.status, ApprovalStatus::Approved);
+    assert_eq!(
+        settled.assignment.map(|h| h.assignee).as_deref(),
+        Some("bob")
+    );
+    let (held, slas) = store
+        .assignments_and_slas(&[both.id, sla_only.id])
+        .await
+        .unwrap();
+    assert_eq!((held.len(), slas.len()), (1, 2));
+}
+
 /// The ids of the first ten requests `f` lists.
 async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
     store
