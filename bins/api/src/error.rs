@@ -200,7 +200,13 @@ impl From<tollgate_store::Error> for ApiError {
             tollgate_store::Error::Refused { refusal, .. } => Self::conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::bad_request(message),
             err @ tollgate_store::Error::NewerFormat { .. } => Self::conflict(err.to_string()),
-            err @ tollgate_store::Error::Unavailable(_) => Self::unavailable(err),
+            tollgate_store::Error::Form(tollgate_store::FormRefusal::Invalid(problems)) => {
+                tollgate_resumer::Error::FormInvalid(problems).into()
+            }
+            err @ (tollgate_store::Error::Unavailable(_)
+            | tollgate_store::Error::Form(tollgate_store::FormRefusal::Unloaded(_))) => {
+                Self::unavailable(err)
+            }
             other @ (tollgate_store::Error::Backend(_) | tollgate_store::Error::Unreadable(_)) => {
                 Self::internal(other)
             }

@@ -9,7 +9,8 @@ use tollgate_model::records::{
     ApprovalAssignment, ApprovalRequest, ApprovalSla, ApprovalStatus, Decision, DecisionKind,
     Execution, Permission, Principal, ResumeTrigger,
 };
-use tollgate_store::{AssignmentChange, Continuation};
+use tollgate_store::decision_batch::DecideRequest;
+use tollgate_store::{AssignmentChange, Continuation, FormCheck, FormRefusal};
 use uuid::Uuid;
 
 use crate::{audit_refusal, refused, Error, Progress, Result, Tasks};
@@ -232,35 +233,31 @@ impl ApprovalService {
             .cloned())
     }
 
-    /// An approval's `data` under the step's decision form, if it has one: the editable
-    /// fields the approver left out keep the request's values, and the whole must
-    /// satisfy the form (`FormInvalid`, field by field, otherwise). The definition is the
-    /// execution's pinned one, so a form added by a later version does not apply.
-    async fn fill_form(&self, approval_id: Uuid, data: Value) -> Result<Value> {
-        // One read for every approval; the request itself only when there is a form.
-        let store = self.engine.store();
-        let pin = store.approval_pin(approval_id).await?;
-        let Some(spec) = self.decision_form(&pin.snapshot_id, &pin.step_id).await? else {
-            return Ok(data);
-        };
-        let request = store.get_approval(approval_id).await?;
-        let mut data = match data {
-            Value::Null => Value::Object(serde_json::Map::new()),
-            other => other,
-        };
-        if let Value::Object(map) = &mut data {
-            for field in &spec.editable {
-                if let (false, Some(value)) = (map.contains_key(field), request.data.get(field)) {
-                    map.insert(field.clone(), value.clone());
-                }
-            }
-        }
-        let problems = tollgate_model::form::check_data(&spec, &data);
-        if problems.is_empty() {
-            Ok(data)
-        } else {
-            Err(Error::FormInvalid(problems))
-        }
+    /// The check of an approving decision's `data` against the step's decision form, if
+    /// it has one, run inside the decision's transaction on this engine's cached
+    /// definitions (no read of the request or its pin of its own): the editable fields
+    /// the approver left out keep the request's values, and the whole must satisfy the
+    /// form ([`FormRefusal::Invalid`], field by field, otherwise). The definition is the
+    /// snapshot the execution is pinned to then, so a form added by a later version does
+    /// not apply. One not compiled here yet is [`FormRefusal::Unloaded`]: [`Self::record`]
+    /// loads it and decides again.
+    fn form_check(&self) -> FormCheck {
+        let engine = self.engine.clone();
+        Arc::new(
+            move |request: &ApprovalRequest, snapshot_id: &str, data: Value| {
+                let Some(definition) = engine.cached_definition(snapshot_id) else {
+                    return Err(FormRefusal::Unloaded(snapshot_id.to_owned()));
+                };
+                let Some(spec) = definition
+                    .step(&request.step_id)
+                    .and_then(Step::approval_spec)
+                    .and_then(|a| a.decision_form.as_deref())
+                else {
+                    return Ok(data);
+                };
+                fill_form(spec, request, data).map_err(FormRefusal::Invalid)
+            },
+        )
     }
 
     /// Records a decision by `principal` (made by `delegate` in their place, if given).
@@ -276,11 +273,6 @@ impl ApprovalService {
         data: Value,
     ) -> Result<Decided> {
         let store = self.engine.store();
-        let data = if kind == DecisionKind::Approve {
-            self.fill_form(approval_id, data).await?
-        } else {
-            data
-        };
         let audit_data =
             json!({"approval_id": approval_id, "decision": kind, "reason": reason, "data": data});
         if kind == DecisionKind::Reject && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
@@ -307,18 +299,30 @@ impl ApprovalService {
             let engine = self.engine.clone();
             Arc::new(move |claimed: &Execution| engine.continue_ahead(claimed))
         };
-        let began = std::time::Instant::now();
-        match store
-            .decide(
+        let form = (kind == DecisionKind::Approve).then(|| self.form_check());
+        let request = || {
+            DecideRequest::new(
                 approval_id,
-                decision,
+                decision.clone(),
                 principal,
                 &self.engine.claim(),
                 now,
-                Some(then),
+                Some(then.clone()),
             )
-            .await
-        {
+            .with_form(form.clone())
+        };
+        let began = std::time::Instant::now();
+        let mut outcome = store.decide_request(request()).await;
+        if let Err(tollgate_store::Error::Form(FormRefusal::Unloaded(snapshot))) = &outcome {
+            // The step's definition is not compiled in this process yet: load it (a read
+            // outside the decision's transaction) and decide again.
+            self.engine
+                .definition(snapshot)
+                .await
+                .map_err(Error::Engine)?;
+            outcome = store.decide_request(request()).await;
+        }
+        match outcome {
             Ok(decided) => {
                 metrics::counter!("tollgate_decisions_total",
                     "channel" => channel.unwrap_or("direct").to_owned(),
@@ -385,5 +389,32 @@ impl ApprovalService {
             }
             Err(err) => Err(err.into()),
         }
+    }
+}
+
+/// `data` under the decision form `spec` of `request`'s step: the editable fields left
+/// out keep the request's values; the problems, field by field, when the whole does not
+/// satisfy the form.
+fn fill_form(
+    spec: &FormSpec,
+    request: &ApprovalRequest,
+    data: Value,
+) -> std::result::Result<Value, Vec<tollgate_model::form::FormProblem>> {
+    let mut data = match data {
+        Value::Null => Value::Object(serde_json::Map::new()),
+        other => other,
+    };
+    if let Value::Object(map) = &mut data {
+        for field in &spec.editable {
+            if let (false, Some(value)) = (map.contains_key(field), request.data.get(field)) {
+                map.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    let problems = tollgate_model::form::check_data(spec, &data);
+    if problems.is_empty() {
+        Ok(data)
+    } else {
+        Err(problems)
     }
 }

@@ -168,7 +168,13 @@ impl From<tollgate_store::Error> for Error {
             tollgate_store::Error::Refused { refusal, .. } => Self::Conflict(refusal.to_string()),
             tollgate_store::Error::Invalid(message) => Self::Invalid(message),
             err @ tollgate_store::Error::NewerFormat { .. } => Self::Conflict(err.to_string()),
-            other @ (tollgate_store::Error::Backend(_)
+            tollgate_store::Error::Form(tollgate_store::FormRefusal::Invalid(problems)) => {
+                Self::FormInvalid(problems)
+            }
+            // Only when the definition went out of the cache again before the second
+            // try (ApprovalService decides again once it is loaded): try later.
+            other @ (tollgate_store::Error::Form(tollgate_store::FormRefusal::Unloaded(_))
+            | tollgate_store::Error::Backend(_)
             | tollgate_store::Error::Unreadable(_)
             | tollgate_store::Error::Unavailable(_)) => Self::Store(other),
         }

@@ -17,19 +17,19 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tollgate_model::records::{
-    ApiKey, ApprovalRequest, ConsoleSession, Decision, Event, Execution, Migration, Notification,
-    Principal, Record, ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
+    ApiKey, ApprovalRequest, ConsoleSession, Event, Execution, Migration, Notification, Record,
+    ResumeRequest, Retry, StepRecord, Timestamp, Workflow,
 };
 use tollgate_model::schedule::Schedule;
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionStatus, WorkflowDefinition};
 use tollgate_store::{
-    ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Continuation, Decided,
-    DelegationStore, Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore,
-    ExecutionFilter, ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore,
-    Overdue, Page, PageRequest, Purge, Purged, Quarantined, RecordStore, Result,
-    ResumeRequestStore, ScheduleFilter, ScheduleStore, SessionStore, Settle, Starting, StepCommit,
-    Store, TickView, WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
+    ApiKeyStore, ApprovalFilter, ApprovalStore, ClaimedTick, Committed, Decided, DelegationStore,
+    Delivery, EventInsert, EventKey, EventPurge, EventShape, EventStore, ExecutionFilter,
+    ExecutionStore, Health, LeaseClaim, NotificationFilter, NotificationStore, Overdue, Page,
+    PageRequest, Purge, Purged, Quarantined, RecordStore, Result, ResumeRequestStore,
+    ScheduleFilter, ScheduleStore, SessionStore, Settle, Starting, StepCommit, Store, TickView,
+    WaitKey, WaitShape, WorkerStore, WorkflowFilter, WorkflowStore,
 };
 use uuid::Uuid;
 
@@ -309,21 +309,12 @@ impl ApprovalStore for CrashStore {
             .await
     }
 
-    async fn decide(
+    async fn decide_request(
         &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Option<Continuation>,
+        request: tollgate_store::decision_batch::DecideRequest,
     ) -> Result<Decided> {
         self.fuse
-            .run(
-                "decide",
-                self.inner
-                    .decide(approval_id, decision, decider, claim, now, then),
-            )
+            .run("decide", self.inner.decide_request(request))
             .await
     }
 

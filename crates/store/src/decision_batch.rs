@@ -19,7 +19,7 @@ use tollgate_model::undo::ContextUndo;
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
-use crate::{rules, Continuation, Decided, Error, LeaseClaim, Result};
+use crate::{rules, Continuation, Decided, Error, FormCheck, LeaseClaim, Result};
 
 /// One decision waiting for a backend's decision writer: the arguments of
 /// [`crate::ApprovalStore::decide`].
@@ -37,6 +37,8 @@ pub struct DecideRequest {
     pub now: Timestamp,
     /// What the claimed execution does next.
     pub then: Option<Continuation>,
+    /// The check of an approval's data against its step's decision form.
+    pub form: Option<FormCheck>,
     /// Set when a batch first tries to write this request (shared by the clones a
     /// batcher makes): found set, the request is being retried after a batch whose
     /// outcome was unknown, and its own decision may already be stored.
@@ -60,8 +62,17 @@ impl DecideRequest {
             claim: claim.clone(),
             now,
             then,
+            form: None,
             tried: Arc::default(),
         }
+    }
+
+    /// The request with `form` checking an approving decision's data, in the decision's
+    /// transaction ([`FormCheck`]).
+    #[must_use]
+    pub fn with_form(mut self, form: Option<FormCheck>) -> Self {
+        self.form = form;
+        self
     }
 
     /// Marks the request tried and says whether it had been before: a backend whose
@@ -78,6 +89,7 @@ impl std::fmt::Debug for DecideRequest {
             .field("approval_id", &self.approval_id)
             .field("decided_by", &self.decision.decided_by)
             .field("continues", &self.then.is_some())
+            .field("checks_form", &self.form.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +205,9 @@ impl DecisionBatch {
         let Some(execution) = self.executions.get_mut(&approval.execution_id) else {
             return Err(Error::not_found("execution", approval.execution_id));
         };
-        if retried && rules::holds_decision(approval, &request.decision) {
+        let mut decision = request.decision.clone();
+        rules::check_form(request.form.as_ref(), approval, execution, &mut decision)?;
+        if retried && rules::holds_decision(approval, &decision) {
             return Ok(Decided {
                 approval: approval.clone(),
                 execution: execution.clone(),
@@ -203,7 +217,6 @@ impl DecisionBatch {
                 sla: self.slas.get(&approval_id).cloned(),
             });
         }
-        let decision = request.decision.clone();
         let (decided_by, audit) = (
             decision.decided_by.clone(),
             rules::decision_audit(approval_id, &decision),

@@ -60,10 +60,10 @@ pub use traits::{
 };
 pub use types::{
     ApprovalFilter, ApprovalPin, AssignmentChange, ClaimedTick, Committed, Continuation, Decided,
-    Delivery, Effect, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, LeaseClaim,
-    NotificationFilter, Overdue, Page, PageRequest, Purge, Purged, Quarantined, ScheduleFilter,
-    SchemaPolicy, Settle, Starting, StepCommit, TickView, Transition, WaitKey, WaitShape,
-    WorkflowFilter,
+    Delivery, Effect, EventInsert, EventKey, EventPurge, EventShape, ExecutionFilter, FormCheck,
+    FormRefusal, LeaseClaim, NotificationFilter, Overdue, Page, PageRequest, Purge, Purged,
+    Quarantined, ScheduleFilter, SchemaPolicy, Settle, Starting, StepCommit, TickView, Transition,
+    WaitKey, WaitShape, WorkflowFilter,
 };
 
 /// What can go wrong in a store call.
@@ -95,6 +95,11 @@ pub enum Error {
     /// The arguments cannot be used (e.g. a cursor that this store did not issue).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The caller's [`FormCheck`] did not accept an approving decision's data: invalid
+    /// under the step's form (`400`), or its definition was not at hand (the caller
+    /// loads it and decides again). Nothing was changed.
+    #[error("{0}")]
+    Form(FormRefusal),
     /// A stored row this release should be able to read but cannot decode (damaged by
     /// hand, by a bug, or by a release that changed a layout without saying so). Worker
     /// passes quarantine such executions

@@ -287,6 +287,22 @@ pub fn decision_audit(approval_id: uuid::Uuid, decision: &Decision) -> serde_jso
     audit
 }
 
+/// Runs the caller's [`crate::FormCheck`] on an approving `decision`'s data, against
+/// the request and the snapshot its execution is pinned to, and puts the data to record
+/// in its place. Rejections are not checked. [`Error::Form`] when the check refuses.
+pub fn check_form(
+    form: Option<&crate::FormCheck>,
+    approval: &ApprovalRequest,
+    execution: &Execution,
+    decision: &mut Decision,
+) -> Result<()> {
+    if let (Some(form), DecisionKind::Approve) = (form, decision.decision) {
+        let data = std::mem::take(&mut decision.data);
+        decision.data = form(approval, &execution.snapshot_id, data).map_err(Error::Form)?;
+    }
+    Ok(())
+}
+
 /// Whether `decision` — this very one: decider, kind, reason, data and time — is already
 /// on the request. A backend that retries a write whose outcome it could not know (the
 /// connection died during COMMIT) uses it to answer that write as done instead of

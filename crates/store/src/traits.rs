@@ -375,6 +375,26 @@ pub trait ApprovalStore: Send + Sync {
         claim: &LeaseClaim,
         now: Timestamp,
         then: Option<Continuation>,
+    ) -> Result<Decided> {
+        self.decide_request(crate::decision_batch::DecideRequest::new(
+            approval_id,
+            decision,
+            decider,
+            claim,
+            now,
+            then,
+        ))
+        .await
+    }
+
+    /// [`Self::decide`] with every argument in one request, and with its
+    /// [`crate::FormCheck`] if it has one: an approving decision's data is checked (and
+    /// filled) against the request's step form inside the decision's transaction, before
+    /// the rules judge it ([`crate::rules::check_form`]); a refusal is
+    /// [`crate::Error::Form`] and changes nothing.
+    async fn decide_request(
+        &self,
+        request: crate::decision_batch::DecideRequest,
     ) -> Result<Decided>;
 
     /// Adds a comment to its request, whatever the request's status (a thread outlives

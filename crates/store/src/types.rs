@@ -383,6 +383,46 @@ pub struct Decided {
 /// quick and must not block: it runs while the decision holds its rows.
 pub type Continuation = std::sync::Arc<dyn Fn(&Execution) -> Option<Starting> + Send + Sync>;
 
+/// The caller's check of an approving decision's `data` against the decision form of the
+/// request's step, run inside the decision's transaction so that the request and the
+/// definition snapshot its execution is pinned to need no read of their own: given the
+/// request, that snapshot's id and the data sent, the data to record (the form's
+/// editable fields the approver left out filled from the request), or why not. Like a
+/// [`Continuation`] it must be quick and must not block; a definition it does not have
+/// at hand is [`FormRefusal::Unloaded`], never a read.
+pub type FormCheck = std::sync::Arc<
+    dyn Fn(&ApprovalRequest, &str, Value) -> std::result::Result<Value, FormRefusal> + Send + Sync,
+>;
+
+/// Why a [`FormCheck`] did not accept a decision's data; the decision changed nothing
+/// ([`crate::Error::Form`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormRefusal {
+    /// The data does not satisfy the form: what is wrong, field by field.
+    Invalid(Vec<tollgate_model::form::FormProblem>),
+    /// The check does not have this definition snapshot at hand: the caller loads it
+    /// and decides again.
+    Unloaded(String),
+}
+
+impl std::fmt::Display for FormRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(problems) => {
+                write!(f, "the decision's data does not satisfy its form:")?;
+                for p in problems {
+                    write!(f, " {}: {};", p.path, p.message)?;
+                }
+                Ok(())
+            }
+            Self::Unloaded(snapshot) => write!(
+                f,
+                "the decision form's definition {snapshot} was not at hand; decide again"
+            ),
+        }
+    }
+}
+
 /// An execution an event starts, as [`crate::EventStore::insert_event_starting`] stores
 /// it: possibly already advanced past its first side-effect-free steps — then with their
 /// step records, and when it stopped at an approval gate, the request it waits for.

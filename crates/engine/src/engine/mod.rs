@@ -270,6 +270,16 @@ impl Engine {
         self.inner.cache.get(snapshot_id)
     }
 
+    /// The workflow definition of snapshot `snapshot_id` if this process has compiled it
+    /// already, without a read: for checks that run inside a store transaction.
+    pub fn cached_definition(
+        &self,
+        snapshot_id: &str,
+    ) -> Option<Arc<tollgate_model::WorkflowDefinition>> {
+        self.compiled_if_cached(snapshot_id)
+            .map(|compiled| compiled.definition.clone())
+    }
+
     /// The workflow definition an execution is pinned to (its snapshot), from this
     /// process's cache when it has compiled it already.
     pub async fn definition(

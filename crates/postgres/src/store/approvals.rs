@@ -5,12 +5,11 @@ use sqlx::postgres::Postgres;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::{
-    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla, Decision,
-    Principal, Timestamp,
+    ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla, Timestamp,
 };
 use tollgate_store::{
     encode_id_cursor, page_from_overfetch, rules, ApprovalFilter, ApprovalPin, ApprovalStore,
-    AssignmentChange, Continuation, Decided, Error, LeaseClaim, Page, PageRequest, Result,
+    AssignmentChange, Decided, Error, Page, PageRequest, Result,
 };
 use uuid::Uuid;
 
@@ -157,25 +156,8 @@ impl ApprovalStore for PgStore {
         }))
     }
 
-    async fn decide(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        claim: &LeaseClaim,
-        now: Timestamp,
-        then: Option<Continuation>,
-    ) -> Result<Decided> {
-        self.decider
-            .submit(DecideRequest::new(
-                approval_id,
-                decision,
-                decider,
-                claim,
-                now,
-                then,
-            ))
-            .await
+    async fn decide_request(&self, request: DecideRequest) -> Result<Decided> {
+        self.decider.submit(request).await
     }
 
     async fn add_comment(&self, comment: &ApprovalComment) -> Result<()> {

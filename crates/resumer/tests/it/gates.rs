@@ -1019,3 +1019,79 @@ async fn events_find_their_waits_by_key_and_the_rest_of_the_match_still_filters(
         assert_eq!(status == ExecutionStatus::Waiting, !done, "order {i}");
     }
 }
+
+/// The decision form is checked inside the decision's transaction on the deciding
+/// process's cached definitions. A process that never ran the workflow (a fresh API
+/// server, another replica) has not compiled it: it loads the pinned definition and
+/// decides again, so its answer is the same — refused field by field, changing nothing,
+/// or recorded with the editable fields filled from the request.
+#[tokio::test]
+async fn a_process_that_never_ran_the_workflow_checks_its_decision_form() {
+    let h = Harness::new();
+    h.deploy(json!({
+        "workflow_id": "refunds", "version": "1",
+        "trigger": {"type": "event", "event": "refund.requested"},
+        "steps": [
+            {"id": "gate", "type": "approval",
+             "approval": {"approvers": {"role": "finance"},
+                          "data": {"approved_amount": "{{amount}}"},
+                          "form": {"type": "object", "required": ["approved_amount", "reason_code"],
+                                   "properties": {
+                                       "approved_amount": {"type": "number", "minimum": 0},
+                                       "reason_code": {"type": "string", "enum": ["standard", "exception"]}}},
+                          "editable": ["approved_amount"]},
+             "on_approve": "ok", "on_reject": "no"},
+            {"id": "ok", "type": "action", "action": "allow"},
+            {"id": "no", "type": "action", "action": "block"}
+        ]
+    }))
+    .await;
+    let paused = h.start("refund.requested", json!({"amount": 25000})).await;
+    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    let fin = who("fin", &["finance"]);
+
+    let fresh = Harness::on(h.store.clone(), h.clock.clone(), "worker-b");
+    assert!(fresh
+        .engine
+        .cached_definition(&paused.snapshot_id)
+        .is_none());
+    let refused = fresh
+        .approvals
+        .decide(approval_id, &fin, DecisionKind::Approve, None, json!({}))
+        .await;
+    let Err(Error::FormInvalid(problems)) = refused else {
+        panic!("expected the form's refusal, got {refused:?}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["data.reason_code"]);
+    let request = h.store.get_approval(approval_id).await.unwrap();
+    assert_eq!(
+        (request.status, request.decisions.len()),
+        (ApprovalStatus::Pending, 0),
+        "a refused form changes nothing"
+    );
+
+    let another = Harness::on(h.store.clone(), h.clock.clone(), "worker-c");
+    let decided = another
+        .approvals
+        .decide(
+            approval_id,
+            &fin,
+            DecisionKind::Approve,
+            None,
+            json!({"reason_code": "standard"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+    assert_eq!(
+        decided.approval.decisions[0].data,
+        json!({"reason_code": "standard", "approved_amount": 25000})
+    );
+    let done = decided
+        .progress
+        .settled(&another.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(done.result, Some(ExecutionResult::Allowed));
+}

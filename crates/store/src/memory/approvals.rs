@@ -3,17 +3,15 @@
 use async_trait::async_trait;
 use tollgate_model::records::{
     ApprovalAssignment, ApprovalComment, ApprovalRequest, ApprovalRung, ApprovalSla,
-    ApprovalStatus, Decision, Principal, ResumeTrigger, Timestamp,
+    ApprovalStatus, ResumeTrigger, Timestamp,
 };
 use tollgate_model::ExecutionStatus;
 use uuid::Uuid;
 
 use super::{encode_id, id_cursor, paginate, upsert_step, MemoryStore};
+use crate::decision_batch::DecideRequest;
 use crate::traits::ApprovalStore;
-use crate::types::{
-    ApprovalFilter, ApprovalPin, AssignmentChange, Continuation, Decided, LeaseClaim, Page,
-    PageRequest,
-};
+use crate::types::{ApprovalFilter, ApprovalPin, AssignmentChange, Decided, Page, PageRequest};
 use crate::{rules, Error, Result};
 
 #[async_trait]
@@ -93,16 +91,8 @@ impl ApprovalStore for MemoryStore {
             .count() as u64)
     }
 
-    async fn decide(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        lease: &LeaseClaim,
-        now: Timestamp,
-        then: Option<Continuation>,
-    ) -> Result<Decided> {
-        self.decide_with(approval_id, decision, decider, lease, now, then.as_ref())
+    async fn decide_request(&self, request: DecideRequest) -> Result<Decided> {
+        self.decide_with(&request)
     }
 
     async fn add_comment(&self, comment: &ApprovalComment) -> Result<()> {
@@ -266,15 +256,14 @@ impl MemoryStore {
         })
     }
 
-    fn decide_with(
-        &self,
-        approval_id: Uuid,
-        decision: Decision,
-        decider: &Principal,
-        lease: &LeaseClaim,
-        now: Timestamp,
-        then: Option<&Continuation>,
-    ) -> Result<Decided> {
+    fn decide_with(&self, request: &DecideRequest) -> Result<Decided> {
+        let (approval_id, decider, lease, now) = (
+            request.approval_id,
+            &request.decider,
+            &request.claim,
+            request.now,
+        );
+        let mut decision = request.decision.clone();
         let mut state = self.lock();
         let mut approval = state
             .approvals
@@ -286,10 +275,11 @@ impl MemoryStore {
             .get(&approval.execution_id)
             .cloned()
             .ok_or_else(|| Error::not_found("execution", approval.execution_id))?;
+        rules::check_form(request.form.as_ref(), &approval, &execution, &mut decision)?;
         let audit = rules::decision_audit(approval_id, &decision);
         let decided_by = decision.decided_by.clone();
         let claimed = rules::decide(&mut approval, &mut execution, decision, decider, lease, now)?;
-        let next = match then {
+        let next = match &request.then {
             Some(then) if claimed => rules::continuation(&execution, then),
             _ => None,
         };

@@ -1022,6 +1022,92 @@ pub async fn a_decision_answers_with_its_holder_and_service_level(store: Arc<dyn
     assert_eq!((held.len(), slas.len()), (1, 2));
 }
 
+/// An approving decision's data goes through the caller's form check inside the
+/// decision's transaction, with the request and the snapshot its execution is pinned
+/// to: a refusal (invalid data, or a definition not at hand) changes nothing; accepted,
+/// the checked data is what is recorded. A rejection is not checked.
+pub async fn decisions_check_their_form_in_their_transaction(store: Arc<dyn Store>) {
+    use crate::decision_batch::DecideRequest;
+    use crate::{FormCheck, FormRefusal};
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let (e, approval) = paused_at_approval(&store, &w, 1, None).await;
+    let (_, rejected) = paused_at_approval(&store, &w, 1, None).await;
+    let pinned = e.snapshot_id.clone();
+    let form: FormCheck = Arc::new(move |request, snapshot_id, data| {
+        assert_eq!(
+            snapshot_id, pinned,
+            "checked against the execution's snapshot"
+        );
+        if data.get("code").is_none() {
+            return Err(FormRefusal::Invalid(vec![
+                tollgate_model::form::FormProblem {
+                    path: "data.code".into(),
+                    message: "is required".into(),
+                },
+            ]));
+        }
+        let mut data = data;
+        data["step"] = json!(request.step_id);
+        Ok(data)
+    });
+    let unloaded: FormCheck =
+        Arc::new(|_, snapshot_id, _| Err(FormRefusal::Unloaded(snapshot_id.to_owned())));
+    let request = |id, data, form: &FormCheck| {
+        let mut d = decision("ann", DecisionKind::Approve);
+        d.data = data;
+        DecideRequest::new(
+            id,
+            d,
+            &manager("ann"),
+            &lease("api", t0() + secs(30)),
+            t0(),
+            None,
+        )
+        .with_form(Some(form.clone()))
+    };
+
+    let invalid = store
+        .decide_request(request(approval.id, json!({}), &form))
+        .await;
+    assert!(
+        matches!(&invalid, Err(Error::Form(FormRefusal::Invalid(p))) if p[0].path == "data.code"),
+        "{invalid:?}"
+    );
+    let not_at_hand = store
+        .decide_request(request(approval.id, json!({"code": 1}), &unloaded))
+        .await;
+    assert!(
+        matches!(&not_at_hand, Err(Error::Form(FormRefusal::Unloaded(s))) if *s == e.snapshot_id),
+        "{not_at_hand:?}"
+    );
+    let untouched = store.get_approval(approval.id).await.unwrap();
+    assert_eq!(
+        (untouched.status, untouched.decisions.len()),
+        (ApprovalStatus::Pending, 0)
+    );
+    assert_eq!(
+        store.get_execution(e.id).await.unwrap().status,
+        ExecutionStatus::Paused
+    );
+
+    let decided = store
+        .decide_request(request(approval.id, json!({"code": 1}), &form))
+        .await
+        .unwrap();
+    let recorded = json!({"code": 1, "step": approval.step_id});
+    assert_eq!(decided.approval.decisions[0].data, recorded);
+    assert_eq!(
+        store.get_approval(approval.id).await.unwrap().decisions[0].data,
+        recorded
+    );
+    assert!(decided.claimed);
+
+    let mut reject = request(rejected.id, json!({"any": true}), &unloaded);
+    reject.decision = decision("ann", DecisionKind::Reject);
+    let decided = store.decide_request(reject).await.unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Rejected);
+}
+
 /// The ids of the first ten requests `f` lists.
 async fn listed(store: &Arc<dyn Store>, f: ApprovalFilter) -> Vec<Uuid> {
     store

@@ -98,6 +98,7 @@ macro_rules! contract_tests {
             service_levels_order_the_inbox_and_count_the_overdue,
             holds_and_service_levels_read_together_as_apart,
             a_decision_answers_with_its_holder_and_service_level,
+            decisions_check_their_form_in_their_transaction,
             the_outbox_hands_each_notification_to_one_sender_until_it_is_settled,
             ladder_rungs_fire_once_add_approvers_and_skip_decided_requests,
             approval_lists_filter_by_workflow_step_and_age,
