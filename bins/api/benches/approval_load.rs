@@ -86,7 +86,10 @@ impl Receiver {
             actix_web::rt::System::new().block_on(async move {
                 HttpServer::new(move || {
                     let counted = counted.clone();
-                    App::new().default_service(web::to(move || {
+                    // It reads the body, as a real receiver does: actix closes a
+                    // connection whose request body was left unread, which would make
+                    // the server open a new connection for every call.
+                    App::new().default_service(web::to(move |_body: web::Bytes| {
                         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         async { HttpResponse::Ok().json(json!({})) }
                     }))

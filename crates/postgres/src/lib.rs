@@ -240,6 +240,8 @@ pub struct PgStore {
     listening: PgPool,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
     /// Group commit of decisions (see `store::decide_batch`).
+    /// Step begins' group committer ([`store::begin_batch`]).
+    pub(crate) begins: tollgate_store::group_commit::BeginCommitter,
     pub(crate) decider:
         tollgate_store::group_commit::Batcher<store::DecideRequest, tollgate_store::Decided>,
     /// Group commit of events with what they start (see `store::insert_events`).
@@ -523,12 +525,19 @@ impl PgStore {
             dedicated(1),
             dedicated(1),
             dedicated(1),
+            dedicated(1),
         ];
-        let [commits, decisions, events, triggered, waiting] = connections.clone();
+        let [commits, decisions, events, triggered, waiting, begins] = connections.clone();
         let committer = commits.batcher(|c, commits| {
             Box::pin(async move {
                 let results = store::commit_batch(c, &commits).await?;
                 Ok(results.into_iter().map(Ok).collect())
+            })
+        });
+        let begins = begins.batcher(|c, begins| {
+            Box::pin(async move {
+                let versions = store::begin_batch(c, &begins).await?;
+                Ok(versions.into_iter().map(Ok).collect())
             })
         });
         let decider = decisions.batcher(|c, requests| {
@@ -555,6 +564,7 @@ impl PgStore {
             pool,
             listening,
             committer,
+            begins,
             decider,
             events,
             triggered,

@@ -243,6 +243,8 @@ pub struct SqliteStore {
     checkpointer: SqlitePool,
     pub(crate) wakeups: Arc<Notify>,
     pub(crate) committer: tollgate_store::group_commit::GroupCommitter,
+    /// Group commit of step begins (see `store::begin_batch`).
+    pub(crate) begins: tollgate_store::group_commit::BeginCommitter,
     /// Group commit of approval decisions (see `store::decider`).
     pub(crate) decider: store::Decider,
     /// Group commit of events with the executions they start (see `store::intake`).
@@ -359,6 +361,16 @@ impl SqliteStore {
                 }
             })
         };
+        let begins = {
+            let writer = writer.clone();
+            tollgate_store::group_commit::BeginCommitter::spawn(move |begins| {
+                let writer = writer.clone();
+                async move {
+                    let versions = store::begin_batch(&writer, &begins).await?;
+                    Ok(versions.into_iter().map(Ok).collect())
+                }
+            })
+        };
         let decider = store::decider(writer.clone(), wakeups.clone());
         let intake = store::intake(writer.clone(), reader.clone(), wakeups.clone());
         let checkpointer = SqlitePoolOptions::new()
@@ -387,6 +399,7 @@ impl SqliteStore {
             checkpointer,
             wakeups,
             committer,
+            begins,
             decider,
             intake,
         })

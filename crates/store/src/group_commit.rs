@@ -6,7 +6,7 @@
 //! write a batch — every request keeping its own checks (compare-and-set, `event_id`
 //! uniqueness, the quorum rules) — and this module does the queueing. A lone request pays
 //! one channel hop more than it would alone. The SQL backends batch step commits this
-//! way, and PostgreSQL also decisions and events.
+//! way, and step begins, decisions and events too.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +39,26 @@ impl<T, R> Clone for Batcher<T, R> {
 /// Step commits: the answer is the new state, or `None` when the commit's
 /// compare-and-set did not match.
 pub type GroupCommitter = Batcher<StepCommit, Option<Committed>>;
+
+/// One [`crate::ExecutionStore::begin_step`] waiting for a backend's group committer of
+/// step begins: the `running` record a side-effect step writes before it acts.
+#[derive(Debug, Clone)]
+pub struct BeginRequest {
+    /// The execution.
+    pub execution_id: uuid::Uuid,
+    /// The lease owner it must have.
+    pub owner: String,
+    /// The version it must be at.
+    pub expected_version: i64,
+    /// The `running` record.
+    pub record: tollgate_model::records::StepRecord,
+    /// When.
+    pub now: tollgate_model::records::Timestamp,
+}
+
+/// Step begins: the answer is the execution's new version, or `None` when the begin's
+/// compare-and-set did not match (nothing written for it).
+pub type BeginCommitter = Batcher<BeginRequest, Option<i64>>;
 
 impl<T, R> Batcher<T, R>
 where

@@ -18,7 +18,7 @@ use tollgate_store::{
 };
 use uuid::Uuid;
 
-use crate::rows::{backend, to_json};
+use crate::rows::backend;
 use crate::{rows, PgStore, WAKEUP_CHANNEL};
 
 use super::commits::locked_ids;
@@ -26,8 +26,7 @@ use super::intake::{WaitingAnswer, WaitingRead, WaitingScan};
 use super::sql::{
     apply_effect, audit, close_approvals, commit, format_of, id_after, insert_approval,
     insert_execution, limit, load_execution, notify_workers, quarantine, readable, refuse,
-    status_counts, upsert_steps, write_execution, write_trail, STEP_RECORDSET, STEP_SELECT,
-    STEP_UPSERT_TAIL,
+    status_counts, upsert_steps, write_execution, write_trail,
 };
 
 #[async_trait]
@@ -224,25 +223,20 @@ impl ExecutionStore for PgStore {
         record: StepRecord,
         now: Timestamp,
     ) -> Result<i64> {
-        // One statement: the CAS bump and the record, joined so the record only lands if
-        // the bump matched.
-        let sql = format!(
-            "WITH upd AS (UPDATE executions SET version = version + 1, updated_at = $2 WHERE id = $3 AND status = 'running' AND lease_owner = $4 AND version = $5 RETURNING version), \
-             ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-                SELECT {STEP_SELECT} FROM upd, {STEP_RECORDSET} {STEP_UPSERT_TAIL} RETURNING 1) \
-             SELECT version, (SELECT count(*) FROM ins) AS inserted FROM upd"
-        );
-        let row = sqlx::query(&sql)
-            .bind(to_json(&[record]))
-            .bind(now)
-            .bind(execution_id)
-            .bind(owner)
-            .bind(expected_version)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
-        match row {
-            Some(row) => row.try_get("version").map_err(backend),
+        // Through the begins' group committer: concurrent begins share one statement and
+        // one WAL flush; each keeps its own compare-and-set, its record joined to it.
+        let begun = self
+            .begins
+            .submit(tollgate_store::group_commit::BeginRequest {
+                execution_id,
+                owner: owner.to_owned(),
+                expected_version,
+                record,
+                now,
+            })
+            .await?;
+        match begun {
+            Some(version) => Ok(version),
             None => {
                 let execution = self.get_execution(execution_id).await?;
                 Err(rules::refusal(&execution, owner, Some(expected_version)))

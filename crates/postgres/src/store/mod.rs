@@ -4,6 +4,7 @@
 
 mod approvals;
 mod audit;
+mod begins;
 mod commits;
 mod decisions;
 mod delegations;
@@ -21,6 +22,7 @@ mod sql;
 mod workers;
 mod workflows;
 
+pub(crate) use begins::begin_batch;
 pub(crate) use commits::commit_batch;
 pub(crate) use decisions::{decide_batch, prepare_decisions};
 pub(crate) use intake::{

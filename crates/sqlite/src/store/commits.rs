@@ -4,6 +4,8 @@
 use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
 use sqlx::Row;
+use tollgate_model::records::StepRecord;
+use tollgate_store::group_commit::BeginRequest;
 use tollgate_store::{rules, Committed, Error, ExecutionStore, Result, StepCommit, Transition};
 use uuid::Uuid;
 
@@ -172,29 +174,7 @@ pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: us
         .push_bind(c.expected_version)
         .push(format!(" RETURNING version, pause_requested, {slot} AS slot;"));
     for r in &c.records {
-        q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
-        let mut values = q.separated(", ");
-        values
-            .push_bind(r.id.to_string())
-            .push_bind(r.execution_id.to_string())
-            .push_bind(r.step_id.clone())
-            .push_bind(r.step_type.clone())
-            .push_bind(r.parent_step_id.clone())
-            .push_bind(r.iteration.map(i64::from))
-            .push_bind(i64::from(r.visit))
-            .push_bind(i64::from(r.attempt))
-            .push_bind(r.status.as_str())
-            .push_bind(json(&r.input))
-            .push_bind(json(&r.output))
-            .push_bind(json(&r.warnings))
-            .push_bind(ts(r.started_at))
-            .push_bind(opt_ts(r.completed_at))
-            .push_bind(r.error.as_ref().map(json));
-        q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
-            .push_bind(id.clone())
-            .push(" AND commit_token = ")
-            .push_bind(token.to_owned())
-            .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
+        push_step_if_token(q, r, &id, token);
     }
     // The batch never completes an execution (continue and release only), so the trail
     // only grows here; under the version the update just gave the row.
@@ -207,6 +187,34 @@ pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: us
             .push_bind(token.to_owned())
             .push(";");
     }
+}
+
+/// Appends the upsert of step record `r`, which only lands if the update of execution
+/// `id` carrying commit token `token` did (in the same batch).
+fn push_step_if_token(q: &mut QueryBuilder<Sqlite>, r: &StepRecord, id: &str, token: &str) {
+    q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
+    let mut values = q.separated(", ");
+    values
+        .push_bind(r.id.to_string())
+        .push_bind(r.execution_id.to_string())
+        .push_bind(r.step_id.clone())
+        .push_bind(r.step_type.clone())
+        .push_bind(r.parent_step_id.clone())
+        .push_bind(r.iteration.map(i64::from))
+        .push_bind(i64::from(r.visit))
+        .push_bind(i64::from(r.attempt))
+        .push_bind(r.status.as_str())
+        .push_bind(json(&r.input))
+        .push_bind(json(&r.output))
+        .push_bind(json(&r.warnings))
+        .push_bind(ts(r.started_at))
+        .push_bind(opt_ts(r.completed_at))
+        .push_bind(r.error.as_ref().map(json));
+    q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
+        .push_bind(id.to_owned())
+        .push(" AND commit_token = ")
+        .push_bind(token.to_owned())
+        .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
 }
 
 /// Commits a batch of hot-path commits in one transaction and one thread hop; per
@@ -237,4 +245,46 @@ pub(crate) async fn commit_batch(
         }
     }
     Ok(results)
+}
+
+/// Writes a batch of step begins in one transaction and one thread hop: per begin, its
+/// compare-and-set version bump (returning its slot) and its `running` record, which
+/// lands only if that bump — identified by its random commit token — did. Per begin, the
+/// execution's new version, or `None` when its compare-and-set did not match.
+pub(crate) async fn begin_batch(
+    writer: &sqlx::SqlitePool,
+    begins: &[BeginRequest],
+) -> Result<Vec<Option<i64>>> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+    for (slot, b) in begins.iter().enumerate() {
+        let id = b.execution_id.to_string();
+        let token = Uuid::new_v4().to_string();
+        q.push(" UPDATE executions SET version = version + 1, updated_at = ")
+            .push_bind(ts(b.now))
+            .push(", commit_token = ")
+            .push_bind(token.clone())
+            .push(" WHERE id = ")
+            .push_bind(id.clone())
+            .push(" AND status = 'running' AND lease_owner = ")
+            .push_bind(b.owner.clone())
+            .push(" AND version = ")
+            .push_bind(b.expected_version)
+            .push(format!(" RETURNING version, {slot} AS slot;"));
+        push_step_if_token(&mut q, &b.record, &id, &token);
+    }
+    q.push(" COMMIT;");
+    let rows = Held::acquire(writer)
+        .await?
+        .fetch_all(q.build())
+        .await
+        .map_err(backend)?;
+    let mut versions = vec![None; begins.len()];
+    for row in rows {
+        let slot: i64 = row.try_get("slot").map_err(backend)?;
+        let version: i64 = row.try_get("version").map_err(backend)?;
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| versions.get_mut(s)) {
+            *entry = Some(version);
+        }
+    }
+    Ok(versions)
 }

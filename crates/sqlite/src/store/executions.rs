@@ -21,9 +21,8 @@ use crate::rows::{backend, from_ts, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    apply_effect, audit, bind_step, close_approvals, commit, id_after, insert_approval,
-    insert_execution, load_execution, quarantine, status_counts, upsert_step, write_execution,
-    write_trail, UPSERT_STEP_SQL,
+    apply_effect, audit, close_approvals, commit, id_after, insert_approval, insert_execution,
+    load_execution, quarantine, status_counts, upsert_step, write_execution, write_trail,
 };
 
 /// What claims and scans filter on: the execution rows this release can read.
@@ -295,30 +294,22 @@ impl ExecutionStore for SqliteStore {
         record: StepRecord,
         now: Timestamp,
     ) -> Result<i64> {
-        // One hop: the compare-and-set update, the step record only if it matched
-        // (`changes()` is the update's count), the commit. No match changed nothing; the
-        // row read afterwards says precisely why.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let upsert = UPSERT_STEP_SQL.replacen(
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1",
-                1,
-            );
-            format!(
-                "BEGIN IMMEDIATE; UPDATE executions SET version = version + 1, updated_at = ? \
-                 WHERE id = ? AND status = 'running' AND lease_owner = ? AND version = ? RETURNING version; \
-                 {upsert}; COMMIT;"
-            )
-        });
-        let query = sqlx::query(SQL.as_str())
-            .bind(ts(now))
-            .bind(execution_id.to_string())
-            .bind(owner)
-            .bind(expected_version);
-        let query = bind_step(query, &record);
-        let rows = self.held().await?.fetch_all(query).await.map_err(backend)?;
-        match rows.first() {
-            Some(row) => row.try_get("version").map_err(backend),
+        // Through the begins' group committer: concurrent begins share one transaction
+        // and one hop on the writer; each keeps its own compare-and-set, its record
+        // joined to it. No match changed nothing; the row read afterwards says precisely
+        // why.
+        let begun = self
+            .begins
+            .submit(tollgate_store::group_commit::BeginRequest {
+                execution_id,
+                owner: owner.to_owned(),
+                expected_version,
+                record,
+                now,
+            })
+            .await?;
+        match begun {
+            Some(version) => Ok(version),
             None => {
                 let execution = self.get_execution(execution_id).await?;
                 Err(rules::refusal(&execution, owner, Some(expected_version)))

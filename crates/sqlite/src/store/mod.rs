@@ -21,6 +21,6 @@ mod sql;
 mod workers;
 mod workflows;
 
-pub(crate) use commits::commit_batch;
+pub(crate) use commits::{begin_batch, commit_batch};
 pub(crate) use decisions::{decider, Decider};
 pub(crate) use events::{intake, Intake};

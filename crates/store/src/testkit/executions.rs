@@ -43,6 +43,59 @@ pub async fn executions_create_get_and_conflict(store: Arc<dyn Store>) {
         .is_not_found());
 }
 
+/// Step begins side by side — as a batching backend writes them together — each keep
+/// their own compare-and-set: every matching begin bumps its own execution once and
+/// writes its record, and a stale or foreign one for the same execution, racing the
+/// right one, writes nothing.
+pub async fn concurrent_step_begins_keep_each_their_compare_and_set(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let mut executions = Vec::new();
+    for _ in 0..4 {
+        executions.push(running(&store, &w, "w1").await);
+    }
+    let first = executions[0].clone();
+    let mut begins = Vec::new();
+    for e in &executions {
+        begins.push((
+            e.id,
+            "w1",
+            e.version,
+            step_record(e.id, "charge", StepStatus::Running),
+        ));
+    }
+    let stale = step_record(first.id, "stale", StepStatus::Running);
+    begins.push((first.id, "w1", first.version + 10, stale));
+    begins.push((
+        first.id,
+        "w2",
+        first.version,
+        step_record(first.id, "foreign", StepStatus::Running),
+    ));
+    let outcomes =
+        futures_util::future::join_all(begins.iter().map(|(id, owner, version, record)| {
+            let store = store.clone();
+            let record = record.clone();
+            async move { store.begin_step(*id, owner, *version, record, t0()).await }
+        }))
+        .await;
+    for (e, outcome) in executions.iter().zip(&outcomes) {
+        assert_eq!(outcome.as_ref().ok(), Some(&(e.version + 1)), "{outcome:?}");
+        let steps = store.list_steps(e.id).await.unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].step_id, "charge");
+        assert_eq!(
+            store.get_execution(e.id).await.unwrap().version,
+            e.version + 1
+        );
+    }
+    for outcome in &outcomes[4..] {
+        assert!(
+            outcome.as_ref().is_err_and(crate::Error::is_conflict),
+            "{outcome:?}"
+        );
+    }
+}
+
 pub async fn step_commits_are_compare_and_set(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
     let e = running(&store, &w, "w1").await;

@@ -58,6 +58,7 @@ macro_rules! contract_tests {
             workflow_replace_keeps_old_snapshots,
             workflows_for_event_pick_highest_enabled_version,
             executions_create_get_and_conflict,
+            concurrent_step_begins_keep_each_their_compare_and_set,
             step_commits_are_compare_and_set,
             concurrent_commits_keep_their_own_compare_and_set,
             effects_apply_once_with_the_commit,
