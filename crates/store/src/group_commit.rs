@@ -60,6 +60,30 @@ pub struct BeginRequest {
 /// compare-and-set did not match (nothing written for it).
 pub type BeginCommitter = Batcher<BeginRequest, Option<i64>>;
 
+impl BeginCommitter {
+    /// [`crate::ExecutionStore::begin_step`] through the batcher: the execution's new
+    /// version, or — its compare-and-set not matching, nothing written — the precise
+    /// refusal, from the row as `store` reads it afterwards.
+    pub async fn begin(
+        &self,
+        store: &(impl crate::ExecutionStore + ?Sized),
+        request: BeginRequest,
+    ) -> Result<i64> {
+        let (execution_id, owner, expected) = (
+            request.execution_id,
+            request.owner.clone(),
+            request.expected_version,
+        );
+        match self.submit(request).await? {
+            Some(version) => Ok(version),
+            None => {
+                let execution = store.get_execution(execution_id).await?;
+                Err(crate::rules::refusal(&execution, &owner, Some(expected)))
+            }
+        }
+    }
+}
+
 impl<T, R> Batcher<T, R>
 where
     T: Clone + Send + Sync + 'static,

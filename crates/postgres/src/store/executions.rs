@@ -225,23 +225,14 @@ impl ExecutionStore for PgStore {
     ) -> Result<i64> {
         // Through the begins' group committer: concurrent begins share one statement and
         // one WAL flush; each keeps its own compare-and-set, its record joined to it.
-        let begun = self
-            .begins
-            .submit(tollgate_store::group_commit::BeginRequest {
-                execution_id,
-                owner: owner.to_owned(),
-                expected_version,
-                record,
-                now,
-            })
-            .await?;
-        match begun {
-            Some(version) => Ok(version),
-            None => {
-                let execution = self.get_execution(execution_id).await?;
-                Err(rules::refusal(&execution, owner, Some(expected_version)))
-            }
-        }
+        let request = tollgate_store::group_commit::BeginRequest {
+            execution_id,
+            owner: owner.to_owned(),
+            expected_version,
+            record,
+            now,
+        };
+        self.begins.begin(self, request).await
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {

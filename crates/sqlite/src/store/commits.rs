@@ -163,16 +163,11 @@ pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: us
         .push(", lease_expires_at = ")
         .push_bind(ts(expires))
         .push(", version = version + 1, updated_at = ")
-        .push_bind(ts(c.now))
-        .push(", commit_token = ")
-        .push_bind(token.to_owned())
-        .push(" WHERE id = ")
-        .push_bind(id.clone())
-        .push(" AND status = 'running' AND lease_owner = ")
-        .push_bind(c.owner.clone())
-        .push(" AND version = ")
-        .push_bind(c.expected_version)
-        .push(format!(" RETURNING version, pause_requested, {slot} AS slot;"));
+        .push_bind(ts(c.now));
+    push_guard(q, token, &id, &c.owner, c.expected_version);
+    q.push(format!(
+        " RETURNING version, pause_requested, {slot} AS slot;"
+    ));
     for r in &c.records {
         push_step_if_token(q, r, &id, token);
     }
@@ -187,6 +182,20 @@ pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: us
             .push_bind(token.to_owned())
             .push(";");
     }
+}
+
+/// Ends an `UPDATE executions SET …` of a batch: stamps the row with the commit's random
+/// `token` (what its step rows check) and matches it only as `running`, leased by
+/// `owner`, at `expected` — the compare-and-set.
+fn push_guard(q: &mut QueryBuilder<Sqlite>, token: &str, id: &str, owner: &str, expected: i64) {
+    q.push(", commit_token = ")
+        .push_bind(token.to_owned())
+        .push(" WHERE id = ")
+        .push_bind(id.to_owned())
+        .push(" AND status = 'running' AND lease_owner = ")
+        .push_bind(owner.to_owned())
+        .push(" AND version = ")
+        .push_bind(expected);
 }
 
 /// Appends the upsert of step record `r`, which only lands if the update of execution
@@ -260,16 +269,9 @@ pub(crate) async fn begin_batch(
         let id = b.execution_id.to_string();
         let token = Uuid::new_v4().to_string();
         q.push(" UPDATE executions SET version = version + 1, updated_at = ")
-            .push_bind(ts(b.now))
-            .push(", commit_token = ")
-            .push_bind(token.clone())
-            .push(" WHERE id = ")
-            .push_bind(id.clone())
-            .push(" AND status = 'running' AND lease_owner = ")
-            .push_bind(b.owner.clone())
-            .push(" AND version = ")
-            .push_bind(b.expected_version)
-            .push(format!(" RETURNING version, {slot} AS slot;"));
+            .push_bind(ts(b.now));
+        push_guard(&mut q, &token, &id, &b.owner, b.expected_version);
+        q.push(format!(" RETURNING version, {slot} AS slot;"));
         push_step_if_token(&mut q, &b.record, &id, &token);
     }
     q.push(" COMMIT;");

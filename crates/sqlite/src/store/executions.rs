@@ -296,25 +296,15 @@ impl ExecutionStore for SqliteStore {
     ) -> Result<i64> {
         // Through the begins' group committer: concurrent begins share one transaction
         // and one hop on the writer; each keeps its own compare-and-set, its record
-        // joined to it. No match changed nothing; the row read afterwards says precisely
-        // why.
-        let begun = self
-            .begins
-            .submit(tollgate_store::group_commit::BeginRequest {
-                execution_id,
-                owner: owner.to_owned(),
-                expected_version,
-                record,
-                now,
-            })
-            .await?;
-        match begun {
-            Some(version) => Ok(version),
-            None => {
-                let execution = self.get_execution(execution_id).await?;
-                Err(rules::refusal(&execution, owner, Some(expected_version)))
-            }
-        }
+        // joined to it.
+        let request = tollgate_store::group_commit::BeginRequest {
+            execution_id,
+            owner: owner.to_owned(),
+            expected_version,
+            record,
+            now,
+        };
+        self.begins.begin(self, request).await
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
