@@ -319,7 +319,7 @@ impl ApprovalService {
             self.engine
                 .definition(snapshot)
                 .await
-                .map_err(Error::Engine)?;
+                .map_err(Error::from)?;
             outcome = store.decide_request(request()).await;
         }
         match outcome {
