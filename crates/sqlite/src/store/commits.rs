@@ -242,18 +242,30 @@ pub(crate) async fn commit_batch(
         .fetch_all(q.build())
         .await
         .map_err(backend)?;
-    let mut results = vec![None; commits.len()];
-    for row in rows {
-        let slot: i64 = row.try_get("slot").map_err(backend)?;
-        let committed = Committed {
+    by_slot(&rows, commits.len(), |row| {
+        Ok(Committed {
             version: row.try_get("version").map_err(backend)?,
             pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
-        };
-        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| results.get_mut(s)) {
-            *entry = Some(committed);
+        })
+    })
+}
+
+/// The answers of a batch whose updates return their request's `slot`: per request, what
+/// `decode` makes of its row, or `None` for one without (its compare-and-set did not
+/// match).
+fn by_slot<R: Clone>(
+    rows: &[sqlx::sqlite::SqliteRow],
+    n: usize,
+    decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<R>,
+) -> Result<Vec<Option<R>>> {
+    let mut answers = vec![None; n];
+    for row in rows {
+        let slot: i64 = row.try_get("slot").map_err(backend)?;
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| answers.get_mut(s)) {
+            *entry = Some(decode(row)?);
         }
     }
-    Ok(results)
+    Ok(answers)
 }
 
 /// Writes a batch of step begins in one transaction and one thread hop: per begin, its
@@ -280,13 +292,7 @@ pub(crate) async fn begin_batch(
         .fetch_all(q.build())
         .await
         .map_err(backend)?;
-    let mut versions = vec![None; begins.len()];
-    for row in rows {
-        let slot: i64 = row.try_get("slot").map_err(backend)?;
-        let version: i64 = row.try_get("version").map_err(backend)?;
-        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| versions.get_mut(s)) {
-            *entry = Some(version);
-        }
-    }
-    Ok(versions)
+    by_slot(&rows, begins.len(), |row| {
+        row.try_get("version").map_err(backend)
+    })
 }
