@@ -236,18 +236,27 @@ pub(crate) async fn commit_batch(
     for (slot, c) in commits.iter().enumerate() {
         push_commit(&mut q, c, slot, &Uuid::new_v4().to_string());
     }
-    q.push(" COMMIT;");
-    let rows = Held::acquire(writer)
-        .await?
-        .fetch_all(q.build())
-        .await
-        .map_err(backend)?;
+    let rows = commit_on(writer, q).await?;
     by_slot(&rows, commits.len(), |row| {
         Ok(Committed {
             version: row.try_get("version").map_err(backend)?,
             pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
         })
     })
+}
+
+/// Ends batch `q` (begun with `BEGIN IMMEDIATE`) with its `COMMIT` and runs it on the
+/// writer in one hop; the rows its statements returned.
+async fn commit_on(
+    writer: &sqlx::SqlitePool,
+    mut q: QueryBuilder<'_, Sqlite>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+    q.push(" COMMIT;");
+    Held::acquire(writer)
+        .await?
+        .fetch_all(q.build())
+        .await
+        .map_err(backend)
 }
 
 /// The answers of a batch whose updates return their request's `slot`: per request, what
@@ -286,12 +295,7 @@ pub(crate) async fn begin_batch(
         q.push(format!(" RETURNING version, {slot} AS slot;"));
         push_step_if_token(&mut q, &b.record, &id, &token);
     }
-    q.push(" COMMIT;");
-    let rows = Held::acquire(writer)
-        .await?
-        .fetch_all(q.build())
-        .await
-        .map_err(backend)?;
+    let rows = commit_on(writer, q).await?;
     by_slot(&rows, begins.len(), |row| {
         row.try_get("version").map_err(backend)
     })
