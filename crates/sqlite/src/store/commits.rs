@@ -5,6 +5,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::StepRecord;
+use tollgate_model::ExecutionStatus;
 use tollgate_store::group_commit::BeginRequest;
 use tollgate_store::{rules, Committed, Error, ExecutionStore, Result, StepCommit, Transition};
 use uuid::Uuid;
@@ -18,8 +19,8 @@ use super::sql::{
 };
 
 impl SqliteStore {
-    /// A step commit without effects that enters a gate, ends the execution or consumes
-    /// events, in two hops: open the transaction and read the row; then every write and
+    /// A step commit without effects that enters a gate or consumes events, in two
+    /// hops: open the transaction and read the row; then every write and
     /// the commit as one batch.
     pub(super) async fn commit_in_two_hops(&self, step: StepCommit) -> Result<Committed> {
         let mut held = self.held().await?;
@@ -124,8 +125,8 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// The hot path — a step that continues or waits for a retry, with no effects —
-    /// through the group committer, which folds concurrent commits into one batch.
+    /// The hot path — a step that continues, waits for a retry or ends the execution,
+    /// with no effects — through the group committer, which folds concurrent commits into one batch.
     pub(super) async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
         let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
         match self.committer.submit(c).await? {
@@ -136,51 +137,6 @@ impl SqliteStore {
                 Err(rules::refusal(&execution, &owner, Some(expected)))
             }
         }
-    }
-}
-
-/// Appends one commit to a batch: its compare-and-set `UPDATE` (returning its slot) and
-/// its step rows, which only land if that update — identified by its random commit token —
-/// did. The transition is exactly [`rules::apply_commit`]'s for `Continue` and `Release`.
-pub(super) fn push_commit(q: &mut QueryBuilder<Sqlite>, c: &StepCommit, slot: usize, token: &str) {
-    let id = c.execution_id.to_string();
-    let (owner_sql, expires) = match c.transition {
-        Transition::Release { at } => ("NULL", at),
-        _ => ("lease_owner", c.lease_expires_at),
-    };
-    q.push(" UPDATE executions SET context = ")
-        .push_bind(json(&c.context))
-        .push(", cursor = ")
-        .push_bind(c.cursor.as_ref().map(json))
-        .push(", visits = ")
-        .push_bind(json(&c.visits))
-        .push(", steps_run = ")
-        .push_bind(i64::from(c.steps_run))
-        .push(", result = ")
-        .push_bind(c.result.map(tollgate_model::ExecutionResult::as_str))
-        .push(", wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, lease_owner = ")
-        .push(owner_sql)
-        .push(", lease_expires_at = ")
-        .push_bind(ts(expires))
-        .push(", version = version + 1, updated_at = ")
-        .push_bind(ts(c.now));
-    push_guard(q, token, &id, &c.owner, c.expected_version);
-    q.push(format!(
-        " RETURNING version, pause_requested, {slot} AS slot;"
-    ));
-    for r in &c.records {
-        push_step_if_token(q, r, &id, token);
-    }
-    // The batch never completes an execution (continue and release only), so the trail
-    // only grows here; under the version the update just gave the row.
-    if !c.undo.is_empty() {
-        q.push(" INSERT INTO context_trail (execution_id, version, undo) SELECT id, version, ")
-            .push_bind(json(&c.undo))
-            .push(" FROM executions WHERE id = ")
-            .push_bind(id.clone())
-            .push(" AND commit_token = ")
-            .push_bind(token.to_owned())
-            .push(";");
     }
 }
 
@@ -226,23 +182,151 @@ fn push_step_if_token(q: &mut QueryBuilder<Sqlite>, r: &StepRecord, id: &str, to
         .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
 }
 
-/// Commits a batch of hot-path commits in one transaction and one thread hop; per
-/// commit, its new state or `None` when its compare-and-set did not match.
+/// The condition that batch item `$item`'s update landed (its row carries the item's
+/// token): every other write of the item carries it, so that it only happens where that
+/// compare-and-set matched.
+macro_rules! landed {
+    ($item:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM executions x WHERE x.id = ",
+            $item,
+            " ->> 'id' AND x.commit_token = ",
+            $item,
+            " ->> 'token')"
+        )
+    };
+}
+
+/// One batch of effect-free step commits that continue, release for a retry or end, as
+/// one constant text — prepared once per connection, whatever the batch holds. The
+/// commits are one JSON array (bound to the first, third, fourth and fifth statement),
+/// their step records another (the second). Each commit's update is its compare-and-set
+/// and stamps the row with the commit's random token; its records, the closing of its
+/// open approvals and its trail only land where the row carries that token. The
+/// transitions are exactly [`rules::apply_commit`]'s for `Continue`, `Release` and
+/// `Finish` (the running → terminal change is the guard's `status = 'running'`); a gate
+/// never comes here (it reads the row to insert its request).
+const COMMIT_BATCH_SQL: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    "UPDATE executions SET context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
+        wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
+        status = CASE WHEN v.kind = 'finish' THEN v.status ELSE executions.status END, \
+        error = CASE WHEN v.kind = 'finish' THEN v.error ELSE executions.error END, \
+        completed_at = CASE WHEN v.kind = 'finish' THEN v.now ELSE executions.completed_at END, \
+        pause_requested = CASE WHEN v.kind = 'finish' THEN 0 ELSE executions.pause_requested END, \
+        lease_owner = CASE WHEN v.kind = 'continue' THEN executions.lease_owner END, lease_expires_at = v.expires, \
+        version = executions.version + 1, updated_at = v.now, commit_token = v.token \
+     FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'owner' AS owner, value ->> 'expected' AS expected, \
+            value ->> 'kind' AS kind, value ->> 'status' AS status, value ->> 'error' AS error, value ->> 'context' AS context, \
+            value ->> 'cursor' AS cursor, value ->> 'visits' AS visits, value ->> 'steps_run' AS steps_run, value ->> 'result' AS result, \
+            value ->> 'expires' AS expires, value ->> 'now' AS now FROM json_each(?)) AS v \
+     WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner AND executions.version = v.expected \
+     RETURNING commit_token, version, pause_requested; ",
+    "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+     SELECT r.value ->> 'record', r.value ->> 'id', r.value ->> 'step_id', r.value ->> 'step_type', r.value ->> 'parent_step_id', r.value ->> 'iteration', \
+        r.value ->> 'visit', r.value ->> 'attempt', r.value ->> 'status', r.value ->> 'input', r.value ->> 'output', r.value ->> 'warnings', \
+        r.value ->> 'started_at', r.value ->> 'completed_at', r.value ->> 'error' \
+     FROM json_each(?) AS r WHERE ",
+    landed!("r.value"),
+    " ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, \
+        started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; ",
+    "UPDATE approvals SET status = c.value ->> 'close', decided_at = c.value ->> 'now' FROM json_each(?) AS c \
+     WHERE c.value ->> 'close' IS NOT NULL AND approvals.execution_id = c.value ->> 'id' AND approvals.status = 'pending' AND ",
+    landed!("c.value"),
+    "; ",
+    "DELETE FROM context_trail WHERE execution_id IN (SELECT d.value ->> 'id' FROM json_each(?) AS d WHERE d.value ->> 'drop_trail' AND ",
+    landed!("d.value"),
+    "); ",
+    "INSERT INTO context_trail (execution_id, version, undo) SELECT x.id, x.version, t.value ->> 'undo' FROM json_each(?) AS t \
+     JOIN executions x ON x.id = t.value ->> 'id' AND x.commit_token = t.value ->> 'token' WHERE t.value ->> 'undo' IS NOT NULL; ",
+    "COMMIT;"
+);
+
+/// Commits a batch of hot-path commits in one transaction and one thread hop, with one
+/// statement per table ([`COMMIT_BATCH_SQL`]); per commit, its new state or `None` when
+/// its compare-and-set did not match.
 pub(crate) async fn commit_batch(
     writer: &sqlx::SqlitePool,
     commits: &[StepCommit],
 ) -> Result<Vec<Option<Committed>>> {
-    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
-    for (slot, c) in commits.iter().enumerate() {
-        push_commit(&mut q, c, slot, &Uuid::new_v4().to_string());
+    let tokens: Vec<String> = commits.iter().map(|_| Uuid::new_v4().to_string()).collect();
+    let mut items = Vec::with_capacity(commits.len());
+    let mut records = Vec::new();
+    for (c, token) in commits.iter().zip(&tokens) {
+        let id = c.execution_id.to_string();
+        let (kind, status, error, expires, close) = match &c.transition {
+            Transition::Continue => ("continue", None, None, Some(c.lease_expires_at), None),
+            Transition::Release { at } => ("release", None, None, Some(*at), None),
+            Transition::Finish { status, error } => (
+                "finish",
+                Some(status.as_str()),
+                error.as_ref().map(json),
+                None,
+                Some(rules::closing_status(*status).as_str()),
+            ),
+            Transition::Gate { .. } => {
+                return Err(Error::Invalid(
+                    "a gate's commit reads its row; it is not batched".into(),
+                ))
+            }
+        };
+        let drop_trail = matches!(
+            c.transition,
+            Transition::Finish {
+                status: ExecutionStatus::Completed,
+                ..
+            }
+        );
+        items.push(serde_json::json!({
+            "id": id, "token": token, "owner": c.owner, "expected": c.expected_version,
+            "kind": kind, "status": status, "error": error, "context": json(&c.context),
+            "cursor": c.cursor.as_ref().map(json), "visits": json(&c.visits),
+            "steps_run": c.steps_run, "result": c.result.map(tollgate_model::ExecutionResult::as_str),
+            "expires": expires.map(ts), "now": ts(c.now), "close": close, "drop_trail": drop_trail,
+            // Under the version the update just gave the row; a completed execution's
+            // trail goes instead.
+            "undo": (!drop_trail && !c.undo.is_empty()).then(|| json(&c.undo)),
+        }));
+        for r in &c.records {
+            records.push(serde_json::json!({
+                "record": r.id.to_string(), "id": id, "token": token, "step_id": r.step_id,
+                "step_type": r.step_type, "parent_step_id": r.parent_step_id, "iteration": r.iteration,
+                "visit": r.visit, "attempt": r.attempt, "status": r.status.as_str(),
+                "input": json(&r.input), "output": json(&r.output), "warnings": json(&r.warnings),
+                "started_at": ts(r.started_at), "completed_at": opt_ts(r.completed_at),
+                "error": r.error.as_ref().map(json),
+            }));
+        }
     }
-    let rows = commit_on(writer, q).await?;
-    by_slot(&rows, commits.len(), |row| {
-        Ok(Committed {
-            version: row.try_get("version").map_err(backend)?,
-            pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
-        })
-    })
+    let items = serde_json::Value::Array(items).to_string();
+    let records = serde_json::Value::Array(records).to_string();
+    let rows = Held::acquire(writer)
+        .await?
+        .fetch_all(
+            sqlx::query(COMMIT_BATCH_SQL)
+                .bind(items.clone())
+                .bind(records)
+                .bind(items.clone())
+                .bind(items.clone())
+                .bind(items),
+        )
+        .await
+        .map_err(backend)?;
+    let mut answers = vec![None; commits.len()];
+    for row in &rows {
+        let token: String = row.try_get("commit_token").map_err(backend)?;
+        if let Some(answer) = tokens
+            .iter()
+            .position(|t| *t == token)
+            .and_then(|slot| answers.get_mut(slot))
+        {
+            *answer = Some(Committed {
+                version: row.try_get("version").map_err(backend)?,
+                pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
+            });
+        }
+    }
+    Ok(answers)
 }
 
 /// Ends batch `q` (begun with `BEGIN IMMEDIATE`) with its `COMMIT` and runs it on the

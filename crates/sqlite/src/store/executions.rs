@@ -308,11 +308,18 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn commit_step(&self, step: StepCommit) -> Result<Committed> {
+        if let Transition::Finish { status, .. } = &step.transition {
+            if !status.is_terminal() {
+                return Err(Error::Invalid(format!(
+                    "a step commit cannot finish an execution as {status}"
+                )));
+            }
+        }
         if step.effects.is_empty()
             && step.consumed_events.is_empty()
             && matches!(
                 step.transition,
-                Transition::Continue | Transition::Release { .. }
+                Transition::Continue | Transition::Release { .. } | Transition::Finish { .. }
             )
         {
             return self.commit_in_one_statement(step).await;

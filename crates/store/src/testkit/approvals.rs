@@ -1312,6 +1312,48 @@ pub async fn finishing_closes_open_approvals(store: Arc<dyn Store>) {
         (ExecutionStatus::Failed, None, None)
     );
 
+    // An execution that ends while a request of its own is still pending closes it, in
+    // the ending's commit (the batched hot path on the SQL backends).
+    let r = running(&store, &w, "w1").await;
+    let open = approval_for(&r, 1, None);
+    store
+        .commit_step(commit(
+            &r,
+            "w1",
+            r.version,
+            Transition::Gate {
+                gate: gate(PauseReason::Manual, None),
+                approval: Some(Box::new(open.clone())),
+            },
+        ))
+        .await
+        .unwrap();
+    let resumed = store
+        .resume_manual(r.id, None, json!({}), &lease("w1", t0() + secs(30)), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_approval(open.id).await.unwrap().status,
+        ApprovalStatus::Pending
+    );
+    store
+        .commit_step(commit(
+            &resumed,
+            "w1",
+            resumed.version,
+            Transition::Finish {
+                status: ExecutionStatus::Completed,
+                error: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let closed = store.get_approval(open.id).await.unwrap();
+    assert_eq!(
+        (closed.status, closed.decided_at),
+        (ApprovalStatus::Cancelled, Some(t0()))
+    );
+
     // A Finish with a non-terminal status is refused.
     let r = running(&store, &w, "w1").await;
     let bogus = commit(
