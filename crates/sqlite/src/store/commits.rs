@@ -199,8 +199,11 @@ macro_rules! landed {
 
 /// One batch of effect-free step commits that continue, release for a retry or end, as
 /// one constant text — prepared once per connection, whatever the batch holds. The
-/// commits are one JSON array (bound to the first, third, fourth and fifth statement),
-/// their step records another (the second). Each commit's update is its compare-and-set
+/// commits are one JSON array (bound to the first statement), their step records another
+/// (the second); the approvals' close and the trail's delete and insert each get a slim
+/// array of only the commits they concern, so that no statement parses the
+/// commits' contexts again (parsing the batch's JSON was the writer's largest cost).
+/// Each commit's update is its compare-and-set
 /// and stamps the row with the commit's random token; its records, the closing of its
 /// open approvals and its trail only land where the row carries that token. The
 /// transitions are exactly [`rules::apply_commit`]'s for `Continue`, `Release` and
@@ -231,14 +234,14 @@ const COMMIT_BATCH_SQL: &str = concat!(
     " ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, \
         started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; ",
     "UPDATE approvals SET status = c.value ->> 'close', decided_at = c.value ->> 'now' FROM json_each(?) AS c \
-     WHERE c.value ->> 'close' IS NOT NULL AND approvals.execution_id = c.value ->> 'id' AND approvals.status = 'pending' AND ",
+     WHERE approvals.execution_id = c.value ->> 'id' AND approvals.status = 'pending' AND ",
     landed!("c.value"),
     "; ",
-    "DELETE FROM context_trail WHERE execution_id IN (SELECT d.value ->> 'id' FROM json_each(?) AS d WHERE d.value ->> 'drop_trail' AND ",
+    "DELETE FROM context_trail WHERE execution_id IN (SELECT d.value ->> 'id' FROM json_each(?) AS d WHERE ",
     landed!("d.value"),
     "); ",
     "INSERT INTO context_trail (execution_id, version, undo) SELECT x.id, x.version, t.value ->> 'undo' FROM json_each(?) AS t \
-     JOIN executions x ON x.id = t.value ->> 'id' AND x.commit_token = t.value ->> 'token' WHERE t.value ->> 'undo' IS NOT NULL; ",
+     JOIN executions x ON x.id = t.value ->> 'id' AND x.commit_token = t.value ->> 'token'; ",
     "COMMIT;"
 );
 
@@ -252,6 +255,7 @@ pub(crate) async fn commit_batch(
     let tokens: Vec<String> = commits.iter().map(|_| Uuid::new_v4().to_string()).collect();
     let mut items = Vec::with_capacity(commits.len());
     let mut records = Vec::new();
+    let (mut closes, mut drops, mut undos) = (Vec::new(), Vec::new(), Vec::new());
     for (c, token) in commits.iter().zip(&tokens) {
         let id = c.execution_id.to_string();
         let (kind, status, error, expires, close) = match &c.transition {
@@ -277,15 +281,24 @@ pub(crate) async fn commit_batch(
                 ..
             }
         );
+        if let Some(close) = close {
+            closes.push(
+                serde_json::json!({ "id": id, "token": token, "close": close, "now": ts(c.now) }),
+            );
+        }
+        if drop_trail {
+            drops.push(serde_json::json!({ "id": id, "token": token }));
+        } else if !c.undo.is_empty() {
+            // Under the version the update just gave the row; a completed execution's
+            // trail goes instead.
+            undos.push(serde_json::json!({ "id": id, "token": token, "undo": json(&c.undo) }));
+        }
         items.push(serde_json::json!({
             "id": id, "token": token, "owner": c.owner, "expected": c.expected_version,
             "kind": kind, "status": status, "error": error, "context": json(&c.context),
             "cursor": c.cursor.as_ref().map(json), "visits": json(&c.visits),
             "steps_run": c.steps_run, "result": c.result.map(tollgate_model::ExecutionResult::as_str),
-            "expires": expires.map(ts), "now": ts(c.now), "close": close, "drop_trail": drop_trail,
-            // Under the version the update just gave the row; a completed execution's
-            // trail goes instead.
-            "undo": (!drop_trail && !c.undo.is_empty()).then(|| json(&c.undo)),
+            "expires": expires.map(ts), "now": ts(c.now),
         }));
         for r in &c.records {
             records.push(serde_json::json!({
@@ -298,17 +311,16 @@ pub(crate) async fn commit_batch(
             }));
         }
     }
-    let items = serde_json::Value::Array(items).to_string();
-    let records = serde_json::Value::Array(records).to_string();
+    let array = |values: Vec<serde_json::Value>| serde_json::Value::Array(values).to_string();
     let rows = Held::acquire(writer)
         .await?
         .fetch_all(
             sqlx::query(COMMIT_BATCH_SQL)
-                .bind(items.clone())
-                .bind(records)
-                .bind(items.clone())
-                .bind(items.clone())
-                .bind(items),
+                .bind(array(items))
+                .bind(array(records))
+                .bind(array(closes))
+                .bind(array(drops))
+                .bind(array(undos)),
         )
         .await
         .map_err(backend)?;
