@@ -512,6 +512,22 @@ async fn no_transaction_left(conn: &mut sqlx::SqliteConnection) -> Result<bool, 
 /// the database file, not the log, so only reads already under way are waited for.
 pub const CHECKPOINT_RESTART_WAIT: Duration = Duration::from_millis(2);
 
+/// A restart of the log waits until a passive checkpoint saw at most this many frames
+/// (a megabyte of 4 KiB pages) come into the log while the one before it ran…
+const RESTART_LEFT_FRAMES: i64 = 256;
+
+/// …or until this many passive checkpoints after the round's own, whichever comes first.
+const RESTART_CATCH_UP_ROUNDS: u32 = 4;
+
+/// A passive checkpoint on the checkpointer's connection; the frames in the log.
+async fn passive(checkpointer: &SqlitePool) -> Result<i64, sqlx::Error> {
+    // (busy, frames in the log, frames copied).
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(checkpointer)
+        .await?;
+    Ok(frames)
+}
+
 /// How the checkpointer restarts the log: on `writer`'s connection once the log holds
 /// more than `above_bytes`; the writer's busy timeout is set back to
 /// `writer_busy_timeout` afterwards.
@@ -587,10 +603,7 @@ async fn checkpoint(
     restarts: Option<&Restarts>,
     restarted_at: &mut Option<i64>,
 ) -> Result<Option<bool>, sqlx::Error> {
-    // (busy, frames in the log, frames copied).
-    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(checkpointer)
-        .await?;
+    let mut frames = passive(checkpointer).await?;
     let log_bytes = u64::try_from(frames.saturating_mul(frame_bytes)).unwrap_or(0);
     let Some(restarts) = restarts
         .filter(|r| log_bytes > r.above_bytes)
@@ -598,6 +611,20 @@ async fn checkpoint(
     else {
         return Ok(None);
     };
+    // The restart copies, syncs and writes back under the writer's lock whatever the
+    // passive checkpoint did not see: the frames committed while it ran. Under load that
+    // was a few megabytes, and the restart held every write for 17–24 ms (the decisions'
+    // p99). Passive checkpoints copy several times faster than the writer fills the log,
+    // so a few more of them, beside the writer, each catching up what came during the
+    // one before, leave the restart little to do.
+    for _ in 0..RESTART_CATCH_UP_ROUNDS {
+        let now = passive(checkpointer).await?;
+        let came = now.saturating_sub(frames);
+        frames = now;
+        if came <= RESTART_LEFT_FRAMES {
+            break;
+        }
+    }
     // One hop on the writer: a short wait for readers, the restart, the writer's own
     // wait back. The pragmas' rows are the new timeouts (one column) and the restart's
     // (busy, frames, copied).
