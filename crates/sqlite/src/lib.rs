@@ -513,8 +513,8 @@ async fn no_transaction_left(conn: &mut sqlx::SqliteConnection) -> Result<bool, 
 pub const CHECKPOINT_RESTART_WAIT: Duration = Duration::from_millis(2);
 
 /// A restart of the log waits until a passive checkpoint saw at most this many frames
-/// (a megabyte of 4 KiB pages) come into the log while the one before it ran…
-const RESTART_LEFT_FRAMES: i64 = 256;
+/// (256 KiB of 4 KiB pages) come into the log while the one before it ran…
+const RESTART_LEFT_FRAMES: i64 = 64;
 
 /// …or until this many passive checkpoints after the round's own, whichever comes first.
 const RESTART_CATCH_UP_ROUNDS: u32 = 4;
