@@ -61,6 +61,30 @@ pub fn refusal(execution: &Execution, owner: &str, expected_version: Option<i64>
     }
 }
 
+/// Why a step commit's compare-and-set on `execution` (as re-read after it matched
+/// nothing) was refused: [`refusal`]'s reasons, or the pause request a commit flagged
+/// [`StepCommit::refuse_if_pause_requested`] stops at.
+pub fn commit_refusal(
+    execution: &Execution,
+    owner: &str,
+    expected_version: i64,
+    refuse_if_pause_requested: bool,
+) -> Error {
+    match check_lease(execution, owner, Some(expected_version)) {
+        Ok(()) if refuse_if_pause_requested && execution.pause_requested => {
+            pause_refusal(execution)
+        }
+        _ => refusal(execution, owner, Some(expected_version)),
+    }
+}
+
+fn pause_refusal(execution: &Execution) -> Error {
+    Error::Conflict(format!(
+        "execution {} has a pause request: the commit runs past the step boundary it stops at",
+        execution.id
+    ))
+}
+
 /// The workflows of `rows` that could be read; each that could not is logged and counted
 /// (`tollgate_unreadable_workflows_total`) and left out, so that one unreadable workflow
 /// (written by a newer release, or damaged) never stops the events of the others.
@@ -399,6 +423,9 @@ pub fn closing_status(status: ExecutionStatus) -> ApprovalStatus {
 /// [`crate::ExecutionStore::commit_step`]); on error nothing was changed.
 pub fn apply_commit(execution: &mut Execution, commit: StepCommit) -> Result<CommitWrites> {
     check_lease(execution, &commit.owner, Some(commit.expected_version))?;
+    if commit.refuse_if_pause_requested && execution.pause_requested {
+        return Err(pause_refusal(execution));
+    }
     let new_status = match &commit.transition {
         Transition::Continue | Transition::Release { .. } => ExecutionStatus::Running,
         Transition::Gate { gate, .. } => gated_status(gate),

@@ -304,6 +304,12 @@ pub struct StepCommit {
     pub lease_expires_at: Timestamp,
     /// Commit time.
     pub now: Timestamp,
+    /// Refuse the commit (a `Conflict`, nothing changed) while an operator's pause request
+    /// is pending. A worker sets it on a commit that carries steps it ran past a step
+    /// boundary it has not stored (a side effect's completion followed by
+    /// side-effect-free steps): a pause asked for at that boundary must stop the execution
+    /// there, so on refusal the worker commits the boundary as the pause instead.
+    pub refuse_if_pause_requested: bool,
 }
 
 /// Result of a step commit.

@@ -1,6 +1,7 @@
 //! One advancement of one execution: the step loop, its commits, and how a failed
 //! attempt is retried or ends the run.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,24 @@ pub(super) struct Run<'e> {
     /// The top-level step visit the context changes belong to: the one entered last,
     /// `None` before the run enters one (a context load, a resume at a step boundary).
     pub(super) visit_at: Option<(String, u32)>,
+    /// Set while a side effect's completion is not stored yet and rides on the next
+    /// commit with the side-effect-free steps after it (see [`Run::commit`]).
+    pub(super) boundary: Option<Boundary>,
+}
+
+/// The run as it stood at the step boundary after a side effect, before the
+/// side-effect-free steps that followed: where it stops instead if an operator's pause
+/// request is pending when the next commit is sent. Without it the pause would only be
+/// seen after those steps — possibly after the execution ended.
+pub(super) struct Boundary {
+    context: Value,
+    cursor: Option<Cursor>,
+    visits: BTreeMap<String, u32>,
+    steps_run: u32,
+    result: Option<ExecutionResult>,
+    records: Vec<StepRecord>,
+    trail: Vec<ContextUndo>,
+    visit_at: Option<(String, u32)>,
 }
 
 /// The commit a run ahead stopped with, and the metrics to record once it is stored.
@@ -165,6 +184,7 @@ impl<'e> Run<'e> {
             ahead: ahead.then(Deferred::default),
             trail: Vec::new(),
             visit_at,
+            boundary: None,
         }
     }
 
@@ -273,12 +293,95 @@ impl<'e> Run<'e> {
     }
 
     /// Commits `transition` with the local state; updates the local copy.
+    ///
+    /// A commit that carries a side effect's completion together with the steps run
+    /// after it is sent with [`StepCommit::refuse_if_pause_requested`]: if an operator
+    /// asked for a pause meanwhile, the run goes back to the boundary after the side
+    /// effect and pauses there (the execution is then no longer held; callers see that
+    /// through [`Run::owned_by_me`]).
     pub(super) async fn commit(
         &mut self,
         records: Vec<StepRecord>,
         effects: Vec<Effect>,
         consumed: Vec<Uuid>,
         transition: Transition,
+    ) -> Result<Committed> {
+        let Some(boundary) = self.boundary.take() else {
+            return self
+                .send_commit(records, effects, consumed, transition, false)
+                .await;
+        };
+        let expected = self.exec.version;
+        match self
+            .send_commit(records, effects, consumed, transition, true)
+            .await
+        {
+            Err(Error::Store(tollgate_store::Error::Conflict(reason))) => {
+                self.stop_at_boundary(boundary, expected, reason).await
+            }
+            other => other,
+        }
+    }
+
+    /// A commit past `boundary` was refused with `reason`. When the execution is still
+    /// ours at `expected` with a pause request, the request is why: the local state goes
+    /// back to the boundary and the execution pauses there. Otherwise the refusal stands.
+    async fn stop_at_boundary(
+        &mut self,
+        boundary: Boundary,
+        expected: i64,
+        reason: String,
+    ) -> Result<Committed> {
+        let stored = self.inner().store.get_execution(self.exec.id).await?;
+        let ours = stored.status == ExecutionStatus::Running
+            && stored.version == expected
+            && stored.lease.as_ref().and_then(|l| l.owner.as_deref())
+                == Some(self.inner().options.worker_id.as_str());
+        if !(ours && stored.pause_requested) {
+            return Err(Error::Store(tollgate_store::Error::Conflict(reason)));
+        }
+        let Boundary {
+            context,
+            cursor,
+            visits,
+            steps_run,
+            result,
+            records,
+            trail,
+            visit_at,
+        } = boundary;
+        self.exec.context = context;
+        self.exec.cursor = cursor;
+        self.exec.visits = visits;
+        self.exec.steps_run = steps_run;
+        self.exec.result = result;
+        self.pending = records;
+        self.trail = trail;
+        self.visit_at = visit_at;
+        self.exec.pause_requested = true;
+        tracing::info!(execution_id = %self.exec.id, "paused on request at the step boundary after a side effect; the steps run since are dropped");
+        let gate = self.manual_gate();
+        self.send_commit(
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Transition::Gate {
+                gate,
+                approval: None,
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Sends one commit of the local state (with the pending records and trail).
+    async fn send_commit(
+        &mut self,
+        records: Vec<StepRecord>,
+        effects: Vec<Effect>,
+        consumed: Vec<Uuid>,
+        transition: Transition,
+        refuse_if_pause_requested: bool,
     ) -> Result<Committed> {
         let now = self.now();
         let records = if self.pending.is_empty() {
@@ -321,6 +424,7 @@ impl<'e> Run<'e> {
             transition: transition.clone(),
             lease_expires_at: self.engine.lease_until(),
             now,
+            refuse_if_pause_requested,
         };
         let lease_expires_at = commit.lease_expires_at;
         let committed = match self.ahead.as_mut() {
@@ -363,6 +467,7 @@ impl<'e> Run<'e> {
             transition,
             lease_expires_at,
             now,
+            refuse_if_pause_requested: false,
         };
         match tollgate_store::rules::apply_commit(&mut self.exec, shadow) {
             Ok(_) if self.exec.version == committed.version => {
@@ -389,11 +494,7 @@ impl<'e> Run<'e> {
             self.exec.result = Some(ExecutionResult::Executed);
         }
         let error = error.map(|(kind, message)| ExecutionError { kind, message });
-        if let Some(e) = &error {
-            tracing::warn!(execution_id = %self.exec.id, status = %status, "execution ended: {}", e.message);
-        } else {
-            tracing::info!(execution_id = %self.exec.id, status = %status, result = ?self.exec.result, "execution ended");
-        }
+        let message = error.as_ref().map(|e| e.message.clone());
         self.commit(
             records,
             Vec::new(),
@@ -401,30 +502,20 @@ impl<'e> Run<'e> {
             Transition::Finish { status, error },
         )
         .await?;
+        // A pause at an earlier boundary may have stopped it instead (see `commit`).
+        if self.exec.status == status {
+            if let Some(message) = message {
+                tracing::warn!(execution_id = %self.exec.id, status = %status, "execution ended: {message}");
+            } else {
+                tracing::info!(execution_id = %self.exec.id, status = %status, result = ?self.exec.result, "execution ended");
+            }
+        }
         Ok(())
     }
 
     pub(super) async fn pause_here(&mut self) -> Result<()> {
-        let (step_id, visit) = self
-            .exec
-            .cursor
-            .as_ref()
-            .map(|c| (c.step_id.clone(), c.visit))
-            .unwrap_or_default();
-        let gate = Gate {
-            reason: PauseReason::Manual,
-            step_id,
-            visit,
-            paused_at: self.now(),
-            deadline: None,
-            event: None,
-            event_match: None,
-            approval_id: None,
-            note: None,
-            correlation: None,
-            branches: None,
-        };
         tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
+        let gate = self.manual_gate();
         self.commit(
             Vec::new(),
             Vec::new(),
@@ -436,6 +527,29 @@ impl<'e> Run<'e> {
         )
         .await?;
         Ok(())
+    }
+
+    /// The gate of a manual pause at the cursor.
+    fn manual_gate(&self) -> Gate {
+        let (step_id, visit) = self
+            .exec
+            .cursor
+            .as_ref()
+            .map(|c| (c.step_id.clone(), c.visit))
+            .unwrap_or_default();
+        Gate {
+            reason: PauseReason::Manual,
+            step_id,
+            visit,
+            paused_at: self.now(),
+            deadline: None,
+            event: None,
+            event_match: None,
+            approval_id: None,
+            note: None,
+            correlation: None,
+            branches: None,
+        }
     }
 
     /// Adds a replaced value to the undo trail, under the visit changing the context.
@@ -582,6 +696,10 @@ impl<'e> Run<'e> {
                 // Everything before a side effect is durable before it happens.
                 self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
                     .await?;
+                if !self.owned_by_me() {
+                    // Paused at an earlier boundary instead (see `commit`).
+                    return Ok(false);
+                }
             }
             self.exact = false;
             let version = self
@@ -667,14 +785,35 @@ impl<'e> Run<'e> {
                 self.exec.context = context;
                 let mut records = body.children;
                 records.push(record);
-                let pure =
-                    !step.has_side_effects() && body.effects.is_empty() && consumed.is_empty();
+                let quiet = body.effects.is_empty() && consumed.is_empty();
+                // A side effect's completion rides on the next commit too, with the
+                // side-effect-free steps after it: a crash before that commit sends it
+                // again (with the same idempotency key), as a crash just after the call
+                // would. The boundary after it is kept, for a pause asked for meanwhile.
+                let effect_done = step.has_side_effects()
+                    && quiet
+                    && self.ahead.is_none()
+                    && self.boundary.is_none();
                 if let Some(next) = next.clone().filter(|_| {
-                    pure && self.pending.len() < MAX_PURE_BATCH && !self.exec.pause_requested
+                    (effect_done || (!step.has_side_effects() && quiet))
+                        && self.pending.len() < MAX_PURE_BATCH
+                        && !self.exec.pause_requested
                 }) {
                     let visit = self.exec.visits.get(&next).copied().unwrap_or(0) + 1;
                     self.exec.cursor = Some(Cursor::new(next, visit));
                     self.pending.extend(records);
+                    if effect_done {
+                        self.boundary = Some(Boundary {
+                            context: self.exec.context.clone(),
+                            cursor: self.exec.cursor.clone(),
+                            visits: self.exec.visits.clone(),
+                            steps_run: self.exec.steps_run,
+                            result: self.exec.result,
+                            records: self.pending.clone(),
+                            trail: self.trail.clone(),
+                            visit_at: self.visit_at.clone(),
+                        });
+                    }
                     return Ok(true);
                 }
                 self.goto(next, records, body.effects, consumed).await
@@ -709,7 +848,7 @@ impl<'e> Run<'e> {
                     Transition::Gate { gate, approval },
                 )
                 .await?;
-                if is_wait {
+                if is_wait && self.exec.status == ExecutionStatus::Waiting {
                     return self.recheck_wait().await;
                 }
                 Ok(false)
@@ -759,7 +898,9 @@ impl<'e> Run<'e> {
                     },
                 )
                 .await?;
-                tracing::info!(execution_id = %self.exec.id, result = ?self.exec.result, "execution completed");
+                if self.exec.status == ExecutionStatus::Completed {
+                    tracing::info!(execution_id = %self.exec.id, result = ?self.exec.result, "execution completed");
+                }
                 Ok(false)
             }
         }
@@ -785,7 +926,9 @@ impl<'e> Run<'e> {
             if delay <= self.inner().options.inline_retry_max {
                 self.commit(records, Vec::new(), Vec::new(), Transition::Continue)
                     .await?;
-                tokio::time::sleep(delay).await;
+                if self.owned_by_me() {
+                    tokio::time::sleep(delay).await;
+                }
                 return Ok(true);
             }
             let at =

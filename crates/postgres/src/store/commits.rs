@@ -20,13 +20,18 @@ impl PgStore {
     /// batch of concurrent commits ([`commit_batch`]), each keeping its own
     /// compare-and-set.
     pub(super) async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
-        let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
+        let (execution_id, owner, expected, stop) = (
+            c.execution_id,
+            c.owner.clone(),
+            c.expected_version,
+            c.refuse_if_pause_requested,
+        );
         match self.committer.submit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
                 let execution = self.get_execution(execution_id).await?;
-                Err(rules::refusal(&execution, &owner, Some(expected)))
+                Err(rules::commit_refusal(&execution, &owner, expected, stop))
             }
         }
     }
@@ -40,7 +45,7 @@ impl PgStore {
 pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
         context jsonb, cursor jsonb, visits jsonb, steps_run int, result text, expires timestamptz, now timestamptz, gate jsonb, gate_reason text, \
-        gate_deadline timestamptz, gate_event text, gate_approval_id uuid, paused_at timestamptz, error jsonb, close text, wakes boolean)), \
+        gate_deadline timestamptz, gate_event text, gate_approval_id uuid, paused_at timestamptz, error jsonb, close text, wakes boolean, stop boolean)), \
      upd AS (UPDATE executions e SET status = v.status, context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
         wake = NULL, gate = v.gate, gate_reason = v.gate_reason, gate_deadline = v.gate_deadline, gate_event = v.gate_event, \
         gate_approval_id = v.gate_approval_id, paused_at = v.paused_at, \
@@ -50,6 +55,7 @@ pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::Laz
         completed_at = CASE WHEN v.kind = 'finish' THEN v.now ELSE e.completed_at END, \
         version = e.version + 1, updated_at = v.now \
         FROM v WHERE e.id = ANY($5) AND e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
+        AND NOT (v.stop AND e.pause_requested) \
         RETURNING v.slot, e.id, e.version, e.pause_requested, v.kind, v.status, v.close, v.wakes, v.now), \
      ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
         SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
@@ -75,7 +81,7 @@ pub(super) fn batch_row(slot: usize, c: &StepCommit) -> Value {
     let mut row = json!({
         "slot": slot, "id": c.execution_id, "owner": c.owner, "expected": c.expected_version,
         "context": c.context, "cursor": c.cursor, "visits": c.visits, "steps_run": c.steps_run,
-        "result": c.result, "now": c.now, "wakes": false,
+        "result": c.result, "now": c.now, "wakes": false, "stop": c.refuse_if_pause_requested,
     });
     let extra = match &c.transition {
         Transition::Continue => {

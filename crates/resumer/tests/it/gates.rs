@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tollgate_model::records::{
-    ApprovalStatus, DecisionKind, Principal, ResumeOutcome, ResumeTrigger,
+    ApprovalStatus, DecisionKind, Principal, ResumeOutcome, ResumeTrigger, StepStatus,
 };
 use tollgate_model::{ErrorKind, ExecutionResult, ExecutionStatus, PauseReason};
 use tollgate_resumer::Error;
@@ -578,6 +578,69 @@ async fn manual_pause_resume_and_cancel() {
             Err(Error::Conflict(_))
         ),
         "terminal is final"
+    );
+}
+
+/// A side effect's completion rides on the commit of the gate after it; a pause asked
+/// for during the call still stops the execution before that gate — no approval request
+/// is opened — and the gate is reached after the resume.
+#[tokio::test]
+async fn a_pause_during_a_side_effect_stops_before_the_gate_after_it() {
+    let slow = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
+        .mount(&slow)
+        .await;
+    let h = Harness::new();
+    h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
+                    "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/x", slow.uri())}], "next": "tag"},
+                              {"id": "tag", "type": "action", "action": "allow", "next": "approve"},
+                              {"id": "approve", "type": "approval", "approval": {"approvers": {"role": "manager"}},
+                               "on_approve": "yes", "on_reject": "no"},
+                              {"id": "yes", "type": "action", "action": "allow"},
+                              {"id": "no", "type": "action", "action": "block"}]}))
+        .await;
+    let mut ingested = h.send("go", json!({})).await;
+    let running = ingested.started.remove(0);
+    let id = running.execution.id;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.control.pause(id, Some("ops"), None).await.unwrap();
+    let paused = running.settled(&h.engine, WAIT).await.unwrap();
+    h.assert_stored(&paused).await;
+    let gate = paused.gate.clone().unwrap();
+    assert_eq!(
+        (paused.status, gate.reason, gate.step_id.as_str()),
+        (ExecutionStatus::Paused, PauseReason::Manual, "tag"),
+        "paused at the boundary right after the call"
+    );
+    assert_eq!(
+        h.steps(&paused).await,
+        vec![("call".to_owned(), StepStatus::Completed)],
+        "the steps run past the boundary were not stored"
+    );
+    assert_eq!(h.store.count_pending_approvals().await.unwrap(), 0);
+    assert_eq!(paused.steps_run, 1);
+
+    let at_gate = h
+        .control
+        .resume(id, Some("ops"), json!({}))
+        .await
+        .unwrap()
+        .settled(&h.engine, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            at_gate.status,
+            at_gate.gate.as_ref().map(|g| g.step_id.as_str())
+        ),
+        (ExecutionStatus::Paused, Some("approve"))
+    );
+    assert_eq!(h.store.count_pending_approvals().await.unwrap(), 1);
+    assert_eq!(
+        slow.received_requests().await.unwrap().len(),
+        1,
+        "called once"
     );
 }
 

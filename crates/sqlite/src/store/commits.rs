@@ -128,13 +128,18 @@ impl SqliteStore {
     /// The hot path — a step that continues, waits for a retry or ends the execution,
     /// with no effects — through the group committer, which folds concurrent commits into one batch.
     pub(super) async fn commit_in_one_statement(&self, c: StepCommit) -> Result<Committed> {
-        let (execution_id, owner, expected) = (c.execution_id, c.owner.clone(), c.expected_version);
+        let (execution_id, owner, expected, stop) = (
+            c.execution_id,
+            c.owner.clone(),
+            c.expected_version,
+            c.refuse_if_pause_requested,
+        );
         match self.committer.submit(c).await? {
             Some(committed) => Ok(committed),
             // Nothing changed: say precisely why.
             None => {
                 let execution = self.get_execution(execution_id).await?;
-                Err(rules::refusal(&execution, &owner, Some(expected)))
+                Err(rules::commit_refusal(&execution, &owner, expected, stop))
             }
         }
     }
@@ -207,7 +212,8 @@ macro_rules! landed {
 /// and stamps the row with the commit's random token; its records, the closing of its
 /// open approvals and its trail only land where the row carries that token. The
 /// transitions are exactly [`rules::apply_commit`]'s for `Continue`, `Release` and
-/// `Finish` (the running → terminal change is the guard's `status = 'running'`); a gate
+/// `Finish` (the running → terminal change is the guard's `status = 'running'`; a commit
+/// flagged `refuse_if_pause_requested` also needs no pause request pending); a gate
 /// never comes here (it reads the row to insert its request).
 const COMMIT_BATCH_SQL: &str = concat!(
     "BEGIN IMMEDIATE; ",
@@ -222,8 +228,9 @@ const COMMIT_BATCH_SQL: &str = concat!(
      FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'owner' AS owner, value ->> 'expected' AS expected, \
             value ->> 'kind' AS kind, value ->> 'status' AS status, value ->> 'error' AS error, value ->> 'context' AS context, \
             value ->> 'cursor' AS cursor, value ->> 'visits' AS visits, value ->> 'steps_run' AS steps_run, value ->> 'result' AS result, \
-            value ->> 'expires' AS expires, value ->> 'now' AS now FROM json_each(?)) AS v \
+            value ->> 'expires' AS expires, value ->> 'now' AS now, value ->> 'stop' AS stop FROM json_each(?)) AS v \
      WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner AND executions.version = v.expected \
+        AND (v.stop = 0 OR executions.pause_requested = 0) \
      RETURNING commit_token, version, pause_requested; ",
     "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
      SELECT r.value ->> 'record', r.value ->> 'id', r.value ->> 'step_id', r.value ->> 'step_type', r.value ->> 'parent_step_id', r.value ->> 'iteration', \
@@ -298,7 +305,7 @@ pub(crate) async fn commit_batch(
             "kind": kind, "status": status, "error": error, "context": json(&c.context),
             "cursor": c.cursor.as_ref().map(json), "visits": json(&c.visits),
             "steps_run": c.steps_run, "result": c.result.map(tollgate_model::ExecutionResult::as_str),
-            "expires": expires.map(ts), "now": ts(c.now),
+            "expires": expires.map(ts), "now": ts(c.now), "stop": i64::from(c.refuse_if_pause_requested),
         }));
         for r in &c.records {
             records.push(serde_json::json!({

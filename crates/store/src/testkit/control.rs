@@ -291,6 +291,103 @@ pub async fn overdue_executions_time_out_unless_held(store: Arc<dyn Store>) {
     );
 }
 
+/// A commit flagged `refuse_if_pause_requested` (steps run past an unstored boundary) is
+/// refused while a pause is requested, whatever its transition and whichever path the
+/// backend takes for it, and changes nothing; without a request it lands as any other.
+pub async fn commits_past_a_boundary_are_refused_while_a_pause_is_requested(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let finish = Transition::Finish {
+        status: ExecutionStatus::Completed,
+        error: None,
+    };
+    let gated = Transition::Gate {
+        gate: gate(PauseReason::Event, None),
+        approval: None,
+    };
+    let release = Transition::Release {
+        at: t0() + secs(60),
+    };
+    for (name, transition, with_effect) in [
+        ("continue", Transition::Continue, false),
+        ("finish", finish.clone(), false),
+        ("release", release, false),
+        ("gate", gated, false),
+        ("continue with an effect", Transition::Continue, true),
+        ("finish with an effect", finish, true),
+    ] {
+        let e = running(&store, &w, "w1").await;
+        let flagged = |e: &tollgate_model::records::Execution| {
+            let mut c = commit(e, "w1", e.version, transition.clone());
+            c.refuse_if_pause_requested = true;
+            c.records = vec![step_record(e.id, "after", StepStatus::Completed)];
+            c.context = json!({"ran": "past the boundary"});
+            if with_effect {
+                c.effects = vec![crate::Effect::UpsertRecord {
+                    entity: "boundary".into(),
+                    entity_id: e.id.to_string(),
+                    data: json!({"n": 1}),
+                    merge: false,
+                }];
+            }
+            c
+        };
+        store
+            .request_pause(e.id, Some("ops"), None, t0())
+            .await
+            .unwrap();
+        let before = store.get_execution(e.id).await.unwrap();
+        let refused = store.commit_step(flagged(&before)).await.unwrap_err();
+        assert!(
+            refused.is_conflict() && refused.to_string().contains("pause request"),
+            "{name}: {refused}"
+        );
+        let after = store.get_execution(e.id).await.unwrap();
+        assert_eq!(
+            (
+                after.status,
+                after.version,
+                after.pause_requested,
+                &after.context
+            ),
+            (
+                ExecutionStatus::Running,
+                before.version,
+                true,
+                &before.context
+            ),
+            "{name}: nothing changed"
+        );
+        assert!(
+            store.list_steps(e.id).await.unwrap().is_empty(),
+            "{name}: no record"
+        );
+        assert!(
+            store
+                .get_record("boundary", &e.id.to_string())
+                .await
+                .unwrap_err()
+                .is_not_found(),
+            "{name}: no effect"
+        );
+
+        // Unflagged, the same commit lands and reports the request.
+        let mut plain = flagged(&after);
+        plain.refuse_if_pause_requested = false;
+        store.commit_step(plain).await.unwrap();
+        assert_eq!(store.list_steps(e.id).await.unwrap().len(), 1, "{name}");
+
+        // Without a pause request the flag changes nothing.
+        let other = running(&store, &w, "w1").await;
+        store.commit_step(flagged(&other)).await.unwrap();
+        let landed = store.get_execution(other.id).await.unwrap();
+        assert_eq!(
+            (landed.version, &landed.context),
+            (other.version + 1, &json!({"ran": "past the boundary"})),
+            "{name}"
+        );
+    }
+}
+
 pub async fn manual_pause_resume_and_cancel(store: Arc<dyn Store>) {
     let w = workflow(&store, "orders", "1", "order.created").await;
     let e = running(&store, &w, "w1").await;

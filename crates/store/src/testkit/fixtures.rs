@@ -145,6 +145,7 @@ pub fn commit(e: &Execution, owner: &str, version: i64, transition: Transition) 
         transition,
         lease_expires_at: t0() + secs(30),
         now: t0(),
+        refuse_if_pause_requested: false,
     }
 }
 

@@ -77,6 +77,7 @@ macro_rules! contract_tests {
             overdue_executions_time_out_unless_held,
             overdue_gates_and_pending_approvals_are_counted,
             manual_pause_resume_and_cancel,
+            commits_past_a_boundary_are_refused_while_a_pause_is_requested,
             waits_claim_events_once,
             waits_are_found_by_their_correlation_key,
             events_are_idempotent_by_event_id,
