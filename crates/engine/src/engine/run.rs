@@ -360,18 +360,9 @@ impl<'e> Run<'e> {
         self.visit_at = visit_at;
         self.exec.pause_requested = true;
         tracing::info!(execution_id = %self.exec.id, "paused on request at the step boundary after a side effect; the steps run since are dropped");
-        let gate = self.manual_gate();
-        self.send_commit(
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Transition::Gate {
-                gate,
-                approval: None,
-            },
-            false,
-        )
-        .await
+        let pause = self.manual_pause();
+        self.send_commit(Vec::new(), Vec::new(), Vec::new(), pause, false)
+            .await
     }
 
     /// Sends one commit of the local state (with the pending records and trail).
@@ -515,29 +506,21 @@ impl<'e> Run<'e> {
 
     pub(super) async fn pause_here(&mut self) -> Result<()> {
         tracing::info!(execution_id = %self.exec.id, "paused at a step boundary on request");
-        let gate = self.manual_gate();
-        self.commit(
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Transition::Gate {
-                gate,
-                approval: None,
-            },
-        )
-        .await?;
+        let pause = self.manual_pause();
+        self.commit(Vec::new(), Vec::new(), Vec::new(), pause)
+            .await?;
         Ok(())
     }
 
-    /// The gate of a manual pause at the cursor.
-    fn manual_gate(&self) -> Gate {
+    /// A manual pause at the cursor.
+    fn manual_pause(&self) -> Transition {
         let (step_id, visit) = self
             .exec
             .cursor
             .as_ref()
             .map(|c| (c.step_id.clone(), c.visit))
             .unwrap_or_default();
-        Gate {
+        let gate = Gate {
             reason: PauseReason::Manual,
             step_id,
             visit,
@@ -549,6 +532,10 @@ impl<'e> Run<'e> {
             note: None,
             correlation: None,
             branches: None,
+        };
+        Transition::Gate {
+            gate,
+            approval: None,
         }
     }
 

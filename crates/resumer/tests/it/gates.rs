@@ -514,13 +514,20 @@ async fn repeated_event_ids_change_nothing() {
     assert!(second.started.is_empty());
 }
 
-#[tokio::test]
-async fn manual_pause_resume_and_cancel() {
+/// A webhook receiver that answers `200` after 300 ms: long enough to act on an execution
+/// while its call is in flight.
+async fn slow_receiver() -> wiremock::MockServer {
     let slow = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST"))
         .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
         .mount(&slow)
         .await;
+    slow
+}
+
+#[tokio::test]
+async fn manual_pause_resume_and_cancel() {
+    let slow = slow_receiver().await;
     let h = Harness::new();
     h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
                     "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/x", slow.uri())}], "next": "decide"},
@@ -586,11 +593,7 @@ async fn manual_pause_resume_and_cancel() {
 /// is opened — and the gate is reached after the resume.
 #[tokio::test]
 async fn a_pause_during_a_side_effect_stops_before_the_gate_after_it() {
-    let slow = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_millis(300)))
-        .mount(&slow)
-        .await;
+    let slow = slow_receiver().await;
     let h = Harness::new();
     h.deploy(json!({"workflow_id": "w", "version": "1", "trigger": {"type": "event", "event": "go"},
                     "steps": [{"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/x", slow.uri())}], "next": "tag"},
