@@ -5,16 +5,18 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use sqlx::Row;
 use tollgate_store::decision_batch::{DecideRequest, DecisionBatch, DecisionWrites};
 use tollgate_store::{Decided, Result};
+use uuid::Uuid;
 
 use crate::rows;
 use crate::rows::{backend, json, opt_ts, ts};
 
 use super::sql::{
-    bind_approval, bind_execution_update, bind_step, Bound, Held, INSERT_APPROVAL_SQL,
-    UPDATE_EXECUTION_SQL, UPSERT_STEP_SQL,
+    approval_cells, execution_update_row, json_insert, json_row, step_cells, Bound, Held,
+    APPROVAL_COLUMNS, JSON_UPDATE_EXECUTIONS_SQL, STEP_COLUMNS,
 };
 
 /// The decisions' group committer.
@@ -47,20 +49,14 @@ async fn decide_batch(
     let mut ids: Vec<String> = requests.iter().map(|r| r.approval_id.to_string()).collect();
     ids.sort();
     ids.dedup();
-    let marks = vec!["?"; ids.len()].join(", ");
     // The requests' holders and service levels come along for the answers (one row
     // each, told apart by `kind`): no read of their own after the decision.
-    let read_sql = format!(
-        "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id IN ({marks}); {} WHERE id IN (SELECT execution_id FROM approvals WHERE id IN ({marks})); {}",
-        select_executions!(),
-        super::approvals::SERVICE_SQL,
-    );
-    let mut read = sqlx::query(&read_sql);
-    for id in ids.iter().chain(&ids) {
-        read = read.bind(id.as_str());
-    }
     let listed = json(&ids);
-    read = read.bind(listed.clone()).bind(listed);
+    let read = sqlx::query(&READ_SQL)
+        .bind(listed.clone())
+        .bind(listed.clone())
+        .bind(listed.clone())
+        .bind(listed);
     let mut held = Held::acquire(writer).await?;
     let rows = match read.fetch_all(held.conn()?).await {
         Ok(rows) => rows,
@@ -101,14 +97,13 @@ async fn decide_batch(
         .collect();
     let writes = batch.writes;
     let wakes = writes.wakes;
-    let sql = if writes.is_empty() {
-        String::from("COMMIT;")
+    let written = if writes.is_empty() {
+        sqlx::query("COMMIT;").execute(held.conn()?).await
     } else {
-        write_sql(&writes)
+        bind_writes(sqlx::query(&WRITE_SQL), &writes)
+            .execute(held.conn()?)
+            .await
     };
-    let written = bind_writes(sqlx::query(&sql), &writes)
-        .execute(held.conn()?)
-        .await;
     match written {
         Ok(_) => held.settled = true,
         Err(err) => {
@@ -119,76 +114,98 @@ async fn decide_batch(
     Ok((results, wakes))
 }
 
-/// Every write of a batch of decisions and the `COMMIT`, as one multi-statement query:
-/// the executions claimed or continued, the requests decided, an audit row per claiming
-/// decision, the continued executions' step records, trails and new requests.
-fn write_sql(writes: &DecisionWrites) -> String {
-    let mut sql = String::new();
-    for _ in &writes.executions {
-        sql.push_str(&UPDATE_EXECUTION_SQL);
-        sql.push_str("; ");
-    }
-    for _ in &writes.approvals {
-        sql.push_str(
-            "UPDATE approvals SET status = ?, decisions = ?, decided_at = ? WHERE id = ?; ",
-        );
-    }
-    for _ in &writes.audits {
-        sql.push_str("INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) VALUES (?, ?, 'approval', ?, ?, ?, ?, 'resumed', NULL); ");
-    }
-    for _ in &writes.records {
-        sql.push_str(UPSERT_STEP_SQL);
-        sql.push_str("; ");
-    }
-    for _ in &writes.trails {
-        sql.push_str("INSERT INTO context_trail (execution_id, version, undo) VALUES (?, ?, ?); ");
-    }
-    for _ in &writes.completed {
-        sql.push_str("DELETE FROM context_trail WHERE execution_id = ?; ");
-    }
-    for _ in &writes.new_approvals {
-        sql.push_str(INSERT_APPROVAL_SQL);
-        sql.push_str("; ");
-    }
-    sql.push_str("COMMIT;");
-    sql
-}
+/// The batch's read under `BEGIN IMMEDIATE`: the requests, their executions, and the
+/// requests' holders and service levels; the ids bound as a JSON array to each of its
+/// four parameters. One constant statement whatever the batch's size.
+static READ_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "BEGIN IMMEDIATE; SELECT * FROM approvals WHERE id IN (SELECT value FROM json_each(?)); \
+         {} WHERE id IN (SELECT execution_id FROM approvals WHERE id IN (SELECT value FROM json_each(?))); {}",
+        select_executions!(),
+        super::approvals::SERVICE_SQL,
+    )
+});
 
-/// Binds the parameters of [`write_sql`] for the same writes.
-fn bind_writes<'q>(mut query: Bound<'q>, writes: &DecisionWrites) -> Bound<'q> {
-    for execution in writes.executions.values() {
-        query = bind_execution_update(query, execution);
-    }
-    for approval in writes.approvals.values() {
-        query = query
-            .bind(approval.status.as_str())
-            .bind(json(&approval.decisions))
-            .bind(opt_ts(approval.decided_at))
-            .bind(approval.id.to_string());
-    }
-    for audit in &writes.audits {
-        query = query
-            .bind(audit.id.to_string())
-            .bind(audit.execution_id.to_string())
-            .bind(audit.actor.clone())
-            .bind(json(&audit.data))
-            .bind(ts(audit.at))
-            .bind(ts(audit.at));
-    }
-    for record in &writes.records {
-        query = bind_step(query, record);
-    }
-    for trail in &writes.trails {
-        query = query
-            .bind(trail.execution_id.to_string())
-            .bind(trail.version)
-            .bind(json(&trail.undo));
-    }
-    for id in &writes.completed {
-        query = query.bind(id.to_string());
-    }
-    for approval in &writes.new_approvals {
-        query = bind_approval(query, approval);
-    }
+/// Every write of a batch of decisions and the `COMMIT`, one constant statement per
+/// table whatever the batch holds (so the writer keeps one prepared program, not one
+/// per batch shape): the executions claimed or continued, the requests decided, an
+/// audit row per claiming decision, the continued executions' step records, trails and
+/// new requests. Each statement reads the JSON array [`bind_writes`] binds to it.
+static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{}; \
+         UPDATE approvals SET status = j.value ->> 'status', decisions = j.value ->> 'decisions', \
+         decided_at = j.value ->> 'decided_at' FROM json_each(?) AS j WHERE approvals.id = j.value ->> 'id'; \
+         INSERT INTO resume_requests (id, execution_id, \"trigger\", actor, data, requested_at, executed_at, outcome, error) \
+         SELECT j.value ->> 'id', j.value ->> 'execution_id', 'approval', j.value ->> 'actor', j.value ->> 'data', \
+         j.value ->> 'at', j.value ->> 'at', 'resumed', NULL FROM json_each(?) AS j; \
+         {} ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, \
+         warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; \
+         {}; \
+         DELETE FROM context_trail WHERE execution_id IN (SELECT value FROM json_each(?)); \
+         {}; COMMIT;",
+        &*JSON_UPDATE_EXECUTIONS_SQL,
+        json_insert("step_records", STEP_COLUMNS, "true"),
+        json_insert("context_trail", "execution_id, version, undo", "true"),
+        json_insert("approvals", APPROVAL_COLUMNS, "true"),
+    )
+});
+
+/// Binds the JSON arrays of [`WRITE_SQL`] for `writes`.
+fn bind_writes<'q>(query: Bound<'q>, writes: &DecisionWrites) -> Bound<'q> {
+    let array = |rows: Vec<Value>| Value::Array(rows).to_string();
+    let executions = writes
+        .executions
+        .values()
+        .map(execution_update_row)
+        .collect();
+    let approvals = writes
+        .approvals
+        .values()
+        .map(|a| {
+            serde_json::json!({
+                "id": a.id.to_string(), "status": a.status.as_str(),
+                "decisions": json(&a.decisions), "decided_at": opt_ts(a.decided_at),
+            })
+        })
+        .collect();
+    let audits = writes
+        .audits
+        .iter()
+        .map(|audit| {
+            serde_json::json!({
+                "id": audit.id.to_string(), "execution_id": audit.execution_id.to_string(),
+                "actor": audit.actor, "data": json(&audit.data), "at": ts(audit.at),
+            })
+        })
+        .collect();
+    let records = writes
+        .records
+        .iter()
+        .map(|r| Value::Object(json_row(STEP_COLUMNS, step_cells(r))))
+        .collect();
+    let trails = writes
+        .trails
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "execution_id": t.execution_id.to_string(), "version": t.version,
+                "undo": json(&t.undo),
+            })
+        })
+        .collect();
+    let completed: Vec<String> = writes.completed.iter().map(Uuid::to_string).collect();
+    let new_approvals = writes
+        .new_approvals
+        .iter()
+        .map(|a| Value::Object(json_row(APPROVAL_COLUMNS, approval_cells(a))))
+        .collect();
     query
+        .bind(array(executions))
+        .bind(array(approvals))
+        .bind(array(audits))
+        .bind(array(records))
+        .bind(array(trails))
+        .bind(json(&completed))
+        .bind(array(new_approvals))
 }

@@ -1,9 +1,7 @@
 //! [`EventStore`] on SQLite.
 
-use std::fmt::Write as _;
-
 use async_trait::async_trait;
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::sqlite::Sqlite;
 use sqlx::{QueryBuilder, Row};
 use tollgate_model::records::{Event, ResumeTrigger, Timestamp};
@@ -17,8 +15,8 @@ use crate::rows::{backend, from_ts, json, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    audit, bind_approval, bind_execution, bind_step, commit, load_execution, write_execution,
-    Bound, Held, EXECUTION_COLUMNS,
+    approval_cells, audit, commit, execution_cells, json_insert, json_row, load_execution,
+    step_cells, write_execution, Cell, Held, APPROVAL_COLUMNS, EXECUTION_COLUMNS, STEP_COLUMNS,
 };
 
 #[async_trait]
@@ -472,28 +470,15 @@ async fn insert_events(
     reader: &sqlx::SqlitePool,
     items: &[EventItem],
 ) -> Result<(Vec<Result<EventInsert>>, bool)> {
-    let mut sql = String::from("BEGIN IMMEDIATE;");
-    for (_, starts) in items {
-        push_event_sql(&mut sql, starts);
-    }
-    sql.push_str(" COMMIT;");
-    for slot in 0..items.len() {
-        // Writing to a `String` cannot fail.
-        let _ = write!(
-            sql,
-            " SELECT *, {slot} AS slot FROM events WHERE id = ? OR (? IS NOT NULL AND event_id = ?);"
-        );
-    }
-    let mut query = sqlx::query(&sql);
-    for (event, starts) in items {
-        query = bind_event(query, event, starts);
-    }
-    for (event, _) in items {
-        query = query
-            .bind(event.id.to_string())
-            .bind(event.event_id.clone())
-            .bind(event.event_id.clone());
-    }
+    let rows = event_rows(items);
+    let query = sqlx::query(&INTAKE_SQL)
+        .bind(rows.events)
+        .bind(rows.executions)
+        .bind(rows.steps)
+        .bind(rows.approvals)
+        .bind(rows.trails)
+        .bind(rows.lookups.clone())
+        .bind(rows.lookups);
     let mut held = Held::acquire(writer).await?;
     let rows = match held.fetch_all(query).await {
         Ok(rows) => rows,
@@ -548,75 +533,100 @@ async fn insert_events(
     Ok((answers, wakes))
 }
 
-/// Appends one event's statements to a batch: the event's insert unless its `event_id`
-/// exists, then each start's rows, each only if the event's own insert happened.
-fn push_event_sql(sql: &mut String, starts: &[Starting]) {
-    static STATEMENTS: std::sync::LazyLock<[String; 5]> = std::sync::LazyLock::new(|| {
-        const IF_INSERTED: &str = "WHERE EXISTS (SELECT 1 FROM events WHERE id = ?);";
-        [
-            " INSERT INTO events (id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT(event_id) DO NOTHING;".to_owned(),
-            format!(
-                " INSERT INTO executions ({EXECUTION_COLUMNS}) SELECT {} {IF_INSERTED}",
-                vec!["?"; EXECUTION_COLUMNS.split(',').count()].join(", ")
-            ),
-            format!(
-                " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-                 SELECT {} {IF_INSERTED}",
-                vec!["?"; 15].join(", ")
-            ),
-            format!(
-                " INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
-                 SELECT {} {IF_INSERTED}",
-                vec!["?"; 18].join(", ")
-            ),
-            format!(" INSERT INTO context_trail (execution_id, version, undo) SELECT ?, ?, ? {IF_INSERTED}"),
-        ]
-    });
-    let [event, execution, step, approval, trail] = &*STATEMENTS;
-    sql.push_str(event);
-    for start in starts {
-        sql.push_str(execution);
-        for _ in &start.records {
-            sql.push_str(step);
-        }
-        if start.approval.is_some() {
-            sql.push_str(approval);
-        }
-        if trail_of(start).is_some() {
-            sql.push_str(trail);
-        }
-    }
+/// A batch of events in one transaction, one constant statement per table, whatever
+/// the batch holds (so the writer keeps one prepared program for every batch instead of
+/// one per batch shape, each a multi-statement program of its own): the events unless
+/// their `event_id` exists, then the starts' executions, step records, approval
+/// requests and undo trails, each only if its event's own insert happened; after the
+/// commit, the stored event of each slot (ours by id, or the first with its
+/// `event_id`), told apart by `slot`. Rows are bound as JSON arrays ([`event_rows`]).
+static INTAKE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    const IF_INSERTED: &str = "EXISTS (SELECT 1 FROM events WHERE id = j.value ->> 'event')";
+    format!(
+        "BEGIN IMMEDIATE; {} ON CONFLICT(event_id) DO NOTHING; {}; {}; {}; {}; COMMIT; \
+         SELECT events.*, s.key AS slot FROM json_each(?) AS s JOIN events ON events.id = s.value ->> 'id' \
+         UNION ALL SELECT events.*, s.key AS slot FROM json_each(?) AS s \
+         JOIN events ON events.event_id = s.value ->> 'event_id' AND events.id <> s.value ->> 'id';",
+        json_insert("events", EVENT_COLUMNS, "true"),
+        json_insert("executions", EXECUTION_COLUMNS, IF_INSERTED),
+        json_insert("step_records", STEP_COLUMNS, IF_INSERTED),
+        json_insert("approvals", APPROVAL_COLUMNS, IF_INSERTED),
+        json_insert("context_trail", "execution_id, version, undo", IF_INSERTED),
+    )
+});
+
+/// The columns of an event's row that an insert writes (`delivered` starts at 0).
+const EVENT_COLUMNS: &str = "id, event_id, event_type, payload, source, correlation_id, submitted_by, received_at, started, resumed, delivered";
+
+/// The JSON arrays [`INTAKE_SQL`] is bound with, in its order.
+struct EventRows {
+    events: String,
+    executions: String,
+    steps: String,
+    approvals: String,
+    trails: String,
+    lookups: String,
 }
 
-/// Binds the parameters of [`push_event_sql`] for the same event and starts.
-fn bind_event<'q>(query: Bound<'q>, event: &Event, starts: &[Starting]) -> Bound<'q> {
-    let mut query = query
-        .bind(event.id.to_string())
-        .bind(event.event_id.clone())
-        .bind(event.event_type.clone())
-        .bind(json(&event.payload))
-        .bind(event.source.clone())
-        .bind(event.correlation_id.map(|c| c.to_string()))
-        .bind(event.submitted_by.clone())
-        .bind(ts(event.received_at))
-        .bind(json(&event.started))
-        .bind(json(&event.resumed));
-    for start in starts {
-        query = bind_execution(query, &start.execution).bind(event.id.to_string());
-        for record in &start.records {
-            query = bind_step(query, record).bind(event.id.to_string());
-        }
-        if let Some(approval) = &start.approval {
-            query = bind_approval(query, approval).bind(event.id.to_string());
-        }
-        if let Some(undo) = trail_of(start) {
-            query = query
-                .bind(start.execution.id.to_string())
-                .bind(start.execution.version)
-                .bind(json(undo))
-                .bind(event.id.to_string());
+/// The rows of a batch of events and their starts as JSON arrays; every start's row
+/// carries its event's id (`event`) for the insert's condition.
+fn event_rows(items: &[EventItem]) -> EventRows {
+    let (mut events, mut executions, mut steps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut approvals, mut trails, mut lookups) = (Vec::new(), Vec::new(), Vec::new());
+    for (event, starts) in items {
+        let id = event.id.to_string();
+        let tagged = |columns: &str, cells: Vec<Cell>| {
+            let mut row = json_row(columns, cells);
+            row.insert("event".to_owned(), Value::String(id.clone()));
+            Value::Object(row)
+        };
+        events.push(Value::Object(json_row(
+            EVENT_COLUMNS,
+            vec![
+                id.clone().into(),
+                event.event_id.clone().into(),
+                event.event_type.clone().into(),
+                json(&event.payload).into(),
+                event.source.clone().into(),
+                event.correlation_id.map(|c| c.to_string()).into(),
+                event.submitted_by.clone().into(),
+                ts(event.received_at).into(),
+                json(&event.started).into(),
+                json(&event.resumed).into(),
+                0.into(),
+            ],
+        )));
+        lookups.push(serde_json::json!({ "id": id, "event_id": event.event_id }));
+        for start in starts {
+            executions.push(tagged(EXECUTION_COLUMNS, execution_cells(&start.execution)));
+            steps.extend(
+                start
+                    .records
+                    .iter()
+                    .map(|r| tagged(STEP_COLUMNS, step_cells(r))),
+            );
+            if let Some(approval) = &start.approval {
+                approvals.push(tagged(APPROVAL_COLUMNS, approval_cells(approval)));
+            }
+            if let Some(undo) = trail_of(start) {
+                trails.push(tagged(
+                    "execution_id, version, undo",
+                    vec![
+                        start.execution.id.to_string().into(),
+                        start.execution.version.into(),
+                        json(undo).into(),
+                    ],
+                ));
+            }
         }
     }
-    query
+    let array = |rows: Vec<Value>| Value::Array(rows).to_string();
+    EventRows {
+        events: array(events),
+        executions: array(executions),
+        steps: array(steps),
+        approvals: array(approvals),
+        trails: array(trails),
+        lookups: array(lookups),
+    }
 }

@@ -121,45 +121,135 @@ pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workf
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
     last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
 
-pub(super) fn bind_execution<'q>(
-    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    e: &Execution,
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+/// An execution's row, column by column in the order of [`EXECUTION_COLUMNS`].
+pub(super) fn execution_cells(e: &Execution) -> Vec<Cell> {
     let gate = e.gate.as_ref();
+    vec![
+        e.id.to_string().into(),
+        e.workflow_id.to_string().into(),
+        e.workflow_key.clone().into(),
+        e.workflow_version.clone().into(),
+        e.snapshot_id.clone().into(),
+        e.status.as_str().into(),
+        e.result.map(tollgate_model::ExecutionResult::as_str).into(),
+        e.trigger_event.clone().into(),
+        json(&e.trigger_payload).into(),
+        json(&e.context).into(),
+        e.cursor.as_ref().map(json).into(),
+        json(&e.visits).into(),
+        i64::from(e.steps_run).into(),
+        e.version.into(),
+        e.lease.as_ref().and_then(|l| l.owner.clone()).into(),
+        e.lease.as_ref().map(|l| ts(l.expires_at)).into(),
+        gate.map(json).into(),
+        gate.map(|g| g.reason.as_str()).into(),
+        gate.and_then(|g| g.deadline).map(ts).into(),
+        gate.and_then(|g| g.event.clone()).into(),
+        gate.and_then(|g| g.approval_id)
+            .map(|a| a.to_string())
+            .into(),
+        gate.map(|g| ts(g.paused_at)).into(),
+        e.wake.as_ref().map(json).into(),
+        i64::from(e.pause_requested).into(),
+        opt_ts(e.deadline).into(),
+        i64::from(e.resume_count).into(),
+        opt_ts(e.last_resumed_at).into(),
+        ts(e.started_at).into(),
+        opt_ts(e.completed_at).into(),
+        ts(e.updated_at).into(),
+        e.error.as_ref().map(json).into(),
+        e.requested_by.clone().into(),
+        json(&e.consumed_events).into(),
+    ]
+}
+
+/// Binds an execution's whole row, in the order of [`EXECUTION_COLUMNS`].
+pub(super) fn bind_execution<'q>(query: Bound<'q>, e: &Execution) -> Bound<'q> {
+    bind_cells(query, execution_cells(e))
+}
+
+/// One column's value: bound as a parameter of a statement, or carried in a JSON row
+/// that a constant statement reads with `->>` (which gives back the same SQL type:
+/// text, integer or NULL). One list of cells per row kind serves both, so a batch
+/// written as JSON rows stores exactly what a statement per row would.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Cell {
+    /// `TEXT`.
+    Text(String),
+    /// `INTEGER`.
+    Int(i64),
+    /// `NULL`.
+    Null,
+}
+
+impl From<String> for Cell {
+    fn from(value: String) -> Self {
+        Self::Text(value)
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(value: &str) -> Self {
+        Self::Text(value.to_owned())
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(value: i64) -> Self {
+        Self::Int(value)
+    }
+}
+
+impl<T: Into<Cell>> From<Option<T>> for Cell {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Self::Null, Into::into)
+    }
+}
+
+/// Binds `cells` in order.
+pub(super) fn bind_cells(mut query: Bound<'_>, cells: Vec<Cell>) -> Bound<'_> {
+    for cell in cells {
+        query = match cell {
+            Cell::Text(text) => query.bind(text),
+            Cell::Int(int) => query.bind(int),
+            Cell::Null => query.bind(None::<i64>),
+        };
+    }
     query
-        .bind(e.id.to_string())
-        .bind(e.workflow_id.to_string())
-        .bind(e.workflow_key.clone())
-        .bind(e.workflow_version.clone())
-        .bind(e.snapshot_id.clone())
-        .bind(e.status.as_str())
-        .bind(e.result.map(tollgate_model::ExecutionResult::as_str))
-        .bind(e.trigger_event.clone())
-        .bind(json(&e.trigger_payload))
-        .bind(json(&e.context))
-        .bind(e.cursor.as_ref().map(json))
-        .bind(json(&e.visits))
-        .bind(i64::from(e.steps_run))
-        .bind(e.version)
-        .bind(e.lease.as_ref().and_then(|l| l.owner.clone()))
-        .bind(e.lease.as_ref().map(|l| ts(l.expires_at)))
-        .bind(gate.map(json))
-        .bind(gate.map(|g| g.reason.as_str()))
-        .bind(gate.and_then(|g| g.deadline).map(ts))
-        .bind(gate.and_then(|g| g.event.clone()))
-        .bind(gate.and_then(|g| g.approval_id).map(|a| a.to_string()))
-        .bind(gate.map(|g| ts(g.paused_at)))
-        .bind(e.wake.as_ref().map(json))
-        .bind(i64::from(e.pause_requested))
-        .bind(opt_ts(e.deadline))
-        .bind(i64::from(e.resume_count))
-        .bind(opt_ts(e.last_resumed_at))
-        .bind(ts(e.started_at))
-        .bind(opt_ts(e.completed_at))
-        .bind(ts(e.updated_at))
-        .bind(e.error.as_ref().map(json))
-        .bind(e.requested_by.clone())
-        .bind(json(&e.consumed_events))
+}
+
+/// A JSON row (an object keyed by column) of `cells`, named by `columns` (a
+/// comma-separated list in the same order), for a statement built by [`json_insert`].
+pub(super) fn json_row(columns: &str, cells: Vec<Cell>) -> serde_json::Map<String, Value> {
+    columns
+        .split(',')
+        .map(str::trim)
+        .zip(cells)
+        .map(|(column, cell)| {
+            let value = match cell {
+                Cell::Text(text) => Value::String(text),
+                Cell::Int(int) => Value::from(int),
+                Cell::Null => Value::Null,
+            };
+            (column.to_owned(), value)
+        })
+        .collect()
+}
+
+/// `INSERT INTO table (columns) SELECT … FROM json_each(?) AS j WHERE filter`: one
+/// constant statement inserting every JSON row (from [`json_row`]) of the array bound
+/// to it. `filter` may use `j.value`; `true` for none (it also keeps an `ON CONFLICT`
+/// after it unambiguous).
+pub(super) fn json_insert(table: &str, columns: &str, filter: &str) -> String {
+    let picks: Vec<String> = columns
+        .split(',')
+        .map(str::trim)
+        .map(|c| format!("j.value ->> '{c}'"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({columns}) SELECT {} FROM json_each(?) AS j WHERE {filter}",
+        picks.join(", ")
+    )
 }
 
 pub(super) async fn insert_execution(conn: &mut SqliteConnection, e: &Execution) -> Result<()> {
@@ -217,36 +307,66 @@ pub(super) static UPDATE_EXECUTION_SQL: std::sync::LazyLock<String> =
         format!("UPDATE executions SET {} WHERE id = ?", sets.join(", "))
     });
 
+/// An execution's changing columns ([`CHANGING_COLUMNS`], in order) then its id: the
+/// parameters of [`UPDATE_EXECUTION_SQL`].
+pub(super) fn execution_update_cells(e: &Execution) -> Vec<Cell> {
+    let gate = e.gate.as_ref();
+    vec![
+        e.status.as_str().into(),
+        e.result.map(tollgate_model::ExecutionResult::as_str).into(),
+        json(&e.context).into(),
+        e.cursor.as_ref().map(json).into(),
+        json(&e.visits).into(),
+        i64::from(e.steps_run).into(),
+        e.version.into(),
+        e.lease.as_ref().and_then(|l| l.owner.clone()).into(),
+        e.lease.as_ref().map(|l| ts(l.expires_at)).into(),
+        gate.map(json).into(),
+        gate.map(|g| g.reason.as_str()).into(),
+        gate.and_then(|g| g.deadline).map(ts).into(),
+        gate.and_then(|g| g.event.clone()).into(),
+        gate.and_then(|g| g.approval_id)
+            .map(|a| a.to_string())
+            .into(),
+        gate.map(|g| ts(g.paused_at)).into(),
+        e.wake.as_ref().map(json).into(),
+        i64::from(e.pause_requested).into(),
+        opt_ts(e.deadline).into(),
+        i64::from(e.resume_count).into(),
+        opt_ts(e.last_resumed_at).into(),
+        opt_ts(e.completed_at).into(),
+        ts(e.updated_at).into(),
+        e.error.as_ref().map(json).into(),
+        json(&e.consumed_events).into(),
+        e.id.to_string().into(),
+    ]
+}
+
 /// Binds the parameters of [`UPDATE_EXECUTION_SQL`] for `e`.
 pub(super) fn bind_execution_update<'q>(query: Bound<'q>, e: &Execution) -> Bound<'q> {
-    let gate = e.gate.as_ref();
-    query
-        .bind(e.status.as_str())
-        .bind(e.result.map(tollgate_model::ExecutionResult::as_str))
-        .bind(json(&e.context))
-        .bind(e.cursor.as_ref().map(json))
-        .bind(json(&e.visits))
-        .bind(i64::from(e.steps_run))
-        .bind(e.version)
-        .bind(e.lease.as_ref().and_then(|l| l.owner.clone()))
-        .bind(e.lease.as_ref().map(|l| ts(l.expires_at)))
-        .bind(gate.map(json))
-        .bind(gate.map(|g| g.reason.as_str()))
-        .bind(gate.and_then(|g| g.deadline).map(ts))
-        .bind(gate.and_then(|g| g.event.clone()))
-        .bind(gate.and_then(|g| g.approval_id).map(|a| a.to_string()))
-        .bind(gate.map(|g| ts(g.paused_at)))
-        .bind(e.wake.as_ref().map(json))
-        .bind(i64::from(e.pause_requested))
-        .bind(opt_ts(e.deadline))
-        .bind(i64::from(e.resume_count))
-        .bind(opt_ts(e.last_resumed_at))
-        .bind(opt_ts(e.completed_at))
-        .bind(ts(e.updated_at))
-        .bind(e.error.as_ref().map(json))
-        .bind(json(&e.consumed_events))
-        .bind(e.id.to_string())
+    bind_cells(query, execution_update_cells(e))
 }
+
+/// An execution's changing columns and id as a JSON row, for [`JSON_UPDATE_EXECUTIONS_SQL`].
+pub(super) fn execution_update_row(e: &Execution) -> Value {
+    static COLUMNS: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}, id", CHANGING_COLUMNS.join(", ")));
+    Value::Object(json_row(&COLUMNS, execution_update_cells(e)))
+}
+
+/// [`UPDATE_EXECUTION_SQL`] for every JSON row ([`execution_update_row`]) of the array
+/// bound to it, as one constant statement.
+pub(super) static JSON_UPDATE_EXECUTIONS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let sets: Vec<String> = CHANGING_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = j.value ->> '{c}'"))
+            .collect();
+        format!(
+            "UPDATE executions SET {} FROM json_each(?) AS j WHERE executions.id = j.value ->> 'id'",
+            sets.join(", ")
+        )
+    });
 
 /// `INSERT … ON CONFLICT DO UPDATE` of every column, bound by [`bind_execution`].
 pub(super) fn upsert_execution_sql() -> String {
@@ -280,23 +400,32 @@ pub(super) const UPSERT_STEP_SQL: &str = "INSERT INTO step_records (id, executio
      ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, \
      warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error";
 
+/// The columns of a step record's row, in the order [`step_cells`] gives them.
+pub(super) const STEP_COLUMNS: &str = "id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error";
+
+/// A step record's row, column by column in the order of [`STEP_COLUMNS`].
+pub(super) fn step_cells(r: &StepRecord) -> Vec<Cell> {
+    vec![
+        r.id.to_string().into(),
+        r.execution_id.to_string().into(),
+        r.step_id.clone().into(),
+        r.step_type.clone().into(),
+        r.parent_step_id.clone().into(),
+        r.iteration.map(i64::from).into(),
+        i64::from(r.visit).into(),
+        i64::from(r.attempt).into(),
+        r.status.as_str().into(),
+        json(&r.input).into(),
+        json(&r.output).into(),
+        json(&r.warnings).into(),
+        ts(r.started_at).into(),
+        opt_ts(r.completed_at).into(),
+        r.error.as_ref().map(json).into(),
+    ]
+}
+
 pub(super) fn bind_step<'q>(query: Bound<'q>, r: &StepRecord) -> Bound<'q> {
-    query
-        .bind(r.id.to_string())
-        .bind(r.execution_id.to_string())
-        .bind(r.step_id.clone())
-        .bind(r.step_type.clone())
-        .bind(r.parent_step_id.clone())
-        .bind(r.iteration.map(i64::from))
-        .bind(i64::from(r.visit))
-        .bind(i64::from(r.attempt))
-        .bind(r.status.as_str())
-        .bind(json(&r.input))
-        .bind(json(&r.output))
-        .bind(json(&r.warnings))
-        .bind(ts(r.started_at))
-        .bind(opt_ts(r.completed_at))
-        .bind(r.error.as_ref().map(json))
+    bind_cells(query, step_cells(r))
 }
 
 /// The statement writing one commit's part of the context undo trail (see
@@ -494,26 +623,35 @@ pub(super) async fn load_approval(
 pub(super) const INSERT_APPROVAL_SQL: &str = "INSERT INTO approvals (id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
+/// The columns of an approval request's row, in the order [`approval_cells`] gives them.
+pub(super) const APPROVAL_COLUMNS: &str = "id, execution_id, step_id, visit, entity_type, entity_id, approver_roles, approver_users, required, status, reason, data, decisions, requested_by, allow_self_approval, requested_at, expires_at, decided_at";
+
+/// An approval request's row, column by column in the order of [`APPROVAL_COLUMNS`].
+pub(super) fn approval_cells(a: &ApprovalRequest) -> Vec<Cell> {
+    vec![
+        a.id.to_string().into(),
+        a.execution_id.to_string().into(),
+        a.step_id.clone().into(),
+        i64::from(a.visit).into(),
+        a.entity_type.clone().into(),
+        a.entity_id.clone().into(),
+        json(&a.approver_roles).into(),
+        json(&a.approver_users).into(),
+        i64::from(a.required).into(),
+        a.status.as_str().into(),
+        a.reason.clone().into(),
+        json(&a.data).into(),
+        json(&a.decisions).into(),
+        a.requested_by.clone().into(),
+        i64::from(a.allow_self_approval).into(),
+        ts(a.requested_at).into(),
+        opt_ts(a.expires_at).into(),
+        opt_ts(a.decided_at).into(),
+    ]
+}
+
 pub(super) fn bind_approval<'q>(query: Bound<'q>, a: &ApprovalRequest) -> Bound<'q> {
-    query
-        .bind(a.id.to_string())
-        .bind(a.execution_id.to_string())
-        .bind(a.step_id.clone())
-        .bind(i64::from(a.visit))
-        .bind(a.entity_type.clone())
-        .bind(a.entity_id.clone())
-        .bind(json(&a.approver_roles))
-        .bind(json(&a.approver_users))
-        .bind(i64::from(a.required))
-        .bind(a.status.as_str())
-        .bind(a.reason.clone())
-        .bind(json(&a.data))
-        .bind(json(&a.decisions))
-        .bind(a.requested_by.clone())
-        .bind(i64::from(a.allow_self_approval))
-        .bind(ts(a.requested_at))
-        .bind(opt_ts(a.expires_at))
-        .bind(opt_ts(a.decided_at))
+    bind_cells(query, approval_cells(a))
 }
 
 pub(super) async fn insert_approval(
