@@ -1,8 +1,6 @@
 //! Step commits: the two-hop commit of a step that changes more than its row, and the
 //! group-commit writer that folds concurrent hot-path commits into one batch.
 
-use sqlx::sqlite::Sqlite;
-use sqlx::QueryBuilder;
 use sqlx::Row;
 use tollgate_model::records::StepRecord;
 use tollgate_model::ExecutionStatus;
@@ -145,48 +143,6 @@ impl SqliteStore {
     }
 }
 
-/// Ends an `UPDATE executions SET …` of a batch: stamps the row with the commit's random
-/// `token` (what its step rows check) and matches it only as `running`, leased by
-/// `owner`, at `expected` — the compare-and-set.
-fn push_guard(q: &mut QueryBuilder<Sqlite>, token: &str, id: &str, owner: &str, expected: i64) {
-    q.push(", commit_token = ")
-        .push_bind(token.to_owned())
-        .push(" WHERE id = ")
-        .push_bind(id.to_owned())
-        .push(" AND status = 'running' AND lease_owner = ")
-        .push_bind(owner.to_owned())
-        .push(" AND version = ")
-        .push_bind(expected);
-}
-
-/// Appends the upsert of step record `r`, which only lands if the update of execution
-/// `id` carrying commit token `token` did (in the same batch).
-fn push_step_if_token(q: &mut QueryBuilder<Sqlite>, r: &StepRecord, id: &str, token: &str) {
-    q.push(" INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) SELECT ");
-    let mut values = q.separated(", ");
-    values
-        .push_bind(r.id.to_string())
-        .push_bind(r.execution_id.to_string())
-        .push_bind(r.step_id.clone())
-        .push_bind(r.step_type.clone())
-        .push_bind(r.parent_step_id.clone())
-        .push_bind(r.iteration.map(i64::from))
-        .push_bind(i64::from(r.visit))
-        .push_bind(i64::from(r.attempt))
-        .push_bind(r.status.as_str())
-        .push_bind(json(&r.input))
-        .push_bind(json(&r.output))
-        .push_bind(json(&r.warnings))
-        .push_bind(ts(r.started_at))
-        .push_bind(opt_ts(r.completed_at))
-        .push_bind(r.error.as_ref().map(json));
-    q.push(" WHERE EXISTS (SELECT 1 FROM executions WHERE id = ")
-        .push_bind(id.to_owned())
-        .push(" AND commit_token = ")
-        .push_bind(token.to_owned())
-        .push(") ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error;");
-}
-
 /// The condition that batch item `$item`'s update landed (its row carries the item's
 /// token): every other write of the item carries it, so that it only happens where that
 /// compare-and-set matched.
@@ -200,6 +156,36 @@ macro_rules! landed {
             " ->> 'token')"
         )
     };
+}
+
+/// The upsert of a batch's step records ([`record_row`]s, one JSON array), each landing
+/// only where its execution's update did.
+macro_rules! upsert_landed_records {
+    () => {
+        concat!(
+            "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+             SELECT r.value ->> 'record', r.value ->> 'id', r.value ->> 'step_id', r.value ->> 'step_type', r.value ->> 'parent_step_id', r.value ->> 'iteration', \
+                r.value ->> 'visit', r.value ->> 'attempt', r.value ->> 'status', r.value ->> 'input', r.value ->> 'output', r.value ->> 'warnings', \
+                r.value ->> 'started_at', r.value ->> 'completed_at', r.value ->> 'error' \
+             FROM json_each(?) AS r WHERE ",
+            landed!("r.value"),
+            " ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, \
+                started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; ",
+        )
+    };
+}
+
+/// Step record `r` of the batch item updating execution `id` with commit token `token`,
+/// as a JSON row of [`upsert_landed_records`] (the record's own id is `record`).
+fn record_row(r: &StepRecord, id: &str, token: &str) -> serde_json::Value {
+    serde_json::json!({
+        "record": r.id.to_string(), "id": id, "token": token, "step_id": r.step_id,
+        "step_type": r.step_type, "parent_step_id": r.parent_step_id, "iteration": r.iteration,
+        "visit": r.visit, "attempt": r.attempt, "status": r.status.as_str(),
+        "input": json(&r.input), "output": json(&r.output), "warnings": json(&r.warnings),
+        "started_at": ts(r.started_at), "completed_at": opt_ts(r.completed_at),
+        "error": r.error.as_ref().map(json),
+    })
 }
 
 /// One batch of effect-free step commits that continue, release for a retry or end, as
@@ -232,14 +218,7 @@ const COMMIT_BATCH_SQL: &str = concat!(
      WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner AND executions.version = v.expected \
         AND (v.stop = 0 OR executions.pause_requested = 0) \
      RETURNING commit_token, version, pause_requested; ",
-    "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-     SELECT r.value ->> 'record', r.value ->> 'id', r.value ->> 'step_id', r.value ->> 'step_type', r.value ->> 'parent_step_id', r.value ->> 'iteration', \
-        r.value ->> 'visit', r.value ->> 'attempt', r.value ->> 'status', r.value ->> 'input', r.value ->> 'output', r.value ->> 'warnings', \
-        r.value ->> 'started_at', r.value ->> 'completed_at', r.value ->> 'error' \
-     FROM json_each(?) AS r WHERE ",
-    landed!("r.value"),
-    " ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, \
-        started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; ",
+    upsert_landed_records!(),
     "UPDATE approvals SET status = c.value ->> 'close', decided_at = c.value ->> 'now' FROM json_each(?) AS c \
      WHERE approvals.execution_id = c.value ->> 'id' AND approvals.status = 'pending' AND ",
     landed!("c.value"),
@@ -307,16 +286,7 @@ pub(crate) async fn commit_batch(
             "steps_run": c.steps_run, "result": c.result.map(tollgate_model::ExecutionResult::as_str),
             "expires": expires.map(ts), "now": ts(c.now), "stop": i64::from(c.refuse_if_pause_requested),
         }));
-        for r in &c.records {
-            records.push(serde_json::json!({
-                "record": r.id.to_string(), "id": id, "token": token, "step_id": r.step_id,
-                "step_type": r.step_type, "parent_step_id": r.parent_step_id, "iteration": r.iteration,
-                "visit": r.visit, "attempt": r.attempt, "status": r.status.as_str(),
-                "input": json(&r.input), "output": json(&r.output), "warnings": json(&r.warnings),
-                "started_at": ts(r.started_at), "completed_at": opt_ts(r.completed_at),
-                "error": r.error.as_ref().map(json),
-            }));
-        }
+        records.extend(c.records.iter().map(|r| record_row(r, &id, token)));
     }
     let array = |values: Vec<serde_json::Value>| serde_json::Value::Array(values).to_string();
     let rows = Held::acquire(writer)
@@ -331,75 +301,81 @@ pub(crate) async fn commit_batch(
         )
         .await
         .map_err(backend)?;
-    let mut answers = vec![None; commits.len()];
-    for row in &rows {
+    by_token(&rows, &tokens, |row| {
+        Ok(Committed {
+            version: row.try_get("version").map_err(backend)?,
+            pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
+        })
+    })
+}
+
+/// The answers of a batch whose updates return their item's random `commit_token`
+/// (`tokens`, in the items' order): per item, what `decode` makes of its row, or `None`
+/// for one without (its compare-and-set did not match).
+fn by_token<R: Clone>(
+    rows: &[sqlx::sqlite::SqliteRow],
+    tokens: &[String],
+    decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<R>,
+) -> Result<Vec<Option<R>>> {
+    let mut answers = vec![None; tokens.len()];
+    for row in rows {
         let token: String = row.try_get("commit_token").map_err(backend)?;
         if let Some(answer) = tokens
             .iter()
             .position(|t| *t == token)
             .and_then(|slot| answers.get_mut(slot))
         {
-            *answer = Some(Committed {
-                version: row.try_get("version").map_err(backend)?,
-                pause_requested: row.try_get::<i64, _>("pause_requested").map_err(backend)? != 0,
-            });
+            *answer = Some(decode(row)?);
         }
     }
     Ok(answers)
 }
 
-/// Ends batch `q` (begun with `BEGIN IMMEDIATE`) with its `COMMIT` and runs it on the
-/// writer in one hop; the rows its statements returned.
-async fn commit_on(
-    writer: &sqlx::SqlitePool,
-    mut q: QueryBuilder<'_, Sqlite>,
-) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
-    q.push(" COMMIT;");
-    Held::acquire(writer)
-        .await?
-        .fetch_all(q.build())
-        .await
-        .map_err(backend)
-}
+/// One batch of step begins as one constant text, whatever the batch holds: per begin
+/// (one JSON array), its compare-and-set version bump, stamping the row with the
+/// begin's random commit token; then its `running` record (another array), which lands
+/// only where the row carries that token.
+const BEGIN_BATCH_SQL: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    "UPDATE executions SET version = executions.version + 1, updated_at = v.now, commit_token = v.token \
+     FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'owner' AS owner, \
+            value ->> 'expected' AS expected, value ->> 'now' AS now FROM json_each(?)) AS v \
+     WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner \
+        AND executions.version = v.expected \
+     RETURNING commit_token, version; ",
+    upsert_landed_records!(),
+    "COMMIT;"
+);
 
-/// The answers of a batch whose updates return their request's `slot`: per request, what
-/// `decode` makes of its row, or `None` for one without (its compare-and-set did not
-/// match).
-fn by_slot<R: Clone>(
-    rows: &[sqlx::sqlite::SqliteRow],
-    n: usize,
-    decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<R>,
-) -> Result<Vec<Option<R>>> {
-    let mut answers = vec![None; n];
-    for row in rows {
-        let slot: i64 = row.try_get("slot").map_err(backend)?;
-        if let Some(entry) = usize::try_from(slot).ok().and_then(|s| answers.get_mut(s)) {
-            *entry = Some(decode(row)?);
-        }
-    }
-    Ok(answers)
-}
-
-/// Writes a batch of step begins in one transaction and one thread hop: per begin, its
-/// compare-and-set version bump (returning its slot) and its `running` record, which
-/// lands only if that bump — identified by its random commit token — did. Per begin, the
-/// execution's new version, or `None` when its compare-and-set did not match.
+/// Writes a batch of step begins in one transaction and one thread hop
+/// ([`BEGIN_BATCH_SQL`]). Per begin, the execution's new version, or `None` when its
+/// compare-and-set did not match.
 pub(crate) async fn begin_batch(
     writer: &sqlx::SqlitePool,
     begins: &[BeginRequest],
 ) -> Result<Vec<Option<i64>>> {
-    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
-    for (slot, b) in begins.iter().enumerate() {
+    let tokens: Vec<String> = begins.iter().map(|_| Uuid::new_v4().to_string()).collect();
+    let mut items = Vec::with_capacity(begins.len());
+    let mut records = Vec::with_capacity(begins.len());
+    for (b, token) in begins.iter().zip(&tokens) {
         let id = b.execution_id.to_string();
-        let token = Uuid::new_v4().to_string();
-        q.push(" UPDATE executions SET version = version + 1, updated_at = ")
-            .push_bind(ts(b.now));
-        push_guard(&mut q, &token, &id, &b.owner, b.expected_version);
-        q.push(format!(" RETURNING version, {slot} AS slot;"));
-        push_step_if_token(&mut q, &b.record, &id, &token);
+        records.push(record_row(&b.record, &id, token));
+        items.push(serde_json::json!({
+            "id": id, "token": token, "owner": b.owner, "expected": b.expected_version,
+            "now": ts(b.now),
+        }));
     }
-    let rows = commit_on(writer, q).await?;
-    by_slot(&rows, begins.len(), |row| {
+    let array = |values: Vec<serde_json::Value>| serde_json::Value::Array(values).to_string();
+    let rows = Held::acquire(writer)
+        .await?
+        .fetch_all(
+            sqlx::query(BEGIN_BATCH_SQL)
+                .bind(array(items))
+                .bind(array(records)),
+        )
+        .await
+        .map_err(backend)?;
+    by_token(&rows, &tokens, |row| {
         row.try_get("version").map_err(backend)
     })
 }
