@@ -330,6 +330,10 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     state.status_gauges.warm(&state.store);
 
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::telemetry::keep_metrics(
+        crate::telemetry::METRICS_UPKEEP,
+        shutdown.clone(),
+    ));
     let worker = if args.embedded_worker {
         let worker = Worker::new(
             engine.clone(),

@@ -51,6 +51,27 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
+/// How often [`keep_metrics`] folds the recorder's pending histogram samples into their
+/// buckets.
+pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Folds the recorder's pending histogram samples into their buckets every `every`,
+/// until `stop`. Each recorded sample waits in a queue until a scrape of `/metrics` or
+/// an upkeep takes it; a server nobody scrapes would otherwise hold every latency it
+/// ever recorded — memory growing with each request served (about 25 MiB per million
+/// events on the approval benchmark).
+pub async fn keep_metrics(every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let handle = metrics();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => handle.run_upkeep(),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 /// The id of one request, echoed in `X-Request-Id` and on every log line of it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub Uuid);
