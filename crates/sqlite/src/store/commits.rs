@@ -12,7 +12,7 @@ use crate::rows::{backend, json, opt_ts, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    bind_approval, bind_execution_update, bind_step, bind_trail, trail_sql, Held,
+    bind_approval, bind_execution_update, bind_step, bind_trail, json_array, trail_sql, Held,
     INSERT_APPROVAL_SQL, UPDATE_EXECUTION_SQL, UPSERT_STEP_SQL,
 };
 
@@ -288,16 +288,15 @@ pub(crate) async fn commit_batch(
         }));
         records.extend(c.records.iter().map(|r| record_row(r, &id, token)));
     }
-    let array = |values: Vec<serde_json::Value>| serde_json::Value::Array(values).to_string();
     let rows = Held::acquire(writer)
         .await?
         .fetch_all(
             sqlx::query(COMMIT_BATCH_SQL)
-                .bind(array(items))
-                .bind(array(records))
-                .bind(array(closes))
-                .bind(array(drops))
-                .bind(array(undos)),
+                .bind(json_array(items))
+                .bind(json_array(records))
+                .bind(json_array(closes))
+                .bind(json_array(drops))
+                .bind(json_array(undos)),
         )
         .await
         .map_err(backend)?;
@@ -365,13 +364,12 @@ pub(crate) async fn begin_batch(
             "now": ts(b.now),
         }));
     }
-    let array = |values: Vec<serde_json::Value>| serde_json::Value::Array(values).to_string();
     let rows = Held::acquire(writer)
         .await?
         .fetch_all(
             sqlx::query(BEGIN_BATCH_SQL)
-                .bind(array(items))
-                .bind(array(records)),
+                .bind(json_array(items))
+                .bind(json_array(records)),
         )
         .await
         .map_err(backend)?;

@@ -15,8 +15,8 @@ use crate::rows;
 use crate::rows::{backend, json, opt_ts, ts};
 
 use super::sql::{
-    approval_cells, execution_update_row, json_insert, json_row, step_cells, Bound, Held,
-    APPROVAL_COLUMNS, JSON_UPDATE_EXECUTIONS_SQL, STEP_COLUMNS,
+    approval_cells, execution_update_row, json_array, json_insert, json_row, step_cells, Bound,
+    Held, APPROVAL_COLUMNS, JSON_UPDATE_EXECUTIONS_SQL, STEP_COLUMNS,
 };
 
 /// The decisions' group committer.
@@ -153,7 +153,6 @@ static WRITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Binds the JSON arrays of [`WRITE_SQL`] for `writes`.
 fn bind_writes<'q>(query: Bound<'q>, writes: &DecisionWrites) -> Bound<'q> {
-    let array = |rows: Vec<Value>| Value::Array(rows).to_string();
     let executions = writes
         .executions
         .values()
@@ -201,11 +200,11 @@ fn bind_writes<'q>(query: Bound<'q>, writes: &DecisionWrites) -> Bound<'q> {
         .map(|a| Value::Object(json_row(APPROVAL_COLUMNS, approval_cells(a))))
         .collect();
     query
-        .bind(array(executions))
-        .bind(array(approvals))
-        .bind(array(audits))
-        .bind(array(records))
-        .bind(array(trails))
+        .bind(json_array(executions))
+        .bind(json_array(approvals))
+        .bind(json_array(audits))
+        .bind(json_array(records))
+        .bind(json_array(trails))
         .bind(json(&completed))
-        .bind(array(new_approvals))
+        .bind(json_array(new_approvals))
 }

@@ -15,8 +15,9 @@ use crate::rows::{backend, from_ts, json, ts};
 use crate::{rows, SqliteStore};
 
 use super::sql::{
-    approval_cells, audit, commit, execution_cells, json_insert, json_row, load_execution,
-    step_cells, write_execution, Cell, Held, APPROVAL_COLUMNS, EXECUTION_COLUMNS, STEP_COLUMNS,
+    approval_cells, audit, commit, execution_cells, json_array, json_insert, json_row,
+    load_execution, step_cells, write_execution, Cell, Held, APPROVAL_COLUMNS, EXECUTION_COLUMNS,
+    STEP_COLUMNS,
 };
 
 #[async_trait]
@@ -620,13 +621,12 @@ fn event_rows(items: &[EventItem]) -> EventRows {
             }
         }
     }
-    let array = |rows: Vec<Value>| Value::Array(rows).to_string();
     EventRows {
-        events: array(events),
-        executions: array(executions),
-        steps: array(steps),
-        approvals: array(approvals),
-        trails: array(trails),
-        lookups: array(lookups),
+        events: json_array(events),
+        executions: json_array(executions),
+        steps: json_array(steps),
+        approvals: json_array(approvals),
+        trails: json_array(trails),
+        lookups: json_array(lookups),
     }
 }

@@ -121,46 +121,27 @@ pub(super) const EXECUTION_COLUMNS: &str = "id, workflow_id, workflow_key, workf
     gate_deadline, gate_event, gate_approval_id, paused_at, wake, pause_requested, deadline, resume_count, \
     last_resumed_at, started_at, completed_at, updated_at, error, requested_by, consumed_events";
 
-/// An execution's row, column by column in the order of [`EXECUTION_COLUMNS`].
+/// An execution's row, column by column in the order of [`EXECUTION_COLUMNS`]: the
+/// columns set only at insert, and between them its changing columns
+/// ([`changing_cells`]), which keep their relative order in the row.
 pub(super) fn execution_cells(e: &Execution) -> Vec<Cell> {
-    let gate = e.gate.as_ref();
-    vec![
-        e.id.to_string().into(),
-        e.workflow_id.to_string().into(),
-        e.workflow_key.clone().into(),
-        e.workflow_version.clone().into(),
-        e.snapshot_id.clone().into(),
-        e.status.as_str().into(),
-        e.result.map(tollgate_model::ExecutionResult::as_str).into(),
-        e.trigger_event.clone().into(),
-        json(&e.trigger_payload).into(),
-        json(&e.context).into(),
-        e.cursor.as_ref().map(json).into(),
-        json(&e.visits).into(),
-        i64::from(e.steps_run).into(),
-        e.version.into(),
-        e.lease.as_ref().and_then(|l| l.owner.clone()).into(),
-        e.lease.as_ref().map(|l| ts(l.expires_at)).into(),
-        gate.map(json).into(),
-        gate.map(|g| g.reason.as_str()).into(),
-        gate.and_then(|g| g.deadline).map(ts).into(),
-        gate.and_then(|g| g.event.clone()).into(),
-        gate.and_then(|g| g.approval_id)
-            .map(|a| a.to_string())
-            .into(),
-        gate.map(|g| ts(g.paused_at)).into(),
-        e.wake.as_ref().map(json).into(),
-        i64::from(e.pause_requested).into(),
-        opt_ts(e.deadline).into(),
-        i64::from(e.resume_count).into(),
-        opt_ts(e.last_resumed_at).into(),
-        ts(e.started_at).into(),
-        opt_ts(e.completed_at).into(),
-        ts(e.updated_at).into(),
-        e.error.as_ref().map(json).into(),
-        e.requested_by.clone().into(),
-        json(&e.consumed_events).into(),
-    ]
+    let mut changing = changing_cells(e).into_iter();
+    EXECUTION_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .map(|column| match column {
+            "id" => e.id.to_string().into(),
+            "workflow_id" => e.workflow_id.to_string().into(),
+            "workflow_key" => e.workflow_key.clone().into(),
+            "workflow_version" => e.workflow_version.clone().into(),
+            "snapshot_id" => e.snapshot_id.clone().into(),
+            "trigger_event" => e.trigger_event.clone().into(),
+            "trigger_payload" => json(&e.trigger_payload).into(),
+            "started_at" => ts(e.started_at).into(),
+            "requested_by" => e.requested_by.clone().into(),
+            _ => changing.next().unwrap_or(Cell::Null),
+        })
+        .collect()
 }
 
 /// Binds an execution's whole row, in the order of [`EXECUTION_COLUMNS`].
@@ -236,6 +217,11 @@ pub(super) fn json_row(columns: &str, cells: Vec<Cell>) -> serde_json::Map<Strin
         .collect()
 }
 
+/// `rows` as the JSON array text a batch's constant statement reads with `json_each`.
+pub(super) fn json_array(rows: Vec<Value>) -> String {
+    Value::Array(rows).to_string()
+}
+
 /// `INSERT INTO table (columns) SELECT … FROM json_each(?) AS j WHERE filter`: one
 /// constant statement inserting every JSON row (from [`json_row`]) of the array bound
 /// to it. `filter` may use `j.value`; `true` for none (it also keeps an `ON CONFLICT`
@@ -307,9 +293,8 @@ pub(super) static UPDATE_EXECUTION_SQL: std::sync::LazyLock<String> =
         format!("UPDATE executions SET {} WHERE id = ?", sets.join(", "))
     });
 
-/// An execution's changing columns ([`CHANGING_COLUMNS`], in order) then its id: the
-/// parameters of [`UPDATE_EXECUTION_SQL`].
-pub(super) fn execution_update_cells(e: &Execution) -> Vec<Cell> {
+/// An execution's changing columns, in the order of [`CHANGING_COLUMNS`].
+fn changing_cells(e: &Execution) -> Vec<Cell> {
     let gate = e.gate.as_ref();
     vec![
         e.status.as_str().into(),
@@ -338,8 +323,15 @@ pub(super) fn execution_update_cells(e: &Execution) -> Vec<Cell> {
         ts(e.updated_at).into(),
         e.error.as_ref().map(json).into(),
         json(&e.consumed_events).into(),
-        e.id.to_string().into(),
     ]
+}
+
+/// An execution's changing columns then its id: the parameters of
+/// [`UPDATE_EXECUTION_SQL`].
+pub(super) fn execution_update_cells(e: &Execution) -> Vec<Cell> {
+    let mut cells = changing_cells(e);
+    cells.push(e.id.to_string().into());
+    cells
 }
 
 /// Binds the parameters of [`UPDATE_EXECUTION_SQL`] for `e`.
@@ -811,3 +803,33 @@ pub(super) async fn write_delivery(
 pub(super) const NOTIFICATION_SELECT: &str = "SELECT n.id, n.execution_id, n.step_id, n.recipients, n.message, n.channel, n.status, n.created_at, \
     d.kind, d.approval_id, d.subject, d.link_user, d.attempts, d.last_error, d.next_attempt_at, d.sent_at, d.claimed_by \
     FROM notifications n LEFT JOIN notification_deliveries d ON d.notification_id = n.id";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{CHANGING_COLUMNS, EXECUTION_COLUMNS};
+
+    /// [`super::execution_cells`] places the changing columns by their order: the row's
+    /// columns other than those set only at insert must be exactly them, in their order.
+    #[test]
+    fn the_changing_columns_keep_their_order_in_the_row() {
+        const INSERT_ONLY: [&str; 9] = [
+            "id",
+            "workflow_id",
+            "workflow_key",
+            "workflow_version",
+            "snapshot_id",
+            "trigger_event",
+            "trigger_payload",
+            "started_at",
+            "requested_by",
+        ];
+        let rest: Vec<&str> = EXECUTION_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !INSERT_ONLY.contains(c))
+            .collect();
+        assert_eq!(rest, CHANGING_COLUMNS);
+    }
+}
