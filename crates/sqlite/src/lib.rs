@@ -76,6 +76,14 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Connections in the read pool.
     pub read_connections: u32,
+    /// Page cache of each read connection, in KiB (`PRAGMA cache_size`). Reads are point
+    /// lookups by key and scans (the gauges' counts, listings): the upper levels of each
+    /// tree are all a lookup reuses, and a scan of a large table passes through any
+    /// cache without reusing it. SQLite's default (2,000 KiB per connection) only made
+    /// each reader's cache fill as the data grew, so the server's memory grew with the
+    /// paused executions until every cache was full; the writer keeps the default, as
+    /// its batches revisit the pages they just wrote.
+    pub read_cache_kib: u32,
     /// The write-ahead log is cut back to this many bytes whenever SQLite restarts it
     /// (`journal_size_limit`); without it the file keeps its largest size forever.
     pub wal_size_limit: u64,
@@ -102,6 +110,7 @@ impl SqliteOptions {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            read_cache_kib: 256,
             wal_size_limit: 64 * 1024 * 1024,
             checkpoint_interval: Duration::from_millis(100),
             schema: tollgate_store::SchemaPolicy::Apply,
@@ -335,7 +344,11 @@ impl SqliteStore {
             .max_connections(options.read_connections.max(1))
             .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
-            .connect_with(base.clone().read_only(true))
+            .connect_with(
+                base.clone()
+                    .read_only(true)
+                    .pragma("cache_size", format!("-{}", options.read_cache_kib.max(1))),
+            )
             .await
             .map_err(|source| OpenError::Open {
                 path: options.path.clone(),
@@ -456,6 +469,22 @@ impl SqliteStore {
         } else {
             Durability::Normal
         })
+    }
+
+    /// The page cache a read connection runs with, in KiB (`PRAGMA cache_size` read back
+    /// from the read pool): what [`SqliteOptions::read_cache_kib`] bounds.
+    pub async fn read_cache_kib(&self) -> Result<u64, sqlx::Error> {
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA cache_size")
+            .fetch_one(&self.reader)
+            .await?;
+        // Negative: KiB; positive: pages of the database's page size.
+        if pages < 0 {
+            return Ok(pages.unsigned_abs());
+        }
+        let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(pages.unsigned_abs() * page_size.unsigned_abs() / 1024)
     }
 
     /// Closes the pools, waiting for connections in use; the writer's closes last, and

@@ -543,6 +543,25 @@ async fn store_and_sql() -> (
 
 tollgate_store::sql_rule_tests!(store_and_sql);
 
+/// Read connections keep a small page cache (256 KiB, SQLite's default is 2,000 KiB):
+/// their scans pass through any cache, and with the default each of them filled its
+/// cache as the data grew, so the server's memory grew with the paused executions.
+#[tokio::test]
+async fn read_connections_keep_a_small_page_cache() {
+    let path = fresh_path();
+    let store = SqliteStore::open(&SqliteOptions::new(&path)).await.unwrap();
+    assert_eq!(store.read_cache_kib().await.unwrap(), 256);
+    store.close().await;
+    let larger = SqliteStore::open(&SqliteOptions {
+        read_cache_kib: 4096,
+        ..SqliteOptions::new(&path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(larger.read_cache_kib().await.unwrap(), 4096);
+    larger.close().await;
+}
+
 /// The durability asked for is the one the writer runs with, per open: `FULL` on one
 /// open does not stick to the file, and the default is `NORMAL`.
 #[tokio::test]
