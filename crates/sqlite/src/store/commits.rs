@@ -163,12 +163,13 @@ macro_rules! landed {
 macro_rules! upsert_landed_records {
     () => {
         concat!(
-            "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
-             SELECT r.value ->> 'record', r.value ->> 'id', r.value ->> 'step_id', r.value ->> 'step_type', r.value ->> 'parent_step_id', r.value ->> 'iteration', \
-                r.value ->> 'visit', r.value ->> 'attempt', r.value ->> 'status', r.value ->> 'input', r.value ->> 'output', r.value ->> 'warnings', \
-                r.value ->> 'started_at', r.value ->> 'completed_at', r.value ->> 'error' \
-             FROM json_each(?) AS r WHERE ",
-            landed!("r.value"),
+            rows_as_j!(),
+            " INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+             SELECT j.value ->> 'record', j.value ->> 'id', j.value ->> 'step_id', j.value ->> 'step_type', j.value ->> 'parent_step_id', j.value ->> 'iteration', \
+                j.value ->> 'visit', j.value ->> 'attempt', j.value ->> 'status', j.value ->> 'input', j.value ->> 'output', j.value ->> 'warnings', \
+                j.value ->> 'started_at', j.value ->> 'completed_at', j.value ->> 'error' \
+             FROM j WHERE ",
+            landed!("j.value"),
             " ON CONFLICT(id) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output, warnings = excluded.warnings, \
                 started_at = excluded.started_at, completed_at = excluded.completed_at, error = excluded.error; ",
         )
@@ -203,7 +204,8 @@ fn record_row(r: &StepRecord, id: &str, token: &str) -> serde_json::Value {
 /// never comes here (it reads the row to insert its request).
 const COMMIT_BATCH_SQL: &str = concat!(
     "BEGIN IMMEDIATE; ",
-    "UPDATE executions SET context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
+    rows_as_j!(),
+    " UPDATE executions SET context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
         wake = NULL, gate = NULL, gate_reason = NULL, gate_deadline = NULL, gate_event = NULL, gate_approval_id = NULL, paused_at = NULL, \
         status = CASE WHEN v.kind = 'finish' THEN v.status ELSE executions.status END, \
         error = CASE WHEN v.kind = 'finish' THEN v.error ELSE executions.error END, \
@@ -214,7 +216,7 @@ const COMMIT_BATCH_SQL: &str = concat!(
      FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'owner' AS owner, value ->> 'expected' AS expected, \
             value ->> 'kind' AS kind, value ->> 'status' AS status, value ->> 'error' AS error, value ->> 'context' AS context, \
             value ->> 'cursor' AS cursor, value ->> 'visits' AS visits, value ->> 'steps_run' AS steps_run, value ->> 'result' AS result, \
-            value ->> 'expires' AS expires, value ->> 'now' AS now, value ->> 'stop' AS stop FROM json_each(?)) AS v \
+            value ->> 'expires' AS expires, value ->> 'now' AS now, value ->> 'stop' AS stop FROM j) AS v \
      WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner AND executions.version = v.expected \
         AND (v.stop = 0 OR executions.pause_requested = 0) \
      RETURNING commit_token, version, pause_requested; ",
@@ -336,9 +338,10 @@ fn by_token<R: Clone>(
 /// only where the row carries that token.
 const BEGIN_BATCH_SQL: &str = concat!(
     "BEGIN IMMEDIATE; ",
-    "UPDATE executions SET version = executions.version + 1, updated_at = v.now, commit_token = v.token \
+    rows_as_j!(),
+    " UPDATE executions SET version = executions.version + 1, updated_at = v.now, commit_token = v.token \
      FROM (SELECT value ->> 'id' AS id, value ->> 'token' AS token, value ->> 'owner' AS owner, \
-            value ->> 'expected' AS expected, value ->> 'now' AS now FROM json_each(?)) AS v \
+            value ->> 'expected' AS expected, value ->> 'now' AS now FROM j) AS v \
      WHERE executions.id = v.id AND executions.status = 'running' AND executions.lease_owner = v.owner \
         AND executions.version = v.expected \
      RETURNING commit_token, version; ",

@@ -222,7 +222,7 @@ pub(super) fn json_array(rows: Vec<Value>) -> String {
     Value::Array(rows).to_string()
 }
 
-/// `INSERT INTO table (columns) SELECT … FROM json_each(?) AS j WHERE filter`: one
+/// `INSERT INTO table (columns) SELECT … FROM j WHERE filter` (`j`: `rows_as_j!`): one
 /// constant statement inserting every JSON row (from [`json_row`]) of the array bound
 /// to it. `filter` may use `j.value`; `true` for none (it also keeps an `ON CONFLICT`
 /// after it unambiguous).
@@ -233,7 +233,8 @@ pub(super) fn json_insert(table: &str, columns: &str, filter: &str) -> String {
         .map(|c| format!("j.value ->> '{c}'"))
         .collect();
     format!(
-        "INSERT INTO {table} ({columns}) SELECT {} FROM json_each(?) AS j WHERE {filter}",
+        "{} INSERT INTO {table} ({columns}) SELECT {} FROM j WHERE {filter}",
+        rows_as_j!(),
         picks.join(", ")
     )
 }
@@ -355,7 +356,8 @@ pub(super) static JSON_UPDATE_EXECUTIONS_SQL: std::sync::LazyLock<String> =
             .map(|c| format!("{c} = j.value ->> '{c}'"))
             .collect();
         format!(
-            "UPDATE executions SET {} FROM json_each(?) AS j WHERE executions.id = j.value ->> 'id'",
+            "{} UPDATE executions SET {} FROM j WHERE executions.id = j.value ->> 'id'",
+            rows_as_j!(),
             sets.join(", ")
         )
     });
