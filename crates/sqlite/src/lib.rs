@@ -44,6 +44,7 @@ mod rows;
 mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -299,6 +300,10 @@ impl SqliteStore {
             path: options.path.clone(),
             source,
         };
+        // Set once the schema is current: a connection the pool opens after that (it
+        // replaces its connection now and then) keeps its statement journals in memory
+        // from the start (`journals_in_memory`).
+        let migrated = Arc::new(AtomicBool::new(false));
         // A local file cannot silently drop a connection the way a network can, so the
         // per-acquire liveness ping (a thread hop each time) buys nothing here.
         let writer = SqlitePoolOptions::new()
@@ -306,19 +311,21 @@ impl SqliteStore {
             .min_connections(1)
             .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(no_transaction_left(conn)))
-            .after_connect(|conn, _| Box::pin(count_commits(conn)))
+            .after_connect({
+                let migrated = migrated.clone();
+                move |conn, _| {
+                    let migrated = migrated.load(Ordering::Acquire);
+                    Box::pin(async move {
+                        count_commits(conn).await?;
+                        if migrated {
+                            journals_in_memory(conn).await?;
+                        }
+                        Ok(())
+                    })
+                }
+            })
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(
-                base.clone()
-                    .pragma("wal_autocheckpoint", "0")
-                    // A statement inside a transaction that may fail part-way keeps the
-                    // pages it changes in a statement journal, to undo itself alone; a
-                    // batch's statements change far more than the 64 KiB SQLite keeps
-                    // in memory before spilling that journal to a temporary file, and
-                    // writing it there was 9 % of the writer's time under the approval
-                    // benchmark. The journal lives only as long as its statement.
-                    .pragma("temp_store", "MEMORY"),
-            )
+            .connect_with(base.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(open_err)?;
         let (missing, newer) = schema_difference(&writer).await.map_err(open_err)?;
@@ -349,6 +356,11 @@ impl SqliteStore {
         }
         if !newer.is_empty() {
             tracing::info!(?newer, "the database has migrations of a newer release; running on it as the previous release");
+        }
+        migrated.store(true, Ordering::Release);
+        {
+            let mut conn = writer.acquire().await.map_err(open_err)?;
+            journals_in_memory(&mut conn).await.map_err(open_err)?;
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
@@ -519,6 +531,20 @@ async fn count_commits(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Er
         true
     });
     Ok(())
+}
+
+/// Keeps the writer's statement journals (and temporary tables) in memory. A statement
+/// inside a transaction that may fail part-way journals each page it changes, to undo
+/// itself alone; a batch's statements change far more than the 64 KiB SQLite keeps in
+/// memory before spilling that journal to a temporary file, and writing it there was
+/// 9 % of the writer thread's samples under the approval benchmark (2 % in memory). A
+/// journal lives as long as its statement, bounded by the batch. Not during migrations:
+/// a migration's statement may rewrite a whole table, and its journal belongs on disk.
+async fn journals_in_memory(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA temp_store = MEMORY")
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Whether a connection going back to its pool may stay open: `false` (close it, which
