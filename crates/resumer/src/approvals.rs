@@ -344,10 +344,12 @@ impl ApprovalService {
                 // it here. A continuation that reached a gate or the end is done.
                 let needs_advancing = decided.claimed && decided.execution.is_held();
                 let progress = if needs_advancing {
-                    Progress::spawn(
+                    let begun = decided.continued.as_ref().and_then(|s| s.begun().cloned());
+                    Progress::spawn_begun(
                         &self.engine,
                         self.tasks.as_ref(),
                         decided.execution,
+                        begun,
                         "approval",
                     )
                 } else if decided.continued.is_some() {

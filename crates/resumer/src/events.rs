@@ -141,10 +141,12 @@ impl EventService {
                 .into_iter()
                 .map(|ahead| {
                     if ahead.needs_advancing() {
-                        Progress::spawn(
+                        let begun = ahead.begun().cloned();
+                        Progress::spawn_begun(
                             &self.engine,
                             self.tasks.as_ref(),
                             ahead.starting.execution,
+                            begun,
                             "start",
                         )
                     } else {

@@ -66,7 +66,7 @@ mod worker;
 use std::time::Duration;
 
 use tollgate_engine::Engine;
-use tollgate_model::records::Execution;
+use tollgate_model::records::{Execution, StepRecord};
 
 pub use approvals::{ApprovalService, Decided};
 pub use archive::ArchiveDir;
@@ -214,11 +214,23 @@ impl Progress {
         execution: Execution,
         trigger: &'static str,
     ) -> Self {
+        Self::spawn_begun(engine, tasks, execution, None, trigger)
+    }
+
+    /// [`Self::spawn`] for an execution stored with the `running` record of the step at
+    /// its cursor (see [`Engine::advance_begun`]).
+    pub fn spawn_begun(
+        engine: &Engine,
+        tasks: Option<&Tasks>,
+        execution: Execution,
+        begun: Option<StepRecord>,
+        trigger: &'static str,
+    ) -> Self {
         let worker = engine.clone();
         let claimed = execution.clone();
         let advance = async move {
             let began = std::time::Instant::now();
-            let outcome = worker.advance(claimed).await;
+            let outcome = worker.advance_begun(claimed, begun).await;
             metrics::histogram!("tollgate_resume_latency_seconds", "trigger" => trigger)
                 .record(began.elapsed().as_secs_f64());
             outcome

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tollgate_model::records::{
     ApprovalAssignment, ApprovalRequest, ApprovalRung, ApprovalSla, ApprovalStatus, Cursor, Event,
-    Execution, ExecutionError, Gate, Notification, Principal, StepRecord, Timestamp,
+    Execution, ExecutionError, Gate, Notification, Principal, StepRecord, StepStatus, Timestamp,
 };
 use tollgate_model::undo::ContextUndo;
 use tollgate_model::{ExecutionResult, ExecutionStatus, PauseReason};
@@ -464,6 +464,22 @@ impl Starting {
         e.gate.as_ref().is_some_and(|g| g.deadline.is_some())
             || (e.status == ExecutionStatus::Running
                 && e.lease.as_ref().is_some_and(|l| l.owner.is_none()))
+    }
+
+    /// The `running` record of the step attempt at the cursor, when it is stored with the
+    /// execution: the run ahead stopped before a side effect and recorded that step's
+    /// begin in the same write, so whoever advances it next (the holder of the lease
+    /// stored here) acts without recording the begin again.
+    pub fn begun(&self) -> Option<&StepRecord> {
+        let cursor = self.execution.cursor.as_ref()?;
+        self.records.iter().find(|r| {
+            r.status == StepStatus::Running
+                && r.iteration.is_none()
+                && r.parent_step_id.is_none()
+                && r.step_id == cursor.step_id
+                && r.visit == cursor.visit
+                && r.attempt == cursor.attempt
+        })
     }
 }
 

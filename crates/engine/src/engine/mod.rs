@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
-use tollgate_model::records::{Cursor, Execution, Lease, Timestamp, Workflow};
+use tollgate_model::records::{Cursor, Execution, Lease, StepRecord, Timestamp, Workflow};
 use tollgate_model::{ExecutionStatus, PauseReason};
 use tollgate_store::{LeaseClaim, Starting, Store, Transition};
 use tracing::Instrument;
@@ -444,7 +444,24 @@ impl Engine {
     /// Runs an execution this worker holds (`running`, leased by [`Self::worker_id`])
     /// until it stops at a gate, waits for a retry, or ends; returns it as stored then.
     /// [`Error::Lost`] when another worker took it over or it was cancelled meanwhile.
-    pub async fn advance(&self, execution: Execution) -> Result<Execution> {
+    pub fn advance(
+        &self,
+        execution: Execution,
+    ) -> impl std::future::Future<Output = Result<Execution>> + Send + '_ {
+        self.advance_begun(execution, None)
+    }
+
+    /// [`Self::advance`] for an execution stored together with the `running` record of
+    /// the step at its cursor ([`Starting::begun`], [`Ahead::begun`]): that step acts
+    /// without recording its begin again, which saves a write per side effect that
+    /// follows a decision or starts a workflow. With `None`, or a record of another
+    /// attempt, it is [`Self::advance`].
+    pub async fn advance_begun(
+        &self,
+        execution: Execution,
+        begun: Option<StepRecord>,
+    ) -> Result<Execution> {
+        let begun = begun.map(Box::new);
         let id = execution.id;
         let compiled = match self.compiled(&execution.snapshot_id).await {
             Ok(compiled) => compiled,
@@ -463,6 +480,7 @@ impl Engine {
             Err(err) => return Err(err),
         };
         let mut run = Run::new(self, execution, compiled, false);
+        run.begun = begun;
         let span = tracing::info_span!("execution", execution_id = %id, workflow = %run.exec.workflow_key, worker = %self.inner.options.worker_id);
         match run.drive().instrument(span).await {
             // After our own last commit the local copy is the stored row; otherwise (we
@@ -498,6 +516,7 @@ pub struct Ahead {
     pub starting: Starting,
     metrics: Vec<(String, Option<i64>)>,
     ended_or_gated: Option<Transition>,
+    begun: Option<StepRecord>,
 }
 
 impl Ahead {
@@ -523,5 +542,12 @@ impl Ahead {
     /// before a step that needs the stored execution, still leased by this worker).
     pub fn needs_advancing(&self) -> bool {
         self.starting.execution.is_held()
+    }
+
+    /// The `running` record of the step it stopped before, stored with it (see
+    /// [`Starting::begun`]); pass it to [`Engine::advance_begun`]. Kept here because
+    /// [`Self::take_starting`] moves the records out.
+    pub fn begun(&self) -> Option<&StepRecord> {
+        self.begun.as_ref()
     }
 }

@@ -55,6 +55,10 @@ pub(super) struct Run<'e> {
     /// Set while a side effect's completion is not stored yet and rides on the next
     /// commit with the side-effect-free steps after it (see [`Run::commit`]).
     pub(super) boundary: Option<Boundary>,
+    /// The `running` record of the step at the cursor when the write that handed this
+    /// run the execution stored it too (a run ahead that stopped before a side effect,
+    /// [`Starting::begun`]): the step acts without recording its begin again.
+    pub(super) begun: Option<Box<StepRecord>>,
 }
 
 /// The run as it stood at the step boundary after a side effect, before the
@@ -185,7 +189,52 @@ impl<'e> Run<'e> {
             trail: Vec::new(),
             visit_at,
             boundary: None,
+            begun: None,
         }
+    }
+
+    /// The `running` record of an attempt of `step` at `cursor`, begun at `started`.
+    fn running_record(&self, step: &Step, cursor: &Cursor, started: Timestamp) -> StepRecord {
+        StepRecord {
+            id: record_id(self.exec.id, &step.id, cursor.visit, None, cursor.attempt),
+            execution_id: self.exec.id,
+            step_id: step.id.clone(),
+            step_type: step.kind.type_name().into(),
+            parent_step_id: None,
+            iteration: None,
+            visit: cursor.visit,
+            attempt: cursor.attempt,
+            status: StepStatus::Running,
+            input: Value::Null,
+            output: Value::Null,
+            warnings: Vec::new(),
+            started_at: started,
+            completed_at: None,
+            error: None,
+        }
+    }
+
+    /// When a run ahead stops before a step with side effects that the next holder will
+    /// attempt at once, that attempt's `running` record, to store in the same write as
+    /// the run ahead: recorded there, the begin costs no write of its own. `None` when
+    /// something else comes first (a pause request, a signal, a context load, the
+    /// workflow's deadline or step limit) — then the step begins as usual, later.
+    fn begin_ahead(&self) -> Option<StepRecord> {
+        let now = self.now();
+        if !self.owned_by_me()
+            || self.exec.pause_requested
+            || self.exec.wake.is_some()
+            || self.exec.deadline.is_some_and(|d| d <= now)
+            || self.exec.steps_run >= self.definition().max_steps()
+            || (!self.definition().context.load.is_empty()
+                && !self.exec.visits.contains_key(CONTEXT_STEP))
+        {
+            return None;
+        }
+        let cursor = self.exec.cursor.as_ref()?;
+        let step = self.compiled.definition.step(&cursor.step_id)?;
+        step.has_side_effects()
+            .then(|| self.running_record(step, cursor, now))
     }
 
     /// The run ahead as it stopped (see [`Engine::run_ahead`]).
@@ -211,13 +260,15 @@ impl<'e> Run<'e> {
         } else {
             undo.append(&mut self.trail);
         }
+        let starting = Starting {
+            execution: self.exec,
+            records,
+            approval,
+            undo,
+        };
         Ahead {
-            starting: Starting {
-                execution: self.exec,
-                records,
-                approval,
-                undo,
-            },
+            begun: starting.begun().cloned(),
+            starting,
             metrics: deferred.metrics,
             ended_or_gated: transition,
         }
@@ -236,9 +287,17 @@ impl<'e> Run<'e> {
             }
             if let Some(deferred) = &self.ahead {
                 if deferred.commit.is_some() || !self.can_run_ahead() {
-                    if deferred.commit.is_none() && !self.pending.is_empty() {
-                        self.commit(Vec::new(), Vec::new(), Vec::new(), Transition::Continue)
+                    if deferred.commit.is_none() {
+                        let begin = self.begin_ahead();
+                        if !self.pending.is_empty() || begin.is_some() {
+                            self.commit(
+                                begin.into_iter().collect(),
+                                Vec::new(),
+                                Vec::new(),
+                                Transition::Continue,
+                            )
                             .await?;
+                        }
                     }
                     return Ok(());
                 }
@@ -246,11 +305,17 @@ impl<'e> Run<'e> {
             let now = self.now();
             if let Some(deadline) = self.exec.deadline.filter(|d| *d <= now) {
                 let message = format!("the workflow deadline {} passed", deadline.to_rfc3339());
+                // A step begun with the write that handed us the execution never acts.
+                let unrun = self.begun.take().map(|mut record| {
+                    record.status = StepStatus::Skipped;
+                    record.completed_at = Some(now);
+                    *record
+                });
                 return self
                     .finish(
                         ExecutionStatus::TimedOut,
                         Some((ErrorKind::TimedOut, message)),
-                        Vec::new(),
+                        unrun.into_iter().collect(),
                     )
                     .await;
             }
@@ -659,25 +724,9 @@ impl<'e> Run<'e> {
             .await?;
             return Ok(false);
         };
-        let started = self.now();
-        let id = record_id(self.exec.id, &step.id, cursor.visit, None, cursor.attempt);
-        let mut record = StepRecord {
-            id,
-            execution_id: self.exec.id,
-            step_id: step.id.clone(),
-            step_type: step.kind.type_name().into(),
-            parent_step_id: None,
-            iteration: None,
-            visit: cursor.visit,
-            attempt: cursor.attempt,
-            status: StepStatus::Running,
-            input: Value::Null,
-            output: Value::Null,
-            warnings: Vec::new(),
-            started_at: started,
-            completed_at: None,
-            error: None,
-        };
+        let mut record = self.running_record(step, &cursor, self.now());
+        // Only the first step of this run can have been begun by the write before it.
+        let begun = self.begun.take().filter(|b| b.id == record.id);
         if step.has_side_effects() {
             if !self.pending.is_empty() {
                 // Everything before a side effect is durable before it happens.
@@ -689,18 +738,23 @@ impl<'e> Run<'e> {
                 }
             }
             self.exact = false;
-            let version = self
-                .inner()
-                .store
-                .begin_step(
-                    self.exec.id,
-                    &self.inner().options.worker_id,
-                    self.exec.version,
-                    record.clone(),
-                    started,
-                )
-                .await?;
-            self.exec.version = version;
+            match begun {
+                // Stored `running` with the execution we hold, at this version.
+                Some(begun) => record.started_at = begun.started_at,
+                _ => {
+                    self.exec.version = self
+                        .inner()
+                        .store
+                        .begin_step(
+                            self.exec.id,
+                            &self.inner().options.worker_id,
+                            self.exec.version,
+                            record.clone(),
+                            record.started_at,
+                        )
+                        .await?;
+                }
+            }
         }
         self.exec.visits.insert(step.id.clone(), cursor.visit);
         self.visit_at = Some((step.id.clone(), cursor.visit));

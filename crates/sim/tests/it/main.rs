@@ -2,6 +2,7 @@
 //! the in-memory store, a subset on SQLite files, and a few randomised seeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod begins;
 mod partition;
 mod races;
 

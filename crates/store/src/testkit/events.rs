@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tollgate_model::records::{
-    Correlation, Event, Execution, ResumeTrigger, StepStatus, Wake, Workflow,
+    Correlation, Cursor, Event, Execution, ResumeTrigger, StepStatus, Wake, Workflow,
 };
 use tollgate_model::{ExecutionStatus, PauseReason};
 use uuid::Uuid;
@@ -1031,4 +1031,82 @@ pub async fn events_are_found_by_their_stored_keys(store: Arc<dyn Store>) {
         probe(t0(), None, last, 10).await,
         [events[3].id, events[5].id]
     );
+}
+
+/// A run ahead that stopped before a side effect stores that step's `running` record
+/// with the execution ([`Starting::begun`]): the row is stored running and leased, the
+/// record as sent, and the holder's commit after the call completes that record in
+/// place — one record per attempt, begun when the start stored it.
+pub async fn a_step_begun_with_its_start_is_completed_in_place(store: Arc<dyn Store>) {
+    let w = workflow(&store, "orders", "1", "order.created").await;
+    let mut e = new_execution(&w, "api");
+    let mut step = commit(&e, "api", e.version, Transition::Continue);
+    step.cursor = Some(Cursor::new("pay", 1));
+    let mut pay = step_record(e.id, "pay", StepStatus::Running);
+    pay.input = serde_json::Value::Null;
+    pay.output = serde_json::Value::Null;
+    step.records = vec![
+        step_record(e.id, "check", StepStatus::Completed),
+        pay.clone(),
+    ];
+    let writes = crate::rules::apply_commit(&mut e, step).unwrap();
+    let start = Starting {
+        execution: e,
+        records: writes.records,
+        approval: None,
+        undo: writes.undo,
+    };
+    assert_eq!(start.begun(), Some(&pay));
+    let mut retried = start.clone();
+    retried.execution.cursor = Some(Cursor {
+        attempt: 2,
+        ..Cursor::new("pay", 1)
+    });
+    assert_eq!(retried.begun(), None, "a record of another attempt");
+
+    let mut first = event("order.created", Some("o-begun"), t0());
+    first.started = vec![start.execution.id];
+    assert!(matches!(
+        store
+            .insert_event_starting(first, vec![start.clone()])
+            .await
+            .unwrap(),
+        EventInsert::Inserted(_)
+    ));
+    let stored = store.get_execution(start.execution.id).await.unwrap();
+    assert_eq!(stored, start.execution);
+    assert_eq!(stored.status, ExecutionStatus::Running);
+    let steps = store.list_steps(stored.id).await.unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(steps[1], pay);
+
+    let mut done = pay.clone();
+    done.status = StepStatus::Completed;
+    done.output = serde_json::json!({"status": 200});
+    done.completed_at = Some(t0() + secs(1));
+    let mut end = commit(
+        &stored,
+        "api",
+        stored.version,
+        Transition::Finish {
+            status: ExecutionStatus::Completed,
+            error: None,
+        },
+    );
+    end.cursor = None;
+    end.records = vec![done.clone()];
+    store.commit_step(end).await.unwrap();
+    let steps = store.list_steps(stored.id).await.unwrap();
+    let statuses: Vec<_> = steps
+        .iter()
+        .map(|r| (r.step_id.as_str(), r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("check", StepStatus::Completed),
+            ("pay", StepStatus::Completed)
+        ]
+    );
+    assert_eq!(steps[1], done);
 }

@@ -118,6 +118,7 @@ macro_rules! contract_tests {
             schedule_crud_and_tick_history,
             events_start_their_executions_atomically,
             events_store_executions_already_at_their_gate,
+            a_step_begun_with_its_start_is_completed_in_place,
             concurrent_repeats_of_an_event_store_it_once,
             a_refused_event_spoils_no_other_of_its_batch,
             console_sessions_live_until_they_expire
