@@ -44,6 +44,25 @@ fn manager() -> Principal {
     }
 }
 
+/// A manager approves the request `paused` waits on; the execution is advanced in a
+/// task of the test's runtime.
+async fn approve(
+    engine: &tollgate_engine::Engine,
+    paused: &tollgate_model::records::Execution,
+) -> tollgate_resumer::Decided {
+    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
+    ApprovalService::new(engine.clone())
+        .decide(
+            approval_id,
+            &manager(),
+            DecisionKind::Approve,
+            None,
+            json!({}),
+        )
+        .await
+        .unwrap()
+}
+
 /// The store calls the process made from the `from`-th on.
 fn calls_since(fuse: &Fuse, from: usize) -> Vec<&'static str> {
     fuse.names().into_iter().skip(from).collect()
@@ -61,19 +80,8 @@ async fn a_side_effect_after_a_decision_is_begun_by_the_decisions_write() {
         ..
     } = crate::started(fuse.clone(), &doc, "go").await;
     assert_eq!(paused.status, ExecutionStatus::Paused);
-    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
-
     let from = fuse.calls();
-    let decided = ApprovalService::new(engine.clone())
-        .decide(
-            approval_id,
-            &manager(),
-            DecisionKind::Approve,
-            None,
-            json!({}),
-        )
-        .await
-        .unwrap();
+    let decided = approve(&engine, &paused).await;
     // Stored with the decision: `pay` running, at its first attempt.
     let stored = durable.list_steps(paused.id).await.unwrap();
     let pay = stored.iter().find(|r| r.step_id == "pay").unwrap();
@@ -145,17 +153,7 @@ async fn a_step_begun_with_a_decision_is_skipped_when_the_deadline_comes_first()
         execution: paused,
         ..
     } = crate::started(fuse.clone(), &doc, "go").await;
-    let approval_id = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
-    let decided = ApprovalService::new(engine.clone())
-        .decide(
-            approval_id,
-            &manager(),
-            DecisionKind::Approve,
-            None,
-            json!({}),
-        )
-        .await
-        .unwrap();
+    let decided = approve(&engine, &paused).await;
     // This test's runtime has one thread: the task advancing the execution has not run
     // yet. The deadline passes before it does.
     let stored = durable.list_steps(paused.id).await.unwrap();
