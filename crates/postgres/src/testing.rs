@@ -51,6 +51,17 @@ pub async fn fresh_database_url(prefix: &str) -> Result<String, sqlx::Error> {
     Ok(admin.database(&name).to_url_lossy().to_string())
 }
 
+/// The options of the batch connections that only look rows up by key: `url`'s, with
+/// their planner settings. For tests of how PostgreSQL plans their statements there.
+pub fn keyed_batch_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(crate::keyed_batch_options(&url.parse()?))
+}
+
+/// The statements those connections run, each with a name.
+pub fn keyed_batch_statements() -> Vec<(&'static str, String)> {
+    crate::store::keyed_batch_statements()
+}
+
 /// A TCP proxy to the test server that can cut the network and restore it, as a
 /// partition looks to TCP: while it is down nothing passes and nobody is told (no reset,
 /// no error); once it is up, what was sent meanwhile arrives (TCP's retransmission), so

@@ -14,7 +14,7 @@ use super::sql::{STEP_SELECT, STEP_UPSERT_TAIL};
 
 /// Each begin's version bump under its compare-and-set, and its record joined to its own
 /// bump (by slot), so a record lands only where its execution matched.
-static BEGIN_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(super) static BEGIN_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH v AS (SELECT * FROM jsonb_to_recordset($2) AS v(slot int, id uuid, owner text, expected bigint, now timestamptz)), \
          upd AS (UPDATE executions e SET version = e.version + 1, updated_at = v.now FROM v \

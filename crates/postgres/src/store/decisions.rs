@@ -170,7 +170,16 @@ pub(crate) async fn decide_batch(
 /// due gates — also locks the execution before its requests, so two of them can wait
 /// for each other but never deadlock.
 pub(super) async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<PgRow>> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    sqlx::query(READ_FOR_DECISION_SQL.as_str())
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(backend)
+}
+
+/// [`read_for_decision`]'s statement.
+pub(super) static READ_FOR_DECISION_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+    || {
         format!(
             "WITH locked AS (SELECT id FROM executions WHERE id IN (SELECT execution_id FROM approvals WHERE id = ANY($1)) ORDER BY id FOR UPDATE) \
              SELECT {}, {}, to_jsonb(a) AS approval_doc, \
@@ -181,13 +190,8 @@ pub(super) async fn read_for_decision(conn: &mut PgConnection, ids: &[Uuid]) -> 
             columns!(executions, "e."),
             super::sql::format_of("e")
         )
-    });
-    sqlx::query(SQL.as_str())
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map_err(backend)
-}
+    },
+);
 
 /// The one write statement of a batch of decisions ([`DECISION_WRITES_SQL`]).
 pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWrites) -> Result<()> {

@@ -162,21 +162,26 @@ async fn full_scans(
     let event_types: Vec<&str> = scans.iter().map(|(_, s)| s.event_type.as_str()).collect();
     let afters: Vec<Option<Uuid>> = scans.iter().map(|(_, s)| s.after).collect();
     let limits: Vec<i64> = scans.iter().map(|(_, s)| s.limit).collect();
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(&FULL_SCANS_SQL)
+        .bind(&event_types)
+        .bind(&afters)
+        .bind(&limits)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?;
+    pages_of(conn, &rows, scans).await
+}
+
+/// [`full_scans`]' statement: one row of (event type, after, limit) per scan.
+static FULL_SCANS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
         concat!("SELECT q.ord AS scan, x.* FROM unnest($1::text[], $2::uuid[], $3::bigint[]) WITH ORDINALITY AS q(event_type, after, lim, ord) \
          CROSS JOIN LATERAL (SELECT ", columns!(executions), " FROM executions e WHERE e.status = 'waiting' AND e.gate_event = q.event_type \
             AND {} AND e.id > COALESCE(q.after, '00000000-0000-0000-0000-000000000000'::uuid) ORDER BY e.id LIMIT q.lim) x \
          ORDER BY q.ord, x.id"),
         super::sql::readable("e")
-    ))
-    .bind(&event_types)
-    .bind(&afters)
-    .bind(&limits)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?;
-    pages_of(conn, &rows, scans).await
-}
+    )
+});
 
 /// Key probes: one index range per key of each scan, and one for its waits without a
 /// key, each cut at the scan's limit; a scan's ranges are merged by id and cut again
@@ -410,6 +415,35 @@ pub(super) static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::La
     )
 });
 
+/// Events by id, for a batch's events stored by an earlier attempt.
+const EVENTS_BY_ID_SQL: &str = concat!(
+    "SELECT ",
+    columns!(events),
+    " FROM events WHERE id = ANY($1)"
+);
+
+/// Events by `event_id`, for a batch's repeated ones.
+const EVENTS_BY_KEY_SQL: &str = concat!(
+    "SELECT ",
+    columns!(events),
+    " FROM events WHERE event_id = ANY($1)"
+);
+
+/// The statements of the waiting reads and the event inserts, for the test that checks
+/// how their connections plan them ([`crate::KEYED_BATCH_SETTINGS`]).
+pub(crate) fn keyed_statements() -> Vec<(&'static str, String)> {
+    vec![
+        ("waiting full scans", FULL_SCANS_SQL.clone()),
+        ("waiting key probes", KEY_PROBES_SQL.clone()),
+        ("first_of key probes", FIRST_OF_PROBES_SQL.clone()),
+        ("wait shapes", WAIT_SHAPES_SQL.to_owned()),
+        ("first_of shapes", FIRST_OF_SHAPES_SQL.to_owned()),
+        ("event inserts", INSERT_EVENTS_SQL.clone()),
+        ("events by id", EVENTS_BY_ID_SQL.to_owned()),
+        ("events by event_id", EVENTS_BY_KEY_SQL.to_owned()),
+    ]
+}
+
 /// One statement for a batch of events (see [`INSERT_EVENTS_SQL`]); per event, whether
 /// it was inserted or repeats an `event_id` (then the first one).
 pub(crate) async fn insert_events(
@@ -471,15 +505,11 @@ pub(crate) async fn insert_events(
         .collect();
     let mut ours = std::collections::HashMap::new();
     if !retried.is_empty() {
-        for row in sqlx::query(concat!(
-            "SELECT ",
-            columns!(events),
-            " FROM events WHERE id = ANY($1)"
-        ))
-        .bind(&retried)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
+        for row in sqlx::query(EVENTS_BY_ID_SQL)
+            .bind(&retried)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
         {
             let stored = rows::event(&row)?;
             ours.insert(stored.id, stored);
@@ -487,15 +517,11 @@ pub(crate) async fn insert_events(
     }
     let mut firsts = std::collections::HashMap::new();
     if !repeated.is_empty() {
-        for row in sqlx::query(concat!(
-            "SELECT ",
-            columns!(events),
-            " FROM events WHERE event_id = ANY($1)"
-        ))
-        .bind(&repeated)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
+        for row in sqlx::query(EVENTS_BY_KEY_SQL)
+            .bind(&repeated)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?
         {
             let first = rows::event(&row)?;
             if let Some(key) = first.event_id.clone() {

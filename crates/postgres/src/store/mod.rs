@@ -29,3 +29,16 @@ pub(crate) use intake::{
     insert_events, triggered_batch, waiting_batch, WaitingAnswer, WaitingRead,
 };
 pub(crate) use tollgate_store::decision_batch::DecideRequest;
+
+/// The statements of the batch connections opened with [`crate::KEYED_BATCH_SETTINGS`],
+/// each with a name: for the test that checks how those connections plan them.
+pub(crate) fn keyed_batch_statements() -> Vec<(&'static str, String)> {
+    let mut statements = vec![
+        ("step commits", commits::GROUP_COMMIT_SQL.clone()),
+        ("step begins", begins::BEGIN_BATCH_SQL.clone()),
+        ("decision read", decisions::READ_FOR_DECISION_SQL.clone()),
+        ("decision writes", decisions::DECISION_WRITES_SQL.clone()),
+    ];
+    statements.extend(intake::keyed_statements());
+    statements
+}

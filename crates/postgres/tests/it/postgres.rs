@@ -960,3 +960,54 @@ async fn one_node_purges_at_a_time() {
         [e.id]
     );
 }
+
+/// The batch connections plan each of their statements once, and that plan — made
+/// when the tables are new and empty, as at a server's first start, and kept while they
+/// grow — reaches rows by index, never by a sequential scan of a table that can hold
+/// millions. Every statement is prepared on empty tables and its kept plan shown with
+/// parameters it does not know yet (`NULL`s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_statements_are_planned_once_with_index_lookups() {
+    let (_store, url) = fresh_database().await;
+    let options = tollgate_postgres::testing::keyed_batch_options(&url).unwrap();
+    let statements = tollgate_postgres::testing::keyed_batch_statements();
+    let mut conn = options.connect().await.unwrap();
+    let placeholder = regex::Regex::new(r"\$(\d+)").unwrap();
+    for (n, (name, sql)) in statements.iter().enumerate() {
+        let params = placeholder
+            .captures_iter(sql)
+            .filter_map(|c| c[1].parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        sqlx::raw_sql(&format!("PREPARE kept_{n} AS {sql}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let nulls = vec!["NULL"; params].join(", ");
+        let execute = if params == 0 {
+            format!("EXPLAIN EXECUTE kept_{n}")
+        } else {
+            format!("EXPLAIN EXECUTE kept_{n}({nulls})")
+        };
+        let plan: Vec<String> = sqlx::query_scalar(&execute)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let plan = plan.join("\n");
+        let (generic, custom): (i64, i64) = sqlx::query_as(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1",
+        )
+        .bind(format!("kept_{n}"))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(
+            generic == 1 && custom == 0,
+            "{name} is planned for each execution's values ({custom} custom plans), not once"
+        );
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{name} scans a whole table:\n{plan}"
+        );
+    }
+}
