@@ -431,6 +431,7 @@ const EVENTS_BY_KEY_SQL: &str = concat!(
 
 /// The statements of the waiting reads and the event inserts, for the test that checks
 /// how their connections plan them ([`crate::KEYED_BATCH_SETTINGS`]).
+#[cfg(feature = "testing")]
 pub(crate) fn keyed_statements() -> Vec<(&'static str, String)> {
     vec![
         ("waiting full scans", FULL_SCANS_SQL.clone()),

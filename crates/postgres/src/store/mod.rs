@@ -32,6 +32,7 @@ pub(crate) use tollgate_store::decision_batch::DecideRequest;
 
 /// The statements of the batch connections opened with [`crate::KEYED_BATCH_SETTINGS`],
 /// each with a name: for the test that checks how those connections plan them.
+#[cfg(feature = "testing")]
 pub(crate) fn keyed_batch_statements() -> Vec<(&'static str, String)> {
     let mut statements = vec![
         ("step commits", commits::GROUP_COMMIT_SQL.clone()),
