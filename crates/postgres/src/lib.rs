@@ -128,8 +128,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// third per event. `force_generic_plan` plans each statement once per connection. A
 /// plan made once is kept while the tables grow (until the next `ANALYZE` of one of them),
 /// and made on a new, empty table it would be a sequential scan; `enable_seqscan = off`
-/// makes it the index look-up it is meant to be at every size. The pool's connections,
-/// which also run range scans and ad-hoc reads, keep the defaults.
+/// makes it an index scan (until a new database's first `ANALYZE`, the step commit
+/// still reads two partial indexes whole). The pool's connections, which also run range
+/// scans and ad-hoc reads, keep the defaults.
 pub(crate) const KEYED_BATCH_SETTINGS: [(&str, &str); 2] = [
     ("plan_cache_mode", "force_generic_plan"),
     ("enable_seqscan", "off"),
