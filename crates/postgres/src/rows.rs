@@ -61,8 +61,10 @@ pub(crate) fn enum_str<T: Serialize>(value: &T) -> String {
     }
 }
 
-pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Json<Value> {
-    Json(serde_json::to_value(value).unwrap_or(Value::Null))
+/// `value` bound as `jsonb`, serialised straight into the statement's parameter (no
+/// intermediate `serde_json::Value` copy).
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Json<&T> {
+    Json(value)
 }
 
 fn count(row: &PgRow, column: &str) -> Result<u32, Error> {

@@ -2,15 +2,28 @@
 //! write before they act, many workers' in one statement, each keeping its own
 //! compare-and-set.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use sqlx::Row;
+use tollgate_model::records::{StepRecord, Timestamp};
 use tollgate_store::group_commit::BeginRequest;
 use tollgate_store::Result;
+use uuid::Uuid;
 
 use crate::rows::{backend, to_json};
 
+use super::json_rows::Slotted;
 use super::sql::{STEP_SELECT, STEP_UPSERT_TAIL};
+
+/// One begin's compare-and-set: the execution, its holder and the version it expects.
+#[derive(Serialize)]
+struct BeginRow<'a> {
+    slot: usize,
+    id: Uuid,
+    owner: &'a str,
+    expected: i64,
+    now: Timestamp,
+}
 
 /// Each begin's version bump under its compare-and-set, and its record joined to its own
 /// bump (by slot), so a record lands only where its execution matched.
@@ -36,17 +49,25 @@ pub(crate) async fn begin_batch(
     conn: &mut PgConnection,
     begins: &[BeginRequest],
 ) -> Result<Vec<Option<i64>>> {
-    let mut rows = Vec::with_capacity(begins.len());
-    let mut records = Vec::with_capacity(begins.len());
-    for (slot, b) in begins.iter().enumerate() {
-        rows.push(json!({"slot": slot, "id": b.execution_id, "owner": b.owner,
-            "expected": b.expected_version, "now": b.now}));
-        let mut record = serde_json::to_value(&b.record).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut record {
-            map.insert("slot".into(), json!(slot));
-        }
-        records.push(record);
-    }
+    let rows: Vec<BeginRow> = begins
+        .iter()
+        .enumerate()
+        .map(|(slot, b)| BeginRow {
+            slot,
+            id: b.execution_id,
+            owner: &b.owner,
+            expected: b.expected_version,
+            now: b.now,
+        })
+        .collect();
+    let records: Vec<Slotted<StepRecord>> = begins
+        .iter()
+        .enumerate()
+        .map(|(slot, b)| Slotted {
+            slot,
+            row: &b.record,
+        })
+        .collect();
     let found = sqlx::query(&BEGIN_BATCH_SQL)
         .bind(to_json(&records))
         .bind(to_json(&rows))

@@ -1,9 +1,7 @@
 //! The group-commit writer of step commits: many workers' commits in one statement, each
 //! keeping its own compare-and-set.
 
-use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
-use sqlx::types::Json;
 use sqlx::Row;
 use tollgate_model::records::Timestamp;
 use tollgate_store::{rules, Committed, Error, ExecutionStore, Result, StepCommit, Transition};
@@ -12,6 +10,7 @@ use uuid::Uuid;
 use crate::rows::{backend, to_json};
 use crate::{PgStore, WAKEUP_CHANNEL};
 
+use super::json_rows::{CommitRow, SlotUndo, Slotted};
 use super::sql::{approvals_from_recordset, limit};
 
 impl PgStore {
@@ -38,7 +37,7 @@ impl PgStore {
 }
 
 /// One batch of effect-free step commits. `v` holds each commit's new row state as
-/// computed by [`batch_row`] (what `rules::apply_commit` does for its transition); the
+/// computed by [`CommitRow`](super::json_rows::CommitRow) (what `rules::apply_commit` does for its transition); the
 /// step rows, the approval request of a gate, the closing of an ending execution's open
 /// approvals and the wake-up are joined to the update of their own execution, so they
 /// only happen where its compare-and-set matched (which, for a commit flagged
@@ -77,36 +76,6 @@ pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::Laz
         (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd", approvals_from_recordset(3))
 });
 
-/// One commit's row of the batch: the execution's state after its transition.
-pub(super) fn batch_row(slot: usize, c: &StepCommit) -> Value {
-    let mut row = json!({
-        "slot": slot, "id": c.execution_id, "owner": c.owner, "expected": c.expected_version,
-        "context": c.context, "cursor": c.cursor, "visits": c.visits, "steps_run": c.steps_run,
-        "result": c.result, "now": c.now, "wakes": false, "stop": c.refuse_if_pause_requested,
-    });
-    let extra = match &c.transition {
-        Transition::Continue => {
-            json!({"kind": "continue", "status": "running", "expires": c.lease_expires_at})
-        }
-        Transition::Release { at } => {
-            json!({"kind": "release", "status": "running", "expires": at})
-        }
-        Transition::Gate { gate, .. } => {
-            json!({"kind": "gate", "status": rules::gated_status(gate).as_str(), "gate": gate, "gate_reason": gate.reason.as_str(),
-                "gate_deadline": gate.deadline, "gate_event": gate.event, "gate_approval_id": gate.approval_id,
-                "paused_at": gate.paused_at, "wakes": gate.deadline.is_some()})
-        }
-        Transition::Finish { status, error } => {
-            json!({"kind": "finish", "status": status.as_str(), "error": error,
-                "close": rules::closing_status(*status).as_str()})
-        }
-    };
-    if let (Value::Object(row), Value::Object(extra)) = (&mut row, extra) {
-        row.extend(extra);
-    }
-    row
-}
-
 /// Commits step commits without effects or consumed events (any transition) in one
 /// statement; returns, per commit, its new state or `None` when its compare-and-set did
 /// not match. The transitions are exactly `rules::apply_commit`'s.
@@ -118,32 +87,24 @@ pub(crate) async fn commit_batch(
     let mut records = Vec::new();
     let mut approvals = Vec::new();
     let mut trails = Vec::new();
-    let slotted = |slot: usize, mut value: Value| -> Value {
-        if let Value::Object(map) = &mut value {
-            map.insert("slot".into(), json!(slot));
-        }
-        value
-    };
     for (slot, c) in commits.iter().enumerate() {
-        executions.push(batch_row(slot, c));
+        executions.push(CommitRow::of(slot, c));
         if !c.undo.is_empty() {
-            trails.push(json!({"slot": slot, "undo": c.undo}));
-        }
-        for record in &c.records {
-            records.push(slotted(
+            trails.push(SlotUndo {
                 slot,
-                serde_json::to_value(record).unwrap_or(Value::Null),
-            ));
+                undo: &c.undo,
+            });
         }
+        records.extend(c.records.iter().map(|row| Slotted { slot, row }));
         if let Transition::Gate {
             approval: Some(approval),
             ..
         } = &c.transition
         {
-            approvals.push(slotted(
+            approvals.push(Slotted {
                 slot,
-                serde_json::to_value(approval).unwrap_or(Value::Null),
-            ));
+                row: &**approval,
+            });
         }
     }
     let rows = sqlx::query(&GROUP_COMMIT_SQL)
@@ -152,7 +113,7 @@ pub(crate) async fn commit_batch(
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(commits.iter().map(|c| c.execution_id).collect::<Vec<_>>())
-        .bind(Json(Value::Array(trails)))
+        .bind(to_json(&trails))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, commits) {

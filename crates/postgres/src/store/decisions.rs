@@ -1,17 +1,19 @@
 //! The group-commit writer of approval decisions: each decision judged by
 //! [`tollgate_store::rules`] on rows read under lock, the batch written in one statement.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::types::Json;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalAssignment, ApprovalRequest, ApprovalSla, Execution};
+use tollgate_model::records::{ApprovalAssignment, ApprovalRequest, ApprovalSla};
 use tollgate_store::decision_batch::{DecideRequest, DecisionBatch, DecisionWrites};
 use tollgate_store::{Decided, Result};
 use uuid::Uuid;
 
 use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
+
+use super::json_rows::{ApprovalChanges, AuditRow, ExecutionChanges, TrailRow};
 
 use super::sql::{
     approvals_from_recordset, steps_from_recordset, trail_from_recordset, EXECUTION_COLUMNS,
@@ -30,47 +32,6 @@ pub(super) const IMMUTABLE_EXECUTION_COLUMNS: [&str; 8] = [
     "started_at",
     "requested_by",
 ];
-
-/// The columns of the execution's row that can change after its insert (and its id), as
-/// a JSON object for `jsonb_populate_recordset`.
-pub(super) fn execution_changes(e: &Execution) -> Value {
-    let gate = e.gate.as_ref();
-    json!({
-        "id": e.id, "status": e.status.as_str(), "result": e.result.map(tollgate_model::ExecutionResult::as_str),
-        "context": e.context, "cursor": e.cursor, "visits": e.visits, "steps_run": e.steps_run, "version": e.version,
-        "lease_owner": e.lease.as_ref().and_then(|l| l.owner.clone()),
-        "lease_expires_at": e.lease.as_ref().map(|l| l.expires_at),
-        "gate": gate, "gate_reason": gate.map(|g| g.reason.as_str()),
-        "gate_deadline": gate.and_then(|g| g.deadline), "gate_event": gate.and_then(|g| g.event.clone()),
-        "gate_approval_id": gate.and_then(|g| g.approval_id), "paused_at": gate.map(|g| g.paused_at),
-        "wake": e.wake, "pause_requested": e.pause_requested, "deadline": e.deadline,
-        "resume_count": e.resume_count, "last_resumed_at": e.last_resumed_at,
-        "completed_at": e.completed_at, "updated_at": e.updated_at, "error": e.error,
-        "consumed_events": e.consumed_events,
-    })
-}
-
-/// The execution's row as a JSON object keyed by the `executions` columns (what
-/// [`bind_execution`] binds), for `jsonb_populate_recordset`.
-pub(super) fn execution_row(e: &Execution) -> Value {
-    let mut row = execution_changes(e);
-    let Value::Object(columns) = &mut row else {
-        return row;
-    };
-    for (column, value) in [
-        ("workflow_id", json!(e.workflow_id)),
-        ("workflow_key", json!(e.workflow_key)),
-        ("workflow_version", json!(e.workflow_version)),
-        ("snapshot_id", json!(e.snapshot_id)),
-        ("trigger_event", json!(e.trigger_event)),
-        ("trigger_payload", e.trigger_payload.clone()),
-        ("started_at", json!(e.started_at)),
-        ("requested_by", json!(e.requested_by)),
-    ] {
-        columns.insert(column.to_owned(), value);
-    }
-    row
-}
 
 /// `SET` list writing every column that can change after the insert from the recordset
 /// `v`; `jsonb_populate_recordset` reads a JSON `null` as SQL NULL, so the NOT NULL
@@ -200,33 +161,52 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
     // rows up by key, whatever its (possibly stale) estimate of the recordsets.
     let execution_ids: Vec<Uuid> = writes.executions.keys().copied().collect();
     let approval_ids: Vec<Uuid> = writes.approvals.keys().copied().collect();
-    let executions: Vec<Value> = writes.executions.values().map(execution_changes).collect();
-    let approvals: Vec<Value> = writes
+    let executions: Vec<ExecutionChanges> = writes
+        .executions
+        .values()
+        .map(ExecutionChanges::of)
+        .collect();
+    let approvals: Vec<ApprovalChanges> = writes
         .approvals
         .values()
-        .map(|a| json!({"id": a.id, "status": a.status.as_str(), "decisions": a.decisions, "decided_at": a.decided_at}))
+        .map(|a| ApprovalChanges {
+            id: a.id,
+            status: a.status.as_str(),
+            decisions: &a.decisions,
+            decided_at: a.decided_at,
+        })
         .collect();
-    let audits: Vec<Value> = writes
+    let audits: Vec<AuditRow> = writes
         .audits
         .iter()
-        .map(|a| json!({"id": a.id, "execution_id": a.execution_id, "actor": a.actor, "at": a.at, "data": a.data}))
+        .map(|a| AuditRow {
+            id: a.id,
+            execution_id: a.execution_id,
+            actor: &a.actor,
+            at: a.at,
+            data: &a.data,
+        })
         .collect();
-    let trails: Vec<Value> = writes
+    let trails: Vec<TrailRow> = writes
         .trails
         .iter()
-        .map(|t| json!({"execution_id": t.execution_id, "version": t.version, "undo": t.undo}))
+        .map(|t| TrailRow {
+            execution_id: t.execution_id,
+            version: t.version,
+            undo: &t.undo,
+        })
         .collect();
     sqlx::query(sql)
-        .bind(Json(Value::Array(executions)))
-        .bind(Json(Value::Array(approvals)))
-        .bind(Json(Value::Array(audits)))
+        .bind(to_json(&executions))
+        .bind(to_json(&approvals))
+        .bind(to_json(&audits))
         .bind(execution_ids)
         .bind(approval_ids)
         .bind(to_json(&writes.records))
         .bind(to_json(&writes.new_approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(writes.wakes)
-        .bind(Json(Value::Array(trails)))
+        .bind(to_json(&trails))
         .bind(writes.completed)
         .execute(conn)
         .await

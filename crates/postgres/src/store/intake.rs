@@ -1,7 +1,6 @@
 //! Event intake's batched work: events stored with the executions they start, and the
 //! reads of which workflows an event triggers and which executions wait for it.
 
-use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -12,7 +11,7 @@ use uuid::Uuid;
 use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
 
-use super::decisions::execution_row;
+use super::json_rows::{ExecutionRow, TrailRow};
 use super::sql::{
     approvals_from_recordset, steps_from_recordset, trail_from_recordset, trail_row,
     EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
@@ -451,31 +450,28 @@ pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     items: &[(Event, Vec<Starting>)],
 ) -> Result<Vec<EventInsert>> {
-    let events: Vec<Value> = items
-        .iter()
-        .map(|(e, _)| serde_json::to_value(e).unwrap_or(Value::Null))
-        .collect();
+    let events: Vec<&Event> = items.iter().map(|(e, _)| e).collect();
     let starts = items.iter().flat_map(|(_, s)| s);
-    let executions: Vec<Value> = starts
+    let executions: Vec<ExecutionRow> = starts
         .clone()
-        .map(|s| execution_row(&s.execution))
+        .map(|s| ExecutionRow::of(&s.execution))
         .collect();
     let records: Vec<&StepRecord> = starts.clone().flat_map(|s| &s.records).collect();
     let approvals: Vec<&ApprovalRequest> =
         starts.clone().filter_map(|s| s.approval.as_ref()).collect();
     let wakes = starts.clone().any(Starting::wakes_workers);
-    let trails: Vec<Value> = starts
+    let trails: Vec<TrailRow> = starts
         .clone()
         .filter_map(|s| trail_row(&s.execution, &s.undo))
         .collect();
     let rows = sqlx::query(&INSERT_EVENTS_SQL)
-        .bind(Json(Value::Array(events)))
-        .bind(Json(Value::Array(executions)))
+        .bind(to_json(&events))
+        .bind(to_json(&executions))
         .bind(to_json(&records))
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(wakes)
-        .bind(Json(Value::Array(trails)))
+        .bind(to_json(&trails))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, items) {

@@ -12,6 +12,7 @@ mod events;
 mod executions;
 mod health;
 mod intake;
+mod json_rows;
 mod keys;
 mod notifications;
 mod records;

@@ -19,6 +19,8 @@ use uuid::Uuid;
 use crate::rows::{backend, enum_str, to_json};
 use crate::{rows, PgStore, WAKEUP_CHANNEL};
 
+use super::json_rows::TrailRow;
+
 pub(super) type Tx = sqlx::Transaction<'static, Postgres>;
 
 impl PgStore {
@@ -100,7 +102,7 @@ pub(super) fn upsert_execution_sql() -> String {
 
 pub(super) fn bind_execution<'q>(
     query: Query<'q, Postgres, PgArguments>,
-    e: &Execution,
+    e: &'q Execution,
 ) -> Query<'q, Postgres, PgArguments> {
     let gate = e.gate.as_ref();
     query
@@ -493,9 +495,14 @@ pub(super) fn trail_from_recordset(param: usize) -> String {
 
 /// One row for [`trail_from_recordset`]: `execution`'s trail entries under its version,
 /// `None` when there are none or it completed (a completed execution keeps no trail).
-pub(super) fn trail_row(execution: &Execution, undo: &[ContextUndo]) -> Option<Value> {
-    (!undo.is_empty() && execution.status != ExecutionStatus::Completed).then(|| {
-        serde_json::json!({"execution_id": execution.id, "version": execution.version, "undo": undo})
+pub(super) fn trail_row<'a>(
+    execution: &Execution,
+    undo: &'a [ContextUndo],
+) -> Option<TrailRow<'a>> {
+    (!undo.is_empty() && execution.status != ExecutionStatus::Completed).then_some(TrailRow {
+        execution_id: execution.id,
+        version: execution.version,
+        undo,
     })
 }
 
@@ -515,7 +522,7 @@ pub(super) async fn write_trail(
             .map_err(backend)?;
     } else if let Some(row) = trail_row(execution, undo) {
         sqlx::query(&trail_from_recordset(1))
-            .bind(Json(Value::Array(vec![row])))
+            .bind(to_json(&[row]))
             .execute(conn)
             .await
             .map_err(backend)?;
