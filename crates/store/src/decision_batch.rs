@@ -6,7 +6,7 @@
 //! judged by [`crate::rules::decide`], exactly as a lone one is; a refusal changes nothing
 //! and touches no other decision of its batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -158,8 +158,12 @@ pub struct DecisionBatch {
     executions: HashMap<Uuid, Execution>,
     held: HashMap<Uuid, ApprovalAssignment>,
     slas: HashMap<Uuid, ApprovalSla>,
-    /// What the batch writes so far.
-    pub writes: DecisionWrites,
+    /// Requests a decision changed: written in their final state by [`Self::into_writes`].
+    touched_approvals: BTreeSet<Uuid>,
+    /// Executions a decision claimed: likewise.
+    touched_executions: BTreeSet<Uuid>,
+    /// What the batch writes so far besides the touched rows.
+    writes: DecisionWrites,
 }
 
 impl DecisionBatch {
@@ -173,8 +177,33 @@ impl DecisionBatch {
             executions: executions.into_iter().map(|e| (e.id, e)).collect(),
             held: HashMap::new(),
             slas: HashMap::new(),
+            touched_approvals: BTreeSet::new(),
+            touched_executions: BTreeSet::new(),
             writes: DecisionWrites::default(),
         }
+    }
+
+    /// Whether the decisions applied so far write anything (every one was refused, or
+    /// found already stored, when not).
+    pub fn writes_anything(&self) -> bool {
+        !self.touched_approvals.is_empty()
+    }
+
+    /// Everything the applied decisions write: each touched request and execution moved
+    /// out in its final state (no copy of a row is kept per decision).
+    pub fn into_writes(mut self) -> DecisionWrites {
+        let mut writes = std::mem::take(&mut self.writes);
+        for id in &self.touched_approvals {
+            if let Some(approval) = self.approvals.remove(id) {
+                writes.approvals.insert(*id, approval);
+            }
+        }
+        for id in &self.touched_executions {
+            if let Some(execution) = self.executions.remove(id) {
+                writes.executions.insert(*id, execution);
+            }
+        }
+        writes
     }
 
     /// The batch with who holds its requests and their service levels, read with them:
@@ -234,7 +263,7 @@ impl DecisionBatch {
         )?;
         let writes = &mut self.writes;
         if !claimed {
-            writes.approvals.insert(approval_id, next_approval.clone());
+            self.touched_approvals.insert(approval_id);
             *approval = next_approval;
             return Ok(Decided {
                 approval: approval.clone(),
@@ -266,10 +295,8 @@ impl DecisionBatch {
                 });
             }
         }
-        writes.approvals.insert(approval_id, next_approval.clone());
-        writes
-            .executions
-            .insert(next_execution.id, next_execution.clone());
+        self.touched_approvals.insert(approval_id);
+        self.touched_executions.insert(next_execution.id);
         writes.audits.push(DecisionAudit {
             id: Uuid::now_v7(),
             execution_id: next_execution.id,
@@ -346,7 +373,8 @@ mod tests {
         let retried = batch.apply(&request, true).unwrap();
         assert!(!retried.claimed);
         assert_eq!(retried.approval, approval);
-        assert!(batch.writes.is_empty(), "nothing written again");
+        assert!(!batch.writes_anything());
+        assert!(batch.into_writes().is_empty(), "nothing written again");
     }
 
     /// Two approvals of one two-approver request in one batch: the first counts, the
@@ -372,7 +400,7 @@ mod tests {
         assert!(again.unwrap_err().is_conflict(), "the same approver twice");
         let second = batch.apply(&ask("bob"), false).unwrap();
         assert!(second.claimed);
-        let written = &batch.writes;
+        let written = batch.into_writes();
         assert_eq!(written.approvals.len(), 1);
         assert_eq!(written.approvals[&approval.id].decisions.len(), 2);
         assert_eq!(written.executions.len(), 1);

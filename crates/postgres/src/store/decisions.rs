@@ -114,8 +114,8 @@ pub(crate) async fn decide_batch(
         .iter()
         .map(|request| batch.apply(request, request.retried()))
         .collect();
-    if !batch.writes.is_empty() {
-        write_decisions(&mut tx, batch.writes).await?;
+    if batch.writes_anything() {
+        write_decisions(&mut tx, batch.into_writes()).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(results)

@@ -95,7 +95,7 @@ async fn decide_batch(
         .iter()
         .map(|request| batch.apply(request, false))
         .collect();
-    let writes = batch.writes;
+    let writes = batch.into_writes();
     let wakes = writes.wakes;
     let written = if writes.is_empty() {
         sqlx::query("COMMIT;").execute(held.conn()?).await
