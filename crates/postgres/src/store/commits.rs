@@ -37,11 +37,12 @@ impl PgStore {
 }
 
 /// One batch of effect-free step commits. `v` holds each commit's new row state as
-/// computed by [`CommitRow`](super::json_rows::CommitRow) (what `rules::apply_commit` does for its transition); the
-/// step rows, the approval request of a gate, the closing of an ending execution's open
-/// approvals and the wake-up are joined to the update of their own execution, so they
-/// only happen where its compare-and-set matched (which, for a commit flagged
-/// `refuse_if_pause_requested`, also needs no pause request pending).
+/// computed by [`CommitRow`](super::json_rows::CommitRow) (what `rules::apply_commit`
+/// does for its transition); the step rows, the approval request of a gate, the closing
+/// of an ending execution's open approvals and the wake-up are joined to the update of
+/// their own execution, so they only happen where its compare-and-set matched (which,
+/// for a commit flagged `refuse_if_pause_requested`, also needs no pause request
+/// pending).
 pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
         context jsonb, cursor jsonb, visits jsonb, steps_run int, result text, expires timestamptz, now timestamptz, gate jsonb, gate_reason text, \
