@@ -44,12 +44,8 @@ pub(super) struct ExecutionChanges<'a> {
     version: i64,
     lease_owner: Option<&'a str>,
     lease_expires_at: Option<Timestamp>,
-    gate: Option<&'a Gate>,
-    gate_reason: Option<&'static str>,
-    gate_deadline: Option<Timestamp>,
-    gate_event: Option<&'a str>,
-    gate_approval_id: Option<Uuid>,
-    paused_at: Option<Timestamp>,
+    #[serde(flatten)]
+    gate: GateColumns<'a>,
     wake: &'a Option<Wake>,
     pause_requested: bool,
     deadline: Option<Timestamp>,
@@ -63,7 +59,6 @@ pub(super) struct ExecutionChanges<'a> {
 
 impl<'a> ExecutionChanges<'a> {
     pub(super) fn of(e: &'a Execution) -> Self {
-        let gate = e.gate.as_ref();
         Self {
             id: e.id,
             status: e.status.as_str(),
@@ -75,12 +70,7 @@ impl<'a> ExecutionChanges<'a> {
             version: e.version,
             lease_owner: e.lease.as_ref().and_then(|l| l.owner.as_deref()),
             lease_expires_at: e.lease.as_ref().map(|l| l.expires_at),
-            gate,
-            gate_reason: gate.map(|g| g.reason.as_str()),
-            gate_deadline: gate.and_then(|g| g.deadline),
-            gate_event: gate.and_then(|g| g.event.as_deref()),
-            gate_approval_id: gate.and_then(|g| g.approval_id),
-            paused_at: gate.map(|g| g.paused_at),
+            gate: GateColumns::of(e.gate.as_ref()),
             wake: &e.wake,
             pause_requested: e.pause_requested,
             deadline: e.deadline,
@@ -90,6 +80,31 @@ impl<'a> ExecutionChanges<'a> {
             updated_at: e.updated_at,
             error: &e.error,
             consumed_events: &e.consumed_events,
+        }
+    }
+}
+
+/// The gate an execution stopped at, and the columns copied out of it for the indexes
+/// that find due, waiting and paused executions.
+#[derive(Serialize)]
+struct GateColumns<'a> {
+    gate: Option<&'a Gate>,
+    gate_reason: Option<&'static str>,
+    gate_deadline: Option<Timestamp>,
+    gate_event: Option<&'a str>,
+    gate_approval_id: Option<Uuid>,
+    paused_at: Option<Timestamp>,
+}
+
+impl<'a> GateColumns<'a> {
+    fn of(gate: Option<&'a Gate>) -> Self {
+        Self {
+            gate,
+            gate_reason: gate.map(|g| g.reason.as_str()),
+            gate_deadline: gate.and_then(|g| g.deadline),
+            gate_event: gate.and_then(|g| g.event.as_deref()),
+            gate_approval_id: gate.and_then(|g| g.approval_id),
+            paused_at: gate.map(|g| g.paused_at),
         }
     }
 }
@@ -170,12 +185,8 @@ pub(super) struct CommitRow<'a> {
     result: Option<tollgate_model::ExecutionResult>,
     expires: Option<Timestamp>,
     now: Timestamp,
-    gate: Option<&'a Gate>,
-    gate_reason: Option<&'static str>,
-    gate_deadline: Option<Timestamp>,
-    gate_event: Option<&'a str>,
-    gate_approval_id: Option<Uuid>,
-    paused_at: Option<Timestamp>,
+    #[serde(flatten)]
+    gate: GateColumns<'a>,
     error: Option<&'a ExecutionError>,
     close: Option<&'static str>,
     wakes: bool,
@@ -198,12 +209,7 @@ impl<'a> CommitRow<'a> {
             result: c.result,
             expires: None,
             now: c.now,
-            gate: None,
-            gate_reason: None,
-            gate_deadline: None,
-            gate_event: None,
-            gate_approval_id: None,
-            paused_at: None,
+            gate: GateColumns::of(None),
             error: None,
             close: None,
             wakes: false,
@@ -218,12 +224,7 @@ impl<'a> CommitRow<'a> {
             Transition::Gate { gate, .. } => {
                 row.kind = "gate";
                 row.status = rules::gated_status(gate).as_str();
-                row.gate = Some(gate);
-                row.gate_reason = Some(gate.reason.as_str());
-                row.gate_deadline = gate.deadline;
-                row.gate_event = gate.event.as_deref();
-                row.gate_approval_id = gate.approval_id;
-                row.paused_at = Some(gate.paused_at);
+                row.gate = GateColumns::of(Some(gate));
                 row.wakes = gate.deadline.is_some();
             }
             Transition::Finish { status, error } => {
