@@ -95,8 +95,8 @@ impl std::fmt::Debug for DecideRequest {
 }
 
 /// The audit row of a claiming decision (a `resume_requests` row, trigger `approval`,
-/// outcome `resumed`).
-#[derive(Debug, Clone)]
+/// outcome `resumed`). Serialised as a row of the columns it fills.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DecisionAudit {
     /// The row's id.
     pub id: Uuid,
@@ -110,8 +110,9 @@ pub struct DecisionAudit {
     pub at: Timestamp,
 }
 
-/// Context undo entries a continued execution stored under its new version.
-#[derive(Debug, Clone)]
+/// Context undo entries a continued execution stored under its new version. Serialised
+/// as a `context_trail` row.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrailRows {
     /// The execution.
     pub execution_id: Uuid,
@@ -181,12 +182,6 @@ impl DecisionBatch {
             touched_executions: BTreeSet::new(),
             writes: DecisionWrites::default(),
         }
-    }
-
-    /// Whether the decisions applied so far write anything (every one was refused, or
-    /// found already stored, when not).
-    pub fn writes_anything(&self) -> bool {
-        !self.touched_approvals.is_empty()
     }
 
     /// Everything the applied decisions write: each touched request and execution moved
@@ -373,7 +368,6 @@ mod tests {
         let retried = batch.apply(&request, true).unwrap();
         assert!(!retried.claimed);
         assert_eq!(retried.approval, approval);
-        assert!(!batch.writes_anything());
         assert!(batch.into_writes().is_empty(), "nothing written again");
     }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
 
-use super::json_rows::{ApprovalChanges, AuditRow, ExecutionChanges, TrailRow};
+use super::json_rows::{ApprovalChanges, ExecutionChanges};
 
 use super::sql::{
     approvals_from_recordset, steps_from_recordset, trail_from_recordset, EXECUTION_COLUMNS,
@@ -114,8 +114,9 @@ pub(crate) async fn decide_batch(
         .iter()
         .map(|request| batch.apply(request, request.retried()))
         .collect();
-    if batch.writes_anything() {
-        write_decisions(&mut tx, batch.into_writes()).await?;
+    let writes = batch.into_writes();
+    if !writes.is_empty() {
+        write_decisions(&mut tx, writes).await?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(results)
@@ -176,37 +177,17 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
             decided_at: a.decided_at,
         })
         .collect();
-    let audits: Vec<AuditRow> = writes
-        .audits
-        .iter()
-        .map(|a| AuditRow {
-            id: a.id,
-            execution_id: a.execution_id,
-            actor: &a.actor,
-            at: a.at,
-            data: &a.data,
-        })
-        .collect();
-    let trails: Vec<TrailRow> = writes
-        .trails
-        .iter()
-        .map(|t| TrailRow {
-            execution_id: t.execution_id,
-            version: t.version,
-            undo: &t.undo,
-        })
-        .collect();
     sqlx::query(sql)
         .bind(to_json(&executions))
         .bind(to_json(&approvals))
-        .bind(to_json(&audits))
+        .bind(to_json(&writes.audits))
         .bind(execution_ids)
         .bind(approval_ids)
         .bind(to_json(&writes.records))
         .bind(to_json(&writes.new_approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(writes.wakes)
-        .bind(to_json(&trails))
+        .bind(to_json(&writes.trails))
         .bind(writes.completed)
         .execute(conn)
         .await

@@ -158,16 +158,6 @@ pub(super) struct ApprovalChanges<'a> {
     pub(super) decided_at: Option<Timestamp>,
 }
 
-/// A decision's audit row (`resume_requests`).
-#[derive(Serialize)]
-pub(super) struct AuditRow<'a> {
-    pub(super) id: Uuid,
-    pub(super) execution_id: Uuid,
-    pub(super) actor: &'a str,
-    pub(super) at: Timestamp,
-    pub(super) data: &'a Value,
-}
-
 /// One step commit's row of the group commit: the execution's state after its
 /// transition, as `rules::apply_commit` computes it.
 #[derive(Serialize)]
