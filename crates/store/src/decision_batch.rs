@@ -245,21 +245,19 @@ impl DecisionBatch {
             decision.decided_by.clone(),
             rules::decision_audit(approval_id, &decision),
         );
-        // Refusals change nothing: work on copies and keep them only on success.
-        let mut next_approval = approval.clone();
-        let mut next_execution = execution.clone();
+        // A refusal leaves both rows as they were (`rules::decide`'s contract), so the
+        // batch's own rows are decided in place, without a copy to fall back to.
         let claimed = rules::decide(
-            &mut next_approval,
-            &mut next_execution,
+            approval,
+            execution,
             decision,
             &request.decider,
             &request.claim,
             now,
         )?;
         let writes = &mut self.writes;
+        self.touched_approvals.insert(approval_id);
         if !claimed {
-            self.touched_approvals.insert(approval_id);
-            *approval = next_approval;
             return Ok(Decided {
                 approval: approval.clone(),
                 execution: execution.clone(),
@@ -272,35 +270,32 @@ impl DecisionBatch {
         let next = request
             .then
             .as_ref()
-            .and_then(|then| rules::continuation(&next_execution, then));
+            .and_then(|then| rules::continuation(execution, then));
         if let Some(next) = &next {
             // Leaving the gate closed its only open request (the decided one), so an
             // ending here has no other request to close.
             writes.wakes |= next.wakes_workers();
-            next_execution = next.execution.clone();
+            execution.clone_from(&next.execution);
             writes.records.extend(next.records.iter().cloned());
             writes.new_approvals.extend(next.approval.iter().cloned());
-            if next_execution.status == ExecutionStatus::Completed {
-                writes.completed.push(next_execution.id);
+            if execution.status == ExecutionStatus::Completed {
+                writes.completed.push(execution.id);
             } else if !next.undo.is_empty() {
                 writes.trails.push(TrailRows {
-                    execution_id: next_execution.id,
-                    version: next_execution.version,
+                    execution_id: execution.id,
+                    version: execution.version,
                     undo: next.undo.clone(),
                 });
             }
         }
-        self.touched_approvals.insert(approval_id);
-        self.touched_executions.insert(next_execution.id);
+        self.touched_executions.insert(execution.id);
         writes.audits.push(DecisionAudit {
             id: Uuid::now_v7(),
-            execution_id: next_execution.id,
+            execution_id: execution.id,
             actor: decided_by,
             data: audit,
             at: now,
         });
-        *approval = next_approval;
-        *execution = next_execution;
         Ok(Decided {
             approval: approval.clone(),
             execution: execution.clone(),
@@ -369,6 +364,30 @@ mod tests {
         assert!(!retried.claimed);
         assert_eq!(retried.approval, approval);
         assert!(batch.into_writes().is_empty(), "nothing written again");
+    }
+
+    /// A decision refused after its request's quorum rules passed (the execution is not
+    /// at that request's gate) leaves the batch's rows exactly as read and writes
+    /// nothing: the batch decides its rows in place, so the next decision must find
+    /// them untouched.
+    #[test]
+    fn a_refused_decision_leaves_the_rows_as_read() {
+        let execution = paused();
+        let approval = approval_for(&execution, 1, None);
+        let request = DecideRequest::new(
+            approval.id,
+            decision("ann", DecisionKind::Approve),
+            &manager("ann"),
+            &lease("api", t0()),
+            t0(),
+            None,
+        );
+        let mut batch = DecisionBatch::new([approval.clone()], [execution.clone()]);
+        let refused = batch.apply(&request, false);
+        assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+        assert_eq!(batch.approvals[&approval.id], approval);
+        assert_eq!(batch.executions[&execution.id], execution);
+        assert!(batch.into_writes().is_empty());
     }
 
     /// Two approvals of one two-approver request in one batch: the first counts, the
