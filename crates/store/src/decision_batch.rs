@@ -232,14 +232,9 @@ impl DecisionBatch {
         let mut decision = request.decision.clone();
         rules::check_form(request.form.as_ref(), approval, execution, &mut decision)?;
         if retried && rules::holds_decision(approval, &decision) {
-            return Ok(Decided {
-                approval: approval.clone(),
-                execution: execution.clone(),
-                claimed: false,
-                continued: None,
-                assignment: self.held.get(&approval_id).cloned(),
-                sla: self.slas.get(&approval_id).cloned(),
-            });
+            return Ok(answer(
+                approval, execution, &self.held, &self.slas, false, None,
+            ));
         }
         let (decided_by, audit) = (
             decision.decided_by.clone(),
@@ -258,14 +253,9 @@ impl DecisionBatch {
         let writes = &mut self.writes;
         self.touched_approvals.insert(approval_id);
         if !claimed {
-            return Ok(Decided {
-                approval: approval.clone(),
-                execution: execution.clone(),
-                claimed: false,
-                continued: None,
-                assignment: self.held.get(&approval_id).cloned(),
-                sla: self.slas.get(&approval_id).cloned(),
-            });
+            return Ok(answer(
+                approval, execution, &self.held, &self.slas, false, None,
+            ));
         }
         let next = request
             .then
@@ -296,14 +286,29 @@ impl DecisionBatch {
             data: audit,
             at: now,
         });
-        Ok(Decided {
-            approval: approval.clone(),
-            execution: execution.clone(),
-            claimed: true,
-            continued: next,
-            assignment: self.held.get(&approval_id).cloned(),
-            sla: self.slas.get(&approval_id).cloned(),
-        })
+        Ok(answer(
+            approval, execution, &self.held, &self.slas, true, next,
+        ))
+    }
+}
+
+/// A decision's answer: the request and its execution as the batch now holds them, and
+/// who holds the request and its service level, read with it.
+fn answer(
+    approval: &ApprovalRequest,
+    execution: &Execution,
+    held: &HashMap<Uuid, ApprovalAssignment>,
+    slas: &HashMap<Uuid, ApprovalSla>,
+    claimed: bool,
+    continued: Option<crate::Starting>,
+) -> Decided {
+    Decided {
+        approval: approval.clone(),
+        execution: execution.clone(),
+        claimed,
+        continued,
+        assignment: held.get(&approval.id).cloned(),
+        sla: slas.get(&approval.id).cloned(),
     }
 }
 
