@@ -210,18 +210,61 @@ pub struct ExecutionDto {
 
 impl From<&Execution> for ExecutionDto {
     fn from(e: &Execution) -> Self {
+        Self::build(
+            e,
+            Documents {
+                workflow_key: e.workflow_key.clone(),
+                workflow_version: e.workflow_version.clone(),
+                trigger_event: e.trigger_event.clone(),
+                trigger_payload: e.trigger_payload.clone(),
+                context: e.context.clone(),
+                requested_by: e.requested_by.clone(),
+            },
+        )
+    }
+}
+
+/// Moves the execution's documents into the view instead of copying them: an answer
+/// that ends with the execution (a decision's, a start's) then copies no context.
+impl From<Execution> for ExecutionDto {
+    fn from(mut e: Execution) -> Self {
+        let documents = Documents {
+            workflow_key: std::mem::take(&mut e.workflow_key),
+            workflow_version: std::mem::take(&mut e.workflow_version),
+            trigger_event: std::mem::take(&mut e.trigger_event),
+            trigger_payload: e.trigger_payload.take(),
+            context: e.context.take(),
+            requested_by: e.requested_by.take(),
+        };
+        Self::build(&e, documents)
+    }
+}
+
+/// The parts of an [`ExecutionDto`] that are copied or moved out of the execution.
+struct Documents {
+    workflow_key: String,
+    workflow_version: String,
+    trigger_event: String,
+    trigger_payload: Value,
+    context: Value,
+    requested_by: Option<String>,
+}
+
+impl ExecutionDto {
+    /// The view of `e`, with its documents given apart (copied or moved by the caller).
+    fn build(e: &Execution, d: Documents) -> Self {
         let gate = e.gate.as_ref().filter(|_| e.status.is_gated());
         let terminal = e.status.is_terminal();
         Self {
             id: e.id,
             workflow_id: e.workflow_id,
-            workflow_key: e.workflow_key.clone(),
-            workflow_version: e.workflow_version.clone(),
+            workflow_key: d.workflow_key,
+            workflow_version: d.workflow_version,
             status: e.status.as_str().to_owned(),
             result: e.result.map(|r| r.as_str().to_owned()),
-            trigger_event: e.trigger_event.clone(),
-            trigger_payload: e.trigger_payload.clone(),
-            context: e.context.clone(),
+            trigger_event: d.trigger_event,
+            trigger_payload: d.trigger_payload,
+            context: d.context,
             current_step_id: if terminal {
                 None
             } else {
@@ -242,7 +285,7 @@ impl From<&Execution> for ExecutionDto {
             pause_requested: e.pause_requested && e.status == ExecutionStatus::Running,
             resume_count: e.resume_count,
             last_resumed_at: e.last_resumed_at,
-            requested_by: e.requested_by.clone(),
+            requested_by: d.requested_by,
             started_at: e.started_at,
             completed_at: e.completed_at,
             duration_ms: e.duration_ms(),
@@ -1729,4 +1772,36 @@ pub struct ScheduleQuery {
     /// Only this workflow's schedules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<Uuid>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The moving conversion shows exactly what the copying one shows, documents
+    /// included.
+    #[test]
+    fn an_execution_moved_into_its_view_shows_what_a_copy_shows() {
+        let at = "2026-12-07T10:00:00Z";
+        let e: Execution = serde_json::from_value(json!({
+            "id": Uuid::nil(), "workflow_id": Uuid::nil(), "workflow_key": "orders",
+            "workflow_version": "3", "snapshot_id": "s", "status": "completed", "result": "executed",
+            "trigger_event": "order.created", "trigger_payload": {"amount": 12000},
+            "context": {"order": {"amount": 12000}, "paid": true}, "visits": {"approve": 1},
+            "steps_run": 4, "version": 7, "pause_requested": false, "resume_count": 1,
+            "requested_by": "shop", "started_at": at, "updated_at": at, "completed_at": at,
+            "consumed_events": [],
+        }))
+        .unwrap();
+        let copied = serde_json::to_value(ExecutionDto::from(&e)).unwrap();
+        let moved = serde_json::to_value(ExecutionDto::from(e)).unwrap();
+        assert_eq!(moved, copied);
+        assert_eq!(moved["context"]["paid"], true);
+        assert_eq!(moved["trigger_payload"]["amount"], 12000);
+        assert_eq!(moved["workflow_key"], "orders");
+        assert_eq!(moved["requested_by"], "shop");
+    }
 }

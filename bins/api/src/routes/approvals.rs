@@ -147,7 +147,7 @@ async fn decide(
         .with_sla(decided.sla.as_slice(), state.engine.clock().now());
     Ok(HttpResponse::Ok().json(DecidedDto {
         approval,
-        execution: ExecutionDto::from(&execution),
+        execution: ExecutionDto::from(execution),
     }))
 }
 

@@ -40,7 +40,7 @@ pub fn parse_reason(text: &str) -> ApiResult<PauseReason> {
 
 fn list_of(page: tollgate_store::Page<tollgate_model::records::Execution>) -> ExecutionList {
     ExecutionList {
-        items: page.items.iter().map(ExecutionDto::from).collect(),
+        items: page.items.into_iter().map(ExecutionDto::from).collect(),
         next_cursor: page.next_cursor,
     }
 }
@@ -143,7 +143,7 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let id = parse_id(&id, "execution")?;
     let execution = state.store.get_execution(id).await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(execution)))
 }
 
 /// The execution, its step records in order and the definition it runs.
@@ -161,7 +161,7 @@ pub async fn trace(
     let steps = state.store.list_steps(id).await?;
     let definition = state.store.get_snapshot(&execution.snapshot_id).await?;
     Ok(HttpResponse::Ok().json(TraceDto {
-        execution: ExecutionDto::from(&execution),
+        execution: ExecutionDto::from(execution),
         steps: steps.iter().map(StepRecordDto::from).collect(),
         definition: serde_json::to_value(definition.as_ref()).map_err(ApiError::internal)?,
     }))
@@ -233,7 +233,7 @@ pub async fn pause(
         .control
         .pause(id, Some(caller.subject()), body.0.reason.as_deref())
         .await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(execution)))
 }
 
 /// Resumes a manually paused execution, merging `data` into its context.
@@ -263,7 +263,7 @@ pub async fn resume(
         .resume(id, Some(caller.subject()), data)
         .await?;
     let execution = settle(&state, progress, wait.wait).await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(execution)))
 }
 
 /// Cancels an execution that has not ended; its open approvals become `cancelled`.
@@ -284,7 +284,7 @@ pub async fn cancel(
         .control
         .cancel(id, Some(caller.subject()), body.0.reason.as_deref())
         .await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(execution)))
 }
 
 /// Starts a `failed` or `timed_out` execution again, from the step that stopped it or
@@ -319,7 +319,7 @@ pub async fn retry(
         )
         .await?;
     let execution = settle(&state, progress, wait.wait).await?;
-    Ok(HttpResponse::Ok().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Ok().json(ExecutionDto::from(execution)))
 }
 
 /// Retries the `failed` (or `timed_out`) executions a filter selects, at most `limit`
@@ -544,5 +544,5 @@ pub async fn deliver(
     if duplicate {
         response.insert_header(("Idempotent-Replay", "true"));
     }
-    Ok(response.json(ExecutionDto::from(&execution)))
+    Ok(response.json(ExecutionDto::from(execution)))
 }

@@ -247,5 +247,5 @@ pub async fn execute(
         .execute_from(id, payload, Some(caller.subject()), body.source.as_deref())
         .await?;
     let execution = settle(&state, progress, wait.wait).await?;
-    Ok(HttpResponse::Created().json(ExecutionDto::from(&execution)))
+    Ok(HttpResponse::Created().json(ExecutionDto::from(execution)))
 }
