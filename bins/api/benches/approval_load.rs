@@ -45,6 +45,10 @@
 //! allowed), PostgreSQL's WAL records, bytes and syncs, and the bytes the server and
 //! the database processes wrote to storage.
 //!
+//! Each line also prints the host's speed: how long a fixed piece of JSON work like the
+//! server's takes on it (`reference work`, measured before the server starts), so that
+//! figures from hosts of different speed can be told apart.
+//!
 //! Diagnostics (env): `TOLLGATE_BENCH_TRACE=FILE` writes each decision of phase B as
 //! "ms since the phase began, latency ms" (where in the phase the slow ones were);
 //! `TOLLGATE_BENCH_SERVER_LOG=FILE` keeps the server's log there, at the level
@@ -64,8 +68,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::ConnectOptions;
 
 use support::{
-    each_backend, env_or, gauge, pending_approvals, percentile, post, rss_mib, start, Counts,
-    CpuMeter,
+    each_backend, env_or, gauge, pending_approvals, percentile, post, reference_work_ms, rss_mib,
+    start, Counts, CpuMeter,
 };
 
 /// A receiver for the webhook variant: answers every request `200 {}` at once, on its
@@ -145,6 +149,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
         extra.push(config.path().display().to_string());
     }
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let reference = reference_work_ms();
     let server = start(database_url, &extra).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(c)
@@ -354,7 +359,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
     println!(
-        "approval workload {label}: N={n} C={c} | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a}{counts_a}; server RSS with {n} paused {rss_paused:.1} MiB | \
+        "approval workload {label}: N={n} C={c}, host reference work {reference:.0} ms | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a}{counts_a}; server RSS with {n} paused {rss_paused:.1} MiB | \
          phase B: {decisions} decisions, {:.0}/s ({:.2} s), {cpu_b}{counts_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS at the end {rss_end:.1} MiB",
         n as f64 / accepted.as_secs_f64(),
         accepted.as_secs_f64(),

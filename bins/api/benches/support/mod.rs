@@ -241,6 +241,31 @@ impl CpuMeter {
     }
 }
 
+/// How long this host takes for a fixed piece of single-threaded work like the
+/// server's (a context-sized JSON document written and parsed 20,000 times), the best
+/// of three, in ms: a run's figures can then be read against the speed of the host
+/// they were taken on (the same kind of machine has been seen to differ by more than
+/// twice from one hour to the next). Measured before the server starts.
+pub(crate) fn reference_work_ms() -> f64 {
+    let doc = serde_json::json!({
+        "order": {"id": "o-12345", "total": 20345, "currency": "EUR", "lines": [
+            {"sku": "A-1", "qty": 2, "price": 1999}, {"sku": "B-22", "qty": 1, "price": 16347}]},
+        "approve": {"decision": "approved", "by": "manager", "at": "2026-12-07T10:00:00Z"},
+        "pay": {"status": 200, "body": {}}, "customer": "c-987", "tags": ["bench", "approval"],
+    });
+    (0..3)
+        .map(|_| {
+            let began = std::time::Instant::now();
+            for _ in 0..20_000 {
+                let text = serde_json::to_string(std::hint::black_box(&doc)).unwrap();
+                let back: Value = serde_json::from_str(&text).unwrap();
+                std::hint::black_box(back);
+            }
+            began.elapsed().as_secs_f64() * 1000.0
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
