@@ -5,6 +5,7 @@
 mod approvals;
 mod audit;
 mod begins;
+mod columns;
 mod commits;
 mod decisions;
 mod delegations;
