@@ -2,7 +2,6 @@
 //! keeping its own compare-and-set.
 
 use sqlx::postgres::PgConnection;
-use sqlx::types::Json;
 use sqlx::Row;
 use tollgate_model::records::Timestamp;
 use tollgate_store::{rules, Committed, Error, ExecutionStore, Result, StepCommit, Transition};
@@ -11,9 +10,8 @@ use uuid::Uuid;
 use crate::rows::{backend, to_json};
 use crate::{PgStore, WAKEUP_CHANNEL};
 
-use super::columns::{self, unnest, CommitColumns, StepColumns};
-use super::json_rows::Slotted;
-use super::sql::{approvals_from_recordset, limit, STEP_INSERT, STEP_SELECT, STEP_UPSERT_TAIL};
+use super::json_rows::{CommitRow, SlotUndo, Slotted};
+use super::sql::{approvals_from_recordset, limit};
 
 impl PgStore {
     /// Every step commit without effects or consumed events — continue, release for a
@@ -39,17 +37,17 @@ impl PgStore {
 }
 
 /// One batch of effect-free step commits. `v` holds each commit's new row state as
-/// [`CommitColumns`] computes it (what `rules::apply_commit` does for its transition),
-/// from $5 onward; the step rows (after `v`'s parameters), the approval request of a
-/// gate ($1), the context undo trail ($3, $4), the closing of an ending execution's open
-/// approvals and the wake-up (on channel $2) are joined to the update of their own
-/// execution, so they only happen where its compare-and-set matched (which, for a commit
-/// flagged `refuse_if_pause_requested`, also needs no pause request pending).
+/// computed by [`CommitRow`](super::json_rows::CommitRow) (what `rules::apply_commit`
+/// does for its transition); the step rows, the approval request of a gate, the closing
+/// of an ending execution's open approvals and the wake-up are joined to the update of
+/// their own execution, so they only happen where its compare-and-set matched (which,
+/// for a commit flagged `refuse_if_pause_requested`, also needs no pause request
+/// pending).
 pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let commits = unnest(5, "v", &CommitColumns::COLUMNS);
-    let ids = 6;
-    let steps = StepColumns::unnest(5 + CommitColumns::COLUMNS.len());
-    format!("WITH upd AS (UPDATE executions e SET status = v.status, context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
+    format!("WITH v AS (SELECT * FROM jsonb_to_recordset($1) AS v(slot int, id uuid, owner text, expected bigint, kind text, status text, \
+        context jsonb, cursor jsonb, visits jsonb, steps_run int, result text, expires timestamptz, now timestamptz, gate jsonb, gate_reason text, \
+        gate_deadline timestamptz, gate_event text, gate_approval_id uuid, paused_at timestamptz, error jsonb, close text, wakes boolean, stop boolean)), \
+     upd AS (UPDATE executions e SET status = v.status, context = v.context, cursor = v.cursor, visits = v.visits, steps_run = v.steps_run, result = v.result, \
         wake = NULL, gate = v.gate, gate_reason = v.gate_reason, gate_deadline = v.gate_deadline, gate_event = v.gate_event, \
         gate_approval_id = v.gate_approval_id, paused_at = v.paused_at, \
         lease_owner = CASE WHEN v.kind = 'continue' THEN e.lease_owner END, lease_expires_at = v.expires, \
@@ -57,19 +55,26 @@ pub(super) static GROUP_COMMIT_SQL: std::sync::LazyLock<String> = std::sync::Laz
         error = CASE WHEN v.kind = 'finish' THEN v.error ELSE e.error END, \
         completed_at = CASE WHEN v.kind = 'finish' THEN v.now ELSE e.completed_at END, \
         version = e.version + 1, updated_at = v.now \
-        FROM {commits} WHERE e.id = ANY(${ids}) AND e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
+        FROM v WHERE e.id = ANY($5) AND e.id = v.id AND e.status = 'running' AND e.lease_owner = v.owner AND e.version = v.expected \
         AND NOT (v.stop AND e.pause_requested) \
         RETURNING v.slot, e.id, e.version, e.pause_requested, v.kind, v.status, v.close, v.wakes, v.now), \
-     ins AS ({STEP_INSERT} SELECT {STEP_SELECT} FROM {steps} JOIN upd ON upd.slot = r.slot {STEP_UPSERT_TAIL} RETURNING 1), \
+     ins AS (INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+        SELECT r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
+            COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error \
+        FROM jsonb_to_recordset($2) AS r(slot int, id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, iteration int, visit int, attempt int, \
+            status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, completed_at timestamptz, error jsonb) \
+        JOIN upd ON upd.slot = r.slot \
+        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, warnings = EXCLUDED.warnings, \
+            started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error RETURNING 1), \
      appr AS ({} JOIN upd ON upd.slot = a.slot RETURNING 1), \
      trail AS (INSERT INTO context_trail (execution_id, version, undo) SELECT upd.id, upd.version, t.undo \
-        FROM UNNEST($3::int4[], $4::jsonb[]) AS t(slot, undo) JOIN upd ON upd.slot = t.slot AND upd.status <> 'completed' RETURNING 1), \
+        FROM jsonb_to_recordset($6) AS t(slot int, undo jsonb) JOIN upd ON upd.slot = t.slot AND upd.status <> 'completed' RETURNING 1), \
      untrail AS (DELETE FROM context_trail c USING upd WHERE upd.status = 'completed' AND c.execution_id = upd.id RETURNING 1), \
      closed AS (UPDATE approvals a SET status = upd.close, decided_at = upd.now FROM upd \
         WHERE upd.close IS NOT NULL AND a.execution_id = upd.id AND a.status = 'pending' RETURNING 1), \
-     note AS (SELECT pg_notify($2, 'commit') WHERE EXISTS (SELECT 1 FROM upd WHERE kind = 'release' OR wakes)) \
+     note AS (SELECT pg_notify($4, 'commit') WHERE EXISTS (SELECT 1 FROM upd WHERE kind = 'release' OR wakes)) \
      SELECT slot, version, pause_requested, (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM appr) AS requested, \
-        (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd", approvals_from_recordset(1))
+        (SELECT count(*) FROM closed) AS closed, (SELECT count(*) FROM note) AS notified FROM upd", approvals_from_recordset(3))
 });
 
 /// Commits step commits without effects or consumed events (any transition) in one
@@ -79,19 +84,19 @@ pub(crate) async fn commit_batch(
     conn: &mut PgConnection,
     commits: &[StepCommit],
 ) -> Result<Vec<Option<Committed>>> {
-    let mut executions = CommitColumns::default();
-    let mut steps = StepColumns::default();
+    let mut executions = Vec::with_capacity(commits.len());
+    let mut records = Vec::new();
     let mut approvals = Vec::new();
-    let (mut trail_slots, mut trails) = (Vec::new(), Vec::new());
+    let mut trails = Vec::new();
     for (slot, c) in commits.iter().enumerate() {
-        executions.push(slot, c);
+        executions.push(CommitRow::of(slot, c));
         if !c.undo.is_empty() {
-            trail_slots.push(columns::slot(slot));
-            trails.push(Json(&c.undo[..]));
+            trails.push(SlotUndo {
+                slot,
+                undo: &c.undo,
+            });
         }
-        for record in &c.records {
-            steps.push(slot, record);
-        }
+        records.extend(c.records.iter().map(|row| Slotted { slot, row }));
         if let Transition::Gate {
             approval: Some(approval),
             ..
@@ -103,13 +108,13 @@ pub(crate) async fn commit_batch(
             });
         }
     }
-    let query = sqlx::query(&GROUP_COMMIT_SQL)
+    let rows = sqlx::query(&GROUP_COMMIT_SQL)
+        .bind(to_json(&executions))
+        .bind(to_json(&records))
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
-        .bind(trail_slots)
-        .bind(trails);
-    let rows = steps
-        .bind(executions.bind(query))
+        .bind(commits.iter().map(|c| c.execution_id).collect::<Vec<_>>())
+        .bind(to_json(&trails))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, commits) {

@@ -15,9 +15,8 @@ use crate::{rows, WAKEUP_CHANNEL};
 
 use super::json_rows::{ApprovalChanges, ExecutionChanges};
 
-use super::columns::StepColumns;
 use super::sql::{
-    approvals_from_recordset, steps_from_columns, trail_from_recordset, EXECUTION_COLUMNS,
+    approvals_from_recordset, steps_from_recordset, trail_from_recordset, EXECUTION_COLUMNS,
     STEP_UPSERT_TAIL,
 };
 
@@ -52,9 +51,8 @@ pub(super) fn execution_set_from_v() -> String {
 }
 
 /// Every write of a batch of decisions: claimed (or continued) executions ($1, their ids
-/// $4), touched requests ($2, their ids $5), audit rows ($3), the new requests ($6) and
-/// step records (from $11 on) of continued executions, a wake-up on channel $7 when $8,
-/// their undo trail rows ($9) and the trails of those that completed ($10) deleted.
+/// $4), touched requests ($2, their ids $5), audit rows ($3), the step records ($6) and
+/// new requests ($7) of continued executions, and a wake-up on channel $8 when $9.
 pub(super) static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     || {
         format!(
@@ -68,15 +66,15 @@ pub(super) static DECISION_WRITES_SQL: std::sync::LazyLock<String> = std::sync::
             FROM jsonb_to_recordset($3) AS v(id uuid, execution_id uuid, actor text, data jsonb, at timestamptz) RETURNING 1), \
          st AS ({} ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
          ap AS ({} RETURNING 1), \
-         nt AS (SELECT pg_notify($7, 'gate') WHERE $8), \
+         nt AS (SELECT pg_notify($8, 'gate') WHERE $9), \
          tr AS ({} RETURNING 1), \
-         untr AS (DELETE FROM context_trail WHERE execution_id = ANY($10) RETURNING 1) \
+         untr AS (DELETE FROM context_trail WHERE execution_id = ANY($11) RETURNING 1) \
          SELECT (SELECT count(*) FROM e) AS executions, (SELECT count(*) FROM a) AS approvals, (SELECT count(*) FROM r) AS audits, \
             (SELECT count(*) FROM st) AS steps, (SELECT count(*) FROM ap) AS new_approvals, (SELECT count(*) FROM nt) AS notified",
         execution_set_from_v(),
-        steps_from_columns(11),
-        approvals_from_recordset(6),
-        trail_from_recordset(9),
+        steps_from_recordset(6),
+        approvals_from_recordset(7),
+        trail_from_recordset(10),
     )
     },
 );
@@ -179,19 +177,18 @@ pub(super) async fn write_decisions(conn: &mut PgConnection, writes: DecisionWri
             decided_at: a.decided_at,
         })
         .collect();
-    let query = sqlx::query(sql)
+    sqlx::query(sql)
         .bind(to_json(&executions))
         .bind(to_json(&approvals))
         .bind(to_json(&writes.audits))
         .bind(execution_ids)
         .bind(approval_ids)
+        .bind(to_json(&writes.records))
         .bind(to_json(&writes.new_approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(writes.wakes)
         .bind(to_json(&writes.trails))
-        .bind(&writes.completed);
-    StepColumns::of(writes.records.iter().enumerate())
-        .bind(query)
+        .bind(writes.completed)
         .execute(conn)
         .await
         .map_err(backend)?;

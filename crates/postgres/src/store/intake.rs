@@ -4,17 +4,16 @@
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 use sqlx::Row;
-use tollgate_model::records::{ApprovalRequest, Event, Execution, Timestamp, Workflow};
+use tollgate_model::records::{ApprovalRequest, Event, Execution, StepRecord, Timestamp, Workflow};
 use tollgate_store::{rules, Error, EventInsert, Result, Starting};
 use uuid::Uuid;
 
 use crate::rows::{backend, to_json};
 use crate::{rows, WAKEUP_CHANNEL};
 
-use super::columns::StepColumns;
 use super::json_rows::{ExecutionRow, TrailRow};
 use super::sql::{
-    approvals_from_recordset, steps_from_columns, trail_from_recordset, trail_row,
+    approvals_from_recordset, steps_from_recordset, trail_from_recordset, trail_row,
     EXECUTION_COLUMNS, STEP_UPSERT_TAIL,
 };
 
@@ -383,9 +382,9 @@ async fn quarantine_now(conn: &mut PgConnection, id: Uuid, detail: &str, now: Ti
 /// `event_id` stores nothing of its batch entry.
 /// Stores a batch of events with what they start, in one statement: the events whose
 /// `event_id` is new ($1), the executions listed in an inserted event's `started` ($2),
-/// the approval requests of inserted executions ($3), a wake-up ($4 the channel, $5
-/// whether any start needs one), the starts' context undo trail rows ($6), and their
-/// step records (from $7 on).
+/// the step records and approval requests of inserted executions ($3, $4), a wake-up
+/// ($5 the channel, $6 whether any start needs one), and the starts' context undo trail
+/// rows ($7).
 pub(super) static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let select: Vec<String> = EXECUTION_COLUMNS
         .split(',')
@@ -405,13 +404,13 @@ pub(super) static INSERT_EVENTS_SQL: std::sync::LazyLock<String> = std::sync::La
          st AS ({} WHERE r.execution_id IN (SELECT id FROM ex) ORDER BY r.ord {STEP_UPSERT_TAIL} RETURNING 1), \
          ap AS ({} JOIN ex ON ex.id = a.execution_id RETURNING 1), \
          tr AS ({} WHERE t.execution_id IN (SELECT id FROM ex) RETURNING 1), \
-         nt AS (SELECT pg_notify($4, 'gate') WHERE $5 AND EXISTS (SELECT 1 FROM ex)) \
+         nt AS (SELECT pg_notify($5, 'gate') WHERE $6 AND EXISTS (SELECT 1 FROM ex)) \
          SELECT id, (SELECT count(*) FROM ex) AS executions, (SELECT count(*) FROM st) AS steps, \
             (SELECT count(*) FROM ap) AS approvals, (SELECT count(*) FROM nt) AS notified FROM ev",
         select.join(", "),
-        steps_from_columns(7),
-        approvals_from_recordset(3),
-        trail_from_recordset(6),
+        steps_from_recordset(3),
+        approvals_from_recordset(4),
+        trail_from_recordset(7),
     )
 });
 
@@ -457,7 +456,7 @@ pub(crate) async fn insert_events(
         .clone()
         .map(|s| ExecutionRow::of(&s.execution))
         .collect();
-    let records = starts.clone().flat_map(|s| &s.records);
+    let records: Vec<&StepRecord> = starts.clone().flat_map(|s| &s.records).collect();
     let approvals: Vec<&ApprovalRequest> =
         starts.clone().filter_map(|s| s.approval.as_ref()).collect();
     let wakes = starts.clone().any(Starting::wakes_workers);
@@ -465,15 +464,14 @@ pub(crate) async fn insert_events(
         .clone()
         .filter_map(|s| trail_row(&s.execution, &s.undo))
         .collect();
-    let query = sqlx::query(&INSERT_EVENTS_SQL)
+    let rows = sqlx::query(&INSERT_EVENTS_SQL)
         .bind(to_json(&events))
         .bind(to_json(&executions))
+        .bind(to_json(&records))
         .bind(to_json(&approvals))
         .bind(WAKEUP_CHANNEL)
         .bind(wakes)
-        .bind(to_json(&trails));
-    let rows = StepColumns::of(records.into_iter().enumerate())
-        .bind(query)
+        .bind(to_json(&trails))
         .fetch_all(&mut *conn)
         .await
         .map_err(|err| match (&err, items) {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tollgate_model::records::{Cursor, Decision, Execution, ExecutionError, Gate, Timestamp, Wake};
 use tollgate_model::undo::ContextUndo;
+use tollgate_store::{rules, StepCommit, Transition};
 use uuid::Uuid;
 
 /// `row` with its position in the batch as the column `slot` (how a batch statement
@@ -20,6 +21,13 @@ pub(super) struct Slotted<'a, T: Serialize> {
     pub(super) slot: usize,
     #[serde(flatten)]
     pub(super) row: &'a T,
+}
+
+/// A step commit's context undo entries, by its slot.
+#[derive(Serialize)]
+pub(super) struct SlotUndo<'a> {
+    pub(super) slot: usize,
+    pub(super) undo: &'a [ContextUndo],
 }
 
 /// The columns of an execution's row that can change after its insert, and its id (see
@@ -148,6 +156,76 @@ pub(super) struct ApprovalChanges<'a> {
     pub(super) status: &'static str,
     pub(super) decisions: &'a [Decision],
     pub(super) decided_at: Option<Timestamp>,
+}
+
+/// One step commit's row of the group commit: the execution's state after its
+/// transition, as `rules::apply_commit` computes it.
+#[derive(Serialize)]
+pub(super) struct CommitRow<'a> {
+    slot: usize,
+    id: Uuid,
+    owner: &'a str,
+    expected: i64,
+    kind: &'static str,
+    status: &'static str,
+    context: &'a Value,
+    cursor: &'a Option<Cursor>,
+    visits: &'a BTreeMap<String, u32>,
+    steps_run: u32,
+    result: Option<tollgate_model::ExecutionResult>,
+    expires: Option<Timestamp>,
+    now: Timestamp,
+    #[serde(flatten)]
+    gate: GateColumns<'a>,
+    error: Option<&'a ExecutionError>,
+    close: Option<&'static str>,
+    wakes: bool,
+    stop: bool,
+}
+
+impl<'a> CommitRow<'a> {
+    pub(super) fn of(slot: usize, c: &'a StepCommit) -> Self {
+        let mut row = Self {
+            slot,
+            id: c.execution_id,
+            owner: &c.owner,
+            expected: c.expected_version,
+            kind: "continue",
+            status: "running",
+            context: &c.context,
+            cursor: &c.cursor,
+            visits: &c.visits,
+            steps_run: c.steps_run,
+            result: c.result,
+            expires: None,
+            now: c.now,
+            gate: GateColumns::of(None),
+            error: None,
+            close: None,
+            wakes: false,
+            stop: c.refuse_if_pause_requested,
+        };
+        match &c.transition {
+            Transition::Continue => row.expires = Some(c.lease_expires_at),
+            Transition::Release { at } => {
+                row.kind = "release";
+                row.expires = Some(*at);
+            }
+            Transition::Gate { gate, .. } => {
+                row.kind = "gate";
+                row.status = rules::gated_status(gate).as_str();
+                row.gate = GateColumns::of(Some(gate));
+                row.wakes = gate.deadline.is_some();
+            }
+            Transition::Finish { status, error } => {
+                row.kind = "finish";
+                row.status = status.as_str();
+                row.error = error.as_ref();
+                row.close = Some(rules::closing_status(*status).as_str());
+            }
+        }
+        row
+    }
 }
 
 #[cfg(test)]

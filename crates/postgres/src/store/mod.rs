@@ -5,7 +5,6 @@
 mod approvals;
 mod audit;
 mod begins;
-mod columns;
 mod commits;
 mod decisions;
 mod delegations;

@@ -19,7 +19,6 @@ use uuid::Uuid;
 use crate::rows::{backend, enum_str, to_json};
 use crate::{rows, PgStore, WAKEUP_CHANNEL};
 
-use super::columns::StepColumns;
 use super::json_rows::TrailRow;
 
 pub(super) type Tx = sqlx::Transaction<'static, Postgres>;
@@ -192,13 +191,14 @@ pub(super) async fn load_execution(
         .ok_or_else(|| Error::not_found("execution", id))
 }
 
-/// The step record columns of an insert from [`StepColumns::unnest`]'s rows `r`.
-pub(super) const STEP_SELECT: &str = "r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
-    r.input, r.output, r.warnings, r.started_at, r.completed_at, r.error";
+pub(super) const STEP_RECORDSET: &str = "jsonb_to_recordset($1) AS r(id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
+    iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
+    completed_at timestamptz, error jsonb)";
 
-/// The step records table's columns, in [`STEP_SELECT`]'s order.
-pub(super) const STEP_INSERT: &str = "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, \
-    status, input, output, warnings, started_at, completed_at, error)";
+/// The recordset's columns for an insert. `jsonb_to_recordset` reads a JSON `null` as SQL
+/// NULL, so JSON-null inputs and outputs (a step that had none) are put back as JSON.
+pub(super) const STEP_SELECT: &str = "r.id, r.execution_id, r.step_id, r.step_type, r.parent_step_id, r.iteration, r.visit, r.attempt, r.status, \
+    COALESCE(r.input, 'null'::jsonb), COALESCE(r.output, 'null'::jsonb), COALESCE(r.warnings, '[]'::jsonb), r.started_at, r.completed_at, r.error";
 
 pub(super) const STEP_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, input = EXCLUDED.input, output = EXCLUDED.output, \
     warnings = EXCLUDED.warnings, started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, error = EXCLUDED.error";
@@ -209,11 +209,11 @@ pub(super) async fn upsert_steps(conn: &mut PgConnection, records: &[StepRecord]
         return Ok(());
     }
     let sql = format!(
-        "{STEP_INSERT} SELECT {STEP_SELECT} FROM {} {STEP_UPSERT_TAIL}",
-        StepColumns::unnest(1)
+        "INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+         SELECT {STEP_SELECT} FROM {STEP_RECORDSET} {STEP_UPSERT_TAIL}"
     );
-    StepColumns::of(records.iter().enumerate())
-        .bind(sqlx::query(&sql))
+    sqlx::query(&sql)
+        .bind(to_json(records))
         .execute(conn)
         .await
         .map_err(backend)?;
@@ -530,14 +530,15 @@ pub(super) async fn write_trail(
     Ok(())
 }
 
-/// Inserts step records from [`StepColumns`] bound from the parameter `$first` onward
-/// (alias `r`, with its position as `r.ord`: records keep their order); the statement
-/// appends its filter, `ORDER BY r.ord` and what follows.
-pub(super) fn steps_from_columns(first: usize) -> String {
-    format!(
-        "{STEP_INSERT} SELECT {STEP_SELECT} FROM {}",
-        StepColumns::unnest(first)
-    )
+/// Inserts step records from the JSON recordset parameter `$param` (alias `r`, with its
+/// position as `r.ord`: records keep their order); the statement appends its filter,
+/// `ORDER BY r.ord` and what follows.
+pub(super) fn steps_from_recordset(param: usize) -> String {
+    format!("INSERT INTO step_records (id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, status, input, output, warnings, started_at, completed_at, error) \
+        SELECT {STEP_SELECT} FROM ROWS FROM (jsonb_to_recordset(${param}) AS (id uuid, execution_id uuid, step_id text, step_type text, parent_step_id text, \
+        iteration int, visit int, attempt int, status text, input jsonb, output jsonb, warnings jsonb, started_at timestamptz, \
+        completed_at timestamptz, error jsonb)) WITH ORDINALITY AS r(id, execution_id, step_id, step_type, parent_step_id, iteration, visit, attempt, \
+        status, input, output, warnings, started_at, completed_at, error, ord)")
 }
 
 /// Inserts a new execution row.
