@@ -33,7 +33,7 @@ struct Row<'a> {
     context: &'a Value,
     cursor: &'a Value,
     visits: &'a Value,
-    steps_run: i64,
+    steps_run: i32,
     result: Option<&'a str>,
     expires: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -65,41 +65,16 @@ fn json_text_sql() -> String {
     format!("SELECT count(*) FROM json_to_recordset($1::text::json) AS v({COLUMNS}) {FILTER}")
 }
 
+/// One array parameter per column of [`COLUMNS`], of that column's type.
 fn arrays_sql() -> String {
-    let types = [
-        "int4",
-        "uuid",
-        "text",
-        "int8",
-        "text",
-        "text",
-        "jsonb",
-        "jsonb",
-        "jsonb",
-        "int8",
-        "text",
-        "timestamptz",
-        "timestamptz",
-        "jsonb",
-        "text",
-        "timestamptz",
-        "text",
-        "uuid",
-        "timestamptz",
-        "jsonb",
-        "text",
-        "bool",
-        "bool",
-    ];
-    let arrays: Vec<String> = types
-        .iter()
-        .enumerate()
-        .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
-        .collect();
-    let names: Vec<&str> = COLUMNS
+    let (names, arrays): (Vec<&str>, Vec<String>) = COLUMNS
         .split(',')
-        .map(|c| c.split_whitespace().next().unwrap())
-        .collect();
+        .enumerate()
+        .map(|(i, column)| {
+            let (name, ty) = column.trim().split_once(' ').unwrap();
+            (name, format!("${}::{ty}[]", i + 1))
+        })
+        .unzip();
     format!(
         "SELECT count(*) FROM UNNEST({}) AS v({}) {FILTER}",
         arrays.join(", "),
