@@ -11,10 +11,9 @@ use tollgate_model::records::{
 };
 use tollgate_model::PauseReason;
 use tollgate_store::Effect;
-use uuid::Uuid;
 
 use crate::error::Result;
-use crate::steps::{Body, Env};
+use crate::steps::{local_id, Body, Env};
 use crate::template::{render_value, Mode, Scope, Template};
 
 use super::run::{merge_output, Outcome, Run, MAX_PURE_BATCH};
@@ -94,8 +93,11 @@ impl Run<'_> {
                 u32::try_from(distinct.len()).unwrap_or(u32::MAX)
             }
         };
-        let approval_id = Uuid::new_v5(
-            &self.exec.id,
+        // Stored in the same commit as the gate, and found afterwards by the gate's
+        // `approval_id`: no later run computes it again, so it may sort with its
+        // execution's rows.
+        let approval_id = local_id(
+            self.exec.id,
             format!("approval:{}:{}", step.id, env.visit).as_bytes(),
         );
         body.output = merge_output(

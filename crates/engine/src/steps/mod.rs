@@ -34,19 +34,53 @@ pub(crate) struct Tools<'a> {
 }
 
 /// Deterministic step-record id: a re-run of the same attempt after a crash replaces its
-/// `running` record instead of adding a second one.
+/// record instead of adding a second one.
+///
+/// A record that a later run may write again (`revisited`, see [`revisited`]) keeps the
+/// name-based (v5) id that every release computes alike: during a rolling upgrade that
+/// later run may belong to the other release. Every other record is written once, by the
+/// run that makes it, and gets a [`local_id`], which keeps an execution's records, and
+/// those of executions started together, on the same index pages.
 pub(crate) fn record_id(
     execution_id: Uuid,
     step_id: &str,
     visit: u32,
     iteration: Option<u32>,
     attempt: u32,
+    revisited: bool,
 ) -> Uuid {
     let name = match iteration {
         Some(i) => format!("step:{step_id}:{visit}:{i}:{attempt}"),
         None => format!("step:{step_id}:{visit}:{attempt}"),
     };
-    Uuid::new_v5(&execution_id, name.as_bytes())
+    if revisited {
+        Uuid::new_v5(&execution_id, name.as_bytes())
+    } else {
+        local_id(execution_id, name.as_bytes())
+    }
+}
+
+/// Whether a later run may write `step`'s record again: a step with side effects is
+/// recorded `running` before it acts and completed by whichever run finishes it (after a
+/// crash, another process's), and a gate's record is completed by the run that opens it.
+pub(crate) fn revisited(step: &Step) -> bool {
+    step.has_side_effects() || step.gate_kind().is_some()
+}
+
+/// A name-based id that sorts with its execution's: the execution id's first eight bytes
+/// (for a time-ordered v7 id, the millisecond it was created), then 62 bits of the v5
+/// hash of the execution id and `name`, as a version-8 UUID.
+///
+/// Random ids put each new row's index entry on a random page, so a batch of decisions
+/// dirtied (and wrote to the log, and checkpointed) one page per row; with these, the
+/// rows of executions started close together share pages. Measured in docs/benchmarks.md
+/// (thirty-third sitting).
+pub(crate) fn local_id(execution_id: Uuid, name: &[u8]) -> Uuid {
+    let mut bytes = *Uuid::new_v5(&execution_id, name).as_bytes();
+    bytes[..8].copy_from_slice(&execution_id.as_bytes()[..8]);
+    // Version 8 ("custom"); the variant bits in byte 8 are the v5 hash's, RFC 9562's.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    Uuid::from_bytes(bytes)
 }
 
 /// One sub-action's place: the step it belongs to, its position in the step's list, the
@@ -350,6 +384,7 @@ fn child_record(
             env.visit,
             env.iteration,
             env.attempt,
+            revisited(parent),
         ),
         execution_id: env.run_exec_id,
         step_id: child.id.clone(),
