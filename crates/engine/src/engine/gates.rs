@@ -13,7 +13,7 @@ use tollgate_model::PauseReason;
 use tollgate_store::Effect;
 
 use crate::error::Result;
-use crate::steps::{local_id, Body, Env};
+use crate::steps::{time_ordered_id, Body, Env};
 use crate::template::{render_value, Mode, Scope, Template};
 
 use super::run::{merge_output, Outcome, Run, MAX_PURE_BATCH};
@@ -93,10 +93,9 @@ impl Run<'_> {
                 u32::try_from(distinct.len()).unwrap_or(u32::MAX)
             }
         };
-        // Stored in the same commit as the gate, and found afterwards by the gate's
-        // `approval_id`: no later run computes it again, so it may sort with its
-        // execution's rows.
-        let approval_id = local_id(
+        // Time-ordered: the inbox lists requests newest first by id.
+        let approval_id = time_ordered_id(
+            self.now(),
             self.exec.id,
             format!("approval:{}:{}", step.id, env.visit).as_bytes(),
         );

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::path::{set_path, Found};
-use crate::steps::{record_id, revisited, Body, Env, Tools};
+use crate::steps::{record_id, Body, Env, Tools};
 use crate::template::{redact_secrets, Mode, Resolved, Scope};
 
 use super::compiled::Compiled;
@@ -196,14 +196,7 @@ impl<'e> Run<'e> {
     /// The `running` record of an attempt of `step` at `cursor`, begun at `started`.
     fn running_record(&self, step: &Step, cursor: &Cursor, started: Timestamp) -> StepRecord {
         StepRecord {
-            id: record_id(
-                self.exec.id,
-                &step.id,
-                cursor.visit,
-                None,
-                cursor.attempt,
-                revisited(step),
-            ),
+            id: record_id(self.exec.id, &step.id, cursor.visit, None, cursor.attempt),
             execution_id: self.exec.id,
             step_id: step.id.clone(),
             step_type: step.kind.type_name().into(),
@@ -692,8 +685,7 @@ impl<'e> Run<'e> {
             tracing::warn!(execution_id = %self.exec.id, step_id = CONTEXT_STEP, "{w}");
         }
         let record = StepRecord {
-            // Written only by the run that loads it, in that run's first commit.
-            id: record_id(self.exec.id, CONTEXT_STEP, 1, None, 1, false),
+            id: record_id(self.exec.id, CONTEXT_STEP, 1, None, 1),
             execution_id: self.exec.id,
             step_id: CONTEXT_STEP.into(),
             step_type: "context".into(),

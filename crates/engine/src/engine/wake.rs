@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::gates::apply_event;
 use super::run::{merge_into, set_step_output, Run};
 use crate::error::Result;
-use crate::steps::{record_id, revisited};
+use crate::steps::record_id;
 
 /// Where an approval's outcome sends the execution.
 enum Verdict {
@@ -76,14 +76,7 @@ impl Run<'_> {
         let step = self.definition().step(&gate.step_id).cloned()?;
         let attempt = self.exec.cursor.as_ref().map_or(1, |c| c.attempt);
         let record = StepRecord {
-            id: record_id(
-                self.exec.id,
-                &step.id,
-                gate.visit,
-                None,
-                attempt,
-                revisited(&step),
-            ),
+            id: record_id(self.exec.id, &step.id, gate.visit, None, attempt),
             execution_id: self.exec.id,
             step_id: step.id.clone(),
             step_type: step.kind.type_name().into(),

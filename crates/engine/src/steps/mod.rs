@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use futures_util::future::{join_all, BoxFuture};
 use serde_json::{json, Value};
 use tollgate_model::definition::{ErrorClass, Step, StepKind, Strategy, SubAction, Verb};
-use tollgate_model::records::{StepError, StepRecord, StepStatus};
+use tollgate_model::records::{StepError, StepRecord, StepStatus, Timestamp};
 use tollgate_model::ExecutionResult;
 use tollgate_store::Effect;
 use uuid::Uuid;
@@ -34,52 +34,34 @@ pub(crate) struct Tools<'a> {
 }
 
 /// Deterministic step-record id: a re-run of the same attempt after a crash replaces its
-/// record instead of adding a second one.
-///
-/// A record that a later run may write again (`revisited`, see [`revisited`]) keeps the
-/// name-based (v5) id that every release computes alike: during a rolling upgrade that
-/// later run may belong to the other release. Every other record is written once, by the
-/// run that makes it, and gets a [`local_id`], which keeps an execution's records, and
-/// those of executions started together, on the same index pages.
+/// `running` record instead of adding a second one.
 pub(crate) fn record_id(
     execution_id: Uuid,
     step_id: &str,
     visit: u32,
     iteration: Option<u32>,
     attempt: u32,
-    revisited: bool,
 ) -> Uuid {
     let name = match iteration {
         Some(i) => format!("step:{step_id}:{visit}:{i}:{attempt}"),
         None => format!("step:{step_id}:{visit}:{attempt}"),
     };
-    if revisited {
-        Uuid::new_v5(&execution_id, name.as_bytes())
-    } else {
-        local_id(execution_id, name.as_bytes())
-    }
+    Uuid::new_v5(&execution_id, name.as_bytes())
 }
 
-/// Whether a later run may write `step`'s record again: a step with side effects is
-/// recorded `running` before it acts and completed by whichever run finishes it (after a
-/// crash, another process's), and a gate's record is completed by the run that opens it.
-pub(crate) fn revisited(step: &Step) -> bool {
-    step.has_side_effects() || step.gate_kind().is_some()
-}
-
-/// A name-based id that sorts with its execution's: the execution id's first eight bytes
-/// (for a time-ordered v7 id, the millisecond it was created), then 62 bits of the v5
-/// hash of the execution id and `name`, as a version-8 UUID.
+/// A time-ordered id for a row a store lists newest first by id (an approval request):
+/// a UUID v7 of `at` whose 74 other bits come from the v5 hash of the execution id and
+/// `name`, so that under a controlled clock the same run makes the same id.
 ///
-/// Random ids put each new row's index entry on a random page, so a batch of decisions
-/// dirtied (and wrote to the log, and checkpointed) one page per row; with these, the
-/// rows of executions started close together share pages. Measured in docs/benchmarks.md
-/// (thirty-third sitting).
-pub(crate) fn local_id(execution_id: Uuid, name: &[u8]) -> Uuid {
+/// Nothing computes such an id again after its row is stored (the row is found by it),
+/// so it need not be the same when a run is repeated after a crash at another time.
+pub(crate) fn time_ordered_id(at: Timestamp, execution_id: Uuid, name: &[u8]) -> Uuid {
     let mut bytes = *Uuid::new_v5(&execution_id, name).as_bytes();
-    bytes[..8].copy_from_slice(&execution_id.as_bytes()[..8]);
-    // Version 8 ("custom"); the variant bits in byte 8 are the v5 hash's, RFC 9562's.
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    // Milliseconds since 1970 in 48 bits; times outside that range are clamped.
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0).min((1 << 48) - 1);
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    // Version 7; the variant bits in byte 8 are the v5 hash's, RFC 9562's.
+    bytes[6] = (bytes[6] & 0x0f) | 0x70;
     Uuid::from_bytes(bytes)
 }
 
@@ -384,7 +366,6 @@ fn child_record(
             env.visit,
             env.iteration,
             env.attempt,
-            revisited(parent),
         ),
         execution_id: env.run_exec_id,
         step_id: child.id.clone(),

@@ -892,66 +892,42 @@ async fn a_decision_before_a_side_effect_stores_the_claim_and_advances() {
     );
 }
 
-/// A step record that a later run may write again keeps the name-based id every release
-/// computes alike — a gate's (completed by the run that opens it) and a side effect's
-/// (`running` until whichever run finishes it) — because during a rolling upgrade that
-/// run may be the other release's. Records written once, and approval requests, sort
-/// with their execution: they begin with its id's first eight bytes.
+/// The inbox lists approval requests newest first by id, so the engine makes their ids
+/// time-ordered: a request made later sorts first, whichever executions they belong to.
 #[tokio::test]
-async fn only_records_no_later_run_writes_again_sort_with_their_execution() {
-    let api = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(200))
-        .expect(1)
-        .mount(&api)
-        .await;
+async fn approval_requests_are_listed_newest_first() {
     let h = Harness::new();
-    h.deploy(json!({
-        "workflow_id": "ids", "version": "1", "trigger": {"type": "event", "event": "order.created"},
-        "steps": [
-            {"id": "check", "type": "condition", "condition": {"field": "total", "operator": "gt", "value": 10}, "on_true": "gate", "on_false": "refuse"},
-            {"id": "gate", "type": "approval", "approval": {"approvers": {"role": "manager"}}, "on_approve": "call", "on_reject": "refuse"},
-            {"id": "call", "type": "execute", "execute": [{"type": "webhook", "url": format!("{}/hook", api.uri())}], "next": "ship"},
-            {"id": "ship", "type": "action", "action": "allow"},
-            {"id": "refuse", "type": "action", "action": "block"}
-        ]
-    }))
-    .await;
-    let paused = h.start("order.created", json!({"total": 50})).await;
-    let done = h
-        .decide(&paused, "ann", &["manager"], DecisionKind::Approve, None)
+    h.deploy(approval_flow(json!({"approvers": {"role": "manager"}})))
+        .await;
+    let mut made = Vec::new();
+    for _ in 0..6 {
+        let paused = h.start("order.created", json!({})).await;
+        let gate = paused.gate.clone().unwrap();
+        made.push((gate.approval_id.unwrap(), gate.paused_at));
+        h.advance(1);
+    }
+    made.reverse();
+    let listed = h
+        .store
+        .list_approvals(
+            &tollgate_store::ApprovalFilter::default(),
+            &tollgate_store::PageRequest::first(50),
+        )
         .await
         .unwrap();
-    assert_eq!(done.status, ExecutionStatus::Completed);
-    let prefix = &done.id.as_bytes()[..6];
-    let sorts_with_execution = |id: uuid::Uuid| {
-        &id.as_bytes()[..6] == prefix
-            && id.get_version_num() == 8
-            && id.as_bytes()[7] == done.id.as_bytes()[7]
-    };
-    let named = |step: &str| uuid::Uuid::new_v5(&done.id, format!("step:{step}:1:1").as_bytes());
-    let records = h.store.list_steps(done.id).await.unwrap();
-    let ids: Vec<(&str, uuid::Uuid)> = records.iter().map(|r| (r.step_id.as_str(), r.id)).collect();
     assert_eq!(
-        ids.iter().map(|(step, _)| *step).collect::<Vec<_>>(),
-        ["check", "gate", "call", "ship"]
+        listed.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+        made.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        "newest first"
     );
-    for (step, id) in ids {
-        match step {
-            "gate" | "call" => assert_eq!(id, named(step), "`{step}` is written again later"),
-            _ => assert!(
-                sorts_with_execution(id),
-                "`{step}`'s record {id} should sort with {}",
-                done.id
-            ),
-        }
+    for (id, paused_at) in made {
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        let at = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap(), nanos).unwrap();
+        assert_eq!(
+            at, paused_at,
+            "the id carries the time the request was made"
+        );
     }
-    let approval = paused.gate.as_ref().and_then(|g| g.approval_id).unwrap();
-    assert!(
-        sorts_with_execution(approval),
-        "approval {approval} should sort with {}",
-        done.id
-    );
 }
 
 /// A direct delivery that is refused stores nothing (so no later wait can take it as an
