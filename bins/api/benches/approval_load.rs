@@ -33,8 +33,15 @@
 //! the server with `--retention 1d`, so that it deletes that history in batches (of 500,
 //! looking again every second) while the workload runs.
 //!
+//! Phase B decides the paused executions in a fixed shuffled order (by a hash of the
+//! approval id), as people's decisions arrive: not in the order they were started.
+//! `TOLLGATE_BENCH_ORDER=listed` decides them in the inbox's order instead (newest
+//! first), as an approver working down the list or a bulk decision does; the line then
+//! says `decided in listed order`.
+//!
 //! Scale (env): `TOLLGATE_BENCH_DECISIONS=K` decides only the first `K` of the `N` paused
-//! executions (a million can be paused to measure memory without deciding them all).
+//! executions in that order (a million can be paused to measure memory without deciding
+//! them all).
 //! The server's resident memory is printed with `N` paused and at the end, each two
 //! seconds after its phase (once the phase's own buffers are gone).
 //!
@@ -224,6 +231,7 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
 
     // Phase A: starts.
     let counting = Counts::enabled();
+    let listed_order = std::env::var("TOLLGATE_BENCH_ORDER").as_deref() == Ok("listed");
     let counts_a = if counting {
         Some(Counts::start(server.child.id(), &base, database_url).await)
     } else {
@@ -275,10 +283,17 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
         );
     }
 
-    // The approval ids, paged; `TOLLGATE_BENCH_DECISIONS` decides only the first ones
-    // (a million paused executions need not all be decided to measure the decisions).
+    // The approval ids, paged (newest first), then by default put in a fixed order that
+    // has nothing to do with when they were made: in listed order each batch of
+    // decisions finds its executions' rows on neighbouring pages, which decisions
+    // arriving one by one from people do not. `TOLLGATE_BENCH_DECISIONS` decides only
+    // the first ones (a million paused executions need not all be decided to measure
+    // the decisions).
     let mut ids = pending_approvals(&client, &base, &admin).await;
     assert_eq!(ids.len(), n);
+    if !listed_order {
+        ids.sort_by_cached_key(|id| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, id.as_bytes()));
+    }
     let decisions: usize = env_or("TOLLGATE_BENCH_DECISIONS", n).min(n);
     ids.truncate(decisions);
 
@@ -358,9 +373,14 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     }
     let mut sorted: Vec<Duration> = latencies.iter().map(|(_, t)| *t).collect();
     sorted.sort();
+    let order = if listed_order {
+        " decided in listed order"
+    } else {
+        ""
+    };
     println!(
         "approval workload {label}: N={n} C={c}, host reference work {reference:.0} ms | phase A: {:.0} starts/s accepted ({:.2} s), all paused after {:.2} s = {:.0} starts/s{delivered}, {cpu_a}{counts_a}; server RSS with {n} paused {rss_paused:.1} MiB | \
-         phase B: {decisions} decisions, {:.0}/s ({:.2} s), {cpu_b}{counts_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS at the end {rss_end:.1} MiB",
+         phase B: {decisions} decisions{order}, {:.0}/s ({:.2} s), {cpu_b}{counts_b}; decision→completed p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server RSS at the end {rss_end:.1} MiB",
         n as f64 / accepted.as_secs_f64(),
         accepted.as_secs_f64(),
         all_paused.as_secs_f64(),
