@@ -58,7 +58,9 @@ pub(crate) fn record_id(
 pub(crate) fn time_ordered_id(at: Timestamp, execution_id: Uuid, name: &[u8]) -> Uuid {
     let mut bytes = *Uuid::new_v5(&execution_id, name).as_bytes();
     // Milliseconds since 1970 in 48 bits; times outside that range are clamped.
-    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0).min((1 << 48) - 1);
+    let millis = u64::try_from(at.timestamp_millis())
+        .unwrap_or(0)
+        .min((1 << 48) - 1);
     bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
     // Version 7; the variant bits in byte 8 are the v5 hash's, RFC 9562's.
     bytes[6] = (bytes[6] & 0x0f) | 0x70;
