@@ -50,21 +50,18 @@ pub(crate) fn record_id(
 }
 
 /// A time-ordered id for a row a store lists newest first by id (an approval request):
-/// a UUID v7 of `at` whose 74 other bits come from the v5 hash of the execution id and
+/// a UUID v7 of `at` whose other bits come from the v5 hash of the execution id and
 /// `name`, so that under a controlled clock the same run makes the same id.
 ///
 /// Nothing computes such an id again after its row is stored (the row is found by it),
 /// so it need not be the same when a run is repeated after a crash at another time.
 pub(crate) fn time_ordered_id(at: Timestamp, execution_id: Uuid, name: &[u8]) -> Uuid {
-    let mut bytes = *Uuid::new_v5(&execution_id, name).as_bytes();
-    // Milliseconds since 1970 in 48 bits; times outside that range are clamped.
-    let millis = u64::try_from(at.timestamp_millis())
-        .unwrap_or(0)
-        .min((1 << 48) - 1);
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    // Version 7; the variant bits in byte 8 are the v5 hash's, RFC 9562's.
-    bytes[6] = (bytes[6] & 0x0f) | 0x70;
-    Uuid::from_bytes(bytes)
+    let hash = Uuid::new_v5(&execution_id, name).into_bytes();
+    let mut rest = [0; 10];
+    rest.copy_from_slice(&hash[6..]);
+    // A time before 1970 comes from no working clock; it counts as 1970.
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &rest).into_uuid()
 }
 
 /// One sub-action's place: the step it belongs to, its position in the step's list, the
