@@ -409,9 +409,11 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
     })
     .listen(listener)?
     .shutdown_timeout(args.shutdown_timeout.as_secs().max(1));
-    if let Some(n) = args.http_workers {
-        server = server.workers(n.max(1));
-    }
+    server = server.workers(
+        args.http_workers
+            .unwrap_or_else(default_http_workers)
+            .max(1),
+    );
     // Signals are ours, not the HTTP server's: a stop first turns readiness off, then
     // stops the server, the worker loop and the executions in flight against one
     // deadline (`--shutdown-timeout`), so the whole stop is bounded.
@@ -503,4 +505,14 @@ pub async fn start(args: &ServeArgs, signals: bool) -> anyhow::Result<Running> {
         stop,
         join,
     })
+}
+
+/// HTTP workers when `--http-workers` is not given: half the cores, at least one. They
+/// only parse requests and write answers; executions advance on the runtime's workers
+/// (one per core), and SQLite's writer has a thread of its own. With one HTTP worker
+/// per core they competed with those for the cores: on two cores a second one cost
+/// SQLite about 15 % of its starts (docs/benchmarks.md, thirty-third sitting).
+fn default_http_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).max(1)
 }

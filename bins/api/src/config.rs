@@ -93,7 +93,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TOLLGATE_ADMIN_KEY_FILE")]
     pub admin_key_file: Option<PathBuf>,
 
-    /// HTTP worker threads (default: one per core).
+    /// HTTP worker threads (default: half the cores, at least one).
     #[arg(long, env = "TOLLGATE_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
