@@ -41,7 +41,10 @@
 //!
 //! Scale (env): `TOLLGATE_BENCH_DECISIONS=K` decides only the first `K` of the `N` paused
 //! executions in that order (a million can be paused to measure memory without deciding
-//! them all).
+//! them all). `TOLLGATE_BENCH_SETTLE=S` waits `S` seconds between the phases, so that
+//! what phase A left behind (checkpoints, autovacuum) is over before the decisions are
+//! timed; as phase B begins the driver prints `phase B begins (server pid P)` to stderr,
+//! for a profiler to attach to.
 //! The server's resident memory is printed with `N` paused and at the end, each two
 //! seconds after its phase (once the phase's own buffers are gone).
 //!
@@ -297,6 +300,9 @@ async fn run(label: &str, database_url: Option<&str>, n: usize, c: usize, varian
     let decisions: usize = env_or("TOLLGATE_BENCH_DECISIONS", n).min(n);
     ids.truncate(decisions);
 
+    let settle: u64 = env_or("TOLLGATE_BENCH_SETTLE", 0);
+    tokio::time::sleep(Duration::from_secs(settle)).await;
+    eprintln!("phase B begins (server pid {})", server.child.id());
     // Phase B: decisions.
     let counts_b = if counting {
         Some(Counts::start(server.child.id(), &base, database_url).await)
